@@ -1,0 +1,136 @@
+"""Dedup core (pure): exact groups by sha256, hash-value nodes, representatives.
+
+Exact: records with the same bytes form an ImageGroup; the record read first
+(smallest shard, then ordinal) is kept. Near: images sharing a pHash value form a
+node (thousands of flat images cost one node); nodes are clustered by
+`memgen.near`, and every image of a node follows the node's representative.
+Representative preference: most pixels, then most bytes, then smallest image_id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import numpy as np
+
+from memgen.fingerprint import int64_to_uint64
+from memgen.near import popcount, split_clusters
+from memgen.records import Fingerprint
+
+
+class ImageGroup(NamedTuple):
+    """All records with the same bytes: the one kept and the others."""
+
+    kept: Fingerprint
+    others: tuple[Fingerprint, ...]
+
+    @property
+    def exact_copies(self) -> int:
+        return 1 + len(self.others)
+
+
+class Member(NamedTuple):
+    """An image as near dedup sees it."""
+
+    preference: tuple
+    image_id: str
+    copies: int  # records it stands for after exact dedup
+
+
+class HashNode(NamedTuple):
+    """One distinct pHash value: its best image and the records it stands for."""
+
+    phash: int
+    best: Member
+    copies: int
+
+
+class NodeRep(NamedTuple):
+    """The representative chosen for a node; copies is set on the representative's node."""
+
+    image_id: str
+    phash: int
+    copies: int
+
+
+class Assignment(NamedTuple):
+    """Where an image went: its representative (itself if kept) and distance."""
+
+    image_id: str
+    representative: str
+    distance: int
+    copies: int  # records the representative stands for; 0 unless image_id == representative
+
+
+def exact_group(fingerprints: Iterable[Fingerprint]) -> ImageGroup:
+    ordered = sorted(fingerprints, key=lambda fp: (fp.shard, fp.ordinal))
+    return ImageGroup(ordered[0], tuple(ordered[1:]))
+
+
+def member(group: ImageGroup) -> Member:
+    return Member(group.kept.preference(), group.kept.image_id, group.exact_copies)
+
+
+def hash_node(phash: int, members: Iterable[Member]) -> HashNode:
+    members = list(members)
+    return HashNode(phash, min(members), sum(m.copies for m in members))
+
+
+def cluster_nodes(nodes: Iterable[HashNode], k: int) -> list[tuple[int, NodeRep]]:
+    """(phash, NodeRep) for every node; deterministic whatever the input order."""
+    nodes = sorted(nodes, key=lambda n: n.best.preference)
+    if not nodes:
+        return []
+    hashes = int64_to_uint64([n.phash for n in nodes])
+    rep = split_clusters(hashes, k)
+    copies = np.zeros(len(nodes), dtype=np.int64)
+    np.add.at(copies, rep, [n.copies for n in nodes])
+    return [
+        (node.phash, NodeRep(nodes[r].best.image_id, nodes[r].phash, int(copies[i]) if r == i else 0))
+        for i, (node, r) in enumerate(zip(nodes, rep.tolist(), strict=True))
+    ]
+
+
+def assign_members(phash: int, members: Iterable[Member], rep: NodeRep) -> list[Assignment]:
+    """Every image of a node follows the node's representative."""
+    distance = int(popcount(int64_to_uint64(phash) ^ int64_to_uint64(rep.phash)))
+    return [
+        Assignment(m.image_id, rep.image_id, distance, rep.copies if m.image_id == rep.image_id else 0)
+        for m in members
+    ]
+
+
+class KeptImage(NamedTuple):
+    """A representative to be written with its bytes: where it is, and its row fields."""
+
+    ordinal: int
+    fields: dict  # images-table columns except the ones the re-read supplies
+
+
+class DuplicateRow(NamedTuple):
+    ordinal: int
+    fields: dict  # duplicates-table columns
+
+
+def place(group: ImageGroup, assignment: Assignment) -> list[tuple[int, KeptImage | DuplicateRow]]:
+    """(shard, row) for every record of an exact group, given where its image went."""
+    kind = "exact" if assignment.representative == group.kept.image_id else "near"
+    placed: list[tuple[int, KeptImage | DuplicateRow]] = []
+    records = group.others
+    if kind == "exact":
+        fp = group.kept
+        placed.append((fp.shard, KeptImage(fp.ordinal, {
+            "image_id": fp.image_id, "phash": fp.phash, "dhash": fp.dhash, "width": fp.width,
+            "height": fp.height, "format": fp.format, "n_bytes": fp.n_bytes, "source": fp.source,
+            "copies": assignment.copies, "exact_copies": group.exact_copies,
+        })))
+    else:
+        records = (group.kept, *group.others)
+    for fp in records:
+        placed.append((fp.shard, DuplicateRow(fp.ordinal, {
+            "source": fp.source, "image_id": fp.image_id,
+            "representative": assignment.representative, "distance": assignment.distance,
+            "kind": kind,
+        })))
+    return placed

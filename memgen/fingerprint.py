@@ -1,0 +1,127 @@
+"""Fingerprints: original bytes -> sha256, size, pHash and dHash, or a reason to reject.
+
+Decoding is defensive: a pixel cap checked from the header before any pixel is
+decoded (decompression bombs), EXIF orientation applied, every mode Pillow opens
+reduced to 8-bit grey, the first frame of animations. Two modes:
+- fast (default): JPEG `draft()` decodes at 1/2..1/8 scale straight to grey;
+- exact: full decode, bit-for-bit `imagehash.phash` / `imagehash.dhash` of the
+  oriented image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+from memgen.records import Fingerprint, Record, Reject
+
+MODES = ("fast", "exact")
+DRAFT_SIZE = 128  # smallest side JPEG draft may decode to; pHash looks at 32x32
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True)
+class FingerprintConfig:
+    mode: str = "fast"
+    max_pixels: int = 100_000_000
+
+
+class ImageError(Exception):
+    """A record whose bytes are not a usable image; error_type says why."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+@dataclass(frozen=True)
+class Decoded:
+    grey: Image.Image  # mode L, oriented; possibly reduced in fast mode
+    width: int  # full size, after orientation
+    height: int
+    format: str
+
+
+def decode(data: bytes, config: FingerprintConfig) -> Decoded:
+    """Safely decode bytes to an oriented grey image; raises ImageError."""
+    if not data:
+        raise ImageError("empty", "zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > config.max_pixels:
+                raise ImageError("too_many_pixels",
+                                 f"{width}x{height} > max_pixels {config.max_pixels}")
+            orientation = _orientation(img)
+            if config.mode == "fast" and img.format == "JPEG":
+                img.draft("L", (DRAFT_SIZE, DRAFT_SIZE))
+            img.load()
+            grey = img.convert("L")
+    except ImageError:
+        raise
+    except Image.UnidentifiedImageError as e:
+        raise ImageError("not_an_image", str(e)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError("too_many_pixels", str(e)) from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a property of the record
+        raise ImageError("decode_error", f"{type(e).__name__}: {e}"[:500]) from None
+    if orientation in _TRANSPOSE:
+        grey = grey.transpose(_TRANSPOSE[orientation])
+        if orientation >= 5:
+            width, height = height, width
+    return Decoded(grey, width, height, img.format or "unknown")
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - broken EXIF must not reject a decodable image
+        return 1
+
+
+def hash_to_int64(h: imagehash.ImageHash) -> int:
+    """64 hash bits (row-major, first bit most significant, as str(h)) as a signed int64."""
+    value = int(str(h), 16)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def int64_to_uint64(values: np.ndarray | int) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64).view(np.uint64)
+
+
+def fingerprint(record: Record, config: FingerprintConfig) -> Fingerprint | Reject:
+    """The record's Fingerprint, or a Reject saying why it has none."""
+    try:
+        decoded = decode(record.data, config)
+    except ImageError as e:
+        return Reject(record.shard, record.ordinal, record.source, "fingerprint",
+                      e.error_type, str(e), len(record.data))
+    return Fingerprint(
+        shard=record.shard,
+        ordinal=record.ordinal,
+        source=record.source,
+        image_id=hashlib.sha256(record.data).hexdigest(),
+        phash=hash_to_int64(imagehash.phash(decoded.grey)),
+        dhash=hash_to_int64(imagehash.dhash(decoded.grey)),
+        width=decoded.width,
+        height=decoded.height,
+        format=decoded.format,
+        n_bytes=len(record.data),
+    )

@@ -1,0 +1,41 @@
+"""manifest.json content: what ran, on what, and counts that must add up."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import Any
+
+from memgen.memory import SCHEMA_VERSION, TABLES
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def build_manifest(base: dict[str, Any], totals: Counter, records_in: int) -> dict[str, Any]:
+    """base (inputs, options, versions, started_at) + the counts the writers reported."""
+    reasons = {k.split(":", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("reject:")}
+    images, duplicates, rejects = totals["images"], totals["duplicates"], totals["rejects"]
+    finished = now()
+    seconds = (dt.datetime.fromisoformat(finished)
+               - dt.datetime.fromisoformat(base["started_at"])).total_seconds()
+    return {
+        **base,
+        "schema_version": SCHEMA_VERSION,
+        "tables": {t: f"{t}/" for t in TABLES},
+        "counts": {
+            "records_in": records_in,
+            "images": images,
+            "duplicates": duplicates,
+            "duplicates_exact": totals["duplicates_exact"],
+            "duplicates_near": totals["duplicates_near"],
+            "rejects": rejects,
+            "rejects_by_reason": reasons,
+            "image_bytes": totals["image_bytes"],
+        },
+        "equation": "records_in = images + duplicates + rejects",
+        "balanced": records_in == images + duplicates + rejects,
+        "finished_at": finished,
+        "seconds": seconds,
+    }

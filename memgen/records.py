@@ -1,0 +1,75 @@
+"""The typed elements that flow between memorize stages.
+
+Records carry bytes and live only inside one shard's worker; everything that is
+shuffled (fingerprints, references, duplicate and reject rows) is small.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Shard(NamedTuple):
+    """One unit of parallel work: a tar, a Parquet file or a single image file."""
+
+    index: int  # position in the sorted list of discovered shards (stable id)
+    uri: str
+    kind: str  # tar | parquet | file
+
+
+class Record(NamedTuple):
+    """One image record read from a shard, with its original bytes."""
+
+    shard: int
+    ordinal: int  # position of the record in the shard's stream (stable on re-read)
+    source: str  # shard uri + "#" + member key (just the uri for a single file)
+    data: bytes
+    caption: str | None = None
+    url: str | None = None
+    metadata: str | None = None  # JSON text
+
+
+class Reject(NamedTuple):
+    """A record, or a whole shard, that could not be used and why."""
+
+    shard: int
+    ordinal: int  # -1 when the reject is about the shard, not one record
+    source: str
+    stage: str  # open | read | fingerprint | materialize
+    error_type: str
+    message: str
+    n_bytes: int = 0
+    data: bytes | None = None  # attached when the tables are written, never shuffled
+
+    def row(self, data_cap: int) -> dict:
+        return {
+            "source": self.source,
+            "stage": self.stage,
+            "error_type": self.error_type,
+            "message": self.message,
+            "n_bytes": self.n_bytes,
+            "data": None if self.data is None else self.data[:data_cap],
+        }
+
+
+class Fingerprint(NamedTuple):
+    """What dedup needs of a record: ids and hashes, no image bytes."""
+
+    shard: int
+    ordinal: int
+    source: str
+    image_id: str  # hex sha256 of the bytes
+    phash: int  # signed int64
+    dhash: int  # signed int64
+    width: int
+    height: int
+    format: str
+    n_bytes: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def preference(self) -> tuple:
+        """Sort key of the representative choice: most pixels, most bytes, smallest id."""
+        return (-self.pixels, -self.n_bytes, self.image_id, self.shard, self.ordinal)

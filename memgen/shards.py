@@ -1,0 +1,88 @@
+"""Shard discovery: input URLs (brace ranges, globs, directories) -> sorted Shards.
+
+Everything goes through fsspec, so local paths, memory://, https:// and (with the
+cloud extra) s3:// and gs:// behave the same. One shard is one unit of work.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+import fsspec
+from braceexpand import braceexpand
+
+from memgen.records import Shard
+
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".jp2", ".avif", ".mpo",
+)
+_GLOB_CHARS = set("*?[")
+
+
+class NoInputError(ValueError):
+    """No input URL matched anything."""
+
+
+def shard_kind(uri: str) -> str:
+    lower = uri.lower()
+    if lower.endswith(TAR_SUFFIXES):
+        return "tar"
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    return "file"
+
+
+def _is_listed_file(path: str) -> bool:
+    """Files that a directory walk picks up: shards and images, not sidecars."""
+    return path.lower().endswith(TAR_SUFFIXES + PARQUET_SUFFIXES + IMAGE_SUFFIXES)
+
+
+def _expand_one(url: str) -> tuple[list[str], bool]:
+    """URLs one input stands for, and whether the input itself exists or matched."""
+    fs, path = fsspec.core.url_to_fs(url)
+    protocol = url.split("://", 1)[0] if "://" in url else None
+
+    def unstrip(p: str) -> str:
+        return fs.unstrip_protocol(p) if protocol else p
+
+    if _GLOB_CHARS & set(path) and protocol not in ("http", "https"):
+        matches = sorted(fs.glob(path))
+        files: list[str] = []
+        for m in matches:
+            files.extend(_walk(fs, m) if fs.isdir(m) else [m])
+        return [unstrip(f) for f in files], bool(matches)
+    if protocol in ("http", "https"):
+        return [url], True  # a missing URL becomes a reject row when it is opened
+    try:
+        if fs.isdir(path):
+            return [unstrip(f) for f in _walk(fs, path)], True
+        exists = fs.exists(path)
+    except OSError:
+        exists = False
+    return [unstrip(path)], exists
+
+
+def _walk(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
+    found = fs.find(root)
+    return sorted(p for p in found if _is_listed_file(p) and not posixpath.basename(p).startswith("."))
+
+
+def discover(inputs: list[str]) -> list[Shard]:
+    """Sorted, de-duplicated shards for the given input URLs.
+
+    Explicit URLs that do not exist still become shards (their reader rejects them
+    with a reason), unless nothing at all exists: then NoInputError.
+    """
+    urls: set[str] = set()
+    any_exists = False
+    for raw in inputs:
+        for url in braceexpand(raw):
+            expanded, exists = _expand_one(url)
+            urls.update(expanded)
+            any_exists = any_exists or exists
+    if not any_exists or not urls:
+        raise NoInputError(f"no input matched: {' '.join(inputs)}")
+    return [Shard(i, uri, shard_kind(uri)) for i, uri in enumerate(sorted(urls))]

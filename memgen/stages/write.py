@@ -1,0 +1,82 @@
+"""WriteMemory: dedup results + rejects -> Parquet parts per shard, then manifest.json.
+
+References (small) are grouped by shard; each shard is re-read once, inside one
+worker, to write its kept images with their bytes. The manifest is computed from
+what the writers report and written last, so a memory is finished only when every
+part is in place.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import apache_beam as beam
+
+from memgen.dedup import DuplicateRow, KeptImage, place
+from memgen.manifest import build_manifest
+from memgen.materialize import materialize_shard
+from memgen.memory import write_manifest
+from memgen.readers import ReaderConfig
+from memgen.records import Reject, Shard
+from memgen.stages import only
+
+
+class _MaterializeFn(beam.DoFn):
+    def __init__(self, memory: str, shards: list[Shard], config: ReaderConfig) -> None:
+        self.memory = memory
+        self.shards = shards
+        self.config = config
+
+    def process(self, element):
+        index, joined = element
+        kept = [p for p in joined["placed"] if isinstance(p, KeptImage)]
+        duplicates = [p for p in joined["placed"] if isinstance(p, DuplicateRow)]
+        rejects: list[Reject] = list(joined["rejects"])
+        yield materialize_shard(self.memory, self.shards[index], kept, duplicates, rejects,
+                                self.config)
+
+
+def _sum_counters(counters) -> Counter:
+    total: Counter = Counter()
+    for c in counters:
+        total.update(c)
+    return total
+
+
+def _write_manifest(totals: Counter, records_in: int, memory: str, base: dict) -> dict:
+    manifest = build_manifest(base, totals, records_in)
+    write_manifest(memory, manifest)
+    return manifest
+
+
+class WriteMemory(beam.PTransform):
+    """Input: dict with groups, assignments, rejects, read_counts PCollections."""
+
+    def __init__(self, memory: str, shards: list[Shard], config: ReaderConfig,
+                 manifest_base: dict) -> None:
+        super().__init__()
+        self.memory = memory
+        self.shards = shards
+        self.config = config
+        self.manifest_base = manifest_base
+
+    def expand(self, pcolls):
+        groups = pcolls["groups"] | "KeyGroups" >> beam.Map(lambda g: (g.kept.image_id, g))
+        assignments = pcolls["assignments"] | "KeyAssignments" >> beam.Map(lambda a: (a.image_id, a))
+        placed = (
+            {"group": groups, "assignment": assignments}
+            | "JoinAssignment" >> beam.CoGroupByKey()
+            | "Place" >> beam.FlatMapTuple(
+                lambda _, j: place(only(j["group"]), only(j["assignment"])))
+        )
+        rejects = pcolls["rejects"] | "KeyRejects" >> beam.Map(lambda r: (r.shard, r))
+        totals = (
+            {"placed": placed, "rejects": rejects}
+            | "GroupByShard" >> beam.CoGroupByKey()
+            | "Materialize" >> beam.ParDo(_MaterializeFn(self.memory, self.shards, self.config))
+            | "SumCounts" >> beam.CombineGlobally(_sum_counters)
+        )
+        records_in = pcolls["read_counts"] | "RecordsIn" >> beam.CombineGlobally(sum)
+        return totals | "WriteManifest" >> beam.Map(
+            _write_manifest, beam.pvalue.AsSingleton(records_in), self.memory, self.manifest_base)
+

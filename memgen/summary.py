@@ -1,0 +1,25 @@
+"""The end-of-run summary table printed by `memgen memorize` (from manifest.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def memorize_summary(manifest: dict[str, Any]) -> str:
+    c = manifest["counts"]
+    rows = [
+        ("shards", manifest["shards"]),
+        ("records in", c["records_in"]),
+        ("unique images", c["images"]),
+        ("exact duplicates", c["duplicates_exact"]),
+        ("near duplicates", c["duplicates_near"]),
+        ("rejects", c["rejects"]),
+        *((f"  {reason}", n) for reason, n in c["rejects_by_reason"].items()),
+        ("image bytes kept", c["image_bytes"]),
+        ("time (s)", f"{manifest['seconds']:.1f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {value:>12}" for name, value in rows]
+    check = "balanced" if manifest["balanced"] else "NOT BALANCED"
+    lines.append(f"{manifest['equation']}: {check}")
+    return "\n".join(lines)

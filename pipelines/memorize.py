@@ -1,0 +1,99 @@
+"""memorize: web image shards -> a deduplicated Parquet memory. Options + wiring only."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+
+import apache_beam as beam
+import pyarrow
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import memgen
+from memgen.fingerprint import MODES, FingerprintConfig
+from memgen.manifest import now
+from memgen.memory import prepare_output
+from memgen.near import MAX_THRESHOLD
+from memgen.readers import ReaderConfig
+from memgen.shards import discover
+from memgen.stages.dedup import ExactDedup, NearDedup
+from memgen.stages.fingerprint import Fingerprint
+from memgen.stages.read import ReadShards
+from memgen.stages.write import WriteMemory
+from memgen.pipelines.errors import UsageError
+
+DEFAULT_THRESHOLD = 10
+
+
+class MemorizeOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--input", action="append", default=[],
+                            help="shard URL, glob, brace range or folder (repeatable)")
+        parser.add_argument("--memory", help="output memory directory (local path or fsspec URL)")
+        parser.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD,
+                            help=f"near-duplicate pHash Hamming distance, 0..{MAX_THRESHOLD} "
+                                 f"(default {DEFAULT_THRESHOLD}; 0 = identical hashes only)")
+        parser.add_argument("--hash_mode", choices=MODES, default="fast",
+                            help="fast: JPEG draft decode; exact: bit-for-bit imagehash.phash")
+        parser.add_argument("--max_bytes", type=int, default=ReaderConfig.max_bytes,
+                            help="records larger than this are rejected unread")
+        parser.add_argument("--max_pixels", type=int, default=FingerprintConfig.max_pixels,
+                            help="images with more pixels are rejected undecoded")
+        parser.add_argument("--reject_data_cap", type=int, default=ReaderConfig.reject_data_cap,
+                            help="bytes of a rejected record kept in rejects/")
+        parser.add_argument("--image_column", default=None,
+                            help="Parquet image-bytes column (default: jpg, image, img, ...)")
+        parser.add_argument("--caption_column", default=ReaderConfig.caption_column)
+        parser.add_argument("--url_column", default=ReaderConfig.url_column)
+        parser.add_argument("--key_column", default=ReaderConfig.key_column)
+
+
+@dataclass(frozen=True)
+class MemorizeConfig:
+    inputs: tuple[str, ...]
+    memory: str
+    threshold: int
+    reader: ReaderConfig
+    fingerprint: FingerprintConfig
+
+    @classmethod
+    def from_options(cls, options: PipelineOptions) -> MemorizeConfig:
+        o = options.view_as(MemorizeOptions)
+        if not o.input:
+            raise UsageError("no INPUT given")
+        if not o.memory:
+            raise UsageError("--memory is required")
+        if not 0 <= o.threshold <= MAX_THRESHOLD:
+            raise UsageError(f"--threshold must be between 0 and {MAX_THRESHOLD}, got {o.threshold}")
+        for name in ("max_bytes", "max_pixels"):
+            if getattr(o, name) <= 0:
+                raise UsageError(f"--{name} must be positive")
+        reader = ReaderConfig(o.max_bytes, o.reject_data_cap, o.image_column, o.caption_column,
+                              o.url_column, o.key_column)
+        return cls(tuple(o.input), o.memory, o.threshold, reader,
+                   FingerprintConfig(o.hash_mode, o.max_pixels))
+
+
+def build(pipeline: beam.Pipeline, config: MemorizeConfig) -> None:
+    """Wire the memorize stages onto `pipeline` (discovers shards, prepares the output)."""
+    shards = discover(list(config.inputs))
+    prepare_output(config.memory)
+    manifest_base = {
+        "job": "memorize",
+        "inputs": list(config.inputs),
+        "shards": len(shards),
+        "options": {"threshold": config.threshold, "reader": asdict(config.reader),
+                    "fingerprint": asdict(config.fingerprint)},
+        "versions": {"memgen": memgen.__version__, "apache_beam": beam.__version__,
+                     "pyarrow": pyarrow.__version__},
+        "started_at": now(),
+    }
+    read = pipeline | "Shards" >> beam.Create(shards) | "ReadShards" >> ReadShards(config.reader, len(shards))
+    fingerprinted = read.records | "Fingerprint" >> Fingerprint(config.fingerprint)
+    groups = fingerprinted.fingerprints | "ExactDedup" >> ExactDedup()
+    assignments = groups | "NearDedup" >> NearDedup(config.threshold)
+    rejects = (read.rejects, fingerprinted.rejects) | "AllRejects" >> beam.Flatten()
+    _ = {
+        "groups": groups, "assignments": assignments, "rejects": rejects, "read_counts": read.counts,
+    } | "WriteMemory" >> WriteMemory(config.memory, shards, config.reader, manifest_base)
