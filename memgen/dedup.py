@@ -114,23 +114,28 @@ class DuplicateRow(NamedTuple):
 
 
 def place(group: ImageGroup, assignment: Assignment) -> list[tuple[int, KeptImage | DuplicateRow]]:
-    """(shard, row) for every record of an exact group, given where its image went."""
-    kind = "exact" if assignment.representative == group.kept.image_id else "near"
+    """(shard, row) for every record of an exact group, given where its image went.
+
+    Records after the first of a group are "exact" duplicates (same bytes as another
+    record); the first record is kept when its image is a representative, and is a
+    "near" duplicate otherwise. Distances are to the final representative.
+    """
     placed: list[tuple[int, KeptImage | DuplicateRow]] = []
-    records = group.others
-    if kind == "exact":
-        fp = group.kept
+    fp = group.kept
+    if assignment.representative == fp.image_id:
         placed.append((fp.shard, KeptImage(fp.ordinal, {
             "image_id": fp.image_id, "phash": fp.phash, "dhash": fp.dhash, "width": fp.width,
             "height": fp.height, "format": fp.format, "n_bytes": fp.n_bytes, "source": fp.source,
             "copies": assignment.copies, "exact_copies": group.exact_copies,
         })))
     else:
-        records = (group.kept, *group.others)
-    for fp in records:
-        placed.append((fp.shard, DuplicateRow(fp.ordinal, {
-            "source": fp.source, "image_id": fp.image_id,
-            "representative": assignment.representative, "distance": assignment.distance,
-            "kind": kind,
-        })))
+        placed.append((fp.shard, _duplicate(fp, assignment, "near")))
+    placed.extend((other.shard, _duplicate(other, assignment, "exact")) for other in group.others)
     return placed
+
+
+def _duplicate(fp: Fingerprint, assignment: Assignment, kind: str) -> DuplicateRow:
+    return DuplicateRow(fp.ordinal, {
+        "source": fp.source, "image_id": fp.image_id, "representative": assignment.representative,
+        "distance": assignment.distance, "kind": kind,
+    })

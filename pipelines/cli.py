@@ -44,6 +44,17 @@ def demo(argv: list[str]) -> None:
 COMMANDS = {"memorize": memorize, "demo": demo}
 
 
+def _log_progress() -> None:
+    """memgen's progress lines on stderr, plainly; Beam's own INFO chatter stays off."""
+    log = logging.getLogger("memgen")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -53,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"memgen: error: unknown command {command!r} (try memgen --help)", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("memgen").setLevel(logging.INFO)
+    _log_progress()
     try:
         COMMANDS[command](rest)
     except (UsageError, NoInputError, MemoryDirError) as e:

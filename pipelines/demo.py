@@ -1,0 +1,37 @@
+"""memgen demo: a web-like corpus from bundled photos, then the jobs on it."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from memgen.democorpus import write_corpus
+from memgen.pipelines.errors import UsageError
+
+MARKER = ".memgen-demo"
+
+
+def _fresh_folder(out: Path) -> None:
+    """The demo owns its folder: it rebuilds one it made, and refuses anything else."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise UsageError(f"{out} is not empty and was not made by memgen demo")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()
+
+
+def main(argv: list[str]) -> None:
+    from memgen.pipelines.cli import memorize
+
+    parser = argparse.ArgumentParser(prog="memgen demo", description=__doc__)
+    parser.add_argument("--out", default="demo-out", help="folder for corpus and outputs")
+    args = parser.parse_args(argv)
+    out = Path(args.out).resolve()
+    _fresh_folder(out)
+    shards = write_corpus(out / "corpus")
+    print(f"corpus: {len(shards)} WebDataset shards in {out / 'corpus'}")
+    memory = out / "memory"
+    memorize([*map(str, shards), "--memory", str(memory)])
+    print(f"memory: {memory}  (try: duckdb -c \"select source, copies from '{memory}/images/*.parquet'\")")
