@@ -1,0 +1,145 @@
+"""Fingerprints: safe decode of every mode, EXIF orientation, caps, and imagehash parity."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+from shardkit import encode, jpeg, make_image
+
+from memgen.fingerprint import FingerprintConfig, fingerprint, hash_to_int64
+from memgen.records import Fingerprint, Record, Reject
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realimages"
+EXACT = FingerprintConfig(mode="exact")
+FAST = FingerprintConfig(mode="fast")
+
+
+def fp(data: bytes, config: FingerprintConfig = EXACT):
+    return fingerprint(Record(0, 0, "src", data), config)
+
+
+def reference_phash(data: bytes) -> int:
+    return hash_to_int64(imagehash.phash(ImageOps.exif_transpose(Image.open(io.BytesIO(data)))))
+
+
+def bits(a: int, b: int) -> int:
+    return bin((a ^ b) & (2**64 - 1)).count("1")
+
+
+def test_hash_to_int64_keeps_the_hex_bits():
+    h = imagehash.phash(make_image(1))
+    value = hash_to_int64(h)
+    assert -(2**63) <= value < 2**63
+    assert f"{value & (2**64 - 1):016x}" == str(h)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "1", "P", "RGBA", "LA", "CMYK", "I;16", "I", "F"])
+def test_every_mode_decodes_and_matches_imagehash(mode):
+    image = make_image(3)
+    if mode in ("I;16", "I", "F"):  # 16-bit grey, as scanners and TIFFs write it
+        grey16 = (np.asarray(image.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+        converted = Image.fromarray(grey16).convert(mode)
+    else:
+        converted = image.convert(mode)
+    fmt = {"CMYK": "JPEG", "I": "TIFF", "F": "TIFF", "I;16": "PNG"}.get(mode, "PNG")
+    data = encode(converted, fmt) if fmt != "JPEG" else _cmyk_jpeg(converted)
+    result = fp(data)
+    assert isinstance(result, Fingerprint), result
+    assert result.phash == reference_phash(data)
+    assert (result.width, result.height) == image.size
+    assert result.image_id == hashlib.sha256(data).hexdigest() and result.n_bytes == len(data)
+
+
+def _cmyk_jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def test_palette_with_transparency_and_animation_first_frame():
+    frames = [make_image(s).convert("P") for s in (4, 5, 6)]
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], transparency=0, duration=50)
+    result = fp(out.getvalue())
+    assert isinstance(result, Fingerprint) and result.format == "GIF"
+    assert result.phash == hash_to_int64(imagehash.phash(Image.open(io.BytesIO(out.getvalue()))))
+    assert bits(result.phash, fp(encode(frames[1], "PNG")).phash) > 0  # not the second frame
+
+
+def test_exif_orientation_is_applied():
+    image = make_image(7, (200, 100))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=95, exif=exif)
+    result = fp(out.getvalue())
+    assert (result.width, result.height) == (100, 200)
+    upright = image.transpose(Image.Transpose.ROTATE_270)
+    assert bits(result.phash, fp(encode(upright, "JPEG", quality=95)).phash) <= 4
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"", "empty"),
+    (b"<html>404</html>", "not_an_image"),
+    (jpeg(1)[:300], "decode_error"),
+])
+def test_bad_bytes_are_rejects_not_exceptions(data, reason):
+    result = fp(data)
+    assert isinstance(result, Reject) and result.error_type == reason and result.stage == "fingerprint"
+
+
+def test_pixel_cap_rejects_before_decoding():
+    data = encode(make_image(1, (400, 300)), "PNG")
+    result = fp(data, FingerprintConfig(mode="fast", max_pixels=400 * 300 - 1))
+    assert isinstance(result, Reject) and result.error_type == "too_many_pixels"
+    assert isinstance(fp(data, FingerprintConfig(max_pixels=400 * 300)), Fingerprint)
+
+
+def test_decompression_bomb_header_is_rejected():
+    # a PNG whose header claims 60000 x 60000 pixels with almost no data
+    data = encode(Image.new("1", (60000, 60000)), "PNG")
+    result = fp(data)
+    assert isinstance(result, Reject) and result.error_type == "too_many_pixels"
+
+
+def test_fast_mode_is_within_two_bits_of_exact_on_jpegs():
+    for seed in range(20):
+        data = encode(make_image(seed, (1600, 1200)), "JPEG", quality=90)
+        assert bits(fp(data, FAST).phash, fp(data, EXACT).phash) <= 2
+
+
+def real_photos() -> list[Path]:
+    if not REAL.is_dir():
+        pytest.skip(f"real photos not found at {REAL} (shared data absent)")
+    return sorted(p for p in REAL.rglob("*") if p.is_file() and p.suffix.lower() not in (".csv", ".md"))
+
+
+def test_exact_mode_reproduces_imagehash_on_every_real_photo():
+    compared = 0
+    for path in real_photos():
+        data = path.read_bytes()
+        result = fp(data)
+        if isinstance(result, Reject):
+            with pytest.raises(Exception):  # noqa: B017 - Pillow must fail on it too
+                Image.open(io.BytesIO(data)).load()
+            continue
+        assert result.phash == reference_phash(data), path
+        compared += 1
+    assert compared > 600
+
+
+def test_fast_mode_agrees_with_imagehash_on_real_photos():
+    within, total = 0, 0
+    for path in real_photos():
+        data = path.read_bytes()
+        fast, exact = fp(data, FAST), fp(data, EXACT)
+        if isinstance(exact, Fingerprint):
+            total += 1
+            within += bits(fast.phash, exact.phash) <= 2
+    assert within / total >= 0.99

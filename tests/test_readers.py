@@ -1,0 +1,132 @@
+"""Shard discovery and readers: grouping, captions, damage, Parquet, folders."""
+
+from __future__ import annotations
+
+import io
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import webdataset.tariterators as wds_tar
+from shardkit import jpeg, sample, write_parquet, write_tar
+
+from memgen.readers import ReaderConfig, read_shard
+from memgen.records import Record, Reject, Shard
+from memgen.shards import NoInputError, discover, shard_kind
+
+CONFIG = ReaderConfig()
+
+
+def read(uri: str, config: ReaderConfig = CONFIG) -> list:
+    return list(read_shard(Shard(0, uri, shard_kind(uri)), config))
+
+
+def test_tar_groups_members_by_key_like_webdataset(tmp_path):
+    samples = [sample(f"s{i:03d}", jpeg(i), caption=f"caption {i}", url=f"http://x/{i}") for i in range(5)]
+    samples.append(("dir/sub.key", {"png": jpeg(9), "txt": b"dotted dir key"}))
+    path = write_tar(tmp_path / "a.tar", samples)
+    items = read(str(path))
+    assert all(isinstance(i, Record) for i in items)
+    assert [i.ordinal for i in items] == list(range(6))
+    # the webdataset library's own grouping is the reference
+    with open(path, "rb") as f:
+        ref = list(wds_tar.group_by_keys(wds_tar.tar_file_expander([{"stream": f, "url": str(path)}])))
+    assert [i.source.split("#", 1)[1] for i in items] == [s["__key__"] for s in ref]
+    assert [i.data for i in items] == [next(v for k, v in s.items() if k.endswith(("jpg", "png")))
+                                       for s in ref]
+    assert items[2].caption == "caption 2" and items[2].url == "http://x/2"
+    assert '"key": "s002"' in items[2].metadata
+
+
+def test_sample_without_image_is_rejected_with_its_bytes(tmp_path):
+    path = write_tar(tmp_path / "a.tar", [("only_text", {"txt": b"hello"}), sample("ok", jpeg(1))])
+    items = read(str(path))
+    assert isinstance(items[0], Reject) and items[0].error_type == "no_image"
+    assert items[0].data == b"hello" and items[0].source.endswith("#only_text")
+    assert isinstance(items[1], Record)
+
+
+@pytest.mark.parametrize("name", ["a.tar", "a.tar.gz"])
+def test_truncated_shard_keeps_records_before_the_damage(tmp_path, name):
+    path = write_tar(tmp_path / name, [sample(f"s{i}", jpeg(i, quality=95)) for i in range(6)])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    items = read(str(path))
+    records = [i for i in items if isinstance(i, Record)]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert 1 <= len(records) < 6
+    assert [r.data for r in records] == [jpeg(i, quality=95) for i in range(len(records))]
+    assert len(rejects) == 1 and rejects[0].error_type == "corrupt_shard" and rejects[0].stage == "read"
+
+
+def test_garbage_tar_and_missing_shard_are_rejects(tmp_path):
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"this is not a tar archive" * 100)
+    (item,) = read(str(bad))
+    assert isinstance(item, Reject) and item.error_type == "corrupt_shard"
+    (item,) = read(str(tmp_path / "missing.tar"))
+    assert isinstance(item, Reject) and (item.stage, item.error_type) == ("open", "missing")
+
+
+def test_oversized_member_is_rejected_unread(tmp_path):
+    big = jpeg(1, quality=100)
+    path = write_tar(tmp_path / "a.tar", [sample("big", big), sample("small", b"x" * 10)])
+    items = read(str(path), ReaderConfig(max_bytes=len(big) - 1, reject_data_cap=16))
+    assert items[0].error_type == "too_large" and items[0].n_bytes == len(big)
+    assert items[0].data == big[:16]
+    assert isinstance(items[1], Record)
+
+
+def test_parquet_reader_columns_struct_and_nulls(tmp_path):
+    rows = [{"key": f"k{i}", "image": jpeg(i), "caption": f"c{i}", "url": f"u{i}", "width": 10}
+            for i in range(3)]
+    rows.append({"key": "k3", "image": None, "caption": None, "url": None})
+    items = read(str(write_parquet(tmp_path / "a.parquet", rows)))
+    assert [i.source.rsplit("#", 1)[1] for i in items] == ["k0", "k1", "k2", "k3"]
+    assert items[1].data == jpeg(1) and items[1].caption == "c1" and items[1].url == "u1"
+    assert items[3].data == b""  # the fingerprint stage rejects it as empty
+    # Hugging Face style: image is a struct {bytes, path}; no key column -> row numbers
+    table = pa.table({"image": pa.array([{"bytes": jpeg(5), "path": "a.jpg"}]), "text": ["t"]})
+    pq.write_table(table, tmp_path / "hf.parquet")
+    (item,) = read(str(tmp_path / "hf.parquet"), ReaderConfig(caption_column="text"))
+    assert item.data == jpeg(5) and item.caption == "t" and item.source.endswith("#000000000")
+
+
+def test_parquet_without_image_column_is_a_reject(tmp_path):
+    pq.write_table(pa.table({"url": ["a"]}), tmp_path / "meta.parquet")
+    (item,) = read(str(tmp_path / "meta.parquet"))
+    assert isinstance(item, Reject) and item.error_type == "no_image_column"
+
+
+def test_discover_braces_globs_folders_and_memory_fs(tmp_path):
+    for i in range(3):
+        write_tar(tmp_path / f"{i:05d}.tar", [sample("a", jpeg(i))])
+    (tmp_path / "photos" / "deep").mkdir(parents=True)
+    (tmp_path / "photos" / "deep" / "x.jpg").write_bytes(jpeg(7))
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    shards = discover([str(tmp_path / "{00000..00001}.tar"), str(tmp_path / "photos")])
+    assert [(s.uri.rsplit("/", 1)[1], s.kind) for s in shards] == [
+        ("00000.tar", "tar"), ("00001.tar", "tar"), ("x.jpg", "file")]
+    assert [s.index for s in shards] == [0, 1, 2]
+    assert len(discover([str(tmp_path / "*.tar")])) == 3
+    with fsspec.open("memory://bucket/shards/0.tar", "wb") as f:
+        f.write(write_tar(tmp_path / "m.tar", [sample("m", jpeg(3))]).read_bytes())
+    (shard,) = discover(["memory://bucket/shards/*.tar"])
+    assert shard.uri.startswith("memory://") and shard.uri.endswith("bucket/shards/0.tar")
+    assert isinstance(read(shard.uri)[0], Record)
+
+
+def test_discover_nothing_matched_is_an_error(tmp_path):
+    with pytest.raises(NoInputError):
+        discover([str(tmp_path / "nothing-*.tar"), str(tmp_path / "missing.tar")])
+    # one existing input: the missing explicit one becomes a shard (and a reject later)
+    write_tar(tmp_path / "ok.tar", [sample("a", jpeg(1))])
+    assert len(discover([str(tmp_path / "ok.tar"), str(tmp_path / "missing.tar")])) == 2
+
+
+def test_single_file_shard(tmp_path):
+    path = tmp_path / "x.png"
+    path.write_bytes(io.BytesIO(jpeg(2)).getvalue())
+    (item,) = read(str(path))
+    assert isinstance(item, Record) and item.source == str(path) and item.data == jpeg(2)
