@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks with peers (imagehash, imagededup); see README.md."""

@@ -1,0 +1,59 @@
+"""Shared helpers of the benchmark scripts (run with the project venv).
+
+imagededup runs in its own venv through peer_imagededup.py (see its docstring for the
+one-time set-up); BENCH_PYTHON points at that venv's python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REALIMAGES = Path(os.environ.get("MEMGEN_REALIMAGES", HERE.parent.parent / "shared/data/realimages"))
+OUT = HERE / "out"  # gitignored: generated corpora and raw results
+BENCH_PYTHON = os.environ.get("BENCH_PYTHON", "/work/bench-venv/bin/python")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def require_realimages() -> Path:
+    if not REALIMAGES.is_dir():
+        sys.exit(f"real photos not found at {REALIMAGES} (set MEMGEN_REALIMAGES)")
+    return REALIMAGES
+
+
+def peer(*args: str) -> dict:
+    """Run one peer_imagededup.py command in the benchmark venv; its JSON result."""
+    if not Path(BENCH_PYTHON).exists():
+        sys.exit(f"benchmark venv python {BENCH_PYTHON} missing: create it as "
+                 f"benchmarks/peer_imagededup.py says, or set BENCH_PYTHON")
+    done = subprocess.run([BENCH_PYTHON, str(HERE / "peer_imagededup.py"), *args],
+                          check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def hex_to_uint64(hexes: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """16-hex hashes -> (uint64 values, valid mask); None (unreadable image) -> invalid."""
+    valid = np.array([h is not None for h in hexes])
+    values = np.array([int(h, 16) if h else 0 for h in hexes], dtype=np.uint64)
+    return values, valid
+
+
+def machine() -> str:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, load average {load}")
+
+
+def photos(folders: tuple[str, ...] = ("cats", "notcats", "misc", "neardup")) -> list[Path]:
+    """Real photo files (sorted), from the given folders of the realimages set."""
+    root = require_realimages()
+    files = [p for folder in folders for p in (root / folder).iterdir()
+             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(files)
