@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+from apache_beam.runners.runner import create_runner
 
 from memgen.memory import MemoryDirError, read_manifest
 from memgen.pipelines.errors import UsageError
@@ -18,20 +22,81 @@ USAGE = """usage: memgen COMMAND [options]
 
 commands:
   memorize   web image shards -> deduplicated Parquet memory
+  sample     memory -> reproducible sample (webdataset, parquet or folder) + contact sheet
   demo       build a small web-like corpus from bundled photos and run the jobs on it
 
 `memgen COMMAND --help` describes each command."""
 
 
-def memorize(argv: list[str]) -> dict:
-    """Run memorize; returns the manifest."""
+DRY_RUN_DEPTH = 2  # job stages and their named steps; deeper levels are Beam's own expansions
+
+
+def execute(options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> bool:
+    """Run the pipeline that `wire` builds; with --dry_run only build, validate and print it.
+
+    Returns whether it ran.
+    """
+    if options.view_as(TestOptions).dry_run:
+        print(dry_run(options, wire))
+        return False
+    with beam.Pipeline(options=options) as pipeline:
+        wire(pipeline)
+    return True
+
+
+def dry_run(options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> str:
+    """The pipeline's stages, after the checks the runner makes before it submits anything.
+
+    The runner is instantiated but never asked to run, so DataflowRunner options are
+    validated (project, region, gs:// locations) without contacting Google Cloud (given
+    --temp_location: without one, Beam itself would look for a default bucket).
+    """
+    runner = create_runner(options.view_as(StandardOptions).runner)
+    errors = PipelineOptionsValidator(options, runner).validate()
+    if errors:
+        raise UsageError("; ".join(errors))
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    wire(pipeline)
+    proto = pipeline.to_runner_api()  # serializes every DoFn and coder, as submission would
+    transforms = proto.components.transforms
+    lines = [f"dry run: {type(runner).__name__}, pipeline built and validated, not run"]
+
+    def walk(ids, depth: int) -> None:
+        for transform_id in ids:
+            transform = transforms[transform_id]
+            lines.append("  " * depth + transform.unique_name.rsplit("/", 1)[-1])
+            if depth < DRY_RUN_DEPTH:
+                walk(transform.subtransforms, depth + 1)
+
+    for root in proto.root_transform_ids:
+        walk(transforms[root].subtransforms, 1)
+    return "\n".join(lines)
+
+
+def memorize(argv: list[str]) -> dict | None:
+    """Run memorize; returns the manifest (None for a dry run)."""
     options = parse_job("memgen memorize", "Fingerprint, deduplicate and store web image shards.",
                         MemorizeOptions, argv, positional="INPUT", positional_flag="input")
     config = MemorizeConfig.from_options(options)
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, config)
+    if not execute(options, lambda pipeline: build(pipeline, config)):
+        return None
     manifest = read_manifest(config.memory)
     print(memorize_summary(manifest))
+    return manifest
+
+
+def sample(argv: list[str]) -> dict | None:
+    """Run sample; returns the sample's manifest (None for a dry run)."""
+    from memgen.pipelines import sample as job
+    from memgen.sample_output import sample_summary
+
+    options = parse_job("memgen sample", "Draw a seeded, reproducible sample of a memory's images.",
+                        job.SampleOptions, argv)
+    config = job.SampleConfig.from_options(options)
+    if not execute(options, lambda pipeline: job.build(pipeline, config)):
+        return None
+    manifest = read_manifest(config.out)
+    print(sample_summary(manifest))
     return manifest
 
 
@@ -41,7 +106,7 @@ def demo(argv: list[str]) -> None:
     demo_main(argv)
 
 
-COMMANDS = {"memorize": memorize, "demo": demo}
+COMMANDS = {"memorize": memorize, "sample": sample, "demo": demo}
 
 
 def _log_progress() -> None:

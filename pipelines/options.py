@@ -13,6 +13,7 @@ import sys
 from apache_beam.options.pipeline_options import (
     PipelineOptions,
     StandardOptions,
+    TestOptions,
     _BeamArgumentParser,
 )
 
@@ -26,6 +27,12 @@ BEAM_EPILOG = (
 )
 
 
+DRY_RUN = "--dry_run"  # Beam's own flag (TestOptions): DataflowRunner builds the job, submits nothing
+DRY_RUN_HELP = ("build and validate the pipeline for the chosen runner, print its stages, run nothing "
+                "(also --dry_run=true|false)")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 class _Parser(_BeamArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
         raise UsageError(message)
@@ -37,6 +44,7 @@ def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], a
     if "-h" in argv or "--help" in argv:
         _help_parser(prog, description, options_cls, positional).print_help(sys.stdout)
         raise SystemExit(0)
+    argv = _bare_dry_run(argv)
     parser = _Parser(prog=prog, allow_abbrev=False)
     if positional:
         parser.add_argument("_positional", nargs="*")
@@ -53,7 +61,23 @@ def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], a
     options = PipelineOptions(flags, **overrides)
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = LOCAL_RUNNER
+    test_options = options.view_as(TestOptions)
+    test_options.dry_run = _boolean(DRY_RUN, test_options.dry_run)
     return options
+
+
+def _bare_dry_run(argv: list[str]) -> list[str]:
+    """Beam's --dry_run takes a value; a bare --dry_run (last, or before another flag) means true."""
+    return [f"{a}=true" if a == DRY_RUN and (i + 1 == len(argv) or argv[i + 1].startswith("-")) else a
+            for i, a in enumerate(argv)]
+
+
+def _boolean(flag: str, value: bool | str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.lower() not in _BOOLEANS:
+        raise UsageError(f"{flag} takes true or false, got {value!r}")
+    return _BOOLEANS[value.lower()]
 
 
 def _help_parser(prog: str, description: str, options_cls: type[PipelineOptions],
@@ -62,4 +86,5 @@ def _help_parser(prog: str, description: str, options_cls: type[PipelineOptions]
     if positional:
         parser.add_argument(positional, nargs="*", help="input shard URLs (same as --input)")
     options_cls._add_argparse_args(parser)
+    parser.add_argument(DRY_RUN, action="store_true", help=DRY_RUN_HELP)
     return parser
