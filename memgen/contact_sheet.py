@@ -1,0 +1,64 @@
+"""Contact sheet: a grid of thumbnails of sampled images (the seed's Figure 3).
+
+Pure PIL. `thumbnail` turns original bytes into a small JPEG (what travels to the
+one worker that draws the sheet, never the full image); `contact_sheet` lays
+thumbnails out in rank order. An image that cannot be decoded gets a grey tile
+with a cross, so one bad file never loses the sheet.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+from PIL import Image, ImageDraw, ImageOps
+
+TILE = 128  # pixels per thumbnail side
+PAD = 4
+BACKGROUND = (24, 24, 24)
+
+
+def thumbnail(data: bytes, size: int = TILE) -> bytes | None:
+    """A JPEG thumbnail fitting size x size, or None when the bytes do not decode."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.draft("RGB", (size, size))  # JPEG: decode at 1/2..1/8 scale
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                img = img.point(lambda v: v / 256).convert("L")  # 16-bit -> 8-bit, not clipped
+            img = img.convert("RGB")
+            img.thumbnail((size, size))
+            out = io.BytesIO()
+            img.save(out, "JPEG", quality=85)
+            return out.getvalue()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def contact_sheet(thumbs: Sequence[bytes | None], tile: int = TILE) -> Image.Image:
+    """Thumbnails in a near-square grid, row by row in the given order."""
+    count = max(1, len(thumbs))
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    sheet = Image.new("RGB", (cols * (tile + PAD) + PAD, rows * (tile + PAD) + PAD), BACKGROUND)
+    for i, data in enumerate(thumbs):
+        x = PAD + (i % cols) * (tile + PAD)
+        y = PAD + (i // cols) * (tile + PAD)
+        sheet.paste(_tile(data, tile), (x, y))
+    return sheet
+
+
+def _tile(data: bytes | None, tile: int) -> Image.Image:
+    canvas = Image.new("RGB", (tile, tile), BACKGROUND)
+    if data is None:
+        draw = ImageDraw.Draw(canvas)
+        draw.rectangle((0, 0, tile - 1, tile - 1), fill=(96, 96, 96))
+        draw.line((0, 0, tile - 1, tile - 1), fill=(160, 160, 160), width=2)
+        draw.line((0, tile - 1, tile - 1, 0), fill=(160, 160, 160), width=2)
+        return canvas
+    with Image.open(io.BytesIO(data)) as img:
+        img = img.convert("RGB")
+        img.thumbnail((tile, tile))
+        canvas.paste(img, ((tile - img.width) // 2, (tile - img.height) // 2))
+    return canvas

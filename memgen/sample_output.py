@@ -1,0 +1,281 @@
+"""The sample directory on disk: image files per memory part, index.parquet, contact
+sheet, and manifest.json written last.
+
+Pure I/O through fsspec, no Beam. One memory part -> at most one output file
+(sample-NNNNNN.tar / .parquet, named after the part) or a set of files in images/,
+so the bytes of a chosen image are read from its part and written by the same worker.
+Names and content depend only on the memory and the seed: tar members carry fixed
+metadata (mtime 0, uid 0), JSON keys are sorted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import posixpath
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from memgen.contact_sheet import contact_sheet, thumbnail
+from memgen.manifest import now
+from memgen.memory import ROW_GROUP_BYTES, MemoryDirError, join, read_manifest, write_manifest
+from memgen.safe_names import extension, safe_join, sample_stem
+from memgen.sampling import Chosen
+from memgen.schema import load_json, table_schema
+
+FORMATS = ("webdataset", "parquet", "folder")
+INDEX = "index.parquet"
+CONTACT_SHEET = "contact_sheet.jpg"
+IMAGES_DIR = "images"
+SHEET_IMAGES = 64  # thumbnails on the contact sheet: the first ranks of the sample
+_SUFFIX = {"webdataset": "tar", "parquet": "parquet"}
+
+
+@dataclass
+class PartResult:
+    """What one part's writer reports: index rows and thumbnails (small), counts."""
+
+    index_rows: list[dict[str, Any]] = field(default_factory=list)
+    thumbs: list[tuple[int, bytes | None]] = field(default_factory=list)
+    image_bytes: int = 0
+
+
+def prepare_sample_output(out: str) -> None:
+    """Refuse a finished sample (or any finished run); clear what an unfinished one left."""
+    if read_manifest(out) is not None:
+        raise MemoryDirError(f"{out} already holds a finished run (manifest.json); "
+                             "choose another --out or delete it")
+    fs, path = fsspec.core.url_to_fs(out)
+    for pattern in ("sample-*", ".sample-*", INDEX, CONTACT_SHEET, IMAGES_DIR):
+        for found in fs.glob(posixpath.join(path, pattern)):
+            fs.rm(found, recursive=True)
+    fs.makedirs(path, exist_ok=True)
+
+
+def part_urls(memory: str) -> list[str]:
+    """The memory's images/ part files, sorted, as URLs fsspec can open anywhere."""
+    fs, path = fsspec.core.url_to_fs(join(memory, "images"))
+    files = sorted(fs.glob(posixpath.join(path, "part-*.parquet")))
+    return [fs.unstrip_protocol(f) for f in files] if "://" in memory else files
+
+
+def read_columns(part: str, columns: list[str]) -> pa.Table:
+    fs, path = fsspec.core.url_to_fs(part)
+    return pq.read_table(path, columns=columns, filesystem=fs)
+
+
+def output_name(part: str, fmt: str) -> str:
+    """sample-NNNNNN.tar|parquet after the memory part's number; images/ for folders."""
+    if fmt == "folder":
+        return IMAGES_DIR
+    number = posixpath.basename(part).removeprefix("part-").removesuffix(".parquet")
+    return f"sample-{number}.{_SUFFIX[fmt]}"
+
+
+def sample_rows_schema() -> pa.Schema:
+    """--format parquet: the memory schema plus the sampling columns of the index."""
+    images = table_schema("images")
+    index = table_schema("sample_index")
+    extra = [index.field(f["name"]) for f in load_json("sample_index")["fields"] if f.get("sampling")]
+    return pa.schema([*images, *extra], metadata={"memgen_table": "sample", "version": "1"})
+
+
+def write_part(part: str, chosen: Iterable[Chosen], out: str, fmt: str) -> PartResult:
+    """Read the chosen rows of one memory part once and write them; returns the index rows."""
+    by_id = {c.candidate.image_id: c for c in chosen}
+    name = output_name(part, fmt)
+    result = PartResult()
+    with _WRITERS[fmt](join(out, name)) as writer:
+        for row in _chosen_rows(part, list(by_id)):
+            c = by_id[row["image_id"]]
+            member = writer.add(row, c)
+            file = name if fmt != "folder" else f"{IMAGES_DIR}/{member}"
+            result.index_rows.append(index_row(row, c, posixpath.basename(part), file,
+                                               member if fmt == "webdataset" else None))
+            result.image_bytes += len(row["image"])
+            if c.rank < SHEET_IMAGES:
+                result.thumbs.append((c.rank, thumbnail(row["image"])))
+    return result
+
+
+def _chosen_rows(part: str, image_ids: list[str]) -> Iterator[dict[str, Any]]:
+    """Rows of `part` whose image_id is chosen, streamed row group by row group."""
+    fs, path = fsspec.core.url_to_fs(part)
+    dataset = ds.dataset(path, format="parquet", filesystem=fs, schema=table_schema("images"))
+    wanted = pc.field("image_id").isin(pa.array(image_ids, pa.string()))
+    for batch in dataset.to_batches(filter=wanted, batch_size=256):
+        yield from batch.to_pylist()
+
+
+def sampling_fields(c: Chosen) -> dict[str, Any]:
+    return {"rank": c.rank, "weight": c.candidate.weight, "u": c.u, "key": c.candidate.key,
+            "inclusion_probability": c.inclusion_probability}
+
+
+def index_row(row: dict[str, Any], c: Chosen, memory_part: str, file: str,
+              member: str | None) -> dict[str, Any]:
+    names = table_schema("sample_index").names
+    values = {**row, **sampling_fields(c), "memory_part": memory_part, "file": file, "member": member}
+    return {k: values[k] for k in names}
+
+
+def _metadata_json(row: dict[str, Any], c: Chosen) -> bytes:
+    keep = ("image_id", "source", "url", "copies", "exact_copies", "width", "height", "format",
+            "n_bytes", "metadata")
+    return json.dumps({**{k: row[k] for k in keep}, **sampling_fields(c)}, sort_keys=True).encode()
+
+
+class _TarWriter:
+    """KEY.EXT (original bytes), KEY.txt (caption), KEY.json; KEY has no dot (webdataset)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.fs, self.path = fsspec.core.url_to_fs(url)
+        self.tmp = posixpath.join(posixpath.dirname(self.path), "." + posixpath.basename(self.path))
+
+    def __enter__(self) -> _TarWriter:
+        self.file = self.fs.open(self.tmp, "wb")
+        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.PAX_FORMAT)
+        self.count = 0
+        return self
+
+    def add(self, row: dict[str, Any], c: Chosen) -> str:
+        key = sample_stem(c.rank, row["source"])
+        image_member = f"{key}.{extension(row['format'])}"
+        self._member(image_member, row["image"])
+        self._member(f"{key}.txt", (row["caption"] or "").encode())
+        self._member(f"{key}.json", _metadata_json(row, c))
+        self.count += 1
+        return image_member
+
+    def _member(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), 0o644, 0
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.tar.close()
+        self.file.close()
+        if exc_type is None and self.count:
+            self.fs.mv(self.tmp, self.path)
+        else:
+            self.fs.rm(self.tmp)
+
+
+class _ParquetWriter:
+    """The chosen memory rows with the sampling columns, row groups of ~64 MiB."""
+
+    def __init__(self, url: str) -> None:
+        self.fs, self.path = fsspec.core.url_to_fs(url)
+        self.tmp = posixpath.join(posixpath.dirname(self.path), "." + posixpath.basename(self.path))
+        self.schema = sample_rows_schema()
+
+    def __enter__(self) -> _ParquetWriter:
+        self.file = self.fs.open(self.tmp, "wb")
+        self.writer = pq.ParquetWriter(self.file, self.schema, compression="zstd")
+        self.batch: list[dict[str, Any]] = []
+        self.size = 0
+        self.count = 0
+        return self
+
+    def add(self, row: dict[str, Any], c: Chosen) -> str:
+        self.batch.append({**row, **sampling_fields(c)})
+        self.size += len(row["image"]) + 200
+        self.count += 1
+        if self.size >= ROW_GROUP_BYTES:
+            self._flush()
+        return ""
+
+    def _flush(self) -> None:
+        if self.batch:
+            self.writer.write_table(pa.Table.from_pylist(self.batch, schema=self.schema))
+        self.batch, self.size = [], 0
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self._flush()
+        self.writer.close()
+        self.file.close()
+        if exc_type is None and self.count:
+            self.fs.mv(self.tmp, self.path)
+        else:
+            self.fs.rm(self.tmp)
+
+
+class _FolderWriter:
+    """images/STEM.EXT, STEM.txt, STEM.json; STEM from safe_names, checked by safe_join."""
+
+    def __init__(self, url: str) -> None:
+        self.fs, self.path = fsspec.core.url_to_fs(url)
+
+    def __enter__(self) -> _FolderWriter:
+        self.fs.makedirs(self.path, exist_ok=True)
+        return self
+
+    def add(self, row: dict[str, Any], c: Chosen) -> str:
+        stem = sample_stem(c.rank, row["source"])
+        name = f"{stem}.{extension(row['format'])}"
+        for file, data in ((name, row["image"]), (f"{stem}.txt", (row["caption"] or "").encode()),
+                           (f"{stem}.json", _metadata_json(row, c))):
+            with self.fs.open(safe_join(self.path, file), "wb") as f:
+                f.write(data)
+        return name
+
+    def __exit__(self, *_) -> None:
+        pass
+
+
+_WRITERS = {"webdataset": _TarWriter, "parquet": _ParquetWriter, "folder": _FolderWriter}
+
+
+def finish_sample(out: str, results: Iterable[PartResult], manifest: dict[str, Any]) -> dict[str, Any]:
+    """index.parquet (rank order), contact sheet, then manifest.json: the sample is finished."""
+    results = list(results)
+    rows = sorted((r for res in results for r in res.index_rows), key=lambda r: r["rank"])
+    fs, path = fsspec.core.url_to_fs(out)
+    with fs.open(posixpath.join(path, INDEX), "wb") as f:
+        pq.write_table(pa.Table.from_pylist(rows, schema=table_schema("sample_index")), f,
+                       compression="zstd")
+    thumbs = [t for _, t in sorted(t for res in results for t in res.thumbs)]
+    with fs.open(posixpath.join(path, CONTACT_SHEET), "wb") as f:
+        contact_sheet(thumbs).save(f, "JPEG", quality=90)
+    files = sorted({r["file"].split("/")[0] for r in rows})
+    finished = now()
+    manifest = {
+        **manifest,
+        "finished_at": finished,
+        "seconds": (dt.datetime.fromisoformat(finished)
+                    - dt.datetime.fromisoformat(manifest["started_at"])).total_seconds(),
+        "index": INDEX,
+        "contact_sheet": CONTACT_SHEET,
+        "files": files,
+        "counts": {"images": len(rows), "image_bytes": sum(res.image_bytes for res in results),
+                   "thumbnails_undecodable": sum(t is None for t in thumbs)},
+    }
+    write_manifest(out, manifest)
+    return manifest
+
+
+def sample_summary(manifest: dict[str, Any]) -> str:
+    """The end-of-run lines printed by `memgen sample`."""
+    out = manifest["out"]
+    rows = [
+        ("mode", f"{manifest['mode']} (seed {manifest['seed']})"),
+        ("sampled", f"{manifest['counts']['images']} of {manifest['population']} unique images"),
+        ("format", f"{manifest['format']}: {len(manifest['files'])} file(s)"),
+        ("image bytes", manifest["counts"]["image_bytes"]),
+        ("index", join(out, manifest["index"])),
+        ("contact sheet", join(out, manifest["contact_sheet"])),
+        ("time (s)", f"{manifest['seconds']:.1f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

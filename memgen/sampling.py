@@ -1,0 +1,163 @@
+"""Seeded, mergeable sampling of a memory: keys, top-n merge and inclusion probabilities.
+
+Pure functions, no Beam. In goes (seed, image_id, weight); out comes a key, and the
+sample is the n images with the largest keys. Because the key depends only on the
+seed and the image id, the sample is the same whatever the order, partitioning or
+runner, and partial top-n lists merge exactly (top-n of a union = top-n of the union
+of the parts' top-n).
+
+Keys. u = blake2b(image_id, key=seed) mapped to (0, 1) (53 bits, never 0 or 1);
+key = log(u) / w, the Efraimidis–Spirakis A-Res key u**(1/w) kept in log space.
+- uniform mode: w = 1 for every unique image. The sample is a simple random sample
+  without replacement: every image has inclusion probability pi_i = min(1, n/N).
+- weighted mode: w = copies (the input records the image stands for). A-Res draws
+  one image after another with probability proportional to w among those not drawn
+  yet (successive sampling / PPSWOR). Its inclusion probability is NOT n*w_i/W:
+  with E_j = -log(u_j)/w_j ~ Exponential(w_j) and C_i(t) = #{j != i: E_j < t},
+      pi_i = integral_0^inf w_i exp(-w_i t) P(C_i(t) <= n-1) dt,
+  which `ares_inclusion_probabilities` evaluates. Heavy images saturate towards 1 and
+  light ones get more than their proportional share.
+- per sampled image we store w, u, key and the rank-conditioned inclusion probability
+  p_i = P(key_i > tau | other keys) = 1 - exp(w_i * tau), tau the (n+1)-th largest key
+  (Cohen & Kaplan 2007, bottom-k sketches); sum over the sample of f_i / p_i is an
+  unbiased estimate of sum over the memory of f_i in both modes. p_i = 1 when N <= n.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+MAX_SEED = 2**64 - 1
+MODES = ("uniform", "weighted")
+_U_BITS = 53  # a float64 holds 53-bit integers exactly, so u never rounds to 0 or 1
+
+
+class Candidate(NamedTuple):
+    """One image as the sampler sees it: its key and where its row lives, no bytes.
+
+    Tuple order is the sample order: larger key first, ties (practically impossible)
+    broken by image_id so the order is total and the same everywhere.
+    """
+
+    key: float  # log(u) / weight, <= 0
+    image_id: str
+    part: str  # memory part file (path or URL) that holds the row
+    weight: int
+    copies: int
+
+
+class Chosen(NamedTuple):
+    """A sampled image: its candidate, position in the sample and inclusion probability."""
+
+    rank: int  # 0 = largest key; the first k ranks are the sample of size k (same seed)
+    candidate: Candidate
+    u: float
+    inclusion_probability: float
+
+
+def unit(seed: int, image_id: str) -> float:
+    """u in (0, 1) from a keyed hash of the image id: uniform and independent per id."""
+    digest = hashlib.blake2b(image_id.encode(), key=seed.to_bytes(8, "big"), digest_size=8).digest()
+    bits = int.from_bytes(digest, "big") >> (64 - _U_BITS)
+    return (bits + 0.5) / 2**_U_BITS
+
+
+def weight_of(copies: int, mode: str) -> int:
+    if mode == "weighted":
+        return max(1, copies)  # a memory row stands for at least itself
+    return 1
+
+
+def sample_key(seed: int, image_id: str, weight: int) -> float:
+    """log of the A-Res key u**(1/weight); monotone in the key, so top-n is unchanged."""
+    return math.log(unit(seed, image_id)) / weight
+
+
+def candidates(seed: int, mode: str, part: str, image_ids: Iterable[str],
+               copies: Iterable[int]) -> Iterable[Candidate]:
+    for image_id, c in zip(image_ids, copies, strict=True):
+        w = weight_of(c, mode)
+        yield Candidate(sample_key(seed, image_id, w), image_id, part, w, c)
+
+
+def push(heap: list[Candidate], item: Candidate, capacity: int) -> None:
+    """Add `item` to a min-heap that keeps the `capacity` largest candidates."""
+    if len(heap) < capacity:
+        heapq.heappush(heap, item)
+    elif item > heap[0]:
+        heapq.heapreplace(heap, item)
+
+
+def merge(heaps: Iterable[Sequence[Candidate]], capacity: int) -> list[Candidate]:
+    """The `capacity` largest candidates of several partial heaps, as a heap."""
+    merged = heapq.nlargest(capacity, (c for h in heaps for c in h))
+    heapq.heapify(merged)
+    return merged
+
+
+def top(items: Iterable[Candidate], capacity: int) -> list[Candidate]:
+    """The `capacity` largest candidates, as a heap (a part's contribution to the merge)."""
+    return merge([list(items)], capacity)
+
+
+def choose(top_candidates: Iterable[Candidate], n: int, seed: int) -> tuple[list[Chosen], float | None]:
+    """The sample from the n+1 largest candidates, and the threshold tau.
+
+    tau, the (n+1)-th key, conditions the inclusion probabilities; it is None when
+    there are at most n candidates, and then every image is taken with probability 1.
+    """
+    ordered = sorted(top_candidates, reverse=True)
+    tau = ordered[n].key if len(ordered) > n else None
+    chosen = [
+        Chosen(rank, c, unit(seed, c.image_id),
+               1.0 if tau is None else conditional_inclusion(c.weight, tau))
+        for rank, c in enumerate(ordered[:n])
+    ]
+    return chosen, tau
+
+
+def conditional_inclusion(weight: int, tau: float) -> float:
+    """P(key > tau) for an image of this weight: 1 - exp(weight * tau), tau <= 0."""
+    return -math.expm1(weight * tau)
+
+
+def uniform_inclusion_probability(n: int, population: int) -> float:
+    return min(1.0, n / population) if population else 0.0
+
+
+def ares_inclusion_probabilities(weights: Sequence[float], n: int) -> np.ndarray:
+    """Exact A-Res inclusion probabilities pi_i (see the module docstring).
+
+    Numerical integration with a Poisson-binomial count of the other keys; cost
+    O(N^2 n) per quadrature point, meant for audits and tests on small populations.
+    """
+    from scipy import integrate
+
+    w = np.asarray(weights, dtype=float)
+    if n >= len(w):
+        return np.ones(len(w))
+
+    def at_most(others: np.ndarray, t: float) -> float:
+        """P(fewer than n of `others` have E_j < t)."""
+        p = -np.expm1(-others * t)
+        dist = np.zeros(n)
+        dist[0] = 1.0
+        for pj in p:  # distribution of the count, truncated at n-1
+            dist[1:] = dist[1:] * (1 - pj) + dist[:-1] * pj
+            dist[0] *= 1 - pj
+        return float(dist.sum())
+
+    result = np.empty(len(w))
+    for i, wi in enumerate(w):
+        others = np.delete(w, i)
+        # substitute s = exp(-wi t): integral_0^1 P(C_i(-log(s)/wi) <= n-1) ds, smooth on [0, 1]
+        value, _ = integrate.quad(lambda s, o=others, wi=wi: at_most(o, -math.log(s) / wi)
+                                  if s > 0 else 0.0, 0.0, 1.0, epsabs=1e-10, limit=200)
+        result[i] = value
+    return result

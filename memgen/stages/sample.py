@@ -1,0 +1,84 @@
+"""Beam stages of `memgen sample`: choose the sample by keys, then write its bytes.
+
+ChooseSample: memory part URLs -> one (chosen, tau) element. Each part contributes
+its n+1 largest keys (image_id and copies columns only, never bytes); TopCandidates,
+a CombineFn, merges these partial top lists, so the result does not depend on the
+runner, worker count or the order of parts.
+WriteSample: the chosen references, grouped by part; each part is read once and its
+chosen rows written by one worker; the small index rows and thumbnails then meet in
+one step that writes index.parquet, the contact sheet and manifest.json, last.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from memgen import sampling
+from memgen.sample_output import finish_sample, read_columns, write_part
+
+
+class TopCandidates(beam.CombineFn):
+    """The `capacity` largest Candidates; inputs are partial top lists (one per part)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+
+    def create_accumulator(self) -> list[sampling.Candidate]:
+        return []
+
+    def add_input(self, accumulator, candidates):
+        return sampling.merge([accumulator, candidates], self.capacity)
+
+    def merge_accumulators(self, accumulators):
+        return sampling.merge(accumulators, self.capacity)
+
+    def extract_output(self, accumulator) -> list[sampling.Candidate]:
+        return sorted(accumulator, reverse=True)
+
+
+def part_top(part: str, seed: int, mode: str, capacity: int) -> list[sampling.Candidate]:
+    table = read_columns(part, ["image_id", "copies"])
+    found = sampling.candidates(seed, mode, part, table.column("image_id").to_pylist(),
+                                table.column("copies").to_pylist())
+    return sampling.top(found, capacity)
+
+
+class ChooseSample(beam.PTransform):
+    """Part URLs -> a single (list[Chosen] in rank order, tau or None)."""
+
+    def __init__(self, seed: int, mode: str, n: int) -> None:
+        super().__init__()
+        self.seed, self.mode, self.n = seed, mode, n
+
+    def expand(self, parts):
+        return (
+            parts
+            | "PartTop" >> beam.Map(part_top, self.seed, self.mode, self.n + 1)
+            | "TopCandidates" >> beam.CombineGlobally(TopCandidates(self.n + 1))
+            | "Choose" >> beam.Map(sampling.choose, self.n, self.seed)
+        )
+
+
+class WriteSample(beam.PTransform):
+    """(chosen, tau) -> files per part, index.parquet, contact sheet, manifest.json."""
+
+    def __init__(self, out: str, fmt: str, manifest_base: dict) -> None:
+        super().__init__()
+        self.out, self.fmt, self.manifest_base = out, fmt, manifest_base
+
+    def expand(self, choice):
+        out, fmt = self.out, self.fmt
+        return (
+            choice
+            | "ByPart" >> beam.FlatMap(lambda c: ((x.candidate.part, x) for x in c[0]))
+            | "GroupByPart" >> beam.GroupByKey()
+            | "WritePart" >> beam.MapTuple(lambda part, chosen: write_part(part, chosen, out, fmt))
+            | "Collect" >> beam.combiners.ToList()
+            | "Finish" >> beam.Map(_finish, beam.pvalue.AsSingleton(choice), self.out,
+                                   self.manifest_base)
+        )
+
+
+def _finish(results, choice, out: str, base: dict) -> dict:
+    _, tau = choice
+    return finish_sample(out, results, {**base, "threshold": tau})

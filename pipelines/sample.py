@@ -1,0 +1,120 @@
+"""sample: a finished memory -> a reproducible sample of its images. Options + wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import pyarrow
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import memgen
+from memgen.manifest import now
+from memgen.memory import open_table, read_manifest
+from memgen.pipelines.errors import UsageError
+from memgen.pipelines.options import LOCAL_RUNNER
+from memgen.sample_output import FORMATS, part_urls, prepare_sample_output
+from memgen.sampling import MAX_SEED, uniform_inclusion_probability
+from memgen.stages.sample import ChooseSample, WriteSample
+
+log = logging.getLogger("memgen.sample")
+
+INCLUSION_DOC = {
+    "uniform": "simple random sample without replacement: pi = min(1, n/N) for every image",
+    "weighted": "A-Res (Efraimidis-Spirakis) with weight = copies: successive sampling "
+                "proportional to weight; pi is not n*w/W (see memgen.sampling."
+                "ares_inclusion_probabilities)",
+}
+
+
+class SampleOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        _add(parser, "--memory", help="finished memory directory (local path or fsspec URL)")
+        _add(parser, "--n", type=int, help="number of images to sample")
+        _add(parser, "--seed", type=int, default=0, help="sampling seed (default 0)")
+        _add(parser, "--weighted", action="store_true",
+             help="weight images by copies (the crawl's distribution, duplicates included) "
+                  "instead of uniformly over unique images")
+        _add(parser, "--out", help="output sample directory")
+        _add(parser, "--format", choices=FORMATS, default="webdataset",
+             help="webdataset tar shards (default), parquet, or a folder of files")
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
+    """Beam parses every PipelineOptions class with one parser, and jobs share flag names
+    (--memory, --out): a flag another job already declared (as a plain string too) is kept."""
+    try:
+        parser.add_argument(flag, **kwargs)
+    except argparse.ArgumentError:
+        pass
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    memory: str
+    out: str
+    n: int
+    seed: int
+    mode: str  # uniform | weighted
+    fmt: str
+
+    @classmethod
+    def from_options(cls, options: PipelineOptions) -> SampleConfig:
+        o = options.view_as(SampleOptions)
+        for name in ("memory", "out", "n"):
+            if getattr(o, name) is None:
+                raise UsageError(f"--{name} is required")
+        if o.n <= 0:
+            raise UsageError(f"--n must be positive, got {o.n}")
+        if not 0 <= o.seed <= MAX_SEED:
+            raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {o.seed}")
+        return cls(o.memory, o.out, o.n, o.seed, "weighted" if o.weighted else "uniform", o.format)
+
+
+def build(pipeline: beam.Pipeline, config: SampleConfig) -> None:
+    """Wire the sample stages onto `pipeline` (checks the memory, prepares the output)."""
+    population = open_table(config.memory, "images").count_rows()
+    if config.n > population:
+        log.warning("--n %d is more than the memory's %d images: the sample is all of them",
+                    config.n, population)
+    prepare_sample_output(config.out)
+    manifest_base = {
+        "job": "sample",
+        "memory": config.memory,
+        "out": config.out,
+        "format": config.fmt,
+        "mode": config.mode,
+        "seed": config.seed,
+        "n_requested": config.n,
+        "population": population,
+        "inclusion": INCLUSION_DOC[config.mode],
+        "inclusion_probability": (uniform_inclusion_probability(config.n, population)
+                                  if config.mode == "uniform" else None),
+        "versions": {"memgen": memgen.__version__, "apache_beam": beam.__version__,
+                     "pyarrow": pyarrow.__version__},
+        "started_at": now(),
+    }
+    _ = (
+        pipeline
+        | "Parts" >> beam.Create(part_urls(config.memory))
+        | "ChooseSample" >> ChooseSample(config.seed, config.mode, config.n)
+        | "WriteSample" >> WriteSample(config.out, config.fmt, manifest_base)
+    )
+
+
+def sample(memory: str, out: str, n: int, seed: int = 0, weighted: bool = False,
+           fmt: str = "webdataset", options: PipelineOptions | None = None) -> dict[str, Any]:
+    """Run a sample on the local runner (or `options`); returns its manifest.
+
+    The demo calls this; the contact sheet is at join(out, manifest["contact_sheet"]).
+    """
+    if n <= 0:
+        raise UsageError(f"n must be positive, got {n}")
+    config = SampleConfig(memory, out, n, seed, "weighted" if weighted else "uniform", fmt)
+    with beam.Pipeline(options=options or PipelineOptions(runner=LOCAL_RUNNER)) as pipeline:
+        build(pipeline, config)
+    return read_manifest(out)
