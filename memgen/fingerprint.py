@@ -76,8 +76,8 @@ def decode(data: bytes, config: FingerprintConfig) -> Decoded:
             grey = img.convert("L")
     except ImageError:
         raise
-    except Image.UnidentifiedImageError as e:
-        raise ImageError("not_an_image", str(e)) from None
+    except Image.UnidentifiedImageError:  # Pillow's message holds an object address: not reproducible
+        raise ImageError("not_an_image", "Pillow cannot identify an image format in these bytes") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError("too_many_pixels", str(e)) from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is a property of the record

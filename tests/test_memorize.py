@@ -1,0 +1,162 @@
+"""End to end: `memgen memorize` on generated shards of every kind, bad input included."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from memgen.memory import open_table, read_manifest
+from memgen.pipelines.cli import main
+from shardkit import encode, jpeg, make_image, sample, write_parquet, write_tar
+
+
+def corpus(root: Path) -> tuple[list[str], dict[str, bytes]]:
+    """Shards of every kind; returns the inputs and {source: bytes} of every usable record."""
+    root.mkdir()
+    originals = {i: jpeg(i) for i in range(12)}
+    resized = encode(make_image(2).resize((80, 60)), "JPEG", quality=70)
+    recompressed = jpeg(3, quality=40)
+    shard0 = [sample(f"a{i}", originals[i], caption=f"photo {i}", url=f"http://a/{i}") for i in range(8)]
+    shard0.append(("text_only", {"txt": b"no image here"}))
+    write_tar(root / "00000.tar", shard0)
+    write_tar(root / "00001.tar.gz", [
+        sample("copy0", originals[0]), sample("copy1", originals[1]),
+        sample("resized2", resized), sample("recompressed3", recompressed),
+        sample("truncated", originals[4][:400]), sample("html", b"<html>404</html>"),
+    ])
+    write_parquet(root / "00002.parquet", [
+        {"key": "p8", "image": originals[8], "caption": "eight"},
+        {"key": "p9", "image": originals[9]},
+        {"key": "copy4", "image": originals[4]},
+        {"key": "null", "image": None},
+    ])
+    damaged = write_tar(root / "00003.tar", [sample(f"d{i}", jpeg(100 + i, quality=98)) for i in range(4)])
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    (root / "folder" / "sub").mkdir(parents=True)
+    (root / "folder" / "sub" / "ten.png").write_bytes(encode(make_image(10), "PNG"))
+    (root / "folder" / "five.jpg").write_bytes(originals[5])
+    inputs = [str(root / "{00000,00003}.tar"), str(root / "00001.tar.gz"), str(root / "00002.parquet"),
+              str(root / "folder"), str(root / "missing.tar")]
+    return inputs, originals
+
+
+def run(*args: str) -> int:
+    return main(["memorize", *args])
+
+
+@pytest.fixture(scope="module")
+def memory(tmp_path_factory):
+    root = tmp_path_factory.mktemp("memorize")
+    inputs, _ = corpus(root / "shards")
+    assert run(*inputs, "--memory", str(root / "memory"), "--threshold", "10") == 0
+    return root
+
+
+def rows(memory: Path, table: str) -> list[dict]:
+    return open_table(str(memory), table).to_table().to_pylist()
+
+
+def test_counts_add_up_and_every_record_lands_once(memory):
+    mem = memory / "memory"
+    manifest = read_manifest(str(mem))
+    c = manifest["counts"]
+    assert manifest["balanced"] and c["records_in"] == c["images"] + c["duplicates"] + c["rejects"]
+    images, dups, rejects = rows(mem, "images"), rows(mem, "duplicates"), rows(mem, "rejects")
+    assert (len(images), len(dups), len(rejects)) == (c["images"], c["duplicates"], c["rejects"])
+    sources = [r["source"] for r in images + dups + rejects]
+    assert len(sources) == len(set(sources)) == c["records_in"]
+    # 12 distinct pictures + 4 damaged-shard records at most; exact copies of 0, 1, 4, 5
+    assert c["duplicates_exact"] == 4
+    assert c["duplicates_near"] >= 2  # resized 2 and recompressed 3
+    assert sum(r["copies"] for r in images) == c["records_in"] - c["rejects"]
+    reasons = c["rejects_by_reason"]
+    for reason in ("no_image", "decode_error", "not_an_image", "empty", "corrupt_shard", "missing"):
+        assert reasons.get(reason, 0) >= 1, reason
+
+
+def test_images_hold_the_original_bytes_and_metadata(memory):
+    _, originals = corpus(memory / "again")
+    images = {r["source"].rsplit("#", 1)[-1]: r for r in rows(memory / "memory", "images")}
+    assert images["a0"]["image"] == originals[0] and images["a0"]["exact_copies"] == 2
+    assert images["a0"]["caption"] == "photo 0" and images["a0"]["url"] == "http://a/0"
+    assert images["p8"]["caption"] == "eight" and json.loads(images["p8"]["metadata"])["key"] == "p8"
+    kept_2 = next(r for r in images.values() if r["image"] == originals[2])
+    assert kept_2["copies"] == 2  # the original stands for its resized copy
+
+
+def test_rejects_keep_the_bytes_for_inspection(memory):
+    rejects = {r["source"].rsplit("#", 1)[-1]: r for r in rows(memory / "memory", "rejects")}
+    assert rejects["truncated"]["data"] == jpeg(4)[:400]
+    assert rejects["html"]["data"] == b"<html>404</html>" and rejects["html"]["stage"] == "fingerprint"
+    assert rejects["text_only"]["error_type"] == "no_image"
+
+
+def test_duckdb_and_pyarrow_read_the_memory_directly(memory):
+    mem = memory / "memory"
+    images = f"read_parquet('{mem}/images/*.parquet')"
+    n = duckdb.sql(f"select count(*) from {images}").fetchall()[0][0]
+    assert n == read_manifest(str(mem))["counts"]["images"]
+    # phash is an int64 so SQL can compute Hamming distances: no two kept images are near
+    close = duckdb.sql(f"select count(*) from {images} a, {images} b where a.image_id < b.image_id "
+                       "and bit_count(xor(a.phash, b.phash)) <= 10").fetchall()[0][0]
+    assert close == 0
+    assert ds.dataset(str(mem / "images"), format="parquet").count_rows() == n
+    meta = pq.read_metadata(next((mem / "images").glob("*.parquet")))
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_same_content_whatever_the_input_order(memory, tmp_path):
+    inputs, _ = corpus(tmp_path / "shards")
+    assert run(*reversed(inputs), "--memory", str(tmp_path / "m"), "--threshold", "10") == 0
+
+    def normalized(mem: Path, root: Path) -> list[list[dict]]:
+        return [[{k: v.replace(str(root), "ROOT") if isinstance(v, str) else v for k, v in r.items()}
+                 for r in rows(mem, table)] for table in ("images", "duplicates", "rejects")]
+
+    assert normalized(tmp_path / "m", tmp_path / "shards") == normalized(memory / "memory", memory / "shards")
+
+
+def test_rerun_completes_an_unfinished_memory(tmp_path):
+    inputs, _ = corpus(tmp_path / "shards")
+    mem = tmp_path / "m"
+    (mem / "images").mkdir(parents=True)
+    (mem / "images" / "part-999999.parquet").write_bytes(b"left over by a killed run")
+    assert run(*inputs, "--memory", str(mem)) == 0
+    assert not (mem / "images" / "part-999999.parquet").exists()
+    assert read_manifest(str(mem))["balanced"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "memgen.pipelines.cli", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["{tmp}/nothing-*.tar", "--memory", "{tmp}/m"], "no input matched"),
+    (["{shard}", "--memory", "{memory}"], "already holds a finished memory"),
+    (["{shard}", "--memory", "{tmp}/m", "--threshold", "99"], "--threshold must be between"),
+    (["{shard}", "--memory", "{tmp}/m", "--threshold", "abc"], "invalid int value"),
+    (["{shard}", "--memory", "{tmp}/m", "--treshold", "3"], "unrecognized arguments"),
+    (["{shard}"], "--memory is required"),
+])
+def test_unusable_arguments_give_one_line_and_exit_2(memory, tmp_path, args, message):
+    fill = {"tmp": str(tmp_path), "shard": str(memory / "shards" / "00000.tar"),
+            "memory": str(memory / "memory")}
+    result = cli("memorize", *(a.format(**fill) for a in args))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_options():
+    result = cli("memorize", "--help")
+    assert result.returncode == 0
+    for flag in ("INPUT", "--memory", "--threshold", "--hash_mode", "--runner"):
+        assert flag in result.stdout
