@@ -10,10 +10,10 @@ import imagehash
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from shardkit import encode, jpeg, make_image
 
 from memgen.fingerprint import FingerprintConfig, fingerprint, hash_to_int64
 from memgen.records import Fingerprint, Record, Reject
+from shardkit import encode, jpeg, make_image
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realimages"
 EXACT = FingerprintConfig(mode="exact")

@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset.tariterators as wds_tar
-from shardkit import jpeg, sample, write_parquet, write_tar
 
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
 from memgen.shards import NoInputError, discover, shard_kind
+from shardkit import jpeg, sample, write_parquet, write_tar
 
 CONFIG = ReaderConfig()
 
