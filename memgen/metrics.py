@@ -1,0 +1,231 @@
+"""Distances between two image sets, each given as feature vectors (pure numpy/scipy, no Beam).
+
+A metric is features -> statistics -> metric (as in torch-fidelity):
+- `Moments`: n, mean and centred sum of outer products; mergeable, so Beam accumulates
+  them per (set, feature space) with a CombineFn (memgen.stages.moments).
+- `frechet_distance`: from two (mean, covariance) pairs, as clean-fid computes it
+  (scipy sqrtm of the product, retried with eps on the diagonals when it is not finite).
+- `kid`: unbiased MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3 over
+  seeded random subsets; mean and (population) std over subsets, as torch-fidelity.
+- `precision_recall` (Kynkäänniemi et al. 2019, k = 3) and `density_coverage` (Naeem et
+  al. 2020, k = 5) on k-NN balls; `c2st`: a 1-nearest-neighbour classifier two-sample test.
+The k-NN metrics, KID and C2ST need the vectors themselves: they run on a capped subset
+of each set chosen by a keyed hash of the image id (memgen.stages.distances).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import linalg, stats
+
+PR_K = 3
+DC_K = 5
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+FD_EPS = 1e-6
+# sqrtm of a product of covariances has a tiny imaginary part from rounding; more than
+# this on the diagonal means the covariances are not what they claim (clean-fid's bound).
+IMAGINARY_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Moments:
+    """n, mean and M2 = sum of (x - mean)(x - mean)^T of a set of d-dimensional vectors.
+
+    The centred form (Chan et al. 1979) is merged exactly like raw sums but does not
+    lose digits to cov = E[xx^T] - mu mu^T when the mean is large against the spread
+    (thumbnail pixels of a flat set, embeddings with a large offset).
+    """
+
+    n: int
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def empty(cls, dim: int) -> Moments:
+        return cls(0, np.zeros(dim), np.zeros((dim, dim)))
+
+    @classmethod
+    def of(cls, vectors: np.ndarray) -> Moments:
+        x = np.asarray(vectors, dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"expected an (n, d) array, got shape {x.shape}")
+        if len(x) == 0:
+            return cls.empty(x.shape[1])
+        mean = x.mean(axis=0)
+        centred = x - mean
+        return cls(len(x), mean, centred.T @ centred)
+
+    def merge(self, other: Moments) -> Moments:
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            return other
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.n / n)
+        m2 = self.m2 + other.m2 + np.outer(delta, delta) * (self.n * other.n / n)
+        return Moments(n, mean, m2)
+
+    @property
+    def cov(self) -> np.ndarray:
+        """Unbiased covariance (np.cov's default, as torch-fidelity and clean-fid use)."""
+        if self.n < 2:
+            raise ValueError(f"a covariance needs at least 2 vectors, got {self.n}")
+        return self.m2 / (self.n - 1)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = FD_EPS) -> float:
+    """||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))."""
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"shapes differ: {mu1.shape}/{sigma1.shape} vs {mu2.shape}/{sigma2.shape}")
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        # The product of two singular covariances can be numerically not square-rootable;
+        # a small ridge on both makes it so (the fix of TTUR, clean-fid and torch-fidelity).
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=IMAGINARY_TOLERANCE):
+            raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in sqrtm")
+        covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fd_from_moments(a: Moments, b: Moments) -> float:
+    return frechet_distance(a.mean, a.cov, b.mean, b.cov)
+
+
+def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 of two equal-size sets with the cubic polynomial kernel (KID's estimator)."""
+    m = len(x)
+    if len(y) != m or m < 2:
+        raise ValueError(f"need two sets of the same size >= 2, got {len(x)} and {len(y)}")
+    k_xx, k_yy, k_xy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
+    within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+    return float(within - 2 * k_xy.sum() / (m * m))
+
+
+def kid(x: np.ndarray, y: np.ndarray, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
+        seed: int = 0) -> tuple[float, float]:
+    """(mean, std) of mmd2_unbiased over `subsets` random subsets of min(subset_size, n_x, n_y).
+
+    Subsets are drawn as torch-fidelity draws them (a RandomState seeded by `seed`), so
+    the same rows in the same order give its numbers exactly. Callers give rows in
+    keyed-hash order, so the result does not depend on the order images arrived in.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    size = min(subset_size, len(x), len(y))
+    rng = np.random.RandomState(seed)
+    values = np.array([
+        mmd2_unbiased(x[rng.choice(len(x), size, replace=False)], y[rng.choice(len(y), size, replace=False)])
+        for _ in range(subsets)
+    ])
+    return float(values.mean()), float(values.std())
+
+
+def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances, float64. Exact for 0/1 vectors (pHash bits): the dots are integers."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    squared = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2 * (a @ b.T)
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
+def knn_radii(x: np.ndarray, k: int) -> np.ndarray:
+    """Distance from each row to its k-th nearest other row (the row itself is the 0th)."""
+    if len(x) <= k:
+        raise ValueError(f"k-NN radii with k={k} need more than {k} vectors, got {len(x)}")
+    return np.partition(pairwise_distances(x, x), k, axis=1)[:, k]
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K) -> tuple[float, float]:
+    """Precision: share of fake inside some real k-NN ball; recall: real inside some fake ball.
+
+    Balls are closed (<=), as in Kynkäänniemi et al.'s code and torch-fidelity.
+    """
+    d = pairwise_distances(real, fake)
+    precision = (d <= knn_radii(real, k)[:, None]).any(axis=0).mean()
+    recall = (d <= knn_radii(fake, k)[None, :]).any(axis=1).mean()
+    return float(precision), float(recall)
+
+
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = DC_K) -> tuple[float, float]:
+    """Density: mean number of real k-NN balls holding a fake, over k; coverage: share of real
+    balls holding some fake. Balls are open (<), as in Naeem et al.'s code (prdc)."""
+    d = pairwise_distances(real, fake)
+    inside = d < knn_radii(real, k)[:, None]
+    return float(inside.sum(axis=0).mean() / k), float(inside.any(axis=1).mean())
+
+
+@dataclass(frozen=True)
+class C2st:
+    accuracy: float
+    p_value: float
+    n_test: int
+
+
+def c2st(x: np.ndarray, y: np.ndarray, seed: int = 0) -> C2st:
+    """Classifier two-sample test: a 1-NN classifier trained on half of each set, tested on the rest.
+
+    The sets are cut to the same size, so a fair coin scores 0.5; the p-value is the
+    one-sided binomial probability of at least this many correct under that coin.
+    An accuracy well below 0.5 is also telling: test images whose copies sit in the
+    other set's training half (memorisation) are classified as the other set.
+    Equally near neighbours of both sets are decided by a seeded coin, which keeps the
+    binomial null exact.
+    """
+    m = min(len(x), len(y))
+    if m < 4:
+        raise ValueError(f"C2ST needs at least 4 vectors in each set, got {len(x)} and {len(y)}")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    half = m // 2
+    order_x, order_y = rng.permutation(len(x))[:m], rng.permutation(len(y))[:m]
+    train_x, test_x = x[order_x[:half]], x[order_x[half:]]
+    train_y, test_y = y[order_y[:half]], y[order_y[half:]]
+    test = np.concatenate([test_x, test_y])
+    truth = np.concatenate([np.zeros(len(test_x), bool), np.ones(len(test_y), bool)])
+    to_x = pairwise_distances(test, train_x).min(axis=1)
+    to_y = pairwise_distances(test, train_y).min(axis=1)
+    coin = rng.random(len(test)) < 0.5
+    predicted = np.where(to_x == to_y, coin, to_y < to_x)
+    correct = int((predicted == truth).sum())
+    p_value = stats.binomtest(correct, len(test), 0.5, alternative="greater").pvalue
+    return C2st(correct / len(test), float(p_value), len(test))
+
+
+METRIC_KEYS = ("fd", "kid_mean", "kid_std", "precision", "recall", "density", "coverage",
+               "c2st_accuracy", "c2st_p_value")
+
+
+def compare(a_moments: Moments, b_moments: Moments, a_subset: np.ndarray, b_subset: np.ndarray,
+            seed: int = 0, kid_subsets: int = KID_SUBSETS) -> dict[str, Any]:
+    """Every metric of set b against set a ("real" = a, "fake" = b); None where a set is too small.
+
+    FD uses the moments of the whole sets; the rest use the capped subsets.
+    """
+    row: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
+    row.update(n_a=a_moments.n, n_b=b_moments.n, n_subset_a=len(a_subset), n_subset_b=len(b_subset))
+    if min(a_moments.n, b_moments.n) >= 2:
+        row["fd"] = fd_from_moments(a_moments, b_moments)
+    n_sub = min(len(a_subset), len(b_subset))
+    if n_sub >= 2:
+        row["kid_mean"], row["kid_std"] = kid(a_subset, b_subset, subsets=kid_subsets, seed=seed)
+    if n_sub > PR_K:
+        row["precision"], row["recall"] = precision_recall(a_subset, b_subset)
+    if n_sub > DC_K:
+        row["density"], row["coverage"] = density_coverage(a_subset, b_subset)
+    if n_sub >= 4:
+        result = c2st(a_subset, b_subset, seed=seed)
+        row["c2st_accuracy"], row["c2st_p_value"] = result.accuracy, result.p_value
+    return row

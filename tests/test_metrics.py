@@ -1,0 +1,231 @@
+"""memgen.metrics against torch-fidelity, clean-fid and prdc on the same feature arrays, plus invariances.
+
+torch-fidelity and clean-fid import torchvision at module level for their feature
+extractors; PyPI's torchvision does not import beside the pinned CPU torch 2.13, and
+we use only their pure numpy/torch metric functions, so torchvision is stubbed in
+sys.modules before importing them (the stubs are never called).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from memgen import metrics
+from memgen.metrics import Moments
+
+RTOL = 1e-6  # the issue's bound for agreement with the reference implementations
+
+
+class _TorchvisionStub(types.ModuleType):
+    """Any attribute: a class (subclassed by torch-fidelity's datasets) or a sub-stub."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name[0].isupper():
+            return type(name, (), {})
+        full = f"{self.__name__}.{name}"
+        return sys.modules.setdefault(full, _TorchvisionStub(full))
+
+
+def _import_references():
+    pytest.importorskip("torch", reason="torch==2.13.0 (the vision extra) is needed for the references")
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - PyPI torchvision fails to import beside torch 2.13 in many ways
+        for name in ("torchvision", "torchvision.datasets", "torchvision.transforms",
+                     "torchvision.transforms.functional", "torchvision.models", "torchvision.models.utils"):
+            sys.modules[name] = _TorchvisionStub(name)
+    fid = pytest.importorskip("torch_fidelity.metric_fid", reason="pip install torch-fidelity --no-deps")
+    kid = pytest.importorskip("torch_fidelity.metric_kid", reason="pip install torch-fidelity --no-deps")
+    prc = pytest.importorskip("torch_fidelity.metric_prc", reason="pip install torch-fidelity --no-deps")
+    cleanfid = pytest.importorskip("cleanfid.fid", reason="pip install clean-fid --no-deps")
+    prdc = pytest.importorskip("prdc", reason="pip install prdc")
+    return types.SimpleNamespace(fid=fid, kid=kid, prc=prc, cleanfid=cleanfid, prdc=prdc)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return _import_references()
+
+
+def _sets(n_a=300, n_b=260, d=24, seed=0):
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)
+    a = rng.normal(size=(n_a, d)) @ mix + 2.0
+    b = rng.normal(size=(n_b, d)) @ (mix * 1.3) + 2.2
+    return a, b
+
+
+def _rel(x, y):
+    return abs(x - y) / max(abs(y), 1e-300)
+
+
+@pytest.mark.parametrize("shape", [(300, 260, 24), (40, 30, 64)], ids=["full-rank", "singular"])
+def test_fd_matches_torch_fidelity_and_clean_fid(ref, shape):
+    import torch
+
+    a, b = _sets(*shape)
+    ours = metrics.fd_from_moments(Moments.of(a), Moments.of(b))
+    stats_a = ref.fid.fid_features_to_statistics(torch.from_numpy(a))
+    stats_b = ref.fid.fid_features_to_statistics(torch.from_numpy(b))
+    tf = ref.fid.fid_statistics_to_metric(stats_a, stats_b, verbose=False)[ref.fid.KEY_METRIC_FID]
+    cf = float(ref.cleanfid.frechet_distance(stats_a["mu"], stats_a["sigma"],
+                                             stats_b["mu"], stats_b["sigma"]))
+    assert ours > 0
+    assert _rel(ours, tf) <= RTOL
+    assert _rel(ours, cf) <= RTOL
+
+
+def test_kid_matches_torch_fidelity_subset_for_subset(ref):
+    import torch
+
+    a, b = _sets(200, 150, 16, seed=1)
+    ours = metrics.kid(a, b, subsets=20, subset_size=100, seed=7)
+    theirs = ref.kid.kid_features_to_metric(
+        torch.from_numpy(a), torch.from_numpy(b), kid_subsets=20, kid_subset_size=100, rng_seed=7,
+        verbose=False)
+    assert _rel(ours[0], theirs[ref.kid.KEY_METRIC_KID_MEAN]) <= RTOL
+    assert _rel(ours[1], theirs[ref.kid.KEY_METRIC_KID_STD]) <= RTOL
+    assert ours[1] > 0
+
+
+def test_kid_on_whole_sets_matches_clean_fid(ref):
+    # With one subset as large as both sets every draw is a permutation, which the
+    # unbiased MMD^2 does not see, so clean-fid's unseeded draw gives the same number.
+    a, b = _sets(120, 120, 16, seed=2)
+    mean, std = metrics.kid(a, b, subsets=1, subset_size=120)
+    theirs = ref.cleanfid.kernel_distance(a, b, num_subsets=1, max_subset_size=120)
+    assert _rel(mean, theirs) <= RTOL
+    assert std == 0.0
+
+
+def test_mmd2_matches_torch_fidelity_kernel_mmd(ref):
+    a, b = _sets(90, 90, 12, seed=3)
+    theirs = ref.kid.kernel_mmd(a, b, kid_kernel="poly", kid_kernel_poly_degree=3,
+                                kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1)
+    assert _rel(metrics.mmd2_unbiased(a, b), theirs) <= RTOL
+
+
+def _binary(n, seed):
+    """pHash-like 0/1 vectors: distances are square roots of integers, full of ties."""
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, 64)) < 0.5).astype(np.float64)
+
+
+@pytest.mark.parametrize("kind", ["continuous", "binary"])
+def test_precision_recall_match_torch_fidelity(ref, kind):
+    import torch
+
+    if kind == "continuous":
+        real, fake = _sets(150, 120, 10, seed=4)
+    else:
+        real, fake = _binary(150, 5), _binary(120, 6)
+        fake[:30] = real[:30]  # shared rows put distances exactly on the ball boundaries
+    ours = metrics.precision_recall(real, fake, k=3)
+    # torch-fidelity's convention: features_1 = generated (fake), features_2 = real.
+    theirs = ref.prc.calculate_precision_recall_full(torch.from_numpy(fake), torch.from_numpy(real),
+                                                     neighborhood=3)
+    assert ours == pytest.approx(theirs, rel=RTOL)
+    assert 0 < ours[0] < 1 and 0 < ours[1] < 1
+
+
+def test_precision_recall_density_coverage_match_prdc(ref):
+    real, fake = _sets(150, 120, 10, seed=8)
+    for k in (3, 5):
+        theirs = ref.prdc.compute_prdc(real, fake, nearest_k=k)
+        # Continuous data: no distance sits on a ball boundary, so prdc's open balls
+        # and Kynkäänniemi's closed ones agree.
+        assert metrics.precision_recall(real, fake, k=k) == pytest.approx(
+            (theirs["precision"], theirs["recall"]), rel=RTOL)
+        assert metrics.density_coverage(real, fake, k=k) == pytest.approx(
+            (theirs["density"], theirs["coverage"]), rel=RTOL)
+
+
+def test_fd_of_a_set_with_itself_is_zero_and_fd_is_symmetric():
+    a, b = _sets()
+    ma, mb = Moments.of(a), Moments.of(b)
+    assert abs(metrics.fd_from_moments(ma, ma)) < 1e-8
+    assert metrics.fd_from_moments(ma, mb) == pytest.approx(metrics.fd_from_moments(mb, ma), rel=1e-9)
+
+
+def test_fd_grows_with_the_shift_of_the_mean():
+    a, _ = _sets()
+    ma = Moments.of(a)
+    assert metrics.fd_from_moments(ma, Moments.of(a + 0.5)) == pytest.approx(0.25 * a.shape[1], rel=1e-9)
+
+
+def test_moments_do_not_depend_on_batches_or_merge_order():
+    a, _ = _sets(301, 2, 24)
+    whole = Moments.of(a)
+    np.testing.assert_allclose(whole.mean, a.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(whole.cov, np.cov(a, rowvar=False), rtol=1e-10, atol=1e-13)
+    for cuts in ([1, 2, 50, 51, 200], [150], list(range(1, 301, 7))):
+        parts = [Moments.of(p) for p in np.split(a, cuts)]
+        forward, backward = Moments.empty(24), Moments.empty(24)
+        for p in parts:
+            forward = forward.merge(p)
+        for p in reversed(parts):
+            backward = p.merge(backward)
+        for merged in (forward, backward):
+            assert merged.n == 301
+            np.testing.assert_allclose(merged.cov, whole.cov, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(merged.mean, whole.mean, rtol=1e-12)
+
+
+def test_moments_keep_digits_when_the_mean_dwarfs_the_spread():
+    rng = np.random.default_rng(9)
+    a = 1e6 + rng.normal(size=(1000, 3)) * 1e-3
+    merged = Moments.empty(3)
+    for part in np.array_split(a, 10):
+        merged = merged.merge(Moments.of(part))
+    # Raw sums would lose every digit here (x x^T ~ 1e12, covariance ~ 1e-6).
+    np.testing.assert_allclose(merged.cov, np.cov(a, rowvar=False), rtol=1e-6, atol=1e-12)
+
+
+def test_kid_is_symmetric_and_near_zero_for_one_distribution():
+    rng = np.random.default_rng(10)
+    a, b = rng.normal(size=(200, 8)), rng.normal(size=(200, 8)) + 0.5
+    assert metrics.mmd2_unbiased(a, b) == pytest.approx(metrics.mmd2_unbiased(b, a), rel=1e-12)
+    same_mean, _ = metrics.kid(a[:100], a[100:], subsets=10, subset_size=50)
+    apart_mean, _ = metrics.kid(a, b, subsets=10, subset_size=50)
+    assert abs(same_mean) < apart_mean / 5
+
+
+def _binomial_tail(k, n):
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
+
+
+def test_c2st_p_value_is_the_fair_coin_tail():
+    a, b = _sets(80, 80, 6, seed=11)
+    result = metrics.c2st(a, b, seed=3)
+    assert result.n_test == 80
+    correct = round(result.accuracy * result.n_test)
+    assert result.p_value == pytest.approx(_binomial_tail(correct, result.n_test), rel=1e-9)
+
+
+def test_c2st_separates_far_sets_and_flags_copies():
+    a, _ = _sets(200, 2, 6, seed=12)
+    far = metrics.c2st(a, a + 10.0)
+    assert far.accuracy == 1.0 and far.p_value < 1e-20
+    same = metrics.c2st(a[:100], a[100:], seed=1)
+    assert same.p_value > 1e-3
+    # A "sample" made of copies of the other set: each test copy's twin may sit in the
+    # other set's training half, so the classifier does worse than a coin.
+    copies = metrics.c2st(a, a[::-1].copy())
+    assert copies.accuracy < 0.4
+
+
+def test_compare_fills_every_metric_and_leaves_small_sets_empty():
+    a, b = _sets(60, 50, 6)
+    row = metrics.compare(Moments.of(a), Moments.of(b), a, b, kid_subsets=5)
+    assert all(row[key] is not None for key in metrics.METRIC_KEYS)
+    assert (row["n_a"], row["n_b"]) == (60, 50)
+    tiny = metrics.compare(Moments.of(a[:3]), Moments.of(b[:3]), a[:3], b[:3], kid_subsets=5)
+    assert tiny["fd"] is not None and tiny["kid_mean"] is not None
+    assert tiny["precision"] is None and tiny["density"] is None and tiny["c2st_accuracy"] is None
