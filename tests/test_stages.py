@@ -1,0 +1,49 @@
+"""Each memorize stage on a handful of elements, with Beam's test utilities."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from memgen.fingerprint import FingerprintConfig
+from memgen.readers import ReaderConfig
+from memgen.records import Record, Shard
+from memgen.stages.dedup import ExactDedup
+from memgen.stages.fingerprint import Fingerprint
+from memgen.stages.read import ReadShards
+from shardkit import jpeg, sample, write_tar
+
+
+def pipeline() -> TestPipeline:
+    return TestPipeline(runner="FnApiRunner")
+
+
+def test_read_shards_outputs_records_rejects_and_counts(tmp_path):
+    write_tar(tmp_path / "a.tar", [sample("x", jpeg(1)), ("t", {"txt": b"no image"})])
+    shards = [Shard(0, str(tmp_path / "a.tar"), "tar"), Shard(1, str(tmp_path / "gone.tar"), "tar")]
+    with pipeline() as p:
+        read = p | beam.Create(shards) | ReadShards(ReaderConfig(), len(shards))
+        assert_that(read.records | beam.Map(lambda r: (r.shard, r.source.rsplit("#")[1], len(r.data))),
+                    equal_to([(0, "x", len(jpeg(1)))]), label="records")
+        assert_that(read.rejects | beam.Map(lambda r: (r.shard, r.error_type, r.data)),
+                    equal_to([(0, "no_image", None), (1, "missing", None)]), label="rejects")
+        assert_that(read.counts, equal_to([2, 1]), label="counts")
+
+
+def test_fingerprint_splits_usable_records_from_rejects():
+    records = [Record(0, 0, "a", jpeg(1)), Record(0, 1, "b", b"junk"), Record(1, 0, "c", jpeg(1))]
+    with pipeline() as p:
+        out = p | beam.Create(records) | Fingerprint(FingerprintConfig())
+        assert_that(out.fingerprints | beam.Map(lambda f: (f.source, f.width)),
+                    equal_to([("a", 160), ("c", 160)]), label="fingerprints")
+        assert_that(out.rejects | beam.Map(lambda r: (r.source, r.stage, r.error_type)),
+                    equal_to([("b", "fingerprint", "not_an_image")]), label="rejects")
+
+
+def test_exact_dedup_groups_same_bytes_and_keeps_first_read():
+    records = [Record(2, 0, "late", jpeg(1)), Record(0, 3, "early", jpeg(1)), Record(1, 0, "other", jpeg(2))]
+    with pipeline() as p:
+        groups = (p | beam.Create(records) | Fingerprint(FingerprintConfig())).fingerprints | ExactDedup()
+        summary = groups | beam.Map(lambda g: (g.kept.source, g.exact_copies, [o.source for o in g.others]))
+        assert_that(summary, equal_to([("early", 2, ["late"]), ("other", 1, [])]))
