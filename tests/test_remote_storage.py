@@ -1,0 +1,160 @@
+"""Remote storage for real: memorize over s3:// and http:// on loopback servers.
+
+s3: moto's S3-compatible server (ThreadedMotoServer) on 127.0.0.1; memorize reads its
+shards from a bucket and writes the memory to another. The endpoint and credentials
+come only from the standard AWS environment variables (AWS_ENDPOINT_URL_S3,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), and the secret must appear nowhere: not in
+stdout, stderr, logs (DEBUG, every logger), the manifest or any written object.
+http: a local http.server serves a folder of tar shards; a missing URL is a reject.
+The memory's content must equal that of the same shards read from local disk.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import logging
+import threading
+from pathlib import Path
+
+import fsspec
+import pytest
+import s3fs
+from moto.server import ThreadedMotoServer
+from shardkit import jpeg, sample, write_tar
+
+from memgen.memory import open_table, read_manifest
+from memgen.pipelines.cli import main
+
+SECRET = "sEcReT-aws-key-do-not-log-4242"
+# what a memory holds independently of where its shards were read from
+CONTENT = ["image_id", "phash", "dhash", "width", "height", "format", "n_bytes", "image", "caption",
+           "copies", "exact_copies"]
+
+
+def write_shards(folder: Path) -> Path:
+    """3 shards: unique images, exact copies across shards, one re-encoded near copy, a reject."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tar(folder / "shard-000.tar", [sample(f"a{i}", jpeg(i), f"photo {i}") for i in range(6)])
+    write_tar(folder / "shard-001.tar", [
+        *(sample(f"b{i}", jpeg(i), f"copy {i}") for i in range(3)),  # exact copies of shard 0
+        sample("b9", jpeg(0, quality=60), "near copy"),  # same picture, other bytes
+        sample("bx", b"", "empty record"),
+    ])
+    write_tar(folder / "shard-002.tar", [sample(f"c{i}", jpeg(100 + i)) for i in range(4)])
+    return folder
+
+
+def content(memory: str) -> dict[str, list]:
+    """Images (content columns + record key), duplicates and rejects, in a stable order."""
+    images = open_table(memory, "images").to_table().to_pylist()
+    for row in images:
+        row["key"] = row.pop("source").rsplit("/", 1)[-1]
+    keyed = [{**{c: r[c] for c in CONTENT}, "key": r["key"]} for r in images]
+    dups = [{k: v for k, v in r.items() if k != "source"} | {"key": r["source"].rsplit("/", 1)[-1]}
+            for r in open_table(memory, "duplicates").to_table().to_pylist()]
+    rejects = [{k: v for k, v in r.items() if k != "source"} | {"key": r["source"].rsplit("/", 1)[-1]}
+               for r in open_table(memory, "rejects").to_table().to_pylist()]
+    return {name: sorted(rows, key=lambda r: r["key"])
+            for name, rows in (("images", keyed), ("duplicates", dups), ("rejects", rejects))}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return write_shards(tmp_path_factory.mktemp("shards"))
+
+
+@pytest.fixture(scope="module")
+def local_reference(shards, tmp_path_factory) -> dict:
+    memory = str(tmp_path_factory.mktemp("local") / "memory")
+    assert main(["memorize", str(shards / "*.tar"), "--memory", memory]) == 0
+    return {"content": content(memory), "counts": read_manifest(memory)["counts"]}
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, shards) -> s3fs.S3FileSystem:
+    """The standard AWS variables point every S3 client (s3fs, boto) at the loopback server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "memgen-test-key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    s3fs.S3FileSystem.clear_instance_cache()  # instances remember the endpoint they were made with
+    fs = fsspec.filesystem("s3")
+    for bucket in ("inputs", "memories"):
+        if not fs.exists(bucket):
+            fs.mkdir(bucket)
+    fs.put(str(shards / "*.tar"), "inputs/shards/")
+    yield fs
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_memorize_s3_to_s3_matches_local_and_never_leaks_the_secret(s3, local_reference, capfd, caplog):
+    caplog.set_level(logging.DEBUG)
+    memory = "s3://memories/run1"
+    assert main(["memorize", "s3://inputs/shards/shard-*.tar", "--memory", memory]) == 0
+
+    manifest = read_manifest(memory)
+    assert manifest["shards"] == 3 and manifest["balanced"]
+    assert manifest["counts"] == local_reference["counts"]
+    assert manifest["counts"]["duplicates_exact"] == 3 and manifest["counts"]["rejects"] == 1
+    got = content(memory)
+    assert got == local_reference["content"]
+    assert all(r["source"].startswith("s3://inputs/shards/shard-00")
+               for r in open_table(memory, "images").to_table(columns=["source"]).to_pylist())
+
+    out, err = capfd.readouterr()
+    written = b"".join(s3.cat(p) for p in s3.find("memories/run1"))
+    assert caplog.records, "logs were not captured"
+    for where, text in (("stdout", out), ("stderr", err), ("logs", caplog.text),
+                        ("manifest", str(manifest)), ("objects", written.decode("latin-1"))):
+        assert SECRET not in text, f"the AWS secret appears in {where}"
+
+
+def test_s3_memory_that_is_finished_is_refused(s3, capfd):
+    memory = "s3://memories/run2"
+    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", memory]) == 0
+    capfd.readouterr()
+    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", memory]) == 2
+    assert "already holds a finished memory" in capfd.readouterr().err
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        pass
+
+
+@pytest.fixture
+def http_root(shards):
+    handler = functools.partial(_QuietHandler, directory=str(shards))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+def test_memorize_http_shards_match_local(http_root, local_reference, tmp_path):
+    memory = str(tmp_path / "memory")
+    # a brace range over the shards plus one URL the server does not have (HTTP 404)
+    assert main(["memorize", f"{http_root}/shard-{{000..002}}.tar", f"{http_root}/shard-404.tar",
+                 "--memory", memory]) == 0
+    manifest = read_manifest(memory)
+    assert manifest["shards"] == 4 and manifest["balanced"]
+    assert manifest["counts"]["rejects_by_reason"] == {"empty": 1, "missing": 1}
+    got = content(memory)
+    missing = [r for r in got["rejects"] if r["key"] == "shard-404.tar"]
+    assert [r["stage"] for r in missing] == ["open"]
+    got["rejects"] = [r for r in got["rejects"] if r["key"] != "shard-404.tar"]
+    assert got == local_reference["content"]

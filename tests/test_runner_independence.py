@@ -1,0 +1,99 @@
+"""Runner independence: the same content whatever the runner and worker count.
+
+memorize (then sample, when that job exists) runs twice on the same shards: in-process
+(FnApiRunner) and under the local multi-process runner (FnApiRunner over the Fn API
+with --direct_num_workers=2 --direct_running_mode=multi_processing, so stages run in
+separate worker processes). Every table file must be byte-identical, and so must the
+manifest once its timestamps are removed. The pipeline-graph check (`--dry_run`) with
+DataflowRunner options builds, validates and prints the pipeline without network.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from shardkit import jpeg, sample, write_tar
+
+from memgen.pipelines.cli import main
+
+MULTI_PROCESS = ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+TIMING = ("started_at", "finished_at", "seconds")
+DATAFLOW = ["--runner=DataflowRunner", "--project=memgen-test", "--region=europe-west4",
+            "--temp_location=gs://memgen-test-bucket/tmp"]
+
+
+def write_corpus(folder: Path) -> Path:
+    """5 shards; copies span shards so dedup has to gather across workers."""
+    folder.mkdir()
+    for s in range(5):
+        samples = [sample(f"s{s}k{i}", jpeg(10 * s + i), f"shard {s} item {i}") for i in range(6)]
+        samples.append(sample(f"s{s}dup", jpeg(10 * ((s + 1) % 5))))  # exact copy, next shard's
+        samples.append(sample(f"s{s}near", jpeg(10 * ((s + 2) % 5) + 1, quality=55)))  # other bytes
+        if s == 2:
+            samples.append(sample("s2bad", b"\x89PNG not really"))  # a reject
+        write_tar(folder / f"shard-{s:03d}.tar", samples)
+    return folder
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def without_timing(manifest_bytes: bytes) -> dict:
+    manifest = json.loads(manifest_bytes)
+    return {k: v for k, v in manifest.items() if k not in TIMING}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "shards")
+
+
+def test_memorize_is_byte_identical_in_process_and_multi_process(corpus, tmp_path, capfd):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert main(["memorize", str(corpus / "*.tar"), "--memory", str(single)]) == 0
+    assert main(["memorize", str(corpus / "*.tar"), "--memory", str(multi), *MULTI_PROCESS]) == 0
+    # the worker processes announce themselves on the stderr they inherit
+    assert capfd.readouterr().err.count("Python sdk harness starting") == 2
+
+    a, b = files(single), files(multi)
+    assert sorted(a) == sorted(b)
+    tables = [name for name in a if name.endswith(".parquet")]
+    assert {name.split("/")[0] for name in tables} == {"images", "duplicates", "rejects"}
+    assert len([n for n in tables if n.startswith("images/")]) == 5
+    for name in tables:
+        assert a[name] == b[name], f"{name} differs between runners"
+    assert without_timing(a["manifest.json"]) == without_timing(b["manifest.json"])
+    counts = json.loads(a["manifest.json"])["counts"]
+    assert (counts["images"], counts["duplicates_exact"], counts["duplicates_near"], counts["rejects"]) \
+        == (30, 5, 5, 1)
+
+
+def test_dry_run_with_dataflow_options_builds_validates_and_prints_offline(corpus, tmp_path, capsys,
+                                                                         monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"dry run tried to connect to {args[1:]}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    memory = tmp_path / "memory"
+    assert main(["memorize", str(corpus / "*.tar"), "--memory", str(memory), "--dry_run", *DATAFLOW]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "dry run: DataflowRunner, pipeline built and validated, not run"
+    stages = [line.strip() for line in printed if line.startswith("  ") and not line.startswith("    ")]
+    assert stages == ["Shards", "ReadShards", "Fingerprint", "ExactDedup", "NearDedup", "AllRejects",
+                      "WriteMemory"]
+    assert "    Materialize" in printed and "    WriteManifest" in printed
+    assert not (memory / "manifest.json").exists()
+    assert not any(memory.rglob("*.parquet"))
+
+
+def test_dry_run_reports_what_dataflow_would_reject(corpus, tmp_path, capsys):
+    argv = ["memorize", str(corpus / "*.tar"), "--memory", str(tmp_path / "m"), "--dry_run",
+            "--runner=DataflowRunner", "--project=memgen-test", "--region=europe-west4",
+            "--temp_location=/not/a/gcs/path"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "temp_location" in err[0] and err[0].startswith("memgen memorize: error:")
