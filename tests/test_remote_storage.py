@@ -21,10 +21,10 @@ import fsspec
 import pytest
 import s3fs
 from moto.server import ThreadedMotoServer
-from shardkit import jpeg, sample, write_tar
 
 from memgen.memory import open_table, read_manifest
 from memgen.pipelines.cli import main
+from shardkit import jpeg, sample, write_tar
 
 SECRET = "sEcReT-aws-key-do-not-log-4242"
 # what a memory holds independently of where its shards were read from

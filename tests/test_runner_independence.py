@@ -15,9 +15,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from shardkit import jpeg, sample, write_tar
 
 from memgen.pipelines.cli import main
+from shardkit import jpeg, sample, write_tar
 
 MULTI_PROCESS = ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 TIMING = ("started_at", "finished_at", "seconds")
