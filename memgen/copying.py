@@ -1,0 +1,109 @@
+"""Copying and contamination: how close each image of a set is to its nearest memory image.
+
+In: 64-bit pHashes (int64, as memgen.fingerprint stores them) of a query set and of the
+memory. Out: the Hamming distance from each query to its nearest memory hash, exact up
+to a search radius (farther ones are reported as radius + 1), then a histogram of those
+distances and a rate:
+- copy rate: share of a sample whose nearest memory image is within the threshold k
+  (a sample drawn from the memory is all copies: MemGEN scores 100%);
+- contamination rate: share of a reference (held-out test) set with a near duplicate in
+  the memory, i.e. train/test leakage.
+Small problems are compared all-against-all; large ones by multi-index hashing
+(Norouzi et al. 2012, as memgen.near): a hash within r of a query agrees with it on one
+of 4 16-bit bands within floor(r/4) bits, so probing every band with those flips finds
+every memory hash within r. Pure numpy, no Beam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+
+from memgen.fingerprint import FingerprintConfig, decode, hash_to_int64
+from memgen.near import BAND_BITS, BANDS, MAX_THRESHOLD, flip_masks, popcount
+
+DEFAULT_RADIUS = 16  # the histogram's range; the search cost grows steeply with it
+BRUTE_FORCE_PAIRS = 1 << 24  # below this many query x memory pairs, compare all of them
+_CHUNK_PAIRS = 1 << 22
+
+
+def query_phash(data: bytes, config: FingerprintConfig) -> int:
+    """The pHash of image bytes exactly as memorize computes it with the same config.
+
+    Sample images are the memory's bytes, never re-encoded, so they hash to the very
+    value stored in the memory (distance 0)."""
+    return hash_to_int64(imagehash.phash(decode(data, config).grey))
+
+
+def nearest_distances(queries: np.ndarray, memory: np.ndarray, radius: int = DEFAULT_RADIUS) -> np.ndarray:
+    """Hamming distance from each query hash to its nearest memory hash; radius + 1 when > radius."""
+    if not 0 <= radius <= MAX_THRESHOLD:
+        raise ValueError(f"radius must be between 0 and {MAX_THRESHOLD}, got {radius}")
+    q = np.asarray(queries, dtype=np.int64).view(np.uint64)
+    m = np.unique(np.asarray(memory, dtype=np.int64)).view(np.uint64)
+    if len(q) == 0 or len(m) == 0:
+        return np.full(len(q), radius + 1, dtype=np.int64)
+    if len(q) * len(m) <= BRUTE_FORCE_PAIRS:
+        best = _all_pairs(q, m)
+    else:
+        best = _multi_index(q, m, radius)
+    return np.minimum(best, radius + 1)
+
+
+def _all_pairs(q: np.ndarray, m: np.ndarray) -> np.ndarray:
+    step = max(1, _CHUNK_PAIRS // len(m))
+    return np.concatenate([popcount(q[i:i + step, None] ^ m[None, :]).min(axis=1)
+                           for i in range(0, len(q), step)]).astype(np.int64)
+
+
+def _multi_index(q: np.ndarray, m: np.ndarray, radius: int) -> np.ndarray:
+    best = np.full(len(q), 64, dtype=np.int64)
+    band_mask = np.uint64((1 << BAND_BITS) - 1)
+    for band in range(BANDS):
+        shift = np.uint64(band * BAND_BITS)
+        m_band = ((m >> shift) & band_mask).astype(np.int64)
+        order = np.argsort(m_band, kind="stable")
+        sorted_band = m_band[order]
+        q_band = ((q >> shift) & band_mask).astype(np.int64)
+        for mask in flip_masks(BAND_BITS, radius // BANDS):
+            probe = q_band ^ mask
+            lo = np.searchsorted(sorted_band, probe, side="left")
+            counts = np.searchsorted(sorted_band, probe, side="right") - lo
+            total = int(counts.sum())
+            if total == 0:
+                continue
+            query = np.repeat(np.arange(len(q)), counts)
+            offset = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+            candidate = order[np.repeat(lo, counts) + offset]
+            np.minimum.at(best, query, popcount(q[query] ^ m[candidate]).astype(np.int64))
+    return best
+
+
+def distance_histogram(distances: np.ndarray, radius: int = DEFAULT_RADIUS) -> np.ndarray:
+    """Counts of distance 0, 1, ..., radius and, last, of everything farther."""
+    return np.bincount(np.minimum(distances, radius + 1), minlength=radius + 2).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class CopyStats:
+    threshold: int
+    n: int
+    n_within: int
+    rate: float | None  # None for an empty set
+    histogram: tuple[int, ...]  # distance 0..radius, then "> radius"
+
+    def to_json(self) -> dict:
+        return {"threshold": self.threshold, "n": self.n, "n_within": self.n_within, "rate": self.rate,
+                "radius": len(self.histogram) - 2, "histogram": list(self.histogram)}
+
+
+def copy_stats(histogram: np.ndarray, threshold: int) -> CopyStats:
+    """Share of the set within `threshold` of the memory, from its nearest-distance histogram."""
+    radius = len(histogram) - 2
+    if not 0 <= threshold <= radius:
+        raise ValueError(f"threshold {threshold} is outside the histogram's radius {radius}")
+    n = int(np.sum(histogram))
+    within = int(np.sum(histogram[:threshold + 1]))
+    return CopyStats(threshold, n, within, within / n if n else None, tuple(int(c) for c in histogram))
