@@ -1,0 +1,279 @@
+"""`memgen sample` end to end: the CombineFn, invariance to parts/runner/workers, the three
+output formats (read back with the webdataset library and pyarrow), hostile names,
+errors, a memorize-then-sample run and a sample of a memory of real photos."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+
+from memgen import sampling
+from memgen.memory import write_manifest, write_rows
+from memgen.pipelines.cli import main
+from memgen.pipelines.sample import sample
+from memgen.sample_output import sample_rows_schema
+from memgen.schema import table_schema
+from memgen.stages.sample import TopCandidates
+from shardkit import encode, jpeg, make_image, write_tar
+from shardkit import sample as tar_sample
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realimages"
+
+
+def image_row(i: int, source: str | None = None) -> dict:
+    data = jpeg(i) if i % 3 else encode(make_image(i), "PNG")
+    return {
+        "image_id": hashlib.sha256(data).hexdigest(), "phash": i, "dhash": -i, "width": 160,
+        "height": 120, "format": "JPEG" if i % 3 else "PNG", "n_bytes": len(data), "image": data,
+        "caption": f"caption {i}" if i % 4 else None, "url": f"http://x/{i}", "metadata": "{}",
+        "source": source or f"shard{i % 3}.tar#key{i}", "copies": 1 + (i * 5) % 7, "exact_copies": 1,
+    }
+
+
+def make_memory(root: Path, parts: list[list[dict]]) -> str:
+    for k, rows in enumerate(parts):
+        write_rows(str(root / "images" / f"part-{k:06d}.parquet"), "images", rows)
+    write_manifest(str(root), {"job": "test", "counts": {"images": sum(map(len, parts))}})
+    return str(root)
+
+
+ROWS = [image_row(i) for i in range(30)]
+
+
+@pytest.fixture(scope="module")
+def memory(tmp_path_factory) -> str:
+    return make_memory(tmp_path_factory.mktemp("mem"), [ROWS[:12], ROWS[12:20], ROWS[20:]])
+
+
+def index(out: Path) -> list[dict]:
+    return pq.read_table(out / "index.parquet").to_pylist()
+
+
+def by_id() -> dict[str, dict]:
+    return {r["image_id"]: r for r in ROWS}
+
+
+# --- the CombineFn and invariances --------------------------------------------------------
+
+def test_top_candidates_combinefn_merges_partial_tops():
+    population = list(sampling.candidates(4, "weighted", "p", [r["image_id"] for r in ROWS],
+                                          [r["copies"] for r in ROWS]))
+    parts = [sampling.top(population[k::4], 6) for k in range(4)]
+    with TestPipeline(runner="FnApiRunner") as p:
+        top = p | beam.Create(parts) | beam.CombineGlobally(TopCandidates(6))
+        assert_that(top, equal_to([sorted(population, reverse=True)[:6]]))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sample_is_the_same_whatever_the_partitioning_and_order_of_parts(tmp_path, memory, weighted):
+    other = make_memory(tmp_path / "mem", [ROWS[25:], ROWS[3:11][::-1], ROWS[11:25], ROWS[:3]])
+    sample(memory, str(tmp_path / "a"), 9, seed=5, weighted=weighted)
+    sample(other, str(tmp_path / "b"), 9, seed=5, weighted=weighted)
+    columns = ("rank", "image_id", "key", "u", "weight", "inclusion_probability")
+    a, b = index(tmp_path / "a"), index(tmp_path / "b")
+    assert [[r[c] for c in columns] for r in a] == [[r[c] for c in columns] for r in b]
+    mode = "weighted" if weighted else "uniform"
+    expected = sorted(sampling.candidates(5, mode, "", [r["image_id"] for r in ROWS],
+                                          [r["copies"] for r in ROWS]), reverse=True)[:9]
+    assert [r["image_id"] for r in a] == [c.image_id for c in expected]
+
+
+def test_in_process_and_multi_process_runners_write_identical_samples(tmp_path, memory):
+    sample(memory, str(tmp_path / "one"), 12, seed=3, weighted=True)
+    multi = PipelineOptions(runner="FnApiRunner", direct_num_workers=2,
+                            direct_running_mode="multi_processing")
+    sample(memory, str(tmp_path / "two"), 12, seed=3, weighted=True, options=multi)
+    files = sorted(p.name for p in (tmp_path / "one").iterdir() if p.name != "manifest.json")
+    assert files == sorted(p.name for p in (tmp_path / "two").iterdir() if p.name != "manifest.json")
+    assert any(f.endswith(".tar") for f in files)
+    for name in files:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_different_seeds_give_different_samples(tmp_path, memory):
+    sample(memory, str(tmp_path / "a"), 10, seed=1)
+    sample(memory, str(tmp_path / "b"), 10, seed=2)
+    assert {r["image_id"] for r in index(tmp_path / "a")} != {r["image_id"] for r in index(tmp_path / "b")}
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+def test_webdataset_shards_read_unmodified_by_the_webdataset_library(tmp_path, memory):
+    out = tmp_path / "wds"
+    manifest = sample(memory, str(out), 10, seed=7, weighted=True)
+    tars = sorted(str(p) for p in out.glob("sample-*.tar"))
+    assert manifest["files"] == [Path(t).name for t in tars]
+    rows = by_id()
+    seen = {}
+    for s in wds.WebDataset(tars, shardshuffle=False):
+        meta = json.loads(s["json"])
+        row = rows[meta["image_id"]]
+        ext = "jpg" if row["format"] == "JPEG" else "png"
+        assert s[ext] == row["image"]  # original bytes, original format
+        assert s["txt"].decode() == (row["caption"] or "")
+        assert (meta["source"], meta["copies"], meta["weight"]) == (row["source"], row["copies"],
+                                                                    row["copies"])
+        assert meta["key"] == sampling.sample_key(7, row["image_id"], row["copies"])
+        seen[s["__key__"]] = meta["rank"]
+    assert sorted(seen.values()) == list(range(10))
+    decoded = next(iter(wds.WebDataset(tars, shardshuffle=False).decode("pil")))
+    assert isinstance(next(v for k, v in decoded.items() if k in ("jpg", "png")), Image.Image)
+    idx = index(out)
+    assert [r["rank"] for r in idx] == list(range(10))
+    assert {f"{r['file']}/{r['member']}".rsplit(".", 1)[0].split("/")[-1] for r in idx} == set(seen)
+    assert all(0 < r["inclusion_probability"] <= 1 for r in idx)
+    assert pq.read_schema(out / "index.parquet").names == table_schema("sample_index").names
+
+
+def test_parquet_format_is_the_memory_schema_plus_sampling_columns(tmp_path, memory):
+    out = tmp_path / "pq"
+    sample(memory, str(out), 8, seed=2, fmt="parquet")
+    tables = [pq.read_table(p) for p in sorted(out.glob("sample-*.parquet"))]
+    assert all(t.schema.equals(sample_rows_schema(), check_metadata=False) for t in tables)
+    rows = [r for t in tables for r in t.to_pylist()]
+    assert sorted(r["rank"] for r in rows) == list(range(8))
+    for r in rows:
+        original = by_id()[r["image_id"]]
+        assert {k: r[k] for k in original} == original
+        assert r["weight"] == 1 and r["key"] == sampling.sample_key(2, r["image_id"], 1)
+    assert set(table_schema("images").names) < set(sample_rows_schema().names)
+
+
+def test_folder_format_names_hostile_keys_safely(tmp_path):
+    hostile = ["../../x", "/etc/passwd", "a\x00b", "y" * 5000, "..", "", "sub/../../../z", "C:\\x"]
+    rows = [image_row(40 + k, f"shard.tar#{key}") for k, key in enumerate(hostile)]
+    rows += [image_row(60, "/abs/path/../../file.jpg"), image_row(61, "http://h/" + "w" * 400)]
+    for r in rows:
+        r["caption"] = "../../caption\x00/" + "c" * 300
+    mem = make_memory(tmp_path / "mem", [rows])
+    out = tmp_path / "sandbox" / "out"
+    sample(mem, str(out), 100, seed=0, fmt="folder")
+    assert sorted(p.name for p in (tmp_path / "sandbox").iterdir()) == ["out"]
+    files = list((out / "images").iterdir())
+    assert len(files) == 3 * len(rows) and all(f.is_file() for f in files)
+    for f in files:
+        assert f.resolve().parent == (out / "images").resolve() and len(f.name) <= 100
+    for r in index(out):
+        data = (out / r["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == r["image_id"]
+
+
+def test_contact_sheet_shows_the_first_ranks(tmp_path, memory):
+    manifest = sample(memory, str(tmp_path / "cs"), 5, seed=1)
+    sheet = Image.open(tmp_path / "cs" / manifest["contact_sheet"])
+    assert sheet.format == "JPEG" and sheet.size == (3 * 132 + 4, 2 * 132 + 4)
+    assert manifest["counts"]["thumbnails_undecodable"] == 0
+
+
+# --- errors and edge cases ----------------------------------------------------------------
+
+def run(*args: str) -> int:
+    return main(["sample", *args])
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error" in err, err
+    return err
+
+
+def test_usage_errors_are_one_line(tmp_path, memory, capsys):
+    out = str(tmp_path / "o")
+    assert run("--memory", memory, "--n", "0", "--out", out) == 2
+    assert "--n must be positive" in one_line_error(capsys)
+    assert run("--memory", memory, "--n", "-3", "--out", out) == 2
+    one_line_error(capsys)
+    assert run("--memory", memory, "--out", out) == 2
+    assert "--n is required" in one_line_error(capsys)
+    assert run("--memory", memory, "--n", "2", "--out", out, "--format", "zip") == 2
+    one_line_error(capsys)
+    assert run("--memory", str(tmp_path / "nothing"), "--n", "2", "--out", out) == 2
+    assert "no manifest.json" in one_line_error(capsys)
+    unfinished = tmp_path / "unfinished"
+    write_rows(str(unfinished / "images" / "part-000000.parquet"), "images", ROWS[:2])
+    assert run("--memory", str(unfinished), "--n", "2", "--out", out) == 2
+    assert "no manifest.json" in one_line_error(capsys)
+
+
+def test_a_finished_sample_is_not_overwritten_and_an_unfinished_one_is_redone(tmp_path, memory, capsys):
+    out = tmp_path / "o"
+    assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0
+    first = (out / "index.parquet").read_bytes()
+    assert run("--memory", memory, "--n", "3", "--out", str(out)) == 2
+    assert "already holds a finished run" in one_line_error(capsys)
+    (out / "manifest.json").unlink()  # as if killed before the end
+    (out / "sample-999999.tar").write_bytes(b"junk")
+    assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0
+    assert (out / "index.parquet").read_bytes() == first
+    assert not (out / "sample-999999.tar").exists()
+
+
+def test_n_larger_than_the_memory_takes_everything_and_warns(tmp_path, memory, caplog):
+    logger = logging.getLogger("memgen.sample")
+    logger.addHandler(caplog.handler)
+    try:
+        manifest = sample(memory, str(tmp_path / "all"), 500, seed=0, weighted=True)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "more than the memory's 30 images" in caplog.text
+    assert manifest["counts"]["images"] == 30 and manifest["threshold"] is None
+    assert sorted(r["image_id"] for r in index(tmp_path / "all")) == sorted(by_id())
+    assert all(r["inclusion_probability"] == 1.0 for r in index(tmp_path / "all"))
+
+
+def test_a_memory_without_images_gives_an_empty_sample(tmp_path):
+    mem = make_memory(tmp_path / "mem", [])
+    manifest = sample(mem, str(tmp_path / "o"), 4)
+    assert manifest["counts"]["images"] == 0 and index(tmp_path / "o") == []
+    assert (tmp_path / "o" / "contact_sheet.jpg").exists()
+
+
+# --- end to end ---------------------------------------------------------------------------
+
+def test_memorize_then_sample(tmp_path, capsys):
+    originals = [jpeg(200 + i) for i in range(6)]
+    samples = [tar_sample(f"k{i}", data, caption=f"photo {i}") for i, data in enumerate(originals)]
+    samples += [tar_sample("copy0", originals[0]), tar_sample("copy0b", originals[0])]
+    write_tar(tmp_path / "00000.tar", samples)
+    memory, out = str(tmp_path / "memory"), str(tmp_path / "sample")
+    assert main(["memorize", str(tmp_path / "00000.tar"), "--memory", memory]) == 0
+    assert main(["sample", "--memory", memory, "--n", "4", "--seed", "3", "--weighted", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "4 of 6 unique images" in printed and f"{out}/contact_sheet.jpg" in printed
+    rows = index(Path(out))
+    wanted = {hashlib.sha256(d).hexdigest() for d in originals}
+    assert {r["image_id"] for r in rows} <= wanted
+    copies = {r["image_id"]: r["copies"] for r in rows}
+    assert copies.get(hashlib.sha256(originals[0]).hexdigest(), 3) == 3
+    members = [m for t in sorted(Path(out).glob("*.tar")) for m in wds.WebDataset(str(t), shardshuffle=False)]
+    assert sorted(json.loads(m["json"])["rank"] for m in members) == [0, 1, 2, 3]
+
+
+def test_sample_of_a_memory_of_real_photos(tmp_path):
+    if not REAL.is_dir():
+        pytest.skip(f"real photos not found at {REAL} (see ../shared/data/realimages)")
+    memory, out = str(tmp_path / "memory"), tmp_path / "sample"
+    assert main(["memorize", str(REAL / "neardup"), str(REAL / "misc" / "unusual"),
+                 "--memory", memory]) == 0
+    manifest = sample(memory, str(out), 40, seed=11, weighted=True)
+    assert manifest["counts"]["images"] == 40
+    members = [m for t in sorted(out.glob("*.tar")) for m in wds.WebDataset(str(t), shardshuffle=False)]
+    assert len(members) == 40
+    for m in members:
+        meta = json.loads(m["json"])
+        image = next(v for k, v in m.items() if not k.startswith("__") and k not in ("json", "txt"))
+        assert hashlib.sha256(image).hexdigest() == meta["image_id"]
+        Image.open(io.BytesIO(image)).size  # noqa: B018 - opens: original format kept
+    assert manifest["counts"]["thumbnails_undecodable"] == 0
