@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import imagehash
 import numpy as np
+import scipy.fftpack
 from PIL import Image
 
 from memgen.records import Fingerprint, Record, Reject
@@ -102,6 +103,28 @@ def hash_to_int64(h: imagehash.ImageHash) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def _bits_to_int64(bits: np.ndarray) -> int:
+    """64 booleans, row-major, first most significant (as hash_to_int64) -> signed int64."""
+    return int.from_bytes(np.packbits(bits).tobytes(), "big", signed=True)
+
+
+def phash(grey: Image.Image) -> int:
+    """imagehash.phash of a mode-L image as int64: the same resize and DCT, bit for bit.
+
+    Computed here because imagehash's ImageHash -> hex string -> int round trip cost a
+    third of the hashing time (benchmarks/bench_fingerprint.py).
+    """
+    pixels = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS))
+    low = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
+    return _bits_to_int64(low > np.median(low))
+
+
+def dhash(grey: Image.Image) -> int:
+    """imagehash.dhash of a mode-L image as int64, bit for bit."""
+    pixels = np.asarray(grey.resize((9, 8), Image.Resampling.LANCZOS))
+    return _bits_to_int64(pixels[:, 1:] > pixels[:, :-1])
+
+
 def int64_to_uint64(values: np.ndarray | int) -> np.ndarray:
     return np.asarray(values, dtype=np.int64).view(np.uint64)
 
@@ -118,8 +141,8 @@ def fingerprint(record: Record, config: FingerprintConfig) -> Fingerprint | Reje
         ordinal=record.ordinal,
         source=record.source,
         image_id=hashlib.sha256(record.data).hexdigest(),
-        phash=hash_to_int64(imagehash.phash(decoded.grey)),
-        dhash=hash_to_int64(imagehash.dhash(decoded.grey)),
+        phash=phash(decoded.grey),
+        dhash=dhash(decoded.grey),
         width=decoded.width,
         height=decoded.height,
         format=decoded.format,
