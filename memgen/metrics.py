@@ -15,6 +15,7 @@ of each set chosen by a keyed hash of the image id (memgen.stages.distances).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,3 +230,18 @@ def compare(a_moments: Moments, b_moments: Moments, a_subset: np.ndarray, b_subs
         result = c2st(a_subset, b_subset, seed=seed)
         row["c2st_accuracy"], row["c2st_p_value"] = result.accuracy, result.p_value
     return row
+
+
+def compare_sets(statistics: Mapping[str, tuple[Moments, np.ndarray]], pairs: Sequence[tuple[str, str]],
+                 seed: int = 0, kid_subsets: int = KID_SUBSETS) -> list[dict[str, Any]]:
+    """One `compare` row per pair (a, b) of set names whose statistics are both present.
+
+    `statistics` maps a set name to its moments and capped subset in one feature space.
+    """
+    rows = []
+    for a, b in pairs:
+        if a in statistics and b in statistics:
+            (a_moments, a_subset), (b_moments, b_subset) = statistics[a], statistics[b]
+            rows.append({"a": a, "b": b, **compare(a_moments, b_moments, a_subset, b_subset,
+                                                   seed=seed, kid_subsets=kid_subsets)})
+    return rows

@@ -1,0 +1,121 @@
+"""Evaluate stages for distances between image sets, and copying/contamination against the memory.
+
+- `SetDistances`: PCollection[(set name, image id, {space: vector})] ->
+  PCollection[dict], one row per (pair of sets, feature space) with every metric of
+  memgen.metrics.compare. Moments come from all vectors (MomentsFn); KID, k-NN metrics
+  and C2ST from a capped subset per set chosen by a keyed hash of (seed, set, image id),
+  so the subset is the same whatever the order or partitioning of the input.
+- `CopyHistograms`: PCollection[(set name, pHash)] plus the memory's pHashes ->
+  PCollection[(set name, histogram of nearest memory distances)] (memgen.copying).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import apache_beam as beam
+import numpy as np
+
+from memgen.copying import DEFAULT_RADIUS, distance_histogram, nearest_distances
+from memgen.metrics import KID_SUBSETS, compare_sets
+from memgen.stages import only
+from memgen.stages.moments import MomentsFn
+
+DEFAULT_SUBSET_CAP = 2000  # k-NN metrics cost cap^2 distances per pair; KID uses <= 1000 of these
+QUERY_BATCH = 4096  # query hashes compared with the memory at a time
+
+
+def subset_rank(seed: int, set_name: str, image_id: str) -> int:
+    """Keyed 64-bit rank of an image within its set: the `cap` smallest are the subset.
+
+    Keyed by the set too, so two sets sharing images draw independent subsets."""
+    message = f"{set_name}\0{image_id}".encode()
+    digest = hashlib.blake2b(message, key=seed.to_bytes(8, "big"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+class SeededSubset(beam.PTransform):
+    """PCollection[((set, space), (image id, vector))] -> PCollection[((set, space), (n, d) float32 array)]
+
+    The rows are the `cap` images of smallest subset_rank, in rank order."""
+
+    def __init__(self, cap: int, seed: int) -> None:
+        super().__init__()
+        self.cap, self.seed = cap, seed
+
+    def expand(self, vectors):
+        return (
+            vectors
+            | "Rank" >> beam.Map(lambda kv, seed: (kv[0], (subset_rank(seed, kv[0][0], kv[1][0]), *kv[1])),
+                                 self.seed)
+            | "SmallestRanks" >> beam.combiners.Top.SmallestPerKey(self.cap, key=lambda e: e[:2])
+            | "Stack" >> beam.MapTuple(lambda key, ranked: (key, _stack(ranked)))
+        )
+
+
+def _stack(ranked: list[tuple[int, str, np.ndarray]]) -> np.ndarray:
+    return np.stack([vector for *_, vector in sorted(ranked, key=lambda e: e[:2])]).astype(np.float32)
+
+
+class SetDistances(beam.PTransform):
+    """PCollection[(set name, image id, {space: vector})] -> PCollection[row dict] per pair and space."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], cap: int = DEFAULT_SUBSET_CAP, seed: int = 0,
+                 kid_subsets: int = KID_SUBSETS) -> None:
+        super().__init__()
+        self.pairs, self.cap, self.seed, self.kid_subsets = tuple(pairs), cap, seed, kid_subsets
+
+    def expand(self, items):
+        vectors = items | "PerSpace" >> beam.FlatMapTuple(
+            lambda name, image_id, feats: [((name, space), (image_id, v)) for space, v in feats.items()])
+        moments = (
+            vectors
+            | "DropIds" >> beam.MapTuple(lambda key, id_vector: (key, id_vector[1]))
+            | "Moments" >> beam.CombinePerKey(MomentsFn())
+        )
+        subsets = vectors | "Subset" >> SeededSubset(self.cap, self.seed)
+        return (
+            {"moments": moments, "subset": subsets}
+            | "JoinPerSetAndSpace" >> beam.CoGroupByKey()
+            | "KeyBySpace" >> beam.MapTuple(
+                lambda key, joined: (key[1], (key[0], (only(joined["moments"]), only(joined["subset"])))))
+            | "GroupBySpace" >> beam.GroupByKey()
+            | "Compare" >> beam.FlatMapTuple(self._compare)
+        )
+
+    def _compare(self, space: str, per_set) -> list[dict]:
+        rows = compare_sets(dict(per_set), self.pairs, seed=self.seed, kid_subsets=self.kid_subsets)
+        return [{"space": space, **row} for row in rows]
+
+
+class CopyHistograms(beam.PTransform):
+    """PCollection[(set name, pHash)] -> PCollection[(set name, int64 histogram)] of distances to the
+    nearest of `memory_hashes` (a PCollection[int], read whole by one worker as a side input)."""
+
+    def __init__(self, memory_hashes, radius: int = DEFAULT_RADIUS) -> None:
+        super().__init__()
+        self.memory_hashes, self.radius = memory_hashes, radius
+
+    def expand(self, queries):
+        memory = (
+            self.memory_hashes
+            | "DistinctMemoryHashes" >> beam.Distinct()
+            | "AllMemoryHashes" >> beam.combiners.ToList()
+            | "AsArray" >> beam.Map(lambda hashes: np.array(sorted(hashes), dtype=np.int64))
+        )
+        return (
+            queries
+            | "BatchPerSet" >> beam.GroupIntoBatches(QUERY_BATCH)
+            | "NearestMemory" >> beam.Map(self._histogram, memory=beam.pvalue.AsSingleton(memory))
+            | "SumPerSet" >> beam.CombinePerKey(_sum_arrays)
+        )
+
+    def _histogram(self, batch: tuple[str, list[int]], memory: np.ndarray) -> tuple[str, np.ndarray]:
+        set_name, hashes = batch
+        distances = nearest_distances(np.array(hashes, dtype=np.int64), memory, self.radius)
+        return set_name, distance_histogram(distances, self.radius)
+
+
+def _sum_arrays(arrays) -> np.ndarray:
+    return np.sum(list(arrays), axis=0)
