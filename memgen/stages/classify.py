@@ -1,0 +1,286 @@
+"""Concept stages of evaluate: memory parts -> scored images -> the report's concept section.
+
+Image bytes are read from a Parquet part inside the worker that scores them; what
+leaves that fused stage are Scored rows (ids, copies, P(cat), label, error) and
+mergeable tallies. A uniform sample (--sample-size) is chosen by the smallest keyed
+hashes blake2b(seed, image_id) over the (small) id column, before any bytes are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import apache_beam as beam
+import fsspec
+import numpy as np
+import pyarrow.parquet as pq
+
+from memgen.classify import ClassifierSpec
+from memgen.classify.captions import caption_is_cat
+from memgen.classify.concept import (
+    Design,
+    FailureTally,
+    LabelledFile,
+    Scored,
+    calibration_from,
+    concept_section,
+)
+from memgen.classify.images import to_rgb_square
+from memgen.classify.onnx_model import concept_probability, to_model_input
+from memgen.fingerprint import ImageError
+from memgen.memory import MemoryDirError, join, read_manifest
+from memgen.prevalence import Tally
+
+READ_BATCH_ROWS = 64  # image rows held at once while a part is read
+MIN_BATCH, MAX_BATCH = 8, 64  # RunInference batches: 64 is past where onnxruntime stops gaining
+FAILED = "failed"
+
+
+class ImageItem(NamedTuple):
+    """An image to score, with its bytes; lives only inside the worker that read it."""
+
+    image_id: str
+    copies: int
+    data: bytes
+    caption: str | None
+    source: str
+
+
+def memory_parts(memory: str) -> list[str]:
+    """URLs of a finished memory's images/ parts, sorted."""
+    if read_manifest(memory) is None:
+        raise MemoryDirError(f"{memory} is not a finished memory (no manifest.json)")
+    fs, path = fsspec.core.url_to_fs(join(memory, "images"))
+    files = sorted(fs.glob(posixpath.join(path, "part-*.parquet")))
+    return [fs.unstrip_protocol(f) if "://" in memory else f for f in files]
+
+
+def sample_key(seed: int, image_id: str) -> int:
+    """The image's sampling key: the n smallest keys are a uniform sample without replacement."""
+    digest = hashlib.blake2b(image_id.encode(), digest_size=8, key=str(seed).encode()).digest()
+    return int.from_bytes(digest, "big")
+
+
+def read_ids(url: str) -> Iterator[tuple[str, int]]:
+    """(image_id, copies) of every row of one part: two small columns, no bytes."""
+    with fsspec.open(url, "rb") as f:
+        table = pq.read_table(f, columns=["image_id", "copies"])
+    yield from zip(table.column("image_id").to_pylist(), table.column("copies").to_pylist(), strict=True)
+
+
+def read_images(url: str, selected: frozenset[str] | None) -> Iterator[ImageItem]:
+    """The part's images (only the selected ids, when a sample was drawn), a batch at a time."""
+    columns = ["image_id", "copies", "image", "caption", "source"]
+    with fsspec.open(url, "rb") as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+            for row in batch.to_pylist():
+                if selected is None or row["image_id"] in selected:
+                    yield ImageItem(row["image_id"], row["copies"], row["image"], row["caption"],
+                                    row["source"])
+
+
+def read_labelled(item: LabelledFile) -> ImageItem:
+    """A calibration file as an ImageItem (image_id = its URL); a missing file has empty bytes."""
+    try:
+        with fsspec.open(item.url, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        data = b""
+    return ImageItem(item.url, 1, data, item.caption, item.url)
+
+
+class SelectSample(beam.PTransform):
+    """parts -> one frozenset of the n image ids with the smallest keys, plus population sums."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        super().__init__()
+        self.n = n
+        self.seed = seed
+
+    def expand(self, parts):
+        ids = parts | "ReadIds" >> beam.FlatMap(read_ids)
+        keyed = ids | "Key" >> beam.Map(lambda r, seed: (sample_key(seed, r[0]), r[0]), self.seed)
+        selected = (keyed
+                    | "Smallest" >> beam.combiners.Top.Smallest(self.n)
+                    | "AsSet" >> beam.Map(lambda top: frozenset(image_id for _, image_id in top)))
+        population = (ids
+                      | "Counts" >> beam.Map(lambda r: (1, r[1]))
+                      | "Population" >> beam.CombineGlobally(_sum_pairs))
+        return selected, population
+
+
+def _sum_pairs(pairs) -> tuple[int, int]:
+    """(images, copies) summed; a CombineGlobally callable, so it also sums its own outputs."""
+    images = copies = 0
+    for a, b in pairs:
+        images, copies = images + a, copies + b
+    return images, copies
+
+
+class _DecodeFn(beam.DoFn):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def process(self, item: ImageItem):
+        try:
+            pixels = to_rgb_square(item.data, self.size)
+        except ImageError as e:
+            beam.metrics.Metrics.counter("evaluate", "decode_failures").inc()
+            yield beam.pvalue.TaggedOutput(FAILED, Scored(item.image_id, item.copies, None, None,
+                                                          e.error_type, str(e), item.source))
+            return
+        yield (item.image_id, item.copies), pixels
+
+
+class _BatchScorer:
+    """RunInference's inference_fn: a batch of uint8 pixels -> P(concept) per image."""
+
+    def __init__(self, spec: ClassifierSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, session, batch, inference_args=None) -> np.ndarray:
+        x = to_model_input(np.stack(batch), self.spec.input)
+        scores = session.run(None, {session.get_inputs()[0].name: x})[0]
+        return concept_probability(scores, self.spec.classes)
+
+
+def _model_handler(spec: ClassifierSpec):
+    # imported here: the caption classifier must work without the vision extra
+    from apache_beam.ml.inference.base import KeyedModelHandler
+    from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
+
+    return KeyedModelHandler(OnnxModelHandlerNumpy(
+        spec.model_path, providers=["CPUExecutionProvider"], inference_fn=_BatchScorer(spec),
+        min_batch_size=MIN_BATCH, max_batch_size=MAX_BATCH))
+
+
+def _scored(keyed_result, threshold: float) -> Scored:
+    (image_id, copies), result = keyed_result
+    p = float(result.inference)
+    return Scored(image_id, copies, p, p >= threshold)
+
+
+def score_caption(item: ImageItem) -> Scored:
+    positive = caption_is_cat(item.caption)
+    return Scored(item.image_id, item.copies, float(positive), positive)
+
+
+class ScoreImages(beam.PTransform):
+    """ImageItems -> Scored rows (failed decodes included, with label None)."""
+
+    def __init__(self, spec: ClassifierSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def expand(self, items):
+        if self.spec.kind == "caption":
+            return items | "MatchCaption" >> beam.Map(score_caption)
+        from apache_beam.ml.inference.base import RunInference
+
+        decoded = items | "Decode" >> beam.ParDo(_DecodeFn(self.spec.input.size)).with_outputs(
+            FAILED, main="pixels")
+        scored = (decoded.pixels
+                  | "RunInference" >> RunInference(_model_handler(self.spec))
+                  | "Label" >> beam.Map(_scored, self.spec.threshold))
+        return (scored, decoded[FAILED]) | "WithFailures" >> beam.Flatten()
+
+
+class ScoreMemory(beam.PTransform):
+    """parts -> Scored rows of every image, or of the ids in the `selected` singleton."""
+
+    def __init__(self, spec: ClassifierSpec, selected=None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.selected = selected
+
+    def expand(self, parts):
+        if self.selected is None:
+            items = parts | "ReadImages" >> beam.FlatMap(read_images, None)
+        else:
+            items = parts | "ReadImages" >> beam.FlatMap(read_images, beam.pvalue.AsSingleton(self.selected))
+        return items | "Score" >> ScoreImages(self.spec)
+
+
+class TallyFn(beam.CombineFn):
+    """Scored rows -> (Tally of the labelled, FailureTally of the rest)."""
+
+    def create_accumulator(self):
+        return Tally(), FailureTally()
+
+    def add_input(self, acc, s: Scored):
+        tally, failures = acc
+        if s.label is None:
+            return tally, failures.add(s)
+        return tally.add(s.label, s.copies), failures
+
+    def merge_accumulators(self, accumulators):
+        tally, failures = Tally(), FailureTally()
+        for t, f in accumulators:
+            tally, failures = tally.merge(t), failures.merge(f)
+        return tally, failures
+
+    def extract_output(self, acc):
+        return acc
+
+
+class Calibrate(beam.PTransform):
+    """PBegin -> one (Calibration, failed) pair from scoring the labelled files."""
+
+    def __init__(self, spec: ClassifierSpec, labelled: list[LabelledFile]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.labelled = labelled
+
+    def expand(self, pbegin):
+        truth = {item.url: item.positive for item in self.labelled}
+        return (pbegin
+                | "LabelledFiles" >> beam.Create(self.labelled)
+                | "ReadFiles" >> beam.Map(read_labelled)
+                | "Score" >> ScoreImages(self.spec)
+                | "Collect" >> beam.combiners.ToList()
+                | "Confusion" >> beam.Map(calibration_from, truth))
+
+
+class EstimateConcept(beam.PTransform):
+    """PBegin -> one dict: the `concept` section of report.json for a memory's parts."""
+
+    def __init__(self, spec: ClassifierSpec, parts: list[str], sample_size: int | None, seed: int,
+                 labelled: list[LabelledFile] | None, calibration_file: str | None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.parts = parts
+        self.sample_size = sample_size
+        self.seed = seed
+        self.labelled = labelled
+        self.calibration_file = calibration_file
+
+    def expand(self, pbegin):
+        parts = pbegin | "Parts" >> beam.Create(self.parts)
+        selected = None
+        if self.sample_size:
+            selected, population = parts | "SelectSample" >> SelectSample(self.sample_size, self.seed)
+        else:
+            population = pbegin | "Census" >> beam.Create([None])
+        if self.labelled:
+            calibration = pbegin | "Calibrate" >> Calibrate(self.spec, self.labelled)
+        else:
+            calibration = pbegin | "NoCalibration" >> beam.Create([None])
+        return (parts
+                | "ScoreMemory" >> ScoreMemory(self.spec, selected)
+                | "Tally" >> beam.CombineGlobally(TallyFn())
+                | "Section" >> beam.Map(_section, beam.pvalue.AsSingleton(population),
+                                        beam.pvalue.AsSingleton(calibration), self.spec, self.sample_size,
+                                        self.seed, self.calibration_file))
+
+
+def _section(tallies: tuple[Tally, FailureTally], population: tuple[int, int] | None, calibration,
+             spec: ClassifierSpec, sample_size: int | None, seed: int, calibration_file: str | None) -> dict:
+    tally, failures = tallies
+    if population is None:  # census: every image was scored or failed
+        design = Design("census", tally.n + failures.images, tally.copies + failures.copies, None, seed)
+    else:
+        design = Design("sample", population[0], population[1], sample_size, seed)
+    return concept_section(spec, tally, failures, design, calibration, calibration_file)
