@@ -1,0 +1,62 @@
+"""Airflow DAG: nightly memorize -> sample -> evaluate, each a memgen Dataflow Flex Template.
+
+Each night's run works on the shards of its logical date ({{ ds }}, the day that just
+ended): gs://BUCKET/shards/DS/*.tar -> memory/DS -> samples/DS -> reports/DS. Parameter
+names are the jobs' flags (deploy/dataflow/JOB/metadata.json); the templates and images
+come from deploy/dataflow/build.sh. Airflow Variables: memgen_project, memgen_region,
+memgen_bucket, memgen_image_tag, memgen_worker_sa. Needs apache-airflow-providers-google.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow import DAG
+from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
+
+PROJECT = "{{ var.value.memgen_project }}"
+REGION = "{{ var.value.memgen_region }}"
+BUCKET = "gs://{{ var.value.memgen_bucket }}"
+IMAGES = "{{ var.value.memgen_region }}-docker.pkg.dev/{{ var.value.memgen_project }}/memgen"
+TAG = "{{ var.value.memgen_image_tag }}"
+MEMORY = BUCKET + "/memory/{{ ds }}"
+SAMPLE = BUCKET + "/samples/{{ ds }}"
+SAMPLE_SIZE = "10000"
+
+
+def launch(job: str, parameters: dict[str, str]) -> DataflowStartFlexTemplateOperator:
+    """A task that launches memgen-JOB's Flex Template and waits for the Dataflow job to end."""
+    return DataflowStartFlexTemplateOperator(
+        task_id=job,
+        project_id=PROJECT,
+        location=REGION,
+        body={
+            "launchParameter": {
+                "jobName": f"memgen-{job}-{{{{ ds_nodash }}}}",
+                "containerSpecGcsPath": f"{BUCKET}/templates/memgen-{job}.json",
+                "parameters": parameters,
+                "environment": {
+                    "tempLocation": f"{BUCKET}/tmp",
+                    "sdkContainerImage": f"{IMAGES}/memgen-{job}:{TAG}",
+                    "serviceAccountEmail": "{{ var.value.memgen_worker_sa }}",
+                },
+            }
+        },
+        wait_until_finished=True,
+    )
+
+
+with DAG(
+    dag_id="memgen_nightly",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 1, "retry_delay": pendulum.duration(minutes=15)},
+    tags=["memgen"],
+) as dag:
+    memorize = launch("memorize", {"input": BUCKET + "/shards/{{ ds }}/*.tar", "memory": MEMORY})
+    sample = launch("sample", {"memory": MEMORY, "n": SAMPLE_SIZE, "seed": "{{ ds_nodash }}",
+                               "out": SAMPLE, "format": "webdataset"})
+    evaluate = launch("evaluate", {"memory": MEMORY, "sample": SAMPLE, "classifier": "efficientnet-lite0",
+                                   "out": BUCKET + "/reports/{{ ds }}"})
+    memorize >> sample >> evaluate

@@ -1,0 +1,414 @@
+"""deploy/: Flex Template metadata, launcher, image, Cloud Scheduler body and Airflow DAG.
+
+Nothing here reaches a cloud. What can drift is checked against the code:
+- each metadata.json lists exactly the flags its job's options class declares, with
+  regexes that accept the flag's default and choices and an isOptional that matches
+  what the job's config really requires;
+- every parameter, passed the way the Flex launcher passes it (--name=value), parses;
+- the scheduler body and the DAG name real templates (build.sh's naming) and real
+  parameters, with values that match the regexes and build a valid job config;
+- the launcher (deploy/dataflow/launch.py) really runs a job, ${YESTERDAY} rendered.
+The DAG is read with `ast` (apache-airflow is too heavy to install for one test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime as dt
+import importlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+
+from memgen.memory import read_manifest
+from memgen.pipelines.errors import UsageError
+from memgen.pipelines.options import parse_job
+from shardkit import jpeg, sample, write_tar
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+DATAFLOW = DEPLOY / "dataflow"
+# job -> (module, options class, config class); a job whose module is not there yet is skipped
+JOBS = {
+    "memorize": ("memgen.pipelines.memorize", "MemorizeOptions", "MemorizeConfig"),
+    "sample": ("memgen.pipelines.sample", "SampleOptions", "SampleConfig"),
+    "evaluate": ("memgen.pipelines.evaluate", "EvaluateOptions", "EvaluateConfig"),
+}
+RUN_DATE = dt.date(2026, 3, 1)  # the day a test run is launched; its data is the day before
+DS = "2026-02-28"
+AIRFLOW_VARIABLES = {"memgen_project": "memgen-prod", "memgen_region": "europe-west4",
+                     "memgen_bucket": "memgen-data", "memgen_image_tag": "abc123",
+                     "memgen_worker_sa": "dataflow-worker@memgen-prod.iam.gserviceaccount.com"}
+ENVSUBST = {"BUCKET": "memgen-data", "IMAGE": "europe-west4-docker.pkg.dev/memgen-prod/memgen/m:1",
+            "WORKER_SA": "dataflow-worker@memgen-prod.iam.gserviceaccount.com"}
+# FlexTemplateRuntimeEnvironment fields this project uses (Dataflow REST v1b3)
+RUNTIME_ENVIRONMENT = {"tempLocation", "stagingLocation", "sdkContainerImage", "serviceAccountEmail",
+                       "machineType", "maxWorkers", "numWorkers"}
+
+
+def job_module(job: str):
+    module_name, _, _ = JOBS[job]
+    if importlib.util.find_spec(module_name) is None:
+        pytest.skip(f"{module_name} does not exist yet: its Flex Template is checked once it does")
+    return importlib.import_module(module_name)
+
+
+def options_class(job: str):
+    return getattr(job_module(job), JOBS[job][1])
+
+
+def config_class(job: str):
+    return getattr(job_module(job), JOBS[job][2])
+
+
+def declared_flags(job: str) -> dict[str, argparse.Action]:
+    """The flags the job's options class declares, parsed from its own parser (dest -> action)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    options_class(job)._add_argparse_args(parser)
+    return {a.dest: a for a in parser._actions}
+
+
+def metadata(job: str) -> dict:
+    path = DATAFLOW / job / "metadata.json"
+    assert path.exists(), f"{job} has an options class but no {path.relative_to(ROOT)}"
+    return json.loads(path.read_text())
+
+
+def parameters(job: str) -> dict[str, dict]:
+    return {p["name"]: p for p in metadata(job)["parameters"]}
+
+
+def matches(param: dict, value: str) -> bool:
+    return all(re.fullmatch(r, value) for r in param["regexes"])
+
+
+def to_config(job: str, params: dict[str, str]):
+    """Parse --name=value flags exactly as the Flex launcher passes them, into the job's config."""
+    argv = [f"--{k}={v}" for k, v in params.items()]
+    options = parse_job(f"memgen {job}", job, options_class(job), argv)
+    return config_class(job).from_options(options)
+
+
+def is_boolean(action: argparse.Action) -> bool:
+    return isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+
+
+# --- Flex Template metadata -------------------------------------------------------------
+
+@pytest.mark.parametrize("job", JOBS)
+def test_metadata_lists_exactly_the_options_of_the_job(job):
+    flags = declared_flags(job)
+    names = [p["name"] for p in metadata(job)["parameters"]]
+    assert len(names) == len(set(names))
+    assert set(names) == set(flags)
+    for p in metadata(job)["parameters"]:
+        assert p["label"].strip() and p["helpText"].strip() and p["regexes"], p["name"]
+        assert isinstance(p["isOptional"], bool), p["name"]
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_metadata_regexes_accept_defaults_and_choices_and_reject_junk(job):
+    flags = declared_flags(job)
+    for name, p in parameters(job).items():
+        action = flags[name]
+        if is_boolean(action):
+            assert matches(p, "true") and matches(p, "false") and not matches(p, "yes"), name
+            continue
+        if action.default not in (None, []):
+            assert matches(p, str(action.default)), f"{name}: default {action.default!r} rejected"
+        for choice in action.choices or ():
+            assert matches(p, str(choice)), f"{name}: choice {choice!r} rejected"
+        if action.choices or action.type is int:
+            assert not matches(p, "-1") and not matches(p, "junk"), name
+        assert not matches(p, "a\nb"), name
+
+
+def test_memorize_threshold_regex_is_the_range_the_job_accepts():
+    from memgen.near import MAX_THRESHOLD
+
+    p = parameters("memorize")["threshold"]
+    accepted = [k for k in range(-5, 100) if matches(p, str(k))]
+    assert accepted == list(range(MAX_THRESHOLD + 1))
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_every_parameter_parses_as_the_flex_launcher_passes_it(job):
+    """--name=value, one parameter at a time beside the required ones (booleans: see below)."""
+    flags = declared_flags(job)
+    required = minimal_parameters(job)
+    for name, action in flags.items():
+        if is_boolean(action) or name in required:
+            continue
+        value = example_value(action)
+        options = parse_job(f"memgen {job}", job, options_class(job),
+                            [f"--{k}={v}" for k, v in {**required, name: value}.items()])
+        parsed = getattr(options.view_as(options_class(job)), name)
+        expected = (action.type or str)(value)
+        assert parsed == ([expected] if action.default == [] else expected), name
+
+
+def example_value(action: argparse.Action) -> str:
+    if action.default not in (None, []):
+        return str(action.default)
+    if action.choices:
+        return str(action.choices[0])
+    return {int: "7", float: "0.5"}.get(action.type, "gs://memgen-data/example")
+
+
+def minimal_parameters(job: str) -> dict[str, str]:
+    """The required parameters of a job, from the DAG (real values)."""
+    params = dag_launches()[job]["launchParameter"]["parameters"]
+    return {k: v for k, v in params.items() if not parameters(job)[k]["isOptional"]}
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_is_optional_matches_what_the_job_requires(job):
+    required = minimal_parameters(job)
+    to_config(job, required)
+    for name in required:
+        with pytest.raises(UsageError):
+            to_config(job, {k: v for k, v in required.items() if k != name})
+    optional = {n for n, p in parameters(job).items() if p["isOptional"]}
+    assert optional.isdisjoint(required)
+
+
+BOOLEAN_FLAGS = [
+    pytest.param("sample", "weighted", marks=pytest.mark.xfail(
+        strict=True, raises=UsageError,
+        reason="SampleOptions --weighted is store_true, so the launcher's --weighted=true is "
+               "rejected; the owner of pipelines/sample.py was asked to accept a value")),
+]
+
+
+@pytest.mark.parametrize(("job", "flag"), BOOLEAN_FLAGS)
+def test_boolean_flags_take_a_flex_value(job, flag):
+    assert flag in declared_flags(job)
+    base = minimal_parameters(job)
+    on, off = to_config(job, {**base, flag: "true"}), to_config(job, {**base, flag: "false"})
+    assert on != off
+
+
+def test_every_boolean_flag_is_listed_for_the_flex_value_check():
+    listed = {(p.values[0], p.values[1]) for p in BOOLEAN_FLAGS}
+    found = set()
+    for job, (module_name, _, _) in JOBS.items():
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        found |= {(job, n) for n, a in declared_flags(job).items() if is_boolean(a)}
+    assert found <= listed
+
+
+# --- launcher, image, build script ------------------------------------------------------
+
+def load_launch():
+    spec = importlib.util.spec_from_file_location("memgen_flex_launch", DATAFLOW / "launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_launcher_renders_yesterday_in_every_argument():
+    render = load_launch().render
+    argv = ["--input=gs://b/shards/${YESTERDAY}/*.tar", "--memory=gs://b/memory/${YESTERDAY}", "--n=5"]
+    assert render(argv, RUN_DATE) == [f"--input=gs://b/shards/{DS}/*.tar", f"--memory=gs://b/memory/{DS}",
+                                      "--n=5"]
+    assert render(["--x=${YESTERDAY}"], dt.date(2026, 1, 1)) == ["--x=2025-12-31"]
+
+
+def test_launcher_runs_the_job_of_its_image(tmp_path):
+    """The Flex entry point as the launcher calls it: python launch.py --name=value ..."""
+    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+    shards = tmp_path / "shards" / yesterday
+    shards.mkdir(parents=True)
+    write_tar(shards / "shard-000.tar", [sample(f"k{i}", jpeg(i % 3)) for i in range(5)])
+    argv = [f"--input={tmp_path}/shards/${{YESTERDAY}}/*.tar", f"--memory={tmp_path}/memory/${{YESTERDAY}}",
+            "--threshold=4", "--runner=FnApiRunner"]
+    done = subprocess.run([sys.executable, str(DATAFLOW / "launch.py"), *argv], capture_output=True,
+                          text=True, env={**os.environ, "MEMGEN_JOB": "memorize"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    manifest = read_manifest(str(tmp_path / "memory" / yesterday))
+    assert manifest["counts"]["records_in"] == 5 and manifest["counts"]["images"] == 3
+    assert manifest["options"]["threshold"] == 4
+
+
+def dockerfile() -> str:
+    return (DATAFLOW / "Dockerfile").read_text()
+
+
+def test_dockerfile_is_a_launcher_and_an_sdk_container_with_this_beam():
+    text = dockerfile()
+    froms = re.findall(r"^FROM (\S+)", text, re.M)
+    assert froms[-1] == "gcr.io/dataflow-templates-base/python311-template-launcher-base"
+    assert f"ARG BEAM_VERSION={beam.__version__}" in text  # workers run the Beam the tests run
+    assert "COPY --from=beam /opt/apache/beam /opt/apache/beam" in text
+    assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in text
+    py_file = re.search(r"^ENV FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)", text, re.M).group(1)
+    copied = dict(re.findall(r"^COPY (?!--from)(\S+) (\S+)$", text, re.M))
+    assert copied["deploy/dataflow/launch.py"] == Path(py_file).name  # WORKDIR /template
+    assert "WORKDIR /template" in text and py_file == "/template/launch.py"
+    for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M):
+        for source in line.split()[:-1]:
+            assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the repo"
+
+
+def test_build_script_builds_one_template_per_job_with_its_metadata():
+    text = (DATAFLOW / "build.sh").read_text()
+    assert 'TEMPLATE="gs://$BUCKET/templates/memgen-$JOB.json"' in text
+    assert '--metadata-file "$HERE/$JOB/metadata.json"' in text
+    assert "gcloud dataflow flex-template build" in text and "--sdk-language PYTHON" in text
+    case_jobs = set(re.findall(r"^\s+([a-z|]+)\) EXTRAS=", text, re.M)[0].split("|")) | {"evaluate"}
+    assert case_jobs == set(JOBS) == {p.name for p in DATAFLOW.iterdir() if p.is_dir()}
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+@pytest.mark.parametrize("script", ["dataflow/build.sh", "scheduler/create.sh"])
+def test_shell_scripts_parse(script):
+    done = subprocess.run(["bash", "-n", str(DEPLOY / script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_build_script_refuses_an_unknown_job():
+    env = {**os.environ, "PROJECT": "p", "REGION": "r", "REPOSITORY": "d", "BUCKET": "b"}
+    done = subprocess.run(["bash", str(DATAFLOW / "build.sh"), "transmogrify"], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 2 and "unknown job transmogrify" in done.stderr
+
+
+# --- Cloud Scheduler --------------------------------------------------------------------
+
+def scheduler_body() -> dict:
+    """memorize-nightly.json as create.sh sends it (envsubst), then as the launcher renders it."""
+    text = (DEPLOY / "scheduler" / "memorize-nightly.json").read_text()
+    for name, value in ENVSUBST.items():
+        text = text.replace("${" + name + "}", value)
+    return json.loads(text)
+
+
+def test_scheduler_fills_exactly_the_variables_of_its_body():
+    text = (DEPLOY / "scheduler" / "memorize-nightly.json").read_text()
+    in_body = set(re.findall(r"\$\{(\w+)\}", text)) - {"YESTERDAY"}
+    create = (DEPLOY / "scheduler" / "create.sh").read_text()
+    substituted = set(re.findall(r"\$\{(\w+)\}", re.search(r"envsubst '([^']+)'", create).group(1)))
+    assert in_body == substituted == set(ENVSUBST)
+    assert "flexTemplates:launch" in create and '--schedule "0 2 * * *"' in create
+
+
+def test_scheduler_launches_memorize_nightly_over_the_new_shards():
+    launch = scheduler_body()["launchParameter"]
+    assert launch["containerSpecGcsPath"] == "gs://memgen-data/templates/memgen-memorize.json"
+    assert re.fullmatch(PipelineOptionsValidator.JOB_PATTERN, launch["jobName"])
+    assert set(launch["environment"]) <= RUNTIME_ENVIRONMENT
+    params = launch["parameters"]
+    # each night needs its own shards and its own memory: a finished memory is refused
+    assert "${YESTERDAY}" in params["input"] and "${YESTERDAY}" in params["memory"]
+    rendered = dict(zip(params, (a.split("=", 1)[1] for a in load_launch().render(
+        [f"--{k}={v}" for k, v in params.items()], RUN_DATE)), strict=True))
+    check_parameters("memorize", rendered)
+    config = to_config("memorize", rendered)
+    assert config.inputs == (f"gs://memgen-data/shards/{DS}/*.tar",)
+    assert config.memory == f"gs://memgen-data/memory/{DS}"
+
+
+def check_parameters(job: str, values: dict[str, str]) -> None:
+    params = parameters(job)
+    assert set(values) <= set(params), f"{job}: unknown parameters {set(values) - set(params)}"
+    missing = {n for n, p in params.items() if not p["isOptional"]} - set(values)
+    assert not missing, f"{job}: required parameters missing: {missing}"
+    for name, value in values.items():
+        assert matches(params[name], value), f"{job}: {name}={value!r} fails its regexes"
+
+
+# --- Airflow DAG ------------------------------------------------------------------------
+
+DAG_FILE = DEPLOY / "airflow" / "memgen_nightly.py"
+
+
+def render_jinja(value: str) -> str:
+    """The few Airflow macros the DAG uses: ds, ds_nodash, var.value.NAME."""
+    value = re.sub(r"\{\{ ds \}\}", DS, value)
+    value = re.sub(r"\{\{ ds_nodash \}\}", DS.replace("-", ""), value)
+    value = re.sub(r"\{\{ var\.value\.(\w+) \}\}", lambda m: AIRFLOW_VARIABLES[m.group(1)], value)
+    assert "{{" not in value and "{%" not in value, f"unrendered template in {value!r}"
+    return value
+
+
+def rendered(obj):
+    if isinstance(obj, dict):
+        return {k: rendered(v) for k, v in obj.items()}
+    return render_jinja(obj) if isinstance(obj, str) else obj
+
+
+def dag_tree() -> ast.Module:
+    return ast.parse(DAG_FILE.read_text(), filename=str(DAG_FILE))
+
+
+def dag_launches() -> dict[str, dict]:
+    """job -> the rendered launch body of its task, evaluated from the DAG's own expressions."""
+    tree = dag_tree()
+    constants = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            constants[node.targets[0].id] = eval(  # noqa: S307 - the DAG's own string constants
+                compile(ast.Expression(node.value), str(DAG_FILE), "eval"), {"__builtins__": {}}, constants)
+    body_template = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "launch")
+    launches = {}
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "launch":
+            job = ast.literal_eval(call.args[0])
+            params = eval(compile(ast.Expression(call.args[1]), str(DAG_FILE), "eval"),  # noqa: S307
+                          {"__builtins__": {}}, constants)
+            body_node = next(k.value for k in ast.walk(body_template)
+                             if isinstance(k, ast.keyword) and k.arg == "body")
+            body = eval(compile(ast.Expression(body_node), str(DAG_FILE), "eval"),  # noqa: S307
+                        {"__builtins__": {}}, {**constants, "job": job, "parameters": params})
+            launches[job] = rendered(body)
+    return launches
+
+
+def test_dag_chains_memorize_sample_evaluate():
+    chains = [n for n in ast.walk(dag_tree()) if isinstance(n, ast.Expr) and isinstance(n.value, ast.BinOp)]
+    names = []
+    for chain in chains:
+        node, order = chain.value, []
+        while isinstance(node, ast.BinOp) and isinstance(node.op, ast.RShift):
+            order.insert(0, node.right.id)
+            node = node.left
+        names.append([node.id, *order])
+    assert names == [["memorize", "sample", "evaluate"]]
+    assigned = {n.targets[0].id: ast.literal_eval(n.value.args[0]) for n in ast.walk(dag_tree())
+                if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+                and getattr(n.value.func, "id", None) == "launch"}
+    assert assigned == {"memorize": "memorize", "sample": "sample", "evaluate": "evaluate"}
+    operator = [n for n in ast.walk(dag_tree()) if isinstance(n, ast.ImportFrom)
+                and n.module == "airflow.providers.google.cloud.operators.dataflow"]
+    assert [a.name for a in operator[0].names] == ["DataflowStartFlexTemplateOperator"]
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_dag_launches_real_templates_with_real_parameters(job):
+    job_module(job)
+    launch = dag_launches()[job]["launchParameter"]
+    assert launch["containerSpecGcsPath"] == f"gs://memgen-data/templates/memgen-{job}.json"
+    assert re.fullmatch(PipelineOptionsValidator.JOB_PATTERN, launch["jobName"]), launch["jobName"]
+    assert set(launch["environment"]) <= RUNTIME_ENVIRONMENT
+    assert launch["environment"]["sdkContainerImage"].endswith(f"/memgen-{job}:abc123")
+    check_parameters(job, launch["parameters"])
+    to_config(job, launch["parameters"])
+
+
+def test_dag_passes_each_output_to_the_next_job():
+    launches = {job: b["launchParameter"]["parameters"] for job, b in dag_launches().items()}
+    assert launches["memorize"]["input"] == f"gs://memgen-data/shards/{DS}/*.tar"
+    assert launches["sample"]["memory"] == launches["memorize"]["memory"] == f"gs://memgen-data/memory/{DS}"
+    assert launches["evaluate"]["memory"] == launches["memorize"]["memory"]
+    assert launches["evaluate"]["sample"] == launches["sample"]["out"]
