@@ -1,0 +1,235 @@
+"""report.json + thumbnails -> one self-contained report.html (opens offline; no external URLs).
+
+In: the report dict (schemas/report.schema.json: concept, distances, copying, inputs,
+versions) and `Figures` (small JPEG thumbnails made by `make_thumb`). Out: an HTML
+string. Images are inlined as base64 data: URIs, charts are inline SVG, the style is
+inline, and a Content-Security-Policy forbids loading anything else, so the file is
+the whole report. Every string from the data (captions, paths, names) is escaped.
+Sections: concept fraction with its CI; the distance table (Figure 1); reference and
+sample thumbnails side by side (Figure 2); the sample contact sheet (Figure 3); the
+largest duplicate clusters as galleries; histograms of nearest-memory distances; rejects
+by reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, ImageOps
+
+THUMB_SIDE = 160
+THUMB_QUALITY = 80
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}
+.grid{display:flex;flex-wrap:wrap;gap:6px}.grid figure{margin:0;width:160px;font-size:.7em;overflow:hidden}
+.grid img{width:160px;height:160px;object-fit:cover;display:block;background:#eee}
+.side{display:grid;grid-template-columns:1fr 1fr;gap:1.5em}.big{font-size:2em;font-weight:600}
+.cluster{margin:.8em 0;padding:.4em;border:1px solid #eee}.muted{color:#777}
+figcaption{white-space:nowrap;text-overflow:ellipsis;overflow:hidden}
+"""
+
+
+@dataclass(frozen=True)
+class Thumb:
+    jpeg: bytes  # a small JPEG, as make_thumb writes it
+    caption: str
+
+
+@dataclass(frozen=True)
+class Figures:
+    reference: Sequence[Thumb] = ()
+    sample: Sequence[Thumb] = ()
+    contact_sheet: Sequence[Thumb] = ()
+    clusters: Sequence[Sequence[Thumb]] = field(default_factory=tuple)  # representative first
+
+
+def make_thumb(data: bytes, caption: str, side: int = THUMB_SIDE) -> Thumb:
+    """A JPEG at most `side` px on its longer side, EXIF-oriented; raises on undecodable bytes."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.draft("RGB", (side, side))
+        small = ImageOps.exif_transpose(img).convert("RGB")
+    small.thumbnail((side, side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=THUMB_QUALITY)
+    return Thumb(buf.getvalue(), caption)
+
+
+def render(report: dict[str, Any], figures: Figures) -> str:
+    body = [
+        "<h1>memgen evaluation report</h1>",
+        _inputs(report.get("inputs", {})),
+        _concept(report.get("concept")),
+        _distances(report.get("distances") or []),
+        _side_by_side(figures.reference, figures.sample),
+        _section("Figure 3: sample contact sheet", _grid(figures.contact_sheet)),
+        _clusters(figures.clusters),
+        _copying(report.get("copying")),
+        _rejects(report),
+        _versions(report.get("versions", {})),
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
+            "<title>memgen report</title>"
+            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _section(title: str, content: str) -> str:
+    return f"<section><h2>{_e(title)}</h2>{content}</section>"
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}g}"
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """Cells are already escaped; the first `left` columns are left-aligned."""
+    def cells(tag: str, row: Sequence[str]) -> str:
+        return "".join(f"<{tag}{' class=l' if i < left else ''}>{c}</{tag}>" for i, c in enumerate(row))
+    return ("<table><tr>" + cells("th", [_e(h) for h in header]) + "</tr>"
+            + "".join("<tr>" + cells("td", row) + "</tr>" for row in rows) + "</table>")
+
+
+def _inputs(inputs: dict[str, Any]) -> str:
+    rows = [[_e(key), _e(", ".join(map(str, value)) if isinstance(value, list) else value)]
+            for key, value in inputs.items()
+            if isinstance(value, str | int | float) or (isinstance(value, list) and value)]
+    return _table(["input", "value"], rows, left=2) if rows else ""
+
+
+def _concept(concept: dict[str, Any] | None) -> str:
+    if not concept:
+        return ""
+    classifier = concept.get("classifier", {})
+    name = classifier.get("name", classifier) if isinstance(classifier, dict) else classifier
+    parts = [f"<p>Classifier: <b>{_e(name)}</b></p>"]
+    rows = []
+    for key, value in concept.items():
+        if isinstance(value, dict) and "estimate" in value:
+            rows.append([_e(key.replace("_", " ")), f"<span class=big>{_percent(value['estimate'])}</span>",
+                         f"[{_percent(value.get('ci_low'))}, {_percent(value.get('ci_high'))}]",
+                         _number(value.get("n")), _e(value.get("method", ""))])
+    parts.append(_table(["fraction", "estimate", "95% CI", "n", "method"], rows))
+    return _section(f"{concept.get('name', 'concept')} fraction", "".join(parts))
+
+
+_DISTANCE_COLUMNS = (("fd", "FD"), ("kid_mean", "KID"), ("kid_std", "KID std"), ("precision", "precision"),
+                     ("recall", "recall"), ("density", "density"), ("coverage", "coverage"),
+                     ("c2st_accuracy", "C2ST acc."), ("c2st_p_value", "C2ST p"))
+
+
+def _distances(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return _section("Figure 1: distances", "<p class=muted>No pair of image sets to compare.</p>")
+    body = [[_e(r["space"]), _e(f"{r['a']} vs {r['b']}"), _e(f"{r['n_a']:,} / {r['n_b']:,}"),
+             *(_number(r.get(key)) for key, _ in _DISTANCE_COLUMNS)] for r in rows]
+    note = ("<p class=muted>FD on all images; KID, precision/recall (k=3), density/coverage (k=5) and "
+            "the 1-NN classifier two-sample test on seeded subsets. Lower FD/KID and C2ST accuracy near "
+            "0.5 mean closer sets; C2ST accuracy well below 0.5 means copies.</p>")
+    return _section("Figure 1: distances", _table(
+        ["feature space", "sets (real vs other)", "images", *(label for _, label in _DISTANCE_COLUMNS)],
+        body, left=2) + note)
+
+
+def _img(thumb: Thumb) -> str:
+    data = base64.b64encode(thumb.jpeg).decode("ascii")
+    caption = _e(thumb.caption)
+    return (f"<figure><img src=\"data:image/jpeg;base64,{data}\" alt=\"{caption}\" title=\"{caption}\">"
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _grid(thumbs: Sequence[Thumb]) -> str:
+    if not thumbs:
+        return "<p class=muted>No images.</p>"
+    return "<div class=grid>" + "".join(_img(t) for t in thumbs) + "</div>"
+
+
+def _side_by_side(reference: Sequence[Thumb], sample: Sequence[Thumb]) -> str:
+    return _section("Figure 2: reference vs sample", (
+        f"<div class=side><div><h3>reference</h3>{_grid(reference)}</div>"
+        f"<div><h3>sample</h3>{_grid(sample)}</div></div>"))
+
+
+def _clusters(clusters: Sequence[Sequence[Thumb]]) -> str:
+    if not clusters:
+        return _section("Largest duplicate clusters", "<p class=muted>No duplicate clusters.</p>")
+    parts = [f"<div class=cluster><p>{len(c)} images (representative first)</p>{_grid(c)}</div>"
+             for c in clusters]
+    return _section("Largest duplicate clusters", "".join(parts))
+
+
+def _copying(copying: dict[str, Any] | None) -> str:
+    if not copying:
+        return ""
+    parts = []
+    for key, title in (("copy", "copy rate: sample vs memory"),
+                       ("contamination", "contamination rate: reference vs memory")):
+        stats = copying.get(key)
+        if stats:
+            parts.append(
+                f"<h3>{_e(title)}: {_percent(stats['rate'])}</h3>"
+                f"<p>{_number(stats['n_within'])} of {_number(stats['n'])} images have a memory image within "
+                f"Hamming distance {stats['threshold']} (pHash; red bars).</p>"
+                + _histogram_svg(stats["histogram"], stats["threshold"]))
+    if not parts:
+        return ""
+    return _section("Copying and contamination: nearest memory image distances", "".join(parts))
+
+
+def _histogram_svg(counts: Sequence[int], threshold: int, width: int = 640, height: int = 180) -> str:
+    """Bars for distance 0..radius and "> radius"; bars within the threshold are highlighted."""
+    n_bins, top = len(counts), max(max(counts), 1)
+    pad, base = 30, height - 24
+    bar = (width - pad) / n_bins
+    shapes = [f"<line x1=\"{pad}\" y1=\"{base}\" x2=\"{width}\" y2=\"{base}\" stroke=\"#999\"/>"]
+    for i, count in enumerate(counts):
+        h = (base - 10) * count / top
+        x = pad + i * bar
+        colour = "#c0392b" if i <= threshold else "#7f8c8d"
+        label = str(i) if i < n_bins - 1 else f">{n_bins - 2}"
+        shapes.append(f"<rect x=\"{x + 1:.1f}\" y=\"{base - h:.1f}\" width=\"{bar - 2:.1f}\" "
+                      f"height=\"{h:.1f}\" fill=\"{colour}\"><title>distance {label}: {count}</title></rect>")
+        shapes.append(f"<text x=\"{x + bar / 2:.1f}\" y=\"{base + 14}\" font-size=\"10\" "
+                      f"text-anchor=\"middle\">{label}</text>")
+    shapes.append(f"<text x=\"2\" y=\"12\" font-size=\"10\">{top:,}</text>")
+    return (f"<svg width=\"{width}\" height=\"{height}\" role=\"img\">"
+            + "".join(shapes) + "</svg>")
+
+
+def _rejects(report: dict[str, Any]) -> str:
+    rows = []
+    memory_counts = report.get("inputs", {}).get("memory_counts") or {}
+    for reason, n in (memory_counts.get("rejects_by_reason") or {}).items():
+        rows.append([_e("memorize"), _e(reason), _number(n)])
+    failures = (report.get("concept") or {}).get("failures") or {}
+    for reason, n in (failures.get("by_type") or {}).items():
+        rows.append([_e("evaluate"), _e(reason), _number(n)])
+    content = _table(["stage", "reason", "records"], rows, left=2) if rows else "<p class=muted>None.</p>"
+    return _section("Rejects by reason", content)
+
+
+def _versions(versions: dict[str, Any]) -> str:
+    if not versions:
+        return ""
+    return "<p class=muted>" + _e(", ".join(f"{k} {v}" for k, v in sorted(versions.items()))) + "</p>"

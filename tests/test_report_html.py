@@ -1,0 +1,144 @@
+"""report.html: self-contained (inlined images, no URLs), escaped, and loads cleanly in headless Chromium.
+
+The Chromium test needs Debian's chromium package (`apt-get install -y chromium`); without
+/usr/bin/chromium it skips and says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from memgen import copying, metrics, report_html
+from memgen.report_html import Figures, make_thumb
+
+HOSTILE = "<script>alert('x')</script> & \"quoted\""
+
+
+def _photos() -> list[bytes]:
+    data = pytest.importorskip("skimage.data", reason="scikit-image (the demo extra) ships the sample photos")
+    out = []
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field"):
+        buf = io.BytesIO()
+        Image.fromarray(getattr(data, name)()).save(buf, "PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def _report() -> dict:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(80, 8)), rng.normal(size=(70, 8)) + 0.2
+    row = metrics.compare(metrics.Moments.of(a), metrics.Moments.of(b), a, b, kid_subsets=5)
+    hist = copying.distance_histogram(np.array([0] * 40 + [3, 12, 30]), 16)
+    fraction = {"estimate": 0.42, "ci_low": 0.31, "ci_high": 0.54, "n": 80, "method": "wilson"}
+    return {
+        "concept": {"name": "cat", "classifier": {"name": "efficientnet-lite0"}, "unique": fraction,
+                    "copy_weighted": {**fraction, "estimate": 0.6},
+                    "failures": {"images": 1, "by_type": {"decode_error": 1}}},
+        "distances": [{"space": "thumbnail", "a": "reference", "b": "sample", **row},
+                      {"space": "phash", "a": "reference", "b": HOSTILE, **{**row, "fd": None}}],
+        "copying": {"copy": copying.copy_stats(hist, 10).to_json(), "contamination": None},
+        "inputs": {"memory": "/data/memory", "references": ["/data/test-{0..3}.tar"],
+                   "memory_counts": {"rejects_by_reason": {"not_an_image": 2, "too_many_pixels": 1}}},
+        "versions": {"memgen": "0.1.0"},
+    }
+
+
+def _figures() -> Figures:
+    photos = _photos()
+    thumbs = [make_thumb(p, f"photo {i}") for i, p in enumerate(photos)]
+    return Figures(reference=thumbs[:3], sample=thumbs[3:],
+                   contact_sheet=thumbs + [make_thumb(photos[0], HOSTILE)],
+                   clusters=[thumbs[:4], thumbs[4:]])
+
+
+def test_html_inlines_every_image_and_names_no_url():
+    page = report_html.render(_report(), _figures())
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 3 + 3 + 7 + 6
+    for src in sources:
+        assert src.startswith("data:image/jpeg;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as img:
+            assert img.format == "JPEG" and max(img.size) == 160
+    text = re.sub(r"(data:image/jpeg;base64,)[A-Za-z0-9+/=]+", r"\1", page)
+    assert not re.search(r"https?:|//[a-z]|\bsrc=\"(?!data:)|\bhref=|@import|url\(", text)
+
+
+def test_html_escapes_data_and_shows_every_section():
+    page = report_html.render(_report(), _figures())
+    assert "<script" not in page and "&lt;script&gt;" in page
+    assert "/data/test-{0..3}.tar</td>" in page
+    for text in ("cat fraction", "42.0%", "[31.0%, 54.0%]", "Figure 1: distances",
+                 "Figure 2: reference vs sample", "Figure 3: sample contact sheet",
+                 "Largest duplicate clusters", "copy rate: sample vs memory: 95.3%", "Rejects by reason",
+                 "not_an_image", "decode_error", "<svg"):
+        assert text in page, text
+    # Header + rows: inputs (memory, references), concept (2), distances (2), rejects (3).
+    assert page.count("<tr>") == (1 + 2) + (1 + 2) + (1 + 2) + (1 + 3)
+    assert "—" in page  # the missing FD
+
+
+def test_html_with_nothing_but_a_concept():
+    page = report_html.render({"concept": _report()["concept"]}, Figures())
+    assert "No pair of image sets to compare." in page and "No images." in page
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+# Appended by the test only: records every image's load state and any error or CSP violation.
+_PROBE = """<script>
+const problems = [];
+addEventListener('error',
+  e => problems.push('error: ' + (e.message || (e.target && e.target.outerHTML))), true);
+addEventListener('securitypolicyviolation',
+  e => problems.push('csp: ' + e.violatedDirective + ' ' + e.blockedURI));
+addEventListener('load', () => {
+  const images = [...document.images];
+  const broken = images.filter(i => !(i.complete && i.naturalWidth > 0)).length;
+  const out = document.createElement('pre');
+  out.id = 'probe';
+  out.textContent = JSON.stringify({images: images.length, broken, problems,
+                                    width: document.body.scrollWidth, height: document.body.scrollHeight});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--proxy-server=127.0.0.1:9", "--virtual-time-budget=10000", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_report_loads_in_headless_chromium(tmp_path: Path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("headless Chromium not installed (Debian: apt-get update && apt-get install -y chromium)")
+    page = report_html.render(_report(), _figures())
+    # The report's CSP forbids all scripts; the probe alone is allowed in (a nonce would also do).
+    probed = page.replace(report_html.CSP, report_html.CSP + "; script-src 'unsafe-inline'")
+    probed = probed.replace("</body>", _PROBE + "</body>")
+    target = tmp_path / "report.html"
+    target.write_text(probed, encoding="utf-8")
+    result = _chromium(f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", target.as_uri())
+    match = re.search(r'<pre id="probe">(.*?)</pre>', result.stdout)
+    assert match, result.stderr[-2000:]
+    probe = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert probe == {**probe, "images": 19, "broken": 0, "problems": []}
+    assert probe["height"] > 1000
+
+    (tmp_path / "plain.html").write_text(page, encoding="utf-8")
+    shot = tmp_path / "report.png"
+    _chromium(f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}", "--window-size=1280,3600",
+              "--hide-scrollbars", (tmp_path / "plain.html").as_uri())
+    with Image.open(shot) as img:
+        assert img.size == (1280, 3600)
+        assert len(img.convert("RGB").getcolors(1 << 24)) > 1000  # photos rendered, not a blank page
