@@ -1,10 +1,10 @@
 """Runner independence: the same content whatever the runner and worker count.
 
-memorize (then sample, when that job exists) runs twice on the same shards: in-process
-(FnApiRunner) and under the local multi-process runner (FnApiRunner over the Fn API
-with --direct_num_workers=2 --direct_running_mode=multi_processing, so stages run in
-separate worker processes). Every table file must be byte-identical, and so must the
-manifest once its timestamps are removed. The pipeline-graph check (`--dry_run`) with
+memorize -> sample runs twice on the same shards: in-process (FnApiRunner) and under
+the local multi-process runner (FnApiRunner over the Fn API with --direct_num_workers=2
+--direct_running_mode=multi_processing, so stages run in separate worker processes).
+Every file of the memory and of the sample must be byte-identical, and so must the
+manifests once their timestamps and own locations are removed. The pipeline-graph check (`--dry_run`) with
 DataflowRunner options builds, validates and prints the pipeline without network.
 """
 
@@ -52,24 +52,44 @@ def corpus(tmp_path_factory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("corpus") / "shards")
 
 
-def test_memorize_is_byte_identical_in_process_and_multi_process(corpus, tmp_path, capfd):
-    single, multi = tmp_path / "single", tmp_path / "multi"
-    assert main(["memorize", str(corpus / "*.tar"), "--memory", str(single)]) == 0
-    assert main(["memorize", str(corpus / "*.tar"), "--memory", str(multi), *MULTI_PROCESS]) == 0
-    # the worker processes announce themselves on the stderr they inherit
-    assert capfd.readouterr().err.count("Python sdk harness starting") == 2
+def run_chain(corpus: Path, root: Path, runner_flags: list[str]) -> tuple[Path, Path]:
+    """memorize then sample, both under the given runner flags; returns (memory, sample)."""
+    memory, sample_dir = root / "memory", root / "sample"
+    assert main(["memorize", str(corpus / "*.tar"), "--memory", str(memory), *runner_flags]) == 0
+    assert main(["sample", "--memory", str(memory), "--n", "12", "--seed", "7", "--weighted",
+                 "--out", str(sample_dir), *runner_flags]) == 0
+    return memory, sample_dir
 
-    a, b = files(single), files(multi)
-    assert sorted(a) == sorted(b)
-    tables = [name for name in a if name.endswith(".parquet")]
-    assert {name.split("/")[0] for name in tables} == {"images", "duplicates", "rejects"}
-    assert len([n for n in tables if n.startswith("images/")]) == 5
-    for name in tables:
-        assert a[name] == b[name], f"{name} differs between runners"
-    assert without_timing(a["manifest.json"]) == without_timing(b["manifest.json"])
-    counts = json.loads(a["manifest.json"])["counts"]
+
+def assert_same_content(a: Path, b: Path, parquet: set[str]) -> dict:
+    """Every file byte-identical except manifest.json, equal without timing and own paths."""
+    fa, fb = files(a), files(b)
+    assert sorted(fa) == sorted(fb)
+    assert {name.split("/")[0] for name in fa if name.endswith(".parquet")} == parquet
+    for name in fa:
+        if name != "manifest.json":
+            assert fa[name] == fb[name], f"{a.name}/{name} differs between runners"
+    ma, mb = without_timing(fa["manifest.json"]), without_timing(fb["manifest.json"])
+    for key in ("memory", "out"):  # the run's own locations
+        assert ma.pop(key, None) in (None, str(a.parent / "memory"), str(a))
+        assert mb.pop(key, None) in (None, str(b.parent / "memory"), str(b))
+    assert ma == mb
+    return ma
+
+
+def test_memorize_and_sample_are_byte_identical_in_process_and_multi_process(corpus, tmp_path, capfd):
+    single = run_chain(corpus, tmp_path / "single", [])
+    multi = run_chain(corpus, tmp_path / "multi", MULTI_PROCESS)
+    # each multi-process run's two worker processes announce themselves on the stderr they inherit
+    assert capfd.readouterr().err.count("Python sdk harness starting") == 4
+
+    memory = assert_same_content(single[0], multi[0], {"images", "duplicates", "rejects"})
+    assert len(list((single[0] / "images").glob("part-*.parquet"))) == 5
+    counts = memory["counts"]
     assert (counts["images"], counts["duplicates_exact"], counts["duplicates_near"], counts["rejects"]) \
         == (30, 5, 5, 1)
+    sample = assert_same_content(single[1], multi[1], {"index.parquet"})
+    assert any(single[1].glob("*.tar")) and sample["mode"] == "weighted"
 
 
 def test_dry_run_with_dataflow_options_builds_validates_and_prints_offline(corpus, tmp_path, capsys,
