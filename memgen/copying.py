@@ -9,21 +9,21 @@ distances and a rate:
 - contamination rate: share of a reference (held-out test) set with a near duplicate in
   the memory, i.e. train/test leakage.
 Small problems are compared all-against-all; large ones by multi-index hashing
-(Norouzi et al. 2012, as memgen.near): a hash within r of a query agrees with it on one
-of 4 16-bit bands within floor(r/4) bits, so probing every band with those flips finds
-every memory hash within r. Pure numpy, no Beam.
+(Norouzi et al. 2012): a hash within r of a query agrees with it on one of 4 16-bit
+bands within floor(r/4) bits, so probing every band's sorted values with those flips
+finds every memory hash within r. Pure numpy, no Beam.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import imagehash
 import numpy as np
 
-from memgen.fingerprint import FingerprintConfig, decode, hash_to_int64
-from memgen.near import BAND_BITS, BANDS, MAX_THRESHOLD, flip_masks, popcount
+from memgen.fingerprint import FingerprintConfig, decode, phash
+from memgen.near import MAX_THRESHOLD, flip_masks, popcount
 
+BANDS, BAND_BITS = 4, 16  # floor(r/4) flips per band: <= 2517 probes a band for the default radius
 DEFAULT_RADIUS = 16  # the histogram's range; the search cost grows steeply with it
 BRUTE_FORCE_PAIRS = 1 << 24  # below this many query x memory pairs, compare all of them
 _CHUNK_PAIRS = 1 << 22
@@ -34,7 +34,7 @@ def query_phash(data: bytes, config: FingerprintConfig) -> int:
 
     Sample images are the memory's bytes, never re-encoded, so they hash to the very
     value stored in the memory (distance 0)."""
-    return hash_to_int64(imagehash.phash(decode(data, config).grey))
+    return phash(decode(data, config).grey)
 
 
 def nearest_distances(queries: np.ndarray, memory: np.ndarray, radius: int = DEFAULT_RADIUS) -> np.ndarray:
