@@ -107,3 +107,13 @@ def copy_stats(histogram: np.ndarray, threshold: int) -> CopyStats:
     n = int(np.sum(histogram))
     within = int(np.sum(histogram[:threshold + 1]))
     return CopyStats(threshold, n, within, within / n if n else None, tuple(int(c) for c in histogram))
+
+
+def copying_section(copy_histogram: np.ndarray | None, contamination_histogram: np.ndarray | None,
+                    threshold: int) -> dict:
+    """report.json's `copying`: the sample against the memory, the reference against the memory
+    (None for a set that was not given)."""
+    def stats(histogram: np.ndarray | None) -> dict | None:
+        return None if histogram is None else copy_stats(histogram, threshold).to_json()
+    return {"threshold": threshold, "copy": stats(copy_histogram),
+            "contamination": stats(contamination_histogram)}

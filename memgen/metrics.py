@@ -245,3 +245,15 @@ def compare_sets(statistics: Mapping[str, tuple[Moments, np.ndarray]], pairs: Se
             rows.append({"a": a, "b": b, **compare(a_moments, b_moments, a_subset, b_subset,
                                                    seed=seed, kid_subsets=kid_subsets)})
     return rows
+
+
+def distances_section(rows: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]], spaces: Sequence[str],
+                      subset_cap: int, seed: int, kid_subsets: int = KID_SUBSETS) -> dict[str, Any]:
+    """report.json's `distances`: the settings and the rows ordered by pair, then feature space."""
+    pair_order = {pair: i for i, pair in enumerate(pairs)}
+    space_order = {space: i for i, space in enumerate(spaces)}
+    ordered = sorted(rows, key=lambda r: (pair_order[(r["a"], r["b"])],
+                                          space_order.get(r["space"], len(spaces)), r["space"]))
+    return {"subset_cap": subset_cap, "seed": seed, "kid_subsets": kid_subsets,
+            "kid_subset_size": KID_SUBSET_SIZE, "precision_recall_k": PR_K, "density_coverage_k": DC_K,
+            "rows": ordered}

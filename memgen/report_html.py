@@ -69,7 +69,7 @@ def render(report: dict[str, Any], figures: Figures) -> str:
         "<h1>memgen evaluation report</h1>",
         _inputs(report.get("inputs", {})),
         _concept(report.get("concept")),
-        _distances(report.get("distances") or []),
+        _distances(report.get("distances") or {}),
         _side_by_side(figures.reference, figures.sample),
         _section("Figure 3: sample contact sheet", _grid(figures.contact_sheet)),
         _clusters(figures.clusters),
@@ -139,14 +139,18 @@ _DISTANCE_COLUMNS = (("fd", "FD"), ("kid_mean", "KID"), ("kid_std", "KID std"), 
                      ("c2st_accuracy", "C2ST acc."), ("c2st_p_value", "C2ST p"))
 
 
-def _distances(rows: Sequence[dict[str, Any]]) -> str:
+def _distances(distances: dict[str, Any]) -> str:
+    rows = distances.get("rows")
     if not rows:
         return _section("Figure 1: distances", "<p class=muted>No pair of image sets to compare.</p>")
     body = [[_e(r["space"]), _e(f"{r['a']} vs {r['b']}"), _e(f"{r['n_a']:,} / {r['n_b']:,}"),
              *(_number(r.get(key)) for key, _ in _DISTANCE_COLUMNS)] for r in rows]
-    note = ("<p class=muted>FD on all images; KID, precision/recall (k=3), density/coverage (k=5) and "
-            "the 1-NN classifier two-sample test on seeded subsets. Lower FD/KID and C2ST accuracy near "
-            "0.5 mean closer sets; C2ST accuracy well below 0.5 means copies.</p>")
+    pr_k, dc_k, cap = (_e(distances.get(key))
+                       for key in ("precision_recall_k", "density_coverage_k", "subset_cap"))
+    note = (f"<p class=muted>FD on all images; KID, precision/recall (k={pr_k}), density/coverage (k={dc_k})"
+            f" and the 1-NN classifier two-sample test on seeded subsets of at most {cap} images per set."
+            " Lower FD/KID and C2ST accuracy near 0.5 mean closer sets; C2ST accuracy well below 0.5 means"
+            " copies.</p>")
     return _section("Figure 1: distances", _table(
         ["feature space", "sets (real vs other)", "images", *(label for _, label in _DISTANCE_COLUMNS)],
         body, left=2) + note)

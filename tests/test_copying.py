@@ -119,3 +119,11 @@ def test_contamination_finds_recompressed_copies_among_real_photos():
     assert (distances[:len(test)] <= 10).sum() <= 2  # and hardly any unrelated photo
     stats = copying.copy_stats(copying.distance_histogram(distances), 10)
     assert 10 / len(reference) <= stats.rate <= 12 / len(reference)
+
+
+def test_copying_section_names_the_sets_given():
+    hist = copying.distance_histogram(np.array([0, 0, 4, 20]), 16)
+    section = copying.copying_section(hist, None, threshold=3)
+    assert section["contamination"] is None and section["threshold"] == 3
+    assert section["copy"] == {"threshold": 3, "n": 4, "n_within": 2, "rate": 0.5, "radius": 16,
+                               "histogram": hist.tolist()}

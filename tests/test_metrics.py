@@ -229,3 +229,14 @@ def test_compare_fills_every_metric_and_leaves_small_sets_empty():
     tiny = metrics.compare(Moments.of(a[:3]), Moments.of(b[:3]), a[:3], b[:3], kid_subsets=5)
     assert tiny["fd"] is not None and tiny["kid_mean"] is not None
     assert tiny["precision"] is None and tiny["density"] is None and tiny["c2st_accuracy"] is None
+
+
+def test_distances_section_orders_rows_by_pair_then_space():
+    rows = [{"a": a, "b": b, "space": s} for a, b in (("memory", "sample"), ("reference", "sample"))
+            for s in ("efficientnet", "colour", "phash")]
+    section = metrics.distances_section(rows, [("reference", "sample"), ("memory", "sample")],
+                                        ("phash", "colour", "efficientnet"), subset_cap=100, seed=3)
+    assert [(r["a"], r["space"]) for r in section["rows"]] == [
+        ("reference", "phash"), ("reference", "colour"), ("reference", "efficientnet"),
+        ("memory", "phash"), ("memory", "colour"), ("memory", "efficientnet")]
+    assert (section["subset_cap"], section["seed"], section["precision_recall_k"]) == (100, 3, 3)

@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +40,21 @@ def _report() -> dict:
     a, b = rng.normal(size=(80, 8)), rng.normal(size=(70, 8)) + 0.2
     row = metrics.compare(metrics.Moments.of(a), metrics.Moments.of(b), a, b, kid_subsets=5)
     hist = copying.distance_histogram(np.array([0] * 40 + [3, 12, 30]), 16)
+    rows = [{"space": "thumbnail", "a": "reference", "b": "sample", **row},
+            {"space": "phash", "a": "reference", "b": "sample", **{**row, "fd": None}}]
     fraction = {"estimate": 0.42, "ci_low": 0.31, "ci_high": 0.54, "n": 80, "method": "wilson"}
     return {
         "concept": {"name": "cat", "classifier": {"name": "efficientnet-lite0"}, "unique": fraction,
                     "copy_weighted": {**fraction, "estimate": 0.6},
                     "failures": {"images": 1, "by_type": {"decode_error": 1}}},
-        "distances": [{"space": "thumbnail", "a": "reference", "b": "sample", **row},
-                      {"space": "phash", "a": "reference", "b": HOSTILE, **{**row, "fd": None}}],
-        "copying": {"copy": copying.copy_stats(hist, 10).to_json(), "contamination": None},
-        "inputs": {"memory": "/data/memory", "references": ["/data/test-{0..3}.tar"],
+        "distances": metrics.distances_section(rows, [("reference", "sample")], ("phash", "thumbnail"),
+                                               subset_cap=2000, seed=0, kid_subsets=5),
+        "copying": copying.copying_section(hist, None, threshold=10),
+        "inputs": {"memory": "/data/" + HOSTILE, "sample": None, "references": ["/data/test-{0..3}.tar"],
+                   "calibration": None, "started_at": "2026-01-01T00:00:00Z",
+                   "finished_at": "2026-01-01T00:01:00Z",
                    "memory_counts": {"rejects_by_reason": {"not_an_image": 2, "too_many_pixels": 1}}},
-        "versions": {"memgen": "0.1.0"},
+        "versions": {"memgen": "0.1.0", "apache_beam": "2.77.0"},
     }
 
 
@@ -82,9 +87,19 @@ def test_html_escapes_data_and_shows_every_section():
                  "Largest duplicate clusters", "copy rate: sample vs memory: 95.3%", "Rejects by reason",
                  "not_an_image", "decode_error", "<svg"):
         assert text in page, text
-    # Header + rows: inputs (memory, references), concept (2), distances (2), rejects (3).
-    assert page.count("<tr>") == (1 + 2) + (1 + 2) + (1 + 2) + (1 + 3)
+    # Header + rows: inputs (memory, references, started_at, finished_at), concept (2), distances (2),
+    # rejects (3).
+    assert page.count("<tr>") == (1 + 4) + (1 + 2) + (1 + 2) + (1 + 3)
     assert "—" in page  # the missing FD
+
+
+def test_the_sections_rendered_are_valid_report_sections():
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (the dev extra) validates report.json")
+    schema = json.loads(resources.files("memgen.schemas").joinpath("report.schema.json").read_text())
+    report = _report()
+    for section in ("distances", "copying", "inputs", "versions"):
+        jsonschema.validate(report[section], {"$ref": f"#/$defs/{section}", "$defs": schema["$defs"]})
+    json.dumps(report, allow_nan=False)  # as evaluate writes it
 
 
 def test_html_with_nothing_but_a_concept():
