@@ -91,7 +91,7 @@ def sample_rows_schema() -> pa.Schema:
 
 def write_part(part: str, chosen: Iterable[Chosen], out: str, fmt: str) -> PartResult:
     """Read the chosen rows of one memory part once and write them; returns the index rows."""
-    by_id = {c.candidate.image_id: c for c in chosen}
+    by_id = {c.image_id: c for c in map(Chosen._make, chosen)}
     name = output_name(part, fmt)
     result = PartResult()
     with _WRITERS[fmt](join(out, name)) as writer:
@@ -117,7 +117,7 @@ def _chosen_rows(part: str, image_ids: list[str]) -> Iterator[dict[str, Any]]:
 
 
 def sampling_fields(c: Chosen) -> dict[str, Any]:
-    return {"rank": c.rank, "weight": c.candidate.weight, "u": c.u, "key": c.candidate.key,
+    return {"rank": c.rank, "weight": c.weight, "u": c.u, "key": c.key,
             "inclusion_probability": c.inclusion_probability}
 
 
@@ -144,7 +144,7 @@ class _TarWriter:
 
     def __enter__(self) -> _TarWriter:
         self.file = self.fs.open(self.tmp, "wb")
-        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.PAX_FORMAT)
+        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.GNU_FORMAT)
         self.count = 0
         return self
 
@@ -237,7 +237,8 @@ class _FolderWriter:
 _WRITERS = {"webdataset": _TarWriter, "parquet": _ParquetWriter, "folder": _FolderWriter}
 
 
-def finish_sample(out: str, results: Iterable[PartResult], manifest: dict[str, Any]) -> dict[str, Any]:
+def finish_sample(results: Iterable[PartResult], out: str, tau: float | None,
+                  manifest: dict[str, Any]) -> dict[str, Any]:
     """index.parquet (rank order), contact sheet, then manifest.json: the sample is finished."""
     results = list(results)
     rows = sorted((r for res in results for r in res.index_rows), key=lambda r: r["rank"])
@@ -252,6 +253,7 @@ def finish_sample(out: str, results: Iterable[PartResult], manifest: dict[str, A
     finished = now()
     manifest = {
         **manifest,
+        "threshold": tau,
         "finished_at": finished,
         "seconds": (dt.datetime.fromisoformat(finished)
                     - dt.datetime.fromisoformat(manifest["started_at"])).total_seconds(),

@@ -70,10 +70,10 @@ def by_id() -> dict[str, dict]:
 def test_top_candidates_combinefn_merges_partial_tops():
     population = list(sampling.candidates(4, "weighted", "p", [r["image_id"] for r in ROWS],
                                           [r["copies"] for r in ROWS]))
-    parts = [sampling.top(population[k::4], 6) for k in range(4)]
+    parts = [[tuple(c) for c in sampling.top(population[k::4], 6)] for k in range(4)]
     with TestPipeline(runner="FnApiRunner") as p:
         top = p | beam.Create(parts) | beam.CombineGlobally(TopCandidates(6))
-        assert_that(top, equal_to([sorted(population, reverse=True)[:6]]))
+        assert_that(top, equal_to([[tuple(c) for c in sorted(population, reverse=True)[:6]]]))
 
 
 @pytest.mark.parametrize("weighted", [False, True])

@@ -27,7 +27,7 @@ def draw(seed: int, image_ids: list[str], weights: list[int], n: int) -> list[st
     mode = "weighted" if any(w != 1 for w in weights) else "uniform"
     found = sampling.candidates(seed, mode, "part", image_ids, weights)
     chosen, _ = sampling.choose(sampling.top(found, n + 1), n, seed)
-    return [c.candidate.image_id for c in chosen]
+    return [c.image_id for c in chosen]
 
 
 # --- keys ---------------------------------------------------------------------------------
@@ -65,24 +65,24 @@ def test_merge_of_partial_tops_equals_top_of_union_whatever_the_partition():
                  for k in range(6)]
         rng.shuffle(parts)
         tree = sampling.merge([sampling.merge(parts[:3], 31), sampling.merge(parts[3:], 31)], 31)
-        assert sorted(tree, reverse=True) == expected
-        heap: list = []
-        for c in rng.permutation(len(population)):
-            sampling.push(heap, population[c], 31)
-        assert sorted(heap, reverse=True) == expected
+        assert tree == expected
+        one_by_one: list = []
+        for c in rng.permutation(len(population)):  # as a CombineFn adding single inputs
+            one_by_one = sampling.merge([one_by_one, [tuple(population[c])]], 31)
+        assert one_by_one == [tuple(c) for c in expected]
 
 
 def test_choose_ranks_threshold_and_conditional_probabilities():
     population = list(sampling.candidates(2, "weighted", "p", ids(50), [1, 2, 5] * 16 + [1, 1]))
     chosen, tau = sampling.choose(sampling.top(population, 11), 10, 2)
     ordered = sorted(population, reverse=True)
-    assert [c.candidate for c in chosen] == ordered[:10]
+    assert [sampling.Candidate(*c[1:6]) for c in chosen] == ordered[:10]
     assert [c.rank for c in chosen] == list(range(10))
     assert tau == ordered[10].key
     for c in chosen:
-        assert c.candidate.key > tau
-        assert c.inclusion_probability == pytest.approx(1 - math.exp(c.candidate.weight * tau))
-        assert c.u == sampling.unit(2, c.candidate.image_id)
+        assert c.key > tau
+        assert c.inclusion_probability == pytest.approx(1 - math.exp(c.weight * tau))
+        assert c.u == sampling.unit(2, c.image_id)
     everything, tau = sampling.choose(population, 80, 2)
     assert tau is None and len(everything) == 50
     assert all(c.inclusion_probability == 1.0 for c in everything)
@@ -100,7 +100,7 @@ def test_rank_conditioned_horvitz_thompson_is_unbiased():
     for seed in range(2000):
         found = sampling.candidates(seed, "weighted", "p", image_ids, weights)
         chosen, _ = sampling.choose(sampling.top(found, 9), 8, seed)
-        estimates.append(sum(c.candidate.copies / c.inclusion_probability for c in chosen))
+        estimates.append(sum(c.copies / c.inclusion_probability for c in chosen))
     mean, se = np.mean(estimates), np.std(estimates) / math.sqrt(len(estimates))
     assert abs(mean - sum(weights)) < 4 * se
 

@@ -18,7 +18,10 @@ from memgen.sample_output import finish_sample, read_columns, write_part
 
 
 class TopCandidates(beam.CombineFn):
-    """The `capacity` largest Candidates; inputs are partial top lists (one per part)."""
+    """The `capacity` largest candidates; inputs are partial top lists (one per part).
+
+    Accumulators are lists, largest first, of plain (key, image_id, part, weight, copies)
+    tuples: Beam encodes those natively, where Candidate NamedTuples would be pickled."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -32,19 +35,20 @@ class TopCandidates(beam.CombineFn):
     def merge_accumulators(self, accumulators):
         return sampling.merge(accumulators, self.capacity)
 
-    def extract_output(self, accumulator) -> list[sampling.Candidate]:
-        return sorted(accumulator, reverse=True)
+    def extract_output(self, accumulator) -> list[tuple]:
+        return accumulator
 
 
-def part_top(part: str, seed: int, mode: str, capacity: int) -> list[sampling.Candidate]:
+def part_top(part: str, seed: int, mode: str, capacity: int) -> list[tuple]:
+    """A part's `capacity` largest candidates, read from its image_id and copies columns."""
     table = read_columns(part, ["image_id", "copies"])
     found = sampling.candidates(seed, mode, part, table.column("image_id").to_pylist(),
                                 table.column("copies").to_pylist())
-    return sampling.top(found, capacity)
+    return [tuple(c) for c in sampling.top(found, capacity)]
 
 
 class ChooseSample(beam.PTransform):
-    """Part URLs -> a single (list[Chosen] in rank order, tau or None)."""
+    """Part URLs -> a single (Chosen tuples in rank order, tau or None)."""
 
     def __init__(self, seed: int, mode: str, n: int) -> None:
         super().__init__()
@@ -55,8 +59,14 @@ class ChooseSample(beam.PTransform):
             parts
             | "PartTop" >> beam.Map(part_top, self.seed, self.mode, self.n + 1)
             | "TopCandidates" >> beam.CombineGlobally(TopCandidates(self.n + 1))
-            | "Choose" >> beam.Map(sampling.choose, self.n, self.seed)
+            | "Choose" >> beam.Map(choose, self.n, self.seed)
         )
+
+
+def choose(top: list[tuple], n: int, seed: int) -> tuple[list[tuple], float | None]:
+    """sampling.choose, with the chosen as plain tuples (see TopCandidates)."""
+    chosen, tau = sampling.choose(top, n, seed)
+    return [tuple(c) for c in chosen], tau
 
 
 class WriteSample(beam.PTransform):
@@ -68,17 +78,13 @@ class WriteSample(beam.PTransform):
 
     def expand(self, choice):
         out, fmt = self.out, self.fmt
+        tau = choice | "Threshold" >> beam.Map(lambda c: c[1])  # the side input stays small
         return (
             choice
-            | "ByPart" >> beam.FlatMap(lambda c: ((x.candidate.part, x) for x in c[0]))
+            | "ByPart" >> beam.FlatMap(lambda c: ((sampling.Chosen._make(x).part, x) for x in c[0]))
             | "GroupByPart" >> beam.GroupByKey()
             | "WritePart" >> beam.MapTuple(lambda part, chosen: write_part(part, chosen, out, fmt))
             | "Collect" >> beam.combiners.ToList()
-            | "Finish" >> beam.Map(_finish, beam.pvalue.AsSingleton(choice), self.out,
+            | "Finish" >> beam.Map(finish_sample, self.out, beam.pvalue.AsSingleton(tau),
                                    self.manifest_base)
         )
-
-
-def _finish(results, choice, out: str, base: dict) -> dict:
-    _, tau = choice
-    return finish_sample(out, results, {**base, "threshold": tau})
