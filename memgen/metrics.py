@@ -248,12 +248,16 @@ def compare_sets(statistics: Mapping[str, tuple[Moments, np.ndarray]], pairs: Se
 
 
 def distances_section(rows: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]], spaces: Sequence[str],
-                      subset_cap: int, seed: int, kid_subsets: int = KID_SUBSETS) -> dict[str, Any]:
-    """report.json's `distances`: the settings and the rows ordered by pair, then feature space."""
+                      subset_cap: int, seed: int, kid_subsets: int = KID_SUBSETS,
+                      failures: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
+    """report.json's `distances`: the settings, the rows ordered by pair, then feature space, and
+    per set the images left out because they could not be read or decoded, by error type."""
     pair_order = {pair: i for i, pair in enumerate(pairs)}
     space_order = {space: i for i, space in enumerate(spaces)}
     ordered = sorted(rows, key=lambda r: (pair_order[(r["a"], r["b"])],
                                           space_order.get(r["space"], len(spaces)), r["space"]))
     return {"subset_cap": subset_cap, "seed": seed, "kid_subsets": kid_subsets,
             "kid_subset_size": KID_SUBSET_SIZE, "precision_recall_k": PR_K, "density_coverage_k": DC_K,
-            "rows": ordered}
+            "rows": ordered,
+            "failures": {name: dict(sorted(counts.items()))
+                         for name, counts in sorted((failures or {}).items())}}

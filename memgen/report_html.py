@@ -228,7 +228,10 @@ def _rejects(report: dict[str, Any]) -> str:
         rows.append([_e("memorize"), _e(reason), _number(n)])
     failures = (report.get("concept") or {}).get("failures") or {}
     for reason, n in (failures.get("by_type") or {}).items():
-        rows.append([_e("evaluate"), _e(reason), _number(n)])
+        rows.append([_e("evaluate: classifier"), _e(reason), _number(n)])
+    for set_name, by_type in ((report.get("distances") or {}).get("failures") or {}).items():
+        for reason, n in by_type.items():
+            rows.append([_e(f"evaluate: {set_name} features"), _e(reason), _number(n)])
     content = _table(["stage", "reason", "records"], rows, left=2) if rows else "<p class=muted>None.</p>"
     return _section("Rejects by reason", content)
 

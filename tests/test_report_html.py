@@ -48,7 +48,8 @@ def _report() -> dict:
                     "copy_weighted": {**fraction, "estimate": 0.6},
                     "failures": {"images": 1, "by_type": {"decode_error": 1}}},
         "distances": metrics.distances_section(rows, [("reference", "sample")], ("phash", "thumbnail"),
-                                               subset_cap=2000, seed=0, kid_subsets=5),
+                                               subset_cap=2000, seed=0, kid_subsets=5,
+                                               failures={"reference": {"not_an_image": 4}}),
         "copying": copying.copying_section(hist, None, threshold=10),
         "inputs": {"memory": "/data/" + HOSTILE, "sample": None, "references": ["/data/test-{0..3}.tar"],
                    "calibration": None, "started_at": "2026-01-01T00:00:00Z",
@@ -88,8 +89,9 @@ def test_html_escapes_data_and_shows_every_section():
                  "not_an_image", "decode_error", "<svg"):
         assert text in page, text
     # Header + rows: inputs (memory, references, started_at, finished_at), concept (2), distances (2),
-    # rejects (3).
-    assert page.count("<tr>") == (1 + 4) + (1 + 2) + (1 + 2) + (1 + 3)
+    # rejects (2 memorize, 1 classifier, 1 reference features).
+    assert page.count("<tr>") == (1 + 4) + (1 + 2) + (1 + 2) + (1 + 4)
+    assert "evaluate: reference features</td><td class=l>not_an_image</td><td>4</td>" in page
     assert "—" in page  # the missing FD
 
 

@@ -7,6 +7,8 @@
   so the subset is the same whatever the order or partitioning of the input.
 - `CopyHistograms`: PCollection[(set name, pHash)] plus the memory's pHashes ->
   PCollection[(set name, histogram of nearest memory distances)] (memgen.copying).
+- `EvaluateSets`: PBegin -> {"distances": one dict, "copying": one dict}, the two
+  report.json sections, from a memory and optionally a sample and reference shards.
 """
 
 from __future__ import annotations
@@ -17,11 +19,27 @@ from collections.abc import Sequence
 import apache_beam as beam
 import numpy as np
 
-from memgen.copying import DEFAULT_RADIUS, distance_histogram, nearest_distances
-from memgen.metrics import KID_SUBSETS, compare_sets
+from memgen.copying import DEFAULT_RADIUS, copying_section, distance_histogram, nearest_distances
+from memgen.features import SPACES
+from memgen.fingerprint import FingerprintConfig
+from memgen.metrics import KID_SUBSETS, compare_sets, distances_section
+from memgen.readers import ReaderConfig
+from memgen.records import Shard
 from memgen.stages import only
+from memgen.stages.image_sets import (
+    FAILED,
+    MEMORY,
+    REFERENCE,
+    SAMPLE,
+    ExtractFeatures,
+    read_memory_part,
+    reference_images,
+    sample_parts,
+)
 from memgen.stages.moments import MomentsFn
 
+# The "real" side first: the held-out reference when there is one, else the memory.
+PAIRS = ((REFERENCE, SAMPLE), (REFERENCE, MEMORY), (MEMORY, SAMPLE))
 DEFAULT_SUBSET_CAP = 2000  # k-NN metrics cost cap^2 distances per pair; KID uses <= 1000 of these
 QUERY_BATCH = 4096  # query hashes compared with the memory at a time
 
@@ -119,3 +137,81 @@ class CopyHistograms(beam.PTransform):
 
 def _sum_arrays(arrays) -> np.ndarray:
     return np.sum(list(arrays), axis=0)
+
+
+class EvaluateSets(beam.PTransform):
+    """PBegin -> {"distances": PCollection[dict], "copying": PCollection[dict]}, one dict each.
+
+    The memory is always read; the sample and the reference are optional. Every pair of
+    the sets given is compared in every feature space; the sample and the reference are
+    matched against the memory's pHashes for copying and contamination.
+    """
+
+    def __init__(self, memory_parts: list[str], sample: str | None, reference_shards: list[Shard],
+                 reader: ReaderConfig, fingerprint: FingerprintConfig, threshold: int, seed: int,
+                 cap: int = DEFAULT_SUBSET_CAP, kid_subsets: int = KID_SUBSETS) -> None:
+        super().__init__()
+        self.memory_parts, self.reference_shards = memory_parts, reference_shards
+        self.sample_parts = sample_parts(sample) if sample else None
+        self.reader, self.fingerprint = reader, fingerprint
+        self.threshold, self.seed, self.cap, self.kid_subsets = threshold, seed, cap, kid_subsets
+        self.radius = max(DEFAULT_RADIUS, threshold)
+
+    def expand(self, pbegin):
+        memory = (pbegin
+                  | "MemoryParts" >> beam.Create(self.memory_parts)
+                  | "ReadMemory" >> beam.FlatMap(read_memory_part))
+        images, failures = [memory], []
+        if self.sample_parts is not None:
+            images.append(pbegin
+                          | "SampleParts" >> beam.Create(self.sample_parts)
+                          | "ReadSample" >> beam.FlatMapTuple(_read_sample))
+        if self.reference_shards:
+            read = (pbegin
+                    | "ReferenceShards" >> beam.Create(self.reference_shards)
+                    | "ReadReference" >> beam.FlatMap(reference_images, self.reader, self.fingerprint)
+                    .with_outputs(FAILED, main="images"))
+            images.append(read.images)
+            failures.append(read[FAILED])
+        images = images | "AllSets" >> beam.Flatten()
+        features = images | "ExtractFeatures" >> ExtractFeatures()
+        failures.append(features[FAILED])
+        return {"distances": self._distances(features.features, failures),
+                "copying": self._copying(images, memory)}
+
+    def _distances(self, features, failures):
+        failed = (failures
+                  | "AllFailures" >> beam.Flatten()
+                  | "CountFailures" >> beam.combiners.Count.PerElement()
+                  | "FailureList" >> beam.combiners.ToList())
+        return (features
+                | "SetDistances" >> SetDistances(PAIRS, self.cap, self.seed, self.kid_subsets)
+                | "AllRows" >> beam.combiners.ToList()
+                | "DistancesSection" >> beam.Map(self._distances_section, beam.pvalue.AsSingleton(failed)))
+
+    def _distances_section(self, rows: list[dict], failed: list[tuple[tuple[str, str], int]]) -> dict:
+        by_set: dict[str, dict[str, int]] = {}
+        for (set_name, error_type), n in failed:
+            by_set.setdefault(set_name, {})[error_type] = n
+        return distances_section(rows, PAIRS, SPACES, self.cap, self.seed, self.kid_subsets, by_set)
+
+    def _copying(self, images, memory):
+        queries = (images
+                   | "NotMemory" >> beam.Filter(lambda image: image.set_name != MEMORY)
+                   | "SetAndHash" >> beam.Map(lambda image: (image.set_name, image.phash)))
+        memory_hashes = memory | "MemoryHashes" >> beam.Map(lambda image: image.phash)
+        return (queries
+                | "CopyHistograms" >> CopyHistograms(memory_hashes, self.radius)
+                | "AllHistograms" >> beam.combiners.ToList()
+                | "CopyingSection" >> beam.Map(self._copying_section))
+
+    def _copying_section(self, histograms: list[tuple[str, np.ndarray]]) -> dict:
+        found = dict(histograms)
+        empty = np.zeros(self.radius + 2, dtype=np.int64)  # a set given but with no image
+        copy = found.get(SAMPLE, empty) if self.sample_parts is not None else None
+        contamination = found.get(REFERENCE, empty) if self.reference_shards else None
+        return copying_section(copy, contamination, self.threshold)
+
+
+def _read_sample(url: str, image_ids: frozenset[str]):
+    return (image._replace(set_name=SAMPLE) for image in read_memory_part(url, image_ids))

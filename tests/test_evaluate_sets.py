@@ -1,0 +1,102 @@
+"""EvaluateSets on a real memory, a real sample of it and reference shards: the distances and
+copying sections, checked against what the sets are made of."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+
+from memgen.features import SPACES
+from memgen.fingerprint import FingerprintConfig
+from memgen.pipelines.cli import main
+from memgen.readers import ReaderConfig
+from memgen.shards import discover
+from memgen.stages.classify import memory_parts
+from memgen.stages.distances import EvaluateSets
+from shardkit import encode, jpeg, make_image, sample, write_tar
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("sets")
+    train = write_tar(root / "train.tar", [sample(f"{i:03d}", jpeg(i)) for i in range(40)])
+    assert main(["memorize", str(train), "--memory", str(root / "memory")]) == 0
+    assert main(["sample", "--memory", str(root / "memory"), "--n", "12", "--out", str(root / "sample")]) == 0
+    # The held-out set: 20 new scenes, 2 train images re-encoded (leaked), 1 broken file.
+    leaked = [sample(f"leak{i}", encode(make_image(i), "JPEG", quality=60)) for i in (3, 7)]
+    new = [sample(f"t{i:03d}", jpeg(1000 + i)) for i in range(20)]
+    write_tar(root / "test.tar", new + leaked + [sample("bad", b"not an image")])
+    return {"memory": str(root / "memory"), "sample": str(root / "sample"),
+            "reference": str(root / "test.tar")}
+
+
+def _run(sets, sample: str | None, references: list[str], check_distances, check_copying) -> None:
+    def one(check_fn):
+        def check(values):
+            (value,) = values
+            json.dumps(value, allow_nan=False)  # as evaluate writes report.json
+            _validate(value, check_fn.__name__.split("_")[-1])
+            check_fn(value)
+        return check
+
+    with TestPipeline(runner="FnApiRunner") as p:
+        shards = discover(references) if references else []
+        sections = p | EvaluateSets(memory_parts(sets["memory"]), sample, shards, ReaderConfig(),
+                                    FingerprintConfig(), threshold=10, seed=0, cap=1000, kid_subsets=10)
+        assert_that(sections["distances"], one(check_distances), label="CheckDistances")
+        assert_that(sections["copying"], one(check_copying), label="CheckCopying")
+
+
+def _validate(section: dict, name: str) -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (the dev extra) validates report.json")
+    schema = json.loads(resources.files("memgen.schemas").joinpath("report.schema.json").read_text())
+    jsonschema.validate(section, {"$ref": f"#/$defs/{name}", "$defs": schema["$defs"]})
+
+
+def test_all_three_sets(sets):
+    def check_copying(copying):
+        assert copying["copy"]["rate"] == 1.0 and copying["copy"]["n"] == 12
+        assert copying["copy"]["histogram"][0] == 12  # sample bytes are the memory's bytes: distance 0
+        contamination = copying["contamination"]
+        assert contamination["n"] == 22 and contamination["n_within"] == 2  # exactly the two leaked images
+
+    def check_distances(distances):
+        assert distances["failures"] == {"reference": {"not_an_image": 1}}
+        rows = distances["rows"]
+        pairs = [("reference", "sample"), ("reference", "memory"), ("memory", "sample")]
+        assert [(r["a"], r["b"], r["space"]) for r in rows] == [
+            (a, b, s) for a, b in pairs for s in SPACES[:3]]
+        sizes = {("reference", "sample"): (22, 12), ("reference", "memory"): (22, 40),
+                 ("memory", "sample"): (40, 12)}
+        for r in rows:
+            assert (r["n_a"], r["n_b"]) == sizes[(r["a"], r["b"])]
+            assert all(r[k] is not None for k in ("fd", "kid_mean", "precision", "density", "c2st_accuracy"))
+            if (r["a"], r["b"]) == ("memory", "sample"):
+                # The sample is part of the memory: every sample image sits on a memory image.
+                assert r["precision"] == 1.0
+
+    _run(sets, sets["sample"], [sets["reference"]], check_distances, check_copying)
+
+
+def test_memory_alone_has_no_pairs_and_no_copying(sets):
+    def check_distances(distances):
+        assert distances["rows"] == [] and distances["failures"] == {}
+
+    def check_copying(copying):
+        assert copying == {"threshold": 10, "copy": None, "contamination": None}
+
+    _run(sets, None, [], check_distances, check_copying)
+
+
+def test_features_of_the_sample_are_those_of_its_memory_images(sets):
+    from memgen.stages.image_sets import read_memory_part, sample_parts
+
+    memory = {im.image_id: im for url in memory_parts(sets["memory"]) for im in read_memory_part(url)}
+    chosen = [im for url, ids in sample_parts(sets["sample"]) for im in read_memory_part(url, ids)]
+    assert len(chosen) == 12
+    for im in chosen:
+        assert memory[im.image_id].data == im.data and memory[im.image_id].phash == im.phash
