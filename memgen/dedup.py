@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from memgen.fingerprint import int64_to_uint64
-from memgen.near import popcount, split_clusters
+from memgen.near import popcount, split_chain, split_clusters
 from memgen.records import Fingerprint
 
 
@@ -78,12 +78,20 @@ def hash_node(phash: int, members: Iterable[Member]) -> HashNode:
 
 
 def cluster_nodes(nodes: Iterable[HashNode], k: int) -> list[tuple[int, NodeRep]]:
-    """(phash, NodeRep) for every node; deterministic whatever the input order."""
+    """(phash, NodeRep) for every node, on one machine; deterministic whatever the input order."""
     nodes = sorted(nodes, key=lambda n: n.best.preference)
     if not nodes:
         return []
-    hashes = int64_to_uint64([n.phash for n in nodes])
-    rep = split_clusters(hashes, k)
+    return _node_reps(nodes, split_clusters(int64_to_uint64([n.phash for n in nodes]), k))
+
+
+def split_component(nodes: Iterable[HashNode], k: int) -> list[tuple[int, NodeRep]]:
+    """(phash, NodeRep) for the nodes of one connected component of near pairs."""
+    nodes = sorted(nodes, key=lambda n: n.best.preference)
+    return _node_reps(nodes, split_chain(int64_to_uint64([n.phash for n in nodes]), k))
+
+
+def _node_reps(nodes: list[HashNode], rep: np.ndarray) -> list[tuple[int, NodeRep]]:
     copies = np.zeros(len(nodes), dtype=np.int64)
     np.add.at(copies, rep, [n.copies for n in nodes])
     return [

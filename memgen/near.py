@@ -1,80 +1,241 @@
 """Near-duplicate search and clustering on 64-bit hashes (pure numpy, no Beam).
 
-- `near_pairs`: every pair of distinct hash values within Hamming distance k, by
-  multi-index hashing (Norouzi et al. 2012): the 64 bits are split into 4 bands of
-  16; two hashes within k agree on some band within floor(k/4) bits, so probing
-  each band's bucket table with every flip pattern of <= floor(k/4) bits finds all
-  pairs (exact recall) and popcount verifies them.
-- `split_clusters`: connected components of those pairs, then each component is
-  split greedily so that every member is within k of its representative: the
-  most-preferred unassigned node becomes a representative and takes every
-  unassigned node within k of it. Chains therefore never glue unrelated images.
+Candidate search is multi-index hashing (Norouzi et al. 2012) with the generalized
+pigeonhole principle: the 64 bits are split into m bands with radii r_i such that
+sum(r_i + 1) = k + 1, so two hashes within Hamming distance k agree on some band i
+within r_i bits (exact recall). m is chosen per input size by a cost model (probes
+plus expected candidates), because the best band width grows with log2(n).
+
+The search is cut into blocks that a distributed runner can spread: the blocks of
+band i are the values of its top `prefix_bits` bits. A hash is *home* in its own block
+and *visits* the blocks whose prefix is smaller and within r_i bits of its own, so a
+pair is examined in exactly one block (the smaller prefix's) and reported for exactly
+one band (the first whose radius it meets). Inside a block, a bucket table over the
+remaining bits is probed with every flip mask, vectorized, and candidates are
+verified by popcount.
+
+- `plan_search`, `route`, `block_pairs`: the pieces the Beam stage runs.
+- `near_pairs`: the same pieces on one machine; `split_clusters`: connected
+  components of those pairs, each split greedily (`split_chain`) so that every member
+  is within k of its representative. Chains therefore never glue unrelated images.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from functools import cache
 from itertools import combinations
+from math import comb
+from typing import NamedTuple
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-BANDS = 4
-BAND_BITS = 64 // BANDS
+HASH_BITS = 64
 MAX_THRESHOLD = 32  # beyond this, "near" means little for a 64-bit hash
+# Bands at most 22 bits wide (m >= 3) keep a block's bucket table at <= 4M entries.
+MIN_BANDS, MAX_BANDS = 3, 16
+# Hashes a block should hold (home + visitors): bounds one worker's memory, ~100 MB.
+BLOCK_TARGET = 1 << 20
+
+
+class SearchPlan(NamedTuple):
+    """How distinct hashes are searched; a pure function of (n, k, block_target)."""
+
+    k: int
+    widths: tuple[int, ...]  # band widths, band 0 = lowest bits
+    radii: tuple[int, ...]  # -1: band not probed
+    prefix_bits: int  # bits of a band value that name its block
+
+    @property
+    def shifts(self) -> tuple[int, ...]:
+        return tuple(sum(self.widths[:i]) for i in range(len(self.widths)))
 
 
 def popcount(x: np.ndarray) -> np.ndarray:
     return np.bitwise_count(np.asarray(x, dtype=np.uint64))
 
 
+def ball_size(bits: int, radius: int) -> int:
+    """Number of `bits`-bit masks with at most `radius` bits set."""
+    return sum(comb(bits, i) for i in range(min(radius, bits) + 1))
+
+
 @cache
 def flip_masks(bits: int, radius: int) -> np.ndarray:
-    """All `bits`-bit masks with at most `radius` bits set (0 first)."""
+    """All `bits`-bit masks with at most `radius` bits set, by popcount (0 first)."""
     masks = [0]
-    for r in range(1, radius + 1):
+    for r in range(1, min(radius, bits) + 1):
         for positions in combinations(range(bits), r):
             masks.append(sum(1 << p for p in positions))
     return np.array(masks, dtype=np.int64)
 
 
-def near_pairs(hashes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index pairs (i < j) of `hashes` (distinct uint64) with popcount(h_i ^ h_j) <= k.
+def _layout(m: int, k: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Widths of m bands and radii spreading the k + 1 pigeonhole units evenly."""
+    base, wide = divmod(HASH_BITS, m)
+    q, more = divmod(k + 1, m)
+    widths = tuple(base + 1 if i < wide else base for i in range(m))
+    radii = tuple(q if i < more else q - 1 for i in range(m))
+    return widths, radii
 
-    Returns (i, j, distance) arrays, sorted by (i, j).
+
+def _cost(n: int, widths: tuple[int, ...], radii: tuple[int, ...]) -> float:
+    """Expected probes + candidates per hash (probing and verifying cost about the same)."""
+    return sum(ball_size(w, r) * (1 + n / 2**w) for w, r in zip(widths, radii, strict=True) if r >= 0)
+
+
+def plan_search(n: int, k: int, block_target: int = BLOCK_TARGET) -> SearchPlan:
+    """The cheapest band layout for n distinct hashes and threshold k, and its blocking."""
+    if not 0 <= k <= MAX_THRESHOLD:
+        raise ValueError(f"threshold must be between 0 and {MAX_THRESHOLD}, got {k}")
+    if k == 0:  # distinct hash values are never within 0 of each other
+        return SearchPlan(0, (), (), 0)
+    layouts = [_layout(m, k) for m in range(MIN_BANDS, MAX_BANDS + 1)]
+    widths, radii = min(layouts, key=lambda layout: _cost(n, *layout))
+    radius = max(radii)
+    prefix_bits = 0
+    # A block holds its home hashes and, on average, half of the prefix ball's visitors.
+    while (prefix_bits < min(widths)
+           and n * (1 + (ball_size(prefix_bits, radius) - 1) / 2) / 2**prefix_bits > block_target):
+        prefix_bits += 1
+    return SearchPlan(k, widths, radii, prefix_bits)
+
+
+def band_values(hashes: np.ndarray, plan: SearchPlan, band: int) -> np.ndarray:
+    """The band's bits of each hash, as int32 (bands are at most 22 bits wide)."""
+    shift, width = plan.shifts[band], plan.widths[band]
+    return ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int32)
+
+
+def route(hashes: np.ndarray, plan: SearchPlan) -> Iterator[tuple[tuple[int, int], tuple[int, np.ndarray]]]:
+    """((band, block), (source block, hashes)) for a batch of distinct uint64 hashes.
+
+    Source == block marks the hashes' home; otherwise they visit a smaller prefix.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
-    n = len(hashes)
-    found = []
-    masks = flip_masks(BAND_BITS, k // BANDS)
-    for band in range(BANDS):
-        values = ((hashes >> np.uint64(band * BAND_BITS)) & np.uint64(0xFFFF)).astype(np.int64)
-        order = np.argsort(values, kind="stable")
-        counts = np.bincount(values, minlength=1 << BAND_BITS)
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        for mask in masks:
-            probe = values ^ mask
-            i, j = _expand(starts[probe], counts[probe], order)
-            keep = i < j
-            i, j = i[keep], j[keep]
-            d = popcount(hashes[i] ^ hashes[j])
-            keep = d <= k
-            found.append(i[keep].astype(np.int64) * n + j[keep])
-    if not found:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    codes = np.unique(np.concatenate(found))
-    i, j = codes // n, codes % n
+    for band, radius in enumerate(plan.radii):
+        if radius < 0 or len(hashes) == 0:
+            continue
+        blocks = band_values(hashes, plan, band) >> (plan.widths[band] - plan.prefix_bits)
+        order = np.argsort(blocks, kind="stable")
+        values, starts = np.unique(blocks[order], return_index=True)
+        visits = flip_masks(plan.prefix_bits, radius)[1:]
+        for q, members in zip(values.tolist(), np.split(hashes[order], starts[1:]), strict=True):
+            yield (band, q), (q, members)
+            for p in (q ^ visits).tolist():
+                if p < q:
+                    yield (band, p), (q, members)
+
+
+def block_pairs(plan: SearchPlan, band: int, block: int,
+                parts: Iterable[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (a < b as uint64, distance) within k that this block owns, from `route` parts."""
+    home_parts, visitors = [], defaultdict(list)
+    for source, hashes in parts:
+        (home_parts if source == block else visitors[source]).append(hashes)
+    home = np.unique(np.concatenate(home_parts)) if home_parts else np.zeros(0, np.uint64)
+    found: list[tuple[np.ndarray, np.ndarray]] = []
+    if len(home):
+        suffix_bits = plan.widths[band] - plan.prefix_bits
+        low = (1 << suffix_bits) - 1
+        table = _Buckets(home, band_values(home, plan, band) & low, suffix_bits, plan.k)
+        radius = plan.radii[band]
+        found.extend(table.pairs_within(radius))
+        for source, hashes in sorted(visitors.items()):
+            hashes = np.concatenate(hashes)
+            spare = radius - int(popcount(np.uint64(source ^ block)))
+            probes = band_values(hashes, plan, band) & low
+            masks = flip_masks(suffix_bits, spare).astype(np.int32).tolist()
+            found.extend(table.lookup(probes ^ mask, hashes) for mask in masks)
+    a = np.concatenate([f[0] for f in found]) if found else np.zeros(0, np.uint64)
+    b = np.concatenate([f[1] for f in found]) if found else np.zeros(0, np.uint64)
+    a, b = _unclaimed(plan, band, a, b)
+    return np.minimum(a, b), np.maximum(a, b), popcount(a ^ b).astype(np.int64)
+
+
+class _Buckets:
+    """Home hashes bucketed by band suffix; probes return the pairs within k, verified."""
+
+    def __init__(self, hashes: np.ndarray, suffixes: np.ndarray, bits: int, k: int) -> None:
+        order = np.argsort(suffixes, kind="stable")
+        self.hashes, self.suffixes = hashes[order], suffixes[order]
+        self.bits, self.k = bits, k
+        self.counts = np.bincount(suffixes, minlength=1 << bits).astype(np.int32)
+        self.starts = np.cumsum(self.counts, dtype=np.int64) - self.counts
+
+    def lookup(self, probes: np.ndarray, probe_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probe hash, member hash) within k for every member of each probed bucket."""
+        counts = self.counts[probes]
+        hit = np.flatnonzero(counts)
+        starts, counts, probe_hashes = self.starts[probes[hit]], counts[hit], probe_hashes[hit]
+        a, b = [], []
+        rank = 0
+        while len(starts):  # the rank-th member of every bucket that has one; buckets are small
+            members = self.hashes[starts + rank]
+            close = popcount(members ^ probe_hashes) <= self.k
+            a.append(probe_hashes[close])
+            b.append(members[close])
+            rank += 1
+            more = counts > rank
+            starts, counts, probe_hashes = starts[more], counts[more], probe_hashes[more]
+        return (np.concatenate(a), np.concatenate(b)) if a else (probe_hashes, probe_hashes)
+
+    def pairs_within(self, radius: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each unordered pair of home hashes within k whose suffixes are within `radius`, once."""
+        gap = 1
+        while gap < len(self.suffixes):  # same bucket: sorted neighbours `gap` apart
+            same = np.flatnonzero(self.suffixes[gap:] == self.suffixes[:-gap])
+            if not len(same):
+                break
+            a, b = self.hashes[same], self.hashes[same + gap]
+            close = popcount(a ^ b) <= self.k
+            yield a[close], b[close]
+            gap += 1
+        masks = flip_masks(self.bits, radius)[1:]
+        # Probe only from the side whose highest flipped bit is 0, so each pair is seen once.
+        top = np.frexp(masks.astype(np.float64))[1] - 1
+        for bit in np.unique(top).tolist():
+            probers = ((self.suffixes >> bit) & 1) == 0
+            probes, hashes = self.suffixes[probers], self.hashes[probers]
+            for mask in masks[top == bit].tolist():
+                yield self.lookup(probes ^ mask, hashes)
+
+
+def _unclaimed(plan: SearchPlan, band: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs that no earlier band claims (each pair is reported by one band only)."""
+    for earlier in range(band):
+        radius = plan.radii[earlier]
+        if radius >= 0:
+            keep = popcount(band_values(a ^ b, plan, earlier)) > radius
+            a, b = a[keep], b[keep]
+    return a, b
+
+
+def near_pairs(hashes: np.ndarray, k: int,
+               block_target: int = BLOCK_TARGET) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs (i < j) of `hashes` (distinct uint64) with popcount(h_i ^ h_j) <= k.
+
+    The blocks the Beam stage spreads over workers, run in turn. Returns (i, j,
+    distance) arrays, sorted by (i, j).
+    """
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    plan = plan_search(len(hashes), k, block_target)
+    blocks: dict[tuple[int, int], list] = defaultdict(list)
+    for key, part in route(hashes, plan):
+        blocks[key].append(part)
+    sorter = np.argsort(hashes)
+    codes = [np.zeros(0, dtype=np.int64)]
+    for (band, block), parts in blocks.items():
+        a, b, _ = block_pairs(plan, band, block, parts)
+        i = sorter[np.searchsorted(hashes, a, sorter=sorter)]
+        j = sorter[np.searchsorted(hashes, b, sorter=sorter)]
+        codes.append(np.minimum(i, j) * len(hashes) + np.maximum(i, j))
+    codes = np.sort(np.concatenate(codes))
+    i, j = codes // max(len(hashes), 1), codes % max(len(hashes), 1)
     return i, j, popcount(hashes[i] ^ hashes[j]).astype(np.int64)
-
-
-def _expand(starts: np.ndarray, counts: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each probe p with bucket [starts[p], starts[p]+counts[p]) of `order`, all (p, member)."""
-    total = int(counts.sum())
-    probe_idx = np.repeat(np.arange(len(counts)), counts)
-    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-    return probe_idx, order[np.repeat(starts, counts) + offsets]
 
 
 def split_clusters(hashes: np.ndarray, k: int) -> np.ndarray:
@@ -94,12 +255,17 @@ def split_clusters(hashes: np.ndarray, k: int) -> np.ndarray:
     boundaries = np.flatnonzero(np.diff(labels[order])) + 1
     for members in np.split(order, boundaries):
         if len(members) > 1:
-            rep[members] = members[_greedy(hashes[members], k)]
+            rep[members] = members[split_chain(hashes[members], k)]
     return rep
 
 
-def _greedy(hashes: np.ndarray, k: int) -> np.ndarray:
-    """Local representative of each of a component's nodes (most preferred first)."""
+def split_chain(hashes: np.ndarray, k: int) -> np.ndarray:
+    """Local representative of each of a component's nodes (given most preferred first).
+
+    The most preferred unassigned node becomes a representative and takes every
+    unassigned node within k of it, so nobody is further than k from its representative.
+    """
+    hashes = np.asarray(hashes, dtype=np.uint64)
     rep = np.full(len(hashes), -1)
     for center in range(len(hashes)):
         if rep[center] >= 0:

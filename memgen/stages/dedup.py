@@ -1,15 +1,38 @@
 """Dedup stages: ExactDedup (by sha256) and NearDedup (by pHash distance).
 
 NearDedup is one swappable transform: PCollection[ImageGroup] -> PCollection[Assignment].
-Only fingerprints move through its shuffles, never image bytes.
+Only fingerprints and hash values move through its shuffles, never image bytes, and
+nothing is gathered into one worker: identical hashes collapse into one node by a
+lifted combine, the multi-index-hashing blocks of `memgen.near` find the pairs
+within the threshold, large-star/small-star rounds of `memgen.components` label the
+connected components, and each component is split so that every member is within
+the threshold of its representative.
 """
 
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam import pvalue
 
-from memgen.dedup import assign_members, cluster_nodes, exact_group, hash_node, member
+from memgen.components import (
+    MAX_ROUNDS,
+    both_ways,
+    convergence,
+    large_star,
+    larger_end,
+    small_star,
+    star_label,
+)
+from memgen.dedup import HashNode, NodeRep, assign_members, exact_group, member, split_component
+from memgen.fingerprint import int64_to_uint64
+from memgen.near import BLOCK_TARGET, block_pairs, plan_search, route
 from memgen.stages import only
+
+CHANGED = "changed"
+SINGLE = "single"
+# Hashes routed to blocks together: big enough that a batch costs a few elements per
+# band and block, not one per hash.
+BATCH = (1 << 10, 1 << 16)
 
 
 class ExactDedup(beam.PTransform):
@@ -27,30 +50,176 @@ class ExactDedup(beam.PTransform):
 class NearDedup(beam.PTransform):
     """PCollection[ImageGroup] -> PCollection[Assignment] for pHash distance <= threshold.
 
-    Identical hash values are collapsed into one node first; the nodes are clustered
-    in one place, which is exact and deterministic but bounded by one worker's memory.
+    After it is applied, `report` holds a one-element PCollection[dict] for the
+    manifest: the search plan, the pair count and the components' convergence.
     """
+
+    def __init__(self, threshold: int, *, block_target: int = BLOCK_TARGET,
+                 max_rounds: int = MAX_ROUNDS) -> None:
+        super().__init__()
+        plan_search(0, threshold)  # a bad threshold fails at construction, not on a worker
+        self.threshold = threshold
+        self.block_target = block_target
+        self.max_rounds = max_rounds
+        self.report: pvalue.PCollection | None = None
+
+    def expand(self, groups):
+        members = groups | "KeyByPhash" >> beam.Map(lambda g: (g.kept.phash, member(g)))
+        nodes = members | "HashNodes" >> HashNodes()
+        plan = (nodes | "CountHashes" >> beam.combiners.Count.Globally()
+                | "PlanSearch" >> beam.Map(plan_search, self.threshold, self.block_target))
+        pairs = nodes | "NearPairs" >> NearPairs(plan)
+        components = pairs | "Components" >> ConnectedComponents(self.max_rounds)
+        reps = ({"node": nodes, "label": components["labels"]}
+                | "Representatives" >> Representatives(self.threshold))
+        self.report = plan | "Report" >> beam.Map(
+            _report, pvalue.AsSingleton(pairs | "CountPairs" >> beam.combiners.Count.Globally()),
+            pvalue.AsSingleton(components["convergence"]))
+        return (
+            {"members": members, "rep": reps}
+            | "JoinRepresentative" >> beam.CoGroupByKey()
+            | "Assign" >> beam.FlatMapTuple(
+                lambda phash, joined: assign_members(phash, joined["members"], only(joined["rep"])))
+        )
+
+
+def _report(plan, pairs: int, components) -> dict:
+    return {"threshold": plan.k, "band_widths": list(plan.widths), "band_radii": list(plan.radii),
+            "prefix_bits": plan.prefix_bits, "pairs": pairs, "components": components.record()}
+
+
+class _BestMemberFn(beam.CombineFn):
+    """(best member, records stood for) of one hash value; lifted, so a hot hash is cheap."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, accumulator, m):
+        return self.merge_accumulators([accumulator, (m, m.copies)])
+
+    def merge_accumulators(self, accumulators):
+        present = [a for a in accumulators if a is not None]
+        return (min(a[0] for a in present), sum(a[1] for a in present)) if present else None
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class HashNodes(beam.PTransform):
+    """PCollection[(phash, Member)] -> PCollection[(phash, HashNode)], one per distinct hash."""
+
+    def expand(self, members):
+        return (members
+                | "BestMember" >> beam.CombinePerKey(_BestMemberFn())
+                | "HashNode" >> beam.MapTuple(lambda phash, best: (phash, HashNode(phash, *best))))
+
+
+def _route_batch(phashes: list[int], plan):
+    yield from route(int64_to_uint64(phashes), plan)
+
+
+def _block_edges(block, plan):
+    (band, index), parts = block
+    a, b, _ = block_pairs(plan, band, index, parts)
+    return zip(a.view("int64").tolist(), b.view("int64").tolist(), strict=True)
+
+
+class NearPairs(beam.PTransform):
+    """PCollection[(phash, node)] -> PCollection[(phash, phash)]: each pair within k once.
+
+    Hashes travel in numpy batches, so the search costs a few shuffled elements per
+    batch and block rather than hundreds per hash.
+    """
+
+    def __init__(self, plan: pvalue.PCollection) -> None:
+        super().__init__()
+        self.plan = plan
+
+    def expand(self, nodes):
+        plan = pvalue.AsSingleton(self.plan)
+        return (
+            nodes
+            | "Hashes" >> beam.Keys()
+            | "Batch" >> beam.BatchElements(min_batch_size=BATCH[0], max_batch_size=BATCH[1])
+            | "RouteToBlocks" >> beam.FlatMap(_route_batch, plan)
+            | "GroupBlocks" >> beam.GroupByKey()
+            | "SearchBlock" >> beam.FlatMap(_block_edges, plan)
+        )
+
+
+class _StarFn(beam.DoFn):
+    """One star step at one node; nodes it changed go to the CHANGED output as the round."""
+
+    def __init__(self, step, round_: int) -> None:
+        self.step = step
+        self.round = round_
+
+    def process(self, element):
+        node, others = element
+        edges, changed = self.step(node, others)
+        yield from edges
+        if changed:
+            yield pvalue.TaggedOutput(CHANGED, self.round)
+
+
+class ConnectedComponents(beam.PTransform):
+    """PCollection[(u, v)] -> {"labels": (node, smallest node of its component),
+    "convergence": one Convergence}, by `max_rounds` unrolled large/small-star rounds."""
+
+    def __init__(self, max_rounds: int) -> None:
+        super().__init__()
+        self.max_rounds = max_rounds
+
+    def expand(self, edges):
+        changes = []
+        for r in range(self.max_rounds):
+            for name, key, step in (("LargeStar", beam.FlatMap(both_ways), large_star),
+                                    ("SmallStar", beam.Map(larger_end), small_star)):
+                stepped = (edges
+                           | f"{name}Key{r}" >> key
+                           | f"{name}Group{r}" >> beam.GroupByKey()
+                           | f"{name}{r}" >> beam.ParDo(_StarFn(step, r)).with_outputs(CHANGED, main="edges"))
+                edges = stepped.edges
+                changes.append(stepped[CHANGED])
+        labels = (edges
+                  | "LabelKey" >> beam.FlatMap(both_ways)
+                  | "LabelGroup" >> beam.GroupByKey()
+                  | "Label" >> beam.MapTuple(lambda node, others: (node, star_label(node, others))))
+        record = (tuple(changes)
+                  | "AllChanges" >> beam.Flatten()
+                  | "ChangesPerRound" >> beam.combiners.Count.PerElement()
+                  | "ToDict" >> beam.combiners.ToDict()
+                  | "Convergence" >> beam.Map(convergence, self.max_rounds))
+        return {"labels": labels, "convergence": record}
+
+
+@beam.typehints.with_output_types(tuple[int, HashNode])  # inference would mix in the tagged output
+class _SendNodeFn(beam.DoFn):
+    """A node with a component label goes to it; a node without near pairs is its own rep."""
+
+    def process(self, element):
+        phash, joined = element
+        node = only(joined["node"])
+        labels = list(joined["label"])
+        if labels:
+            yield labels[0], node
+        else:
+            yield pvalue.TaggedOutput(SINGLE, (phash, NodeRep(node.best.image_id, phash, node.copies)))
+
+
+class Representatives(beam.PTransform):
+    """{"node": (phash, HashNode), "label": (phash, label)} -> PCollection[(phash, NodeRep)]."""
 
     def __init__(self, threshold: int) -> None:
         super().__init__()
         self.threshold = threshold
 
-    def expand(self, groups):
-        members = (
-            groups
-            | "KeyByPhash" >> beam.Map(lambda g: (g.kept.phash, member(g)))
-            | "GroupByPhash" >> beam.GroupByKey()
-        )
-        node_reps = (
-            members
-            | "HashNode" >> beam.MapTuple(hash_node)
-            | "AllNodes" >> beam.combiners.ToList()
-            | "Cluster" >> beam.FlatMap(cluster_nodes, self.threshold)
-        )
-        return (
-            {"members": members, "rep": node_reps}
-            | "JoinNodeRep" >> beam.CoGroupByKey()
-            | "Assign" >> beam.FlatMapTuple(
-                lambda phash, joined: assign_members(phash, only(joined["members"]), only(joined["rep"])))
-        )
-
+    def expand(self, pcolls):
+        sent = (pcolls
+                | "JoinLabel" >> beam.CoGroupByKey()
+                | "SendToComponent" >> beam.ParDo(_SendNodeFn()).with_outputs(SINGLE, main="clustered"))
+        threshold = self.threshold
+        split = (sent.clustered
+                 | "GroupComponent" >> beam.GroupByKey()
+                 | "SplitChains" >> beam.FlatMapTuple(lambda _, nodes: split_component(nodes, threshold)))
+        return (sent[SINGLE], split) | "AllReps" >> beam.Flatten()
