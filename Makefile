@@ -26,7 +26,7 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check memgen pipelines tests benchmarks
+	$(BIN)/ruff check memgen pipelines tests benchmarks deploy
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

@@ -44,12 +44,20 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
     """Every record of the shard, or a Reject for what cannot be read."""
     reader = {"tar": _read_tar, "parquet": _read_parquet, "file": _read_file}[shard.kind]
     try:
-        opened = fsspec.open(shard.uri, "rb", compression="infer").open()
+        opened = fsspec.open(shard.uri, "rb", compression="infer", **_stream_options(shard)).open()
     except Exception as e:  # noqa: BLE001 - any failure to open is a reject, with its reason
         yield Reject(shard.index, 0, shard.uri, "open", _open_error(e), _message(e))
         return
     with opened as f:
         yield from reader(shard, f, config)
+
+
+def _stream_options(shard: Shard) -> dict:
+    """Tars and files are read front to back: over HTTP, stream them (servers without Range
+    support fail otherwise). Parquet needs random access to its footer."""
+    if shard.uri.startswith(("http://", "https://")) and shard.kind != "parquet":
+        return {"block_size": 0}
+    return {}
 
 
 def _open_error(e: Exception) -> str:

@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.runners.runner import create_runner
 
-from memgen.memory import MemoryDirError, read_manifest
+from memgen.memory import MemoryDirError, prepare_output, read_manifest
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
 from memgen.pipelines.options import parse_job
@@ -32,14 +32,17 @@ commands:
 DRY_RUN_DEPTH = 2  # job stages and their named steps; deeper levels are Beam's own expansions
 
 
-def execute(options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> bool:
+def execute(options: PipelineOptions, wire: Callable[[beam.Pipeline], None],
+            prepare: Callable[[], None] | None = None) -> bool:
     """Run the pipeline that `wire` builds; with --dry_run only build, validate and print it.
 
-    Returns whether it ran.
+    `prepare` (e.g. clearing an unfinished output) runs only for a real run. Returns whether it ran.
     """
     if options.view_as(TestOptions).dry_run:
         print(dry_run(options, wire))
         return False
+    if prepare is not None:
+        prepare()
     with beam.Pipeline(options=options) as pipeline:
         wire(pipeline)
     return True
@@ -79,7 +82,8 @@ def memorize(argv: list[str]) -> dict | None:
     options = parse_job("memgen memorize", "Fingerprint, deduplicate and store web image shards.",
                         MemorizeOptions, argv, positional="INPUT", positional_flag="input")
     config = MemorizeConfig.from_options(options)
-    if not execute(options, lambda pipeline: build(pipeline, config)):
+    if not execute(options, lambda pipeline: build(pipeline, config),
+                   prepare=lambda: prepare_output(config.memory)):
         return None
     manifest = read_manifest(config.memory)
     print(memorize_summary(manifest))

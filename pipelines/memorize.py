@@ -12,7 +12,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import memgen
 from memgen.fingerprint import MODES, FingerprintConfig
 from memgen.manifest import now
-from memgen.memory import prepare_output
 from memgen.near import MAX_THRESHOLD
 from memgen.readers import ReaderConfig
 from memgen.shards import discover
@@ -76,9 +75,8 @@ class MemorizeConfig:
 
 
 def build(pipeline: beam.Pipeline, config: MemorizeConfig) -> None:
-    """Wire the memorize stages onto `pipeline` (discovers shards, prepares the output)."""
+    """Wire the memorize stages onto `pipeline` (discovers the shards; writes nothing)."""
     shards = discover(list(config.inputs))
-    prepare_output(config.memory)
     manifest_base = {
         "job": "memorize",
         "inputs": list(config.inputs),
