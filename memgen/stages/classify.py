@@ -37,6 +37,7 @@ from memgen.prevalence import Tally
 READ_BATCH_ROWS = 64  # image rows held at once while a part is read
 MIN_BATCH, MAX_BATCH = 8, 64  # RunInference batches: 64 is past where onnxruntime stops gaining
 FAILED = "failed"
+IMAGE_COLUMNS = ["image_id", "copies", "image", "caption", "source"]
 CALIBRATION_CHUNK = 64  # labelled files read and decoded together, like the rows of one part
 
 
@@ -73,10 +74,19 @@ def read_ids(url: str) -> Iterator[tuple[str, int]]:
 
 
 def read_images(url: str, selected: frozenset[str] | None) -> Iterator[ImageItem]:
-    """The part's images (only the selected ids, when a sample was drawn), a batch at a time."""
-    columns = ["image_id", "copies", "image", "caption", "source"]
+    """The part's images, a batch at a time; with `selected`, only those ids, and only the
+    row groups that hold one are read beyond their id column."""
     with fsspec.open(url, "rb") as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+        part = pq.ParquetFile(f)
+        if selected is None:
+            batches = part.iter_batches(batch_size=READ_BATCH_ROWS, columns=IMAGE_COLUMNS)
+        else:
+            groups = [g for g in range(part.num_row_groups)
+                      if not selected.isdisjoint(part.read_row_group(g, columns=["image_id"])
+                                                 .column(0).to_pylist())]
+            batches = part.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=groups,
+                                        columns=IMAGE_COLUMNS) if groups else []
+        for batch in batches:
             for row in batch.to_pylist():
                 if selected is None or row["image_id"] in selected:
                     yield ImageItem(row["image_id"], row["copies"], row["image"], row["caption"],
