@@ -5,7 +5,8 @@ Pure I/O through fsspec, no Beam. One memory part -> at most one output file
 (sample-NNNNNN.tar / .parquet, named after the part) or a set of files in images/,
 so the bytes of a chosen image are read from its part and written by the same worker.
 Names and content depend only on the memory and the seed: tar members carry fixed
-metadata (mtime 0, uid 0), JSON keys are sorted.
+metadata (mtime 0, uid 0), JSON keys are sorted. Inside a file, images follow the
+part's row order; index.parquet lists the whole sample in rank order.
 """
 
 from __future__ import annotations

@@ -199,6 +199,8 @@ def test_usage_errors_are_one_line(tmp_path, memory, capsys):
     assert "--n is required" in one_line_error(capsys)
     assert run("--memory", memory, "--n", "2", "--out", out, "--format", "zip") == 2
     one_line_error(capsys)
+    assert run("--memory", memory, "--n", "2", "--out", out, "--seed", "-1") == 2
+    assert "--seed must be between" in one_line_error(capsys)
     assert run("--memory", str(tmp_path / "nothing"), "--n", "2", "--out", out) == 2
     assert "no manifest.json" in one_line_error(capsys)
     unfinished = tmp_path / "unfinished"

@@ -26,7 +26,7 @@ class TopCandidates(beam.CombineFn):
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
 
-    def create_accumulator(self) -> list[sampling.Candidate]:
+    def create_accumulator(self) -> list[tuple]:
         return []
 
     def add_input(self, accumulator, candidates):
