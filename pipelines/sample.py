@@ -15,6 +15,9 @@ import memgen
 from memgen.manifest import now
 from memgen.memory import open_table, read_manifest
 from memgen.pipelines.errors import UsageError
+# Beam parses every PipelineOptions subclass with one parser, in definition order, and
+# MemorizeOptions declares --memory unconditionally: it must exist before SampleOptions.
+from memgen.pipelines.memorize import MemorizeOptions  # noqa: F401
 from memgen.pipelines.options import LOCAL_RUNNER
 from memgen.sample_output import FORMATS, part_urls, prepare_sample_output
 from memgen.sampling import MAX_SEED, uniform_inclusion_probability
