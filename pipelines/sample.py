@@ -15,9 +15,7 @@ import memgen
 from memgen.manifest import now
 from memgen.memory import open_table, read_manifest
 from memgen.pipelines.errors import UsageError
-# Beam parses every PipelineOptions subclass with one parser, in definition order, and
-# MemorizeOptions declares --memory unconditionally: it must exist before SampleOptions.
-from memgen.pipelines.memorize import MemorizeOptions  # noqa: F401
+from memgen.pipelines.memorize import MemorizeOptions  # noqa: F401 - defined first: see _add
 from memgen.pipelines.options import LOCAL_RUNNER
 from memgen.sample_output import FORMATS, part_urls, prepare_sample_output
 from memgen.sampling import MAX_SEED, uniform_inclusion_probability
@@ -49,7 +47,8 @@ class SampleOptions(PipelineOptions):
 
 def _add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
     """Beam parses every PipelineOptions class with one parser, and jobs share flag names
-    (--memory, --out): a flag another job already declared (as a plain string too) is kept."""
+    (--memory, --out): a flag another job already declared (as a plain string too) is kept.
+    MemorizeOptions adds --memory unconditionally, so it is imported (defined) first."""
     try:
         parser.add_argument(flag, **kwargs)
     except argparse.ArgumentError:
