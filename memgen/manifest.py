@@ -13,8 +13,12 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def build_manifest(base: dict[str, Any], totals: Counter, records_in: int) -> dict[str, Any]:
-    """base (inputs, options, versions, started_at) + the counts the writers reported."""
+def build_manifest(base: dict[str, Any], totals: Counter, records_in: int,
+                   near_dedup: dict[str, Any] | None = None) -> dict[str, Any]:
+    """base (inputs, options, versions, started_at) + the counts the writers reported.
+
+    near_dedup: NearDedup's report (search plan, pairs, components' convergence), if wired.
+    """
     reasons = {k.split(":", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("reject:")}
     images, duplicates, rejects = totals["images"], totals["duplicates"], totals["rejects"]
     finished = now()
@@ -36,6 +40,7 @@ def build_manifest(base: dict[str, Any], totals: Counter, records_in: int) -> di
         },
         "equation": "records_in = images + duplicates + rejects",
         "balanced": records_in == images + duplicates + rejects,
+        **({"near_dedup": near_dedup} if near_dedup is not None else {}),
         "finished_at": finished,
         "seconds": seconds,
     }

@@ -114,13 +114,22 @@ class HashNodes(beam.PTransform):
                 | "HashNode" >> beam.MapTuple(lambda phash, best: (phash, HashNode(phash, *best))))
 
 
+_HASHES = beam.metrics.Metrics.counter("memgen", "near_hashes")
+_PARTS = beam.metrics.Metrics.counter("memgen", "near_block_parts")
+_PAIRS = beam.metrics.Metrics.counter("memgen", "near_pairs")
+
+
 def _route_batch(phashes: list[int], plan):
-    yield from route(int64_to_uint64(phashes), plan)
+    parts = list(route(int64_to_uint64(phashes), plan))
+    _HASHES.inc(len(phashes))
+    _PARTS.inc(len(parts))
+    return parts
 
 
 def _block_edges(block, plan):
     (band, index), parts = block
     a, b, _ = block_pairs(plan, band, index, parts)
+    _PAIRS.inc(len(a))
     return zip(a.view("int64").tolist(), b.view("int64").tolist(), strict=True)
 
 

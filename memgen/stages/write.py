@@ -43,14 +43,16 @@ def _sum_counters(counters) -> Counter:
     return total
 
 
-def _write_manifest(totals: Counter, records_in: int, memory: str, base: dict) -> dict:
-    manifest = build_manifest(base, totals, records_in)
+def _write_manifest(totals: Counter, records_in: int, memory: str, base: dict,
+                    near_dedup: dict | None = None) -> dict:
+    manifest = build_manifest(base, totals, records_in, near_dedup)
     write_manifest(memory, manifest)
     return manifest
 
 
 class WriteMemory(beam.PTransform):
-    """Input: dict with groups, assignments, rejects, read_counts PCollections."""
+    """Input: dict with groups, assignments, rejects, read_counts PCollections, and optionally
+    near_dedup (NearDedup's one-element report) for the manifest."""
 
     def __init__(self, memory: str, shards: list[Shard], config: ReaderConfig,
                  manifest_base: dict) -> None:
@@ -77,6 +79,8 @@ class WriteMemory(beam.PTransform):
             | "SumCounts" >> beam.CombineGlobally(_sum_counters)
         )
         records_in = pcolls["read_counts"] | "RecordsIn" >> beam.CombineGlobally(sum)
+        near = ({"near_dedup": beam.pvalue.AsSingleton(pcolls["near_dedup"])}
+                if "near_dedup" in pcolls else {})
         return totals | "WriteManifest" >> beam.Map(
-            _write_manifest, beam.pvalue.AsSingleton(records_in), self.memory, self.manifest_base)
+            _write_manifest, beam.pvalue.AsSingleton(records_in), self.memory, self.manifest_base, **near)
 

@@ -1,0 +1,138 @@
+"""Pure near-dedup core: multi-index hashing vs brute force, components vs scipy, chain splits."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components as scipy_components
+
+from memgen.components import connected_components, large_star, small_star
+from memgen.near import (
+    MAX_THRESHOLD,
+    ball_size,
+    near_pairs,
+    plan_search,
+    popcount,
+    split_chain,
+    split_clusters,
+)
+
+
+def planted_hashes(n: int, k: int, seed: int) -> np.ndarray:
+    """n/2 random hashes and n/2 copies of them with 1..k+2 random bits flipped (some beyond k)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 2**64, n // 2, dtype=np.uint64)
+    copies = base[rng.integers(0, len(base), n - n // 2)].copy()
+    for i in range(len(copies)):
+        for bit in rng.choice(64, rng.integers(1, k + 3), replace=False):
+            copies[i] ^= np.uint64(1) << np.uint64(bit)
+    return np.unique(np.concatenate([base, copies]))
+
+
+def brute_pairs(hashes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    distance = popcount(hashes[:, None] ^ hashes[None, :])
+    return np.nonzero(np.triu(distance <= k, 1))
+
+
+@pytest.mark.parametrize(("k", "block_target"), [
+    (1, 1 << 20), (3, 1 << 20), (10, 1 << 20), (MAX_THRESHOLD, 1 << 20),
+    (3, 100), (10, 150), (16, 300),  # many blocks per band: hashes visit smaller prefixes
+])
+def test_near_pairs_equal_brute_force_each_pair_once(k, block_target):
+    hashes = planted_hashes(1200, k, seed=k)
+    plan = plan_search(len(hashes), k, block_target)
+    assert (plan.prefix_bits > 0) == (block_target < 1 << 20)
+    i, j, d = near_pairs(hashes, k, block_target)
+    bi, bj = brute_pairs(hashes, k)
+    assert len(bi) > len(hashes) // 8  # the planted copies make the comparison meaningful
+    np.testing.assert_array_equal(i, bi)  # no pair missing, none reported twice
+    np.testing.assert_array_equal(j, bj)
+    np.testing.assert_array_equal(d, popcount(hashes[bi] ^ hashes[bj]))
+
+
+def test_threshold_zero_finds_nothing_and_bad_thresholds_fail():
+    hashes = np.array([0, 1, 3], dtype=np.uint64)
+    assert len(near_pairs(hashes, 0)[0]) == 0
+    assert len(near_pairs(hashes, 1)[0]) == 2
+    for bad in (-1, MAX_THRESHOLD + 1):
+        with pytest.raises(ValueError, match="threshold"):
+            plan_search(10, bad)
+
+
+@pytest.mark.parametrize("k", range(1, MAX_THRESHOLD + 1))
+def test_plan_satisfies_the_pigeonhole_bound(k):
+    plan = plan_search(10**6, k)
+    assert sum(plan.widths) == 64 and max(plan.widths) <= 22
+    # a pair further than r_i on every band is more than k apart
+    assert sum(r + 1 for r in plan.radii) == k + 1
+
+
+def test_plan_widens_bands_and_adds_blocks_as_the_input_grows():
+    # Norouzi et al.: the best band width is about log2(n)
+    assert plan_search(10**5, 10).widths == (16, 16, 16, 16)
+    assert plan_search(10**6, 10).widths == (22, 21, 21)
+    assert plan_search(10**6, 10).prefix_bits == 0
+    big = plan_search(10**9, 10)
+    visitors = (ball_size(big.prefix_bits, max(big.radii)) - 1) / 2
+    assert 10**9 * (1 + visitors) / 2**big.prefix_bits <= 1 << 20 < 10**9 * (1 + visitors) / 2 ** (
+        big.prefix_bits - 1)
+
+
+def test_split_chain_keeps_every_member_within_k_of_its_representative():
+    hashes = np.array([(1 << (3 * n)) - 1 for n in range(12)], dtype=np.uint64)  # 3 bits a step
+    rep = split_chain(hashes, 4)
+    assert rep[0] == 0 and all(rep[r] == r for r in rep)
+    assert (popcount(hashes ^ hashes[rep]) <= 4).all()
+    assert len(set(rep.tolist())) == 6  # 0-3-6-9...: each representative takes one neighbour
+
+
+def test_split_clusters_agrees_with_components_then_splits():
+    hashes = planted_hashes(800, 8, seed=5)
+    rep = split_clusters(hashes, 8)
+    assert (popcount(hashes ^ hashes[rep]) <= 8).all()
+    assert (rep[rep] == rep).all()
+    assert (rep <= np.arange(len(rep))).all()  # the most preferred (first) node represents
+
+
+def scipy_labels(edges: list[tuple[int, int]], n: int) -> dict[int, int]:
+    i, j = np.array(edges).T
+    _, label = scipy_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)), directed=False)
+    smallest: dict[int, int] = {}
+    for node in range(n):
+        smallest.setdefault(int(label[node]), node)
+    return {node: smallest[int(label[node])] for node in {*i.tolist(), *j.tolist()}}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_star_contraction_equals_scipy_components(seed):
+    rng = random.Random(seed)
+    n = 3000
+    edges = sorted({(a, b) for a, b in ((rng.randrange(n), rng.randrange(n)) for _ in range(2500)) if a != b})
+    path = list(range(n, n + 500))
+    rng.shuffle(path)
+    edges += list(zip(path, path[1:], strict=False))  # one long chain
+    labels, record = connected_components(edges)
+    assert labels == scipy_labels(edges, n + 500)
+    assert record.converged and record.changes[record.rounds] == 0 and record.rounds < record.max_rounds
+
+
+def test_unconverged_components_are_reported_and_still_partition():
+    edges = [(a, a + 1) for a in range(200)]  # a sorted path needs about log2(200) rounds
+    labels, record = connected_components(edges, max_rounds=2)
+    assert not record.converged and record.rounds == 2
+    assert record.record() == {"max_rounds": 2, "rounds": 2, "converged": False,
+                               "changes_per_round": list(record.changes)}
+    assert set(labels) == set(range(201)) and all(label <= node for node, label in labels.items())
+    assert len(set(labels.values())) > 1
+
+
+def test_star_steps():
+    # large-star: node 5 with neighbours 2, 7, 9 hangs its larger neighbours on 2
+    assert sorted(large_star(5, [9, 2, 7])[0]) == [(7, 2), (9, 2)] and large_star(5, [9, 2, 7])[1]
+    assert large_star(2, [5, 7]) == ([(5, 2), (7, 2)], False)
+    # small-star: node 9 with smaller neighbours 4, 6 links 6 and itself to 4
+    assert sorted(small_star(9, [6, 4])[0]) == [(6, 4), (9, 4)] and small_star(9, [6, 4])[1]
+    assert small_star(9, [4]) == ([(9, 4)], False)

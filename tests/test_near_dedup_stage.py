@@ -1,0 +1,142 @@
+"""NearDedup as a Beam transform: equals the one-machine reference, whatever the order or workers."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that, equal_to
+
+from memgen.dedup import Assignment, ImageGroup, assign_members, cluster_nodes, hash_node, member
+from memgen.manifest import build_manifest, now
+from memgen.near import popcount
+from memgen.records import Fingerprint
+from memgen.stages.dedup import NearDedup
+
+K = 6
+
+
+def signed(h: int) -> int:
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+def group(i: int, phash: int, width: int, copies: int = 1) -> ImageGroup:
+    fp = Fingerprint(i % 7, i, f"s{i % 7}#{i}", f"{i:06d}", signed(phash), 0, width, 10, "JPEG", 100 + i % 13)
+    return ImageGroup(fp, tuple(fp._replace(ordinal=fp.ordinal + 10**6 * c) for c in range(1, copies)))
+
+
+def corpus(seed: int = 0) -> list[ImageGroup]:
+    """Random hashes with near copies, chains (walks of 3 bits a step) and repeated hash values."""
+    rng = random.Random(seed)
+    hashes = []
+    for _ in range(150):
+        h = rng.getrandbits(64)
+        hashes.append(h)
+        for _ in range(rng.randrange(4)):
+            h ^= sum(1 << b for b in rng.sample(range(64), rng.randint(1, 3)))
+            hashes.append(h)
+    hashes += hashes[:40]  # different images with the same pHash
+    return [group(i, h, rng.randint(5, 50), rng.randint(1, 3)) for i, h in enumerate(hashes)]
+
+
+def reference(groups: list[ImageGroup], k: int) -> list[Assignment]:
+    members: dict[int, list] = {}
+    for g in groups:
+        members.setdefault(g.kept.phash, []).append(member(g))
+    reps = dict(cluster_nodes([hash_node(h, ms) for h, ms in members.items()], k))
+    return [a for h, ms in members.items() for a in assign_members(h, ms, reps[h])]
+
+
+def run(groups: list[ImageGroup], near: NearDedup, expected, args: tuple[str, ...] = ()) -> None:
+    with beam.Pipeline(runner="FnApiRunner", options=PipelineOptions(list(args))) as p:
+        assignments = p | beam.Create(groups) | near
+        assert_that(assignments, equal_to(expected))
+
+
+def test_near_dedup_equals_the_one_machine_reference_with_many_blocks():
+    groups = corpus()
+    expected = reference(groups, K)
+    assert sum(a.image_id != a.representative for a in expected) > 100  # plenty of near copies
+    near = NearDedup(K, block_target=60)  # forces several blocks per band and visiting hashes
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        assignments = p | beam.Create(groups) | near
+        assert_that(assignments, equal_to(expected))
+        assert_that(near.report | beam.Map(lambda r: (r["prefix_bits"] > 0, r["components"]["converged"])),
+                    equal_to([(True, True)]), label="Report")
+
+
+def test_shuffled_input_and_two_workers_give_identical_assignments():
+    groups = corpus(seed=1)
+    expected = reference(groups, K)
+    shuffled = groups[:]
+    random.Random(7).shuffle(shuffled)
+    run(shuffled, NearDedup(K, block_target=100), expected,
+        ("--direct_num_workers=2", "--direct_running_mode=multi_threading"))
+    run(list(reversed(groups)), NearDedup(K), expected)
+
+
+def test_every_member_is_within_k_of_its_representative_even_along_chains():
+    # one chain of 40 hashes, 2 to 4 bits a step: all connected at k=4, 48 bits end to end
+    walk = [(1 << (2 * n)) - 1 for n in range(32)]
+    walk += [~((1 << (2 * n)) - 1) & (2**64 - 1) for n in range(1, 9)]
+    groups = [group(i, h, width=100 - i) for i, h in enumerate(walk)]
+    phash = {g.kept.image_id: g.kept.phash for g in groups}
+
+    def check(assignments):
+        reps = {a.representative for a in assignments}
+        assert len(reps) > 5, "a chain must not become one transitive mega-cluster"
+        for a in assignments:
+            d = int(popcount(np.array([phash[a.image_id] ^ phash[a.representative]]).view(np.uint64))[0])
+            assert d == a.distance <= 4
+
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        assert_that(p | beam.Create(groups) | NearDedup(4), check)
+
+
+def test_a_hash_shared_by_100k_records_is_one_node():
+    n = 100_000
+
+    def records(start: int):
+        return [group(i, 0xF0F0, width=10 + i % 997) for i in range(start, start + 10_000)]
+
+    best = min((group(i, 0xF0F0, width=10 + i % 997) for i in range(n)), key=lambda g: g.kept.preference())
+    near = NearDedup(10)
+    started = time.perf_counter()
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        groups = p | beam.Create(range(0, n, 10_000), reshuffle=False) | beam.FlatMap(records)
+        summary = (groups | near
+                   | beam.Map(lambda a: (a.representative, a.distance, a.copies,
+                                         a.image_id == a.representative))
+                   | beam.combiners.Count.PerElement())  # lifted: one element per outcome
+        rep = best.kept.image_id
+        assert_that(summary, equal_to([((rep, 0, n, True), 1), ((rep, 0, 0, False), n - 1)]))
+        assert_that(near.report | beam.Map(lambda r: r["pairs"]), equal_to([0]), label="NoPairs")
+    assert time.perf_counter() - started < 60  # about 15 s on a quiet 2-core machine
+
+
+def test_the_report_becomes_the_manifest_near_dedup_section():
+    def check(reports):
+        (report,) = reports
+        assert report["pairs"] > 100 and report["components"]["converged"]
+        assert 1 <= report["components"]["rounds"] < report["components"]["max_rounds"]
+        base = {"started_at": now()}
+        manifest = build_manifest(base, Counter(images=1), 1, near_dedup=report)
+        assert manifest["near_dedup"] == report and manifest["balanced"]
+        assert "near_dedup" not in build_manifest(base, Counter(images=1), 1)
+
+    near = NearDedup(K)
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        _ = p | beam.Create(corpus(seed=2)) | near
+        assert_that(near.report, check)
+
+
+def test_empty_input_gives_nothing_and_a_converged_report():
+    near = NearDedup(K)
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        assert_that(p | beam.Create([]) | near, equal_to([]))
+        assert_that(near.report | beam.Map(lambda r: (r["pairs"], r["components"]["converged"])),
+                    equal_to([(0, True)]), label="Report")
