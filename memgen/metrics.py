@@ -15,6 +15,7 @@ of each set chosen by a keyed hash of the image id (memgen.stages.distances).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,12 +87,16 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"shapes differ: {mu1.shape}/{sigma1.shape} vs {mu2.shape}/{sigma2.shape}")
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        # The product of two singular covariances can be numerically not square-rootable;
-        # a small ridge on both makes it so (the fix of TTUR, clean-fid and torch-fidelity).
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    with warnings.catch_warnings():
+        # Fewer images than dimensions make the product singular; scipy warns, the checks
+        # below decide (clean-fid passes disp=False to the same effect).
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            # The product of two singular covariances can be numerically not square-rootable;
+            # a small ridge on both makes it so (the fix of TTUR, clean-fid and torch-fidelity).
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=IMAGINARY_TOLERANCE):
             raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in sqrtm")

@@ -1,4 +1,4 @@
-"""evaluate: a finished memory -> report.json (concept now; distances and copying next).
+"""evaluate: a finished memory (+ a sample, reference shards) -> report.json and report.html.
 
 Options + wiring only. `build()` wires one composite stage per report section; each
 section is a PCollection holding one dict, and WriteReport joins them into report.json
@@ -25,11 +25,18 @@ import memgen
 from memgen.classify import CLASSIFIERS, ClassifierError, ClassifierSpec, resolve
 from memgen.classify.concept import LabelledFile, read_calibration_labels
 from memgen.classify.onnx_model import VisionMissing
+from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
 from memgen.memory import MemoryDirError, join, read_manifest
 from memgen.pipelines.errors import UsageError
+from memgen.pipelines.memorize import DEFAULT_THRESHOLD
 from memgen.pipelines.options import parse_job
+from memgen.readers import ReaderConfig
+from memgen.report_figures import collect_figures, write_html
+from memgen.report_html import render
+from memgen.shards import discover
 from memgen.stages.classify import EstimateConcept, memory_parts
+from memgen.stages.distances import EvaluateSets
 
 log = logging.getLogger("memgen.evaluate")
 REPORT = "report.json"
@@ -115,7 +122,7 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig) -> None:
         "concept": pipeline | "Concept" >> EstimateConcept(
             config.classifier, parts, config.sample_size, config.seed, list(config.labelled),
             config.calibration),
-        # distances and copying (evaluate part 2) are added here: one PCollection of one dict each
+        **distance_sections(pipeline, config, parts),
     }
     _ = sections | "WriteReport" >> WriteReport(config.out, _static_sections(config))
 
@@ -227,4 +234,32 @@ def main(argv: list[str]) -> dict[str, Any]:
     report = read_report(config.out)
     print(concept_summary(report["concept"]))
     print(f"report: {join(config.out, REPORT)}")
+    print(f"report.html: {write_report_html(config, report)}")
     return report
+
+
+# Evaluate part 2: distances, copying and report.html (memgen.stages.distances, memgen.report_html).
+
+def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: list[str]) -> dict[str, Any]:
+    """The `distances` and `copying` sections: one PCollection of one dict each.
+
+    References are read and hashed with the memory's own reader and fingerprint settings,
+    and a copy is a pHash within the memory's own near-duplicate threshold."""
+    reader, fingerprint, threshold = _memorized(config)
+    references = discover(list(config.references)) if config.references else []
+    sets = pipeline | "Distances" >> EvaluateSets(
+        parts, config.sample, references, reader, fingerprint, threshold, config.seed)
+    return {"distances": sets["distances"], "copying": sets["copying"]}
+
+
+def write_report_html(config: EvaluateConfig, report: dict[str, Any]) -> str:
+    """report.html beside report.json: the report with its figures inlined; returns its URL."""
+    figures = collect_figures(config.memory, config.sample, list(config.references), _memorized(config)[0])
+    return write_html(config.out, render(report, figures))
+
+
+def _memorized(config: EvaluateConfig) -> tuple[ReaderConfig, FingerprintConfig, int]:
+    """The memory's memorize settings (defaults where its manifest names none)."""
+    options = (read_manifest(config.memory) or {}).get("options", {})
+    return (ReaderConfig(**options.get("reader", {})), FingerprintConfig(**options.get("fingerprint", {})),
+            options.get("threshold", DEFAULT_THRESHOLD))

@@ -23,7 +23,10 @@ from shardkit import encode, jpeg, make_image, sample, write_tar
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("sets")
-    train = write_tar(root / "train.tar", [sample(f"{i:03d}", jpeg(i)) for i in range(40)])
+    # 40 scenes; scene 3 also three times more (exact, re-encoded twice), scene 5 once more.
+    copies = [sample("dup3a", jpeg(3)), sample("dup3b", encode(make_image(3), "JPEG", quality=70)),
+              sample("dup3c", encode(make_image(3), "JPEG", quality=50)), sample("dup5", jpeg(5))]
+    train = write_tar(root / "train.tar", [sample(f"{i:03d}", jpeg(i)) for i in range(40)] + copies)
     assert main(["memorize", str(train), "--memory", str(root / "memory")]) == 0
     assert main(["sample", "--memory", str(root / "memory"), "--n", "12", "--out", str(root / "sample")]) == 0
     # The held-out set: 20 new scenes, 2 train images re-encoded (leaked), 1 broken file.
@@ -100,3 +103,22 @@ def test_features_of_the_sample_are_those_of_its_memory_images(sets):
     assert len(chosen) == 12
     for im in chosen:
         assert memory[im.image_id].data == im.data and memory[im.image_id].phash == im.phash
+
+
+def test_evaluate_command_writes_a_valid_report_and_its_html(sets, tmp_path, capsys):
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (the dev extra) validates report.json")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--memory", sets["memory"], "--sample", sets["sample"], "--reference",
+                 sets["reference"], "--out", str(out), "--classifier", "caption"]) == 0
+    printed = capsys.readouterr().out
+    assert f"report.html: {out / 'report.html'}" in printed
+    report = json.loads((out / "report.json").read_text())
+    schema = json.loads(resources.files("memgen.schemas").joinpath("report.schema.json").read_text())
+    jsonschema.validate(report, schema)
+    assert report["copying"]["copy"]["rate"] == 1.0 and report["copying"]["contamination"]["n_within"] == 2
+    assert len(report["distances"]["rows"]) == 9
+    page = (out / "report.html").read_text()
+    # reference, sample, contact sheet, clusters of scene 3 (1 + 3) and scene 5 (1 + 1)
+    assert page.count("<img ") == 12 + 12 + 12 + 4 + 2
+    assert page.index("representative (3 duplicates)") < page.index("representative (1 duplicate)")
+    assert "d=0 train.tar#dup3a" in page

@@ -198,7 +198,9 @@ class EvaluateSets(beam.PTransform):
     def _copying(self, images, memory):
         queries = (images
                    | "NotMemory" >> beam.Filter(lambda image: image.set_name != MEMORY)
-                   | "SetAndHash" >> beam.Map(lambda image: (image.set_name, image.phash)))
+                   # typed: GroupIntoBatches is stateful and wants a deterministic key coder
+                   | "SetAndHash" >> beam.Map(lambda image: (image.set_name, image.phash))
+                   .with_output_types(tuple[str, int]))
         memory_hashes = memory | "MemoryHashes" >> beam.Map(lambda image: image.phash)
         return (queries
                 | "CopyHistograms" >> CopyHistograms(memory_hashes, self.radius)

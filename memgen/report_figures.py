@@ -1,0 +1,132 @@
+"""The images report.html shows, read after the pipeline has run (a few dozen files; no Beam).
+
+- sample: the first ranks of a finished sample (index.parquet order), bytes from the memory;
+- reference: the first images of the reference shards in discovery order;
+- clusters: the largest duplicate clusters of the memory (duplicates/ grouped by
+  representative), the representative from the memory and its duplicates re-read from
+  the shards they came from (the memory keeps only representatives' bytes); a shard
+  that can no longer be read leaves only the members that could.
+Everything ends as small JPEG `Thumb`s (memgen.report_html); an image that cannot be
+decoded is left out, with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+
+import fsspec
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from memgen.memory import join, open_table, read_manifest
+from memgen.readers import ReaderConfig, read_shard
+from memgen.records import Record, Shard
+from memgen.report_html import Figures, Thumb, make_thumb
+from memgen.shards import discover, shard_kind
+
+log = logging.getLogger("memgen.report")
+SIDE_BY_SIDE = 12  # images per side in Figure 2
+CONTACT_SHEET = 48  # images in Figure 3
+CLUSTERS, CLUSTER_MEMBERS = 5, 8
+SAMPLE_INDEX = "index.parquet"
+REPORT_HTML = "report.html"
+
+
+def collect_figures(memory: str, sample: str | None, references: list[str], reader: ReaderConfig) -> Figures:
+    sample_thumbs = list(_thumbs(_sample_images(sample, CONTACT_SHEET))) if sample else []
+    reference = list(_thumbs(_reference_images(references, SIDE_BY_SIDE, reader))) if references else []
+    return Figures(reference=reference, sample=sample_thumbs[:SIDE_BY_SIDE],
+                   contact_sheet=sample_thumbs, clusters=cluster_galleries(memory, reader))
+
+
+def _thumbs(images: Iterable[tuple[bytes, str]]) -> Iterator[Thumb]:
+    for data, caption in images:
+        try:
+            yield make_thumb(data, caption)
+        except Exception as e:  # noqa: BLE001 - any undecodable image is left out of the figures
+            log.warning("report figure: %s left out (%s: %s)", caption, type(e).__name__, e)
+
+
+def _memory_images(memory: str, image_ids: list[str]) -> dict[str, bytes]:
+    """Bytes of the given ids from the memory's images table."""
+    table = open_table(memory, "images").to_table(columns=["image_id", "image"],
+                                                   filter=pc.field("image_id").isin(image_ids))
+    return dict(zip(table.column("image_id").to_pylist(), table.column("image").to_pylist(), strict=True))
+
+
+def _sample_images(sample: str, n: int) -> Iterator[tuple[bytes, str]]:
+    manifest = read_manifest(sample) or {}
+    with fsspec.open(join(sample, SAMPLE_INDEX), "rb") as f:
+        table = pq.read_table(f, columns=["rank", "image_id", "caption"])
+    index = table.sort_by("rank").slice(0, n).to_pylist()
+    data = _memory_images(manifest["memory"], [row["image_id"] for row in index])
+    for row in index:
+        if row["image_id"] in data:
+            yield data[row["image_id"]], f"#{row['rank']} {row['caption'] or row['image_id'][:12]}"
+
+
+def _reference_images(references: list[str], n: int, reader: ReaderConfig) -> Iterator[tuple[bytes, str]]:
+    count = 0
+    for shard in discover(references):
+        for item in read_shard(shard, reader):
+            if isinstance(item, Record):
+                yield item.data, posixpath.basename(item.source)
+                count += 1
+                if count == n:
+                    return
+
+
+def cluster_galleries(memory: str, reader: ReaderConfig, clusters: int = CLUSTERS,
+                      members: int = CLUSTER_MEMBERS) -> list[list[Thumb]]:
+    """The largest clusters (most duplicates; ties by representative id), representative first."""
+    duplicates = open_table(memory, "duplicates").to_table(columns=["source", "representative", "distance"])
+    if duplicates.num_rows == 0:
+        return []
+    sizes = Counter(duplicates.column("representative").to_pylist())
+    largest = [rep for rep, _ in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))[:clusters]]
+    rows = sorted((r for r in duplicates.to_pylist() if r["representative"] in set(largest)),
+                  key=lambda r: (r["distance"], r["source"]))
+    wanted: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        if len(wanted[row["representative"]]) < members - 1:
+            wanted[row["representative"]].append(row)
+    found = _records_by_source({row["source"] for rep_rows in wanted.values() for row in rep_rows}, reader)
+    representatives = _memory_images(memory, largest)
+    galleries = []
+    for rep in largest:
+        plural = "s" if sizes[rep] > 1 else ""
+        images = [(representatives[rep], f"representative ({sizes[rep]} duplicate{plural})")]
+        images += [(found[row["source"]], f"d={row['distance']} {posixpath.basename(row['source'])}")
+                   for row in wanted[rep] if row["source"] in found]
+        galleries.append(list(_thumbs(images)))
+    return galleries
+
+
+def _records_by_source(sources: set[str], reader: ReaderConfig) -> dict[str, bytes]:
+    """Bytes of the records with these sources (shard uri + '#' + key), read from their shards."""
+    by_shard: dict[str, set[str]] = defaultdict(set)
+    for source in sources:
+        by_shard[source.split("#", 1)[0]].add(source)
+    found = {}
+    for index, (uri, wanted) in enumerate(sorted(by_shard.items())):
+        for item in read_shard(Shard(index, uri, shard_kind(uri)), reader):
+            if isinstance(item, Record) and item.source in wanted:
+                found[item.source] = item.data
+    missing = len(sources) - len(found)
+    if missing:
+        log.warning("report figures: %d duplicate images could not be re-read from their shards", missing)
+    return found
+
+
+def write_html(out: str, page: str) -> str:
+    """report.html under a temporary name, then renamed (as report.json); returns its URL."""
+    url = join(out, REPORT_HTML)
+    fs, path = fsspec.core.url_to_fs(url)
+    tmp = posixpath.join(posixpath.dirname(path), "." + REPORT_HTML + ".tmp")
+    with fs.open(tmp, "w", encoding="utf-8") as f:
+        f.write(page)
+    fs.mv(tmp, path)
+    return url
