@@ -25,13 +25,13 @@ from memgen.memory import join, open_table, read_manifest
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
 from memgen.report_html import Figures, Thumb, make_thumb
+from memgen.sample_output import INDEX
 from memgen.shards import discover, shard_kind
 
 log = logging.getLogger("memgen.report")
 SIDE_BY_SIDE = 12  # images per side in Figure 2
 CONTACT_SHEET = 48  # images in Figure 3
 CLUSTERS, CLUSTER_MEMBERS = 5, 8
-SAMPLE_INDEX = "index.parquet"
 REPORT_HTML = "report.html"
 
 
@@ -59,7 +59,7 @@ def _memory_images(memory: str, image_ids: list[str]) -> dict[str, bytes]:
 
 def _sample_images(sample: str, n: int) -> Iterator[tuple[bytes, str]]:
     manifest = read_manifest(sample) or {}
-    with fsspec.open(join(sample, SAMPLE_INDEX), "rb") as f:
+    with fsspec.open(join(sample, INDEX), "rb") as f:
         table = pq.read_table(f, columns=["rank", "image_id", "caption"])
     index = table.sort_by("rank").slice(0, n).to_pylist()
     data = _memory_images(manifest["memory"], [row["image_id"] for row in index])

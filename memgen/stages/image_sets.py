@@ -30,9 +30,9 @@ from memgen.fingerprint import FingerprintConfig, ImageError
 from memgen.memory import MemoryDirError, join, read_manifest
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
+from memgen.sample_output import INDEX
 
 MEMORY, SAMPLE, REFERENCE = "memory", "sample", "reference"
-SAMPLE_INDEX = "index.parquet"
 FEATURE_SIDE = 224  # the classifier's input square: thumbnails and histograms see what it sees
 READ_BATCH_ROWS = 64
 FAILED = "failed"
@@ -55,17 +55,12 @@ def read_memory_part(url: str, selected: frozenset[str] | None = None) -> Iterat
                     yield SetImage(MEMORY, row["image_id"], row["phash"], row["image"])
 
 
-def read_memory_hashes(url: str) -> list[int]:
-    with fsspec.open(url, "rb") as f:
-        return pq.read_table(f, columns=["phash"]).column("phash").to_pylist()
-
-
 def sample_parts(sample: str) -> list[tuple[str, frozenset[str]]]:
     """(memory part URL, ids of the sample in it) for a finished sample, sorted by part."""
     manifest = read_manifest(sample)
     if manifest is None:
         raise MemoryDirError(f"{sample} is not a finished sample (no manifest.json)")
-    with fsspec.open(join(sample, SAMPLE_INDEX), "rb") as f:
+    with fsspec.open(join(sample, INDEX), "rb") as f:
         index = pq.read_table(f, columns=["image_id", "memory_part"]).to_pylist()
     ids: dict[str, set[str]] = defaultdict(set)
     for row in index:
