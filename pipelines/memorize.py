@@ -13,13 +13,14 @@ import memgen
 from memgen.fingerprint import MODES, FingerprintConfig
 from memgen.manifest import now
 from memgen.near import MAX_THRESHOLD
+from memgen.pipelines.errors import UsageError
+from memgen.pipelines.options import add_shared
 from memgen.readers import ReaderConfig
 from memgen.shards import discover
 from memgen.stages.dedup import ExactDedup, NearDedup
 from memgen.stages.fingerprint import Fingerprint
 from memgen.stages.read import ReadShards
 from memgen.stages.write import WriteMemory
-from memgen.pipelines.errors import UsageError
 
 DEFAULT_THRESHOLD = 10
 
@@ -29,7 +30,7 @@ class MemorizeOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--input", action="append", default=[],
                             help="shard URL, glob, brace range or folder (repeatable)")
-        parser.add_argument("--memory", help="output memory directory (local path or fsspec URL)")
+        add_shared(parser, "--memory")
         parser.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD,
                             help=f"near-duplicate pHash Hamming distance, 0..{MAX_THRESHOLD} "
                                  f"(default {DEFAULT_THRESHOLD}; 0 = identical hashes only)")

@@ -33,6 +33,30 @@ DRY_RUN_HELP = ("build and validate the pipeline for the chosen runner, print it
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
+# Beam parses every job's options class with one parser, so a flag that several jobs
+# take is declared once, here, and each job adds it with add_shared().
+SHARED_FLAGS: dict[str, dict] = {
+    "--memory": {"help": "memory directory (local path or fsspec URL): memorize writes it, "
+                         "sample and evaluate read it"},
+    "--out": {"help": "output directory: the sample (sample), report.json + report.html (evaluate)"},
+    "--seed": {"type": int, "default": 0, "help": "seed of every random choice (default 0)"},
+}
+
+
+def add_shared(parser: argparse.ArgumentParser, flag: str) -> None:
+    try:
+        parser.add_argument(flag, **SHARED_FLAGS[flag])
+    except argparse.ArgumentError:  # another job's options class added the same definition
+        pass
+
+
+def boolean(value: str) -> bool:
+    """argparse type for flags that take true/false (Flex Templates pass --flag=true)."""
+    if value.lower() not in _BOOLEANS:
+        raise argparse.ArgumentTypeError(f"takes true or false, got {value!r}")
+    return _BOOLEANS[value.lower()]
+
+
 class _Parser(_BeamArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
         raise UsageError(message)

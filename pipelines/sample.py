@@ -15,8 +15,7 @@ import memgen
 from memgen.manifest import now
 from memgen.memory import open_table, read_manifest
 from memgen.pipelines.errors import UsageError
-from memgen.pipelines.memorize import MemorizeOptions  # noqa: F401 - defined first: see _add
-from memgen.pipelines.options import LOCAL_RUNNER
+from memgen.pipelines.options import LOCAL_RUNNER, add_shared, boolean
 from memgen.sample_output import FORMATS, part_urls, prepare_sample_output
 from memgen.sampling import MAX_SEED, uniform_inclusion_probability
 from memgen.stages.sample import ChooseSample, WriteSample
@@ -34,25 +33,15 @@ INCLUSION_DOC = {
 class SampleOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
-        _add(parser, "--memory", help="finished memory directory (local path or fsspec URL)")
-        _add(parser, "--n", type=int, help="number of images to sample")
-        _add(parser, "--seed", type=int, default=0, help="sampling seed (default 0)")
-        _add(parser, "--weighted", action="store_true",
-             help="weight images by copies (the crawl's distribution, duplicates included) "
-                  "instead of uniformly over unique images")
-        _add(parser, "--out", help="output sample directory")
-        _add(parser, "--format", choices=FORMATS, default="webdataset",
-             help="webdataset tar shards (default), parquet, or a folder of files")
-
-
-def _add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
-    """Beam parses every PipelineOptions class with one parser, and jobs share flag names
-    (--memory, --out): a flag another job already declared (as a plain string too) is kept.
-    MemorizeOptions adds --memory unconditionally, so it is imported (defined) first."""
-    try:
-        parser.add_argument(flag, **kwargs)
-    except argparse.ArgumentError:
-        pass
+        add_shared(parser, "--memory")
+        parser.add_argument("--n", type=int, help="number of images to sample")
+        add_shared(parser, "--seed")
+        parser.add_argument("--weighted", type=boolean, nargs="?", const=True, default=False,
+                            help="weight images by copies (the crawl's distribution, duplicates included) "
+                                 "instead of uniformly over unique images (also --weighted=true|false)")
+        add_shared(parser, "--out")
+        parser.add_argument("--format", choices=FORMATS, default="webdataset",
+                            help="webdataset tar shards (default), parquet, or a folder of files")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options_validator import PipelineOptionsValida
 
 from memgen.memory import read_manifest
 from memgen.pipelines.errors import UsageError
-from memgen.pipelines.options import parse_job
+from memgen.pipelines.options import boolean, parse_job
 from shardkit import jpeg, sample, write_tar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,8 @@ def to_config(job: str, params: dict[str, str]):
 
 
 def is_boolean(action: argparse.Action) -> bool:
-    return isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+    return (isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+            or action.type is boolean)
 
 
 # --- Flex Template metadata -------------------------------------------------------------
@@ -182,12 +183,7 @@ def test_is_optional_matches_what_the_job_requires(job):
     assert optional.isdisjoint(required)
 
 
-BOOLEAN_FLAGS = [
-    pytest.param("sample", "weighted", marks=pytest.mark.xfail(
-        strict=True, raises=UsageError,
-        reason="SampleOptions --weighted is store_true, so the launcher's --weighted=true is "
-               "rejected; the owner of pipelines/sample.py was asked to accept a value")),
-]
+BOOLEAN_FLAGS = [pytest.param("sample", "weighted")]
 
 
 @pytest.mark.parametrize(("job", "flag"), BOOLEAN_FLAGS)
