@@ -15,8 +15,11 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[demo]'
 	touch $@
 
+# Test references for FD/KID (torch-fidelity, clean-fid): --no-deps, because their declared
+# dependencies pull torchvision and another torch; only their pure functions are used.
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,vision]'
+	$(BIN)/pip install --quiet --no-deps torch-fidelity==0.4.0 clean-fid==0.1.35
 	touch $@
 
 demo: $(VENV)/.demo
