@@ -4,8 +4,10 @@
 
 1. Throughput (images/s) of EfficientNet-Lite0: decode+resize alone, onnxruntime alone
    (batch 64), eager torch alone (the comparison that chose onnxruntime), and the whole
-   `memgen evaluate` pipeline (Beam RunInference on FnApiRunner) over a memory of the
-   labelled photos repeated --repeat times, with and without Beam's start-up.
+   concept stages of `memgen evaluate` (Beam RunInference on FnApiRunner, in process)
+   over a memory of the labelled photos repeated --repeat times: wall time with and
+   without Beam's start-up, and images per CPU-second of the process (all threads),
+   which contention from other processes on the machine changes least.
 2. Accuracy, sensitivity and specificity on ../shared/data/realimages (labels.csv),
    at the default threshold and at 0.5.
 3. Mixed memories with known cat fractions (10%, 30%, 70%) and duplicates (copies
@@ -32,10 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from memgen.classify import EFFICIENTNET_THRESHOLD, resolve
+from memgen.classify.concept import read_calibration_labels
 from memgen.classify.images import to_rgb_square
 from memgen.classify.onnx_model import concept_probability
 from memgen.memory import write_manifest, write_rows
-from memgen.pipelines.cli import main as cli_main
+from memgen.stages.classify import EstimateConcept, memory_parts
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "realimages"
 BATCH = 64
@@ -60,20 +63,6 @@ def write_memory(memory: str, rows: list[dict], parts: int) -> None:
     write_manifest(memory, {"counts": {"images": len(rows), "records_in": sum(r["copies"] for r in rows)}})
 
 
-def evaluate(memory: str, out: str, *flags: str) -> tuple[dict, float]:
-    start = time.perf_counter()
-    with open(os.devnull, "w") as devnull:
-        stdout, sys.stdout = sys.stdout, devnull
-        try:
-            rc = cli_main(["evaluate", "--memory", memory, "--out", out, *flags])
-        finally:
-            sys.stdout = stdout
-    if rc:
-        raise SystemExit(f"memgen evaluate failed with {rc}")
-    with open(f"{out}/report.json") as f:
-        return json.load(f)["concept"], time.perf_counter() - start
-
-
 def throughput(photos, repeat: int, tmp: str, skip_torch: bool) -> list[tuple[str, float]]:
     import onnxruntime as ort
 
@@ -82,23 +71,50 @@ def throughput(photos, repeat: int, tmp: str, skip_torch: bool) -> list[tuple[st
     start = time.perf_counter()
     pixels = np.stack([to_rgb_square(d, 224) for d in data])
     decode = len(data) / (time.perf_counter() - start)
-    session = ort.InferenceSession(spec.model_path, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as ConceptModelHandler
+    session = ort.InferenceSession(spec.model_path, options, providers=["CPUExecutionProvider"])
     session.run(None, {"pixels": pixels[:BATCH]})  # warm-up
     start = time.perf_counter()
-    probabilities = [session.run(None, {"pixels": pixels[i:i + BATCH]})[0] for i in range(0, len(data), BATCH)]
+    probabilities = [session.run(None, {"pixels": pixels[i:i + BATCH]})[0]
+                     for i in range(0, len(data), BATCH)]
     onnx = len(data) / (time.perf_counter() - start)
-    results = [("decode + resize (1 thread)", decode), (f"onnxruntime, batch {BATCH}", onnx)]
+    results = [("decode + resize (1 thread)", decode), (f"onnxruntime alone, batch {BATCH}", onnx)]
     if not skip_torch:
-        results.append((f"eager torch, batch {BATCH}", _torch_throughput(pixels, probabilities)))
+        results.append((f"eager torch alone, batch {BATCH}", _torch_throughput(pixels, probabilities)))
     rows = [image_row(f"{i:04d}-{name}", d, 1) for i in range(repeat) for name, d, _ in photos]
     memory = f"{tmp}/throughput-memory"
     write_memory(memory, rows, parts=8)
-    concept, seconds = evaluate(memory, f"{tmp}/throughput-out")
-    _, empty_seconds = evaluate(_empty_memory(tmp), f"{tmp}/empty-out")
-    results.append((f"memgen evaluate, {len(rows)} images, end to end", len(rows) / seconds))
-    results.append(("memgen evaluate, minus an empty run's start-up", len(rows) / (seconds - empty_seconds)))
+    concept, seconds, cpu = concept_stage(memory, spec)
+    _, empty_seconds, empty_cpu = concept_stage(_empty_memory(tmp), spec)
     assert concept["unique"]["n"] == len(rows)
+    n = len(rows)
+    results.append((f"concept stage (RunInference on FnApiRunner), {n} images, wall", n / seconds))
+    results.append(("concept stage, wall minus an empty run's start-up", n / (seconds - empty_seconds)))
+    results.append(("concept stage, per CPU-second of the process (all threads)", n / (cpu - empty_cpu)))
     return results
+
+
+def concept_stage(memory: str, spec, sample_size: int | None = None, seed: int = 0,
+                  labels_csv: str | None = None) -> tuple[dict, float, float]:
+    """Run only the concept stages (no distances) in-process; (section, wall s, process CPU s)."""
+    import apache_beam as beam
+
+    labelled = read_calibration_labels(labels_csv) if labels_csv else None
+    out = f"{memory}-concept.json"
+    start, cpu = time.perf_counter(), time.process_time()
+    with beam.Pipeline(runner="FnApiRunner") as pipeline:
+        _ = (pipeline
+             | EstimateConcept(spec, memory_parts(memory), sample_size, seed, labelled, labels_csv)
+             | beam.Map(_dump, out))
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    with open(out) as f:
+        return json.load(f), seconds, cpu
+
+
+def _dump(section: dict, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(section, f)
 
 
 def _empty_memory(tmp: str) -> str:
@@ -166,6 +182,7 @@ def mixtures(photos, seed: int, tmp: str) -> list[dict]:
         writer = csv.writer(f)
         writer.writerow(["file", "label"])
         writer.writerows([str(REAL / name), "cat" if label else "notcat"] for name, _, label in calibration)
+    spec = resolve("efficientnet-lite0", None, None)
     cats = [p for p in pool if p[2]]
     others = [p for p in pool if not p[2]]
     results = []
@@ -175,14 +192,14 @@ def mixtures(photos, seed: int, tmp: str) -> list[dict]:
         chosen = cats[:n_cats] + others[:n_total - n_cats]
         # duplicates: 1 + a geometric number of extra copies, from a keyed hash
         copies = [1 + int(np.log(1 - _unit(seed, "copies:" + name)) / np.log(0.6)) for name, _, _ in chosen]
-        rows = [image_row(hashlib.sha256(d).hexdigest(), d, c) for (_, d, _), c in zip(chosen, copies, strict=True)]
+        rows = [image_row(hashlib.sha256(d).hexdigest(), d, c)
+                for (_, d, _), c in zip(chosen, copies, strict=True)]
         memory = f"{tmp}/mix-{target}"
         write_memory(memory, rows, parts=4)
         truth_unique = n_cats / len(chosen)
         truth_weighted = sum(c for (_, _, y), c in zip(chosen, copies, strict=True) if y) / sum(copies)
-        for design, flags in (("census", ()), ("sample 60", ("--sample-size", "60"))):
-            concept, _ = evaluate(memory, f"{tmp}/mix-{target}-{design}", "--calibration", labels_csv,
-                                  "--seed", str(seed), *flags)
+        for design, sample_size in (("census", None), ("sample 60", 60)):
+            concept, _, _ = concept_stage(memory, spec, sample_size, seed, labels_csv)
             results.append({"target": target, "design": design, "images": len(rows),
                             "records": sum(copies), "truth_unique": truth_unique,
                             "truth_weighted": truth_weighted, "concept": concept})
@@ -199,7 +216,8 @@ def _covers(f: dict, truth: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="copies of the photo set in the throughput memory")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="copies of the photo set in the throughput memory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-torch", action="store_true")
     args = parser.parse_args()
@@ -217,7 +235,8 @@ def main() -> None:
             print(f"| {threshold} | {n} | {acc:.3f} | {sens:.3f} | {spec:.3f} |")
         print("\n## Mixed memories: Rogan-Gladen corrected estimate and 95% CI vs the truth\n")
         print("| cat fraction | design | images / records | unique: estimate [CI] | covers | "
-              "copy-weighted: estimate [CI] | covers | uncorrected unique |\n|---|---|---|---|---|---|---|---|")
+              "copy-weighted: estimate [CI] | covers | uncorrected unique |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in mixtures(photos, args.seed, tmp):
             c = r["concept"]
             print(f"| {100 * r['truth_unique']:.1f}% unique, {100 * r['truth_weighted']:.1f}% records | "

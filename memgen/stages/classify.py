@@ -17,6 +17,7 @@ import apache_beam as beam
 import fsspec
 import numpy as np
 import pyarrow.parquet as pq
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from memgen.classify import ClassifierSpec
 from memgen.classify.captions import caption_is_cat
@@ -160,26 +161,33 @@ def _data(item: ImageItem) -> bytes:
     return item.data
 
 
-class _BatchScorer:
-    """RunInference's inference_fn: a batch of uint8 pixels -> P(concept) per image."""
+class ConceptModelHandler(ModelHandler):
+    """RunInference's model: an ONNX classifier under onnxruntime; a batch of uint8 pixels
+    -> P(concept) per image. The session does not spin idle threads: decoding threads
+    share the same cores."""
 
     def __init__(self, spec: ClassifierSpec) -> None:
+        super().__init__(min_batch_size=MIN_BATCH, max_batch_size=MAX_BATCH)
         self.spec = spec
 
-    def __call__(self, session, batch, inference_args=None) -> np.ndarray:
+    def load_model(self):
+        import onnxruntime as ort  # the caption classifier must work without the vision extra
+
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(self.spec.model_path, options, providers=["CPUExecutionProvider"])
+
+    def run_inference(self, batch, model, inference_args=None):
         x = to_model_input(np.stack(batch), self.spec.input)
-        scores = session.run(None, {session.get_inputs()[0].name: x})[0]
-        return concept_probability(scores, self.spec.classes)
+        scores = model.run(None, {model.get_inputs()[0].name: x})[0]
+        # the pixels are not kept in the result: only P(concept) leaves this step
+        return [PredictionResult(None, float(p)) for p in concept_probability(scores, self.spec.classes)]
 
+    def get_num_bytes(self, batch) -> int:
+        return sum(x.nbytes for x in batch)
 
-def _model_handler(spec: ClassifierSpec):
-    # imported here: the caption classifier must work without the vision extra
-    from apache_beam.ml.inference.base import KeyedModelHandler
-    from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
-
-    return KeyedModelHandler(OnnxModelHandlerNumpy(
-        spec.model_path, providers=["CPUExecutionProvider"], inference_fn=_BatchScorer(spec),
-        min_batch_size=MIN_BATCH, max_batch_size=MAX_BATCH))
+    def get_metrics_namespace(self) -> str:
+        return "memgen_concept"
 
 
 def _scored(keyed_result, threshold: float) -> Scored:
@@ -210,12 +218,10 @@ class ScoreImages(beam.PTransform):
             return (sources
                     | "ReadImages" >> beam.FlatMap(items_of, *side)
                     | "MatchCaption" >> beam.Map(score_caption))
-        from apache_beam.ml.inference.base import RunInference
-
         decode = beam.ParDo(_DecodeFn(self.spec.input.size), *side).with_outputs(FAILED, main="pixels")
         decoded = sources | "ReadAndDecode" >> decode
         scored = (decoded.pixels
-                  | "RunInference" >> RunInference(_model_handler(self.spec))
+                  | "RunInference" >> RunInference(KeyedModelHandler(ConceptModelHandler(self.spec)))
                   | "Label" >> beam.Map(_scored, self.spec.threshold))
         return (scored, decoded[FAILED]) | "WithFailures" >> beam.Flatten()
 
