@@ -1,6 +1,7 @@
 """Cat classifier: throughput and accuracy on the shared real photos, and CI coverage on mixes.
 
     .venv/bin/python benchmarks/bench_classifier.py [--repeat 3] [--seed 0] [--skip-torch]
+        [--coverage-seeds K]
 
 1. Throughput (images/s) of EfficientNet-Lite0: decode+resize alone, onnxruntime alone
    (batch 64), eager torch alone (the comparison that chose onnxruntime), and the whole
@@ -220,6 +221,8 @@ def main() -> None:
                         help="copies of the photo set in the throughput memory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--coverage-seeds", type=int, default=0,
+                        help="also repeat the mixtures over this many seeds and count covering CIs")
     args = parser.parse_args()
     if not REAL.is_dir():
         raise SystemExit(f"the shared photos are missing: {REAL}")
@@ -243,8 +246,26 @@ def main() -> None:
                   f"{r['design']} | {r['images']} / {r['records']} | {_ci(c['unique'])} | "
                   f"{_covers(c['unique'], r['truth_unique'])} | {_ci(c['copy_weighted'])} | "
                   f"{_covers(c['copy_weighted'], r['truth_weighted'])} | {_ci(c['uncorrected']['unique'])} |")
+        if args.coverage_seeds:
+            print(f"\n## Coverage over {args.coverage_seeds} calibration splits and copy draws (seeds)\n")
+            coverage(photos, args.coverage_seeds, tmp)
     finally:
         shutil.rmtree(tmp)
+
+
+def coverage(photos, seeds: int, tmp: str) -> None:
+    covered: dict[tuple[str, str], list[bool]] = {}
+    for seed in range(seeds):
+        folder = f"{tmp}/seed-{seed}"
+        os.makedirs(folder)
+        for r in mixtures(photos, seed, folder):
+            c = r["concept"]
+            for key, truth in (("unique", r["truth_unique"]), ("copy_weighted", r["truth_weighted"])):
+                hit = c[key]["ci_low"] <= truth <= c[key]["ci_high"]
+                covered.setdefault((r["design"], key), []).append(hit)
+    print("| design | estimand | CIs covering the truth |\n|---|---|---:|")
+    for (design, key), hits in sorted(covered.items()):
+        print(f"| {design} | {key} | {sum(hits)} / {len(hits)} |")
 
 
 if __name__ == "__main__":

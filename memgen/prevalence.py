@@ -23,7 +23,10 @@ Both were checked for coverage by simulation (tests/test_prevalence.py).
 Classifier error (Rogan & Gladen 1978): with sensitivity Se and specificity Sp from a
 labelled calibration set, pi = (p + Sp - 1) / (Se + Sp - 1). Its interval carries the
 uncertainty of p, Se and Sp by Monte Carlo over their Jeffreys (Beta(k+1/2, n-k+1/2))
-distributions, from a seeded generator.
+distributions, from a seeded generator. p is taken as binomial over the labelled images
+(effective size for the copy-weighted ratio) without the finite-population correction,
+census included: which images the classifier gets wrong is itself a chance outcome,
+and ignoring it made census intervals cover only ~80% of the time on the real photos.
 """
 
 from __future__ import annotations
@@ -228,8 +231,7 @@ def rogan_gladen(p: float, se: float, sp: float) -> float:
 def corrected(apparent: Estimate, k_eff: float, n_eff: float, cal: Calibration, seed: int) -> Estimate:
     """Rogan-Gladen correction of an apparent fraction with an interval carrying Se, Sp uncertainty.
 
-    k_eff / n_eff describe the apparent fraction's sampling distribution (effective
-    positives and size); n_eff = inf for a census, where p carries no sampling error.
+    k_eff / n_eff describe the apparent fraction's distribution (effective positives and size).
     """
     if cal.positives == 0 or cal.negatives == 0:
         raise CalibrationError("the calibration set needs both positive and negative images, got "
@@ -241,10 +243,7 @@ def corrected(apparent: Estimate, k_eff: float, n_eff: float, cal: Calibration, 
     rng = np.random.default_rng(seed)
     se_draws = rng.beta(cal.true_positives + 0.5, cal.false_negatives + 0.5, MONTE_CARLO_DRAWS)
     sp_draws = rng.beta(cal.true_negatives + 0.5, cal.false_positives + 0.5, MONTE_CARLO_DRAWS)
-    if math.isinf(n_eff):
-        p_draws = np.full(MONTE_CARLO_DRAWS, apparent.estimate)
-    else:
-        p_draws = rng.beta(k_eff + 0.5, n_eff - k_eff + 0.5, MONTE_CARLO_DRAWS)
+    p_draws = rng.beta(k_eff + 0.5, n_eff - k_eff + 0.5, MONTE_CARLO_DRAWS)
     youden = se_draws + sp_draws - 1
     # a draw where the classifier is no better than chance says nothing about prevalence
     usable = youden > 0
@@ -257,15 +256,12 @@ def corrected(apparent: Estimate, k_eff: float, n_eff: float, cal: Calibration, 
 
 def corrected_unique(t: Tally, population: int | None, cal: Calibration, seed: int) -> Estimate:
     apparent = unique_fraction(t, population)
-    if is_census(t, population):
-        return corrected(apparent, t.positives, math.inf, cal, seed)
-    n_eff = t.n * _fpc_factor(t.n, population)
-    return corrected(apparent, apparent.estimate * n_eff, n_eff, cal, seed)
+    # binomial over the n images, without the finite-population correction: even a census
+    # carries the chance of which of its images the classifier gets wrong
+    return corrected(apparent, t.positives, t.n, cal, seed)
 
 
 def corrected_copy_weighted(t: Tally, population: int | None, cal: Calibration, seed: int) -> Estimate:
     apparent = copy_weighted_fraction(t, population)
-    if is_census(t, population):
-        return corrected(apparent, apparent.estimate, math.inf, cal, seed)
-    n_eff = effective_size(t, population)
+    n_eff = effective_size(t, None)  # as above: no finite-population correction
     return corrected(apparent, apparent.estimate * n_eff, n_eff, cal, seed)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from scipy import stats
@@ -15,7 +13,6 @@ from memgen.prevalence import (
     calibration_of,
     clopper_pearson,
     copy_weighted_fraction,
-    corrected,
     corrected_copy_weighted,
     corrected_unique,
     fieller,
@@ -143,20 +140,22 @@ def test_correction_is_deterministic_and_wider_than_the_apparent_interval():
     apparent = unique_fraction(t, 1000)
     assert a.ci_high - a.ci_low > apparent.ci_high - apparent.ci_low
     assert a.estimate == pytest.approx((0.3 + 0.95 - 1) / (0.85 + 0.95 - 1))
-    census = corrected(unique_fraction(t, 100), 30, math.inf, cal, seed=3)
-    assert census.ci_low < census.estimate < census.ci_high  # Se, Sp uncertainty alone
+    census = corrected_unique(t, 100, cal, seed=3)
+    assert census.ci_low < census.estimate < census.ci_high  # a census too: which images are misread
 
 
-def test_coverage_of_the_corrected_interval():
-    rng = np.random.default_rng(7)
+@pytest.mark.parametrize("design", ["census", "sample"])
+def test_coverage_of_the_corrected_interval(design):
+    rng = np.random.default_rng(7 if design == "sample" else 8)
     reps, covered = 200, 0
     for rep in range(reps):
-        size, pi = 3000, rng.uniform(0.02, 0.8)
+        size, pi = int(rng.integers(200, 3000)), rng.uniform(0.02, 0.8)
         se, sp = rng.uniform(0.7, 0.98), rng.uniform(0.9, 1.0)
         y = rng.random(size) < pi
         predicted = np.where(y, rng.random(size) < se, rng.random(size) > sp)
         c = _copies(rng, rep % 3, size)
-        idx = rng.choice(size, 300, replace=False)
+        n = size if design == "census" else int(rng.integers(50, size))
+        idx = rng.choice(size, n, replace=False)
         truth = np.r_[np.ones(150, bool), np.zeros(150, bool)]
         cal = calibration_of(truth, np.where(truth, rng.random(300) < se, rng.random(300) > sp))
         t = tally(predicted[idx], c[idx])
