@@ -32,6 +32,15 @@ PHOTOS = [
     ("sklearn", "datasets/images/flower.jpg", "a flower in close-up"),
     ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "portrait of Grace Hopper"),
 ]
+# Held out of the memory: the reference ("test") set of the evaluation.
+HELD_OUT = [
+    ("skimage", "data/ihc.png", "immunohistochemistry stain under the microscope"),
+    ("skimage", "data/motorcycle_right.png", "the motorcycle seen from the right camera"),
+    ("skimage", "data/gravel.png", "gravel on the ground"),
+    ("skimage", "data/brick.png", "a brick wall"),
+    ("skimage", "data/grass.png", "grass"),
+    ("skimage", "data/color.png", "colour test chart"),
+]
 
 Transform = Callable[[Image.Image], Image.Image]
 TRANSFORMS: dict[str, Transform] = {
@@ -83,15 +92,37 @@ def corpus_records() -> list[tuple[str, str, bytes, str, dict]]:
     return records
 
 
+def held_out_records() -> list[tuple[str, str, bytes, str, dict]]:
+    """The reference set: photos not in the corpus, plus one leaked copy of a corpus photo."""
+    records = []
+    for n, (package, path, caption) in enumerate(HELD_OUT):
+        image = Image.open(io.BytesIO(photo_bytes(package, path)))
+        records.append(("reference", f"ref{n:03d}", _jpeg(image, 90), caption, {"url": None}))
+    leaked = Image.open(io.BytesIO(photo_bytes(*PHOTOS[0][:2])))
+    records.append(("reference", "leaked_000", _jpeg(TRANSFORMS["resized"](leaked), 80), PHOTOS[0][2],
+                    {"url": None}))
+    return records
+
+
 def write_corpus(folder: Path) -> list[Path]:
     """Write the corpus as WebDataset shards (the last one gzipped); returns their paths."""
+    return write_shards(folder, corpus_records())
+
+
+def write_reference(folder: Path) -> list[Path]:
+    return write_shards(folder, held_out_records())
+
+
+def write_shards(folder: Path, records: list[tuple[str, str, bytes, str, dict]]) -> list[Path]:
+    """Records grouped into img2dataset-style WebDataset shards (the last one gzipped)."""
     folder.mkdir(parents=True, exist_ok=True)
     shards: dict[str, list] = {}
-    for shard, key, data, caption, meta in corpus_records():
+    for shard, key, data, caption, meta in records:
         shards.setdefault(shard, []).append((key, data, caption, meta))
     paths = []
     for i, (shard, items) in enumerate(sorted(shards.items())):
-        path = folder / (f"{shard}.tar.gz" if i == len(shards) - 1 else f"{shard}.tar")
+        gzipped = len(shards) > 1 and i == len(shards) - 1  # one gzipped shard shows both kinds
+        path = folder / (f"{shard}.tar.gz" if gzipped else f"{shard}.tar")
         with tarfile.open(path, "w:gz" if path.suffix == ".gz" else "w") as tar:
             for key, data, caption, meta in items:
                 meta = {"key": key, "caption": caption, **meta}

@@ -6,7 +6,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from memgen.democorpus import write_corpus
+from memgen.democorpus import write_corpus, write_reference
 from memgen.pipelines.errors import UsageError
 
 MARKER = ".memgen-demo"
@@ -23,7 +23,7 @@ def _fresh_folder(out: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    from memgen.pipelines.cli import memorize
+    from memgen.pipelines.cli import evaluate, memorize, sample
 
     parser = argparse.ArgumentParser(prog="memgen demo", description=__doc__)
     parser.add_argument("--out", default="demo-out", help="folder for corpus and outputs")
@@ -32,6 +32,11 @@ def main(argv: list[str]) -> None:
     _fresh_folder(out)
     shards = write_corpus(out / "corpus")
     print(f"corpus: {len(shards)} WebDataset shards in {out / 'corpus'}")
-    memory = out / "memory"
+    memory, samples, report = out / "memory", out / "sample", out / "report"
     memorize([*map(str, shards), "--memory", str(memory)])
     print(f"memory: {memory}  (try: duckdb -c \"select source, copies from '{memory}/images/*.parquet'\")")
+    sampled = sample(["--memory", str(memory), "--n", "8", "--weighted", "--out", str(samples)])
+    print(f"sample: {samples}  contact sheet: {samples / sampled['contact_sheet']}")
+    reference = write_reference(out / "reference")
+    evaluate(["--memory", str(memory), "--sample", str(samples), "--out", str(report),
+              *(f"--reference={r}" for r in reference)])
