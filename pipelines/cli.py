@@ -111,7 +111,7 @@ def demo(argv: list[str]) -> None:
     demo_main(argv)
 
 
-def evaluate(argv: list[str]) -> dict:
+def evaluate(argv: list[str]) -> dict | None:
     from memgen.pipelines.evaluate import main as evaluate_main
 
     return evaluate_main(argv)

@@ -30,7 +30,7 @@ from memgen.manifest import now
 from memgen.memory import MemoryDirError, join, read_manifest
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import DEFAULT_THRESHOLD
-from memgen.pipelines.options import parse_job
+from memgen.pipelines.options import add_shared, parse_job
 from memgen.readers import ReaderConfig
 from memgen.report_figures import collect_figures, write_html
 from memgen.report_html import render
@@ -46,34 +46,26 @@ MAX_SEED = 2**63 - 1
 class EvaluateOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
-        _add(parser, "--memory", help="finished memory directory (local path or fsspec URL)")
-        _add(parser, "--sample", help="a sample directory written by `memgen sample`")
-        _add(parser, "--reference", action="append", default=[],
-             help="reference image set (shards, folder; repeatable), e.g. a held-out test set")
-        _add(parser, "--out", help="output directory for report.json")
-        _add(parser, "--classifier", default=None,
-             help="; ".join(f"{k}: {v}" for k, v in CLASSIFIERS.items())
-             + " (default: efficientnet-lite0 when the vision extra is installed, else caption)")
-        _add(parser, "--classes", default=None,
-             help="output indices of the concept for onnx:PATH, e.g. 281-285 or 3,7")
-        _add(parser, "--label_threshold", type=float, default=None,
-             help="P(concept) at or above which an image counts as showing it "
-                  "(default 0.1 for efficientnet-lite0, 0.5 for onnx:PATH)")
-        _add(parser, "--sample_size", "--sample-size", dest="sample_size", type=int, default=None,
-             help="classify a uniform sample of N unique images instead of all (census)")
-        _add(parser, "--calibration", default=None,
-             help="labels.csv (file,label[,caption]) of labelled images: measures sensitivity and "
-                  "specificity and applies the Rogan-Gladen correction")
-        _add(parser, "--seed", type=int, default=0, help="sampling / Monte Carlo seed (default 0)")
-
-
-def _add(parser: argparse.ArgumentParser, *flags: str, **kwargs: Any) -> None:
-    """Beam parses every job's options with one parser and jobs share flag names (--memory,
-    --out, --seed): a flag that another job already declared is kept as it is."""
-    try:
-        parser.add_argument(*flags, **kwargs)
-    except argparse.ArgumentError:
-        pass
+        add_shared(parser, "--memory")
+        parser.add_argument("--sample", help="a sample directory written by `memgen sample`")
+        parser.add_argument("--reference", action="append", default=[],
+                            help="reference image set (shards, folder; repeatable), e.g. a held-out test set")
+        add_shared(parser, "--out")
+        parser.add_argument("--classifier", default=None,
+                            help="; ".join(f"{k}: {v}" for k, v in CLASSIFIERS.items())
+                            + " (default: efficientnet-lite0 when the vision extra is installed, "
+                              "else caption)")
+        parser.add_argument("--classes", default=None,
+                            help="output indices of the concept for onnx:PATH, e.g. 281-285 or 3,7")
+        parser.add_argument("--label_threshold", type=float, default=None,
+                            help="P(concept) at or above which an image counts as showing it "
+                                 "(default 0.1 for efficientnet-lite0, 0.5 for onnx:PATH)")
+        parser.add_argument("--sample_size", "--sample-size", dest="sample_size", type=int, default=None,
+                            help="classify a uniform sample of N unique images instead of all (census)")
+        parser.add_argument("--calibration", default=None,
+                            help="labels.csv (file,label[,caption]) of labelled images: measures "
+                                 "sensitivity and specificity and applies the Rogan-Gladen correction")
+        add_shared(parser, "--seed")
 
 
 @dataclass(frozen=True)
@@ -115,9 +107,9 @@ class EvaluateConfig:
 
 
 def build(pipeline: beam.Pipeline, config: EvaluateConfig) -> None:
-    """Wire the evaluate stages onto `pipeline` (checks the memory, prepares the output)."""
+    """Wire the evaluate stages onto `pipeline` (checks the memory and the output; writes nothing)."""
     parts = memory_parts(config.memory)
-    prepare_report_output(config.out)
+    check_report_output(config.out)
     sections = {
         "concept": pipeline | "Concept" >> EstimateConcept(
             config.classifier, parts, config.sample_size, config.seed, list(config.labelled),
@@ -168,13 +160,18 @@ def _static_sections(config: EvaluateConfig) -> dict[str, Any]:
     return {"inputs": inputs, "versions": versions}
 
 
-def prepare_report_output(out: str) -> None:
-    """Refuse an --out that already holds a finished report; create it otherwise."""
+def check_report_output(out: str) -> None:
+    """Refuse an --out that already holds a finished report."""
     fs, path = fsspec.core.url_to_fs(join(out, REPORT))
     if fs.exists(path):
         raise MemoryDirError(f"{out} already holds a finished report ({REPORT}); "
                              "choose another --out or delete it")
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+
+
+def prepare_report_output(out: str) -> None:
+    """Create --out for a real run (a dry run writes nothing)."""
+    fs, path = fsspec.core.url_to_fs(out)
+    fs.makedirs(path, exist_ok=True)
 
 
 def write_report(out: str, report: dict[str, Any]) -> None:
@@ -222,15 +219,18 @@ def concept_summary(concept: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> dict[str, Any]:
-    """Run evaluate; prints a summary and returns the report."""
+def main(argv: list[str]) -> dict[str, Any] | None:
+    """Run evaluate; prints a summary and returns the report (None for a dry run)."""
     options = parse_job("memgen evaluate", "Estimate the cat fraction of a memory (report.json).",
                         EvaluateOptions, argv)
     config = EvaluateConfig.from_options(options)
     if not options.view_as(EvaluateOptions).classifier:
         log.info("no --classifier given: using %s", config.classifier.name)
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, config)
+    from memgen.pipelines.cli import execute  # cli imports this module lazily: no cycle
+
+    if not execute(options, lambda pipeline: build(pipeline, config),
+                   prepare=lambda: prepare_report_output(config.out)):
+        return None
     report = read_report(config.out)
     print(concept_summary(report["concept"]))
     print(f"report: {join(config.out, REPORT)}")
