@@ -8,7 +8,7 @@ and imagededup's encode_images + find_duplicates (benchmark venv, num_enc_worker
 num_dist_workers = --workers), both at the default threshold. Wall clock of each whole
 command, Python start-up included.
 
-rss: two corpora of large JPEGs (real photos re-encoded at 4-5x, ~0.6 MB each) of
+rss: two corpora of large JPEGs (real photos re-encoded at 4-5x, long side <= 2500 px) of
 --rss-gb sizes; `memgen memorize` (default in-process runner) under /usr/bin/time -v;
 peak RSS of the larger over the smaller.
 
@@ -34,7 +34,6 @@ from memgen.pipelines.memorize import DEFAULT_THRESHOLD
 
 MEMGEN = str(Path(sys.executable).with_name("memgen"))
 BIG_SCALE, BIG_QUALITY = (4.0, 5.0), (90, 96)  # 1.5-2 Mpixel JPEGs
-BIG_IMAGE_BYTES = 0.6e6  # about what one such image weighs; sizes the rss corpora
 
 
 def timed_command(argv: list[str]) -> dict:
@@ -91,8 +90,8 @@ def rss(args: argparse.Namespace) -> dict:
     for gb in args.rss_gb:
         root = OUT / "e2e" / f"rss-{gb}gb"
         if not (root / "shards").is_dir():
-            n = round(gb * 1e9 / BIG_IMAGE_BYTES)
-            corpus = make_corpus(root, n, scale=BIG_SCALE, quality=BIG_QUALITY, shard_size=200)
+            corpus = make_corpus(root, int(gb * 1e9 / 100e3), scale=BIG_SCALE, quality=BIG_QUALITY,
+                                 shard_size=200, max_bytes=gb * 1e9)
             (root / "corpus.json").write_text(json.dumps(corpus))
         corpus = json.loads((root / "corpus.json").read_text())
         run = memorize(root / "shards", root / "memory", 1)

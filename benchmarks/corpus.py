@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 
 from benchmarks.common import photos
 
+MAX_SIDE = 2500  # renditions are capped so that no image nears the pixel cap of memorize
 EXACT_COPY_EVERY = 10  # every 10th record repeats an earlier record's bytes
 NEAR_SHARE = 0.2 / 0.9  # of the other records: re-render an earlier picture
 
@@ -49,7 +50,7 @@ def _render(job: tuple[int, int, str, tuple[float, float], tuple[int, int]]) -> 
     left = int((img.width - w) * _draw(picture, "left"))
     top = int((img.height - h) * _draw(picture, "top"))
     img = img.crop((left, top, left + w, top + h))
-    scale = scale_lo + (scale_hi - scale_lo) * _draw(rendition, "scale")
+    scale = min(scale_lo + (scale_hi - scale_lo) * _draw(rendition, "scale"), MAX_SIDE / max(w, h))
     size = (max(16, round(w * scale)), max(16, round(h * scale)))
     out = io.BytesIO()
     quality = q_lo + int((q_hi - q_lo) * _draw(rendition, "quality"))
@@ -59,8 +60,9 @@ def _render(job: tuple[int, int, str, tuple[float, float], tuple[int, int]]) -> 
 
 def make_corpus(out: Path, n_images: int, *, scale: tuple[float, float] = (0.5, 1.0),
                 quality: tuple[int, int] = (60, 96), shard_size: int = 1000, folder: bool = False,
-                processes: int = 2) -> dict:
-    """Write n_images records into out/shards/*.tar (and out/folder/ when asked).
+                processes: int = 2, max_bytes: float = float("inf")) -> dict:
+    """Write n_images records (fewer once max_bytes of images are written) into
+    out/shards/*.tar, and into out/folder/ when asked.
 
     Streams: an exact copy is rendered again from its recipe (deterministic, same bytes),
     so the generator never holds the corpus in memory.
@@ -87,9 +89,12 @@ def make_corpus(out: Path, n_images: int, *, scale: tuple[float, float] = (0.5, 
             if folder:
                 (out / "folder" / f"{key}.jpg").write_bytes(data)
             n_bytes += len(data)
+            if n_bytes >= max_bytes:
+                break
     if tar is not None:
         tar.close()
-    return {"images": n_images, "image_bytes": n_bytes, "shards": -(-n_images // shard_size),
+    recipes = recipes[: i + 1]
+    return {"images": i + 1, "image_bytes": n_bytes, "shards": -(-(i + 1) // shard_size),
             "distinct_recipes": len(set(recipes)), "pictures": len({p for p, _ in recipes})}
 
 
