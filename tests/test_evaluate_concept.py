@@ -140,6 +140,16 @@ def test_calibration_with_captions(tmp_path):
     assert concept["unique"]["ci_low"] < concept["unique"]["estimate"] < concept["unique"]["ci_high"]
 
 
+def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
+    memory = _memory(tmp_path / "m", _caption_rows(4))
+    out = tmp_path / "out"
+    flags = ["--memory", memory, "--out", str(out), "--classifier", "caption", "--dry_run"]
+    assert cli_main(["evaluate", *flags]) == 0
+    printed = capsys.readouterr().out
+    assert "\n  Concept\n" in printed and "\n    ScoreMemory\n" in printed
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("flags,message", [
     (("--out", "OUT"), "--memory is required"),
     (("--memory", "MISSING", "--out", "OUT"), "not a finished memory"),
