@@ -3,7 +3,9 @@
 Exact: records with the same bytes form an ImageGroup; the record read first
 (smallest shard, then ordinal) is kept. Near: images sharing a pHash value form a
 node (thousands of flat images cost one node); nodes are clustered by
-`memgen.near`, and every image of a node follows the node's representative.
+`memgen.near` (`cluster_nodes` on one machine; the Beam stage labels components
+first and calls `split_component` per component, with the same result), and every
+image of a node follows the node's representative.
 Representative preference: most pixels, then most bytes, then smallest image_id.
 """
 
