@@ -6,7 +6,10 @@ The exported graph takes uint8 pixels (batch, 224, 224, 3) and does the rest its
 ((x - 127) / 128, NCHW, softmax), so workers only decode and resize. The file is cached
 under $MEMGEN_CACHE (default ~/.cache/memgen), named by the versions that produced it,
 and written under a temporary name then renamed, so concurrent runs never read half a
-file. Running needs only onnxruntime.
+file. Running needs only onnxruntime. Models are read through fsspec, so on a remote
+runner (whose workers cannot see the launcher's cache) a copy of the export on gs:// or
+s3:// works as `--classifier onnx:gs://.../efficientnet-lite0-....onnx --classes 281-285
+--label_threshold 0.1`.
 
 A user's model (`onnx:PATH`): the first input is fed RGB pixels at its declared height
 and width (224 when dynamic); uint8 inputs get raw pixels, float inputs (x - 127) / 128;
@@ -27,6 +30,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
 
 EFFICIENTNET = "efficientnet-lite0"
@@ -113,6 +117,12 @@ def _Uint8Softmax(net, torch):  # noqa: N802 - a class built lazily so torch sta
     return Uint8Softmax()
 
 
+def read_model(path: str) -> bytes:
+    """The ONNX file's bytes, through fsspec: workers of a remote runner can load gs:// or s3:// models."""
+    with fsspec.open(path, "rb") as f:
+        return f.read()
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """How a model wants its pixels."""
@@ -126,7 +136,7 @@ def inspect_input(path: str) -> InputSpec:
     """Read the first input's element type and shape from an ONNX file."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(read_model(path), providers=["CPUExecutionProvider"])
     first = session.get_inputs()[0]
     shape = list(first.shape)
     if len(shape) != 4:

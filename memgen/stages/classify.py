@@ -30,7 +30,7 @@ from memgen.classify.concept import (
     concept_section,
 )
 from memgen.classify.images import decode_ahead
-from memgen.classify.onnx_model import concept_probability, to_model_input
+from memgen.classify.onnx_model import concept_probability, read_model, to_model_input
 from memgen.fingerprint import ImageError
 from memgen.memory import MemoryDirError, join, read_manifest
 from memgen.prevalence import Tally
@@ -175,7 +175,8 @@ class ConceptModelHandler(ModelHandler):
 
         options = ort.SessionOptions()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(self.spec.model_path, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(read_model(self.spec.model_path), options,
+                                    providers=["CPUExecutionProvider"])
 
     def run_inference(self, batch, model, inference_args=None):
         x = to_model_input(np.stack(batch), self.spec.input)
