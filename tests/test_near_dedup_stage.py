@@ -115,7 +115,7 @@ def test_a_hash_shared_by_100k_records_is_one_node():
         rep = best.kept.image_id
         assert_that(summary, equal_to([((rep, 0, n, True), 1), ((rep, 0, 0, False), n - 1)]))
         assert_that(near.report | beam.Map(lambda r: r["pairs"]), equal_to([0]), label="NoPairs")
-    assert time.perf_counter() - started < 60  # about 15 s on a quiet 2-core machine
+    assert time.perf_counter() - started < 60  # about 6 s on a quiet 2-core machine
 
 
 def test_the_report_becomes_the_manifest_near_dedup_section():
