@@ -91,8 +91,10 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig) -> None:
     read = pipeline | "Shards" >> beam.Create(shards) | "ReadShards" >> ReadShards(config.reader, len(shards))
     fingerprinted = read.records | "Fingerprint" >> Fingerprint(config.fingerprint)
     groups = fingerprinted.fingerprints | "ExactDedup" >> ExactDedup()
-    assignments = groups | "NearDedup" >> NearDedup(config.threshold)
+    near = NearDedup(config.threshold)
+    assignments = groups | "NearDedup" >> near
     rejects = (read.rejects, fingerprinted.rejects) | "AllRejects" >> beam.Flatten()
     _ = {
         "groups": groups, "assignments": assignments, "rejects": rejects, "read_counts": read.counts,
+        "near_dedup": near.report,  # search plan and connected-components convergence
     } | "WriteMemory" >> WriteMemory(config.memory, shards, config.reader, manifest_base)
