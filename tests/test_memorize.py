@@ -69,7 +69,7 @@ def test_counts_add_up_and_every_record_lands_once(memory):
     c = manifest["counts"]
     assert manifest["balanced"] and c["records_in"] == c["images"] + c["duplicates"] + c["rejects"]
     near = manifest["near_dedup"]
-    assert near["threshold"] == 10 and near["components"]["converged"] and near["pairs"] >= 2
+    assert near["threshold"] == 10 and near["components"]["converged"]
     images, dups, rejects = rows(mem, "images"), rows(mem, "duplicates"), rows(mem, "rejects")
     assert (len(images), len(dups), len(rejects)) == (c["images"], c["duplicates"], c["rejects"])
     sources = [r["source"] for r in images + dups + rejects]
