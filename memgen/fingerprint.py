@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import imagehash
@@ -58,23 +60,13 @@ class Decoded:
     format: str
 
 
-def decode(data: bytes, config: FingerprintConfig) -> Decoded:
-    """Safely decode bytes to an oriented grey image; raises ImageError."""
-    if not data:
-        raise ImageError("empty", "zero bytes")
+@contextmanager
+def image_errors() -> Iterator[None]:
+    """Turns whatever Pillow raises while opening or decoding into an ImageError reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > config.max_pixels:
-                raise ImageError("too_many_pixels",
-                                 f"{width}x{height} > max_pixels {config.max_pixels}")
-            orientation = _orientation(img)
-            if config.mode == "fast" and img.format == "JPEG":
-                img.draft("L", (DRAFT_SIZE, DRAFT_SIZE))
-            img.load()
-            grey = img.convert("L")
+            yield
     except ImageError:
         raise
     except Image.UnidentifiedImageError:  # Pillow's message holds an object address: not reproducible
@@ -83,6 +75,28 @@ def decode(data: bytes, config: FingerprintConfig) -> Decoded:
         raise ImageError("too_many_pixels", str(e)) from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is a property of the record
         raise ImageError("decode_error", f"{type(e).__name__}: {e}"[:500]) from None
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """The image with only its header read, after the size checks; use inside image_errors()."""
+    if not data:
+        raise ImageError("empty", "zero bytes")
+    img = Image.open(io.BytesIO(data))
+    if img.width * img.height > max_pixels:
+        raise ImageError("too_many_pixels", f"{img.width}x{img.height} > max_pixels {max_pixels}")
+    return img
+
+
+def decode(data: bytes, config: FingerprintConfig) -> Decoded:
+    """Safely decode bytes to an oriented grey image; raises ImageError."""
+    with image_errors():
+        img = open_image(data, config.max_pixels)
+        width, height = img.size
+        orientation = _orientation(img)
+        if config.mode == "fast" and img.format == "JPEG":
+            img.draft("L", (DRAFT_SIZE, DRAFT_SIZE))
+        img.load()
+        grey = img.convert("L")
     if orientation in _TRANSPOSE:
         grey = grey.transpose(_TRANSPOSE[orientation])
         if orientation >= 5:
