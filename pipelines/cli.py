@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.runners.runner import create_runner
 
-from memgen.memory import MemoryDirError, prepare_output, read_manifest
+from memgen.memory import MemoryDirError, join, prepare_output, read_manifest
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
 from memgen.pipelines.options import parse_job
@@ -112,9 +112,23 @@ def demo(argv: list[str]) -> None:
 
 
 def evaluate(argv: list[str]) -> dict | None:
-    from memgen.pipelines.evaluate import main as evaluate_main
+    """Run evaluate; prints a summary and returns the report (None for a dry run)."""
+    from memgen.pipelines import evaluate as job
+    from memgen.report import REPORT, concept_summary, prepare_report_output, read_report
 
-    return evaluate_main(argv)
+    options = parse_job("memgen evaluate", "Measure a memory: concept fraction with CIs, distances "
+                        "between image sets, copying (report.json, report.html).", job.EvaluateOptions, argv)
+    config = job.EvaluateConfig.from_options(options)
+    if not options.view_as(job.EvaluateOptions).classifier:
+        logging.getLogger("memgen").info("no --classifier given: using %s", config.classifier.name)
+    if not execute(options, lambda pipeline: job.build(pipeline, config),
+                   prepare=lambda: prepare_report_output(config.out)):
+        return None
+    report = read_report(config.out)
+    print(concept_summary(report["concept"]))
+    print(f"report: {join(config.out, REPORT)}")
+    print(f"report.html: {job.write_report_html(config, report)}")
+    return report
 
 
 COMMANDS = {"memorize": memorize, "sample": sample, "evaluate": evaluate, "demo": demo}

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
-import logging
-import math
-import posixpath
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-import fsspec
 import pyarrow
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -27,19 +22,19 @@ from memgen.classify.concept import LabelledFile, read_calibration_labels
 from memgen.classify.onnx_model import VisionMissing
 from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
-from memgen.memory import MemoryDirError, join, read_manifest
+from memgen.memory import read_manifest
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import DEFAULT_THRESHOLD
-from memgen.pipelines.options import add_shared, parse_job
+from memgen.pipelines.options import add_shared
 from memgen.readers import ReaderConfig
+from memgen.report import check_report_output
 from memgen.report_figures import collect_figures, write_html
 from memgen.report_html import render
 from memgen.shards import discover
 from memgen.stages.classify import EstimateConcept, memory_parts
 from memgen.stages.distances import EvaluateSets
+from memgen.stages.report import WriteReport
 
-log = logging.getLogger("memgen.evaluate")
-REPORT = "report.json"
 MAX_SEED = 2**63 - 1
 
 
@@ -119,27 +114,6 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig) -> None:
     _ = sections | "WriteReport" >> WriteReport(config.out, _static_sections(config))
 
 
-class WriteReport(beam.PTransform):
-    """{section name: PCollection of one dict} -> report.json, written once all are done."""
-
-    def __init__(self, out: str, static: dict[str, Any]) -> None:
-        super().__init__()
-        self.out = out
-        self.static = static
-
-    def expand(self, sections):
-        named = [pcoll | f"Name{name.title()}" >> beam.Map(lambda v, n: (n, v), name)
-                 for name, pcoll in sections.items()]
-        return (named
-                | "AllSections" >> beam.Flatten()
-                | "Collect" >> beam.combiners.ToList()
-                | "Write" >> beam.Map(_write_sections, self.out, self.static))
-
-
-def _write_sections(pairs: list[tuple[str, Any]], out: str, static: dict[str, Any]) -> None:
-    write_report(out, {**static, **dict(pairs)})
-
-
 def _static_sections(config: EvaluateConfig) -> dict[str, Any]:
     manifest = read_manifest(config.memory) or {}
     versions = {"memgen": memgen.__version__, "apache_beam": beam.__version__,
@@ -158,84 +132,6 @@ def _static_sections(config: EvaluateConfig) -> dict[str, Any]:
         "started_at": now(),
     }
     return {"inputs": inputs, "versions": versions}
-
-
-def check_report_output(out: str) -> None:
-    """Refuse an --out that already holds a finished report."""
-    fs, path = fsspec.core.url_to_fs(join(out, REPORT))
-    if fs.exists(path):
-        raise MemoryDirError(f"{out} already holds a finished report ({REPORT}); "
-                             "choose another --out or delete it")
-
-
-def prepare_report_output(out: str) -> None:
-    """Create --out for a real run (a dry run writes nothing)."""
-    fs, path = fsspec.core.url_to_fs(out)
-    fs.makedirs(path, exist_ok=True)
-
-
-def write_report(out: str, report: dict[str, Any]) -> None:
-    """report.json under a temporary name, then renamed: a reader never sees half of it."""
-    report = {**report, "inputs": {**report["inputs"], "finished_at": now()}}
-    fs, path = fsspec.core.url_to_fs(join(out, REPORT))
-    tmp = posixpath.join(posixpath.dirname(path), "." + REPORT + ".tmp")
-    with fs.open(tmp, "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True, allow_nan=False)
-    fs.mv(tmp, path)
-
-
-def read_report(out: str) -> dict[str, Any]:
-    with fsspec.open(join(out, REPORT), "r") as f:
-        return json.load(f)
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
-
-
-def concept_summary(concept: dict[str, Any]) -> str:
-    """A few readable lines about the concept section."""
-    design = concept["design"]
-    how = ("all images" if design["kind"] == "census"
-           else f"a uniform sample of {design['sample_size']} of {design['population_images']} images")
-    lines = [f"{concept['name']} fraction by {concept['classifier']['name']} over {how}:"]
-    for key, label in (("unique", "unique images"), ("copy_weighted", "input records (by copies)")):
-        f = concept[key]
-        lines.append(f"  {label:<26} {_percent(f['estimate']):>7}  95% CI [{_percent(f['ci_low'])}, "
-                     f"{_percent(f['ci_high'])}]  n={f['n']}  ({f['method']})")
-    cal = concept["calibration"]
-    if cal:
-        se, sp = cal["sensitivity"], cal["specificity"]
-        lines.append(f"  calibration: sensitivity {_percent(se['estimate'])} "
-                     f"[{_percent(se['ci_low'])}, {_percent(se['ci_high'])}], specificity "
-                     f"{_percent(sp['estimate'])} [{_percent(sp['ci_low'])}, {_percent(sp['ci_high'])}]"
-                     f" on {cal['positives']}+{cal['negatives']} labelled images")
-        if cal["error"]:
-            lines.append(f"  calibration not applied: {cal['error']}")
-    failures = concept["failures"]
-    if failures["images"]:
-        kinds = ", ".join(f"{k} {v}" for k, v in failures["by_type"].items())
-        lines.append(f"  {failures['images']} images could not be decoded ({kinds}); not counted")
-    return "\n".join(lines)
-
-
-def main(argv: list[str]) -> dict[str, Any] | None:
-    """Run evaluate; prints a summary and returns the report (None for a dry run)."""
-    options = parse_job("memgen evaluate", "Estimate the cat fraction of a memory (report.json).",
-                        EvaluateOptions, argv)
-    config = EvaluateConfig.from_options(options)
-    if not options.view_as(EvaluateOptions).classifier:
-        log.info("no --classifier given: using %s", config.classifier.name)
-    from memgen.pipelines.cli import execute  # cli imports this module lazily: no cycle
-
-    if not execute(options, lambda pipeline: build(pipeline, config),
-                   prepare=lambda: prepare_report_output(config.out)):
-        return None
-    report = read_report(config.out)
-    print(concept_summary(report["concept"]))
-    print(f"report: {join(config.out, REPORT)}")
-    print(f"report.html: {write_report_html(config, report)}")
-    return report
 
 
 # Evaluate part 2: distances, copying and report.html (memgen.stages.distances, memgen.report_html).

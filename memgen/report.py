@@ -1,0 +1,77 @@
+"""report.json: written atomically once every section is done, read back, summarized.
+
+Pure I/O through fsspec (no Beam); the sections come from the evaluate stages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+from typing import Any
+
+import fsspec
+
+from memgen.manifest import now
+from memgen.memory import MemoryDirError, join
+
+REPORT = "report.json"
+
+
+def check_report_output(out: str) -> None:
+    """Refuse an --out that already holds a finished report."""
+    fs, path = fsspec.core.url_to_fs(join(out, REPORT))
+    if fs.exists(path):
+        raise MemoryDirError(f"{out} already holds a finished report ({REPORT}); "
+                             "choose another --out or delete it")
+
+
+def prepare_report_output(out: str) -> None:
+    """Create --out for a real run (a dry run writes nothing)."""
+    fs, path = fsspec.core.url_to_fs(out)
+    fs.makedirs(path, exist_ok=True)
+
+
+def write_report(out: str, report: dict[str, Any]) -> None:
+    """report.json under a temporary name, then renamed: a reader never sees half of it."""
+    report = {**report, "inputs": {**report["inputs"], "finished_at": now()}}
+    fs, path = fsspec.core.url_to_fs(join(out, REPORT))
+    tmp = posixpath.join(posixpath.dirname(path), "." + REPORT + ".tmp")
+    with fs.open(tmp, "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True, allow_nan=False)
+    fs.mv(tmp, path)
+
+
+def read_report(out: str) -> dict[str, Any]:
+    with fsspec.open(join(out, REPORT), "r") as f:
+        return json.load(f)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def concept_summary(concept: dict[str, Any]) -> str:
+    """A few readable lines about the concept section."""
+    design = concept["design"]
+    how = ("all images" if design["kind"] == "census"
+           else f"a uniform sample of {design['sample_size']} of {design['population_images']} images")
+    lines = [f"{concept['name']} fraction by {concept['classifier']['name']} over {how}:"]
+    for key, label in (("unique", "unique images"), ("copy_weighted", "input records (by copies)")):
+        f = concept[key]
+        lines.append(f"  {label:<26} {_percent(f['estimate']):>7}  95% CI [{_percent(f['ci_low'])}, "
+                     f"{_percent(f['ci_high'])}]  n={f['n']}  ({f['method']})")
+    cal = concept["calibration"]
+    if cal:
+        se, sp = cal["sensitivity"], cal["specificity"]
+        lines.append(f"  calibration: sensitivity {_percent(se['estimate'])} "
+                     f"[{_percent(se['ci_low'])}, {_percent(se['ci_high'])}], specificity "
+                     f"{_percent(sp['estimate'])} [{_percent(sp['ci_low'])}, {_percent(sp['ci_high'])}]"
+                     f" on {cal['positives']}+{cal['negatives']} labelled images")
+        if cal["error"]:
+            lines.append(f"  calibration not applied: {cal['error']}")
+    failures = concept["failures"]
+    if failures["images"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in failures["by_type"].items())
+        lines.append(f"  {failures['images']} images could not be decoded ({kinds}); not counted")
+    return "\n".join(lines)
