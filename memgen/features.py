@@ -6,8 +6,8 @@ the memory, int64). Out: `extract(view)` -> {space name: float32 vector}. The sp
 - thumbnail: an 8x8 RGB area-average thumbnail, pixels in [0, 1] (192-d);
 - colour: a joint RGB histogram, 4 bins per channel, summing to 1 (64-d);
 - efficientnet: the 1280-d pooled EfficientNet-Lite0 embedding. It is not computed
-  here: the concept classifier runs that model once per image in batches, and the
-  evaluate pipeline adds its embedding to the dict under `EMBEDDING`.
+  here: it needs onnxruntime and batches, so memgen.stages.image_sets runs the model on
+  the same 224x224 pixels and adds the embedding to the dict under `EMBEDDING`.
 Pure functions of pixels (PIL + numpy); no Beam.
 """
 

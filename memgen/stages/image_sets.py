@@ -6,13 +6,17 @@
 - reference: raw shards (a held-out test set), read like memorize reads them, hashed
   with the memory's fingerprint settings so that distances to the memory mean the same.
 `ExtractFeatures` turns SetImages into (set, image id, {space: vector}) and tags the
-images that cannot be decoded as (set, error type) failures.
-Image bytes live only inside the worker that read them; features are small.
+images that cannot be decoded as (set, error type) failures. With the vision extra, the
+vector dict also holds the EfficientNet-Lite0 embedding under `EMBEDDING`, computed in
+batches on the same 224x224 pixels the other features see.
+Image bytes and pixels live only inside the worker that read them (BatchElements does
+not shuffle); features are small.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import posixpath
 from collections import defaultdict
 from collections.abc import Iterator
@@ -20,12 +24,20 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import fsspec
+import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
 from memgen.classify.images import to_rgb_square
+from memgen.classify.onnx_model import (
+    VisionMissing,
+    efficientnet_onnx_path,
+    embeddings,
+    inference_session,
+    missing_vision_module,
+)
 from memgen.copying import query_phash
-from memgen.features import ImageView, extract
+from memgen.features import EMBEDDING, ImageView, extract
 from memgen.fingerprint import FingerprintConfig, ImageError
 from memgen.memory import MemoryDirError, join, read_manifest
 from memgen.readers import ReaderConfig, read_shard
@@ -35,6 +47,7 @@ from memgen.sample_output import INDEX
 MEMORY, SAMPLE, REFERENCE = "memory", "sample", "reference"
 FEATURE_SIDE = 224  # the classifier's input square: thumbnails and histograms see what it sees
 READ_BATCH_ROWS = 64
+MIN_EMBED_BATCH, MAX_EMBED_BATCH = 8, 64  # as the concept classifier's RunInference batches
 FAILED = "failed"
 
 
@@ -84,18 +97,59 @@ def reference_images(shard: Shard, reader: ReaderConfig, fingerprint: Fingerprin
         yield SetImage(REFERENCE, hashlib.sha256(item.data).hexdigest(), phash, item.data)
 
 
-def image_features(image: SetImage) -> Iterator:
-    """(set, image id, {space: vector}), or a (set, error type) failure."""
+def embedding_model() -> str | None:
+    """The EfficientNet-Lite0 export's path (exported here, on the launcher, when not cached),
+    or None without the vision extra: the report then has no efficientnet rows."""
+    if missing_vision_module() is not None:
+        return None
+    try:
+        return str(efficientnet_onnx_path())
+    except VisionMissing as e:  # onnxruntime is there but torch, needed to export once, is not
+        logging.warning("no %s distances: %s", EMBEDDING, e)
+        return None
+
+
+def decode_features(image: SetImage) -> Iterator:
+    """(set, image id, {space: vector}, 224x224 RGB pixels), or a (set, error type) failure."""
     try:
         pixels = to_rgb_square(image.data, FEATURE_SIDE)
     except ImageError as e:
         yield beam.pvalue.TaggedOutput(FAILED, (image.set_name, e.error_type))
         return
-    yield image.set_name, image.image_id, extract(ImageView(Image.fromarray(pixels), image.phash))
+    yield image.set_name, image.image_id, extract(ImageView(Image.fromarray(pixels), image.phash)), pixels
+
+
+class _EmbedFn(beam.DoFn):
+    """A batch of decode_features tuples -> (set, id, {space: vector} with the embedding added)."""
+
+    def __init__(self, model_path: str) -> None:
+        self.model_path = model_path
+        self.session = None
+
+    def setup(self) -> None:
+        self.session = inference_session(self.model_path)
+
+    def process(self, batch):
+        vectors = embeddings(self.session, np.stack([pixels for *_, pixels in batch]))
+        for (set_name, image_id, feats, _), vector in zip(batch, vectors, strict=True):
+            yield set_name, image_id, {**feats, EMBEDDING: vector}
 
 
 class ExtractFeatures(beam.PTransform):
-    """PCollection[SetImage] -> (features: (set, id, {space: vector}), failed: (set, error type))."""
+    """PCollection[SetImage] -> {"features": (set, id, {space: vector}), FAILED: (set, error type)}.
+
+    `model_path`: the EfficientNet-Lite0 export (embedding_model()), or None for no embedding."""
+
+    def __init__(self, model_path: str | None) -> None:
+        super().__init__()
+        self.model_path = model_path
 
     def expand(self, images):
-        return images | "Features" >> beam.FlatMap(image_features).with_outputs(FAILED, main="features")
+        decoded = images | "Decode" >> beam.FlatMap(decode_features).with_outputs(FAILED, main="decoded")
+        if self.model_path is None:
+            features = decoded.decoded | "DropPixels" >> beam.MapTuple(lambda s, i, feats, _: (s, i, feats))
+        else:
+            features = (decoded.decoded
+                        | "Batch" >> beam.BatchElements(MIN_EMBED_BATCH, MAX_EMBED_BATCH)
+                        | "Embed" >> beam.ParDo(_EmbedFn(self.model_path)))
+        return {"features": features, FAILED: decoded[FAILED]}
