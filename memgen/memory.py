@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import fsspec
@@ -37,40 +37,61 @@ def part_name(shard_index: int) -> str:
     return f"part-{shard_index:06d}.parquet"
 
 
+class ParquetPart:
+    """Rows added one at a time to a Parquet file (zstd, row groups of ~ROW_GROUP_BYTES).
+
+    Written under a hidden temporary name and renamed on a clean exit, so readers never
+    see half a file; a part that received no row leaves no file.
+    """
+
+    def __init__(self, url: str, schema: pa.Schema) -> None:
+        self.fs, self.path = fsspec.core.url_to_fs(url)
+        self.tmp = posixpath.join(posixpath.dirname(self.path), "." + posixpath.basename(self.path) + ".tmp")
+        self.schema = schema
+        self.count = 0
+        self._batch: list[dict[str, Any]] = []
+        self._size = 0
+        self._file = self._writer = None
+
+    def __enter__(self) -> ParquetPart:
+        return self
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._batch.append(row)
+        self.count += 1
+        self._size += len(row.get("image") or b"") + len(row.get("data") or b"") + 200
+        if self._size >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        if self._writer is None:
+            self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
+            self._file = self.fs.open(self.tmp, "wb")
+            self._writer = pq.ParquetWriter(self._file, self.schema, compression="zstd")
+        self._writer.write_table(pa.Table.from_pylist(self._batch, schema=self.schema))
+        self._batch, self._size = [], 0
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self._flush()
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._file.close()
+        if exc_type is None:
+            self.fs.mv(self.tmp, self.path)
+        else:
+            self.fs.rm(self.tmp)
+
+
 def write_rows(url: str, table: str, rows: Iterable[dict[str, Any]]) -> int:
-    """Write rows to a Parquet file (zstd) atomically; returns the row count (0: no file)."""
-    schema = table_schema(table)
-    fs, path = fsspec.core.url_to_fs(url)
-    tmp = posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path) + ".tmp")
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    n = 0
-    writer = None
-    with fs.open(tmp, "wb") as f:
-        for batch in _batches(rows):
-            if writer is None:
-                writer = pq.ParquetWriter(f, schema, compression="zstd")
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-            n += len(batch)
-        if writer is not None:
-            writer.close()
-    if n:
-        fs.mv(tmp, path)
-    else:
-        fs.rm(tmp)
-    return n
-
-
-def _batches(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    size = 0
-    for row in rows:
-        batch.append(row)
-        size += len(row.get("image") or b"") + len(row.get("data") or b"") + 200
-        if size >= ROW_GROUP_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
+    """Write one table's rows to a Parquet part atomically; returns the row count (0: no file)."""
+    with ParquetPart(url, table_schema(table)) as part:
+        for row in rows:
+            part.add(row)
+    return part.count
 
 
 def read_manifest(memory: str) -> dict[str, Any] | None:

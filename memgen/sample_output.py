@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from memgen.contact_sheet import contact_sheet, thumbnail
 from memgen.manifest import now
-from memgen.memory import ROW_GROUP_BYTES, MemoryDirError, join, read_manifest, write_manifest
+from memgen.memory import MemoryDirError, ParquetPart, join, read_manifest, write_manifest
 from memgen.safe_names import extension, safe_join, sample_stem
 from memgen.sampling import Chosen
 from memgen.schema import load_json, table_schema
@@ -173,43 +173,21 @@ class _TarWriter:
 
 
 class _ParquetWriter:
-    """The chosen memory rows with the sampling columns, row groups of ~64 MiB."""
+    """The chosen memory rows with the sampling columns."""
 
     def __init__(self, url: str) -> None:
-        self.fs, self.path = fsspec.core.url_to_fs(url)
-        self.tmp = posixpath.join(posixpath.dirname(self.path), "." + posixpath.basename(self.path))
-        self.schema = sample_rows_schema()
+        self.part = ParquetPart(url, sample_rows_schema())
 
     def __enter__(self) -> _ParquetWriter:
-        self.file = self.fs.open(self.tmp, "wb")
-        self.writer = pq.ParquetWriter(self.file, self.schema, compression="zstd")
-        self.batch: list[dict[str, Any]] = []
-        self.size = 0
-        self.count = 0
+        self.part.__enter__()
         return self
 
     def add(self, row: dict[str, Any], c: Chosen) -> str:
-        self.batch.append({**row, **sampling_fields(c)})
-        self.size += len(row["image"]) + 200
-        self.count += 1
-        if self.size >= ROW_GROUP_BYTES:
-            self._flush()
+        self.part.add({**row, **sampling_fields(c)})
         return ""
 
-    def _flush(self) -> None:
-        if self.batch:
-            self.writer.write_table(pa.Table.from_pylist(self.batch, schema=self.schema))
-        self.batch, self.size = [], 0
-
-    def __exit__(self, exc_type, *_) -> None:
-        if exc_type is None:
-            self._flush()
-        self.writer.close()
-        self.file.close()
-        if exc_type is None and self.count:
-            self.fs.mv(self.tmp, self.path)
-        else:
-            self.fs.rm(self.tmp)
+    def __exit__(self, *exc) -> None:
+        self.part.__exit__(*exc)
 
 
 class _FolderWriter:
