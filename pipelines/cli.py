@@ -22,8 +22,9 @@ USAGE = """usage: memgen COMMAND [options]
 
 commands:
   memorize   web image shards -> deduplicated Parquet memory
-  evaluate   a memory -> report.json: cat fraction with 95% confidence intervals
   sample     memory -> reproducible sample (webdataset, parquet or folder) + contact sheet
+  evaluate   memory (+ sample, reference) -> report.json and report.html: cat fraction
+             with 95% confidence intervals, distances between image sets, copying
   demo       build a small web-like corpus from bundled photos and run the jobs on it
 
 `memgen COMMAND --help` describes each command."""
