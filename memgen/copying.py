@@ -38,7 +38,7 @@ def query_phash(data: bytes, config: FingerprintConfig) -> int:
 
     Sample images are the memory's bytes, never re-encoded, so they hash to the very
     value stored in the memory (distance 0)."""
-    return phash(decode(data, config).grey)
+    return phash(decode(data, config).grey, config.mode)
 
 
 def nearest_distances(queries: np.ndarray, memory: np.ndarray, radius: int = DEFAULT_RADIUS) -> np.ndarray:
