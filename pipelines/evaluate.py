@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import memgen
 from memgen.classify import CLASSIFIERS, ClassifierError, ClassifierSpec, resolve
 from memgen.classify.concept import LabelledFile, read_calibration_labels
-from memgen.classify.onnx_model import VisionMissing
+from memgen.classify.onnx_model import EFFICIENTNET, VisionMissing
 from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
 from memgen.memory import read_manifest
@@ -33,6 +33,7 @@ from memgen.report_html import render
 from memgen.shards import discover
 from memgen.stages.classify import EstimateConcept, memory_parts
 from memgen.stages.distances import EvaluateSets
+from memgen.stages.image_sets import ScoreMemory
 from memgen.stages.report import WriteReport
 
 MAX_SEED = 2**63 - 1
@@ -105,11 +106,15 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig) -> None:
     """Wire the evaluate stages onto `pipeline` (checks the memory and the output; writes nothing)."""
     parts = memory_parts(config.memory)
     check_report_output(config.out)
+    memory_scored = None
+    if config.classifier.name == EFFICIENTNET:  # its model also gives the embedding: run it once per image
+        memory_scored = pipeline | "ScoreMemory" >> ScoreMemory(parts, config.classifier)
+    scored = None if memory_scored is None else memory_scored | "ConceptRows" >> beam.Map(lambda m: m.scored)
     sections = {
         "concept": pipeline | "Concept" >> EstimateConcept(
             config.classifier, parts, config.sample_size, config.seed, list(config.labelled),
-            config.calibration),
-        **distance_sections(pipeline, config, parts),
+            config.calibration, scored),
+        **distance_sections(pipeline, config, parts, memory_scored),
     }
     _ = sections | "WriteReport" >> WriteReport(config.out, _static_sections(config))
 
@@ -136,15 +141,18 @@ def _static_sections(config: EvaluateConfig) -> dict[str, Any]:
 
 # Evaluate part 2: distances, copying and report.html (memgen.stages.distances, memgen.report_html).
 
-def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: list[str]) -> dict[str, Any]:
-    """The `distances` and `copying` sections: one PCollection of one dict each.
+def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: list[str],
+                      memory_scored=None) -> dict[str, Any]:
+    """The `distances` and `copying` sections: one PCollection of one dict each; `memory_scored`:
+    the memory's ScoredImages when ScoreMemory has already embedded them.
 
     References are read and hashed with the memory's own reader and fingerprint settings,
     and a copy is a pHash within the memory's own near-duplicate threshold."""
     reader, fingerprint, threshold = _memorized(config)
     references = discover(list(config.references)) if config.references else []
     sets = pipeline | "Distances" >> EvaluateSets(
-        parts, config.sample, references, reader, fingerprint, threshold, config.seed)
+        parts, config.sample, references, reader, fingerprint, threshold, config.seed,
+        memory_scored=memory_scored)
     return {"distances": sets["distances"], "copying": sets["copying"]}
 
 

@@ -242,3 +242,62 @@ def test_real_photos_mixed_at_a_known_fraction_are_covered(tmp_path, vision_cach
     assert concept["calibration"]["specificity"]["estimate"] > 0.95
     uncorrected = concept["uncorrected"]["unique"]
     assert np.isclose(uncorrected["estimate"], uncorrected["positives"] / 100)
+
+
+def test_score_memory_runs_the_model_once_per_image_for_both_sections(tmp_path, vision_cache):
+    """ScoreMemory's one run gives what the concept's and the distances' separate runs give."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from memgen.stages.classify import MODEL_IMAGES
+    from memgen.stages.image_sets import (
+        FAILED,
+        ExtractFeatures,
+        ScoreMemory,
+        embedding_model,
+        read_memory_part,
+    )
+
+    photos = _bundled()
+    rows = [_row(data, 1 + i, None) for i, data in enumerate(photos.values())]
+    rows.append(_row(photos["chelsea"][:2000], 3, "truncated"))
+    parts = memory_parts(_memory(tmp_path / "m", rows, parts=2))
+    spec = resolve("efficientnet-lite0", None, None)
+
+    def check(joined):
+        ((once, separate, features, failed),) = joined
+        scored = {s.image_id: s for s in separate}
+        assert sorted(m.scored.image_id for m in once) == sorted(scored) and len(once) == len(rows)
+        for m in once:
+            want = scored[m.scored.image_id]
+            if want.label is None:  # the truncated image: the same failure, no features
+                assert m.scored == want and m.features is None
+                continue
+            assert m.scored._replace(p_cat=None) == want._replace(p_cat=None)
+            assert m.scored.p_cat == pytest.approx(want.p_cat, abs=1e-5)
+            want_features = features[("memory", m.scored.image_id)]
+            assert set(m.features) == set(want_features)
+            for space, vector in m.features.items():
+                np.testing.assert_allclose(vector, want_features[space], atol=1e-4)
+        assert [m.phash for m in once] == [0] * len(rows)
+        assert failed == [("memory", next(s.error_type for s in separate if s.label is None))]
+
+    p = beam.Pipeline(runner="FnApiRunner")
+    once = p | "Once" >> ScoreMemory(parts, spec)
+    separate = p | "PartsForConcept" >> beam.Create(parts) | "Concept" >> ScoreImages(spec)
+    extracted = (p | "PartsForSets" >> beam.Create(parts) | beam.FlatMap(read_memory_part)
+                 | "Sets" >> ExtractFeatures(embedding_model()))
+    features = extracted["features"] | beam.Map(lambda f: ((f[0], f[1]), f[2])) | beam.combiners.ToDict()
+    joined = (once | "AllOnce" >> beam.combiners.ToList()
+              | beam.Map(lambda o, s, f, x: (o, s, f, x), beam.pvalue.AsList(separate),
+                         beam.pvalue.AsSingleton(features), beam.pvalue.AsList(extracted[FAILED])))
+    assert_that(joined, check)
+    result = p.run()
+    result.wait_until_finish()
+
+    def model_images(step: str | None = None) -> int:
+        metrics = MetricsFilter().with_name(MODEL_IMAGES)
+        counters = result.metrics().query(metrics if step is None else metrics.with_step(step))["counters"]
+        return sum(c.committed for c in counters)
+
+    assert model_images("Once") == 4  # each decodable image once; ScoreImages and ExtractFeatures: 4 each
+    assert model_images() == 3 * 4

@@ -175,3 +175,38 @@ def test_the_embedding_is_computed_once_per_decodable_image_on_its_224_pixels(tm
         out = p | beam.Create(images, reshuffle=False) | ExtractFeatures(model)
         assert_that(out["features"], check, label="CheckFeatures")
         assert_that(out[FAILED], equal_to([("sample", "not_an_image")]), label="CheckFailed")
+
+
+def test_evaluate_with_efficientnet_runs_the_model_once_per_image(sets, tmp_path):
+    """Each memory, sample and reference image goes through EfficientNet-Lite0 once, and the
+    sampled concept section is the one EstimateConcept gives when it scores on its own."""
+    if VISION_MISSING:
+        pytest.skip(f"vision extra not installed: {VISION_MISSING} is missing")
+    import pyarrow.parquet as pq
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from memgen.pipelines.evaluate import EvaluateConfig, build
+    from memgen.report import prepare_report_output
+    from memgen.stages.classify import MODEL_IMAGES, EstimateConcept
+
+    out = tmp_path / "eval"
+    config = EvaluateConfig.from_options(PipelineOptions([
+        "--memory", sets["memory"], "--sample", sets["sample"], "--reference", sets["reference"],
+        "--out", str(out), "--classifier", "efficientnet-lite0", "--sample_size", "15", "--seed", "3"]))
+    pipeline = beam.Pipeline(runner="FnApiRunner")
+    build(pipeline, config)
+    prepare_report_output(config.out)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_name(MODEL_IMAGES))["counters"]
+    parts = memory_parts(sets["memory"])
+    n_memory = sum(pq.read_metadata(part).num_rows for part in parts)  # memorize kept decodable ones only
+    assert sum(c.committed for c in counters) == n_memory + 12 + 22  # the sample; 22 decodable references
+    report = json.loads((out / "report.json").read_text())
+    assert report["concept"]["unique"]["n"] == 15 and report["distances"]["failures"] == {
+        "reference": {"not_an_image": 1}}
+
+    with TestPipeline(runner="FnApiRunner") as p:
+        alone = p | EstimateConcept(config.classifier, parts, 15, 3, None, None)
+        assert_that(alone, equal_to([report["concept"]]))

@@ -197,3 +197,10 @@ def inference_session(path: str):
 def embeddings(session, pixels: np.ndarray) -> np.ndarray:
     """(n, 1280) float32 pooled EfficientNet-Lite0 features of (n, 224, 224, 3) uint8 pixels."""
     return session.run([EMBEDDING_OUTPUT], {session.get_inputs()[0].name: pixels})[0]
+
+
+def scores_and_embeddings(session, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both outputs of one EfficientNet-Lite0 run on (n, 224, 224, 3) uint8 pixels: the class
+    probabilities and the (n, 1280) float32 pooled features."""
+    probabilities = session.get_outputs()[0].name
+    return tuple(session.run([probabilities, EMBEDDING_OUTPUT], {session.get_inputs()[0].name: pixels}))

@@ -40,6 +40,11 @@ MIN_BATCH, MAX_BATCH = 8, 64  # RunInference batches: 64 is past where onnxrunti
 FAILED = "failed"
 IMAGE_COLUMNS = ["image_id", "copies", "image", "caption", "source"]
 CALIBRATION_CHUNK = 64  # labelled files read and decoded together, like the rows of one part
+MODEL_IMAGES = "model_images"  # counter of the images the ONNX model has run on, in every stage
+
+
+def count_model_images(n: int) -> None:
+    beam.metrics.Metrics.counter("evaluate", MODEL_IMAGES).inc(n)
 
 
 class ImageItem(NamedTuple):
@@ -181,6 +186,7 @@ class ConceptModelHandler(ModelHandler):
     def run_inference(self, batch, model, inference_args=None):
         x = to_model_input(np.stack(batch), self.spec.input)
         scores = model.run(None, {model.get_inputs()[0].name: x})[0]
+        count_model_images(len(batch))
         # the pixels are not kept in the result: only P(concept) leaves this step
         return [PredictionResult(None, float(p)) for p in concept_probability(scores, self.spec.classes)]
 
@@ -269,11 +275,17 @@ class Calibrate(beam.PTransform):
 
 
 class EstimateConcept(beam.PTransform):
-    """PBegin -> one dict: the `concept` section of report.json for a memory's parts."""
+    """PBegin -> one dict: the `concept` section of report.json for a memory's parts.
+
+    `scored`: the memory's images already scored by another stage (PCollection[Scored],
+    every image, failures included), for a model that also gives the distances' embedding
+    and must run once per image; the census or the sample then takes its images from it.
+    """
 
     def __init__(self, spec: ClassifierSpec, parts: list[str], sample_size: int | None, seed: int,
-                 labelled: list[LabelledFile] | None, calibration_file: str | None) -> None:
+                 labelled: list[LabelledFile] | None, calibration_file: str | None, scored=None) -> None:
         super().__init__()
+        self.scored = scored
         self.spec = spec
         self.parts = parts
         self.sample_size = sample_size
@@ -292,8 +304,14 @@ class EstimateConcept(beam.PTransform):
             calibration = pbegin | "Calibrate" >> Calibrate(self.spec, self.labelled)
         else:
             calibration = pbegin | "NoCalibration" >> beam.Create([None])
-        return (parts
-                | "ScoreMemory" >> ScoreImages(self.spec, selected)
+        if self.scored is None:
+            scored = parts | "ScoreMemory" >> ScoreImages(self.spec, selected)
+        elif selected is None:
+            scored = self.scored
+        else:
+            scored = self.scored | "InSample" >> beam.Filter(lambda s, ids: s.image_id in ids,
+                                                            beam.pvalue.AsSingleton(selected))
+        return (scored
                 | "Tally" >> beam.CombineGlobally(TallyFn())
                 | "Section" >> beam.Map(_section, beam.pvalue.AsSingleton(population),
                                         beam.pvalue.AsSingleton(calibration), self.spec, self.sample_size,

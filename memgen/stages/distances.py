@@ -33,6 +33,7 @@ from memgen.stages.image_sets import (
     REFERENCE,
     SAMPLE,
     ExtractFeatures,
+    ScoredImage,
     embedding_model,
     read_memory_part,
     reference_images,
@@ -149,13 +150,16 @@ class EvaluateSets(beam.PTransform):
     matched against the memory's pHashes for copying and contamination.
     `with_embedding=False` leaves the efficientnet space out even with the vision extra
     (its FD takes the square root of a 1280 x 1280 matrix: seconds per pair).
+    `memory_scored`: the memory's images as ScoredImages from ScoreMemory (whose model
+    already gave their embedding), used instead of reading and decoding the memory again.
     """
 
     def __init__(self, memory_parts: list[str], sample: str | None, reference_shards: list[Shard],
                  reader: ReaderConfig, fingerprint: FingerprintConfig, threshold: int, seed: int,
                  cap: int = DEFAULT_SUBSET_CAP, kid_subsets: int = KID_SUBSETS,
-                 with_embedding: bool = True) -> None:
+                 with_embedding: bool = True, memory_scored=None) -> None:
         super().__init__()
+        self.memory_scored = memory_scored
         # resolved here, on the launcher: workers of a remote runner need the export's path
         self.model_path = embedding_model() if with_embedding else None
         self.memory_parts, self.reference_shards = memory_parts, reference_shards
@@ -165,10 +169,19 @@ class EvaluateSets(beam.PTransform):
         self.radius = max(DEFAULT_RADIUS, threshold)
 
     def expand(self, pbegin):
-        memory = (pbegin
-                  | "MemoryParts" >> beam.Create(self.memory_parts)
-                  | "ReadMemory" >> beam.FlatMap(read_memory_part))
-        images, failures = [memory], []
+        images, features, failures = [], [], []
+        if self.memory_scored is None:
+            memory = (pbegin
+                      | "MemoryParts" >> beam.Create(self.memory_parts)
+                      | "ReadMemory" >> beam.FlatMap(read_memory_part))
+            images.append(memory)
+        else:  # decoded, featurized and embedded already
+            memory = self.memory_scored
+            scored = memory | "MemoryFeatures" >> beam.FlatMap(_memory_features).with_outputs(
+                FAILED, main="features")
+            features.append(scored.features)
+            failures.append(scored[FAILED])
+        memory_hashes = memory | "MemoryHashes" >> beam.Map(lambda image: image.phash)
         if self.sample_parts is not None:
             images.append(pbegin
                           | "SampleParts" >> beam.Create(self.sample_parts)
@@ -180,13 +193,15 @@ class EvaluateSets(beam.PTransform):
                     .with_outputs(FAILED, main="images"))
             images.append(read.images)
             failures.append(read[FAILED])
-        images = images | "AllSets" >> beam.Flatten()
-        features = images | "ExtractFeatures" >> ExtractFeatures(self.model_path)
-        failures.append(features[FAILED])
-        return {"distances": self._distances(features["features"], failures),
-                "copying": self._copying(images, memory)}
+        images = images | "AllSets" >> beam.Flatten(pipeline=pbegin.pipeline)  # [] without sets to read
+        extracted = images | "ExtractFeatures" >> ExtractFeatures(self.model_path)
+        features.append(extracted["features"])
+        failures.append(extracted[FAILED])
+        return {"distances": self._distances(features, failures),
+                "copying": self._copying(images, memory_hashes)}
 
     def _distances(self, features, failures):
+        features = features | "AllFeatures" >> beam.Flatten()
         failed = (failures
                   | "AllFailures" >> beam.Flatten()
                   | "CountFailures" >> beam.combiners.Count.PerElement()
@@ -202,13 +217,12 @@ class EvaluateSets(beam.PTransform):
             by_set.setdefault(set_name, {})[error_type] = n
         return distances_section(rows, PAIRS, SPACES, self.cap, self.seed, self.kid_subsets, by_set)
 
-    def _copying(self, images, memory):
+    def _copying(self, images, memory_hashes):
         queries = (images
                    | "NotMemory" >> beam.Filter(lambda image: image.set_name != MEMORY)
                    # typed: GroupIntoBatches is stateful and wants a deterministic key coder
                    | "SetAndHash" >> beam.Map(lambda image: (image.set_name, image.phash))
                    .with_output_types(tuple[str, int]))
-        memory_hashes = memory | "MemoryHashes" >> beam.Map(lambda image: image.phash)
         return (queries
                 | "CopyHistograms" >> CopyHistograms(memory_hashes, self.radius)
                 | "AllHistograms" >> beam.combiners.ToList()
@@ -220,6 +234,14 @@ class EvaluateSets(beam.PTransform):
         copy = found.get(SAMPLE, empty) if self.sample_parts is not None else None
         contamination = found.get(REFERENCE, empty) if self.reference_shards else None
         return copying_section(copy, contamination, self.threshold)
+
+
+def _memory_features(image: ScoredImage):
+    """A ScoredImage -> (MEMORY, id, features), or a (MEMORY, error type) failure."""
+    if image.features is None:
+        yield beam.pvalue.TaggedOutput(FAILED, (MEMORY, image.scored.error_type))
+    else:
+        yield MEMORY, image.scored.image_id, image.features
 
 
 def _read_sample(url: str, image_ids: frozenset[str]):

@@ -8,7 +8,9 @@
 `ExtractFeatures` turns SetImages into (set, image id, {space: vector}) and tags the
 images that cannot be decoded as (set, error type) failures. With the vision extra, the
 vector dict also holds the EfficientNet-Lite0 embedding under `EMBEDDING`, computed in
-batches on the same 224x224 pixels the other features see.
+batches on the same 224x224 pixels the other features see. When the concept classifier
+is that same model, `ScoreMemory` runs it once per memory image for both: each image
+becomes one small `ScoredImage` (the concept's Scored row, pHash, features).
 Image bytes and pixels live only inside the worker that read them (BatchElements does
 not shuffle); features are small.
 """
@@ -28,13 +30,17 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from memgen.classify.images import to_rgb_square
+from memgen.classify import ClassifierSpec
+from memgen.classify.concept import Scored
+from memgen.classify.images import decode_ahead, to_rgb_square
 from memgen.classify.onnx_model import (
     VisionMissing,
+    concept_probability,
     efficientnet_onnx_path,
     embeddings,
     inference_session,
     missing_vision_module,
+    scores_and_embeddings,
 )
 from memgen.copying import query_phash
 from memgen.features import EMBEDDING, ImageView, extract
@@ -43,6 +49,7 @@ from memgen.memory import MemoryDirError, join, read_manifest
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
 from memgen.sample_output import INDEX
+from memgen.stages.classify import count_model_images
 
 MEMORY, SAMPLE, REFERENCE = "memory", "sample", "reference"
 FEATURE_SIDE = 224  # the classifier's input square: thumbnails and histograms see what it sees
@@ -56,16 +63,27 @@ class SetImage(NamedTuple):
     image_id: str
     phash: int  # signed int64
     data: bytes
+    copies: int = 1  # memory rows: the input records the image stands for
+    source: str = ""  # memory rows: where it was first seen
+
+
+class ScoredImage(NamedTuple):
+    """A memory image after its one pass through the model; no bytes, no pixels."""
+
+    scored: Scored  # the concept's row: P(concept) and label, or why it could not be decoded
+    phash: int  # stored, so known for undecodable images too (copying uses every memory hash)
+    features: dict[str, np.ndarray] | None  # {space: vector} with the embedding; None when undecodable
 
 
 def read_memory_part(url: str, selected: frozenset[str] | None = None) -> Iterator[SetImage]:
     """The part's images (only `selected` ids when given), a batch of rows at a time."""
     with fsspec.open(url, "rb") as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=READ_BATCH_ROWS,
-                                                   columns=["image_id", "phash", "image"]):
+        for batch in pq.ParquetFile(f).iter_batches(
+                batch_size=READ_BATCH_ROWS, columns=["image_id", "phash", "image", "copies", "source"]):
             for row in batch.to_pylist():
                 if selected is None or row["image_id"] in selected:
-                    yield SetImage(MEMORY, row["image_id"], row["phash"], row["image"])
+                    yield SetImage(MEMORY, row["image_id"], row["phash"], row["image"], row["copies"],
+                                   row["source"])
 
 
 def sample_parts(sample: str) -> list[tuple[str, frozenset[str]]]:
@@ -131,6 +149,7 @@ class _EmbedFn(beam.DoFn):
 
     def process(self, batch):
         vectors = embeddings(self.session, np.stack([pixels for *_, pixels in batch]))
+        count_model_images(len(batch))
         for (set_name, image_id, feats, _), vector in zip(batch, vectors, strict=True):
             yield set_name, image_id, {**feats, EMBEDDING: vector}
 
@@ -153,3 +172,62 @@ class ExtractFeatures(beam.PTransform):
                         | "Batch" >> beam.BatchElements(MIN_EMBED_BATCH, MAX_EMBED_BATCH)
                         | "Embed" >> beam.ParDo(_EmbedFn(self.model_path)))
         return {"features": features, FAILED: decoded[FAILED]}
+
+
+def _decode_memory(url: str) -> Iterator:
+    """A memory part -> (SetImage without its bytes, features, 224x224 pixels), decoded in threads
+    ahead of the model; an undecodable image is a failed ScoredImage, as the concept counts it."""
+    for image, pixels in decode_ahead(read_memory_part(url), _data, FEATURE_SIDE):
+        if isinstance(pixels, ImageError):
+            beam.metrics.Metrics.counter("evaluate", "decode_failures").inc()
+            failed = Scored(image.image_id, image.copies, None, None, pixels.error_type, str(pixels),
+                            image.source)
+            yield beam.pvalue.TaggedOutput(FAILED, ScoredImage(failed, image.phash, None))
+        else:
+            yield (image._replace(data=b""), extract(ImageView(Image.fromarray(pixels), image.phash)),
+                   pixels)
+
+
+def _data(image: SetImage) -> bytes:
+    return image.data
+
+
+class _ScoreFn(beam.DoFn):
+    """A batch of _decode_memory tuples -> ScoredImages: P(concept) and the embedding of one run."""
+
+    def __init__(self, spec: ClassifierSpec) -> None:
+        self.spec = spec
+        self.session = None
+
+    def setup(self) -> None:
+        self.session = inference_session(self.spec.model_path)
+
+    def process(self, batch):
+        probabilities, vectors = scores_and_embeddings(self.session, np.stack([p for *_, p in batch]))
+        count_model_images(len(batch))
+        p_concept = concept_probability(probabilities, self.spec.classes)
+        for (image, feats, _), p, vector in zip(batch, p_concept, vectors, strict=True):
+            p = float(p)
+            scored = Scored(image.image_id, image.copies, p, p >= self.spec.threshold)
+            yield ScoredImage(scored, image.phash, {**feats, EMBEDDING: vector})
+
+
+class ScoreMemory(beam.PTransform):
+    """PBegin -> PCollection[ScoredImage], one per memory image, failures included.
+
+    For a classifier that is the EfficientNet-Lite0 export (uint8 pixels at 224, outputs
+    probabilities and `embedding`): each image is decoded once and goes through the model
+    once, for the concept section and the memory's distance features alike."""
+
+    def __init__(self, parts: list[str], spec: ClassifierSpec) -> None:
+        super().__init__()
+        self.parts, self.spec = parts, spec
+
+    def expand(self, pbegin):
+        decoded = (pbegin
+                   | "Parts" >> beam.Create(self.parts)
+                   | "ReadAndDecode" >> beam.FlatMap(_decode_memory).with_outputs(FAILED, main="decoded"))
+        scored = (decoded.decoded
+                  | "Batch" >> beam.BatchElements(MIN_EMBED_BATCH, MAX_EMBED_BATCH)
+                  | "Score" >> beam.ParDo(_ScoreFn(self.spec)))
+        return (scored, decoded[FAILED]) | "WithFailures" >> beam.Flatten()
