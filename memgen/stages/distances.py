@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Sequence
 
 import apache_beam as beam
+import fsspec
 import numpy as np
 
 from memgen.copying import DEFAULT_RADIUS, copying_section, distance_histogram, nearest_distances
@@ -177,12 +178,23 @@ class EvaluateSets(beam.PTransform):
             images.append(memory)
         else:  # decoded, featurized and embedded already
             memory = self.memory_scored
-            scored = memory | "MemoryFeatures" >> beam.FlatMap(_memory_features).with_outputs(
+            scored = memory | "MemoryFeatures" >> beam.FlatMap(_scored_features, MEMORY).with_outputs(
                 FAILED, main="features")
             features.append(scored.features)
             failures.append(scored[FAILED])
         memory_hashes = memory | "MemoryHashes" >> beam.Map(lambda image: image.phash)
-        if self.sample_parts is not None:
+        sample_hashes = []
+        if self.sample_parts is not None and self.memory_scored is not None and self._sample_of_memory():
+            # the sample's images are rows of this memory, already scored: reuse, never recompute
+            chosen = frozenset().union(*(ids for _, ids in self.sample_parts))
+            sampled = memory | "SampledRows" >> beam.Filter(lambda image: image.scored.image_id in chosen)
+            scored = sampled | "SampleFeatures" >> beam.FlatMap(_scored_features, SAMPLE).with_outputs(
+                FAILED, main="features")
+            features.append(scored.features)
+            failures.append(scored[FAILED])
+            sample_hashes.append(sampled | "SampleHashes" >> beam.Map(lambda image: (SAMPLE, image.phash))
+                                 .with_output_types(tuple[str, int]))
+        elif self.sample_parts is not None:
             images.append(pbegin
                           | "SampleParts" >> beam.Create(self.sample_parts)
                           | "ReadSample" >> beam.FlatMapTuple(_read_sample))
@@ -198,7 +210,12 @@ class EvaluateSets(beam.PTransform):
         features.append(extracted["features"])
         failures.append(extracted[FAILED])
         return {"distances": self._distances(features, failures),
-                "copying": self._copying(images, memory_hashes)}
+                "copying": self._copying(images, memory_hashes, sample_hashes)}
+
+    def _sample_of_memory(self) -> bool:
+        """Whether the sample was drawn from this memory (its parts are this memory's parts)."""
+        mine = {_path(part) for part in self.memory_parts}
+        return all(_path(part) in mine for part, _ in self.sample_parts)
 
     def _distances(self, features, failures):
         features = features | "AllFeatures" >> beam.Flatten()
@@ -217,12 +234,13 @@ class EvaluateSets(beam.PTransform):
             by_set.setdefault(set_name, {})[error_type] = n
         return distances_section(rows, PAIRS, SPACES, self.cap, self.seed, self.kid_subsets, by_set)
 
-    def _copying(self, images, memory_hashes):
-        queries = (images
-                   | "NotMemory" >> beam.Filter(lambda image: image.set_name != MEMORY)
-                   # typed: GroupIntoBatches is stateful and wants a deterministic key coder
-                   | "SetAndHash" >> beam.Map(lambda image: (image.set_name, image.phash))
-                   .with_output_types(tuple[str, int]))
+    def _copying(self, images, memory_hashes, known_hashes):
+        read = (images
+                | "NotMemory" >> beam.Filter(lambda image: image.set_name != MEMORY)
+                # typed: GroupIntoBatches is stateful and wants a deterministic key coder
+                | "SetAndHash" >> beam.Map(lambda image: (image.set_name, image.phash))
+                .with_output_types(tuple[str, int]))
+        queries = [read, *known_hashes] | "AllQueries" >> beam.Flatten()
         return (queries
                 | "CopyHistograms" >> CopyHistograms(memory_hashes, self.radius)
                 | "AllHistograms" >> beam.combiners.ToList()
@@ -236,12 +254,16 @@ class EvaluateSets(beam.PTransform):
         return copying_section(copy, contamination, self.threshold)
 
 
-def _memory_features(image: ScoredImage):
-    """A ScoredImage -> (MEMORY, id, features), or a (MEMORY, error type) failure."""
+def _scored_features(image: ScoredImage, set_name: str):
+    """A ScoredImage -> (set, id, features), or a (set, error type) failure."""
     if image.features is None:
-        yield beam.pvalue.TaggedOutput(FAILED, (MEMORY, image.scored.error_type))
+        yield beam.pvalue.TaggedOutput(FAILED, (set_name, image.scored.error_type))
     else:
-        yield MEMORY, image.scored.image_id, image.features
+        yield set_name, image.scored.image_id, image.features
+
+
+def _path(url: str) -> str:
+    return fsspec.core.url_to_fs(url)[1]
 
 
 def _read_sample(url: str, image_ids: frozenset[str]):
