@@ -141,7 +141,7 @@ def block_pairs(plan: SearchPlan, band: int, block: int,
     if len(home):
         suffix_bits = plan.widths[band] - plan.prefix_bits
         low = (1 << suffix_bits) - 1
-        table = _Buckets(home, band_values(home, plan, band) & low, suffix_bits, plan.k)
+        table = Buckets(home, band_values(home, plan, band) & low, suffix_bits, plan.k)
         radius = plan.radii[band]
         found.extend(table.pairs_within(radius))
         for source, hashes in sorted(visitors.items()):
@@ -156,7 +156,7 @@ def block_pairs(plan: SearchPlan, band: int, block: int,
     return np.minimum(a, b), np.maximum(a, b), popcount(a ^ b).astype(np.int64)
 
 
-class _Buckets:
+class Buckets:
     """Home hashes bucketed by band suffix; probes return the pairs within k, verified."""
 
     def __init__(self, hashes: np.ndarray, suffixes: np.ndarray, bits: int, k: int) -> None:
