@@ -82,7 +82,7 @@ def _layout(m: int, k: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return widths, radii
 
 
-def _cost(n: int, widths: tuple[int, ...], radii: tuple[int, ...]) -> float:
+def search_cost(n: int, widths: tuple[int, ...], radii: tuple[int, ...]) -> float:
     """Expected probes + candidates per hash (probing and verifying cost about the same)."""
     return sum(ball_size(w, r) * (1 + n / 2**w) for w, r in zip(widths, radii, strict=True) if r >= 0)
 
@@ -94,7 +94,7 @@ def plan_search(n: int, k: int, block_target: int = BLOCK_TARGET) -> SearchPlan:
     if k == 0:  # distinct hash values are never within 0 of each other
         return SearchPlan(0, (), (), 0)
     layouts = [_layout(m, k) for m in range(MIN_BANDS, MAX_BANDS + 1)]
-    widths, radii = min(layouts, key=lambda layout: _cost(n, *layout))
+    widths, radii = min(layouts, key=lambda layout: search_cost(n, *layout))
     radius = max(radii)
     prefix_bits = 0
     # A block holds its home hashes and, on average, half of the prefix ball's visitors.
