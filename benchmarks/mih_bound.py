@@ -14,7 +14,9 @@ Work per hash of a band: V(w, s) + V(w, r - s) key operations plus
 c * n * V(w, s) * V(w, r - s) / 2^w candidates verified by popcount, where V(w, r) is the
 number of w-bit values within r bits of one (memgen.near.ball_size) and c the cost of a
 verification relative to a key operation, swept because it depends on the implementation.
-Also printed: the modelled work of the layout memgen.near.plan_search picks (c = 1, s = 0).
+Then, at web scale (--plan-sizes) and for several thresholds: the layout
+memgen.near.plan_search picks, its modelled work per hash (c = 1, s = 0), the least
+possible, and how many copies of each hash the Beam search routes to blocks (its shuffle).
 
     .venv/bin/python -m benchmarks.mih_bound [--sizes 100000 1000000 10000000] [--k 10]
 """
@@ -26,7 +28,7 @@ import json
 from functools import cache
 
 from benchmarks.common import OUT
-from memgen.near import HASH_BITS, ball_size, plan_search, search_cost
+from memgen.near import HASH_BITS, ball_size, plan_search, routed_copies, search_cost
 
 RELATIVE_VERIFY_COSTS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
@@ -56,34 +58,61 @@ def least_work(n: float, k: int, c: float) -> tuple[float, tuple[tuple[int, int,
     return best(HASH_BITS, k + 1)
 
 
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def bound(sizes: list[int], k: int) -> dict:
+    """The least work per hash at each size, for each relative verification cost."""
+    first, *rest = sizes
+    rows, cells = [], []
+    for c in RELATIVE_VERIFY_COSTS:
+        work = [least_work(n, k, c) for n in sizes]
+        rows.append({"c": c, "work": [w for w, _ in work], "layouts": [layout for _, layout in work]})
+        cells.append([f"{c:g}", *(f"{w:,.0f}" for w, _ in work),
+                      *(f"**{w / work[0][0]:.2f}x**" for w, _ in work[1:])])
+    print(table(["relative verify cost c", *(f"least work, n={n:,}" for n in sizes),
+                 *(f"{n:,} / {first:,}" for n in rest)], cells))
+    by_k = {t: least_work(rest[0], t, 1.0)[0] / least_work(first, t, 1.0)[0] for t in range(1, k + 1)}
+    print(f"\nc = 1, least work at {rest[0]:,} / at {first:,}, by threshold: "
+          + ", ".join(f"k={t}: {ratio:.2f}x" for t, ratio in by_k.items()))
+    return {"rows": rows, "ratio_by_k_c1": by_k}
+
+
+def plans(sizes: list[int], thresholds: list[int]) -> list[dict]:
+    """What memgen.near.plan_search picks: modelled work (c = 1) and the search's shuffle."""
+    rows = []
+    for n in sizes:
+        for k in thresholds:
+            plan = plan_search(n, k)
+            rows.append({"n": n, "k": k, "widths": plan.widths, "radii": plan.radii,
+                         "prefix_bits": plan.prefix_bits,
+                         "work": search_cost(n, plan.widths, plan.radii),
+                         "least_work": least_work(n, k, 1.0)[0], "routed_copies": routed_copies(plan)})
+    print("\n" + table(
+        ["n", "k", "bands (bits)", "radii", "prefix bits", "work per hash", "least possible (c = 1)",
+         "copies of a hash routed"],
+        [[f"{r['n']:,}", str(r["k"]), "/".join(map(str, r["widths"])), "/".join(map(str, r["radii"])),
+          str(r["prefix_bits"]), f"{r['work']:,.0f}", f"{r['least_work']:,.0f}", f"{r['routed_copies']:,.0f}"]
+         for r in rows]))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--plan-sizes", type=int, nargs="*", default=[10**7, 10**8, 10**9],
+                        help="sizes at which to show memgen's own plan")
+    parser.add_argument("--plan-thresholds", type=int, nargs="*", default=[4, 6, 8, 10])
     args = parser.parse_args()
-    first, *rest = args.sizes
-    header = ["relative verify cost c", *(f"least work, n={n:,}" for n in args.sizes),
-              *(f"{n:,} / {first:,}" for n in rest)]
-    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    rows = []
-    for c in RELATIVE_VERIFY_COSTS:
-        work = [least_work(n, args.k, c) for n in args.sizes]
-        rows.append({"c": c, "work": [w for w, _ in work], "layouts": [layout for _, layout in work]})
-        ratios = (f"**{w / work[0][0]:.2f}x**" for w, _ in work[1:])
-        cells = [f"{c:g}", *(f"{w:,.0f}" for w, _ in work), *ratios]
-        print("| " + " | ".join(cells) + " |")
-    plans = {n: plan_search(n, args.k) for n in args.sizes}
-    planned = {n: search_cost(n, p.widths, p.radii) for n, p in plans.items()}
-    print("\nmemgen.near.plan_search (c = 1, classic MIH): "
-          + ", ".join(f"n={n:,}: {planned[n]:,.0f} ({plans[n].widths} bits, radii {plans[n].radii})"
-                      for n in args.sizes))
-    by_k = {k: [least_work(n, k, 1.0)[0] for n in args.sizes[:2]] for k in range(1, args.k + 1)}
-    print(f"\nc = 1, least work at {args.sizes[1]:,} / at {first:,}, by threshold k: "
-          + ", ".join(f"k={k}: {b / a:.2f}x" for k, (a, b) in by_k.items()))
+    if len(args.sizes) < 2:
+        parser.error("--sizes needs at least two sizes to compare")
+    result = {"k": args.k, "sizes": args.sizes, **bound(args.sizes, args.k),
+              "memgen_plans": plans(args.plan_sizes, args.plan_thresholds)}
     OUT.mkdir(exist_ok=True)
-    (OUT / "mih_bound.json").write_text(json.dumps(
-        {"k": args.k, "sizes": args.sizes, "rows": rows, "memgen_plan_work": planned,
-         "ratio_by_k_c1": {k: b / a for k, (a, b) in by_k.items()}}, indent=1))
+    (OUT / "mih_bound.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

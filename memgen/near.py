@@ -97,11 +97,20 @@ def plan_search(n: int, k: int, block_target: int = BLOCK_TARGET) -> SearchPlan:
     widths, radii = min(layouts, key=lambda layout: search_cost(n, *layout))
     radius = max(radii)
     prefix_bits = 0
-    # A block holds its home hashes and, on average, half of the prefix ball's visitors.
-    while (prefix_bits < min(widths)
-           and n * (1 + (ball_size(prefix_bits, radius) - 1) / 2) / 2**prefix_bits > block_target):
+    while prefix_bits < min(widths) and n * _copies(prefix_bits, radius) / 2**prefix_bits > block_target:
         prefix_bits += 1
     return SearchPlan(k, widths, radii, prefix_bits)
+
+
+def _copies(prefix_bits: int, radius: int) -> float:
+    """Expected blocks a hash is routed to in one band: its home and, on average, half of
+    its prefix ball (the smaller prefixes), so also the hashes a block holds per home hash."""
+    return 1 + (ball_size(prefix_bits, radius) - 1) / 2
+
+
+def routed_copies(plan: SearchPlan) -> float:
+    """Expected copies of each distinct hash that `route` emits (the search's shuffle)."""
+    return sum(_copies(plan.prefix_bits, r) for r in plan.radii if r >= 0)
 
 
 def band_values(hashes: np.ndarray, plan: SearchPlan, band: int) -> np.ndarray:

@@ -16,6 +16,8 @@ from memgen.near import (
     near_pairs,
     plan_search,
     popcount,
+    route,
+    routed_copies,
     split_chain,
     split_clusters,
 )
@@ -79,6 +81,15 @@ def test_plan_widens_bands_and_adds_blocks_as_the_input_grows():
     visitors = (ball_size(big.prefix_bits, max(big.radii)) - 1) / 2
     assert 10**9 * (1 + visitors) / 2**big.prefix_bits <= 1 << 20 < 10**9 * (1 + visitors) / 2 ** (
         big.prefix_bits - 1)
+
+
+@pytest.mark.parametrize(("k", "block_target"), [(10, 1 << 20), (10, 2000), (6, 500)])
+def test_routed_copies_is_what_route_emits(k, block_target):
+    hashes = np.unique(np.random.default_rng(k).integers(0, 2**64, 50_000, dtype=np.uint64))
+    plan = plan_search(len(hashes), k, block_target)
+    emitted = sum(len(members) for _, (_, members) in route(hashes, plan))
+    assert emitted / len(hashes) == pytest.approx(routed_copies(plan), rel=0.02)
+    assert routed_copies(plan) > len([r for r in plan.radii if r >= 0]) or plan.prefix_bits == 0
 
 
 def test_split_chain_keeps_every_member_within_k_of_its_representative():
