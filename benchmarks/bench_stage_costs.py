@@ -8,14 +8,19 @@ web sizes (longest side 320-800 px) and re-encoded as JPEG, some mirrored or rot
 benchmarks/out/stage_costs/ and reused.
 Stages are timed with the pure core (what each Beam stage calls) in this process with
 time.process_time: read (memgen.readers.read_shard), fingerprint (fast and exact mode),
-dedup (exact groups, hash nodes, clustering, assignment, placement), materialize (the
-shard re-read + Parquet writes). Then the whole `memgen memorize` pipeline in-process
-(FnApiRunner; its threads count in process_time) gives the Beam overhead.
-Shuffle bytes: the elements each GroupByKey/CoGroupByKey of memorize moves, encoded with
-Beam's coder for them (FastPrimitivesCoder, the coder of an untyped PCollection).
-NearDedup clusters every distinct pHash on one worker: its CPU and memory per node are
-measured on --cluster_nodes synthetic random hashes. evaluate's classifier: EfficientNet-
-Lite0 under onnxruntime on one thread, per image (needs the vision extra).
+materialize (the shard re-read + Parquet writes; the rows it writes come from the
+single-machine reference dedup, untimed). Then the whole memorize pipeline in-process
+(FnApiRunner; its threads count in process_time) gives the rest: dedup and Beam's own
+work. NearDedup's cost per distinct hash at scale is bench_near_pipeline.py's, its
+search's at web scale mih_bound.py's.
+Shuffle bytes: from that run, Beam's own metrics for the input of every GroupByKey
+(element count x mean sampled encoded size); the GroupByKeys inside combiners are left
+out, since runners (this one and Dataflow) lift them to one accumulator per bundle.
+evaluate's classifier: EfficientNet-Lite0 under onnxruntime on one thread, per image
+(needs the vision extra).
+
+The pipeline also runs on a tenth of the corpus: the difference of the two runs is the
+CPU per record without the runner's fixed start-up.
 
 usage: .venv/bin/python -m benchmarks.bench_stage_costs [--records 3000] [--shards 6]
 """
@@ -30,21 +35,19 @@ import shutil
 import tarfile
 import tempfile
 import time
-import tracemalloc
-import typing
 from collections import defaultdict
 from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.metrics import monitoring_infos
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from PIL import Image, ImageOps
 
 from benchmarks.common import OUT, machine, photos
 from memgen.dedup import (
     DuplicateRow,
-    HashNode,
     KeptImage,
-    Member,
     assign_members,
     cluster_nodes,
     exact_group,
@@ -54,7 +57,8 @@ from memgen.dedup import (
 )
 from memgen.fingerprint import FingerprintConfig, fingerprint
 from memgen.materialize import materialize_shard
-from memgen.pipelines.cli import main as memgen_main
+from memgen.memory import prepare_output, read_manifest
+from memgen.pipelines.memorize import MemorizeConfig, build
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Reject
 from memgen.shards import discover
@@ -132,9 +136,63 @@ def timed(fn, *args):
     return result, time.process_time() - start
 
 
-def encoded_bytes(elements) -> int:
-    coder = beam.coders.registry.get_coder(typing.Any)
-    return sum(len(coder.encode(e)) for e in elements)
+GROUP_BY_KEY = "beam:transform:group_by_key:v1"
+COMBINE_PER_KEY = "beam:transform:combine_per_key:v1"
+
+
+def shuffle_bytes(proto, infos) -> dict[str, float]:
+    """Estimated encoded bytes into each GroupByKey of a finished run, by its name.
+
+    Beam reports, per PCollection, an element count and the encoded sizes of a sample of
+    its elements. GroupByKeys inside CombinePerKey are left out (the runner lifts them).
+    """
+    counts, sampled = defaultdict(int), defaultdict(lambda: [0, 0])
+    for info in infos:
+        pcollection = info.labels.get("PCOLLECTION")
+        if info.urn == monitoring_infos.ELEMENT_COUNT_URN:
+            counts[pcollection] += monitoring_infos.extract_counter_value(info)
+        elif info.urn == monitoring_infos.SAMPLED_BYTE_SIZE_URN:
+            count, total, _, _ = monitoring_infos.extract_distribution(info)
+            sampled[pcollection][0] += count
+            sampled[pcollection][1] += total
+    transforms = proto.components.transforms
+    lifted = {sub for t in transforms.values() if t.spec.urn == COMBINE_PER_KEY for sub in t.subtransforms}
+    result = {}
+    for transform_id, transform in transforms.items():
+        if transform.spec.urn == GROUP_BY_KEY and transform_id not in lifted:
+            (pcollection,) = transform.inputs.values()
+            n_sampled, total = sampled[pcollection]
+            result[transform.unique_name] = counts[pcollection] * total / max(n_sampled, 1)
+    return result
+
+
+def reference_placement(fps: list, k: int) -> list:
+    """(shard, row) for every fingerprinted record, from the single-machine reference dedup
+    (memgen.dedup.cluster_nodes; the pipeline's distributed NearDedup gives the same rows)."""
+    by_sha = defaultdict(list)
+    for fp in fps:
+        by_sha[fp.image_id].append(fp)
+    groups = [exact_group(v) for v in by_sha.values()]
+    by_phash = defaultdict(list)
+    for g in groups:
+        by_phash[g.kept.phash].append(member(g))
+    reps = dict(cluster_nodes([hash_node(p, m) for p, m in by_phash.items()], k))
+    assignments = {a.image_id: a for p, m in by_phash.items() for a in assign_members(p, m, reps[p])}
+    return [row for g in groups for row in place(g, assignments[g.kept.image_id])]
+
+
+def run_memorize(folder: Path, memory: str) -> tuple[float, dict[str, float], dict]:
+    """(CPU seconds, shuffle bytes by GroupByKey, manifest) of memorize in-process."""
+    config = MemorizeConfig((str(folder / "*.tar"),), memory, THRESHOLD, ReaderConfig(), FingerprintConfig())
+    prepare_output(memory)
+    pipeline = beam.Pipeline(runner=FnApiRunner())
+    build(pipeline, config)
+    proto = pipeline.to_runner_api()  # the ids the run's metrics name PCollections by
+    start = time.process_time()
+    result = pipeline.run()
+    result.wait_until_finish()
+    cpu = time.process_time() - start
+    return cpu, shuffle_bytes(proto, result.monitoring_infos()), read_manifest(memory)
 
 
 def measure(folder: Path) -> dict:
@@ -149,23 +207,7 @@ def measure(folder: Path) -> dict:
     _, t_exact = timed(lambda: [fingerprint(r, FingerprintConfig("exact")) for r in records[:EXACT_SUBSET]])
     fps = [f for f in results if not isinstance(f, Reject)]
     rejects = [f for f in results if isinstance(f, Reject)]
-
-    def dedup():
-        by_sha = defaultdict(list)
-        for fp in fps:
-            by_sha[fp.image_id].append(fp)
-        groups = [exact_group(v) for v in by_sha.values()]
-        by_phash = defaultdict(list)
-        for g in groups:
-            by_phash[g.kept.phash].append(member(g))
-        nodes = [hash_node(p, m) for p, m in by_phash.items()]
-        reps = dict(cluster_nodes(nodes, THRESHOLD))
-        assignments = {a.image_id: a for p, m in by_phash.items() for a in assign_members(p, m, reps[p])}
-        placed = [row for g in groups for row in place(g, assignments[g.kept.image_id])]
-        return by_sha, groups, by_phash, nodes, reps, assignments, placed
-
-    (by_sha, groups, by_phash, nodes, reps, assignments, placed), t_dedup = timed(dedup)
-    _, t_cluster = timed(cluster_nodes, nodes, THRESHOLD)
+    placed = reference_placement(fps, THRESHOLD)
 
     by_shard = defaultdict(lambda: ([], []))
     for shard_index, row in placed:
@@ -176,24 +218,10 @@ def measure(folder: Path) -> dict:
             memory, shard, by_shard[shard.index][0], by_shard[shard.index][1],
             [r for r in rejects if r.shard == shard.index], reader) for shard in shards])
         images_bytes = sum(p.stat().st_size for p in (Path(memory) / "images").glob("*.parquet"))
-
-        pipeline_memory = str(Path(tmp) / "pipeline")
         wall = time.perf_counter()
-        _, t_pipeline = timed(memgen_main, ["memorize", str(folder / "*.tar"), "--memory", pipeline_memory,
-                                            "--threshold", str(THRESHOLD)])
+        t_pipeline, shuffles, manifest = run_memorize(folder, str(Path(tmp) / "pipeline"))
         wall = time.perf_counter() - wall
-        manifest = json.loads((Path(pipeline_memory) / "manifest.json").read_text())
 
-    shuffles = {
-        "GroupBySha256 (image_id, Fingerprint)": encoded_bytes((fp.image_id, fp) for fp in fps),
-        "GroupByPhash (phash, Member)": encoded_bytes((g.kept.phash, member(g)) for g in groups),
-        "AllNodes -> one worker (HashNode)": encoded_bytes(nodes),
-        "JoinNodeRep (phash, NodeRep)": encoded_bytes(reps.items()),
-        "JoinAssignment (image_id, ImageGroup | Assignment)": encoded_bytes(
-            [(g.kept.image_id, g) for g in groups] + list(assignments.items())),
-        "GroupByShard (shard, KeptImage | DuplicateRow | Reject)": encoded_bytes(
-            placed + [(r.shard, r) for r in rejects]),
-    }
     n_kept = sum(isinstance(row, KeptImage) for _, row in placed)
     n_dups = sum(isinstance(row, DuplicateRow) for _, row in placed)
     per = 1 / n
@@ -203,51 +231,21 @@ def measure(folder: Path) -> dict:
         "shards": len(shards),
         "input_bytes_per_record": sum(len(r.data) for r in records) / n,
         "kept_images": n_kept, "duplicates": n_dups, "rejects": len(rejects),
-        "distinct_phash_nodes": len(nodes),
+        "distinct_phashes": len({fp.phash for fp in fps}),
         "cpu_s_per_record": {
             "read": t_read * per,
             "fingerprint_fast": t_fast * per,
             "fingerprint_exact": t_exact / min(EXACT_SUBSET, len(records)),
-            "dedup_total": t_dedup * per,
-            "dedup_cluster_only (one worker)": t_cluster * per,
             "materialize (re-read + parquet)": t_write * per,
-            "pure_stages_sum": (t_read + t_fast + t_dedup + t_write) * per,
+            "pure_stages_sum": (t_read + t_fast + t_write) * per,
             "memorize_pipeline_in_process": t_pipeline * per,
         },
         "pipeline_wall_s": wall,
         "pipeline_counts": manifest["counts"],
         "images_parquet_bytes_per_kept_image": images_bytes / max(n_kept, 1),
-        "shuffle_bytes_per_record": {k: v * per for k, v in shuffles.items()},
+        "shuffle_bytes_per_record": {k: v * per for k, v in sorted(shuffles.items(), key=lambda kv: -kv[1])},
         "shuffle_bytes_per_record_total": sum(shuffles.values()) * per,
     }
-
-
-def synthetic_nodes(n_nodes: int) -> list[HashNode]:
-    """n distinct random pHashes, each a node standing for one image."""
-    nodes = []
-    for i in range(n_nodes):
-        digest = hashlib.blake2b(i.to_bytes(8, "big"), digest_size=40).digest()
-        image_id = digest[8:].hex()
-        preference = (-250_000, -30_000, image_id, i // 500, i % 500)
-        nodes.append(HashNode(int.from_bytes(digest[:8], "big", signed=True),
-                              Member(preference, image_id, 1), 1))
-    return nodes
-
-
-def measure_cluster(n_nodes: int) -> dict:
-    """NearDedup's one-worker step at scale: cluster_nodes on n distinct random pHashes.
-
-    CPU seconds per node (plain run), and peak Python + numpy memory per node (a second
-    run under tracemalloc, which numpy reports to): the node list plus the clustering.
-    """
-    nodes = synthetic_nodes(n_nodes)
-    _, seconds = timed(cluster_nodes, nodes, THRESHOLD)
-    del nodes
-    tracemalloc.start()
-    cluster_nodes(synthetic_nodes(n_nodes), THRESHOLD)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return {"nodes": n_nodes, "cpu_s_per_node": seconds / n_nodes, "peak_bytes_per_node": peak / n_nodes}
 
 
 def measure_classifier(batch: int = 32, batches: int = 6) -> dict:
@@ -279,11 +277,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=3000)
     parser.add_argument("--shards", type=int, default=6)
-    parser.add_argument("--cluster_nodes", type=int, default=200_000,
-                        help="distinct pHash nodes for the one-worker clustering measurement")
     args = parser.parse_args()
     result = measure(corpus(args.records, args.shards))
-    result["cluster_at_scale"] = measure_cluster(args.cluster_nodes)
+    # A tenth of the corpus through the same pipeline: the difference is the cost per record
+    # without the runner's fixed start-up, which a 3,000-record run spreads thinly.
+    small = corpus(args.records // 10, max(1, args.shards // 2))
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu_small = run_memorize(small, str(Path(tmp) / "memory"))[0]
+    n_small, n_big, costs = args.records // 10, result["records"], result["cpu_s_per_record"]
+    marginal = (costs["memorize_pipeline_in_process"] * n_big - cpu_small) / (n_big - n_small)
+    costs["memorize_pipeline_marginal"] = marginal
+    result["pipeline_cpu_s_fixed"] = cpu_small - n_small * marginal
     result["evaluate_classifier"] = measure_classifier()
     HERE.mkdir(parents=True, exist_ok=True)
     (HERE / "result.json").write_text(json.dumps(result, indent=2))
