@@ -1,0 +1,89 @@
+"""Search CPU per hash at sizes too large to run whole, from a sample of its blocks.
+
+The Beam search (memgen.near: route -> GroupBlocks -> block_pairs) is a sum over
+blocks, and for uniform hashes every block of a band is alike: its home hashes (about
+n / 2^prefix_bits) plus visitors from each smaller prefix within the band's radius. So
+for each band, --blocks blocks are built as the plan for n would build them (uniform
+random hashes with the block's prefix, Poisson counts), block_pairs is timed on each,
+and the mean times the number of blocks, divided by n, is the band's CPU per hash.
+--check N also runs the whole single-machine search (near_pairs) at N to compare.
+
+    .venv/bin/python -m benchmarks.bench_near_blocks --sizes 10000000 896000000 [--check 4000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from benchmarks.common import OUT, machine
+from memgen.near import SearchPlan, block_pairs, flip_masks, near_pairs, plan_search
+from memgen.pipelines.memorize import DEFAULT_THRESHOLD
+
+
+def with_prefix(rng: np.random.Generator, plan: SearchPlan, band: int, prefix: int, count: int) -> np.ndarray:
+    """`count` uniform random hashes whose band starts with `prefix` (prefix_bits bits)."""
+    top = plan.shifts[band] + plan.widths[band] - plan.prefix_bits
+    mask = np.uint64(((1 << plan.prefix_bits) - 1) << top)
+    hashes = rng.integers(0, 2**64, size=count, dtype=np.uint64)
+    return (hashes & ~mask) | np.uint64(prefix << top)
+
+
+def block_seconds(rng: np.random.Generator, plan: SearchPlan, n: int, band: int) -> float:
+    """CPU seconds of block_pairs on one random block of `band`, built as route would fill it."""
+    per_prefix = n / 2**plan.prefix_bits
+    home = int(rng.integers(0, 2**plan.prefix_bits))
+    sources = [home] + [s for s in (home ^ flip_masks(plan.prefix_bits, plan.radii[band])[1:]).tolist()
+                        if s < home]
+    parts = [(s, with_prefix(rng, plan, band, s, int(rng.poisson(per_prefix)))) for s in sources]
+    start = time.process_time()
+    block_pairs(plan, band, home, parts)
+    return time.process_time() - start
+
+
+def estimate(n: int, k: int, blocks: int, seed: int = 0) -> dict:
+    plan = plan_search(n, k)
+    rng = np.random.default_rng(seed)
+    per_band = []
+    for band, radius in enumerate(plan.radii):
+        if radius < 0:
+            continue
+        seconds = [block_seconds(rng, plan, n, band) for _ in range(blocks)]
+        per_band.append(1e6 * float(np.mean(seconds)) * 2**plan.prefix_bits / n)
+    return {"n": n, "k": k, "plan": plan._asdict(), "blocks_per_band": blocks,
+            "cpu_us_per_hash_by_band": per_band, "cpu_us_per_hash": sum(per_band)}
+
+
+def whole(n: int, k: int, seed: int = 0) -> dict:
+    hashes = np.unique(np.random.default_rng(seed).integers(0, 2**64, size=n, dtype=np.uint64))
+    start = time.process_time()
+    near_pairs(hashes, k)
+    return {"n": len(hashes), "k": k, "cpu_us_per_hash": 1e6 * (time.process_time() - start) / len(hashes)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000_000, 896_000_000])
+    parser.add_argument("--thresholds", type=int, nargs="+", default=[DEFAULT_THRESHOLD])
+    parser.add_argument("--blocks", type=int, default=3, help="blocks timed per band")
+    parser.add_argument("--check", type=int, nargs="*", default=[],
+                        help="sizes at which to also time the whole near_pairs search")
+    args = parser.parse_args()
+    result: dict = {"machine_before": machine(), "estimates": [], "checks": []}
+    for k in args.thresholds:
+        for n in sorted(set(args.sizes) | set(args.check)):
+            result["estimates"].append(estimate(n, k, args.blocks))
+            print(json.dumps(result["estimates"][-1]), flush=True)
+        for n in args.check:
+            result["checks"].append(whole(n, k))
+            print(json.dumps(result["checks"][-1]), flush=True)
+    result["machine_after"] = machine()
+    OUT.mkdir(exist_ok=True)
+    (OUT / "near_blocks.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
