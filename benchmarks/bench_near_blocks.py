@@ -6,9 +6,11 @@ n / 2^prefix_bits) plus visitors from each smaller prefix within the band's radi
 for each band, --blocks blocks are built as the plan for n would build them (uniform
 random hashes with the block's prefix, Poisson counts), block_pairs is timed on each,
 and the mean times the number of blocks, divided by n, is the band's CPU per hash.
---check N also runs the whole single-machine search (near_pairs) at N to compare.
+--check N also runs the whole single-machine search (near_pairs) at N to compare; a
+smaller --block-target makes blocks at sizes where the whole search still runs.
 
-    .venv/bin/python -m benchmarks.bench_near_blocks --sizes 10000000 896000000 [--check 4000000]
+    .venv/bin/python -m benchmarks.bench_near_blocks --sizes 10000000 896000000 [--thresholds 10 8 6]
+    .venv/bin/python -m benchmarks.bench_near_blocks --sizes 4000000 --check 4000000 --block-target 1048576
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 import numpy as np
 
 from benchmarks.common import OUT, machine
-from memgen.near import SearchPlan, block_pairs, flip_masks, near_pairs, plan_search
+from memgen.near import BLOCK_TARGET, SearchPlan, block_pairs, flip_masks, near_pairs, plan_search
 from memgen.pipelines.memorize import DEFAULT_THRESHOLD
 
 
@@ -44,8 +46,8 @@ def block_seconds(rng: np.random.Generator, plan: SearchPlan, n: int, band: int)
     return time.process_time() - start
 
 
-def estimate(n: int, k: int, blocks: int, seed: int = 0) -> dict:
-    plan = plan_search(n, k)
+def estimate(n: int, k: int, blocks: int, block_target: int, seed: int = 0) -> dict:
+    plan = plan_search(n, k, block_target)
     rng = np.random.default_rng(seed)
     per_band = []
     for band, radius in enumerate(plan.radii):
@@ -57,10 +59,10 @@ def estimate(n: int, k: int, blocks: int, seed: int = 0) -> dict:
             "cpu_us_per_hash_by_band": per_band, "cpu_us_per_hash": sum(per_band)}
 
 
-def whole(n: int, k: int, seed: int = 0) -> dict:
+def whole(n: int, k: int, block_target: int, seed: int = 0) -> dict:
     hashes = np.unique(np.random.default_rng(seed).integers(0, 2**64, size=n, dtype=np.uint64))
     start = time.process_time()
-    near_pairs(hashes, k)
+    near_pairs(hashes, k, block_target)
     return {"n": len(hashes), "k": k, "cpu_us_per_hash": 1e6 * (time.process_time() - start) / len(hashes)}
 
 
@@ -71,14 +73,16 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=3, help="blocks timed per band")
     parser.add_argument("--check", type=int, nargs="*", default=[],
                         help="sizes at which to also time the whole near_pairs search")
+    parser.add_argument("--block-target", type=int, default=BLOCK_TARGET,
+                        help="hashes a block should hold (memgen.near.BLOCK_TARGET)")
     args = parser.parse_args()
     result: dict = {"machine_before": machine(), "estimates": [], "checks": []}
     for k in args.thresholds:
         for n in sorted(set(args.sizes) | set(args.check)):
-            result["estimates"].append(estimate(n, k, args.blocks))
+            result["estimates"].append(estimate(n, k, args.blocks, args.block_target))
             print(json.dumps(result["estimates"][-1]), flush=True)
         for n in args.check:
-            result["checks"].append(whole(n, k))
+            result["checks"].append(whole(n, k, args.block_target))
             print(json.dumps(result["checks"][-1]), flush=True)
     result["machine_after"] = machine()
     OUT.mkdir(exist_ok=True)

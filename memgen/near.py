@@ -37,8 +37,11 @@ HASH_BITS = 64
 MAX_THRESHOLD = 32  # beyond this, "near" means little for a 64-bit hash
 # Bands at most 22 bits wide (m >= 3) keep a block's bucket table at <= 4M entries.
 MIN_BANDS, MAX_BANDS = 3, 16
-# Hashes a block should hold (home + visitors): bounds one worker's memory, ~100 MB.
-BLOCK_TARGET = 1 << 20
+# Hashes a block should hold (home + visitors), 32 MB of them: a block's working memory
+# beyond its input is a few MB (benchmarks/README.md, section 3). A smaller target routes
+# more copies of every hash (the search's shuffle: 1,257 vs 912 a hash at 0.9 billion
+# hashes, k = 10, for 1M vs 4M); a larger one makes fewer blocks to spread over workers.
+BLOCK_TARGET = 1 << 22
 
 
 class SearchPlan(NamedTuple):

@@ -11,6 +11,7 @@ from scipy.sparse.csgraph import connected_components as scipy_components
 
 from memgen.components import connected_components, large_star, small_star
 from memgen.near import (
+    BLOCK_TARGET,
     MAX_THRESHOLD,
     ball_size,
     near_pairs,
@@ -40,13 +41,13 @@ def brute_pairs(hashes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize(("k", "block_target"), [
-    (1, 1 << 20), (3, 1 << 20), (10, 1 << 20), (MAX_THRESHOLD, 1 << 20),
+    (1, BLOCK_TARGET), (3, BLOCK_TARGET), (10, BLOCK_TARGET), (MAX_THRESHOLD, BLOCK_TARGET),
     (3, 100), (10, 150), (16, 300),  # many blocks per band: hashes visit smaller prefixes
 ])
 def test_near_pairs_equal_brute_force_each_pair_once(k, block_target):
     hashes = planted_hashes(1200, k, seed=k)
     plan = plan_search(len(hashes), k, block_target)
-    assert (plan.prefix_bits > 0) == (block_target < 1 << 20)
+    assert (plan.prefix_bits > 0) == (block_target < BLOCK_TARGET)
     i, j, d = near_pairs(hashes, k, block_target)
     bi, bj = brute_pairs(hashes, k)
     assert len(bi) > len(hashes) // 8  # the planted copies make the comparison meaningful
@@ -79,11 +80,11 @@ def test_plan_widens_bands_and_adds_blocks_as_the_input_grows():
     assert plan_search(10**6, 10).prefix_bits == 0
     big = plan_search(10**9, 10)
     visitors = (ball_size(big.prefix_bits, max(big.radii)) - 1) / 2
-    assert 10**9 * (1 + visitors) / 2**big.prefix_bits <= 1 << 20 < 10**9 * (1 + visitors) / 2 ** (
+    assert 10**9 * (1 + visitors) / 2**big.prefix_bits <= BLOCK_TARGET < 10**9 * (1 + visitors) / 2 ** (
         big.prefix_bits - 1)
 
 
-@pytest.mark.parametrize(("k", "block_target"), [(10, 1 << 20), (10, 2000), (6, 500)])
+@pytest.mark.parametrize(("k", "block_target"), [(10, BLOCK_TARGET), (10, 2000), (6, 500)])
 def test_routed_copies_is_what_route_emits(k, block_target):
     hashes = np.unique(np.random.default_rng(k).integers(0, 2**64, 50_000, dtype=np.uint64))
     plan = plan_search(len(hashes), k, block_target)
