@@ -10,7 +10,15 @@ from memgen.memory import SCHEMA_VERSION, TABLES
 
 
 def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    """UTC time in ISO 8601, to the millisecond (small jobs finish within a second)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def finished(manifest: dict[str, Any]) -> dict[str, Any]:
+    """`finished_at` and `seconds` since the manifest's `started_at`, as of now."""
+    at = now()
+    started = dt.datetime.fromisoformat(manifest["started_at"])
+    return {"finished_at": at, "seconds": round((dt.datetime.fromisoformat(at) - started).total_seconds(), 3)}
 
 
 def build_manifest(base: dict[str, Any], totals: Counter, records_in: int,
@@ -21,9 +29,6 @@ def build_manifest(base: dict[str, Any], totals: Counter, records_in: int,
     """
     reasons = {k.split(":", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("reject:")}
     images, duplicates, rejects = totals["images"], totals["duplicates"], totals["rejects"]
-    finished = now()
-    seconds = (dt.datetime.fromisoformat(finished)
-               - dt.datetime.fromisoformat(base["started_at"])).total_seconds()
     return {
         **base,
         "schema_version": SCHEMA_VERSION,
@@ -41,6 +46,5 @@ def build_manifest(base: dict[str, Any], totals: Counter, records_in: int,
         "equation": "records_in = images + duplicates + rejects",
         "balanced": records_in == images + duplicates + rejects,
         **({"near_dedup": near_dedup} if near_dedup is not None else {}),
-        "finished_at": finished,
-        "seconds": seconds,
+        **finished(base),
     }

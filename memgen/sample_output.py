@@ -11,7 +11,6 @@ part's row order; index.parquet lists the whole sample in rank order.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import posixpath
@@ -27,7 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from memgen.contact_sheet import contact_sheet, thumbnail
-from memgen.manifest import now
+from memgen.manifest import finished
 from memgen.memory import MemoryDirError, ParquetPart, join, read_manifest, write_manifest
 from memgen.safe_names import extension, safe_join, sample_stem
 from memgen.sampling import Chosen
@@ -229,13 +228,10 @@ def finish_sample(results: Iterable[PartResult], out: str, tau: float | None,
     with fs.open(posixpath.join(path, CONTACT_SHEET), "wb") as f:
         contact_sheet(thumbs).save(f, "JPEG", quality=90)
     files = sorted({r["file"].split("/")[0] for r in rows})
-    finished = now()
     manifest = {
         **manifest,
         "threshold": tau,
-        "finished_at": finished,
-        "seconds": (dt.datetime.fromisoformat(finished)
-                    - dt.datetime.fromisoformat(manifest["started_at"])).total_seconds(),
+        **finished(manifest),
         "index": INDEX,
         "contact_sheet": CONTACT_SHEET,
         "files": files,
