@@ -36,11 +36,13 @@ import tarfile
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import monitoring_infos
+from apache_beam.portability.api import beam_runner_api_pb2, metrics_pb2
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from PIL import Image, ImageOps
 
@@ -60,7 +62,7 @@ from memgen.materialize import materialize_shard
 from memgen.memory import prepare_output, read_manifest
 from memgen.pipelines.memorize import MemorizeConfig, build
 from memgen.readers import ReaderConfig, read_shard
-from memgen.records import Record, Reject
+from memgen.records import Fingerprint, Record, Reject
 from memgen.shards import discover
 
 HERE = OUT / "stage_costs"
@@ -140,7 +142,8 @@ GROUP_BY_KEY = "beam:transform:group_by_key:v1"
 COMBINE_PER_KEY = "beam:transform:combine_per_key:v1"
 
 
-def shuffle_bytes(proto, infos) -> dict[str, float]:
+def shuffle_bytes(proto: beam_runner_api_pb2.Pipeline,
+                  infos: Iterable[metrics_pb2.MonitoringInfo]) -> dict[str, float]:
     """Estimated encoded bytes into each GroupByKey of a finished run, by its name.
 
     Beam reports, per PCollection, an element count and the encoded sizes of a sample of
@@ -166,7 +169,7 @@ def shuffle_bytes(proto, infos) -> dict[str, float]:
     return result
 
 
-def reference_placement(fps: list, k: int) -> list:
+def reference_placement(fps: list[Fingerprint], k: int) -> list[tuple[int, KeptImage | DuplicateRow]]:
     """(shard, row) for every fingerprinted record, from the single-machine reference dedup
     (memgen.dedup.cluster_nodes; the pipeline's distributed NearDedup gives the same rows)."""
     by_sha = defaultdict(list)
