@@ -9,7 +9,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from memgen import copying, metrics
-from memgen.stages.distances import CopyHistograms, SeededSubset, SetDistances, subset_rank
+from memgen.stages.distances import MEMORY_BATCH, CopyHistograms, SeededSubset, SetDistances, subset_rank
 
 
 def _items(seed=0):
@@ -83,9 +83,10 @@ def test_subset_rank_is_keyed_by_seed_and_set():
     assert len({subset_rank(1, "a", "x"), subset_rank(2, "a", "x"), subset_rank(1, "b", "x")}) == 3
 
 
-def test_copy_histograms_match_the_pure_functions():
+@pytest.mark.parametrize("memory_size", [200, 3 * MEMORY_BATCH // 2])  # one batch, several
+def test_copy_histograms_match_the_pure_functions(memory_size):
     rng = np.random.default_rng(5)
-    memory = rng.integers(-(2**63), 2**63 - 1, size=200, dtype=np.int64)
+    memory = rng.integers(-(2**63), 2**63 - 1, size=memory_size, dtype=np.int64)
     sample = memory[:30]
     reference = np.concatenate([memory[:3] ^ np.int64(0b101), rng.integers(0, 2**62, 20, dtype=np.int64)])
     queries = [("sample", int(h)) for h in sample] + [("reference", int(h)) for h in reference]
@@ -100,3 +101,13 @@ def test_copy_histograms_match_the_pure_functions():
                | beam.MapTuple(lambda name, hist: (name, hist.tolist())))
         assert_that(out, equal_to(expected))
     assert expected[0][1][0] == 30 and expected[1][1][2] == 3
+
+
+def test_copy_histograms_of_an_empty_memory_put_every_query_beyond_the_radius():
+    queries = [("sample", 5), ("sample", 5), ("reference", -3)]
+    with TestPipeline(runner="FnApiRunner") as p:
+        memory_hashes = p | "Memory" >> beam.Create([], reshuffle=False)
+        out = (p | "Queries" >> beam.Create(queries, reshuffle=False)
+               | CopyHistograms(memory_hashes, radius=16)
+               | beam.MapTuple(lambda name, hist: (name, hist.tolist())))
+        assert_that(out, equal_to([("sample", [0] * 17 + [2]), ("reference", [0] * 17 + [1])]))

@@ -6,7 +6,8 @@
   and C2ST from a capped subset per set chosen by a keyed hash of (seed, set, image id),
   so the subset is the same whatever the order or partitioning of the input.
 - `CopyHistograms`: PCollection[(set name, pHash)] plus the memory's pHashes ->
-  PCollection[(set name, histogram of nearest memory distances)] (memgen.copying).
+  PCollection[(set name, histogram of nearest memory distances)] (memgen.copying); the
+  memory streams past the query sets, so it may be any size.
 - `EvaluateSets`: PBegin -> {"distances": one dict, "copying": one dict}, the two
   report.json sections, from a memory and optionally a sample and reference shards.
   With the vision extra, the EfficientNet-Lite0 embedding is a feature space too.
@@ -15,7 +16,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import apache_beam as beam
 import fsspec
@@ -45,7 +48,8 @@ from memgen.stages.moments import MomentsFn
 # The "real" side first: the held-out reference when there is one, else the memory.
 PAIRS = ((REFERENCE, SAMPLE), (REFERENCE, MEMORY), (MEMORY, SAMPLE))
 DEFAULT_SUBSET_CAP = 2000  # k-NN metrics cost cap^2 distances per pair; KID uses <= 1000 of these
-QUERY_BATCH = 4096  # query hashes compared with the memory at a time
+# Memory hashes compared with all the queries at a time (BatchElements sizes batches up to it).
+MEMORY_BATCH = 1 << 16
 
 
 def subset_rank(seed: int, set_name: str, image_id: str) -> int:
@@ -113,34 +117,61 @@ class SetDistances(beam.PTransform):
 
 class CopyHistograms(beam.PTransform):
     """PCollection[(set name, pHash)] -> PCollection[(set name, int64 histogram)] of distances to the
-    nearest of `memory_hashes` (a PCollection[int], read whole by one worker as a side input)."""
+    nearest of `memory_hashes` (a PCollection[int]).
+
+    The query sets (a sample, a reference: thousands to millions of hashes) are the side
+    input and the memory (up to billions) streams past them in batches: each batch gives
+    every distinct query its nearest distance within the batch, and the element-wise
+    minimum over batches is the nearest in the whole memory. No worker holds the memory.
+    """
 
     def __init__(self, memory_hashes, radius: int = DEFAULT_RADIUS) -> None:
         super().__init__()
         self.memory_hashes, self.radius = memory_hashes, radius
 
     def expand(self, queries):
-        memory = (
-            self.memory_hashes
-            | "DistinctMemoryHashes" >> beam.Distinct()
-            | "AllMemoryHashes" >> beam.combiners.ToList()
-            | "AsArray" >> beam.Map(lambda hashes: np.array(sorted(hashes), dtype=np.int64))
-        )
-        return (
-            queries
-            | "BatchPerSet" >> beam.GroupIntoBatches(QUERY_BATCH)
-            | "NearestMemory" >> beam.Map(self._histogram, memory=beam.pvalue.AsSingleton(memory))
-            | "SumPerSet" >> beam.CombinePerKey(_sum_arrays)
-        )
+        sets = (queries
+                | "AllQueries" >> beam.combiners.ToList()
+                | "QuerySets" >> beam.Map(_query_sets))
+        nearest = (self.memory_hashes
+                   | "BatchMemory" >> beam.BatchElements(max_batch_size=MEMORY_BATCH)
+                   | "NearestInBatch" >> beam.Map(self._nearest, beam.pvalue.AsSingleton(sets))
+                   | "NearestInMemory" >> beam.CombineGlobally(_elementwise_min))
+        return sets | "Histograms" >> beam.FlatMap(self._histograms, beam.pvalue.AsSingleton(nearest))
 
-    def _histogram(self, batch: tuple[str, list[int]], memory: np.ndarray) -> tuple[str, np.ndarray]:
-        set_name, hashes = batch
-        distances = nearest_distances(np.array(hashes, dtype=np.int64), memory, self.radius)
-        return set_name, distance_histogram(distances, self.radius)
+    def _nearest(self, memory: list[int], sets: QuerySets) -> np.ndarray:
+        distances = nearest_distances(sets.distinct, np.array(memory, dtype=np.int64), self.radius)
+        return distances.astype(np.uint8)  # <= radius + 1 <= 33: a byte each, for the combine
+
+    def _histograms(self, sets: QuerySets, nearest: np.ndarray | None):
+        if nearest is None:  # an empty memory: every query is farther than the radius
+            nearest = np.full(len(sets.distinct), self.radius + 1, dtype=np.uint8)
+        for name, index in sets.members:
+            yield name, distance_histogram(nearest[index].astype(np.int64), self.radius)
 
 
-def _sum_arrays(arrays) -> np.ndarray:
-    return np.sum(list(arrays), axis=0)
+class QuerySets(NamedTuple):
+    """Every set's query hashes as indices into one sorted array of the distinct hashes."""
+
+    distinct: np.ndarray  # int64, sorted, unique
+    members: tuple[tuple[str, np.ndarray], ...]  # (set name, index of each of its hashes), by name
+
+
+def _query_sets(queries: list[tuple[str, int]]) -> QuerySets:
+    by_set: dict[str, list[int]] = defaultdict(list)
+    for name, phash in queries:
+        by_set[name].append(phash)
+    hashes = np.array([phash for _, phash in queries], dtype=np.int64)
+    distinct = np.unique(hashes)
+    return QuerySets(distinct, tuple((name, np.searchsorted(distinct, np.array(by_set[name], dtype=np.int64)))
+                                     for name in sorted(by_set)))
+
+
+def _elementwise_min(arrays) -> np.ndarray | None:
+    """The element-wise minimum of distance arrays; None for none (an empty memory), and
+    None inputs (a merged empty accumulator) are skipped."""
+    present = [array for array in arrays if array is not None]
+    return np.minimum.reduce(present) if present else None
 
 
 class EvaluateSets(beam.PTransform):
@@ -192,8 +223,7 @@ class EvaluateSets(beam.PTransform):
                 FAILED, main="features")
             features.append(scored.features)
             failures.append(scored[FAILED])
-            sample_hashes.append(sampled | "SampleHashes" >> beam.Map(lambda image: (SAMPLE, image.phash))
-                                 .with_output_types(tuple[str, int]))
+            sample_hashes.append(sampled | "SampleHashes" >> beam.Map(lambda image: (SAMPLE, image.phash)))
         elif self.sample_parts is not None:
             images.append(pbegin
                           | "SampleParts" >> beam.Create(self.sample_parts)
@@ -237,9 +267,7 @@ class EvaluateSets(beam.PTransform):
     def _copying(self, images, memory_hashes, known_hashes):
         read = (images
                 | "NotMemory" >> beam.Filter(lambda image: image.set_name != MEMORY)
-                # typed: GroupIntoBatches is stateful and wants a deterministic key coder
-                | "SetAndHash" >> beam.Map(lambda image: (image.set_name, image.phash))
-                .with_output_types(tuple[str, int]))
+                | "SetAndHash" >> beam.Map(lambda image: (image.set_name, image.phash)))
         queries = [read, *known_hashes] | "AllQueries" >> beam.Flatten()
         return (queries
                 | "CopyHistograms" >> CopyHistograms(memory_hashes, self.radius)
