@@ -8,14 +8,10 @@ distances and a rate:
   (a sample drawn from the memory is all copies: MemGEN scores 100%);
 - contamination rate: share of a reference (held-out test) set with a near duplicate in
   the memory, i.e. train/test leakage.
-Queries are compared with every memory hash (vectorized popcount), unless multi-index
-hashing (Norouzi et al. 2012) is cheaper: a hash within r of a query agrees with it on
-one of 4 16-bit bands within floor(r/4) bits, so probing each band's bucket table
-(memgen.near.Buckets) with those flips finds every memory hash within r. The choice
-uses a cost measured on the earlier sorted-array index (a probed candidate ~100
-popcounts: the index for r <= 11 and more than ~330k distinct hashes); the bucket
-tables are faster than that (5k queries x 200k hashes, r = 10: 0.35 s vs 1.1 s
-all-pairs), so the choice is conservative. Pure numpy, no Beam.
+Queries are compared with every memory hash (vectorized popcount). At the histogram's
+radius (16 or more) multi-index hashing must probe 4 x 2,517 flip patterns a query; it
+measured 20x slower than all pairs (5k queries x 200k hashes: 59 s vs 3 s).
+Pure numpy, no Beam.
 """
 
 from __future__ import annotations
@@ -25,13 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from memgen.fingerprint import FingerprintConfig, decode, phash
-from memgen.near import MAX_THRESHOLD, Buckets, SearchPlan, band_values, flip_masks, popcount
+from memgen.near import MAX_THRESHOLD, popcount
 
-BANDS, BAND_BITS = 4, 16
 DEFAULT_RADIUS = 16  # the histogram's range
-# Cost of one multi-index candidate in all-pairs popcounts: 5k queries against 200k hashes
-# took 2.6 s (r = 10) and 59 s (r = 16) by the index, 2.8-3.1 s all-pairs (2 busy cores).
-INDEX_CANDIDATE_COST = 100
 _CHUNK_PAIRS = 1 << 22
 
 
@@ -51,34 +43,13 @@ def nearest_distances(queries: np.ndarray, memory: np.ndarray, radius: int = DEF
     m = np.unique(np.asarray(memory, dtype=np.int64)).view(np.uint64)
     if len(q) == 0 or len(m) == 0:
         return np.full(len(q), radius + 1, dtype=np.int64)
-    best = _multi_index(q, m, radius) if _index_pays(len(m), radius) else _all_pairs(q, m)
-    return np.minimum(best, radius + 1)
-
-
-def _index_pays(n_memory: int, radius: int) -> bool:
-    """Multi-index work per query (probes x expected bucket size) below all-pairs work."""
-    probes = BANDS * len(flip_masks(BAND_BITS, radius // BANDS))
-    return INDEX_CANDIDATE_COST * probes * (1 + n_memory / (1 << BAND_BITS)) < n_memory
+    return np.minimum(_all_pairs(q, m), radius + 1)
 
 
 def _all_pairs(q: np.ndarray, m: np.ndarray) -> np.ndarray:
     step = max(1, _CHUNK_PAIRS // len(m))
     return np.concatenate([popcount(q[i:i + step, None] ^ m[None, :]).min(axis=1)
                            for i in range(0, len(q), step)]).astype(np.int64)
-
-
-def _multi_index(q: np.ndarray, m: np.ndarray, radius: int) -> np.ndarray:
-    """Nearest distance within `radius` (64 beyond) by memgen.near's bucket tables."""
-    plan = SearchPlan(radius, (BAND_BITS,) * BANDS, (radius // BANDS,) * BANDS, 0)
-    queries, inverse = np.unique(q, return_inverse=True)
-    best = np.full(len(queries), 64, dtype=np.int64)
-    for band, band_radius in enumerate(plan.radii):
-        table = Buckets(m, band_values(m, plan, band), BAND_BITS, radius)
-        probes = band_values(queries, plan, band)
-        for mask in flip_masks(BAND_BITS, band_radius).tolist():
-            a, b = table.lookup(probes ^ mask, queries)
-            np.minimum.at(best, np.searchsorted(queries, a), popcount(a ^ b).astype(np.int64))
-    return best[inverse]
 
 
 def distance_histogram(distances: np.ndarray, radius: int = DEFAULT_RADIUS) -> np.ndarray:

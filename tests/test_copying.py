@@ -1,4 +1,4 @@
-"""memgen.copying: nearest Hamming distances (all-pairs and multi-index agree with a plain loop),
+"""memgen.copying: nearest Hamming distances (agree with a plain loop),
 histograms and rates, copy rate 100% for a sample of the memory, contamination on real photos."""
 
 from __future__ import annotations
@@ -40,28 +40,18 @@ def _loop(queries, memory, radius):
 
 
 @pytest.mark.parametrize("radius", [0, 3, 10, 16])
-def test_all_pairs_and_multi_index_agree_with_a_loop(monkeypatch, radius):
+def test_nearest_distances_agree_with_a_loop(radius):
     queries, memory = _planted()
     expected = _loop(queries[:150], memory, radius)
-    brute = copying.nearest_distances(queries[:150], memory, radius)
-    monkeypatch.setattr(copying, "INDEX_CANDIDATE_COST", 0)
-    indexed = copying.nearest_distances(queries[:150], memory, radius)
-    np.testing.assert_array_equal(brute, expected)
-    np.testing.assert_array_equal(indexed, expected)
+    np.testing.assert_array_equal(copying.nearest_distances(queries[:150], memory, radius), expected)
     assert (expected <= radius).any() and (radius == 16 or (expected > radius).any())
 
 
-def test_multi_index_handles_repeated_and_flat_hashes(monkeypatch):
-    monkeypatch.setattr(copying, "INDEX_CANDIDATE_COST", 0)
+def test_nearest_distances_handle_repeated_and_flat_hashes():
     memory = np.array([0, 0, 0, -1, 0x0F0F], dtype=np.int64)  # a flat image's hash, many times
     queries = np.array([0, 1, -1, 0x0F0F ^ 0b111, 0x5555_5555_5555_5555], dtype=np.int64)
     assert copying.nearest_distances(queries, memory, 8).tolist() == [0, 1, 0, 3, 9]
     assert copying.nearest_distances(queries, np.zeros(0, np.int64), 8).tolist() == [9] * 5
-
-
-def test_the_index_is_used_only_where_it_pays():
-    assert not copying._index_pays(200_000, 16) and not copying._index_pays(200_000, 10)
-    assert copying._index_pays(1_000_000, 10) and not copying._index_pays(10_000_000, 12)
 
 
 def test_histogram_and_rate():
