@@ -6,6 +6,8 @@ n / 2^prefix_bits) plus visitors from each smaller prefix within the band's radi
 for each band, --blocks blocks are built as the plan for n would build them (uniform
 random hashes with the block's prefix, Poisson counts), block_pairs is timed on each,
 and the mean times the number of blocks, divided by n, is the band's CPU per hash.
+One full batch is also routed as the plan for n would route it, for the shuffle: bytes
+per routed copy as Beam encodes the elements, and route's own CPU.
 --check N also runs the whole single-machine search (near_pairs) at N to compare; a
 smaller --block-target makes blocks at sizes where the whole search still runs.
 
@@ -20,10 +22,12 @@ import json
 import time
 
 import numpy as np
+from apache_beam.coders.coders import FastPrimitivesCoder
 
 from benchmarks.common import OUT, machine
-from memgen.near import BLOCK_TARGET, SearchPlan, block_pairs, flip_masks, near_pairs, plan_search
+from memgen.near import BLOCK_TARGET, SearchPlan, block_pairs, flip_masks, near_pairs, plan_search, route
 from memgen.pipelines.memorize import DEFAULT_THRESHOLD
+from memgen.stages.dedup import BATCH
 
 
 def with_prefix(rng: np.random.Generator, plan: SearchPlan, band: int, prefix: int, count: int) -> np.ndarray:
@@ -40,10 +44,25 @@ def block_seconds(rng: np.random.Generator, plan: SearchPlan, n: int, band: int)
     home = int(rng.integers(0, 2**plan.prefix_bits))
     sources = [home] + [s for s in (home ^ flip_masks(plan.prefix_bits, plan.radii[band])[1:]).tolist()
                         if s < home]
-    parts = [(s, with_prefix(rng, plan, band, s, int(rng.poisson(per_prefix)))) for s in sources]
+    parts = [with_prefix(rng, plan, band, s, int(rng.poisson(per_prefix))) for s in sources]
     start = time.process_time()
     block_pairs(plan, band, home, parts)
     return time.process_time() - start
+
+
+def routing(plan: SearchPlan, seed: int = 0) -> dict:
+    """Route one full batch (the stage's largest) as the plan for n would: route's CPU per hash,
+    elements per hash, and bytes per routed copy as Beam encodes the untyped elements."""
+    hashes = np.unique(np.random.default_rng(seed).integers(0, 2**64, BATCH[1], dtype=np.uint64))
+    start = time.process_time()
+    parts = list(route(hashes, plan))
+    seconds = time.process_time() - start
+    coder = FastPrimitivesCoder()
+    encoded = sum(len(coder.encode(key)) + len(coder.encode(part)) for key, part in parts)
+    copies = sum(len(part) for _, part in parts)
+    return {"route_cpu_us_per_hash": 1e6 * seconds / len(hashes),
+            "elements_per_hash": len(parts) / len(hashes),
+            "copies_per_hash": copies / len(hashes), "bytes_per_copy": encoded / copies}
 
 
 def estimate(n: int, k: int, blocks: int, block_target: int, seed: int = 0) -> dict:
@@ -56,7 +75,7 @@ def estimate(n: int, k: int, blocks: int, block_target: int, seed: int = 0) -> d
         seconds = [block_seconds(rng, plan, n, band) for _ in range(blocks)]
         per_band.append(1e6 * float(np.mean(seconds)) * 2**plan.prefix_bits / n)
     return {"n": n, "k": k, "plan": plan._asdict(), "blocks_per_band": blocks,
-            "cpu_us_per_hash_by_band": per_band, "cpu_us_per_hash": sum(per_band)}
+            "cpu_us_per_hash_by_band": per_band, "cpu_us_per_hash": sum(per_band), **routing(plan, seed)}
 
 
 def whole(n: int, k: int, block_target: int, seed: int = 0) -> dict:

@@ -37,11 +37,19 @@ HASH_BITS = 64
 MAX_THRESHOLD = 32  # beyond this, "near" means little for a 64-bit hash
 # Bands at most 22 bits wide (m >= 3) keep a block's bucket table at <= 4M entries.
 MIN_BANDS, MAX_BANDS = 3, 16
-# Hashes a block should hold (home + visitors), 32 MB of them: a block's working memory
-# beyond its input is a few MB (benchmarks/README.md, section 3). A smaller target routes
-# more copies of every hash (the search's shuffle: 1,257 vs 912 a hash at 0.9 billion
-# hashes, k = 10, for 1M vs 4M); a larger one makes fewer blocks to spread over workers.
-BLOCK_TARGET = 1 << 22
+# Hashes a block may hold (home + visitors), 128 MB of them: searching a block takes
+# about 3.2x its input beyond it (benchmarks/README.md, section 3). A smaller cap routes
+# more copies of every hash (the search's shuffle at 0.9 billion hashes, k = 10: 912 a
+# hash for 4M, 524 for 16M) for no less CPU.
+BLOCK_TARGET = 1 << 24
+# Home hashes a block may hold: below the memory cap, the search of ~10M hashes would
+# run as 3 blocks of minutes each; this floor spreads it over tens of blocks.
+HOME_TARGET = 1 << 20
+# Probes a bucket lookup handles in one vectorized pass: its temporaries then stay in
+# cache (a 17M-hash block searches ~20% faster than in one pass of 400k probes).
+LOOKUP_CHUNK = 1 << 16
+# (hash, block) pairs `route` expands a chunk of a batch into: ~50 MB of working memory.
+ROUTE_CHUNK = 1 << 21
 
 
 class SearchPlan(NamedTuple):
@@ -100,7 +108,8 @@ def plan_search(n: int, k: int, block_target: int = BLOCK_TARGET) -> SearchPlan:
     widths, radii = min(layouts, key=lambda layout: search_cost(n, *layout))
     radius = max(radii)
     prefix_bits = 0
-    while prefix_bits < min(widths) and n * _copies(prefix_bits, radius) / 2**prefix_bits > block_target:
+    while prefix_bits < min(widths) and (n / 2**prefix_bits > HOME_TARGET
+                                         or n * _copies(prefix_bits, radius) / 2**prefix_bits > block_target):
         prefix_bits += 1
     return SearchPlan(k, widths, radii, prefix_bits)
 
@@ -122,50 +131,65 @@ def band_values(hashes: np.ndarray, plan: SearchPlan, band: int) -> np.ndarray:
     return ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int32)
 
 
-def route(hashes: np.ndarray, plan: SearchPlan) -> Iterator[tuple[tuple[int, int], tuple[int, np.ndarray]]]:
-    """((band, block), (source block, hashes)) for a batch of distinct uint64 hashes.
+def route(hashes: np.ndarray, plan: SearchPlan) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+    """((band, block), hashes) for a batch of distinct uint64 hashes: one array for each block
+    that some of them must reach, their home (the band prefix) or a smaller prefix they visit.
 
-    Source == block marks the hashes' home; otherwise they visit a smaller prefix.
+    One array per block and chunk of the batch, not per (home, block): at 0.9 billion hashes a
+    batch reaches thousands of blocks, and a shuffled element costs ~140 bytes beside its
+    8 bytes a hash. The block tells home hashes from visitors by their prefix.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
     for band, radius in enumerate(plan.radii):
         if radius < 0 or len(hashes) == 0:
             continue
-        blocks = band_values(hashes, plan, band) >> (plan.widths[band] - plan.prefix_bits)
-        order = np.argsort(blocks, kind="stable")
-        values, starts = np.unique(blocks[order], return_index=True)
-        visits = flip_masks(plan.prefix_bits, radius)[1:]
-        for q, members in zip(values.tolist(), np.split(hashes[order], starts[1:]), strict=True):
-            yield (band, q), (q, members)
-            for p in (q ^ visits).tolist():
-                if p < q:
-                    yield (band, p), (q, members)
+        prefixes = band_values(hashes, plan, band) >> (plan.widths[band] - plan.prefix_bits)
+        masks = flip_masks(plan.prefix_bits, radius).astype(np.int32)
+        step = max(1, ROUTE_CHUNK // len(masks))
+        for start in range(0, len(hashes), step):
+            own = prefixes[start:start + step, None]
+            reached = own ^ masks[None, :]
+            keep = reached <= own  # home, and the smaller prefixes within the radius
+            blocks = reached[keep]
+            members = np.broadcast_to(hashes[start:start + step, None], reached.shape)[keep]
+            order = np.argsort(blocks, kind="stable")
+            values, starts = np.unique(blocks[order], return_index=True)
+            for block, part in zip(values.tolist(), np.split(members[order], starts[1:]), strict=True):
+                yield (band, block), part
 
 
 def block_pairs(plan: SearchPlan, band: int, block: int,
-                parts: Iterable[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                parts: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (a < b as uint64, distance) within k that this block owns, from `route` parts."""
-    home_parts, visitors = [], defaultdict(list)
-    for source, hashes in parts:
-        (home_parts if source == block else visitors[source]).append(hashes)
-    home = np.unique(np.concatenate(home_parts)) if home_parts else np.zeros(0, np.uint64)
+    suffix_bits = plan.widths[band] - plan.prefix_bits
+    low = (1 << suffix_bits) - 1
+    home, visitors, spare = _split_block(plan, band, block, parts)
     found: list[tuple[np.ndarray, np.ndarray]] = []
     if len(home):
-        suffix_bits = plan.widths[band] - plan.prefix_bits
-        low = (1 << suffix_bits) - 1
         table = Buckets(home, band_values(home, plan, band) & low, suffix_bits, plan.k)
-        radius = plan.radii[band]
-        found.extend(table.pairs_within(radius))
-        for source, hashes in sorted(visitors.items()):
-            hashes = np.concatenate(hashes)
-            spare = radius - int(popcount(np.uint64(source ^ block)))
-            probes = band_values(hashes, plan, band) & low
-            masks = flip_masks(suffix_bits, spare).astype(np.int32).tolist()
-            found.extend(table.lookup(probes ^ mask, hashes) for mask in masks)
+        found.extend(table.pairs_within(plan.radii[band]))
+        for bits in np.unique(spare).tolist():  # visitors that may differ in as many suffix bits
+            group = visitors[spare == bits]
+            probes = band_values(group, plan, band) & low
+            masks = flip_masks(suffix_bits, bits).astype(np.int32).tolist()
+            found.extend(table.lookup(probes ^ mask, group) for mask in masks)
     a = np.concatenate([f[0] for f in found]) if found else np.zeros(0, np.uint64)
     b = np.concatenate([f[1] for f in found]) if found else np.zeros(0, np.uint64)
     a, b = _unclaimed(plan, band, a, b)
     return np.minimum(a, b), np.maximum(a, b), popcount(a ^ b).astype(np.int64)
+
+
+def _split_block(plan: SearchPlan, band: int, block: int,
+                 parts: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(home hashes, visiting hashes, the bits each visitor's suffix may differ in).
+
+    A visitor's prefix differs from the block's in d bits, so its suffix may differ in
+    radius - d. The temporaries die on return, before the search."""
+    hashes = np.concatenate([np.zeros(0, np.uint64), *parts])
+    prefixes = band_values(hashes, plan, band) >> (plan.widths[band] - plan.prefix_bits)
+    away = prefixes != block
+    spare = plan.radii[band] - np.bitwise_count(prefixes[away] ^ block).astype(np.int8)
+    return np.unique(hashes[~away]), hashes[away], spare
 
 
 class Buckets:
@@ -180,10 +204,16 @@ class Buckets:
 
     def lookup(self, probes: np.ndarray, probe_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probe hash, member hash) within k for every member of each probed bucket."""
+        a: list[np.ndarray] = []
+        b: list[np.ndarray] = []
+        for i in range(0, len(probes), LOOKUP_CHUNK):
+            self._collect(probes[i:i + LOOKUP_CHUNK], probe_hashes[i:i + LOOKUP_CHUNK], a, b)
+        return (np.concatenate(a), np.concatenate(b)) if a else (probe_hashes[:0], probe_hashes[:0])
+
+    def _collect(self, probes: np.ndarray, probe_hashes: np.ndarray, a: list, b: list) -> None:
         counts = self.counts[probes]
         hit = np.flatnonzero(counts)
         starts, counts, probe_hashes = self.starts[probes[hit]], counts[hit], probe_hashes[hit]
-        a, b = [], []
         rank = 0
         while len(starts):  # the rank-th member of every bucket that has one; buckets are small
             members = self.hashes[starts + rank]
@@ -193,7 +223,6 @@ class Buckets:
             rank += 1
             more = counts > rank
             starts, counts, probe_hashes = starts[more], counts[more], probe_hashes[more]
-        return (np.concatenate(a), np.concatenate(b)) if a else (probe_hashes, probe_hashes)
 
     def pairs_within(self, radius: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Each unordered pair of home hashes within k whose suffixes are within `radius`, once."""

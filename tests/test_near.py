@@ -12,7 +12,9 @@ from scipy.sparse.csgraph import connected_components as scipy_components
 from memgen.components import connected_components, large_star, small_star
 from memgen.near import (
     BLOCK_TARGET,
+    HOME_TARGET,
     MAX_THRESHOLD,
+    ROUTE_CHUNK,
     ball_size,
     near_pairs,
     plan_search,
@@ -82,14 +84,23 @@ def test_plan_widens_bands_and_adds_blocks_as_the_input_grows():
     visitors = (ball_size(big.prefix_bits, max(big.radii)) - 1) / 2
     assert 10**9 * (1 + visitors) / 2**big.prefix_bits <= BLOCK_TARGET < 10**9 * (1 + visitors) / 2 ** (
         big.prefix_bits - 1)
+    # below the memory cap, blocks still split the search for parallelism
+    mid = plan_search(10**7, 10)
+    assert 10**7 * routed_copies(mid) / 3 / 2**mid.prefix_bits <= BLOCK_TARGET
+    assert 10**7 / 2**mid.prefix_bits <= HOME_TARGET < 10**7 / 2 ** (mid.prefix_bits - 1)
 
 
 @pytest.mark.parametrize(("k", "block_target"), [(10, BLOCK_TARGET), (10, 2000), (6, 500)])
 def test_routed_copies_is_what_route_emits(k, block_target):
     hashes = np.unique(np.random.default_rng(k).integers(0, 2**64, 50_000, dtype=np.uint64))
     plan = plan_search(len(hashes), k, block_target)
-    emitted = sum(len(members) for _, (_, members) in route(hashes, plan))
+    parts = list(route(hashes, plan))
+    emitted = sum(len(members) for _, members in parts)
     assert emitted / len(hashes) == pytest.approx(routed_copies(plan), rel=0.02)
+    # one array per block that a batch (of one chunk) reaches
+    chunk = hashes[:ROUTE_CHUNK // ball_size(plan.prefix_bits, max(plan.radii))]
+    keys = [key for key, _ in route(chunk, plan)]
+    assert len(set(keys)) == len(keys)
     bands = len([r for r in plan.radii if r >= 0])
     # without blocks a hash goes once to each band; with them it also visits smaller prefixes
     assert (routed_copies(plan) == bands) == (plan.prefix_bits == 0)
