@@ -188,6 +188,7 @@ def _split_block(plan: SearchPlan, band: int, block: int,
     hashes = np.concatenate([np.zeros(0, np.uint64), *parts])
     prefixes = band_values(hashes, plan, band) >> (plan.widths[band] - plan.prefix_bits)
     away = prefixes != block
+    # popcount of the int32 prefixes themselves (not popcount()'s uint64 copy): a large block's memory
     spare = plan.radii[band] - np.bitwise_count(prefixes[away] ^ block).astype(np.int8)
     return np.unique(hashes[~away]), hashes[away], spare
 
