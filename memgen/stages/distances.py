@@ -209,20 +209,14 @@ class EvaluateSets(beam.PTransform):
             images.append(memory)
         else:  # decoded, featurized and embedded already
             memory = self.memory_scored
-            scored = memory | "MemoryFeatures" >> beam.FlatMap(_scored_features, MEMORY).with_outputs(
-                FAILED, main="features")
-            features.append(scored.features)
-            failures.append(scored[FAILED])
+            _add_scored_features(memory, MEMORY, features, failures)
         memory_hashes = memory | "MemoryHashes" >> beam.Map(lambda image: image.phash)
         sample_hashes = []
         if self.sample_parts is not None and self.memory_scored is not None and self._sample_of_memory():
             # the sample's images are rows of this memory, already scored: reuse, never recompute
             chosen = frozenset().union(*(ids for _, ids in self.sample_parts))
             sampled = memory | "SampledRows" >> beam.Filter(lambda image: image.scored.image_id in chosen)
-            scored = sampled | "SampleFeatures" >> beam.FlatMap(_scored_features, SAMPLE).with_outputs(
-                FAILED, main="features")
-            features.append(scored.features)
-            failures.append(scored[FAILED])
+            _add_scored_features(sampled, SAMPLE, features, failures)
             sample_hashes.append(sampled | "SampleHashes" >> beam.Map(lambda image: (SAMPLE, image.phash)))
         elif self.sample_parts is not None:
             images.append(pbegin
@@ -280,6 +274,14 @@ class EvaluateSets(beam.PTransform):
         copy = found.get(SAMPLE, empty) if self.sample_parts is not None else None
         contamination = found.get(REFERENCE, empty) if self.reference_shards else None
         return copying_section(copy, contamination, self.threshold)
+
+
+def _add_scored_features(images, set_name: str, features: list, failures: list) -> None:
+    """Appends the features of already scored images, and their failures, to the set's lists."""
+    label = f"{set_name.capitalize()}Features"  # MemoryFeatures, SampleFeatures
+    split = images | label >> beam.FlatMap(_scored_features, set_name).with_outputs(FAILED, main="features")
+    features.append(split.features)
+    failures.append(split[FAILED])
 
 
 def _scored_features(image: ScoredImage, set_name: str):
