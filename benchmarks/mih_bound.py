@@ -15,8 +15,9 @@ c * n * V(w, s) * V(w, r - s) / 2^w candidates verified by popcount, where V(w, 
 number of w-bit values within r bits of one (memgen.near.ball_size) and c the cost of a
 verification relative to a key operation, swept because it depends on the implementation.
 Then, at web scale (--plan-sizes) and for several thresholds: the layout
-memgen.near.plan_search picks, its modelled work per hash (c = 1, s = 0), the least
-possible, and how many copies of each hash the Beam search routes to blocks (its shuffle).
+memgen.near.plan_search picks, its modelled work per hash (c = memgen.near.VERIFY_COST,
+the measured cost; s = 0), the least possible at that c, and how many copies of each
+hash the Beam search routes to blocks (its shuffle).
 
     .venv/bin/python -m benchmarks.mih_bound [--sizes 100000 1000000 10000000] [--k 10]
 """
@@ -28,9 +29,9 @@ import json
 from functools import cache
 
 from benchmarks.common import OUT
-from memgen.near import HASH_BITS, ball_size, plan_search, routed_copies, search_cost
+from memgen.near import HASH_BITS, VERIFY_COST, ball_size, plan_search, routed_copies, search_cost
 
-RELATIVE_VERIFY_COSTS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+RELATIVE_VERIFY_COSTS = tuple(sorted({0.03, 0.1, 0.3, VERIFY_COST, 1.0, 3.0, 10.0}))
 
 
 def band_work(width: int, radius: int, n: float, c: float) -> tuple[float, int]:
@@ -81,7 +82,7 @@ def bound(sizes: list[int], k: int) -> dict:
 
 
 def plans(sizes: list[int], thresholds: list[int]) -> list[dict]:
-    """What memgen.near.plan_search picks: modelled work (c = 1) and the search's shuffle."""
+    """What memgen.near.plan_search picks: modelled work (c = VERIFY_COST) and the search's shuffle."""
     rows = []
     for n in sizes:
         for k in thresholds:
@@ -89,10 +90,11 @@ def plans(sizes: list[int], thresholds: list[int]) -> list[dict]:
             rows.append({"n": n, "k": k, "widths": plan.widths, "radii": plan.radii,
                          "prefix_bits": plan.prefix_bits,
                          "work": search_cost(n, plan.widths, plan.radii),
-                         "least_work": least_work(n, k, 1.0)[0], "routed_copies": routed_copies(plan)})
+                         "least_work": least_work(n, k, VERIFY_COST)[0],
+                         "routed_copies": routed_copies(plan)})
     print("\n" + table(
-        ["n", "k", "bands (bits)", "radii", "prefix bits", "work per hash", "least possible (c = 1)",
-         "copies of a hash routed"],
+        ["n", "k", "bands (bits)", "radii", "prefix bits", "work per hash",
+         f"least possible (c = {VERIFY_COST:g})", "copies of a hash routed"],
         [[f"{r['n']:,}", str(r["k"]), "/".join(map(str, r["widths"])), "/".join(map(str, r["radii"])),
           str(r["prefix_bits"]), f"{r['work']:,.0f}", f"{r['least_work']:,.0f}", f"{r['routed_copies']:,.0f}"]
          for r in rows]))

@@ -4,7 +4,8 @@ Candidate search is multi-index hashing (Norouzi et al. 2012) with the generaliz
 pigeonhole principle: the 64 bits are split into m bands with radii r_i such that
 sum(r_i + 1) = k + 1, so two hashes within Hamming distance k agree on some band i
 within r_i bits (exact recall). m is chosen per input size by a cost model (probes
-plus expected candidates), because the best band width grows with log2(n).
+plus VERIFY_COST x expected candidates), because the best band width grows with log2(n); the bands
+probed at the larger radius may take more of the 64 bits than the others.
 
 The search is cut into blocks that a distributed runner can spread: the blocks of
 band i are the values of its top `prefix_bits` bits. A hash is *home* in its own block
@@ -35,7 +36,8 @@ from scipy.sparse.csgraph import connected_components
 
 HASH_BITS = 64
 MAX_THRESHOLD = 32  # beyond this, "near" means little for a 64-bit hash
-# Bands at most 22 bits wide (m >= 3) keep a block's bucket table at <= 4M entries.
+# Bands at most 22 bits wide (so m >= 3) keep a block's bucket table at <= 4M entries.
+MAX_BAND_BITS = 22
 MIN_BANDS, MAX_BANDS = 3, 16
 # Hashes a block may hold (home + visitors), 128 MB of them: searching a block takes
 # about 3.2x its input beyond it (benchmarks/README.md, section 3). A smaller cap routes
@@ -50,6 +52,10 @@ HOME_TARGET = 1 << 20
 LOOKUP_CHUNK = 1 << 16
 # (hash, block) pairs `route` expands a chunk of a batch into: ~50 MB of working memory.
 ROUTE_CHUNK = 1 << 21
+# What verifying a candidate costs relative to a probe (~1.9 ns vs ~4.8 ns), fitted on
+# timed searches (benchmarks/bench_layouts.py). Costing them alike picked 3 bands of ~21 bits at
+# 10^6 hashes and k = 10, which search 1.7x slower than the 4 bands of ~17 bits picked now.
+VERIFY_COST = 0.4
 
 
 class SearchPlan(NamedTuple):
@@ -84,18 +90,31 @@ def flip_masks(bits: int, radius: int) -> np.ndarray:
     return np.array(masks, dtype=np.int64)
 
 
-def _layout(m: int, k: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Widths of m bands and radii spreading the k + 1 pigeonhole units evenly."""
-    base, wide = divmod(HASH_BITS, m)
+def _layouts(m: int, k: int) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(widths, radii) of m bands that spread the k + 1 pigeonhole units evenly, for every
+    split of the 64 bits between the bands with the larger radius and the others.
+
+    The bands probed at the larger radius make the most probes, so a wider band (fewer
+    candidates a probe) pays most there: at k = 10 and 0.9 billion hashes, (22, 22, 20)
+    bits for radii (3, 3, 2) search with 20% less CPU than (22, 21, 21).
+    """
     q, more = divmod(k + 1, m)
-    widths = tuple(base + 1 if i < wide else base for i in range(m))
     radii = tuple(q if i < more else q - 1 for i in range(m))
-    return widths, radii
+    for wide_bits in range(more, HASH_BITS - (m - more) + 1) if more else (0,):
+        widths = _spread(wide_bits, more) + _spread(HASH_BITS - wide_bits, m - more)
+        if max(widths) <= MAX_BAND_BITS:
+            yield widths, radii
+
+
+def _spread(bits: int, bands: int) -> tuple[int, ...]:
+    base, extra = divmod(bits, bands) if bands else (0, 0)
+    return tuple(base + 1 if i < extra else base for i in range(bands))
 
 
 def search_cost(n: int, widths: tuple[int, ...], radii: tuple[int, ...]) -> float:
-    """Expected probes + candidates per hash (probing and verifying cost about the same)."""
-    return sum(ball_size(w, r) * (1 + n / 2**w) for w, r in zip(widths, radii, strict=True) if r >= 0)
+    """Expected work per hash, in probes: probes + VERIFY_COST x candidates verified."""
+    return sum(ball_size(w, r) * (1 + VERIFY_COST * n / 2**w)
+               for w, r in zip(widths, radii, strict=True) if r >= 0)
 
 
 def plan_search(n: int, k: int, block_target: int = BLOCK_TARGET) -> SearchPlan:
@@ -104,14 +123,31 @@ def plan_search(n: int, k: int, block_target: int = BLOCK_TARGET) -> SearchPlan:
         raise ValueError(f"threshold must be between 0 and {MAX_THRESHOLD}, got {k}")
     if k == 0:  # distinct hash values are never within 0 of each other
         return SearchPlan(0, (), (), 0)
-    layouts = [_layout(m, k) for m in range(MIN_BANDS, MAX_BANDS + 1)]
-    widths, radii = min(layouts, key=lambda layout: search_cost(n, *layout))
-    radius = max(radii)
-    prefix_bits = 0
-    while prefix_bits < min(widths) and (n / 2**prefix_bits > HOME_TARGET
-                                         or n * _copies(prefix_bits, radius) / 2**prefix_bits > block_target):
-        prefix_bits += 1
-    return SearchPlan(k, widths, radii, prefix_bits)
+    plans = [_blocked(n, SearchPlan(k, widths, radii, 0), block_target)
+             for m in range(MIN_BANDS, MAX_BANDS + 1) for widths, radii in _layouts(m, k)]
+    # A band narrower than the prefix its blocks need cannot be cut finely enough; such
+    # layouts only win at thresholds near 32, where brute force is the cheapest search.
+    fitting = [plan for plan in plans if not _too_big(n, plan, block_target)]
+    if not fitting:  # a threshold too large for n: at least keep the blocks small
+        return min(plans, key=lambda plan: _block_hashes(n, plan))
+    return min(fitting, key=lambda plan: search_cost(n, plan.widths, plan.radii))
+
+
+def _blocked(n: int, plan: SearchPlan, block_target: int) -> SearchPlan:
+    """The plan with the fewest prefix bits whose blocks fit, or as many as its narrowest band has."""
+    while plan.prefix_bits < min(plan.widths) and _too_big(n, plan, block_target):
+        plan = plan._replace(prefix_bits=plan.prefix_bits + 1)
+    return plan
+
+
+def _too_big(n: int, plan: SearchPlan, block_target: int) -> bool:
+    """Whether the plan's blocks hold more home hashes, or more hashes in all, than allowed."""
+    return n / 2**plan.prefix_bits > HOME_TARGET or _block_hashes(n, plan) > block_target
+
+
+def _block_hashes(n: int, plan: SearchPlan) -> float:
+    """Expected hashes (home and visitors) in a block of the band with the largest radius."""
+    return n * _copies(plan.prefix_bits, max(plan.radii)) / 2**plan.prefix_bits
 
 
 def _copies(prefix_bits: int, radius: int) -> float:
@@ -126,7 +162,7 @@ def routed_copies(plan: SearchPlan) -> float:
 
 
 def band_values(hashes: np.ndarray, plan: SearchPlan, band: int) -> np.ndarray:
-    """The band's bits of each hash, as int32 (bands are at most 22 bits wide)."""
+    """The band's bits of each hash, as int32 (bands are at most MAX_BAND_BITS wide)."""
     shift, width = plan.shifts[band], plan.widths[band]
     return ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int32)
 
@@ -264,7 +300,11 @@ def near_pairs(hashes: np.ndarray, k: int,
     distance) arrays, sorted by (i, j).
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
-    plan = plan_search(len(hashes), k, block_target)
+    return planned_pairs(hashes, plan_search(len(hashes), k, block_target))
+
+
+def planned_pairs(hashes: np.ndarray, plan: SearchPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`near_pairs` with a given plan (distinct uint64 hashes)."""
     blocks: dict[tuple[int, int], list] = defaultdict(list)
     for key, part in route(hashes, plan):
         blocks[key].append(part)

@@ -21,6 +21,7 @@ from memgen.near import (
     popcount,
     route,
     routed_copies,
+    search_cost,
     split_chain,
     split_clusters,
 )
@@ -76,9 +77,9 @@ def test_plan_satisfies_the_pigeonhole_bound(k):
 
 
 def test_plan_widens_bands_and_adds_blocks_as_the_input_grows():
-    # Norouzi et al.: the best band width is about log2(n)
-    assert plan_search(10**5, 10).widths == (16, 16, 16, 16)
-    assert plan_search(10**6, 10).widths == (22, 21, 21)
+    # Norouzi et al.: the best band width grows with log2(n)
+    assert len(plan_search(10**5, 10).widths) == 4 and max(plan_search(10**5, 10).widths) <= 17
+    assert plan_search(10**7, 10).widths == (22, 22, 20)
     assert plan_search(10**6, 10).prefix_bits == 0
     big = plan_search(10**9, 10)
     visitors = (ball_size(big.prefix_bits, max(big.radii)) - 1) / 2
@@ -88,6 +89,36 @@ def test_plan_widens_bands_and_adds_blocks_as_the_input_grows():
     mid = plan_search(10**7, 10)
     assert 10**7 * routed_copies(mid) / 3 / 2**mid.prefix_bits <= BLOCK_TARGET
     assert 10**7 / 2**mid.prefix_bits <= HOME_TARGET < 10**7 / 2 ** (mid.prefix_bits - 1)
+
+
+@pytest.mark.parametrize("n", [10**5, 10**7, 10**9])
+@pytest.mark.parametrize("k", [6, 8, 10])
+def test_plan_gives_the_bands_probed_further_at_least_as_many_bits(n, k):
+    plan = plan_search(n, k)
+    m = len(plan.widths)
+    even = tuple(64 // m + (i < 64 % m) for i in range(m))  # the same bands, bits spread evenly
+    assert search_cost(n, plan.widths, plan.radii) <= search_cost(n, even, plan.radii)
+    for i in range(m - 1):
+        if plan.radii[i] > plan.radii[i + 1]:
+            assert plan.widths[i] >= plan.widths[i + 1]
+
+
+def test_uneven_bands_cut_the_modelled_work_at_web_scale():
+    n = 896_000_000
+    plan = plan_search(n, 10)
+    assert plan.widths == (22, 22, 20) and plan.radii == (3, 3, 2)
+    assert search_cost(n, plan.widths, plan.radii) < 0.85 * search_cost(n, (22, 21, 21), plan.radii)
+
+
+def test_plan_keeps_blocks_within_the_caps_up_to_a_billion_hashes():
+    for k in range(1, 18):
+        plan = plan_search(10**9, k)
+        copies = 1 + (ball_size(plan.prefix_bits, max(plan.radii)) - 1) / 2
+        assert 10**9 / 2**plan.prefix_bits <= HOME_TARGET
+        assert 10**9 * copies / 2**plan.prefix_bits <= BLOCK_TARGET
+    # no plan fits at the largest thresholds: the blocks are then cut as finely as the bands allow
+    widest = plan_search(10**9, MAX_THRESHOLD)
+    assert widest.prefix_bits == min(widest.widths) >= 16
 
 
 @pytest.mark.parametrize(("k", "block_target"), [(10, BLOCK_TARGET), (10, 2000), (6, 500)])
