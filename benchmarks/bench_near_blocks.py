@@ -1,11 +1,12 @@
 """Search CPU per hash at sizes too large to run whole, from a sample of its blocks.
 
 The Beam search (memgen.near: route -> GroupBlocks -> block_pairs) is a sum over
-blocks, and for uniform hashes every block of a band is alike: its home hashes (about
-n / 2^prefix_bits) plus visitors from each smaller prefix within the band's radius. So
-for each band, --blocks blocks are built as the plan for n would build them (uniform
-random hashes with the block's prefix, Poisson counts), block_pairs is timed on each,
-and the mean times the number of blocks, divided by n, is the band's CPU per hash.
+blocks, and for uniform hashes every block of a band's side is alike: its home hashes
+(about n / 2^prefix_bits) plus visitors from each smaller key within the side's key
+radius. So for each band and side, --blocks blocks are built as the plan for n would
+build them (uniform random hashes with the block's key, Poisson counts), block_pairs is
+timed on each, and the mean times the number of blocks, divided by n, is the side's CPU
+per hash.
 One full batch is also routed as the plan for n would route it, for the shuffle: bytes
 per routed copy as Beam encodes the elements, and route's own CPU.
 --check N also runs the whole single-machine search (near_pairs) at N to compare; a
@@ -25,28 +26,39 @@ import numpy as np
 from apache_beam.coders.coders import FastPrimitivesCoder
 
 from benchmarks.common import OUT, machine
-from memgen.near import BLOCK_TARGET, SearchPlan, block_pairs, flip_masks, near_pairs, plan_search, route
+from memgen.near import (
+    BLOCK_TARGET,
+    SearchPlan,
+    block_pairs,
+    flip_masks,
+    key_radii,
+    near_pairs,
+    plan_search,
+    route,
+)
 from memgen.pipelines.memorize import DEFAULT_THRESHOLD
 from memgen.stages.dedup import BATCH
 
 
-def with_prefix(rng: np.random.Generator, plan: SearchPlan, band: int, prefix: int, count: int) -> np.ndarray:
-    """`count` uniform random hashes whose band starts with `prefix` (prefix_bits bits)."""
-    top = plan.shifts[band] + plan.widths[band] - plan.prefix_bits
-    mask = np.uint64(((1 << plan.prefix_bits) - 1) << top)
+def with_key(rng: np.random.Generator, plan: SearchPlan, band: int, side: int, key: int,
+             count: int) -> np.ndarray:
+    """`count` uniform random hashes whose band has `key` in its top (side 0) or bottom
+    (side 1) prefix_bits bits."""
+    at = plan.shifts[band] + (plan.widths[band] - plan.prefix_bits if side == 0 else 0)
+    mask = np.uint64(((1 << plan.prefix_bits) - 1) << at)
     hashes = rng.integers(0, 2**64, size=count, dtype=np.uint64)
-    return (hashes & ~mask) | np.uint64(prefix << top)
+    return (hashes & ~mask) | np.uint64(key << at)
 
 
-def block_seconds(rng: np.random.Generator, plan: SearchPlan, n: int, band: int) -> float:
-    """CPU seconds of block_pairs on one random block of `band`, built as route would fill it."""
-    per_prefix = n / 2**plan.prefix_bits
+def block_seconds(rng: np.random.Generator, plan: SearchPlan, n: int, band: int, side: int) -> float:
+    """CPU seconds of block_pairs on one random block of a band's side, built as route would fill it."""
+    per_key = n / 2**plan.prefix_bits
     home = int(rng.integers(0, 2**plan.prefix_bits))
-    sources = [home] + [s for s in (home ^ flip_masks(plan.prefix_bits, plan.radii[band])[1:]).tolist()
-                        if s < home]
-    parts = [with_prefix(rng, plan, band, s, int(rng.poisson(per_prefix))) for s in sources]
+    masks = flip_masks(plan.prefix_bits, key_radii(plan, band)[side])[1:]
+    sources = [home] + [s for s in (home ^ masks).tolist() if s < home]
+    parts = [with_key(rng, plan, band, side, s, int(rng.poisson(per_key))) for s in sources]
     start = time.process_time()
-    block_pairs(plan, band, home, parts)
+    block_pairs(plan, band, side, home, parts)
     return time.process_time() - start
 
 
@@ -69,11 +81,10 @@ def estimate(n: int, k: int, blocks: int, block_target: int, seed: int = 0) -> d
     plan = plan_search(n, k, block_target)
     rng = np.random.default_rng(seed)
     per_band = []
-    for band, radius in enumerate(plan.radii):
-        if radius < 0:
-            continue
-        seconds = [block_seconds(rng, plan, n, band) for _ in range(blocks)]
-        per_band.append(1e6 * float(np.mean(seconds)) * 2**plan.prefix_bits / n)
+    for band in range(len(plan.radii)):
+        seconds = [np.mean([block_seconds(rng, plan, n, band, side) for _ in range(blocks)])
+                   for side in range(len(key_radii(plan, band)))]
+        per_band.append(1e6 * float(np.sum(seconds)) * 2**plan.prefix_bits / n)
     return {"n": n, "k": k, "plan": plan._asdict(), "blocks_per_band": blocks,
             "cpu_us_per_hash_by_band": per_band, "cpu_us_per_hash": sum(per_band), **routing(plan, seed)}
 

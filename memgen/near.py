@@ -4,16 +4,18 @@ Candidate search is multi-index hashing (Norouzi et al. 2012) with the generaliz
 pigeonhole principle: the 64 bits are split into m bands with radii r_i such that
 sum(r_i + 1) = k + 1, so two hashes within Hamming distance k agree on some band i
 within r_i bits (exact recall). m is chosen per input size by a cost model (probes
-plus VERIFY_COST x expected candidates), because the best band width grows with log2(n); the bands
-probed at the larger radius may take more of the 64 bits than the others.
+plus VERIFY_COST x expected candidates), because the best band width grows with
+log2(n); the bands probed at the larger radius may take more of the 64 bits.
 
-The search is cut into blocks that a distributed runner can spread: the blocks of
-band i are the values of its top `prefix_bits` bits. A hash is *home* in its own block
-and *visits* the blocks whose prefix is smaller and within r_i bits of its own, so a
-pair is examined in exactly one block (the smaller prefix's) and reported for exactly
-one band (the first whose radius it meets). Inside a block, a bucket table over the
-remaining bits is probed with every flip mask, vectorized, and candidates are
-verified by popcount.
+The search is cut into blocks that a distributed runner can spread: a block of band i
+is keyed by `prefix_bits` of its bits, the top ones (side 0) or, where the band's
+radius is split between two sides (`key_radii`), the bottom ones (side 1). A hash is
+*home* in its own block and *visits* the blocks whose key is smaller and within the
+side's key radius of its own, so a pair is examined in exactly one block (the smaller
+key's, on the one side whose radius it meets) and reported for exactly one band (the
+first whose radius it meets). Inside a block, a bucket table over the band's other
+bits is probed with every flip mask the pair may still differ by, vectorized, and
+candidates are verified by popcount.
 
 - `plan_search`, `route`, `block_pairs`: the pieces the Beam stage runs.
 - `near_pairs`: the same pieces on one machine; `split_clusters`: connected
@@ -41,8 +43,7 @@ MAX_BAND_BITS = 22
 MIN_BANDS, MAX_BANDS = 3, 16
 # Hashes a block may hold (home + visitors), 128 MB of them: searching a block takes
 # about 3.2x its input beyond it (benchmarks/README.md, section 3). A smaller cap routes
-# more copies of every hash (the search's shuffle at 0.9 billion hashes, k = 10: 912 a
-# hash for 4M, 524 for 16M) for no less CPU.
+# more copies of every hash for no less CPU.
 BLOCK_TARGET = 1 << 24
 # Home hashes a block may hold: below the memory cap, the search of ~10M hashes would
 # run as 3 blocks of minutes each; this floor spreads it over tens of blocks.
@@ -146,19 +147,41 @@ def _too_big(n: int, plan: SearchPlan, block_target: int) -> bool:
 
 
 def _block_hashes(n: int, plan: SearchPlan) -> float:
-    """Expected hashes (home and visitors) in a block of the band with the largest radius."""
-    return n * _copies(plan.prefix_bits, max(plan.radii)) / 2**plan.prefix_bits
+    """Expected hashes (home and visitors) in the largest blocks of the plan."""
+    visits = max(r for band in range(len(plan.radii)) for r in key_radii(plan, band))
+    return n * _copies(plan.prefix_bits, visits) / 2**plan.prefix_bits
 
 
 def _copies(prefix_bits: int, radius: int) -> float:
-    """Expected blocks a hash is routed to in one band: its home and, on average, half of
-    its prefix ball (the smaller prefixes), so also the hashes a block holds per home hash."""
+    """Expected blocks a hash is routed to on one side of a band: its home and, on average,
+    half of its key ball (the smaller keys), so also the hashes a block holds per home hash."""
     return 1 + (ball_size(prefix_bits, radius) - 1) / 2
+
+
+def key_radii(plan: SearchPlan, band: int) -> tuple[int, ...]:
+    """How far from its own key a hash visits blocks, on each side of the band's blocks.
+
+    Side 0 keys a block by the band's top `prefix_bits` bits, side 1 by its bottom ones.
+    By the pigeonhole principle again, a pair within r on the band is within r0 on the
+    top bits or within r - r0 - 1 on the bottom ones: side 0 finds the first pairs and
+    side 1 the others, so a hash visits two small key balls instead of one of radius r
+    (at 0.9 billion hashes and k = 10, 31 copies of a hash instead of 524, for a third
+    more CPU: the blocks get bigger). One side where the two keys would overlap, or
+    where two route no fewer copies.
+    """
+    radius, bits = plan.radii[band], plan.prefix_bits
+    if radius < 0:
+        return ()
+    split = (radius // 2, radius - radius // 2 - 1)
+    if radius < 1 or 2 * bits > plan.widths[band] or (
+            sum(_copies(bits, r) for r in split) >= _copies(bits, radius)):
+        return (radius,)
+    return split
 
 
 def routed_copies(plan: SearchPlan) -> float:
     """Expected copies of each distinct hash that `route` emits (the search's shuffle)."""
-    return sum(_copies(plan.prefix_bits, r) for r in plan.radii if r >= 0)
+    return sum(_copies(plan.prefix_bits, r) for band in range(len(plan.radii)) for r in key_radii(plan, band))
 
 
 def band_values(hashes: np.ndarray, plan: SearchPlan, band: int) -> np.ndarray:
@@ -167,47 +190,66 @@ def band_values(hashes: np.ndarray, plan: SearchPlan, band: int) -> np.ndarray:
     return ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int32)
 
 
-def route(hashes: np.ndarray, plan: SearchPlan) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
-    """((band, block), hashes) for a batch of distinct uint64 hashes: one array for each block
-    that some of them must reach, their home (the band prefix) or a smaller prefix they visit.
+def _key_and_rest(hashes: np.ndarray, plan: SearchPlan, band: int,
+                  side: int) -> tuple[np.ndarray, np.ndarray]:
+    """(block key, the band's other bits) of each hash on one side of the band's blocks."""
+    values = band_values(hashes, plan, band)
+    key_bits, rest_bits = plan.prefix_bits, plan.widths[band] - plan.prefix_bits
+    if side == 0:
+        return values >> rest_bits, values & ((1 << rest_bits) - 1)
+    return values & ((1 << key_bits) - 1), values >> key_bits
+
+
+@cache
+def _probe_masks(rest_bits: int, radius: int, top_bits: int, top_floor: int) -> np.ndarray:
+    """Masks over a block's table bits with at most `radius` bits set, and more than
+    `top_floor` of them among the top `top_bits` (side 1 leaves the rest to side 0)."""
+    masks = flip_masks(rest_bits, radius)
+    if top_bits:
+        masks = masks[popcount(masks >> (rest_bits - top_bits)) > top_floor]
+    return masks.astype(np.int32)
+
+
+def route(hashes: np.ndarray, plan: SearchPlan) -> Iterator[tuple[tuple[int, int, int], np.ndarray]]:
+    """((band, side, block), hashes) for a batch of distinct uint64 hashes: one array for each
+    block that some of them must reach, their home (their key) or a smaller key they visit.
 
     One array per block and chunk of the batch, not per (home, block): at 0.9 billion hashes a
     batch reaches thousands of blocks, and a shuffled element costs ~140 bytes beside its
-    8 bytes a hash. The block tells home hashes from visitors by their prefix.
+    8 bytes a hash. The block tells home hashes from visitors by their key.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
-    for band, radius in enumerate(plan.radii):
-        if radius < 0 or len(hashes) == 0:
-            continue
-        prefixes = band_values(hashes, plan, band) >> (plan.widths[band] - plan.prefix_bits)
-        masks = flip_masks(plan.prefix_bits, radius).astype(np.int32)
-        step = max(1, ROUTE_CHUNK // len(masks))
-        for start in range(0, len(hashes), step):
-            own = prefixes[start:start + step, None]
-            reached = own ^ masks[None, :]
-            keep = reached <= own  # home, and the smaller prefixes within the radius
-            blocks = reached[keep]
-            members = np.broadcast_to(hashes[start:start + step, None], reached.shape)[keep]
-            order = np.argsort(blocks, kind="stable")
-            values, starts = np.unique(blocks[order], return_index=True)
-            for block, part in zip(values.tolist(), np.split(members[order], starts[1:]), strict=True):
-                yield (band, block), part
+    for band in range(len(plan.radii)):
+        for side, radius in enumerate(key_radii(plan, band) if len(hashes) else ()):
+            keys = _key_and_rest(hashes, plan, band, side)[0]
+            masks = flip_masks(plan.prefix_bits, radius).astype(np.int32)
+            step = max(1, ROUTE_CHUNK // len(masks))
+            for start in range(0, len(hashes), step):
+                own = keys[start:start + step, None]
+                reached = own ^ masks[None, :]
+                keep = reached <= own  # home, and the smaller keys within the radius
+                blocks = reached[keep]
+                members = np.broadcast_to(hashes[start:start + step, None], reached.shape)[keep]
+                order = np.argsort(blocks, kind="stable")
+                values, starts = np.unique(blocks[order], return_index=True)
+                for block, part in zip(values.tolist(), np.split(members[order], starts[1:]), strict=True):
+                    yield (band, side, block), part
 
 
-def block_pairs(plan: SearchPlan, band: int, block: int,
+def block_pairs(plan: SearchPlan, band: int, side: int, block: int,
                 parts: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (a < b as uint64, distance) within k that this block owns, from `route` parts."""
-    suffix_bits = plan.widths[band] - plan.prefix_bits
-    low = (1 << suffix_bits) - 1
-    home, visitors, spare = _split_block(plan, band, block, parts)
+    rest_bits = plan.widths[band] - plan.prefix_bits
+    top = (plan.prefix_bits, key_radii(plan, band)[0]) if side else (0, 0)
+    home, visitors, spare = _split_block(plan, band, side, block, parts)
     found: list[tuple[np.ndarray, np.ndarray]] = []
     if len(home):
-        table = Buckets(home, band_values(home, plan, band) & low, suffix_bits, plan.k)
-        found.extend(table.pairs_within(plan.radii[band]))
-        for bits in np.unique(spare).tolist():  # visitors that may differ in as many suffix bits
+        table = Buckets(home, _key_and_rest(home, plan, band, side)[1], rest_bits, plan.k)
+        found.extend(table.pairs_within(_probe_masks(rest_bits, plan.radii[band], *top)))
+        for bits in np.unique(spare).tolist():  # visitors that may differ in as many other bits
             group = visitors[spare == bits]
-            probes = band_values(group, plan, band) & low
-            masks = flip_masks(suffix_bits, bits).astype(np.int32).tolist()
+            probes = _key_and_rest(group, plan, band, side)[1]
+            masks = _probe_masks(rest_bits, bits, *top).tolist()
             found.extend(table.lookup(probes ^ mask, group) for mask in masks)
     a = np.concatenate([f[0] for f in found]) if found else np.zeros(0, np.uint64)
     b = np.concatenate([f[1] for f in found]) if found else np.zeros(0, np.uint64)
@@ -215,22 +257,22 @@ def block_pairs(plan: SearchPlan, band: int, block: int,
     return np.minimum(a, b), np.maximum(a, b), popcount(a ^ b).astype(np.int64)
 
 
-def _split_block(plan: SearchPlan, band: int, block: int,
+def _split_block(plan: SearchPlan, band: int, side: int, block: int,
                  parts: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(home hashes, visiting hashes, the bits each visitor's suffix may differ in).
+    """(home hashes, visiting hashes, the bits each visitor's other bits may differ in).
 
-    A visitor's prefix differs from the block's in d bits, so its suffix may differ in
+    A visitor's key differs from the block's in d bits, so its other bits may differ in
     radius - d. The temporaries die on return, before the search."""
     hashes = np.concatenate([np.zeros(0, np.uint64), *parts])
-    prefixes = band_values(hashes, plan, band) >> (plan.widths[band] - plan.prefix_bits)
-    away = prefixes != block
-    # popcount of the int32 prefixes themselves (not popcount()'s uint64 copy): a large block's memory
-    spare = plan.radii[band] - np.bitwise_count(prefixes[away] ^ block).astype(np.int8)
+    keys = _key_and_rest(hashes, plan, band, side)[0]
+    away = keys != block
+    # popcount of the int32 keys themselves (not popcount()'s uint64 copy): a large block's memory
+    spare = plan.radii[band] - np.bitwise_count(keys[away] ^ block).astype(np.int8)
     return np.unique(hashes[~away]), hashes[away], spare
 
 
 class Buckets:
-    """Home hashes bucketed by band suffix; probes return the pairs within k, verified."""
+    """Home hashes bucketed by a block's table bits; probes return the pairs within k, verified."""
 
     def __init__(self, hashes: np.ndarray, suffixes: np.ndarray, bits: int, k: int) -> None:
         order = np.argsort(suffixes, kind="stable")
@@ -261,10 +303,11 @@ class Buckets:
             more = counts > rank
             starts, counts, probe_hashes = starts[more], counts[more], probe_hashes[more]
 
-    def pairs_within(self, radius: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Each unordered pair of home hashes within k whose suffixes are within `radius`, once."""
+    def pairs_within(self, masks: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each unordered pair of home hashes within k whose table values differ by one of
+        `masks` (ordered by popcount), once."""
         gap = 1
-        while gap < len(self.suffixes):  # same bucket: sorted neighbours `gap` apart
+        while len(masks) and masks[0] == 0 and gap < len(self.suffixes):  # same bucket: sorted neighbours
             same = np.flatnonzero(self.suffixes[gap:] == self.suffixes[:-gap])
             if not len(same):
                 break
@@ -272,7 +315,7 @@ class Buckets:
             close = popcount(a ^ b) <= self.k
             yield a[close], b[close]
             gap += 1
-        masks = flip_masks(self.bits, radius)[1:]
+        masks = masks[masks != 0]
         # Probe only from the side whose highest flipped bit is 0, so each pair is seen once.
         top = np.frexp(masks.astype(np.float64))[1] - 1
         for bit in np.unique(top).tolist():
@@ -305,13 +348,13 @@ def near_pairs(hashes: np.ndarray, k: int,
 
 def planned_pairs(hashes: np.ndarray, plan: SearchPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`near_pairs` with a given plan (distinct uint64 hashes)."""
-    blocks: dict[tuple[int, int], list] = defaultdict(list)
+    blocks: dict[tuple[int, int, int], list] = defaultdict(list)
     for key, part in route(hashes, plan):
         blocks[key].append(part)
     sorter = np.argsort(hashes)
     codes = [np.zeros(0, dtype=np.int64)]
-    for (band, block), parts in blocks.items():
-        a, b, _ = block_pairs(plan, band, block, parts)
+    for (band, side, block), parts in blocks.items():
+        a, b, _ = block_pairs(plan, band, side, block, parts)
         i = sorter[np.searchsorted(hashes, a, sorter=sorter)]
         j = sorter[np.searchsorted(hashes, b, sorter=sorter)]
         codes.append(np.minimum(i, j) * len(hashes) + np.maximum(i, j))

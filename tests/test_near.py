@@ -15,9 +15,12 @@ from memgen.near import (
     HOME_TARGET,
     MAX_THRESHOLD,
     ROUTE_CHUNK,
+    SearchPlan,
     ball_size,
+    key_radii,
     near_pairs,
     plan_search,
+    planned_pairs,
     popcount,
     route,
     routed_copies,
@@ -82,9 +85,9 @@ def test_plan_widens_bands_and_adds_blocks_as_the_input_grows():
     assert plan_search(10**7, 10).widths == (22, 22, 20)
     assert plan_search(10**6, 10).prefix_bits == 0
     big = plan_search(10**9, 10)
-    visitors = (ball_size(big.prefix_bits, max(big.radii)) - 1) / 2
-    assert 10**9 * (1 + visitors) / 2**big.prefix_bits <= BLOCK_TARGET < 10**9 * (1 + visitors) / 2 ** (
-        big.prefix_bits - 1)
+    assert largest_block(10**9, big) <= BLOCK_TARGET
+    coarser = big._replace(prefix_bits=big.prefix_bits - 1)  # one bit fewer breaks a cap
+    assert largest_block(10**9, coarser) > BLOCK_TARGET or 10**9 / 2**coarser.prefix_bits > HOME_TARGET
     # below the memory cap, blocks still split the search for parallelism
     mid = plan_search(10**7, 10)
     assert 10**7 * routed_copies(mid) / 3 / 2**mid.prefix_bits <= BLOCK_TARGET
@@ -110,12 +113,39 @@ def test_uneven_bands_cut_the_modelled_work_at_web_scale():
     assert search_cost(n, plan.widths, plan.radii) < 0.85 * search_cost(n, (22, 21, 21), plan.radii)
 
 
+def largest_block(n: int, plan) -> float:
+    """Expected hashes in the plan's largest blocks: home ones and visitors from smaller keys."""
+    visits = max(r for band in range(len(plan.radii)) for r in key_radii(plan, band))
+    return n * (1 + (ball_size(plan.prefix_bits, visits) - 1) / 2) / 2**plan.prefix_bits
+
+
+@pytest.mark.parametrize("prefix_bits", [0, 3, 6, 10])
+def test_blocks_keyed_on_both_ends_of_a_band_find_each_pair_once(prefix_bits):
+    k = 10
+    hashes = planted_hashes(1200, k, seed=5)
+    plan = SearchPlan(k, (22, 22, 20), (3, 3, 2), prefix_bits)
+    # two sides where they route fewer copies than one key ball of the band's radius
+    assert len(key_radii(plan, 0)) == (2 if prefix_bits >= 6 else 1)
+    for band, radius in enumerate(plan.radii):
+        sides = key_radii(plan, band)
+        assert sides == (radius,) or sum(r + 1 for r in sides) == radius + 1  # the pigeonhole again
+    i, j, _ = planned_pairs(hashes, plan)
+    bi, bj = brute_pairs(hashes, k)
+    np.testing.assert_array_equal(i, bi)
+    np.testing.assert_array_equal(j, bj)
+
+
+def test_two_sided_blocks_cut_the_search_shuffle_at_web_scale():
+    plan = plan_search(896_000_000, 10)
+    one_sided = sum(1 + (ball_size(plan.prefix_bits, r) - 1) / 2 for r in plan.radii)
+    assert routed_copies(plan) < one_sided / 5  # at the same key bits; 524 copies with one side at 0.9 B
+
+
 def test_plan_keeps_blocks_within_the_caps_up_to_a_billion_hashes():
     for k in range(1, 18):
         plan = plan_search(10**9, k)
-        copies = 1 + (ball_size(plan.prefix_bits, max(plan.radii)) - 1) / 2
         assert 10**9 / 2**plan.prefix_bits <= HOME_TARGET
-        assert 10**9 * copies / 2**plan.prefix_bits <= BLOCK_TARGET
+        assert largest_block(10**9, plan) <= BLOCK_TARGET
     # no plan fits at the largest thresholds: the blocks are then cut as finely as the bands allow
     widest = plan_search(10**9, MAX_THRESHOLD)
     assert widest.prefix_bits == min(widest.widths) >= 16
@@ -129,7 +159,8 @@ def test_routed_copies_is_what_route_emits(k, block_target):
     emitted = sum(len(members) for _, members in parts)
     assert emitted / len(hashes) == pytest.approx(routed_copies(plan), rel=0.02)
     # one array per block that a batch (of one chunk) reaches
-    chunk = hashes[:ROUTE_CHUNK // ball_size(plan.prefix_bits, max(plan.radii))]
+    visits = max(r for band in range(len(plan.radii)) for r in key_radii(plan, band))
+    chunk = hashes[:ROUTE_CHUNK // ball_size(plan.prefix_bits, visits)]
     keys = [key for key, _ in route(chunk, plan)]
     assert len(set(keys)) == len(keys)
     bands = len([r for r in plan.radii if r >= 0])

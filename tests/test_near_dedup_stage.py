@@ -65,8 +65,9 @@ def test_near_dedup_equals_the_one_machine_reference_with_many_blocks():
     with beam.Pipeline(runner="FnApiRunner") as p:
         assignments = p | beam.Create(groups) | near
         assert_that(assignments, equal_to(expected))
-        assert_that(near.report | beam.Map(lambda r: (r["prefix_bits"] > 0, r["components"]["converged"])),
-                    equal_to([(True, True)]), label="Report")
+        assert_that(near.report | beam.Map(lambda r: (r["prefix_bits"] > 0, r["components"]["converged"],
+                                                      len(r["key_radii"]) == len(r["band_radii"]))),
+                    equal_to([(True, True, True)]), label="Report")
 
 
 def test_shuffled_input_and_two_workers_give_identical_assignments():

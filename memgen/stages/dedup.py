@@ -25,7 +25,7 @@ from memgen.components import (
 )
 from memgen.dedup import HashNode, NodeRep, assign_members, exact_group, member, split_component
 from memgen.fingerprint import int64_to_uint64
-from memgen.near import BLOCK_TARGET, block_pairs, plan_search, route
+from memgen.near import BLOCK_TARGET, block_pairs, key_radii, plan_search, route
 from memgen.stages import only
 
 CHANGED = "changed"
@@ -85,7 +85,9 @@ class NearDedup(beam.PTransform):
 
 def _report(plan, pairs: int, components) -> dict:
     return {"threshold": plan.k, "band_widths": list(plan.widths), "band_radii": list(plan.radii),
-            "prefix_bits": plan.prefix_bits, "pairs": pairs, "components": components.record()}
+            "prefix_bits": plan.prefix_bits,
+            "key_radii": [list(key_radii(plan, band)) for band in range(len(plan.radii))],
+            "pairs": pairs, "components": components.record()}
 
 
 class _BestMemberFn(beam.CombineFn):
@@ -127,8 +129,8 @@ def _route_batch(phashes: list[int], plan):
 
 
 def _block_edges(block, plan):
-    (band, index), parts = block
-    a, b, _ = block_pairs(plan, band, index, parts)
+    (band, side, index), parts = block
+    a, b, _ = block_pairs(plan, band, side, index, parts)
     _PAIRS.inc(len(a))
     return zip(a.view("int64").tolist(), b.view("int64").tolist(), strict=True)
 
