@@ -166,7 +166,7 @@ def key_radii(plan: SearchPlan, band: int) -> tuple[int, ...]:
     top bits or within r - r0 - 1 on the bottom ones: side 0 finds the first pairs and
     side 1 the others, so a hash visits two small key balls instead of one of radius r
     (at 0.9 billion hashes and k = 10, 31 copies of a hash instead of 524, for a third
-    more CPU: the blocks get bigger). One side where the two keys would overlap, or
+    more CPU, as the blocks get bigger). One side where the two keys would overlap, or
     where two route no fewer copies.
     """
     radius, bits = plan.radii[band], plan.prefix_bits
