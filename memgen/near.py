@@ -148,8 +148,7 @@ def _too_big(n: int, plan: SearchPlan, block_target: int) -> bool:
 
 def _block_hashes(n: int, plan: SearchPlan) -> float:
     """Expected hashes (home and visitors) in the largest blocks of the plan."""
-    visits = max(r for band in range(len(plan.radii)) for r in key_radii(plan, band))
-    return n * _copies(plan.prefix_bits, visits) / 2**plan.prefix_bits
+    return n * _copies(plan.prefix_bits, max(_all_key_radii(plan))) / 2**plan.prefix_bits
 
 
 def _copies(prefix_bits: int, radius: int) -> float:
@@ -179,9 +178,15 @@ def key_radii(plan: SearchPlan, band: int) -> tuple[int, ...]:
     return split
 
 
+def _all_key_radii(plan: SearchPlan) -> Iterator[int]:
+    """The key radius of every side of every band."""
+    for band in range(len(plan.radii)):
+        yield from key_radii(plan, band)
+
+
 def routed_copies(plan: SearchPlan) -> float:
     """Expected copies of each distinct hash that `route` emits (the search's shuffle)."""
-    return sum(_copies(plan.prefix_bits, r) for band in range(len(plan.radii)) for r in key_radii(plan, band))
+    return sum(_copies(plan.prefix_bits, r) for r in _all_key_radii(plan))
 
 
 def band_values(hashes: np.ndarray, plan: SearchPlan, band: int) -> np.ndarray:
@@ -219,8 +224,10 @@ def route(hashes: np.ndarray, plan: SearchPlan) -> Iterator[tuple[tuple[int, int
     8 bytes a hash. The block tells home hashes from visitors by their key.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
+    if len(hashes) == 0:
+        return
     for band in range(len(plan.radii)):
-        for side, radius in enumerate(key_radii(plan, band) if len(hashes) else ()):
+        for side, radius in enumerate(key_radii(plan, band)):
             keys = _key_and_rest(hashes, plan, band, side)[0]
             masks = flip_masks(plan.prefix_bits, radius).astype(np.int32)
             step = max(1, ROUTE_CHUNK // len(masks))
@@ -274,11 +281,11 @@ def _split_block(plan: SearchPlan, band: int, side: int, block: int,
 class Buckets:
     """Home hashes bucketed by a block's table bits; probes return the pairs within k, verified."""
 
-    def __init__(self, hashes: np.ndarray, suffixes: np.ndarray, bits: int, k: int) -> None:
-        order = np.argsort(suffixes, kind="stable")
-        self.hashes, self.suffixes = hashes[order], suffixes[order]
+    def __init__(self, hashes: np.ndarray, buckets: np.ndarray, bits: int, k: int) -> None:
+        order = np.argsort(buckets, kind="stable")
+        self.hashes, self.buckets = hashes[order], buckets[order]
         self.bits, self.k = bits, k
-        self.counts = np.bincount(suffixes, minlength=1 << bits).astype(np.int32)
+        self.counts = np.bincount(buckets, minlength=1 << bits).astype(np.int32)
         self.starts = np.cumsum(self.counts, dtype=np.int64) - self.counts
 
     def lookup(self, probes: np.ndarray, probe_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -307,8 +314,8 @@ class Buckets:
         """Each unordered pair of home hashes within k whose table values differ by one of
         `masks` (ordered by popcount), once."""
         gap = 1
-        while len(masks) and masks[0] == 0 and gap < len(self.suffixes):  # same bucket: sorted neighbours
-            same = np.flatnonzero(self.suffixes[gap:] == self.suffixes[:-gap])
+        while len(masks) and masks[0] == 0 and gap < len(self.buckets):  # same bucket: sorted neighbours
+            same = np.flatnonzero(self.buckets[gap:] == self.buckets[:-gap])
             if not len(same):
                 break
             a, b = self.hashes[same], self.hashes[same + gap]
@@ -319,8 +326,8 @@ class Buckets:
         # Probe only from the side whose highest flipped bit is 0, so each pair is seen once.
         top = np.frexp(masks.astype(np.float64))[1] - 1
         for bit in np.unique(top).tolist():
-            probers = ((self.suffixes >> bit) & 1) == 0
-            probes, hashes = self.suffixes[probers], self.hashes[probers]
+            probers = ((self.buckets >> bit) & 1) == 0
+            probes, hashes = self.buckets[probers], self.hashes[probers]
             for mask in masks[top == bit].tolist():
                 yield self.lookup(probes ^ mask, hashes)
 
