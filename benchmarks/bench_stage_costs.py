@@ -50,7 +50,7 @@ from benchmarks.common import OUT, machine, photos
 from memgen.dedup import (
     DuplicateRow,
     KeptImage,
-    assign_members,
+    assign_groups,
     cluster_nodes,
     exact_group,
     hash_node,
@@ -178,10 +178,9 @@ def reference_placement(fps: list[Fingerprint], k: int) -> list[tuple[int, KeptI
     groups = [exact_group(v) for v in by_sha.values()]
     by_phash = defaultdict(list)
     for g in groups:
-        by_phash[g.kept.phash].append(member(g))
-    reps = dict(cluster_nodes([hash_node(p, m) for p, m in by_phash.items()], k))
-    assignments = {a.image_id: a for p, m in by_phash.items() for a in assign_members(p, m, reps[p])}
-    return [row for g in groups for row in place(g, assignments[g.kept.image_id])]
+        by_phash[g.kept.phash].append(g)
+    reps = dict(cluster_nodes([hash_node(p, map(member, gs)) for p, gs in by_phash.items()], k))
+    return [row for p, gs in by_phash.items() for ga in assign_groups(p, gs, reps[p]) for row in place(*ga)]
 
 
 def run_memorize(folder: Path, memory: str) -> tuple[float, dict[str, float], dict]:

@@ -11,7 +11,7 @@ Representative preference: most pixels, then most bytes, then smallest image_id.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -102,13 +102,13 @@ def _node_reps(nodes: list[HashNode], rep: np.ndarray) -> list[tuple[int, NodeRe
     ]
 
 
-def assign_members(phash: int, members: Iterable[Member], rep: NodeRep) -> list[Assignment]:
-    """Every image of a node follows the node's representative."""
+def assign_groups(phash: int, groups: Iterable[ImageGroup],
+                  rep: NodeRep) -> Iterator[tuple[ImageGroup, Assignment]]:
+    """Every image of a node follows the node's representative; streams, so a hot hash is cheap."""
     distance = int(popcount(int64_to_uint64(phash) ^ int64_to_uint64(rep.phash)))
-    return [
-        Assignment(m.image_id, rep.image_id, distance, rep.copies if m.image_id == rep.image_id else 0)
-        for m in members
-    ]
+    for group in groups:
+        is_rep = group.kept.image_id == rep.image_id
+        yield group, Assignment(group.kept.image_id, rep.image_id, distance, rep.copies if is_rep else 0)
 
 
 class KeptImage(NamedTuple):

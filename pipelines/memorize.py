@@ -92,9 +92,9 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig) -> None:
     fingerprinted = read.records | "Fingerprint" >> Fingerprint(config.fingerprint)
     groups = fingerprinted.fingerprints | "ExactDedup" >> ExactDedup()
     near = NearDedup(config.threshold)
-    assignments = groups | "NearDedup" >> near
+    assigned = groups | "NearDedup" >> near
     rejects = (read.rejects, fingerprinted.rejects) | "AllRejects" >> beam.Flatten()
     _ = {
-        "groups": groups, "assignments": assignments, "rejects": rejects, "read_counts": read.counts,
+        "assigned": assigned, "rejects": rejects, "read_counts": read.counts,
         "near_dedup": near.report,  # search plan and connected-components convergence
     } | "WriteMemory" >> WriteMemory(config.memory, shards, config.reader, manifest_base)

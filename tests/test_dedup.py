@@ -9,7 +9,7 @@ from memgen.dedup import (
     DuplicateRow,
     KeptImage,
     NodeRep,
-    assign_members,
+    assign_groups,
     cluster_nodes,
     exact_group,
     hash_node,
@@ -74,11 +74,11 @@ def test_cluster_nodes_is_independent_of_input_order():
     assert sorted(cluster_nodes(nodes, k=4)) == first
 
 
-def test_assign_members_and_place_account_for_every_record():
+def test_assign_groups_and_place_account_for_every_record():
     group = exact_group([fpr("x", 0b11, 0, 1), fpr("x", 0b11, 1, 2), fpr("x", 0b11, 1, 3)])
     rep_phash = 0b00
-    (assignment,) = assign_members(0b11, [member(group)], rep=NodeRep("r", rep_phash, 0))
-    assert assignment == Assignment("x", "r", 2, 0)
+    ((same, assignment),) = assign_groups(0b11, [group], rep=NodeRep("r", rep_phash, 0))
+    assert same is group and assignment == Assignment("x", "r", 2, 0)
     placed = place(group, assignment)
     kinds = [(shard, row.fields["kind"]) for shard, row in placed]
     assert kinds == [(0, "near"), (1, "exact"), (1, "exact")]

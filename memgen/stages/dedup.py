@@ -1,6 +1,7 @@
 """Dedup stages: ExactDedup (by sha256) and NearDedup (by pHash distance).
 
-NearDedup is one swappable transform: PCollection[ImageGroup] -> PCollection[Assignment].
+NearDedup is one swappable transform: PCollection[ImageGroup] -> PCollection[(ImageGroup,
+Assignment)], each group beside where its image went, so writing needs no join of its own.
 Only fingerprints and hash values move through its shuffles, never image bytes, and
 nothing is gathered into one worker: identical hashes collapse into one node by a
 lifted combine, the multi-index-hashing blocks of `memgen.near` find the pairs
@@ -23,7 +24,7 @@ from memgen.components import (
     small_star,
     star_label,
 )
-from memgen.dedup import HashNode, NodeRep, assign_members, exact_group, member, split_component
+from memgen.dedup import HashNode, NodeRep, assign_groups, exact_group, member, split_component
 from memgen.fingerprint import int64_to_uint64
 from memgen.near import BLOCK_TARGET, block_pairs, key_radii, plan_search, route
 from memgen.stages import only
@@ -48,7 +49,7 @@ class ExactDedup(beam.PTransform):
 
 
 class NearDedup(beam.PTransform):
-    """PCollection[ImageGroup] -> PCollection[Assignment] for pHash distance <= threshold.
+    """PCollection[ImageGroup] -> PCollection[(ImageGroup, Assignment)] for pHash distance <= threshold.
 
     After it is applied, `report` holds a one-element PCollection[dict] for the
     manifest: the search plan, the pair count and the components' convergence.
@@ -76,10 +77,10 @@ class NearDedup(beam.PTransform):
             _report, pvalue.AsSingleton(pairs | "CountPairs" >> beam.combiners.Count.Globally()),
             pvalue.AsSingleton(components["convergence"]))
         return (
-            {"members": members, "rep": reps}
+            {"groups": groups | "GroupsByPhash" >> beam.Map(lambda g: (g.kept.phash, g)), "rep": reps}
             | "JoinRepresentative" >> beam.CoGroupByKey()
             | "Assign" >> beam.FlatMapTuple(
-                lambda phash, joined: assign_members(phash, joined["members"], only(joined["rep"])))
+                lambda phash, joined: assign_groups(phash, joined["groups"], only(joined["rep"])))
         )
 
 

@@ -18,7 +18,6 @@ from memgen.materialize import materialize_shard
 from memgen.memory import write_manifest
 from memgen.readers import ReaderConfig
 from memgen.records import Reject, Shard
-from memgen.stages import only
 
 
 class _MaterializeFn(beam.DoFn):
@@ -51,8 +50,9 @@ def _write_manifest(totals: Counter, records_in: int, memory: str, base: dict,
 
 
 class WriteMemory(beam.PTransform):
-    """Input: dict with groups, assignments, rejects, read_counts PCollections, and optionally
-    near_dedup (NearDedup's one-element report) for the manifest."""
+    """Input: dict with assigned ((ImageGroup, Assignment), NearDedup's output), rejects and
+    read_counts PCollections, and optionally near_dedup (NearDedup's one-element report) for
+    the manifest."""
 
     def __init__(self, memory: str, shards: list[Shard], config: ReaderConfig,
                  manifest_base: dict) -> None:
@@ -63,14 +63,7 @@ class WriteMemory(beam.PTransform):
         self.manifest_base = manifest_base
 
     def expand(self, pcolls):
-        groups = pcolls["groups"] | "KeyGroups" >> beam.Map(lambda g: (g.kept.image_id, g))
-        assignments = pcolls["assignments"] | "KeyAssignments" >> beam.Map(lambda a: (a.image_id, a))
-        placed = (
-            {"group": groups, "assignment": assignments}
-            | "JoinAssignment" >> beam.CoGroupByKey()
-            | "Place" >> beam.FlatMapTuple(
-                lambda _, j: place(only(j["group"]), only(j["assignment"])))
-        )
+        placed = pcolls["assigned"] | "Place" >> beam.FlatMapTuple(place)
         rejects = pcolls["rejects"] | "KeyRejects" >> beam.Map(lambda r: (r.shard, r))
         totals = (
             {"placed": placed, "rejects": rejects}
