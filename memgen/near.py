@@ -48,9 +48,16 @@ BLOCK_TARGET = 1 << 24
 # Home hashes a block may hold: below the memory cap, the search of ~10M hashes would
 # run as 3 blocks of minutes each; this floor spreads it over tens of blocks.
 HOME_TARGET = 1 << 20
-# Probes a bucket lookup handles in one vectorized pass: its temporaries then stay in
-# cache (a 17M-hash block searches ~20% faster than in one pass of 400k probes).
+# Probes, and row cells (probes x row width), a bucket lookup handles in one vectorized
+# pass: its temporaries then stay in cache (a 17M-hash block searches ~20% faster than in
+# one pass of 400k probes), while a dense table's passes stay long enough to amortize the
+# rank-by-rank gathers past its rows (benchmarks/README.md, section 3).
 LOOKUP_CHUNK = 1 << 16
+LOOKUP_CELLS = 1 << 20
+# What verifying a padded row cell costs relative to a member gathered rank by rank past
+# the rows, fitted on a dense table (200 members a bucket, as at 0.9 billion hashes): a
+# cell is ~4 ns, a gathered member ~10 ns plus a pass of Python per rank.
+ROW_CELL_COST = 0.1
 # (hash, block) pairs `route` expands a chunk of a batch into: ~50 MB of working memory.
 ROUTE_CHUNK = 1 << 21
 # What verifying a candidate costs relative to a probe (~1.9 ns vs ~4.8 ns), fitted on
@@ -279,7 +286,12 @@ def _split_block(plan: SearchPlan, band: int, side: int, block: int,
 
 
 class Buckets:
-    """Home hashes bucketed by a block's table bits; probes return the pairs within k, verified."""
+    """Home hashes bucketed by a block's table bits; probes return the pairs within k, verified.
+
+    The first `width` members of every bucket also sit in one padded row, so a probe verifies
+    them in a few contiguous vector operations; members beyond it (rare unless the table is
+    skewed) are gathered rank by rank.
+    """
 
     def __init__(self, hashes: np.ndarray, buckets: np.ndarray, bits: int, k: int) -> None:
         order = np.argsort(buckets, kind="stable")
@@ -287,21 +299,38 @@ class Buckets:
         self.bits, self.k = bits, k
         self.counts = np.bincount(buckets, minlength=1 << bits).astype(np.int32)
         self.starts = np.cumsum(self.counts, dtype=np.int64) - self.counts
+        self.width = row_width(self.counts)
+        rank = np.arange(len(self.hashes)) - self.starts[self.buckets]
+        in_row = rank < self.width
+        self.rows = np.zeros((len(self.counts), self.width), np.uint64)
+        self.rows[self.buckets[in_row], rank[in_row]] = self.hashes[in_row]
 
     def lookup(self, probes: np.ndarray, probe_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probe hash, member hash) within k for every member of each probed bucket."""
         a: list[np.ndarray] = []
         b: list[np.ndarray] = []
-        for i in range(0, len(probes), LOOKUP_CHUNK):
-            self._collect(probes[i:i + LOOKUP_CHUNK], probe_hashes[i:i + LOOKUP_CHUNK], a, b)
+        step = max(1, min(LOOKUP_CHUNK, LOOKUP_CELLS // max(self.width, 1)))
+        for i in range(0, len(probes), step):
+            self._collect(probes[i:i + step], probe_hashes[i:i + step], a, b)
         return (np.concatenate(a), np.concatenate(b)) if a else (probe_hashes[:0], probe_hashes[:0])
 
     def _collect(self, probes: np.ndarray, probe_hashes: np.ndarray, a: list, b: list) -> None:
         counts = self.counts[probes]
         hit = np.flatnonzero(counts)
-        starts, counts, probe_hashes = self.starts[probes[hit]], counts[hit], probe_hashes[hit]
-        rank = 0
-        while len(starts):  # the rank-th member of every bucket that has one; buckets are small
+        probes, counts, probe_hashes = probes[hit], counts[hit], probe_hashes[hit]
+        if self.width:
+            distances = np.take(self.rows, probes, axis=0)
+            np.bitwise_xor(distances, probe_hashes[:, None], out=distances)
+            close = np.flatnonzero(np.bitwise_count(distances) <= self.k)
+            row, rank = np.divmod(close, self.width)
+            real = rank < counts[row]  # not padding
+            row, close = row[real], close[real]
+            a.append(probe_hashes[row])
+            b.append(distances.ravel()[close] ^ probe_hashes[row])
+        more = counts > self.width
+        starts, counts, probe_hashes = self.starts[probes[more]], counts[more], probe_hashes[more]
+        rank = self.width
+        while len(starts):  # the rank-th member of every bucket that has one
             members = self.hashes[starts + rank]
             close = popcount(members ^ probe_hashes) <= self.k
             a.append(probe_hashes[close])
@@ -330,6 +359,23 @@ class Buckets:
             probes, hashes = self.buckets[probers], self.hashes[probers]
             for mask in masks[top == bit].tolist():
                 yield self.lookup(probes ^ mask, hashes)
+
+
+def row_width(counts: np.ndarray) -> int:
+    """Members of each bucket to lay out in padded rows: the width with the least expected
+    verification cost, probes falling on buckets as members do; at most twice the mean
+    bucket, so the rows take at most twice the memory of the hashes."""
+    sizes = np.bincount(counts)  # buckets of each size
+    members = sizes * np.arange(len(sizes))
+    if not members.sum():
+        return 0
+    cap = min(len(sizes) - 1, int(2 * members.sum() / len(counts)))
+    # weighted by members: sum over buckets of c * max(0, c - w), for every w <= cap
+    above = np.cumsum((members * np.arange(len(sizes)))[::-1])[::-1]  # sum of c^2 for c >= w
+    tail = np.cumsum(members[::-1])[::-1]  # sum of c for c >= w
+    widths = np.arange(cap + 1)
+    overflow = above[widths] - widths * tail[widths]
+    return int(np.argmin(ROW_CELL_COST * widths * members.sum() + overflow))
 
 
 def _unclaimed(plan: SearchPlan, band: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ from memgen.near import (
     ROUTE_CHUNK,
     SearchPlan,
     ball_size,
+    band_values,
     key_radii,
     near_pairs,
     plan_search,
@@ -24,6 +25,7 @@ from memgen.near import (
     popcount,
     route,
     routed_copies,
+    row_width,
     search_cost,
     split_chain,
     split_clusters,
@@ -131,6 +133,25 @@ def test_blocks_keyed_on_both_ends_of_a_band_find_each_pair_once(prefix_bits):
         assert sides == (radius,) or sum(r + 1 for r in sides) == radius + 1  # the pigeonhole again
     i, j, _ = planned_pairs(hashes, plan)
     bi, bj = brute_pairs(hashes, k)
+    np.testing.assert_array_equal(i, bi)
+    np.testing.assert_array_equal(j, bj)
+
+
+def test_dense_and_skewed_bucket_tables_find_each_pair_once():
+    # 8-bit bands: ~6 hashes a bucket, laid out in padded rows; a third of the hashes share
+    # their lowest band, one bucket of ~500 whose members beyond the row width are gathered
+    # rank by rank (as when flat images give many distinct pHashes one band value); hashes of
+    # few bits set sit within k of the rows' zero padding, which must never pair
+    k = 10
+    hashes = planted_hashes(1500, k, seed=3)
+    hashes[::3] &= ~np.uint64(0xFF)
+    hashes = np.unique(np.concatenate([hashes, np.uint64(1) << np.arange(64, dtype=np.uint64)]))
+    plan = SearchPlan(k, (8,) * 8, (1, 1, 1, 0, 0, 0, 0, 0), 0)
+    counts = np.bincount(band_values(hashes, plan, 0))
+    assert 1 < row_width(counts) < counts.max()
+    i, j, _ = planned_pairs(hashes, plan)
+    bi, bj = brute_pairs(hashes, k)
+    assert len(bi) > len(hashes) // 4
     np.testing.assert_array_equal(i, bi)
     np.testing.assert_array_equal(j, bj)
 
