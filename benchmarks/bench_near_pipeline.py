@@ -55,7 +55,7 @@ def main(n):
     seeds = p | beam.Create(list(range(chunks)), reshuffle=False)
     groups = seeds | "Gen" >> beam.FlatMap(groups_of)
     near = NearDedup(K)
-    assignments = groups | near
+    assignments = groups | near | "Assignments" >> beam.Values()
     reps = assignments | beam.Map(lambda a: (a.image_id, a.representative))
     pairs = seeds | "Planted" >> beam.FlatMap(planted_keys)
     same = ({"rep": reps, "pair": pairs} | "JoinPlanted" >> beam.CoGroupByKey()
