@@ -60,10 +60,11 @@ LOOKUP_CELLS = 1 << 20
 ROW_CELL_COST = 0.1
 # (hash, block) pairs `route` expands a chunk of a batch into: ~50 MB of working memory.
 ROUTE_CHUNK = 1 << 21
-# What verifying a candidate costs relative to a probe (~1.9 ns vs ~4.8 ns), fitted on
-# timed searches (benchmarks/bench_layouts.py). Costing them alike picked 3 bands of ~21 bits at
-# 10^6 hashes and k = 10, which search 1.7x slower than the 4 bands of ~17 bits picked now.
-VERIFY_COST = 0.4
+# What verifying a candidate costs relative to a probe (~1.5 ns vs ~8.5 ns since the
+# padded-row tables), fitted on timed searches (benchmarks/bench_layouts.py). Costing them
+# alike picked 3 bands of ~21 bits at 10^6 hashes and k = 10, which search 1.7x slower
+# than the 4 bands of ~17 bits picked now.
+VERIFY_COST = 0.18
 
 
 class SearchPlan(NamedTuple):
