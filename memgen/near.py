@@ -366,17 +366,19 @@ def row_width(counts: np.ndarray) -> int:
     """Members of each bucket to lay out in padded rows: the width with the least expected
     verification cost, probes falling on buckets as members do; at most twice the mean
     bucket, so the rows take at most twice the memory of the hashes."""
-    sizes = np.bincount(counts)  # buckets of each size
-    members = sizes * np.arange(len(sizes))
-    if not members.sum():
+    counts = counts.astype(np.int64)
+    total = int(counts.sum())
+    if not total:
         return 0
-    cap = min(len(sizes) - 1, int(2 * members.sum() / len(counts)))
-    # weighted by members: sum over buckets of c * max(0, c - w), for every w <= cap
-    above = np.cumsum((members * np.arange(len(sizes)))[::-1])[::-1]  # sum of c^2 for c >= w
-    tail = np.cumsum(members[::-1])[::-1]  # sum of c for c >= w
+    cap = int(2 * total / len(counts))
+    # sum over buckets of c * max(0, c - w) for every w <= cap, from a histogram of the
+    # sizes up to cap; larger buckets (a skewed table's) overflow every such w
+    big = counts[counts > cap]
+    sizes = np.bincount(counts[counts <= cap], minlength=cap + 1)
     widths = np.arange(cap + 1)
-    overflow = above[widths] - widths * tail[widths]
-    return int(np.argmin(ROW_CELL_COST * widths * members.sum() + overflow))
+    squares = np.cumsum((sizes * widths * widths)[::-1])[::-1] + int((big * big).sum())
+    members = np.cumsum((sizes * widths)[::-1])[::-1] + int(big.sum())
+    return int(np.argmin(ROW_CELL_COST * widths * total + squares - widths * members))
 
 
 def _unclaimed(plan: SearchPlan, band: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
