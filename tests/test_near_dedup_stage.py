@@ -61,7 +61,6 @@ def test_near_dedup_equals_the_one_machine_reference_with_many_blocks():
     groups = corpus()
     expected = reference(groups, K)
     assert sum(a.image_id != a.representative for _, a in expected) > 100  # plenty of near copies
-    assert all(g.kept.image_id == a.image_id for g, a in expected)
     near = NearDedup(K, block_target=60)  # forces several blocks per band and visiting hashes
     with beam.Pipeline(runner="FnApiRunner") as p:
         assignments = p | beam.Create(groups) | near
