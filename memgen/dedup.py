@@ -35,9 +35,12 @@ class ImageGroup(NamedTuple):
 class Member(NamedTuple):
     """An image as near dedup sees it."""
 
-    preference: tuple
-    image_id: str
+    preference: tuple  # Fingerprint.preference(): the image_id is in it
     copies: int  # records it stands for after exact dedup
+
+    @property
+    def image_id(self) -> str:
+        return self.preference[2]  # not a field of its own: it would be shuffled twice
 
 
 class HashNode(NamedTuple):
@@ -71,7 +74,7 @@ def exact_group(fingerprints: Iterable[Fingerprint]) -> ImageGroup:
 
 
 def member(group: ImageGroup) -> Member:
-    return Member(group.kept.preference(), group.kept.image_id, group.exact_copies)
+    return Member(group.kept.preference(), group.exact_copies)
 
 
 def hash_node(phash: int, members: Iterable[Member]) -> HashNode:
@@ -112,15 +115,37 @@ def assign_groups(phash: int, groups: Iterable[ImageGroup],
 
 
 class KeptImage(NamedTuple):
-    """A representative to be written with its bytes: where it is, and its row fields."""
+    """A representative to be written with its bytes (the shard's re-read supplies them)."""
 
-    ordinal: int
-    fields: dict  # images-table columns except the ones the re-read supplies
+    fp: Fingerprint
+    copies: int  # records it stands for: its exact copies and its near duplicates'
+    exact_copies: int
+
+    @property
+    def ordinal(self) -> int:
+        return self.fp.ordinal
+
+    def row(self, shard_uri: str) -> dict:
+        """Its images-table columns except the ones the re-read supplies."""
+        fp = self.fp
+        return {"image_id": fp.image_id, "phash": fp.phash, "dhash": fp.dhash, "width": fp.width,
+                "height": fp.height, "format": fp.format, "n_bytes": fp.n_bytes,
+                "source": shard_uri + fp.locator,
+                "copies": self.copies, "exact_copies": self.exact_copies}
 
 
 class DuplicateRow(NamedTuple):
     ordinal: int
-    fields: dict  # duplicates-table columns
+    locator: str  # Fingerprint.locator
+    image_id: str
+    representative: str
+    distance: int
+    kind: str  # exact | near
+
+    def row(self, shard_uri: str) -> dict:
+        """Its duplicates-table columns."""
+        return {"source": shard_uri + self.locator, "image_id": self.image_id,
+                "representative": self.representative, "distance": self.distance, "kind": self.kind}
 
 
 def place(group: ImageGroup, assignment: Assignment) -> list[tuple[int, KeptImage | DuplicateRow]]:
@@ -133,11 +158,7 @@ def place(group: ImageGroup, assignment: Assignment) -> list[tuple[int, KeptImag
     placed: list[tuple[int, KeptImage | DuplicateRow]] = []
     fp = group.kept
     if assignment.representative == fp.image_id:
-        placed.append((fp.shard, KeptImage(fp.ordinal, {
-            "image_id": fp.image_id, "phash": fp.phash, "dhash": fp.dhash, "width": fp.width,
-            "height": fp.height, "format": fp.format, "n_bytes": fp.n_bytes, "source": fp.source,
-            "copies": assignment.copies, "exact_copies": group.exact_copies,
-        })))
+        placed.append((fp.shard, KeptImage(fp, assignment.copies, group.exact_copies)))
     else:
         placed.append((fp.shard, _duplicate(fp, assignment, "near")))
     placed.extend((other.shard, _duplicate(other, assignment, "exact")) for other in group.others)
@@ -145,7 +166,5 @@ def place(group: ImageGroup, assignment: Assignment) -> list[tuple[int, KeptImag
 
 
 def _duplicate(fp: Fingerprint, assignment: Assignment, kind: str) -> DuplicateRow:
-    return DuplicateRow(fp.ordinal, {
-        "source": fp.source, "image_id": fp.image_id, "representative": assignment.representative,
-        "distance": assignment.distance, "kind": kind,
-    })
+    return DuplicateRow(fp.ordinal, fp.locator, fp.image_id, assignment.representative, assignment.distance,
+                        kind)

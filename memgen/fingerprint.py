@@ -158,7 +158,7 @@ def fingerprint(record: Record, config: FingerprintConfig) -> Fingerprint | Reje
     return Fingerprint(
         shard=record.shard,
         ordinal=record.ordinal,
-        source=record.source,
+        locator=record.locator,
         image_id=hashlib.sha256(record.data).hexdigest(),
         phash=phash(decoded.grey, config.mode),
         dhash=dhash(decoded.grey, config.mode),

@@ -116,7 +116,8 @@ def _group_items(shard: Shard, group, ordinal: _Ordinals, config: ReaderConfig) 
     if not group:
         return
     key = group[0][0]
-    source = f"{shard.uri}#{key}"
+    locator = f"#{key}"
+    source = shard.uri + locator
     by_ext = {ext: (data, size) for _, ext, data, size in group}
     images = [(ext, data, size) for _, ext, data, size in group if ext.rsplit(".", 1)[-1] in IMAGE_EXTS]
     if not images:
@@ -130,7 +131,8 @@ def _group_items(shard: Shard, group, ordinal: _Ordinals, config: ReaderConfig) 
     meta_text = _text(by_ext.get("json", (None, 0))[0])
     url = _json_field(meta_text, "url")
     for n, (ext, data, size) in enumerate(images):
-        member_source = source if n == 0 else f"{source}.{ext}"
+        member_locator = locator if n == 0 else f"{locator}.{ext}"
+        member_source = shard.uri + member_locator
         if size < 0:
             yield Reject(shard.index, ordinal(), member_source, "read", "too_large",
                          f"{-size} bytes > max_bytes {config.max_bytes}", -size, data)
@@ -139,7 +141,7 @@ def _group_items(shard: Shard, group, ordinal: _Ordinals, config: ReaderConfig) 
                          f"sample {key!r} has more than one image member", size,
                          data[: config.reject_data_cap])
         else:
-            yield Record(shard.index, ordinal(), member_source, data, caption, url, meta_text)
+            yield Record(shard.index, ordinal(), member_source, data, caption, url, meta_text, member_locator)
 
 
 def _text(data: bytes | None) -> str | None:
@@ -195,7 +197,8 @@ def _is_binary(t: pa.DataType) -> bool:
 
 def _parquet_item(shard: Shard, ordinal: int, key: str, data: bytes, fields: dict,
                   config: ReaderConfig) -> ShardItem:
-    source = f"{shard.uri}#{key}"
+    locator = f"#{key}"
+    source = shard.uri + locator
     if len(data) > config.max_bytes:
         return Reject(shard.index, ordinal, source, "read", "too_large",
                       f"{len(data)} bytes > max_bytes {config.max_bytes}", len(data),
@@ -205,7 +208,7 @@ def _parquet_item(shard: Shard, ordinal: int, key: str, data: bytes, fields: dic
     metadata = json.dumps(fields, default=str, ensure_ascii=False, sort_keys=True)
     return Record(shard.index, ordinal, source, data,
                   None if caption is None else str(caption), None if url is None else str(url),
-                  metadata)
+                  metadata, locator)
 
 
 def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:

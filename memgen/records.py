@@ -22,11 +22,12 @@ class Record(NamedTuple):
 
     shard: int
     ordinal: int  # position of the record in the shard's stream (stable on re-read)
-    source: str  # shard uri + "#" + member key (just the uri for a single file)
+    source: str  # shard uri + locator
     data: bytes
     caption: str | None = None
     url: str | None = None
     metadata: str | None = None  # JSON text
+    locator: str = ""  # where in the shard: "#" + its key; "" for a single-file shard
 
 
 class Reject(NamedTuple):
@@ -57,7 +58,7 @@ class Fingerprint(NamedTuple):
 
     shard: int
     ordinal: int
-    source: str
+    locator: str  # the record's source is its shard's uri + this: shuffled without the uri
     image_id: str  # hex sha256 of the bytes
     phash: int  # signed int64
     dhash: int  # signed int64

@@ -80,11 +80,11 @@ def test_assign_groups_and_place_account_for_every_record():
     ((same, assignment),) = assign_groups(0b11, [group], rep=NodeRep("r", rep_phash, 0))
     assert same is group and assignment == Assignment("x", "r", 2, 0)
     placed = place(group, assignment)
-    kinds = [(shard, row.fields["kind"]) for shard, row in placed]
+    kinds = [(shard, row.kind) for shard, row in placed]
     assert kinds == [(0, "near"), (1, "exact"), (1, "exact")]
-    assert all(row.fields["representative"] == "r" and row.fields["distance"] == 2 for _, row in placed)
+    assert all(row.representative == "r" and row.distance == 2 for _, row in placed)
     kept = place(group, Assignment("x", "x", 0, 5))
-    assert isinstance(kept[0][1], KeptImage) and kept[0][1].fields["copies"] == 5
-    assert kept[0][1].fields["exact_copies"] == 3
-    assert all(isinstance(row, DuplicateRow) and row.fields["kind"] == "exact" for _, row in kept[1:])
+    assert isinstance(kept[0][1], KeptImage) and kept[0][1].copies == 5
+    assert kept[0][1].exact_copies == 3
+    assert all(isinstance(row, DuplicateRow) and row.kind == "exact" for _, row in kept[1:])
 

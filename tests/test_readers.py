@@ -33,6 +33,7 @@ def test_tar_groups_members_by_key_like_webdataset(tmp_path):
     with open(path, "rb") as f:
         ref = list(wds_tar.group_by_keys(wds_tar.tar_file_expander([{"stream": f, "url": str(path)}])))
     assert [i.source.split("#", 1)[1] for i in items] == [s["__key__"] for s in ref]
+    assert all(i.source == str(path) + i.locator for i in items)  # what fingerprints shuffle
     assert [i.data for i in items] == [next(v for k, v in s.items() if k.endswith(("jpg", "png")))
                                        for s in ref]
     assert items[2].caption == "caption 2" and items[2].url == "http://x/2"
@@ -84,6 +85,7 @@ def test_parquet_reader_columns_struct_and_nulls(tmp_path):
     rows.append({"key": "k3", "image": None, "caption": None, "url": None})
     items = read(str(write_parquet(tmp_path / "a.parquet", rows)))
     assert [i.source.rsplit("#", 1)[1] for i in items] == ["k0", "k1", "k2", "k3"]
+    assert [i.locator for i in items] == ["#k0", "#k1", "#k2", "#k3"]
     assert items[1].data == jpeg(1) and items[1].caption == "c1" and items[1].url == "u1"
     assert items[3].data == b""  # the fingerprint stage rejects it as empty
     # Hugging Face style: image is a struct {bytes, path}; no key column -> row numbers
@@ -130,3 +132,4 @@ def test_single_file_shard(tmp_path):
     path.write_bytes(io.BytesIO(jpeg(2)).getvalue())
     (item,) = read(str(path))
     assert isinstance(item, Record) and item.source == str(path) and item.data == jpeg(2)
+    assert item.locator == ""

@@ -32,18 +32,21 @@ def test_read_shards_outputs_records_rejects_and_counts(tmp_path):
 
 
 def test_fingerprint_splits_usable_records_from_rejects():
-    records = [Record(0, 0, "a", jpeg(1)), Record(0, 1, "b", b"junk"), Record(1, 0, "c", jpeg(1))]
+    records = [Record(0, 0, "s0#a", jpeg(1), locator="#a"), Record(0, 1, "s0#b", b"junk", locator="#b"),
+               Record(1, 0, "s1#c", jpeg(1), locator="#c")]
     with pipeline() as p:
         out = p | beam.Create(records) | Fingerprint(FingerprintConfig())
-        assert_that(out.fingerprints | beam.Map(lambda f: (f.source, f.width)),
-                    equal_to([("a", 160), ("c", 160)]), label="fingerprints")
+        assert_that(out.fingerprints | beam.Map(lambda f: (f.shard, f.locator, f.width)),
+                    equal_to([(0, "#a", 160), (1, "#c", 160)]), label="fingerprints")
         assert_that(out.rejects | beam.Map(lambda r: (r.source, r.stage, r.error_type)),
-                    equal_to([("b", "fingerprint", "not_an_image")]), label="rejects")
+                    equal_to([("s0#b", "fingerprint", "not_an_image")]), label="rejects")
 
 
 def test_exact_dedup_groups_same_bytes_and_keeps_first_read():
-    records = [Record(2, 0, "late", jpeg(1)), Record(0, 3, "early", jpeg(1)), Record(1, 0, "other", jpeg(2))]
+    records = [Record(2, 0, "s2#late", jpeg(1), locator="#late"),
+               Record(0, 3, "s0#early", jpeg(1), locator="#early"),
+               Record(1, 0, "s1#other", jpeg(2), locator="#other")]
     with pipeline() as p:
         groups = (p | beam.Create(records) | Fingerprint(FingerprintConfig())).fingerprints | ExactDedup()
-        summary = groups | beam.Map(lambda g: (g.kept.source, g.exact_copies, [o.source for o in g.others]))
-        assert_that(summary, equal_to([("early", 2, ["late"]), ("other", 1, [])]))
+        summary = groups | beam.Map(lambda g: (g.kept.locator, g.exact_copies, [o.locator for o in g.others]))
+        assert_that(summary, equal_to([("#early", 2, ["#late"]), ("#other", 1, [])]))
