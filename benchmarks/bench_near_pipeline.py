@@ -36,9 +36,10 @@ def chunk(c):
     w = rng.integers(50, 500, CHUNK).tolist()
     out = []
     for i, h in enumerate(hashes):
-        fp = Fingerprint(c, i, f"c{c}#{i}", f"{c:05d}{i:06d}", h, 0, w[i], 100, "JPEG", 1000 + i)
+        fp = Fingerprint(c, i, f"#{i}", f"{c:05d}{i:06d}".encode(), h, 0, w[i], 100, "JPEG", 1000 + i)
         out.append(ImageGroup(fp, ()))
-    planted = [(f"{c:05d}{int(s):06d}", f"{c:05d}{len(base) + j:06d}") for j, s in enumerate(src)]
+    planted = [(f"{c:05d}{int(s):06d}".encode(), f"{c:05d}{len(base) + j:06d}".encode())
+               for j, s in enumerate(src)]
     return out, planted
 
 def groups_of(c): return chunk(c)[0]

@@ -6,7 +6,8 @@ node (thousands of flat images cost one node); nodes are clustered by
 `memgen.near` (`cluster_nodes` on one machine; the Beam stage labels components
 first and calls `split_component` per component, with the same result), and every
 image of a node follows the node's representative.
-Representative preference: most pixels, then most bytes, then smallest image_id.
+Representative preference: most pixels, then most bytes, then smallest image_id (sha256
+bytes sort as their hex does, so the tables show the same order).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Member(NamedTuple):
     copies: int  # records it stands for after exact dedup
 
     @property
-    def image_id(self) -> str:
+    def image_id(self) -> bytes:
         return self.preference[2]  # not a field of its own: it would be shuffled twice
 
 
@@ -54,7 +55,7 @@ class HashNode(NamedTuple):
 class NodeRep(NamedTuple):
     """The representative chosen for a node; copies is set on the representative's node."""
 
-    image_id: str
+    image_id: bytes
     phash: int
     copies: int
 
@@ -62,8 +63,8 @@ class NodeRep(NamedTuple):
 class Assignment(NamedTuple):
     """Where an image went: its representative (itself if kept) and distance."""
 
-    image_id: str
-    representative: str
+    image_id: bytes
+    representative: bytes
     distance: int
     copies: int  # records the representative stands for; 0 unless image_id == representative
 
@@ -128,7 +129,7 @@ class KeptImage(NamedTuple):
     def row(self, shard_uri: str) -> dict:
         """Its images-table columns except the ones the re-read supplies."""
         fp = self.fp
-        return {"image_id": fp.image_id, "phash": fp.phash, "dhash": fp.dhash, "width": fp.width,
+        return {"image_id": fp.image_id.hex(), "phash": fp.phash, "dhash": fp.dhash, "width": fp.width,
                 "height": fp.height, "format": fp.format, "n_bytes": fp.n_bytes,
                 "source": shard_uri + fp.locator,
                 "copies": self.copies, "exact_copies": self.exact_copies}
@@ -137,15 +138,15 @@ class KeptImage(NamedTuple):
 class DuplicateRow(NamedTuple):
     ordinal: int
     locator: str  # Fingerprint.locator
-    image_id: str
-    representative: str
+    image_id: bytes
+    representative: bytes
     distance: int
     kind: str  # exact | near
 
     def row(self, shard_uri: str) -> dict:
         """Its duplicates-table columns."""
-        return {"source": shard_uri + self.locator, "image_id": self.image_id,
-                "representative": self.representative, "distance": self.distance, "kind": self.kind}
+        return {"source": shard_uri + self.locator, "image_id": self.image_id.hex(),
+                "representative": self.representative.hex(), "distance": self.distance, "kind": self.kind}
 
 
 def place(group: ImageGroup, assignment: Assignment) -> list[tuple[int, KeptImage | DuplicateRow]]:

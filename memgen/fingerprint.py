@@ -159,7 +159,7 @@ def fingerprint(record: Record, config: FingerprintConfig) -> Fingerprint | Reje
         shard=record.shard,
         ordinal=record.ordinal,
         locator=record.locator,
-        image_id=hashlib.sha256(record.data).hexdigest(),
+        image_id=hashlib.sha256(record.data).digest(),
         phash=phash(decoded.grey, config.mode),
         dhash=dhash(decoded.grey, config.mode),
         width=decoded.width,

@@ -59,7 +59,7 @@ class Fingerprint(NamedTuple):
     shard: int
     ordinal: int
     locator: str  # the record's source is its shard's uri + this: shuffled without the uri
-    image_id: str  # hex sha256 of the bytes
+    image_id: bytes  # sha256 of the bytes, 32 bytes (the tables hold its hex: half the size to shuffle)
     phash: int  # signed int64
     dhash: int  # signed int64
     width: int

@@ -24,8 +24,8 @@ URI = "s3://bucket/crawl/2026-11/shard-000123.tar"
 
 
 def fp(shard: int, ordinal: int, image_id: str) -> Fingerprint:
-    # a string object of its own, as in a decoded element (pickle would share one object once)
-    image_id = bytes.fromhex(image_id).hex()
+    # an object of its own, as in a decoded element (pickle would share one object once)
+    image_id = bytes.fromhex(image_id)
     return Fingerprint(shard, ordinal, f"#{ordinal:09d}", image_id, -(2**63) + ordinal, 2**62, 640, 480,
                        "JPEG", 54_321)
 
@@ -38,10 +38,10 @@ EXAMPLES = [
     GROUP,
     member(GROUP),
     HashNode(GROUP.kept.phash, member(GROUP), 3),
-    NodeRep("cd" * 32, 5, 4),
-    Assignment("ab" * 32, "cd" * 32, 4, 0),
+    NodeRep(b"\xcd" * 32, 5, 4),
+    Assignment(b"\xab" * 32, b"\xcd" * 32, 4, 0),
     KeptImage(GROUP.kept, 4, 3),
-    DuplicateRow(3, "#000000003", "ab" * 32, "cd" * 32, 4, "near"),
+    DuplicateRow(3, "#000000003", b"\xab" * 32, b"\xcd" * 32, 4, "near"),
 ]
 
 
@@ -68,7 +68,7 @@ def test_nested_types_come_back_typed():
     assert all(isinstance(o, Fingerprint) for o in decoded[1].others)
     assert decoded[1].kept.pixels == 640 * 480 and decoded[1].exact_copies == 3
     node = ElementCoder().decode(ElementCoder().encode(HashNode(1, Member(GROUP.kept.preference(), 3), 3)))
-    assert isinstance(node.best, Member) and node.best.image_id == "ab" * 32
+    assert isinstance(node.best, Member) and node.best.image_id == b"\xab" * 32
 
 
 def test_other_values_are_pickled_as_before():

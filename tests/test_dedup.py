@@ -21,7 +21,7 @@ from memgen.records import Fingerprint
 
 def fpr(image_id: str, phash: int, shard: int = 0, ordinal: int = 0, w: int = 10, h: int = 10,
         n_bytes: int = 100) -> Fingerprint:
-    return Fingerprint(shard, ordinal, f"s{shard}#{ordinal}", image_id, phash, 0, w, h, "JPEG", n_bytes)
+    return Fingerprint(shard, ordinal, f"#{ordinal}", image_id.encode(), phash, 0, w, h, "JPEG", n_bytes)
 
 
 def test_exact_group_keeps_the_first_read_record():
@@ -48,9 +48,9 @@ def test_representative_prefers_pixels_then_bytes_then_id_and_sums_copies():
     ]
     nodes = nodes_for(images)
     reps = dict(cluster_nodes(nodes.values(), k=3))
-    assert reps[0b1111].image_id == reps[0b0111].image_id == "b_heavy"
+    assert reps[0b1111].image_id == reps[0b0111].image_id == b"b_heavy"
     assert reps[0b0111].copies == 2 + 1 + 4 and reps[0b1111].copies == 0
-    assert reps[(1 << 40) - 1].image_id == "far" and reps[(1 << 40) - 1].copies == 1
+    assert reps[(1 << 40) - 1].image_id == b"far" and reps[(1 << 40) - 1].copies == 1
 
 
 def test_chains_are_split_so_members_stay_within_k_of_their_representative():
@@ -58,7 +58,7 @@ def test_chains_are_split_so_members_stay_within_k_of_their_representative():
     hashes = [0, 0b111, 0b111111, 0b111111111]
     images = [(fpr(f"i{n}", h, w=100 - n, h=10), 1) for n, h in enumerate(hashes)]
     reps = dict(cluster_nodes(nodes_for(images).values(), k=3))
-    by_id = {f"i{n}": h for n, h in enumerate(hashes)}
+    by_id = {f"i{n}".encode(): h for n, h in enumerate(hashes)}
     for h, rep in reps.items():
         assert bin(h ^ by_id[rep.image_id]).count("1") <= 3
     assert len({rep.image_id for rep in reps.values()}) == 2
@@ -77,13 +77,13 @@ def test_cluster_nodes_is_independent_of_input_order():
 def test_assign_groups_and_place_account_for_every_record():
     group = exact_group([fpr("x", 0b11, 0, 1), fpr("x", 0b11, 1, 2), fpr("x", 0b11, 1, 3)])
     rep_phash = 0b00
-    ((same, assignment),) = assign_groups(0b11, [group], rep=NodeRep("r", rep_phash, 0))
-    assert same is group and assignment == Assignment("x", "r", 2, 0)
+    ((same, assignment),) = assign_groups(0b11, [group], rep=NodeRep(b"r", rep_phash, 0))
+    assert same is group and assignment == Assignment(b"x", b"r", 2, 0)
     placed = place(group, assignment)
     kinds = [(shard, row.kind) for shard, row in placed]
     assert kinds == [(0, "near"), (1, "exact"), (1, "exact")]
-    assert all(row.representative == "r" and row.distance == 2 for _, row in placed)
-    kept = place(group, Assignment("x", "x", 0, 5))
+    assert all(row.representative == b"r" and row.distance == 2 for _, row in placed)
+    kept = place(group, Assignment(b"x", b"x", 0, 5))
     assert isinstance(kept[0][1], KeptImage) and kept[0][1].copies == 5
     assert kept[0][1].exact_copies == 3
     assert all(isinstance(row, DuplicateRow) and row.kind == "exact" for _, row in kept[1:])

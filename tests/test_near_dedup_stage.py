@@ -25,7 +25,8 @@ def signed(h: int) -> int:
 
 
 def group(i: int, phash: int, width: int, copies: int = 1) -> ImageGroup:
-    fp = Fingerprint(i % 7, i, f"s{i % 7}#{i}", f"{i:06d}", signed(phash), 0, width, 10, "JPEG", 100 + i % 13)
+    fp = Fingerprint(i % 7, i, f"#{i}", f"{i:06d}".encode(), signed(phash), 0, width, 10, "JPEG",
+                     100 + i % 13)
     return ImageGroup(fp, tuple(fp._replace(ordinal=fp.ordinal + 10**6 * c) for c in range(1, copies)))
 
 
