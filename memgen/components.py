@@ -103,6 +103,8 @@ def connected_components(edges: Iterable[Edge],
         changes[r] += changed
         current, changed = _step(current, lambda e: [larger_end(e)], small_star)
         changes[r] += changed
+        if not changes[r]:
+            break  # stars: every later round gives them back unchanged
     neighbours: dict[int, list[int]] = defaultdict(list)
     for u, v in current:
         neighbours[u].append(v)

@@ -8,14 +8,16 @@ from collections import Counter
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
+from memgen.components import connected_components
 from memgen.dedup import Assignment, ImageGroup, assign_groups, cluster_nodes, hash_node, member
 from memgen.manifest import build_manifest, now
 from memgen.near import popcount
 from memgen.records import Fingerprint
-from memgen.stages.dedup import NearDedup
+from memgen.stages.dedup import ConnectedComponents, NearDedup
 
 K = 6
 
@@ -142,3 +144,25 @@ def test_empty_input_gives_nothing_and_a_converged_report():
         assert_that(p | beam.Create([]) | near, equal_to([]))
         assert_that(near.report | beam.Map(lambda r: (r["pairs"], r["components"]["converged"])),
                     equal_to([(0, True)]), label="Report")
+
+
+def test_components_stage_equals_the_reference_and_skips_the_rounds_after_convergence():
+    rng = random.Random(5)
+    pairs = ((rng.randrange(400), rng.randrange(400)) for _ in range(300))
+    edges = sorted({(a, b) for a, b in pairs if a != b})
+    path = list(range(1000, 1300))
+    rng.shuffle(path)
+    edges += list(zip(path, path[1:], strict=False))  # a long chain: several rounds
+    labels, record = connected_components(edges, max_rounds=12)
+    assert record.converged and 3 <= record.rounds < 11
+    p = beam.Pipeline(runner="FnApiRunner")
+    out = p | beam.Create(edges) | ConnectedComponents(max_rounds=12)
+    assert_that(out["labels"], equal_to(sorted(labels.items())), label="Labels")
+    assert_that(out["convergence"], equal_to([record]), label="Convergence")
+    result = p.run()
+    result.wait_until_finish()
+    nodes = {c.key.metric.name: c.committed
+             for c in result.metrics().query(MetricsFilter().with_namespace("memgen"))["counters"]}
+    worked = [r for r in range(12) if nodes.get(f"components_round{r}_nodes", 0)]
+    # the round that changed nothing is the last to run: the ones after it get no edges
+    assert worked == list(range(record.rounds + 1))

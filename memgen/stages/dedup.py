@@ -30,6 +30,7 @@ from memgen.near import BLOCK_TARGET, block_pairs, key_radii, plan_search, route
 from memgen.stages import only
 
 CHANGED = "changed"
+SETTLED = "settled"
 SINGLE = "single"
 # Hashes routed to blocks together: big enough that a batch costs a few elements per
 # band and block, not one per hash.
@@ -165,26 +166,50 @@ class _StarFn(beam.DoFn):
     def __init__(self, step, round_: int) -> None:
         self.step = step
         self.round = round_
+        self.nodes = beam.metrics.Metrics.counter("memgen", f"components_round{round_}_nodes")
 
     def process(self, element):
         node, others = element
+        self.nodes.inc()
         edges, changed = self.step(node, others)
         yield from edges
         if changed:
             yield pvalue.TaggedOutput(CHANGED, self.round)
 
 
+class _UnlessSettledFn(beam.DoFn):
+    """Edges go on to the next round, or straight to the labels once a round changed no node:
+    the edges are then stars that every later round would give back unchanged."""
+
+    def process(self, edge, changed_last_round):
+        # the round's change markers, read lazily: the first one, if any, answers
+        if any(True for _ in changed_last_round):
+            yield edge
+        else:
+            yield pvalue.TaggedOutput(SETTLED, edge)
+
+
 class ConnectedComponents(beam.PTransform):
     """PCollection[(u, v)] -> {"labels": (node, smallest node of its component),
-    "convergence": one Convergence}, by `max_rounds` unrolled large/small-star rounds."""
+    "convergence": one Convergence}, by up to `max_rounds` unrolled large/small-star rounds.
+
+    The rounds after one that changed nothing shuffle nothing: the graph is static, but
+    each round first looks (a side input) for a node the last one changed.
+    """
 
     def __init__(self, max_rounds: int) -> None:
         super().__init__()
         self.max_rounds = max_rounds
 
     def expand(self, edges):
-        changes = []
+        changes, settled = [], []
         for r in range(self.max_rounds):
+            if r:
+                changed = changes[-2:] | f"Round{r - 1}Changes" >> beam.Flatten()
+                routed = edges | f"UnlessSettled{r}" >> beam.ParDo(
+                    _UnlessSettledFn(), pvalue.AsIter(changed)).with_outputs(SETTLED, main="active")
+                edges = routed.active
+                settled.append(routed[SETTLED])
             for name, key, step in (("LargeStar", beam.FlatMap(both_ways), large_star),
                                     ("SmallStar", beam.Map(larger_end), small_star)):
                 stepped = (edges
@@ -193,7 +218,8 @@ class ConnectedComponents(beam.PTransform):
                            | f"{name}{r}" >> beam.ParDo(_StarFn(step, r)).with_outputs(CHANGED, main="edges"))
                 edges = stepped.edges
                 changes.append(stepped[CHANGED])
-        labels = (edges
+        labels = ((edges, *settled)
+                  | "FinalEdges" >> beam.Flatten()
                   | "LabelKey" >> beam.FlatMap(both_ways)
                   | "LabelGroup" >> beam.GroupByKey()
                   | "Label" >> beam.MapTuple(lambda node, others: (node, star_label(node, others))))
