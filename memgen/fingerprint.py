@@ -135,7 +135,8 @@ def phash(grey: Image.Image, mode: str = "exact") -> int:
     """
     pixels = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP[mode]))
     low = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
-    return _bits_to_int64(low > np.median(low))
+    ordered = np.sort(low, axis=None)  # np.median's own arithmetic, without its ~20 us of overhead
+    return _bits_to_int64(low > (ordered[31] + ordered[32]) / 2)
 
 
 def dhash(grey: Image.Image, mode: str = "exact") -> int:
