@@ -161,40 +161,49 @@ class NearPairs(beam.PTransform):
 
 
 class _StarFn(beam.DoFn):
-    """One star step at one node; nodes it changed go to the CHANGED output as the round."""
+    """One star step at one node: its edges, keyed by `key` for the step that takes them;
+    nodes it changed go to the CHANGED output as the round."""
 
-    def __init__(self, step, round_: int) -> None:
+    def __init__(self, step, round_: int, key) -> None:
         self.step = step
         self.round = round_
+        self.key = key
         self.nodes = beam.metrics.Metrics.counter("memgen", f"components_round{round_}_nodes")
 
     def process(self, element):
         node, others = element
         self.nodes.inc()
         edges, changed = self.step(node, others)
-        yield from edges
+        for edge in edges:
+            yield from self.key(edge)
         if changed:
             yield pvalue.TaggedOutput(CHANGED, self.round)
+
+
+def _by_larger_end(edge):
+    return [larger_end(edge)]
 
 
 class _UnlessSettledFn(beam.DoFn):
     """Edges go on to the next round, or straight to the labels once a round changed no node:
     the edges are then stars that every later round would give back unchanged."""
 
-    def process(self, edge, changed_last_round):
+    def process(self, keyed_edge, changed_last_round):
         # the round's change markers, read lazily: the first one, if any, answers
         if any(True for _ in changed_last_round):
-            yield edge
+            yield keyed_edge
         else:
-            yield pvalue.TaggedOutput(SETTLED, edge)
+            yield pvalue.TaggedOutput(SETTLED, keyed_edge)
 
 
 class ConnectedComponents(beam.PTransform):
     """PCollection[(u, v)] -> {"labels": (node, smallest node of its component),
     "convergence": one Convergence}, by up to `max_rounds` unrolled large/small-star rounds.
 
-    The rounds after one that changed nothing shuffle nothing: the graph is static, but
-    each round first looks (a side input) for a node the last one changed.
+    Each step outputs its edges keyed for the next (small-star's both ways, which is also
+    how the labels take them). The rounds after one that changed nothing shuffle
+    nothing: the graph is static, but each round first looks (a side input) for a node
+    the last one changed.
     """
 
     def __init__(self, max_rounds: int) -> None:
@@ -202,25 +211,25 @@ class ConnectedComponents(beam.PTransform):
         self.max_rounds = max_rounds
 
     def expand(self, edges):
+        keyed = edges | "KeyBothWays" >> beam.FlatMap(both_ways)
         changes, settled = [], []
         for r in range(self.max_rounds):
             if r:
                 changed = changes[-2:] | f"Round{r - 1}Changes" >> beam.Flatten()
-                routed = edges | f"UnlessSettled{r}" >> beam.ParDo(
+                routed = keyed | f"UnlessSettled{r}" >> beam.ParDo(
                     _UnlessSettledFn(), pvalue.AsIter(changed)).with_outputs(SETTLED, main="active")
-                edges = routed.active
+                keyed = routed.active
                 settled.append(routed[SETTLED])
-            for name, key, step in (("LargeStar", beam.FlatMap(both_ways), large_star),
-                                    ("SmallStar", beam.Map(larger_end), small_star)):
-                stepped = (edges
-                           | f"{name}Key{r}" >> key
+            for name, step, key in (("LargeStar", large_star, _by_larger_end),
+                                    ("SmallStar", small_star, both_ways)):
+                stepped = (keyed
                            | f"{name}Group{r}" >> beam.GroupByKey()
-                           | f"{name}{r}" >> beam.ParDo(_StarFn(step, r)).with_outputs(CHANGED, main="edges"))
-                edges = stepped.edges
+                           | f"{name}{r}" >> beam.ParDo(_StarFn(step, r, key)).with_outputs(
+                               CHANGED, main="edges"))
+                keyed = stepped.edges
                 changes.append(stepped[CHANGED])
-        labels = ((edges, *settled)
+        labels = ((keyed, *settled)
                   | "FinalEdges" >> beam.Flatten()
-                  | "LabelKey" >> beam.FlatMap(both_ways)
                   | "LabelGroup" >> beam.GroupByKey()
                   | "Label" >> beam.MapTuple(lambda node, others: (node, star_label(node, others))))
         record = (tuple(changes)
