@@ -188,9 +188,14 @@ class _UnlessSettledFn(beam.DoFn):
     """Edges go on to the next round, or straight to the labels once a round changed no node:
     the edges are then stars that every later round would give back unchanged."""
 
-    def process(self, keyed_edge, changed_last_round):
-        # the round's change markers, read lazily: the first one, if any, answers
-        if any(True for _ in changed_last_round):
+    def start_bundle(self) -> None:
+        self.active: dict = {}  # window -> whether the last round changed a node
+
+    def process(self, keyed_edge, changed_last_round, window=beam.DoFn.WindowParam):
+        if window not in self.active:
+            # the round's change markers, read lazily and once a bundle: the first, if any, answers
+            self.active[window] = any(True for _ in changed_last_round)
+        if self.active[window]:
             yield keyed_edge
         else:
             yield pvalue.TaggedOutput(SETTLED, keyed_edge)
