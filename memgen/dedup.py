@@ -19,7 +19,7 @@ import numpy as np
 
 from memgen.fingerprint import int64_to_uint64
 from memgen.near import popcount, split_chain, split_clusters
-from memgen.records import Fingerprint
+from memgen.records import Fingerprint, Shard
 
 
 class ImageGroup(NamedTuple):
@@ -126,12 +126,12 @@ class KeptImage(NamedTuple):
     def ordinal(self) -> int:
         return self.fp.ordinal
 
-    def row(self, shard_uri: str) -> dict:
+    def row(self, shard: Shard) -> dict:
         """Its images-table columns except the ones the re-read supplies."""
         fp = self.fp
         return {"image_id": fp.image_id.hex(), "phash": fp.phash, "dhash": fp.dhash, "width": fp.width,
                 "height": fp.height, "format": fp.format, "n_bytes": fp.n_bytes,
-                "source": shard_uri + fp.locator,
+                "source": shard.source(fp.locator),
                 "copies": self.copies, "exact_copies": self.exact_copies}
 
 
@@ -143,9 +143,9 @@ class DuplicateRow(NamedTuple):
     distance: int
     kind: str  # exact | near
 
-    def row(self, shard_uri: str) -> dict:
+    def row(self, shard: Shard) -> dict:
         """Its duplicates-table columns."""
-        return {"source": shard_uri + self.locator, "image_id": self.image_id.hex(),
+        return {"source": shard.source(self.locator), "image_id": self.image_id.hex(),
                 "representative": self.representative.hex(), "distance": self.distance, "kind": self.kind}
 
 

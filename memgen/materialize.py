@@ -32,7 +32,7 @@ def materialize_shard(memory: str, shard: Shard, kept: list[KeptImage],
             return
         for item in read_shard(shard, config):
             if item.ordinal in kept_by_ordinal and isinstance(item, Record):
-                row = _image_row(kept_by_ordinal.pop(item.ordinal), item, shard.uri)
+                row = _image_row(kept_by_ordinal.pop(item.ordinal), item, shard)
                 counts["image_bytes"] += row["n_bytes"]
                 yield row
             elif item.ordinal in rejects_by_ordinal:
@@ -44,12 +44,12 @@ def materialize_shard(memory: str, shard: Shard, kept: list[KeptImage],
     counts["images"] = write_rows(join(memory, "images", name), "images", image_rows())
     for lost in kept_by_ordinal.values():  # the shard changed between the two reads
         rejects_by_ordinal[lost.ordinal] = Reject(
-            shard.index, lost.ordinal, shard.uri + lost.fp.locator, "materialize", "changed_during_run",
+            shard.index, lost.ordinal, shard.source(lost.fp.locator), "materialize", "changed_during_run",
             "record not found when the shard was re-read", lost.fp.n_bytes)
     all_rejects = [rejects_by_ordinal[o] for o in sorted(rejects_by_ordinal)]
     counts["duplicates"] = write_rows(
         join(memory, "duplicates", name), "duplicates",
-        (d.row(shard.uri) for d in sorted(duplicates, key=lambda d: d.ordinal)))
+        (d.row(shard) for d in sorted(duplicates, key=lambda d: d.ordinal)))
     counts["rejects"] = write_rows(
         join(memory, "rejects", name), "rejects",
         (r.row(config.reject_data_cap) for r in all_rejects))
@@ -60,7 +60,7 @@ def materialize_shard(memory: str, shard: Shard, kept: list[KeptImage],
     return counts
 
 
-def _image_row(kept: KeptImage, record: Record, shard_uri: str) -> dict:
-    return {**kept.row(shard_uri), "image": record.data, "caption": record.caption, "url": record.url,
+def _image_row(kept: KeptImage, record: Record, shard: Shard) -> dict:
+    return {**kept.row(shard), "image": record.data, "caption": record.caption, "url": record.url,
             "metadata": record.metadata}
 

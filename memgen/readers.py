@@ -117,7 +117,7 @@ def _group_items(shard: Shard, group, ordinal: _Ordinals, config: ReaderConfig) 
         return
     key = group[0][0]
     locator = f"#{key}"
-    source = shard.uri + locator
+    source = shard.source(locator)
     by_ext = {ext: (data, size) for _, ext, data, size in group}
     images = [(ext, data, size) for _, ext, data, size in group if ext.rsplit(".", 1)[-1] in IMAGE_EXTS]
     if not images:
@@ -132,7 +132,7 @@ def _group_items(shard: Shard, group, ordinal: _Ordinals, config: ReaderConfig) 
     url = _json_field(meta_text, "url")
     for n, (ext, data, size) in enumerate(images):
         member_locator = locator if n == 0 else f"{locator}.{ext}"
-        member_source = shard.uri + member_locator
+        member_source = shard.source(member_locator)
         if size < 0:
             yield Reject(shard.index, ordinal(), member_source, "read", "too_large",
                          f"{-size} bytes > max_bytes {config.max_bytes}", -size, data)
@@ -198,7 +198,7 @@ def _is_binary(t: pa.DataType) -> bool:
 def _parquet_item(shard: Shard, ordinal: int, key: str, data: bytes, fields: dict,
                   config: ReaderConfig) -> ShardItem:
     locator = f"#{key}"
-    source = shard.uri + locator
+    source = shard.source(locator)
     if len(data) > config.max_bytes:
         return Reject(shard.index, ordinal, source, "read", "too_large",
                       f"{len(data)} bytes > max_bytes {config.max_bytes}", len(data),

@@ -16,13 +16,17 @@ class Shard(NamedTuple):
     uri: str
     kind: str  # tar | parquet | file
 
+    def source(self, locator: str) -> str:
+        """A record's source: this shard's uri + where in it the record is (Record.locator)."""
+        return self.uri + locator
+
 
 class Record(NamedTuple):
     """One image record read from a shard, with its original bytes."""
 
     shard: int
     ordinal: int  # position of the record in the shard's stream (stable on re-read)
-    source: str  # shard uri + locator
+    source: str  # Shard.source(locator)
     data: bytes
     caption: str | None = None
     url: str | None = None
