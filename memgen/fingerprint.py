@@ -10,6 +10,7 @@ reduced to 8-bit grey, the first frame of animations. Two modes:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import warnings
@@ -19,17 +20,20 @@ from dataclasses import dataclass
 
 import imagehash
 import numpy as np
-import scipy.fftpack
 from PIL import Image
 
 from memgen.records import Fingerprint, Record, Reject
 
 MODES = ("fast", "exact")
 DRAFT_SIZE = 128  # smallest side JPEG draft may decode to; pHash looks at 32x32
-# Fast mode lets Pillow reduce() (box average) to within 1.5x of the hash size before
-# LANCZOS: hashing 4x cheaper, pHash still within 2 bits of imagehash on 99.5% of the
-# shared real photos (exact: bit for bit).
-_REDUCING_GAP = {"fast": 1.5, "exact": None}
+# Fast mode box-averages (Pillow's reduce()) to within 1.5x of pHash's 32 px before the
+# LANCZOS resizes, which it computes as matrix products with cached weights: Pillow
+# recomputes its weights (hundreds of sin() calls) on every resize, most of the time of
+# a small one. pHash stays within 2 bits of imagehash on 99.5% of the shared real photos.
+_REDUCE_TO = 48
+# The 8 lowest rows of the 32-point DCT-II (scipy's, up to its factor 2) in units of 2**-16:
+# pixels <= 255 keep every product below 2**53.
+_DCT_LOW = np.round(np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(32) + 1) / 64) * 2.0**16)
 _ORIENTATION_TAG = 0x0112
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -126,23 +130,91 @@ def _bits_to_int64(bits: np.ndarray) -> int:
     return int.from_bytes(np.packbits(bits).tobytes(), "big", signed=True)
 
 
+def hashes(grey: Image.Image, mode: str = "exact") -> tuple[int, int]:
+    """(pHash, dHash) of a mode-L image as int64s: imagehash's, bit for bit, in exact mode."""
+    if mode == "fast":
+        return _fast_hashes(grey)
+    return phash(grey), dhash(grey)
+
+
 def phash(grey: Image.Image, mode: str = "exact") -> int:
-    """imagehash.phash of a mode-L image as int64: in exact mode the same resize and DCT, bit
-    for bit; in fast mode the resize first reduces by box averaging (_REDUCING_GAP).
+    """imagehash.phash of a mode-L image as int64 (bit for bit in exact mode; see hashes()).
 
     Computed here because imagehash's ImageHash -> hex string -> int round trip cost a
     third of the hashing time (benchmarks/bench_fingerprint.py).
     """
-    pixels = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP[mode]))
-    low = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
+    if mode == "fast":
+        return _fast_hashes(grey)[0]
+    return _phash_bits(np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS)))
+
+
+def dhash(grey: Image.Image, mode: str = "exact") -> int:
+    """imagehash.dhash of a mode-L image as int64 (bit for bit in exact mode; see hashes())."""
+    if mode == "fast":
+        return _fast_hashes(grey)[1]
+    return _dhash_bits(np.asarray(grey.resize((9, 8), Image.Resampling.LANCZOS)))
+
+
+def _phash_bits(pixels: np.ndarray) -> int:
+    """imagehash.phash's bits from its 32x32 resized pixels."""
+    import scipy.fftpack  # exact mode only: a quarter of a second to import
+
+    return _above_median(scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8])
+
+
+def _above_median(low: np.ndarray) -> int:
     ordered = np.sort(low, axis=None)  # np.median's own arithmetic, without its ~20 us of overhead
     return _bits_to_int64(low > (ordered[31] + ordered[32]) / 2)
 
 
-def dhash(grey: Image.Image, mode: str = "exact") -> int:
-    """imagehash.dhash of a mode-L image as int64 (bit for bit in exact mode)."""
-    pixels = np.asarray(grey.resize((9, 8), Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP[mode]))
+def _dhash_bits(pixels: np.ndarray) -> int:
+    """imagehash.dhash's bits from its 9x8 resized pixels."""
     return _bits_to_int64(pixels[:, 1:] > pixels[:, :-1])
+
+
+def _fast_hashes(grey: Image.Image) -> tuple[int, int]:
+    """Both hashes from one reduce() and one matrix product a resize pass, rounded to 8 bits
+    after each pass as Pillow does; pHash's 32x32 pixels are Pillow's own up to its 22-bit
+    fixed-point weights (the same pHash on every shared real photo)."""
+    width, height = grey.size
+    fx, fy = max(width // _REDUCE_TO, 1), max(height // _REDUCE_TO, 1)
+    small = grey.reduce((fx, fy)) if fx > 1 or fy > 1 else grey
+    across = _to_8_bits(np.asarray(small, dtype=np.float64) @ _weights(width, fx, (32, 9)).T)
+    pixels = _to_8_bits(_weights(height, fy, (32, 8)) @ across)
+    # Integers below 2**53 throughout: exact, so the same bits on every machine and BLAS
+    # (flat images, whose coefficients tie, included).
+    low = _DCT_LOW @ pixels[:32, :32] @ _DCT_LOW.T
+    return _above_median(low), _dhash_bits(pixels[32:, 32:])
+
+
+def _to_8_bits(values: np.ndarray) -> np.ndarray:
+    """Pillow's clip8 in place: round half up, overshoots clipped to 0..255."""
+    np.clip(values, -0.5, 254.5, out=values)
+    values += 0.5
+    return np.floor(values, out=values)
+
+
+@functools.lru_cache(maxsize=512)  # at most 41 x 96 floats each; image sizes repeat in a crawl
+def _weights(full: int, factor: int, outs: tuple[int, ...]) -> np.ndarray:
+    """LANCZOS weights from an axis of `full` pixels box-reduced by `factor` to each of `outs`
+    pixels, stacked rows: Pillow's precompute_coeffs (Resample.c) on the box reduce() leaves."""
+    size, extent = -(-full // factor), full / factor
+    return np.vstack([_lanczos(size, extent, out) for out in outs])
+
+
+def _lanczos(size: int, extent: float, out: int) -> np.ndarray:
+    scale = extent / out
+    stretch = max(scale, 1.0)
+    support = 3.0 * stretch
+    centers = (np.arange(out) + 0.5) * scale
+    first = np.maximum((centers - support + 0.5).astype(np.int64), 0)  # C's (int): toward zero
+    end = np.minimum((centers + support + 0.5).astype(np.int64), size)
+    taps = first[:, None] + np.arange(2 * int(np.ceil(support)) + 1)
+    t = (taps - centers[:, None] + 0.5) / stretch
+    w = np.where((taps < end[:, None]) & (t >= -3) & (t < 3), np.sinc(t) * np.sinc(t / 3), 0.0)
+    dense = np.zeros((out, size + taps.shape[1]))
+    np.put_along_axis(dense, taps, w / w.sum(axis=1, keepdims=True), axis=1)
+    return dense[:, :size]
 
 
 def int64_to_uint64(values: np.ndarray | int) -> np.ndarray:
@@ -156,13 +228,14 @@ def fingerprint(record: Record, config: FingerprintConfig) -> Fingerprint | Reje
     except ImageError as e:
         return Reject(record.shard, record.ordinal, record.source, "fingerprint",
                       e.error_type, str(e), len(record.data))
+    phash_value, dhash_value = hashes(decoded.grey, config.mode)
     return Fingerprint(
         shard=record.shard,
         ordinal=record.ordinal,
         locator=record.locator,
         image_id=hashlib.sha256(record.data).digest(),
-        phash=phash(decoded.grey, config.mode),
-        dhash=dhash(decoded.grey, config.mode),
+        phash=phash_value,
+        dhash=dhash_value,
         width=decoded.width,
         height=decoded.height,
         format=decoded.format,
