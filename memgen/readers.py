@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,10 +19,11 @@ import pyarrow.parquet as pq
 
 from memgen.records import Record, Reject, Shard
 from memgen.shards import IMAGE_SUFFIXES
+from memgen.tarstream import TarDamage, tar_members
 
 IMAGE_EXTS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext
-_DAMAGE = (tarfile.TarError, EOFError, OSError, zlib.error, ValueError)
+_DAMAGE = (TarDamage, EOFError, OSError, zlib.error, ValueError)
 
 
 @dataclass(frozen=True)
@@ -83,29 +83,20 @@ def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     ordinal = _Ordinals()
     group: list[tuple[str, str, bytes | None, int]] = []  # (key, ext, data, size)
     current = None
-    member_name = ""
     try:
-        with tarfile.open(fileobj=f, mode="r|") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                member_name = member.name
-                match = _KEY_EXT.match(member.name)
-                key, ext = (match.group(1), match.group(2).lower()) if match else (member.name, "")
-                if key != current and group:
-                    yield from _group_items(shard, group, ordinal, config)
-                    group = []
-                current = key
-                handle = tar.extractfile(member)
-                if member.size > config.max_bytes:
-                    data = handle.read(config.reject_data_cap)
-                    group.append((key, ext, data, -member.size))  # negative: too large
-                else:
-                    group.append((key, ext, handle.read(), member.size))
-                member_name = ""
+        for member in tar_members(f, config.max_bytes, config.reject_data_cap):
+            match = _KEY_EXT.match(member.name)
+            key, ext = (match.group(1), match.group(2).lower()) if match else (member.name, "")
+            if key != current and group:
+                yield from _group_items(shard, group, ordinal, config)
+                group = []
+            current = key
+            too_large = member.size > config.max_bytes  # then data is only its head
+            group.append((key, ext, member.data, -member.size if too_large else member.size))
     except _DAMAGE as e:
         yield from _group_items(shard, group, ordinal, config)
         group = []
+        member_name = e.member if isinstance(e, TarDamage) else ""
         where = f"{shard.uri}#{member_name}" if member_name else shard.uri
         yield Reject(shard.index, ordinal(), where, "read", "corrupt_shard", _message(e))
     yield from _group_items(shard, group, ordinal, config)

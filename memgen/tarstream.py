@@ -1,0 +1,273 @@
+"""A minimal, strict tar reader: a byte stream -> its regular file members, in archive order.
+
+Why: tarfile parses every header in pure Python (TarInfo.frombuf, calc_chksums, nti/nts,
+_Stream), about 49 us per member; WebDataset samples are 3 small members and each shard is
+read twice, so that was about 1/9 of memorize end to end. This reader walks the same headers
+in a few microseconds.
+
+What it reads: USTAR, GNU (long names "L", long links "K", base-256 numbers) and POSIX pax
+("x", "X" and global "g" headers: `path` and `size`), i.e. what tarfile writes in any of its
+formats and what webdataset/img2dataset writers produce. For those it gives the same names
+and bytes as `tarfile.open(fileobj=f, mode="r|")` with its default utf-8/surrogateescape
+decoding. GNU sparse files are refused (TarDamage), not expanded.
+
+Stricter than tarfile: tarfile treats a bad header after the first one as the end of the
+archive and silently loses the rest; here any damage raises TarDamage, after every complete
+member before it has been yielded.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
+
+BLOCK = 512
+_CHUNK = 1 << 20  # skipped data is read and dropped in pieces of at most this
+_MAX_META = 16 << 20  # a long name or pax header larger than this is damage, not read into memory
+_ZERO_BLOCK = bytes(BLOCK)
+_HIGH_BYTES = bytes(range(128, 256))
+
+# typeflags, as byte values
+_REGULAR = frozenset(b"0\x007")  # REGTYPE, AREGTYPE, CONTTYPE ("S" is refused below)
+_NO_DATA = frozenset(b"123456")  # links, devices, directories, fifos: tarfile skips no data for them
+_EXTENDED = frozenset(b"LKxXg")  # they describe the member header that follows them
+_LONGNAME, _LONGLINK, _SPARSE, _GLOBAL = b"LKSg"
+_AREGTYPE = 0
+
+
+class TarDamage(Exception):
+    """The archive is damaged (or uses a feature read here as damage, such as sparse files)."""
+
+    def __init__(self, what: str, offset: int, member: str = "") -> None:
+        super().__init__(f"{what} at byte {offset}")
+        self.offset = offset
+        self.member = member  # the member whose data was being read; "" between members
+
+
+class TarMember(NamedTuple):
+    name: str
+    size: int
+    data: bytes  # all of it when size <= max_bytes, else only its first `head` bytes
+
+
+def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
+    """Every regular file member of the tar stream `f`, in archive order.
+
+    Members larger than `max_bytes` give only their first `head` bytes; the rest is read
+    and dropped, so `f` may be a non-seekable stream. Raises TarDamage at the first damage.
+    """
+    offset = 0  # of `block`, the header being looked at
+    block = _read(f, BLOCK)
+    if not block:
+        raise TarDamage("empty file", 0)
+    pax_globals: dict[str, str] = {}  # records of "g" headers: they apply to every later member
+    # Set by "L"/"x" headers for the member that follows them. The first one wins, as in
+    # tarfile, where each of them wraps (and so overrides) what the headers after it set.
+    long_name: str | None = None
+    pax_size: int | None = None
+    sparse = False  # GNU sparse pax records for the next member
+    global_sparse = False  # ... or for every later one
+    extended = False  # an "L", "K", "x" or "g" header was read: a member header must follow
+    while True:
+        if len(block) < BLOCK:
+            if not block and not extended:
+                return  # EOF at a block boundary after at least one header: tarfile's end too
+            what = "missing header after an extended header" if not block else "truncated header"
+            raise TarDamage(what, offset)
+        if not _checksum_ok(block, offset):
+            if block == _ZERO_BLOCK and not extended:
+                return  # the end-of-archive marker (tarfile stops at the first one)
+            # tarfile reports this only for the first header; after it, it ends the archive
+            # there without a word, losing every member behind the damage. We report it.
+            raise TarDamage("bad header checksum" if block != _ZERO_BLOCK else
+                            "end-of-archive block after an extended header", offset)
+        typeflag = block[156]
+        size = _number(block[124:136], offset)
+        data_at = offset + BLOCK
+        if typeflag in _EXTENDED:
+            meta = _read_meta(f, size, data_at)
+            if typeflag == _LONGNAME:
+                if long_name is None:
+                    long_name = _nts(meta)
+            elif typeflag != _LONGLINK:
+                records = _pax_records(meta[:size], data_at)
+                if typeflag == _GLOBAL:
+                    if "size" in records:
+                        raise TarDamage("unsupported 'size' in a pax global header", offset)
+                    pax_globals.update(records)
+                    global_sparse = global_sparse or _is_sparse(records)
+                else:
+                    # tarfile applies a copy of the global records with this header's own
+                    records = {**pax_globals, **records}
+                    if long_name is None and "path" in records:
+                        long_name = records["path"].rstrip("/")
+                    if pax_size is None and "size" in records:
+                        pax_size = _pax_size(records["size"], offset)
+                    sparse = sparse or _is_sparse(records)
+            extended = True
+            offset = data_at + _padded(size)
+            block = _read(f, BLOCK)
+            continue
+
+        if pax_size is not None:
+            size = pax_size
+        if size < 0 and typeflag not in _NO_DATA:
+            raise TarDamage(f"negative member size {size}", offset)
+        # Old V7 archives mark a directory as an AREGTYPE file whose name ends with "/".
+        is_file = typeflag in _REGULAR and not (
+            typeflag == _AREGTYPE and block[:100].split(b"\0", 1)[0].endswith(b"/"))
+        if is_file or typeflag == _SPARSE:
+            name = _member_name(block, long_name, pax_globals)
+            if typeflag == _SPARSE or sparse or global_sparse:
+                raise TarDamage(f"unsupported GNU sparse member {name!r}", offset)
+            data = _read_data(f, size, max_bytes, head, name, data_at)
+            yield TarMember(name, size, data)
+            pad = -size % BLOCK
+            rest = _read(f, pad + BLOCK)  # the padding and the next header in one read
+            if len(rest) < pad:
+                raise TarDamage("unexpected end of data", data_at + size + len(rest))
+            block = rest[pad:] if pad else rest
+            offset = data_at + size + pad
+        else:
+            skip = 0 if typeflag in _NO_DATA else _padded(size)
+            skipped = _skip(f, skip)
+            if skipped < skip:
+                raise TarDamage("unexpected end of data", data_at + skipped)
+            block = _read(f, BLOCK)
+            offset = data_at + skip
+        long_name = pax_size = None
+        sparse = extended = False
+
+
+def _member_name(block: bytes, long_name: str | None, pax_globals: dict[str, str]) -> str:
+    """As tarfile: a long name ("L" or pax path) first, then a global pax path, then the
+    header's name, joined to the ustar prefix when there is one (tarfile ignores the magic)."""
+    if long_name is not None:
+        return long_name
+    if "path" in pax_globals:
+        return pax_globals["path"].rstrip("/")
+    name = _nts(block[:100])
+    return _nts(block[345:500]) + "/" + name if block[345] else name
+
+
+def _checksum_ok(block: bytes, offset: int) -> bool:
+    """Like tarfile's calc_chksums: the checksum field counts as 8 spaces (256), and both the
+    unsigned and the signed (old Sun/NeXT tars) sums are accepted."""
+    stored = _number(block[148:156], offset)
+    # adler32 started at 0 gives the exact byte sum in its low 16 bits as long as that sum
+    # stays under 65521, i.e. for up to 256 bytes: 10x faster than sum() over 512 bytes.
+    unsigned = 256 + (
+        (zlib.adler32(block[:148], 0) & 0xFFFF)
+        + (zlib.adler32(block[156:356], 0) & 0xFFFF)
+        + (zlib.adler32(block[356:], 0) & 0xFFFF)
+    )
+    if stored == unsigned:
+        return True
+    others = block[:148] + block[156:]
+    high = len(others) - len(others.translate(None, _HIGH_BYTES))  # bytes that count negative signed
+    return stored == unsigned - 256 * high
+
+
+def _number(field: bytes, offset: int) -> int:
+    """A numeric header field, as tarfile's nti: octal text, or GNU base-256."""
+    if field[0] == 0o200:
+        return int.from_bytes(field[1:], "big")
+    if field[0] == 0o377:
+        return int.from_bytes(field[1:], "big") - 256 ** (len(field) - 1)
+    try:
+        return int(field.split(b"\0", 1)[0].decode("ascii").strip() or "0", 8)
+    except ValueError:
+        raise TarDamage(f"invalid number field {field!r} in header", offset) from None
+
+
+def _nts(field: bytes) -> str:
+    """A NUL-terminated name, decoded as tarfile does by default on Linux."""
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _padded(size: int) -> int:
+    return size + (-size % BLOCK)
+
+
+def _pax_records(buf: bytes, offset: int) -> dict[str, str]:
+    """The records "%d key=value\\n" of a pax header. tarfile stops parsing at the first record
+    that does not match and goes on; here it is damage.
+
+    Values are decoded utf-8 with surrogateescape: that is what tarfile's strict-utf-8-then-
+    fallback amounts to with utf-8 as its encoding, whatever hdrcharset says (BINARY only
+    switches to that same encoding)."""
+    records = {}
+    pos = 0
+    while pos < len(buf):
+        space = buf.find(b" ", pos, pos + 21)
+        end = pos + int(buf[pos:space]) if space > pos and buf[pos:space].isdigit() else pos
+        equals = buf.find(b"=", space + 1, end)
+        if end <= space or end > len(buf) or equals <= space + 1 or buf[end - 1] != 0x0A:
+            raise TarDamage(f"pax header record does not parse: {buf[pos:pos + 40]!r}", offset + pos)
+        key = buf[space + 1:equals].decode("utf-8", "surrogateescape")
+        records[key] = buf[equals + 1:end - 1].decode("utf-8", "surrogateescape")
+        pos = end
+    return records
+
+
+def _is_sparse(records: dict[str, str]) -> bool:
+    """GNU sparse files in pax form: their data is a map plus the stored pieces."""
+    return any(key.startswith("GNU.sparse.") for key in records)
+
+
+def _pax_size(value: str, offset: int) -> int:
+    try:
+        return int(value)
+    except ValueError:  # tarfile takes 0, and then reads the data as headers
+        raise TarDamage(f"pax size {value!r} is not a number", offset) from None
+
+
+def _read_meta(f: BinaryIO, size: int, offset: int) -> bytes:
+    """The content of a long-name or pax header, with its padding."""
+    if not 0 <= size <= _MAX_META:
+        raise TarDamage(f"extended header of {size} bytes", offset - BLOCK)
+    buf = _read(f, _padded(size))
+    if len(buf) < _padded(size):
+        raise TarDamage("unexpected end of data in an extended header", offset + len(buf))
+    return buf
+
+
+def _read_data(f: BinaryIO, size: int, max_bytes: int, head: int, name: str, offset: int) -> bytes:
+    """The member's data (or its head when too large), without its padding."""
+    keep = size if size <= max_bytes else min(head, size)
+    try:
+        data = _read(f, keep)
+        got = len(data) if len(data) < keep else keep + _skip(f, size - keep)
+    except (OSError, EOFError, zlib.error) as e:  # the stream failed (e.g. gzip): say in which member
+        raise TarDamage(f"{type(e).__name__}: {e}; while reading member data", offset, name) from e
+    if got < size:
+        raise TarDamage(f"unexpected end of data in member {name!r}", offset + got, name)
+    return data
+
+
+def _read(f: BinaryIO, n: int) -> bytes:
+    """n bytes, or fewer only at EOF: some file-likes return short reads."""
+    data = f.read(n)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    missing = n - len(data)
+    while missing:
+        data = f.read(missing)
+        if not data:
+            break
+        parts.append(data)
+        missing -= len(data)
+    return b"".join(parts)
+
+
+def _skip(f: BinaryIO, n: int) -> int:
+    """Read and drop n bytes, a chunk at a time (f may not be seekable); how many there were."""
+    done = 0
+    while done < n:
+        chunk = _read(f, min(n - done, _CHUNK))
+        done += len(chunk)
+        if not chunk:
+            break
+    return done
