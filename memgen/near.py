@@ -33,8 +33,6 @@ from math import comb
 from typing import NamedTuple
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 HASH_BITS = 64
 MAX_THRESHOLD = 32  # beyond this, "near" means little for a 64-bit hash
@@ -430,6 +428,11 @@ def split_clusters(hashes: np.ndarray, k: int) -> np.ndarray:
     i, j, _ = near_pairs(hashes, k)
     if len(i) == 0:
         return rep
+    # here, not at the top: memorize's pipeline never calls this one-machine reference,
+    # and scipy.sparse is a sixth of a second of every worker's start-up
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     order = np.argsort(labels, kind="stable")  # node order within a component = preference
