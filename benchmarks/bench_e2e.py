@@ -80,6 +80,8 @@ def speed(args: argparse.Namespace) -> dict:
         result["memgen_1_worker"] = memorize(root / "shards", root / "memory", 1)
     result["machine_after"] = machine()
     result["speedup"] = result["imagededup"]["wall_s"] / result["memgen"]["wall_s"]
+    if args.workers > 1:
+        result["speedup_1_worker"] = result["imagededup"]["wall_s"] / result["memgen_1_worker"]["wall_s"]
     if not args.keep:
         shutil.rmtree(root)
     return result
