@@ -26,10 +26,11 @@ from memgen.records import Fingerprint, Record, Reject
 
 MODES = ("fast", "exact")
 DRAFT_SIZE = 128  # smallest side JPEG draft may decode to; pHash looks at 32x32
-# Fast mode box-averages (Pillow's reduce()) to within 1.5x of pHash's 32 px before the
-# LANCZOS resizes, which it computes as matrix products with cached weights: Pillow
-# recomputes its weights (hundreds of sin() calls) on every resize, most of the time of
-# a small one. pHash stays within 2 bits of imagehash on 99.5% of the shared real photos.
+# Fast mode box-averages (Pillow's reduce()) to 48-95 px a side (Pillow's reducing_gap=1.5
+# for pHash's 32 px) before the LANCZOS resizes, which it computes as matrix products with
+# cached weights: Pillow recomputes its weights (hundreds of sin() calls) on every resize,
+# most of the time of a small one. pHash stays within 2 bits of imagehash on 99.5% of the
+# shared real photos.
 _REDUCE_TO = 48
 # The 8 lowest rows of the 32-point DCT-II (scipy's, up to its factor 2) in units of 2**-16:
 # pixels <= 255 keep every product below 2**53.
