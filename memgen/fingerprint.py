@@ -138,21 +138,17 @@ def hashes(grey: Image.Image, mode: str = "exact") -> tuple[int, int]:
     return phash(grey), dhash(grey)
 
 
-def phash(grey: Image.Image, mode: str = "exact") -> int:
-    """imagehash.phash of a mode-L image as int64 (bit for bit in exact mode; see hashes()).
+def phash(grey: Image.Image) -> int:
+    """imagehash.phash of a mode-L image as int64, bit for bit (exact mode).
 
     Computed here because imagehash's ImageHash -> hex string -> int round trip cost a
     third of the hashing time (benchmarks/bench_fingerprint.py).
     """
-    if mode == "fast":
-        return _fast_hashes(grey)[0]
     return _phash_bits(np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS)))
 
 
-def dhash(grey: Image.Image, mode: str = "exact") -> int:
-    """imagehash.dhash of a mode-L image as int64 (bit for bit in exact mode; see hashes())."""
-    if mode == "fast":
-        return _fast_hashes(grey)[1]
+def dhash(grey: Image.Image) -> int:
+    """imagehash.dhash of a mode-L image as int64, bit for bit (exact mode)."""
     return _dhash_bits(np.asarray(grey.resize((9, 8), Image.Resampling.LANCZOS)))
 
 
