@@ -105,7 +105,7 @@ def decode(data: bytes, config: FingerprintConfig) -> Decoded:
         if config.mode == "fast" and img.format == "JPEG":
             img.draft("L", (DRAFT_SIZE, DRAFT_SIZE))
         img.load()
-        grey = img.convert("L")
+        grey = img if img.mode == "L" else img.convert("L")  # drafts decode to L: no copy
     if orientation in _TRANSPOSE:
         grey = grey.transpose(_TRANSPOSE[orientation])
         if orientation >= 5:
