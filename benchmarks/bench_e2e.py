@@ -5,14 +5,16 @@ size, 10% byte-identical copies; benchmarks/corpus.py), as WebDataset tar shards
 memgen and as a folder of the same files for imagededup. Back to back on the same
 machine: the `memgen memorize` command (FnApiRunner, --workers SDK worker processes)
 and imagededup's encode_images + find_duplicates (benchmark venv, num_enc_workers =
-num_dist_workers = --workers), both at the default threshold. Wall clock of each whole
-command, Python start-up included.
+num_dist_workers = --workers), both at the default threshold, alternating --repeats
+times (this machine's speed drifts by a third within minutes, so a ratio comes from one
+run and the medians of the runs' ratios are reported). Wall clock of each whole command,
+Python start-up included.
 
 rss: two corpora of large JPEGs (real photos re-encoded at 4-5x, long side <= 2500 px) of
 --rss-gb sizes; `memgen memorize` (default in-process runner) under /usr/bin/time -v;
 peak RSS of the larger over the smaller.
 
-    .venv/bin/python -m benchmarks.bench_e2e speed [--images 10000] [--workers 2]
+    .venv/bin/python -m benchmarks.bench_e2e speed [--images 10000] [--workers 2] [--repeats 3]
     .venv/bin/python -m benchmarks.bench_e2e rss [--rss-gb 1 4]
 Corpora and memories go to benchmarks/out/e2e/ (gitignored); --keep keeps them.
 """
@@ -23,6 +25,7 @@ import argparse
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -73,15 +76,20 @@ def speed(args: argparse.Namespace) -> dict:
         (root / "corpus.json").write_text(json.dumps(corpus))
     corpus = json.loads((root / "corpus.json").read_text())
     result = {"machine_before": machine(), "corpus": corpus, "threshold": DEFAULT_THRESHOLD,
-              "workers": args.workers}
-    result["memgen"] = memorize(root / "shards", root / "memory", args.workers)
-    result["imagededup"] = imagededup(root / "folder", args.workers)
-    if args.workers > 1:  # also the default in-process runner (one worker), for reference
-        result["memgen_1_worker"] = memorize(root / "shards", root / "memory", 1)
+              "workers": args.workers, "runs": []}
+    for _ in range(args.repeats):  # the contenders alternate, so a slow spell of the machine hits both
+        run = {"memgen": memorize(root / "shards", root / "memory", args.workers),
+               "imagededup": imagededup(root / "folder", args.workers)}
+        run["speedup"] = run["imagededup"]["wall_s"] / run["memgen"]["wall_s"]
+        if args.workers > 1:  # also the default in-process runner (one worker), for reference
+            run["memgen_1_worker"] = memorize(root / "shards", root / "memory", 1)
+            run["speedup_1_worker"] = run["imagededup"]["wall_s"] / run["memgen_1_worker"]["wall_s"]
+        result["runs"].append(run)
+        print(json.dumps({k: v for k, v in run.items() if "speedup" in k}), file=sys.stderr, flush=True)
     result["machine_after"] = machine()
-    result["speedup"] = result["imagededup"]["wall_s"] / result["memgen"]["wall_s"]
-    if args.workers > 1:
-        result["speedup_1_worker"] = result["imagededup"]["wall_s"] / result["memgen_1_worker"]["wall_s"]
+    for key in ("speedup", "speedup_1_worker"):
+        if key in result["runs"][0]:
+            result[f"{key}_median"] = statistics.median(run[key] for run in result["runs"])
     if not args.keep:
         shutil.rmtree(root)
     return result
@@ -112,6 +120,7 @@ def main() -> None:
     parser.add_argument("what", choices=("speed", "rss"))
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="speed: runs of each contender, alternating")
     parser.add_argument("--rss-gb", type=float, nargs="+", default=[1, 4])
     parser.add_argument("--keep", action="store_true", help="keep generated corpora and memories")
     args = parser.parse_args()
