@@ -201,9 +201,11 @@ def _pax_records(buf: bytes, offset: int) -> dict[str, str]:
     pos = 0
     while pos < len(buf):
         space = buf.find(b" ", pos, pos + 21)
-        end = pos + int(buf[pos:space]) if space > pos and buf[pos:space].isdigit() else pos
-        equals = buf.find(b"=", space + 1, end)
-        if end <= space or end > len(buf) or equals <= space + 1 or buf[end - 1] != 0x0A:
+        length = buf[pos:space] if space > pos else b""
+        end = pos + int(length) if length.isdigit() else pos
+        # its "=" must lie inside it (pos < space < equals < end), so pos always moves on
+        equals = buf.find(b"=", space + 1, end) if end > pos else -1
+        if equals <= space + 1 or end > len(buf) or buf[end - 1] != 0x0A:
             raise TarDamage(f"pax header record does not parse: {buf[pos:pos + 40]!r}", offset + pos)
         key = buf[space + 1:equals].decode("utf-8", "surrogateescape")
         records[key] = buf[equals + 1:end - 1].decode("utf-8", "surrogateescape")

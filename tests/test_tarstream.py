@@ -253,6 +253,17 @@ def test_unsupported_and_malformed_extended_headers():
     assert str(damage) == "missing header after an extended header at byte 1024"
 
 
+def test_a_pax_record_without_its_length_is_damage_not_a_hang():
+    # found by fuzzing: a damaged size took the parser past the records into NUL padding,
+    # where no length parsed and the "=" it found lay behind it: it looped forever
+    data = bytearray(build([("a.txt", b"a", {"pax_headers": {"comment": "é"}})]))
+    assert data[156:157] == tarfile.XHDTYPE and data[512:526] == "14 comment=é\n".encode()
+    data[124:136] = b"%011o\0" % 40  # the "x" header's size now covers 26 bytes of padding
+    data[:512] = with_checksum(data[:512])
+    names, damage = collect(bytes(data))
+    assert names == [] and str(damage).startswith("pax header record does not parse: b'\\x00")
+
+
 def test_reader_flushes_records_and_names_the_damaged_member(tmp_path):
     path = write_tar(tmp_path / "a.tar", [sample(f"s{i}", jpeg(i, quality=95)) for i in range(3)])
     data = path.read_bytes()
