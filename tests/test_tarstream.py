@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import random
+import signal
 import tarfile
+from collections import Counter
 
 import pytest
 
@@ -262,6 +265,45 @@ def test_a_pax_record_without_its_length_is_damage_not_a_hang():
     data[:512] = with_checksum(data[:512])
     names, damage = collect(bytes(data))
     assert names == [] and str(damage).startswith("pax header record does not parse: b'\\x00")
+
+
+def test_random_damage_ends_in_members_or_tardamage_never_a_hang_or_another_error():
+    rng = random.Random(0)
+    # long names and pax records with little data: most bytes are headers, where damage bites
+    entries = [(f"{i:05d}{'n' * (100 + i)}.jpg", payload(i * 7, i), {"pax_headers": {"comment": "é" * i}})
+               for i in range(12)]
+    archives = [build(entries, fmt) for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT)]
+    outcomes = Counter()
+    previous = signal.signal(signal.SIGALRM, _hung)
+    try:
+        for _ in range(1500):
+            outcomes[_read_damaged(rng, bytearray(rng.choice(archives)))] += 1
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert outcomes["read"] + outcomes["damage"] == 1500 and outcomes["damage"] > 500
+
+
+def _read_damaged(rng: random.Random, data: bytearray) -> str:
+    for _ in range(rng.randint(1, 4)):
+        # half of the hits near a block's start, where headers and pax records are
+        at = rng.randrange(len(data) // 512) * 512 + rng.randrange(64 if rng.random() < 0.5 else 512)
+        if rng.random() < 0.7:
+            data[at] = rng.getrandbits(8)
+        else:
+            del data[at:at + rng.randint(1, 600)]
+    signal.alarm(5)
+    try:
+        for _ in tar_members(io.BytesIO(bytes(data)), 1 << 16, 64):
+            pass
+        return "read"
+    except TarDamage:
+        return "damage"
+    finally:
+        signal.alarm(0)
+
+
+def _hung(*_) -> None:
+    raise AssertionError("tar_members ran for 5 s on a damaged archive of ~30 KB")
 
 
 def test_reader_flushes_records_and_names_the_damaged_member(tmp_path):
