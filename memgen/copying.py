@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from memgen.fingerprint import FingerprintConfig, decode, hashes
-from memgen.near import MAX_THRESHOLD, popcount
+from memgen.near import MAX_THRESHOLD, distinct, popcount
 
 DEFAULT_RADIUS = 16  # the histogram's range
 _CHUNK_PAIRS = 1 << 22
@@ -40,7 +40,7 @@ def nearest_distances(queries: np.ndarray, memory: np.ndarray, radius: int = DEF
     if not 0 <= radius <= MAX_THRESHOLD:
         raise ValueError(f"radius must be between 0 and {MAX_THRESHOLD}, got {radius}")
     q = np.asarray(queries, dtype=np.int64).view(np.uint64)
-    m = np.unique(np.asarray(memory, dtype=np.int64)).view(np.uint64)
+    m = distinct(np.asarray(memory, dtype=np.int64)).view(np.uint64)
     if len(q) == 0 or len(m) == 0:
         return np.full(len(q), radius + 1, dtype=np.int64)
     return np.minimum(_all_pairs(q, m), radius + 1)

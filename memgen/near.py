@@ -82,6 +82,15 @@ def popcount(x: np.ndarray) -> np.ndarray:
     return np.bitwise_count(np.asarray(x, dtype=np.uint64))
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """np.unique(values) by one sort: numpy >= 2.3's np.unique hashes integers, 0.8 s for a
+    million uint64 where sorting them takes 0.01 s (it was 15% of the search at 1M)."""
+    ordered = np.sort(values)
+    first = np.ones(len(ordered), dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return ordered[first]
+
+
 def ball_size(bits: int, radius: int) -> int:
     """Number of `bits`-bit masks with at most `radius` bits set."""
     return sum(comb(bits, i) for i in range(min(radius, bits) + 1))
@@ -244,8 +253,10 @@ def route(hashes: np.ndarray, plan: SearchPlan) -> Iterator[tuple[tuple[int, int
                 blocks = reached[keep]
                 members = np.broadcast_to(hashes[start:start + step, None], reached.shape)[keep]
                 order = np.argsort(blocks, kind="stable")
-                values, starts = np.unique(blocks[order], return_index=True)
-                for block, part in zip(values.tolist(), np.split(members[order], starts[1:]), strict=True):
+                blocks = blocks[order]
+                starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])  # each block's first
+                for block, part in zip(blocks[starts].tolist(), np.split(members[order], starts[1:]),
+                                       strict=True):
                     yield (band, side, block), part
 
 
@@ -259,7 +270,7 @@ def block_pairs(plan: SearchPlan, band: int, side: int, block: int,
     if len(home):
         table = Buckets(home, _key_and_rest(home, plan, band, side)[1], rest_bits, plan.k)
         found.extend(table.pairs_within(_probe_masks(rest_bits, plan.radii[band], *top)))
-        for bits in np.unique(spare).tolist():  # visitors that may differ in as many other bits
+        for bits in distinct(spare).tolist():  # visitors that may differ in as many other bits
             group = visitors[spare == bits]
             probes = _key_and_rest(group, plan, band, side)[1]
             masks = _probe_masks(rest_bits, bits, *top).tolist()
@@ -281,7 +292,7 @@ def _split_block(plan: SearchPlan, band: int, side: int, block: int,
     away = keys != block
     # popcount of the int32 keys themselves (not popcount()'s uint64 copy): a large block's memory
     spare = plan.radii[band] - np.bitwise_count(keys[away] ^ block).astype(np.int8)
-    return np.unique(hashes[~away]), hashes[away], spare
+    return distinct(hashes[~away]), hashes[away], spare
 
 
 class Buckets:
@@ -353,7 +364,7 @@ class Buckets:
         masks = masks[masks != 0]
         # Probe only from the side whose highest flipped bit is 0, so each pair is seen once.
         top = np.frexp(masks.astype(np.float64))[1] - 1
-        for bit in np.unique(top).tolist():
+        for bit in distinct(top).tolist():
             probers = ((self.buckets >> bit) & 1) == 0
             probes, hashes = self.buckets[probers], self.hashes[probers]
             for mask in masks[top == bit].tolist():
