@@ -28,6 +28,7 @@ from memgen.copying import DEFAULT_RADIUS, copying_section, distance_histogram, 
 from memgen.features import SPACES
 from memgen.fingerprint import FingerprintConfig
 from memgen.metrics import KID_SUBSETS, compare_sets, distances_section
+from memgen.near import distinct
 from memgen.readers import ReaderConfig
 from memgen.records import Shard
 from memgen.stages import only
@@ -162,9 +163,9 @@ def _query_sets(queries: list[tuple[str, int]]) -> QuerySets:
     for name, phash in queries:
         by_set[name].append(phash)
     hashes = np.array([phash for _, phash in queries], dtype=np.int64)
-    distinct = np.unique(hashes)
-    return QuerySets(distinct, tuple((name, np.searchsorted(distinct, np.array(by_set[name], dtype=np.int64)))
-                                     for name in sorted(by_set)))
+    values = distinct(hashes)
+    return QuerySets(values, tuple((name, np.searchsorted(values, np.array(by_set[name], dtype=np.int64)))
+                                   for name in sorted(by_set)))
 
 
 def _elementwise_min(arrays) -> np.ndarray | None:
