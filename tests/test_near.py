@@ -18,6 +18,7 @@ from memgen.near import (
     SearchPlan,
     ball_size,
     band_values,
+    distinct,
     key_radii,
     near_pairs,
     plan_search,
@@ -246,3 +247,14 @@ def test_star_steps():
     # small-star: node 9 with smaller neighbours 4, 6 links 6 and itself to 4
     assert sorted(small_star(9, [6, 4])[0]) == [(6, 4), (9, 4)] and small_star(9, [6, 4])[1]
     assert small_star(9, [4]) == ([(9, 4)], False)
+
+
+@pytest.mark.parametrize("dtype", [np.uint64, np.int64, np.int32, np.int8])
+def test_distinct_equals_numpys_unique(dtype):
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype)
+    wide = rng.integers(info.min, info.max, 5000, dtype=dtype, endpoint=True)
+    repeated = rng.permutation(np.repeat(wide[:9], 4))
+    for values in (wide[:0], wide[:1], wide, np.repeat(wide[:50], 3), repeated):
+        got, want = distinct(values), np.unique(values)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
