@@ -75,6 +75,9 @@ def image_errors() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's warnings about damaged metadata (EXIF) in an image it still decodes: one
+            # line a record in a crawl's worker logs, and no reason to reject the image
+            warnings.simplefilter("ignore", UserWarning)
             yield
     except ImageError:
         raise

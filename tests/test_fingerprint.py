@@ -84,6 +84,23 @@ def test_exif_orientation_is_applied():
     assert bits(result.phash, fp(encode(upright, "JPEG", quality=95)).phash) <= 4
 
 
+def test_damaged_exif_keeps_the_image_and_warns_nothing(recwarn):
+    exif = Image.Exif()
+    exif[0x010F] = "Maker"
+    exif[0x0110] = "Model-X"
+    out = io.BytesIO()
+    make_image(8, (120, 90)).save(out, "JPEG", quality=90, exif=exif)
+    data = bytearray(out.getvalue())
+    ifd = data.find(b"Exif\0\0MM\0*\0\0\0\x08") + 14
+    data[ifd:ifd + 2] = (40).to_bytes(2, "big")  # the IFD claims 40 entries; it holds 2
+    with pytest.warns(UserWarning, match="Corrupt EXIF"):  # what Pillow says outside memgen
+        Image.open(io.BytesIO(bytes(data))).getexif()
+    recwarn.clear()
+    for config in (FAST, EXACT):
+        assert isinstance(fp(bytes(data), config), Fingerprint)
+    assert not recwarn.list  # a crawl has many such images: no log line for each
+
+
 @pytest.mark.parametrize(("data", "reason"), [
     (b"", "empty"),
     (b"<html>404</html>", "not_an_image"),
