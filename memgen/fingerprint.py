@@ -76,7 +76,8 @@ def image_errors() -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             # Pillow's warnings about damaged metadata (EXIF) in an image it still decodes: one
-            # line a record in a crawl's worker logs, and no reason to reject the image
+            # line a record in a crawl's worker logs, and no reason to reject the image. (Filters
+            # are process-wide: with decode_ahead's threads one can outlive its block; both may.)
             warnings.simplefilter("ignore", UserWarning)
             yield
     except ImageError:
