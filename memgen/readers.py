@@ -97,7 +97,7 @@ def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         yield from _group_items(shard, group, ordinal, config)
         group = []
         member_name = e.member if isinstance(e, TarDamage) else ""
-        where = f"{shard.uri}#{member_name}" if member_name else shard.uri
+        where = shard.source(f"#{member_name}" if member_name else "")
         yield Reject(shard.index, ordinal(), where, "read", "corrupt_shard", _message(e))
     yield from _group_items(shard, group, ordinal, config)
 
