@@ -95,6 +95,17 @@ def test_kid_matches_torch_fidelity_subset_for_subset(ref):
     assert ours[1] > 0
 
 
+def test_kid_per_subset_kernels_match_the_whole_sets_kernels(monkeypatch):
+    # Large sets compute each subset's own kernel matrices; small ones take every subset's
+    # sums from the whole sets' matrices. Same subsets, same numbers.
+    a, b = _sets(200, 150, 16, seed=1)
+    dense = metrics.kid(a, b, subsets=20, subset_size=100, seed=7)
+    monkeypatch.setattr(metrics, "KID_DENSE_ROWS", 0)
+    per_subset = metrics.kid(a, b, subsets=20, subset_size=100, seed=7)
+    assert per_subset == pytest.approx(dense, rel=1e-9)
+    assert dense[1] > 0
+
+
 def test_kid_on_whole_sets_matches_clean_fid(ref):
     # With one subset as large as both sets every draw is a permutation, which the
     # unbiased MMD^2 does not see, so clean-fid's unseeded draw gives the same number.

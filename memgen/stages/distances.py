@@ -182,7 +182,7 @@ class EvaluateSets(beam.PTransform):
     the sets given is compared in every feature space; the sample and the reference are
     matched against the memory's pHashes for copying and contamination.
     `with_embedding=False` leaves the efficientnet space out even with the vision extra
-    (its FD takes the square root of a 1280 x 1280 matrix: seconds per pair).
+    (its FD takes the eigenvalues of 1280 x 1280 matrices: about a second a pair).
     `memory_scored`: the memory's images as ScoredImages from ScoreMemory (whose model
     already gave their embedding), used instead of reading and decoding the memory again.
     """
