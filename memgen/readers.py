@@ -119,8 +119,7 @@ def _group_items(shard: Shard, group, ordinal: _Ordinals, config: ReaderConfig) 
                      data[: config.reject_data_cap])
         return
     caption = _text(by_ext.get("txt", (None, 0))[0])
-    meta_text = _text(by_ext.get("json", (None, 0))[0])
-    url = _json_field(meta_text, "url")
+    meta_text, url = _metadata(_text(by_ext.get("json", (None, 0))[0]))
     for n, (ext, data, size) in enumerate(images):
         member_locator = locator if n == 0 else f"{locator}.{ext}"
         member_source = shard.source(member_locator)
@@ -139,14 +138,18 @@ def _text(data: bytes | None) -> str | None:
     return None if data is None else data.decode("utf-8", errors="replace").strip()
 
 
-def _json_field(text: str | None, field: str) -> str | None:
-    if not text:
-        return None
+def _metadata(text: str | None) -> tuple[str | None, str | None]:
+    """(metadata JSON text, url) of a sample's .json member. Text that is not JSON is kept
+    as a JSON string, so the column always parses (DuckDB's `metadata::JSON`) and nothing
+    of it is lost."""
+    if text is None:
+        return None, None
     try:
-        value = json.loads(text).get(field)
-    except (ValueError, AttributeError):
-        return None
-    return None if value is None else str(value)
+        parsed = json.loads(text)
+    except ValueError:
+        return json.dumps(text, ensure_ascii=False), None
+    url = parsed.get("url") if isinstance(parsed, dict) else None
+    return text, None if url is None else str(url)
 
 
 def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:

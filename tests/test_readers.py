@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import fsspec
 import pyarrow as pa
@@ -38,6 +39,14 @@ def test_tar_groups_members_by_key_like_webdataset(tmp_path):
                                        for s in ref]
     assert items[2].caption == "caption 2" and items[2].url == "http://x/2"
     assert '"key": "s002"' in items[2].metadata
+
+
+def test_metadata_that_is_not_json_is_kept_as_a_json_string(tmp_path):
+    path = write_tar(tmp_path / "a.tar", [("bad", {"jpg": jpeg(1), "json": b"{not json"}),
+                                         ("list", {"jpg": jpeg(2), "json": b"[1, 2]"})])
+    bad, listed = read(str(path))
+    assert json.loads(bad.metadata) == "{not json" and bad.url is None
+    assert json.loads(listed.metadata) == [1, 2] and listed.url is None
 
 
 def test_sample_without_image_is_rejected_with_its_bytes(tmp_path):
