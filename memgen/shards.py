@@ -40,8 +40,9 @@ def _is_listed_file(path: str) -> bool:
     return path.lower().endswith(TAR_SUFFIXES + PARQUET_SUFFIXES + IMAGE_SUFFIXES)
 
 
-def _expand_one(url: str) -> tuple[list[str], bool]:
-    """URLs one input stands for, and whether the input itself exists or matched."""
+def _expand_one(url: str) -> tuple[list[str], bool | None]:
+    """URLs one input stands for, and whether the input itself exists or matched (None: not
+    checked, an http(s) URL; a brace range of them would cost a request each)."""
     fs, path = fsspec.core.url_to_fs(url)
     protocol = url.split("://", 1)[0] if "://" in url else None
 
@@ -55,7 +56,7 @@ def _expand_one(url: str) -> tuple[list[str], bool]:
             files.extend(_walk(fs, m) if fs.isdir(m) else [m])
         return [unstrip(f) for f in files], bool(matches)
     if protocol in ("http", "https"):
-        return [url], True  # a missing URL becomes a reject row when it is opened
+        return [url], None  # a missing URL becomes a reject row when it is opened
     try:
         if fs.isdir(path):
             return [unstrip(f) for f in _walk(fs, path)], True
@@ -74,15 +75,27 @@ def discover(inputs: list[str]) -> list[Shard]:
     """Sorted, de-duplicated shards for the given input URLs.
 
     Explicit URLs that do not exist still become shards (their reader rejects them
-    with a reason), unless nothing at all exists: then NoInputError.
+    with a reason), unless nothing at all exists: then NoInputError. http(s) URLs are
+    asked for only when nothing else exists, until one answers.
     """
     urls: set[str] = set()
     any_exists = False
+    unchecked: list[str] = []
     for raw in inputs:
         for url in braceexpand(raw):
             expanded, exists = _expand_one(url)
             urls.update(expanded)
-            any_exists = any_exists or exists
+            any_exists = any_exists or bool(exists)
+            if exists is None:
+                unchecked.extend(expanded)
+    any_exists = any_exists or any(_answers(url) for url in unchecked)
     if not any_exists or not urls:
         raise NoInputError(f"no input matched: {' '.join(inputs)}")
     return [Shard(i, uri, shard_kind(uri)) for i, uri in enumerate(sorted(urls))]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return fsspec.core.url_to_fs(url)[0].exists(url)
+    except Exception:  # noqa: BLE001 - refused, unreachable, timed out: it does not answer
+        return False

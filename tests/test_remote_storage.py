@@ -158,3 +158,11 @@ def test_memorize_http_shards_match_local(http_root, local_reference, tmp_path):
     assert [r["stage"] for r in missing] == ["open"]
     got["rejects"] = [r for r in got["rejects"] if r["key"] != "shard-404.tar"]
     assert got == local_reference["content"]
+
+
+def test_only_missing_http_urls_is_no_input_in_one_line(http_root, tmp_path, capsys):
+    memory = tmp_path / "memory"
+    assert main(["memorize", f"{http_root}/shard-{{404..405}}.tar", "--memory", str(memory)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no input matched" in err, err
+    assert not memory.exists()
