@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,30 @@ def photos(folders: tuple[str, ...] = ("cats", "notcats", "misc", "neardup")) ->
     files = [p for folder in folders for p in (root / folder).iterdir()
              if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     return sorted(files)
+
+
+class _TorchvisionStub(types.ModuleType):
+    """Any attribute: a class (subclassed by torch-fidelity's datasets) or a sub-stub."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name[0].isupper():
+            return type(name, (), {})
+        full = f"{self.__name__}.{name}"
+        return sys.modules.setdefault(full, _TorchvisionStub(full))
+
+
+def stub_torchvision() -> None:
+    """Let torch-fidelity and clean-fid import without a working torchvision.
+
+    They import it at module level for their feature extractors; PyPI's torchvision does
+    not import beside the pinned CPU torch 2.13, and only their numpy/torch metric
+    functions are used here, so stubs (never called) stand in for it.
+    """
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - PyPI torchvision fails to import beside torch 2.13 in many ways
+        for name in ("torchvision", "torchvision.datasets", "torchvision.transforms",
+                     "torchvision.transforms.functional", "torchvision.models", "torchvision.models.utils"):
+            sys.modules[name] = _TorchvisionStub(name)

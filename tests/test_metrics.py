@@ -1,46 +1,27 @@
 """memgen.metrics against torch-fidelity, clean-fid and prdc on the same feature arrays, plus invariances.
 
-torch-fidelity and clean-fid import torchvision at module level for their feature
-extractors; PyPI's torchvision does not import beside the pinned CPU torch 2.13, and
-we use only their pure numpy/torch metric functions, so torchvision is stubbed in
-sys.modules before importing them (the stubs are never called).
+torch-fidelity and clean-fid need torchvision stubbed to import here
+(benchmarks.common.stub_torchvision says why).
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import types
 
 import numpy as np
 import pytest
 
+from benchmarks.common import stub_torchvision
 from memgen import metrics
 from memgen.metrics import Moments
 
 RTOL = 1e-6  # the issue's bound for agreement with the reference implementations
 
 
-class _TorchvisionStub(types.ModuleType):
-    """Any attribute: a class (subclassed by torch-fidelity's datasets) or a sub-stub."""
-
-    def __getattr__(self, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        if name[0].isupper():
-            return type(name, (), {})
-        full = f"{self.__name__}.{name}"
-        return sys.modules.setdefault(full, _TorchvisionStub(full))
-
-
 def _import_references():
     pytest.importorskip("torch", reason="torch==2.13.0 (the vision extra) is needed for the references")
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # noqa: BLE001 - PyPI torchvision fails to import beside torch 2.13 in many ways
-        for name in ("torchvision", "torchvision.datasets", "torchvision.transforms",
-                     "torchvision.transforms.functional", "torchvision.models", "torchvision.models.utils"):
-            sys.modules[name] = _TorchvisionStub(name)
+    stub_torchvision()
     fid = pytest.importorskip("torch_fidelity.metric_fid", reason="pip install torch-fidelity --no-deps")
     kid = pytest.importorskip("torch_fidelity.metric_kid", reason="pip install torch-fidelity --no-deps")
     prc = pytest.importorskip("torch_fidelity.metric_prc", reason="pip install torch-fidelity --no-deps")
