@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from memgen.outputs import claim_output
 from memgen.schema import table_schema
 
 TABLES = ("images", "duplicates", "rejects")
@@ -111,16 +112,12 @@ def write_manifest(memory: str, manifest: dict[str, Any]) -> None:
 
 
 def prepare_output(memory: str) -> None:
-    """Make `memory` ready for a new run: refuse a finished one, clear an unfinished one."""
+    """Make `memory` ready for a new run: refuse a finished one and any folder memgen did not
+    make (memgen.outputs), clear the tables of an unfinished one."""
     if read_manifest(memory) is not None:
         raise MemoryDirError(f"{memory} already holds a finished memory (manifest.json); "
                            "choose another --memory or delete it")
-    fs, path = fsspec.core.url_to_fs(memory)
-    for table in TABLES:
-        folder = posixpath.join(path, table)
-        if fs.exists(folder):
-            fs.rm(folder, recursive=True)
-    fs.makedirs(path, exist_ok=True)
+    claim_output(memory, "memorize", "--memory", TABLES)
 
 
 def open_table(memory: str, table: str) -> ds.Dataset:

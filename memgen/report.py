@@ -14,6 +14,7 @@ import fsspec
 
 from memgen.manifest import now
 from memgen.memory import MemoryDirError, join
+from memgen.outputs import claim_output
 
 REPORT = "report.json"
 
@@ -27,9 +28,9 @@ def check_report_output(out: str) -> None:
 
 
 def prepare_report_output(out: str) -> None:
-    """Create --out for a real run (a dry run writes nothing)."""
-    fs, path = fsspec.core.url_to_fs(out)
-    fs.makedirs(path, exist_ok=True)
+    """Claim --out for a real run (memgen.outputs; a dry run writes nothing)."""
+    check_report_output(out)
+    claim_output(out, "evaluate", "--out", ("." + REPORT + ".tmp",))
 
 
 def write_report(out: str, report: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from memgen.contact_sheet import contact_sheet, thumbnail
 from memgen.manifest import finished
 from memgen.memory import MemoryDirError, ParquetPart, join, read_manifest, write_manifest
+from memgen.outputs import claim_output
 from memgen.safe_names import extension, safe_join, sample_stem
 from memgen.sampling import Chosen
 from memgen.schema import load_json, table_schema
@@ -54,11 +55,7 @@ def prepare_sample_output(out: str) -> None:
     if read_manifest(out) is not None:
         raise MemoryDirError(f"{out} already holds a finished run (manifest.json); "
                              "choose another --out or delete it")
-    fs, path = fsspec.core.url_to_fs(out)
-    for pattern in ("sample-*", ".sample-*", INDEX, CONTACT_SHEET, IMAGES_DIR):
-        for found in fs.glob(posixpath.join(path, pattern)):
-            fs.rm(found, recursive=True)
-    fs.makedirs(path, exist_ok=True)
+    claim_output(out, "sample", "--out", ("sample-*", ".sample-*", INDEX, CONTACT_SHEET, IMAGES_DIR))
 
 
 def part_urls(memory: str) -> list[str]:

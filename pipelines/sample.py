@@ -65,14 +65,17 @@ class SampleConfig:
             raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {o.seed}")
         return cls(o.memory, o.out, o.n, o.seed, "weighted" if o.weighted else "uniform", o.format)
 
+    def urls(self) -> list[tuple[str, str]]:
+        """(flag, URL) of every location the job reads or writes."""
+        return [("--memory", self.memory), ("--out", self.out)]
+
 
 def build(pipeline: beam.Pipeline, config: SampleConfig) -> None:
-    """Wire the sample stages onto `pipeline` (checks the memory, prepares the output)."""
+    """Wire the sample stages onto `pipeline` (checks the memory; writes nothing)."""
     population = open_table(config.memory, "images").count_rows()
     if config.n > population:
         log.warning("--n %d is more than the memory's %d images: the sample is all of them",
                     config.n, population)
-    prepare_sample_output(config.out)
     manifest_base = {
         "job": "sample",
         "memory": config.memory,
@@ -106,6 +109,8 @@ def sample(memory: str, out: str, n: int, seed: int = 0, weighted: bool = False,
     if n <= 0:
         raise UsageError(f"n must be positive, got {n}")
     config = SampleConfig(memory, out, n, seed, "weighted" if weighted else "uniform", fmt)
-    with beam.Pipeline(options=options or PipelineOptions(runner=LOCAL_RUNNER)) as pipeline:
-        build(pipeline, config)
+    pipeline = beam.Pipeline(options=options or PipelineOptions(runner=LOCAL_RUNNER))
+    build(pipeline, config)
+    prepare_sample_output(out)
+    pipeline.run().wait_until_finish()
     return read_manifest(out)

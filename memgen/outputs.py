@@ -1,0 +1,63 @@
+"""Output folders: a run writes into a folder that is new, empty, or its own unfinished one.
+
+Before anything else a run writes MARKER, naming its job, into its folder; a rerun of a
+killed run finds it and clears what that run left. A folder holding anything else (the
+user's photos, another job's output, the input itself) is refused, never cleared: a run
+deletes only what a run of the same job wrote.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable
+
+import fsspec
+
+MARKER = ".memgen-run"
+
+
+class OutputDirError(ValueError):
+    """An output folder that a run may not write into."""
+
+
+def claim_output(url: str, job: str, flag: str, leftovers: Iterable[str]) -> None:
+    """Make `url` the folder of a new run of `job`, or raise OutputDirError saying why not.
+
+    `leftovers`: glob patterns (relative to the folder) of what an unfinished run of the
+    job may have left; `flag` names the option in messages. Callers refuse a finished run
+    (its manifest or report) first, with their own message.
+    """
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        if fs.exists(path) and not fs.isdir(path):
+            raise OutputDirError(f"{flag} {url} is a file, not a folder")
+        marker = posixpath.join(path, MARKER)
+        if _entries(fs, path):
+            owner = _read_marker(fs, marker)
+            if owner != job:
+                what = f"the output of memgen {owner}" if owner else "files memgen did not write"
+                raise OutputDirError(f"{flag} {url} is not empty: it holds {what}; "
+                                     f"choose a new or empty folder")
+            for pattern in leftovers:
+                for found in fs.glob(posixpath.join(path, pattern)):
+                    fs.rm(found, recursive=True)
+        fs.makedirs(path, exist_ok=True)
+        with fs.open(marker, "w") as f:
+            f.write(job)
+    except OSError as e:
+        raise OutputDirError(f"{flag} {url} cannot be written: {type(e).__name__}: {e}"[:500]) from None
+
+
+def _entries(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    try:
+        return fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+
+
+def _read_marker(fs: fsspec.AbstractFileSystem, marker: str) -> str | None:
+    try:
+        with fs.open(marker, "r") as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
+        return None
