@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
@@ -12,9 +12,10 @@ from apache_beam.options.pipeline_options_validator import PipelineOptionsValida
 from apache_beam.runners.runner import create_runner
 
 from memgen.memory import MemoryDirError, join, prepare_output, read_manifest
+from memgen.outputs import OutputDirError
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
-from memgen.pipelines.options import parse_job
+from memgen.pipelines.options import check_urls, parse_job
 from memgen.shards import NoInputError
 from memgen.summary import memorize_summary
 
@@ -33,19 +34,25 @@ commands:
 DRY_RUN_DEPTH = 2  # job stages and their named steps; deeper levels are Beam's own expansions
 
 
-def execute(options: PipelineOptions, wire: Callable[[beam.Pipeline], None],
+def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], wire: Callable[[beam.Pipeline], None],
             prepare: Callable[[], None] | None = None) -> bool:
     """Run the pipeline that `wire` builds; with --dry_run only build, validate and print it.
 
-    `prepare` (e.g. clearing an unfinished output) runs only for a real run. Returns whether it ran.
+    `urls`: the job's (flag, URL) pairs, checked first (check_urls).
+
+    `prepare` (claiming the output folder) runs only for a real run, once the pipeline is
+    built: a mistake found while building it (no input, no memory) writes nothing.
+    Returns whether it ran.
     """
+    check_urls(urls)
     if options.view_as(TestOptions).dry_run:
         print(dry_run(options, wire))
         return False
+    pipeline = beam.Pipeline(options=options)
+    wire(pipeline)
     if prepare is not None:
         prepare()
-    with beam.Pipeline(options=options) as pipeline:
-        wire(pipeline)
+    pipeline.run().wait_until_finish()
     return True
 
 
@@ -83,7 +90,7 @@ def memorize(argv: list[str]) -> dict | None:
     options = parse_job("memgen memorize", "Fingerprint, deduplicate and store web image shards.",
                         MemorizeOptions, argv, positional="INPUT", positional_flag="input")
     config = MemorizeConfig.from_options(options)
-    if not execute(options, lambda pipeline: build(pipeline, config),
+    if not execute(options, config.urls(), lambda pipeline: build(pipeline, config),
                    prepare=lambda: prepare_output(config.memory)):
         return None
     manifest = read_manifest(config.memory)
@@ -94,12 +101,13 @@ def memorize(argv: list[str]) -> dict | None:
 def sample(argv: list[str]) -> dict | None:
     """Run sample; returns the sample's manifest (None for a dry run)."""
     from memgen.pipelines import sample as job
-    from memgen.sample_output import sample_summary
+    from memgen.sample_output import prepare_sample_output, sample_summary
 
     options = parse_job("memgen sample", "Draw a seeded, reproducible sample of a memory's images.",
                         job.SampleOptions, argv)
     config = job.SampleConfig.from_options(options)
-    if not execute(options, lambda pipeline: job.build(pipeline, config)):
+    if not execute(options, config.urls(), lambda pipeline: job.build(pipeline, config),
+                   prepare=lambda: prepare_sample_output(config.out)):
         return None
     manifest = read_manifest(config.out)
     print(sample_summary(manifest))
@@ -122,7 +130,7 @@ def evaluate(argv: list[str]) -> dict | None:
     config = job.EvaluateConfig.from_options(options)
     if not options.view_as(job.EvaluateOptions).classifier:
         logging.getLogger("memgen").info("no --classifier given: using %s", config.classifier.name)
-    if not execute(options, lambda pipeline: job.build(pipeline, config),
+    if not execute(options, config.urls(), lambda pipeline: job.build(pipeline, config),
                    prepare=lambda: prepare_report_output(config.out)):
         return None
     report = read_report(config.out)
@@ -158,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     _log_progress()
     try:
         COMMANDS[command](rest)
-    except (UsageError, NoInputError, MemoryDirError) as e:
+    except (UsageError, NoInputError, MemoryDirError, OutputDirError) as e:
         print(f"memgen {command}: error: {e}", file=sys.stderr)
         return 2
     return 0

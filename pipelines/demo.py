@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
 from memgen.democorpus import write_corpus, write_reference
 from memgen.pipelines.errors import UsageError
+from memgen.pipelines.options import OneLineParser
 
 MARKER = ".memgen-demo"
 
 
 def _fresh_folder(out: Path) -> None:
     """The demo owns its folder: it rebuilds one it made, and refuses anything else."""
-    if out.exists() and any(out.iterdir()):
-        if not (out / MARKER).exists():
-            raise UsageError(f"{out} is not empty and was not made by memgen demo")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).touch()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    try:
+        if out.exists() and any(out.iterdir()):
+            if not (out / MARKER).exists():
+                raise UsageError(f"{out} is not empty and was not made by memgen demo")
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).touch()
+    except OSError as e:
+        raise UsageError(f"--out {out} cannot be written: {type(e).__name__}: {e}") from None
 
 
 def main(argv: list[str]) -> None:
     from memgen.pipelines.cli import evaluate, memorize, sample
 
-    parser = argparse.ArgumentParser(prog="memgen demo", description=__doc__)
+    parser = OneLineParser(prog="memgen demo", description=__doc__)
     parser.add_argument("--out", default="demo-out", help="folder for corpus and outputs")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()

@@ -44,8 +44,9 @@ class EvaluateOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         add_shared(parser, "--memory")
         parser.add_argument("--sample", help="a sample directory written by `memgen sample`")
-        parser.add_argument("--reference", action="append", default=[],
-                            help="reference image set (shards, folder; repeatable), e.g. a held-out test set")
+        parser.add_argument("--reference", action="extend", nargs="+", default=[],
+                            help="reference image set (shards, folders; several after one --reference, "
+                                 "or the flag repeated), e.g. a held-out test set")
         add_shared(parser, "--out")
         parser.add_argument("--classifier", default=None,
                             help="; ".join(f"{k}: {v}" for k, v in CLASSIFIERS.items())
@@ -92,6 +93,8 @@ class EvaluateConfig:
                 labelled = tuple(read_calibration_labels(o.calibration))
             except FileNotFoundError:
                 raise UsageError(f"--calibration {o.calibration} does not exist") from None
+            except (OSError, ImportError) as e:  # a folder, unreadable, gs:// without gcsfs
+                raise UsageError(f"--calibration {o.calibration}: {type(e).__name__}: {e}") from None
             except ValueError as e:
                 raise UsageError(str(e)) from None
         try:
@@ -100,6 +103,12 @@ class EvaluateConfig:
             raise UsageError(str(e)) from None
         return cls(o.memory, o.out, spec, o.sample, tuple(o.reference or ()), o.sample_size,
                    o.calibration, labelled, o.seed)
+
+    def urls(self) -> list[tuple[str, str]]:
+        """(flag, URL) of every location the job reads or writes."""
+        given = [("--memory", self.memory), ("--out", self.out), ("--sample", self.sample),
+                 *(("--reference", r) for r in self.references), ("--calibration", self.calibration)]
+        return [(flag, url) for flag, url in given if url is not None]
 
 
 def build(pipeline: beam.Pipeline, config: EvaluateConfig) -> None:

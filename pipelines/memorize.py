@@ -69,10 +69,16 @@ class MemorizeConfig:
         for name in ("max_bytes", "max_pixels"):
             if getattr(o, name) <= 0:
                 raise UsageError(f"--{name} must be positive")
+        if o.reject_data_cap < 0:
+            raise UsageError(f"--reject_data_cap must be 0 or more, got {o.reject_data_cap}")
         reader = ReaderConfig(o.max_bytes, o.reject_data_cap, o.image_column, o.caption_column,
                               o.url_column, o.key_column)
         return cls(tuple(o.input), o.memory, o.threshold, reader,
                    FingerprintConfig(o.hash_mode, o.max_pixels))
+
+    def urls(self) -> list[tuple[str, str]]:
+        """(flag, URL) of every location the job reads or writes."""
+        return [*(("INPUT", url) for url in self.inputs), ("--memory", self.memory)]
 
 
 def build(pipeline: beam.Pipeline, config: MemorizeConfig) -> None:

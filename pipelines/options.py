@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 
+import fsspec
 from apache_beam.options.pipeline_options import (
     PipelineOptions,
     StandardOptions,
     TestOptions,
     _BeamArgumentParser,
 )
+from apache_beam.runners.runner import create_runner
 
 from memgen.pipelines.errors import UsageError
 
@@ -43,6 +46,22 @@ SHARED_FLAGS: dict[str, dict] = {
 }
 
 
+def check_urls(urls: Iterable[tuple[str, str]]) -> None:
+    """UsageError for an empty URL, or one whose protocol fsspec does not know or cannot
+    open here (gs:// without gcsfs): found before the run, not as a worker's traceback.
+    `urls`: (flag, URL) pairs; the command line checks them, so parsing a job's options
+    (a Flex Template launch, the deploy tests) needs no filesystem package."""
+    for flag, url in urls:
+        if not url.strip():
+            raise UsageError(f"{flag} is an empty string")
+        try:
+            fsspec.core.url_to_fs(url)
+        except ImportError as e:  # fsspec's own advice: "Please install gcsfs to access Google Storage"
+            raise UsageError(f"{flag} {url}: {e} (pip install 'memgen[cloud]' for s3:// and gs://)") from None
+        except ValueError as e:  # "Protocol not known: foo"
+            raise UsageError(f"{flag} {url}: {e}") from None
+
+
 def add_shared(parser: argparse.ArgumentParser, flag: str) -> None:
     try:
         parser.add_argument(flag, **SHARED_FLAGS[flag])
@@ -57,9 +76,13 @@ def boolean(value: str) -> bool:
     return _BOOLEANS[value.lower()]
 
 
-class _Parser(_BeamArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
         raise UsageError(message)
+
+
+class _Parser(OneLineParser, _BeamArgumentParser):
+    pass
 
 
 def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], argv: list[str],
@@ -78,16 +101,72 @@ def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], a
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
     overrides = {}
-    positionals = list(getattr(known, "_positional", []) or [])
+    flags, positionals = _split_flags(parser, argv)
+    foreign = [flag for flag in flags if flag.split("=", 1)[0] in _other_jobs_flags(options_cls)]
+    if foreign:  # every job's flags are parsed (Beam's one parser), but only its own apply
+        raise UsageError(f"unrecognized arguments: {' '.join(foreign)} (not a flag of {prog})")
     if positionals:
         overrides[positional_flag] = [*getattr(known, positional_flag), *positionals]
-    flags = [a for a in argv if a not in positionals]
     options = PipelineOptions(flags, **overrides)
-    if options.view_as(StandardOptions).runner is None:
-        options.view_as(StandardOptions).runner = LOCAL_RUNNER
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = LOCAL_RUNNER
+    try:
+        create_runner(standard.runner)  # imports it: a misspelt name fails here, in one line
+    except (ValueError, ImportError) as e:
+        raise UsageError(f"--runner {standard.runner}: {e}") from None
     test_options = options.view_as(TestOptions)
     test_options.dry_run = _boolean(DRY_RUN, test_options.dry_run)
     return options
+
+
+def _other_jobs_flags(options_cls: type[PipelineOptions]) -> set[str]:
+    """Flags that other memgen jobs define and this one does not."""
+    def flags_of(cls: type[PipelineOptions]) -> set[str]:
+        parser = argparse.ArgumentParser(add_help=False)
+        cls._add_argparse_args(parser)  # noqa: SLF001
+        return set(parser._option_string_actions)  # noqa: SLF001
+
+    jobs = [cls for cls in PipelineOptions.__subclasses__() if cls.__module__.startswith("memgen.pipelines.")]
+    return set().union(*map(flags_of, jobs)) - flags_of(options_cls)
+
+
+def _split_flags(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """(flags with their values, positionals) of argv, told apart by position as argparse
+    does: a value equal to a positional (`memorize a.tar --memory a.tar`) stays a value."""
+    flags: list[str] = []
+    positionals: list[str] = []
+    taking = 0  # values the last flag may still take; -1: any number, up to the next flag
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            positionals.extend(argv[i + 1:])
+            break
+        if arg.startswith("-") and len(arg) > 1 and not _is_number(arg):
+            flags.append(arg)
+            action = parser._option_string_actions.get(arg.split("=", 1)[0])  # noqa: SLF001
+            taking = 0 if "=" in arg or action is None else _values_taken(action.nargs)
+        elif taking:
+            flags.append(arg)
+            taking -= taking > 0
+        else:
+            positionals.append(arg)
+    return flags, positionals
+
+
+def _values_taken(nargs: int | str | None) -> int:
+    if nargs is None or nargs == "?":
+        return 1
+    if isinstance(nargs, int):
+        return nargs
+    return -1  # "*", "+", "...": what follows, up to the next flag
+
+
+def _is_number(arg: str) -> bool:
+    try:
+        float(arg)
+    except ValueError:
+        return False
+    return True
 
 
 def _bare_dry_run(argv: list[str]) -> list[str]:

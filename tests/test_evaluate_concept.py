@@ -158,9 +158,15 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--classifier", "onnx:x.onnx"), "needs --classes"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "BADCSV"), "neither positive"),
     (("--memory", "MEM", "--out", "DONE"), "already holds a finished report"),
+    (("--memory", "MEM", "--out", "MEM"), "is not empty"),
+    (("--memory", "MEM", "--out", "OUT", "--sample", "MEM"), "is not a sample"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "OUT"), "--calibration"),
+    (("--memory", "MEM", "--out", "OUT", "--label_threshold", "2"), "--label_threshold must be between"),
+    (("--memory", "hf://datasets/x/memory", "--out", "OUT"), "Install huggingface_hub"),
 ])
 def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message):
     memory = _memory(tmp_path / "m", _caption_rows(4))
+    (tmp_path / "out").mkdir()  # an empty folder is fine for --out, and not a calibration CSV
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "report.json").write_text("{}")
     (tmp_path / "bad.csv").write_text("file,label\nx.png,maybe\n")
@@ -172,6 +178,19 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
     assert cli_main(["evaluate", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and err.count("\n") == 0
+
+
+def test_reference_takes_several_inputs_after_one_flag_or_the_flag_repeated():
+    from memgen.pipelines.evaluate import EvaluateConfig, EvaluateOptions
+    from memgen.pipelines.options import parse_job
+
+    def references(*flags: str) -> tuple[str, ...]:
+        options = parse_job("memgen evaluate", "", EvaluateOptions,
+                            ["--memory", "m", "--out", "o", "--classifier", "caption", *flags])
+        return EvaluateConfig.from_options(options).references
+
+    assert references("--reference", "a.tar", "b/", "--seed", "1") == ("a.tar", "b/")
+    assert references("--reference", "a.tar", "--reference=b/") == ("a.tar", "b/")
 
 
 # --- EfficientNet-Lite0 (vision extra) ---------------------------------------------------------

@@ -11,8 +11,10 @@ import duckdb
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from memgen.memory import open_table, read_manifest
+from memgen.outputs import MARKER
 from memgen.pipelines.cli import main
 from shardkit import encode, jpeg, make_image, sample, write_parquet, write_tar
 
@@ -129,10 +131,26 @@ def test_rerun_completes_an_unfinished_memory(tmp_path):
     inputs, _ = corpus(tmp_path / "shards")
     mem = tmp_path / "m"
     (mem / "images").mkdir(parents=True)
+    (mem / MARKER).write_text("memorize")  # what a killed run wrote first
     (mem / "images" / "part-999999.parquet").write_bytes(b"left over by a killed run")
     assert run(*inputs, "--memory", str(mem)) == 0
     assert not (mem / "images" / "part-999999.parquet").exists()
     assert read_manifest(str(mem))["balanced"]
+
+
+@pytest.mark.parametrize("owner", [None, "sample"])
+def test_a_folder_memgen_did_not_fill_for_memorize_is_refused_and_left_alone(tmp_path, owner):
+    # The input folder itself as --memory: its images/ are the user's photos, not a killed run's.
+    folder = tmp_path / "photos"
+    (folder / "images").mkdir(parents=True)
+    photo = folder / "images" / "cat.png"
+    Image.new("RGB", (32, 32), "orange").save(photo)
+    if owner:
+        (folder / MARKER).write_text(owner)
+    result = cli("memorize", str(folder), "--memory", str(folder))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "is not empty" in result.stderr, result.stderr
+    assert photo.exists() and not (folder / "manifest.json").exists()
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -147,6 +165,12 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     (["{shard}", "--memory", "{tmp}/m", "--threshold", "abc"], "invalid int value"),
     (["{shard}", "--memory", "{tmp}/m", "--treshold", "3"], "unrecognized arguments"),
     (["{shard}"], "--memory is required"),
+    (["{shard}", "--memory", "{tmp}/m", "--reject_data_cap", "-5"], "--reject_data_cap must be 0 or more"),
+    (["", "--memory", "{tmp}/m"], "INPUT is an empty string"),
+    (["foo://x/y.tar", "--memory", "{tmp}/m"], "Protocol not known: foo"),
+    (["{shard}", "--memory", "{tmp}/m", "--runner", "NoSuchRunner"], "Unexpected pipeline runner"),
+    (["{shard}", "--memory", "{shard}"], "is a file, not a folder"),
+    (["{shard}", "--memory", "/proc/memgen-test"], "cannot be written"),
 ])
 def test_unusable_arguments_give_one_line_and_exit_2(memory, tmp_path, args, message):
     fill = {"tmp": str(tmp_path), "shard": str(memory / "shards" / "00000.tar"),

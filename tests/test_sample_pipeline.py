@@ -209,6 +209,21 @@ def test_usage_errors_are_one_line(tmp_path, memory, capsys):
     assert "no manifest.json" in one_line_error(capsys)
 
 
+def test_a_folder_of_the_users_or_of_another_job_is_refused_and_left_alone(tmp_path, memory, capsys):
+    users = tmp_path / "users"
+    (users / "images").mkdir(parents=True)
+    (users / "images" / "cat.jpg").write_bytes(b"the user's photo")
+    (users / "index.parquet").write_bytes(b"the user's table")
+    for fmt in ("parquet", "folder"):
+        assert run("--memory", memory, "--n", "3", "--out", str(users), "--format", fmt) == 2
+        assert "is not empty: it holds files memgen did not write" in one_line_error(capsys)
+    assert (users / "images" / "cat.jpg").exists() and (users / "index.parquet").exists()
+    assert run("--memory", memory, "--n", "3", "--out", memory) == 2  # the memory itself
+    assert "already holds a finished run" in one_line_error(capsys)
+    assert run("--memory", memory, "--n", "3", "--out", str(tmp_path / "o"), "--threshold", "3") == 2
+    assert "--threshold (not a flag of memgen sample)" in one_line_error(capsys)
+
+
 def test_a_finished_sample_is_not_overwritten_and_an_unfinished_one_is_redone(tmp_path, memory, capsys):
     out = tmp_path / "o"
     assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0

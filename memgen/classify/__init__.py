@@ -75,7 +75,7 @@ def resolve(name: str | None, classes: str | None, threshold: float | None) -> C
     """The ClassifierSpec of the flags; exports EfficientNet to ONNX once (cached)."""
     name = name or default_classifier()
     if threshold is not None and not 0 <= threshold <= 1:
-        raise ClassifierError(f"--threshold must be between 0 and 1, got {threshold}")
+        raise ClassifierError(f"--label_threshold must be between 0 and 1, got {threshold}")
     if name == CAPTION:
         if classes:
             raise ClassifierError("--classes applies to onnx:PATH classifiers only")

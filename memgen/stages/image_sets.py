@@ -91,6 +91,8 @@ def sample_parts(sample: str) -> list[tuple[str, frozenset[str]]]:
     manifest = read_manifest(sample)
     if manifest is None:
         raise MemoryDirError(f"{sample} is not a finished sample (no manifest.json)")
+    if manifest.get("job") != "sample":
+        raise MemoryDirError(f"{sample} is not a sample (its manifest.json is not from memgen sample)")
     with fsspec.open(join(sample, INDEX), "rb") as f:
         index = pq.read_table(f, columns=["image_id", "memory_part"]).to_pylist()
     ids: dict[str, set[str]] = defaultdict(set)
