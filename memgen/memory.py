@@ -42,13 +42,14 @@ class ParquetPart:
     """Rows added one at a time to a Parquet file (zstd, row groups of ~ROW_GROUP_BYTES).
 
     Written under a hidden temporary name and renamed on a clean exit, so readers never
-    see half a file; a part that received no row leaves no file.
+    see half a file; a part that received no row leaves no file, unless `keep_empty`.
     """
 
-    def __init__(self, url: str, schema: pa.Schema) -> None:
+    def __init__(self, url: str, schema: pa.Schema, keep_empty: bool = False) -> None:
         self.fs, self.path = fsspec.core.url_to_fs(url)
         self.tmp = posixpath.join(posixpath.dirname(self.path), "." + posixpath.basename(self.path) + ".tmp")
         self.schema = schema
+        self.keep_empty = keep_empty
         self.count = 0
         self._batch: list[dict[str, Any]] = []
         self._size = 0
@@ -68,15 +69,20 @@ class ParquetPart:
         if not self._batch:
             return
         if self._writer is None:
-            self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
-            self._file = self.fs.open(self.tmp, "wb")
-            self._writer = pq.ParquetWriter(self._file, self.schema, compression="zstd")
+            self._open()
         self._writer.write_table(pa.Table.from_pylist(self._batch, schema=self.schema))
         self._batch, self._size = [], 0
+
+    def _open(self) -> None:
+        self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
+        self._file = self.fs.open(self.tmp, "wb")
+        self._writer = pq.ParquetWriter(self._file, self.schema, compression="zstd")
 
     def __exit__(self, exc_type, *_) -> None:
         if exc_type is None:
             self._flush()
+            if self._writer is None and self.keep_empty:
+                self._open()
         if self._writer is None:
             return
         self._writer.close()
@@ -87,9 +93,10 @@ class ParquetPart:
             self.fs.rm(self.tmp)
 
 
-def write_rows(url: str, table: str, rows: Iterable[dict[str, Any]]) -> int:
-    """Write one table's rows to a Parquet part atomically; returns the row count (0: no file)."""
-    with ParquetPart(url, table_schema(table)) as part:
+def write_rows(url: str, table: str, rows: Iterable[dict[str, Any]], keep_empty: bool = False) -> int:
+    """Write one table's rows to a Parquet part atomically; returns the row count (0: no file,
+    unless keep_empty)."""
+    with ParquetPart(url, table_schema(table), keep_empty) as part:
         for row in rows:
             part.add(row)
     return part.count

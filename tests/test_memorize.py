@@ -16,6 +16,7 @@ from PIL import Image
 from memgen.memory import open_table, read_manifest
 from memgen.outputs import MARKER
 from memgen.pipelines.cli import main
+from memgen.schema import table_schema
 from shardkit import encode, jpeg, make_image, sample, write_parquet, write_tar
 
 
@@ -114,6 +115,17 @@ def test_duckdb_and_pyarrow_read_the_memory_directly(memory):
     assert ds.dataset(str(mem / "images"), format="parquet").count_rows() == n
     meta = pq.read_metadata(next((mem / "images").glob("*.parquet")))
     assert meta.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_a_table_without_rows_still_has_a_part_for_globs(tmp_path):
+    # only unusable records: no image and no duplicate, and SQL over the globs still works
+    shard = write_tar(tmp_path / "bad.tar", [("html", {"jpg": b"<html>404</html>"})])
+    mem = tmp_path / "m"
+    assert run(str(shard), "--memory", str(mem)) == 0
+    counts = {t: duckdb.sql(f"select count(*) from read_parquet('{mem}/{t}/*.parquet')").fetchall()[0][0]
+              for t in ("images", "duplicates", "rejects")}
+    assert counts == {"images": 0, "duplicates": 0, "rejects": 1}
+    assert pq.read_schema(mem / "images" / "part-000000.parquet").names == table_schema("images").names
 
 
 def test_same_content_whatever_the_input_order(memory, tmp_path):

@@ -15,7 +15,7 @@ import apache_beam as beam
 from memgen.dedup import DuplicateRow, KeptImage, place
 from memgen.manifest import build_manifest
 from memgen.materialize import materialize_shard
-from memgen.memory import write_manifest
+from memgen.memory import TABLES, join, part_name, write_manifest, write_rows
 from memgen.readers import ReaderConfig
 from memgen.records import Reject, Shard
 
@@ -44,6 +44,9 @@ def _sum_counters(counters) -> Counter:
 
 def _write_manifest(totals: Counter, records_in: int, memory: str, base: dict,
                     near_dedup: dict | None = None) -> dict:
+    for table in TABLES:  # a glob over a folder without a file fails in DuckDB, Polars and Spark
+        if not totals[table]:
+            write_rows(join(memory, table, part_name(0)), table, [], keep_empty=True)
     manifest = build_manifest(base, totals, records_in, near_dedup)
     write_manifest(memory, manifest)
     return manifest
