@@ -102,7 +102,8 @@ def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], a
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
     overrides = {}
     flags, positionals = _split_flags(parser, argv)
-    foreign = [flag for flag in flags if flag.split("=", 1)[0] in _other_jobs_flags(options_cls)]
+    others = _other_jobs_flags(options_cls)
+    foreign = [flag for flag in flags if flag.split("=", 1)[0] in others]
     if foreign:  # every job's flags are parsed (Beam's one parser), but only its own apply
         raise UsageError(f"unrecognized arguments: {' '.join(foreign)} (not a flag of {prog})")
     if positionals:
