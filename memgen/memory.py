@@ -61,7 +61,8 @@ class ParquetPart:
     def add(self, row: dict[str, Any]) -> None:
         self._batch.append(row)
         self.count += 1
-        self._size += len(row.get("image") or b"") + len(row.get("data") or b"") + 200
+        # every bytes and text field counts: small images with wide metadata fill a row group too
+        self._size += sum(len(v) for v in row.values() if isinstance(v, bytes | str)) + 500  # + the dict
         if self._size >= ROW_GROUP_BYTES:
             self._flush()
 

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from memgen.memory import open_table, read_manifest
+from memgen import memory as memory_module
+from memgen.memory import open_table, read_manifest, write_rows
 from memgen.outputs import MARKER
 from memgen.pipelines.cli import main
 from memgen.schema import table_schema
@@ -115,6 +116,18 @@ def test_duckdb_and_pyarrow_read_the_memory_directly(memory):
     assert ds.dataset(str(mem / "images"), format="parquet").count_rows() == n
     meta = pq.read_metadata(next((mem / "images").glob("*.parquet")))
     assert meta.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_row_groups_are_bounded_by_every_field_not_only_the_image(tmp_path, monkeypatch):
+    # tiny images with 10 KB of metadata each: the buffer fills on the metadata
+    monkeypatch.setattr(memory_module, "ROW_GROUP_BYTES", 1 << 20)
+    rows = [{"image_id": f"{i:064x}", "phash": i, "dhash": i, "width": 1, "height": 1, "format": "JPEG",
+             "n_bytes": 1, "image": b"x", "metadata": "m" * 10_000, "source": f"a.tar#{i}", "copies": 1,
+             "exact_copies": 1} for i in range(500)]
+    path = tmp_path / "part-000000.parquet"
+    assert write_rows(str(path), "images", rows) == 500
+    meta = pq.read_metadata(path)
+    assert meta.num_rows == 500 and meta.num_row_groups >= 4
 
 
 def test_a_table_without_rows_still_has_a_part_for_globs(tmp_path):
