@@ -38,8 +38,8 @@ from memgen.classify import EFFICIENTNET_THRESHOLD, resolve
 from memgen.classify.concept import read_calibration_labels
 from memgen.classify.images import to_rgb_square
 from memgen.classify.onnx_model import concept_probability
-from memgen.memory import write_manifest, write_rows
-from memgen.stages.classify import EstimateConcept, memory_parts
+from memgen.memory import image_parts, write_manifest, write_rows
+from memgen.stages.classify import EstimateConcept
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "realimages"
 BATCH = 64
@@ -106,7 +106,7 @@ def concept_stage(memory: str, spec, sample_size: int | None = None, seed: int =
     start, cpu = time.perf_counter(), time.process_time()
     with beam.Pipeline(runner="FnApiRunner") as pipeline:
         _ = (pipeline
-             | EstimateConcept(spec, memory_parts(memory), sample_size, seed, labelled, labels_csv)
+             | EstimateConcept(spec, image_parts(memory), sample_size, seed, labelled, labels_csv)
              | beam.Map(_dump, out))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     with open(out) as f:

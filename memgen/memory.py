@@ -128,10 +128,25 @@ def prepare_output(memory: str) -> None:
     claim_output(memory, "memorize", "--memory", TABLES)
 
 
+def finished_manifest(memory: str) -> dict[str, Any]:
+    """The manifest of a finished memory; MemoryDirError for anything else."""
+    manifest = read_manifest(memory)
+    if manifest is None:
+        raise MemoryDirError(f"{memory} is not a finished memory (no manifest.json)")
+    return manifest
+
+
 def open_table(memory: str, table: str) -> ds.Dataset:
     """A finished memory's table as a pyarrow dataset (empty when the table has no parts)."""
-    if read_manifest(memory) is None:
-        raise MemoryDirError(f"{memory} is not a finished memory (no manifest.json)")
+    finished_manifest(memory)
     fs, path = fsspec.core.url_to_fs(join(memory, table))
     files = sorted(fs.glob(posixpath.join(path, "part-*.parquet")))
     return ds.dataset(files, schema=table_schema(table), format="parquet", filesystem=fs)
+
+
+def image_parts(memory: str) -> list[str]:
+    """A finished memory's images/ part files, sorted, as URLs fsspec can open anywhere."""
+    finished_manifest(memory)
+    fs, path = fsspec.core.url_to_fs(join(memory, "images"))
+    files = sorted(fs.glob(posixpath.join(path, "part-*.parquet")))
+    return [fs.unstrip_protocol(f) for f in files] if "://" in memory else files

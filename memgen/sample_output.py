@@ -58,13 +58,6 @@ def prepare_sample_output(out: str) -> None:
     claim_output(out, "sample", "--out", ("sample-*", ".sample-*", INDEX, CONTACT_SHEET, IMAGES_DIR))
 
 
-def part_urls(memory: str) -> list[str]:
-    """The memory's images/ part files, sorted, as URLs fsspec can open anywhere."""
-    fs, path = fsspec.core.url_to_fs(join(memory, "images"))
-    files = sorted(fs.glob(posixpath.join(path, "part-*.parquet")))
-    return [fs.unstrip_protocol(f) for f in files] if "://" in memory else files
-
-
 def read_columns(part: str, columns: list[str]) -> pa.Table:
     fs, path = fsspec.core.url_to_fs(part)
     return pq.read_table(path, columns=columns, filesystem=fs)

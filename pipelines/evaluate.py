@@ -22,7 +22,7 @@ from memgen.classify.concept import LabelledFile, read_calibration_labels
 from memgen.classify.onnx_model import EFFICIENTNET, VisionMissing
 from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
-from memgen.memory import read_manifest
+from memgen.memory import image_parts, read_manifest
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import DEFAULT_THRESHOLD
 from memgen.pipelines.options import add_shared
@@ -31,7 +31,7 @@ from memgen.report import check_report_output
 from memgen.report_figures import collect_figures, write_html
 from memgen.report_html import render
 from memgen.shards import discover
-from memgen.stages.classify import EstimateConcept, memory_parts
+from memgen.stages.classify import EstimateConcept
 from memgen.stages.distances import EvaluateSets
 from memgen.stages.image_sets import ScoreMemory
 from memgen.stages.report import WriteReport
@@ -113,7 +113,7 @@ class EvaluateConfig:
 
 def build(pipeline: beam.Pipeline, config: EvaluateConfig) -> None:
     """Wire the evaluate stages onto `pipeline` (checks the memory and the output; writes nothing)."""
-    parts = memory_parts(config.memory)
+    parts = image_parts(config.memory)
     check_report_output(config.out)
     memory_scored = None
     if config.classifier.name == EFFICIENTNET:  # its model also gives the embedding: run it once per image

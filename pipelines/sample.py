@@ -13,10 +13,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import memgen
 from memgen.manifest import now
-from memgen.memory import open_table, read_manifest
+from memgen.memory import finished_manifest, image_parts, read_manifest
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import LOCAL_RUNNER, add_shared, boolean
-from memgen.sample_output import FORMATS, part_urls, prepare_sample_output
+from memgen.sample_output import FORMATS, prepare_sample_output
 from memgen.sampling import MAX_SEED, uniform_inclusion_probability
 from memgen.stages.sample import ChooseSample, WriteSample
 
@@ -72,7 +72,7 @@ class SampleConfig:
 
 def build(pipeline: beam.Pipeline, config: SampleConfig) -> None:
     """Wire the sample stages onto `pipeline` (checks the memory; writes nothing)."""
-    population = open_table(config.memory, "images").count_rows()
+    population = finished_manifest(config.memory)["counts"]["images"]  # no part's footer read here
     if config.n > population:
         log.warning("--n %d is more than the memory's %d images: the sample is all of them",
                     config.n, population)
@@ -94,7 +94,7 @@ def build(pipeline: beam.Pipeline, config: SampleConfig) -> None:
     }
     _ = (
         pipeline
-        | "Parts" >> beam.Create(part_urls(config.memory))
+        | "Parts" >> beam.Create(image_parts(config.memory))
         | "ChooseSample" >> ChooseSample(config.seed, config.mode, config.n)
         | "WriteSample" >> WriteSample(config.out, config.fmt, manifest_base)
     )

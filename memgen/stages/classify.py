@@ -9,7 +9,6 @@ hashes blake2b(seed, image_id) over the (small) id column, before any bytes are 
 from __future__ import annotations
 
 import hashlib
-import posixpath
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -32,7 +31,6 @@ from memgen.classify.concept import (
 from memgen.classify.images import decode_ahead
 from memgen.classify.onnx_model import concept_probability, read_model, to_model_input
 from memgen.fingerprint import ImageError
-from memgen.memory import MemoryDirError, join, read_manifest
 from memgen.prevalence import Tally
 
 READ_BATCH_ROWS = 64  # image rows held at once while a part is read
@@ -55,15 +53,6 @@ class ImageItem(NamedTuple):
     data: bytes
     caption: str | None
     source: str
-
-
-def memory_parts(memory: str) -> list[str]:
-    """URLs of a finished memory's images/ parts, sorted."""
-    if read_manifest(memory) is None:
-        raise MemoryDirError(f"{memory} is not a finished memory (no manifest.json)")
-    fs, path = fsspec.core.url_to_fs(join(memory, "images"))
-    files = sorted(fs.glob(posixpath.join(path, "part-*.parquet")))
-    return [fs.unstrip_protocol(f) if "://" in memory else f for f in files]
 
 
 def sample_key(seed: int, image_id: str) -> int:
