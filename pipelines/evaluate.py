@@ -25,7 +25,7 @@ from memgen.manifest import now
 from memgen.memory import image_parts, read_manifest
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import DEFAULT_THRESHOLD
-from memgen.pipelines.options import add_shared
+from memgen.pipelines.options import add_shared, boolean
 from memgen.readers import ReaderConfig
 from memgen.report import check_report_output
 from memgen.report_figures import collect_figures, write_html
@@ -62,6 +62,11 @@ class EvaluateOptions(PipelineOptions):
         parser.add_argument("--calibration", default=None,
                             help="labels.csv (file,label[,caption]) of labelled images: measures "
                                  "sensitivity and specificity and applies the Rogan-Gladen correction")
+        parser.add_argument("--embedding", type=boolean, nargs="?", const=True, default=True,
+                            help="with the vision extra, also compare the sets in EfficientNet-Lite0's "
+                                 "embedding space (default true); false keeps the fast spaces only "
+                                 "(pHash, thumbnail, colour) and runs no model for distances "
+                                 "(also --embedding=true|false)")
         add_shared(parser, "--seed")
 
 
@@ -76,6 +81,7 @@ class EvaluateConfig:
     calibration: str | None
     labelled: tuple[LabelledFile, ...]
     seed: int
+    embedding: bool = True
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> EvaluateConfig:
@@ -102,7 +108,7 @@ class EvaluateConfig:
         except (ClassifierError, VisionMissing) as e:
             raise UsageError(str(e)) from None
         return cls(o.memory, o.out, spec, o.sample, tuple(o.reference or ()), o.sample_size,
-                   o.calibration, labelled, o.seed)
+                   o.calibration, labelled, o.seed, o.embedding)
 
     def urls(self) -> list[tuple[str, str]]:
         """(flag, URL) of every location the job reads or writes."""
@@ -161,7 +167,7 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
     references = discover(list(config.references)) if config.references else []
     sets = pipeline | "Distances" >> EvaluateSets(
         parts, config.sample, references, reader, fingerprint, threshold, config.seed,
-        memory_scored=memory_scored)
+        with_embedding=config.embedding, memory_scored=memory_scored)
     return {"distances": sets["distances"], "copying": sets["copying"]}
 
 

@@ -180,7 +180,7 @@ def test_is_optional_matches_what_the_job_requires(job):
     assert optional.isdisjoint(required)
 
 
-BOOLEAN_FLAGS = [pytest.param("sample", "weighted")]
+BOOLEAN_FLAGS = [pytest.param("sample", "weighted"), pytest.param("evaluate", "embedding")]
 
 
 @pytest.mark.parametrize(("job", "flag"), BOOLEAN_FLAGS)

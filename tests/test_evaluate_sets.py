@@ -212,3 +212,32 @@ def test_evaluate_with_efficientnet_runs_the_model_once_per_image(sets, tmp_path
     with TestPipeline(runner="FnApiRunner") as p:
         alone = p | EstimateConcept(config.classifier, parts, 15, 3, None, None)
         assert_that(alone, equal_to([report["concept"]]))
+
+
+def test_embedding_false_leaves_the_model_to_the_classifier(sets, tmp_path):
+    """--embedding=false: no efficientnet distance rows, and the model runs only where the
+    classifier needs it (the memory), not on the reference for distances."""
+    if VISION_MISSING:
+        pytest.skip(f"vision extra not installed: {VISION_MISSING} is missing")
+    import pyarrow.parquet as pq
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from memgen.pipelines.evaluate import EvaluateConfig, EvaluateOptions, build
+    from memgen.pipelines.options import parse_job
+    from memgen.report import prepare_report_output
+    from memgen.stages.classify import MODEL_IMAGES
+
+    out = tmp_path / "eval"
+    config = EvaluateConfig.from_options(parse_job("memgen evaluate", "", EvaluateOptions, [
+        "--memory", sets["memory"], "--sample", sets["sample"], "--reference", sets["reference"],
+        "--out", str(out), "--classifier", "efficientnet-lite0", "--embedding=false"]))
+    pipeline = beam.Pipeline(runner="FnApiRunner")
+    build(pipeline, config)
+    prepare_report_output(config.out)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_name(MODEL_IMAGES))["counters"]
+    n_memory = sum(pq.read_metadata(part).num_rows for part in image_parts(sets["memory"]))
+    assert sum(c.committed for c in counters) == n_memory
+    rows = json.loads((out / "report.json").read_text())["distances"]["rows"]
+    assert [r["space"] for r in rows] == [*SPACES[:3]] * 3 and EMBEDDING not in SPACES[:3]

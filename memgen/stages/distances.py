@@ -25,7 +25,7 @@ import fsspec
 import numpy as np
 
 from memgen.copying import DEFAULT_RADIUS, copying_section, distance_histogram, nearest_distances
-from memgen.features import SPACES
+from memgen.features import EMBEDDING, SPACES
 from memgen.fingerprint import FingerprintConfig
 from memgen.metrics import KID_SUBSETS, compare_sets, distances_section
 from memgen.near import distinct
@@ -210,14 +210,14 @@ class EvaluateSets(beam.PTransform):
             images.append(memory)
         else:  # decoded, featurized and embedded already
             memory = self.memory_scored
-            _add_scored_features(memory, MEMORY, features, failures)
+            _add_scored_features(memory, MEMORY, features, failures, self.model_path is not None)
         memory_hashes = memory | "MemoryHashes" >> beam.Map(lambda image: image.phash)
         sample_hashes = []
         if self.sample_parts is not None and self.memory_scored is not None and self._sample_of_memory():
             # the sample's images are rows of this memory, already scored: reuse, never recompute
             chosen = frozenset().union(*(ids for _, ids in self.sample_parts))
             sampled = memory | "SampledRows" >> beam.Filter(lambda image: image.scored.image_id in chosen)
-            _add_scored_features(sampled, SAMPLE, features, failures)
+            _add_scored_features(sampled, SAMPLE, features, failures, self.model_path is not None)
             sample_hashes.append(sampled | "SampleHashes" >> beam.Map(lambda image: (SAMPLE, image.phash)))
         elif self.sample_parts is not None:
             images.append(pbegin
@@ -277,20 +277,23 @@ class EvaluateSets(beam.PTransform):
         return copying_section(copy, contamination, self.threshold)
 
 
-def _add_scored_features(images, set_name: str, features: list, failures: list) -> None:
-    """Appends the features of already scored images, and their failures, to the set's lists."""
+def _add_scored_features(images, set_name: str, features: list, failures: list, embedding: bool) -> None:
+    """Appends the features of already scored images, and their failures, to the set's lists
+    (without the classifier's embedding unless `embedding`)."""
     label = f"{set_name.capitalize()}Features"  # MemoryFeatures, SampleFeatures
-    split = images | label >> beam.FlatMap(_scored_features, set_name).with_outputs(FAILED, main="features")
+    split = images | label >> beam.FlatMap(_scored_features, set_name, embedding).with_outputs(
+        FAILED, main="features")
     features.append(split.features)
     failures.append(split[FAILED])
 
 
-def _scored_features(image: ScoredImage, set_name: str):
+def _scored_features(image: ScoredImage, set_name: str, embedding: bool):
     """A ScoredImage -> (set, id, features), or a (set, error type) failure."""
     if image.features is None:
         yield beam.pvalue.TaggedOutput(FAILED, (set_name, image.scored.error_type))
     else:
-        yield set_name, image.scored.image_id, image.features
+        features = image.features.items()
+        yield set_name, image.scored.image_id, {k: v for k, v in features if embedding or k != EMBEDDING}
 
 
 def _path(url: str) -> str:
