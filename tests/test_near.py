@@ -9,6 +9,7 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
+from memgen import near
 from memgen.components import connected_components, large_star, small_star
 from memgen.near import (
     BLOCK_TARGET,
@@ -198,6 +199,28 @@ def test_split_chain_keeps_every_member_within_k_of_its_representative():
     assert rep[0] == 0 and all(rep[r] == r for r in rep)
     assert (popcount(hashes ^ hashes[rep]) <= 4).all()
     assert len(set(rep.tolist())) == 6  # 0-3-6-9...: each representative takes one neighbour
+
+
+def random_walk(n: int, seed: int) -> np.ndarray:
+    """n distinct hashes, each 2 bits from the one before: one long chain of near pairs."""
+    rng = np.random.default_rng(seed)
+    value, hashes = int(rng.integers(0, 1 << 63)), []
+    seen: set[int] = set()
+    while len(hashes) < n:
+        value ^= (1 << int(rng.integers(64))) | (1 << int(rng.integers(64)))
+        if value not in seen:
+            seen.add(value)
+            hashes.append(value)
+    return np.array(hashes, dtype=np.uint64)
+
+
+def test_split_chain_through_near_pairs_equals_the_scan(monkeypatch):
+    hashes = random_walk(3000, seed=4)
+    scanned = split_chain(hashes, 10)
+    monkeypatch.setattr(near, "SPLIT_SCAN_MAX", 0)  # the way of components too large to scan
+    paired = split_chain(hashes, 10)
+    assert (paired == scanned).all()
+    assert (popcount(hashes ^ hashes[paired]) <= 10).all() and 100 < len(set(paired.tolist())) < 3000
 
 
 def test_split_clusters_agrees_with_components_then_splits():
