@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 import fsspec
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -81,24 +82,32 @@ def _reference_images(references: list[str], n: int, reader: ReaderConfig) -> It
 
 def cluster_galleries(memory: str, reader: ReaderConfig, clusters: int = CLUSTERS,
                       members: int = CLUSTER_MEMBERS) -> list[list[Thumb]]:
-    """The largest clusters (most duplicates; ties by representative id), representative first."""
-    duplicates = open_table(memory, "duplicates").to_table(columns=["source", "representative", "distance"])
-    if duplicates.num_rows == 0:
+    """The largest clusters (most duplicates; ties by representative id), representative first.
+
+    A representative's duplicates are its `copies` - 1, so the images table names the
+    largest clusters, streamed; of the duplicates table (the crawl's size) only their rows
+    are read.
+    """
+    largest: list[tuple[int, str]] = []  # (copies, image_id), largest first
+    for batch in open_table(memory, "images").to_batches(columns=["image_id", "copies"],
+                                                          filter=pc.field("copies") > 1):
+        top = pa.Table.from_batches([batch]).sort_by([("copies", "descending"), ("image_id", "ascending")])
+        found = [(row["copies"], row["image_id"]) for row in top.slice(0, clusters).to_pylist()]
+        largest = sorted([*largest, *found], key=lambda c: (-c[0], c[1]))[:clusters]
+    if not largest:
         return []
-    sizes = Counter(duplicates.column("representative").to_pylist())
-    largest = [rep for rep, _ in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))[:clusters]]
-    rows = sorted((r for r in duplicates.to_pylist() if r["representative"] in set(largest)),
-                  key=lambda r: (r["distance"], r["source"]))
-    wanted: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        if len(wanted[row["representative"]]) < members - 1:
-            wanted[row["representative"]].append(row)
+    rows = open_table(memory, "duplicates").to_table(
+        columns=["source", "representative", "distance"],
+        filter=pc.field("representative").isin([rep for _, rep in largest]),
+    ).sort_by([("distance", "ascending"), ("source", "ascending")])
+    wanted = {rep: rows.filter(pc.equal(rows.column("representative"), rep)).slice(0, members - 1).to_pylist()
+              for _, rep in largest}
     found = _records_by_source({row["source"] for rep_rows in wanted.values() for row in rep_rows}, reader)
-    representatives = _memory_images(memory, largest)
+    representatives = _memory_images(memory, [rep for _, rep in largest])
     galleries = []
-    for rep in largest:
-        plural = "s" if sizes[rep] > 1 else ""
-        images = [(representatives[rep], f"representative ({sizes[rep]} duplicate{plural})")]
+    for copies, rep in largest:
+        plural = "s" if copies > 2 else ""
+        images = [(representatives[rep], f"representative ({copies - 1} duplicate{plural})")]
         images += [(found[row["source"]], f"d={row['distance']} {posixpath.basename(row['source'])}")
                    for row in wanted[rep] if row["source"] in found]
         galleries.append(list(_thumbs(images)))
