@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memgen.fingerprint import FingerprintConfig, decode, hashes
+from memgen.fingerprint import FingerprintConfig, describe
 from memgen.near import MAX_THRESHOLD, distinct, popcount
 
 DEFAULT_RADIUS = 16  # the histogram's range
@@ -32,7 +32,7 @@ def query_phash(data: bytes, config: FingerprintConfig) -> int:
 
     Sample images are the memory's bytes, never re-encoded, so they hash to the very
     value stored in the memory (distance 0)."""
-    return hashes(decode(data, config).grey, config.mode)[0]
+    return describe(data, config).phash
 
 
 def nearest_distances(queries: np.ndarray, memory: np.ndarray, radius: int = DEFAULT_RADIUS) -> np.ndarray:

@@ -14,9 +14,11 @@ import functools
 import hashlib
 import io
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import imagehash
 import numpy as np
@@ -26,6 +28,7 @@ from memgen.records import Fingerprint, Record, Reject
 
 MODES = ("fast", "exact")
 DRAFT_SIZE = 128  # smallest side JPEG draft may decode to; pHash looks at 32x32
+SEEN_BYTES = 1 << 16  # distinct images a worker remembers (~150 bytes each) to skip exact copies
 # Fast mode box-averages (Pillow's reduce()) to 48-95 px a side (Pillow's reducing_gap=1.5
 # for pHash's 32 px) before the LANCZOS resizes, which it computes as matrix products with
 # cached weights: Pillow recomputes its weights (hundreds of sin() calls) on every resize,
@@ -222,23 +225,56 @@ def int64_to_uint64(values: np.ndarray | int) -> np.ndarray:
     return np.asarray(values, dtype=np.int64).view(np.uint64)
 
 
-def fingerprint(record: Record, config: FingerprintConfig) -> Fingerprint | Reject:
-    """The record's Fingerprint, or a Reject saying why it has none."""
+class Described(NamedTuple):
+    """What a record's bytes give, whoever holds them."""
+
+    phash: int
+    dhash: int
+    width: int
+    height: int
+    format: str
+
+
+def describe(data: bytes, config: FingerprintConfig) -> Described:
+    """The bytes' hashes, oriented size and format; raises ImageError."""
+    decoded = decode(data, config)
+    return Described(*hashes(decoded.grey, config.mode), decoded.width, decoded.height, decoded.format)
+
+
+class SeenBytes:
+    """describe() of the last `size` distinct byte strings, by sha256: a crawl's exact copies
+    (the same banner or logo thousands of times) cost a lookup instead of a decode. The
+    result is the same either way; failures are remembered too."""
+
+    def __init__(self, size: int = SEEN_BYTES) -> None:
+        self.size = size
+        self._known: OrderedDict[bytes, Described | ImageError] = OrderedDict()
+
+    def describe(self, image_id: bytes, data: bytes, config: FingerprintConfig) -> Described:
+        known = self._known.get(image_id)
+        if known is None:
+            try:
+                known = describe(data, config)
+            except ImageError as e:
+                known = e
+            self._known[image_id] = known
+            if len(self._known) > self.size:
+                self._known.popitem(last=False)
+        else:
+            self._known.move_to_end(image_id)
+        if isinstance(known, ImageError):
+            raise known
+        return known
+
+
+def fingerprint(record: Record, config: FingerprintConfig,
+                seen: SeenBytes | None = None) -> Fingerprint | Reject:
+    """The record's Fingerprint, or a Reject saying why it has none (`seen`: earlier bytes)."""
+    image_id = hashlib.sha256(record.data).digest()
     try:
-        decoded = decode(record.data, config)
+        described = (seen.describe(image_id, record.data, config) if seen is not None
+                     else describe(record.data, config))
     except ImageError as e:
         return Reject(record.shard, record.ordinal, record.source, "fingerprint",
                       e.error_type, str(e), len(record.data))
-    phash_value, dhash_value = hashes(decoded.grey, config.mode)
-    return Fingerprint(
-        shard=record.shard,
-        ordinal=record.ordinal,
-        locator=record.locator,
-        image_id=hashlib.sha256(record.data).digest(),
-        phash=phash_value,
-        dhash=dhash_value,
-        width=decoded.width,
-        height=decoded.height,
-        format=decoded.format,
-        n_bytes=len(record.data),
-    )
+    return Fingerprint(record.shard, record.ordinal, record.locator, image_id, *described, len(record.data))

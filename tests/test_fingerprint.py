@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from memgen.fingerprint import FingerprintConfig, ImageError, decode, fingerprint, hash_to_int64, hashes
+from memgen import fingerprint as fingerprint_module
+from memgen.fingerprint import (
+    FingerprintConfig,
+    ImageError,
+    SeenBytes,
+    decode,
+    fingerprint,
+    hash_to_int64,
+    hashes,
+)
 from memgen.records import Fingerprint, Record, Reject
 from shardkit import encode, jpeg, make_image
 
@@ -109,6 +118,29 @@ def test_damaged_exif_keeps_the_image_and_warns_nothing(recwarn):
 def test_bad_bytes_are_rejects_not_exceptions(data, reason):
     result = fp(data)
     assert isinstance(result, Reject) and result.error_type == reason and result.stage == "fingerprint"
+
+
+def test_exact_copies_are_decoded_once_with_the_same_result(monkeypatch):
+    decoded = []
+    real_decode = fingerprint_module.decode
+
+    def counted_decode(data, config):
+        decoded.append(1)
+        return real_decode(data, config)
+
+    monkeypatch.setattr(fingerprint_module, "decode", counted_decode)
+    seen = SeenBytes(size=2)
+    images = [jpeg(1), jpeg(2), b"<html>404</html>"]
+    first = [fingerprint(Record(0, i, f"a#{i}", data), FAST, seen) for i, data in enumerate(images)]
+    assert len(decoded) == 3
+    again = [fingerprint(Record(1, i, f"b#{i}", data), FAST, seen) for i, data in enumerate(images[1:], 1)]
+    assert len(decoded) == 3  # jpeg(2) and the html page were the 2 remembered
+    alone = [fingerprint(Record(1, i, f"b#{i}", data), FAST) for i, data in enumerate(images[1:], 1)]
+    assert again == alone and again[0][3:] == first[1][3:]  # all but shard, ordinal and locator
+    assert isinstance(again[1], Reject) and again[1].error_type == "not_an_image"
+    before = len(decoded)
+    fingerprint(Record(2, 0, "c#0", images[0]), FAST, seen)  # forgotten (size 2): decoded again
+    assert len(decoded) == before + 1
 
 
 def test_pixel_cap_rejects_before_decoding():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam import pvalue
 
-from memgen.fingerprint import FingerprintConfig, fingerprint
+from memgen.fingerprint import FingerprintConfig, SeenBytes, fingerprint
 from memgen.records import Reject
 
 REJECTS = "rejects"
@@ -15,9 +15,13 @@ class _FingerprintFn(beam.DoFn):
     def __init__(self, config: FingerprintConfig) -> None:
         self.config = config
         self.rejected = beam.metrics.Metrics.counter("memgen", "records_rejected_fingerprint")
+        self.seen = None
+
+    def setup(self) -> None:
+        self.seen = SeenBytes()
 
     def process(self, record):
-        result = fingerprint(record, self.config)
+        result = fingerprint(record, self.config, self.seen)
         if isinstance(result, Reject):
             self.rejected.inc()
             yield pvalue.TaggedOutput(REJECTS, result)
