@@ -28,7 +28,9 @@ from memgen.records import Fingerprint, Record, Reject
 
 MODES = ("fast", "exact")
 DRAFT_SIZE = 128  # smallest side JPEG draft may decode to; pHash looks at 32x32
-SEEN_BYTES = 1 << 16  # distinct images a worker remembers (~150 bytes each) to skip exact copies
+# Distinct images a Fingerprint DoFn remembers to skip exact copies: ~370 bytes each, 12 MB
+# (a Dataflow worker runs a DoFn instance per harness thread, dozens on 4 vCPUs).
+SEEN_BYTES = 1 << 15
 # Fast mode box-averages (Pillow's reduce()) to 48-95 px a side (Pillow's reducing_gap=1.5
 # for pHash's 32 px) before the LANCZOS resizes, which it computes as matrix products with
 # cached weights: Pillow recomputes its weights (hundreds of sin() calls) on every resize,
