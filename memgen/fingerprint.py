@@ -250,7 +250,7 @@ class SeenBytes:
 
     def __init__(self, size: int = SEEN_BYTES) -> None:
         self.size = size
-        self._known: OrderedDict[bytes, Described | ImageError] = OrderedDict()
+        self._known: OrderedDict[bytes, Described | tuple[str, str]] = OrderedDict()
 
     def describe(self, image_id: bytes, data: bytes, config: FingerprintConfig) -> Described:
         known = self._known.get(image_id)
@@ -258,14 +258,14 @@ class SeenBytes:
             try:
                 known = describe(data, config)
             except ImageError as e:
-                known = e
+                known = (e.error_type, str(e))  # not the exception: each raise would lengthen its traceback
             self._known[image_id] = known
             if len(self._known) > self.size:
                 self._known.popitem(last=False)
         else:
             self._known.move_to_end(image_id)
-        if isinstance(known, ImageError):
-            raise known
+        if not isinstance(known, Described):
+            raise ImageError(*known)
         return known
 
 
