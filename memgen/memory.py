@@ -113,10 +113,14 @@ def read_manifest(memory: str) -> dict[str, Any] | None:
 
 
 def write_manifest(memory: str, manifest: dict[str, Any]) -> None:
+    """manifest.json under a temporary name, then renamed: a run killed while writing it
+    leaves no manifest (an unfinished run, which a rerun completes), never half of one."""
     fs, path = fsspec.core.url_to_fs(join(memory, MANIFEST))
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    with fs.open(path, "w") as f:
+    tmp = posixpath.join(posixpath.dirname(path), "." + MANIFEST + ".tmp")
+    with fs.open(tmp, "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
+    fs.mv(tmp, path)
 
 
 def prepare_output(memory: str) -> None:

@@ -32,7 +32,8 @@ def claim_output(url: str, job: str, flag: str, leftovers: Iterable[str]) -> Non
         if fs.exists(path) and not fs.isdir(path):
             raise OutputDirError(f"{flag} {url} is a file, not a folder")
         marker = posixpath.join(path, MARKER)
-        if _entries(fs, path):
+        # a marker alone (even an empty one: killed while writing it) has nothing to lose
+        if [entry for entry in _entries(fs, path) if posixpath.basename(entry) != MARKER]:
             owner = _read_marker(fs, marker)
             if owner != job:
                 what = f"the output of memgen {owner}" if owner else "files memgen did not write"

@@ -17,6 +17,7 @@ from memgen.memory import MemoryDirError, join
 from memgen.outputs import claim_output
 
 REPORT = "report.json"
+REPORT_HTML = "report.html"  # written after report.json, by the command line
 
 
 def check_report_output(out: str) -> None:
@@ -25,6 +26,16 @@ def check_report_output(out: str) -> None:
     if fs.exists(path):
         raise MemoryDirError(f"{out} already holds a finished report ({REPORT}); "
                              "choose another --out or delete it")
+
+
+def page_missing(out: str, inputs: dict[str, Any]) -> bool:
+    """Whether `out` holds report.json of these inputs but no report.html: a run killed
+    between the two, which a rerun finishes by writing the page only."""
+    fs, path = fsspec.core.url_to_fs(out)
+    if not fs.exists(posixpath.join(path, REPORT)) or fs.exists(posixpath.join(path, REPORT_HTML)):
+        return False
+    written = read_report(out).get("inputs") or {}
+    return all(written.get(key) == value for key, value in inputs.items())
 
 
 def prepare_report_output(out: str) -> None:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from memgen.memory import join, open_table, read_manifest
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
+from memgen.report import REPORT_HTML
 from memgen.report_html import Figures, Thumb, make_thumb
 from memgen.sample_output import INDEX
 from memgen.shards import discover, shard_kind
@@ -33,7 +34,6 @@ log = logging.getLogger("memgen.report")
 SIDE_BY_SIDE = 12  # images per side in Figure 2
 CONTACT_SHEET = 48  # images in Figure 3
 CLUSTERS, CLUSTER_MEMBERS = 5, 8
-REPORT_HTML = "report.html"
 
 
 def collect_figures(memory: str, sample: str | None, references: list[str], reader: ReaderConfig) -> Figures:

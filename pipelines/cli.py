@@ -123,15 +123,18 @@ def demo(argv: list[str]) -> None:
 def evaluate(argv: list[str]) -> dict | None:
     """Run evaluate; prints a summary and returns the report (None for a dry run)."""
     from memgen.pipelines import evaluate as job
-    from memgen.report import REPORT, concept_summary, prepare_report_output, read_report
+    from memgen.report import REPORT, concept_summary, page_missing, prepare_report_output, read_report
 
     options = parse_job("memgen evaluate", "Measure a memory: concept fraction with CIs, distances "
                         "between image sets, copying (report.json, report.html).", job.EvaluateOptions, argv)
     config = job.EvaluateConfig.from_options(options)
     if not options.view_as(job.EvaluateOptions).classifier:
         logging.getLogger("memgen").info("no --classifier given: using %s", config.classifier.name)
-    if not execute(options, config.urls(), lambda pipeline: job.build(pipeline, config),
-                   prepare=lambda: prepare_report_output(config.out)):
+    inputs = {"memory": config.memory, "sample": config.sample, "references": list(config.references)}
+    if page_missing(config.out, inputs):  # killed after report.json: only the page is left to write
+        logging.getLogger("memgen").info("%s holds this report but not its page: writing it", config.out)
+    elif not execute(options, config.urls(), lambda pipeline: job.build(pipeline, config),
+                     prepare=lambda: prepare_report_output(config.out)):
         return None
     report = read_report(config.out)
     print(concept_summary(report["concept"]))

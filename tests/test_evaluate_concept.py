@@ -180,6 +180,18 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
     assert message in err and err.count("\n") == 0
 
 
+def test_a_run_killed_between_report_json_and_its_page_is_finished_by_a_rerun(tmp_path, capsys):
+    memory = _memory(tmp_path / "m", _caption_rows(8))
+    out = tmp_path / "out"
+    _evaluate(memory, out, "--classifier", "caption")
+    written = (out / "report.json").read_bytes()
+    (out / "report.html").unlink()  # as if killed before the command line wrote the page
+    assert cli_main(["evaluate", "--memory", memory, "--out", str(out), "--classifier", "caption"]) == 0
+    assert (out / "report.html").exists() and (out / "report.json").read_bytes() == written
+    assert cli_main(["evaluate", "--memory", memory, "--out", str(out), "--classifier", "caption"]) == 2
+    assert "already holds a finished report" in capsys.readouterr().err
+
+
 def test_reference_takes_several_inputs_after_one_flag_or_the_flag_repeated():
     from memgen.pipelines.evaluate import EvaluateConfig, EvaluateOptions
     from memgen.pipelines.options import parse_job

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from memgen import memory as memory_module
-from memgen.memory import open_table, read_manifest, write_rows
+from memgen.memory import open_table, read_manifest, write_manifest, write_rows
 from memgen.outputs import MARKER
 from memgen.pipelines.cli import main
 from memgen.schema import table_schema
@@ -161,6 +161,26 @@ def test_rerun_completes_an_unfinished_memory(tmp_path):
     assert run(*inputs, "--memory", str(mem)) == 0
     assert not (mem / "images" / "part-999999.parquet").exists()
     assert read_manifest(str(mem))["balanced"]
+
+
+def test_a_manifest_is_never_half_written(tmp_path, monkeypatch):
+    def killed_while_dumping(obj, f, **kwargs):
+        f.write('{"counts": ')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(memory_module.json, "dump", killed_while_dumping)
+    with pytest.raises(KeyboardInterrupt):
+        write_manifest(str(tmp_path / "m"), {"counts": {}})
+    assert read_manifest(str(tmp_path / "m")) is None  # unfinished, so a rerun completes it
+
+
+def test_a_folder_holding_only_a_marker_is_claimed_even_an_empty_one(tmp_path):
+    inputs, _ = corpus(tmp_path / "shards")
+    mem = tmp_path / "m"
+    mem.mkdir()
+    (mem / MARKER).write_text("")  # killed while the marker was being written
+    assert run(*inputs, "--memory", str(mem)) == 0
+    assert (mem / MARKER).read_text() == "memorize" and read_manifest(str(mem))["balanced"]
 
 
 @pytest.mark.parametrize("owner", [None, "sample"])
