@@ -123,13 +123,13 @@ def write_manifest(memory: str, manifest: dict[str, Any]) -> None:
     fs.mv(tmp, path)
 
 
-def prepare_output(memory: str) -> None:
+def prepare_output(memory: str, check_only: bool = False) -> None:
     """Make `memory` ready for a new run: refuse a finished one and any folder memgen did not
-    make (memgen.outputs), clear the tables of an unfinished one."""
+    make (memgen.outputs), clear the tables of an unfinished one (`check_only`: refuse only)."""
     if read_manifest(memory) is not None:
         raise MemoryDirError(f"{memory} already holds a finished memory (manifest.json); "
                            "choose another --memory or delete it")
-    claim_output(memory, "memorize", "--memory", TABLES)
+    claim_output(memory, "memorize", "--memory", TABLES, check_only)
 
 
 def finished_manifest(memory: str) -> dict[str, Any]:

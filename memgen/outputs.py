@@ -20,11 +20,12 @@ class OutputDirError(ValueError):
     """An output folder that a run may not write into."""
 
 
-def claim_output(url: str, job: str, flag: str, leftovers: Iterable[str]) -> None:
+def claim_output(url: str, job: str, flag: str, leftovers: Iterable[str], check_only: bool = False) -> None:
     """Make `url` the folder of a new run of `job`, or raise OutputDirError saying why not.
 
     `leftovers`: glob patterns (relative to the folder) of what an unfinished run of the
-    job may have left; `flag` names the option in messages. Callers refuse a finished run
+    job may have left; `flag` names the option in messages; `check_only` (a dry run)
+    refuses what a run would refuse and writes nothing. Callers refuse a finished run
     (its manifest or report) first, with their own message.
     """
     try:
@@ -33,15 +34,18 @@ def claim_output(url: str, job: str, flag: str, leftovers: Iterable[str]) -> Non
             raise OutputDirError(f"{flag} {url} is a file, not a folder")
         marker = posixpath.join(path, MARKER)
         # a marker alone (even an empty one: killed while writing it) has nothing to lose
-        if [entry for entry in _entries(fs, path) if posixpath.basename(entry) != MARKER]:
+        ours = [entry for entry in _entries(fs, path) if posixpath.basename(entry) != MARKER]
+        if ours:
             owner = _read_marker(fs, marker)
             if owner != job:
                 what = f"the output of memgen {owner}" if owner else "files memgen did not write"
                 raise OutputDirError(f"{flag} {url} is not empty: it holds {what}; "
                                      f"choose a new or empty folder")
-            for pattern in leftovers:
-                for found in fs.glob(posixpath.join(path, pattern)):
-                    fs.rm(found, recursive=True)
+        if check_only:
+            return
+        for pattern in leftovers if ours else ():
+            for found in fs.glob(posixpath.join(path, pattern)):
+                fs.rm(found, recursive=True)
         fs.makedirs(path, exist_ok=True)
         with fs.open(marker, "w") as f:
             f.write(job)

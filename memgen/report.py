@@ -38,10 +38,10 @@ def page_missing(out: str, inputs: dict[str, Any]) -> bool:
     return all(written.get(key) == value for key, value in inputs.items())
 
 
-def prepare_report_output(out: str) -> None:
-    """Claim --out for a real run (memgen.outputs; a dry run writes nothing)."""
+def prepare_report_output(out: str, check_only: bool = False) -> None:
+    """Claim --out for a real run (memgen.outputs; `check_only`: refuse only, for a dry run)."""
     check_report_output(out)
-    claim_output(out, "evaluate", "--out", ("." + REPORT + ".tmp",))
+    claim_output(out, "evaluate", "--out", ("." + REPORT + ".tmp",), check_only)
 
 
 def write_report(out: str, report: dict[str, Any]) -> None:

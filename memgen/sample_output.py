@@ -50,12 +50,14 @@ class PartResult:
     image_bytes: int = 0
 
 
-def prepare_sample_output(out: str) -> None:
-    """Refuse a finished sample (or any finished run); clear what an unfinished one left."""
+def prepare_sample_output(out: str, check_only: bool = False) -> None:
+    """Refuse a finished sample (or any finished run); clear what an unfinished one left
+    (`check_only`: refuse only)."""
     if read_manifest(out) is not None:
         raise MemoryDirError(f"{out} already holds a finished run (manifest.json); "
                              "choose another --out or delete it")
-    claim_output(out, "sample", "--out", ("sample-*", ".sample-*", INDEX, CONTACT_SHEET, IMAGES_DIR))
+    claim_output(out, "sample", "--out", ("sample-*", ".sample-*", INDEX, CONTACT_SHEET, IMAGES_DIR),
+                 check_only)
 
 
 def read_columns(part: str, columns: list[str]) -> pa.Table:

@@ -35,23 +35,23 @@ DRY_RUN_DEPTH = 2  # job stages and their named steps; deeper levels are Beam's 
 
 
 def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], wire: Callable[[beam.Pipeline], None],
-            prepare: Callable[[], None] | None = None) -> bool:
+            prepare: Callable[[bool], None]) -> bool:
     """Run the pipeline that `wire` builds; with --dry_run only build, validate and print it.
 
-    `urls`: the job's (flag, URL) pairs, checked first (check_urls).
-
-    `prepare` (claiming the output folder) runs only for a real run, once the pipeline is
-    built: a mistake found while building it (no input, no memory) writes nothing.
+    `urls`: the job's (flag, URL) pairs, checked first (check_urls). `prepare(check_only)`
+    claims the output folder once the pipeline is built, so a mistake found while building
+    it (no input, no memory) writes nothing; a dry run only checks that it could.
     Returns whether it ran.
     """
     check_urls(urls)
     if options.view_as(TestOptions).dry_run:
-        print(dry_run(options, wire))
+        printed = dry_run(options, wire)
+        prepare(True)
+        print(printed)
         return False
     pipeline = beam.Pipeline(options=options)
     wire(pipeline)
-    if prepare is not None:
-        prepare()
+    prepare(False)
     pipeline.run().wait_until_finish()
     return True
 
@@ -91,7 +91,7 @@ def memorize(argv: list[str]) -> dict | None:
                         MemorizeOptions, argv, positional="INPUT", positional_flag="input")
     config = MemorizeConfig.from_options(options)
     if not execute(options, config.urls(), lambda pipeline: build(pipeline, config),
-                   prepare=lambda: prepare_output(config.memory)):
+                   prepare=lambda check_only: prepare_output(config.memory, check_only)):
         return None
     manifest = read_manifest(config.memory)
     print(memorize_summary(manifest))
@@ -107,7 +107,7 @@ def sample(argv: list[str]) -> dict | None:
                         job.SampleOptions, argv)
     config = job.SampleConfig.from_options(options)
     if not execute(options, config.urls(), lambda pipeline: job.build(pipeline, config),
-                   prepare=lambda: prepare_sample_output(config.out)):
+                   prepare=lambda check_only: prepare_sample_output(config.out, check_only)):
         return None
     manifest = read_manifest(config.out)
     print(sample_summary(manifest))
@@ -134,7 +134,7 @@ def evaluate(argv: list[str]) -> dict | None:
     if page_missing(config.out, inputs):  # killed after report.json: only the page is left to write
         logging.getLogger("memgen").info("%s holds this report but not its page: writing it", config.out)
     elif not execute(options, config.urls(), lambda pipeline: job.build(pipeline, config),
-                     prepare=lambda: prepare_report_output(config.out)):
+                     prepare=lambda check_only: prepare_report_output(config.out, check_only)):
         return None
     report = read_report(config.out)
     print(concept_summary(report["concept"]))

@@ -163,6 +163,20 @@ def test_rerun_completes_an_unfinished_memory(tmp_path):
     assert read_manifest(str(mem))["balanced"]
 
 
+def test_a_dry_run_refuses_what_the_run_would_and_writes_nothing(memory, tmp_path):
+    shard = str(memory / "shards" / "00000.tar")
+    finished = cli("memorize", shard, "--memory", str(memory / "memory"), "--dry_run")
+    assert finished.returncode == 2 and "already holds a finished memory" in finished.stderr
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "photo.jpg").write_bytes(b"the user's")
+    foreign = cli("memorize", shard, "--memory", str(users), "--dry_run")
+    assert foreign.returncode == 2 and "is not empty" in foreign.stderr
+    fresh = cli("memorize", shard, "--memory", str(tmp_path / "new"), "--dry_run")
+    assert fresh.returncode == 0 and not (tmp_path / "new").exists()
+    assert sorted(p.name for p in users.iterdir()) == ["photo.jpg"]
+
+
 def test_a_manifest_is_never_half_written(tmp_path, monkeypatch):
     def killed_while_dumping(obj, f, **kwargs):
         f.write('{"counts": ')
