@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from importlib import resources
+from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
@@ -184,28 +185,15 @@ def test_evaluate_with_efficientnet_runs_the_model_once_per_image(sets, tmp_path
     if VISION_MISSING:
         pytest.skip(f"vision extra not installed: {VISION_MISSING} is missing")
     import pyarrow.parquet as pq
-    from apache_beam.metrics.metric import MetricsFilter
-    from apache_beam.options.pipeline_options import PipelineOptions
 
-    from memgen.pipelines.evaluate import EvaluateConfig, build
-    from memgen.report import prepare_report_output
-    from memgen.stages.classify import MODEL_IMAGES, EstimateConcept
+    from memgen.stages.classify import EstimateConcept
 
-    out = tmp_path / "eval"
-    config = EvaluateConfig.from_options(PipelineOptions([
-        "--memory", sets["memory"], "--sample", sets["sample"], "--reference", sets["reference"],
-        "--out", str(out), "--classifier", "efficientnet-lite0", "--sample_size", "15", "--seed", "3"]))
-    pipeline = beam.Pipeline(runner="FnApiRunner")
-    build(pipeline, config)
-    prepare_report_output(config.out)
-    result = pipeline.run()
-    result.wait_until_finish()
-    counters = result.metrics().query(MetricsFilter().with_name(MODEL_IMAGES))["counters"]
+    config, model_images, report = _evaluate_counting_model_images(
+        sets, tmp_path / "eval", "--classifier", "efficientnet-lite0", "--sample_size", "15", "--seed", "3")
     parts = image_parts(sets["memory"])
     n_memory = sum(pq.read_metadata(part).num_rows for part in parts)  # memorize kept decodable ones only
     # the sample's 12 images are memory rows, scored once as such; 22 decodable references
-    assert sum(c.committed for c in counters) == n_memory + 22
-    report = json.loads((out / "report.json").read_text())
+    assert model_images == n_memory + 22
     assert report["concept"]["unique"]["n"] == 15 and report["distances"]["failures"] == {
         "reference": {"not_an_image": 1}}
 
@@ -220,6 +208,17 @@ def test_embedding_false_leaves_the_model_to_the_classifier(sets, tmp_path):
     if VISION_MISSING:
         pytest.skip(f"vision extra not installed: {VISION_MISSING} is missing")
     import pyarrow.parquet as pq
+
+    _, model_images, report = _evaluate_counting_model_images(
+        sets, tmp_path / "eval", "--classifier", "efficientnet-lite0", "--embedding=false")
+    n_memory = sum(pq.read_metadata(part).num_rows for part in image_parts(sets["memory"]))
+    assert model_images == n_memory
+    rows = report["distances"]["rows"]
+    assert [r["space"] for r in rows] == [*SPACES[:3]] * 3 and EMBEDDING not in SPACES[:3]
+
+
+def _evaluate_counting_model_images(sets, out: Path, *flags: str):
+    """(config, images the model ran on, report) of an evaluate of all three sets."""
     from apache_beam.metrics.metric import MetricsFilter
 
     from memgen.pipelines.evaluate import EvaluateConfig, EvaluateOptions, build
@@ -227,17 +226,13 @@ def test_embedding_false_leaves_the_model_to_the_classifier(sets, tmp_path):
     from memgen.report import prepare_report_output
     from memgen.stages.classify import MODEL_IMAGES
 
-    out = tmp_path / "eval"
     config = EvaluateConfig.from_options(parse_job("memgen evaluate", "", EvaluateOptions, [
         "--memory", sets["memory"], "--sample", sets["sample"], "--reference", sets["reference"],
-        "--out", str(out), "--classifier", "efficientnet-lite0", "--embedding=false"]))
+        "--out", str(out), *flags]))
     pipeline = beam.Pipeline(runner="FnApiRunner")
     build(pipeline, config)
     prepare_report_output(config.out)
     result = pipeline.run()
     result.wait_until_finish()
     counters = result.metrics().query(MetricsFilter().with_name(MODEL_IMAGES))["counters"]
-    n_memory = sum(pq.read_metadata(part).num_rows for part in image_parts(sets["memory"]))
-    assert sum(c.committed for c in counters) == n_memory
-    rows = json.loads((out / "report.json").read_text())["distances"]["rows"]
-    assert [r["space"] for r in rows] == [*SPACES[:3]] * 3 and EMBEDDING not in SPACES[:3]
+    return config, sum(c.committed for c in counters), json.loads((out / "report.json").read_text())
