@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import IO, Any
 
 import fsspec
 import pyarrow as pa
@@ -38,6 +38,22 @@ def part_name(shard_index: int) -> str:
     return f"part-{shard_index:06d}.parquet"
 
 
+def temporary(path: str) -> str:
+    """The hidden name a file is written under before it is renamed to `path`."""
+    return posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path) + ".tmp")
+
+
+def write_atomic(url: str, write: Callable[[IO[str]], None]) -> None:
+    """A text file written by `write` under its temporary name, then renamed: a reader, or a
+    rerun after a kill, never sees half of it."""
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    tmp = temporary(path)
+    with fs.open(tmp, "w", encoding="utf-8") as f:
+        write(f)
+    fs.mv(tmp, path)
+
+
 class ParquetPart:
     """Rows added one at a time to a Parquet file (zstd, row groups of ~ROW_GROUP_BYTES).
 
@@ -47,7 +63,7 @@ class ParquetPart:
 
     def __init__(self, url: str, schema: pa.Schema, keep_empty: bool = False) -> None:
         self.fs, self.path = fsspec.core.url_to_fs(url)
-        self.tmp = posixpath.join(posixpath.dirname(self.path), "." + posixpath.basename(self.path) + ".tmp")
+        self.tmp = temporary(self.path)
         self.schema = schema
         self.keep_empty = keep_empty
         self.count = 0
@@ -113,14 +129,9 @@ def read_manifest(memory: str) -> dict[str, Any] | None:
 
 
 def write_manifest(memory: str, manifest: dict[str, Any]) -> None:
-    """manifest.json under a temporary name, then renamed: a run killed while writing it
-    leaves no manifest (an unfinished run, which a rerun completes), never half of one."""
-    fs, path = fsspec.core.url_to_fs(join(memory, MANIFEST))
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    tmp = posixpath.join(posixpath.dirname(path), "." + MANIFEST + ".tmp")
-    with fs.open(tmp, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-    fs.mv(tmp, path)
+    """manifest.json, atomically: a run killed while writing it leaves no manifest (an
+    unfinished run, which a rerun completes), never half of one."""
+    write_atomic(join(memory, MANIFEST), lambda f: json.dump(manifest, f, indent=2, sort_keys=True))
 
 
 def prepare_output(memory: str, check_only: bool = False) -> None:
@@ -140,17 +151,20 @@ def finished_manifest(memory: str) -> dict[str, Any]:
     return manifest
 
 
-def open_table(memory: str, table: str) -> ds.Dataset:
-    """A finished memory's table as a pyarrow dataset (empty when the table has no parts)."""
+def _part_files(memory: str, table: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    """A finished memory's part files of one table, sorted, and their filesystem."""
     finished_manifest(memory)
     fs, path = fsspec.core.url_to_fs(join(memory, table))
-    files = sorted(fs.glob(posixpath.join(path, "part-*.parquet")))
+    return fs, sorted(fs.glob(posixpath.join(path, "part-*.parquet")))
+
+
+def open_table(memory: str, table: str) -> ds.Dataset:
+    """A finished memory's table as a pyarrow dataset (empty when the table has no parts)."""
+    fs, files = _part_files(memory, table)
     return ds.dataset(files, schema=table_schema(table), format="parquet", filesystem=fs)
 
 
 def image_parts(memory: str) -> list[str]:
     """A finished memory's images/ part files, sorted, as URLs fsspec can open anywhere."""
-    finished_manifest(memory)
-    fs, path = fsspec.core.url_to_fs(join(memory, "images"))
-    files = sorted(fs.glob(posixpath.join(path, "part-*.parquet")))
+    fs, files = _part_files(memory, "images")
     return [fs.unstrip_protocol(f) for f in files] if "://" in memory else files

@@ -13,7 +13,7 @@ from typing import Any
 import fsspec
 
 from memgen.manifest import now
-from memgen.memory import MemoryDirError, join
+from memgen.memory import MemoryDirError, join, temporary, write_atomic
 from memgen.outputs import claim_output
 
 REPORT = "report.json"
@@ -41,17 +41,13 @@ def page_missing(out: str, inputs: dict[str, Any]) -> bool:
 def prepare_report_output(out: str, check_only: bool = False) -> None:
     """Claim --out for a real run (memgen.outputs; `check_only`: refuse only, for a dry run)."""
     check_report_output(out)
-    claim_output(out, "evaluate", "--out", ("." + REPORT + ".tmp",), check_only)
+    claim_output(out, "evaluate", "--out", (temporary(REPORT),), check_only)
 
 
 def write_report(out: str, report: dict[str, Any]) -> None:
     """report.json under a temporary name, then renamed: a reader never sees half of it."""
     report = {**report, "inputs": {**report["inputs"], "finished_at": now()}}
-    fs, path = fsspec.core.url_to_fs(join(out, REPORT))
-    tmp = posixpath.join(posixpath.dirname(path), "." + REPORT + ".tmp")
-    with fs.open(tmp, "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True, allow_nan=False)
-    fs.mv(tmp, path)
+    write_atomic(join(out, REPORT), lambda f: json.dump(report, f, indent=2, sort_keys=True, allow_nan=False))
 
 
 def read_report(out: str) -> dict[str, Any]:

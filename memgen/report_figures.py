@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from memgen.memory import join, open_table, read_manifest
+from memgen.memory import join, open_table, read_manifest, write_atomic
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
 from memgen.report import REPORT_HTML
@@ -133,9 +133,5 @@ def _records_by_source(sources: set[str], reader: ReaderConfig) -> dict[str, byt
 def write_html(out: str, page: str) -> str:
     """report.html under a temporary name, then renamed (as report.json); returns its URL."""
     url = join(out, REPORT_HTML)
-    fs, path = fsspec.core.url_to_fs(url)
-    tmp = posixpath.join(posixpath.dirname(path), "." + REPORT_HTML + ".tmp")
-    with fs.open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    fs.mv(tmp, path)
+    write_atomic(url, lambda f: f.write(page))
     return url
