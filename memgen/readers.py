@@ -8,6 +8,7 @@ Damage never raises: it becomes a Reject, and records before it are kept.
 from __future__ import annotations
 
 import json
+import math
 import re
 import zlib
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memgen.records import Record, Reject, Shard
+from memgen.records import Record, Reject, Shard, printable
 from memgen.shards import IMAGE_SUFFIXES
 from memgen.tarstream import TarDamage, tar_members
 
@@ -44,12 +45,17 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
     """Every record of the shard, or a Reject for what cannot be read."""
     reader = {"tar": _read_tar, "parquet": _read_parquet, "file": _read_file}[shard.kind]
     try:
-        opened = fsspec.open(shard.uri, "rb", compression="infer", **_stream_options(shard)).open()
+        opened = fsspec.open(shard.location, "rb", compression=_compression(shard.uri),
+                             **_stream_options(shard)).open()
     except Exception as e:  # noqa: BLE001 - any failure to open is a reject, with its reason
-        yield Reject(shard.index, 0, shard.uri, "open", _open_error(e), _message(e))
+        yield Reject(shard.index, 0, shard.source(), "open", _open_error(e), _message(e))
         return
     with opened as f:
         yield from reader(shard, f, config)
+
+
+def _compression(uri: str) -> str:
+    return "gzip" if uri.lower().endswith(".tgz") else "infer"  # fsspec infers .gz only
 
 
 def _stream_options(shard: Shard) -> dict:
@@ -79,37 +85,55 @@ class _Ordinals:
         return self.next - 1
 
 
+class _Keys:
+    """Keeps the keys of one shard's records unique, so each has its own source: a key seen
+    before (a tar that repeats a key further on, a Parquet key column with repeats) gets
+    "~2", "~3", ... appended."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def __call__(self, key: str) -> str:
+        unique, n = key, 1
+        while unique in self.seen:
+            n += 1
+            unique = f"{key}~{n}"
+        self.seen.add(unique)
+        return unique
+
+
 def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
-    ordinal = _Ordinals()
+    ordinal, keys = _Ordinals(), _Keys()
     group: list[tuple[str, str, bytes | None, int]] = []  # (key, ext, data, size)
     current = None
     try:
         for member in tar_members(f, config.max_bytes, config.reject_data_cap):
-            match = _KEY_EXT.match(member.name)
-            key, ext = (match.group(1), match.group(2).lower()) if match else (member.name, "")
+            name = printable(member.name)
+            match = _KEY_EXT.match(name)
+            key, ext = (match.group(1), match.group(2).lower()) if match else (name, "")
             if key != current and group:
-                yield from _group_items(shard, group, ordinal, config)
+                yield from _group_items(shard, group, ordinal, keys, config)
                 group = []
             current = key
             too_large = member.size > config.max_bytes  # then data is only its head
             group.append((key, ext, member.data, -member.size if too_large else member.size))
     except _DAMAGE as e:
-        yield from _group_items(shard, group, ordinal, config)
+        yield from _group_items(shard, group, ordinal, keys, config)
         group = []
-        member_name = e.member if isinstance(e, TarDamage) else ""
+        member_name = printable(e.member) if isinstance(e, TarDamage) else ""
         where = shard.source(f"#{member_name}" if member_name else "")
         yield Reject(shard.index, ordinal(), where, "read", "corrupt_shard", _message(e))
-    yield from _group_items(shard, group, ordinal, config)
+    yield from _group_items(shard, group, ordinal, keys, config)
 
 
-def _group_items(shard: Shard, group, ordinal: _Ordinals, config: ReaderConfig) -> Iterator[ShardItem]:
+def _group_items(shard: Shard, group, ordinal: _Ordinals, keys: _Keys,
+                 config: ReaderConfig) -> Iterator[ShardItem]:
     """One webdataset sample (members sharing a key) -> a Record, or Rejects."""
     if not group:
         return
-    key = group[0][0]
+    key = keys(group[0][0])
     locator = f"#{key}"
     source = shard.source(locator)
-    by_ext = {ext: (data, size) for _, ext, data, size in group}
     images = [(ext, data, size) for _, ext, data, size in group if ext.rsplit(".", 1)[-1] in IMAGE_EXTS]
     if not images:
         data = group[0][2] or b""
@@ -118,8 +142,8 @@ def _group_items(shard: Shard, group, ordinal: _Ordinals, config: ReaderConfig) 
                      f"no image member among extensions {exts}", len(data),
                      data[: config.reject_data_cap])
         return
-    caption = _text(by_ext.get("txt", (None, 0))[0])
-    meta_text, url = _metadata(_text(by_ext.get("json", (None, 0))[0]))
+    caption = _text(_sidecar(group, "txt"))
+    meta_text, url = _metadata(_text(_sidecar(group, "json")))
     for n, (ext, data, size) in enumerate(images):
         member_locator = locator if n == 0 else f"{locator}.{ext}"
         member_source = shard.source(member_locator)
@@ -134,86 +158,176 @@ def _group_items(shard: Shard, group, ordinal: _Ordinals, config: ReaderConfig) 
             yield Record(shard.index, ordinal(), member_source, data, caption, url, meta_text, member_locator)
 
 
+def _sidecar(group, name: str) -> bytes | None:
+    """The sample's `name` member ("txt", "json"), or else its first "*.name" one: a dotted
+    key such as img.v2.jpg has the sidecars img.v2.txt and img.v2.json (webdataset: key
+    "img", extensions "v2.jpg", "v2.txt", "v2.json")."""
+    exts = [(ext, data) for _, ext, data, _ in group]
+    exact = [data for ext, data in exts if ext == name]
+    dotted = [data for ext, data in exts if ext.endswith("." + name)]
+    return next(iter(exact + dotted), None)
+
+
 def _text(data: bytes | None) -> str | None:
-    return None if data is None else data.decode("utf-8", errors="replace").strip()
+    return None if data is None else data.decode("utf-8-sig", errors="replace").strip()
 
 
 def _metadata(text: str | None) -> tuple[str | None, str | None]:
     """(metadata JSON text, url) of a sample's .json member. Text that is not JSON is kept
     as a JSON string, so the column always parses (DuckDB's `metadata::JSON`) and nothing
-    of it is lost."""
+    of it is lost; NaN and Infinity, which Python's parser takes but JSON has not, become
+    null."""
     if text is None:
         return None, None
+    nonfinite: list[str] = []
     try:
-        parsed = json.loads(text)
-    except ValueError:
+        parsed = json.loads(text, parse_constant=lambda name: nonfinite.append(name))  # -> None
+    except (ValueError, RecursionError):
         return json.dumps(text, ensure_ascii=False), None
+    if nonfinite:
+        text = json.dumps(parsed, ensure_ascii=False)
     url = parsed.get("url") if isinstance(parsed, dict) else None
-    return text, None if url is None else str(url)
+    return text, _field_text(url)
+
+
+def _field_text(value) -> str | None:
+    """A caption, url or key value as text: strings as they are, bytes decoded, anything
+    else (a number, a list, a dict) as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8-sig", errors="replace")
+    return json.dumps(_finite(value), default=str, ensure_ascii=False, sort_keys=True)
+
+
+def _finite(value):
+    """`value` with NaN and infinite floats, which JSON has not, as None (null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
-    ordinal = _Ordinals()
+    """Row group by row group: damage in one is a reject for its rows, and reading goes on
+    with the next (row groups are independent; a tar, by contrast, ends at its damage)."""
+    ordinal, keys = _Ordinals(), _Keys()
     try:
         pf = pq.ParquetFile(f)
-        names = pf.schema_arrow.names
-        image_col = _image_column(pf.schema_arrow, config)
-        meta_cols = [n for n in names if n != image_col and not _is_binary(pf.schema_arrow.field(n).type)]
-        row = 0
-        for batch in pf.iter_batches(batch_size=64, columns=[image_col, *meta_cols]):
-            images = batch.column(image_col)
-            if pa.types.is_struct(images.type):
-                images = images.field("bytes")
-            meta = batch.select(meta_cols).to_pylist()
-            for data, fields in zip(images.to_pylist(), meta, strict=True):
-                key = str(fields.get(config.key_column) or f"{row:09d}")
-                row += 1
-                yield _parquet_item(shard, ordinal(), key, data or b"", fields, config)
-    except _DAMAGE + (pa.ArrowException, KeyError) as e:
-        yield Reject(shard.index, ordinal(), shard.uri, "read", _parquet_error(e), _message(e))
+        columns = _ParquetColumns(pf.schema_arrow, config)
+        row_groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
+    except _DAMAGE + (pa.ArrowException,) as e:
+        yield Reject(shard.index, ordinal(), shard.source(), "read", "corrupt_shard", _message(e))
+        return
+    except ColumnError as e:
+        yield Reject(shard.index, ordinal(), shard.source(), "read", e.error_type, str(e))
+        return
+    start = 0
+    for group, n_rows in enumerate(row_groups):
+        row = start
+        try:
+            for batch in pf.iter_batches(batch_size=64, row_groups=[group], columns=columns.read):
+                images = batch.column(columns.image)
+                if pa.types.is_struct(images.type):
+                    images = images.field("bytes")
+                for data, fields in zip(images.to_pylist(), batch.select(columns.fields).to_pylist(),
+                                        strict=True):
+                    key = _field_text(fields.get(config.key_column))
+                    yield _parquet_item(shard, ordinal(), keys(key or f"{row:09d}"),
+                                        data or b"", fields, columns, config)
+                    row += 1
+        except _DAMAGE + (pa.ArrowException,) as e:
+            lost = f"rows {row}-{start + n_rows - 1} of row group {group}"
+            yield Reject(shard.index, ordinal(), shard.source(f"#row_group_{group}"), "read",
+                         "corrupt_shard", f"{lost}: {_message(e)}"[:500])
+        start += n_rows
+
+
+class ColumnError(Exception):
+    """A Parquet shard whose columns memgen cannot read records from."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class _ParquetColumns:
+    """Which columns of a Parquet shard are read, and what each is for: the image bytes,
+    text fields (caption, url, key) and metadata (every other column but binary ones,
+    which are not text)."""
+
+    def __init__(self, schema: pa.Schema, config: ReaderConfig) -> None:
+        names = schema.names
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ColumnError("duplicate_columns", f"column names appear more than once: {repeated}")
+        self.image = _image_column(schema, config)
+        self.metadata = [n for n in names if n != self.image and not _holds_bytes(schema.field(n).type)]
+        text = [n for n in (config.caption_column, config.url_column, config.key_column)
+                if n in names and n != self.image and n not in self.metadata]
+        self.fields = self.metadata + text
+        self.read = [self.image, *self.fields]
 
 
 def _image_column(schema: pa.Schema, config: ReaderConfig) -> str:
+    """--image_column, or the first default name whose column holds bytes."""
     candidates = [config.image_column] if config.image_column else DEFAULT_IMAGE_COLUMNS
+    wrong = [f"{n!r} holds {schema.field(n).type}" for n in candidates
+             if n in schema.names and not _holds_bytes(schema.field(n).type)]
     for name in candidates:
-        if name in schema.names:
+        if name in schema.names and _holds_bytes(schema.field(name).type):
             return name
-    raise KeyError(f"no image column among {list(candidates)}; columns are {schema.names}")
+    found = f" ({'; '.join(wrong)}, not image bytes)" if wrong else ""
+    raise ColumnError("no_image_column", f"no image column among {list(candidates)}{found}; "
+                                         f"columns are {schema.names}"[:500])
 
 
-def _parquet_error(e: Exception) -> str:
-    return "no_image_column" if isinstance(e, KeyError) else "corrupt_shard"
-
-
-def _is_binary(t: pa.DataType) -> bool:
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_struct(t)
+def _holds_bytes(t: pa.DataType) -> bool:
+    """Binary, or a Hugging Face image struct {bytes, path}."""
+    if pa.types.is_struct(t):
+        index = t.get_field_index("bytes")
+        return index >= 0 and _holds_bytes(t.field(index).type)
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
 
 
 def _parquet_item(shard: Shard, ordinal: int, key: str, data: bytes, fields: dict,
-                  config: ReaderConfig) -> ShardItem:
+                  columns: _ParquetColumns, config: ReaderConfig) -> ShardItem:
     locator = f"#{key}"
     source = shard.source(locator)
     if len(data) > config.max_bytes:
         return Reject(shard.index, ordinal, source, "read", "too_large",
                       f"{len(data)} bytes > max_bytes {config.max_bytes}", len(data),
                       data[: config.reject_data_cap])
-    caption = fields.get(config.caption_column)
-    url = fields.get(config.url_column)
-    metadata = json.dumps(fields, default=str, ensure_ascii=False, sort_keys=True)
-    return Record(shard.index, ordinal, source, data,
-                  None if caption is None else str(caption), None if url is None else str(url),
-                  metadata, locator)
+    metadata = json.dumps(_finite({n: fields[n] for n in columns.metadata}), default=str,
+                          ensure_ascii=False, sort_keys=True)
+    return Record(shard.index, ordinal, source, data, _field_text(fields.get(config.caption_column)),
+                  _field_text(fields.get(config.url_column)), metadata, locator)
 
 
 def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     try:
         data = f.read(config.max_bytes + 1)
+        size = len(data) if len(data) <= config.max_bytes else _size(f, len(data))
     except _DAMAGE as e:
-        yield Reject(shard.index, 0, shard.uri, "read", "unreadable", _message(e))
+        yield Reject(shard.index, 0, shard.source(), "read", "unreadable", _message(e))
         return
-    if len(data) > config.max_bytes:
-        yield Reject(shard.index, 0, shard.uri, "read", "too_large",
-                     f"more than max_bytes {config.max_bytes}", len(data),
+    if size > config.max_bytes:
+        yield Reject(shard.index, 0, shard.source(), "read", "too_large",
+                     f"{size} bytes > max_bytes {config.max_bytes}", size,
                      data[: config.reject_data_cap])
         return
-    yield Record(shard.index, 0, shard.uri, data)
+    yield Record(shard.index, 0, shard.source(), data)
+
+
+def _size(f, read: int) -> int:
+    """The size of file `f`, of which `read` bytes have been read: from a seek to its end,
+    or, on a stream that cannot seek, by reading the rest in pieces."""
+    try:
+        return f.seek(0, 2)
+    except (OSError, ValueError):
+        while chunk := f.read(1 << 20):
+            read += len(chunk)
+        return read

@@ -9,14 +9,40 @@ from __future__ import annotations
 from typing import NamedTuple
 
 
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: bytes that are not (a local file name or a tar member name
+    decoded with surrogateescape, as Python decodes them) become \\xNN escapes. Beam's coders
+    and Parquet strings take nothing else."""
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no byte stands for
+        return text.encode("utf-8", "backslashreplace").decode()
+
+
 class Shard(NamedTuple):
     """One unit of parallel work: a tar, a Parquet file or a single image file."""
 
     index: int  # position in the sorted list of discovered shards (stable id)
-    uri: str
+    uri: str  # printable(): what tables and logs show
     kind: str  # tar | parquet | file
+    raw: bytes | None = None  # the uri's bytes when they are not UTF-8 (a local file name)
 
-    def source(self, locator: str) -> str:
+    @classmethod
+    def of(cls, index: int, uri: str, kind: str) -> Shard:
+        shown = printable(uri)
+        return cls(index, shown, kind, None if shown == uri else uri.encode("utf-8", "surrogateescape"))
+
+    @property
+    def location(self) -> str:
+        """What opens the shard: its uri, or the name its raw bytes decode to."""
+        return self.uri if self.raw is None else self.raw.decode("utf-8", "surrogateescape")
+
+    def source(self, locator: str = "") -> str:
         """A record's source: this shard's uri + where in it the record is (Record.locator)."""
         return self.uri + locator
 

@@ -10,6 +10,7 @@ import posixpath
 
 import fsspec
 from braceexpand import braceexpand
+from fsspec.implementations.local import LocalFileSystem
 
 from memgen.records import Shard
 
@@ -45,11 +46,13 @@ def _expand_one(url: str) -> tuple[list[str], bool | None]:
     checked, an http(s) URL; a brace range of them would cost a request each)."""
     fs, path = fsspec.core.url_to_fs(url)
     protocol = url.split("://", 1)[0] if "://" in url else None
+    if isinstance(fs, LocalFileSystem):
+        path = posixpath.normpath(path)  # a/../a/x.tar is a/x.tar: read once
 
     def unstrip(p: str) -> str:
         return fs.unstrip_protocol(p) if protocol else p
 
-    if _GLOB_CHARS & set(path) and protocol not in ("http", "https"):
+    if _GLOB_CHARS & set(path) and protocol not in ("http", "https") and not _exists(fs, path):
         matches = sorted(fs.glob(path))
         files: list[str] = []
         for m in matches:
@@ -60,15 +63,26 @@ def _expand_one(url: str) -> tuple[list[str], bool | None]:
     try:
         if fs.isdir(path):
             return [unstrip(f) for f in _walk(fs, path)], True
-        exists = fs.exists(path)
     except OSError:
-        exists = False
-    return [unstrip(path)], exists
+        pass
+    return [unstrip(path)], _exists(fs, path)
+
+
+def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Whether `path` names something as it is (a name may hold glob characters: "pics [2020]")."""
+    try:
+        return fs.exists(path)
+    except OSError:
+        return False
 
 
 def _walk(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
-    found = fs.find(root)
-    return sorted(p for p in found if _is_listed_file(p) and not posixpath.basename(p).startswith("."))
+    """Shards and images below `root`, skipping hidden files and folders (.git, .cache, ...)."""
+    return sorted(p for p in fs.find(root) if _is_listed_file(p) and not _hidden(posixpath.relpath(p, root)))
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith(".") for part in relative.split("/"))
 
 
 def discover(inputs: list[str]) -> list[Shard]:
@@ -91,7 +105,7 @@ def discover(inputs: list[str]) -> list[Shard]:
     any_exists = any_exists or any(_answers(url) for url in unchecked)
     if not any_exists or not urls:
         raise NoInputError(f"no input matched: {' '.join(inputs)}")
-    return [Shard(i, uri, shard_kind(uri)) for i, uri in enumerate(sorted(urls))]
+    return [Shard.of(i, uri, shard_kind(uri)) for i, uri in enumerate(sorted(urls))]
 
 
 def _answers(url: str) -> bool:

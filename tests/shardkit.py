@@ -35,8 +35,8 @@ def jpeg(seed: int, **kwargs) -> bytes:
 
 
 def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> Path:
-    """samples: (key, {ext: bytes}); gzip when the name ends in .gz."""
-    mode = "w:gz" if str(path).endswith(".gz") else "w"
+    """samples: (key, {ext: bytes}); gzip when the name ends in .gz or .tgz."""
+    mode = "w:gz" if str(path).endswith((".gz", ".tgz")) else "w"
     with tarfile.open(path, mode) as tar:
         for key, members in samples:
             for ext, data in members.items():

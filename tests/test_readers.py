@@ -142,3 +142,96 @@ def test_single_file_shard(tmp_path):
     (item,) = read(str(path))
     assert isinstance(item, Record) and item.source == str(path) and item.data == jpeg(2)
     assert item.locator == ""
+
+
+def test_parquet_image_column_must_hold_bytes(tmp_path):
+    # a default name holding paths is passed over for the next default that holds bytes
+    pq.write_table(pa.table({"image": ["/x/y.jpg"], "image_bytes": [jpeg(1)]}), tmp_path / "a.parquet")
+    (item,) = read(str(tmp_path / "a.parquet"))
+    assert isinstance(item, Record) and item.data == jpeg(1)
+    pq.write_table(pa.table({"bytes": [12345], "url": ["u"]}), tmp_path / "sizes.parquet")
+    (item,) = read(str(tmp_path / "sizes.parquet"))
+    assert item.error_type == "no_image_column" and "'bytes' holds int64, not image bytes" in item.message
+    (item,) = read(str(tmp_path / "a.parquet"), ReaderConfig(image_column="image"))
+    assert item.error_type == "no_image_column" and "'image' holds string" in item.message
+    table = pa.Table.from_arrays([pa.array([jpeg(1)]), pa.array(["a"]), pa.array(["b"])], ["jpg", "x", "x"])
+    pq.write_table(table, tmp_path / "twice.parquet")
+    (item,) = read(str(tmp_path / "twice.parquet"))
+    assert item.error_type == "duplicate_columns" and "['x']" in item.message
+
+
+def test_parquet_metadata_is_strict_json_and_keys_are_unique(tmp_path):
+    table = pa.table({
+        "jpg": [jpeg(1), jpeg(2), jpeg(3)],
+        "key": ["0", "0", None],
+        "score": [float("nan"), float("inf"), 1.5],
+        "info": [{"w": 1, "tags": ["a"]}, None, {"w": 3, "tags": []}],
+        "thumb": [b"\x00\x01", b"", None],  # binary: not text, left out of metadata
+        "caption": [b"caf\xc3\xa9", None, b"x"],
+    })
+    pq.write_table(table, tmp_path / "a.parquet")
+    items = read(str(tmp_path / "a.parquet"))
+    assert [i.locator for i in items] == ["#0", "#0~2", "#000000002"]
+    metadata = [json.loads(i.metadata, parse_constant=pytest.fail) for i in items]  # NaN is not JSON
+    assert [m["score"] for m in metadata] == [None, None, 1.5]
+    assert metadata[0]["info"] == {"w": 1, "tags": ["a"]} and "thumb" not in metadata[0]
+    assert [i.caption for i in items] == ["café", None, "x"]
+
+
+def test_damaged_parquet_row_group_loses_only_its_rows(tmp_path):
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"jpg": [jpeg(i) for i in range(6)], "key": [f"k{i}" for i in range(6)]}),
+                   path, row_group_size=2)
+    column = pq.ParquetFile(path).metadata.row_group(1).column(0)
+    data = bytearray(path.read_bytes())
+    start = min(o for o in (column.dictionary_page_offset, column.data_page_offset) if o is not None)
+    data[start:start + 16] = b"\xff" * 16  # the first page header of its image column
+    path.write_bytes(bytes(data))
+    items = read(str(path))
+    assert [i.locator for i in items if isinstance(i, Record)] == ["#k0", "#k1", "#k4", "#k5"]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert reject.error_type == "corrupt_shard" and reject.source.endswith("#row_group_1")
+    assert reject.message.startswith("rows 2-3 of row group 1")
+    assert [i.ordinal for i in items] == list(range(5))
+
+
+def test_tar_sidecars_of_dotted_keys_and_repeated_keys(tmp_path):
+    path = write_tar(tmp_path / "a.tgz", [
+        ("img.v2", {"jpg": jpeg(1), "txt": b"\xef\xbb\xbfdotted",
+                    "json": b'{"url": "http://x/1", "score": NaN}'}),
+        ("b", {"jpg": jpeg(2), "json": b'{"url": {"host": "x"}}'}),
+        ("img", {"jpg": jpeg(3)}),  # the key "img" again, further on: webdataset gives it twice
+    ])
+    first, second, third = read(str(path))
+    assert first.caption == "dotted" and first.url == "http://x/1"
+    assert json.loads(first.metadata, parse_constant=pytest.fail) == {"url": "http://x/1", "score": None}
+    assert second.url == '{"host": "x"}'
+    assert (first.locator, third.locator) == ("#img", "#img~2")
+
+
+def test_too_large_file_reports_its_size(tmp_path):
+    path = tmp_path / "big.jpg"
+    path.write_bytes(jpeg(1, quality=100))
+    (item,) = read(str(path), ReaderConfig(max_bytes=100, reject_data_cap=10))
+    assert item.error_type == "too_large" and item.n_bytes == path.stat().st_size and len(item.data) == 10
+
+
+def test_discover_takes_names_as_they_are(tmp_path):
+    (tmp_path / "pics [2020]").mkdir()
+    (tmp_path / "pics [2020]" / "a.jpg").write_bytes(jpeg(1))
+    (tmp_path / "pics [2020]" / ".cache").mkdir()
+    (tmp_path / "pics [2020]" / ".cache" / "thumb.jpg").write_bytes(jpeg(2))
+    (shard,) = discover([str(tmp_path / "pics [2020]")])  # a glob character in an existing name
+    assert shard.uri.endswith("pics [2020]/a.jpg")  # hidden folders are not walked
+    assert len(discover([str(tmp_path / "pics [2020]" / "a.jpg"),
+                         str(tmp_path / "pics [2020]" / ".." / "pics [2020]" / "a.jpg")])) == 1
+
+
+def test_file_name_that_is_not_utf8(tmp_path):
+    name = bytes(tmp_path / "caf") + b"\xe9.jpg"
+    with open(name, "wb") as f:
+        f.write(jpeg(1))
+    (shard,) = discover([str(tmp_path)])
+    assert shard.uri == str(tmp_path / "caf\\xe9.jpg") and shard.uri.encode()  # printable, valid UTF-8
+    (item,) = read_shard(shard, CONFIG)
+    assert isinstance(item, Record) and item.data == jpeg(1) and item.source == shard.uri
