@@ -7,7 +7,9 @@ a memory is finished only when its manifest exists.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import posixpath
 from collections.abc import Callable, Iterable
 from typing import IO, Any
@@ -32,6 +34,12 @@ class MemoryDirError(ValueError):
 
 def join(base: str, *parts: str) -> str:
     return posixpath.join(base.rstrip("/"), *parts)
+
+
+def absolute(url: str) -> str:
+    """A local path made absolute (what a manifest records: it is read from elsewhere);
+    URLs with a scheme as they are."""
+    return url if "://" in url else os.path.abspath(url)
 
 
 def part_name(shard_index: int) -> str:
@@ -126,6 +134,16 @@ def read_manifest(memory: str) -> dict[str, Any] | None:
         return None
     with fs.open(path, "r") as f:
         return json.load(f)
+
+
+def manifest_digest(memory: str) -> str | None:
+    """sha256 of a finished memory's manifest.json (which run made it, wherever it is now),
+    or None when `memory` holds no finished memory."""
+    try:
+        with fsspec.open(join(memory, MANIFEST), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except FileNotFoundError:
+        return None
 
 
 def write_manifest(memory: str, manifest: dict[str, Any]) -> None:

@@ -22,12 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from memgen.memory import join, open_table, read_manifest, write_atomic
+from memgen.memory import join, open_table, write_atomic
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
 from memgen.report import REPORT_HTML
 from memgen.report_html import Figures, Thumb, make_thumb
-from memgen.sample_output import INDEX
+from memgen.sample_output import INDEX, sample_memory
 from memgen.shards import discover, shard_kind
 
 log = logging.getLogger("memgen.report")
@@ -37,7 +37,7 @@ CLUSTERS, CLUSTER_MEMBERS = 5, 8
 
 
 def collect_figures(memory: str, sample: str | None, references: list[str], reader: ReaderConfig) -> Figures:
-    sample_thumbs = list(_thumbs(_sample_images(sample, CONTACT_SHEET))) if sample else []
+    sample_thumbs = list(_thumbs(_sample_images(sample, memory, CONTACT_SHEET))) if sample else []
     reference = list(_thumbs(_reference_images(references, SIDE_BY_SIDE, reader))) if references else []
     return Figures(reference=reference, sample=sample_thumbs[:SIDE_BY_SIDE],
                    contact_sheet=sample_thumbs, clusters=cluster_galleries(memory, reader))
@@ -53,17 +53,19 @@ def _thumbs(images: Iterable[tuple[bytes, str]]) -> Iterator[Thumb]:
 
 def _memory_images(memory: str, image_ids: list[str]) -> dict[str, bytes]:
     """Bytes of the given ids from the memory's images table."""
+    if not image_ids:
+        return {}  # isin([]) cannot tell the type of an empty list
     table = open_table(memory, "images").to_table(columns=["image_id", "image"],
                                                    filter=pc.field("image_id").isin(image_ids))
     return dict(zip(table.column("image_id").to_pylist(), table.column("image").to_pylist(), strict=True))
 
 
-def _sample_images(sample: str, n: int) -> Iterator[tuple[bytes, str]]:
-    manifest = read_manifest(sample) or {}
+def _sample_images(sample: str, memory: str, n: int) -> Iterator[tuple[bytes, str]]:
+    _, drawn_from = sample_memory(sample, memory)
     with fsspec.open(join(sample, INDEX), "rb") as f:
         table = pq.read_table(f, columns=["rank", "image_id", "caption"])
     index = table.sort_by("rank").slice(0, n).to_pylist()
-    data = _memory_images(manifest["memory"], [row["image_id"] for row in index])
+    data = _memory_images(drawn_from, [row["image_id"] for row in index])
     for row in index:
         if row["image_id"] in data:
             yield data[row["image_id"]], f"#{row['rank']} {row['caption'] or row['image_id'][:12]}"

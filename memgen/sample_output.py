@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from memgen.contact_sheet import contact_sheet, thumbnail
 from memgen.manifest import finished
-from memgen.memory import MemoryDirError, ParquetPart, join, read_manifest, write_manifest
+from memgen.memory import MemoryDirError, ParquetPart, join, manifest_digest, read_manifest, write_manifest
 from memgen.outputs import claim_output
 from memgen.safe_names import extension, safe_join, sample_stem
 from memgen.sampling import Chosen
@@ -48,6 +48,28 @@ class PartResult:
     index_rows: list[dict[str, Any]] = field(default_factory=list)
     thumbs: list[tuple[int, bytes | None]] = field(default_factory=list)
     image_bytes: int = 0
+
+
+def sample_memory(sample: str, memory: str | None = None) -> tuple[dict[str, Any], str]:
+    """A finished sample's manifest, and the memory its images are read from: `memory`
+    when the sample was drawn from it (same manifest.json: the memory may have moved),
+    else the memory its manifest names. MemoryDirError when neither is that memory."""
+    manifest = read_manifest(sample)
+    if manifest is None:
+        raise MemoryDirError(f"{sample} is not a finished sample (no manifest.json)")
+    if manifest.get("job") != "sample":
+        raise MemoryDirError(f"{sample} is not a sample (its manifest.json is not from memgen sample)")
+    recorded, digest = manifest["memory"], manifest.get("memory_manifest_sha256")
+    if digest is None:  # a sample that names its memory only
+        if read_manifest(recorded) is not None:
+            return manifest, recorded
+    else:
+        for candidate in (memory, recorded):
+            if candidate and manifest_digest(candidate) == digest:
+                return manifest, candidate
+    raise MemoryDirError(f"the memory sample {sample} was drawn from is not at {manifest['memory']} "
+                         f"any more{' nor is it --memory ' + memory if memory else ''}: "
+                         "give its new place as --memory")
 
 
 def prepare_sample_output(out: str, check_only: bool = False) -> None:

@@ -33,7 +33,7 @@ from memgen.report_html import render
 from memgen.shards import discover
 from memgen.stages.classify import EstimateConcept
 from memgen.stages.distances import EvaluateSets
-from memgen.stages.image_sets import ScoreMemory
+from memgen.stages.image_sets import ScoreMemory, sample_parts
 from memgen.stages.report import WriteReport
 
 MAX_SEED = 2**63 - 1
@@ -165,8 +165,9 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
     and a copy is a pHash within the memory's own near-duplicate threshold."""
     reader, fingerprint, threshold = _memorized(config)
     references = discover(list(config.references)) if config.references else []
+    sample = sample_parts(config.sample, config.memory) if config.sample else None
     sets = pipeline | "Distances" >> EvaluateSets(
-        parts, config.sample, references, reader, fingerprint, threshold, config.seed,
+        parts, sample, references, reader, fingerprint, threshold, config.seed,
         with_embedding=config.embedding, memory_scored=memory_scored)
     return {"distances": sets["distances"], "copying": sets["copying"]}
 

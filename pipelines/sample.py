@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import memgen
 from memgen.manifest import now
-from memgen.memory import finished_manifest, image_parts, read_manifest
+from memgen.memory import absolute, finished_manifest, image_parts, manifest_digest, read_manifest
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import LOCAL_RUNNER, add_shared, boolean
 from memgen.sample_output import FORMATS, prepare_sample_output
@@ -78,7 +78,8 @@ def build(pipeline: beam.Pipeline, config: SampleConfig) -> None:
                     config.n, population)
     manifest_base = {
         "job": "sample",
-        "memory": config.memory,
+        "memory": absolute(config.memory),
+        "memory_manifest_sha256": manifest_digest(config.memory),  # finds the memory if it moves
         "out": config.out,
         "format": config.fmt,
         "mode": config.mode,

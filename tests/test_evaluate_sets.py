@@ -22,6 +22,7 @@ from memgen.pipelines.cli import main
 from memgen.readers import ReaderConfig
 from memgen.shards import discover
 from memgen.stages.distances import EvaluateSets
+from memgen.stages.image_sets import sample_parts
 from shardkit import encode, jpeg, make_image, sample, write_tar
 
 VISION_MISSING = missing_vision_module()
@@ -67,7 +68,8 @@ def _run(sets, sample: str | None, references: list[str], check_distances, check
 
     with TestPipeline(runner="FnApiRunner") as p:
         shards = discover(references) if references else []
-        sections = p | EvaluateSets(image_parts(sets["memory"]), sample, shards, ReaderConfig(),
+        sections = p | EvaluateSets(image_parts(sets["memory"]), sample and sample_parts(sample), shards,
+                                    ReaderConfig(),
                                     FingerprintConfig(), threshold=10, seed=0, cap=1000, kid_subsets=10,
                                     with_embedding=False)
         assert_that(sections["distances"], one(check_distances), label="CheckDistances")
@@ -116,7 +118,7 @@ def test_memory_alone_has_no_pairs_and_no_copying(sets):
 
 
 def test_features_of_the_sample_are_those_of_its_memory_images(sets):
-    from memgen.stages.image_sets import read_memory_part, sample_parts
+    from memgen.stages.image_sets import read_memory_part
 
     memory = {im.image_id: im for url in image_parts(sets["memory"]) for im in read_memory_part(url)}
     chosen = [im for url, ids in sample_parts(sets["sample"]) for im in read_memory_part(url, ids)]
@@ -236,3 +238,34 @@ def _evaluate_counting_model_images(sets, out: Path, *flags: str):
     result.wait_until_finish()
     counters = result.metrics().query(MetricsFilter().with_name(MODEL_IMAGES))["counters"]
     return config, sum(c.committed for c in counters), json.loads((out / "report.json").read_text())
+
+
+def test_a_sample_finds_its_memory_after_a_move(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_tar(tmp_path / "train.tar", [sample(f"{i:03d}", jpeg(i)) for i in range(6)])
+    assert main(["memorize", "train.tar", "--memory", "mem"]) == 0
+    assert main(["sample", "--memory", "mem", "--n", "3", "--out", "s"]) == 0  # relative paths
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert {url.rsplit("/images/", 1)[0] for url, _ in sample_parts("../s")} == {str(tmp_path / "mem")}
+    (tmp_path / "mem").rename(tmp_path / "moved")
+    assert {url.rsplit("/images/", 1)[0] for url, _ in sample_parts("../s", "../moved")} == {"../moved"}
+    assert main(["memorize", "../train.tar", "--memory", "other"]) == 0  # same images, another run
+    capsys.readouterr()
+    assert main(["evaluate", "--memory", "other", "--sample", "../s", "--out", "r", "--classifier", "caption"]) == 2
+    assert "was drawn from is not at" in capsys.readouterr().err
+    assert main(["evaluate", "--memory", "../moved", "--sample", "../s", "--out", "r",
+                 "--classifier", "caption", "--embedding", "false"]) == 0
+    report = json.loads((tmp_path / "elsewhere" / "r" / "report.json").read_text())
+    assert report["copying"]["copy"]["rate"] == 1.0
+    assert (tmp_path / "elsewhere" / "r" / "report.html").read_text().count("<img ") >= 3
+
+
+def test_an_empty_sample_gets_a_report_page(tmp_path):
+    write_tar(tmp_path / "broken.tar", [sample("bad", b"not an image")])
+    memory, drawn, out = (str(tmp_path / name) for name in ("mem", "s", "r"))
+    assert main(["memorize", str(tmp_path / "broken.tar"), "--memory", memory]) == 0
+    assert main(["sample", "--memory", memory, "--n", "3", "--out", drawn]) == 0
+    assert main(["evaluate", "--memory", memory, "--sample", drawn, "--out", out, "--classifier", "caption",
+                 "--embedding", "false"]) == 0
+    assert "<html" in (tmp_path / "r" / "report.html").read_text()

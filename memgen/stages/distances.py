@@ -42,7 +42,6 @@ from memgen.stages.image_sets import (
     embedding_model,
     read_memory_part,
     reference_images,
-    sample_parts,
 )
 from memgen.stages.moments import MomentsFn
 
@@ -178,7 +177,8 @@ def _elementwise_min(arrays) -> np.ndarray | None:
 class EvaluateSets(beam.PTransform):
     """PBegin -> {"distances": PCollection[dict], "copying": PCollection[dict]}, one dict each.
 
-    The memory is always read; the sample and the reference are optional. Every pair of
+    The memory is always read; the sample (its `image_sets.sample_parts`) and the reference
+    are optional. Every pair of
     the sets given is compared in every feature space; the sample and the reference are
     matched against the memory's pHashes for copying and contamination.
     `with_embedding=False` leaves the efficientnet space out even with the vision extra
@@ -187,7 +187,8 @@ class EvaluateSets(beam.PTransform):
     already gave their embedding), used instead of reading and decoding the memory again.
     """
 
-    def __init__(self, memory_parts: list[str], sample: str | None, reference_shards: list[Shard],
+    def __init__(self, memory_parts: list[str], sample_parts: list[tuple[str, frozenset[str]]] | None,
+                 reference_shards: list[Shard],
                  reader: ReaderConfig, fingerprint: FingerprintConfig, threshold: int, seed: int,
                  cap: int = DEFAULT_SUBSET_CAP, kid_subsets: int = KID_SUBSETS,
                  with_embedding: bool = True, memory_scored=None) -> None:
@@ -196,7 +197,7 @@ class EvaluateSets(beam.PTransform):
         # resolved here, on the launcher: workers of a remote runner need the export's path
         self.model_path = embedding_model() if with_embedding else None
         self.memory_parts, self.reference_shards = memory_parts, reference_shards
-        self.sample_parts = sample_parts(sample) if sample else None
+        self.sample_parts = sample_parts
         self.reader, self.fingerprint = reader, fingerprint
         self.threshold, self.seed, self.cap, self.kid_subsets = threshold, seed, cap, kid_subsets
         self.radius = max(DEFAULT_RADIUS, threshold)

@@ -45,10 +45,10 @@ from memgen.classify.onnx_model import (
 from memgen.copying import query_phash
 from memgen.features import EMBEDDING, ImageView, extract
 from memgen.fingerprint import FingerprintConfig, ImageError
-from memgen.memory import MemoryDirError, join, read_manifest
+from memgen.memory import join
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
-from memgen.sample_output import INDEX
+from memgen.sample_output import INDEX, sample_memory
 from memgen.stages.classify import count_model_images
 
 MEMORY, SAMPLE, REFERENCE = "memory", "sample", "reference"
@@ -86,19 +86,16 @@ def read_memory_part(url: str, selected: frozenset[str] | None = None) -> Iterat
                                    row["source"])
 
 
-def sample_parts(sample: str) -> list[tuple[str, frozenset[str]]]:
-    """(memory part URL, ids of the sample in it) for a finished sample, sorted by part."""
-    manifest = read_manifest(sample)
-    if manifest is None:
-        raise MemoryDirError(f"{sample} is not a finished sample (no manifest.json)")
-    if manifest.get("job") != "sample":
-        raise MemoryDirError(f"{sample} is not a sample (its manifest.json is not from memgen sample)")
+def sample_parts(sample: str, memory: str | None = None) -> list[tuple[str, frozenset[str]]]:
+    """(memory part URL, ids of the sample in it) for a finished sample, sorted by part
+    (the memory: `sample_output.sample_memory`)."""
+    _, drawn_from = sample_memory(sample, memory)
     with fsspec.open(join(sample, INDEX), "rb") as f:
         index = pq.read_table(f, columns=["image_id", "memory_part"]).to_pylist()
     ids: dict[str, set[str]] = defaultdict(set)
     for row in index:
         ids[row["memory_part"]].add(row["image_id"])
-    images = join(manifest["memory"], "images")
+    images = join(drawn_from, "images")
     return [(join(images, posixpath.basename(part)), frozenset(chosen))
             for part, chosen in sorted(ids.items())]
 
