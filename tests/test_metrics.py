@@ -144,6 +144,10 @@ def test_fd_of_a_set_with_itself_is_zero_and_fd_is_symmetric():
     ma, mb = Moments.of(a), Moments.of(b)
     assert abs(metrics.fd_from_moments(ma, ma)) < 1e-8
     assert metrics.fd_from_moments(ma, mb) == pytest.approx(metrics.fd_from_moments(mb, ma), rel=1e-9)
+    # two 64-bit hashes: a rank-1 covariance, whose zero eigenvalues round to +-1e-13 and
+    # their square roots to ~1e-6 each; the distance rounded to -6e-6 before it was clipped
+    two = Moments.of(np.random.default_rng(0).integers(0, 2, (2, 64)).astype(float))
+    assert metrics.fd_from_moments(two, two) == 0.0
 
 
 def test_fd_grows_with_the_shift_of_the_mean():

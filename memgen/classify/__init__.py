@@ -31,6 +31,7 @@ CLASSIFIERS = {
 # and specificity 1.00 (at 0.5: 0.54 and 1.00). Calibrate (--calibration) for your data.
 EFFICIENTNET_THRESHOLD = 0.1
 DEFAULT_THRESHOLD = 0.5
+MAX_CLASSES = 1 << 20  # --classes indices: far more than any classifier's outputs
 
 
 @dataclass(frozen=True)
@@ -59,16 +60,16 @@ def default_classifier() -> str:
 
 def parse_classes(text: str) -> tuple[int, ...]:
     """'281-285,287' -> (281, 282, 283, 284, 285, 287)."""
-    classes: set[int] = set()
     try:
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            low, _, high = part.partition("-")
-            classes.update(range(int(low), int(high or low) + 1))
+        ranges = [(int(low), int(high or low)) for low, _, high in
+                  (part.partition("-") for part in filter(None, (p.strip() for p in text.split(","))))]
     except ValueError:
         raise ClassifierError(f"--classes must look like 281-285,287, got {text!r}") from None
-    if not classes or min(classes) < 0:
+    if not ranges or any(low < 0 or high < low for low, high in ranges):
         raise ClassifierError(f"--classes names no valid class index: {text!r}")
-    return tuple(sorted(classes))
+    if max(high for _, high in ranges) >= MAX_CLASSES:
+        raise ClassifierError(f"--classes names an index over {MAX_CLASSES - 1}: {text!r}")
+    return tuple(sorted({c for low, high in ranges for c in range(low, high + 1)}))
 
 
 def resolve(name: str | None, classes: str | None, threshold: float | None) -> ClassifierSpec:
@@ -99,10 +100,11 @@ def _user_onnx(name: str, classes: str | None, threshold: float) -> ClassifierSp
     missing = missing_vision_module()
     if missing == "onnxruntime":
         raise ClassifierError("onnx:PATH classifiers need onnxruntime: pip install 'memgen[vision]'")
+    chosen = parse_classes(classes)
     try:
-        spec = inspect_input(path)
+        spec = inspect_input(path, chosen)
     except ValueError as e:
         raise ClassifierError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for missing or bad files
         raise ClassifierError(f"cannot load ONNX model {path}: {type(e).__name__}: {str(e)[:200]}") from None
-    return ClassifierSpec(name, "onnx", threshold, path, parse_classes(classes), spec)
+    return ClassifierSpec(name, "onnx", threshold, path, chosen, spec)

@@ -77,7 +77,7 @@ class Design(NamedTuple):
     kind: str  # census | sample
     population_images: int  # unique images in the memory
     population_copies: int  # input records they stand for
-    sample_size: int | None  # requested --sample-size (None: census)
+    sample_size: int | None  # requested --sample-size (None: none; census when >= the population)
     seed: int
 
     def row(self) -> dict:
@@ -91,20 +91,27 @@ class LabelledFile(NamedTuple):
 
 
 def read_calibration_labels(path: str) -> list[LabelledFile]:
-    """labels.csv (file,label[,caption]) -> labelled files; paths relative to the CSV's folder."""
-    with fsspec.open(path, "r", encoding="utf-8") as f:
+    """labels.csv (file,label[,caption]) -> labelled files; paths relative to the CSV's folder.
+    Each file once: a file listed twice would count twice, or against itself."""
+    with fsspec.open(path, "r", encoding="utf-8-sig") as f:  # -sig: Excel's CSVs start with a BOM
         rows = list(csv.DictReader(io.StringIO(f.read())))
     if not rows or not {"file", "label"} <= set(rows[0]):
         raise ValueError(f"{path}: needs a header with columns file,label")
     base = posixpath.dirname(path)
     out = []
+    lines: dict[str, int] = {}
     for i, row in enumerate(rows, start=2):
         label = (row["label"] or "").strip().lower()
         if label not in _POSITIVE | _NEGATIVE:
             raise ValueError(f"{path}:{i}: label {row['label']!r} is neither positive "
                              f"({', '.join(sorted(_POSITIVE))}) nor negative")
-        file = row["file"]
+        file = (row["file"] or "").strip()
+        if not file:
+            raise ValueError(f"{path}:{i}: no file named")
         url = file if "://" in file or file.startswith("/") else posixpath.join(base, file)
+        if url in lines:
+            raise ValueError(f"{path}:{i}: {file} is listed on line {lines[url]} too")
+        lines[url] = i
         out.append(LabelledFile(url, label in _POSITIVE, row.get("caption")))
     return out
 

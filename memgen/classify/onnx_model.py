@@ -146,11 +146,16 @@ class InputSpec:
     layout: str  # nhwc | nchw
 
 
-def inspect_input(path: str) -> InputSpec:
-    """Read the first input's element type and shape from an ONNX file."""
+def inspect_input(path: str, classes: tuple[int, ...] = ()) -> InputSpec:
+    """Read the first input's element type and shape from an ONNX file; ValueError when the
+    model cannot take images, or its first output has no class among `classes`."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(read_model(path), providers=["CPUExecutionProvider"])
+    width = session.get_outputs()[0].shape[-1]
+    if classes and isinstance(width, int) and max(classes) >= width:
+        raise ValueError(f"{path}: its output has {width} classes (0-{width - 1}); "
+                         f"--classes names {max(classes)}")
     first = session.get_inputs()[0]
     shape = list(first.shape)
     if len(shape) != 4:

@@ -89,11 +89,12 @@ def read_images(url: str, selected: frozenset[str] | None) -> Iterator[ImageItem
 
 
 def read_labelled(item: LabelledFile) -> ImageItem:
-    """A calibration file as an ImageItem (image_id = its URL); a missing file has empty bytes."""
+    """A calibration file as an ImageItem (image_id = its URL); a file that cannot be read
+    (missing, a folder, no permission) has empty bytes, and is counted as failed."""
     try:
         with fsspec.open(item.url, "rb") as f:
             data = f.read()
-    except FileNotFoundError:
+    except OSError:
         data = b""
     return ImageItem(item.url, 1, data, item.caption, item.url)
 
@@ -193,6 +194,11 @@ def _scored(keyed_result, threshold: float) -> Scored:
 
 
 def score_caption(item: ImageItem) -> Scored:
+    """An image without a caption cannot be labelled by it: a failure, not a non-cat (which
+    would pull the fraction towards 0 with nothing to show for it)."""
+    if not (item.caption or "").strip():
+        return Scored(item.image_id, item.copies, None, None, "no_caption",
+                      "the caption classifier needs a caption", item.source)
     positive = caption_is_cat(item.caption)
     return Scored(item.image_id, item.copies, float(positive), positive)
 
@@ -310,8 +316,9 @@ class EstimateConcept(beam.PTransform):
 def _section(tallies: tuple[Tally, FailureTally], population: tuple[int, int] | None, calibration,
              spec: ClassifierSpec, sample_size: int | None, seed: int, calibration_file: str | None) -> dict:
     tally, failures = tallies
-    if population is None:  # census: every image was scored or failed
-        design = Design("census", tally.n + failures.images, tally.copies + failures.copies, None, seed)
+    if population is None or sample_size >= population[0]:  # every image was scored or failed
+        scored = tally.n + failures.images, tally.copies + failures.copies
+        design = Design("census", *scored, sample_size, seed)
     else:
         design = Design("sample", population[0], population[1], sample_size, seed)
     return concept_section(spec, tally, failures, design, calibration, calibration_file)
