@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from memgen.outputs import claim_output
+from memgen.outputs import claim_output, glob_in, move, remove
 from memgen.schema import table_schema
 
 TABLES = ("images", "duplicates", "rejects")
@@ -59,7 +59,7 @@ def write_atomic(url: str, write: Callable[[IO[str]], None]) -> None:
     tmp = temporary(path)
     with fs.open(tmp, "w", encoding="utf-8") as f:
         write(f)
-    fs.mv(tmp, path)
+    move(fs, tmp, path)
 
 
 class ParquetPart:
@@ -113,9 +113,9 @@ class ParquetPart:
         self._writer.close()
         self._file.close()
         if exc_type is None:
-            self.fs.mv(self.tmp, self.path)
+            move(self.fs, self.tmp, self.path)
         else:
-            self.fs.rm(self.tmp)
+            remove(self.fs, self.tmp)
 
 
 def write_rows(url: str, table: str, rows: Iterable[dict[str, Any]], keep_empty: bool = False) -> int:
@@ -173,7 +173,7 @@ def _part_files(memory: str, table: str) -> tuple[fsspec.AbstractFileSystem, lis
     """A finished memory's part files of one table, sorted, and their filesystem."""
     finished_manifest(memory)
     fs, path = fsspec.core.url_to_fs(join(memory, table))
-    return fs, sorted(fs.glob(posixpath.join(path, "part-*.parquet")))
+    return fs, sorted(glob_in(fs, path, "part-*.parquet"))
 
 
 def open_table(memory: str, table: str) -> ds.Dataset:

@@ -4,14 +4,21 @@ Before anything else a run writes MARKER, naming its job, into its folder; a rer
 killed run finds it and clears what that run left. A folder holding anything else (the
 user's photos, another job's output, the input itself) is refused, never cleared: a run
 deletes only what a run of the same job wrote.
+
+Paths are taken literally: an output named `s3://bucket/run[1]` or `runs/a?b` is legal,
+and fsspec's mv, rm and glob would read '[', '?' and '*' in it as glob patterns (and
+could reach another folder), so moving, removing and listing go through the helpers
+below.
 """
 
 from __future__ import annotations
 
+import glob
 import posixpath
 from collections.abc import Iterable
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 MARKER = ".memgen-run"
 
@@ -44,13 +51,36 @@ def claim_output(url: str, job: str, flag: str, leftovers: Iterable[str], check_
         if check_only:
             return
         for pattern in leftovers if ours else ():
-            for found in fs.glob(posixpath.join(path, pattern)):
-                fs.rm(found, recursive=True)
+            for found in glob_in(fs, path, pattern):
+                remove(fs, found)
         fs.makedirs(path, exist_ok=True)
         with fs.open(marker, "w") as f:
             f.write(job)
     except OSError as e:
         raise OutputDirError(f"{flag} {url} cannot be written: {type(e).__name__}: {e}"[:500]) from None
+
+
+def glob_in(fs: fsspec.AbstractFileSystem, folder: str, pattern: str) -> list[str]:
+    """The paths in `folder` (a literal path) that match `pattern`."""
+    return fs.glob(posixpath.join(glob.escape(folder), pattern))
+
+
+def move(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
+    """Rename one file (atomic on a local disk; a copy and a delete on object stores)."""
+    if isinstance(fs, LocalFileSystem):
+        fs.mv(source, target)  # os.rename: takes names as they are
+    else:
+        fs.cp_file(source, target)
+        fs.rm_file(source)
+
+
+def remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Delete a file, or a folder and everything in it."""
+    if isinstance(fs, LocalFileSystem):
+        fs.rm(path, recursive=True)  # takes names as they are
+        return
+    for file in fs.find(path) if fs.isdir(path) else [path]:  # find lists by prefix, no pattern
+        fs.rm_file(file)
 
 
 def _entries(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from memgen.contact_sheet import contact_sheet, thumbnail
 from memgen.manifest import finished
 from memgen.memory import MemoryDirError, ParquetPart, join, manifest_digest, read_manifest, write_manifest
-from memgen.outputs import claim_output
+from memgen.outputs import claim_output, move, remove
 from memgen.safe_names import extension, safe_join, sample_stem
 from memgen.sampling import Chosen
 from memgen.schema import load_json, table_schema
@@ -180,9 +180,9 @@ class _TarWriter:
         self.tar.close()
         self.file.close()
         if exc_type is None and self.count:
-            self.fs.mv(self.tmp, self.path)
+            move(self.fs, self.tmp, self.path)
         else:
-            self.fs.rm(self.tmp)
+            remove(self.fs, self.tmp)
 
 
 class _ParquetWriter:

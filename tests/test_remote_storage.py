@@ -129,6 +129,25 @@ def test_s3_memory_that_is_finished_is_refused(s3, capfd):
     assert "already holds a finished memory" in capfd.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_output_names_with_glob_characters_are_taken_literally(where, s3, local_reference, tmp_path):
+    """'[1]' and '?' are legal in keys and file names; read as glob patterns they matched
+    nothing (a sample of no parts) or another folder (a rerun clearing "b1" for "b[1]")."""
+    fs, root = (s3, "memories/glob") if where == "s3" else (fsspec.filesystem("file", auto_mkdir=True), str(tmp_path))
+    url = (lambda path: f"s3://{path}") if where == "s3" else (lambda path: path)
+    fs.pipe(f"{root}/b1/images/part-000009.parquet", b"not memgen's: must stay")
+    fs.pipe(f"{root}/b[1]/.memgen-run", b"memorize")  # a killed run of memorize left these
+    fs.pipe(f"{root}/b[1]/images/part-000009.parquet", b"half a part")
+    memory = url(f"{root}/b[1]")
+    assert main(["memorize", "s3://inputs/shards/shard-*.tar", "--memory", memory]) == 0
+    assert content(memory) == local_reference["content"]
+    assert fs.cat(f"{root}/b1/images/part-000009.parquet") == b"not memgen's: must stay"
+    out = url(f"{root}/s?1")
+    assert main(["sample", "--memory", memory, "--n", "4", "--out", out]) == 0
+    assert read_manifest(out)["counts"]["images"] == 4
+    assert not [p for p in fs.find(root) if p.endswith(".tmp") or "/." in p.replace("/.memgen-run", "")]
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         pass
