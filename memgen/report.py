@@ -81,5 +81,5 @@ def concept_summary(concept: dict[str, Any]) -> str:
     failures = concept["failures"]
     if failures["images"]:
         kinds = ", ".join(f"{k} {v}" for k, v in failures["by_type"].items())
-        lines.append(f"  {failures['images']} images could not be decoded ({kinds}); not counted")
+        lines.append(f"  {failures['images']} images could not be labelled ({kinds}); not counted")
     return "\n".join(lines)

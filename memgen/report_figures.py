@@ -28,7 +28,7 @@ from memgen.records import Record, Shard
 from memgen.report import REPORT_HTML
 from memgen.report_html import Figures, Thumb, make_thumb
 from memgen.sample_output import INDEX, sample_memory
-from memgen.shards import discover, shard_kind
+from memgen.shards import discover, shard_kind, split_source
 
 log = logging.getLogger("memgen.report")
 SIDE_BY_SIDE = 12  # images per side in Figure 2
@@ -117,10 +117,10 @@ def cluster_galleries(memory: str, reader: ReaderConfig, clusters: int = CLUSTER
 
 
 def _records_by_source(sources: set[str], reader: ReaderConfig) -> dict[str, bytes]:
-    """Bytes of the records with these sources (shard uri + '#' + key), read from their shards."""
+    """Bytes of the records with these sources (Shard.source), read from their shards."""
     by_shard: dict[str, set[str]] = defaultdict(set)
     for source in sources:
-        by_shard[source.split("#", 1)[0]].add(source)
+        by_shard[split_source(source)[0]].add(source)
     found = {}
     for index, (uri, wanted) in enumerate(sorted(by_shard.items())):
         for item in read_shard(Shard(index, uri, shard_kind(uri)), reader):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import posixpath
 import re
 
+from memgen.shards import split_source
+
 MAX_STEM = 80  # bytes of the sanitized member key kept in a name
 EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp",
               "TIFF": "tiff", "PPM": "ppm", "ICO": "ico"}
@@ -27,9 +29,9 @@ def extension(fmt: str) -> str:
 
 
 def member_key(source: str) -> str:
-    """The record's own name: the member key after '#', else the file name of the uri."""
-    uri, _, key = source.rpartition("#")
-    return key if uri else posixpath.basename(source.rstrip("/"))
+    """The record's own name: its member key, else the file name of its shard."""
+    uri, key = split_source(source)
+    return key or posixpath.basename(uri.rstrip("/"))
 
 
 def sample_stem(rank: int, source: str) -> str:

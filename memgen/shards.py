@@ -36,6 +36,18 @@ def shard_kind(uri: str) -> str:
     return "file"
 
 
+def split_source(source: str) -> tuple[str, str]:
+    """(shard uri, member key) of a record's source (Shard.source): the key follows the first
+    '#' after a tar or Parquet name; a single-file shard has no key, and '#' is a legal
+    character of file names ("a#b.jpg", "t#1.tar#key")."""
+    at = source.find("#")
+    while at >= 0:
+        if source[:at].lower().endswith(TAR_SUFFIXES + PARQUET_SUFFIXES):
+            return source[:at], source[at + 1:]
+        at = source.find("#", at + 1)
+    return source, ""
+
+
 def _is_listed_file(path: str) -> bool:
     """Files that a directory walk picks up: shards and images, not sidecars."""
     return path.lower().endswith(TAR_SUFFIXES + PARQUET_SUFFIXES + IMAGE_SUFFIXES)
@@ -72,7 +84,9 @@ def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     """Whether `path` names something as it is (a name may hold glob characters: "pics [2020]")."""
     try:
         return fs.exists(path)
-    except OSError:
+    except PermissionError:
+        raise  # "no input matched" would hide why
+    except OSError:  # a name too long for the disk, say: nothing by that name
         return False
 
 

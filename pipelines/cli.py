@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, NoInputError, MemoryDirError, OutputDirError) as e:
         print(f"memgen {command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # storage refused before the pipeline ran: no access, no such bucket
+        print(f"memgen {command}: error: {type(e).__name__}: {e}"[:1000], file=sys.stderr)
+        return 2
     return 0
 
 

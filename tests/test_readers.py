@@ -13,7 +13,7 @@ import webdataset.tariterators as wds_tar
 
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
-from memgen.shards import NoInputError, discover, shard_kind
+from memgen.shards import NoInputError, discover, shard_kind, split_source
 from shardkit import jpeg, sample, write_parquet, write_tar
 
 CONFIG = ReaderConfig()
@@ -225,6 +225,12 @@ def test_discover_takes_names_as_they_are(tmp_path):
     assert shard.uri.endswith("pics [2020]/a.jpg")  # hidden folders are not walked
     assert len(discover([str(tmp_path / "pics [2020]" / "a.jpg"),
                          str(tmp_path / "pics [2020]" / ".." / "pics [2020]" / "a.jpg")])) == 1
+
+
+def test_split_source_finds_the_shard_in_names_with_hashes():
+    assert split_source("/d/a#b.jpg") == ("/d/a#b.jpg", "")
+    assert split_source("s3://b/t#1.tar#key#2") == ("s3://b/t#1.tar", "key#2")
+    assert split_source("/d/x.PARQUET#000000003") == ("/d/x.PARQUET", "000000003")
 
 
 def test_file_name_that_is_not_utf8(tmp_path):

@@ -14,7 +14,12 @@ from __future__ import annotations
 import functools
 import http.server
 import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import fsspec
@@ -129,11 +134,50 @@ def test_s3_memory_that_is_finished_is_refused(s3, capfd):
     assert "already holds a finished memory" in capfd.readouterr().err
 
 
+def test_a_bucket_that_does_not_exist_is_not_created(s3, capsys):
+    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", "s3://no-such-bucket/m"]) == 2
+    assert "bucket no-such-bucket does not exist" in capsys.readouterr().err
+    assert not s3.exists("no-such-bucket")
+
+
+@pytest.fixture
+def refusing_s3(monkeypatch):
+    """An S3 server that refuses every request (moto with no unauthenticated action allowed
+    and credentials it does not know): what a bucket without access gives."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while socket.socket().connect_ex(("127.0.0.1", port)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unknown-key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield
+    server.terminate()
+    server.wait()
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_storage_that_refuses_access_is_one_line(refusing_s3, shards, tmp_path, capsys):
+    for args in (["s3://locked/shards/*.tar", "--memory", str(tmp_path / "m1")],  # a glob of inputs
+                 ["s3://locked/shards/shard-000.tar", "--memory", str(tmp_path / "m2")],  # not "no input"
+                 [str(shards / "shard-000.tar"), "--memory", "s3://locked/m"]):  # the output
+        assert main(["memorize", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "PermissionError" in err and err.count("\n") == 0, err
+
+
 @pytest.mark.parametrize("where", ["s3", "local"])
 def test_output_names_with_glob_characters_are_taken_literally(where, s3, local_reference, tmp_path):
     """'[1]' and '?' are legal in keys and file names; read as glob patterns they matched
     nothing (a sample of no parts) or another folder (a rerun clearing "b1" for "b[1]")."""
-    fs, root = (s3, "memories/glob") if where == "s3" else (fsspec.filesystem("file", auto_mkdir=True), str(tmp_path))
+    local = fsspec.filesystem("file", auto_mkdir=True)
+    fs, root = (s3, "memories/glob") if where == "s3" else (local, str(tmp_path))
     url = (lambda path: f"s3://{path}") if where == "s3" else (lambda path: path)
     fs.pipe(f"{root}/b1/images/part-000009.parquet", b"not memgen's: must stay")
     fs.pipe(f"{root}/b[1]/.memgen-run", b"memorize")  # a killed run of memorize left these

@@ -201,6 +201,9 @@ def test_safe_stem_and_extension():
     assert safe_stem("../..") == "image"
     assert extension("JPEG") == "jpg" and extension("MPO") == "jpg" and extension("WEBP") == "webp"
     assert extension("../x") == "x"
+    # the key follows the '#' after a shard's name; a file name may hold '#' itself
+    assert sample_stem(1, "/d/c#d.jpg") == "000000001_c_d_jpg"
+    assert sample_stem(1, "s3://b/t#1.tar#k#2") == "000000001_k_2"
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", "", "a\x00", "/abs", "a\\b", "x" * 300])
