@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
+import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO
 
 import fsspec
 import pyarrow as pa
@@ -44,9 +47,14 @@ ShardItem = Record | Reject
 def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
     """Every record of the shard, or a Reject for what cannot be read."""
     reader = {"tar": _read_tar, "parquet": _read_parquet, "file": _read_file}[shard.kind]
+    # over HTTP every shard is streamed front to back: servers without Range support fail
+    # ranged reads, and each costs a request
+    streamed = shard.uri.startswith(("http://", "https://"))
     try:
         opened = fsspec.open(shard.location, "rb", compression=_compression(shard.uri),
-                             **_stream_options(shard)).open()
+                             **({"block_size": 0} if streamed else {})).open()
+        if streamed and shard.kind == "parquet":
+            opened = _local_copy(opened)
     except Exception as e:  # noqa: BLE001 - any failure to open is a reject, with its reason
         yield Reject(shard.index, 0, shard.source(), "open", _open_error(e), _message(e))
         return
@@ -58,12 +66,18 @@ def _compression(uri: str) -> str:
     return "gzip" if uri.lower().endswith(".tgz") else "infer"  # fsspec infers .gz only
 
 
-def _stream_options(shard: Shard) -> dict:
-    """Tars and files are read front to back: over HTTP, stream them (servers without Range
-    support fail otherwise). Parquet needs random access to its footer."""
-    if shard.uri.startswith(("http://", "https://")) and shard.kind != "parquet":
-        return {"block_size": 0}
-    return {}
+def _local_copy(stream: IO[bytes]) -> IO[bytes]:
+    """A stream copied to a temporary file on local disk: what Parquet, which reads its
+    footer first, needs of a shard that can only be streamed."""
+    copy = tempfile.TemporaryFile()
+    try:
+        with stream:
+            shutil.copyfileobj(stream, copy, 1 << 20)
+    except BaseException:
+        copy.close()
+        raise
+    copy.seek(0)
+    return copy
 
 
 def _open_error(e: Exception) -> str:

@@ -29,7 +29,7 @@ from moto.server import ThreadedMotoServer
 
 from memgen.memory import open_table, read_manifest
 from memgen.pipelines.cli import main
-from shardkit import jpeg, sample, write_tar
+from shardkit import jpeg, sample, write_parquet, write_tar
 
 SECRET = "sEcReT-aws-key-do-not-log-4242"
 # what a memory holds independently of where its shards were read from
@@ -221,6 +221,16 @@ def test_memorize_http_shards_match_local(http_root, local_reference, tmp_path):
     assert [r["stage"] for r in missing] == ["open"]
     got["rejects"] = [r for r in got["rejects"] if r["key"] != "shard-404.tar"]
     assert got == local_reference["content"]
+
+
+def test_parquet_over_http_without_range_support(http_root, shards, tmp_path):
+    """http.server serves no ranges: Parquet (footer first) is copied to local disk once."""
+    write_parquet(shards / "rows.parquet", [{"key": f"k{i}", "image": jpeg(200 + i)} for i in range(5)])
+    over_http, local = str(tmp_path / "http"), str(tmp_path / "local")
+    assert main(["memorize", f"{http_root}/rows.parquet", "--memory", over_http]) == 0
+    assert main(["memorize", str(shards / "rows.parquet"), "--memory", local]) == 0
+    assert read_manifest(over_http)["counts"]["images"] == 5
+    assert content(over_http) == content(local)
 
 
 def test_only_missing_http_urls_is_no_input_in_one_line(http_root, tmp_path, capsys):
