@@ -23,13 +23,15 @@ import time
 from pathlib import Path
 
 import fsspec
+import numpy as np
 import pytest
 import s3fs
 from moto.server import ThreadedMotoServer
+from PIL import Image
 
 from memgen.memory import open_table, read_manifest
 from memgen.pipelines.cli import main
-from shardkit import jpeg, sample, write_parquet, write_tar
+from shardkit import encode, jpeg, sample, write_parquet, write_tar
 
 SECRET = "sEcReT-aws-key-do-not-log-4242"
 # what a memory holds independently of where its shards were read from
@@ -224,12 +226,16 @@ def test_memorize_http_shards_match_local(http_root, local_reference, tmp_path):
 
 
 def test_parquet_over_http_without_range_support(http_root, shards, tmp_path):
-    """http.server serves no ranges: Parquet (footer first) is copied to local disk once."""
-    write_parquet(shards / "rows.parquet", [{"key": f"k{i}", "image": jpeg(200 + i)} for i in range(5)])
+    """http.server serves no ranges: Parquet (footer first) is copied to local disk once.
+    Over 5 MiB, fsspec's block, so that reading it whole in one request is not enough."""
+    noise = np.random.default_rng(0).integers(0, 256, (4, 800, 800, 3), dtype=np.uint8)
+    rows = [{"key": f"k{i}", "image": encode(Image.fromarray(p), "PNG")} for i, p in enumerate(noise)]
+    write_parquet(shards / "rows.parquet", rows)
+    assert (shards / "rows.parquet").stat().st_size > 5 << 20
     over_http, local = str(tmp_path / "http"), str(tmp_path / "local")
     assert main(["memorize", f"{http_root}/rows.parquet", "--memory", over_http]) == 0
     assert main(["memorize", str(shards / "rows.parquet"), "--memory", local]) == 0
-    assert read_manifest(over_http)["counts"]["images"] == 5
+    assert read_manifest(over_http)["counts"]["images"] == 4
     assert content(over_http) == content(local)
 
 
