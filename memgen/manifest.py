@@ -43,6 +43,7 @@ def build_manifest(base: dict[str, Any], totals: Counter, records_in: int,
             "rejects_by_reason": reasons,
             "image_bytes": totals["image_bytes"],
         },
+        "parts": {t: totals[f"parts:{t}"] for t in TABLES},  # readers check that all are there
         "equation": "records_in = images + duplicates + rejects",
         "balanced": records_in == images + duplicates + rejects,
         **({"near_dedup": near_dedup} if near_dedup is not None else {}),

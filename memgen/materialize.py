@@ -53,6 +53,8 @@ def materialize_shard(memory: str, shard: Shard, kept: list[KeptImage],
     counts["rejects"] = write_rows(
         join(memory, "rejects", name), "rejects",
         (r.row(config.reject_data_cap) for r in all_rejects))
+    for table in ("images", "duplicates", "rejects"):
+        counts[f"parts:{table}"] += counts[table] > 0  # a part without rows is not written
     for d in duplicates:
         counts[f"duplicates_{d.kind}"] += 1
     for r in all_rejects:

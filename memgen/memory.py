@@ -170,10 +170,15 @@ def finished_manifest(memory: str) -> dict[str, Any]:
 
 
 def _part_files(memory: str, table: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
-    """A finished memory's part files of one table, sorted, and their filesystem."""
-    finished_manifest(memory)
+    """A finished memory's part files of one table, sorted, and their filesystem;
+    MemoryDirError when they are not the parts its manifest counts (one lost or added)."""
+    expected = finished_manifest(memory).get("parts", {}).get(table)
     fs, path = fsspec.core.url_to_fs(join(memory, table))
-    return fs, sorted(glob_in(fs, path, "part-*.parquet"))
+    files = sorted(glob_in(fs, path, "part-*.parquet"))
+    if expected is not None and len(files) != expected:
+        raise MemoryDirError(f"{memory} is damaged: its manifest counts {expected} {table} parts, "
+                             f"{len(files)} are there")
+    return fs, files
 
 
 def open_table(memory: str, table: str) -> ds.Dataset:

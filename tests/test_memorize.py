@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +140,19 @@ def test_a_table_without_rows_still_has_a_part_for_globs(tmp_path):
               for t in ("images", "duplicates", "rejects")}
     assert counts == {"images": 0, "duplicates": 0, "rejects": 1}
     assert pq.read_schema(mem / "images" / "part-000000.parquet").names == table_schema("images").names
+
+
+def test_a_memory_missing_a_part_is_refused_not_read_short(memory, tmp_path, capsys):
+    manifest = json.loads((memory / "memory" / "manifest.json").read_text())
+    for table in ("images", "duplicates", "rejects"):  # the empty-table part counts too
+        assert manifest["parts"][table] == len(list((memory / "memory" / table).glob("part-*.parquet")))
+    damaged = tmp_path / "damaged"
+    shutil.copytree(memory / "memory", damaged)
+    lost = sorted((damaged / "images").glob("part-*.parquet"))[-1]
+    lost.unlink()
+    assert main(["sample", "--memory", str(damaged), "--n", "3", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert f"is damaged: its manifest counts {manifest['parts']['images']} images parts" in err
 
 
 def test_same_content_whatever_the_input_order(memory, tmp_path):

@@ -47,6 +47,7 @@ def _write_manifest(totals: Counter, records_in: int, memory: str, base: dict,
     for table in TABLES:  # a glob over a folder without a file fails in DuckDB, Polars and Spark
         if not totals[table]:
             write_rows(join(memory, table, part_name(0)), table, [], keep_empty=True)
+            totals[f"parts:{table}"] = 1
     manifest = build_manifest(base, totals, records_in, near_dedup)
     write_manifest(memory, manifest)
     return manifest
