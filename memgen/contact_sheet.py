@@ -12,7 +12,9 @@ import io
 import math
 from collections.abc import Sequence
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
+
+from memgen.fingerprint import ImageError, image_errors, rgb_image
 
 TILE = 128  # pixels per thumbnail side
 PAD = 4
@@ -22,18 +24,14 @@ BACKGROUND = (24, 24, 24)
 def thumbnail(data: bytes, size: int = TILE) -> bytes | None:
     """A JPEG thumbnail fitting size x size, or None when the bytes do not decode."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.draft("RGB", (size, size))  # JPEG: decode at 1/2..1/8 scale
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                img = img.point(lambda v: v / 256).convert("L")  # 16-bit -> 8-bit, not clipped
-            img = img.convert("RGB")
-            img.thumbnail((size, size))
-            out = io.BytesIO()
-            img.save(out, "JPEG", quality=85)
-            return out.getvalue()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        with image_errors():
+            img = rgb_image(data, size)
+    except ImageError:
         return None
+    img.thumbnail((size, size))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=85)
+    return out.getvalue()
 
 
 def contact_sheet(thumbs: Sequence[bytes | None], tile: int = TILE) -> Image.Image:

@@ -3,9 +3,12 @@
 Decoding is defensive: a pixel cap checked from the header before any pixel is
 decoded (decompression bombs), EXIF orientation applied, every mode Pillow opens
 reduced to 8-bit grey, the first frame of animations. Two modes:
-- fast (default): JPEG `draft()` decodes at 1/2..1/8 scale straight to grey;
+- fast (default): JPEG `draft()` decodes at 1/2..1/8 scale straight to grey; 16-bit
+  and float images are scaled to 8 bits (`eight_bit`);
 - exact: full decode, bit-for-bit `imagehash.phash` / `imagehash.dhash` of the
-  oriented image.
+  oriented image, including imagehash's clipping of 16-bit images (to white).
+The same opening, orientation and 8-bit scaling serve every other reader of image
+bytes (classifier input, thumbnails): `rgb_image`.
 """
 
 from __future__ import annotations
@@ -22,11 +25,16 @@ from typing import NamedTuple
 
 import imagehash
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from memgen.records import Fingerprint, Record, Reject
 
 MODES = ("fast", "exact")
+DEFAULT_MAX_PIXELS = 100_000_000
+# open_image() checks the caller's pixel cap from the header; Pillow's own check (a warning
+# at 89M pixels, an error at 179M, process-wide) would cap every --max_pixels below it.
+Image.MAX_IMAGE_PIXELS = None
+_WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 DRAFT_SIZE = 128  # smallest side JPEG draft may decode to; pHash looks at 32x32
 # Distinct images a Fingerprint DoFn remembers to skip exact copies: ~370 bytes each, 12 MB
 # (a Dataflow worker runs a DoFn instance per harness thread, dozens on 4 vCPUs).
@@ -55,7 +63,7 @@ _TRANSPOSE = {
 @dataclass(frozen=True)
 class FingerprintConfig:
     mode: str = "fast"
-    max_pixels: int = 100_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 class ImageError(Exception):
@@ -105,15 +113,44 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     return img
 
 
+def eight_bit(img: Image.Image) -> Image.Image:
+    """An image of more than 8 bits a sample on the 0-255 scale, which Pillow's convert()
+    clips it to (a 16-bit photo becomes a white frame): 16-bit modes divided by 256; 32-bit
+    integers and floats by their nominal range (0-1 floats, 16-bit data) or else by their own
+    maximum. Other modes as they are."""
+    if img.mode not in _WIDE_MODES:
+        return img
+    if img.mode.startswith("I;16"):
+        top = 65535.0
+    else:
+        high = float(img.getextrema()[1])
+        top = (1.0 if img.mode == "F" and high <= 1 else 255.0 if high <= 255
+               else 65535.0 if img.mode == "I" and high <= 65535 else high)
+    pixels = np.asarray(img, dtype=np.float64) * (255.0 / top)
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L")
+
+
+def rgb_image(data: bytes, side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The EXIF-oriented image in 8-bit RGB, a JPEG decoded at the smallest scale that still
+    covers `side`; use inside image_errors()."""
+    img = open_image(data, max_pixels)
+    img.draft("RGB", (side, side))
+    return eight_bit(ImageOps.exif_transpose(img)).convert("RGB")
+
+
 def decode(data: bytes, config: FingerprintConfig) -> Decoded:
     """Safely decode bytes to an oriented grey image; raises ImageError."""
     with image_errors():
         img = open_image(data, config.max_pixels)
-        width, height = img.size
-        orientation = _orientation(img)
+        header_size = img.size
         if config.mode == "fast" and img.format == "JPEG":
             img.draft("L", (DRAFT_SIZE, DRAFT_SIZE))
         img.load()
+        # after load(): Pillow's TIFF loader applies (and drops) its orientation tag itself
+        orientation = _orientation(img)
+        width, height = header_size if img.format == "JPEG" else img.size  # a draft is smaller
+        if config.mode == "fast":  # exact is imagehash's, which clips wide modes to white
+            img = eight_bit(img)
         grey = img if img.mode == "L" else img.convert("L")  # drafts decode to L: no copy
     if orientation in _TRANSPOSE:
         grey = grey.transpose(_TRANSPOSE[orientation])

@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image
+
+from memgen.fingerprint import image_errors, rgb_image
 
 THUMB_SIDE = 160
 THUMB_QUALITY = 80
@@ -54,10 +56,10 @@ class Figures:
 
 
 def make_thumb(data: bytes, caption: str, side: int = THUMB_SIDE) -> Thumb:
-    """A JPEG at most `side` px on its longer side, EXIF-oriented; raises on undecodable bytes."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.draft("RGB", (side, side))
-        small = ImageOps.exif_transpose(img).convert("RGB")
+    """A JPEG at most `side` px on its longer side, EXIF-oriented; raises ImageError on
+    undecodable bytes."""
+    with image_errors():
+        small = rgb_image(data, side)
     small.thumbnail((side, side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     small.save(buf, "JPEG", quality=THUMB_QUALITY)

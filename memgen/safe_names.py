@@ -13,8 +13,9 @@ import re
 from memgen.shards import split_source
 
 MAX_STEM = 80  # bytes of the sanitized member key kept in a name
-EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp",
-              "TIFF": "tiff", "PPM": "ppm", "ICO": "ico"}
+# what memgen's own readers take back (memgen.shards.IMAGE_SUFFIXES)
+EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "JPEG2000": "jp2", "PNG": "png", "GIF": "gif", "WEBP": "webp",
+              "BMP": "bmp", "TIFF": "tiff", "PPM": "ppm", "ICO": "ico", "AVIF": "avif"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # separators, dots, NUL, spaces, non-ASCII
 
 

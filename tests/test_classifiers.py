@@ -18,6 +18,7 @@ from memgen.classify.captions import caption_is_cat
 from memgen.classify.images import decode_ahead, to_rgb_square
 from memgen.classify.onnx_model import VISION_MODULES, concept_probability, to_model_input
 from memgen.fingerprint import ImageError
+from shardkit import make_image
 
 VISION_MISSING = [m for m in (*VISION_MODULES, "torch") if importlib.util.find_spec(m) is None]
 needs_vision = pytest.mark.skipif(bool(VISION_MISSING),
@@ -76,6 +77,24 @@ def test_decode_turns_any_mode_into_rgb(mode):
     img = Image.new(mode, (64, 48))
     fmt = "JPEG" if mode == "CMYK" else ("TIFF" if mode == "I;16" else "PNG")
     assert to_rgb_square(_encode(img, fmt), 32).shape == (32, 32, 3)
+
+
+def test_decode_resamples_only_the_centre_square():
+    # the same pixels (within rounding) as resizing the shorter side and cropping the centre
+    photo = make_image(7, (300, 170))
+    scaled = photo.resize((round(300 * 64 / 170), 64), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    left = (scaled.width - 64) // 2
+    expected = np.asarray(scaled.crop((left, 0, left + 64, 64)), dtype=int)
+    assert np.abs(to_rgb_square(_encode(photo), 64).astype(int) - expected).max() <= 1
+    # a 1 x 100,000 strip resized whole would be 224 x 22,400,000 pixels (15 GB)
+    strip = np.random.default_rng(0).integers(0, 256, (100_000, 1, 3), dtype=np.uint8)
+    assert to_rgb_square(_encode(Image.fromarray(strip)), 224).shape == (224, 224, 3)
+
+
+def test_decode_scales_16_bit_images_instead_of_clipping_them():
+    grey = np.asarray(make_image(8).convert("L"))
+    wide = to_rgb_square(_encode(Image.fromarray(grey.astype(np.uint16) * 257)), 64)
+    assert np.abs(wide.astype(int) - to_rgb_square(_encode(Image.fromarray(grey)), 64)).max() <= 1
 
 
 def test_decode_failures_are_typed():

@@ -20,6 +20,8 @@ from memgen.fingerprint import (
     fingerprint,
     hash_to_int64,
     hashes,
+    image_errors,
+    open_image,
 )
 from memgen.records import Fingerprint, Record, Reject
 from shardkit import encode, jpeg, make_image
@@ -63,6 +65,37 @@ def test_every_mode_decodes_and_matches_imagehash(mode):
     assert result.phash == reference_phash(data)
     assert (result.width, result.height) == image.size
     assert result.image_id == hashlib.sha256(data).digest() and result.n_bytes == len(data)
+    # fast mode scales 16-bit and float images to 8 bits, where Pillow (and so imagehash)
+    # clips them to a white frame: the hash of the picture, not of a blank
+    eight_bit = encode(image.convert("L"), "PNG")
+    assert bits(fp(data, FAST).phash, fp(eight_bit, FAST).phash) <= 2
+    if mode in ("I;16", "I"):
+        assert result.phash == fp(encode(Image.new("L", image.size, 255), "PNG")).phash  # imagehash's white
+
+
+def test_a_tiff_orientation_is_applied_once():
+    upright = make_image(5, (160, 120))
+    path = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, "TIFF", tiffinfo={0x0112: 6})
+    rotated = fp(path.getvalue(), FAST)  # Pillow's TIFF loader turns it itself, memgen must not again
+    assert (rotated.width, rotated.height) == (160, 120)
+    assert bits(rotated.phash, fp(encode(upright, "PNG"), FAST).phash) <= 2
+
+
+def test_max_pixels_above_pillows_own_limit():
+    big = encode(Image.new("1", (9600, 9600)), "PNG")  # 92 M pixels: Pillow refuses over 89 M itself
+    with image_errors():
+        assert open_image(big, 200_000_000).size == (9600, 9600)
+    refused = fp(big, FingerprintConfig(max_pixels=50_000_000))
+    assert refused.error_type == "too_many_pixels" and "max_pixels 50000000" in refused.message
+
+
+def test_float_and_32_bit_images_are_scaled_by_their_range():
+    grey = np.asarray(make_image(4).convert("L"), dtype=np.float64)
+    unit = fp(encode(Image.fromarray((grey / 255).astype(np.float32), "F"), "TIFF"), FAST)
+    wide = fp(encode(Image.fromarray((grey * 1000).astype(np.int32), "I"), "TIFF"), FAST)
+    plain = fp(encode(Image.fromarray(grey.astype(np.uint8)), "PNG"), FAST)
+    assert bits(unit.phash, plain.phash) <= 2 and bits(wide.phash, plain.phash) <= 2
 
 
 def _cmyk_jpeg(image: Image.Image) -> bytes:

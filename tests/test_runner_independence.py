@@ -10,6 +10,7 @@ DataflowRunner options builds, validates and prints the pipeline without network
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 from pathlib import Path
@@ -73,6 +74,9 @@ def assert_same_content(a: Path, b: Path, parquet: set[str]) -> dict:
     for key in ("memory", "out"):  # the run's own locations
         assert ma.pop(key, None) in (None, str(a.parent / "memory"), str(a))
         assert mb.pop(key, None) in (None, str(b.parent / "memory"), str(b))
+    for m, root in ((ma, a), (mb, b)):  # a sample names the memory run it was drawn from
+        memory_manifest = (root.parent / "memory" / "manifest.json").read_bytes()
+        assert m.pop("memory_manifest_sha256", None) in (None, hashlib.sha256(memory_manifest).hexdigest())
     assert ma == mb
     return ma
 

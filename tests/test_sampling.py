@@ -15,7 +15,8 @@ from scipy import stats
 
 from memgen import sampling
 from memgen.contact_sheet import PAD, TILE, contact_sheet, thumbnail
-from memgen.safe_names import extension, safe_join, safe_stem, sample_stem
+from memgen.safe_names import EXTENSIONS, extension, safe_join, safe_stem, sample_stem
+from memgen.shards import IMAGE_SUFFIXES
 
 
 def ids(count: int) -> list[str]:
@@ -201,6 +202,8 @@ def test_safe_stem_and_extension():
     assert safe_stem("../..") == "image"
     assert extension("JPEG") == "jpg" and extension("MPO") == "jpg" and extension("WEBP") == "webp"
     assert extension("../x") == "x"
+    assert all(f".{ext}" in IMAGE_SUFFIXES for ext in EXTENSIONS.values())  # memgen reads them back
+    assert extension("JPEG2000") == "jp2"
     # the key follows the '#' after a shard's name; a file name may hold '#' itself
     assert sample_stem(1, "/d/c#d.jpg") == "000000001_c_d_jpg"
     assert sample_stem(1, "s3://b/t#1.tar#k#2") == "000000001_k_2"
