@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_OUT ?= demo-out
+# PyPI's torch wheel for Linux is the CUDA build (GBs of nvidia-* packages); the vision extra
+# pins torch==2.13.0, and this index has that version's CPU wheel, installed first.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: demo test lint clean
 
@@ -18,6 +21,7 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 # Test references for FD/KID (torch-fidelity, clean-fid): --no-deps, because their declared
 # dependencies pull torchvision and another torch; only their pure functions are used.
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --retries 1 --no-deps --index-url $(TORCH_INDEX) torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,vision]'
 	$(BIN)/pip install --quiet --no-deps torch-fidelity==0.4.0 clean-fid==0.1.35
 	touch $@

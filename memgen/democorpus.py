@@ -35,7 +35,7 @@ PHOTOS = [
 # Held out of the memory: the reference ("test") set of the evaluation.
 HELD_OUT = [
     ("skimage", "data/ihc.png", "immunohistochemistry stain under the microscope"),
-    ("skimage", "data/motorcycle_right.png", "the motorcycle seen from the right camera"),
+    ("skimage", "data/moon.png", "the surface of the moon"),  # not the right motorcycle: 4 bits off the left
     ("skimage", "data/gravel.png", "gravel on the ground"),
     ("skimage", "data/brick.png", "a brick wall"),
     ("skimage", "data/grass.png", "grass"),

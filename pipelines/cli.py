@@ -128,8 +128,6 @@ def evaluate(argv: list[str]) -> dict | None:
     options = parse_job("memgen evaluate", "Measure a memory: concept fraction with CIs, distances "
                         "between image sets, copying (report.json, report.html).", job.EvaluateOptions, argv)
     config = job.EvaluateConfig.from_options(options)
-    if not options.view_as(job.EvaluateOptions).classifier:
-        logging.getLogger("memgen").info("no --classifier given: using %s", config.classifier.name)
     inputs = {"memory": config.memory, "sample": config.sample, "references": list(config.references)}
     if page_missing(config.out, inputs):  # killed after report.json: only the page is left to write
         logging.getLogger("memgen").info("%s holds this report but not its page: writing it", config.out)

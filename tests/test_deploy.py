@@ -48,6 +48,7 @@ RUN_DATE = dt.date(2026, 3, 1)  # the day a test run is launched; its data is th
 DS = "2026-02-28"
 AIRFLOW_VARIABLES = {"memgen_project": "memgen-prod", "memgen_region": "europe-west4",
                      "memgen_bucket": "memgen-data", "memgen_image_tag": "abc123",
+                     "memgen_repository": "images",
                      "memgen_worker_sa": "dataflow-worker@memgen-prod.iam.gserviceaccount.com"}
 ENVSUBST = {"BUCKET": "memgen-data", "IMAGE": "europe-west4-docker.pkg.dev/memgen-prod/memgen/m:1",
             "WORKER_SA": "dataflow-worker@memgen-prod.iam.gserviceaccount.com"}
@@ -392,7 +393,8 @@ def test_dag_launches_real_templates_with_real_parameters(job):
     assert launch["containerSpecGcsPath"] == f"gs://memgen-data/templates/memgen-{job}.json"
     assert re.fullmatch(PipelineOptionsValidator.JOB_PATTERN, launch["jobName"]), launch["jobName"]
     assert set(launch["environment"]) <= RUNTIME_ENVIRONMENT
-    assert launch["environment"]["sdkContainerImage"].endswith(f"/memgen-{job}:abc123")
+    assert launch["environment"]["sdkContainerImage"] == \
+        f"europe-west4-docker.pkg.dev/memgen-prod/images/memgen-{job}:abc123"  # build.sh's IMAGE
     check_parameters(job, launch["parameters"])
     to_config(job, launch["parameters"])
 
