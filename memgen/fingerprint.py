@@ -31,9 +31,6 @@ from memgen.records import Fingerprint, Record, Reject
 
 MODES = ("fast", "exact")
 DEFAULT_MAX_PIXELS = 100_000_000
-# open_image() checks the caller's pixel cap from the header; Pillow's own check (a warning
-# at 89M pixels, an error at 179M, process-wide) would cap every --max_pixels below it.
-Image.MAX_IMAGE_PIXELS = None
 _WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 DRAFT_SIZE = 128  # smallest side JPEG draft may decode to; pHash looks at 32x32
 # Distinct images a Fingerprint DoFn remembers to skip exact copies: ~370 bytes each, 12 MB
@@ -107,27 +104,37 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """The image with only its header read, after the size checks; use inside image_errors()."""
     if not data:
         raise ImageError("empty", "zero bytes")
+    # Pillow's own cap (process-wide: a warning, an error here, above MAX_IMAGE_PIXELS) is
+    # raised to the caller's when that is higher, so --max_pixels means what it says
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     img = Image.open(io.BytesIO(data))
     if img.width * img.height > max_pixels:
         raise ImageError("too_many_pixels", f"{img.width}x{img.height} > max_pixels {max_pixels}")
     return img
 
 
-def eight_bit(img: Image.Image) -> Image.Image:
-    """An image of more than 8 bits a sample on the 0-255 scale, which Pillow's convert()
-    clips it to (a 16-bit photo becomes a white frame): 16-bit modes divided by 256; 32-bit
-    integers and floats by their nominal range (0-1 floats, 16-bit data) or else by their own
-    maximum. Other modes as they are."""
+def eight_bit(img: Image.Image, stretch: bool = False) -> Image.Image:
+    """An image of more than 8 bits a sample (16-bit, 32-bit integer, float) in mode L, where
+    Pillow's convert() would clip it to 255 (a 16-bit photo becomes a white frame). Scaled
+    from its nominal range (16 bits, or 0-1 floats; else its own maximum), or with `stretch`
+    from its own maximum always: a hash, blind to overall brightness, then keeps the grey
+    levels of 10- or 12-bit data in a 16-bit file. Other modes are returned as they are."""
     if img.mode not in _WIDE_MODES:
         return img
-    if img.mode.startswith("I;16"):
+    pixels = np.array(img, dtype=np.float32)  # a copy: scaled in place
+    high = float(pixels.max(initial=0.0))
+    if stretch:
+        top = high
+    elif img.mode.startswith("I;16") or (img.mode == "I" and 255 < high <= 65535):
         top = 65535.0
+    elif img.mode == "F" and high <= 1:
+        top = 1.0
     else:
-        high = float(img.getextrema()[1])
-        top = (1.0 if img.mode == "F" and high <= 1 else 255.0 if high <= 255
-               else 65535.0 if img.mode == "I" and high <= 65535 else high)
-    pixels = np.asarray(img, dtype=np.float64) * (255.0 / top)
-    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L")
+        top = max(high, 255.0)
+    pixels *= 255.0 / max(top, 1e-12)
+    np.clip(np.rint(pixels, out=pixels), 0, 255, out=pixels)
+    return Image.fromarray(pixels.astype(np.uint8), "L")
 
 
 def rgb_image(data: bytes, side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -150,7 +157,7 @@ def decode(data: bytes, config: FingerprintConfig) -> Decoded:
         orientation = _orientation(img)
         width, height = header_size if img.format == "JPEG" else img.size  # a draft is smaller
         if config.mode == "fast":  # exact is imagehash's, which clips wide modes to white
-            img = eight_bit(img)
+            img = eight_bit(img, stretch=True)
         grey = img if img.mode == "L" else img.convert("L")  # drafts decode to L: no copy
     if orientation in _TRANSPOSE:
         grey = grey.transpose(_TRANSPOSE[orientation])

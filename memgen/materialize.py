@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from memgen.dedup import DuplicateRow, KeptImage
-from memgen.memory import join, part_name, write_rows
+from memgen.memory import TABLES, join, part_name, write_rows
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
 
@@ -53,7 +53,7 @@ def materialize_shard(memory: str, shard: Shard, kept: list[KeptImage],
     counts["rejects"] = write_rows(
         join(memory, "rejects", name), "rejects",
         (r.row(config.reject_data_cap) for r in all_rejects))
-    for table in ("images", "duplicates", "rejects"):
+    for table in TABLES:
         counts[f"parts:{table}"] += counts[table] > 0  # a part without rows is not written
     for d in duplicates:
         counts[f"duplicates_{d.kind}"] += 1

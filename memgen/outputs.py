@@ -48,26 +48,23 @@ def claim_output(url: str, job: str, flag: str, leftovers: Iterable[str], check_
                 what = f"the output of memgen {owner}" if owner else "files memgen did not write"
                 raise OutputDirError(f"{flag} {url} is not empty: it holds {what}; "
                                      f"choose a new or empty folder")
-        _check_bucket(fs, path, flag, url)
         if check_only:
             return
         for pattern in leftovers if ours else ():
             for found in glob_in(fs, path, pattern):
                 remove(fs, found)
-        fs.makedirs(path, exist_ok=True)
+        if not _object_store(fs):  # there makedirs creates a missing bucket: a typo would go unnoticed
+            fs.makedirs(path, exist_ok=True)
         with fs.open(marker, "w") as f:
             f.write(job)
     except OSError as e:
         raise OutputDirError(f"{flag} {url} cannot be written: {type(e).__name__}: {e}"[:500]) from None
 
 
-def _check_bucket(fs: fsspec.AbstractFileSystem, path: str, flag: str, url: str) -> None:
-    """On S3 and GCS the bucket must exist: writing would create it, and a typo in its name
-    would go unnoticed."""
+def _object_store(fs: fsspec.AbstractFileSystem) -> bool:
+    """S3 or GCS: folders are key prefixes, and buckets are made by their owners."""
     protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    bucket = path.split("/", 1)[0]
-    if protocols & {"s3", "s3a", "gs", "gcs"} and not fs.exists(bucket):
-        raise OutputDirError(f"{flag} {url}: bucket {bucket} does not exist; create it first")
+    return bool(protocols & {"s3", "s3a", "gs", "gcs"})
 
 
 def glob_in(fs: fsspec.AbstractFileSystem, folder: str, pattern: str) -> list[str]:

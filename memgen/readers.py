@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from memgen.records import Record, Reject, Shard, printable
 from memgen.shards import IMAGE_SUFFIXES
-from memgen.tarstream import TarDamage, tar_members
+from memgen.tarstream import TarDamage, read_up_to, tar_members
 
 IMAGE_EXTS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext
@@ -156,8 +156,8 @@ def _group_items(shard: Shard, group, ordinal: _Ordinals, keys: _Keys,
                      f"no image member among extensions {exts}", len(data),
                      data[: config.reject_data_cap])
         return
-    caption = _text(_sidecar(group, "txt"))
-    meta_text, url = _metadata(_text(_sidecar(group, "json")))
+    caption = _text(_sidecar(group, "txt", images[0][0]))
+    meta_text, url = _metadata(_text(_sidecar(group, "json", images[0][0])))
     for n, (ext, data, size) in enumerate(images):
         member_locator = locator if n == 0 else f"{locator}.{ext}"
         member_source = shard.source(member_locator)
@@ -172,14 +172,18 @@ def _group_items(shard: Shard, group, ordinal: _Ordinals, keys: _Keys,
             yield Record(shard.index, ordinal(), member_source, data, caption, url, meta_text, member_locator)
 
 
-def _sidecar(group, name: str) -> bytes | None:
-    """The sample's `name` member ("txt", "json"), or else its first "*.name" one: a dotted
-    key such as img.v2.jpg has the sidecars img.v2.txt and img.v2.json (webdataset: key
-    "img", extensions "v2.jpg", "v2.txt", "v2.json")."""
-    exts = [(ext, data) for _, ext, data, _ in group]
-    exact = [data for ext, data in exts if ext == name]
-    dotted = [data for ext, data in exts if ext.endswith("." + name)]
-    return next(iter(exact + dotted), None)
+def _sidecar(group: list[tuple[str, str, bytes | None, int]], name: str, image_ext: str) -> bytes | None:
+    """The sample's `name` member ("txt", "json"): a dotted key such as img.v2.jpg has the
+    sidecars img.v2.txt and img.v2.json (webdataset: key "img", extensions "v2.jpg", "v2.txt",
+    "v2.json"). Preferred: the one named like the image (v2.txt for v2.jpg), then plain
+    "txt", then any "*.txt"."""
+    middle = image_ext.rpartition(".")[0]
+    wanted = ([f"{middle}.{name}"] if middle else []) + [name]
+    by_ext = {ext: data for _, ext, data, _ in group}
+    for ext in wanted:
+        if ext in by_ext:
+            return by_ext[ext]
+    return next((data for ext, data in by_ext.items() if ext.endswith("." + name)), None)
 
 
 def _text(data: bytes | None) -> str | None:
@@ -304,7 +308,8 @@ def _holds_bytes(t: pa.DataType) -> bool:
     if pa.types.is_struct(t):
         index = t.get_field_index("bytes")
         return index >= 0 and _holds_bytes(t.field(index).type)
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+    return (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
+            or pa.types.is_fixed_size_binary(t))
 
 
 def _parquet_item(shard: Shard, ordinal: int, key: str, data: bytes, fields: dict,
@@ -323,25 +328,24 @@ def _parquet_item(shard: Shard, ordinal: int, key: str, data: bytes, fields: dic
 
 def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     try:
-        data = f.read(config.max_bytes + 1)
-        size = len(data) if len(data) <= config.max_bytes else _size(f, len(data))
+        data = read_up_to(f, config.max_bytes + 1)  # an HTTP stream gives what has arrived
+        size = _size(f) if len(data) > config.max_bytes else len(data)
     except _DAMAGE as e:
         yield Reject(shard.index, 0, shard.source(), "read", "unreadable", _message(e))
         return
-    if size > config.max_bytes:
+    if len(data) > config.max_bytes:
+        what = f"{size} bytes" if size else "more bytes"
         yield Reject(shard.index, 0, shard.source(), "read", "too_large",
-                     f"{size} bytes > max_bytes {config.max_bytes}", size,
+                     f"{what} > max_bytes {config.max_bytes}", size or len(data),
                      data[: config.reject_data_cap])
         return
     yield Record(shard.index, 0, shard.source(), data)
 
 
-def _size(f, read: int) -> int:
-    """The size of file `f`, of which `read` bytes have been read: from a seek to its end,
-    or, on a stream that cannot seek, by reading the rest in pieces."""
+def _size(f: IO[bytes]) -> int | None:
+    """The size of file `f` if it can tell without being read (a seek to its end, an HTTP
+    Content-Length), else None: a too-large file is not downloaded to be measured."""
     try:
         return f.seek(0, 2)
     except (OSError, ValueError):
-        while chunk := f.read(1 << 20):
-            read += len(chunk)
-        return read
+        return getattr(f, "size", None)

@@ -53,20 +53,20 @@ class PartResult:
 def sample_memory(sample: str, memory: str | None = None) -> tuple[dict[str, Any], str]:
     """A finished sample's manifest, and the memory its images are read from: `memory`
     when the sample was drawn from it (same manifest.json: the memory may have moved),
-    else the memory its manifest names. MemoryDirError when neither is that memory."""
+    else the memory its manifest names. MemoryDirError when neither is that memory. (A
+    sample whose manifest has no sha256 of its memory's: the memory it names, else `memory`.)"""
     manifest = read_manifest(sample)
     if manifest is None:
         raise MemoryDirError(f"{sample} is not a finished sample (no manifest.json)")
     if manifest.get("job") != "sample":
         raise MemoryDirError(f"{sample} is not a sample (its manifest.json is not from memgen sample)")
     recorded, digest = manifest["memory"], manifest.get("memory_manifest_sha256")
-    if digest is None:  # a sample that names its memory only
-        if read_manifest(recorded) is not None:
-            return manifest, recorded
+    if digest is None:  # a sample that names its memory only: that, else `memory` on trust
+        found = [m for m in (recorded, memory) if m and read_manifest(m) is not None]
     else:
-        for candidate in (memory, recorded):
-            if candidate and manifest_digest(candidate) == digest:
-                return manifest, candidate
+        found = [m for m in (memory, recorded) if m and manifest_digest(m) == digest]
+    if found:
+        return manifest, found[0]
     raise MemoryDirError(f"the memory sample {sample} was drawn from is not at {manifest['memory']} "
                          f"any more{' nor is it --memory ' + memory if memory else ''}: "
                          "give its new place as --memory")

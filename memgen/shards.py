@@ -92,7 +92,8 @@ def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
 
 def _walk(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
     """Shards and images below `root`, skipping hidden files and folders (.git, .cache, ...)."""
-    return sorted(p for p in fs.find(root) if _is_listed_file(p) and not _hidden(posixpath.relpath(p, root)))
+    below = len(root.rstrip("/")) + 1  # find() gives paths that start with root
+    return sorted(p for p in fs.find(root) if _is_listed_file(p) and not _hidden(p[below:]))
 
 
 def _hidden(relative: str) -> bool:

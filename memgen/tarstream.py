@@ -58,7 +58,7 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
     and dropped, so `f` may be a non-seekable stream. Raises TarDamage at the first damage.
     """
     offset = 0  # of `block`, the header being looked at
-    block = _read(f, BLOCK)
+    block = read_up_to(f, BLOCK)
     if not block:
         raise TarDamage("empty file", 0)
     pax_globals: dict[str, str] = {}  # records of "g" headers: they apply to every later member
@@ -107,7 +107,7 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
                     sparse = sparse or _is_sparse(records)
             extended = True
             offset = data_at + _padded(size)
-            block = _read(f, BLOCK)
+            block = read_up_to(f, BLOCK)
             continue
 
         if pax_size is not None:
@@ -124,7 +124,7 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
             data = _read_data(f, size, max_bytes, head, name, data_at)
             yield TarMember(name, size, data)
             pad = -size % BLOCK
-            rest = _read(f, pad + BLOCK)  # the padding and the next header in one read
+            rest = read_up_to(f, pad + BLOCK)  # the padding and the next header in one read
             if len(rest) < pad:
                 raise TarDamage("unexpected end of data", data_at + size + len(rest))
             block = rest[pad:] if pad else rest
@@ -134,7 +134,7 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
             skipped = _skip(f, skip)
             if skipped < skip:
                 raise TarDamage("unexpected end of data", data_at + skipped)
-            block = _read(f, BLOCK)
+            block = read_up_to(f, BLOCK)
             offset = data_at + skip
         long_name = pax_size = None
         sparse = extended = False
@@ -229,7 +229,7 @@ def _read_meta(f: BinaryIO, size: int, offset: int) -> bytes:
     """The content of a long-name or pax header, with its padding."""
     if not 0 <= size <= _MAX_META:
         raise TarDamage(f"extended header of {size} bytes", offset - BLOCK)
-    buf = _read(f, _padded(size))
+    buf = read_up_to(f, _padded(size))
     if len(buf) < _padded(size):
         raise TarDamage("unexpected end of data in an extended header", offset + len(buf))
     return buf
@@ -239,7 +239,7 @@ def _read_data(f: BinaryIO, size: int, max_bytes: int, head: int, name: str, off
     """The member's data (or its head when too large), without its padding."""
     keep = size if size <= max_bytes else min(head, size)
     try:
-        data = _read(f, keep)
+        data = read_up_to(f, keep)
         got = len(data) if len(data) < keep else keep + _skip(f, size - keep)
     except (OSError, EOFError, zlib.error) as e:  # the stream failed (e.g. gzip): say in which member
         raise TarDamage(f"{type(e).__name__}: {e}; while reading member data", offset, name) from e
@@ -248,7 +248,7 @@ def _read_data(f: BinaryIO, size: int, max_bytes: int, head: int, name: str, off
     return data
 
 
-def _read(f: BinaryIO, n: int) -> bytes:
+def read_up_to(f: BinaryIO, n: int) -> bytes:
     """n bytes, or fewer only at EOF: some file-likes return short reads."""
     data = f.read(n)
     if len(data) == n or not data:
@@ -268,7 +268,7 @@ def _skip(f: BinaryIO, n: int) -> int:
     """Read and drop n bytes, a chunk at a time (f may not be seekable); how many there were."""
     done = 0
     while done < n:
-        chunk = _read(f, min(n - done, _CHUNK))
+        chunk = read_up_to(f, min(n - done, _CHUNK))
         done += len(chunk)
         if not chunk:
             break

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, NoInputError, MemoryDirError, OutputDirError) as e:
         print(f"memgen {command}: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # storage refused before the pipeline ran: no access, no such bucket
+    except OSError as e:  # storage refused memgen's own reads or writes (no access, say): one line
         print(f"memgen {command}: error: {type(e).__name__}: {e}"[:1000], file=sys.stderr)
         return 2
     return 0

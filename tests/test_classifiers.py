@@ -86,15 +86,24 @@ def test_decode_resamples_only_the_centre_square():
     left = (scaled.width - 64) // 2
     expected = np.asarray(scaled.crop((left, 0, left + 64, 64)), dtype=int)
     assert np.abs(to_rgb_square(_encode(photo), 64).astype(int) - expected).max() <= 1
-    # a 1 x 100,000 strip resized whole would be 224 x 22,400,000 pixels (15 GB)
-    strip = np.random.default_rng(0).integers(0, 256, (100_000, 1, 3), dtype=np.uint8)
-    assert to_rgb_square(_encode(Image.fromarray(strip)), 224).shape == (224, 224, 3)
+    # a 1 x 20,000 strip resized whole is 224 x 4,480,000 pixels (3 GB); its square is 150 KB
+    probe = ("import resource, sys, numpy as np, io; from PIL import Image;"
+             "from memgen.classify.images import to_rgb_square;"
+             "strip = np.random.default_rng(0).integers(0, 256, (20000, 1, 3), dtype=np.uint8);"
+             "out = io.BytesIO(); Image.fromarray(strip).save(out, 'PNG');"
+             "assert to_rgb_square(out.getvalue(), 224).shape == (224, 224, 3);"
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    peak_kb = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                 check=True, timeout=120).stdout)
+    assert peak_kb < 500_000, f"decoding a thin strip peaked at {peak_kb // 1024} MB"
 
 
 def test_decode_scales_16_bit_images_instead_of_clipping_them():
     grey = np.asarray(make_image(8).convert("L"))
-    wide = to_rgb_square(_encode(Image.fromarray(grey.astype(np.uint16) * 257)), 64)
-    assert np.abs(wide.astype(int) - to_rgb_square(_encode(Image.fromarray(grey)), 64)).max() <= 1
+    plain = to_rgb_square(_encode(Image.fromarray(grey)), 64).astype(int)
+    for wide in (Image.fromarray(grey.astype(np.uint16) * 257),  # I;16 PNG
+                 Image.fromarray(grey.astype(np.int32) * 257, "I")):  # 16-bit data in a 32-bit TIFF
+        assert np.abs(to_rgb_square(_encode(wide, "TIFF"), 64).astype(int) - plain).max() <= 1
 
 
 def test_decode_failures_are_typed():

@@ -326,10 +326,11 @@ DAG_FILE = DEPLOY / "airflow" / "memgen_nightly.py"
 
 
 def render_jinja(value: str) -> str:
-    """The few Airflow macros the DAG uses: ds, ds_nodash, var.value.NAME."""
+    """The few Airflow macros the DAG uses: ds, ds_nodash, var.value.NAME (or .get)."""
     value = re.sub(r"\{\{ ds \}\}", DS, value)
     value = re.sub(r"\{\{ ds_nodash \}\}", DS.replace("-", ""), value)
-    value = re.sub(r"\{\{ var\.value\.(\w+) \}\}", lambda m: AIRFLOW_VARIABLES[m.group(1)], value)
+    variable = r"\{\{ var\.value\.(?:(\w+)|get\('(\w+)', '[^']*'\)) \}\}"  # NAME, or get('NAME', default)
+    value = re.sub(variable, lambda m: AIRFLOW_VARIABLES[m.group(1) or m.group(2)], value)
     assert "{{" not in value and "{%" not in value, f"unrendered template in {value!r}"
     return value
 

@@ -168,7 +168,7 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--sample-size", "0"), "--sample-size must be positive"),
     (("--memory", "MEM", "--out", "OUT", "--classifier", "onnx:x.onnx"), "needs --classes"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "BADCSV"), "neither positive"),
-    (("--memory", "MEM", "--out", "OUT", "--calibration", "TWICECSV"), "twice.csv:3: x.png is listed on"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "TWICECSV"), "twice.csv:3: ./x.png is listed on"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "NOFILECSV"), "nofile.csv:2: no file named"),
     (("--memory", "MEM", "--out", "DONE"), "already holds a finished report"),
     (("--memory", "MEM", "--out", "MEM"), "is not empty"),
@@ -183,7 +183,7 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "report.json").write_text("{}")
     (tmp_path / "bad.csv").write_text("file,label\nx.png,maybe\n")
-    (tmp_path / "twice.csv").write_text("file,label\nx.png,cat\nx.png,notcat\n")
+    (tmp_path / "twice.csv").write_text("file,label\nx.png,cat\n./x.png,notcat\n")  # the same file
     (tmp_path / "nofile.csv").write_text("file,label\n ,cat\n")
     names = {"OUT": str(tmp_path / "out"), "MEM": memory, "MISSING": str(tmp_path / "nothing"),
              "BADCSV": str(tmp_path / "bad.csv"), "DONE": str(tmp_path / "done"),

@@ -94,8 +94,9 @@ def test_float_and_32_bit_images_are_scaled_by_their_range():
     grey = np.asarray(make_image(4).convert("L"), dtype=np.float64)
     unit = fp(encode(Image.fromarray((grey / 255).astype(np.float32), "F"), "TIFF"), FAST)
     wide = fp(encode(Image.fromarray((grey * 1000).astype(np.int32), "I"), "TIFF"), FAST)
+    twelve = fp(encode(Image.fromarray((grey * 16).astype(np.uint16)), "PNG"), FAST)  # 12 bits in 16
     plain = fp(encode(Image.fromarray(grey.astype(np.uint8)), "PNG"), FAST)
-    assert bits(unit.phash, plain.phash) <= 2 and bits(wide.phash, plain.phash) <= 2
+    assert all(bits(f.phash, plain.phash) <= 2 for f in (unit, wide, twelve))
 
 
 def _cmyk_jpeg(image: Image.Image) -> bytes:

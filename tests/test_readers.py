@@ -178,6 +178,12 @@ def test_parquet_metadata_is_strict_json_and_keys_are_unique(tmp_path):
     assert [i.caption for i in items] == ["café", None, "x"]
 
 
+def test_parquet_binary_view_image_column(tmp_path):
+    pq.write_table(pa.table({"jpg": pa.array([jpeg(1)], pa.binary_view())}), tmp_path / "v.parquet")
+    (item,) = read(str(tmp_path / "v.parquet"))
+    assert isinstance(item, Record) and item.data == jpeg(1)
+
+
 def test_damaged_parquet_row_group_loses_only_its_rows(tmp_path):
     path = tmp_path / "a.parquet"
     pq.write_table(pa.table({"jpg": [jpeg(i) for i in range(6)], "key": [f"k{i}" for i in range(6)]}),
@@ -207,6 +213,11 @@ def test_tar_sidecars_of_dotted_keys_and_repeated_keys(tmp_path):
     assert json.loads(first.metadata, parse_constant=pytest.fail) == {"url": "http://x/1", "score": None}
     assert second.url == '{"host": "x"}'
     assert (first.locator, third.locator) == ("#img", "#img~2")
+    # two dotted images: the sidecars named like the kept image, wherever they are
+    path = write_tar(tmp_path / "b.tar", [("0001", {"left.jpg": jpeg(1), "right.txt": b"right",
+                                                     "left.txt": b"left", "right.jpg": jpeg(2)})])
+    kept, extra = read(str(path))
+    assert kept.data == jpeg(1) and kept.caption == "left" and extra.error_type == "extra_image_member"
 
 
 def test_too_large_file_reports_its_size(tmp_path):

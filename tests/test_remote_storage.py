@@ -138,7 +138,8 @@ def test_s3_memory_that_is_finished_is_refused(s3, capfd):
 
 def test_a_bucket_that_does_not_exist_is_not_created(s3, capsys):
     assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", "s3://no-such-bucket/m"]) == 2
-    assert "bucket no-such-bucket does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot be written: FileNotFoundError: The specified bucket does not exist" in err
     assert not s3.exists("no-such-bucket")
 
 
@@ -237,6 +238,21 @@ def test_parquet_over_http_without_range_support(http_root, shards, tmp_path):
     assert main(["memorize", str(shards / "rows.parquet"), "--memory", local]) == 0
     assert read_manifest(over_http)["counts"]["images"] == 4
     assert content(over_http) == content(local)
+
+
+def test_single_image_files_over_http(http_root, shards, tmp_path):
+    """A stream gives what has arrived (64 KB at a time here): the file is read whole."""
+    noise = np.random.default_rng(1).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    (shards / "big.png").write_bytes(encode(Image.fromarray(noise), "PNG"))
+    assert (shards / "big.png").stat().st_size > 1 << 20
+    memory = str(tmp_path / "m")
+    assert main(["memorize", f"{http_root}/big.png", "--memory", memory]) == 0
+    (row,) = open_table(memory, "images").to_table().to_pylist()
+    assert row["image"] == (shards / "big.png").read_bytes()
+    capped = str(tmp_path / "capped")  # too large: rejected without being downloaded to be measured
+    assert main(["memorize", f"{http_root}/big.png", "--memory", capped, "--max_bytes", "1000"]) == 0
+    (reject,) = open_table(capped, "rejects").to_table().to_pylist()
+    assert reject["error_type"] == "too_large" and reject["n_bytes"] > 1000
 
 
 def test_only_missing_http_urls_is_no_input_in_one_line(http_root, tmp_path, capsys):

@@ -4,7 +4,7 @@ Each night's run works on the shards of its logical date ({{ ds }}, the day that
 ended): gs://BUCKET/shards/DS/*.tar -> memory/DS -> samples/DS -> reports/DS. Parameter
 names are the jobs' flags (deploy/dataflow/JOB/metadata.json); the templates and images
 come from deploy/dataflow/build.sh. Airflow Variables: memgen_project, memgen_region,
-memgen_bucket, memgen_repository (build.sh's REPOSITORY), memgen_image_tag,
+memgen_bucket, memgen_repository (build.sh's REPOSITORY; default "memgen"), memgen_image_tag,
 memgen_worker_sa. Needs apache-airflow-providers-google.
 """
 
@@ -18,7 +18,7 @@ PROJECT = "{{ var.value.memgen_project }}"
 REGION = "{{ var.value.memgen_region }}"
 BUCKET = "gs://{{ var.value.memgen_bucket }}"
 IMAGES = ("{{ var.value.memgen_region }}-docker.pkg.dev/{{ var.value.memgen_project }}/"
-          "{{ var.value.memgen_repository }}")
+          "{{ var.value.get('memgen_repository', 'memgen') }}")
 TAG = "{{ var.value.memgen_image_tag }}"
 MEMORY = BUCKET + "/memory/{{ ds }}"
 SAMPLE = BUCKET + "/samples/{{ ds }}"

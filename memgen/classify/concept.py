@@ -108,7 +108,8 @@ def read_calibration_labels(path: str) -> list[LabelledFile]:
         file = (row["file"] or "").strip()
         if not file:
             raise ValueError(f"{path}:{i}: no file named")
-        url = file if "://" in file or file.startswith("/") else posixpath.join(base, file)
+        url = file if "://" in file else posixpath.join(base, file)
+        url = url if "://" in url else posixpath.normpath(url)  # ./x.png is x.png
         if url in lines:
             raise ValueError(f"{path}:{i}: {file} is listed on line {lines[url]} too")
         lines[url] = i
