@@ -140,8 +140,8 @@ def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     yield from _group_items(shard, group, ordinal, keys, config)
 
 
-def _group_items(shard: Shard, group, ordinal: _Ordinals, keys: _Keys,
-                 config: ReaderConfig) -> Iterator[ShardItem]:
+def _group_items(shard: Shard, group: list[tuple[str, str, bytes | None, int]], ordinal: _Ordinals,
+                 keys: _Keys, config: ReaderConfig) -> Iterator[ShardItem]:
     """One webdataset sample (members sharing a key) -> a Record, or Rejects."""
     if not group:
         return
@@ -208,7 +208,7 @@ def _metadata(text: str | None) -> tuple[str | None, str | None]:
     return text, _field_text(url)
 
 
-def _field_text(value) -> str | None:
+def _field_text(value: object) -> str | None:
     """A caption, url or key value as text: strings as they are, bytes decoded, anything
     else (a number, a list, a dict) as JSON."""
     if value is None or isinstance(value, str):
@@ -218,7 +218,7 @@ def _field_text(value) -> str | None:
     return json.dumps(_finite(value), default=str, ensure_ascii=False, sort_keys=True)
 
 
-def _finite(value):
+def _finite(value: object) -> object:
     """`value` with NaN and infinite floats, which JSON has not, as None (null)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
