@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -270,3 +271,16 @@ def test_an_empty_sample_gets_a_report_page(tmp_path):
     assert main(["evaluate", "--memory", memory, "--sample", drawn, "--out", out, "--classifier", "caption",
                  "--embedding", "false"]) == 0
     assert "<html" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_a_sample_without_its_memorys_digest_follows_memory_on_trust(sets, tmp_path):
+    """Samples written before the digest name their memory only: that, else --memory."""
+    sample_copy, memory_copy = tmp_path / "s", tmp_path / "moved"
+    shutil.copytree(sets["sample"], sample_copy)
+    shutil.copytree(sets["memory"], memory_copy)
+    manifest = json.loads((sample_copy / "manifest.json").read_text())
+    del manifest["memory_manifest_sha256"]
+    manifest["memory"] = str(tmp_path / "gone")
+    (sample_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert {url.rsplit("/images/", 1)[0] for url, _ in sample_parts(str(sample_copy), str(memory_copy))} \
+        == {str(memory_copy)}
