@@ -14,18 +14,19 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from memgen.fingerprint import ImageError, image_errors, rgb_image
+from memgen.fingerprint import DEFAULT_MAX_PIXELS, ImageError, image_errors, rgb_image
 
 TILE = 128  # pixels per thumbnail side
 PAD = 4
 BACKGROUND = (24, 24, 24)
 
 
-def thumbnail(data: bytes, size: int = TILE) -> bytes | None:
-    """A JPEG thumbnail fitting size x size, or None when the bytes do not decode."""
+def thumbnail(data: bytes, size: int = TILE, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes | None:
+    """A JPEG thumbnail fitting size x size, or None when the bytes do not decode (or hold
+    more than `max_pixels`)."""
     try:
         with image_errors():
-            img = rgb_image(data, size)
+            img = rgb_image(data, size, max_pixels)
     except ImageError:
         return None
     img.thumbnail((size, size))

@@ -6,6 +6,7 @@ shuffled (fingerprints, references, duplicate and reject rows) is small.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 
@@ -22,6 +23,15 @@ def printable(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a lone surrogate that no byte stands for
         return text.encode("utf-8", "backslashreplace").decode()
+
+
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")  # what printable() makes of a byte >= 0x80
+
+
+def unprintable(text: str) -> str:
+    """The name printable() made `text` of (its \\xNN escapes back to the bytes they stand
+    for, as surrogateescape); Shard.of() of it opens the file."""
+    return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
 
 
 class Shard(NamedTuple):

@@ -22,9 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from memgen.fingerprint import DEFAULT_MAX_PIXELS
 from memgen.memory import join, open_table, write_atomic
 from memgen.readers import ReaderConfig, read_shard
-from memgen.records import Record, Shard
+from memgen.records import Record, Shard, unprintable
 from memgen.report import REPORT_HTML
 from memgen.report_html import Figures, Thumb, make_thumb
 from memgen.sample_output import INDEX, sample_memory
@@ -36,17 +37,20 @@ CONTACT_SHEET = 48  # images in Figure 3
 CLUSTERS, CLUSTER_MEMBERS = 5, 8
 
 
-def collect_figures(memory: str, sample: str | None, references: list[str], reader: ReaderConfig) -> Figures:
-    sample_thumbs = list(_thumbs(_sample_images(sample, memory, CONTACT_SHEET))) if sample else []
-    reference = list(_thumbs(_reference_images(references, SIDE_BY_SIDE, reader))) if references else []
-    return Figures(reference=reference, sample=sample_thumbs[:SIDE_BY_SIDE],
-                   contact_sheet=sample_thumbs, clusters=cluster_galleries(memory, reader))
+def collect_figures(memory: str, sample: str | None, references: list[str], reader: ReaderConfig,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Figures:
+    """The report's figures; `max_pixels`: larger images are left out (the memory's cap)."""
+    sample_thumbs = list(_thumbs(_sample_images(sample, memory, CONTACT_SHEET), max_pixels)) if sample else []
+    reference = (list(_thumbs(_reference_images(references, SIDE_BY_SIDE, reader), max_pixels))
+                 if references else [])
+    return Figures(reference=reference, sample=sample_thumbs[:SIDE_BY_SIDE], contact_sheet=sample_thumbs,
+                   clusters=cluster_galleries(memory, reader, max_pixels=max_pixels))
 
 
-def _thumbs(images: Iterable[tuple[bytes, str]]) -> Iterator[Thumb]:
+def _thumbs(images: Iterable[tuple[bytes, str]], max_pixels: int) -> Iterator[Thumb]:
     for data, caption in images:
         try:
-            yield make_thumb(data, caption)
+            yield make_thumb(data, caption, max_pixels=max_pixels)
         except Exception as e:  # noqa: BLE001 - any undecodable image is left out of the figures
             log.warning("report figure: %s left out (%s: %s)", caption, type(e).__name__, e)
 
@@ -83,7 +87,8 @@ def _reference_images(references: list[str], n: int, reader: ReaderConfig) -> It
 
 
 def cluster_galleries(memory: str, reader: ReaderConfig, clusters: int = CLUSTERS,
-                      members: int = CLUSTER_MEMBERS) -> list[list[Thumb]]:
+                      members: int = CLUSTER_MEMBERS, max_pixels: int = DEFAULT_MAX_PIXELS
+                      ) -> list[list[Thumb]]:
     """The largest clusters (most duplicates; ties by representative id), representative first.
 
     A representative's duplicates are its `copies` - 1, so the images table names the
@@ -112,7 +117,7 @@ def cluster_galleries(memory: str, reader: ReaderConfig, clusters: int = CLUSTER
         images = [(representatives[rep], f"representative ({copies - 1} duplicate{plural})")]
         images += [(found[row["source"]], f"d={row['distance']} {posixpath.basename(row['source'])}")
                    for row in wanted[rep] if row["source"] in found]
-        galleries.append(list(_thumbs(images)))
+        galleries.append(list(_thumbs(images, max_pixels)))
     return galleries
 
 
@@ -123,13 +128,27 @@ def _records_by_source(sources: set[str], reader: ReaderConfig) -> dict[str, byt
         by_shard[split_source(source)[0]].add(source)
     found = {}
     for index, (uri, wanted) in enumerate(sorted(by_shard.items())):
-        for item in read_shard(Shard(index, uri, shard_kind(uri)), reader):
+        for item in read_shard(_shard(index, uri), reader):
             if isinstance(item, Record) and item.source in wanted:
                 found[item.source] = item.data
     missing = len(sources) - len(found)
     if missing:
         log.warning("report figures: %d duplicate images could not be re-read from their shards", missing)
     return found
+
+
+def _shard(index: int, uri: str) -> Shard:
+    """The shard a source names; its uri, as tables show it, may stand for a local name that
+    is not UTF-8 (`records.printable`)."""
+    raw = unprintable(uri)
+    if raw != uri and not _exists(uri):
+        return Shard.of(index, raw, shard_kind(uri))
+    return Shard(index, uri, shard_kind(uri))
+
+
+def _exists(uri: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs.exists(path)
 
 
 def write_html(out: str, page: str) -> str:

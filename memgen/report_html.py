@@ -23,7 +23,7 @@ from typing import Any
 
 from PIL import Image
 
-from memgen.fingerprint import image_errors, rgb_image
+from memgen.fingerprint import DEFAULT_MAX_PIXELS, image_errors, rgb_image
 
 THUMB_SIDE = 160
 THUMB_QUALITY = 80
@@ -55,11 +55,12 @@ class Figures:
     clusters: Sequence[Sequence[Thumb]] = field(default_factory=tuple)  # representative first
 
 
-def make_thumb(data: bytes, caption: str, side: int = THUMB_SIDE) -> Thumb:
+def make_thumb(data: bytes, caption: str, side: int = THUMB_SIDE,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Thumb:
     """A JPEG at most `side` px on its longer side, EXIF-oriented; raises ImageError on
-    undecodable bytes."""
+    undecodable bytes or an image over `max_pixels`."""
     with image_errors():
-        small = rgb_image(data, side)
+        small = rgb_image(data, side, max_pixels)
     small.thumbnail((side, side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     small.save(buf, "JPEG", quality=THUMB_QUALITY)

@@ -26,6 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from memgen.contact_sheet import contact_sheet, thumbnail
+from memgen.fingerprint import DEFAULT_MAX_PIXELS
 from memgen.manifest import finished
 from memgen.memory import MemoryDirError, ParquetPart, join, manifest_digest, read_manifest, write_manifest
 from memgen.outputs import claim_output, move, remove
@@ -103,8 +104,10 @@ def sample_rows_schema() -> pa.Schema:
     return pa.schema([*images, *extra], metadata={"memgen_table": "sample", "version": "1"})
 
 
-def write_part(part: str, chosen: Iterable[Chosen], out: str, fmt: str) -> PartResult:
-    """Read the chosen rows of one memory part once and write them; returns the index rows."""
+def write_part(part: str, chosen: Iterable[Chosen], out: str, fmt: str,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> PartResult:
+    """Read the chosen rows of one memory part once and write them; returns the index rows.
+    `max_pixels`: the memory's cap, which its images fit (their contact sheet thumbnails)."""
     by_id = {c.image_id: c for c in map(Chosen._make, chosen)}
     name = output_name(part, fmt)
     result = PartResult()
@@ -117,7 +120,7 @@ def write_part(part: str, chosen: Iterable[Chosen], out: str, fmt: str) -> PartR
                                                member if fmt == "webdataset" else None))
             result.image_bytes += len(row["image"])
             if c.rank < SHEET_IMAGES:
-                result.thumbs.append((c.rank, thumbnail(row["image"])))
+                result.thumbs.append((c.rank, thumbnail(row["image"], max_pixels=max_pixels)))
     return result
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import apache_beam as beam
@@ -121,6 +121,9 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig) -> None:
     """Wire the evaluate stages onto `pipeline` (checks the memory and the output; writes nothing)."""
     parts = image_parts(config.memory)
     check_report_output(config.out)
+    # the classifier decodes what memorize took in: up to the memory's --max_pixels
+    classifier = replace(config.classifier, max_pixels=_memorized(config.memory)[1].max_pixels)
+    config = replace(config, classifier=classifier)
     memory_scored = None
     if config.classifier.name == EFFICIENTNET:  # its model also gives the embedding: run it once per image
         memory_scored = pipeline | "ScoreMemory" >> ScoreMemory(parts, config.classifier)
@@ -163,7 +166,7 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
 
     References are read and hashed with the memory's own reader and fingerprint settings,
     and a copy is a pHash within the memory's own near-duplicate threshold."""
-    reader, fingerprint, threshold = _memorized(config)
+    reader, fingerprint, threshold = _memorized(config.memory)
     references = discover(list(config.references)) if config.references else []
     sample = sample_parts(config.sample, config.memory) if config.sample else None
     sets = pipeline | "Distances" >> EvaluateSets(
@@ -174,12 +177,14 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
 
 def write_report_html(config: EvaluateConfig, report: dict[str, Any]) -> str:
     """report.html beside report.json: the report with its figures inlined; returns its URL."""
-    figures = collect_figures(config.memory, config.sample, list(config.references), _memorized(config)[0])
+    reader, fingerprint, _ = _memorized(config.memory)
+    figures = collect_figures(config.memory, config.sample, list(config.references), reader,
+                              fingerprint.max_pixels)
     return write_html(config.out, render(report, figures))
 
 
-def _memorized(config: EvaluateConfig) -> tuple[ReaderConfig, FingerprintConfig, int]:
+def _memorized(memory: str) -> tuple[ReaderConfig, FingerprintConfig, int]:
     """The memory's memorize settings (defaults where its manifest names none)."""
-    options = (read_manifest(config.memory) or {}).get("options", {})
+    options = (read_manifest(memory) or {}).get("options", {})
     return (ReaderConfig(**options.get("reader", {})), FingerprintConfig(**options.get("fingerprint", {})),
             options.get("threshold", DEFAULT_THRESHOLD))

@@ -12,6 +12,7 @@ import pyarrow
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import memgen
+from memgen.fingerprint import DEFAULT_MAX_PIXELS
 from memgen.manifest import now
 from memgen.memory import absolute, finished_manifest, image_parts, manifest_digest, read_manifest
 from memgen.pipelines.errors import UsageError
@@ -72,7 +73,10 @@ class SampleConfig:
 
 def build(pipeline: beam.Pipeline, config: SampleConfig) -> None:
     """Wire the sample stages onto `pipeline` (checks the memory; writes nothing)."""
-    population = finished_manifest(config.memory)["counts"]["images"]  # no part's footer read here
+    memorized = finished_manifest(config.memory)
+    population = memorized["counts"]["images"]  # no part's footer read here
+    # the contact sheet's thumbnails decode what the memory took in: up to its --max_pixels
+    max_pixels = memorized.get("options", {}).get("fingerprint", {}).get("max_pixels", DEFAULT_MAX_PIXELS)
     if config.n > population:
         log.warning("--n %d is more than the memory's %d images: the sample is all of them",
                     config.n, population)
@@ -97,7 +101,7 @@ def build(pipeline: beam.Pipeline, config: SampleConfig) -> None:
         pipeline
         | "Parts" >> beam.Create(image_parts(config.memory))
         | "ChooseSample" >> ChooseSample(config.seed, config.mode, config.n)
-        | "WriteSample" >> WriteSample(config.out, config.fmt, manifest_base)
+        | "WriteSample" >> WriteSample(config.out, config.fmt, manifest_base, max_pixels)
     )
 
 

@@ -348,3 +348,16 @@ def test_score_memory_runs_the_model_once_per_image_for_both_sections(tmp_path, 
 
     assert model_images("Once") == 4  # each decodable image once; ScoreImages and ExtractFeatures: 4 each
     assert model_images() == 3 * 4
+
+
+def test_the_memorys_max_pixels_carries_to_sample_and_evaluate(tmp_path):
+    """Above the 100M default: thumbnails and features take what memorize took in."""
+    (tmp_path / "in").mkdir()
+    Image.new("1", (9600, 10500)).save(tmp_path / "in" / "big.png")  # 100.8 M pixels
+    memory = str(tmp_path / "m")
+    assert cli_main(["memorize", str(tmp_path / "in"), "--memory", memory, "--max_pixels", "200000000"]) == 0
+    assert cli_main(["sample", "--memory", memory, "--n", "1", "--out", str(tmp_path / "s")]) == 0
+    sample = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert sample["counts"]["images"] == 1 and sample["counts"]["thumbnails_undecodable"] == 0
+    report = _evaluate(memory, tmp_path / "r", "--classifier", "caption", "--embedding", "false")
+    assert report["distances"]["failures"] == {}  # not a too_many_pixels failure of the features

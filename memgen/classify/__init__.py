@@ -18,6 +18,7 @@ from memgen.classify.onnx_model import (
     inspect_input,
     missing_vision_module,
 )
+from memgen.fingerprint import DEFAULT_MAX_PIXELS
 
 CAPTION = "caption"
 ONNX_PREFIX = "onnx:"
@@ -42,6 +43,7 @@ class ClassifierSpec:
     model_path: str | None = None
     classes: tuple[int, ...] = ()
     input: InputSpec | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS  # images larger are failures: the memory's --max_pixels
 
     def row(self) -> dict:
         """The classifier as described in report.json."""

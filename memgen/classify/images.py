@@ -40,7 +40,8 @@ def to_rgb_square(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) 
 
 
 def decode_ahead(items: Iterable[T], data_of: Callable[[T], bytes], size: int, threads: int = DECODE_THREADS,
-                 lookahead: int = LOOKAHEAD) -> Iterator[tuple[T, np.ndarray | ImageError]]:
+                 lookahead: int = LOOKAHEAD, max_pixels: int = DEFAULT_MAX_PIXELS
+                 ) -> Iterator[tuple[T, np.ndarray | ImageError]]:
     """(item, pixels or the ImageError) for each item, in order, decoded by a thread pool.
 
     Up to `lookahead` images are decoded ahead of the consumer, so decoding (Pillow
@@ -50,7 +51,7 @@ def decode_ahead(items: Iterable[T], data_of: Callable[[T], bytes], size: int, t
     with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
         pending: deque = deque()
         for item in items:
-            pending.append((item, pool.submit(_decode_or_error, data_of(item), size)))
+            pending.append((item, pool.submit(_decode_or_error, data_of(item), size, max_pixels)))
             if len(pending) >= lookahead:
                 first, future = pending.popleft()
                 yield first, future.result()
@@ -59,8 +60,8 @@ def decode_ahead(items: Iterable[T], data_of: Callable[[T], bytes], size: int, t
             yield first, future.result()
 
 
-def _decode_or_error(data: bytes, size: int) -> np.ndarray | ImageError:
+def _decode_or_error(data: bytes, size: int, max_pixels: int) -> np.ndarray | ImageError:
     try:
-        return to_rgb_square(data, size)
+        return to_rgb_square(data, size, max_pixels)
     except ImageError as e:
         return e

@@ -139,11 +139,12 @@ def items_of(source: str | tuple[LabelledFile, ...], selected: frozenset[str] | 
 class _DecodeFn(beam.DoFn):
     """A source -> (image_id, copies) keyed pixels, or a failed Scored row; decoded in threads."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, size: int, max_pixels: int) -> None:
+        self.size, self.max_pixels = size, max_pixels
 
     def process(self, source, selected=None):
-        for item, pixels in decode_ahead(items_of(source, selected), _data, self.size):
+        for item, pixels in decode_ahead(items_of(source, selected), _data, self.size,
+                                         max_pixels=self.max_pixels):
             if isinstance(pixels, ImageError):
                 beam.metrics.Metrics.counter("evaluate", "decode_failures").inc()
                 yield beam.pvalue.TaggedOutput(FAILED, Scored(item.image_id, item.copies, None, None,
@@ -220,7 +221,8 @@ class ScoreImages(beam.PTransform):
             return (sources
                     | "ReadImages" >> beam.FlatMap(items_of, *side)
                     | "MatchCaption" >> beam.Map(score_caption))
-        decode = beam.ParDo(_DecodeFn(self.spec.input.size), *side).with_outputs(FAILED, main="pixels")
+        decode = (beam.ParDo(_DecodeFn(self.spec.input.size, self.spec.max_pixels), *side)
+                  .with_outputs(FAILED, main="pixels"))
         decoded = sources | "ReadAndDecode" >> decode
         scored = (decoded.pixels
                   | "RunInference" >> RunInference(KeyedModelHandler(ConceptModelHandler(self.spec)))

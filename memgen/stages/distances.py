@@ -232,7 +232,8 @@ class EvaluateSets(beam.PTransform):
             images.append(read.images)
             failures.append(read[FAILED])
         images = images | "AllSets" >> beam.Flatten(pipeline=pbegin.pipeline)  # [] without sets to read
-        extracted = images | "ExtractFeatures" >> ExtractFeatures(self.model_path)
+        extract = ExtractFeatures(self.model_path, self.fingerprint.max_pixels)
+        extracted = images | "ExtractFeatures" >> extract
         features.append(extracted["features"])
         failures.append(extracted[FAILED])
         return {"distances": self._distances(features, failures),

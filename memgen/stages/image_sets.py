@@ -44,7 +44,7 @@ from memgen.classify.onnx_model import (
 )
 from memgen.copying import query_phash
 from memgen.features import EMBEDDING, ImageView, extract
-from memgen.fingerprint import FingerprintConfig, ImageError
+from memgen.fingerprint import DEFAULT_MAX_PIXELS, FingerprintConfig, ImageError
 from memgen.memory import join
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
@@ -126,10 +126,10 @@ def embedding_model() -> str | None:
         return None
 
 
-def decode_features(image: SetImage) -> Iterator:
+def decode_features(image: SetImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator:
     """(set, image id, {space: vector}, 224x224 RGB pixels), or a (set, error type) failure."""
     try:
-        pixels = to_rgb_square(image.data, FEATURE_SIDE)
+        pixels = to_rgb_square(image.data, FEATURE_SIDE, max_pixels)
     except ImageError as e:
         yield beam.pvalue.TaggedOutput(FAILED, (image.set_name, e.error_type))
         return
@@ -156,14 +156,16 @@ class _EmbedFn(beam.DoFn):
 class ExtractFeatures(beam.PTransform):
     """PCollection[SetImage] -> {"features": (set, id, {space: vector}), FAILED: (set, error type)}.
 
-    `model_path`: the EfficientNet-Lite0 export (embedding_model()), or None for no embedding."""
+    `model_path`: the EfficientNet-Lite0 export (embedding_model()), or None for no embedding;
+    `max_pixels`: larger images are failures (the memory's --max_pixels)."""
 
-    def __init__(self, model_path: str | None) -> None:
+    def __init__(self, model_path: str | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         super().__init__()
-        self.model_path = model_path
+        self.model_path, self.max_pixels = model_path, max_pixels
 
     def expand(self, images):
-        decoded = images | "Decode" >> beam.FlatMap(decode_features).with_outputs(FAILED, main="decoded")
+        decode = beam.FlatMap(decode_features, self.max_pixels).with_outputs(FAILED, main="decoded")
+        decoded = images | "Decode" >> decode
         if self.model_path is None:
             features = decoded.decoded | "DropPixels" >> beam.MapTuple(lambda s, i, feats, _: (s, i, feats))
         else:
@@ -173,10 +175,10 @@ class ExtractFeatures(beam.PTransform):
         return {"features": features, FAILED: decoded[FAILED]}
 
 
-def _decode_memory(url: str) -> Iterator:
+def _decode_memory(url: str, max_pixels: int) -> Iterator:
     """A memory part -> (SetImage without its bytes, features, 224x224 pixels), decoded in threads
     ahead of the model; an undecodable image is a failed ScoredImage, as the concept counts it."""
-    for image, pixels in decode_ahead(read_memory_part(url), _data, FEATURE_SIDE):
+    for image, pixels in decode_ahead(read_memory_part(url), _data, FEATURE_SIDE, max_pixels=max_pixels):
         if isinstance(pixels, ImageError):
             beam.metrics.Metrics.counter("evaluate", "decode_failures").inc()
             failed = Scored(image.image_id, image.copies, None, None, pixels.error_type, str(pixels),
@@ -225,7 +227,8 @@ class ScoreMemory(beam.PTransform):
     def expand(self, pbegin):
         decoded = (pbegin
                    | "Parts" >> beam.Create(self.parts)
-                   | "ReadAndDecode" >> beam.FlatMap(_decode_memory).with_outputs(FAILED, main="decoded"))
+                   | "ReadAndDecode" >> beam.FlatMap(_decode_memory, self.spec.max_pixels)
+                   .with_outputs(FAILED, main="decoded"))
         scored = (decoded.decoded
                   | "Batch" >> beam.BatchElements(MIN_EMBED_BATCH, MAX_EMBED_BATCH)
                   | "Score" >> beam.ParDo(_ScoreFn(self.spec)))
