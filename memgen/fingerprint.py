@@ -62,6 +62,11 @@ class FingerprintConfig:
     mode: str = "fast"
     max_pixels: int = DEFAULT_MAX_PIXELS
 
+    @classmethod
+    def of_memory(cls, manifest: dict) -> FingerprintConfig:
+        """The settings a memory was fingerprinted with (defaults where its manifest names none)."""
+        return cls(**manifest.get("options", {}).get("fingerprint", {}))
+
 
 class ImageError(Exception):
     """A record whose bytes are not a usable image; error_type says why."""

@@ -185,6 +185,7 @@ def write_report_html(config: EvaluateConfig, report: dict[str, Any]) -> str:
 
 def _memorized(memory: str) -> tuple[ReaderConfig, FingerprintConfig, int]:
     """The memory's memorize settings (defaults where its manifest names none)."""
-    options = (read_manifest(memory) or {}).get("options", {})
-    return (ReaderConfig(**options.get("reader", {})), FingerprintConfig(**options.get("fingerprint", {})),
+    manifest = read_manifest(memory) or {}
+    options = manifest.get("options", {})
+    return (ReaderConfig(**options.get("reader", {})), FingerprintConfig.of_memory(manifest),
             options.get("threshold", DEFAULT_THRESHOLD))

@@ -12,7 +12,7 @@ import pyarrow
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import memgen
-from memgen.fingerprint import DEFAULT_MAX_PIXELS
+from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
 from memgen.memory import absolute, finished_manifest, image_parts, manifest_digest, read_manifest
 from memgen.pipelines.errors import UsageError
@@ -76,7 +76,7 @@ def build(pipeline: beam.Pipeline, config: SampleConfig) -> None:
     memorized = finished_manifest(config.memory)
     population = memorized["counts"]["images"]  # no part's footer read here
     # the contact sheet's thumbnails decode what the memory took in: up to its --max_pixels
-    max_pixels = memorized.get("options", {}).get("fingerprint", {}).get("max_pixels", DEFAULT_MAX_PIXELS)
+    max_pixels = FingerprintConfig.of_memory(memorized).max_pixels
     if config.n > population:
         log.warning("--n %d is more than the memory's %d images: the sample is all of them",
                     config.n, population)
