@@ -12,6 +12,7 @@ import json
 import os
 import posixpath
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 import fsspec
@@ -171,14 +172,44 @@ def finished_manifest(memory: str) -> dict[str, Any]:
 
 def _part_files(memory: str, table: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
     """A finished memory's part files of one table, sorted, and their filesystem;
-    MemoryDirError when they are not the parts its manifest counts (one lost or added)."""
-    expected = finished_manifest(memory).get("parts", {}).get(table)
+    MemoryDirError, before any job reads them, when they are not what its manifest counts
+    (a part lost, added or replaced) or one is not a Parquet part of the table."""
+    manifest = finished_manifest(memory)
+    expected = manifest.get("parts", {}).get(table)
     fs, path = fsspec.core.url_to_fs(join(memory, table))
     files = sorted(glob_in(fs, path, "part-*.parquet"))
     if expected is not None and len(files) != expected:
         raise MemoryDirError(f"{memory} is damaged: its manifest counts {expected} {table} parts, "
                              f"{len(files)} are there")
+    rows = sum(_footer_rows(memory, table, fs, files))
+    if manifest.get("counts", {}).get(table, rows) != rows:
+        raise MemoryDirError(f"{memory} is damaged: its manifest counts {manifest['counts'][table]} "
+                             f"{table} rows, its parts hold {rows}")
     return fs, files
+
+
+FOOTER_READS = 16  # footers read at once: on object stores each is a round trip or two
+
+
+def _footer_rows(memory: str, table: str, fs: fsspec.AbstractFileSystem, files: list[str]) -> list[int]:
+    """Each part's row count, from its footer; MemoryDirError for a file that is not a Parquet
+    part of `table` (a worker would fail on it mid-run, with Arrow's traceback)."""
+    required = set(table_schema(table).names)
+
+    def rows(file: str) -> int:
+        try:
+            footer = pq.read_metadata(file, filesystem=fs)
+        except (pa.ArrowException, OSError) as e:
+            raise MemoryDirError(f"{memory} is damaged: {table}/{posixpath.basename(file)} "
+                                 f"is not a readable Parquet file ({e})"[:500]) from None
+        missing = required - set(footer.schema.to_arrow_schema().names)
+        if missing:
+            raise MemoryDirError(f"{memory} is damaged: {table}/{posixpath.basename(file)} lacks "
+                                 f"the {table} columns {', '.join(sorted(missing))}")
+        return footer.num_rows
+
+    with ThreadPoolExecutor(FOOTER_READS) as pool:
+        return list(pool.map(rows, files))
 
 
 def open_table(memory: str, table: str) -> ds.Dataset:
