@@ -59,7 +59,7 @@ from memgen.dedup import (
 )
 from memgen.fingerprint import FingerprintConfig, fingerprint
 from memgen.materialize import materialize_shard
-from memgen.memory import prepare_output, read_manifest
+from memgen.memory import memory_claim, prepare_output, read_manifest
 from memgen.pipelines.memorize import MemorizeConfig, build
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Fingerprint, Record, Reject
@@ -186,9 +186,10 @@ def reference_placement(fps: list[Fingerprint], k: int) -> list[tuple[int, KeptI
 def run_memorize(folder: Path, memory: str) -> tuple[float, dict[str, float], dict]:
     """(CPU seconds, shuffle bytes by GroupByKey, manifest) of memorize in-process."""
     config = MemorizeConfig((str(folder / "*.tar"),), memory, THRESHOLD, ReaderConfig(), FingerprintConfig())
-    prepare_output(memory)
+    claim = memory_claim(memory)
+    prepare_output(claim)
     pipeline = beam.Pipeline(runner=FnApiRunner())
-    build(pipeline, config)
+    build(pipeline, config, claim)
     proto = pipeline.to_runner_api()  # the ids the run's metrics name PCollections by
     start = time.process_time()
     result = pipeline.run()

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from memgen.outputs import claim_output, glob_in, move, remove
+from memgen.outputs import Claim, claim_output, glob_in, move, remove
 from memgen.schema import table_schema
 
 TABLES = ("images", "duplicates", "rejects")
@@ -153,13 +153,19 @@ def write_manifest(memory: str, manifest: dict[str, Any]) -> None:
     write_atomic(join(memory, MANIFEST), lambda f: json.dump(manifest, f, indent=2, sort_keys=True))
 
 
-def prepare_output(memory: str, check_only: bool = False) -> None:
-    """Make `memory` ready for a new run: refuse a finished one and any folder memgen did not
-    make (memgen.outputs), clear the tables of an unfinished one (`check_only`: refuse only)."""
-    if read_manifest(memory) is not None:
-        raise MemoryDirError(f"{memory} already holds a finished memory (manifest.json); "
+def memory_claim(memory: str) -> Claim:
+    """A new memorize run's claim on `memory` (memgen.outputs)."""
+    return Claim(memory, "memorize", "--memory")
+
+
+def prepare_output(claim: Claim, check_only: bool = False) -> None:
+    """Make the claimed memory ready for a new run: refuse a finished one and any folder memgen
+    did not make (memgen.outputs), clear the tables of an unfinished one (`check_only`: refuse
+    only)."""
+    if read_manifest(claim.url) is not None:
+        raise MemoryDirError(f"{claim.url} already holds a finished memory (manifest.json); "
                            "choose another --memory or delete it")
-    claim_output(memory, "memorize", "--memory", TABLES, check_only)
+    claim_output(claim, TABLES, check_only)
 
 
 def finished_manifest(memory: str) -> dict[str, Any]:

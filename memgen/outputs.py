@@ -1,9 +1,13 @@
 """Output folders: a run writes into a folder that is new, empty, or its own unfinished one.
 
-Before anything else a run writes MARKER, naming its job, into its folder; a rerun of a
-killed run finds it and clears what that run left. A folder holding anything else (the
-user's photos, another job's output, the input itself) is refused, never cleared: a run
-deletes only what a run of the same job wrote.
+Before anything else a run writes MARKER, naming its job and the run, into its folder; a
+rerun of a killed run finds it and clears what that run left. A folder holding anything
+else (the user's photos, another job's output, the input itself) is refused, never
+cleared: a run deletes only what a run of the same job wrote. A run finishes its output
+(manifest, report) only while the marker still names it: a second run started into the
+same folder takes it over, and the first stops short of finishing it (`Claim.check`).
+The marker is not a lock: two runs that claim a folder at the same instant are not told
+apart.
 
 Paths are taken literally: an output named `s3://bucket/run[1]` or `runs/a?b` is legal,
 and fsspec's mv, rm and glob would read '[', '?' and '*' in it as glob patterns (and
@@ -15,7 +19,9 @@ from __future__ import annotations
 
 import glob
 import posixpath
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -27,14 +33,37 @@ class OutputDirError(ValueError):
     """An output folder that a run may not write into."""
 
 
-def claim_output(url: str, job: str, flag: str, leftovers: Iterable[str], check_only: bool = False) -> None:
-    """Make `url` the folder of a new run of `job`, or raise OutputDirError saying why not.
+@dataclass(frozen=True)
+class Claim:
+    """One run's hold on its output folder `url`, made by `job`; `flag` names the folder
+    in messages."""
+
+    url: str
+    job: str
+    flag: str
+    run: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def held(self) -> bool:
+        """Whether the folder's marker still names this run (no other run took it over)."""
+        fs, path = fsspec.core.url_to_fs(self.url)
+        return _read_marker(fs, posixpath.join(path, MARKER)) == f"{self.job} {self.run}"
+
+    def check(self) -> None:
+        """OutputDirError when another run took the folder over while this one ran."""
+        if not self.held():
+            raise OutputDirError(f"{self.flag} {self.url} was taken over by another memgen {self.job} "
+                                 "run while this one ran; this run left it unfinished")
+
+
+def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = False) -> None:
+    """Make `claim.url` the folder of this new run, or raise OutputDirError saying why not.
 
     `leftovers`: glob patterns (relative to the folder) of what an unfinished run of the
-    job may have left; `flag` names the option in messages; `check_only` (a dry run)
-    refuses what a run would refuse and writes nothing. Callers refuse a finished run
-    (its manifest or report) first, with their own message.
+    job may have left; `check_only` (a dry run) refuses what a run would refuse and writes
+    nothing. Callers refuse a finished run (its manifest or report) first, with their own
+    message.
     """
+    url, flag = claim.url, claim.flag
     try:
         fs, path = fsspec.core.url_to_fs(url)
         if fs.exists(path) and not fs.isdir(path):
@@ -43,8 +72,8 @@ def claim_output(url: str, job: str, flag: str, leftovers: Iterable[str], check_
         # a marker alone (even an empty one: killed while writing it) has nothing to lose
         ours = [entry for entry in _entries(fs, path) if posixpath.basename(entry) != MARKER]
         if ours:
-            owner = _read_marker(fs, marker)
-            if owner != job:
+            owner = (_read_marker(fs, marker) or "").partition(" ")[0]
+            if owner != claim.job:
                 what = f"the output of memgen {owner}" if owner else "files memgen did not write"
                 raise OutputDirError(f"{flag} {url} is not empty: it holds {what}; "
                                      f"choose a new or empty folder")
@@ -56,7 +85,7 @@ def claim_output(url: str, job: str, flag: str, leftovers: Iterable[str], check_
         if not _object_store(fs):  # there makedirs creates a missing bucket: a typo would go unnoticed
             fs.makedirs(path, exist_ok=True)
         with fs.open(marker, "w") as f:
-            f.write(job)
+            f.write(f"{claim.job} {claim.run}")
     except OSError as e:
         raise OutputDirError(f"{flag} {url} cannot be written: {type(e).__name__}: {e}"[:500]) from None
 

@@ -14,7 +14,7 @@ import fsspec
 
 from memgen.manifest import now
 from memgen.memory import MemoryDirError, join, temporary, write_atomic
-from memgen.outputs import claim_output
+from memgen.outputs import Claim, claim_output
 
 REPORT = "report.json"
 REPORT_HTML = "report.html"  # written after report.json, by the command line
@@ -38,10 +38,15 @@ def page_missing(out: str, inputs: dict[str, Any]) -> bool:
     return all(written.get(key) == value for key, value in inputs.items())
 
 
-def prepare_report_output(out: str, check_only: bool = False) -> None:
+def report_claim(out: str) -> Claim:
+    """A new evaluate run's claim on `out` (memgen.outputs)."""
+    return Claim(out, "evaluate", "--out")
+
+
+def prepare_report_output(claim: Claim, check_only: bool = False) -> None:
     """Claim --out for a real run (memgen.outputs; `check_only`: refuse only, for a dry run)."""
-    check_report_output(out)
-    claim_output(out, "evaluate", "--out", (temporary(REPORT),), check_only)
+    check_report_output(claim.url)
+    claim_output(claim, (temporary(REPORT),), check_only)
 
 
 def write_report(out: str, report: dict[str, Any]) -> None:

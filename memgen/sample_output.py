@@ -29,7 +29,7 @@ from memgen.contact_sheet import contact_sheet, thumbnail
 from memgen.fingerprint import DEFAULT_MAX_PIXELS
 from memgen.manifest import finished
 from memgen.memory import MemoryDirError, ParquetPart, join, manifest_digest, read_manifest, write_manifest
-from memgen.outputs import claim_output, move, remove
+from memgen.outputs import Claim, claim_output, move, remove
 from memgen.safe_names import extension, safe_join, sample_stem
 from memgen.sampling import Chosen
 from memgen.schema import load_json, table_schema
@@ -73,14 +73,18 @@ def sample_memory(sample: str, memory: str | None = None) -> tuple[dict[str, Any
                          "give its new place as --memory")
 
 
-def prepare_sample_output(out: str, check_only: bool = False) -> None:
+def sample_claim(out: str) -> Claim:
+    """A new sample run's claim on `out` (memgen.outputs)."""
+    return Claim(out, "sample", "--out")
+
+
+def prepare_sample_output(claim: Claim, check_only: bool = False) -> None:
     """Refuse a finished sample (or any finished run); clear what an unfinished one left
     (`check_only`: refuse only)."""
-    if read_manifest(out) is not None:
-        raise MemoryDirError(f"{out} already holds a finished run (manifest.json); "
+    if read_manifest(claim.url) is not None:
+        raise MemoryDirError(f"{claim.url} already holds a finished run (manifest.json); "
                              "choose another --out or delete it")
-    claim_output(out, "sample", "--out", ("sample-*", ".sample-*", INDEX, CONTACT_SHEET, IMAGES_DIR),
-                 check_only)
+    claim_output(claim, ("sample-*", ".sample-*", INDEX, CONTACT_SHEET, IMAGES_DIR), check_only)
 
 
 def read_columns(part: str, columns: list[str]) -> pa.Table:
@@ -232,9 +236,12 @@ class _FolderWriter:
 _WRITERS = {"webdataset": _TarWriter, "parquet": _ParquetWriter, "folder": _FolderWriter}
 
 
-def finish_sample(results: Iterable[PartResult], out: str, tau: float | None,
-                  manifest: dict[str, Any]) -> dict[str, Any]:
+def finish_sample(results: Iterable[PartResult], claim: Claim, tau: float | None,
+                  manifest: dict[str, Any]) -> dict[str, Any] | None:
     """index.parquet (rank order), contact sheet, then manifest.json: the sample is finished."""
+    if not claim.held():
+        return None  # another run took --out over; the command line says so
+    out = claim.url
     results = list(results)
     rows = sorted((r for res in results for r in res.index_rows), key=lambda r: r["rank"])
     fs, path = fsspec.core.url_to_fs(out)

@@ -11,8 +11,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.runners.runner import create_runner
 
-from memgen.memory import MemoryDirError, join, prepare_output, read_manifest
-from memgen.outputs import OutputDirError
+from memgen.memory import MemoryDirError, join, memory_claim, prepare_output, read_manifest
+from memgen.outputs import Claim, OutputDirError
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
 from memgen.pipelines.options import check_urls, parse_job
@@ -34,25 +34,27 @@ commands:
 DRY_RUN_DEPTH = 2  # job stages and their named steps; deeper levels are Beam's own expansions
 
 
-def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], wire: Callable[[beam.Pipeline], None],
-            prepare: Callable[[bool], None]) -> bool:
+def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Claim,
+            wire: Callable[[beam.Pipeline, Claim], None], prepare: Callable[[Claim, bool], None]) -> bool:
     """Run the pipeline that `wire` builds; with --dry_run only build, validate and print it.
 
-    `urls`: the job's (flag, URL) pairs, checked first (check_urls). `prepare(check_only)`
-    claims the output folder once the pipeline is built, so a mistake found while building
-    it (no input, no memory) writes nothing; a dry run only checks that it could.
-    Returns whether it ran.
+    `urls`: the job's (flag, URL) pairs, checked first (check_urls). `prepare(claim,
+    check_only)` claims the output folder once the pipeline is built, so a mistake found
+    while building it (no input, no memory) writes nothing; a dry run only checks that it
+    could. OutputDirError when another run took the folder over meanwhile. Returns whether
+    it ran.
     """
     check_urls(urls)
     if options.view_as(TestOptions).dry_run:
-        printed = dry_run(options, wire)
-        prepare(True)
+        printed = dry_run(options, lambda pipeline: wire(pipeline, claim))
+        prepare(claim, True)
         print(printed)
         return False
     pipeline = beam.Pipeline(options=options)
-    wire(pipeline)
-    prepare(False)
+    wire(pipeline, claim)
+    prepare(claim, False)
     pipeline.run().wait_until_finish()
+    claim.check()
     return True
 
 
@@ -90,8 +92,8 @@ def memorize(argv: list[str]) -> dict | None:
     options = parse_job("memgen memorize", "Fingerprint, deduplicate and store web image shards.",
                         MemorizeOptions, argv, positional="INPUT", positional_flag="input")
     config = MemorizeConfig.from_options(options)
-    if not execute(options, config.urls(), lambda pipeline: build(pipeline, config),
-                   prepare=lambda check_only: prepare_output(config.memory, check_only)):
+    if not execute(options, config.urls(), memory_claim(config.memory),
+                   lambda pipeline, claim: build(pipeline, config, claim), prepare_output):
         return None
     manifest = read_manifest(config.memory)
     print(memorize_summary(manifest))
@@ -101,13 +103,13 @@ def memorize(argv: list[str]) -> dict | None:
 def sample(argv: list[str]) -> dict | None:
     """Run sample; returns the sample's manifest (None for a dry run)."""
     from memgen.pipelines import sample as job
-    from memgen.sample_output import prepare_sample_output, sample_summary
+    from memgen.sample_output import prepare_sample_output, sample_claim, sample_summary
 
     options = parse_job("memgen sample", "Draw a seeded, reproducible sample of a memory's images.",
                         job.SampleOptions, argv)
     config = job.SampleConfig.from_options(options)
-    if not execute(options, config.urls(), lambda pipeline: job.build(pipeline, config),
-                   prepare=lambda check_only: prepare_sample_output(config.out, check_only)):
+    if not execute(options, config.urls(), sample_claim(config.out),
+                   lambda pipeline, claim: job.build(pipeline, config, claim), prepare_sample_output):
         return None
     manifest = read_manifest(config.out)
     print(sample_summary(manifest))
@@ -123,7 +125,14 @@ def demo(argv: list[str]) -> None:
 def evaluate(argv: list[str]) -> dict | None:
     """Run evaluate; prints a summary and returns the report (None for a dry run)."""
     from memgen.pipelines import evaluate as job
-    from memgen.report import REPORT, concept_summary, page_missing, prepare_report_output, read_report
+    from memgen.report import (
+        REPORT,
+        concept_summary,
+        page_missing,
+        prepare_report_output,
+        read_report,
+        report_claim,
+    )
 
     options = parse_job("memgen evaluate", "Measure a memory: concept fraction with CIs, distances "
                         "between image sets, copying (report.json, report.html).", job.EvaluateOptions, argv)
@@ -131,8 +140,8 @@ def evaluate(argv: list[str]) -> dict | None:
     inputs = {"memory": config.memory, "sample": config.sample, "references": list(config.references)}
     if page_missing(config.out, inputs):  # killed after report.json: only the page is left to write
         logging.getLogger("memgen").info("%s holds this report but not its page: writing it", config.out)
-    elif not execute(options, config.urls(), lambda pipeline: job.build(pipeline, config),
-                     prepare=lambda check_only: prepare_report_output(config.out, check_only)):
+    elif not execute(options, config.urls(), report_claim(config.out),
+                     lambda pipeline, claim: job.build(pipeline, config, claim), prepare_report_output):
         return None
     report = read_report(config.out)
     print(concept_summary(report["concept"]))

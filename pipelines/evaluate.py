@@ -23,6 +23,7 @@ from memgen.classify.onnx_model import EFFICIENTNET, VisionMissing
 from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
 from memgen.memory import image_parts, read_manifest
+from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import DEFAULT_THRESHOLD
 from memgen.pipelines.options import add_shared, boolean
@@ -117,8 +118,9 @@ class EvaluateConfig:
         return [(flag, url) for flag, url in given if url is not None]
 
 
-def build(pipeline: beam.Pipeline, config: EvaluateConfig) -> None:
-    """Wire the evaluate stages onto `pipeline` (checks the memory and the output; writes nothing)."""
+def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None:
+    """Wire the evaluate stages onto `pipeline` (checks the memory and the output; writes
+    nothing); `claim`: the run's claim on config.out (report.report_claim)."""
     parts = image_parts(config.memory)
     check_report_output(config.out)
     # the classifier decodes what memorize took in: up to the memory's --max_pixels
@@ -134,7 +136,7 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig) -> None:
             config.calibration, scored),
         **distance_sections(pipeline, config, parts, memory_scored),
     }
-    _ = sections | "WriteReport" >> WriteReport(config.out, _static_sections(config))
+    _ = sections | "WriteReport" >> WriteReport(claim, _static_sections(config))
 
 
 def _static_sections(config: EvaluateConfig) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import memgen
 from memgen.fingerprint import MODES, FingerprintConfig
 from memgen.manifest import now
 from memgen.near import MAX_THRESHOLD
+from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import add_shared
 from memgen.readers import ReaderConfig
@@ -81,8 +82,9 @@ class MemorizeConfig:
         return [*(("INPUT", url) for url in self.inputs), ("--memory", self.memory)]
 
 
-def build(pipeline: beam.Pipeline, config: MemorizeConfig) -> None:
-    """Wire the memorize stages onto `pipeline` (discovers the shards; writes nothing)."""
+def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None:
+    """Wire the memorize stages onto `pipeline` (discovers the shards; writes nothing);
+    `claim`: the run's claim on config.memory (memory.memory_claim)."""
     shards = discover(list(config.inputs))
     manifest_base = {
         "job": "memorize",
@@ -103,4 +105,4 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig) -> None:
     _ = {
         "assigned": assigned, "rejects": rejects, "read_counts": read.counts,
         "near_dedup": near.report,  # search plan and connected-components convergence
-    } | "WriteMemory" >> WriteMemory(config.memory, shards, config.reader, manifest_base)
+    } | "WriteMemory" >> WriteMemory(claim, shards, config.reader, manifest_base)

@@ -15,9 +15,10 @@ import memgen
 from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
 from memgen.memory import absolute, finished_manifest, image_parts, manifest_digest, read_manifest
+from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import LOCAL_RUNNER, add_shared, boolean
-from memgen.sample_output import FORMATS, prepare_sample_output
+from memgen.sample_output import FORMATS, prepare_sample_output, sample_claim
 from memgen.sampling import MAX_SEED, uniform_inclusion_probability
 from memgen.stages.sample import ChooseSample, WriteSample
 
@@ -71,8 +72,9 @@ class SampleConfig:
         return [("--memory", self.memory), ("--out", self.out)]
 
 
-def build(pipeline: beam.Pipeline, config: SampleConfig) -> None:
-    """Wire the sample stages onto `pipeline` (checks the memory; writes nothing)."""
+def build(pipeline: beam.Pipeline, config: SampleConfig, claim: Claim) -> None:
+    """Wire the sample stages onto `pipeline` (checks the memory; writes nothing); `claim`:
+    the run's claim on config.out (sample_output.sample_claim)."""
     memorized = finished_manifest(config.memory)
     population = memorized["counts"]["images"]  # no part's footer read here
     # the contact sheet's thumbnails decode what the memory took in: up to its --max_pixels
@@ -101,7 +103,7 @@ def build(pipeline: beam.Pipeline, config: SampleConfig) -> None:
         pipeline
         | "Parts" >> beam.Create(image_parts(config.memory))
         | "ChooseSample" >> ChooseSample(config.seed, config.mode, config.n)
-        | "WriteSample" >> WriteSample(config.out, config.fmt, manifest_base, max_pixels)
+        | "WriteSample" >> WriteSample(claim, config.fmt, manifest_base, max_pixels)
     )
 
 
@@ -115,7 +117,9 @@ def sample(memory: str, out: str, n: int, seed: int = 0, weighted: bool = False,
         raise UsageError(f"n must be positive, got {n}")
     config = SampleConfig(memory, out, n, seed, "weighted" if weighted else "uniform", fmt)
     pipeline = beam.Pipeline(options=options or PipelineOptions(runner=LOCAL_RUNNER))
-    build(pipeline, config)
-    prepare_sample_output(out)
+    claim = sample_claim(out)
+    build(pipeline, config, claim)
+    prepare_sample_output(claim)
     pipeline.run().wait_until_finish()
+    claim.check()
     return read_manifest(out)

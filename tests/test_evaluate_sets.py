@@ -227,15 +227,16 @@ def _evaluate_counting_model_images(sets, out: Path, *flags: str):
 
     from memgen.pipelines.evaluate import EvaluateConfig, EvaluateOptions, build
     from memgen.pipelines.options import parse_job
-    from memgen.report import prepare_report_output
+    from memgen.report import prepare_report_output, report_claim
     from memgen.stages.classify import MODEL_IMAGES
 
     config = EvaluateConfig.from_options(parse_job("memgen evaluate", "", EvaluateOptions, [
         "--memory", sets["memory"], "--sample", sets["sample"], "--reference", sets["reference"],
         "--out", str(out), *flags]))
     pipeline = beam.Pipeline(runner="FnApiRunner")
-    build(pipeline, config)
-    prepare_report_output(config.out)
+    claim = report_claim(config.out)
+    build(pipeline, config, claim)
+    prepare_report_output(claim)
     result = pipeline.run()
     result.wait_until_finish()
     counters = result.metrics().query(MetricsFilter().with_name(MODEL_IMAGES))["counters"]

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from memgen import memory as memory_module
-from memgen.memory import open_table, read_manifest, write_manifest, write_rows
-from memgen.outputs import MARKER
+from memgen.memory import memory_claim, open_table, prepare_output, read_manifest, write_manifest, write_rows
+from memgen.outputs import MARKER, OutputDirError
 from memgen.pipelines.cli import main
 from memgen.schema import table_schema
 from shardkit import encode, jpeg, make_image, sample, write_parquet, write_tar
@@ -231,7 +231,7 @@ def test_a_folder_holding_only_a_marker_is_claimed_even_an_empty_one(tmp_path):
     mem.mkdir()
     (mem / MARKER).write_text("")  # killed while the marker was being written
     assert run(*inputs, "--memory", str(mem)) == 0
-    assert (mem / MARKER).read_text() == "memorize" and read_manifest(str(mem))["balanced"]
+    assert (mem / MARKER).read_text().startswith("memorize ") and read_manifest(str(mem))["balanced"]
 
 
 @pytest.mark.parametrize("owner", [None, "sample"])
@@ -247,6 +247,44 @@ def test_a_folder_memgen_did_not_fill_for_memorize_is_refused_and_left_alone(tmp
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "is not empty" in result.stderr, result.stderr
     assert photo.exists() and not (folder / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("job", ["memorize", "sample", "evaluate"])
+def test_a_run_whose_folder_another_run_took_over_does_not_finish_it(memory, tmp_path, job):
+    """A second run of the job claims the folder after this one did (a scheduler's retry
+    while the first attempt still runs): the first writes no manifest or report and ends
+    with the one-line OutputDirError; the folder is the second run's."""
+    from memgen.pipelines import evaluate, sample
+    from memgen.pipelines.cli import execute
+    from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
+    from memgen.pipelines.options import parse_job
+    from memgen.report import REPORT, prepare_report_output, report_claim
+    from memgen.sample_output import prepare_sample_output, sample_claim
+
+    out, mem = tmp_path / "out", str(memory / "memory")
+    jobs = {
+        "memorize": (MemorizeOptions, [str(memory / "shards" / "00000.tar"), "--memory", str(out)],
+                     MemorizeConfig, build, memory_claim, prepare_output, "manifest.json"),
+        "sample": (sample.SampleOptions, ["--memory", mem, "--n", "3", "--out", str(out)],
+                   sample.SampleConfig, sample.build, sample_claim, prepare_sample_output, "manifest.json"),
+        "evaluate": (evaluate.EvaluateOptions,
+                     ["--memory", mem, "--classifier", "caption", "--out", str(out)],
+                     evaluate.EvaluateConfig, evaluate.build, report_claim, prepare_report_output, REPORT),
+    }
+    options_cls, argv, config_cls, wire, new_claim, prepare, finished = jobs[job]
+    options = parse_job(f"memgen {job}", "", options_cls, argv, positional="INPUT", positional_flag="input")
+    config = config_cls.from_options(options)
+    second = new_claim(str(out))
+
+    def prepare_then_lose_it(claim, check_only):
+        prepare(claim, check_only)
+        prepare(second, check_only)  # the other run starts: it clears what was left and claims the folder
+
+    with pytest.raises(OutputDirError, match=f"--{'memory' if job == 'memorize' else 'out'} .* was taken "
+                                             f"over by another memgen {job} run while this one ran"):
+        execute(options, config.urls(), new_claim(str(out)), lambda p, c: wire(p, config, c),
+                prepare_then_lose_it)
+    assert not (out / finished).exists() and second.held()
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from memgen.outputs import MARKER
 from memgen.pipelines.cli import main
 from shardkit import jpeg, sample, write_tar
 
@@ -63,9 +64,11 @@ def run_chain(corpus: Path, root: Path, runner_flags: list[str]) -> tuple[Path, 
 
 
 def assert_same_content(a: Path, b: Path, parquet: set[str]) -> dict:
-    """Every file byte-identical except manifest.json, equal without timing and own paths."""
+    """Every file byte-identical except manifest.json, equal without timing and own paths, and
+    the marker, which names its run."""
     fa, fb = files(a), files(b)
     assert sorted(fa) == sorted(fb)
+    assert fa.pop(MARKER).split()[0] == fb.pop(MARKER).split()[0]
     assert {name.split("/")[0] for name in fa if name.endswith(".parquet")} == parquet
     for name in fa:
         if name != "manifest.json":

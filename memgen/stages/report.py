@@ -6,15 +6,16 @@ from typing import Any
 
 import apache_beam as beam
 
+from memgen.outputs import Claim
 from memgen.report import write_report
 
 
 class WriteReport(beam.PTransform):
     """{section name: PCollection of one dict} -> report.json, written once all are done."""
 
-    def __init__(self, out: str, static: dict[str, Any]) -> None:
+    def __init__(self, claim: Claim, static: dict[str, Any]) -> None:
         super().__init__()
-        self.out = out
+        self.claim = claim
         self.static = static
 
     def expand(self, sections):
@@ -23,8 +24,9 @@ class WriteReport(beam.PTransform):
         return (named
                 | "AllSections" >> beam.Flatten()
                 | "Collect" >> beam.combiners.ToList()
-                | "Write" >> beam.Map(_write_sections, self.out, self.static))
+                | "Write" >> beam.Map(_write_sections, self.claim, self.static))
 
 
-def _write_sections(pairs: list[tuple[str, Any]], out: str, static: dict[str, Any]) -> None:
-    write_report(out, {**static, **dict(pairs)})
+def _write_sections(pairs: list[tuple[str, Any]], claim: Claim, static: dict[str, Any]) -> None:
+    if claim.held():  # else another run took --out over; the command line says so
+        write_report(claim.url, {**static, **dict(pairs)})

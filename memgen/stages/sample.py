@@ -15,6 +15,7 @@ import apache_beam as beam
 
 from memgen import sampling
 from memgen.fingerprint import DEFAULT_MAX_PIXELS
+from memgen.outputs import Claim
 from memgen.sample_output import finish_sample, read_columns, write_part
 
 
@@ -73,12 +74,13 @@ def choose(top: list[tuple], n: int, seed: int) -> tuple[list[tuple], float | No
 class WriteSample(beam.PTransform):
     """(chosen, tau) -> files per part, index.parquet, contact sheet, manifest.json."""
 
-    def __init__(self, out: str, fmt: str, manifest_base: dict, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, claim: Claim, fmt: str, manifest_base: dict,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         super().__init__()
-        self.out, self.fmt, self.manifest_base, self.max_pixels = out, fmt, manifest_base, max_pixels
+        self.claim, self.fmt, self.manifest_base, self.max_pixels = claim, fmt, manifest_base, max_pixels
 
     def expand(self, choice):
-        out, fmt, max_pixels = self.out, self.fmt, self.max_pixels
+        out, fmt, max_pixels = self.claim.url, self.fmt, self.max_pixels
         tau = choice | "Threshold" >> beam.Map(lambda c: c[1])  # the side input stays small
         return (
             choice
@@ -87,6 +89,6 @@ class WriteSample(beam.PTransform):
             | "WritePart" >> beam.MapTuple(lambda part, chosen: write_part(part, chosen, out, fmt,
                                                                           max_pixels))
             | "Collect" >> beam.combiners.ToList()
-            | "Finish" >> beam.Map(finish_sample, self.out, beam.pvalue.AsSingleton(tau),
+            | "Finish" >> beam.Map(finish_sample, self.claim, beam.pvalue.AsSingleton(tau),
                                    self.manifest_base)
         )

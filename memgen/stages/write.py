@@ -16,6 +16,7 @@ from memgen.dedup import DuplicateRow, KeptImage, place
 from memgen.manifest import build_manifest
 from memgen.materialize import materialize_shard
 from memgen.memory import TABLES, join, part_name, write_manifest, write_rows
+from memgen.outputs import Claim
 from memgen.readers import ReaderConfig
 from memgen.records import Reject, Shard
 
@@ -42,8 +43,11 @@ def _sum_counters(counters) -> Counter:
     return total
 
 
-def _write_manifest(totals: Counter, records_in: int, memory: str, base: dict,
-                    near_dedup: dict | None = None) -> dict:
+def _write_manifest(totals: Counter, records_in: int, claim: Claim, base: dict,
+                    near_dedup: dict | None = None) -> dict | None:
+    if not claim.held():
+        return None  # another run took the memory over; the command line says so
+    memory = claim.url
     for table in TABLES:  # a glob over a folder without a file fails in DuckDB, Polars and Spark
         if not totals[table]:
             write_rows(join(memory, table, part_name(0)), table, [], keep_empty=True)
@@ -58,10 +62,10 @@ class WriteMemory(beam.PTransform):
     read_counts PCollections, and optionally near_dedup (NearDedup's one-element report) for
     the manifest."""
 
-    def __init__(self, memory: str, shards: list[Shard], config: ReaderConfig,
+    def __init__(self, claim: Claim, shards: list[Shard], config: ReaderConfig,
                  manifest_base: dict) -> None:
         super().__init__()
-        self.memory = memory
+        self.claim = claim
         self.shards = shards
         self.config = config
         self.manifest_base = manifest_base
@@ -72,12 +76,12 @@ class WriteMemory(beam.PTransform):
         totals = (
             {"placed": placed, "rejects": rejects}
             | "GroupByShard" >> beam.CoGroupByKey()
-            | "Materialize" >> beam.ParDo(_MaterializeFn(self.memory, self.shards, self.config))
+            | "Materialize" >> beam.ParDo(_MaterializeFn(self.claim.url, self.shards, self.config))
             | "SumCounts" >> beam.CombineGlobally(_sum_counters)
         )
         records_in = pcolls["read_counts"] | "RecordsIn" >> beam.CombineGlobally(sum)
         near = ({"near_dedup": beam.pvalue.AsSingleton(pcolls["near_dedup"])}
                 if "near_dedup" in pcolls else {})
         return totals | "WriteManifest" >> beam.Map(
-            _write_manifest, beam.pvalue.AsSingleton(records_in), self.memory, self.manifest_base, **near)
+            _write_manifest, beam.pvalue.AsSingleton(records_in), self.claim, self.manifest_base, **near)
 
