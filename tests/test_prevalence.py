@@ -16,6 +16,7 @@ from memgen.prevalence import (
     corrected_copy_weighted,
     corrected_unique,
     fieller,
+    hypergeometric,
     ratio_variance,
     rogan_gladen,
     tally,
@@ -33,6 +34,38 @@ def test_intervals_match_scipy(k, n):
     assert wilson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
     exact = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
     assert clopper_pearson(k, n) == pytest.approx((exact.low, exact.high), abs=1e-9)
+
+
+def test_wilson_ends_are_exact_where_the_formula_rounds():
+    # the score formula gives 5.6e-17 and 0.9999999999999999 at these counts
+    for n in range(1, 200):
+        assert wilson(0, n)[0] == 0.0 and wilson(n, n)[1] == 1.0
+        for k in range(n + 1):
+            low, high = wilson(k, n)
+            assert low <= k / n <= high
+
+
+@pytest.mark.parametrize("population,n", [(6, 5), (26, 3), (100, 50), (1000, 500), (1000, 900), (400, 37)])
+def test_the_sample_interval_covers_95_percent_for_every_population_count(population, n):
+    """Exact coverage, summed over the hypergeometric law of the sample's positives, for every
+    K; Wilson with the finite-population correction covered 83-91% at small K here."""
+    intervals = [hypergeometric(k, n, population) for k in range(n + 1)]
+    for big_k in range(population + 1):
+        pmf = stats.hypergeom.pmf(np.arange(n + 1), population, big_k, n)
+        truth = big_k / population
+        coverage = sum(p for p, (low, high) in zip(pmf, intervals, strict=True) if low <= truth <= high)
+        assert coverage >= 0.95 - 1e-9, (big_k, coverage)
+    for k, (low, high) in enumerate(intervals):
+        assert low <= k / n <= high
+
+
+@pytest.mark.parametrize("k,n", [(0, 50), (1, 50), (17, 50), (50, 50), (3, 1000)])
+def test_the_sample_interval_of_a_vast_population_is_clopper_pearson(k, n):
+    # drawing without replacement from 10^9 images is drawing with replacement (to ~n/N)
+    exact = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    assert hypergeometric(k, n, 10**9) == pytest.approx((exact.low, exact.high), abs=1e-6)
+    u = unique_fraction(Tally(n, k), 10**9)
+    assert (u.ci_low, u.ci_high) == hypergeometric(k, n, 10**9) and u.method.startswith("exact")
 
 
 def test_tally_merges_like_one_pass():
