@@ -154,13 +154,13 @@ def decode(data: bytes, config: FingerprintConfig) -> Decoded:
     """Safely decode bytes to an oriented grey image; raises ImageError."""
     with image_errors():
         img = open_image(data, config.max_pixels)
-        header_size = img.size
-        if config.mode == "fast" and img.format == "JPEG":
+        header_size, image_format = img.size, img.format or "unknown"  # eight_bit's copy has no format
+        if config.mode == "fast" and image_format == "JPEG":
             img.draft("L", (DRAFT_SIZE, DRAFT_SIZE))
         img.load()
         # after load(): Pillow's TIFF loader applies (and drops) its orientation tag itself
         orientation = _orientation(img)
-        width, height = header_size if img.format == "JPEG" else img.size  # a draft is smaller
+        width, height = header_size if image_format == "JPEG" else img.size  # a draft is smaller
         if config.mode == "fast":  # exact is imagehash's, which clips wide modes to white
             img = eight_bit(img, stretch=True)
         grey = img if img.mode == "L" else img.convert("L")  # drafts decode to L: no copy
@@ -168,7 +168,7 @@ def decode(data: bytes, config: FingerprintConfig) -> Decoded:
         grey = grey.transpose(_TRANSPOSE[orientation])
         if orientation >= 5:
             width, height = height, width
-    return Decoded(grey, width, height, img.format or "unknown")
+    return Decoded(grey, width, height, image_format)
 
 
 def _orientation(img: Image.Image) -> int:

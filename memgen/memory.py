@@ -162,9 +162,11 @@ def prepare_output(claim: Claim, check_only: bool = False) -> None:
     """Make the claimed memory ready for a new run: refuse a finished one and any folder memgen
     did not make (memgen.outputs), clear the tables of an unfinished one (`check_only`: refuse
     only)."""
-    if read_manifest(claim.url) is not None:
-        raise MemoryDirError(f"{claim.url} already holds a finished memory (manifest.json); "
-                           "choose another --memory or delete it")
+    manifest = read_manifest(claim.url)
+    if manifest is not None:
+        what = "memory" if manifest.get("job") == "memorize" else f"run of memgen {manifest.get('job', '?')}"
+        raise MemoryDirError(f"{claim.url} already holds a finished {what} (manifest.json); "
+                             "choose another --memory or delete it")
     claim_output(claim, TABLES, check_only)
 
 
@@ -173,6 +175,9 @@ def finished_manifest(memory: str) -> dict[str, Any]:
     manifest = read_manifest(memory)
     if manifest is None:
         raise MemoryDirError(f"{memory} is not a finished memory (no manifest.json)")
+    if manifest.get("job") != "memorize":  # a sample's folder has a manifest.json too
+        raise MemoryDirError(f"{memory} is not a memory: its manifest.json is from "
+                             f"memgen {manifest.get('job', '?')}, not memgen memorize")
     return manifest
 
 

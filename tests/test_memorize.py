@@ -178,6 +178,20 @@ def test_a_memory_with_a_damaged_part_is_refused_before_it_is_read(memory, tmp_p
         assert not out.exists()
 
 
+def test_a_sample_given_as_memory_is_refused_in_one_line(memory, tmp_path, capsys):
+    sample = tmp_path / "sample"
+    assert main(["sample", "--memory", str(memory / "memory"), "--n", "3", "--out", str(sample)]) == 0
+    capsys.readouterr()
+    for command in (["sample", "--n", "3"], ["evaluate", "--classifier", "caption"]):
+        out = tmp_path / f"out-{command[0]}"
+        assert main([command[0], "--memory", str(sample), "--out", str(out), *command[1:]]) == 2
+        err = capsys.readouterr().err  # it drew 0 images from the sample's (memory-less) folder, exit 0
+        assert err.count("\n") == 1 and "is not a memory: its manifest.json is from memgen sample" in err
+        assert not out.exists()
+    assert run(str(memory / "shards" / "00000.tar"), "--memory", str(sample)) == 2
+    assert "already holds a finished run of memgen sample" in capsys.readouterr().err
+
+
 def test_same_content_whatever_the_input_order(memory, tmp_path):
     inputs, _ = corpus(tmp_path / "shards")
     assert run(*reversed(inputs), "--memory", str(tmp_path / "m"), "--threshold", "10") == 0
