@@ -24,6 +24,7 @@ from memgen.stages.read import ReadShards
 from memgen.stages.write import WriteMemory
 
 DEFAULT_THRESHOLD = 10
+MAX_RECORD_BYTES = 1 << 40  # --max_bytes above this overflowed the reads (OverflowError on a worker)
 
 
 class MemorizeOptions(PipelineOptions):
@@ -70,6 +71,8 @@ class MemorizeConfig:
         for name in ("max_bytes", "max_pixels"):
             if getattr(o, name) <= 0:
                 raise UsageError(f"--{name} must be positive")
+        if o.max_bytes > MAX_RECORD_BYTES:  # a record is read whole into memory
+            raise UsageError(f"--max_bytes must be at most {MAX_RECORD_BYTES} (1 TiB), got {o.max_bytes}")
         if o.reject_data_cap < 0:
             raise UsageError(f"--reject_data_cap must be 0 or more, got {o.reject_data_cap}")
         reader = ReaderConfig(o.max_bytes, o.reject_data_cap, o.image_column, o.caption_column,

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import fsspec
 from apache_beam.options.pipeline_options import (
+    DirectOptions,
     PipelineOptions,
     StandardOptions,
     TestOptions,
@@ -116,6 +117,9 @@ def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], a
         create_runner(standard.runner)  # imports it: a misspelt name fails here, in one line
     except (ValueError, ImportError) as e:
         raise UsageError(f"--runner {standard.runner}: {e}") from None
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is not None and workers < 0:  # 0 means one per core; below it the runner fails mid-run
+        raise UsageError(f"--direct_num_workers must be 0 (one per core) or more, got {workers}")
     test_options = options.view_as(TestOptions)
     test_options.dry_run = _boolean(DRY_RUN, test_options.dry_run)
     return options
