@@ -61,7 +61,8 @@ def write_memory(memory: str, rows: list[dict], parts: int) -> None:
     """A finished memory holding `rows` in `parts` Parquet parts (images table only)."""
     for i in range(parts):
         write_rows(f"{memory}/images/part-{i:06d}.parquet", "images", rows[i::parts])
-    write_manifest(memory, {"counts": {"images": len(rows), "records_in": sum(r["copies"] for r in rows)}})
+    write_manifest(memory, {"job": "memorize",
+                            "counts": {"images": len(rows), "records_in": sum(r["copies"] for r in rows)}})
 
 
 def throughput(photos, repeat: int, tmp: str, skip_torch: bool) -> list[tuple[str, float]]:

@@ -62,7 +62,7 @@ def build_memory(memory: Path, rows: int, parts: int) -> None:
         out = memory / "images" / f"part-{k:06d}.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out, compression="zstd")
-    write_manifest(str(memory), {"job": "bench_sample", "counts": {"images": rows}})
+    write_manifest(str(memory), {"job": "memorize", "counts": {"images": rows}})
 
 
 def _children_cpu() -> float:

