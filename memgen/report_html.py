@@ -5,10 +5,10 @@ versions) and `Figures` (small JPEG thumbnails made by `make_thumb`). Out: an HT
 string. Images are inlined as base64 data: URIs, charts are inline SVG, the style is
 inline, and a Content-Security-Policy forbids loading anything else, so the file is
 the whole report. Every string from the data (captions, paths, names) is escaped.
-Sections: concept fraction with its CI; the distance table (Figure 1); reference and
-sample thumbnails side by side (Figure 2); the sample contact sheet (Figure 3); the
-largest duplicate clusters as galleries; histograms of nearest-memory distances; rejects
-by reason.
+Sections: concept fraction with its CI, the sampling design and the calibration
+(applied, or why not); the distance table (Figure 1); reference and sample thumbnails
+side by side (Figure 2); the sample contact sheet (Figure 3); the largest duplicate
+clusters as galleries; histograms of nearest-memory distances; rejects by reason.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}
 .grid img{width:160px;height:160px;object-fit:cover;display:block;background:#eee}
 .side{display:grid;grid-template-columns:1fr 1fr;gap:1.5em}.big{font-size:2em;font-weight:600}
 .cluster{margin:.8em 0;padding:.4em;border:1px solid #eee}.muted{color:#777}
+.warn{background:#fdecea;border-left:4px solid #c0392b;padding:.4em .8em}
 figcaption{white-space:nowrap;text-overflow:ellipsis;overflow:hidden}
 """
 
@@ -122,19 +123,96 @@ def _inputs(inputs: dict[str, Any]) -> str:
 
 
 def _concept(concept: dict[str, Any] | None) -> str:
+    """The fractions with the facts that qualify them, as concept_summary prints them: how the
+    images were chosen, and whether a calibration corrected the fractions (or why it did not)."""
     if not concept:
         return ""
     classifier = concept.get("classifier", {})
     name = classifier.get("name", classifier) if isinstance(classifier, dict) else classifier
-    parts = [f"<p>Classifier: <b>{_e(name)}</b></p>"]
-    rows = []
-    for key, value in concept.items():
-        if isinstance(value, dict) and "estimate" in value:
-            rows.append([_e(key.replace("_", " ")), f"<span class=big>{_percent(value['estimate'])}</span>",
-                         f"[{_percent(value.get('ci_low'))}, {_percent(value.get('ci_high'))}]",
-                         _number(value.get("n")), _e(value.get("method", ""))])
-    parts.append(_table(["fraction", "estimate", "95% CI", "n", "method"], rows))
+    calibration = concept.get("calibration")
+    uncorrected = concept.get("uncorrected")
+    parts = [f"<p>Classifier: <b>{_e(name)}</b></p>", _design(concept.get("design")),
+             _not_applied(calibration, uncorrected), _fractions(concept, uncorrected),
+             _calibration(calibration, uncorrected is not None)]
     return _section(f"{concept.get('name', 'concept')} fraction", "".join(parts))
+
+
+_FRACTIONS = (("unique", "unique images"), ("copy_weighted", "input records (by copies)"))
+
+
+def _ci(value: dict[str, Any]) -> str:
+    return f"[{_percent(value.get('ci_low'))}, {_percent(value.get('ci_high'))}]"
+
+
+def _fractions(concept: dict[str, Any], uncorrected: dict[str, Any] | None) -> str:
+    """One row per fraction; when calibrated, the classifier's apparent values beside the corrected
+    ones, so the size of the correction is visible."""
+    header = (["fraction", "corrected", "95% CI", "apparent (uncorrected)", "95% CI"] if uncorrected
+              else ["fraction", "estimate", "95% CI"]) + ["n", "method"]
+    rows = []
+    for key, label in _FRACTIONS:
+        value = concept.get(key)
+        if not isinstance(value, dict):
+            continue
+        row = [_e(label), f"<span class=big>{_percent(value.get('estimate'))}</span>", _ci(value)]
+        if uncorrected and isinstance(uncorrected.get(key), dict):
+            row += [_percent(uncorrected[key].get("estimate")), _ci(uncorrected[key])]
+        elif uncorrected:
+            row += ["—", "—"]
+        rows.append(row + [_number(value.get("n")), _e(value.get("method", ""))])
+    return _table(header, rows)
+
+
+def _design(design: dict[str, Any] | None) -> str:
+    """Census or sample: a sample's intervals are for the whole memory, from n of N images."""
+    if not design:
+        return ""
+    images, copies = _number(design.get("population_images")), _number(design.get("population_copies"))
+    if design.get("kind") == "sample":
+        text = (f"Sample: {_number(design.get('sample_size'))} of {images} unique images sampled uniformly"
+                f" (seed {_e(design.get('seed'))}); the intervals are for all {images} images"
+                f" ({copies} input records).")
+    else:
+        asked = design.get("sample_size")
+        covers = f" (--sample-size {_number(asked)} covers them all)" if asked else ""
+        text = f"Census: all {images} unique images ({copies} input records) classified{covers}."
+    return f"<p>{text}</p>"
+
+
+def _not_applied(calibration: dict[str, Any] | None, uncorrected: dict[str, Any] | None) -> str:
+    """A calibration that was asked for but corrected nothing, stated above the fractions: the
+    inputs table still names its file, and the fractions would pass for corrected ones."""
+    if not calibration or uncorrected is not None:
+        return ""
+    why = calibration.get("error") or "no memory image could be classified"
+    return (f"<p class=warn><b>Calibration not applied:</b> {_e(why)}. The fractions below are the"
+            " classifier's apparent (uncorrected) ones.</p>")
+
+
+def _calibration(calibration: dict[str, Any] | None, applied: bool) -> str:
+    if not calibration:
+        return ("<p class=muted>Not calibrated: the fractions are the classifier's apparent ones"
+                " (--calibration labels.csv corrects them for its sensitivity and specificity).</p>")
+    rows = [[_e(label), _percent(value.get("estimate")), _ci(value), _number(value.get("n")),
+             _e(value.get("method", ""))]
+            for label, value in ((key, calibration.get(key)) for key in ("sensitivity", "specificity"))
+            if isinstance(value, dict)]
+    title = ("Calibration applied: fractions Rogan-Gladen corrected" if applied
+             else "Calibration measured, not applied")
+    return (f"<h3>{_e(title)}</h3>" + _table(["", "estimate", "95% CI", "n", "method"], rows)
+            + _labelled(calibration))
+
+
+def _labelled(calibration: dict[str, Any]) -> str:
+    """What Se and Sp were measured on: the labelled set and its confusion counts."""
+    c = calibration.get("confusion") or {}
+    failed = calibration.get("failed") or 0
+    unread = f" ({_number(failed)} could not be decoded)" if failed else ""
+    return (f"<p class=muted>On {_number(calibration.get('positives'))} positive + "
+            f"{_number(calibration.get('negatives'))} negative labelled images from "
+            f"{_e(calibration.get('file'))}{unread}: true positives {_number(c.get('true_positives'))},"
+            f" false negatives {_number(c.get('false_negatives'))}, true negatives"
+            f" {_number(c.get('true_negatives'))}, false positives {_number(c.get('false_positives'))}.</p>")
 
 
 _DISTANCE_COLUMNS = (("fd", "FD"), ("kid_mean", "KID"), ("kid_std", "KID std"), ("precision", "precision"),

@@ -20,6 +20,9 @@ import pytest
 from PIL import Image
 
 from memgen import copying, metrics, report_html
+from memgen.classify import ClassifierSpec
+from memgen.classify.concept import Design, FailureTally, concept_section
+from memgen.prevalence import Calibration, Tally
 from memgen.report_html import Figures, make_thumb
 
 HOSTILE = "<script>alert('x')</script> & \"quoted\""
@@ -107,6 +110,59 @@ def test_the_sections_rendered_are_valid_report_sections():
 def test_html_with_nothing_but_a_concept():
     page = report_html.render({"concept": _report()["concept"]}, Figures())
     assert "No pair of image sets to compare." in page and "No images." in page
+
+
+def _calibrated(calibration: Calibration, design: Design) -> dict:
+    """A concept section as evaluate writes it: 3 of 10 sampled images labelled cats, 9 of 25 copies."""
+    return concept_section(ClassifierSpec("caption", "caption"), Tally(10, 3, 25, 9, 80, 30), FailureTally(),
+                           design, (calibration, 1), "/labels/" + HOSTILE + ".csv")
+
+
+def _schema_valid_concept(concept: dict) -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (the dev extra) validates report.json")
+    schema = json.loads(resources.files("memgen.schemas").joinpath("report.schema.json").read_text())
+    jsonschema.validate(concept, {"$ref": "#/$defs/concept", "$defs": schema["$defs"]})
+
+
+def test_html_says_a_calibration_was_not_applied_and_why():
+    concept = _calibrated(Calibration(5, 0, 0, 0), Design("census", 10, 25, None, 0))  # positives only
+    _schema_valid_concept(concept)
+    page = report_html.render({"concept": concept}, Figures())
+    assert ("<b>Calibration not applied:</b> the calibration set needs both positive and negative images,"
+            " got 5 positive and 0 negative. The fractions below are the classifier's apparent (uncorrected)"
+            " ones.") in page
+    assert page.index("Calibration not applied") < page.index("30.0%")  # read before the fractions
+    assert "Census: all 10 unique images (25 input records) classified." in page
+    assert "Calibration measured, not applied" in page and "Calibration applied" not in page
+    assert "<td class=l>sensitivity</td><td>100.0%</td><td>[56.6%, 100.0%]</td><td>5</td>" in page
+    assert "<td class=l>specificity</td><td>—</td><td>[0.0%, 100.0%]</td><td>0</td>" in page
+    assert "&lt;script&gt;" in page and "<script" not in page  # the file name is escaped
+
+
+def test_html_shows_an_applied_calibration_beside_the_apparent_fractions_and_the_sample_design():
+    concept = _calibrated(Calibration(8, 2, 9, 1), Design("sample", 26, 60, 10, 4))  # Se 0.8, Sp 0.9
+    _schema_valid_concept(concept)
+    page = report_html.render({"concept": concept}, Figures())
+    assert ("Sample: 10 of 26 unique images sampled uniformly (seed 4); the intervals are for all 26 images"
+            " (60 input records).") in page
+    assert "Calibration applied: fractions Rogan-Gladen corrected" in page and "not applied" not in page
+    assert "<th>corrected</th><th>95% CI</th><th>apparent (uncorrected)</th><th>95% CI</th>" in page
+    # unique: corrected (0.3 + 0.9 - 1) / (0.8 + 0.9 - 1) = 28.6% beside the apparent 3 of 10 = 30.0%;
+    # the corrected interval is Monte Carlo, so read from the section
+    high = f"{100 * concept['unique']['ci_high']:.1f}%"
+    assert (f"<span class=big>28.6%</span></td><td>[0.0%, {high}]</td>"
+            "<td>30.0%</td><td>[11.5%, 57.7%]</td>") in page
+    assert "Rogan-Gladen corrected (exact hypergeometric (finite population))" in page
+    assert "<td class=l>sensitivity</td><td>80.0%</td><td>[49.0%, 94.3%]</td><td>10</td>" in page
+    assert "<td class=l>specificity</td><td>90.0%</td><td>[59.6%, 98.2%]</td><td>10</td>" in page
+    assert ("On 10 positive + 10 negative labelled images from /labels/&lt;script&gt;") in page
+    assert ("(1 could not be decoded): true positives 8, false negatives 2, true negatives 9,"
+            " false positives 1.") in page
+
+
+def test_html_says_an_uncalibrated_fraction_is_the_apparent_one():
+    page = report_html.render({"concept": _report()["concept"]}, Figures())
+    assert "Not calibrated: the fractions are the classifier's apparent ones" in page
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
