@@ -57,7 +57,7 @@ class EvaluateOptions(PipelineOptions):
                             help="output indices of the concept for onnx:PATH, e.g. 281-285 or 3,7")
         parser.add_argument("--label_threshold", type=float, default=None,
                             help="P(concept) at or above which an image counts as showing it "
-                                 "(default 0.1 for efficientnet-lite0, 0.5 for onnx:PATH)")
+                                 "(default 0.1 for efficientnet-lite0, 0.5 for onnx:PATH; not for caption)")
         parser.add_argument("--sample_size", "--sample-size", dest="sample_size", type=int, default=None,
                             help="classify a uniform sample of N unique images instead of all (census)")
         parser.add_argument("--calibration", default=None,
@@ -91,7 +91,7 @@ class EvaluateConfig:
             if not getattr(o, name):
                 raise UsageError(f"--{name} is required")
         if o.sample_size is not None and o.sample_size <= 0:
-            raise UsageError(f"--sample-size must be positive, got {o.sample_size}")
+            raise UsageError(f"--sample_size must be positive, got {o.sample_size}")
         if not 0 <= o.seed <= MAX_SEED:
             raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {o.seed}")
         labelled: tuple[LabelledFile, ...] = ()

@@ -165,11 +165,13 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--out", "OUT"), "--memory is required"),
     (("--memory", "MISSING", "--out", "OUT"), "not a finished memory"),
     (("--memory", "MEM", "--out", "OUT", "--classifier", "clip"), "unknown classifier"),
-    (("--memory", "MEM", "--out", "OUT", "--sample-size", "0"), "--sample-size must be positive"),
+    (("--memory", "MEM", "--out", "OUT", "--sample-size", "0"), "--sample_size must be positive"),
     (("--memory", "MEM", "--out", "OUT", "--classifier", "onnx:x.onnx"), "needs --classes"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "BADCSV"), "neither positive"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "TWICECSV"), "twice.csv:3: ./x.png is listed on"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "NOFILECSV"), "nofile.csv:2: no file named"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "EMPTYCSV"), "empty.csv: lists no labelled files"),
+    (("--memory", "MEM", "--out", "OUT", "--label_threshold", "0"), "--label_threshold applies to model"),
     (("--memory", "MEM", "--out", "DONE"), "already holds a finished report"),
     (("--memory", "MEM", "--out", "MEM"), "is not empty"),
     (("--memory", "MEM", "--out", "OUT", "--sample", "MEM"), "is not a sample"),
@@ -185,9 +187,11 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
     (tmp_path / "bad.csv").write_text("file,label\nx.png,maybe\n")
     (tmp_path / "twice.csv").write_text("file,label\nx.png,cat\n./x.png,notcat\n")  # the same file
     (tmp_path / "nofile.csv").write_text("file,label\n ,cat\n")
+    (tmp_path / "empty.csv").write_text("file,label\n")
     names = {"OUT": str(tmp_path / "out"), "MEM": memory, "MISSING": str(tmp_path / "nothing"),
              "BADCSV": str(tmp_path / "bad.csv"), "DONE": str(tmp_path / "done"),
-             "TWICECSV": str(tmp_path / "twice.csv"), "NOFILECSV": str(tmp_path / "nofile.csv")}
+             "TWICECSV": str(tmp_path / "twice.csv"), "NOFILECSV": str(tmp_path / "nofile.csv"),
+             "EMPTYCSV": str(tmp_path / "empty.csv")}
     args = [names.get(f, f) for f in flags]
     if "--classifier" not in flags:
         args += ["--classifier", "caption"]
@@ -205,7 +209,7 @@ def test_a_run_killed_between_report_json_and_its_page_is_finished_by_a_rerun(tm
     rerun = ["evaluate", "--memory", memory, "--out", str(out), "--classifier", "caption"]
     assert cli_main([*rerun, "--dry_run"]) == 0  # says what a run would do, writes nothing
     assert "a run writes report.html only" in capsys.readouterr().out and not (out / "report.html").exists()
-    for other in (["--seed", "7"], ["--sample_size", "3"], ["--label_threshold", "0.9"]):
+    for other in (["--seed", "7"], ["--sample_size", "3"], ["--embedding", "false"]):
         assert cli_main([*rerun, *other]) == 2  # another report's page is not this one's
         assert "already holds a finished report" in capsys.readouterr().err
     assert not (out / "report.html").exists()

@@ -82,7 +82,10 @@ def resolve(name: str | None, classes: str | None, threshold: float | None) -> C
     if name == CAPTION:
         if classes:
             raise ClassifierError("--classes applies to onnx:PATH classifiers only")
-        return ClassifierSpec(CAPTION, "caption", 0.5 if threshold is None else threshold)
+        if threshold is not None:  # it was recorded in the report as if it had applied
+            raise ClassifierError("--label_threshold applies to model classifiers; caption labels by "
+                                  "keyword match")
+        return ClassifierSpec(CAPTION, "caption", 0.5)
     if name == EFFICIENTNET:
         if classes:
             raise ClassifierError(f"--classes applies to onnx:PATH classifiers; {EFFICIENTNET} uses 281-285")

@@ -94,9 +94,12 @@ def read_calibration_labels(path: str) -> list[LabelledFile]:
     """labels.csv (file,label[,caption]) -> labelled files; paths relative to the CSV's folder.
     Each file once: a file listed twice would count twice, or against itself."""
     with fsspec.open(path, "r", encoding="utf-8-sig") as f:  # -sig: Excel's CSVs start with a BOM
-        rows = list(csv.DictReader(io.StringIO(f.read())))
-    if not rows or not {"file", "label"} <= set(rows[0]):
+        reader = csv.DictReader(io.StringIO(f.read()))
+        rows = list(reader)
+    if not {"file", "label"} <= set(reader.fieldnames or ()):
         raise ValueError(f"{path}: needs a header with columns file,label")
+    if not rows:
+        raise ValueError(f"{path}: lists no labelled files under its header")
     base = posixpath.dirname(path)
     out = []
     lines: dict[str, int] = {}
