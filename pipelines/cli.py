@@ -169,7 +169,7 @@ def _log_progress() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(USAGE, file=sys.stdout if argv else sys.stderr)  # no command is a mistake: stderr, exit 2
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

@@ -33,6 +33,8 @@ def main(argv: list[str]) -> None:
     parser = OneLineParser(prog="memgen demo", description=__doc__)
     parser.add_argument("--out", default="demo-out", help="folder for corpus and outputs")
     args = parser.parse_args(argv)
+    if not args.out.strip():  # Path("") is the working directory
+        raise UsageError("--out is an empty string")
     out = Path(args.out).resolve()
     _fresh_folder(out)
     shards = write_corpus(out / "corpus")

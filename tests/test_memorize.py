@@ -301,6 +301,16 @@ def test_a_run_whose_folder_another_run_took_over_does_not_finish_it(memory, tmp
     assert not (out / finished).exists() and second.held()
 
 
+def test_no_command_or_an_unknown_one_is_a_usage_error_on_stderr(tmp_path, capsys):
+    assert main([]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and "usage: memgen COMMAND" in printed.err
+    assert main(["--help"]) == 0 and "usage: memgen COMMAND" in capsys.readouterr().out
+    assert main(["memorise"]) == 2 and "unknown command 'memorise'" in capsys.readouterr().err
+    assert main(["demo", "--out", ""]) == 2  # Path("") would be the working directory
+    assert capsys.readouterr().err.strip() == "memgen demo: error: --out is an empty string"
+
+
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "memgen.pipelines.cli", *args],
                           capture_output=True, text=True, timeout=120)
