@@ -1,9 +1,13 @@
-"""The sample directory on disk: image files per memory part, index.parquet, contact
-sheet, and manifest.json written last.
+"""The sample directory on disk: the images in images/, index.parquet, contact sheet, and
+manifest.json written last.
 
 Pure I/O through fsspec, no Beam. One memory part -> at most one output file
-(sample-NNNNNN.tar / .parquet, named after the part) or a set of files in images/,
-so the bytes of a chosen image are read from its part and written by the same worker.
+(images/sample-NNNNNN.tar / .parquet, named after the part) or a set of files in
+images/, so the bytes of a chosen image are read from its part and written by the same
+worker. The images have a folder of their own, as a memory's tables do: a glob over it
+(DuckDB's `images/*.parquet`, webdataset's shards, `--reference SAMPLE/images`) reads
+the images and nothing else (index.parquet and the contact sheet beside the Parquet
+parts were read as part of the sample).
 Names and content depend only on the memory and the seed: tar members carry fixed
 metadata (mtime 0, uid 0), JSON keys are sorted. Inside a file, images follow the
 part's row order; index.parquet lists the whole sample in rank order.
@@ -84,7 +88,7 @@ def prepare_sample_output(claim: Claim, check_only: bool = False) -> None:
     if read_manifest(claim.url) is not None:
         raise MemoryDirError(f"{claim.url} already holds a finished run (manifest.json); "
                              "choose another --out or delete it")
-    claim_output(claim, ("sample-*", ".sample-*", INDEX, CONTACT_SHEET, IMAGES_DIR), check_only)
+    claim_output(claim, (IMAGES_DIR, INDEX, CONTACT_SHEET), check_only)
 
 
 def read_columns(part: str, columns: list[str]) -> pa.Table:
@@ -93,11 +97,11 @@ def read_columns(part: str, columns: list[str]) -> pa.Table:
 
 
 def output_name(part: str, fmt: str) -> str:
-    """sample-NNNNNN.tar|parquet after the memory part's number; images/ for folders."""
+    """images/sample-NNNNNN.tar|parquet after the memory part's number; images/ for folders."""
     if fmt == "folder":
         return IMAGES_DIR
     number = posixpath.basename(part).removeprefix("part-").removesuffix(".parquet")
-    return f"sample-{number}.{_SUFFIX[fmt]}"
+    return f"{IMAGES_DIR}/sample-{number}.{_SUFFIX[fmt]}"
 
 
 def sample_rows_schema() -> pa.Schema:
@@ -164,6 +168,7 @@ class _TarWriter:
         self.tmp = posixpath.join(posixpath.dirname(self.path), "." + posixpath.basename(self.path))
 
     def __enter__(self) -> _TarWriter:
+        self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
         self.file = self.fs.open(self.tmp, "wb")
         self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.GNU_FORMAT)
         self.count = 0
@@ -251,7 +256,8 @@ def finish_sample(results: Iterable[PartResult], claim: Claim, tau: float | None
     thumbs = [t for _, t in sorted(t for res in results for t in res.thumbs)]
     with fs.open(posixpath.join(path, CONTACT_SHEET), "wb") as f:
         contact_sheet(thumbs).save(f, "JPEG", quality=90)
-    files = sorted({r["file"].split("/")[0] for r in rows})
+    # a folder sample's files are its images; a webdataset or Parquet sample has one file a part
+    files = [IMAGES_DIR] if manifest["format"] == "folder" else sorted({r["file"] for r in rows})
     manifest = {
         **manifest,
         "threshold": tau,
@@ -269,10 +275,12 @@ def finish_sample(results: Iterable[PartResult], claim: Claim, tau: float | None
 def sample_summary(manifest: dict[str, Any]) -> str:
     """The end-of-run lines printed by `memgen sample`."""
     out = manifest["out"]
+    files = (f"{manifest['counts']['images']} image file(s)" if manifest["format"] == "folder"
+             else f"{len(manifest['files'])} file(s)")
     rows = [
         ("mode", f"{manifest['mode']} (seed {manifest['seed']})"),
         ("sampled", f"{manifest['counts']['images']} of {manifest['population']} unique images"),
-        ("format", f"{manifest['format']}: {len(manifest['files'])} file(s)"),
+        ("format", f"{manifest['format']}: {files} in {IMAGES_DIR}/"),
         ("image bytes", manifest["counts"]["image_bytes"]),
         ("index", join(out, manifest["index"])),
         ("contact sheet", join(out, manifest["contact_sheet"])),

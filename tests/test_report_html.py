@@ -56,6 +56,8 @@ def _report() -> dict:
         "copying": copying.copying_section(hist, None, threshold=10),
         "inputs": {"memory": "/data/" + HOSTILE, "sample": None, "references": ["/data/test-{0..3}.tar"],
                    "calibration": None, "started_at": "2026-01-01T00:00:00Z",
+                   "settings": {"classifier": {"name": "caption"}, "sample_size": None, "seed": 0,
+                                "embedding": True},
                    "finished_at": "2026-01-01T00:01:00Z",
                    "memory_counts": {"rejects_by_reason": {"not_an_image": 2, "too_many_pixels": 1}}},
         "versions": {"memgen": "0.1.0", "apache_beam": "2.77.0"},

@@ -97,7 +97,7 @@ def test_memorize_and_sample_are_byte_identical_in_process_and_multi_process(cor
     assert (counts["images"], counts["duplicates_exact"], counts["duplicates_near"], counts["rejects"]) \
         == (30, 5, 5, 1)
     sample = assert_same_content(single[1], multi[1], {"index.parquet"})
-    assert any(single[1].glob("*.tar")) and sample["mode"] == "weighted"
+    assert any(single[1].glob("images/*.tar")) and sample["mode"] == "weighted"
 
 
 def test_dry_run_with_dataflow_options_builds_validates_and_prints_offline(corpus, tmp_path, capsys,

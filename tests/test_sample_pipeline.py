@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import apache_beam as beam
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
@@ -97,10 +98,13 @@ def test_in_process_and_multi_process_runners_write_identical_samples(tmp_path, 
                             direct_running_mode="multi_processing")
     sample(memory, str(tmp_path / "two"), 12, seed=3, weighted=True, options=multi)
     own = ("manifest.json", MARKER)  # timings, and the name of the run
-    files = sorted(p.name for p in (tmp_path / "one").iterdir() if p.name not in own)
-    assert files == sorted(p.name for p in (tmp_path / "two").iterdir() if p.name not in own)
-    assert any(f.endswith(".tar") for f in files)
-    for name in files:
+
+    def files(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in own)
+
+    assert files(tmp_path / "one") == files(tmp_path / "two")
+    assert any(f.endswith(".tar") for f in files(tmp_path / "one"))
+    for name in files(tmp_path / "one"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
 
@@ -115,8 +119,8 @@ def test_different_seeds_give_different_samples(tmp_path, memory):
 def test_webdataset_shards_read_unmodified_by_the_webdataset_library(tmp_path, memory):
     out = tmp_path / "wds"
     manifest = sample(memory, str(out), 10, seed=7, weighted=True)
-    tars = sorted(str(p) for p in out.glob("sample-*.tar"))
-    assert manifest["files"] == [Path(t).name for t in tars]
+    tars = sorted(str(p) for p in (out / "images").glob("sample-*.tar"))
+    assert manifest["files"] == [f"images/{Path(t).name}" for t in tars]
     rows = by_id()
     seen = {}
     for s in wds.WebDataset(tars, shardshuffle=False):
@@ -142,7 +146,9 @@ def test_webdataset_shards_read_unmodified_by_the_webdataset_library(tmp_path, m
 def test_parquet_format_is_the_memory_schema_plus_sampling_columns(tmp_path, memory):
     out = tmp_path / "pq"
     sample(memory, str(out), 8, seed=2, fmt="parquet")
-    tables = [pq.read_table(p) for p in sorted(out.glob("sample-*.parquet"))]
+    # the parts have a folder of their own: a glob over it reads the sample, not index.parquet too
+    assert duckdb.sql(f"select count(*) from read_parquet('{out}/images/*.parquet')").fetchall() == [(8,)]
+    tables = [pq.read_table(p) for p in sorted((out / "images").glob("*.parquet"))]
     assert all(t.schema.equals(sample_rows_schema(), check_metadata=False) for t in tables)
     rows = [r for t in tables for r in t.to_pylist()]
     assert sorted(r["rank"] for r in rows) == list(range(8))
@@ -233,10 +239,10 @@ def test_a_finished_sample_is_not_overwritten_and_an_unfinished_one_is_redone(tm
     assert run("--memory", memory, "--n", "3", "--out", str(out)) == 2
     assert "already holds a finished run" in one_line_error(capsys)
     (out / "manifest.json").unlink()  # as if killed before the end
-    (out / "sample-999999.tar").write_bytes(b"junk")
+    (out / "images" / "sample-999999.tar").write_bytes(b"junk")
     assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0
     assert (out / "index.parquet").read_bytes() == first
-    assert not (out / "sample-999999.tar").exists()
+    assert not (out / "images" / "sample-999999.tar").exists()
 
 
 def test_n_larger_than_the_memory_takes_everything_and_warns(tmp_path, memory, caplog):
@@ -276,7 +282,8 @@ def test_memorize_then_sample(tmp_path, capsys):
     assert {r["image_id"] for r in rows} <= wanted
     copies = {r["image_id"]: r["copies"] for r in rows}
     assert copies.get(hashlib.sha256(originals[0]).hexdigest(), 3) == 3
-    members = [m for t in sorted(Path(out).glob("*.tar")) for m in wds.WebDataset(str(t), shardshuffle=False)]
+    members = [m for t in sorted(Path(out).glob("images/*.tar"))
+               for m in wds.WebDataset(str(t), shardshuffle=False)]
     assert sorted(json.loads(m["json"])["rank"] for m in members) == [0, 1, 2, 3]
 
 
@@ -288,7 +295,8 @@ def test_sample_of_a_memory_of_real_photos(tmp_path):
                  "--memory", memory]) == 0
     manifest = sample(memory, str(out), 40, seed=11, weighted=True)
     assert manifest["counts"]["images"] == 40
-    members = [m for t in sorted(out.glob("*.tar")) for m in wds.WebDataset(str(t), shardshuffle=False)]
+    members = [m for t in sorted(out.glob("images/*.tar"))
+               for m in wds.WebDataset(str(t), shardshuffle=False)]
     assert len(members) == 40
     for m in members:
         meta = json.loads(m["json"])
