@@ -44,7 +44,7 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
     could. OutputDirError when another run took the folder over meanwhile. Returns whether
     it ran.
     """
-    check_urls(urls)
+    check_urls(urls, options)
     if options.view_as(TestOptions).dry_run:
         printed = dry_run(options, lambda pipeline: wire(pipeline, claim))
         prepare(claim, True)

@@ -47,14 +47,20 @@ SHARED_FLAGS: dict[str, dict] = {
 }
 
 
-def check_urls(urls: Iterable[tuple[str, str]]) -> None:
+def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> None:
     """UsageError for an empty URL, or one whose protocol fsspec does not know or cannot
-    open here (gs:// without gcsfs): found before the run, not as a worker's traceback.
-    `urls`: (flag, URL) pairs; the command line checks them, so parsing a job's options
-    (a Flex Template launch, the deploy tests) needs no filesystem package."""
+    open here (gs:// without gcsfs), or memory:// with worker processes: found before the
+    run, not as a worker's traceback. `urls`: (flag, URL) pairs; the command line checks
+    them, so parsing a job's options (a Flex Template launch, the deploy tests) needs no
+    filesystem package."""
+    separate = (options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+                or options.view_as(StandardOptions).runner not in (None, LOCAL_RUNNER))
     for flag, url in urls:
         if not url.strip():
             raise UsageError(f"{flag} is an empty string")
+        if url.startswith("memory://") and separate:  # each process would have its own
+            raise UsageError(f"{flag} {url}: memory:// lives in one process; workers in other "
+                             "processes do not see it (use a folder, or the in-process runner)")
         try:
             fsspec.core.url_to_fs(url)
         except ImportError as e:  # fsspec's own advice: "Please install gcsfs to access Google Storage"

@@ -327,6 +327,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     (["{shard}", "--memory", "{tmp}/m", "--max_bytes", str(2**63 - 1)], "--max_bytes must be at most"),
     (["{shard}", "--memory", "{tmp}/m", "--direct_num_workers=-1"], "--direct_num_workers must be 0"),
     (["{shard}", "--memory", "{tmp}/m", "--direct_num_workers=-1", "--dry_run"], "--direct_num_workers must"),
+    (["{shard}", "--memory", "memory://m", "--direct_num_workers=2",
+      "--direct_running_mode=multi_processing"], "memory:// lives in one process"),  # ran into a worker
     (["", "--memory", "{tmp}/m"], "INPUT is an empty string"),
     (["foo://x/y.tar", "--memory", "{tmp}/m"], "Protocol not known: foo"),
     (["{shard}", "--memory", "{tmp}/m", "--runner", "NoSuchRunner"], "Unexpected pipeline runner"),
