@@ -100,6 +100,21 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith(".") for part in relative.split("/"))
 
 
+def input_folder_holding(location: str, inputs: list[str]) -> str | None:
+    """The input folder that `location` (an output) lies inside, if any: a later run over that
+    folder would read the output as input. Only inputs that name `location`'s parents are
+    asked whether they are folders (a brace range may stand for thousands of shards)."""
+    fs, path = fsspec.core.url_to_fs(location)
+    where = fs.unstrip_protocol(path).rstrip("/")
+    for raw in inputs:
+        for url in braceexpand(raw):
+            in_fs, in_path = fsspec.core.url_to_fs(url)
+            folder = in_fs.unstrip_protocol(in_path).rstrip("/")
+            if where.startswith(folder + "/") and _exists(in_fs, in_path) and in_fs.isdir(in_path):
+                return url
+    return None
+
+
 def discover(inputs: list[str]) -> list[Shard]:
     """Sorted, de-duplicated shards for the given input URLs.
 

@@ -17,7 +17,7 @@ from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import add_shared
 from memgen.readers import ReaderConfig
-from memgen.shards import discover
+from memgen.shards import discover, input_folder_holding
 from memgen.stages.dedup import ExactDedup, NearDedup
 from memgen.stages.fingerprint import Fingerprint
 from memgen.stages.read import ReadShards
@@ -89,6 +89,10 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
     """Wire the memorize stages onto `pipeline` (discovers the shards; writes nothing);
     `claim`: the run's claim on config.memory (memory.memory_claim)."""
     shards = discover(list(config.inputs))
+    holder = input_folder_holding(config.memory, list(config.inputs))
+    if holder:
+        raise UsageError(f"--memory {config.memory} is inside the input folder {holder}: a run over "
+                         "that folder would read the memory as images; choose a --memory outside it")
     manifest_base = {
         "job": "memorize",
         "inputs": list(config.inputs),

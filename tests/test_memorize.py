@@ -333,11 +333,14 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     (["foo://x/y.tar", "--memory", "{tmp}/m"], "Protocol not known: foo"),
     (["{shard}", "--memory", "{tmp}/m", "--runner", "NoSuchRunner"], "Unexpected pipeline runner"),
     (["{shard}", "--memory", "{shard}"], "is a file, not a folder"),
+    (["{tmp}/photos", "--memory", "{tmp}/photos/m"], "is inside the input folder"),
     (["{shard}", "--memory", "/proc/memgen-test"], "cannot be written"),
 ])
 def test_unusable_arguments_give_one_line_and_exit_2(memory, tmp_path, args, message):
     fill = {"tmp": str(tmp_path), "shard": str(memory / "shards" / "00000.tar"),
             "memory": str(memory / "memory")}
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (32, 32), "orange").save(tmp_path / "photos" / "cat.png")
     result = cli("memorize", *(a.format(**fill) for a in args))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
