@@ -146,7 +146,7 @@ def is_census(t: Tally, population: int | None) -> bool:
 def unique_fraction(t: Tally, population: int | None) -> Estimate:
     """Fraction of unique images labelled positive; `population`: unique images sampled from."""
     if t.n == 0:
-        return Estimate(math.nan, 0.0, 1.0, 0, "no images")
+        return Estimate(math.nan, 0.0, 1.0, 0, "no image labelled")
     p = t.positives / t.n
     if is_census(t, population):
         return Estimate(p, p, p, t.n, "census")
@@ -172,7 +172,7 @@ def ratio_variance(t: Tally, population: int | None) -> float:
 def copy_weighted_fraction(t: Tally, population: int | None) -> Estimate:
     """Fraction of input records (images weighted by copies) labelled positive."""
     if t.n == 0 or t.copies == 0:
-        return Estimate(math.nan, 0.0, 1.0, t.n, "no images")
+        return Estimate(math.nan, 0.0, 1.0, t.n, "no image labelled")
     r = t.positive_copies / t.copies
     if is_census(t, population):
         return Estimate(r, r, r, t.n, "census")
@@ -247,7 +247,7 @@ def calibration_of(truth: np.ndarray, predicted: np.ndarray) -> Calibration:
 
 def _proportion(k: int, n: int) -> Estimate:
     if n == 0:
-        return Estimate(math.nan, 0.0, 1.0, 0, "no images")
+        return Estimate(math.nan, 0.0, 1.0, 0, "no image labelled")
     low, high = wilson(k, n)
     return Estimate(k / n, low, high, n, "wilson")
 

@@ -39,16 +39,19 @@ class MemorizeOptions(PipelineOptions):
         parser.add_argument("--hash_mode", choices=MODES, default="fast",
                             help="fast: JPEG draft decode; exact: bit-for-bit imagehash.phash")
         parser.add_argument("--max_bytes", type=int, default=ReaderConfig.max_bytes,
-                            help="records larger than this are rejected unread")
+                            help="records larger than this are rejected unread (default %(default)s)")
         parser.add_argument("--max_pixels", type=int, default=FingerprintConfig.max_pixels,
-                            help="images with more pixels are rejected undecoded")
+                            help="images with more pixels are rejected undecoded (default %(default)s)")
         parser.add_argument("--reject_data_cap", type=int, default=ReaderConfig.reject_data_cap,
-                            help="bytes of a rejected record kept in rejects/")
+                            help="bytes of a rejected record kept in rejects/ (default %(default)s)")
         parser.add_argument("--image_column", default=None,
                             help="Parquet image-bytes column (default: jpg, image, img, ...)")
-        parser.add_argument("--caption_column", default=ReaderConfig.caption_column)
-        parser.add_argument("--url_column", default=ReaderConfig.url_column)
-        parser.add_argument("--key_column", default=ReaderConfig.key_column)
+        parser.add_argument("--caption_column", default=ReaderConfig.caption_column,
+                            help="Parquet caption column (default %(default)s)")
+        parser.add_argument("--url_column", default=ReaderConfig.url_column,
+                            help="Parquet source-URL column (default %(default)s)")
+        parser.add_argument("--key_column", default=ReaderConfig.key_column,
+                            help="Parquet record-key column (default %(default)s)")
 
 
 @dataclass(frozen=True)

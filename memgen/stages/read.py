@@ -34,7 +34,7 @@ class _ReadShardFn(beam.DoFn):
                 yield pvalue.TaggedOutput(REJECTS, item._replace(data=None))
         self.records.inc(n_records)
         self.shards_done.inc()
-        LOG.info("read shard %d/%d %s: %d records, %d rejected", shard.index + 1,
+        LOG.info("read shard %d/%d %s: %d records, %d unreadable", shard.index + 1,
                  self.n_shards, shard.uri, n_records, n_rejects)
         yield pvalue.TaggedOutput(COUNTS, n_records + n_rejects)
 
