@@ -94,10 +94,14 @@ class _Parser(OneLineParser, _BeamArgumentParser):
 
 def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], argv: list[str],
               positional: str | None = None, positional_flag: str | None = None) -> PipelineOptions:
-    """Parse argv for one job; positionals (e.g. INPUT...) are appended to `positional_flag`."""
+    """Parse argv for one job; positionals (e.g. INPUT...) are appended to `positional_flag`,
+    and so is everything after `--` (a file named -x.jpg)."""
+    argv, after = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     if "-h" in argv or "--help" in argv:
         _help_parser(prog, description, options_cls, positional).print_help(sys.stdout)
         raise SystemExit(0)
+    if after and not positional:
+        raise UsageError(f"unrecognized arguments: {' '.join(after)}")
     argv = _bare_dry_run(argv)
     parser = _Parser(prog=prog, allow_abbrev=False)
     if positional:
@@ -109,6 +113,7 @@ def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], a
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
     overrides = {}
     flags, positionals = _split_flags(parser, argv)
+    positionals += after
     others = _other_jobs_flags(options_cls)
     foreign = [flag for flag in flags if flag.split("=", 1)[0] in others]
     if foreign:  # every job's flags are parsed (Beam's one parser), but only its own apply
@@ -148,10 +153,7 @@ def _split_flags(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list
     flags: list[str] = []
     positionals: list[str] = []
     taking = 0  # values the last flag may still take; -1: any number, up to the next flag
-    for i, arg in enumerate(argv):
-        if arg == "--":
-            positionals.extend(argv[i + 1:])
-            break
+    for arg in argv:
         if arg.startswith("-") and len(arg) > 1 and not _is_number(arg):
             flags.append(arg)
             action = parser._option_string_actions.get(arg.split("=", 1)[0])  # noqa: SLF001
@@ -181,9 +183,9 @@ def _is_number(arg: str) -> bool:
 
 
 def _bare_dry_run(argv: list[str]) -> list[str]:
-    """Beam's --dry_run takes a value; a bare --dry_run (last, or before another flag) means true."""
-    return [f"{a}=true" if a == DRY_RUN and (i + 1 == len(argv) or argv[i + 1].startswith("-")) else a
-            for i, a in enumerate(argv)]
+    """Beam's --dry_run takes a value; a bare --dry_run (not followed by true, false, ...) means true."""
+    return [f"{a}=true" if a == DRY_RUN and (i + 1 == len(argv) or argv[i + 1].lower() not in _BOOLEANS)
+            else a for i, a in enumerate(argv)]
 
 
 def _boolean(flag: str, value: bool | str) -> bool:

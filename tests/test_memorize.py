@@ -347,6 +347,26 @@ def test_unusable_arguments_give_one_line_and_exit_2(memory, tmp_path, args, mes
     assert "Traceback" not in result.stderr
 
 
+def test_inputs_after_a_bare_dry_run_or_after_a_double_dash():
+    from apache_beam.options.pipeline_options import TestOptions
+
+    from memgen.pipelines.errors import UsageError
+    from memgen.pipelines.memorize import MemorizeOptions
+    from memgen.pipelines.options import parse_job
+    from memgen.pipelines.sample import SampleOptions
+
+    def parsed(*argv: str) -> tuple[list[str], bool]:
+        options = parse_job("memgen memorize", "", MemorizeOptions, list(argv), positional="INPUT",
+                            positional_flag="input")
+        return options.view_as(MemorizeOptions).input, options.view_as(TestOptions).dry_run
+
+    assert parsed("--dry_run", "a.tar", "--memory", "m") == (["a.tar"], True)  # --help shows it bare
+    assert parsed("--dry_run", "false", "a.tar", "--memory", "m") == (["a.tar"], False)
+    assert parsed("--memory", "m", "--", "-x.tar", "--odd.tar") == (["-x.tar", "--odd.tar"], False)
+    with pytest.raises(UsageError, match="unrecognized arguments: stray"):
+        parse_job("memgen sample", "", SampleOptions, ["--memory", "m", "--", "stray"])
+
+
 def test_help_lists_the_options():
     result = cli("memorize", "--help")
     assert result.returncode == 0
