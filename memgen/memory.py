@@ -7,6 +7,7 @@ a memory is finished only when its manifest exists.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -181,10 +182,25 @@ def finished_manifest(memory: str) -> dict[str, Any]:
     return manifest
 
 
+def check_memory(memory: str) -> None:
+    """MemoryDirError unless every table of a finished memory is what its manifest counts."""
+    for table in TABLES:
+        _part_files(memory, table)
+
+
 def _part_files(memory: str, table: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
     """A finished memory's part files of one table, sorted, and their filesystem;
     MemoryDirError, before any job reads them, when they are not what its manifest counts
-    (a part lost, added or replaced) or one is not a Parquet part of the table."""
+    (a part lost, added or replaced) or one is not a Parquet part of the table. Checked
+    once a process for each memory run: a job opens a table several times, and on object
+    stores every footer is a round trip."""
+    fs, files = _checked_part_files(memory, table, manifest_digest(memory))
+    return fs, list(files)
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_part_files(memory: str, table: str, digest: str | None
+                        ) -> tuple[fsspec.AbstractFileSystem, tuple[str, ...]]:
     manifest = finished_manifest(memory)
     expected = manifest.get("parts", {}).get(table)
     fs, path = fsspec.core.url_to_fs(join(memory, table))
@@ -196,7 +212,7 @@ def _part_files(memory: str, table: str) -> tuple[fsspec.AbstractFileSystem, lis
     if manifest.get("counts", {}).get(table, rows) != rows:
         raise MemoryDirError(f"{memory} is damaged: its manifest counts {manifest['counts'][table]} "
                              f"{table} rows, its parts hold {rows}")
-    return fs, files
+    return fs, tuple(files)
 
 
 FOOTER_READS = 16  # footers read at once: on object stores each is a round trip or two

@@ -14,8 +14,9 @@ Two designs:
 - sample: a uniform sample of n of the N unique images without replacement.
   unique: the exact hypergeometric interval (the finite-population Clopper-Pearson: the
   counts K of positives in the population whose tail probabilities reach 2.5%), which
-  covers at least 95% for every N, n and K; Wilson with the finite-population correction,
-  used before, covered 83-91% when the positives were few (N=6, n=5; N=1000, n=500, K=4).
+  covers at least 95% for every N, n and K (above 1e10 images Clopper-Pearson's, which
+  it then equals); Wilson with the finite-population correction, used before, covered
+  83-91% when the positives were few (N=6, n=5; N=1000, n=500, K=4).
   copy-weighted: the ratio estimator with its
   linearisation (delta-method) variance, turned into a Wilson interval at the
   Kish effective sample size p(1-p)/var (Korn & Graubard 1998); when the sample holds
@@ -41,6 +42,10 @@ import numpy as np
 from scipy import stats
 
 Z95 = 1.959963984540054
+# Above it drawing without replacement is drawing with replacement (the hypergeometric
+# interval is Clopper-Pearson's to ~1e-8), and scipy's hypergeometric tails get slow (9 s
+# an interval at 1e12) and lose digits.
+VAST_POPULATION = 10**10
 MONTE_CARLO_DRAWS = 20_000
 
 
@@ -150,7 +155,7 @@ def unique_fraction(t: Tally, population: int | None) -> Estimate:
     p = t.positives / t.n
     if is_census(t, population):
         return Estimate(p, p, p, t.n, "census")
-    if population is None:
+    if population is None or population > VAST_POPULATION:
         return Estimate(p, *clopper_pearson(t.positives, t.n), t.n, "clopper-pearson")
     low, high = hypergeometric(t.positives, t.n, population)
     return Estimate(p, low, high, t.n, "exact hypergeometric (finite population)")

@@ -174,7 +174,7 @@ def _design(design: dict[str, Any] | None) -> str:
                 f" ({copies} input records).")
     else:
         asked = design.get("sample_size")
-        covers = f" (--sample-size {_number(asked)} covers them all)" if asked else ""
+        covers = f" (--sample_size {_number(asked)} covers them all)" if asked else ""
         text = f"Census: all {images} unique images ({copies} input records) classified{covers}."
     return f"<p>{text}</p>"
 

@@ -88,7 +88,8 @@ def prepare_sample_output(claim: Claim, check_only: bool = False) -> None:
     if read_manifest(claim.url) is not None:
         raise MemoryDirError(f"{claim.url} already holds a finished run (manifest.json); "
                              "choose another --out or delete it")
-    claim_output(claim, (IMAGES_DIR, INDEX, CONTACT_SHEET), check_only)
+    # sample-* at the top: where versions before images/ wrote the files
+    claim_output(claim, (IMAGES_DIR, INDEX, CONTACT_SHEET, "sample-*", ".sample-*"), check_only)
 
 
 def read_columns(part: str, columns: list[str]) -> pa.Table:

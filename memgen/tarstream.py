@@ -248,15 +248,16 @@ def _read_data(f: BinaryIO, size: int, max_bytes: int, head: int, name: str, off
     return data
 
 
+READ_CHUNK = 16 << 20
+
+
 def read_up_to(f: BinaryIO, n: int) -> bytes:
-    """n bytes, or fewer only at EOF: some file-likes return short reads."""
-    data = f.read(n)
-    if len(data) == n or not data:
-        return data
-    parts = [data]
-    missing = n - len(data)
+    """n bytes, or fewer only at EOF: some file-likes return short reads. Asked for in chunks:
+    a buffered file's read(n) allocates n bytes first (MemoryError for --max_bytes 1 TiB)."""
+    parts = []
+    missing = n
     while missing:
-        data = f.read(missing)
+        data = f.read(min(missing, READ_CHUNK))
         if not data:
             break
         parts.append(data)

@@ -22,7 +22,7 @@ from memgen.classify.concept import LabelledFile, read_calibration_labels
 from memgen.classify.onnx_model import EFFICIENTNET, VisionMissing
 from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
-from memgen.memory import image_parts, read_manifest
+from memgen.memory import check_memory, image_parts, read_manifest
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import DEFAULT_THRESHOLD
@@ -129,6 +129,7 @@ class EvaluateConfig:
 def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None:
     """Wire the evaluate stages onto `pipeline` (checks the memory and the output; writes
     nothing); `claim`: the run's claim on config.out (report.report_claim)."""
+    check_memory(config.memory)  # all its tables: the report's galleries read duplicates/ after the run
     parts = image_parts(config.memory)
     check_report_output(config.out)
     # the classifier decodes what memorize took in: up to the memory's --max_pixels

@@ -76,7 +76,7 @@ def build(pipeline: beam.Pipeline, config: SampleConfig, claim: Claim) -> None:
     """Wire the sample stages onto `pipeline` (checks the memory; writes nothing); `claim`:
     the run's claim on config.out (sample_output.sample_claim)."""
     memorized = finished_manifest(config.memory)
-    population = memorized["counts"]["images"]  # no part's footer read here
+    population = memorized["counts"]["images"]  # the parts hold as many rows (image_parts checks)
     # the contact sheet's thumbnails decode what the memory took in: up to its --max_pixels
     max_pixels = FingerprintConfig.of_memory(memorized).max_pixels
     if config.n > population:

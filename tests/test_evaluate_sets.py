@@ -291,9 +291,10 @@ def test_a_sample_without_its_memorys_digest_follows_memory_on_trust(sets, tmp_p
 def test_galleries_re_read_shards_whose_names_are_not_utf8(tmp_path):
     from memgen.report_figures import cluster_galleries
 
-    name = bytes(tmp_path) + b"/caf\xe9.tar"  # shown as caf\xe9.tar in the tables
+    (tmp_path / "in").mkdir()
+    name = bytes(tmp_path) + b"/in/caf\xe9.tar"  # shown as caf\xe9.tar in the tables
     write_tar(Path(os.fsdecode(name)), [sample("a", jpeg(1)), sample("b", jpeg(1))])
     memory = str(tmp_path / "m")
-    assert main(["memorize", str(tmp_path), "--memory", memory]) == 0
+    assert main(["memorize", str(tmp_path / "in"), "--memory", memory]) == 0
     (gallery,) = cluster_galleries(memory, ReaderConfig())
     assert [thumb.caption for thumb in gallery] == ["representative (1 duplicate)", "d=0 caf\\xe9.tar#b"]

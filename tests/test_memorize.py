@@ -159,18 +159,23 @@ def test_a_memory_missing_a_part_is_refused_not_read_short(memory, tmp_path, cap
     ("garbage", "images/part-000000.parquet is not a readable Parquet file"),
     ("another_table", "images/part-000000.parquet lacks the images columns"),
     ("fewer_rows", "images rows, its parts hold"),  # as many parts, one of them not the one written
+    ("duplicates", "is not a readable Parquet file"),  # evaluate's galleries read it after the run
 ])
 def test_a_memory_with_a_damaged_part_is_refused_before_it_is_read(memory, tmp_path, capsys, damage, message):
     damaged = tmp_path / "damaged"
     shutil.copytree(memory / "memory", damaged)
     part = damaged / "images" / "part-000000.parquet"
-    if damage == "garbage":
+    commands = [["sample", "--n", "3"], ["evaluate", "--classifier", "caption"]]
+    if damage == "duplicates":
+        sorted((damaged / "duplicates").glob("part-*.parquet"))[0].write_bytes(b"PAR1 not really")
+        commands = commands[1:]  # a sample reads images/ only
+    elif damage == "garbage":
         part.write_bytes(b"PAR1 not really")
     elif damage == "another_table":
         shutil.copy(sorted((damaged / "duplicates").glob("part-*.parquet"))[0], part)
     else:
         pq.write_table(pq.read_table(part).slice(1), part)
-    for command in (["sample", "--n", "3"], ["evaluate", "--classifier", "caption"]):
+    for command in commands:
         out = tmp_path / f"{command[0]}-{damage}"
         assert main([command[0], "--memory", str(damaged), "--out", str(out), *command[1:]]) == 2
         err = capsys.readouterr().err

@@ -66,6 +66,8 @@ def test_the_sample_interval_of_a_vast_population_is_clopper_pearson(k, n):
     assert hypergeometric(k, n, 10**9) == pytest.approx((exact.low, exact.high), abs=1e-6)
     u = unique_fraction(Tally(n, k), 10**9)
     assert (u.ci_low, u.ci_high) == hypergeometric(k, n, 10**9) and u.method.startswith("exact")
+    vast = unique_fraction(Tally(n, k), 10**12)
+    assert (vast.ci_low, vast.ci_high) == pytest.approx((exact.low, exact.high), abs=1e-9)
 
 
 def test_tally_merges_like_one_pass():

@@ -240,9 +240,10 @@ def test_a_finished_sample_is_not_overwritten_and_an_unfinished_one_is_redone(tm
     assert "already holds a finished run" in one_line_error(capsys)
     (out / "manifest.json").unlink()  # as if killed before the end
     (out / "images" / "sample-999999.tar").write_bytes(b"junk")
+    (out / "sample-000000.tar").write_bytes(b"junk")  # where a version before images/ wrote it
     assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0
     assert (out / "index.parquet").read_bytes() == first
-    assert not (out / "images" / "sample-999999.tar").exists()
+    assert not (out / "images" / "sample-999999.tar").exists() and not (out / "sample-000000.tar").exists()
 
 
 def test_n_larger_than_the_memory_takes_everything_and_warns(tmp_path, memory, caplog):

@@ -13,7 +13,7 @@ import pytest
 
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
-from memgen.tarstream import TarDamage, tar_members
+from memgen.tarstream import TarDamage, read_up_to, tar_members
 from shardkit import jpeg, sample, write_tar
 
 FORMATS = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}
@@ -316,3 +316,26 @@ def test_reader_flushes_records_and_names_the_damaged_member(tmp_path):
     assert items[0].data == jpeg(0, quality=95)
     assert items[1].source == f"{path}#s1.jpg" and items[1].error_type == "corrupt_shard"
     assert items[1].message.startswith("TarDamage: unexpected end of data in member 's1.jpg'")
+
+
+class _Trickle(io.RawIOBase):
+    """A stream that gives at most 7 bytes a read, as some network file-likes do."""
+
+    def __init__(self, data: bytes) -> None:
+        self.stream = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self.stream.read(min(n, 7))
+
+
+def test_read_up_to_reads_past_short_reads_and_asks_for_no_huge_buffer(tmp_path):
+    data = bytes(range(256)) * 40
+    assert read_up_to(_Trickle(data), 1000) == data[:1000]
+    assert read_up_to(_Trickle(data), 1 << 20) == data
+    path = tmp_path / "small.jpg"
+    path.write_bytes(data)
+    with open(path, "rb") as f:  # a buffered file's read(n) allocates n bytes: 1 TiB was a MemoryError
+        assert read_up_to(f, (1 << 40) + 1) == data

@@ -45,7 +45,7 @@ from memgen.classify.onnx_model import (
 from memgen.copying import query_phash
 from memgen.features import EMBEDDING, ImageView, extract
 from memgen.fingerprint import DEFAULT_MAX_PIXELS, FingerprintConfig, ImageError
-from memgen.memory import join
+from memgen.memory import image_parts, join
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
 from memgen.sample_output import INDEX, sample_memory
@@ -90,6 +90,7 @@ def sample_parts(sample: str, memory: str | None = None) -> list[tuple[str, froz
     """(memory part URL, ids of the sample in it) for a finished sample, sorted by part
     (the memory: `sample_output.sample_memory`)."""
     _, drawn_from = sample_memory(sample, memory)
+    image_parts(drawn_from)  # its parts checked before they are read (memory.MemoryDirError)
     with fsspec.open(join(sample, INDEX), "rb") as f:
         index = pq.read_table(f, columns=["image_id", "memory_part"]).to_pylist()
     ids: dict[str, set[str]] = defaultdict(set)
