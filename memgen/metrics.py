@@ -134,6 +134,18 @@ def _subset_mmd2(x: np.ndarray, y: np.ndarray, pick_x: np.ndarray, pick_y: np.nd
     return within_sets - 2 * np.einsum("ij,ij->j", pick_x, _poly_kernel(x, y) @ pick_y) / (m * m)
 
 
+def _legacy_rng(seed: int) -> np.random.RandomState:
+    """torch-fidelity's RandomState(seed) for seeds below 2**32 (its numbers exactly); a larger
+    --seed, which RandomState refuses, seeds it with its 32-bit words."""
+    if seed < 2**32:
+        return np.random.RandomState(seed)
+    words = []
+    while seed:
+        words.append(seed & 0xFFFFFFFF)
+        seed >>= 32
+    return np.random.RandomState(words)
+
+
 def kid(x: np.ndarray, y: np.ndarray, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
         seed: int = 0) -> tuple[float, float]:
     """(mean, std) of mmd2_unbiased over `subsets` random subsets of min(subset_size, n_x, n_y).
@@ -146,7 +158,7 @@ def kid(x: np.ndarray, y: np.ndarray, subsets: int = KID_SUBSETS, subset_size: i
     size = min(subset_size, len(x), len(y))
     if size < 2:
         raise ValueError(f"KID needs subsets of at least 2 vectors, got sets of {len(x)} and {len(y)}")
-    rng = np.random.RandomState(seed)
+    rng = _legacy_rng(seed)
     draws = [(rng.choice(len(x), size, replace=False), rng.choice(len(y), size, replace=False))
              for _ in range(subsets)]
     if len(x) + len(y) <= KID_DENSE_ROWS:

@@ -31,13 +31,12 @@ from memgen.readers import ReaderConfig
 from memgen.report import check_report_output
 from memgen.report_figures import collect_figures, write_html
 from memgen.report_html import render
+from memgen.sampling import MAX_SEED
 from memgen.shards import discover
 from memgen.stages.classify import EstimateConcept
 from memgen.stages.distances import EvaluateSets
 from memgen.stages.image_sets import ScoreMemory, sample_parts
 from memgen.stages.report import WriteReport
-
-MAX_SEED = 2**63 - 1
 
 
 class EvaluateOptions(PipelineOptions):

@@ -177,6 +177,7 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--sample", "MEM"), "is not a sample"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "OUT"), "--calibration"),
     (("--memory", "MEM", "--out", "OUT", "--label_threshold", "2"), "--label_threshold must be between"),
+    (("--memory", "MEM", "--out", "OUT", "--seed", str(2**64)), "--seed must be between 0 and 1844674407"),
     (("--memory", "hf://datasets/x/memory", "--out", "OUT"), "Install huggingface_hub"),
 ])
 def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message):

@@ -76,6 +76,15 @@ def test_kid_matches_torch_fidelity_subset_for_subset(ref):
     assert ours[1] > 0
 
 
+def test_kid_takes_every_seed_the_command_line_takes():
+    # RandomState refuses seeds from 2**32 up; --seed goes to 2**64 - 1 (a ValueError on a worker)
+    a, b = _sets(120, 100, 8, seed=2)
+    draws = {seed: metrics.kid(a, b, subsets=5, subset_size=50, seed=seed)
+             for seed in (7, 2**32, 2**32 + 7, 2**64 - 1)}
+    assert draws[2**32] == metrics.kid(a, b, subsets=5, subset_size=50, seed=2**32)
+    assert len(set(draws.values())) == len(draws)  # other seeds, other subsets
+
+
 def test_kid_per_subset_kernels_match_the_whole_sets_kernels(monkeypatch):
     # Large sets compute each subset's own kernel matrices; small ones take every subset's
     # sums from the whole sets' matrices. Same subsets, same numbers.
