@@ -201,6 +201,7 @@ def _part_files(memory: str, table: str) -> tuple[fsspec.AbstractFileSystem, lis
 @functools.lru_cache(maxsize=64)
 def _checked_part_files(memory: str, table: str, digest: str | None
                         ) -> tuple[fsspec.AbstractFileSystem, tuple[str, ...]]:
+    """_part_files' check, cached by the manifest's digest: another run of the memory is checked anew."""
     manifest = finished_manifest(memory)
     expected = manifest.get("parts", {}).get(table)
     fs, path = fsspec.core.url_to_fs(join(memory, table))
