@@ -69,8 +69,10 @@ def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = Fals
         if fs.exists(path) and not fs.isdir(path):
             raise OutputDirError(f"{flag} {url} is a file, not a folder")
         marker = posixpath.join(path, MARKER)
-        # a marker alone (even an empty one: killed while writing it) has nothing to lose
-        ours = [entry for entry in _entries(fs, path) if posixpath.basename(entry) != MARKER]
+        # a marker alone (even an empty one: killed while writing it) has nothing to lose, nor
+        # has the empty `folder/` object an S3 console's "Create folder" makes (listed as itself)
+        ours = [entry for entry in _entries(fs, path)
+                if posixpath.basename(entry) != MARKER and entry.rstrip("/") != path.rstrip("/")]
         if ours:
             owner = (_read_marker(fs, marker) or "").partition(" ")[0]
             if owner != claim.job:

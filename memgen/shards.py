@@ -7,10 +7,12 @@ cloud extra) s3:// and gs:// behave the same. One shard is one unit of work.
 from __future__ import annotations
 
 import posixpath
+import re
 
 import fsspec
 from braceexpand import braceexpand
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import glob_translate
 
 from memgen.records import Shard
 
@@ -101,9 +103,10 @@ def _hidden(relative: str) -> bool:
 
 
 def input_folder_holding(location: str, inputs: list[str]) -> str | None:
-    """The input folder that `location` (an output) lies inside, if any: a later run over that
-    folder would read the output as input. Only inputs that name `location`'s parents are
-    asked whether they are folders (a brace range may stand for thousands of shards)."""
+    """The input (a folder, or a glob matching a folder) that `location`, an output, lies
+    inside, if any: a later run over it would read the output as input. Only inputs that
+    name `location`'s parents are asked whether they are folders (a brace range may stand
+    for thousands of shards)."""
     fs, path = fsspec.core.url_to_fs(location)
     where = fs.unstrip_protocol(path).rstrip("/")
     for raw in inputs:
@@ -112,7 +115,16 @@ def input_folder_holding(location: str, inputs: list[str]) -> str | None:
             folder = in_fs.unstrip_protocol(in_path).rstrip("/")
             if where.startswith(folder + "/") and _exists(in_fs, in_path) and in_fs.isdir(in_path):
                 return url
+            if _GLOB_CHARS & set(in_path) and type(in_fs) is type(fs) and _glob_reaches(in_path, path):
+                return url
     return None
+
+
+def _glob_reaches(pattern: str, path: str) -> bool:
+    """Whether a glob matches `path` or a folder above it, whose walk would reach it."""
+    matches = re.compile(glob_translate(pattern.rstrip("/"))).match
+    parts = path.rstrip("/").split("/")
+    return any(matches("/".join(parts[:i])) for i in range(1, len(parts) + 1))
 
 
 def discover(inputs: list[str]) -> list[Shard]:

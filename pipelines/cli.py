@@ -181,10 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, NoInputError, MemoryDirError, OutputDirError) as e:
         print(f"memgen {command}: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # storage refused memgen's own reads or writes (no access, say): one line
+    except Exception as e:
+        if not _storage_error(e):
+            raise  # memgen's own bug: the traceback is what a report needs
         print(f"memgen {command}: error: {type(e).__name__}: {e}"[:1000], file=sys.stderr)
         return 2
     return 0
+
+
+# The storage clients' own errors (no credentials, an endpoint that does not answer), which
+# they do not translate into OSError.
+_STORAGE_CLIENTS = {"botocore", "google", "gcsfs"}
+
+
+def _storage_error(e: Exception) -> bool:
+    """Storage refused or could not be reached (no access, no credentials, no network)."""
+    return isinstance(e, OSError) or type(e).__module__.split(".")[0] in _STORAGE_CLIENTS
 
 
 if __name__ == "__main__":

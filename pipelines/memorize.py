@@ -94,8 +94,8 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
     shards = discover(list(config.inputs))
     holder = input_folder_holding(config.memory, list(config.inputs))
     if holder:
-        raise UsageError(f"--memory {config.memory} is inside the input folder {holder}: a run over "
-                         "that folder would read the memory as images; choose a --memory outside it")
+        raise UsageError(f"--memory {config.memory} is inside the input {holder}: a run over "
+                         "it would read the memory as images; choose a --memory outside it")
     manifest_base = {
         "job": "memorize",
         "inputs": list(config.inputs),

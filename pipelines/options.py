@@ -34,6 +34,7 @@ BEAM_EPILOG = (
 DRY_RUN = "--dry_run"  # Beam's own flag (TestOptions): DataflowRunner builds the job, submits nothing
 DRY_RUN_HELP = ("build and validate the pipeline for the chosen runner, print its stages, run nothing "
                 "(also --dry_run=true|false)")
+_BUCKETED = {"s3", "s3a", "gs", "gcs"}  # object stores, whose URLs start with a bucket
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -58,6 +59,9 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
     for flag, url in urls:
         if not url.strip():
             raise UsageError(f"{flag} is an empty string")
+        scheme, _, rest = url.partition("://")
+        if scheme in _BUCKETED and not rest.strip("/"):
+            raise UsageError(f"{flag} {url} names no bucket")
         if url.startswith("memory://") and separate:  # each process would have its own
             raise UsageError(f"{flag} {url}: memory:// lives in one process; workers in other "
                              "processes do not see it (use a folder, or the in-process runner)")

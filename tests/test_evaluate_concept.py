@@ -373,3 +373,15 @@ def test_the_memorys_max_pixels_carries_to_sample_and_evaluate(tmp_path):
     assert sample["counts"]["images"] == 1 and sample["counts"]["thumbnails_undecodable"] == 0
     report = _evaluate(memory, tmp_path / "r", "--classifier", "caption", "--embedding", "false")
     assert report["distances"]["failures"] == {}  # not a too_many_pixels failure of the features
+
+
+def test_calibration_files_resolve_dot_segments_in_buckets_too():
+    # an object store takes ./ as part of the key: every labelled file of a CSV in s3:// was missing
+    import fsspec
+
+    from memgen.classify.concept import read_calibration_labels
+
+    with fsspec.open("memory://cal-dots/labels.csv", "w") as f:
+        f.write("file,label\n./imgs/a.png,cat\n../other/b.png,notcat\ns3://x/./c.png,cat\n")
+    found = [labelled.url for labelled in read_calibration_labels("memory://cal-dots/labels.csv")]
+    assert found == ["memory://cal-dots/imgs/a.png", "memory://other/b.png", "s3://x/c.png"]

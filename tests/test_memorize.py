@@ -338,7 +338,9 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     (["foo://x/y.tar", "--memory", "{tmp}/m"], "Protocol not known: foo"),
     (["{shard}", "--memory", "{tmp}/m", "--runner", "NoSuchRunner"], "Unexpected pipeline runner"),
     (["{shard}", "--memory", "{shard}"], "is a file, not a folder"),
-    (["{tmp}/photos", "--memory", "{tmp}/photos/m"], "is inside the input folder"),
+    (["{tmp}/photos", "--memory", "{tmp}/photos/m"], "is inside the input"),
+    (["{tmp}/photos/*", "--memory", "{tmp}/photos/m"], "is inside the input"),  # the glob matches it
+    (["{shard}", "--memory", "s3://"], "--memory s3:// names no bucket"),
     (["{shard}", "--memory", "/proc/memgen-test"], "cannot be written"),
 ])
 def test_unusable_arguments_give_one_line_and_exit_2(memory, tmp_path, args, message):

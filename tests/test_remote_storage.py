@@ -143,6 +143,32 @@ def test_a_bucket_that_does_not_exist_is_not_created(s3, capsys):
     assert not s3.exists("no-such-bucket")
 
 
+def test_an_empty_folder_made_in_an_s3_console_is_an_empty_output(s3):
+    s3.call_s3("put_object", Bucket="memories", Key="from-console/", Body=b"")  # "Create folder"
+    s3.invalidate_cache()
+    memory = "s3://memories/from-console"
+    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", memory]) == 0
+
+
+def test_a_memory_inside_an_s3_input_is_refused_and_a_sibling_is_not(s3, capsys):
+    for given in ("s3://inputs/shards", "s3://inputs/shards/*"):
+        assert main(["memorize", given, "--memory", "s3://inputs/shards/m", "--dry_run"]) == 2
+        assert "is inside the input" in capsys.readouterr().err
+    for other in ("s3://inputs/shards-m", "s3://inputs/m"):  # beside it, or outside the glob's matches
+        assert main(["memorize", "s3://inputs/shards/shard-*.tar", "--memory", other, "--dry_run"]) == 0
+
+
+def test_missing_credentials_are_one_line(s3, monkeypatch, tmp_path, capsys):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    s3fs.S3FileSystem.clear_instance_cache()
+    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "NoCredentialsError" in err, err
+
+
 @pytest.fixture
 def refusing_s3(monkeypatch):
     """An S3 server that refuses every request (moto with no unauthenticated action allowed

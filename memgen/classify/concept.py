@@ -111,13 +111,21 @@ def read_calibration_labels(path: str) -> list[LabelledFile]:
         file = (row["file"] or "").strip()
         if not file:
             raise ValueError(f"{path}:{i}: no file named")
-        url = file if "://" in file else posixpath.join(base, file)
-        url = url if "://" in url else posixpath.normpath(url)  # ./x.png is x.png
+        url = _resolved(file if "://" in file else posixpath.join(base, file))
         if url in lines:
             raise ValueError(f"{path}:{i}: {file} is listed on line {lines[url]} too")
         lines[url] = i
         out.append(LabelledFile(url, label in _POSITIVE, row.get("caption")))
     return out
+
+
+def _resolved(url: str) -> str:
+    """./x.png is x.png, a/../x.png is x.png, on disk and in buckets alike (an object store
+    takes `./` as part of the key: every labelled file was missing)."""
+    scheme, sep, path = url.rpartition("://")
+    if scheme in ("http", "https"):
+        return url  # a query string may hold slashes
+    return f"{scheme}{sep}{posixpath.normpath(path)}"
 
 
 def calibration_from(scored: list[Scored], truth: dict[str, bool]) -> tuple[Calibration, int]:
