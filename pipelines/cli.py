@@ -166,6 +166,16 @@ def _log_progress() -> None:
         log.propagate = False
 
 
+# The storage clients' own errors (no credentials, an endpoint that does not answer), which
+# they do not translate into OSError.
+_STORAGE_CLIENTS = {"botocore", "google", "gcsfs"}
+
+
+def _storage_error(e: Exception) -> bool:
+    """Storage refused or could not be reached (no access, no credentials, no network)."""
+    return isinstance(e, OSError) or type(e).__module__.split(".")[0] in _STORAGE_CLIENTS
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -187,16 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memgen {command}: error: {type(e).__name__}: {e}"[:1000], file=sys.stderr)
         return 2
     return 0
-
-
-# The storage clients' own errors (no credentials, an endpoint that does not answer), which
-# they do not translate into OSError.
-_STORAGE_CLIENTS = {"botocore", "google", "gcsfs"}
-
-
-def _storage_error(e: Exception) -> bool:
-    """Storage refused or could not be reached (no access, no credentials, no network)."""
-    return isinstance(e, OSError) or type(e).__module__.split(".")[0] in _STORAGE_CLIENTS
 
 
 if __name__ == "__main__":
