@@ -27,6 +27,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 MARKER = ".memgen-run"
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs"}  # protocols whose folders are key prefixes in a bucket
 
 
 class OutputDirError(ValueError):
@@ -43,10 +44,15 @@ class Claim:
     flag: str
     run: str = field(default_factory=lambda: uuid.uuid4().hex)
 
+    @property
+    def mark(self) -> str:
+        """What MARKER holds while this run owns the folder: the job, then the run."""
+        return f"{self.job} {self.run}"
+
     def held(self) -> bool:
         """Whether the folder's marker still names this run (no other run took it over)."""
         fs, path = fsspec.core.url_to_fs(self.url)
-        return _read_marker(fs, posixpath.join(path, MARKER)) == f"{self.job} {self.run}"
+        return _read_marker(fs, posixpath.join(path, MARKER)) == self.mark
 
     def check(self) -> None:
         """OutputDirError when another run took the folder over while this one ran."""
@@ -87,7 +93,7 @@ def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = Fals
         if not _object_store(fs):  # there makedirs creates a missing bucket: a typo would go unnoticed
             fs.makedirs(path, exist_ok=True)
         with fs.open(marker, "w") as f:
-            f.write(f"{claim.job} {claim.run}")
+            f.write(claim.mark)
     except OSError as e:
         raise OutputDirError(f"{flag} {url} cannot be written: {type(e).__name__}: {e}"[:500]) from None
 
@@ -95,7 +101,7 @@ def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = Fals
 def _object_store(fs: fsspec.AbstractFileSystem) -> bool:
     """S3 or GCS: folders are key prefixes, and buckets are made by their owners."""
     protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    return bool(protocols & {"s3", "s3a", "gs", "gcs"})
+    return bool(protocols & OBJECT_STORES)
 
 
 def glob_in(fs: fsspec.AbstractFileSystem, folder: str, pattern: str) -> list[str]:

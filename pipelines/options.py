@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import create_runner
 
+from memgen.outputs import OBJECT_STORES
 from memgen.pipelines.errors import UsageError
 
 LOCAL_RUNNER = "FnApiRunner"  # in-process; Beam's DirectRunner would first try to download Prism
@@ -34,7 +35,6 @@ BEAM_EPILOG = (
 DRY_RUN = "--dry_run"  # Beam's own flag (TestOptions): DataflowRunner builds the job, submits nothing
 DRY_RUN_HELP = ("build and validate the pipeline for the chosen runner, print its stages, run nothing "
                 "(also --dry_run=true|false)")
-_BUCKETED = {"s3", "s3a", "gs", "gcs"}  # object stores, whose URLs start with a bucket
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -60,7 +60,7 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
         if not url.strip():
             raise UsageError(f"{flag} is an empty string")
         scheme, _, rest = url.partition("://")
-        if scheme in _BUCKETED and not rest.strip("/"):
+        if scheme in OBJECT_STORES and not rest.strip("/"):
             raise UsageError(f"{flag} {url} names no bucket")
         if url.startswith("memory://") and separate:  # each process would have its own
             raise UsageError(f"{flag} {url}: memory:// lives in one process; workers in other "
