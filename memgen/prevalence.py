@@ -19,9 +19,14 @@ Two designs:
   83-91% when the positives were few (N=6, n=5; N=1000, n=500, K=4).
   copy-weighted: the ratio estimator with its
   linearisation (delta-method) variance, turned into a Wilson interval at the
-  Kish effective sample size p(1-p)/var (Korn & Graubard 1998); when the sample holds
-  no positive or no negative, the variance estimate is zero and the effective size
-  falls back to Kish's unequal-weight design effect n * (sum c)^2 / (n sum c^2).
+  Kish effective sample size p(1-p)/var (Korn & Graubard 1998), hulled with Fieller's
+  interval; when the sample holds no positive or no negative, the variance estimate is
+  zero and the effective size falls back to Kish's unequal-weight design effect
+  n * (sum c)^2 / (n sum c^2). Copies are skewed (most images 1, a few many), so the few
+  images of the rarer class seldom hold their class's long tail and understate its
+  variance: each class's relative dispersion of copies is taken as at least the pooled
+  one (see `pooled_dispersion`). Without that floor the interval covered 91-94% with 2%
+  positives (n=400 of 5,000, log-normal copies) and with 10% positives in n=50.
 Both were checked for coverage by simulation (tests/test_prevalence.py).
 
 Classifier error (Rogan & Gladen 1978): with sensitivity Se and specificity Sp from a
@@ -174,6 +179,28 @@ def ratio_variance(t: Tally, population: int | None) -> float:
     return fpc * residual_ss / ((n - 1) * n * mean_c * mean_c)
 
 
+def pooled_dispersion(t: Tally) -> Tally:
+    """`t` with each class's sum of squared copies raised, where it is lower, to what the pooled
+    relative dispersion mean(c^2) / mean(c)^2 gives for that class's copies and images.
+
+    The variance of the ratio rests on those sums; the rarer class's few images seldom hold
+    its long tail of copies, and its sum of squares is then too small (intervals that miss
+    high when positives are rare, low when negatives are). The pooled dispersion rests on
+    all n images; where copies do not depend on the label it is the class's own.
+    """
+    if t.n == 0 or t.copies == 0:
+        return t
+    dispersion = t.copies_sq * t.n / (t.copies * t.copies)
+
+    def floored(squares: int, copies: int, images: int) -> float:
+        return max(squares, dispersion * copies * copies / images) if images else squares
+
+    positive_sq = floored(t.positive_copies_sq, t.positive_copies, t.positives)
+    negative_sq = floored(t.copies_sq - t.positive_copies_sq, t.copies - t.positive_copies,
+                          t.n - t.positives)
+    return t._replace(positive_copies_sq=positive_sq, copies_sq=positive_sq + negative_sq)
+
+
 def copy_weighted_fraction(t: Tally, population: int | None) -> Estimate:
     """Fraction of input records (images weighted by copies) labelled positive."""
     if t.n == 0 or t.copies == 0:
@@ -181,11 +208,13 @@ def copy_weighted_fraction(t: Tally, population: int | None) -> Estimate:
     r = t.positive_copies / t.copies
     if is_census(t, population):
         return Estimate(r, r, r, t.n, "census")
+    t = pooled_dispersion(t)
     n_eff = effective_size(t, population)
     low, high = wilson(r * n_eff, n_eff)
     f_low, f_high = fieller(t, population)
     return Estimate(r, min(low, f_low), max(high, f_high), t.n,
-                    "ratio estimator; hull of Wilson at Kish n_eff (delta method) and Fieller")
+                    "ratio estimator; hull of Wilson at Kish n_eff (delta method) and Fieller; "
+                    "class dispersion of copies at least the pooled")
 
 
 def fieller(t: Tally, population: int | None, z: float = Z95) -> tuple[float, float]:
@@ -301,5 +330,5 @@ def corrected_unique(t: Tally, population: int | None, cal: Calibration, seed: i
 
 def corrected_copy_weighted(t: Tally, population: int | None, cal: Calibration, seed: int) -> Estimate:
     apparent = copy_weighted_fraction(t, population)
-    n_eff = effective_size(t, None)  # as above: no finite-population correction
+    n_eff = effective_size(pooled_dispersion(t), None)  # as above: no finite-population correction
     return corrected(apparent, apparent.estimate * n_eff, n_eff, cal, seed)
