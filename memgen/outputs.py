@@ -86,6 +86,7 @@ def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = Fals
                 raise OutputDirError(f"{flag} {url} is not empty: it holds {what}; "
                                      f"choose a new or empty folder")
         if check_only:
+            _refuse_missing_bucket(fs, path, flag, url)  # a run finds out when it writes its marker
             return
         for pattern in leftovers if ours else ():
             for found in glob_in(fs, path, pattern):
@@ -96,6 +97,15 @@ def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = Fals
             f.write(claim.mark)
     except OSError as e:
         raise OutputDirError(f"{flag} {url} cannot be written: {type(e).__name__}: {e}"[:500]) from None
+
+
+def _refuse_missing_bucket(fs: fsspec.AbstractFileSystem, path: str, flag: str, url: str) -> None:
+    """On an object store, refuse a bucket that does not exist. Asking needs the bucket-listing
+    right the folder's listing above already used, so it refuses nothing a run would take."""
+    bucket = path.split("/", 1)[0]
+    if _object_store(fs) and not fs.exists(bucket):
+        raise OutputDirError(f"{flag} {url} cannot be written: the bucket {bucket} does not exist "
+                             "(memgen does not create buckets)")
 
 
 def _object_store(fs: fsspec.AbstractFileSystem) -> bool:

@@ -141,6 +141,9 @@ def test_a_bucket_that_does_not_exist_is_not_created(s3, capsys):
     err = capsys.readouterr().err
     assert "cannot be written: FileNotFoundError: The specified bucket does not exist" in err
     assert not s3.exists("no-such-bucket")
+    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", "s3://no-such-bucket/m",
+                 "--dry_run"]) == 2  # a dry run says so too
+    assert "the bucket no-such-bucket does not exist" in capsys.readouterr().err
 
 
 def test_an_empty_folder_made_in_an_s3_console_is_an_empty_output(s3):
