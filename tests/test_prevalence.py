@@ -199,6 +199,20 @@ def test_correction_is_deterministic_and_wider_than_the_apparent_interval():
     assert census.ci_low < census.estimate < census.ci_high  # a census too: which images are misread
 
 
+@pytest.mark.parametrize("copies", [[50, 1, 1, 1, 1, 1, 1, 1, 1, 1], [3, 1, 2, 1, 1, 4, 1, 1, 2, 1]])
+def test_a_correction_never_narrows_the_apparent_interval(copies):
+    """With a perfect classifier (Se = Sp = 1) the correction is the identity, and the
+    corrected interval holds the apparent one (its Beta draws of p once dropped Fieller's
+    part of the copy-weighted interval: [0.51, 0.99] where the apparent was [0, 1])."""
+    perfect = Calibration(200, 0, 200, 0)
+    t = tally(np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]), np.array(copies))
+    for apparent, corrected in ((copy_weighted_fraction(t, 1000), corrected_copy_weighted(t, 1000, perfect, 0)),
+                                (unique_fraction(t, 1000), corrected_unique(t, 1000, perfect, 0))):
+        assert corrected.estimate == pytest.approx(apparent.estimate)
+        # (p + Sp - 1) / (Se + Sp - 1) rounds in the last digits
+        assert corrected.ci_low <= apparent.ci_low + 1e-12 and corrected.ci_high >= apparent.ci_high - 1e-12
+
+
 @pytest.mark.parametrize("design", ["census", "sample"])
 def test_coverage_of_the_corrected_interval(design):
     rng = np.random.default_rng(7 if design == "sample" else 8)
