@@ -206,8 +206,9 @@ def test_a_correction_never_narrows_the_apparent_interval(copies):
     part of the copy-weighted interval: [0.51, 0.99] where the apparent was [0, 1])."""
     perfect = Calibration(200, 0, 200, 0)
     t = tally(np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]), np.array(copies))
-    for apparent, corrected in ((copy_weighted_fraction(t, 1000), corrected_copy_weighted(t, 1000, perfect, 0)),
-                                (unique_fraction(t, 1000), corrected_unique(t, 1000, perfect, 0))):
+    pairs = ((copy_weighted_fraction(t, 1000), corrected_copy_weighted(t, 1000, perfect, 0)),
+             (unique_fraction(t, 1000), corrected_unique(t, 1000, perfect, 0)))
+    for apparent, corrected in pairs:
         assert corrected.estimate == pytest.approx(apparent.estimate)
         # (p + Sp - 1) / (Se + Sp - 1) rounds in the last digits
         assert corrected.ci_low <= apparent.ci_low + 1e-12 and corrected.ci_high >= apparent.ci_high - 1e-12
