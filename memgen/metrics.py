@@ -30,6 +30,9 @@ KID_SUBSET_SIZE = 1000
 # sets have at most this many rows together (the three matrices: <= 300 MB), else it
 # computes each subset's own.
 KID_DENSE_ROWS = 6144
+# Relative slack (of |x|^2 + |y|^2) under which two squared distances from the expansion may
+# be equal: its rounding is below ~1e-13 of that for the widest features (1280 dimensions).
+TIE_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -183,11 +186,42 @@ def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squared, 0.0))
 
 
-def knn_radii(x: np.ndarray, k: int) -> np.ndarray:
-    """Distance from each row to its k-th nearest other row (the row itself is the 0th)."""
+def direct_distances(a: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Distances of the pairs (a[rows[i]], b[cols[i]]) from their differences: the same numbers
+    for the same rows, wherever they are. The expansion above rounds x.y by where a BLAS kernel
+    met the pair (x @ x.T and x @ y.T take different paths), so a copy of a point can land
+    inside a ball its original bounds."""
+    diff = np.asarray(a, dtype=np.float64)[rows] - np.asarray(b, dtype=np.float64)[cols]
+    return np.sqrt((diff * diff).sum(axis=1))
+
+
+def _ties(d: np.ndarray, bounds: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs where d (a x b, by the expansion) may equal `bounds` (a x b or a x 1) but for
+    rounding: the expansion's error in d^2 is below ~1e-13 (|x|^2 + |y|^2)."""
+    norms_a, norms_b = ((np.asarray(v, dtype=np.float64) ** 2).sum(axis=1) for v in (a, b))
+    slack = TIE_TOLERANCE * (norms_a[:, None] + norms_b[None, :])
+    return np.nonzero(np.abs(d * d - bounds * bounds) <= slack)
+
+
+def _ball_radii(x: np.ndarray, k: int) -> np.ndarray:
+    """Distance from each row to its k-th nearest other row (the row itself is the 0th),
+    from differences (`direct_distances`), so that ball boundaries compare exactly."""
     if len(x) <= k:
         raise ValueError(f"k-NN radii with k={k} need more than {k} vectors, got {len(x)}")
-    return np.partition(pairwise_distances(x, x), k, axis=1)[:, k]
+    kth = np.argpartition(pairwise_distances(x, x), k, axis=1)[:, k]
+    return direct_distances(x, x, np.arange(len(x)), kth)
+
+
+def _in_balls(centres: np.ndarray, points: np.ndarray, k: int, closed: bool,
+              d: np.ndarray | None = None) -> np.ndarray:
+    """inside[i, j]: points[j] lies in the k-NN ball of centres[i] (among centres); `d`: the
+    centres x points distances if already computed. Pairs on a boundary up to rounding are
+    measured again from differences."""
+    radii = _ball_radii(centres, k)[:, None]
+    d = pairwise_distances(centres, points) if d is None else d.copy()
+    rows, cols = _ties(d, radii, centres, points)
+    d[rows, cols] = direct_distances(centres, points, rows, cols)
+    return d <= radii if closed else d < radii
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K) -> tuple[float, float]:
@@ -196,16 +230,15 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K) -> tuple
     Balls are closed (<=), as in Kynkäänniemi et al.'s code and torch-fidelity.
     """
     d = pairwise_distances(real, fake)
-    precision = (d <= knn_radii(real, k)[:, None]).any(axis=0).mean()
-    recall = (d <= knn_radii(fake, k)[None, :]).any(axis=1).mean()
+    precision = _in_balls(real, fake, k, closed=True, d=d).any(axis=0).mean()
+    recall = _in_balls(fake, real, k, closed=True, d=d.T).any(axis=0).mean()
     return float(precision), float(recall)
 
 
 def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = DC_K) -> tuple[float, float]:
     """Density: mean number of real k-NN balls holding a fake, over k; coverage: share of real
     balls holding some fake. Balls are open (<), as in Naeem et al.'s code (prdc)."""
-    d = pairwise_distances(real, fake)
-    inside = d < knn_radii(real, k)[:, None]
+    inside = _in_balls(real, fake, k, closed=False)
     return float(inside.sum(axis=0).mean() / k), float(inside.any(axis=1).mean())
 
 

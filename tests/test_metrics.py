@@ -148,6 +148,26 @@ def test_precision_recall_density_coverage_match_prdc(ref):
             (theirs["density"], theirs["coverage"]), rel=RTOL)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_k_nn_metrics_of_a_sample_of_the_real_set_match_distances_from_differences(seed):
+    """A sample drawn from the memory shares its rows: each copy sits exactly on the boundary
+    of the balls its original bounds. The dot-product expansion rounded x @ x.T and x @ y.T
+    differently and counted some inside the open balls (density off by up to 0.008)."""
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(seed)
+    real = rng.random((300, 192)).astype(np.float32)  # thumbnails, as the subsets stack them
+    fake = real[rng.choice(300, 100, replace=False)]
+    d_real, d_cross = cdist(real, real), cdist(real, fake)
+    radii = {k: np.sort(d_real, axis=1)[:, k][:, None] for k in (metrics.PR_K, metrics.DC_K)}
+    inside = d_cross < radii[metrics.DC_K]
+    assert metrics.density_coverage(real, fake) == (inside.sum(axis=0).mean() / metrics.DC_K,
+                                                    inside.any(axis=1).mean())
+    fake_radii = np.sort(cdist(fake, fake), axis=1)[:, metrics.PR_K][None, :]
+    assert metrics.precision_recall(real, fake) == ((d_cross <= radii[metrics.PR_K]).any(axis=0).mean(),
+                                                    (d_cross <= fake_radii).any(axis=1).mean())
+
+
 def test_fd_of_a_set_with_itself_is_zero_and_fd_is_symmetric():
     a, b = _sets()
     ma, mb = Moments.of(a), Moments.of(b)
