@@ -131,7 +131,7 @@ def _concept(concept: dict[str, Any] | None) -> str:
     name = classifier.get("name", classifier) if isinstance(classifier, dict) else classifier
     calibration = concept.get("calibration")
     uncorrected = concept.get("uncorrected")
-    parts = [f"<p>Classifier: <b>{_e(name)}</b></p>", _design(concept.get("design")),
+    parts = [f"<p>Classifier: <b>{_e(name)}</b></p>", _design(concept.get("design"), concept.get("failures")),
              _not_applied(calibration, uncorrected), _fractions(concept, uncorrected),
              _calibration(calibration, uncorrected is not None)]
     return _section(f"{concept.get('name', 'concept')} fraction", "".join(parts))
@@ -163,8 +163,9 @@ def _fractions(concept: dict[str, Any], uncorrected: dict[str, Any] | None) -> s
     return _table(header, rows)
 
 
-def _design(design: dict[str, Any] | None) -> str:
-    """Census or sample: a sample's intervals are for the whole memory, from n of N images."""
+def _design(design: dict[str, Any] | None, failures: dict[str, Any] | None) -> str:
+    """Census or sample: a sample's intervals are for the whole memory, from n of N images;
+    and how many images the classifier could not label, which no fraction counts."""
     if not design:
         return ""
     images, copies = _number(design.get("population_images")), _number(design.get("population_copies"))
@@ -175,7 +176,13 @@ def _design(design: dict[str, Any] | None) -> str:
     else:
         asked = design.get("sample_size")
         covers = f" (--sample_size {_number(asked)} covers them all)" if asked else ""
-        text = f"Census: all {images} unique images ({copies} input records) classified{covers}."
+        text = f"Census: all {images} unique images ({copies} input records) given to the classifier{covers}."
+    unlabelled = (failures or {}).get("images")
+    if unlabelled:
+        text += (f" <b>{_number(unlabelled)} of them could not be labelled</b>"
+                 f" ({_number(failures.get('copies'))} input records; reasons under Rejects by reason):"
+                 " the fractions and their intervals are over the images it labelled, and say nothing"
+                 " of those.")
     return f"<p>{text}</p>"
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from memgen import copying, metrics, report_html
 from memgen.classify import ClassifierSpec
-from memgen.classify.concept import Design, FailureTally, concept_section
+from memgen.classify.concept import Design, FailureTally, Scored, concept_section
 from memgen.prevalence import Calibration, Tally
 from memgen.report_html import Figures, make_thumb
 
@@ -126,6 +126,22 @@ def _schema_valid_concept(concept: dict) -> None:
     jsonschema.validate(concept, {"$ref": "#/$defs/concept", "$defs": schema["$defs"]})
 
 
+def test_html_says_how_many_images_no_fraction_counts():
+    """A census where the caption classifier could not label half the images (no caption): the
+    page said "all 6 unique images classified" beside a zero-width interval over the other 3."""
+    failures = FailureTally().add(Scored("a" * 64, 2, None, None, "no_caption", "no caption", "s.tar/1"))
+    for _ in range(2):
+        failures = failures.add(Scored("b" * 64, 1, None, None, "no_caption", "no caption", "s.tar/2"))
+    concept = concept_section(ClassifierSpec("caption", "caption"), Tally(3, 2, 3, 2, 3, 2), failures,
+                              Design("census", 6, 7, None, 0), None, None)
+    _schema_valid_concept(concept)
+    page = report_html.render({"concept": concept}, Figures())
+    assert ("Census: all 6 unique images (7 input records) given to the classifier. <b>3 of them could not"
+            " be labelled</b> (4 input records; reasons under Rejects by reason): the fractions and their"
+            " intervals are over the images it labelled") in page
+    assert "<td class=l>evaluate: classifier</td><td class=l>no_caption</td><td>3</td>" in page
+
+
 def test_html_says_a_calibration_was_not_applied_and_why():
     concept = _calibrated(Calibration(5, 0, 0, 0), Design("census", 10, 25, None, 0))  # positives only
     _schema_valid_concept(concept)
@@ -134,7 +150,8 @@ def test_html_says_a_calibration_was_not_applied_and_why():
             " got 5 positive and 0 negative. The fractions below are the classifier's apparent (uncorrected)"
             " ones.") in page
     assert page.index("Calibration not applied") < page.index("30.0%")  # read before the fractions
-    assert "Census: all 10 unique images (25 input records) classified." in page
+    assert "Census: all 10 unique images (25 input records) given to the classifier." in page
+    assert "could not be labelled" not in page
     assert "Calibration measured, not applied" in page and "Calibration applied" not in page
     assert "<td class=l>sensitivity</td><td>100.0%</td><td>[56.6%, 100.0%]</td><td>5</td>" in page
     assert "<td class=l>specificity</td><td>—</td><td>[0.0%, 100.0%]</td><td>0</td>" in page
