@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import memgen
 from memgen.classify import CLASSIFIERS, ClassifierError, ClassifierSpec, resolve
-from memgen.classify.concept import LabelledFile, read_calibration_labels
+from memgen.classify.concept import LabelledFile, missing_labelled, read_calibration_labels
 from memgen.classify.onnx_model import EFFICIENTNET, VisionMissing
 from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
@@ -97,12 +97,17 @@ class EvaluateConfig:
         if o.calibration:
             try:
                 labelled = tuple(read_calibration_labels(o.calibration))
+                missing = missing_labelled(labelled)
             except FileNotFoundError:
                 raise UsageError(f"--calibration {o.calibration} does not exist") from None
             except (OSError, ImportError) as e:  # a folder, unreadable, gs:// without gcsfs
                 raise UsageError(f"--calibration {o.calibration}: {type(e).__name__}: {e}") from None
             except ValueError as e:
                 raise UsageError(str(e)) from None
+            if missing:
+                more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+                raise UsageError(f"--calibration {o.calibration} names files that do not exist:"
+                                 f" {', '.join(missing[:3])}{more}")
         try:
             spec = resolve(o.classifier, o.classes, o.label_threshold)
         except (ClassifierError, VisionMissing) as e:

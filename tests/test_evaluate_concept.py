@@ -136,6 +136,7 @@ def test_calibration_with_captions(tmp_path):
             is_cat = i < 10
             said_cat = i < 8 or i == 10
             w.writerow([f"{i}.png", "cat" if is_cat else "notcat", "cat" if said_cat else "nothing"])
+        (folder / "20.png").write_bytes(_png((20, 0, 0)))
         w.writerow(["20.png", "cat", ""])  # no caption: cannot be labelled by the caption classifier
     concept = _evaluate(memory, tmp_path / "out", "--classifier", "caption", "--calibration",
                         str(folder / "labels.csv"))["concept"]
@@ -171,6 +172,7 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--calibration", "TWICECSV"), "twice.csv:3: ./x.png is listed on"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "NOFILECSV"), "nofile.csv:2: no file named"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "EMPTYCSV"), "empty.csv: lists no labelled files"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "TYPOCSV"), "names files that do not exist: /"),
     (("--memory", "MEM", "--out", "OUT", "--label_threshold", "0"), "--label_threshold applies to model"),
     (("--memory", "MEM", "--out", "DONE"), "already holds a finished report"),
     (("--memory", "MEM", "--out", "MEM"), "is not empty"),
@@ -189,10 +191,12 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
     (tmp_path / "twice.csv").write_text("file,label\nx.png,cat\n./x.png,notcat\n")  # the same file
     (tmp_path / "nofile.csv").write_text("file,label\n ,cat\n")
     (tmp_path / "empty.csv").write_text("file,label\n")
+    (tmp_path / "here.png").write_bytes(_png((1, 2, 3)))
+    (tmp_path / "typo.csv").write_text("file,label\nhere.png,cat\nhere.pgn,notcat\n")
     names = {"OUT": str(tmp_path / "out"), "MEM": memory, "MISSING": str(tmp_path / "nothing"),
              "BADCSV": str(tmp_path / "bad.csv"), "DONE": str(tmp_path / "done"),
              "TWICECSV": str(tmp_path / "twice.csv"), "NOFILECSV": str(tmp_path / "nofile.csv"),
-             "EMPTYCSV": str(tmp_path / "empty.csv")}
+             "EMPTYCSV": str(tmp_path / "empty.csv"), "TYPOCSV": str(tmp_path / "typo.csv")}
     args = [names.get(f, f) for f in flags]
     if "--classifier" not in flags:
         args += ["--classifier", "caption"]

@@ -290,3 +290,13 @@ def test_only_missing_http_urls_is_no_input_in_one_line(http_root, tmp_path, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no input matched" in err, err
     assert not memory.exists()
+
+
+def test_calibration_files_missing_from_a_bucket_are_found(s3):
+    from memgen.classify.concept import LabelledFile, missing_labelled
+
+    s3.pipe({"inputs/labelled/cat.jpg": jpeg(1), "inputs/labelled/dog.jpg": jpeg(2)})
+    s3.invalidate_cache()
+    named = [LabelledFile(f"s3://inputs/{key}", True, None)
+             for key in ("labelled/cat.jpg", "labelled/dog.jpg", "labelled/cat.jpeg", "nowhere/x.jpg")]
+    assert missing_labelled(named) == ["s3://inputs/labelled/cat.jpeg", "s3://inputs/nowhere/x.jpg"]

@@ -10,7 +10,8 @@ import csv
 import io
 import math
 import posixpath
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import fsspec
@@ -117,6 +118,25 @@ def read_calibration_labels(path: str) -> list[LabelledFile]:
         lines[url] = i
         out.append(LabelledFile(url, label in _POSITIVE, row.get("caption")))
     return out
+
+
+def missing_labelled(labelled: Sequence[LabelledFile]) -> list[str]:
+    """The labelled files that do not exist (a typo would otherwise count as an image the
+    classifier failed on), from one listing per folder: one request for a folder of an object
+    store, not one per file. http(s) has no listing: those are taken as given."""
+    by_folder: dict[tuple[fsspec.AbstractFileSystem, str], list[tuple[str, str]]] = defaultdict(list)
+    for item in labelled:
+        if not item.url.startswith(("http://", "https://")):
+            fs, path = fsspec.core.url_to_fs(item.url)
+            by_folder[fs, posixpath.dirname(path)].append((item.url, path))
+    missing = []
+    for (fs, folder), files in by_folder.items():
+        try:
+            present = {entry.rstrip("/") for entry in fs.ls(folder, detail=False)}
+        except FileNotFoundError:
+            present = set()
+        missing += [url for url, path in files if path.rstrip("/") not in present]
+    return missing
 
 
 def _resolved(url: str) -> str:
