@@ -74,8 +74,9 @@ def render(report: dict[str, Any], figures: Figures) -> str:
         _inputs(report.get("inputs", {})),
         _concept(report.get("concept")),
         _distances(report.get("distances") or {}),
-        _side_by_side(figures.reference, figures.sample),
-        _section("Figure 3: sample contact sheet", _grid(figures.contact_sheet)),
+        _side_by_side(figures, report.get("inputs", {})),
+        _section("Figure 3: sample contact sheet",
+                 _grid(figures.contact_sheet, _not_given(report.get("inputs", {}), "sample"))),
         _clusters(figures.clusters),
         _copying(report.get("copying")),
         _rejects(report),
@@ -251,16 +252,22 @@ def _img(thumb: Thumb) -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
-def _grid(thumbs: Sequence[Thumb]) -> str:
+def _grid(thumbs: Sequence[Thumb], empty: str = "No images.") -> str:
     if not thumbs:
-        return "<p class=muted>No images.</p>"
+        return f"<p class=muted>{_e(empty)}</p>"
     return "<div class=grid>" + "".join(_img(t) for t in thumbs) + "</div>"
 
 
-def _side_by_side(reference: Sequence[Thumb], sample: Sequence[Thumb]) -> str:
+def _not_given(inputs: dict[str, Any], name: str) -> str:
+    """What an empty figure of the sample or the references says: not asked for, or none shown."""
+    given = inputs.get("references") if name == "reference" else inputs.get(name)
+    return "No images." if given else f"No --{name} given."
+
+
+def _side_by_side(figures: Figures, inputs: dict[str, Any]) -> str:
     return _section("Figure 2: reference vs sample", (
-        f"<div class=side><div><h3>reference</h3>{_grid(reference)}</div>"
-        f"<div><h3>sample</h3>{_grid(sample)}</div></div>"))
+        f"<div class=side><div><h3>reference</h3>{_grid(figures.reference, _not_given(inputs, 'reference'))}"
+        f"</div><div><h3>sample</h3>{_grid(figures.sample, _not_given(inputs, 'sample'))}</div></div>"))
 
 
 def _clusters(clusters: Sequence[Sequence[Thumb]]) -> str:

@@ -84,6 +84,13 @@ def test_html_inlines_every_image_and_names_no_url():
     assert not re.search(r"https?:|//[a-z]|\bsrc=\"(?!data:)|\bhref=|@import|url\(", text)
 
 
+def test_empty_figures_say_whether_their_set_was_given():
+    page = report_html.render({"inputs": {"memory": "m", "sample": None, "references": []}}, Figures())
+    assert page.count("No --reference given.") == 1 and page.count("No --sample given.") == 2  # figures 2, 3
+    page = report_html.render({"inputs": {"memory": "m", "sample": "s", "references": ["r.tar"]}}, Figures())
+    assert "given." not in page and page.count("No images.") == 3
+
+
 def test_html_escapes_data_and_shows_every_section():
     page = report_html.render(_report(), _figures())
     assert "<script" not in page and "&lt;script&gt;" in page
