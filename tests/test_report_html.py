@@ -118,7 +118,7 @@ def test_the_sections_rendered_are_valid_report_sections():
 
 def test_html_with_nothing_but_a_concept():
     page = report_html.render({"concept": _report()["concept"]}, Figures())
-    assert "No pair of image sets to compare." in page and "No images." in page
+    assert "No pair of image sets to compare." in page and "No --sample given." in page
 
 
 def _calibrated(calibration: Calibration, design: Design) -> dict:
