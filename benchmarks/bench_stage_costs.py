@@ -58,7 +58,7 @@ from memgen.dedup import (
     place,
 )
 from memgen.fingerprint import FingerprintConfig, fingerprint
-from memgen.materialize import materialize_shard
+from memgen.materialize import write_duplicates, write_images
 from memgen.memory import memory_claim, prepare_output, read_manifest
 from memgen.pipelines.memorize import MemorizeConfig, build
 from memgen.readers import ReaderConfig, read_shard
@@ -217,9 +217,10 @@ def measure(folder: Path) -> dict:
         by_shard[shard_index][0 if isinstance(row, KeptImage) else 1].append(row)
     with tempfile.TemporaryDirectory() as tmp:
         memory = str(Path(tmp) / "memory")
-        _, t_write = timed(lambda: [materialize_shard(
-            memory, shard, by_shard[shard.index][0], by_shard[shard.index][1],
-            [r for r in rejects if r.shard == shard.index], reader) for shard in shards])
+        _, t_write = timed(lambda: [(
+            write_images(memory, shard, by_shard[shard.index][0],
+                         [r for r in rejects if r.shard == shard.index], reader),
+            write_duplicates(memory, shard, by_shard[shard.index][1], (), reader)) for shard in shards])
         images_bytes = sum(p.stat().st_size for p in (Path(memory) / "images").glob("*.parquet"))
         wall = time.perf_counter()
         t_pipeline, shuffles, manifest = run_memorize(folder, str(Path(tmp) / "pipeline"))

@@ -142,6 +142,7 @@ class DuplicateRow(NamedTuple):
     representative: bytes
     distance: int
     kind: str  # exact | near
+    n_bytes: int  # the record's (its reject row's, should its representative be lost)
 
     def row(self, shard: Shard) -> dict:
         """Its duplicates-table columns."""
@@ -168,4 +169,4 @@ def place(group: ImageGroup, assignment: Assignment) -> list[tuple[int, KeptImag
 
 def _duplicate(fp: Fingerprint, assignment: Assignment, kind: str) -> DuplicateRow:
     return DuplicateRow(fp.ordinal, fp.locator, fp.image_id, assignment.representative, assignment.distance,
-                        kind)
+                        kind, fp.n_bytes)

@@ -5,23 +5,33 @@ records' bytes, up to a cap) come from re-reading the shard inside one worker,
 never from a shuffle. Output names derive from the shard index, so a retried or
 re-run shard overwrites its own parts and the memory's content is the same whatever
 the runner or worker count.
+
+Two steps, because a shard can change between its two reads: `write_images` writes the
+images and rejects parts and names the representatives it could not write (their records
+are rejects); `write_duplicates`, once every shard's images are written, writes the
+duplicates part, and a record whose representative was lost becomes a reject instead of a
+row pointing at no image.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from memgen.dedup import DuplicateRow, KeptImage
-from memgen.memory import TABLES, join, part_name, write_rows
+from memgen.memory import join, part_name, write_rows
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
 
+# the rejects part of a shard's duplicates whose representative was lost (beside its own part)
+ORPHANS = "orphans"
 
-def materialize_shard(memory: str, shard: Shard, kept: list[KeptImage],
-                      duplicates: list[DuplicateRow], rejects: list[Reject],
-                      config: ReaderConfig) -> Counter:
-    """Write the shard's three parts; returns counts of what was written."""
+
+def write_images(memory: str, shard: Shard, kept: list[KeptImage], rejects: list[Reject],
+                 config: ReaderConfig) -> tuple[Counter, list[bytes]]:
+    """Write the shard's images and rejects parts; returns counts of what was written and the
+    image ids of representatives the re-read did not find (the shard changed)."""
     counts: Counter = Counter()
     kept_by_ordinal = {k.ordinal: k for k in kept}
     rejects_by_ordinal = {r.ordinal: r for r in rejects}
@@ -31,7 +41,8 @@ def materialize_shard(memory: str, shard: Shard, kept: list[KeptImage],
         if not kept and all(r.stage == "open" for r in rejects):
             return
         for item in read_shard(shard, config):
-            if item.ordinal in kept_by_ordinal and isinstance(item, Record):
+            kept_here = kept_by_ordinal.get(item.ordinal)
+            if kept_here and isinstance(item, Record) and _fingerprinted(item, kept_here):
                 row = _image_row(kept_by_ordinal.pop(item.ordinal), item, shard)
                 counts["image_bytes"] += row["n_bytes"]
                 yield row
@@ -41,28 +52,55 @@ def materialize_shard(memory: str, shard: Shard, kept: list[KeptImage],
                     data=item.data[: config.reject_data_cap] if item.data else None)
 
     name = part_name(shard.index)
-    counts["images"] = write_rows(join(memory, "images", name), "images", image_rows())
+    counts["images"] = _written(counts, "images", write_rows(join(memory, "images", name), "images",
+                                                             image_rows()))
     for lost in kept_by_ordinal.values():  # the shard changed between the two reads
         rejects_by_ordinal[lost.ordinal] = Reject(
             shard.index, lost.ordinal, shard.source(lost.fp.locator), "materialize", "changed_during_run",
-            "record not found when the shard was re-read", lost.fp.n_bytes)
-    all_rejects = [rejects_by_ordinal[o] for o in sorted(rejects_by_ordinal)]
-    counts["duplicates"] = write_rows(
-        join(memory, "duplicates", name), "duplicates",
-        (d.row(shard) for d in sorted(duplicates, key=lambda d: d.ordinal)))
-    counts["rejects"] = write_rows(
-        join(memory, "rejects", name), "rejects",
-        (r.row(config.reject_data_cap) for r in all_rejects))
-    for table in TABLES:
-        counts[f"parts:{table}"] += counts[table] > 0  # a part without rows is not written
-    for d in duplicates:
+            "record not found, or not the same bytes, when the shard was re-read", lost.fp.n_bytes)
+    _write_rejects(counts, join(memory, "rejects", name),
+                   [rejects_by_ordinal[o] for o in sorted(rejects_by_ordinal)], config)
+    return counts, [k.fp.image_id for k in kept_by_ordinal.values()]
+
+
+def write_duplicates(memory: str, shard: Shard, duplicates: list[DuplicateRow], lost: Collection[bytes],
+                     config: ReaderConfig) -> Counter:
+    """Write the shard's duplicates part; the records whose representative is `lost` (not
+    written by its shard's write_images) go to a rejects part of their own."""
+    counts: Counter = Counter()
+    rows = sorted(duplicates, key=lambda d: d.ordinal)
+    orphans = [Reject(shard.index, d.ordinal, shard.source(d.locator), "materialize",
+                      "representative_changed", f"its representative {d.representative.hex()} changed in"
+                      " its shard during the run; rerun to keep it", d.n_bytes)
+               for d in rows if d.representative in lost]
+    placed = [d for d in rows if d.representative not in lost]
+    _written(counts, "duplicates", write_rows(join(memory, "duplicates", part_name(shard.index)),
+                                              "duplicates", (d.row(shard) for d in placed)))
+    for d in placed:
         counts[f"duplicates_{d.kind}"] += 1
-    for r in all_rejects:
-        counts[f"reject:{r.error_type}"] += 1
+    _write_rejects(counts, join(memory, "rejects", part_name(shard.index, ORPHANS)), orphans, config)
     return counts
+
+
+def _write_rejects(counts: Counter, url: str, rejects: list[Reject], config: ReaderConfig) -> None:
+    _written(counts, "rejects", write_rows(url, "rejects", (r.row(config.reject_data_cap) for r in rejects)))
+    for r in rejects:
+        counts[f"reject:{r.error_type}"] += 1
+
+
+def _written(counts: Counter, table: str, rows: int) -> int:
+    """Count a part's rows and the part itself (a part without rows is not written)."""
+    counts[table] += rows
+    counts[f"parts:{table}"] += rows > 0
+    return rows
+
+
+def _fingerprinted(record: Record, kept: KeptImage) -> bool:
+    """The re-read record holds the bytes that were fingerprinted: a shard rewritten between
+    the two reads would otherwise put other bytes under the image_id."""
+    return hashlib.sha256(record.data).digest() == kept.fp.image_id
 
 
 def _image_row(kept: KeptImage, record: Record, shard: Shard) -> dict:
     return {**kept.row(shard), "image": record.data, "caption": record.caption, "url": record.url,
             "metadata": record.metadata}
-

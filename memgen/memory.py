@@ -44,8 +44,8 @@ def absolute(url: str) -> str:
     return url if "://" in url else os.path.abspath(url)
 
 
-def part_name(shard_index: int) -> str:
-    return f"part-{shard_index:06d}.parquet"
+def part_name(shard_index: int, suffix: str = "") -> str:
+    return f"part-{shard_index:06d}{'-' + suffix if suffix else ''}.parquet"
 
 
 def temporary(path: str) -> str:

@@ -41,7 +41,7 @@ EXAMPLES = [
     NodeRep(b"\xcd" * 32, 5, 4),
     Assignment(b"\xab" * 32, b"\xcd" * 32, 4, 0),
     KeptImage(GROUP.kept, 4, 3),
-    DuplicateRow(3, "#000000003", b"\xab" * 32, b"\xcd" * 32, 4, "near"),
+    DuplicateRow(3, "#000000003", b"\xab" * 32, b"\xcd" * 32, 4, "near", 54_321),
 ]
 
 

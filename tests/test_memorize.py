@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -206,6 +207,41 @@ def test_same_content_whatever_the_input_order(memory, tmp_path):
                  for r in rows(mem, table)] for table in ("images", "duplicates", "rejects")]
 
     assert normalized(tmp_path / "m", tmp_path / "shards") == normalized(memory / "memory", memory / "shards")
+
+
+@pytest.mark.parametrize("rewritten", ["other images", "fewer records"])
+def test_a_shard_rewritten_between_its_two_reads_loses_nothing_and_misplaces_nothing(
+        tmp_path, monkeypatch, rewritten):
+    """memorize reads a shard to fingerprint it and again to write its images. A shard
+    replaced in between put other bytes under the fingerprinted image_ids (same number of
+    records), and copies in other shards pointed at representatives no longer written."""
+    import memgen.materialize
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_tar(shards / "0.tar", [sample(f"a{i}", jpeg(i)) for i in range(4)])
+    write_tar(shards / "1.tar", [sample(f"copy{i}", jpeg(i)) for i in range(2)])  # copies of a0, a1
+    count = 4 if rewritten == "other images" else 1
+    replacement = [sample(f"a{i}", jpeg(50 + i)) for i in range(count)]
+    reread = memgen.materialize.read_shard
+
+    def rewritten_first(shard, config):
+        if shard.uri.endswith("0.tar"):
+            write_tar(shards / "0.tar", replacement)
+        return reread(shard, config)
+
+    monkeypatch.setattr(memgen.materialize, "read_shard", rewritten_first)
+    mem = tmp_path / "m"
+    assert run(str(shards), "--memory", str(mem)) == 0
+    images, duplicates, rejects = (rows(mem, t) for t in ("images", "duplicates", "rejects"))
+    assert all(hashlib.sha256(r["image"]).hexdigest() == r["image_id"] for r in images)
+    assert not images and not duplicates  # the copies' representatives were all in the rewritten shard
+    assert sorted((r["source"].rsplit("/", 1)[1], r["error_type"]) for r in rejects) == [
+        *((f"0.tar#a{i}", "changed_during_run") for i in range(4)),
+        *((f"1.tar#copy{i}", "representative_changed") for i in range(2))]
+    manifest = read_manifest(str(mem))
+    assert manifest["balanced"] and manifest["counts"]["rejects"] == 6
+    assert manifest["parts"]["rejects"] == len(list((mem / "rejects").glob("*.parquet"))) == 2
 
 
 def test_rerun_completes_an_unfinished_memory(tmp_path):

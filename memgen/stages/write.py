@@ -1,7 +1,8 @@
 """WriteMemory: dedup results + rejects -> Parquet parts per shard, then manifest.json.
 
 References (small) are grouped by shard; each shard is re-read once, inside one
-worker, to write its kept images with their bytes. The manifest is computed from
+worker, to write its kept images with their bytes; its duplicates are written once every
+shard's images are (memgen.materialize says why). The manifest is computed from
 what the writers report and written last, so a memory is finished only when every
 part is in place.
 """
@@ -14,26 +15,43 @@ import apache_beam as beam
 
 from memgen.dedup import DuplicateRow, KeptImage, place
 from memgen.manifest import build_manifest
-from memgen.materialize import materialize_shard
+from memgen.materialize import write_duplicates, write_images
 from memgen.memory import TABLES, join, part_name, write_manifest, write_rows
 from memgen.outputs import Claim
 from memgen.readers import ReaderConfig
-from memgen.records import Reject, Shard
+from memgen.records import Shard
 
 
-class _MaterializeFn(beam.DoFn):
+class _ShardWriter(beam.DoFn):
     def __init__(self, memory: str, shards: list[Shard], config: ReaderConfig) -> None:
         self.memory = memory
         self.shards = shards
         self.config = config
 
+
+class _WriteImagesFn(_ShardWriter):
+    """(shard, placed and rejects) -> counts; the ids of representatives lost to a shard that
+    changed between its two reads go to the LOST output."""
+
+    LOST = "lost"
+
     def process(self, element):
         index, joined = element
         kept = [p for p in joined["placed"] if isinstance(p, KeptImage)]
+        counts, lost = write_images(self.memory, self.shards[index], kept, list(joined["rejects"]),
+                                    self.config)
+        yield counts
+        for image_id in lost:
+            yield beam.pvalue.TaggedOutput(self.LOST, image_id)
+
+
+class _WriteDuplicatesFn(_ShardWriter):
+    """(shard, placed and rejects), every lost representative -> counts."""
+
+    def process(self, element, lost):
+        index, joined = element
         duplicates = [p for p in joined["placed"] if isinstance(p, DuplicateRow)]
-        rejects: list[Reject] = list(joined["rejects"])
-        yield materialize_shard(self.memory, self.shards[index], kept, duplicates, rejects,
-                                self.config)
+        yield write_duplicates(self.memory, self.shards[index], duplicates, frozenset(lost), self.config)
 
 
 def _sum_counters(counters) -> Counter:
@@ -73,12 +91,16 @@ class WriteMemory(beam.PTransform):
     def expand(self, pcolls):
         placed = pcolls["assigned"] | "Place" >> beam.FlatMapTuple(place)
         rejects = pcolls["rejects"] | "KeyRejects" >> beam.Map(lambda r: (r.shard, r))
-        totals = (
-            {"placed": placed, "rejects": rejects}
-            | "GroupByShard" >> beam.CoGroupByKey()
-            | "Materialize" >> beam.ParDo(_MaterializeFn(self.claim.url, self.shards, self.config))
-            | "SumCounts" >> beam.CombineGlobally(_sum_counters)
-        )
+        by_shard = {"placed": placed, "rejects": rejects} | "GroupByShard" >> beam.CoGroupByKey()
+        images = by_shard | "Materialize" >> beam.ParDo(
+            _WriteImagesFn(self.claim.url, self.shards, self.config)).with_outputs(
+            _WriteImagesFn.LOST, main="counts")
+        # the side input holds the duplicates back until every shard's images are written
+        duplicates = by_shard | "WriteDuplicates" >> beam.ParDo(
+            _WriteDuplicatesFn(self.claim.url, self.shards, self.config),
+            beam.pvalue.AsList(images[_WriteImagesFn.LOST]))
+        totals = ((images.counts, duplicates) | "AllCounts" >> beam.Flatten()
+                  | "SumCounts" >> beam.CombineGlobally(_sum_counters))
         records_in = pcolls["read_counts"] | "RecordsIn" >> beam.CombineGlobally(sum)
         near = ({"near_dedup": beam.pvalue.AsSingleton(pcolls["near_dedup"])}
                 if "near_dedup" in pcolls else {})
