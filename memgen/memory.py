@@ -7,6 +7,7 @@ a memory is finished only when its manifest exists.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -106,17 +107,32 @@ class ParquetPart:
         self._writer = pq.ParquetWriter(self._file, self.schema, compression="zstd")
 
     def __exit__(self, exc_type, *_) -> None:
-        if exc_type is None:
-            self._flush()
-            if self._writer is None and self.keep_empty:
-                self._open()
-        if self._writer is None:
+        try:
+            if exc_type is None:
+                self._flush()
+                if self._writer is None and self.keep_empty:
+                    self._open()
+            if self._writer is not None:
+                self._writer.close()
+                self._file.close()
+                if exc_type is None:
+                    move(self.fs, self.tmp, self.path)
+                    return
+        except BaseException:
+            self._discard()
+            raise
+        self._discard()
+
+    def _discard(self) -> None:
+        """Delete the temporary file of a failed write; closing it may fail again (a full disk
+        fails the close that flushes), which must not keep the file."""
+        if self._file is None:
             return
-        self._writer.close()
-        self._file.close()
-        if exc_type is None:
-            move(self.fs, self.tmp, self.path)
-        else:
+        if self._writer is not None:
+            self._writer.is_open = False  # else its __del__ closes again, writing to a closed file
+        with contextlib.suppress(Exception):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
             remove(self.fs, self.tmp)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterable
 
@@ -164,6 +166,9 @@ def _log_progress() -> None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
+    # It logs a worker's error with its traceback before the runner re-raises it; main then
+    # prints it in one line (storage, interrupt) or lets the traceback through (a bug).
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
 
 
 # The storage clients' own errors (no credentials, an endpoint that does not answer), which
@@ -171,9 +176,30 @@ def _log_progress() -> None:
 _STORAGE_CLIENTS = {"botocore", "google", "gcsfs"}
 
 
-def _storage_error(e: Exception) -> bool:
-    """Storage refused or could not be reached (no access, no credentials, no network)."""
+def _storage_error(e: BaseException) -> bool:
+    """Storage refused or could not be reached (no access, no credentials, no network), or
+    failed during the run (a full disk)."""
     return isinstance(e, OSError) or type(e).__module__.split(".")[0] in _STORAGE_CLIENTS
+
+
+# How a Beam runner re-raises a worker's error: "OSError: [Errno 28] ... [while running
+# 'Stage']", "KeyboardInterrupt [while running 'Stage']".
+_RERAISED = re.compile(r"([A-Za-z_]\w*)(?=: | \[while running |$)")
+
+
+def _behind(e: BaseException) -> BaseException:
+    """The error `e` re-raises for a runner: the one it was raised in handling (in-process
+    workers), or a builtin one its text names (worker processes send only text); else `e`."""
+    named = _RERAISED.match(str(e))
+    if named is None:
+        return e
+    inner = e.__cause__ or e.__context__
+    if inner is not None and type(inner).__name__ == named.group(1):
+        return _behind(inner)
+    builtin = getattr(builtins, named.group(1), None)
+    if inner is None and isinstance(builtin, type) and issubclass(builtin, (OSError, KeyboardInterrupt)):
+        return builtin(str(e)[named.end():].removeprefix(": "))
+    return e
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,10 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, NoInputError, MemoryDirError, OutputDirError) as e:
         print(f"memgen {command}: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:
-        if not _storage_error(e):
+    except (Exception, KeyboardInterrupt) as e:
+        cause = _behind(e)
+        if isinstance(cause, KeyboardInterrupt):
+            print(f"memgen {command}: interrupted; the same command finishes the run", file=sys.stderr)
+            return 130  # 128 + SIGINT, as a shell reports it
+        if not _storage_error(cause):
             raise  # memgen's own bug: the traceback is what a report needs
-        print(f"memgen {command}: error: {type(e).__name__}: {e}"[:1000], file=sys.stderr)
+        print(f"memgen {command}: error: {type(cause).__name__}: {cause}"[:1000], file=sys.stderr)
         return 2
     return 0
 

@@ -244,6 +244,57 @@ def test_a_shard_rewritten_between_its_two_reads_loses_nothing_and_misplaces_not
     assert manifest["parts"]["rejects"] == len(list((mem / "rejects").glob("*.parquet"))) == 2
 
 
+@pytest.mark.parametrize("failure, code, line", [
+    (KeyboardInterrupt(), 130, "memgen memorize: interrupted; the same command finishes the run"),
+    (OSError(28, "No space left on device"), 2,
+     "memgen memorize: error: OSError: [Errno 28] No space left on device"),
+])
+def test_a_run_interrupted_or_failing_storage_ends_in_one_line(tmp_path, monkeypatch, capsys,
+                                                               failure, code, line):
+    """Raised inside a worker, Beam re-raises them as RuntimeError("OSError: ... [while running
+    'Stage']") after logging the traceback: 100-170 lines on stderr, exit 1."""
+    import memgen.materialize
+
+    def fails(shard, config):
+        raise failure
+
+    monkeypatch.setattr(memgen.materialize, "read_shard", fails)
+    inputs, _ = corpus(tmp_path / "shards")
+    capsys.readouterr()
+    assert run(*inputs, "--memory", str(tmp_path / "m")) == code
+    err = capsys.readouterr().err
+    assert err.endswith(line + "\n") and "Traceback" not in err
+    assert not list((tmp_path / "m").rglob("*.tmp"))
+
+
+def test_worker_errors_sent_as_text_are_read_back_and_bugs_are_not_hidden():
+    from memgen.pipelines.cli import _behind
+
+    sent = _behind(RuntimeError("PermissionError: [Errno 13] denied [while running 'WriteMemory/x']"))
+    assert type(sent) is PermissionError and str(sent).startswith("[Errno 13] denied")
+    assert type(_behind(RuntimeError("KeyboardInterrupt [while running 'Fingerprint']"))) is KeyboardInterrupt
+    bug = RuntimeError("ValueError: bad [while running 'Fingerprint']")
+    assert _behind(bug) is bug  # not a storage error or an interrupt: its traceback is shown
+
+
+def test_a_part_whose_last_write_fails_leaves_no_temporary_file(tmp_path):
+    part = memory_module.ParquetPart(str(tmp_path / "part-000000.parquet"), table_schema("rejects"))
+    with pytest.raises(OSError, match="No space"):
+        with part:
+            part.add({"source": "s#1", "stage": "read", "error_type": "x", "message": "m", "n_bytes": 1,
+                      "data": None})
+            part._flush()
+
+            close = part._writer.close
+
+            def full_disk():  # the close that writes the footer fails (once: __del__ closes again)
+                part._writer.close = close
+                raise OSError(28, "No space left on device")
+
+            part._writer.close = full_disk
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_rerun_completes_an_unfinished_memory(tmp_path):
     inputs, _ = corpus(tmp_path / "shards")
     mem = tmp_path / "m"
