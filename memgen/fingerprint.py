@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -113,7 +114,13 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     # raised to the caller's when that is higher, so --max_pixels means what it says
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = max_pixels
-    img = Image.open(io.BytesIO(data))
+    try:
+        img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # Pillow's message quotes its own limit (twice max_pixels, where it errs): say the user's
+        counted = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{counted.group(1)} pixels" if counted else "the image"
+        raise ImageError("too_many_pixels", f"{size} > max_pixels {max_pixels}") from None
     if img.width * img.height > max_pixels:
         raise ImageError("too_many_pixels", f"{img.width}x{img.height} > max_pixels {max_pixels}")
     return img

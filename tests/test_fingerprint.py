@@ -191,6 +191,8 @@ def test_decompression_bomb_header_is_rejected():
     data = encode(Image.new("1", (60000, 60000)), "PNG")
     result = fp(data)
     assert isinstance(result, Reject) and result.error_type == "too_many_pixels"
+    # the user's cap, not Pillow's (twice it, where Pillow errs instead of warning)
+    assert result.message == f"3600000000 pixels > max_pixels {FingerprintConfig().max_pixels}"
 
 
 def test_fast_mode_is_within_two_bits_of_exact_on_jpegs():
