@@ -8,6 +8,7 @@ Damage never raises: it becomes a Reject, and records before it are kept.
 from __future__ import annotations
 
 import json
+import lzma
 import math
 import re
 import shutil
@@ -22,12 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memgen.records import Record, Reject, Shard, printable
-from memgen.shards import IMAGE_SUFFIXES
+from memgen.shards import IMAGE_SUFFIXES, compression
 from memgen.tarstream import TarDamage, read_up_to, tar_members
 
 IMAGE_EXTS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext
-_DAMAGE = (TarDamage, EOFError, OSError, zlib.error, ValueError)
+_DAMAGE = (TarDamage, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
     # ranged reads, and each costs a request
     streamed = shard.uri.startswith(("http://", "https://"))
     try:
-        opened = fsspec.open(shard.location, "rb", compression=_compression(shard.uri),
+        opened = fsspec.open(shard.location, "rb", compression=compression(shard.uri),
                              **({"block_size": 0} if streamed else {})).open()
         if streamed and shard.kind == "parquet":
             opened = _local_copy(opened)
@@ -60,10 +61,6 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
         return
     with opened as f:
         yield from reader(shard, f, config)
-
-
-def _compression(uri: str) -> str:
-    return "gzip" if uri.lower().endswith(".tgz") else "infer"  # fsspec infers .gz only
 
 
 def _local_copy(stream: IO[bytes]) -> IO[bytes]:

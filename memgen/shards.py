@@ -16,7 +16,10 @@ from fsspec.utils import glob_translate
 
 from memgen.records import Shard
 
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+# compressed tars by the suffixes tar itself reads; the stream is decompressed by its suffix
+TAR_COMPRESSION = {".tar": None, ".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": "bz2", ".tbz2": "bz2",
+                   ".tbz": "bz2", ".tar.xz": "xz", ".txz": "xz"}
+TAR_SUFFIXES = tuple(TAR_COMPRESSION)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
@@ -27,6 +30,12 @@ _GLOB_CHARS = set("*?[")
 
 class NoInputError(ValueError):
     """No input URL matched anything."""
+
+
+def compression(uri: str) -> str | None:
+    """How a shard's bytes are compressed (fsspec's name), by its suffix."""
+    lower = uri.lower()
+    return next((c for suffix, c in TAR_COMPRESSION.items() if lower.endswith(suffix)), None)
 
 
 def shard_kind(uri: str) -> str:

@@ -18,6 +18,7 @@ member before it has been yielded.
 
 from __future__ import annotations
 
+import lzma
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
@@ -241,7 +242,7 @@ def _read_data(f: BinaryIO, size: int, max_bytes: int, head: int, name: str, off
     try:
         data = read_up_to(f, keep)
         got = len(data) if len(data) < keep else keep + _skip(f, size - keep)
-    except (OSError, EOFError, zlib.error) as e:  # the stream failed (e.g. gzip): say in which member
+    except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # the stream failed (e.g. gzip): say where
         raise TarDamage(f"{type(e).__name__}: {e}; while reading member data", offset, name) from e
     if got < size:
         raise TarDamage(f"unexpected end of data in member {name!r}", offset + got, name)

@@ -35,8 +35,10 @@ def jpeg(seed: int, **kwargs) -> bytes:
 
 
 def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> Path:
-    """samples: (key, {ext: bytes}); gzip when the name ends in .gz or .tgz."""
-    mode = "w:gz" if str(path).endswith((".gz", ".tgz")) else "w"
+    """samples: (key, {ext: bytes}); compressed as the name says (.gz/.tgz, .bz2/.tbz2, .xz/.txz)."""
+    name = str(path)
+    mode = next((m for suffixes, m in (((".gz", ".tgz"), "w:gz"), ((".bz2", ".tbz2", ".tbz"), "w:bz2"),
+                                       ((".xz", ".txz"), "w:xz")) if name.endswith(suffixes)), "w")
     with tarfile.open(path, mode) as tar:
         for key, members in samples:
             for ext, data in members.items():

@@ -57,7 +57,16 @@ def test_sample_without_image_is_rejected_with_its_bytes(tmp_path):
     assert isinstance(items[1], Record)
 
 
-@pytest.mark.parametrize("name", ["a.tar", "a.tar.gz"])
+@pytest.mark.parametrize("name", ["a.tar.bz2", "a.tbz2", "a.tar.xz", "a.txz"])
+def test_bzip2_and_xz_tars_are_read_as_tar_reads_them(tmp_path, name):
+    """A folder walk skipped them, and given by name each was one not_an_image reject."""
+    write_tar(tmp_path / name, [sample(f"s{i}", jpeg(i), f"caption {i}") for i in range(3)])
+    assert discover([str(tmp_path)]) == [Shard.of(0, str(tmp_path / name), "tar")]
+    items = read(str(tmp_path / name))
+    assert [(r.data, r.caption) for r in items] == [(jpeg(i), f"caption {i}") for i in range(3)]
+
+
+@pytest.mark.parametrize("name", ["a.tar", "a.tar.gz", "a.tar.bz2", "a.tar.xz"])
 def test_truncated_shard_keeps_records_before_the_damage(tmp_path, name):
     path = write_tar(tmp_path / name, [sample(f"s{i}", jpeg(i, quality=95)) for i in range(6)])
     data = path.read_bytes()
@@ -65,7 +74,8 @@ def test_truncated_shard_keeps_records_before_the_damage(tmp_path, name):
     items = read(str(path))
     records = [i for i in items if isinstance(i, Record)]
     rejects = [i for i in items if isinstance(i, Reject)]
-    assert 1 <= len(records) < 6
+    # bzip2 decodes whole blocks of up to 900 kB: a cut in this shard's only block yields nothing
+    assert (0 if name.endswith("bz2") else 1) <= len(records) < 6
     assert [r.data for r in records] == [jpeg(i, quality=95) for i in range(len(records))]
     assert len(rejects) == 1 and rejects[0].error_type == "corrupt_shard" and rejects[0].stage == "read"
 
