@@ -184,7 +184,16 @@ def _sidecar(group: list[tuple[str, str, bytes | None, int]], name: str, image_e
 
 
 def _text(data: bytes | None) -> str | None:
-    return None if data is None else data.decode("utf-8-sig", errors="replace").strip()
+    """UTF-8, else (crawls hold it) Windows-1252, latin-1 with curly quotes and dashes, else
+    latin-1 itself, which maps every byte: no character is lost to U+FFFD."""
+    if data is None:
+        return None
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding).strip()
+        except UnicodeDecodeError:
+            pass
+    return data.decode("latin-1").strip()
 
 
 def _metadata(text: str | None) -> tuple[str | None, str | None]:

@@ -211,6 +211,16 @@ def test_damaged_parquet_row_group_loses_only_its_rows(tmp_path):
     assert [i.ordinal for i in items] == list(range(5))
 
 
+def test_captions_that_are_not_utf8_keep_their_characters(tmp_path):
+    path = write_tar(tmp_path / "a.tar", [
+        ("latin", {"jpg": jpeg(1), "txt": "café chât".encode("latin-1")}),
+        ("windows", {"jpg": jpeg(2), "txt": "“quoted” – dash".encode("cp1252")}),
+        ("odd", {"jpg": jpeg(3), "txt": b"\x81\xe9"}),  # 0x81 is not cp1252: latin-1's
+        ("utf8", {"jpg": jpeg(4), "txt": "café".encode()}),
+    ])
+    assert [r.caption for r in read(str(path))] == ["café chât", "“quoted” – dash", "\x81é", "café"]
+
+
 def test_tar_sidecars_of_dotted_keys_and_repeated_keys(tmp_path):
     path = write_tar(tmp_path / "a.tgz", [
         ("img.v2", {"jpg": jpeg(1), "txt": b"\xef\xbb\xbfdotted",
