@@ -56,11 +56,39 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
                              **({"block_size": 0} if streamed else {})).open()
         if streamed and shard.kind == "parquet":
             opened = _local_copy(opened)
+        elif shard.kind != "parquet":  # read as a stream, where network clients raise their own errors
+            opened = _FailsAsOSError(opened)
     except Exception as e:  # noqa: BLE001 - any failure to open is a reject, with its reason
         yield Reject(shard.index, 0, shard.source(), "open", _open_error(e), _message(e))
         return
     with opened as f:
         yield from reader(shard, f, config)
+
+
+class _FailsAsOSError:
+    """A shard's stream whose failed reads are OSError, damage to the shard, whatever the
+    client raised: aiohttp's ClientPayloadError when a server closes before the end of the
+    body it announced ended the whole run."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._stream.read(n)
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any client's failure to deliver the bytes
+            raise OSError(f"{type(e).__name__}: {e}") from e
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def __enter__(self) -> _FailsAsOSError:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stream.close()
 
 
 def _local_copy(stream: IO[bytes]) -> IO[bytes]:

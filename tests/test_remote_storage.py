@@ -284,6 +284,50 @@ def test_single_image_files_over_http(http_root, shards, tmp_path):
     assert reject["error_type"] == "too_large" and reject["n_bytes"] > 1000
 
 
+class _CutShortHandler(http.server.BaseHTTPRequestHandler):
+    """Announces the whole file in Content-Length, sends half of it and closes: a dropped
+    connection, a CDN reset."""
+
+    def do_GET(self):  # noqa: N802 - the base class's name
+        data = (self.server.root / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+def test_a_body_cut_short_is_a_corrupt_shard_not_a_failed_run(shards, tmp_path):
+    """aiohttp raises ClientPayloadError (not an OSError) when the body ends before its
+    Content-Length: it ended the run with a traceback, exit 1, the other shards lost too."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutShortHandler)
+    server.root = shards
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        memory = str(tmp_path / "m")
+        url = f"http://127.0.0.1:{server.server_address[1]}/shard-000.tar"
+        assert main(["memorize", url, str(shards / "shard-002.tar"), "--memory", memory]) == 0
+    finally:
+        server.shutdown()
+        thread.join()
+    manifest = read_manifest(memory)
+    assert manifest["balanced"] and manifest["counts"]["rejects_by_reason"]["corrupt_shard"] == 1
+    # Of the cut shard aiohttp gives what it read before the connection closed, which varies:
+    # it raises on any read after, before the bytes that did arrive. A record the first read got
+    # and the second did not is a changed_during_run reject.
+    assert set(manifest["counts"]["rejects_by_reason"]) <= {"corrupt_shard", "changed_during_run"}
+    corrupt = [r for r in open_table(memory, "rejects").to_table().to_pylist()
+               if r["error_type"] == "corrupt_shard"]
+    assert corrupt[0]["source"].startswith(url) and "ClientPayloadError" in corrupt[0]["message"]
+    images = open_table(memory, "images").to_table(columns=["source"]).to_pylist()
+    assert sum(r["source"].startswith(str(shards)) for r in images) == 4  # the other shard, whole
+
+
 def test_only_missing_http_urls_is_no_input_in_one_line(http_root, tmp_path, capsys):
     memory = tmp_path / "memory"
     assert main(["memorize", f"{http_root}/shard-{{404..405}}.tar", "--memory", str(memory)]) == 2
