@@ -6,8 +6,10 @@ cloud extra) s3:// and gs:// behave the same. One shard is one unit of work.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
+from collections import Counter
 
 import fsspec
 from braceexpand import braceexpand
@@ -26,6 +28,7 @@ IMAGE_SUFFIXES = (
     ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".jp2", ".avif", ".mpo",
 )
 _GLOB_CHARS = set("*?[")
+_log = logging.getLogger(__name__)
 
 
 class NoInputError(ValueError):
@@ -64,9 +67,32 @@ def _is_listed_file(path: str) -> bool:
     return path.lower().endswith(TAR_SUFFIXES + PARQUET_SUFFIXES + IMAGE_SUFFIXES)
 
 
-def _expand_one(url: str) -> tuple[list[str], bool | None]:
-    """URLs one input stands for, and whether the input itself exists or matched (None: not
-    checked, an http(s) URL; a brace range of them would cost a request each)."""
+def _stem(path: str) -> str:
+    lower = path.lower()
+    suffix = next((s for s in TAR_SUFFIXES + PARQUET_SUFFIXES if lower.endswith(s)), "")
+    return path[: len(path) - len(suffix)]
+
+
+def _listed(paths: list[str]) -> tuple[list[str], Counter]:
+    """The shards and images among the files of a folder walk or a glob, and the others by
+    suffix. img2dataset writes NNNNN.parquet beside NNNNN.tar: the tar's metadata, without
+    images; it and NNNNN_stats.json are sidecars, not shards."""
+    tars = {_stem(p) for p in paths if p.lower().endswith(TAR_SUFFIXES)}
+    listed, skipped = [], Counter()
+    for path in paths:
+        if path.lower().endswith(PARQUET_SUFFIXES) and _stem(path) in tars:
+            skipped["parquet beside its tar"] += 1
+        elif _is_listed_file(path):
+            listed.append(path)
+        else:
+            skipped[posixpath.splitext(posixpath.basename(path))[1].lower() or "no suffix"] += 1
+    return listed, skipped
+
+
+def _expand_one(url: str) -> tuple[list[str], bool | None, Counter]:
+    """URLs one input stands for, whether the input itself exists or matched (None: not
+    checked, an http(s) URL; a brace range of them would cost a request each), and the files
+    of its folders or glob that are not shards or images, by suffix."""
     fs, path = fsspec.core.url_to_fs(url)
     protocol = url.split("://", 1)[0] if "://" in url else None
     if isinstance(fs, LocalFileSystem):
@@ -80,15 +106,17 @@ def _expand_one(url: str) -> tuple[list[str], bool | None]:
         files: list[str] = []
         for m in matches:
             files.extend(_walk(fs, m) if fs.isdir(m) else [m])
-        return [unstrip(f) for f in files], bool(matches)
+        listed, skipped = _listed(files)
+        return [unstrip(f) for f in listed], bool(matches), skipped
     if protocol in ("http", "https"):
-        return [url], None  # a missing URL becomes a reject row when it is opened
+        return [url], None, Counter()  # a missing URL becomes a reject row when it is opened
     try:
         if fs.isdir(path):
-            return [unstrip(f) for f in _walk(fs, path)], True
+            listed, skipped = _listed(_walk(fs, path))
+            return [unstrip(f) for f in listed], True, skipped
     except OSError:
         pass
-    return [unstrip(path)], _exists(fs, path)
+    return [unstrip(path)], _exists(fs, path), Counter()  # a file named is read as it is
 
 
 def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
@@ -102,9 +130,9 @@ def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
 
 
 def _walk(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
-    """Shards and images below `root`, skipping hidden files and folders (.git, .cache, ...)."""
+    """Files below `root`, skipping hidden files and folders (.git, .cache, .DS_Store, ...)."""
     below = len(root.rstrip("/")) + 1  # find() gives paths that start with root
-    return sorted(p for p in fs.find(root) if _is_listed_file(p) and not _hidden(p[below:]))
+    return sorted(p for p in fs.find(root) if not _hidden(p[below:]))
 
 
 def _hidden(relative: str) -> bool:
@@ -148,7 +176,11 @@ def discover(inputs: list[str]) -> list[Shard]:
     unchecked: list[str] = []
     for raw in inputs:
         for url in braceexpand(raw):
-            expanded, exists = _expand_one(url)
+            expanded, exists, skipped = _expand_one(url)
+            if skipped:
+                kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items()))
+                _log.warning("%s: skipped %d files that are neither shards nor images (%s)",
+                             url, skipped.total(), kinds)
             urls.update(expanded)
             any_exists = any_exists or bool(exists)
             if exists is None:

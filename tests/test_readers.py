@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import fsspec
 import pyarrow as pa
@@ -136,6 +137,27 @@ def test_discover_braces_globs_folders_and_memory_fs(tmp_path):
     (shard,) = discover(["memory://bucket/shards/*.tar"])
     assert shard.uri.startswith("memory://") and shard.uri.endswith("bucket/shards/0.tar")
     assert isinstance(read(shard.uri)[0], Record)
+
+
+def test_an_img2dataset_folder_is_its_tars_and_the_sidecars_are_said_to_be_skipped(tmp_path, caplog):
+    """img2dataset's webdataset output: NNNNN.tar, NNNNN.parquet (the tar's metadata: url,
+    caption, status; no images) and NNNNN_stats.json. The parquets were read as shards (one
+    no_image_column reject each), and through a glob the stats files as images."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for i in range(2):
+        write_tar(out / f"{i:05d}.tar", [sample(f"{i:05d}0001", jpeg(i))])
+        pq.write_table(pa.table({"url": ["http://x"], "caption": ["c"], "status": ["success"]}),
+                       out / f"{i:05d}.parquet")
+        (out / f"{i:05d}_stats.json").write_text("{}")
+    write_parquet(out / "laion.parquet", [{"key": "k", "image": jpeg(9)}])  # a Parquet shard of its own
+    expected = [("00000.tar", "tar"), ("00001.tar", "tar"), ("laion.parquet", "parquet")]
+    for given in (str(out), str(out / "*")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="memgen.shards"):
+            assert [(s.uri.rsplit("/", 1)[1], s.kind) for s in discover([given])] == expected
+        assert caplog.messages == [f"{given}: skipped 4 files that are neither shards nor images"
+                                   " (.json 2, parquet beside its tar 2)"]
 
 
 def test_discover_nothing_matched_is_an_error(tmp_path):
