@@ -317,7 +317,7 @@ class _ParquetColumns:
         if repeated:
             raise ColumnError("duplicate_columns", f"column names appear more than once: {repeated}")
         self.image = _image_column(schema, config)
-        self.metadata = [n for n in names if n != self.image and not _holds_bytes(schema.field(n).type)]
+        self.metadata = [n for n in names if n != self.image and not _has_binary(schema.field(n).type)]
         text = [n for n in (config.caption_column, config.url_column, config.key_column)
                 if n in names and n != self.image and n not in self.metadata]
         self.fields = self.metadata + text
@@ -338,12 +338,28 @@ def _image_column(schema: pa.Schema, config: ReaderConfig) -> str:
 
 
 def _holds_bytes(t: pa.DataType) -> bool:
-    """Binary, or a Hugging Face image struct {bytes, path}."""
+    """Binary (dictionary-encoded too), or a Hugging Face image struct {bytes, path}."""
     if pa.types.is_struct(t):
         index = t.get_field_index("bytes")
         return index >= 0 and _holds_bytes(t.field(index).type)
+    if pa.types.is_dictionary(t):
+        return _holds_bytes(t.value_type)
+    return _is_binary(t)
+
+
+def _is_binary(t: pa.DataType) -> bool:
     return (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
             or pa.types.is_fixed_size_binary(t))
+
+
+def _has_binary(t: pa.DataType) -> bool:
+    """Binary anywhere in the type (a list of thumbnails, a struct with bytes): not text, so
+    not metadata (it became the Python repr of the bytes)."""
+    if _is_binary(t):
+        return True
+    if pa.types.is_dictionary(t):
+        return _has_binary(t.value_type)
+    return any(_has_binary(t.field(i).type) for i in range(t.num_fields))
 
 
 def _parquet_item(shard: Shard, ordinal: int, key: str, data: bytes, fields: dict,

@@ -199,6 +199,8 @@ def test_parquet_metadata_is_strict_json_and_keys_are_unique(tmp_path):
         "score": [float("nan"), float("inf"), 1.5],
         "info": [{"w": 1, "tags": ["a"]}, None, {"w": 3, "tags": []}],
         "thumb": [b"\x00\x01", b"", None],  # binary: not text, left out of metadata
+        "thumbs": [[b"\xff\xd8"], [], None],  # ... and so is binary inside a list (it was its repr)
+        "crop": [{"box": [1, 2], "png": b"\x89P"}, None, None],  # ... or a struct
         "caption": [b"caf\xc3\xa9", None, b"x"],
     })
     pq.write_table(table, tmp_path / "a.parquet")
@@ -206,14 +208,17 @@ def test_parquet_metadata_is_strict_json_and_keys_are_unique(tmp_path):
     assert [i.locator for i in items] == ["#0", "#0~2", "#000000002"]
     metadata = [json.loads(i.metadata, parse_constant=pytest.fail) for i in items]  # NaN is not JSON
     assert [m["score"] for m in metadata] == [None, None, 1.5]
-    assert metadata[0]["info"] == {"w": 1, "tags": ["a"]} and "thumb" not in metadata[0]
+    assert metadata[0]["info"] == {"w": 1, "tags": ["a"]}
+    assert not {"thumb", "thumbs", "crop"} & set(metadata[0])
     assert [i.caption for i in items] == ["café", None, "x"]
 
 
-def test_parquet_binary_view_image_column(tmp_path):
-    pq.write_table(pa.table({"jpg": pa.array([jpeg(1)], pa.binary_view())}), tmp_path / "v.parquet")
-    (item,) = read(str(tmp_path / "v.parquet"))
-    assert isinstance(item, Record) and item.data == jpeg(1)
+@pytest.mark.parametrize("kind", ["binary_view", "dictionary"])
+def test_parquet_binary_view_and_dictionary_image_columns(tmp_path, kind):
+    images = pa.array([jpeg(1), jpeg(2), jpeg(1)], pa.binary_view() if kind == "binary_view" else pa.binary())
+    pq.write_table(pa.table({"jpg": images.dictionary_encode() if kind == "dictionary" else images}),
+                   tmp_path / "v.parquet")
+    assert [item.data for item in read(str(tmp_path / "v.parquet"))] == [jpeg(1), jpeg(2), jpeg(1)]
 
 
 def test_damaged_parquet_row_group_loses_only_its_rows(tmp_path):
