@@ -16,7 +16,7 @@ from memgen.near import MAX_THRESHOLD
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import add_shared
-from memgen.readers import ReaderConfig
+from memgen.readers import ReaderConfig, named_columns_missing
 from memgen.shards import discover, input_folder_holding
 from memgen.stages.dedup import ExactDedup, NearDedup
 from memgen.stages.fingerprint import Fingerprint
@@ -92,6 +92,9 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
     """Wire the memorize stages onto `pipeline` (discovers the shards; writes nothing);
     `claim`: the run's claim on config.memory (memory.memory_claim)."""
     shards = discover(list(config.inputs))
+    missing = named_columns_missing(shards, config.reader)
+    if missing:
+        raise UsageError(missing)
     holder = input_folder_holding(config.memory, list(config.inputs))
     if holder:
         raise UsageError(f"--memory {config.memory} is inside the input {holder}: a run over "

@@ -429,10 +429,12 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     (["{tmp}/photos/*", "--memory", "{tmp}/photos/m"], "is inside the input"),  # the glob matches it
     (["{shard}", "--memory", "s3://"], "--memory s3:// names no bucket"),
     (["{shard}", "--memory", "/proc/memgen-test"], "cannot be written"),
+    (["{parquet}", "--memory", "{tmp}/m", "--image_column", "JPG", "--caption_column", "TEXT"],
+     "--image_column JPG, --caption_column TEXT: no such column in"),  # was an empty memory, exit 0
 ])
 def test_unusable_arguments_give_one_line_and_exit_2(memory, tmp_path, args, message):
     fill = {"tmp": str(tmp_path), "shard": str(memory / "shards" / "00000.tar"),
-            "memory": str(memory / "memory")}
+            "memory": str(memory / "memory"), "parquet": str(memory / "shards" / "00002.parquet")}
     (tmp_path / "photos").mkdir()
     Image.new("RGB", (32, 32), "orange").save(tmp_path / "photos" / "cat.png")
     result = cli("memorize", *(a.format(**fill) for a in args))
