@@ -41,6 +41,7 @@ class ReaderConfig:
     key_column: str = "key"
 
 
+SIDECAR_BYTES = 1 << 20  # of a caption or metadata file beside an image: text, not a shard
 DEFAULT_IMAGE_COLUMNS = ("jpg", "image", "img", "png", "webp", "image_bytes", "bytes")
 ShardItem = Record | Reject
 
@@ -414,7 +415,21 @@ def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
                      f"{what} > max_bytes {config.max_bytes}", size or len(data),
                      data[: config.reject_data_cap])
         return
-    yield Record(shard.index, 0, shard.source(), data)
+    caption = _text(_read_sidecar(shard, ".txt"))
+    metadata, url = _metadata(_text(_read_sidecar(shard, ".json")))
+    yield Record(shard.index, 0, shard.source(), data, caption, url, metadata)
+
+
+def _read_sidecar(shard: Shard, suffix: str) -> bytes | None:
+    """The bytes of the file's sidecar, read as a webdataset sample's member; None when it has
+    none, or it is gone or unreadable now (the image is read without it)."""
+    if suffix not in shard.sidecars:
+        return None
+    try:
+        with fsspec.open(shard.sidecar(suffix), "rb") as f:
+            return read_up_to(f, SIDECAR_BYTES)
+    except Exception:  # noqa: BLE001 - a caption lost is not an image lost
+        return None
 
 
 def _size(f: IO[bytes]) -> int | None:

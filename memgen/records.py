@@ -6,6 +6,7 @@ shuffled (fingerprints, references, duplicate and reject rows) is small.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from typing import NamedTuple
 
@@ -41,11 +42,17 @@ class Shard(NamedTuple):
     uri: str  # printable(): what tables and logs show
     kind: str  # tar | parquet | file
     raw: bytes | None = None  # the uri's bytes when they are not UTF-8 (a local file name)
+    sidecars: tuple[str, ...] = ()  # a file's caption and metadata files beside it: ".txt", ".json"
 
     @classmethod
-    def of(cls, index: int, uri: str, kind: str) -> Shard:
+    def of(cls, index: int, uri: str, kind: str, sidecars: tuple[str, ...] = ()) -> Shard:
         shown = printable(uri)
-        return cls(index, shown, kind, None if shown == uri else uri.encode("utf-8", "surrogateescape"))
+        raw = None if shown == uri else uri.encode("utf-8", "surrogateescape")
+        return cls(index, shown, kind, raw, sidecars)
+
+    def sidecar(self, suffix: str) -> str:
+        """Where a file's sidecar is: its name with `suffix` for the image's own (a.jpg: a.txt)."""
+        return posixpath.splitext(self.location)[0] + suffix
 
     @property
     def location(self) -> str:

@@ -27,6 +27,7 @@ IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
     ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".jp2", ".avif", ".mpo",
 )
+SIDECARS = (".txt", ".json")  # an image file's caption and metadata (with its url)
 _GLOB_CHARS = set("*?[")
 _log = logging.getLogger(__name__)
 
@@ -73,26 +74,38 @@ def _stem(path: str) -> str:
     return path[: len(path) - len(suffix)]
 
 
-def _listed(paths: list[str]) -> tuple[list[str], Counter]:
-    """The shards and images among the files of a folder walk or a glob, and the others by
-    suffix. img2dataset writes NNNNN.parquet beside NNNNN.tar: the tar's metadata, without
-    images; it and NNNNN_stats.json are sidecars, not shards."""
+def _listed(paths: list[str]) -> tuple[dict[str, tuple[str, ...]], Counter]:
+    """The shards and images among the files of a folder walk or a glob, each with its
+    sidecars (SIDECARS beside an image: a.txt, a.json for a.jpg, as img2dataset's "files"
+    output and training folders have them), and the other files by suffix. img2dataset
+    writes NNNNN.parquet beside NNNNN.tar: the tar's metadata, without images; it and
+    NNNNN_stats.json are not shards."""
+    present = set(paths)
     tars = {_stem(p) for p in paths if p.lower().endswith(TAR_SUFFIXES)}
-    listed, skipped = [], Counter()
+    listed: dict[str, tuple[str, ...]] = {}
+    for path in paths:
+        if path.lower().endswith(PARQUET_SUFFIXES) and _stem(path) in tars:
+            continue
+        if path.lower().endswith(IMAGE_SUFFIXES):
+            stem = posixpath.splitext(path)[0]
+            listed[path] = tuple(s for s in SIDECARS if stem + s in present)
+        elif _is_listed_file(path):
+            listed[path] = ()
+    used = {posixpath.splitext(p)[0] + s for p, sidecars in listed.items() for s in sidecars}
+    skipped: Counter = Counter()
     for path in paths:
         if path.lower().endswith(PARQUET_SUFFIXES) and _stem(path) in tars:
             skipped["parquet beside its tar"] += 1
-        elif _is_listed_file(path):
-            listed.append(path)
-        else:
+        elif path not in listed and path not in used:
             skipped[posixpath.splitext(posixpath.basename(path))[1].lower() or "no suffix"] += 1
     return listed, skipped
 
 
-def _expand_one(url: str) -> tuple[list[str], bool | None, Counter]:
-    """URLs one input stands for, whether the input itself exists or matched (None: not
-    checked, an http(s) URL; a brace range of them would cost a request each), and the files
-    of its folders or glob that are not shards or images, by suffix."""
+def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Counter]:
+    """URLs one input stands for (with the sidecars of images in its folders or glob),
+    whether the input itself exists or matched (None: not checked, an http(s) URL; a brace
+    range of them would cost a request each), and the files of its folders or glob that are
+    not shards, images or sidecars, by suffix."""
     fs, path = fsspec.core.url_to_fs(url)
     protocol = url.split("://", 1)[0] if "://" in url else None
     if isinstance(fs, LocalFileSystem):
@@ -107,16 +120,16 @@ def _expand_one(url: str) -> tuple[list[str], bool | None, Counter]:
         for m in matches:
             files.extend(_walk(fs, m) if fs.isdir(m) else [m])
         listed, skipped = _listed(files)
-        return [unstrip(f) for f in listed], bool(matches), skipped
+        return {unstrip(f): sidecars for f, sidecars in listed.items()}, bool(matches), skipped
     if protocol in ("http", "https"):
-        return [url], None, Counter()  # a missing URL becomes a reject row when it is opened
+        return {url: ()}, None, Counter()  # a missing URL becomes a reject row when it is opened
     try:
         if fs.isdir(path):
             listed, skipped = _listed(_walk(fs, path))
-            return [unstrip(f) for f in listed], True, skipped
+            return {unstrip(f): sidecars for f, sidecars in listed.items()}, True, skipped
     except OSError:
         pass
-    return [unstrip(path)], _exists(fs, path), Counter()  # a file named is read as it is
+    return {unstrip(path): ()}, _exists(fs, path), Counter()  # a file named is read as it is
 
 
 def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
@@ -171,7 +184,7 @@ def discover(inputs: list[str]) -> list[Shard]:
     with a reason), unless nothing at all exists: then NoInputError. http(s) URLs are
     asked for only when nothing else exists, until one answers.
     """
-    urls: set[str] = set()
+    urls: dict[str, tuple[str, ...]] = {}  # with their sidecars
     any_exists = False
     unchecked: list[str] = []
     for raw in inputs:
@@ -181,14 +194,15 @@ def discover(inputs: list[str]) -> list[Shard]:
                 kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items()))
                 _log.warning("%s: skipped %d files that are neither shards nor images (%s)",
                              url, skipped.total(), kinds)
-            urls.update(expanded)
+            for uri, sidecars in expanded.items():  # named and walked too: whatever the order
+                urls[uri] = tuple(s for s in SIDECARS if s in sidecars or s in urls.get(uri, ()))
             any_exists = any_exists or bool(exists)
             if exists is None:
                 unchecked.extend(expanded)
     any_exists = any_exists or any(_answers(url) for url in unchecked)
     if not any_exists or not urls:
         raise NoInputError(f"no input matched: {' '.join(inputs)}")
-    return [Shard.of(i, uri, shard_kind(uri)) for i, uri in enumerate(sorted(urls))]
+    return [Shard.of(i, uri, shard_kind(uri), urls[uri]) for i, uri in enumerate(sorted(urls))]
 
 
 def _answers(url: str) -> bool:

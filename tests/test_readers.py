@@ -15,7 +15,7 @@ import webdataset.tariterators as wds_tar
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
 from memgen.shards import NoInputError, discover, shard_kind, split_source
-from shardkit import jpeg, sample, write_parquet, write_tar
+from shardkit import encode, jpeg, make_image, sample, write_parquet, write_tar
 
 CONFIG = ReaderConfig()
 
@@ -158,6 +158,32 @@ def test_an_img2dataset_folder_is_its_tars_and_the_sidecars_are_said_to_be_skipp
             assert [(s.uri.rsplit("/", 1)[1], s.kind) for s in discover([given])] == expected
         assert caplog.messages == [f"{given}: skipped 4 files that are neither shards nor images"
                                    " (.json 2, parquet beside its tar 2)"]
+
+
+def test_images_in_folders_take_their_caption_and_metadata_files(tmp_path, caplog):
+    """img2dataset's "files" output and training folders: a.jpg with a.txt (caption) and
+    a.json (metadata, url). They were skipped: every image came without caption or url."""
+    folder = tmp_path / "files" / "00000"
+    folder.mkdir(parents=True)
+    (folder / "000000001.jpg").write_bytes(jpeg(1))
+    (folder / "000000001.txt").write_bytes(b"a cat on a mat")
+    (folder / "000000001.json").write_text('{"url": "http://x/1.jpg", "width": 160}')
+    (folder / "000000002.png").write_bytes(encode(make_image(2), "PNG"))
+    (folder / "000000002.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (folder / "000000003.jpg").write_bytes(jpeg(3))  # none
+    (folder / "notes.txt").write_text("not beside an image")
+    with caplog.at_level(logging.WARNING, logger="memgen.shards"):
+        shards = discover([str(tmp_path / "files"), str(folder / "000000003.jpg")])
+    assert [s.sidecars for s in shards] == [(".txt", ".json"), (".txt",), ()]
+    assert caplog.messages == [f"{tmp_path / 'files'}: skipped 1 files that are neither shards nor images"
+                               " (.txt 1)"]
+    records = [read_shard(s, CONFIG) for s in shards]
+    (one,), (two,), (three,) = records
+    assert (one.caption, one.url, json.loads(one.metadata)) == (
+        "a cat on a mat", "http://x/1.jpg", {"url": "http://x/1.jpg", "width": 160})
+    assert (two.caption, two.url, two.metadata) == ("café", None, None)
+    assert (three.caption, three.url, three.metadata) == (None, None, None)
+    assert discover([str(folder / "000000001.jpg"), str(folder)])[0].sidecars == (".txt", ".json")
 
 
 def test_discover_nothing_matched_is_an_error(tmp_path):
