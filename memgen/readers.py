@@ -60,7 +60,7 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
         elif shard.kind != "parquet":  # read as a stream, where network clients raise their own errors
             opened = _FailsAsOSError(opened)
     except Exception as e:  # noqa: BLE001 - any failure to open is a reject, with its reason
-        yield Reject(shard.index, 0, shard.source(), "open", _open_error(e), _message(e))
+        yield Reject(shard.index, 0, shard.source(), "open", _open_error(e), _open_message(e)[:500])
         return
     with opened as f:
         yield from reader(shard, f, config)
@@ -107,7 +107,23 @@ def _local_copy(stream: IO[bytes]) -> IO[bytes]:
 
 
 def _open_error(e: Exception) -> str:
-    return "missing" if isinstance(e, FileNotFoundError) else "unreadable"
+    """missing: the shard is not there; unreadable: it could not be asked for or refused
+    (fsspec's HTTP says FileNotFoundError for a 500 and a refused connection too: those are
+    worth a retry, a 404 is not)."""
+    cause = e.__cause__
+    status = getattr(cause, "status", None)
+    asked_in_vain = (status is not None and status != 404) or (
+        isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError))
+    return "missing" if isinstance(e, FileNotFoundError) and not asked_in_vain else "unreadable"
+
+
+def _open_message(e: Exception) -> str:
+    """The error, and for a shard that could not be asked for, why (fsspec's says only its URL)."""
+    cause = e.__cause__
+    if cause is None or _open_error(e) == "missing":
+        return _message(e)
+    status = getattr(cause, "status", None)
+    return f"{_message(e)}; {type(cause).__name__}: {f'{status} {cause.message}' if status else cause}"
 
 
 def _message(e: BaseException) -> str:

@@ -328,6 +328,43 @@ def test_a_body_cut_short_is_a_corrupt_shard_not_a_failed_run(shards, tmp_path):
     assert sum(r["source"].startswith(str(shards)) for r in images) == 4  # the other shard, whole
 
 
+class _ErrorHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - the base class's name
+        self.send_response(int(self.path.split("/")[1]))
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+def test_a_server_error_or_refusal_is_unreadable_and_only_a_404_missing():
+    """fsspec says FileNotFoundError for all three; a 500 or a refused connection is worth a
+    retry, so the reject says so (they were all "missing")."""
+    from memgen.readers import ReaderConfig, read_shard
+    from memgen.records import Shard
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ErrorHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nothing listens on
+    try:
+        root = f"http://127.0.0.1:{server.server_address[1]}"
+        nobody = f"http://127.0.0.1:{closed.getsockname()[1]}/a.tar"
+        said = [next(iter(read_shard(Shard.of(0, url, "tar"), ReaderConfig())))
+                for url in (f"{root}/500/a.tar", f"{root}/404/a.tar", nobody)]
+    finally:
+        closed.close()
+        server.shutdown()
+        thread.join()
+    error, missing, refused = said
+    assert [r.error_type for r in said] == ["unreadable", "missing", "unreadable"]
+    assert error.message.endswith("ClientResponseError: 500 Internal Server Error")
+    assert "Cannot connect to host" in refused.message
+
+
 def test_only_missing_http_urls_is_no_input_in_one_line(http_root, tmp_path, capsys):
     memory = tmp_path / "memory"
     assert main(["memorize", f"{http_root}/shard-{{404..405}}.tar", "--memory", str(memory)]) == 2
