@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import errno
 import logging
 import re
 import sys
@@ -174,32 +175,55 @@ def _log_progress() -> None:
 # The storage clients' own errors (no credentials, an endpoint that does not answer), which
 # they do not translate into OSError.
 _STORAGE_CLIENTS = {"botocore", "google", "gcsfs"}
+# What storage says when it fails during a run (a full disk, a revoked right, the network).
+# Other OSErrors from inside a pipeline are memgen's (Pillow's decode errors are OSErrors):
+# their traceback is shown.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+                   errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENETUNREACH,
+                   errno.EHOSTUNREACH}
 
 
-def _storage_error(e: BaseException) -> bool:
-    """Storage refused or could not be reached (no access, no credentials, no network), or
-    failed during the run (a full disk)."""
-    return isinstance(e, OSError) or type(e).__module__.split(".")[0] in _STORAGE_CLIENTS
+def _storage_error(e: BaseException, in_run: bool = False) -> bool:
+    """Storage refused or could not be reached (no access, no credentials, no network), or,
+    `in_run` (raised by a pipeline's worker), failed during the run (a full disk)."""
+    if type(e).__module__.split(".")[0] in _STORAGE_CLIENTS:
+        return True
+    return isinstance(e, OSError) and (not in_run or e.errno in _STORAGE_ERRNOS)
 
 
-# How a Beam runner re-raises a worker's error: "OSError: [Errno 28] ... [while running
-# 'Stage']", "KeyboardInterrupt [while running 'Stage']".
-_RERAISED = re.compile(r"([A-Za-z_]\w*)(?=: | \[while running |$)")
+# How a Beam runner re-raises a worker's error: the error's own type with " [while running
+# 'Stage']" added, or a RuntimeError whose text (worker processes send the whole traceback)
+# ends "OSError: [Errno 28] ... [while running 'Stage']", maybe after "RuntimeError: "s.
+_WHILE_RUNNING = re.compile(r" \[while running '[^']*'\]$")
+_RERAISED = re.compile(r"(?:RuntimeError: )*([A-Za-z_]\w*)(?:: (.*))?$")
+_ERRNO = re.compile(r"\[Errno (\d+)\] ")
 
 
-def _behind(e: BaseException) -> BaseException:
-    """The error `e` re-raises for a runner: the one it was raised in handling (in-process
-    workers), or a builtin one its text names (worker processes send only text); else `e`."""
-    named = _RERAISED.match(str(e))
-    if named is None:
-        return e
+def _behind(e: BaseException) -> tuple[BaseException, bool]:
+    """The error a runner's `e` re-raises, and whether it came from inside the pipeline: `e`
+    itself when it kept its type, else the one it was raised in handling (in-process
+    workers) or the builtin one its text's last line names (worker processes send only
+    text); `e` and False when no worker raised it."""
+    lines = str(e).strip().splitlines()
+    running = _WHILE_RUNNING.search(lines[-1]) if lines else None
+    if running is None:
+        return e, False
+    named = _RERAISED.match(lines[-1][:running.start()])
+    if type(e) is not RuntimeError or named is None:
+        return e, True
+    name, message = named.group(1), named.group(2) or ""
     inner = e.__cause__ or e.__context__
-    if inner is not None and type(inner).__name__ == named.group(1):
-        return _behind(inner)
-    builtin = getattr(builtins, named.group(1), None)
-    if inner is None and isinstance(builtin, type) and issubclass(builtin, (OSError, KeyboardInterrupt)):
-        return builtin(str(e)[named.end():].removeprefix(": "))
-    return e
+    while inner is not None and type(inner).__name__ != name:  # wrapped more than once
+        inner = inner.__cause__ or inner.__context__
+    if inner is not None:
+        return inner, True
+    builtin = getattr(builtins, name, None)
+    if isinstance(builtin, type) and issubclass(builtin, OSError):
+        code = _ERRNO.match(message)
+        return (builtin(int(code.group(1)), message[code.end():]) if code else builtin(message)), True
+    if builtin is KeyboardInterrupt:
+        return KeyboardInterrupt(), True
+    return e, True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,11 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memgen {command}: error: {e}", file=sys.stderr)
         return 2
     except (Exception, KeyboardInterrupt) as e:
-        cause = _behind(e)
+        cause, in_run = _behind(e)
         if isinstance(cause, KeyboardInterrupt):
             print(f"memgen {command}: interrupted; the same command finishes the run", file=sys.stderr)
             return 130  # 128 + SIGINT, as a shell reports it
-        if not _storage_error(cause):
+        if not _storage_error(cause, in_run):
             raise  # memgen's own bug: the traceback is what a report needs
         print(f"memgen {command}: error: {type(cause).__name__}: {cause}"[:1000], file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -267,14 +268,45 @@ def test_a_run_interrupted_or_failing_storage_ends_in_one_line(tmp_path, monkeyp
     assert not list((tmp_path / "m").rglob("*.tmp"))
 
 
-def test_worker_errors_sent_as_text_are_read_back_and_bugs_are_not_hidden():
-    from memgen.pipelines.cli import _behind
+def test_an_oserror_of_memgen_inside_a_run_is_raised_not_called_storage(tmp_path, monkeypatch):
+    import memgen.materialize
 
-    sent = _behind(RuntimeError("PermissionError: [Errno 13] denied [while running 'WriteMemory/x']"))
-    assert type(sent) is PermissionError and str(sent).startswith("[Errno 13] denied")
-    assert type(_behind(RuntimeError("KeyboardInterrupt [while running 'Fingerprint']"))) is KeyboardInterrupt
-    bug = RuntimeError("ValueError: bad [while running 'Fingerprint']")
-    assert _behind(bug) is bug  # not a storage error or an interrupt: its traceback is shown
+    def fails(shard, config):
+        raise OSError("cannot identify image file")  # as Pillow's UnidentifiedImageError is
+
+    monkeypatch.setattr(memgen.materialize, "read_shard", fails)
+    inputs, _ = corpus(tmp_path / "shards")
+    with pytest.raises(Exception, match="cannot identify image file"):
+        run(*inputs, "--memory", str(tmp_path / "m"))
+
+
+@pytest.mark.parametrize("raised, code", [
+    ("OSError(28, 'No space left on device')", 2),  # the disk is full: one line
+    ("OSError('cannot identify image file')", 1),  # an OSError without a storage errno: a bug's traceback
+])
+def test_worker_processes_failing_storage_end_in_one_line_and_bugs_keep_their_traceback(
+        memory, tmp_path, raised, code):
+    """Worker processes send their error as text: Beam's RuntimeError holds the traceback and
+    ends "RuntimeError: OSError: [Errno 28] ... [while running 'Stage']"; it used to be ~500
+    lines and exit 1. Pillow's decode errors are OSErrors too: from inside a run, only the
+    errnos of storage are taken for storage, and a bug's traceback is still shown."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(  # runs in every worker process at start-up
+        "import memgen.materialize\n"
+        f"def fails(shard, config):\n    raise {raised}\n"
+        "memgen.materialize.read_shard = fails\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "memgen.pipelines.cli", "memorize",
+                             str(memory / "shards" / "00000.tar"), "--memory", str(tmp_path / "m"),
+                             "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == code
+    last = result.stderr.strip().splitlines()[-1]
+    if code == 2:
+        assert last == "memgen memorize: error: OSError: [Errno 28] No space left on device"
+    else:
+        assert "cannot identify image file" in last and "Traceback" in result.stderr
 
 
 def test_a_part_whose_last_write_fails_leaves_no_temporary_file(tmp_path):
