@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from memgen import prevalence
 from memgen.prevalence import (
     Calibration,
     CalibrationError,
@@ -170,6 +171,25 @@ def test_copy_weighted_interval_covers_when_one_class_is_rare(p, n):
         width_ratio += (w.ci_high - w.ci_low) / (u.ci_high - u.ci_low) / reps
     assert covered / reps >= 0.95
     assert width_ratio < 2
+
+
+def test_copies_that_depend_on_the_label_widen_nothing(monkeypatch):
+    """Cats copied ten times as often as the rest is no spread of copies within either class:
+    the dispersion floor, pooled about each class's own mean, leaves the interval as it was
+    (pooled about one mean it made them 1.8x wider on average, at a coverage of 0.985)."""
+    rng = np.random.default_rng(12)
+    tallies = []
+    for _ in range(50):
+        y = rng.random(5000) < 0.3
+        c = _copies(rng, 1, 5000) * np.where(y, 10, 1)
+        idx = rng.choice(5000, 100, replace=False)
+        tallies.append(tally(y[idx], c[idx]))
+    floored = [copy_weighted_fraction(t, 5000) for t in tallies]
+    monkeypatch.setattr(prevalence, "pooled_dispersion", lambda t: t)
+    unfloored = [copy_weighted_fraction(t, 5000) for t in tallies]
+    ratios = [(f.ci_high - f.ci_low) / (u.ci_high - u.ci_low)
+              for f, u in zip(floored, unfloored, strict=True)]
+    assert min(ratios) >= 1 and np.mean(ratios) < 1.1
 
 
 def test_rogan_gladen_inverts_the_apparent_prevalence():
