@@ -229,16 +229,23 @@ def _sidecar(group: list[tuple[str, str, bytes | None, int]], name: str, image_e
 
 
 def _text(data: bytes | None) -> str | None:
-    """UTF-8, else (crawls hold it) Windows-1252, latin-1 with curly quotes and dashes, else
-    latin-1 itself, which maps every byte: no character is lost to U+FFFD."""
+    """UTF-8; UTF-8 with a damaged character (a caption cut mid-character) where the rest is
+    UTF-8's multibyte text; else (crawls hold it) Windows-1252, latin-1 with curly quotes and
+    dashes, else latin-1 itself, which maps every byte: a latin-1 caption's characters are
+    not lost to U+FFFD."""
     if data is None:
         return None
-    for encoding in ("utf-8-sig", "cp1252"):
-        try:
-            return data.decode(encoding).strip()
-        except UnicodeDecodeError:
-            pass
-    return data.decode("latin-1").strip()
+    try:
+        return data.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        pass
+    mended = data.decode("utf-8-sig", errors="replace")
+    if any(ord(ch) > 0x7F and ch != "\ufffd" for ch in mended):
+        return mended.strip()
+    try:
+        return data.decode("cp1252").strip()
+    except UnicodeDecodeError:
+        return data.decode("latin-1").strip()
 
 
 def _metadata(text: str | None) -> tuple[str | None, str | None]:

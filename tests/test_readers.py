@@ -284,8 +284,10 @@ def test_captions_that_are_not_utf8_keep_their_characters(tmp_path):
         ("windows", {"jpg": jpeg(2), "txt": "“quoted” – dash".encode("cp1252")}),
         ("odd", {"jpg": jpeg(3), "txt": b"\x81\xe9"}),  # 0x81 is not cp1252: latin-1's
         ("utf8", {"jpg": jpeg(4), "txt": "café".encode()}),
+        ("cut", {"jpg": jpeg(5), "txt": "東京タワー café".encode()[:-1]}),  # UTF-8 cut mid-character
     ])
-    assert [r.caption for r in read(str(path))] == ["café chât", "“quoted” – dash", "\x81é", "café"]
+    assert [r.caption for r in read(str(path))] == [
+        "café chât", "“quoted” – dash", "\x81é", "café", "東京タワー caf\ufffd"]
 
 
 def test_tar_sidecars_of_dotted_keys_and_repeated_keys(tmp_path):
