@@ -78,13 +78,19 @@ def _listed(paths: list[str]) -> tuple[dict[str, tuple[str, ...]], Counter]:
     """The shards and images among the files of a folder walk or a glob, each with its
     sidecars (SIDECARS beside an image: a.txt, a.json for a.jpg, as img2dataset's "files"
     output and training folders have them), and the other files by suffix. img2dataset
-    writes NNNNN.parquet beside NNNNN.tar: the tar's metadata, without images; it and
-    NNNNN_stats.json are not shards."""
+    writes NNNNN.parquet beside NNNNN.tar or the folder NNNNN/: their metadata, without
+    images; it and NNNNN_stats.json are not shards."""
     present = set(paths)
-    tars = {_stem(p) for p in paths if p.lower().endswith(TAR_SUFFIXES)}
+    # img2dataset's shards: NNNNN.tar (webdataset output), or the folder NNNNN/ (files output)
+    shards = ({_stem(p) for p in paths if p.lower().endswith(TAR_SUFFIXES)}
+              | {posixpath.dirname(p) for p in paths})
+
+    def metadata_of_a_shard(path: str) -> bool:
+        return path.lower().endswith(PARQUET_SUFFIXES) and _stem(path) in shards
+
     listed: dict[str, tuple[str, ...]] = {}
     for path in paths:
-        if path.lower().endswith(PARQUET_SUFFIXES) and _stem(path) in tars:
+        if metadata_of_a_shard(path):
             continue
         if path.lower().endswith(IMAGE_SUFFIXES):
             stem = posixpath.splitext(path)[0]
@@ -94,8 +100,8 @@ def _listed(paths: list[str]) -> tuple[dict[str, tuple[str, ...]], Counter]:
     used = {posixpath.splitext(p)[0] + s for p, sidecars in listed.items() for s in sidecars}
     skipped: Counter = Counter()
     for path in paths:
-        if path.lower().endswith(PARQUET_SUFFIXES) and _stem(path) in tars:
-            skipped["parquet beside its tar"] += 1
+        if metadata_of_a_shard(path):
+            skipped["parquet beside its tar or folder"] += 1
         elif path not in listed and path not in used:
             skipped[posixpath.splitext(posixpath.basename(path))[1].lower() or "no suffix"] += 1
     return listed, skipped
@@ -120,6 +126,8 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
         for m in matches:
             files.extend(_walk(fs, m) if fs.isdir(m) else [m])
         listed, skipped = _listed(files)
+        if files and not listed:  # a glob that matches only other files means them (img_*)
+            listed, skipped = dict.fromkeys(files, ()), Counter()
         return {unstrip(f): sidecars for f, sidecars in listed.items()}, bool(matches), skipped
     if protocol in ("http", "https"):
         return {url: ()}, None, Counter()  # a missing URL becomes a reject row when it is opened

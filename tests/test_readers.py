@@ -157,7 +157,16 @@ def test_an_img2dataset_folder_is_its_tars_and_the_sidecars_are_said_to_be_skipp
         with caplog.at_level(logging.WARNING, logger="memgen.shards"):
             assert [(s.uri.rsplit("/", 1)[1], s.kind) for s in discover([given])] == expected
         assert caplog.messages == [f"{given}: skipped 4 files that are neither shards nor images"
-                                   " (.json 2, parquet beside its tar 2)"]
+                                   " (.json 2, parquet beside its tar or folder 2)"]
+    files = tmp_path / "files"  # img2dataset's "files" output: 00000/ of images beside 00000.parquet
+    (files / "00000").mkdir(parents=True)
+    (files / "00000" / "000000001.jpg").write_bytes(jpeg(1))
+    pq.write_table(pa.table({"url": ["http://x"]}), files / "00000.parquet")
+    assert [s.uri.rsplit("/", 1)[1] for s in discover([str(files)])] == ["000000001.jpg"]
+    (tmp_path / "hashed").mkdir()  # files named by hash, no suffix: a glob of them means them
+    for name in ("ab12", "cd34"):
+        (tmp_path / "hashed" / name).write_bytes(jpeg(2))
+    assert len(discover([str(tmp_path / "hashed" / "*")])) == 2
 
 
 def test_images_in_folders_take_their_caption_and_metadata_files(tmp_path, caplog):
