@@ -330,12 +330,11 @@ class ColumnError(Exception):
         self.error_type = error_type
 
 
-def named_columns_missing(shards: list[Shard], config: ReaderConfig) -> str | None:
-    """Columns given by flag (--image_column, and the text ones where not their defaults)
-    that the first Parquet shard lacks, said in a line; else None. Each shard would reject
-    them on its own, and a misspelt name make an empty memory (a shard that cannot be read
-    here says nothing: its reader rejects it). Over http(s), reading the schema costs the
-    whole file: not asked."""
+def named_columns_missing(shards: list[Shard], config: ReaderConfig) -> tuple[list[str], str]:
+    """The flags (--image_column, and the text ones where not their defaults) whose column the
+    first Parquet shard lacks, as "--flag NAME", and that shard's columns; ([], "") when all
+    are there, nothing is named, or the shard cannot be read here (its reader says why, as a
+    reject). Over http(s), reading the schema costs the whole file: not asked."""
     named = {flag: name for flag, name, default in (
         ("--image_column", config.image_column, None),
         ("--caption_column", config.caption_column, ReaderConfig.caption_column),
@@ -343,16 +342,14 @@ def named_columns_missing(shards: list[Shard], config: ReaderConfig) -> str | No
         ("--key_column", config.key_column, ReaderConfig.key_column)) if name != default}
     first = next((s for s in shards if s.kind == "parquet"), None)
     if not named or first is None or first.uri.startswith(("http://", "https://")):
-        return None
+        return [], ""
     try:
         with fsspec.open(first.location, "rb") as f:
             names = pq.read_schema(f).names
     except Exception:  # noqa: BLE001 - unreadable here: its reader says why, as a reject
-        return None
+        return [], ""
     missing = [f"{flag} {name}" for flag, name in named.items() if name not in names]
-    if not missing:
-        return None
-    return f"{', '.join(missing)}: no such column in {first.uri} (its columns: {', '.join(names)})"[:500]
+    return missing, f"{first.uri} (its columns: {', '.join(names)})"[:400]
 
 
 class _ParquetColumns:

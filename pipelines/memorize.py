@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import asdict, dataclass
 
 import apache_beam as beam
@@ -92,9 +93,12 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
     """Wire the memorize stages onto `pipeline` (discovers the shards; writes nothing);
     `claim`: the run's claim on config.memory (memory.memory_claim)."""
     shards = discover(list(config.inputs))
-    missing = named_columns_missing(shards, config.reader)
-    if missing:
-        raise UsageError(missing)
+    missing, first = named_columns_missing(shards, config.reader)
+    if any(flag.startswith("--image_column") for flag in missing):  # every record would be a reject
+        raise UsageError(f"{', '.join(missing)}: no such column in {first}")
+    if missing:  # optional text: another shard may have it
+        logging.getLogger("memgen").warning("%s: no such column in the first Parquet shard, %s",
+                                            ", ".join(missing), first)
     holder = input_folder_holding(config.memory, list(config.inputs))
     if holder:
         raise UsageError(f"--memory {config.memory} is inside the input {holder}: a run over "

@@ -475,6 +475,14 @@ def test_unusable_arguments_give_one_line_and_exit_2(memory, tmp_path, args, mes
     assert "Traceback" not in result.stderr
 
 
+def test_a_text_column_flag_the_first_parquet_shard_lacks_is_warned_about(memory, tmp_path):
+    """A caption column is optional, and another shard may have it: a warning, not a refusal."""
+    result = cli("memorize", str(memory / "shards" / "00002.parquet"), "--memory", str(tmp_path / "m"),
+                 "--caption_column", "TEXT")
+    assert result.returncode == 0
+    assert "--caption_column TEXT: no such column in the first Parquet shard" in result.stderr
+
+
 def test_inputs_after_a_bare_dry_run_or_after_a_double_dash():
     from apache_beam.options.pipeline_options import TestOptions
 

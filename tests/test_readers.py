@@ -262,12 +262,12 @@ def test_columns_named_by_flag_are_checked_against_the_first_parquet_shard(tmp_p
     write_tar(tmp_path / "a.tar", [sample("a", jpeg(1))])
     pq.write_table(pa.table({"JPG": [jpeg(1)], "TEXT": ["c"]}), tmp_path / "b.parquet")
     shards = discover([str(tmp_path)])
-    assert named_columns_missing(shards, ReaderConfig()) is None  # nothing named: the defaults
-    assert named_columns_missing(shards, ReaderConfig(image_column="JPG", caption_column="TEXT")) is None
-    said = named_columns_missing(shards, ReaderConfig(image_column="jpg", url_column="URL"))
-    assert said == f"--image_column jpg, --url_column URL: no such column in {tmp_path}/b.parquet" \
-                   " (its columns: JPG, TEXT)"
-    assert named_columns_missing(shards[:1], ReaderConfig(image_column="jpg")) is None  # no Parquet
+    assert named_columns_missing(shards, ReaderConfig()) == ([], "")  # nothing named: the defaults
+    assert named_columns_missing(shards, ReaderConfig(image_column="JPG", caption_column="TEXT")) == (
+        [], f"{tmp_path}/b.parquet (its columns: JPG, TEXT)")
+    assert named_columns_missing(shards, ReaderConfig(image_column="jpg", url_column="URL")) == (
+        ["--image_column jpg", "--url_column URL"], f"{tmp_path}/b.parquet (its columns: JPG, TEXT)")
+    assert named_columns_missing(shards[:1], ReaderConfig(image_column="jpg")) == ([], "")  # no Parquet
 
 
 def test_damaged_parquet_row_group_loses_only_its_rows(tmp_path):
