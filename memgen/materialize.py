@@ -52,8 +52,7 @@ def write_images(memory: str, shard: Shard, kept: list[KeptImage], rejects: list
                     data=item.data[: config.reject_data_cap] if item.data else None)
 
     name = part_name(shard.index)
-    counts["images"] = _written(counts, "images", write_rows(join(memory, "images", name), "images",
-                                                             image_rows()))
+    _written(counts, "images", write_rows(join(memory, "images", name), "images", image_rows()))
     for lost in kept_by_ordinal.values():  # the shard changed between the two reads
         rejects_by_ordinal[lost.ordinal] = Reject(
             shard.index, lost.ordinal, shard.source(lost.fp.locator), "materialize", "changed_during_run",
@@ -88,11 +87,10 @@ def _write_rejects(counts: Counter, url: str, rejects: list[Reject], config: Rea
         counts[f"reject:{r.error_type}"] += 1
 
 
-def _written(counts: Counter, table: str, rows: int) -> int:
+def _written(counts: Counter, table: str, rows: int) -> None:
     """Count a part's rows and the part itself (a part without rows is not written)."""
     counts[table] += rows
     counts[f"parts:{table}"] += rows > 0
-    return rows
 
 
 def _fingerprinted(record: Record, kept: KeptImage) -> bool:

@@ -66,10 +66,14 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
         yield from reader(shard, f, config)
 
 
+# Storage and network clients whose own errors (not OSError) say the bytes did not come
+_CLIENTS = {"aiohttp", "fsspec", "s3fs", "gcsfs", "botocore", "google", "urllib3", "requests"}
+
+
 class _FailsAsOSError:
-    """A shard's stream whose failed reads are OSError, damage to the shard, whatever the
-    client raised: aiohttp's ClientPayloadError when a server closes before the end of the
-    body it announced ended the whole run."""
+    """A shard's stream whose failed reads are OSError, damage to the shard, whichever client
+    raised: aiohttp's ClientPayloadError when a server closes before the end of the body it
+    announced ended the whole run. Other errors are memgen's, and stay as they are."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
@@ -77,9 +81,9 @@ class _FailsAsOSError:
     def read(self, n: int = -1) -> bytes:
         try:
             return self._stream.read(n)
-        except OSError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any client's failure to deliver the bytes
+        except Exception as e:
+            if isinstance(e, OSError) or type(e).__module__.split(".")[0] not in _CLIENTS:
+                raise
             raise OSError(f"{type(e).__name__}: {e}") from e
 
     def __getattr__(self, name: str):

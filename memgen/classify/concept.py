@@ -135,6 +135,8 @@ def missing_labelled(labelled: Sequence[LabelledFile]) -> list[str]:
             present = {entry.rstrip("/") for entry in fs.ls(folder, detail=False)}
         except FileNotFoundError:
             present = set()
+        except PermissionError:  # a bucket that lets files be read but not listed: not asked
+            continue
         missing += [url for url, path in files if path.rstrip("/") not in present]
     return missing
 
