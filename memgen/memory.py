@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from memgen.outputs import Claim, claim_output, glob_in, move, remove
+from memgen.outputs import Claim, claim_output, glob_in, make_folder, move, remove
 from memgen.schema import table_schema
 
 TABLES = ("images", "duplicates", "rejects")
@@ -58,7 +58,7 @@ def write_atomic(url: str, write: Callable[[IO[str]], None]) -> None:
     """A text file written by `write` under its temporary name, then renamed: a reader, or a
     rerun after a kill, never sees half of it."""
     fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    make_folder(fs, posixpath.dirname(path))
     tmp = temporary(path)
     with fs.open(tmp, "w", encoding="utf-8") as f:
         write(f)
@@ -102,7 +102,7 @@ class ParquetPart:
         self._batch, self._size = [], 0
 
     def _open(self) -> None:
-        self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
+        make_folder(self.fs, posixpath.dirname(self.path))
         self._file = self.fs.open(self.tmp, "wb")
         self._writer = pq.ParquetWriter(self._file, self.schema, compression="zstd")
 

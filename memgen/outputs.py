@@ -51,14 +51,22 @@ class Claim:
 
     def held(self) -> bool:
         """Whether the folder's marker still names this run (no other run took it over)."""
-        fs, path = fsspec.core.url_to_fs(self.url)
-        return _read_marker(fs, posixpath.join(path, MARKER)) == self.mark
+        return self._marker() == self.mark
 
     def check(self) -> None:
-        """OutputDirError when another run took the folder over while this one ran."""
-        if not self.held():
+        """OutputDirError when another run took the folder over while this one ran, or the
+        folder (its marker) went away."""
+        marker = self._marker()
+        if marker is None:
+            raise OutputDirError(f"{self.flag} {self.url} lost its {MARKER} while this run ran (the folder "
+                                 "or its bucket deleted?); this run left it unfinished")
+        if marker != self.mark:
             raise OutputDirError(f"{self.flag} {self.url} was taken over by another memgen {self.job} "
                                  "run while this one ran; this run left it unfinished")
+
+    def _marker(self) -> str | None:
+        fs, path = fsspec.core.url_to_fs(self.url)
+        return _read_marker(fs, posixpath.join(path, MARKER))
 
 
 def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = False) -> None:
@@ -91,8 +99,7 @@ def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = Fals
         for pattern in leftovers if ours else ():
             for found in glob_in(fs, path, pattern):
                 remove(fs, found)
-        if not _object_store(fs):  # there makedirs creates a missing bucket: a typo would go unnoticed
-            fs.makedirs(path, exist_ok=True)
+        make_folder(fs, path)
         with fs.open(marker, "w") as f:
             f.write(claim.mark)
     except OSError as e:
@@ -106,6 +113,14 @@ def _refuse_missing_bucket(fs: fsspec.AbstractFileSystem, path: str, flag: str, 
     if _object_store(fs) and not fs.exists(bucket):
         raise OutputDirError(f"{flag} {url} cannot be written: the bucket {bucket} does not exist "
                              "(memgen does not create buckets)")
+
+
+def make_folder(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """A folder for files to be written in; nothing on an object store, where folders are key
+    prefixes and makedirs creates a missing bucket (a typo, or one deleted during the run,
+    would go unnoticed)."""
+    if not _object_store(fs):
+        fs.makedirs(path, exist_ok=True)
 
 
 def _object_store(fs: fsspec.AbstractFileSystem) -> bool:

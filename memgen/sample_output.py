@@ -33,7 +33,7 @@ from memgen.contact_sheet import contact_sheet, thumbnail
 from memgen.fingerprint import DEFAULT_MAX_PIXELS
 from memgen.manifest import finished
 from memgen.memory import MemoryDirError, ParquetPart, join, manifest_digest, read_manifest, write_manifest
-from memgen.outputs import Claim, claim_output, move, remove
+from memgen.outputs import Claim, claim_output, make_folder, move, remove
 from memgen.safe_names import extension, safe_join, sample_stem
 from memgen.sampling import Chosen
 from memgen.schema import load_json, table_schema
@@ -169,7 +169,7 @@ class _TarWriter:
         self.tmp = posixpath.join(posixpath.dirname(self.path), "." + posixpath.basename(self.path))
 
     def __enter__(self) -> _TarWriter:
-        self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
+        make_folder(self.fs, posixpath.dirname(self.path))
         self.file = self.fs.open(self.tmp, "wb")
         self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.GNU_FORMAT)
         self.count = 0
@@ -223,7 +223,7 @@ class _FolderWriter:
         self.fs, self.path = fsspec.core.url_to_fs(url)
 
     def __enter__(self) -> _FolderWriter:
-        self.fs.makedirs(self.path, exist_ok=True)
+        make_folder(self.fs, self.path)
         return self
 
     def add(self, row: dict[str, Any], c: Chosen) -> str:

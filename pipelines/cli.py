@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
@@ -167,63 +168,88 @@ def _log_progress() -> None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-    # It logs a worker's error with its traceback before the runner re-raises it; main then
+    # They log a worker's error with its traceback before the runner re-raises it; main then
     # prints it in one line (storage, interrupt) or lets the traceback through (a bug).
-    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+    for name in ("apache_beam.runners.common", "apache_beam.runners.portability.local_job_service"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-# The storage clients' own errors (no credentials, an endpoint that does not answer), which
-# they do not translate into OSError.
-_STORAGE_CLIENTS = {"botocore", "google", "gcsfs"}
-# What storage says when it fails during a run (a full disk, a revoked right, the network).
-# Other OSErrors from inside a pipeline are memgen's (Pillow's decode errors are OSErrors):
-# their traceback is shown.
+# Storage and network clients: their own errors (no credentials, an endpoint that does not
+# answer), which they do not translate into OSError, and OSErrors raised in their code.
+_STORAGE_CLIENTS = {"botocore", "google", "gcsfs", "s3fs", "aiohttp"}
+# What a disk says when it fails during a run (full, read-only, a revoked right). Other
+# OSErrors from inside a pipeline, not raised by a storage client, are memgen's (Pillow's
+# decode errors are OSErrors): their traceback is shown.
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
                    errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENETUNREACH,
                    errno.EHOSTUNREACH}
+_CLIENT_FILE = re.compile(r"site-packages/(" + "|".join(_STORAGE_CLIENTS) + r")/")
 
 
-def _storage_error(e: BaseException, in_run: bool = False) -> bool:
-    """Storage refused or could not be reached (no access, no credentials, no network), or,
-    `in_run` (raised by a pipeline's worker), failed during the run (a full disk)."""
+class RunError(NamedTuple):
+    """What a failed run raised, as main judges it."""
+
+    error: BaseException  # the worker's error a runner re-raised, or what main caught
+    in_run: bool  # raised inside a pipeline's worker
+    by_client: bool  # raised in a storage client's code
+
+
+def _storage_error(failed: RunError) -> bool:
+    """Storage refused or could not be reached (no access, no credentials, no network), or
+    failed during the run (a full disk, a bucket gone)."""
+    e = failed.error
     if type(e).__module__.split(".")[0] in _STORAGE_CLIENTS:
         return True
-    return isinstance(e, OSError) and (not in_run or e.errno in _STORAGE_ERRNOS)
+    return isinstance(e, OSError) and (not failed.in_run or failed.by_client or e.errno in _STORAGE_ERRNOS)
+
+
+def _by_client(e: BaseException) -> bool:
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").split(".")[0] in _STORAGE_CLIENTS:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 # How a Beam runner re-raises a worker's error: the error's own type with " [while running
 # 'Stage']" added, or a RuntimeError whose text (worker processes send the whole traceback)
-# ends "OSError: [Errno 28] ... [while running 'Stage']", maybe after "RuntimeError: "s.
+# ends "OSError: [Errno 28] ... [while running 'Stage']", maybe after "RuntimeError: "s; a
+# class that is not a builtin is named with its module (botocore.exceptions.X).
 _WHILE_RUNNING = re.compile(r" \[while running '[^']*'\]$")
-_RERAISED = re.compile(r"(?:RuntimeError: )*([A-Za-z_]\w*)(?:: (.*))?$")
+_RERAISED = re.compile(r"(?:RuntimeError: )*([A-Za-z_][\w.]*)(?:: (.*))?$")
 _ERRNO = re.compile(r"\[Errno (\d+)\] ")
 
 
-def _behind(e: BaseException) -> tuple[BaseException, bool]:
-    """The error a runner's `e` re-raises, and whether it came from inside the pipeline: `e`
-    itself when it kept its type, else the one it was raised in handling (in-process
-    workers) or the builtin one its text's last line names (worker processes send only
-    text); `e` and False when no worker raised it."""
+def _behind(e: BaseException) -> RunError:
+    """The error a runner's `e` re-raises: `e` itself when it kept its type, else the one it
+    was raised in handling (in-process workers), or one made from its text's last line
+    (worker processes send only text); `e`, not in a run, when no worker raised it."""
     lines = str(e).strip().splitlines()
     running = _WHILE_RUNNING.search(lines[-1]) if lines else None
     if running is None:
-        return e, False
+        return RunError(e, False, False)
     named = _RERAISED.match(lines[-1][:running.start()])
     if type(e) is not RuntimeError or named is None:
-        return e, True
-    name, message = named.group(1), named.group(2) or ""
+        return RunError(e, True, _by_client(e))
+    module, _, name = named.group(1).rpartition(".")
+    message = named.group(2) or ""
     inner = e.__cause__ or e.__context__
     while inner is not None and type(inner).__name__ != name:  # wrapped more than once
         inner = inner.__cause__ or inner.__context__
     if inner is not None:
-        return inner, True
-    builtin = getattr(builtins, name, None)
+        return RunError(inner, True, _by_client(inner))
+    by_client = bool(_CLIENT_FILE.search(str(e)))  # the traceback in the text
+    builtin = getattr(builtins, name, None) if not module else None
     if isinstance(builtin, type) and issubclass(builtin, OSError):
         code = _ERRNO.match(message)
-        return (builtin(int(code.group(1)), message[code.end():]) if code else builtin(message)), True
+        sent = builtin(int(code.group(1)), message[code.end():]) if code else builtin(message)
+        return RunError(sent, True, by_client)
     if builtin is KeyboardInterrupt:
-        return KeyboardInterrupt(), True
-    return e, True
+        return RunError(KeyboardInterrupt(), True, False)
+    if module.split(".")[0] in _STORAGE_CLIENTS:  # its class is not importable here, its text is
+        return RunError(type(name, (Exception,), {"__module__": module})(message), True, True)
+    return RunError(e, True, by_client)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,11 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memgen {command}: error: {e}", file=sys.stderr)
         return 2
     except (Exception, KeyboardInterrupt) as e:
-        cause, in_run = _behind(e)
+        failed = _behind(e)
+        cause = failed.error
         if isinstance(cause, KeyboardInterrupt):
             print(f"memgen {command}: interrupted; the same command finishes the run", file=sys.stderr)
             return 130  # 128 + SIGINT, as a shell reports it
-        if not _storage_error(cause, in_run):
+        if not _storage_error(failed):
             raise  # memgen's own bug: the traceback is what a report needs
         print(f"memgen {command}: error: {type(cause).__name__}: {cause}"[:1000], file=sys.stderr)
         return 2

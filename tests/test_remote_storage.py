@@ -381,3 +381,28 @@ def test_calibration_files_missing_from_a_bucket_are_found(s3):
     named = [LabelledFile(f"s3://inputs/{key}", True, None)
              for key in ("labelled/cat.jpg", "labelled/dog.jpg", "labelled/cat.jpeg", "nowhere/x.jpg")]
     assert missing_labelled(named) == ["s3://inputs/labelled/cat.jpeg", "s3://inputs/nowhere/x.jpg"]
+
+
+def test_a_bucket_deleted_during_the_run_is_not_made_again_and_the_run_says_so(s3, monkeypatch, capsys):
+    """Writing a part made the folder first, and s3fs's makedirs creates a missing bucket: the
+    run filled a new bucket and blamed "another run" for the missing marker."""
+    import memgen.stages.write
+
+    s3.mkdir("doomed")
+    write_images = memgen.stages.write.write_images
+
+    def bucket_gone_first(*args, **kwargs):
+        if s3.exists("doomed"):
+            s3.rm("doomed/m", recursive=True)
+            s3.rmdir("doomed")
+            s3.invalidate_cache()
+        return write_images(*args, **kwargs)
+
+    monkeypatch.setattr(memgen.stages.write, "write_images", bucket_gone_first)
+    capsys.readouterr()
+    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", "s3://doomed/m"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("memgen memorize: error: ") and "bucket does not exist" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    s3.invalidate_cache()
+    assert not s3.exists("doomed")
