@@ -85,8 +85,10 @@ def _listed(paths: list[str]) -> tuple[dict[str, tuple[str, ...]], Counter]:
     shards = ({_stem(p) for p in paths if p.lower().endswith(TAR_SUFFIXES)}
               | {posixpath.dirname(p) for p in paths})
 
-    def metadata_of_a_shard(path: str) -> bool:
-        return path.lower().endswith(PARQUET_SUFFIXES) and _stem(path) in shards
+    def metadata_of_a_shard(path: str) -> bool:  # img2dataset names shards by number only
+        stem = _stem(path)
+        return (path.lower().endswith(PARQUET_SUFFIXES) and posixpath.basename(stem).isdigit()
+                and stem in shards)
 
     listed: dict[str, tuple[str, ...]] = {}
     for path in paths:

@@ -106,8 +106,8 @@ class EvaluateConfig:
                 raise UsageError(str(e)) from None
             if missing:
                 more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-                raise UsageError(f"--calibration {o.calibration} names files that do not exist:"
-                                 f" {', '.join(missing[:3])}{more}")
+                raise UsageError(f"--calibration {o.calibration} names files that do not exist (or are"
+                                 f" folders): {', '.join(missing[:3])}{more}")
         try:
             spec = resolve(o.classifier, o.classes, o.label_threshold)
         except (ClassifierError, VisionMissing) as e:

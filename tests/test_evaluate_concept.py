@@ -172,7 +172,8 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--calibration", "TWICECSV"), "twice.csv:3: ./x.png is listed on"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "NOFILECSV"), "nofile.csv:2: no file named"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "EMPTYCSV"), "empty.csv: lists no labelled files"),
-    (("--memory", "MEM", "--out", "OUT", "--calibration", "TYPOCSV"), "names files that do not exist: /"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "TYPOCSV"), "names files that do not exist"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "FOLDERCSV"), "(or are folders): /"),
     (("--memory", "MEM", "--out", "OUT", "--label_threshold", "0"), "--label_threshold applies to model"),
     (("--memory", "MEM", "--out", "DONE"), "already holds a finished report"),
     (("--memory", "MEM", "--out", "MEM"), "is not empty"),
@@ -193,10 +194,12 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
     (tmp_path / "empty.csv").write_text("file,label\n")
     (tmp_path / "here.png").write_bytes(_png((1, 2, 3)))
     (tmp_path / "typo.csv").write_text("file,label\nhere.png,cat\nhere.pgn,notcat\n")
+    (tmp_path / "afolder.csv").write_text("file,label\nhere.png,cat\nout,notcat\n")  # out/ is a folder
     names = {"OUT": str(tmp_path / "out"), "MEM": memory, "MISSING": str(tmp_path / "nothing"),
              "BADCSV": str(tmp_path / "bad.csv"), "DONE": str(tmp_path / "done"),
              "TWICECSV": str(tmp_path / "twice.csv"), "NOFILECSV": str(tmp_path / "nofile.csv"),
-             "EMPTYCSV": str(tmp_path / "empty.csv"), "TYPOCSV": str(tmp_path / "typo.csv")}
+             "EMPTYCSV": str(tmp_path / "empty.csv"), "TYPOCSV": str(tmp_path / "typo.csv"),
+             "FOLDERCSV": str(tmp_path / "afolder.csv")}
     args = [names.get(f, f) for f in flags]
     if "--classifier" not in flags:
         args += ["--classifier", "caption"]

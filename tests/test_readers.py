@@ -163,6 +163,11 @@ def test_an_img2dataset_folder_is_its_tars_and_the_sidecars_are_said_to_be_skipp
     (files / "00000" / "000000001.jpg").write_bytes(jpeg(1))
     pq.write_table(pa.table({"url": ["http://x"]}), files / "00000.parquet")
     assert [s.uri.rsplit("/", 1)[1] for s in discover([str(files)])] == ["000000001.jpg"]
+    (files / "train").mkdir()  # a dataset's own train.parquet beside train/: both are read
+    (files / "train" / "x.jpg").write_bytes(jpeg(3))
+    write_parquet(files / "train.parquet", [{"key": "k", "image": jpeg(4)}])
+    assert [s.uri.rsplit("/", 1)[1] for s in discover([str(files)])] == ["000000001.jpg", "train.parquet",
+                                                                          "x.jpg"]
     (tmp_path / "hashed").mkdir()  # files named by hash, no suffix: a glob of them means them
     for name in ("ab12", "cd34"):
         (tmp_path / "hashed" / name).write_bytes(jpeg(2))

@@ -121,8 +121,8 @@ def read_calibration_labels(path: str) -> list[LabelledFile]:
 
 
 def missing_labelled(labelled: Sequence[LabelledFile]) -> list[str]:
-    """The labelled files that do not exist (a typo would otherwise count as an image the
-    classifier failed on), from one listing per folder: one request for a folder of an object
+    """The labelled files that do not exist, or are folders (a typo would otherwise count as
+    an image the classifier failed on), from one listing per folder: one request for a folder of an object
     store, not one per file. http(s) has no listing: those are taken as given."""
     by_folder: dict[tuple[fsspec.AbstractFileSystem, str], list[tuple[str, str]]] = defaultdict(list)
     for item in labelled:
@@ -131,8 +131,9 @@ def missing_labelled(labelled: Sequence[LabelledFile]) -> list[str]:
             by_folder[fs, posixpath.dirname(path)].append((item.url, path))
     missing = []
     for (fs, folder), files in by_folder.items():
-        try:
-            present = {entry.rstrip("/") for entry in fs.ls(folder, detail=False)}
+        try:  # files only: a folder named as a labelled file would be scored as a failed image
+            present = {entry["name"].rstrip("/") for entry in fs.ls(folder, detail=True)
+                       if entry.get("type") == "file"}
         except FileNotFoundError:
             present = set()
         except PermissionError:  # a bucket that lets files be read but not listed: not asked
