@@ -153,9 +153,10 @@ def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
 
 
 def _walk(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
-    """Files below `root`, skipping hidden files and folders (.git, .cache, .DS_Store, ...)."""
+    """Files below `root`, skipping hidden files and folders (.git, .cache, .DS_Store, ...)
+    and the empty `folder/` objects an S3 console's "Create folder" makes."""
     below = len(root.rstrip("/")) + 1  # find() gives paths that start with root
-    return sorted(p for p in fs.find(root) if not _hidden(p[below:]))
+    return sorted(p for p in fs.find(root) if not _hidden(p[below:]) and not p.endswith("/"))
 
 
 def _hidden(relative: str) -> bool:

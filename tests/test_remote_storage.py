@@ -406,3 +406,16 @@ def test_a_bucket_deleted_during_the_run_is_not_made_again_and_the_run_says_so(s
     assert "Traceback" not in "\n".join(err)
     s3.invalidate_cache()
     assert not s3.exists("doomed")
+
+
+def test_an_s3_console_folder_in_an_input_is_not_a_skipped_file(s3, caplog):
+    from memgen.shards import discover
+
+    s3.call_s3("put_object", Bucket="inputs", Key="console/", Body=b"")  # "Create folder"
+    s3.call_s3("put_object", Bucket="inputs", Key="console/sub/", Body=b"")
+    s3.pipe({"inputs/console/sub/a.jpg": jpeg(1)})
+    s3.invalidate_cache()
+    with caplog.at_level(logging.WARNING, logger="memgen.shards"):
+        shards = discover(["s3://inputs/console"])
+    assert [s.uri for s in shards] == ["s3://inputs/console/sub/a.jpg"]
+    assert not [r for r in caplog.records if r.name == "memgen.shards"]
