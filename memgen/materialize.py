@@ -35,6 +35,7 @@ def write_images(memory: str, shard: Shard, kept: list[KeptImage], rejects: list
     counts: Counter = Counter()
     kept_by_ordinal = {k.ordinal: k for k in kept}
     rejects_by_ordinal = {r.ordinal: r for r in rejects}
+    found_instead: dict[int, bytes] = {}  # a kept record's place held other bytes on the re-read
 
     def image_rows() -> Iterator[dict]:
         """Streams kept rows (bounded memory) and attaches rejected records' bytes."""
@@ -46,6 +47,8 @@ def write_images(memory: str, shard: Shard, kept: list[KeptImage], rejects: list
                 row = _image_row(kept_by_ordinal.pop(item.ordinal), item, shard)
                 counts["image_bytes"] += row["n_bytes"]
                 yield row
+            elif kept_here and item.data:
+                found_instead[item.ordinal] = item.data[: config.reject_data_cap]
             elif item.ordinal in rejects_by_ordinal:
                 reject = rejects_by_ordinal[item.ordinal]
                 rejects_by_ordinal[item.ordinal] = reject._replace(
@@ -54,9 +57,11 @@ def write_images(memory: str, shard: Shard, kept: list[KeptImage], rejects: list
     name = part_name(shard.index)
     _written(counts, "images", write_rows(join(memory, "images", name), "images", image_rows()))
     for lost in kept_by_ordinal.values():  # the shard changed between the two reads
+        found = found_instead.get(lost.ordinal)
         rejects_by_ordinal[lost.ordinal] = Reject(
             shard.index, lost.ordinal, shard.source(lost.fp.locator), "materialize", "changed_during_run",
-            "record not found, or not the same bytes, when the shard was re-read", lost.fp.n_bytes)
+            "other bytes (kept here) when the shard was re-read" if found else
+            "record not found when the shard was re-read", lost.fp.n_bytes, found)
     _write_rejects(counts, join(memory, "rejects", name),
                    [rejects_by_ordinal[o] for o in sorted(rejects_by_ordinal)], config)
     return counts, [k.fp.image_id for k in kept_by_ordinal.values()]

@@ -240,6 +240,10 @@ def test_a_shard_rewritten_between_its_two_reads_loses_nothing_and_misplaces_not
     assert sorted((r["source"].rsplit("/", 1)[1], r["error_type"]) for r in rejects) == [
         *((f"0.tar#a{i}", "changed_during_run") for i in range(4)),
         *((f"1.tar#copy{i}", "representative_changed") for i in range(2))]
+    # what the re-read found in a changed record's place is kept for inspection
+    found = {r["source"].rsplit("#", 1)[1]: r["data"] for r in rejects
+             if r["error_type"] == "changed_during_run"}
+    assert found == {f"a{i}": (jpeg(50 + i) if i < count else None) for i in range(4)}
     manifest = read_manifest(str(mem))
     assert manifest["balanced"] and manifest["counts"]["rejects"] == 6
     assert manifest["parts"]["rejects"] == len(list((mem / "rejects").glob("*.parquet"))) == 2
