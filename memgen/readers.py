@@ -127,7 +127,8 @@ def _open_message(e: Exception) -> str:
     if cause is None or _open_error(e) == "missing":
         return _message(e)
     status = getattr(cause, "status", None)
-    return f"{_message(e)}; {type(cause).__name__}: {f'{status} {cause.message}' if status else cause}"
+    said = f"{status} {getattr(cause, 'message', '')}".strip() if status else str(cause)
+    return f"{_message(e)}; {type(cause).__name__}: {said}"
 
 
 def _message(e: BaseException) -> str:
