@@ -74,16 +74,19 @@ def _stem(path: str) -> str:
     return path[: len(path) - len(suffix)]
 
 
-def _listed(paths: list[str]) -> tuple[dict[str, tuple[str, ...]], Counter]:
+def _listed(paths: list[str], beside: frozenset[str] = frozenset(),
+            glob: bool = False) -> tuple[dict[str, tuple[str, ...]], Counter]:
     """The shards and images among the files of a folder walk or a glob, each with its
     sidecars (SIDECARS beside an image: a.txt, a.json for a.jpg, as img2dataset's "files"
     output and training folders have them), and the other files by suffix. img2dataset
     writes NNNNN.parquet beside NNNNN.tar or the folder NNNNN/: their metadata, without
-    images; it and NNNNN_stats.json are not shards."""
+    images; it and NNNNN_stats.json are not shards. `beside`: more such tars and folders
+    (without their suffix), that a glob did not match. A `glob` that matches no shard or
+    image means the other files it matches (`blobs/*` of files named by hash)."""
     present = set(paths)
     # img2dataset's shards: NNNNN.tar (webdataset output), or the folder NNNNN/ (files output)
     shards = ({_stem(p) for p in paths if p.lower().endswith(TAR_SUFFIXES)}
-              | {posixpath.dirname(p) for p in paths})
+              | {posixpath.dirname(p) for p in paths} | beside)
 
     def metadata_of_a_shard(path: str) -> bool:  # img2dataset names shards by number only
         stem = _stem(path)
@@ -99,6 +102,8 @@ def _listed(paths: list[str]) -> tuple[dict[str, tuple[str, ...]], Counter]:
             listed[path] = tuple(s for s in SIDECARS if stem + s in present)
         elif _is_listed_file(path):
             listed[path] = ()
+    if glob and not listed:
+        listed = {path: () for path in paths if not metadata_of_a_shard(path)}
     used = {posixpath.splitext(p)[0] + s for p, sidecars in listed.items() for s in sidecars}
     skipped: Counter = Counter()
     for path in paths:
@@ -127,9 +132,7 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
         files: list[str] = []
         for m in matches:
             files.extend(_walk(fs, m) if fs.isdir(m) else [m])
-        listed, skipped = _listed(files)
-        if files and not listed:  # a glob that matches only other files means them (img_*)
-            listed, skipped = dict.fromkeys(files, ()), Counter()
+        listed, skipped = _listed(files, _img2dataset_shards(fs, files), glob=True)
         return {unstrip(f): sidecars for f, sidecars in listed.items()}, bool(matches), skipped
     if protocol in ("http", "https"):
         return {url: ()}, None, Counter()  # a missing URL becomes a reject row when it is opened
@@ -140,6 +143,23 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
     except OSError:
         pass
     return {unstrip(path): ()}, _exists(fs, path), Counter()  # a file named is read as it is
+
+
+def _img2dataset_shards(fs: fsspec.AbstractFileSystem, files: list[str]) -> frozenset[str]:
+    """Of the numbered Parquet files a glob matched, those beside a tar or folder of their
+    number that the glob did not match (`out/0000?.*` matches 00002.parquet, not 00002/):
+    one listing of each of their folders."""
+    numbered = [_stem(f) for f in files
+                if f.lower().endswith(PARQUET_SUFFIXES) and posixpath.basename(_stem(f)).isdigit()]
+    found: set[str] = set()
+    for folder in sorted({posixpath.dirname(stem) for stem in numbered}):
+        try:
+            entries = {e.rstrip("/") for e in fs.ls(folder, detail=False)}
+        except OSError:
+            continue
+        found |= {stem for stem in numbered if posixpath.dirname(stem) == folder
+                  and (stem in entries or stem + ".tar" in entries)}
+    return frozenset(found)
 
 
 def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:

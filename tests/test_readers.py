@@ -163,6 +163,10 @@ def test_an_img2dataset_folder_is_its_tars_and_the_sidecars_are_said_to_be_skipp
     (files / "00000" / "000000001.jpg").write_bytes(jpeg(1))
     pq.write_table(pa.table({"url": ["http://x"]}), files / "00000.parquet")
     assert [s.uri.rsplit("/", 1)[1] for s in discover([str(files)])] == ["000000001.jpg"]
+    # a glob that matches the Parquet but not the folder (or tar) beside it still skips it
+    for given in (str(files / "0000?.*"), str(out / "0000?.p*")):
+        with pytest.raises(NoInputError):
+            discover([given])
     (files / "train").mkdir()  # a dataset's own train.parquet beside train/: both are read
     (files / "train" / "x.jpg").write_bytes(jpeg(3))
     write_parquet(files / "train.parquet", [{"key": "k", "image": jpeg(4)}])
