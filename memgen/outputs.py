@@ -28,6 +28,14 @@ from fsspec.implementations.local import LocalFileSystem
 
 MARKER = ".memgen-run"
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs"}  # protocols whose folders are key prefixes in a bucket
+# The packages of the clients fsspec reaches object stores and HTTP through: their own errors
+# (not OSErrors) say that storage failed, not memgen.
+STORAGE_CLIENTS = frozenset({"aiohttp", "s3fs", "gcsfs", "botocore", "google", "urllib3", "requests"})
+
+
+def from_storage_client(e: BaseException) -> bool:
+    """An error of one of the STORAGE_CLIENTS' own classes."""
+    return type(e).__module__.split(".")[0] in STORAGE_CLIENTS
 
 
 class OutputDirError(ValueError):

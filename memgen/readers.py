@@ -22,6 +22,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from memgen.outputs import from_storage_client
 from memgen.records import Record, Reject, Shard, printable
 from memgen.shards import IMAGE_SUFFIXES, compression
 from memgen.tarstream import TarDamage, read_up_to, tar_members
@@ -66,10 +67,6 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
         yield from reader(shard, f, config)
 
 
-# Storage and network clients whose own errors (not OSError) say the bytes did not come
-_CLIENTS = {"aiohttp", "fsspec", "s3fs", "gcsfs", "botocore", "google", "urllib3", "requests"}
-
-
 class _FailsAsOSError:
     """A shard's stream whose failed reads are OSError, damage to the shard, whichever client
     raised: aiohttp's ClientPayloadError when a server closes before the end of the body it
@@ -82,7 +79,7 @@ class _FailsAsOSError:
         try:
             return self._stream.read(n)
         except Exception as e:
-            if isinstance(e, OSError) or type(e).__module__.split(".")[0] not in _CLIENTS:
+            if isinstance(e, OSError) or not from_storage_client(e):
                 raise
             raise OSError(f"{type(e).__name__}: {e}") from e
 

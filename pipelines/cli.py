@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options_validator import PipelineOptionsValida
 from apache_beam.runners.runner import create_runner
 
 from memgen.memory import MemoryDirError, join, memory_claim, prepare_output, read_manifest
-from memgen.outputs import Claim, OutputDirError
+from memgen.outputs import STORAGE_CLIENTS, Claim, OutputDirError, from_storage_client
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
 from memgen.pipelines.options import check_urls, parse_job
@@ -174,16 +174,14 @@ def _log_progress() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-# Storage and network clients: their own errors (no credentials, an endpoint that does not
-# answer), which they do not translate into OSError, and OSErrors raised in their code.
-_STORAGE_CLIENTS = {"botocore", "google", "gcsfs", "s3fs", "aiohttp"}
 # What a disk says when it fails during a run (full, read-only, a revoked right). Other
 # OSErrors from inside a pipeline, not raised by a storage client, are memgen's (Pillow's
 # decode errors are OSErrors): their traceback is shown.
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
                    errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENETUNREACH,
                    errno.EHOSTUNREACH}
-_CLIENT_FILE = re.compile(r"site-packages/(" + "|".join(_STORAGE_CLIENTS) + r")/")
+# a frame of a storage client's code in a traceback sent as text
+_CLIENT_FILE = re.compile(r"site-packages/(" + "|".join(sorted(STORAGE_CLIENTS)) + r")/")
 
 
 class RunError(NamedTuple):
@@ -198,7 +196,7 @@ def _storage_error(failed: RunError) -> bool:
     """Storage refused or could not be reached (no access, no credentials, no network), or
     failed during the run (a full disk, a bucket gone)."""
     e = failed.error
-    if type(e).__module__.split(".")[0] in _STORAGE_CLIENTS:
+    if from_storage_client(e):  # no credentials, an endpoint that does not answer
         return True
     return isinstance(e, OSError) and (not failed.in_run or failed.by_client or e.errno in _STORAGE_ERRNOS)
 
@@ -206,7 +204,7 @@ def _storage_error(failed: RunError) -> bool:
 def _by_client(e: BaseException) -> bool:
     tb = e.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_globals.get("__name__", "").split(".")[0] in _STORAGE_CLIENTS:
+        if tb.tb_frame.f_globals.get("__name__", "").split(".")[0] in STORAGE_CLIENTS:
             return True
         tb = tb.tb_next
     return False
@@ -247,7 +245,7 @@ def _behind(e: BaseException) -> RunError:
         return RunError(sent, True, by_client)
     if builtin is KeyboardInterrupt:
         return RunError(KeyboardInterrupt(), True, False)
-    if module.split(".")[0] in _STORAGE_CLIENTS:  # its class is not importable here, its text is
+    if module.split(".")[0] in STORAGE_CLIENTS:  # its class is not importable here, its text is
         return RunError(type(name, (Exception,), {"__module__": module})(message), True, True)
     return RunError(e, True, by_client)
 
