@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from memgen.outputs import from_storage_client
 from memgen.records import Record, Reject, Shard, printable
-from memgen.shards import IMAGE_SUFFIXES, compression
+from memgen.shards import HTTP_TIMEOUT, IMAGE_SUFFIXES, compression, storage_options
 from memgen.tarstream import TarDamage, read_up_to, tar_members
 
 IMAGE_EXTS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
@@ -40,6 +40,7 @@ class ReaderConfig:
     caption_column: str = "caption"
     url_column: str = "url"
     key_column: str = "key"
+    http_timeout: float = HTTP_TIMEOUT  # seconds an http(s) server may send nothing
 
 
 SIDECAR_BYTES = 1 << 20  # of a caption or metadata file beside an image: text, not a shard
@@ -55,7 +56,8 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
     streamed = shard.uri.startswith(("http://", "https://"))
     try:
         opened = fsspec.open(shard.location, "rb", compression=compression(shard.uri),
-                             **({"block_size": 0} if streamed else {})).open()
+                             **({"block_size": 0} if streamed else {}),
+                             **storage_options(shard.uri, config.http_timeout)).open()
         if streamed and shard.kind == "parquet":
             opened = _local_copy(opened)
         elif shard.kind != "parquet":  # read as a stream, where network clients raise their own errors
@@ -132,6 +134,19 @@ def _message(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:500]
 
 
+def _timed_out(e: BaseException) -> bool:
+    """Whether a shard's stream failed by a timeout (the tar reader wraps it): worth a retry,
+    not damage to the shard."""
+    return isinstance(e, TimeoutError) or isinstance(e.__cause__, TimeoutError)
+
+
+def _read_message(e: BaseException, shard: Shard, config: ReaderConfig) -> str:
+    """Why a shard's stream failed; an http(s) timeout says after how long (fsspec's says nothing)."""
+    if _timed_out(e) and shard.uri.startswith(("http://", "https://")):
+        return f"TimeoutError: the server sent nothing for {config.http_timeout:g} s (--http_timeout)"
+    return _message(e)
+
+
 class _Ordinals:
     """Numbers the items of one shard in the order they are produced."""
 
@@ -180,7 +195,8 @@ def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         group = []
         member_name = printable(e.member) if isinstance(e, TarDamage) else ""
         where = shard.source(f"#{member_name}" if member_name else "")
-        yield Reject(shard.index, ordinal(), where, "read", "corrupt_shard", _message(e))
+        failure = "unreadable" if _timed_out(e) else "corrupt_shard"
+        yield Reject(shard.index, ordinal(), where, "read", failure, _read_message(e, shard, config))
     yield from _group_items(shard, group, ordinal, keys, config)
 
 
@@ -429,7 +445,7 @@ def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         data = read_up_to(f, config.max_bytes + 1)  # an HTTP stream gives what has arrived
         size = _size(f) if len(data) > config.max_bytes else len(data)
     except _DAMAGE as e:
-        yield Reject(shard.index, 0, shard.source(), "read", "unreadable", _message(e))
+        yield Reject(shard.index, 0, shard.source(), "read", "unreadable", _read_message(e, shard, config))
         return
     if len(data) > config.max_bytes:
         what = f"{size} bytes" if size else "more bytes"

@@ -77,7 +77,7 @@ def _sample_images(sample: str, memory: str, n: int) -> Iterator[tuple[bytes, st
 
 def _reference_images(references: list[str], n: int, reader: ReaderConfig) -> Iterator[tuple[bytes, str]]:
     count = 0
-    for shard in discover(references):
+    for shard in discover(references, reader.http_timeout):
         for item in read_shard(shard, reader):
             if isinstance(item, Record):
                 yield item.data, posixpath.basename(item.source)

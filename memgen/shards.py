@@ -28,12 +28,26 @@ IMAGE_SUFFIXES = (
     ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".jp2", ".avif", ".mpo",
 )
 SIDECARS = (".txt", ".json")  # an image file's caption and metadata (with its url)
+HTTP_TIMEOUT = 60.0  # seconds an http(s) server may send nothing before a read fails
 _GLOB_CHARS = set("*?[")
 _log = logging.getLogger(__name__)
 
 
 class NoInputError(ValueError):
     """No input URL matched anything."""
+
+
+def storage_options(url: str, http_timeout: float = HTTP_TIMEOUT) -> dict:
+    """fsspec options for opening `url`. Over http(s): a server silent for `http_timeout`
+    seconds fails the read, and a slow download never does (aiohttp's default, 300 s for the
+    whole request, cut off every shard that took longer to stream, and let a stalled server
+    hold a worker that long)."""
+    if not url.startswith(("http://", "https://")):
+        return {}
+    import aiohttp  # fsspec's http client; only http(s) needs it
+
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=http_timeout, sock_read=http_timeout)
+    return {"client_kwargs": {"timeout": timeout}}
 
 
 def compression(uri: str) -> str | None:
@@ -208,7 +222,7 @@ def _glob_reaches(pattern: str, path: str) -> bool:
     return any(matches("/".join(parts[:i])) for i in range(1, len(parts) + 1))
 
 
-def discover(inputs: list[str]) -> list[Shard]:
+def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shard]:
     """Sorted, de-duplicated shards for the given input URLs.
 
     Explicit URLs that do not exist still become shards (their reader rejects them
@@ -230,14 +244,14 @@ def discover(inputs: list[str]) -> list[Shard]:
             any_exists = any_exists or bool(exists)
             if exists is None:
                 unchecked.extend(expanded)
-    any_exists = any_exists or any(_answers(url) for url in unchecked)
+    any_exists = any_exists or any(_answers(url, http_timeout) for url in unchecked)
     if not any_exists or not urls:
         raise NoInputError(f"no input matched: {' '.join(inputs)}")
     return [Shard.of(i, uri, shard_kind(uri), urls[uri]) for i, uri in enumerate(sorted(urls))]
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, http_timeout: float) -> bool:
     try:
-        return fsspec.core.url_to_fs(url)[0].exists(url)
+        return fsspec.core.url_to_fs(url, **storage_options(url, http_timeout))[0].exists(url)
     except Exception:  # noqa: BLE001 - refused, unreachable, timed out: it does not answer
         return False

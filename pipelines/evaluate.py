@@ -175,7 +175,7 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
     References are read and hashed with the memory's own reader and fingerprint settings,
     and a copy is a pHash within the memory's own near-duplicate threshold."""
     reader, fingerprint, threshold = _memorized(config.memory)
-    references = discover(list(config.references)) if config.references else []
+    references = discover(list(config.references), reader.http_timeout) if config.references else []
     sample = sample_parts(config.sample, config.memory) if config.sample else None
     sets = pipeline | "Distances" >> EvaluateSets(
         parts, sample, references, reader, fingerprint, threshold, config.seed,

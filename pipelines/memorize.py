@@ -53,6 +53,9 @@ class MemorizeOptions(PipelineOptions):
                             help="Parquet source-URL column (default %(default)s)")
         parser.add_argument("--key_column", default=ReaderConfig.key_column,
                             help="Parquet record-key column (default %(default)s)")
+        parser.add_argument("--http_timeout", type=float, default=ReaderConfig.http_timeout,
+                            help="seconds an http(s) server may send nothing before its shard "
+                                 "becomes a reject (default %(default)s; a slow download is never cut)")
 
 
 @dataclass(frozen=True)
@@ -77,10 +80,12 @@ class MemorizeConfig:
                 raise UsageError(f"--{name} must be positive")
         if o.max_bytes > MAX_RECORD_BYTES:  # a record is read whole into memory
             raise UsageError(f"--max_bytes must be at most {MAX_RECORD_BYTES} (1 TiB), got {o.max_bytes}")
+        if not 0 < o.http_timeout < float("inf"):
+            raise UsageError(f"--http_timeout must be a positive number of seconds, got {o.http_timeout}")
         if o.reject_data_cap < 0:
             raise UsageError(f"--reject_data_cap must be 0 or more, got {o.reject_data_cap}")
         reader = ReaderConfig(o.max_bytes, o.reject_data_cap, o.image_column, o.caption_column,
-                              o.url_column, o.key_column)
+                              o.url_column, o.key_column, o.http_timeout)
         return cls(tuple(o.input), o.memory, o.threshold, reader,
                    FingerprintConfig(o.hash_mode, o.max_pixels))
 
@@ -92,7 +97,7 @@ class MemorizeConfig:
 def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None:
     """Wire the memorize stages onto `pipeline` (discovers the shards; writes nothing);
     `claim`: the run's claim on config.memory (memory.memory_claim)."""
-    shards = discover(list(config.inputs))
+    shards = discover(list(config.inputs), config.reader.http_timeout)
     missing, first = named_columns_missing(shards, config.reader)
     if any(flag.startswith("--image_column") for flag in missing):  # every record would be a reject
         raise UsageError(f"{', '.join(missing)}: no such column in {first}")

@@ -458,6 +458,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     (["{shard}"], "--memory is required"),
     (["{shard}", "--memory", "{tmp}/m", "--reject_data_cap", "-5"], "--reject_data_cap must be 0 or more"),
     (["{shard}", "--memory", "{tmp}/m", "--max_bytes", str(2**63 - 1)], "--max_bytes must be at most"),
+    (["{shard}", "--memory", "{tmp}/m", "--http_timeout", "0"], "--http_timeout must be a positive number"),
+    (["{shard}", "--memory", "{tmp}/m", "--http_timeout", "nan"], "--http_timeout must be a positive number"),
     (["{shard}", "--memory", "{tmp}/m", "--direct_num_workers=-1"], "--direct_num_workers must be 0"),
     (["{shard}", "--memory", "{tmp}/m", "--direct_num_workers=-1", "--dry_run"], "--direct_num_workers must"),
     (["{shard}", "--memory", "memory://m", "--direct_num_workers=2",

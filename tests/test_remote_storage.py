@@ -11,6 +11,7 @@ The memory's content must equal that of the same shards read from local disk.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import logging
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -229,15 +231,26 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def http_root(shards):
-    handler = functools.partial(_QuietHandler, directory=str(shards))
+@contextlib.contextmanager
+def serving(handler, **attributes) -> Iterator[str]:
+    """An http.server on loopback for the block; yields its URL. `attributes`: the handler's
+    self.server.NAME."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    for name, value in attributes.items():
+        setattr(server, name, value)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+@pytest.fixture
+def http_root(shards):
+    with serving(functools.partial(_QuietHandler, directory=str(shards))) as url:
+        yield url
 
 
 def test_memorize_http_shards_match_local(http_root, local_reference, tmp_path):
@@ -304,17 +317,10 @@ class _CutShortHandler(http.server.BaseHTTPRequestHandler):
 def test_a_body_cut_short_is_a_corrupt_shard_not_a_failed_run(shards, tmp_path):
     """aiohttp raises ClientPayloadError (not an OSError) when the body ends before its
     Content-Length: it ended the run with a traceback, exit 1, the other shards lost too."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutShortHandler)
-    server.root = shards
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        memory = str(tmp_path / "m")
-        url = f"http://127.0.0.1:{server.server_address[1]}/shard-000.tar"
+    memory = str(tmp_path / "m")
+    with serving(_CutShortHandler, root=shards) as root:
+        url = f"{root}/shard-000.tar"
         assert main(["memorize", url, str(shards / "shard-002.tar"), "--memory", memory]) == 0
-    finally:
-        server.shutdown()
-        thread.join()
     manifest = read_manifest(memory)
     assert manifest["balanced"] and manifest["counts"]["rejects_by_reason"]["corrupt_shard"] == 1
     # Of the cut shard aiohttp gives what it read before the connection closed, which varies:
@@ -326,6 +332,59 @@ def test_a_body_cut_short_is_a_corrupt_shard_not_a_failed_run(shards, tmp_path):
     assert corrupt[0]["source"].startswith(url) and "ClientPayloadError" in corrupt[0]["message"]
     images = open_table(memory, "images").to_table(columns=["source"]).to_pylist()
     assert sum(r["source"].startswith(str(shards)) for r in images) == 4  # the other shard, whole
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    """/silent/NAME: no answer until self.server.release is set; /stalls/NAME: half the body,
+    then nothing until released; /drips/NAME: the body in 20 pieces, 0.1 s apart."""
+
+    def do_GET(self):  # noqa: N802 - the base class's name
+        how, name = self.path.strip("/").split("/")
+        data = (self.server.root / name).read_bytes()
+        if how == "silent":
+            self.server.release.wait(30)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        pieces = [data[: len(data) // 2], data[len(data) // 2:]] if how == "stalls" else \
+            [data[i * len(data) // 20: (i + 1) * len(data) // 20] for i in range(20)]
+        for i, piece in enumerate(pieces):
+            if i and how == "stalls":
+                self.server.release.wait(30)
+            elif i:
+                time.sleep(0.1)
+            self.wfile.write(piece)
+            self.wfile.flush()
+
+    def handle(self):
+        with contextlib.suppress(ConnectionError):  # the client gave up on a stalled answer
+            super().handle()
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+def test_a_silent_server_is_an_unreadable_shard_after_http_timeout_and_a_slow_one_is_read_whole(
+        shards, tmp_path):
+    """aiohttp's default gave a whole request 300 s: a longer download was cut off as a
+    corrupt shard, and a server that stopped sending held the worker that long."""
+    memory = str(tmp_path / "m")
+    release = threading.Event()
+    with serving(_SlowHandler, root=shards, release=release) as root:
+        try:
+            assert main(["memorize", f"{root}/silent/shard-001.tar", f"{root}/stalls/shard-000.tar",
+                         f"{root}/drips/shard-002.tar", "--memory", memory, "--http_timeout", "0.5"]) == 0
+        finally:
+            release.set()
+    manifest = read_manifest(memory)
+    assert manifest["balanced"] and manifest["counts"]["rejects_by_reason"] == {"unreadable": 2}
+    rejects = {r["source"].split("/")[3]: r for r in open_table(memory, "rejects").to_table().to_pylist()}
+    assert rejects["silent"]["stage"] == "open" and "Timeout" in rejects["silent"]["message"]
+    assert rejects["stalls"]["stage"] == "read"
+    assert rejects["stalls"]["message"].endswith("the server sent nothing for 0.5 s (--http_timeout)")
+    images = [r["source"] for r in open_table(memory, "images").to_table(columns=["source"]).to_pylist()]
+    assert sorted(s.rsplit("/", 1)[1] for s in images if "/drips/" in s) == [
+        f"shard-002.tar#c{i}" for i in range(4)]  # 2 s to read, 0.1 s at most without a byte
 
 
 class _ErrorHandler(http.server.BaseHTTPRequestHandler):
@@ -345,20 +404,11 @@ def test_a_server_error_or_refusal_is_unreadable_and_only_a_404_missing():
     from memgen.readers import ReaderConfig, read_shard
     from memgen.records import Shard
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ErrorHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))  # a port nothing listens on
-    try:
-        root = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(_ErrorHandler) as root, socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # a port nothing listens on
         nobody = f"http://127.0.0.1:{closed.getsockname()[1]}/a.tar"
         said = [next(iter(read_shard(Shard.of(0, url, "tar"), ReaderConfig())))
                 for url in (f"{root}/500/a.tar", f"{root}/404/a.tar", nobody)]
-    finally:
-        closed.close()
-        server.shutdown()
-        thread.join()
     error, missing, refused = said
     assert [r.error_type for r in said] == ["unreadable", "missing", "unreadable"]
     assert error.message.endswith("ClientResponseError: 500 Internal Server Error")
