@@ -135,7 +135,8 @@ def eight_bit(img: Image.Image, stretch: bool = False) -> Image.Image:
     if img.mode not in _WIDE_MODES:
         return img
     pixels = np.array(img, dtype=np.float32)  # a copy: scaled in place
-    high = float(pixels.max(initial=0.0))
+    finite = np.isfinite(pixels)  # a float image may hold NaN or inf, which would poison the scale
+    high = float(pixels.max(initial=0.0, where=finite))
     if stretch:
         top = high
     elif img.mode.startswith("I;16") or (img.mode == "I" and 255 < high <= 65535):
@@ -144,6 +145,7 @@ def eight_bit(img: Image.Image, stretch: bool = False) -> Image.Image:
         top = 1.0
     else:
         top = max(high, 255.0)
+    np.nan_to_num(pixels, copy=False, nan=0.0, posinf=top, neginf=0.0)
     pixels *= 255.0 / max(top, 1e-12)
     np.clip(np.rint(pixels, out=pixels), 0, 255, out=pixels)
     return Image.fromarray(pixels.astype(np.uint8), "L")
@@ -153,8 +155,16 @@ def rgb_image(data: bytes, side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
     """The EXIF-oriented image in 8-bit RGB, a JPEG decoded at the smallest scale that still
     covers `side`; use inside image_errors()."""
     img = open_image(data, max_pixels)
-    img.draft("RGB", (side, side))
+    _draft(img, "RGB", side)
     return eight_bit(ImageOps.exif_transpose(img)).convert("RGB")
+
+
+def _draft(img: Image.Image, mode: str, side: int) -> None:
+    """Have a JPEG decode at the smallest scale that covers `side`, in `mode`; not a lossless
+    JPEG (the only kind without quantization tables): libjpeg-turbo fails to decode one
+    scaled, or corrupts its heap and aborts the process."""
+    if getattr(img, "quantization", None):
+        img.draft(mode, (side, side))
 
 
 def decode(data: bytes, config: FingerprintConfig) -> Decoded:
@@ -163,7 +173,7 @@ def decode(data: bytes, config: FingerprintConfig) -> Decoded:
         img = open_image(data, config.max_pixels)
         header_size, image_format = img.size, img.format or "unknown"  # eight_bit's copy has no format
         if config.mode == "fast" and image_format == "JPEG":
-            img.draft("L", (DRAFT_SIZE, DRAFT_SIZE))
+            _draft(img, "L", DRAFT_SIZE)
         img.load()
         # after load(): Pillow's TIFF loader applies (and drops) its orientation tag itself
         orientation = _orientation(img)

@@ -63,3 +63,37 @@ def write_parquet(path: Path, rows: list[dict], image_column: str = "jpg") -> Pa
           "url": r.get("url"), "width": r.get("width")} for r in rows])
     pq.write_table(table, path)
     return path
+
+
+def lossless_jpeg(grey: np.ndarray) -> bytes:
+    """A lossless JPEG (ITU T.81 process 14, SOF3) of an 8-bit grey image: Pillow reads
+    these but cannot write them. First-order prediction (left neighbour; above in the first
+    column), one Huffman table giving each difference category a 5-bit code."""
+    height, width = grey.shape
+    pixels = grey.astype(np.int32)
+    predicted = np.empty_like(pixels)
+    predicted[0, 0] = 128
+    predicted[0, 1:] = pixels[0, :-1]
+    predicted[1:, 0] = pixels[:-1, 0]
+    predicted[1:, 1:] = pixels[1:, :-1]
+    bits: list[str] = []
+    for diff in (pixels - predicted).ravel().tolist():
+        size = abs(diff).bit_length()  # the category, coded as itself in 5 bits
+        extra = (diff if diff >= 0 else diff + (1 << size) - 1) if size else 0
+        bits.append(f"{size:05b}" + (f"{extra:0{size}b}" if size else ""))
+    stream = "".join(bits)
+    stream += "1" * (-len(stream) % 8)  # pad with 1-bits
+    data = int(stream, 2).to_bytes(len(stream) // 8, "big").replace(b"\xff", b"\xff\x00")
+
+    def segment(marker: int, body: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body
+
+    counts = bytes(4) + bytes([17]) + bytes(11)  # 17 codes of 5 bits
+    return b"".join([
+        b"\xff\xd8",
+        segment(0xC3, bytes([8]) + height.to_bytes(2, "big") + width.to_bytes(2, "big")
+                + bytes([1, 1, 0x11, 0])),  # 8 bits, one component
+        segment(0xC4, bytes([0x00]) + counts + bytes(range(17))),
+        segment(0xDA, bytes([1, 1, 0x00, 1, 0, 0])),  # predictor 1, no point transform
+        data, b"\xff\xd9",
+    ])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import imagehash
@@ -24,7 +26,7 @@ from memgen.fingerprint import (
     open_image,
 )
 from memgen.records import Fingerprint, Record, Reject
-from shardkit import encode, jpeg, make_image
+from shardkit import encode, jpeg, lossless_jpeg, make_image
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realimages"
 EXACT = FingerprintConfig(mode="exact")
@@ -99,6 +101,42 @@ def test_float_and_32_bit_images_are_scaled_by_their_range():
     twelve = fp(encode(Image.fromarray((grey * 16).astype(np.uint16)), "PNG"), FAST)  # 12 bits in 16
     plain = fp(encode(Image.fromarray(grey.astype(np.uint8)), "PNG"), FAST)
     assert all(bits(f.phash, plain.phash) <= 2 for f in (unit, wide, twelve))
+
+
+def test_a_float_image_with_nan_or_inf_pixels_keeps_its_own_hash():
+    """One NaN or inf made the scale NaN: the image hashed to 0, and unrelated pictures with
+    one such pixel became near duplicates of each other."""
+    scenes = [np.asarray(make_image(seed).convert("L"), dtype=np.float32) / 255 for seed in (4, 5)]
+    clean = [fp(encode(Image.fromarray(scene, "F"), "TIFF"), FAST).phash for scene in scenes]
+    assert bits(*clean) > 10
+    for bad in (np.nan, np.inf, -np.inf):
+        for scene, reference in zip(scenes, clean, strict=True):
+            poisoned = scene.copy()
+            poisoned[3, 5] = bad
+            assert bits(fp(encode(Image.fromarray(poisoned, "F"), "TIFF"), FAST).phash, reference) <= 2
+
+
+def test_a_lossless_jpeg_is_decoded_whole_not_drafted(tmp_path):
+    """libjpeg-turbo cannot decode a lossless JPEG (SOF3) at reduced scale: fast mode made it
+    a decode_error, or corrupted the heap and aborted the whole run (exit 134), as did
+    sample's and evaluate's thumbnails. In a subprocess, so that an abort fails only this test."""
+    grey = np.asarray(make_image(3, (640, 480)).convert("L"))
+    path = tmp_path / "lossless.jpg"
+    path.write_bytes(lossless_jpeg(grey))
+    assert np.array_equal(np.asarray(Image.open(path)), grey)  # the encoder is right
+    script = f"""
+from memgen.fingerprint import FingerprintConfig, fingerprint, rgb_image
+from memgen.records import Record
+data = open({str(path)!r}, "rb").read()
+for mode in ("fast", "exact"):
+    print(fingerprint(Record(0, 0, "src", data), FingerprintConfig(mode=mode)).phash)
+print(*rgb_image(data, 64).size)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-500:]
+    fast, exact, size = done.stdout.split("\n")[:3]
+    assert int(exact) == reference_phash(path.read_bytes()) and bits(int(fast), int(exact)) <= 2
+    assert size == "640 480"
 
 
 def _cmyk_jpeg(image: Image.Image) -> bytes:
