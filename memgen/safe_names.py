@@ -13,9 +13,14 @@ import re
 from memgen.shards import split_source
 
 MAX_STEM = 80  # bytes of the sanitized member key kept in a name
-# what memgen's own readers take back (memgen.shards.IMAGE_SUFFIXES)
+# by Pillow format, what memgen's own readers take back (memgen.shards.IMAGE_SUFFIXES): every
+# format Pillow decodes that has a file extension, documents, video and data stubs aside
 EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "JPEG2000": "jp2", "PNG": "png", "GIF": "gif", "WEBP": "webp",
-              "BMP": "bmp", "TIFF": "tiff", "PPM": "ppm", "ICO": "ico", "AVIF": "avif"}
+              "BMP": "bmp", "DIB": "dib", "TIFF": "tiff", "PPM": "ppm", "ICO": "ico", "CUR": "cur",
+              "AVIF": "avif", "TGA": "tga", "PCX": "pcx", "DCX": "dcx", "QOI": "qoi", "SGI": "sgi",
+              "DDS": "dds", "XBM": "xbm", "XPM": "xpm", "PSD": "psd", "ICNS": "icns", "SUN": "ras",
+              "BLP": "blp", "FITS": "fits", "FLI": "fli", "FTEX": "ftc", "GBR": "gbr", "IM": "im",
+              "MSP": "msp", "PCD": "pcd", "PIXAR": "pxr"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # separators, dots, NUL, spaces, non-ASCII
 
 

@@ -24,8 +24,12 @@ TAR_COMPRESSION = {".tar": None, ".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": 
 TAR_SUFFIXES = tuple(TAR_COMPRESSION)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 IMAGE_SUFFIXES = (
-    ".jpg", ".jpeg", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
-    ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".jp2", ".avif", ".mpo",
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".ico", ".cur", ".jp2", ".j2k", ".jpc", ".jpf", ".jpx", ".j2c",
+    ".avif", ".avifs", ".mpo",
+    # rarer raster formats that Pillow reads, as `memgen sample` names them (safe_names.EXTENSIONS)
+    ".tga", ".pcx", ".dcx", ".qoi", ".sgi", ".dds", ".xbm", ".xpm", ".psd", ".icns", ".ras", ".blp",
+    ".fits", ".fit", ".fli", ".flc", ".ftc", ".ftu", ".gbr", ".im", ".msp", ".pcd", ".pxr",
 )
 SIDECARS = (".txt", ".json")  # an image file's caption and metadata (with its url)
 HTTP_TIMEOUT = 60.0  # seconds an http(s) server may send nothing before a read fails

@@ -197,6 +197,16 @@ def test_hostile_keys_give_a_single_plain_name(key):
     assert all(ch.isalnum() and ch.isascii() or ch in "_-." for ch in name)
 
 
+def test_every_picture_format_pillow_reads_is_named_by_one_of_its_own_extensions():
+    Image.init()
+    no_extension = {"SPIDER", "IMT", "MCIDAS", "XVTHUMB"}  # Pillow registers none for them
+    not_pictures = {"EPS", "MPEG", "BUFR", "GRIB", "HDF5", "WMF", "IPTC"}  # documents, video, stubs
+    assert set(Image.OPEN) - no_extension - not_pictures <= set(EXTENSIONS)
+    registered = Image.registered_extensions()
+    for fmt, ext in EXTENSIONS.items():
+        assert registered.get(f".{ext}") in (fmt, "JPEG" if fmt == "MPO" else fmt), fmt
+
+
 def test_safe_stem_and_extension():
     assert safe_stem("cats/0001.jpg") == "cats_0001_jpg"
     assert safe_stem("../..") == "image"
