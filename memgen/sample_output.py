@@ -155,9 +155,11 @@ def index_row(row: dict[str, Any], c: Chosen, memory_part: str, file: str,
 
 
 def _metadata_json(row: dict[str, Any], c: Chosen) -> bytes:
-    keep = ("image_id", "source", "url", "copies", "exact_copies", "width", "height", "format",
-            "n_bytes", "metadata")
-    return json.dumps({**{k: row[k] for k in keep}, **sampling_fields(c)}, sort_keys=True).encode()
+    """The row's fields, its crawl metadata as an object (the memory holds it as JSON text:
+    embedded as a string, a loader had to parse it twice), and the sampling fields."""
+    keep = ("image_id", "source", "url", "copies", "exact_copies", "width", "height", "format", "n_bytes")
+    fields = {k: row[k] for k in keep} | {"metadata": json.loads(row["metadata"] or "null")}
+    return json.dumps(fields | sampling_fields(c), sort_keys=True, ensure_ascii=False).encode()
 
 
 class _TarWriter:

@@ -39,7 +39,8 @@ def image_row(i: int, source: str | None = None) -> dict:
     return {
         "image_id": hashlib.sha256(data).hexdigest(), "phash": i, "dhash": -i, "width": 160,
         "height": 120, "format": "JPEG" if i % 3 else "PNG", "n_bytes": len(data), "image": data,
-        "caption": f"caption {i}" if i % 4 else None, "url": f"http://x/{i}", "metadata": "{}",
+        "caption": f"caption {i}" if i % 4 else None, "url": f"http://x/{i}",
+        "metadata": json.dumps({"key": f"{i:09d}", "status": "success", "lang": "ö"}),
         "source": source or f"shard{i % 3}.tar#key{i}", "copies": 1 + (i * 5) % 7, "exact_copies": 1,
     }
 
@@ -132,6 +133,7 @@ def test_webdataset_shards_read_unmodified_by_the_webdataset_library(tmp_path, m
         assert (meta["source"], meta["copies"], meta["weight"]) == (row["source"], row["copies"],
                                                                     row["copies"])
         assert meta["key"] == sampling.sample_key(7, row["image_id"], row["copies"])
+        assert meta["metadata"] == json.loads(row["metadata"])  # an object, not JSON text in a string
         seen[s["__key__"]] = meta["rank"]
     assert sorted(seen.values()) == list(range(10))
     decoded = next(iter(wds.WebDataset(tars, shardshuffle=False).decode("pil")))
