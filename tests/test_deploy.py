@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import json
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -217,16 +218,50 @@ def test_launcher_renders_yesterday_in_every_argument():
     assert render(["--x=${YESTERDAY}"], dt.date(2026, 1, 1)) == ["--x=2025-12-31"]
 
 
+def image_files(text: str) -> dict[str, str]:
+    """What the Dockerfile's COPY instructions leave in the image (RUN rm -rf removes):
+    {path in the image: path in the repository}."""
+    files: dict[str, str] = {}
+    workdir = "/"
+    for line in text.replace("\\\n", " ").splitlines():
+        word, _, rest = line.strip().partition(" ")
+        if word == "WORKDIR":
+            workdir = posixpath.join(workdir, rest.strip())
+        elif word == "COPY" and not rest.startswith("--from"):
+            *sources, target = rest.split()
+            target = posixpath.join(workdir, target)
+            for source in sources:
+                many = len(sources) > 1 or target.endswith("/")
+                files[posixpath.normpath(posixpath.join(target, source) if many else target)] = source
+        elif word == "RUN":
+            for gone in re.findall(r"rm -rf (\S+)", rest):
+                gone = posixpath.join(workdir, gone)
+                files = {p: s for p, s in files.items() if p != gone and not p.startswith(gone + "/")}
+    return files
+
+
 def test_launcher_runs_the_job_of_its_image(tmp_path):
-    """The Flex entry point as the launcher calls it: python launch.py --name=value ..."""
+    """The Flex entry point as the launcher calls it, python launch.py --name=value ..., from
+    a folder laid out as the image leaves the launcher's (sources left beside launch.py
+    shadowed the installed memgen: No module named 'memgen.pipelines')."""
+    launcher = tmp_path / "template"
+    launcher.mkdir()
+    py_file = re.search(r"^ENV FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)", dockerfile(), re.M).group(1)
+    for path, source in image_files(dockerfile()).items():
+        if posixpath.dirname(path) == posixpath.dirname(py_file):
+            copy = shutil.copytree if (ROOT / source).is_dir() else shutil.copy
+            copy(ROOT / source, launcher / posixpath.basename(path))
+    # (the tests' editable install maps memgen.pipelines whatever shadows memgen: the image's
+    # installed package has no such map, so the layout itself is checked)
+    assert not any((launcher / name).exists() for name in ("memgen", "pipelines", "schemas"))
     yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     shards = tmp_path / "shards" / yesterday
     shards.mkdir(parents=True)
     write_tar(shards / "shard-000.tar", [sample(f"k{i}", jpeg(i % 3)) for i in range(5)])
     argv = [f"--input={tmp_path}/shards/${{YESTERDAY}}/*.tar", f"--memory={tmp_path}/memory/${{YESTERDAY}}",
             "--threshold=4", "--runner=FnApiRunner"]
-    done = subprocess.run([sys.executable, str(DATAFLOW / "launch.py"), *argv], capture_output=True,
-                          text=True, env={**os.environ, "MEMGEN_JOB": "memorize"}, timeout=120)
+    done = subprocess.run([sys.executable, str(launcher / "launch.py"), *argv], capture_output=True,
+                          text=True, env={**os.environ, "MEMGEN_JOB": "memorize"}, timeout=120, cwd=launcher)
     assert done.returncode == 0, done.stderr
     manifest = read_manifest(str(tmp_path / "memory" / yesterday))
     assert manifest["counts"]["records_in"] == 5 and manifest["counts"]["images"] == 3
