@@ -422,6 +422,18 @@ def test_dag_chains_memorize_sample_evaluate():
     assert [a.name for a in operator[0].names] == ["DataflowStartFlexTemplateOperator"]
 
 
+def test_dag_ds_is_the_day_that_ended_in_airflow_2_and_3():
+    """render_jinja's ds is the day before the run: true of a data-interval timetable only
+    (Airflow 3 reads a cron string as a CronTriggerTimetable, whose ds is the run's own day)."""
+    tree = dag_tree()
+    (dag,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DAG"]
+    schedule = next(k.value for k in dag.keywords if k.arg == "schedule")
+    assert isinstance(schedule, ast.Call) and schedule.func.id == "CronDataIntervalTimetable"
+    assert [ast.literal_eval(a) for a in schedule.args] == ["0 2 * * *"]
+    imports = {a.name: n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert imports["CronDataIntervalTimetable"] == "airflow.timetables.interval"
+
+
 @pytest.mark.parametrize("job", JOBS)
 def test_dag_launches_real_templates_with_real_parameters(job):
     job_module(job)

@@ -1,11 +1,15 @@
 """Airflow DAG: nightly memorize -> sample -> evaluate, each a memgen Dataflow Flex Template.
 
 Each night's run works on the shards of its logical date ({{ ds }}, the day that just
-ended): gs://BUCKET/shards/DS/*.tar -> memory/DS -> samples/DS -> reports/DS. Parameter
+ended): gs://BUCKET/shards/DS/*.tar -> memory/DS -> samples/DS -> reports/DS. That is the
+start of a data interval: the schedule is a CronDataIntervalTimetable, as a cron string was
+in Airflow 2 (Airflow 3 makes a cron string a CronTriggerTimetable, whose ds is the run's own
+day: today's half-filled folder). Parameter
 names are the jobs' flags (deploy/dataflow/JOB/metadata.json); the templates and images
 come from deploy/dataflow/build.sh. Airflow Variables: memgen_project, memgen_region,
 memgen_bucket, memgen_repository (build.sh's REPOSITORY; default "memgen"), memgen_image_tag,
-memgen_worker_sa. Needs apache-airflow-providers-google.
+memgen_worker_sa. Needs apache-airflow-providers-google and
+apache-airflow-providers-apache-beam (the google provider's Dataflow operators import it).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import pendulum
 from airflow import DAG
 from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 PROJECT = "{{ var.value.memgen_project }}"
 REGION = "{{ var.value.memgen_region }}"
@@ -49,7 +54,7 @@ def launch(job: str, parameters: dict[str, str]) -> DataflowStartFlexTemplateOpe
 
 with DAG(
     dag_id="memgen_nightly",
-    schedule="0 2 * * *",
+    schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
