@@ -11,9 +11,14 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    StandardOptions,
+    TestOptions,
+)
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
-from apache_beam.runners.runner import create_runner
+from apache_beam.runners.runner import PipelineRunner, PipelineState, create_runner
 
 from memgen.memory import MemoryDirError, join, memory_claim, prepare_output, read_manifest
 from memgen.outputs import STORAGE_CLIENTS, Claim, OutputDirError, from_storage_client
@@ -54,25 +59,52 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
         prepare(claim, True)
         print(printed)
         return False
-    pipeline = beam.Pipeline(options=options)
+    runner = validated_runner(options)
+    pipeline = beam.Pipeline(runner=runner, options=options)
     wire(pipeline, claim)
     prepare(claim, False)
-    pipeline.run().wait_until_finish()
+    if not _submits(runner):  # runs here: what it raises is the run's (main judges it)
+        pipeline.run().wait_until_finish()
+    else:
+        try:
+            result = pipeline.run()
+        except Exception as e:  # noqa: BLE001 - nothing ran: no job server, no API, no package
+            said = next((line for line in str(e).splitlines() if line.strip()), "")
+            raise UsageError(f"{type(runner).__name__} could not start the pipeline: "
+                             f"{type(e).__name__}: {said}"[:500]) from None
+        result.wait_until_finish()
+        # A Flex Template's launcher passes --template_location: DataflowRunner writes the job
+        # there for the service to start, and returns (state DONE, no job)
+        template = options.view_as(GoogleCloudOptions).template_location
+        if template or result.state != PipelineState.DONE:
+            done = f"job written to {template}" if template else f"pipeline submitted, state {result.state}"
+            print(f"{type(runner).__name__}: {done}; {claim.flag} {claim.url} is finished when its job is")
+            return False
     claim.check()
     return True
 
 
-def dry_run(options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> str:
-    """The pipeline's stages, after the checks the runner makes before it submits anything.
+def _submits(runner: PipelineRunner) -> bool:
+    """Whether the runner hands the pipeline to a service (Dataflow, a Flink, Spark or Prism
+    job server) rather than running it in this process."""
+    return any(cls.__name__ in ("DataflowRunner", "PortableRunner") for cls in type(runner).__mro__)
 
-    The runner is instantiated but never asked to run, so DataflowRunner options are
-    validated (project, region, gs:// locations) without contacting Google Cloud (given
-    --temp_location: without one, Beam itself would look for a default bucket).
-    """
+
+def validated_runner(options: PipelineOptions) -> PipelineRunner:
+    """The chosen runner, after the checks it makes before it submits anything
+    (DataflowRunner: project, region, gs:// locations; without contacting Google Cloud, given
+    --temp_location: without one, Beam itself would look for a default bucket)."""
     runner = create_runner(options.view_as(StandardOptions).runner)
     errors = PipelineOptionsValidator(options, runner).validate()
     if errors:
         raise UsageError("; ".join(errors))
+    return runner
+
+
+def dry_run(options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> str:
+    """The pipeline's stages, after the checks the runner makes before it submits anything;
+    the runner is never asked to run."""
+    runner = validated_runner(options)
     pipeline = beam.Pipeline(runner=runner, options=options)
     wire(pipeline)
     proto = pipeline.to_runner_api()  # serializes every DoFn and coder, as submission would
@@ -91,6 +123,15 @@ def dry_run(options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> 
     return "\n".join(lines)
 
 
+def _finished(manifest: dict | None, flag: str, url: str) -> dict:
+    """The manifest of a run that ended; UsageError when it is not where this machine reads
+    (the workers of a remote runner given a local path write their own disks)."""
+    if manifest is None:
+        raise UsageError(f"{flag} {url}: the run ended, but its manifest.json is not there (a remote "
+                         "runner's workers cannot write this machine's disk: give them a bucket)")
+    return manifest
+
+
 def memorize(argv: list[str]) -> dict | None:
     """Run memorize; returns the manifest (None for a dry run)."""
     options = parse_job("memgen memorize", "Fingerprint, deduplicate and store web image shards.",
@@ -99,7 +140,7 @@ def memorize(argv: list[str]) -> dict | None:
     if not execute(options, config.urls(), memory_claim(config.memory),
                    lambda pipeline, claim: build(pipeline, config, claim), prepare_output):
         return None
-    manifest = read_manifest(config.memory)
+    manifest = _finished(read_manifest(config.memory), "--memory", config.memory)
     print(memorize_summary(manifest))
     return manifest
 
@@ -115,7 +156,7 @@ def sample(argv: list[str]) -> dict | None:
     if not execute(options, config.urls(), sample_claim(config.out),
                    lambda pipeline, claim: job.build(pipeline, config, claim), prepare_sample_output):
         return None
-    manifest = read_manifest(config.out)
+    manifest = _finished(read_manifest(config.out), "--out", config.out)
     print(sample_summary(manifest))
     return manifest
 

@@ -50,12 +50,14 @@ SHARED_FLAGS: dict[str, dict] = {
 
 def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> None:
     """UsageError for an empty URL, or one whose protocol fsspec does not know or cannot
-    open here (gs:// without gcsfs), or memory:// with worker processes: found before the
-    run, not as a worker's traceback. `urls`: (flag, URL) pairs; the command line checks
-    them, so parsing a job's options (a Flex Template launch, the deploy tests) needs no
-    filesystem package."""
+    open here (gs:// without gcsfs), memory:// with worker processes, a local path with
+    Dataflow: found before the run, not as a worker's traceback. `urls`: (flag, URL) pairs;
+    the command line checks them, so parsing a job's options (a Flex Template launch, the
+    deploy tests) needs no filesystem package."""
+    runner = options.view_as(StandardOptions).runner
     separate = (options.view_as(DirectOptions).direct_running_mode == "multi_processing"
-                or options.view_as(StandardOptions).runner not in (None, LOCAL_RUNNER))
+                or runner not in (None, LOCAL_RUNNER))
+    dataflow = (runner or "").rsplit(".", 1)[-1].lower() == "dataflowrunner"  # always remote
     for flag, url in urls:
         if not url.strip():
             raise UsageError(f"{flag} is an empty string")
@@ -65,6 +67,9 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
         if url.startswith("memory://") and separate:  # each process would have its own
             raise UsageError(f"{flag} {url}: memory:// lives in one process; workers in other "
                              "processes do not see it (use a folder, or the in-process runner)")
+        if dataflow and ("://" not in url or url.startswith("file://")):
+            raise UsageError(f"{flag} {url} is a local path: Dataflow's workers do not see this "
+                             "machine's disk (use gs://...)")
         try:
             fsspec.core.url_to_fs(url)
         except ImportError as e:  # fsspec's own advice: "Please install gcsfs to access Google Storage"

@@ -130,6 +130,30 @@ def test_memorize_s3_to_s3_matches_local_and_never_leaks_the_secret(s3, local_re
         assert SECRET not in text, f"the AWS secret appears in {where}"
 
 
+def test_a_dataflow_dry_run_builds_validates_and_prints_reaching_only_the_bucket(s3, s3_server, monkeypatch,
+                                                                                capsys):
+    """The pipeline graph for DataflowRunner, checked without Google Cloud: only the storage
+    it lists (the input shards, the output bucket) is asked."""
+    connect = socket.socket.connect
+    storage = tuple(s3_server.removeprefix("http://").split(":"))
+
+    def storage_only(sock, address):
+        assert (address[0], str(address[1])) == storage, f"dry run tried to connect to {address}"
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", storage_only)
+    assert main(["memorize", "s3://inputs/shards/*.tar", "--memory", "s3://memories/dry", "--dry_run",
+                 "--runner=DataflowRunner", "--project=memgen-test", "--region=europe-west4",
+                 "--temp_location=gs://memgen-test-bucket/tmp"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "dry run: DataflowRunner, pipeline built and validated, not run"
+    stages = [line.strip() for line in printed if line.startswith("  ") and not line.startswith("    ")]
+    assert stages == ["Shards", "ReadShards", "Fingerprint", "ExactDedup", "NearDedup", "AllRejects",
+                      "WriteMemory"]
+    assert "    Materialize" in printed and "    WriteManifest" in printed
+    assert not s3.exists("memories/dry")
+
+
 def test_s3_memory_that_is_finished_is_refused(s3, capfd):
     memory = "s3://memories/run2"
     assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", memory]) == 0

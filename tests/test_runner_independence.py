@@ -4,18 +4,19 @@ memorize -> sample runs twice on the same shards: in-process (FnApiRunner) and u
 the local multi-process runner (FnApiRunner over the Fn API with --direct_num_workers=2
 --direct_running_mode=multi_processing, so stages run in separate worker processes).
 Every file of the memory and of the sample must be byte-identical, and so must the
-manifests once their timestamps and own locations are removed. The pipeline-graph check (`--dry_run`) with
-DataflowRunner options builds, validates and prints the pipeline without network.
+manifests once their timestamps and own locations are removed. Runners that submit the pipeline
+elsewhere fail in one line when they cannot, and end without a summary when they do.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import socket
 from pathlib import Path
 
 import pytest
+from apache_beam.runners.portability.portable_runner import PortableRunner
+from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from memgen.outputs import MARKER
 from memgen.pipelines.cli import main
@@ -100,28 +101,68 @@ def test_memorize_and_sample_are_byte_identical_in_process_and_multi_process(cor
     assert any(single[1].glob("images/*.tar")) and sample["mode"] == "weighted"
 
 
-def test_dry_run_with_dataflow_options_builds_validates_and_prints_offline(corpus, tmp_path, capsys,
-                                                                         monkeypatch):
-    def no_network(*args, **kwargs):
-        raise AssertionError(f"dry run tried to connect to {args[1:]}")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    memory = tmp_path / "memory"
-    assert main(["memorize", str(corpus / "*.tar"), "--memory", str(memory), "--dry_run", *DATAFLOW]) == 0
-    printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == "dry run: DataflowRunner, pipeline built and validated, not run"
-    stages = [line.strip() for line in printed if line.startswith("  ") and not line.startswith("    ")]
-    assert stages == ["Shards", "ReadShards", "Fingerprint", "ExactDedup", "NearDedup", "AllRejects",
-                      "WriteMemory"]
-    assert "    Materialize" in printed and "    WriteManifest" in printed
-    assert not (memory / "manifest.json").exists()
-    assert not any(memory.rglob("*.parquet"))
-
-
-def test_dry_run_reports_what_dataflow_would_reject(corpus, tmp_path, capsys):
-    argv = ["memorize", str(corpus / "*.tar"), "--memory", str(tmp_path / "m"), "--dry_run",
+@pytest.mark.parametrize("dry_run", [["--dry_run"], []])
+def test_what_dataflow_would_reject_is_one_line_in_a_dry_run_and_a_real_one(dry_run, capsys):
+    """A real run skipped the runner's own checks: Beam's traceback, exit 1 (the dry run said it)."""
+    argv = ["memorize", "s3://inputs/shards/*.tar", "--memory", "s3://memories/m", *dry_run,
             "--runner=DataflowRunner", "--project=memgen-test", "--region=europe-west4",
             "--temp_location=/not/a/gcs/path"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "temp_location" in err[0] and err[0].startswith("memgen memorize: error:")
+
+
+@pytest.mark.parametrize("dry_run", [["--dry_run"], []])
+def test_a_local_path_with_dataflow_is_refused(corpus, tmp_path, dry_run, capsys):
+    """Dataflow's workers would list, read and write their own disks, and the run end without
+    a manifest where the launcher looks (a TypeError, exit 1)."""
+    assert main(["memorize", str(corpus / "*.tar"), "--memory", "s3://memories/m", *dry_run, *DATAFLOW]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "INPUT" in err[0] and "is a local path" in err[0]
+    assert main(["memorize", "s3://inputs/x.tar", "--memory", f"file://{tmp_path}/m", *DATAFLOW]) == 2
+    assert "--memory file://" in capsys.readouterr().err
+
+
+def test_a_runner_that_cannot_start_is_one_line_and_exit_2(corpus, tmp_path, capsys):
+    """PortableRunner without a job endpoint (as Flink or Spark without their job server, or
+    Prism offline): Beam's traceback, exit 1."""
+    assert main(["memorize", str(corpus / "*.tar"), "--memory", str(tmp_path / "m"),
+                 "--runner=PortableRunner"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "PortableRunner could not start the pipeline: NotImplementedError" in err[0]
+
+
+class _NoJob(PipelineResult):
+    def wait_until_finish(self, duration=None):
+        return self.state  # DataflowPipelineResult's, without a job: at once
+
+
+class TemplateOnly(PortableRunner):
+    """What DataflowRunner does in a Flex Template's launch (the launcher passes
+    --template_location): writes the job there and returns a result without a job, DONE."""
+
+    def run_pipeline(self, pipeline, options):
+        return _NoJob(PipelineState.DONE)
+
+
+class SubmitOnly(PortableRunner):
+    """A runner that returns once the job is submitted, before it ends."""
+
+    def run_pipeline(self, pipeline, options):
+        return _NoJob(PipelineState.RUNNING)
+
+
+@pytest.mark.parametrize(("runner", "said"), [
+    ("TemplateOnly", "job written to gs://t/job_object"),
+    ("SubmitOnly", "pipeline submitted, state RUNNING"),
+])
+def test_a_pipeline_submitted_and_not_run_here_ends_without_a_summary(corpus, tmp_path, capsys, runner, said):
+    """The command read the manifest the run had not written: TypeError, exit 1, so a Flex
+    Template's launcher failed every launch."""
+    memory = tmp_path / "m"
+    flags = [f"--runner={__name__}.{runner}"]
+    flags += ["--template_location=gs://t/job_object"] if runner == "TemplateOnly" else []
+    assert main(["memorize", str(corpus / "*.tar"), "--memory", str(memory), *flags]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == f"{runner}: {said}; --memory {memory} is finished when its job is"
+    assert not (memory / "manifest.json").exists()
