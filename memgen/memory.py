@@ -238,7 +238,7 @@ FOOTER_READS = 16  # footers read at once: on object stores each is a round trip
 def _footer_rows(memory: str, table: str, fs: fsspec.AbstractFileSystem, files: list[str]) -> list[int]:
     """Each part's row count, from its footer; MemoryDirError for a file that is not a Parquet
     part of `table` (a worker would fail on it mid-run, with Arrow's traceback)."""
-    required = set(table_schema(table).names)
+    schema = table_schema(table)
 
     def rows(file: str) -> int:
         try:
@@ -246,14 +246,29 @@ def _footer_rows(memory: str, table: str, fs: fsspec.AbstractFileSystem, files: 
         except (pa.ArrowException, OSError) as e:
             raise MemoryDirError(f"{memory} is damaged: {table}/{posixpath.basename(file)} "
                                  f"is not a readable Parquet file ({e})"[:500]) from None
-        missing = required - set(footer.schema.to_arrow_schema().names)
+        found = footer.schema.to_arrow_schema()
+        missing = set(schema.names) - set(found.names)
         if missing:
             raise MemoryDirError(f"{memory} is damaged: {table}/{posixpath.basename(file)} lacks "
                                  f"the {table} columns {', '.join(sorted(missing))}")
+        for field in schema:  # a part rewritten with other types fails a job mid-run
+            other = found.field(field.name).type
+            if not _same_kind(field.type, other):
+                raise MemoryDirError(f"{memory} is damaged: {table}/{posixpath.basename(file)} holds "
+                                     f"{field.name} as {other}, not {field.type}")
         return footer.num_rows
 
     with ThreadPoolExecutor(FOOTER_READS) as pool:
         return list(pool.map(rows, files))
+
+
+def _same_kind(expected: pa.DataType, found: pa.DataType) -> bool:
+    """Whether a column of type `found` reads as `expected`: the same type, or its large or
+    view form (Polars writes large_string)."""
+    kinds = ((pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view),
+             (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view))
+    return expected.equals(found) or any(
+        any(test(expected) for test in kind) and any(test(found) for test in kind) for kind in kinds)
 
 
 def open_table(memory: str, table: str) -> ds.Dataset:

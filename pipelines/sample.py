@@ -14,7 +14,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import memgen
 from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
-from memgen.memory import absolute, finished_manifest, image_parts, manifest_digest, read_manifest
+from memgen.memory import (
+    absolute,
+    check_memory,
+    finished_manifest,
+    image_parts,
+    manifest_digest,
+    read_manifest,
+)
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import LOCAL_RUNNER, add_shared, boolean
@@ -76,7 +83,8 @@ def build(pipeline: beam.Pipeline, config: SampleConfig, claim: Claim) -> None:
     """Wire the sample stages onto `pipeline` (checks the memory; writes nothing); `claim`:
     the run's claim on config.out (sample_output.sample_claim)."""
     memorized = finished_manifest(config.memory)
-    population = memorized["counts"]["images"]  # the parts hold as many rows (image_parts checks)
+    check_memory(config.memory)  # all its tables, as evaluate: a damaged memory is refused whole
+    population = memorized["counts"]["images"]  # the parts hold as many rows (checked)
     # the contact sheet's thumbnails decode what the memory took in: up to its --max_pixels
     max_pixels = FingerprintConfig.of_memory(memorized).max_pixels
     if config.n > population:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -161,7 +162,8 @@ def test_a_memory_missing_a_part_is_refused_not_read_short(memory, tmp_path, cap
     ("garbage", "images/part-000000.parquet is not a readable Parquet file"),
     ("another_table", "images/part-000000.parquet lacks the images columns"),
     ("fewer_rows", "images rows, its parts hold"),  # as many parts, one of them not the one written
-    ("duplicates", "is not a readable Parquet file"),  # evaluate's galleries read it after the run
+    ("retyped", "images/part-000000.parquet holds phash as uint64, not int64"),  # was a traceback
+    ("duplicates", "is not a readable Parquet file"),  # sample passed it by: it reads images/ only
 ])
 def test_a_memory_with_a_damaged_part_is_refused_before_it_is_read(memory, tmp_path, capsys, damage, message):
     damaged = tmp_path / "damaged"
@@ -170,7 +172,10 @@ def test_a_memory_with_a_damaged_part_is_refused_before_it_is_read(memory, tmp_p
     commands = [["sample", "--n", "3"], ["evaluate", "--classifier", "caption"]]
     if damage == "duplicates":
         sorted((damaged / "duplicates").glob("part-*.parquet"))[0].write_bytes(b"PAR1 not really")
-        commands = commands[1:]  # a sample reads images/ only
+    elif damage == "retyped":  # "fixing" the sign of phash
+        table = pq.read_table(part)
+        column = table.schema.get_field_index("phash")
+        pq.write_table(table.set_column(column, "phash", table["phash"].cast(pa.uint64(), safe=False)), part)
     elif damage == "garbage":
         part.write_bytes(b"PAR1 not really")
     elif damage == "another_table":
@@ -183,6 +188,20 @@ def test_a_memory_with_a_damaged_part_is_refused_before_it_is_read(memory, tmp_p
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err and "Traceback" not in err
         assert not out.exists()
+
+
+def test_a_part_rewritten_with_large_strings_as_polars_writes_them_is_read(memory, tmp_path):
+    rewritten = tmp_path / "rewritten"
+    shutil.copytree(memory / "memory", rewritten)
+    part = rewritten / "images" / "part-000000.parquet"
+    table = pq.read_table(part)
+    large = pa.schema([f.with_type(pa.large_string()) if f.type == pa.string() else
+                       f.with_type(pa.large_binary()) if f.type == pa.binary() else f for f in table.schema])
+    pq.write_table(table.cast(large), part)
+    out = tmp_path / "sample"
+    assert main(["sample", "--memory", str(rewritten), "--n", "100", "--out", str(out)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["counts"]["images"] == read_manifest(
+        str(rewritten))["counts"]["images"]
 
 
 def test_a_sample_given_as_memory_is_refused_in_one_line(memory, tmp_path, capsys):
