@@ -244,6 +244,24 @@ class _FolderWriter:
 _WRITERS = {"webdataset": _TarWriter, "parquet": _ParquetWriter, "folder": _FolderWriter}
 
 
+def _write_empty(out: str, fmt: str) -> str:
+    """The one file of a sample without images (an empty memory): an empty Parquet part or
+    tar, or the images/ folder, so that a glob over images/ matches, as a memory's empty
+    table does (`--reference OUT/images`, DuckDB, webdataset). Returns its name."""
+    name = output_name("part-000000.parquet", fmt)
+    fs, path = fsspec.core.url_to_fs(join(out, name))
+    if fmt == "folder":
+        make_folder(fs, path)
+        return name
+    make_folder(fs, posixpath.dirname(path))
+    with fs.open(path, "wb") as f:
+        if fmt == "parquet":
+            pq.write_table(sample_rows_schema().empty_table(), f, compression="zstd")
+        else:
+            tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT).close()
+    return name
+
+
 def finish_sample(results: Iterable[PartResult], claim: Claim, tau: float | None,
                   manifest: dict[str, Any]) -> dict[str, Any] | None:
     """index.parquet (rank order), contact sheet, then manifest.json: the sample is finished."""
@@ -261,6 +279,8 @@ def finish_sample(results: Iterable[PartResult], claim: Claim, tau: float | None
         contact_sheet(thumbs).save(f, "JPEG", quality=90)
     # a folder sample's files are its images; a webdataset or Parquet sample has one file a part
     files = [IMAGES_DIR] if manifest["format"] == "folder" else sorted({r["file"] for r in rows})
+    if not rows:
+        files = [_write_empty(out, manifest["format"])]
     manifest = {
         **manifest,
         "threshold": tau,

@@ -285,11 +285,19 @@ def test_n_larger_than_the_memory_takes_everything_and_warns(tmp_path, memory, c
     assert all(r["inclusion_probability"] == 1.0 for r in index(tmp_path / "all"))
 
 
-def test_a_memory_without_images_gives_an_empty_sample(tmp_path):
+def test_a_memory_without_images_gives_an_empty_sample_that_readers_glob(tmp_path):
+    """images/ was not even made: DuckDB's glob and --reference OUT/images failed."""
     mem = make_memory(tmp_path / "mem", [])
-    manifest = sample(mem, str(tmp_path / "o"), 4)
-    assert manifest["counts"]["images"] == 0 and index(tmp_path / "o") == []
-    assert (tmp_path / "o" / "contact_sheet.jpg").exists()
+    for fmt in ("webdataset", "parquet", "folder"):
+        out = tmp_path / fmt
+        manifest = sample(mem, str(out), 4, fmt=fmt)
+        assert manifest["counts"]["images"] == 0 and index(out) == []
+        assert (out / "contact_sheet.jpg").exists()
+        assert (out / "images").is_dir() and all((out / f).exists() for f in manifest["files"])
+    assert duckdb.sql(f"select count(*) from '{tmp_path}/parquet/images/*.parquet'").fetchall() == [(0,)]
+    tar = str(tmp_path / "webdataset" / "images" / "sample-000000.tar")
+    assert list(wds.WebDataset(tar, empty_check=False, shardshuffle=False)) == []
+    assert main(["memorize", str(tmp_path / "webdataset" / "images"), "--memory", str(tmp_path / "m")]) == 0
 
 
 # --- end to end ---------------------------------------------------------------------------
