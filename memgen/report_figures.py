@@ -27,7 +27,7 @@ from memgen.memory import join, open_table, write_atomic
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard, unprintable
 from memgen.report import REPORT_HTML
-from memgen.report_html import Figures, Thumb, make_thumb
+from memgen.report_html import Cluster, Figures, Thumb, make_thumb
 from memgen.sample_output import INDEX, sample_memory
 from memgen.shards import discover, shard_kind, split_source
 
@@ -88,8 +88,9 @@ def _reference_images(references: list[str], n: int, reader: ReaderConfig) -> It
 
 def cluster_galleries(memory: str, reader: ReaderConfig, clusters: int = CLUSTERS,
                       members: int = CLUSTER_MEMBERS, max_pixels: int = DEFAULT_MAX_PIXELS
-                      ) -> list[list[Thumb]]:
-    """The largest clusters (most duplicates; ties by representative id), representative first.
+                      ) -> list[Cluster]:
+    """The largest clusters (most duplicates; ties by representative id), representative
+    first, with at most `members` images each.
 
     A representative's duplicates are its `copies` - 1, so the images table names the
     largest clusters, streamed; of the duplicates table (the crawl's size) only their rows
@@ -117,7 +118,7 @@ def cluster_galleries(memory: str, reader: ReaderConfig, clusters: int = CLUSTER
         images = [(representatives[rep], f"representative ({copies - 1} duplicate{plural})")]
         images += [(found[row["source"]], f"d={row['distance']} {posixpath.basename(row['source'])}")
                    for row in wanted[rep] if row["source"] in found]
-        galleries.append(list(_thumbs(images, max_pixels)))
+        galleries.append(Cluster(copies, list(_thumbs(images, max_pixels))))
     return galleries
 
 

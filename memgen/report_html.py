@@ -49,11 +49,17 @@ class Thumb:
 
 
 @dataclass(frozen=True)
+class Cluster:
+    images: int  # the representative's copies: what the cluster holds, shown or not
+    thumbs: Sequence[Thumb]  # representative first
+
+
+@dataclass(frozen=True)
 class Figures:
     reference: Sequence[Thumb] = ()
     sample: Sequence[Thumb] = ()
     contact_sheet: Sequence[Thumb] = ()
-    clusters: Sequence[Sequence[Thumb]] = field(default_factory=tuple)  # representative first
+    clusters: Sequence[Cluster] = field(default_factory=tuple)
 
 
 def make_thumb(data: bytes, caption: str, side: int = THUMB_SIDE,
@@ -270,11 +276,14 @@ def _side_by_side(figures: Figures, inputs: dict[str, Any]) -> str:
         f"</div><div><h3>sample</h3>{_grid(figures.sample, _not_given(inputs, 'sample'))}</div></div>"))
 
 
-def _clusters(clusters: Sequence[Sequence[Thumb]]) -> str:
+def _clusters(clusters: Sequence[Cluster]) -> str:
     if not clusters:
         return _section("Largest duplicate clusters", "<p class=muted>No duplicate clusters.</p>")
-    parts = [f"<div class=cluster><p>{len(c)} images (representative first)</p>{_grid(c)}</div>"
-             for c in clusters]
+    parts = []
+    for c in clusters:
+        shown = "" if len(c.thumbs) == c.images else f", {len(c.thumbs)} shown"
+        parts.append(f"<div class=cluster><p>{_number(c.images)} images{shown} (representative first)</p>"
+                     f"{_grid(c.thumbs)}</div>")
     return _section("Largest duplicate clusters", "".join(parts))
 
 

@@ -23,7 +23,7 @@ from memgen import copying, metrics, report_html
 from memgen.classify import ClassifierSpec
 from memgen.classify.concept import Design, FailureTally, Scored, concept_section
 from memgen.prevalence import Calibration, Tally
-from memgen.report_html import Figures, make_thumb
+from memgen.report_html import Cluster, Figures, make_thumb
 
 HOSTILE = "<script>alert('x')</script> & \"quoted\""
 
@@ -69,7 +69,7 @@ def _figures() -> Figures:
     thumbs = [make_thumb(p, f"photo {i}") for i, p in enumerate(photos)]
     return Figures(reference=thumbs[:3], sample=thumbs[3:],
                    contact_sheet=thumbs + [make_thumb(photos[0], HOSTILE)],
-                   clusters=[thumbs[:4], thumbs[4:]])
+                   clusters=[Cluster(4, thumbs[:4]), Cluster(13, thumbs[4:])])
 
 
 def test_html_inlines_every_image_and_names_no_url():
@@ -105,6 +105,8 @@ def test_html_escapes_data_and_shows_every_section():
     assert page.count("<tr>") == (1 + 4) + (1 + 2) + (1 + 2) + (1 + 4)
     assert "evaluate: reference features</td><td class=l>not_an_image</td><td>4</td>" in page
     assert "—" in page  # the missing FD
+    # a cluster is as large as its copies, not as the images shown of it (8 at most)
+    assert "4 images (representative first)" in page and "13 images, 2 shown (representative first)" in page
 
 
 def test_the_sections_rendered_are_valid_report_sections():
