@@ -179,12 +179,22 @@ def prepare_output(claim: Claim, check_only: bool = False) -> None:
     """Make the claimed memory ready for a new run: refuse a finished one and any folder memgen
     did not make (memgen.outputs), clear the tables of an unfinished one (`check_only`: refuse
     only)."""
-    manifest = read_manifest(claim.url)
-    if manifest is not None:
-        what = "memory" if manifest.get("job") == "memorize" else f"run of memgen {manifest.get('job', '?')}"
-        raise MemoryDirError(f"{claim.url} already holds a finished {what} (manifest.json); "
-                             "choose another --memory or delete it")
+    refuse_finished(claim)
     claim_output(claim, TABLES, check_only)
+
+
+def refuse_finished(claim: Claim) -> None:
+    """MemoryDirError when the claimed folder holds a finished run (its manifest.json), which
+    is never overwritten; deleting it is suggested only when it is this job's own output
+    (a sample's --out given the memory it reads was told to delete the memory)."""
+    manifest = read_manifest(claim.url)
+    if manifest is None:
+        return
+    job = manifest.get("job", "?")
+    what = {"memorize": "memory", "sample": "sample"}.get(job, f"run of memgen {job}")
+    advice = " or delete it" if job == claim.job else ""
+    raise MemoryDirError(f"{claim.url} already holds a finished {what} (manifest.json); "
+                         f"choose another {claim.flag}{advice}")
 
 
 def finished_manifest(memory: str) -> dict[str, Any]:

@@ -32,7 +32,15 @@ import pyarrow.parquet as pq
 from memgen.contact_sheet import contact_sheet, thumbnail
 from memgen.fingerprint import DEFAULT_MAX_PIXELS
 from memgen.manifest import finished
-from memgen.memory import MemoryDirError, ParquetPart, join, manifest_digest, read_manifest, write_manifest
+from memgen.memory import (
+    MemoryDirError,
+    ParquetPart,
+    join,
+    manifest_digest,
+    read_manifest,
+    refuse_finished,
+    write_manifest,
+)
 from memgen.outputs import Claim, claim_output, make_folder, move, remove
 from memgen.safe_names import extension, safe_join, sample_stem
 from memgen.sampling import Chosen
@@ -85,9 +93,7 @@ def sample_claim(out: str) -> Claim:
 def prepare_sample_output(claim: Claim, check_only: bool = False) -> None:
     """Refuse a finished sample (or any finished run); clear what an unfinished one left
     (`check_only`: refuse only)."""
-    if read_manifest(claim.url) is not None:
-        raise MemoryDirError(f"{claim.url} already holds a finished run (manifest.json); "
-                             "choose another --out or delete it")
+    refuse_finished(claim)
     # sample-* at the top: where versions before images/ wrote the files
     claim_output(claim, (IMAGES_DIR, INDEX, CONTACT_SHEET, "sample-*", ".sample-*"), check_only)
 

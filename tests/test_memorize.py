@@ -215,7 +215,8 @@ def test_a_sample_given_as_memory_is_refused_in_one_line(memory, tmp_path, capsy
         assert err.count("\n") == 1 and "is not a memory: its manifest.json is from memgen sample" in err
         assert not out.exists()
     assert run(str(memory / "shards" / "00000.tar"), "--memory", str(sample)) == 2
-    assert "already holds a finished run of memgen sample" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already holds a finished sample (manifest.json); choose another --memory\n" in err
 
 
 def test_same_content_whatever_the_input_order(memory, tmp_path):

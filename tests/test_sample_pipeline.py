@@ -253,7 +253,8 @@ def test_a_folder_of_the_users_or_of_another_job_is_refused_and_left_alone(tmp_p
         assert "is not empty: it holds files memgen did not write" in one_line_error(capsys)
     assert (users / "images" / "cat.jpg").exists() and (users / "index.parquet").exists()
     assert run("--memory", memory, "--n", "3", "--out", memory) == 2  # the memory itself
-    assert "already holds a finished run" in one_line_error(capsys)
+    assert one_line_error(capsys).endswith(  # not "or delete it"
+        f"{memory} already holds a finished memory (manifest.json); choose another --out")
     assert run("--memory", memory, "--n", "3", "--out", str(tmp_path / "o"), "--threshold", "3") == 2
     assert "--threshold (not a flag of memgen sample)" in one_line_error(capsys)
 
@@ -263,7 +264,8 @@ def test_a_finished_sample_is_not_overwritten_and_an_unfinished_one_is_redone(tm
     assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0
     first = (out / "index.parquet").read_bytes()
     assert run("--memory", memory, "--n", "3", "--out", str(out)) == 2
-    assert "already holds a finished run" in one_line_error(capsys)
+    assert "already holds a finished sample (manifest.json); choose another --out or delete it" in \
+        one_line_error(capsys)
     (out / "manifest.json").unlink()  # as if killed before the end
     (out / "images" / "sample-999999.tar").write_bytes(b"junk")
     (out / "sample-000000.tar").write_bytes(b"junk")  # where a version before images/ wrote it
