@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,13 @@ from PIL import Image
 from memgen.classify import ClassifierError, parse_classes, resolve
 from memgen.classify.captions import caption_is_cat
 from memgen.classify.images import decode_ahead, to_rgb_square
-from memgen.classify.onnx_model import VISION_MODULES, concept_probability, to_model_input
+from memgen.classify.onnx_model import (
+    VISION_MODULES,
+    concept_probability,
+    efficientnet_onnx_path,
+    inference_session,
+    to_model_input,
+)
 from memgen.fingerprint import ImageError
 from shardkit import make_image
 
@@ -175,20 +182,40 @@ def _bundled_photos() -> dict[str, bytes]:
 
 
 def _p_cat(spec, photos: dict[str, bytes]) -> dict[str, float]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(spec.model_path, providers=["CPUExecutionProvider"])
+    session = inference_session(spec.model_path)
     pixels = np.stack([to_rgb_square(d, spec.input.size) for d in photos.values()])
     out = session.run(None, {session.get_inputs()[0].name: to_model_input(pixels, spec.input)})[0]
     return dict(zip(photos, concept_probability(out, spec.classes), strict=True))
 
 
 @needs_vision
+def test_workers_read_the_built_in_model_from_their_own_cache(efficientnet, tmp_path, monkeypatch):
+    """The launcher's cache path went to the workers in the spec and the embedding stage: a
+    workstation launching onto the evaluate image (its cache in /opt/memgen-cache) failed
+    with FileNotFoundError on every worker."""
+    from memgen.stages.classify import ConceptModelHandler
+    from memgen.stages.image_sets import embedding_model
+
+    launcher = efficientnet_onnx_path()
+    embedding = embedding_model()
+    worker = tmp_path / "worker-cache"
+    worker.mkdir()
+    shutil.copy(launcher, worker / launcher.name)
+    monkeypatch.setenv("MEMGEN_CACHE", str(worker))
+    moved = launcher.rename(launcher.with_suffix(".away"))  # not on the worker
+    try:
+        assert ConceptModelHandler(efficientnet).load_model() is not None
+        assert inference_session(embedding) is not None
+    finally:
+        moved.rename(launcher)
+
+
+@needs_vision
 def test_export_is_cached_and_not_repeated(efficientnet):
-    path = Path(efficientnet.model_path)
+    path = efficientnet_onnx_path()
     assert path.parent == Path(os.environ["MEMGEN_CACHE"]) and path.suffix == ".onnx"
     before = path.stat().st_mtime_ns
-    assert resolve("efficientnet-lite0", None, None).model_path == str(path)
+    assert resolve("efficientnet-lite0", None, None) == efficientnet
     assert path.stat().st_mtime_ns == before
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary left
 
@@ -225,7 +252,7 @@ def test_onnx_export_agrees_with_eager_torch(efficientnet):
 def test_onnx_embedding_is_the_input_of_the_eager_classifier_head(efficientnet):
     import torch
 
-    from memgen.classify.onnx_model import EMBEDDING_DIM, embeddings, inference_session
+    from memgen.classify.onnx_model import EMBEDDING_DIM, embeddings
 
     net, to_input = _eager_efficientnet()
     head_inputs = []  # what the unmodified forward feeds its final linear layer
@@ -268,7 +295,7 @@ def test_user_onnx_model_gets_its_layout_type_and_softmax(efficientnet, tmp_path
     means = (np.array([255.0, 0, 0]) - 127) / 128
     assert p == pytest.approx(np.exp(means[0]) / np.exp(means).sum(), abs=1e-6)
     # the bundled model as a user model gives the same P(cat)
-    same = resolve(f"onnx:{efficientnet.model_path}", "281-285", None)
+    same = resolve(f"onnx:{efficientnet_onnx_path()}", "281-285", None)
     photos = {"chelsea": _bundled_photos()["chelsea"]}
     assert _p_cat(same, photos) == pytest.approx(_p_cat(efficientnet, photos))
 

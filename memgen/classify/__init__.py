@@ -2,7 +2,7 @@
 
 `resolve()` turns the --classifier / --classes / --threshold flags into a frozen
 ClassifierSpec, doing the one-time work (the cached ONNX export) in the launching
-process, so workers only load a file.
+process, so workers only load a file (the built-in model's from their own cache).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class ClassifierSpec:
     name: str  # efficientnet-lite0 | caption | onnx:PATH
     kind: str  # onnx | caption
     threshold: float = DEFAULT_THRESHOLD
-    model_path: str | None = None
+    model_path: str | None = None  # an ONNX file's path or URL, or EFFICIENTNET: the built-in export
     classes: tuple[int, ...] = ()
     input: InputSpec | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS  # images larger are failures: the memory's --max_pixels
@@ -89,9 +89,9 @@ def resolve(name: str | None, classes: str | None, threshold: float | None) -> C
     if name == EFFICIENTNET:
         if classes:
             raise ClassifierError(f"--classes applies to onnx:PATH classifiers; {EFFICIENTNET} uses 281-285")
-        path = str(efficientnet_onnx_path())
+        efficientnet_onnx_path()  # exported once, here; workers read their own cache (read_model)
         chosen = EFFICIENTNET_THRESHOLD if threshold is None else threshold
-        return ClassifierSpec(EFFICIENTNET, "onnx", chosen, path, EFFICIENTNET_CAT_CLASSES,
+        return ClassifierSpec(EFFICIENTNET, "onnx", chosen, EFFICIENTNET, EFFICIENTNET_CAT_CLASSES,
                               InputSpec(EFFICIENTNET_SIZE, "uint8", "nhwc"))
     if name.startswith(ONNX_PREFIX):
         return _user_onnx(name, classes, DEFAULT_THRESHOLD if threshold is None else threshold)

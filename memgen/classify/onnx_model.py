@@ -131,9 +131,11 @@ def _Uint8SoftmaxEmbedding(net, torch):  # noqa: N802 - a class built lazily so 
     return Uint8SoftmaxEmbedding()
 
 
-def read_model(path: str) -> bytes:
-    """The ONNX file's bytes, through fsspec: workers of a remote runner can load gs:// or s3:// models."""
-    with fsspec.open(path, "rb") as f:
+def read_model(model: str) -> bytes:
+    """The ONNX file's bytes: the built-in EfficientNet-Lite0 (`model` is its name) from this
+    machine's cache, exported here if missing (a worker's cache: the launcher's path may not
+    exist on it), else the file at `model` through fsspec (gs://, s3:// for remote workers)."""
+    with fsspec.open(str(efficientnet_onnx_path()) if model == EFFICIENTNET else model, "rb") as f:
         return f.read()
 
 
@@ -189,14 +191,14 @@ def concept_probability(scores: np.ndarray, classes: tuple[int, ...]) -> np.ndar
     return scores[:, list(classes)].sum(axis=1)
 
 
-def inference_session(path: str):
-    """An onnxruntime CPU session for the model at `path` that does not spin idle threads
+def inference_session(model: str):
+    """An onnxruntime CPU session for `model` (read_model) that does not spin idle threads
     (decoding threads share the same cores)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(read_model(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(read_model(model), options, providers=["CPUExecutionProvider"])
 
 
 def embeddings(session, pixels: np.ndarray) -> np.ndarray:

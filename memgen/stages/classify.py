@@ -29,7 +29,7 @@ from memgen.classify.concept import (
     concept_section,
 )
 from memgen.classify.images import decode_ahead
-from memgen.classify.onnx_model import concept_probability, read_model, to_model_input
+from memgen.classify.onnx_model import concept_probability, inference_session, to_model_input
 from memgen.fingerprint import ImageError
 from memgen.prevalence import Tally
 
@@ -167,12 +167,7 @@ class ConceptModelHandler(ModelHandler):
         self.spec = spec
 
     def load_model(self):
-        import onnxruntime as ort  # the caption classifier must work without the vision extra
-
-        options = ort.SessionOptions()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(read_model(self.spec.model_path), options,
-                                    providers=["CPUExecutionProvider"])
+        return inference_session(self.spec.model_path)
 
     def run_inference(self, batch, model, inference_args=None):
         x = to_model_input(np.stack(batch), self.spec.input)

@@ -34,6 +34,7 @@ from memgen.classify import ClassifierSpec
 from memgen.classify.concept import Scored
 from memgen.classify.images import decode_ahead, to_rgb_square
 from memgen.classify.onnx_model import (
+    EFFICIENTNET,
     VisionMissing,
     concept_probability,
     efficientnet_onnx_path,
@@ -116,12 +117,13 @@ def reference_images(shard: Shard, reader: ReaderConfig, fingerprint: Fingerprin
 
 
 def embedding_model() -> str | None:
-    """The EfficientNet-Lite0 export's path (exported here, on the launcher, when not cached),
-    or None without the vision extra: the report then has no efficientnet rows."""
+    """The EfficientNet-Lite0 export, as read_model names it (exported here, on the launcher,
+    when not cached), or None without the vision extra: the report then has no efficientnet rows."""
     if missing_vision_module() is not None:
         return None
     try:
-        return str(efficientnet_onnx_path())
+        efficientnet_onnx_path()
+        return EFFICIENTNET
     except VisionMissing as e:  # onnxruntime is there but torch, needed to export once, is not
         logging.warning("no %s distances: %s", EMBEDDING, e)
         return None
