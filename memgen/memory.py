@@ -146,12 +146,24 @@ def write_rows(url: str, table: str, rows: Iterable[dict[str, Any]], keep_empty:
 
 
 def read_manifest(memory: str) -> dict[str, Any] | None:
-    """The manifest of a finished memory, or None."""
+    """The manifest of a finished run (memory, sample), or None; MemoryDirError for one that
+    is not a JSON object."""
     fs, path = fsspec.core.url_to_fs(join(memory, MANIFEST))
     if not fs.exists(path):
         return None
-    with fs.open(path, "r") as f:
-        return json.load(f)
+    with fs.open(path, "rb") as f:
+        return read_json_object(f.read(), f"{memory} is damaged: its {MANIFEST}")
+
+
+def read_json_object(data: bytes, what: str) -> dict[str, Any]:
+    """A JSON object from bytes; MemoryDirError "WHAT is not ..." for anything else."""
+    try:
+        value = json.loads(data)
+    except ValueError:  # not JSON, or not UTF-8
+        raise MemoryDirError(f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise MemoryDirError(f"{what} is not a JSON object")
+    return value
 
 
 def manifest_digest(memory: str) -> str | None:
@@ -205,7 +217,36 @@ def finished_manifest(memory: str) -> dict[str, Any]:
     if manifest.get("job") != "memorize":  # a sample's folder has a manifest.json too
         raise MemoryDirError(f"{memory} is not a memory: its manifest.json is from "
                              f"memgen {manifest.get('job', '?')}, not memgen memorize")
+    return _readable(memory, manifest)
+
+
+def _readable(memory: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """A memory's manifest whose fields that jobs read have their types (counts and parts per
+    table, the memorize options), from a memgen that reads its schema; MemoryDirError else,
+    rather than a job's traceback."""
+    version = manifest.get("schema_version", SCHEMA_VERSION)
+    if _whole(version) and version > SCHEMA_VERSION:
+        raise MemoryDirError(f"{memory} was written by a newer memgen: its manifest.json has schema "
+                             f"version {version}, this memgen reads {SCHEMA_VERSION} (upgrade memgen)")
+    counts, parts, options = (manifest.get(key, {}) for key in ("counts", "parts", "options"))
+    fields = {"counts": counts, "parts": parts, "options": options}
+    if isinstance(options, dict):
+        fields |= {f"options.{key}": options.get(key, {}) for key in ("reader", "fingerprint")}
+    bad = [key for key, value in fields.items() if not isinstance(value, dict)]
+    if not bad:
+        bad = [f"{key}.{table}" for key, values in (("counts", counts), ("parts", parts))
+               for table in TABLES if table in values and not _whole(values[table])]
+        bad += [] if "images" in counts else ["counts.images"]
+        threshold = options.get("threshold", 0)
+        bad += [] if _whole(threshold) and threshold <= 64 else ["options.threshold"]
+        bad += [] if _whole(version) else ["schema_version"]
+    if bad:
+        raise MemoryDirError(f"{memory} is damaged: its manifest.json has no usable {', '.join(bad)}")
     return manifest
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def check_memory(memory: str) -> None:

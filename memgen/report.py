@@ -13,7 +13,7 @@ from typing import Any
 import fsspec
 
 from memgen.manifest import now
-from memgen.memory import MemoryDirError, join, temporary, write_atomic
+from memgen.memory import MemoryDirError, join, read_json_object, temporary, write_atomic
 from memgen.outputs import Claim, claim_output
 
 REPORT = "report.json"
@@ -56,8 +56,8 @@ def write_report(out: str, report: dict[str, Any]) -> None:
 
 
 def read_report(out: str) -> dict[str, Any]:
-    with fsspec.open(join(out, REPORT), "r") as f:
-        return json.load(f)
+    with fsspec.open(join(out, REPORT), "rb") as f:
+        return read_json_object(f.read(), f"{out} is damaged: its {REPORT}")
 
 
 def _percent(value: float | None) -> str:

@@ -22,7 +22,7 @@ from memgen.classify.concept import LabelledFile, missing_labelled, read_calibra
 from memgen.classify.onnx_model import EFFICIENTNET, VisionMissing
 from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
-from memgen.memory import check_memory, image_parts, read_manifest
+from memgen.memory import MemoryDirError, check_memory, image_parts, read_manifest
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import DEFAULT_THRESHOLD
@@ -195,5 +195,9 @@ def _memorized(memory: str) -> tuple[ReaderConfig, FingerprintConfig, int]:
     """The memory's memorize settings (defaults where its manifest names none)."""
     manifest = read_manifest(memory) or {}
     options = manifest.get("options", {})
-    return (ReaderConfig(**options.get("reader", {})), FingerprintConfig.of_memory(manifest),
-            options.get("threshold", DEFAULT_THRESHOLD))
+    try:
+        return (ReaderConfig(**options.get("reader", {})), FingerprintConfig.of_memory(manifest),
+                options.get("threshold", DEFAULT_THRESHOLD))
+    except TypeError as e:  # an option this memgen does not know
+        raise MemoryDirError(f"{memory} is damaged: its manifest.json's options are not this "
+                             f"memgen's ({e})") from None

@@ -176,6 +176,7 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--calibration", "FOLDERCSV"), "(or are folders): /"),
     (("--memory", "MEM", "--out", "OUT", "--label_threshold", "0"), "--label_threshold applies to model"),
     (("--memory", "MEM", "--out", "DONE"), "already holds a finished report"),
+    (("--memory", "MEM", "--out", "BROKEN"), "broken is damaged: its report.json is not valid JSON"),
     (("--memory", "MEM", "--out", "MEM"), "is not empty"),
     (("--memory", "MEM", "--out", "OUT", "--sample", "MEM"), "is not a sample"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "OUT"), "--calibration"),
@@ -188,6 +189,8 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
     (tmp_path / "out").mkdir()  # an empty folder is fine for --out, and not a calibration CSV
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "report.json").write_text("{}")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "report.json").write_text("{x")  # and no report.html: read to be finished
     (tmp_path / "bad.csv").write_text("file,label\nx.png,maybe\n")
     (tmp_path / "twice.csv").write_text("file,label\nx.png,cat\n./x.png,notcat\n")  # the same file
     (tmp_path / "nofile.csv").write_text("file,label\n ,cat\n")
@@ -199,7 +202,7 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
              "BADCSV": str(tmp_path / "bad.csv"), "DONE": str(tmp_path / "done"),
              "TWICECSV": str(tmp_path / "twice.csv"), "NOFILECSV": str(tmp_path / "nofile.csv"),
              "EMPTYCSV": str(tmp_path / "empty.csv"), "TYPOCSV": str(tmp_path / "typo.csv"),
-             "FOLDERCSV": str(tmp_path / "afolder.csv")}
+             "FOLDERCSV": str(tmp_path / "afolder.csv"), "BROKEN": str(tmp_path / "broken")}
     args = [names.get(f, f) for f in flags]
     if "--classifier" not in flags:
         args += ["--classifier", "caption"]

@@ -190,6 +190,35 @@ def test_a_memory_with_a_damaged_part_is_refused_before_it_is_read(memory, tmp_p
         assert not out.exists()
 
 
+@pytest.mark.parametrize("damage, message", [
+    (b"{not json", "its manifest.json is not valid JSON"),
+    (b"", "its manifest.json is not valid JSON"),
+    (b"\xa7\x00\xff", "its manifest.json is not valid JSON"),
+    (b"[1, 2]", "its manifest.json is not a JSON object"),
+    ({"counts": None}, "has no usable counts"),
+    ({"counts": {"duplicates": 3}}, "has no usable counts.images"),
+    ({"options": {"threshold": "ten"}}, "has no usable options.threshold"),
+    ({"schema_version": "1"}, "has no usable schema_version"),
+    ({"schema_version": 99}, "was written by a newer memgen: its manifest.json has schema version 99"),
+    ({"options": {"reader": {"bogus": 1}}}, "its manifest.json's options are not this memgen's"),
+])
+def test_a_damaged_or_newer_manifest_is_refused_in_one_line(memory, tmp_path, capsys, damage, message):
+    """A traceback (JSONDecodeError, KeyError, TypeError), or a newer schema read as this one."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(memory / "memory", damaged)
+    manifest = damaged / "manifest.json"
+    if isinstance(damage, dict):
+        damage = json.dumps(json.loads(manifest.read_text()) | damage).encode()
+    manifest.write_bytes(damage)
+    commands = [["sample", "--n", "3"], ["evaluate", "--classifier", "caption", "--embedding=false"]]
+    for command in commands[b"bogus" in damage:]:  # sample reads no reader option
+        out = tmp_path / f"out-{command[0]}"
+        assert main([command[0], "--memory", str(damaged), "--out", str(out), *command[1:]]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+        assert not out.exists()
+
+
 def test_a_part_rewritten_with_large_strings_as_polars_writes_them_is_read(memory, tmp_path):
     rewritten = tmp_path / "rewritten"
     shutil.copytree(memory / "memory", rewritten)
