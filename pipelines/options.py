@@ -120,6 +120,7 @@ def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], a
     known, unknown = parser.parse_known_intermixed_args(argv)
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
+    _refuse_empty(options_cls, known)
     overrides = {}
     flags, positionals = _split_flags(parser, argv)
     positionals += after
@@ -145,15 +146,26 @@ def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], a
     return options
 
 
+def _flags_of(cls: type[PipelineOptions]) -> dict[str, str]:
+    """A job's flags and their option names."""
+    parser = argparse.ArgumentParser(add_help=False)
+    cls._add_argparse_args(parser)  # noqa: SLF001
+    return {flag: action.dest for flag, action in parser._option_string_actions.items()}  # noqa: SLF001
+
+
 def _other_jobs_flags(options_cls: type[PipelineOptions]) -> set[str]:
     """Flags that other memgen jobs define and this one does not."""
-    def flags_of(cls: type[PipelineOptions]) -> set[str]:
-        parser = argparse.ArgumentParser(add_help=False)
-        cls._add_argparse_args(parser)  # noqa: SLF001
-        return set(parser._option_string_actions)  # noqa: SLF001
-
     jobs = [cls for cls in PipelineOptions.__subclasses__() if cls.__module__.startswith("memgen.pipelines.")]
-    return set().union(*map(flags_of, jobs)) - flags_of(options_cls)
+    return set().union(*map(_flags_of, jobs)) - set(_flags_of(options_cls))
+
+
+def _refuse_empty(options_cls: type[PipelineOptions], parsed: argparse.Namespace) -> None:
+    """UsageError for a flag of the job given an empty string (--classifier "" ran the default
+    classifier, --image_column "" the default column)."""
+    for flag, dest in sorted(_flags_of(options_cls).items()):
+        value = getattr(parsed, dest, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            raise UsageError(f"{flag} is an empty string")
 
 
 def _split_flags(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:

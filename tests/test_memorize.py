@@ -514,6 +514,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     (["{shard}", "--memory", "memory://m", "--direct_num_workers=2",
       "--direct_running_mode=multi_processing"], "memory:// lives in one process"),  # ran into a worker
     (["", "--memory", "{tmp}/m"], "INPUT is an empty string"),
+    (["{shard}", "--memory", "{tmp}/m", "--image_column", ""], "--image_column is an empty string"),
     (["foo://x/y.tar", "--memory", "{tmp}/m"], "Protocol not known: foo"),
     (["{shard}", "--memory", "{tmp}/m", "--runner", "NoSuchRunner"], "Unexpected pipeline runner"),
     (["{shard}", "--memory", "{shard}"], "is a file, not a folder"),
