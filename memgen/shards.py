@@ -7,6 +7,7 @@ cloud extra) s3:// and gs:// behave the same. One shard is one unit of work.
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import re
 from collections import Counter
@@ -207,16 +208,22 @@ def input_folder_holding(location: str, inputs: list[str]) -> str | None:
     name `location`'s parents are asked whether they are folders (a brace range may stand
     for thousands of shards)."""
     fs, path = fsspec.core.url_to_fs(location)
-    where = fs.unstrip_protocol(path).rstrip("/")
+    where = fs.unstrip_protocol(_real(fs, path)).rstrip("/")
     for raw in inputs:
         for url in braceexpand(raw):
             in_fs, in_path = fsspec.core.url_to_fs(url)
-            folder = in_fs.unstrip_protocol(in_path).rstrip("/")
+            folder = in_fs.unstrip_protocol(_real(in_fs, in_path)).rstrip("/")
             if where.startswith(folder + "/") and _exists(in_fs, in_path) and in_fs.isdir(in_path):
                 return url
             if _GLOB_CHARS & set(in_path) and type(in_fs) is type(fs) and _glob_reaches(in_path, path):
                 return url
     return None
+
+
+def _real(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A local path with its symbolic links resolved (a link to the input folder is that
+    folder); other paths as they are."""
+    return os.path.realpath(path) if isinstance(fs, LocalFileSystem) else path
 
 
 def _glob_reaches(pattern: str, path: str) -> bool:

@@ -520,6 +520,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     (["{shard}", "--memory", "{shard}"], "is a file, not a folder"),
     (["{tmp}/photos", "--memory", "{tmp}/photos/m"], "is inside the input"),
     (["{tmp}/photos/*", "--memory", "{tmp}/photos/m"], "is inside the input"),  # the glob matches it
+    (["{tmp}/link", "--memory", "{tmp}/photos/m"], "is inside the input"),  # link: a link to photos/
+    (["{tmp}/photos", "--memory", "{tmp}/link/m"], "is inside the input"),
     (["{shard}", "--memory", "s3://"], "--memory s3:// names no bucket"),
     (["{shard}", "--memory", "/proc/memgen-test"], "cannot be written"),
     (["{parquet}", "--memory", "{tmp}/m", "--image_column", "JPG", "--caption_column", "TEXT"],
@@ -530,6 +532,7 @@ def test_unusable_arguments_give_one_line_and_exit_2(memory, tmp_path, args, mes
             "memory": str(memory / "memory"), "parquet": str(memory / "shards" / "00002.parquet")}
     (tmp_path / "photos").mkdir()
     Image.new("RGB", (32, 32), "orange").save(tmp_path / "photos" / "cat.png")
+    (tmp_path / "link").symlink_to(tmp_path / "photos")
     result = cli("memorize", *(a.format(**fill) for a in args))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
