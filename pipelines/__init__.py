@@ -1,6 +1,7 @@
 """memgen's jobs and command line (installed as the package memgen.pipelines)."""
 
 import logging
+import sys
 
 
 class _QuietBeamImport(logging.Filter):
@@ -18,3 +19,15 @@ if not logging.getLogger().handlers:
     _handler.addFilter(_QuietBeamImport())
     logging.getLogger().addHandler(_handler)
     logging.getLogger().setLevel(logging.WARNING)
+
+
+def main() -> int:
+    """The `memgen` console script. Ctrl-C while the command line's modules import (Beam's
+    take a second or more) ends as it does later, in one line with exit code 130, not with
+    the traceback of an import."""
+    try:
+        from memgen.pipelines import cli
+    except KeyboardInterrupt:
+        print("memgen: interrupted", file=sys.stderr)
+        return 130
+    return cli.main()

@@ -6,8 +6,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -296,6 +298,17 @@ def test_a_shard_rewritten_between_its_two_reads_loses_nothing_and_misplaces_not
     manifest = read_manifest(str(mem))
     assert manifest["balanced"] and manifest["counts"]["rejects"] == 6
     assert manifest["parts"]["rejects"] == len(list((mem / "rejects").glob("*.parquet"))) == 2
+
+
+def test_ctrl_c_while_the_command_line_starts_is_one_line():
+    """The console script imported Beam before main() could catch anything: Ctrl-C in its
+    first second printed an import's traceback and ended by the signal."""
+    script = Path(sys.executable).parent / "memgen"
+    process = subprocess.Popen([str(script), "memorize", "--help"], stderr=subprocess.PIPE, text=True)
+    time.sleep(0.2)  # inside the imports (1.4 s here)
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=60)[1]
+    assert process.returncode == 130 and err.count("\n") == 1 and "interrupted" in err, err
 
 
 @pytest.mark.parametrize("failure, code, line", [
