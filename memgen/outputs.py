@@ -90,6 +90,11 @@ def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = Fals
         fs, path = fsspec.core.url_to_fs(url)
         if fs.exists(path) and not fs.isdir(path):
             raise OutputDirError(f"{flag} {url} is a file, not a folder")
+        holder = _output_holding(fs, path)
+        if holder:
+            raise OutputDirError(f"{flag} {url} is inside {holder}, another memgen run's output, "
+                                 "whose readers would take this run's files for its own; choose a "
+                                 "folder outside it")
         marker = posixpath.join(path, MARKER)
         # a marker alone (even an empty one: killed while writing it) has nothing to lose, nor
         # has the empty `folder/` object an S3 console's "Create folder" makes (listed as itself)
@@ -112,6 +117,17 @@ def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = Fals
             f.write(claim.mark)
     except OSError as e:
         raise OutputDirError(f"{flag} {url} cannot be written: {type(e).__name__}: {e}"[:500]) from None
+
+
+def _output_holding(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+    """The folder above `path` that a memgen run made (its marker stays when it finishes), if
+    any: a memory's images/ is globbed whole, a sample's images/ read as a reference."""
+    folder = posixpath.dirname(path.rstrip("/"))
+    while folder and folder not in ("/", "."):
+        if fs.exists(posixpath.join(folder, MARKER)):
+            return fs.unstrip_protocol(folder) if not isinstance(fs, LocalFileSystem) else folder
+        folder = posixpath.dirname(folder)
+    return None
 
 
 def _refuse_missing_bucket(fs: fsspec.AbstractFileSystem, path: str, flag: str, url: str) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 from pathlib import Path
 
 import apache_beam as beam
@@ -179,6 +180,7 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--classifier", ""), "--classifier is an empty string"),
     (("--memory", "MEM", "--out", "OUT", "--classes", ""), "--classes is an empty string"),
     (("--memory", "MEM", "--out", "BROKEN"), "broken is damaged: its report.json is not valid JSON"),
+    (("--memory", "MEM", "--out", "OUT/report", "--reference", "OUT"), "is inside the --reference"),
     (("--memory", "MEM", "--out", "MEM"), "is not empty"),
     (("--memory", "MEM", "--out", "OUT", "--sample", "MEM"), "is not a sample"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "OUT"), "--calibration"),
@@ -205,7 +207,8 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
              "TWICECSV": str(tmp_path / "twice.csv"), "NOFILECSV": str(tmp_path / "nofile.csv"),
              "EMPTYCSV": str(tmp_path / "empty.csv"), "TYPOCSV": str(tmp_path / "typo.csv"),
              "FOLDERCSV": str(tmp_path / "afolder.csv"), "BROKEN": str(tmp_path / "broken")}
-    args = [names.get(f, f) for f in flags]
+    split = (re.match(r"([^/]*)(.*)", flag).groups() for flag in flags)  # OUT/report: in OUT
+    args = [names.get(head, head) + rest for head, rest in split]
     if "--classifier" not in flags:
         args += ["--classifier", "caption"]
     assert cli_main(["evaluate", *args]) == 2

@@ -235,6 +235,23 @@ def test_a_part_rewritten_with_large_strings_as_polars_writes_them_is_read(memor
         str(rewritten))["counts"]["images"]
 
 
+def test_no_run_writes_inside_another_runs_output(memory, tmp_path, capsys):
+    """A sample in a memory's images/ broke every glob of it (pyarrow read its manifest.json as
+    a part); one in another sample's images/ was counted as that sample's reference images."""
+    mem = memory / "memory"
+    sample_out = tmp_path / "sample"
+    assert main(["sample", "--memory", str(mem), "--n", "3", "--out", str(sample_out)]) == 0
+    capsys.readouterr()
+    for command in (["sample", "--memory", str(mem), "--n", "3", "--out", str(mem / "images" / "s")],
+                    ["sample", "--memory", str(mem), "--n", "3", "--out", str(sample_out / "images" / "s")],
+                    ["evaluate", "--memory", str(mem), "--classifier", "caption", "--out", str(mem / "r")],
+                    ["memorize", str(memory / "shards" / "00000.tar"), "--memory", str(sample_out / "m")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "another memgen run's output" in err, err
+    assert not (mem / "images" / "s").exists() and not (sample_out / "m").exists()
+
+
 def test_a_sample_given_as_memory_is_refused_in_one_line(memory, tmp_path, capsys):
     sample = tmp_path / "sample"
     assert main(["sample", "--memory", str(memory / "memory"), "--n", "3", "--out", str(sample)]) == 0
