@@ -24,10 +24,11 @@ import pyarrow.parquet as pq
 
 from memgen.outputs import from_storage_client
 from memgen.records import Record, Reject, Shard, printable
-from memgen.shards import HTTP_TIMEOUT, IMAGE_SUFFIXES, compression, storage_options
+from memgen.shards import HTTP_TIMEOUT, IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, compression, storage_options
 from memgen.tarstream import TarDamage, read_up_to, tar_members
 
 IMAGE_EXTS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
+OTHER_IMAGE_EXTS = frozenset(s.lstrip(".") for s in OTHER_IMAGE_SUFFIXES)
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext
 _DAMAGE = (TarDamage, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
 
@@ -208,7 +209,7 @@ def _group_items(shard: Shard, group: list[tuple[str, str, bytes | None, int]], 
     key = keys(group[0][0])
     locator = f"#{key}"
     source = shard.source(locator)
-    images = [(ext, data, size) for _, ext, data, size in group if ext.rsplit(".", 1)[-1] in IMAGE_EXTS]
+    images = _image_members(group)
     if not images:
         data = group[0][2] or b""
         exts = ",".join(ext or "(none)" for _, ext, _, _ in group)
@@ -230,6 +231,16 @@ def _group_items(shard: Shard, group: list[tuple[str, str, bytes | None, int]], 
                          data[: config.reject_data_cap])
         else:
             yield Record(shard.index, ordinal(), member_source, data, caption, url, meta_text, member_locator)
+
+
+def _image_members(group: list[tuple[str, str, bytes | None, int]]) -> list[tuple[str, bytes | None, int]]:
+    """A sample's image members (ext, data, size): those with a picture suffix, else those
+    with a suffix that is one only sometimes (shards.OTHER_IMAGE_SUFFIXES)."""
+    for exts in (IMAGE_EXTS, OTHER_IMAGE_EXTS):
+        found = [(ext, data, size) for _, ext, data, size in group if ext.rsplit(".", 1)[-1] in exts]
+        if found:
+            return found
+    return []
 
 
 def _sidecar(group: list[tuple[str, str, bytes | None, int]], name: str, image_ext: str) -> bytes | None:

@@ -13,14 +13,16 @@ import re
 from memgen.shards import split_source
 
 MAX_STEM = 80  # bytes of the sanitized member key kept in a name
-# by Pillow format, what memgen's own readers take back (memgen.shards.IMAGE_SUFFIXES): every
-# format Pillow decodes that has a file extension, documents, video and data stubs aside
+# by Pillow format, a suffix memgen's own readers take back (memgen.shards.IMAGE_SUFFIXES, and
+# from tars OTHER_IMAGE_SUFFIXES): every picture format Pillow decodes (documents, video and
+# data stubs aside); one of the format's own where Pillow registers any
 EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "JPEG2000": "jp2", "PNG": "png", "GIF": "gif", "WEBP": "webp",
               "BMP": "bmp", "DIB": "dib", "TIFF": "tiff", "PPM": "ppm", "ICO": "ico", "CUR": "cur",
               "AVIF": "avif", "TGA": "tga", "PCX": "pcx", "DCX": "dcx", "QOI": "qoi", "SGI": "sgi",
               "DDS": "dds", "XBM": "xbm", "XPM": "xpm", "PSD": "psd", "ICNS": "icns", "SUN": "ras",
               "BLP": "blp", "FITS": "fits", "FLI": "fli", "FTEX": "ftc", "GBR": "gbr", "IM": "im",
-              "MSP": "msp", "PCD": "pcd", "PIXAR": "pxr"}
+              "MSP": "msp", "PCD": "pcd", "PIXAR": "pxr", "SPIDER": "spider", "IMT": "imt",
+              "MCIDAS": "mcidas", "XVTHUMB": "xvthumb"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # separators, dots, NUL, spaces, non-ASCII
 
 

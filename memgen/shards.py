@@ -28,10 +28,15 @@ IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
     ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".ico", ".cur", ".jp2", ".j2k", ".jpc", ".jpf", ".jpx", ".j2c",
     ".avif", ".avifs", ".mpo",
-    # rarer raster formats that Pillow reads, as `memgen sample` names them (safe_names.EXTENSIONS)
-    ".tga", ".pcx", ".dcx", ".qoi", ".sgi", ".dds", ".xbm", ".xpm", ".psd", ".icns", ".ras", ".blp",
-    ".fits", ".fit", ".fli", ".flc", ".ftc", ".ftu", ".gbr", ".im", ".msp", ".pcd", ".pxr",
+    # rarer picture formats that Pillow reads, as `memgen sample` names them (safe_names.EXTENSIONS)
+    ".tga", ".pcx", ".qoi", ".sgi", ".dds", ".xbm", ".xpm", ".psd", ".icns", ".ras", ".blp",
 )
+# Suffixes of formats Pillow reads that as often name something else (.pcd point clouds, .fit
+# fitness logs, .gbr Gerber files, .im, ...), or that Pillow gives none (sample's .spider): a
+# folder walk skips them, and a tar sample's member with one is its image only when it has no
+# member with an IMAGE_SUFFIXES suffix (a lidar sample's .png is its image, not its .pcd).
+OTHER_IMAGE_SUFFIXES = (".pcd", ".fit", ".fits", ".gbr", ".im", ".msp", ".pxr", ".dcx", ".fli", ".flc",
+                        ".ftc", ".ftu", ".spider", ".imt", ".mcidas", ".xvthumb")
 SIDECARS = (".txt", ".json")  # an image file's caption and metadata (with its url)
 HTTP_TIMEOUT = 60.0  # seconds an http(s) server may send nothing before a read fails
 _GLOB_CHARS = set("*?[")

@@ -50,6 +50,18 @@ def test_metadata_that_is_not_json_is_kept_as_a_json_string(tmp_path):
     assert json.loads(listed.metadata) == [1, 2] and listed.url is None
 
 
+def test_a_suffix_that_is_a_picture_only_sometimes_is_the_image_only_when_no_other_is(tmp_path):
+    """A lidar sample's .pcd point cloud (Pillow's PhotoCD suffix) came before its .png: the
+    sample became a not_an_image reject and an extra_image_member one. A sample memgen wrote
+    of a PhotoCD or SPIDER image has that member only, and it is its image."""
+    cloud = b"# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z\n"
+    path = write_tar(tmp_path / "a.tar", [("lidar", {"json": b"{}", "pcd": cloud, "png": jpeg(1)}),
+                                         ("photocd", {"pcd": jpeg(2), "txt": b"sampled"})])
+    lidar, photocd = read(str(path))
+    assert isinstance(lidar, Record) and lidar.data == jpeg(1)
+    assert isinstance(photocd, Record) and photocd.data == jpeg(2) and photocd.caption == "sampled"
+
+
 def test_sample_without_image_is_rejected_with_its_bytes(tmp_path):
     path = write_tar(tmp_path / "a.tar", [("only_text", {"txt": b"hello"}), sample("ok", jpeg(1))])
     items = read(str(path))
