@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import posixpath
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -162,10 +163,18 @@ def index_row(row: dict[str, Any], c: Chosen, memory_part: str, file: str,
 
 def _metadata_json(row: dict[str, Any], c: Chosen) -> bytes:
     """The row's fields, its crawl metadata as an object (the memory holds it as JSON text:
-    embedded as a string, a loader had to parse it twice), and the sampling fields."""
+    embedded as a string, a loader had to parse it twice), and the sampling fields; strict
+    JSON in ASCII (a number too large for a float is null, as NaN is; a lone surrogate, which
+    UTF-8 cannot hold, stays escaped)."""
     keep = ("image_id", "source", "url", "copies", "exact_copies", "width", "height", "format", "n_bytes")
-    fields = {k: row[k] for k in keep} | {"metadata": json.loads(row["metadata"] or "null")}
-    return json.dumps(fields | sampling_fields(c), sort_keys=True, ensure_ascii=False).encode()
+    metadata = json.loads(row["metadata"] or "null", parse_float=_finite, parse_constant=lambda _: None)
+    fields = {k: row[k] for k in keep} | {"metadata": metadata}
+    return json.dumps(fields | sampling_fields(c), sort_keys=True, allow_nan=False).encode()
+
+
+def _finite(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 class _TarWriter:

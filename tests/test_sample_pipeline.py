@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import logging
+import tarfile
 from pathlib import Path
 
 import apache_beam as beam
@@ -143,6 +144,27 @@ def test_webdataset_shards_read_unmodified_by_the_webdataset_library(tmp_path, m
     assert {f"{r['file']}/{r['member']}".rsplit(".", 1)[0].split("/")[-1] for r in idx} == set(seen)
     assert all(0 < r["inclusion_probability"] <= 1 for r in idx)
     assert pq.read_schema(out / "index.parquet").names == table_schema("sample_index").names
+
+
+def test_sample_json_is_strict_json_whatever_the_crawl_metadata(tmp_path):
+    """A number too large for a float became Infinity (not JSON), and a lone surrogate (valid
+    escaped JSON) failed the run: UTF-8 cannot encode it."""
+    row = image_row(1) | {"metadata": '{"score": 1e400, "loss": NaN, "odd": "\\ud800", "lang": "ö"}'}
+    mem = make_memory(tmp_path / "mem", [[row]])
+    for fmt in ("webdataset", "folder"):
+        out = tmp_path / fmt
+        sample(mem, str(out), 1, fmt=fmt)
+        if fmt == "webdataset":
+            with tarfile.open(next((out / "images").glob("*.tar"))) as tar:
+                text = next(tar.extractfile(m).read() for m in tar if m.name.endswith(".json"))
+        else:
+            text = next((out / "images").glob("*.json")).read_bytes()
+
+        def refuse(constant):
+            raise AssertionError(f"not strict JSON: {constant}")
+
+        meta = json.loads(text, parse_constant=refuse)["metadata"]
+        assert meta == {"score": None, "loss": None, "odd": "\ud800", "lang": "ö"}
 
 
 def test_parquet_format_is_the_memory_schema_plus_sampling_columns(tmp_path, memory):
