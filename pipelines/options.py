@@ -57,7 +57,9 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
     runner = options.view_as(StandardOptions).runner
     separate = (options.view_as(DirectOptions).direct_running_mode == "multi_processing"
                 or runner not in (None, LOCAL_RUNNER))
-    dataflow = (runner or "").rsplit(".", 1)[-1].lower() == "dataflowrunner"  # always remote
+    # always remote, under any of its names (DataflowRunner, dataflow, its module path)
+    dataflow = runner is not None and any(
+        cls.__name__ == "DataflowRunner" for cls in type(create_runner(runner)).__mro__)
     for flag, url in urls:
         if not url.strip():
             raise UsageError(f"{flag} is an empty string")

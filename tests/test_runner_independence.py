@@ -121,6 +121,9 @@ def test_a_local_path_with_dataflow_is_refused(corpus, tmp_path, dry_run, capsys
     assert len(err) == 1 and "INPUT" in err[0] and "is a local path" in err[0]
     assert main(["memorize", "s3://inputs/x.tar", "--memory", f"file://{tmp_path}/m", *DATAFLOW]) == 2
     assert "--memory file://" in capsys.readouterr().err
+    dataflow = ["--runner=dataflow", *DATAFLOW[1:]]  # Beam's short name
+    assert main(["memorize", "s3://inputs/x.tar", "--memory", str(tmp_path / "m"), *dry_run, *dataflow]) == 2
+    assert "is a local path" in capsys.readouterr().err
 
 
 def test_a_runner_that_cannot_start_is_one_line_and_exit_2(corpus, tmp_path, capsys):
