@@ -77,6 +77,9 @@ class Claim:
         return _read_marker(fs, posixpath.join(path, MARKER))
 
 
+READ_WHOLE = frozenset({"images", "duplicates", "rejects"})  # a run's folders that readers glob
+
+
 def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = False) -> None:
     """Make `claim.url` the folder of this new run, or raise OutputDirError saying why not.
 
@@ -92,9 +95,9 @@ def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = Fals
             raise OutputDirError(f"{flag} {url} is a file, not a folder")
         holder = _output_holding(fs, path)
         if holder:
-            raise OutputDirError(f"{flag} {url} is inside {holder}, another memgen run's output, "
-                                 "whose readers would take this run's files for its own; choose a "
-                                 "folder outside it")
+            raise OutputDirError(f"{flag} {url} is inside the tables of {holder}, another memgen run's "
+                                 "output, whose readers would take this run's files for its own; "
+                                 "choose a folder outside them")
         marker = posixpath.join(path, MARKER)
         # a marker alone (even an empty one: killed while writing it) has nothing to lose, nor
         # has the empty `folder/` object an S3 console's "Create folder" makes (listed as itself)
@@ -120,11 +123,13 @@ def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = Fals
 
 
 def _output_holding(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
-    """The folder above `path` that a memgen run made (its marker stays when it finishes), if
-    any: a memory's images/ is globbed whole, a sample's images/ read as a reference."""
-    folder = posixpath.dirname(path.rstrip("/"))
+    """The folder a memgen run made (its marker stays when it finishes) that `path` lies in,
+    below one of the folders its readers take whole, if any: a memory's tables are globbed,
+    a sample's images/ read as a reference (a report in a memory's folder harms nothing)."""
+    below, folder = path.rstrip("/"), posixpath.dirname(path.rstrip("/"))
     while folder and folder not in ("/", "."):
-        if fs.exists(posixpath.join(folder, MARKER)):
+        first = below[len(folder):].strip("/").split("/", 1)[0]
+        if first in READ_WHOLE and fs.exists(posixpath.join(folder, MARKER)):
             return fs.unstrip_protocol(folder) if not isinstance(fs, LocalFileSystem) else folder
         folder = posixpath.dirname(folder)
     return None

@@ -244,12 +244,19 @@ def test_no_run_writes_inside_another_runs_output(memory, tmp_path, capsys):
     capsys.readouterr()
     for command in (["sample", "--memory", str(mem), "--n", "3", "--out", str(mem / "images" / "s")],
                     ["sample", "--memory", str(mem), "--n", "3", "--out", str(sample_out / "images" / "s")],
-                    ["evaluate", "--memory", str(mem), "--classifier", "caption", "--out", str(mem / "r")],
-                    ["memorize", str(memory / "shards" / "00000.tar"), "--memory", str(sample_out / "m")]):
+                    ["evaluate", "--memory", str(mem), "--classifier", "caption", "--out",
+                     str(mem / "rejects" / "r")],
+                    ["memorize", str(memory / "shards" / "00000.tar"), "--memory",
+                     str(mem / "duplicates" / "m")]):
         assert main(command) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "another memgen run's output" in err, err
-    assert not (mem / "images" / "s").exists() and not (sample_out / "m").exists()
+    assert not (mem / "images" / "s").exists() and not (sample_out / "images" / "s").exists()
+    # beside the tables, a report or a sample harms no reader
+    report = tmp_path / "sample" / "report"
+    assert main(["evaluate", "--memory", str(mem), "--classifier", "caption", "--embedding=false",
+                 "--out", str(report)]) == 0
+    assert main(["sample", "--memory", str(mem), "--n", "3", "--out", str(report / "s")]) == 0
 
 
 def test_a_sample_given_as_memory_is_refused_in_one_line(memory, tmp_path, capsys):
