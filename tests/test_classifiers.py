@@ -274,7 +274,7 @@ def test_the_cat_is_a_cat_and_the_rest_are_not(efficientnet):
 
 
 @needs_vision
-def test_user_onnx_model_gets_its_layout_type_and_softmax(efficientnet, tmp_path):
+def test_user_onnx_model_gets_its_layout_type_and_softmax(efficientnet, tmp_path, monkeypatch):
     import onnx
     from onnx import TensorProto, helper
 
@@ -290,6 +290,12 @@ def test_user_onnx_model_gets_its_layout_type_and_softmax(efficientnet, tmp_path
         resolve(f"onnx:{path}", "2-3", None)
     assert (spec.input.size, spec.input.dtype, spec.input.layout) == (32, "float32", "nchw")
     assert spec.threshold == 0.5
+    # a model file named like the built-in one is that file, not the built-in model
+    named = tmp_path / "work" / "efficientnet-lite0"
+    named.parent.mkdir()
+    named.write_bytes(path.read_bytes())
+    monkeypatch.chdir(named.parent)
+    assert resolve("onnx:efficientnet-lite0", "0", None).input == spec.input
     red = _encode(Image.new("RGB", (50, 40), (255, 0, 0)))
     p = _p_cat(spec, {"red": red})["red"]
     means = (np.array([255.0, 0, 0]) - 127) / 128

@@ -7,6 +7,7 @@ process, so workers only load a file (the built-in model's from their own cache)
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from memgen.classify.onnx_model import (
@@ -100,6 +101,8 @@ def resolve(name: str | None, classes: str | None, threshold: float | None) -> C
 
 def _user_onnx(name: str, classes: str | None, threshold: float) -> ClassifierSpec:
     path = name[len(ONNX_PREFIX):]
+    if "://" not in path:  # never the built-in model's name (read_model), whatever the file is called
+        path = os.path.abspath(path)
     if not classes:
         raise ClassifierError(f"{name} needs --classes: the output indices of the concept, e.g. 281-285")
     missing = missing_vision_module()
