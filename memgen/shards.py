@@ -11,6 +11,7 @@ import os
 import posixpath
 import re
 from collections import Counter
+from urllib.parse import urlsplit
 
 import fsspec
 from braceexpand import braceexpand
@@ -60,14 +61,20 @@ def storage_options(url: str, http_timeout: float = HTTP_TIMEOUT) -> dict:
     return {"client_kwargs": {"timeout": timeout}}
 
 
+def _name(uri: str) -> str:
+    """What a shard's suffix is read from, lower-cased: an http(s) URL's path, without the
+    query a signed URL carries (shard-000.tar?X-Amz-Signature=... is a tar)."""
+    return (urlsplit(uri).path if uri.startswith(("http://", "https://")) else uri).lower()
+
+
 def compression(uri: str) -> str | None:
     """How a shard's bytes are compressed (fsspec's name), by its suffix."""
-    lower = uri.lower()
+    lower = _name(uri)
     return next((c for suffix, c in TAR_COMPRESSION.items() if lower.endswith(suffix)), None)
 
 
 def shard_kind(uri: str) -> str:
-    lower = uri.lower()
+    lower = _name(uri)
     if lower.endswith(TAR_SUFFIXES):
         return "tar"
     if lower.endswith(PARQUET_SUFFIXES):
@@ -81,7 +88,7 @@ def split_source(source: str) -> tuple[str, str]:
     character of file names ("a#b.jpg", "t#1.tar#key")."""
     at = source.find("#")
     while at >= 0:
-        if source[:at].lower().endswith(TAR_SUFFIXES + PARQUET_SUFFIXES):
+        if _name(source[:at]).endswith(TAR_SUFFIXES + PARQUET_SUFFIXES):
             return source[:at], source[at + 1:]
         at = source.find("#", at + 1)
     return source, ""

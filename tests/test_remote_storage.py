@@ -292,6 +292,20 @@ def test_memorize_http_shards_match_local(http_root, local_reference, tmp_path):
     assert got == local_reference["content"]
 
 
+def test_a_signed_url_is_read_by_the_suffix_of_its_path(http_root, tmp_path):
+    """A presigned URL (shard-000.tar?X-Amz-Signature=...) was read as one image: one
+    not_an_image reject for the whole shard, exit 0."""
+    from memgen.shards import split_source
+
+    memory = str(tmp_path / "memory")
+    url = f"{http_root}/shard-000.tar?X-Amz-Expires=3600&X-Amz-Signature=abc"
+    assert main(["memorize", url, "--memory", memory]) == 0
+    manifest = read_manifest(memory)
+    assert (manifest["counts"]["images"], manifest["counts"]["rejects"]) == (6, 0)
+    sources = [r["source"] for r in open_table(memory, "images").to_table(columns=["source"]).to_pylist()]
+    assert sorted(split_source(s) for s in sources) == [(url, f"a{i}") for i in range(6)]
+
+
 def test_parquet_over_http_without_range_support(http_root, shards, tmp_path):
     """http.server serves no ranges: Parquet (footer first) is copied to local disk once.
     Over 5 MiB, fsspec's block, so that reading it whole in one request is not enough."""
