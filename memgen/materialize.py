@@ -36,12 +36,15 @@ def write_images(memory: str, shard: Shard, kept: list[KeptImage], rejects: list
     kept_by_ordinal = {k.ordinal: k for k in kept}
     rejects_by_ordinal = {r.ordinal: r for r in rejects}
     found_instead: dict[int, bytes] = {}  # a kept record's place held other bytes on the re-read
+    unreadable: list[str] = []  # why the re-read failed before it found every kept record
 
     def image_rows() -> Iterator[dict]:
         """Streams kept rows (bounded memory) and attaches rejected records' bytes."""
         if not kept and all(r.stage == "open" for r in rejects):
             return
         for item in read_shard(shard, config):
+            if isinstance(item, Reject) and item.error_type == "unreadable" and kept_by_ordinal:
+                unreadable.append(item.message)  # a server error, a cut or silent connection
             kept_here = kept_by_ordinal.get(item.ordinal)
             if kept_here and isinstance(item, Record) and _fingerprinted(item, kept_here):
                 row = _image_row(kept_by_ordinal.pop(item.ordinal), item, shard)
@@ -56,12 +59,15 @@ def write_images(memory: str, shard: Shard, kept: list[KeptImage], rejects: list
 
     name = part_name(shard.index)
     _written(counts, "images", write_rows(join(memory, "images", name), "images", image_rows()))
-    for lost in kept_by_ordinal.values():  # the shard changed between the two reads
+    for lost in kept_by_ordinal.values():
         found = found_instead.get(lost.ordinal)
-        rejects_by_ordinal[lost.ordinal] = Reject(
-            shard.index, lost.ordinal, shard.source(lost.fp.locator), "materialize", "changed_during_run",
-            "other bytes (kept here) when the shard was re-read" if found else
-            "record not found when the shard was re-read", lost.fp.n_bytes, found)
+        if unreadable and not found:  # a server error, a cut or silent connection: worth a retry
+            kind, why = "unreadable", f"the shard could not be re-read to write it: {unreadable[0]}"
+        else:  # the shard changed between the two reads
+            kind, why = "changed_during_run", ("other bytes (kept here) when the shard was re-read" if found
+                                               else "record not found when the shard was re-read")
+        rejects_by_ordinal[lost.ordinal] = Reject(shard.index, lost.ordinal, shard.source(lost.fp.locator),
+                                                  "materialize", kind, why[:500], lost.fp.n_bytes, found)
     _write_rejects(counts, join(memory, "rejects", name),
                    [rejects_by_ordinal[o] for o in sorted(rejects_by_ordinal)], config)
     return counts, [k.fp.image_id for k in kept_by_ordinal.values()]

@@ -70,10 +70,15 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
         yield from reader(shard, f, config)
 
 
+class TransferError(OSError):
+    """A storage client failed to deliver a stream (a connection cut mid-body): the shard is
+    unreadable this time, not damaged."""
+
+
 class _FailsAsOSError:
-    """A shard's stream whose failed reads are OSError, damage to the shard, whichever client
-    raised: aiohttp's ClientPayloadError when a server closes before the end of the body it
-    announced ended the whole run. Other errors are memgen's, and stay as they are."""
+    """A shard's stream whose failed reads are OSError, whichever client raised: aiohttp's
+    ClientPayloadError when a server closes before the end of the body it announced ended
+    the whole run. Other errors are memgen's, and stay as they are."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
@@ -84,7 +89,7 @@ class _FailsAsOSError:
         except Exception as e:
             if isinstance(e, OSError) or not from_storage_client(e):
                 raise
-            raise OSError(f"{type(e).__name__}: {e}") from e
+            raise TransferError(f"{type(e).__name__}: {e}") from e
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -135,15 +140,16 @@ def _message(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:500]
 
 
-def _timed_out(e: BaseException) -> bool:
-    """Whether a shard's stream failed by a timeout (the tar reader wraps it): worth a retry,
-    not damage to the shard."""
-    return isinstance(e, TimeoutError) or isinstance(e.__cause__, TimeoutError)
+def _transfer_failed(e: BaseException) -> bool:
+    """Whether a shard's stream failed in transfer, by a timeout or a cut connection (the tar
+    reader wraps it): worth a retry, not damage to the shard."""
+    return any(isinstance(failed, (TimeoutError, TransferError)) for failed in (e, e.__cause__))
 
 
 def _read_message(e: BaseException, shard: Shard, config: ReaderConfig) -> str:
     """Why a shard's stream failed; an http(s) timeout says after how long (fsspec's says nothing)."""
-    if _timed_out(e) and shard.uri.startswith(("http://", "https://")):
+    timed_out = isinstance(e, TimeoutError) or isinstance(e.__cause__, TimeoutError)
+    if timed_out and shard.uri.startswith(("http://", "https://")):
         return f"TimeoutError: the server sent nothing for {config.http_timeout:g} s (--http_timeout)"
     return _message(e)
 
@@ -196,7 +202,7 @@ def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         group = []
         member_name = printable(e.member) if isinstance(e, TarDamage) else ""
         where = shard.source(f"#{member_name}" if member_name else "")
-        failure = "unreadable" if _timed_out(e) else "corrupt_shard"
+        failure = "unreadable" if _transfer_failed(e) else "corrupt_shard"
         yield Reject(shard.index, ordinal(), where, "read", failure, _read_message(e, shard, config))
     yield from _group_items(shard, group, ordinal, keys, config)
 

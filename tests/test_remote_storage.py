@@ -337,39 +337,69 @@ def test_single_image_files_over_http(http_root, shards, tmp_path):
 
 class _CutShortHandler(http.server.BaseHTTPRequestHandler):
     """Announces the whole file in Content-Length, sends half of it and closes: a dropped
-    connection, a CDN reset."""
+    connection, a CDN reset. With self.server.fails_from = N, only from the Nth request of a
+    path on (1: every one), and a 500 instead of a cut when self.server.status is 500."""
 
     def do_GET(self):  # noqa: N802 - the base class's name
         data = (self.server.root / self.path.lstrip("/")).read_bytes()
+        seen = self.server.requests[self.path] = self.server.requests.get(self.path, 0) + 1
+        if seen >= getattr(self.server, "fails_from", 1) and getattr(self.server, "status", 200) == 500:
+            self.send_response(500)
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data[: len(data) // 2])
+        failing = seen >= getattr(self.server, "fails_from", 1)
+        self.wfile.write(data[: len(data) // 2] if failing else data)
         self.wfile.flush()
         self.close_connection = True
+
+    def do_HEAD(self):  # noqa: N802 - what fsspec asks first whether the URL answers: not counted
+        self.send_response(200)
+        self.send_header("Content-Length", str((self.server.root / self.path.lstrip("/")).stat().st_size))
+        self.end_headers()
 
     def log_message(self, format, *args):  # noqa: A002
         pass
 
 
-def test_a_body_cut_short_is_a_corrupt_shard_not_a_failed_run(shards, tmp_path):
+def test_a_body_cut_short_is_an_unreadable_shard_not_a_failed_run(shards, tmp_path):
     """aiohttp raises ClientPayloadError (not an OSError) when the body ends before its
-    Content-Length: it ended the run with a traceback, exit 1, the other shards lost too."""
+    Content-Length: it ended the run with a traceback, exit 1, the other shards lost too; then
+    it was a corrupt_shard reject, which says the file is damaged, not worth a retry."""
     memory = str(tmp_path / "m")
-    with serving(_CutShortHandler, root=shards) as root:
+    with serving(_CutShortHandler, root=shards, requests={}) as root:
         url = f"{root}/shard-000.tar"
         assert main(["memorize", url, str(shards / "shard-002.tar"), "--memory", memory]) == 0
     manifest = read_manifest(memory)
-    assert manifest["balanced"] and manifest["counts"]["rejects_by_reason"]["corrupt_shard"] == 1
     # Of the cut shard aiohttp gives what it read before the connection closed, which varies:
-    # it raises on any read after, before the bytes that did arrive. A record the first read got
-    # and the second did not is a changed_during_run reject.
-    assert set(manifest["counts"]["rejects_by_reason"]) <= {"corrupt_shard", "changed_during_run"}
-    corrupt = [r for r in open_table(memory, "rejects").to_table().to_pylist()
-               if r["error_type"] == "corrupt_shard"]
-    assert corrupt[0]["source"].startswith(url) and "ClientPayloadError" in corrupt[0]["message"]
+    # it raises on any read after, before the bytes that did arrive.
+    assert manifest["balanced"] and set(manifest["counts"]["rejects_by_reason"]) == {"unreadable"}
+    cut = [r for r in open_table(memory, "rejects").to_table().to_pylist() if r["stage"] == "read"]
+    assert cut[0]["source"].startswith(url) and "ClientPayloadError" in cut[0]["message"]
     images = open_table(memory, "images").to_table(columns=["source"]).to_pylist()
     assert sum(r["source"].startswith(str(shards)) for r in images) == 4  # the other shard, whole
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_shard_that_fails_only_when_re_read_is_unreadable_not_changed(shards, tmp_path, status):
+    """Read whole to fingerprint, then cut or answered 500 when re-read to write its images:
+    every record was a changed_during_run reject ("record not found"), the server's error
+    nowhere, though the shard never changed."""
+    memory = str(tmp_path / "m")
+    # with a local shard beside it, nobody asks the URL whether it exists: GET 1 is the first read
+    with serving(_CutShortHandler, root=shards, requests={}, fails_from=2, status=status) as root:
+        url = f"{root}/shard-000.tar"
+        assert main(["memorize", url, str(shards / "shard-002.tar"), "--memory", memory]) == 0
+    manifest = read_manifest(memory)
+    assert manifest["balanced"] and set(manifest["counts"]["rejects_by_reason"]) == {"unreadable"}
+    rejects = open_table(memory, "rejects").to_table().to_pylist()
+    lost = [r for r in rejects if r["stage"] == "materialize"]
+    images = open_table(memory, "images").to_table(columns=["source"]).to_pylist()
+    assert lost and sum(r["source"].startswith(url) for r in images) + len(lost) == 6
+    assert all(r["message"].startswith("the shard could not be re-read to write it: ") for r in lost)
+    assert ("500" if status == 500 else "ClientPayloadError") in lost[0]["message"]
 
 
 class _SlowHandler(http.server.BaseHTTPRequestHandler):
