@@ -267,14 +267,27 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
             any_exists = any_exists or bool(exists)
             if exists is None:
                 unchecked.extend(expanded)
-    any_exists = any_exists or any(_answers(url, http_timeout) for url in unchecked)
+    refused = None  # why the first URL asked did not answer, unless it is not there (404)
+    for url in [] if any_exists else unchecked:
+        why = _unanswered(url, http_timeout)
+        any_exists = why is None
+        if any_exists:
+            break
+        refused = refused or (None if why.startswith("404") else f" (asked {url}: {why})")
     if not any_exists or not urls:
-        raise NoInputError(f"no input matched: {' '.join(inputs)}")
+        raise NoInputError(f"no input matched: {' '.join(inputs)}{refused or ''}")
     return [Shard.of(i, uri, shard_kind(uri), urls[uri]) for i, uri in enumerate(sorted(urls))]
 
 
-def _answers(url: str, http_timeout: float) -> bool:
+def _unanswered(url: str, http_timeout: float) -> str | None:
+    """None when an http(s) URL answers, else why not: its status, or the connection's error
+    (a server down or refusing access is not a URL that matches nothing)."""
     try:
-        return fsspec.core.url_to_fs(url, **storage_options(url, http_timeout))[0].exists(url)
-    except Exception:  # noqa: BLE001 - refused, unreachable, timed out: it does not answer
-        return False
+        fsspec.core.url_to_fs(url, **storage_options(url, http_timeout))[0].info(url)
+        return None
+    except Exception as e:  # noqa: BLE001 - refused, unreachable, timed out: it does not answer
+        cause = e.__cause__ or e  # fsspec says FileNotFoundError for all, its cause why
+        status = getattr(cause, "status", None)
+        if status:
+            return f"{status} {getattr(cause, 'message', '')}".strip()
+        return f"{type(cause).__name__}: {cause}"[:300]

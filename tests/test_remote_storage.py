@@ -487,8 +487,22 @@ def test_only_missing_http_urls_is_no_input_in_one_line(http_root, tmp_path, cap
     memory = tmp_path / "memory"
     assert main(["memorize", f"{http_root}/shard-{{404..405}}.tar", "--memory", str(memory)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no input matched" in err, err
+    assert err.strip().endswith(f"no input matched: {http_root}/shard-{{404..405}}.tar")  # said all
     assert not memory.exists()
+
+
+def test_a_server_down_or_refusing_is_said_not_only_no_input(tmp_path, capsys):
+    """A server that is down, or answers 403 or 500, said only "no input matched": the
+    user's URLs were blamed."""
+    with serving(_ErrorHandler) as root, socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # a port nothing listens on
+        down = f"http://127.0.0.1:{closed.getsockname()[1]}/a.tar"
+        for url, why in ((f"{root}/403/a.tar", "403 Forbidden"),
+                         (f"{root}/500/a.tar", "500 Internal Server Error"),
+                         (down, "ClientConnectorError: Cannot connect to host")):
+            assert main(["memorize", url, "--memory", str(tmp_path / "m")]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"no input matched: {url} (asked {url}: {why}" in err, err
 
 
 def test_calibration_files_missing_from_a_bucket_are_found(s3):
