@@ -80,8 +80,9 @@ def write_duplicates(memory: str, shard: Shard, duplicates: list[DuplicateRow], 
     counts: Counter = Counter()
     rows = sorted(duplicates, key=lambda d: d.ordinal)
     orphans = [Reject(shard.index, d.ordinal, shard.source(d.locator), "materialize",
-                      "representative_changed", f"its representative {d.representative.hex()} changed in"
-                      " its shard during the run; rerun to keep it", d.n_bytes)
+                      "representative_changed", f"its representative {d.representative.hex()} was not "
+                      "written: its shard changed during the run or could not be re-read (see its "
+                      "rejects); rerun to keep it", d.n_bytes)
                for d in rows if d.representative in lost]
     placed = [d for d in rows if d.representative not in lost]
     _written(counts, "duplicates", write_rows(join(memory, "duplicates", part_name(shard.index)),

@@ -114,7 +114,8 @@ def claim_output(claim: Claim, leftovers: Iterable[str], check_only: bool = Fals
             return
         for pattern in leftovers if ours else ():
             for found in glob_in(fs, path, pattern):
-                remove(fs, found)
+                if not fs.exists(posixpath.join(found, MARKER)):  # another run's folder: never cleared
+                    remove(fs, found)
         make_folder(fs, path)
         with fs.open(marker, "w") as f:
             f.write(claim.mark)

@@ -89,7 +89,8 @@ class _FailsAsOSError:
         except Exception as e:
             if isinstance(e, OSError) or not from_storage_client(e):
                 raise
-            raise TransferError(f"{type(e).__name__}: {e}") from e
+            failed = TransferError if _cut(e) else OSError  # a body that cannot be decoded: damage
+            raise failed(f"{type(e).__name__}: {e}") from e
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -99,6 +100,18 @@ class _FailsAsOSError:
 
     def __exit__(self, *_) -> None:
         self._stream.close()
+
+
+# storage clients' errors for a connection lost or cut short (aiohttp's, inside its
+# ClientPayloadError, and botocore's), not for bytes that arrived and cannot be decoded
+_CUT = frozenset({"ContentLengthError", "TransferEncodingError", "ClientConnectionError",
+                  "IncompleteReadError", "ConnectionClosedError", "ReadTimeoutError",
+                  "ResponseStreamingError"})
+
+
+def _cut(e: BaseException) -> bool:
+    inner = [e, e.__cause__, e.__context__, *(a for a in e.args if isinstance(a, BaseException))]
+    return any(cls.__name__ in _CUT for error in inner if error is not None for cls in type(error).__mro__)
 
 
 def _local_copy(stream: IO[bytes]) -> IO[bytes]:

@@ -62,9 +62,14 @@ def storage_options(url: str, http_timeout: float = HTTP_TIMEOUT) -> dict:
 
 
 def _name(uri: str) -> str:
-    """What a shard's suffix is read from, lower-cased: an http(s) URL's path, without the
-    query a signed URL carries (shard-000.tar?X-Amz-Signature=... is a tar)."""
-    return (urlsplit(uri).path if uri.startswith(("http://", "https://")) else uri).lower()
+    """What a shard's suffix is read from, lower-cased: an http(s) URL's path when it has a
+    shard's suffix, without the query a signed URL carries (shard-000.tar?X-Amz-Signature=...
+    is a tar), else the whole URL (download?file=shard-000.tar is one too)."""
+    lower = uri.lower()
+    if lower.startswith(("http://", "https://")):
+        path = urlsplit(lower).path
+        return path if path.endswith(TAR_SUFFIXES + PARQUET_SUFFIXES) else lower
+    return lower
 
 
 def compression(uri: str) -> str | None:
@@ -282,11 +287,16 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
 def _unanswered(url: str, http_timeout: float) -> str | None:
     """None when an http(s) URL answers, else why not: its status, or the connection's error
     (a server down or refusing access is not a URL that matches nothing)."""
-    try:
-        fsspec.core.url_to_fs(url, **storage_options(url, http_timeout))[0].info(url)
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(url, http_timeout))
+    try:  # one GET, streamed and closed unread: a size given, fsspec asks no HEAD first
+        fs.open(path, "rb", block_size=0, size=1).close()
         return None
     except Exception as e:  # noqa: BLE001 - refused, unreachable, timed out: it does not answer
-        cause = e.__cause__ or e  # fsspec says FileNotFoundError for all, its cause why
+        if isinstance(e, FileNotFoundError) and e.__cause__ is None:
+            return "404 Not Found"
+        if isinstance(e, TimeoutError) or isinstance(e.__cause__, TimeoutError):
+            return f"no answer in {http_timeout:g} s (--http_timeout)"
+        cause = e.__cause__ or e  # fsspec says FileNotFoundError for most, its cause why
         status = getattr(cause, "status", None)
         if status:
             return f"{status} {getattr(cause, 'message', '')}".strip()

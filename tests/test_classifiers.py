@@ -296,6 +296,8 @@ def test_user_onnx_model_gets_its_layout_type_and_softmax(efficientnet, tmp_path
     named.write_bytes(path.read_bytes())
     monkeypatch.chdir(named.parent)
     assert resolve("onnx:efficientnet-lite0", "0", None).input == spec.input
+    monkeypatch.setenv("HOME", str(named.parent))  # no shell expands ~ inside --classifier=onnx:~/...
+    assert resolve("onnx:~/efficientnet-lite0", "0", None).model_path == str(named)
     red = _encode(Image.new("RGB", (50, 40), (255, 0, 0)))
     p = _p_cat(spec, {"red": red})["red"]
     means = (np.array([255.0, 0, 0]) - 127) / 128

@@ -50,6 +50,16 @@ def test_metadata_that_is_not_json_is_kept_as_a_json_string(tmp_path):
     assert json.loads(listed.metadata) == [1, 2] and listed.url is None
 
 
+def test_an_http_shard_kind_is_read_from_its_path_else_from_the_whole_url():
+    from memgen.shards import compression
+
+    assert shard_kind("https://h/shard-000.tar?X-Amz-Signature=abc&X-Amz-Expires=60") == "tar"  # signed
+    assert compression("https://h/s.tar.gz?sig=1") == "gzip"
+    assert shard_kind("https://h/p.parquet?a=b") == "parquet"
+    assert shard_kind("https://h/download?file=shard-000.tar") == "tar"  # the name in the query
+    assert shard_kind("https://h/img.jpg?w=300") == "file"
+
+
 def test_a_suffix_that_is_a_picture_only_sometimes_is_the_image_only_when_no_other_is(tmp_path):
     """A lidar sample's .pcd point cloud (Pillow's PhotoCD suffix) came before its .png: the
     sample became a not_an_image reject and an extra_image_member one. A sample memgen wrote

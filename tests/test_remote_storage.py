@@ -491,6 +491,51 @@ def test_only_missing_http_urls_is_no_input_in_one_line(http_root, tmp_path, cap
     assert not memory.exists()
 
 
+class _Counting404Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - the base class's name
+        self.server.requests.append(self.command)
+        self.send_response(404)
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+def test_asking_whether_http_urls_answer_costs_one_get_each(tmp_path, capsys):
+    """HEAD then GET each (fsspec's info()): twice the requests, and twice the wait on a
+    silent server."""
+    requests: list[str] = []
+    with serving(_Counting404Handler, requests=requests) as root:
+        assert main(["memorize", f"{root}/shard-{{0..2}}.tar", "--memory", str(tmp_path / "m")]) == 2
+    assert requests == ["GET"] * 3 and "no input matched" in capsys.readouterr().err
+
+
+class _NotGzipHandler(http.server.BaseHTTPRequestHandler):
+    """Says Content-Encoding: gzip and sends bytes that are not: the same every time."""
+
+    def do_GET(self):  # noqa: N802 - the base class's name
+        data = (self.server.root / "shard-000.tar").read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+def test_a_body_that_cannot_be_decoded_is_damage_not_a_transfer_failure(shards, tmp_path):
+    """Only a connection cut or lost is unreadable (worth a retry); every retry of this fails."""
+    memory = str(tmp_path / "m")
+    with serving(_NotGzipHandler, root=shards) as root:
+        inputs = [f"{root}/shard-000.tar", str(shards / "shard-002.tar")]
+        assert main(["memorize", *inputs, "--memory", memory]) == 0
+    assert read_manifest(memory)["counts"]["rejects_by_reason"] == {"corrupt_shard": 1}
+
+
 def test_a_server_down_or_refusing_is_said_not_only_no_input(tmp_path, capsys):
     """A server that is down, or answers 403 or 500, said only "no input matched": the
     user's URLs were blamed."""
@@ -499,7 +544,7 @@ def test_a_server_down_or_refusing_is_said_not_only_no_input(tmp_path, capsys):
         down = f"http://127.0.0.1:{closed.getsockname()[1]}/a.tar"
         for url, why in ((f"{root}/403/a.tar", "403 Forbidden"),
                          (f"{root}/500/a.tar", "500 Internal Server Error"),
-                         (down, "ClientConnectorError: Cannot connect to host")):
+                         (down, "ConnectionRefusedError: ")):
             assert main(["memorize", url, "--memory", str(tmp_path / "m")]) == 2
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and f"no input matched: {url} (asked {url}: {why}" in err, err

@@ -283,6 +283,17 @@ def test_a_folder_of_the_users_or_of_another_job_is_refused_and_left_alone(tmp_p
     assert "--threshold (not a flag of memgen sample)" in one_line_error(capsys)
 
 
+def test_a_rerun_never_clears_another_runs_folder_inside_its_own(tmp_path, memory):
+    """A sample made inside a killed sample's folder, as sample-B/, matched the first one's
+    leftovers (sample-*) and was deleted by its rerun."""
+    first = tmp_path / "a"
+    assert run("--memory", memory, "--n", "3", "--out", str(first)) == 0
+    (first / "manifest.json").unlink()  # as if killed before the end
+    assert run("--memory", memory, "--n", "3", "--out", str(first / "sample-b")) == 0
+    assert run("--memory", memory, "--n", "3", "--out", str(first)) == 0
+    assert (first / "sample-b" / "manifest.json").exists()
+
+
 def test_a_finished_sample_is_not_overwritten_and_an_unfinished_one_is_redone(tmp_path, memory, capsys):
     out = tmp_path / "o"
     assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0

@@ -102,7 +102,7 @@ def resolve(name: str | None, classes: str | None, threshold: float | None) -> C
 def _user_onnx(name: str, classes: str | None, threshold: float) -> ClassifierSpec:
     path = name[len(ONNX_PREFIX):]
     if "://" not in path:  # never the built-in model's name (read_model), whatever the file is called
-        path = os.path.abspath(path)
+        path = os.path.abspath(os.path.expanduser(path))  # onnx:~/m.onnx: no shell expands it
     if not classes:
         raise ClassifierError(f"{name} needs --classes: the output indices of the concept, e.g. 281-285")
     missing = missing_vision_module()
