@@ -288,16 +288,12 @@ def _unanswered(url: str, http_timeout: float) -> str | None:
     """None when an http(s) URL answers, else why not: its status, or the connection's error
     (a server down or refusing access is not a URL that matches nothing)."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options(url, http_timeout))
-    try:  # one GET, streamed and closed unread: a size given, fsspec asks no HEAD first
-        fs.open(path, "rb", block_size=0, size=1).close()
-        return None
+    try:  # one GET, its response closed unread; strict: other errors than a 404 are raised
+        return None if fs.exists(path, strict=True) else "404 Not Found"
     except Exception as e:  # noqa: BLE001 - refused, unreachable, timed out: it does not answer
-        if isinstance(e, FileNotFoundError) and e.__cause__ is None:
-            return "404 Not Found"
-        if isinstance(e, TimeoutError) or isinstance(e.__cause__, TimeoutError):
+        if isinstance(e, TimeoutError):
             return f"no answer in {http_timeout:g} s (--http_timeout)"
-        cause = e.__cause__ or e  # fsspec says FileNotFoundError for most, its cause why
-        status = getattr(cause, "status", None)
+        status = getattr(e, "status", None)
         if status:
-            return f"{status} {getattr(cause, 'message', '')}".strip()
-        return f"{type(cause).__name__}: {cause}"[:300]
+            return f"{status} {getattr(e, 'message', '')}".strip()
+        return f"{type(e).__name__}: {e}"[:300]

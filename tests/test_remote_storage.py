@@ -544,7 +544,7 @@ def test_a_server_down_or_refusing_is_said_not_only_no_input(tmp_path, capsys):
         down = f"http://127.0.0.1:{closed.getsockname()[1]}/a.tar"
         for url, why in ((f"{root}/403/a.tar", "403 Forbidden"),
                          (f"{root}/500/a.tar", "500 Internal Server Error"),
-                         (down, "ConnectionRefusedError: ")):
+                         (down, "ClientConnectorError: Cannot connect to host")):
             assert main(["memorize", url, "--memory", str(tmp_path / "m")]) == 2
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and f"no input matched: {url} (asked {url}: {why}" in err, err
