@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from memgen.near import MAX_THRESHOLD
 from memgen.outputs import Claim, claim_output, glob_in, make_folder, move, remove
 from memgen.schema import table_schema
 
@@ -238,7 +239,7 @@ def _readable(memory: str, manifest: dict[str, Any]) -> dict[str, Any]:
                for table in TABLES if table in values and not _whole(values[table])]
         bad += [] if "images" in counts else ["counts.images"]
         threshold = options.get("threshold", 0)
-        bad += [] if _whole(threshold) and threshold <= 64 else ["options.threshold"]
+        bad += [] if _whole(threshold) and threshold <= MAX_THRESHOLD else ["options.threshold"]
         bad += [] if _whole(version) else ["schema_version"]
     if bad:
         raise MemoryDirError(f"{memory} is damaged: its manifest.json has no usable {', '.join(bad)}")

@@ -24,7 +24,14 @@ import pyarrow.parquet as pq
 
 from memgen.outputs import from_storage_client
 from memgen.records import Record, Reject, Shard, printable
-from memgen.shards import HTTP_TIMEOUT, IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, compression, storage_options
+from memgen.shards import (
+    HTTP_TIMEOUT,
+    IMAGE_SUFFIXES,
+    OTHER_IMAGE_SUFFIXES,
+    compression,
+    http_answer,
+    storage_options,
+)
 from memgen.tarstream import TarDamage, read_up_to, tar_members
 
 IMAGE_EXTS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
@@ -144,9 +151,7 @@ def _open_message(e: Exception) -> str:
     cause = e.__cause__
     if cause is None or _open_error(e) == "missing":
         return _message(e)
-    status = getattr(cause, "status", None)
-    said = f"{status} {getattr(cause, 'message', '')}".strip() if status else str(cause)
-    return f"{_message(e)}; {type(cause).__name__}: {said}"
+    return f"{_message(e)}; {type(cause).__name__}: {http_answer(cause) or cause}"
 
 
 def _message(e: BaseException) -> str:
@@ -156,13 +161,17 @@ def _message(e: BaseException) -> str:
 def _transfer_failed(e: BaseException) -> bool:
     """Whether a shard's stream failed in transfer, by a timeout or a cut connection (the tar
     reader wraps it): worth a retry, not damage to the shard."""
-    return any(isinstance(failed, (TimeoutError, TransferError)) for failed in (e, e.__cause__))
+    return _raised_by(e, (TimeoutError, TransferError))
+
+
+def _raised_by(e: BaseException, kinds: tuple[type, ...]) -> bool:
+    """`e`, or the error it wraps, is one of `kinds`."""
+    return any(isinstance(failed, kinds) for failed in (e, e.__cause__))
 
 
 def _read_message(e: BaseException, shard: Shard, config: ReaderConfig) -> str:
     """Why a shard's stream failed; an http(s) timeout says after how long (fsspec's says nothing)."""
-    timed_out = isinstance(e, TimeoutError) or isinstance(e.__cause__, TimeoutError)
-    if timed_out and shard.uri.startswith(("http://", "https://")):
+    if _raised_by(e, (TimeoutError,)) and shard.uri.startswith(("http://", "https://")):
         return f"TimeoutError: the server sent nothing for {config.http_timeout:g} s (--http_timeout)"
     return _message(e)
 

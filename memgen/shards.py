@@ -293,7 +293,10 @@ def _unanswered(url: str, http_timeout: float) -> str | None:
     except Exception as e:  # noqa: BLE001 - refused, unreachable, timed out: it does not answer
         if isinstance(e, TimeoutError):
             return f"no answer in {http_timeout:g} s (--http_timeout)"
-        status = getattr(e, "status", None)
-        if status:
-            return f"{status} {getattr(e, 'message', '')}".strip()
-        return f"{type(e).__name__}: {e}"[:300]
+        return http_answer(e) or f"{type(e).__name__}: {e}"[:300]
+
+
+def http_answer(error: BaseException) -> str | None:
+    """An HTTP client error's status line ("500 Internal Server Error"), None for others."""
+    status = getattr(error, "status", None)
+    return f"{status} {getattr(error, 'message', '')}".strip() if status else None

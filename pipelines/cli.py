@@ -24,7 +24,7 @@ from memgen.memory import MemoryDirError, join, memory_claim, prepare_output, re
 from memgen.outputs import STORAGE_CLIENTS, Claim, OutputDirError, from_storage_client
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
-from memgen.pipelines.options import check_urls, parse_job
+from memgen.pipelines.options import check_urls, parse_job, runs_as
 from memgen.shards import NoInputError
 from memgen.summary import memorize_summary
 
@@ -87,7 +87,7 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
 def _submits(runner: PipelineRunner) -> bool:
     """Whether the runner hands the pipeline to a service (Dataflow, a Flink, Spark or Prism
     job server) rather than running it in this process."""
-    return any(cls.__name__ in ("DataflowRunner", "PortableRunner") for cls in type(runner).__mro__)
+    return runs_as(runner, "DataflowRunner", "PortableRunner")
 
 
 def validated_runner(options: PipelineOptions) -> PipelineRunner:

@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
     _BeamArgumentParser,
 )
-from apache_beam.runners.runner import create_runner
+from apache_beam.runners.runner import PipelineRunner, create_runner
 
 from memgen.outputs import OBJECT_STORES
 from memgen.pipelines.errors import UsageError
@@ -58,8 +58,7 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
     separate = (options.view_as(DirectOptions).direct_running_mode == "multi_processing"
                 or runner not in (None, LOCAL_RUNNER))
     # always remote, under any of its names (DataflowRunner, dataflow, its module path)
-    dataflow = runner is not None and any(
-        cls.__name__ == "DataflowRunner" for cls in type(create_runner(runner)).__mro__)
+    dataflow = runner is not None and runs_as(create_runner(runner), "DataflowRunner")
     for flag, url in urls:
         if not url.strip():
             raise UsageError(f"{flag} is an empty string")
@@ -78,6 +77,12 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
             raise UsageError(f"{flag} {url}: {e} (pip install 'memgen[cloud]' for s3:// and gs://)") from None
         except ValueError as e:  # "Protocol not known: foo"
             raise UsageError(f"{flag} {url}: {e}") from None
+
+
+def runs_as(runner: PipelineRunner, *kinds: str) -> bool:
+    """Whether the runner is one of these Beam runner classes, or a subclass of one (Beam
+    names runners several ways: DataflowRunner, dataflow, a module path)."""
+    return any(cls.__name__ in kinds for cls in type(runner).__mro__)
 
 
 def add_shared(parser: argparse.ArgumentParser, flag: str) -> None:
