@@ -1,8 +1,8 @@
 """Distances between two image sets, each given as feature vectors (pure numpy/scipy, no Beam).
 
 A metric is features -> statistics -> metric (as in torch-fidelity):
-- `Moments`: n, mean and centred sum of outer products; mergeable, so Beam accumulates
-  them per (set, feature space) with a CombineFn (memgen.stages.moments).
+- `Moments`: n, mean and centred sum of outer products; Beam sums them exactly per
+  (set, feature space) with a CombineFn (memgen.stages.moments).
 - `frechet_distance`: from two (mean, covariance) pairs; the trace of the square root of
   the product is the sum of the square roots of its eigenvalues, as torch-fidelity takes it.
 - `kid`: unbiased MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3 over
@@ -37,42 +37,21 @@ TIE_TOLERANCE = 1e-9
 
 @dataclass(frozen=True)
 class Moments:
-    """n, mean and M2 = sum of (x - mean)(x - mean)^T of a set of d-dimensional vectors.
-
-    The centred form (Chan et al. 1979) is merged exactly like raw sums but does not
-    lose digits to cov = E[xx^T] - mu mu^T when the mean is large against the spread
-    (thumbnail pixels of a flat set, embeddings with a large offset).
-    """
+    """n, mean and M2 = sum of (x - mean)(x - mean)^T of a set of d-dimensional vectors
+    (memgen.stages.moments sums them exactly in a Beam CombineFn; `of` computes them in memory)."""
 
     n: int
     mean: np.ndarray
     m2: np.ndarray
 
     @classmethod
-    def empty(cls, dim: int) -> Moments:
-        return cls(0, np.zeros(dim), np.zeros((dim, dim)))
-
-    @classmethod
     def of(cls, vectors: np.ndarray) -> Moments:
         x = np.asarray(vectors, dtype=np.float64)
-        if x.ndim != 2:
-            raise ValueError(f"expected an (n, d) array, got shape {x.shape}")
-        if len(x) == 0:
-            return cls.empty(x.shape[1])
+        if x.ndim != 2 or len(x) == 0:
+            raise ValueError(f"expected a non-empty (n, d) array, got shape {x.shape}")
         mean = x.mean(axis=0)
         centred = x - mean
         return cls(len(x), mean, centred.T @ centred)
-
-    def merge(self, other: Moments) -> Moments:
-        if other.n == 0:
-            return self
-        if self.n == 0:
-            return other
-        n = self.n + other.n
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.n / n)
-        m2 = self.m2 + other.m2 + np.outer(delta, delta) * (self.n * other.n / n)
-        return Moments(n, mean, m2)
 
     @property
     def cov(self) -> np.ndarray:

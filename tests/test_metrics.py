@@ -185,34 +185,6 @@ def test_fd_grows_with_the_shift_of_the_mean():
     assert metrics.fd_from_moments(ma, Moments.of(a + 0.5)) == pytest.approx(0.25 * a.shape[1], rel=1e-9)
 
 
-def test_moments_do_not_depend_on_batches_or_merge_order():
-    a, _ = _sets(301, 2, 24)
-    whole = Moments.of(a)
-    np.testing.assert_allclose(whole.mean, a.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(whole.cov, np.cov(a, rowvar=False), rtol=1e-10, atol=1e-13)
-    for cuts in ([1, 2, 50, 51, 200], [150], list(range(1, 301, 7))):
-        parts = [Moments.of(p) for p in np.split(a, cuts)]
-        forward, backward = Moments.empty(24), Moments.empty(24)
-        for p in parts:
-            forward = forward.merge(p)
-        for p in reversed(parts):
-            backward = p.merge(backward)
-        for merged in (forward, backward):
-            assert merged.n == 301
-            np.testing.assert_allclose(merged.cov, whole.cov, rtol=1e-9, atol=1e-12)
-            np.testing.assert_allclose(merged.mean, whole.mean, rtol=1e-12)
-
-
-def test_moments_keep_digits_when_the_mean_dwarfs_the_spread():
-    rng = np.random.default_rng(9)
-    a = 1e6 + rng.normal(size=(1000, 3)) * 1e-3
-    merged = Moments.empty(3)
-    for part in np.array_split(a, 10):
-        merged = merged.merge(Moments.of(part))
-    # Raw sums would lose every digit here (x x^T ~ 1e12, covariance ~ 1e-6).
-    np.testing.assert_allclose(merged.cov, np.cov(a, rowvar=False), rtol=1e-6, atol=1e-12)
-
-
 def test_kid_is_symmetric_and_near_zero_for_one_distribution():
     rng = np.random.default_rng(10)
     a, b = rng.normal(size=(200, 8)), rng.normal(size=(200, 8)) + 0.5

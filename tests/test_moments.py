@@ -1,6 +1,8 @@
-"""MomentsFn (CombineFn): the same moments as numpy whatever the batching, splitting and merge order."""
+"""MomentsFn (CombineFn): exact moments, the same bits whatever the batching, splitting and merge order."""
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import apache_beam as beam
 import numpy as np
@@ -9,41 +11,102 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from memgen.stages import moments
-from memgen.stages.moments import MomentsFn
+from memgen.stages.moments import FRACTION_BITS, MomentsFn
 
 
 def _vectors(n=700, d=5, seed=0):
+    """Within the feature spaces' bound, with an offset against the spread like the embedding's."""
     rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, d)) * [1, 2, 3, 4, 5] + 10.0
+    return np.clip(rng.normal(size=(n, d)) * [0.1, 0.2, 0.3, 0.4, 0.5][:d] + 3.0, -7.9, 7.9)
 
 
-def _combine_in_parts(fn, vectors, cuts):
+def _combine_in_parts(vectors, cuts, reverse=False):
+    fn = MomentsFn()
     accs = []
     for part in np.split(vectors, cuts):
         acc = fn.create_accumulator()
         for v in part:
             acc = fn.add_input(acc, v)
         accs.append(acc)
-    return fn.extract_output(fn.merge_accumulators(accs))
+    merged = fn.merge_accumulators(accs[::-1] if reverse else accs)
+    return fn.extract_output(fn.merge_accumulators([fn.create_accumulator(), merged]))
+
+
+def _exact(vectors):
+    """The moments of the vectors on the fixed point grid, in rational arithmetic, rounded once."""
+    q = np.rint(np.asarray(vectors) * 2.0**FRACTION_BITS).astype(np.int64).astype(object)
+    n, total = len(q), q.sum(axis=0)
+    centred = (q.T @ q) * n - np.outer(total, total)
+    mean = [float(Fraction(int(s), n << FRACTION_BITS)) for s in total]
+    m2 = [[float(Fraction(int(v), n << 2 * FRACTION_BITS)) for v in row] for row in centred]
+    return np.array(mean), np.array(m2)
 
 
 @pytest.mark.parametrize("cuts", [[], [1], [3, 300, 301], list(range(10, 700, 10))])
-def test_split_accumulators_give_numpy_moments(cuts):
+def test_any_split_and_merge_order_gives_the_same_bits(cuts):
     x = _vectors()
-    out = _combine_in_parts(MomentsFn(), x, cuts)
-    assert out.n == 700
-    np.testing.assert_allclose(out.mean, x.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(out.cov, np.cov(x, rowvar=False), rtol=1e-10, atol=1e-12)
+    reference = _combine_in_parts(x, [])
+    for out in (_combine_in_parts(x, cuts), _combine_in_parts(x, cuts, reverse=True),
+                _combine_in_parts(x[::-1], cuts)):
+        assert out.n == 700
+        np.testing.assert_array_equal(out.mean, reference.mean)
+        np.testing.assert_array_equal(out.m2, reference.m2)
 
 
-def test_block_size_does_not_change_the_result(monkeypatch):
-    x = _vectors()
-    reference = _combine_in_parts(MomentsFn(), x, [200])
-    for block in (1, 7, 1000):
-        monkeypatch.setattr(moments, "BLOCK", block)
-        out = _combine_in_parts(MomentsFn(), x, [200])
-        np.testing.assert_allclose(out.cov, reference.cov, rtol=1e-10)
-        np.testing.assert_allclose(out.mean, reference.mean, rtol=1e-12)
+@pytest.mark.parametrize("block", [1, 7, 256, 1000])
+def test_block_size_does_not_change_the_bits(monkeypatch, block):
+    x = _vectors(1300)
+    reference = _combine_in_parts(x, [200])
+    monkeypatch.setattr(moments, "BLOCK", block)
+    out = _combine_in_parts(x, [200])
+    np.testing.assert_array_equal(out.m2, reference.m2)
+    np.testing.assert_array_equal(out.mean, reference.mean)
+
+
+def test_the_moments_are_the_exact_ones_rounded_and_numpy_within_the_grid():
+    x = _vectors(600)
+    out = _combine_in_parts(x, [250])
+    mean, m2 = _exact(x)
+    np.testing.assert_allclose(out.mean, mean, rtol=1e-15)
+    np.testing.assert_allclose(out.m2, m2, rtol=1e-14)
+    # the grid moves a value by at most 2^-20: far below what any distance can see
+    np.testing.assert_allclose(out.mean, x.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(out.cov, np.cov(x, rowvar=False), rtol=1e-4, atol=1e-8)
+
+
+def test_digits_are_kept_when_the_mean_dwarfs_the_spread():
+    rng = np.random.default_rng(9)
+    x = -7.5 + rng.normal(size=(1000, 3)) * 1e-3
+    mean, m2 = _exact(x)
+    out = _combine_in_parts(x, list(range(100, 1000, 100)))
+    np.testing.assert_allclose(out.m2, m2, rtol=1e-12)  # raw sums in float64 would lose ~7 digits here
+    flat = _combine_in_parts(np.full((900, 4), 5.123), [450])
+    assert not flat.m2.any()
+
+
+def test_exact_at_billions_of_vectors():
+    # Doubling by merging an accumulator with itself: the mean stays, M2 doubles exactly,
+    # while the sums of outer products pass 2^63 (they live in two limbs).
+    fn = MomentsFn()
+    x = np.concatenate([_vectors(300, 4), np.full((1, 4), 7.99), np.full((1, 4), -7.99)])
+    acc = fn.create_accumulator()
+    for v in x:
+        acc = fn.add_input(acc, v)
+    base = fn.extract_output(fn.merge_accumulators([acc]))
+    for _ in range(33):
+        acc = fn.merge_accumulators([acc, acc])
+    out = fn.extract_output(acc)
+    assert out.n == len(x) << 33
+    np.testing.assert_array_equal(out.mean, base.mean)
+    np.testing.assert_array_equal(out.m2, base.m2 * 2.0**33)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 8.0, -9.5])
+def test_a_value_outside_the_grid_is_refused(bad):
+    x = _vectors(10)
+    x[4, 2] = bad
+    with pytest.raises(ValueError, match="finite and below 8"):
+        _combine_in_parts(x, [])
 
 
 def test_no_input_gives_none():
@@ -60,7 +123,9 @@ def test_combine_per_key_in_a_pipeline():
         assert sorted(got) == ["x", "y"]
         for key, data in (("x", x), ("y", y)):
             assert got[key].n == len(data)
-            np.testing.assert_allclose(got[key].cov, np.cov(data, rowvar=False), rtol=1e-10, atol=1e-12)
+            mean, m2 = _exact(data)
+            np.testing.assert_allclose(got[key].mean, mean, rtol=1e-15)
+            np.testing.assert_allclose(got[key].m2, m2, rtol=1e-14)
 
     with TestPipeline(runner="FnApiRunner") as p:
         out = p | beam.Create(elements, reshuffle=False) | beam.CombinePerKey(MomentsFn())

@@ -1,11 +1,12 @@
 """Runner independence: the same content whatever the runner and worker count.
 
-memorize -> sample runs twice on the same shards: in-process (FnApiRunner) and under
-the local multi-process runner (FnApiRunner over the Fn API with --direct_num_workers=2
+memorize -> sample -> evaluate runs twice on the same shards: in-process (FnApiRunner) and
+under the local multi-process runner (FnApiRunner over the Fn API with --direct_num_workers=2
 --direct_running_mode=multi_processing, so stages run in separate worker processes).
 Every file of the memory and of the sample must be byte-identical, and so must the
-manifests once their timestamps and own locations are removed. Runners that submit the pipeline
-elsewhere fail in one line when they cannot, and end without a summary when they do.
+manifests and report.json once their timestamps and own locations are removed. Runners
+that submit the pipeline elsewhere fail in one line when they cannot, and end without a
+summary when they do.
 """
 
 from __future__ import annotations
@@ -55,13 +56,24 @@ def corpus(tmp_path_factory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("corpus") / "shards")
 
 
-def run_chain(corpus: Path, root: Path, runner_flags: list[str]) -> tuple[Path, Path]:
-    """memorize then sample, both under the given runner flags; returns (memory, sample)."""
-    memory, sample_dir = root / "memory", root / "sample"
+def run_chain(corpus: Path, root: Path, runner_flags: list[str]) -> tuple[Path, Path, Path]:
+    """memorize, sample and evaluate under the given runner flags; returns (memory, sample, report)."""
+    memory, sample_dir, report = root / "memory", root / "sample", root / "report"
     assert main(["memorize", str(corpus / "*.tar"), "--memory", str(memory), *runner_flags]) == 0
     assert main(["sample", "--memory", str(memory), "--n", "12", "--seed", "7", "--weighted",
                  "--out", str(sample_dir), *runner_flags]) == 0
-    return memory, sample_dir
+    assert main(["evaluate", "--memory", str(memory), "--sample", str(sample_dir), "--reference",
+                 str(corpus / "shard-00[01].tar"), "--classifier", "caption", "--out", str(report),
+                 *runner_flags]) == 0
+    return memory, sample_dir, report
+
+
+def report_without_timing_and_locations(report: Path) -> dict:
+    content = json.loads((report / "report.json").read_text())
+    inputs = content["inputs"]
+    for key in ("started_at", "finished_at", "memory", "sample"):
+        inputs.pop(key)
+    return content
 
 
 def assert_same_content(a: Path, b: Path, parquet: set[str]) -> dict:
@@ -86,11 +98,11 @@ def assert_same_content(a: Path, b: Path, parquet: set[str]) -> dict:
     return ma
 
 
-def test_memorize_and_sample_are_byte_identical_in_process_and_multi_process(corpus, tmp_path, capfd):
+def test_memorize_sample_and_evaluate_give_the_same_in_process_and_multi_process(corpus, tmp_path, capfd):
     single = run_chain(corpus, tmp_path / "single", [])
     multi = run_chain(corpus, tmp_path / "multi", MULTI_PROCESS)
     # each multi-process run's two worker processes announce themselves on the stderr they inherit
-    assert capfd.readouterr().err.count("Python sdk harness starting") == 4
+    assert capfd.readouterr().err.count("Python sdk harness starting") == 6
 
     memory = assert_same_content(single[0], multi[0], {"images", "duplicates", "rejects"})
     assert len(list((single[0] / "images").glob("part-*.parquet"))) == 5
@@ -99,6 +111,11 @@ def test_memorize_and_sample_are_byte_identical_in_process_and_multi_process(cor
         == (30, 5, 5, 1)
     sample = assert_same_content(single[1], multi[1], {"index.parquet"})
     assert any(single[1].glob("images/*.tar")) and sample["mode"] == "weighted"
+    # every number, the Fréchet distances too (their moments are exact sums: memgen.stages.moments)
+    report = report_without_timing_and_locations(single[2])
+    assert report == report_without_timing_and_locations(multi[2])
+    spaces = {row["space"] for row in report["distances"]["rows"] if row["fd"] is not None}
+    assert {"phash", "thumbnail", "colour"} <= spaces
 
 
 @pytest.mark.parametrize("dry_run", [["--dry_run"], []])

@@ -10,6 +10,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from memgen import copying, metrics
 from memgen.stages.distances import MEMORY_BATCH, CopyHistograms, SeededSubset, SetDistances, subset_rank
+from memgen.stages.moments import FRACTION_BITS
 
 
 def _items(seed=0):
@@ -31,6 +32,7 @@ def _expected_rows(items, cap, seed):
             mine = [(subset_rank(seed, name, image_id), feats[space])
                     for n, image_id, feats in items if n == name]
             all_vectors = np.stack([v for _, v in mine]).astype(np.float64)
+            all_vectors = np.rint(all_vectors * 2.0**FRACTION_BITS) / 2.0**FRACTION_BITS  # MomentsFn's grid
             subset = np.stack([v for _, v in sorted(mine, key=lambda e: e[0])[:cap]])
             stats[name] = (metrics.Moments.of(all_vectors), subset)
         rows += [{"space": space, **row}
