@@ -6,7 +6,9 @@ import builtins
 import errno
 import logging
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -18,6 +20,7 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineRunner, PipelineState, create_runner
 
 from memgen.memory import MemoryDirError, join, memory_claim, prepare_output, read_manifest
@@ -25,6 +28,7 @@ from memgen.outputs import STORAGE_CLIENTS, Claim, OutputDirError, from_storage_
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
 from memgen.pipelines.options import check_urls, parse_job, runs_as
+from memgen.pipelines.worker import LocalRunner, log_progress
 from memgen.shards import NoInputError
 from memgen.summary import memorize_summary
 
@@ -95,6 +99,8 @@ def validated_runner(options: PipelineOptions) -> PipelineRunner:
     (DataflowRunner: project, region, gs:// locations; without contacting Google Cloud, given
     --temp_location: without one, Beam itself would look for a default bucket)."""
     runner = create_runner(options.view_as(StandardOptions).runner)
+    if type(runner) is FnApiRunner:  # its worker processes, if any, log as the command does
+        runner = LocalRunner()
     errors = PipelineOptionsValidator(options, runner).validate()
     if errors:
         raise UsageError("; ".join(errors))
@@ -200,21 +206,6 @@ def evaluate(argv: list[str]) -> dict | None:
 COMMANDS = {"memorize": memorize, "sample": sample, "evaluate": evaluate, "demo": demo}
 
 
-def _log_progress() -> None:
-    """memgen's progress lines on stderr, plainly; Beam's own INFO chatter stays off."""
-    log = logging.getLogger("memgen")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-    # They log a worker's error with its traceback before the runner re-raises it; main then
-    # prints it in one line (storage, interrupt) or lets the traceback through (a bug).
-    for name in ("apache_beam.runners.common", "apache_beam.runners.portability.local_job_service"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
 # What a disk says when it fails during a run (full, read-only, a revoked right). Other
 # OSErrors from inside a pipeline, not raised by a storage client, are memgen's (Pillow's
 # decode errors are OSErrors): their traceback is shown.
@@ -291,6 +282,33 @@ def _behind(e: BaseException) -> RunError:
     return RunError(e, True, by_client)
 
 
+_INTERRUPTED = threading.Event()
+
+
+def _quiet_threads_once_interrupted() -> None:
+    """After Ctrl-C, the local runner's threads fail as its worker processes end ("Exception
+    in thread run_worker: ... exited with return code -2", grpc.RpcError) and its logs say
+    so: their tracebacks, printed while the interrupt unwinds, would bury the one line main
+    prints. Set for the rest of the process: it is ending."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers belong to the main thread
+
+    def interrupted(signum, frame):
+        _INTERRUPTED.set()
+        logging.disable(logging.CRITICAL)
+        raise KeyboardInterrupt
+
+    def thread_failed(args: threading.ExceptHookArgs) -> None:
+        if not _INTERRUPTED.is_set():
+            _thread_failed(args)
+
+    signal.signal(signal.SIGINT, interrupted)
+    threading.excepthook = thread_failed
+
+
+_thread_failed = threading.excepthook
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -300,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"memgen: error: unknown command {command!r} (try memgen --help)", file=sys.stderr)
         return 2
-    _log_progress()
+    log_progress()
+    _quiet_threads_once_interrupted()
     try:
         COMMANDS[command](rest)
     except (UsageError, NoInputError, MemoryDirError, OutputDirError) as e:

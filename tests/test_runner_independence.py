@@ -100,9 +100,10 @@ def assert_same_content(a: Path, b: Path, parquet: set[str]) -> dict:
 
 def test_memorize_sample_and_evaluate_give_the_same_in_process_and_multi_process(corpus, tmp_path, capfd):
     single = run_chain(corpus, tmp_path / "single", [])
+    printed = capfd.readouterr().err
     multi = run_chain(corpus, tmp_path / "multi", MULTI_PROCESS)
-    # each multi-process run's two worker processes announce themselves on the stderr they inherit
-    assert capfd.readouterr().err.count("Python sdk harness starting") == 6
+    # the worker processes print memgen's progress lines, as one process does (and nothing else)
+    assert sorted(capfd.readouterr().err.splitlines()) == sorted(printed.splitlines())
 
     memory = assert_same_content(single[0], multi[0], {"images", "duplicates", "rejects"})
     assert len(list((single[0] / "images").glob("part-*.parquet"))) == 5
