@@ -7,18 +7,21 @@ Damage never raises: it becomes a Reject, and records before it are kept.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import lzma
 import math
 import re
 import shutil
 import tempfile
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
 import fsspec
+import fsspec.compression
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -59,22 +62,118 @@ ShardItem = Record | Reject
 def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
     """Every record of the shard, or a Reject for what cannot be read."""
     reader = {"tar": _read_tar, "parquet": _read_parquet, "file": _read_file}[shard.kind]
-    # over HTTP every shard is streamed front to back: servers without Range support fail
-    # ranged reads, and each costs a request
-    streamed = shard.uri.startswith(("http://", "https://"))
     try:
-        opened = fsspec.open(shard.location, "rb", compression=compression(shard.uri),
-                             **({"block_size": 0} if streamed else {}),
-                             **storage_options(shard.uri, config.http_timeout)).open()
-        if streamed and shard.kind == "parquet":
-            opened = _local_copy(opened)
-        elif shard.kind != "parquet":  # read as a stream, where network clients raise their own errors
-            opened = _FailsAsOSError(opened)
+        if shard.uri.startswith(("http://", "https://")):
+            opened = _open_http(shard, config)
+        else:
+            opened = fsspec.open(shard.location, "rb", compression=compression(shard.uri)).open()
+            if shard.kind != "parquet":  # read as a stream, where network clients raise their own errors
+                opened = _FailsAsOSError(opened)
     except Exception as e:  # noqa: BLE001 - any failure to open is a reject, with its reason
         yield Reject(shard.index, 0, shard.source(), "open", _open_error(e), _open_message(e)[:500])
         return
     with opened as f:
         yield from reader(shard, f, config)
+
+
+def _open_http(shard: Shard, config: ReaderConfig) -> IO[bytes]:
+    """An http(s) shard's bytes, streamed front to back (servers without Range support fail
+    ranged reads, and each costs a request) and resumed where a cut left them (_Resumed);
+    a Parquet shard, which is read footer first, copied to local disk."""
+    body = _Resumed(lambda offset: _http_body(shard, config, offset))
+    if shard.kind == "parquet":
+        return _local_copy(body)
+    decompress = compression(shard.uri)
+    return _Decompressed(body, fsspec.compression.compr[decompress](body, mode="rb")) if decompress else body
+
+
+def _http_body(shard: Shard, config: ReaderConfig, offset: int) -> IO[bytes]:
+    """The body from byte `offset` on: a Range request, or the whole body with `offset` bytes
+    skipped when the server answers without ranges."""
+    fs, path = fsspec.core.url_to_fs(shard.location, **storage_options(shard.uri, config.http_timeout))
+    ranged = {"headers": {"Range": f"bytes={offset}-"}} if offset else {}
+    body = _FailsAsOSError(fs.open(path, "rb", block_size=0, **ranged))
+    if offset and body.r.status != 206:
+        with contextlib.ExitStack() as failing:
+            failing.callback(body.close)
+            if len(read_up_to(body, offset)) < offset:
+                raise TransferError(f"the server sent less than the {offset} bytes it sent before")
+            failing.pop_all()
+    return body
+
+
+RESUMES = 4  # times a cut or silent http(s) body is asked for again from where it stopped
+RESUME_WAIT = 1.0  # seconds before the first time, doubled each next time
+
+
+class _Resumed:
+    """A body that outlives its connection being cut or going silent: it is asked for again
+    from the first byte not yet read, RESUMES times at most, RESUME_WAIT, then twice as long,
+    apart. A long download otherwise became one unreadable reject at its first reset, and
+    aiohttp drops the bytes of the read that fails: records before the cut went with it."""
+
+    def __init__(self, open_at: Callable[[int], IO[bytes]]) -> None:
+        self._open_at, self._offset, self._resumed = open_at, 0, 0
+        self._stream: IO[bytes] | None = open_at(0)
+
+    def read(self, n: int = -1) -> bytes:
+        while True:
+            if self._stream is None:
+                try:
+                    self._stream = self._open_at(self._offset)
+                except Exception as e:  # noqa: BLE001 - asked again in vain: one more failed attempt
+                    self._failed(TransferError(f"asked again from byte {self._offset}: {_open_message(e)}"))
+                    continue
+            try:
+                data = self._stream.read(n)
+            except (TransferError, TimeoutError) as e:  # any other error is damage to the body
+                self._failed(e)
+                continue
+            self._offset += len(data)
+            return data
+
+    def _failed(self, error: OSError) -> None:
+        """Drop the stream and wait to ask again; `error` once RESUMES times have failed too."""
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
+            self._stream = None
+        if self._resumed == RESUMES:
+            raise error
+        time.sleep(RESUME_WAIT * 2**self._resumed)
+        self._resumed += 1
+
+    def __getattr__(self, name: str):  # size, for a single file too large to download
+        return getattr(self._stream, name)
+
+    def __enter__(self) -> _Resumed:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+
+class _Decompressed:
+    """A decompressing reader over a body, closing both."""
+
+    def __init__(self, body: IO[bytes], reader: IO[bytes]) -> None:
+        self._body, self._reader = body, reader
+
+    def read(self, n: int = -1) -> bytes:
+        return self._reader.read(n)
+
+    def __enter__(self) -> _Decompressed:
+        return self
+
+    def __exit__(self, *_) -> None:
+        try:
+            self._reader.close()
+        finally:
+            self._body.close()
 
 
 class TransferError(OSError):
@@ -170,10 +269,15 @@ def _raised_by(e: BaseException, kinds: tuple[type, ...]) -> bool:
 
 
 def _read_message(e: BaseException, shard: Shard, config: ReaderConfig) -> str:
-    """Why a shard's stream failed; an http(s) timeout says after how long (fsspec's says nothing)."""
-    if _raised_by(e, (TimeoutError,)) and shard.uri.startswith(("http://", "https://")):
-        return f"TimeoutError: the server sent nothing for {config.http_timeout:g} s (--http_timeout)"
-    return _message(e)
+    """Why a shard's stream failed; over http(s) a timeout says after how long (fsspec's says
+    nothing), and a failed transfer that it was asked for again (_Resumed)."""
+    if not shard.uri.startswith(("http://", "https://")):
+        return _message(e)
+    if _raised_by(e, (TimeoutError,)):
+        said = f"TimeoutError: the server sent nothing for {config.http_timeout:g} s (--http_timeout)"
+    else:
+        said = _message(e)
+    return f"{said}; the same after asking {RESUMES} more times" if _transfer_failed(e) else said
 
 
 class _Ordinals:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import http.server
 import logging
 import os
@@ -31,6 +32,7 @@ import s3fs
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
+from memgen import readers
 from memgen.memory import open_table, read_manifest
 from memgen.pipelines.cli import main
 from shardkit import encode, jpeg, sample, write_parquet, write_tar
@@ -66,6 +68,12 @@ def content(memory: str) -> dict[str, list]:
                for r in open_table(memory, "rejects").to_table().to_pylist()]
     return {name: sorted(rows, key=lambda r: r["key"])
             for name, rows in (("images", keyed), ("duplicates", dups), ("rejects", rejects))}
+
+
+@pytest.fixture(autouse=True)
+def resume_at_once(monkeypatch):
+    """A cut http(s) body is asked for again at once, not 1, 2, 4, 8 s later."""
+    monkeypatch.setattr(readers, "RESUME_WAIT", 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -364,22 +372,79 @@ class _CutShortHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_body_cut_short_is_an_unreadable_shard_not_a_failed_run(shards, tmp_path):
+def test_a_body_cut_short_every_time_is_an_unreadable_shard_not_a_failed_run(shards, tmp_path):
     """aiohttp raises ClientPayloadError (not an OSError) when the body ends before its
     Content-Length: it ended the run with a traceback, exit 1, the other shards lost too; then
-    it was a corrupt_shard reject, which says the file is damaged, not worth a retry."""
-    memory = str(tmp_path / "m")
-    with serving(_CutShortHandler, root=shards, requests={}) as root:
+    it was a corrupt_shard reject, which says the file is damaged, not worth a retry. It is
+    asked for again RESUMES times before it is an unreadable reject."""
+    memory, requests = str(tmp_path / "m"), {}
+    with serving(_CutShortHandler, root=shards, requests=requests) as root:
         url = f"{root}/shard-000.tar"
         assert main(["memorize", url, str(shards / "shard-002.tar"), "--memory", memory]) == 0
+    assert requests["/shard-000.tar"] >= 1 + readers.RESUMES
     manifest = read_manifest(memory)
     # Of the cut shard aiohttp gives what it read before the connection closed, which varies:
     # it raises on any read after, before the bytes that did arrive.
     assert manifest["balanced"] and set(manifest["counts"]["rejects_by_reason"]) == {"unreadable"}
     cut = [r for r in open_table(memory, "rejects").to_table().to_pylist() if r["stage"] == "read"]
     assert cut[0]["source"].startswith(url) and "ClientPayloadError" in cut[0]["message"]
+    assert cut[0]["message"].endswith(f"; the same after asking {readers.RESUMES} more times")
     images = open_table(memory, "images").to_table(columns=["source"]).to_pylist()
     assert sum(r["source"].startswith(str(shards)) for r in images) == 4  # the other shard, whole
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves byte ranges (206), as CDNs and object stores do, or ignores them when
+    self.server.ranges is False. The second answer for each path (the first read of it, after
+    discovery's request) announces the whole file and stops halfway, 0.3 s after sending half.
+    Records each request's Range header in self.server.asked."""
+
+    def do_GET(self):  # noqa: N802 - the base class's name
+        data = (self.server.root / self.path.lstrip("/")).read_bytes()
+        asked = self.headers.get("Range")
+        self.server.asked.setdefault(self.path, []).append(asked)
+        start = int(asked.removeprefix("bytes=").rstrip("-")) if asked and self.server.ranges else 0
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        cut = len(self.server.asked[self.path]) == 2  # the first read: discovery asked first
+        self.wfile.write(data[start: len(data) // 2] if cut else data[start:])
+        self.wfile.flush()
+        if cut:
+            time.sleep(0.3)  # the client reads what came before the reset (aiohttp drops what it has not)
+        self.close_connection = True
+
+    def do_HEAD(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", str((self.server.root / self.path.lstrip("/")).stat().st_size))
+        self.end_headers()
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_a_body_cut_once_is_asked_for_again_from_where_it_stopped(shards, local_reference, tmp_path, ranges):
+    """One reset in a shard's download made the whole shard an unreadable reject. A server
+    without ranges sends the whole body again, and what was read is skipped; a gzipped shard
+    is resumed beneath its decompression."""
+    served = tmp_path / "served"
+    served.mkdir()
+    for name in ("shard-000.tar", "shard-002.tar"):
+        (served / name).write_bytes((shards / name).read_bytes())
+    (served / "shard-001.tar.gz").write_bytes(gzip.compress((shards / "shard-001.tar").read_bytes()))
+    memory, local, asked = str(tmp_path / "m"), str(tmp_path / "local"), {}
+    with serving(_RangeHandler, root=served, asked=asked, ranges=ranges) as root:
+        assert main(["memorize", f"{root}/shard-{{000,002}}.tar", f"{root}/shard-001.tar.gz",
+                     "--memory", memory]) == 0
+    assert main(["memorize", str(served / "*"), "--memory", local]) == 0
+    assert content(memory) == content(local)
+    assert read_manifest(memory)["counts"] == read_manifest(local)["counts"]
+    for path, headers in asked.items():  # the read stopped halfway, and went on from there
+        assert headers[:2] == [None, None], path
+        assert int(headers[2].removeprefix("bytes=").rstrip("-")) > 0, (path, headers)
 
 
 @pytest.mark.parametrize("status", [200, 500])
@@ -449,7 +514,8 @@ def test_a_silent_server_is_an_unreadable_shard_after_http_timeout_and_a_slow_on
     rejects = {r["source"].split("/")[3]: r for r in open_table(memory, "rejects").to_table().to_pylist()}
     assert rejects["silent"]["stage"] == "open" and "Timeout" in rejects["silent"]["message"]
     assert rejects["stalls"]["stage"] == "read"
-    assert rejects["stalls"]["message"].endswith("the server sent nothing for 0.5 s (--http_timeout)")
+    said = "the server sent nothing for 0.5 s (--http_timeout); the same after asking"
+    assert rejects["stalls"]["message"].endswith(f"{said} {readers.RESUMES} more times")
     images = [r["source"] for r in open_table(memory, "images").to_table(columns=["source"]).to_pylist()]
     assert sorted(s.rsplit("/", 1)[1] for s in images if "/drips/" in s) == [
         f"shard-002.tar#c{i}" for i in range(4)]  # 2 s to read, 0.1 s at most without a byte
