@@ -80,26 +80,53 @@ def _open_http(shard: Shard, config: ReaderConfig) -> IO[bytes]:
     """An http(s) shard's bytes, streamed front to back (servers without Range support fail
     ranged reads, and each costs a request) and resumed where a cut left them (_Resumed);
     a Parquet shard, which is read footer first, copied to local disk."""
-    body = _Resumed(lambda offset: _http_body(shard, config, offset))
+    body = _Resumed(_HttpBody(shard, config))
     if shard.kind == "parquet":
         return _local_copy(body)
     decompress = compression(shard.uri)
     return _Decompressed(body, fsspec.compression.compr[decompress](body, mode="rb")) if decompress else body
 
 
-def _http_body(shard: Shard, config: ReaderConfig, offset: int) -> IO[bytes]:
-    """The body from byte `offset` on: a Range request, or the whole body with `offset` bytes
-    skipped when the server answers without ranges."""
-    fs, path = fsspec.core.url_to_fs(shard.location, **storage_options(shard.uri, config.http_timeout))
-    ranged = {"headers": {"Range": f"bytes={offset}-"}} if offset else {}
-    body = _FailsAsOSError(fs.open(path, "rb", block_size=0, **ranged))
-    if offset and body.r.status != 206:
+class _HttpBody:
+    """Opens an http(s) shard's body from a byte on, for _Resumed: with a Range request, or
+    whole with the bytes before skipped when the server sends no ranges (or compresses the
+    body on the way: ranges would count its compressed bytes). A resumed body must be the
+    same file: an ETag or Last-Modified other than the first answer's is ShardChanged, and a
+    range that starts elsewhere than asked a TransferError (their bytes spliced in made wrong
+    images)."""
+
+    def __init__(self, shard: Shard, config: ReaderConfig) -> None:
+        self._fs, self._path = fsspec.core.url_to_fs(shard.location,
+                                                     **storage_options(shard.uri, config.http_timeout))
+        self._first: tuple[str | None, str | None] | None = None  # (ETag, Last-Modified)
+        self._ranges = True
+
+    def __call__(self, offset: int) -> IO[bytes]:
+        ranged = {"headers": {"Range": f"bytes={offset}-"}} if offset and self._ranges else {}
+        body = _FailsAsOSError(self._fs.open(self._path, "rb", block_size=0, **ranged))
         with contextlib.ExitStack() as failing:
             failing.callback(body.close)
-            if len(read_up_to(body, offset)) < offset:
+            answer = body.r.headers
+            version = (answer.get("ETag"), answer.get("Last-Modified"))
+            if self._first is None:
+                self._first = version
+                self._ranges = answer.get("Content-Encoding", "identity").lower() == "identity"
+            elif version != self._first:
+                raise ShardChanged(f"the server sent another version of the shard when asked again from byte "
+                                   f"{offset} (ETag, Last-Modified {self._first} then {version})")
+            start = _range_start(answer.get("Content-Range")) if body.r.status == 206 else 0
+            if start not in (0, offset):
+                raise TransferError(f"asked for bytes from {offset}, the server sent them from {start}")
+            if offset and start == 0 and len(read_up_to(body, offset)) < offset:
                 raise TransferError(f"the server sent less than the {offset} bytes it sent before")
             failing.pop_all()
-    return body
+        return body
+
+
+def _range_start(content_range: str | None) -> int | None:
+    """The first byte of a 206 answer's `Content-Range: bytes START-END/SIZE`."""
+    match = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*", content_range or "")
+    return int(match.group(1)) if match else None
 
 
 RESUMES = 4  # times a cut or silent http(s) body is asked for again from where it stopped
@@ -121,6 +148,8 @@ class _Resumed:
             if self._stream is None:
                 try:
                     self._stream = self._open_at(self._offset)
+                except ShardChanged:
+                    raise
                 except Exception as e:  # noqa: BLE001 - asked again in vain: one more failed attempt
                     self._failed(TransferError(f"asked again from byte {self._offset}: {_open_message(e)}"))
                     continue
@@ -179,6 +208,10 @@ class _Decompressed:
 class TransferError(OSError):
     """A storage client failed to deliver a stream (a connection cut mid-body): the shard is
     unreadable this time, not damaged."""
+
+
+class ShardChanged(TransferError):
+    """A shard asked for again was another file than the one being read: not asked again."""
 
 
 class _FailsAsOSError:
@@ -277,7 +310,8 @@ def _read_message(e: BaseException, shard: Shard, config: ReaderConfig) -> str:
         said = f"TimeoutError: the server sent nothing for {config.http_timeout:g} s (--http_timeout)"
     else:
         said = _message(e)
-    return f"{said}; the same after asking {RESUMES} more times" if _transfer_failed(e) else said
+    resumed = _transfer_failed(e) and not _raised_by(e, (ShardChanged,))
+    return f"{said}; the same after asking {RESUMES} more times" if resumed else said
 
 
 class _Ordinals:

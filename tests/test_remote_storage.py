@@ -397,19 +397,31 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
     """Serves byte ranges (206), as CDNs and object stores do, or ignores them when
     self.server.ranges is False. The second answer for each path (the first read of it, after
     discovery's request) announces the whole file and stops halfway, 0.3 s after sending half.
-    Records each request's Range header in self.server.asked."""
+    Records each request's Range header in self.server.asked. Misbehaving, when asked to:
+    `shift` starts a range that many bytes before the byte asked for (and says so);
+    `changes` serves NAME.v2 (ETag "v2") after the cut; `gzip` compresses every answer
+    (Content-Encoding), and then sends no ranges."""
 
     def do_GET(self):  # noqa: N802 - the base class's name
-        data = (self.server.root / self.path.lstrip("/")).read_bytes()
+        server, name = self.server, self.path.lstrip("/")
         asked = self.headers.get("Range")
-        self.server.asked.setdefault(self.path, []).append(asked)
-        start = int(asked.removeprefix("bytes=").rstrip("-")) if asked and self.server.ranges else 0
-        self.send_response(206 if start else 200)
-        if start:
+        server.asked.setdefault(self.path, []).append(asked)
+        cut, after_cut = len(server.asked[self.path]) == 2, len(server.asked[self.path]) > 2
+        version = 2 if getattr(server, "changes", False) and after_cut else 1
+        data = (server.root / (f"{name}.v2" if version == 2 else name)).read_bytes()
+        compressed = getattr(server, "gzip", False)
+        ranged = bool(asked) and server.ranges and not compressed
+        data = gzip.compress(data) if compressed else data
+        shift = getattr(server, "shift", 0)
+        start = max(0, int(asked.removeprefix("bytes=").rstrip("-")) - shift) if ranged else 0
+        self.send_response(206 if ranged else 200)
+        if ranged:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        if compressed:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("ETag", f'"v{version}"')
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
-        cut = len(self.server.asked[self.path]) == 2  # the first read: discovery asked first
         self.wfile.write(data[start: len(data) // 2] if cut else data[start:])
         self.wfile.flush()
         if cut:
@@ -445,6 +457,54 @@ def test_a_body_cut_once_is_asked_for_again_from_where_it_stopped(shards, local_
     for path, headers in asked.items():  # the read stopped halfway, and went on from there
         assert headers[:2] == [None, None], path
         assert int(headers[2].removeprefix("bytes=").rstrip("-")) > 0, (path, headers)
+
+
+def _served_shards(shards: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for name in ("shard-000.tar", "shard-002.tar"):
+        (folder / name).write_bytes((shards / name).read_bytes())
+    return folder
+
+
+def test_a_body_compressed_by_the_server_is_resumed_by_skipping_not_by_a_range(shards, tmp_path):
+    """A range counts the compressed bytes, the read the decompressed ones: asked for by range,
+    the rest would start at the wrong byte."""
+    served = _served_shards(shards, tmp_path / "served")
+    memory, local, asked = str(tmp_path / "m"), str(tmp_path / "local"), {}
+    with serving(_RangeHandler, root=served, asked=asked, ranges=True, gzip=True) as root:
+        assert main(["memorize", f"{root}/shard-{{000,002}}.tar", "--memory", memory]) == 0
+    assert main(["memorize", str(served / "*"), "--memory", local]) == 0
+    assert content(memory) == content(local)
+    assert all(headers[:3] == [None, None, None] for headers in asked.values()), asked
+
+
+@pytest.mark.parametrize("misbehaving", [{"shift": 100}, {"changes": True}])
+def test_a_resumed_body_that_is_not_the_rest_of_the_same_file_is_never_spliced_in(
+        shards, tmp_path, misbehaving):
+    """A range that starts elsewhere than asked, or another version of the file (its ETag),
+    made images of bytes from two places."""
+    served = _served_shards(shards, tmp_path / "served")
+    other = [sample(f"a{i}", jpeg(200 + i), f"other {i}") for i in range(6)]  # the same keys, new images
+    write_tar(served / "shard-000.tar.v2", other)
+    memory, asked = str(tmp_path / "m"), {}
+    with serving(_RangeHandler, root=served, asked=asked, ranges=True, **misbehaving) as root:
+        url = f"{root}/shard-000.tar"
+        assert main(["memorize", url, "--memory", memory]) == 0
+    (failed,) = [r for r in open_table(memory, "rejects").to_table().to_pylist() if r["stage"] == "read"]
+    assert failed["error_type"] == "unreadable"
+    if "changes" in misbehaving:  # not asked again: it would not become the same file
+        assert "another version of the shard" in failed["message"] and len(asked["/shard-000.tar"]) >= 3
+        assert not failed["message"].endswith("more times")
+    else:
+        assert "the server sent them from" in failed["message"]
+        assert failed["message"].endswith(f"the same after asking {readers.RESUMES} more times")
+    originals = {f"a{i}": jpeg(i) for i in range(6)}
+    images = open_table(memory, "images").to_table(columns=["source", "image"]).to_pylist()
+    assert all(r["image"] == originals[r["source"].rsplit("#", 1)[1]] for r in images)
+    if "changes" in misbehaving:  # re-read to write them, the records read before the cut are v2's
+        assert not images and read_manifest(memory)["counts"]["rejects_by_reason"]["changed_during_run"] > 0
+    else:
+        assert images
 
 
 @pytest.mark.parametrize("status", [200, 500])
