@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import logging
 import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -101,10 +102,28 @@ def validated_runner(options: PipelineOptions) -> PipelineRunner:
     runner = create_runner(options.view_as(StandardOptions).runner)
     if type(runner) is FnApiRunner:  # its worker processes, if any, log as the command does
         runner = LocalRunner()
-    errors = PipelineOptionsValidator(options, runner).validate()
-    if errors:
+    with _held_back(logging.getLogger("apache_beam.options.pipeline_options")) as warnings:
+        errors = PipelineOptionsValidator(options, runner).validate()
+    if errors:  # which Beam warned about first ("Invalid GCS path ..."): the one line says it
         raise UsageError("; ".join(errors))
+    for warning in warnings:
+        logging.getLogger(warning.name).handle(warning)
     return runner
+
+
+@contextlib.contextmanager
+def _held_back(log: logging.Logger) -> Iterator[list[logging.LogRecord]]:
+    """The records `log` gets in the block, held back from its handlers."""
+    held: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = held.append
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield held
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
 
 
 def dry_run(options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,16 @@ def test_what_dataflow_would_reject_is_one_line_in_a_dry_run_and_a_real_one(dry_
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "temp_location" in err[0] and err[0].startswith("memgen memorize: error:")
+
+
+def test_what_dataflow_would_reject_is_one_line_on_the_terminal_too():
+    """Beam logged two WARNINGs (Invalid GCS path, Unable to create default GCS bucket)
+    before the error that says the same."""
+    done = subprocess.run([sys.executable, "-m", "memgen.pipelines.cli", "memorize", "s3://inputs/x.tar",
+                           "--memory", "s3://memories/m", *DATAFLOW[:3], "--temp_location=/not/a/gcs/path"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("memgen memorize: error: Invalid GCS path")
 
 
 @pytest.mark.parametrize("dry_run", [["--dry_run"], []])
