@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from fractions import Fraction
 
 import apache_beam as beam
@@ -93,12 +94,63 @@ def test_exact_at_billions_of_vectors():
     for v in x:
         acc = fn.add_input(acc, v)
     base = fn.extract_output(fn.merge_accumulators([acc]))
-    for _ in range(33):
+    for _ in range(30):
         acc = fn.merge_accumulators([acc, acc])
     out = fn.extract_output(acc)
-    assert out.n == len(x) << 33
+    assert out.n == len(x) << 30
     np.testing.assert_array_equal(out.mean, base.mean)
-    np.testing.assert_array_equal(out.m2, base.m2 * 2.0**33)
+    np.testing.assert_array_equal(out.m2, base.m2 * 2.0**30)
+    with pytest.raises(ValueError, match="more than 549755813888 vectors"):  # int64 would wrap
+        fn.merge_accumulators([acc, acc])
+
+
+def _accumulator_of(vector, n):
+    """An accumulator of n copies of `vector`, by merging doublings (n up to billions)."""
+    fn = MomentsFn()
+    power, total = fn.compact(fn.add_input(fn.create_accumulator(), vector)), fn.create_accumulator()
+    power.fold()
+    while n:
+        if n & 1:
+            total = fn.merge_accumulators([total, power])
+        power, n = fn.merge_accumulators([power, power]), n >> 1
+    return total
+
+
+@pytest.mark.parametrize("n", [58_229_589, 29_013_643, 3])
+def test_a_flat_set_has_no_spread_at_any_size(n):
+    # a/n is exact for a flat set: a a^T / n rounded twice left +-1e-14 beside the exact 0
+    out = MomentsFn().extract_output(_accumulator_of(np.full(4, 0.7802639007568359), n))
+    assert out.n == n and not out.m2.any()
+
+
+def test_vectors_of_other_lengths_are_refused():
+    fn = MomentsFn()
+    with pytest.raises(ValueError, match="1-d vector"):
+        fn.add_input(fn.create_accumulator(), 3.0)
+    acc = fn.create_accumulator()
+    for v in [np.zeros(4)] * 3 + [np.zeros(1)]:
+        acc = fn.add_input(acc, v)
+    with pytest.raises(ValueError, match="different lengths"):
+        fn.extract_output(acc)
+    one, four = fn.create_accumulator(), fn.create_accumulator()
+    fn.add_input(one, np.zeros(1)).fold()
+    fn.add_input(four, np.zeros(4)).fold()
+    with pytest.raises(ValueError, match="different lengths: 1 and 4"):  # numpy broadcast them
+        fn.merge_accumulators([one, four])
+
+
+def test_what_a_runner_shuffles_is_no_larger_than_needed():
+    """compact() before the shuffle folded a bundle's one vector into 1280 x 1280 sums (19.7 MB)."""
+    fn, d = MomentsFn(), 1280
+    few = fn.create_accumulator()
+    for v in np.random.default_rng(0).uniform(0, 6, (10, d)):
+        few = fn.add_input(few, v)
+    assert len(pickle.dumps(fn.compact(few))) < 11 * 8 * d
+    many = fn.compact(fn.merge_accumulators([few] * 60))  # 600 vectors: sums are smaller now
+    encoded = pickle.dumps(many)
+    assert len(encoded) < 0.55 * 12 * d * d  # the sums' upper triangles, 12 bytes an entry
+    back = fn.extract_output(pickle.loads(encoded))
+    np.testing.assert_array_equal(back.m2, fn.extract_output(many).m2)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, 8.0, -9.5])
