@@ -40,8 +40,8 @@ def write_images(memory: str, shard: Shard, kept: list[KeptImage], rejects: list
 
     def image_rows() -> Iterator[dict]:
         """Streams kept rows (bounded memory) and attaches rejected records' bytes."""
-        if not kept and all(r.stage == "open" for r in rejects):
-            return
+        if not kept and all(_whole_shard(r) for r in rejects):
+            return  # nothing to write, and no record's bytes to attach: a dead server is not waited out twice
         for item in read_shard(shard, config):
             if isinstance(item, Reject) and item.error_type == "unreadable" and kept_by_ordinal:
                 unreadable.append(item.message)  # a server error, a cut or silent connection
@@ -103,6 +103,13 @@ def _written(counts: Counter, table: str, rows: int) -> None:
     """Count a part's rows and the part itself (a part without rows is not written)."""
     counts[table] += rows
     counts[f"parts:{table}"] += rows > 0
+
+
+def _whole_shard(reject: Reject) -> bool:
+    """A reject of the shard itself, not of a record whose bytes the re-read could attach: it
+    could not be opened, or read (a cut or silent connection, damage)."""
+    return reject.stage == "open" or (reject.stage == "read"
+                                      and reject.error_type in ("unreadable", "corrupt_shard"))
 
 
 def _fingerprinted(record: Record, kept: KeptImage) -> bool:

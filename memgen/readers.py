@@ -103,7 +103,13 @@ class _HttpBody:
 
     def __call__(self, offset: int) -> IO[bytes]:
         ranged = {"headers": {"Range": f"bytes={offset}-"}} if offset and self._ranges else {}
-        body = _FailsAsOSError(self._fs.open(self._path, "rb", block_size=0, **ranged))
+        try:
+            body = _FailsAsOSError(self._fs.open(self._path, "rb", block_size=0, **ranged))
+        except Exception as e:
+            if any(getattr(error, "status", None) == 416 for error in (e, e.__cause__, e.__context__)):
+                raise ShardChanged(f"the shard is now shorter than the {offset} bytes read of it "
+                                   "(416 Range Not Satisfiable)") from e
+            raise
         with contextlib.ExitStack() as failing:
             failing.callback(body.close)
             answer = body.r.headers
@@ -135,12 +141,13 @@ RESUME_WAIT = 1.0  # seconds before the first time, doubled each next time
 
 class _Resumed:
     """A body that outlives its connection being cut or going silent: it is asked for again
-    from the first byte not yet read, RESUMES times at most, RESUME_WAIT, then twice as long,
-    apart. A long download otherwise became one unreadable reject at its first reset, and
+    from the first byte not yet read, RESUMES times at most without a byte more, RESUME_WAIT,
+    then twice as long, apart. A long download otherwise became one unreadable reject at its first reset, and
     aiohttp drops the bytes of the read that fails: records before the cut went with it."""
 
     def __init__(self, open_at: Callable[[int], IO[bytes]]) -> None:
         self._open_at, self._offset, self._resumed = open_at, 0, 0
+        self._failed_at = -1  # where the last failure left the body: a failure further on starts afresh
         self._stream: IO[bytes] | None = open_at(0)
 
     def read(self, n: int = -1) -> bytes:
@@ -167,6 +174,8 @@ class _Resumed:
             with contextlib.suppress(Exception):
                 self._stream.close()
             self._stream = None
+        if self._offset > self._failed_at:  # bytes came since: a flaky link, not a dead one
+            self._resumed, self._failed_at = 0, self._offset
         if self._resumed == RESUMES:
             raise error
         time.sleep(RESUME_WAIT * 2**self._resumed)

@@ -400,7 +400,8 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
     Records each request's Range header in self.server.asked. Misbehaving, when asked to:
     `shift` starts a range that many bytes before the byte asked for (and says so);
     `changes` serves NAME.v2 (ETag "v2") after the cut; `gzip` compresses every answer
-    (Content-Encoding), and then sends no ranges."""
+    (Content-Encoding), and then sends no ranges; `gone` answers a range 416; `every` = N
+    cuts every answer after N bytes."""
 
     def do_GET(self):  # noqa: N802 - the base class's name
         server, name = self.server, self.path.lstrip("/")
@@ -414,6 +415,10 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         data = gzip.compress(data) if compressed else data
         shift = getattr(server, "shift", 0)
         start = max(0, int(asked.removeprefix("bytes=").rstrip("-")) - shift) if ranged else 0
+        if ranged and getattr(server, "gone", False):  # the file is shorter now than what was read
+            self.send_response(416)
+            self.end_headers()
+            return
         self.send_response(206 if ranged else 200)
         if ranged:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -422,9 +427,11 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("ETag", f'"v{version}"')
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
-        self.wfile.write(data[start: len(data) // 2] if cut else data[start:])
+        every = getattr(server, "every", None)
+        end = min(start + every, len(data)) if every else len(data) // 2 if cut else len(data)
+        self.wfile.write(data[start:end])
         self.wfile.flush()
-        if cut:
+        if end < len(data):
             time.sleep(0.3)  # the client reads what came before the reset (aiohttp drops what it has not)
         self.close_connection = True
 
@@ -505,6 +512,65 @@ def test_a_resumed_body_that_is_not_the_rest_of_the_same_file_is_never_spliced_i
         assert not images and read_manifest(memory)["counts"]["rejects_by_reason"]["changed_during_run"] > 0
     else:
         assert images
+
+
+def test_a_download_that_makes_progress_is_asked_for_again_as_long_as_it_does(shards, tmp_path):
+    """Cut every 4,000 bytes, each time further on: it ended unreadable after 4 cuts however
+    much each answer brought."""
+    served = _served_shards(shards, tmp_path / "served")
+    memory, asked = str(tmp_path / "m"), {}
+    size = (served / "shard-000.tar").stat().st_size
+    with serving(_RangeHandler, root=served, asked=asked, ranges=True, every=4000) as root:
+        assert main(["memorize", f"{root}/shard-000.tar", str(served / "shard-002.tar"),
+                     "--memory", memory]) == 0
+    assert len(asked["/shard-000.tar"]) > 1 + readers.RESUMES and size > 4000 * (1 + readers.RESUMES)
+    manifest = read_manifest(memory)
+    assert manifest["counts"]["images"] == 10 and manifest["counts"]["rejects"] == 0
+
+
+def test_a_shard_shorter_than_what_was_read_is_not_asked_for_again(shards, tmp_path):
+    """416 Range Not Satisfiable: the file changed; asking 4 more times, twice, took 35 s."""
+    served = _served_shards(shards, tmp_path / "served")
+    memory, asked = str(tmp_path / "m"), {}
+    with serving(_RangeHandler, root=served, asked=asked, ranges=True, gone=True) as root:
+        assert main(["memorize", f"{root}/shard-000.tar", str(served / "shard-002.tar"),
+                     "--memory", memory]) == 0
+    # the read, then the re-read to write the images (without discovery's: a local shard is given
+    # too), cut halfway, then asked for the rest once: 416
+    assert asked["/shard-000.tar"][:2] == [None, None] and len(asked["/shard-000.tar"]) == 3
+    lost = open_table(memory, "rejects").to_table().to_pylist()
+    assert lost and all(r["stage"] == "materialize" and r["error_type"] == "unreadable" for r in lost)
+    assert "416 Range Not Satisfiable" in lost[0]["message"] and "more times" not in lost[0]["message"]
+
+
+class _DeadHandler(http.server.BaseHTTPRequestHandler):
+    """Announces a body and sends none of it; counts the requests in self.server.requests."""
+
+    def do_GET(self):  # noqa: N802 - the base class's name
+        self.server.requests.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.close_connection = True
+
+    def do_HEAD(self):  # noqa: N802 - fsspec asks before each GET (without it, a second GET): not counted
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+def test_a_shard_of_which_nothing_could_be_read_is_not_read_again_to_write_it(shards, tmp_path):
+    """The write stage re-read it, waiting out the same dead server again (5 x --http_timeout
+    and 15 s of pauses each time) for nothing to write."""
+    memory, requests = str(tmp_path / "m"), []
+    with serving(_DeadHandler, requests=requests) as root:
+        assert main(["memorize", f"{root}/shard-000.tar", str(shards / "shard-002.tar"),
+                     "--memory", memory]) == 0
+    assert requests == ["/shard-000.tar"] * (1 + readers.RESUMES)
+    assert read_manifest(memory)["counts"]["rejects_by_reason"] == {"unreadable": 1}
 
 
 @pytest.mark.parametrize("status", [200, 500])
