@@ -185,7 +185,7 @@ def write_manifest(memory: str, manifest: dict[str, Any]) -> None:
 
 def memory_claim(memory: str) -> Claim:
     """A new memorize run's claim on `memory` (memgen.outputs)."""
-    return Claim(memory, "memorize", "--memory")
+    return Claim(memory, "memorize", "--memory", MANIFEST)
 
 
 def prepare_output(claim: Claim, check_only: bool = False) -> None:

@@ -45,11 +45,12 @@ class OutputDirError(ValueError):
 @dataclass(frozen=True)
 class Claim:
     """One run's hold on its output folder `url`, made by `job`; `flag` names the folder
-    in messages."""
+    in messages; the run has finished once the folder holds `result`."""
 
     url: str
     job: str
     flag: str
+    result: str
     run: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
@@ -71,6 +72,11 @@ class Claim:
         if marker != self.mark:
             raise OutputDirError(f"{self.flag} {self.url} was taken over by another memgen {self.job} "
                                  "run while this one ran; this run left it unfinished")
+
+    def finished(self) -> bool:
+        """Whether this run wrote its result (a run's leftovers are cleared when it claims)."""
+        fs, path = fsspec.core.url_to_fs(self.url)
+        return self.held() and fs.exists(posixpath.join(path, self.result))
 
     def _marker(self) -> str | None:
         fs, path = fsspec.core.url_to_fs(self.url)

@@ -40,7 +40,7 @@ def page_missing(out: str, inputs: dict[str, Any]) -> bool:
 
 def report_claim(out: str) -> Claim:
     """A new evaluate run's claim on `out` (memgen.outputs)."""
-    return Claim(out, "evaluate", "--out")
+    return Claim(out, "evaluate", "--out", REPORT)
 
 
 def prepare_report_output(claim: Claim, check_only: bool = False) -> None:

@@ -34,6 +34,7 @@ from memgen.contact_sheet import contact_sheet, thumbnail
 from memgen.fingerprint import DEFAULT_MAX_PIXELS
 from memgen.manifest import finished
 from memgen.memory import (
+    MANIFEST,
     MemoryDirError,
     ParquetPart,
     join,
@@ -88,7 +89,7 @@ def sample_memory(sample: str, memory: str | None = None) -> tuple[dict[str, Any
 
 def sample_claim(out: str) -> Claim:
     """A new sample run's claim on `out` (memgen.outputs)."""
-    return Claim(out, "sample", "--out")
+    return Claim(out, "sample", "--out", MANIFEST)
 
 
 def prepare_sample_output(claim: Claim, check_only: bool = False) -> None:

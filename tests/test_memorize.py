@@ -358,6 +358,33 @@ def test_a_run_interrupted_or_failing_storage_ends_in_one_line(tmp_path, monkeyp
     assert not list((tmp_path / "m").rglob("*.tmp"))
 
 
+@pytest.mark.parametrize("finished", [True, False])
+def test_ctrl_c_after_the_run_wrote_its_result_is_not_an_interrupted_run(tmp_path, monkeypatch, capsys,
+                                                                         finished):
+    """Ctrl-C while the runner shut its workers down, after manifest.json was written: it said
+    "interrupted; the same command finishes the run", exit 130, and the same command then
+    refused the folder as finished (a user might have deleted a good memory)."""
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from memgen.pipelines.local_runner import LocalRunner
+
+    def run_then_interrupted(self, pipeline, options):
+        if finished:
+            FnApiRunner.run_pipeline(self, pipeline, options)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalRunner, "run_pipeline", run_then_interrupted)
+    inputs, _ = corpus(tmp_path / "shards")
+    capsys.readouterr()
+    code = run(*inputs, "--memory", str(tmp_path / "m"))
+    out, err = capsys.readouterr()
+    if finished:
+        assert code == 0 and "records_in = images + duplicates + rejects: balanced" in out
+    else:
+        assert code == 130
+        assert err.endswith("memgen memorize: interrupted; the same command finishes the run\n")
+
+
 def test_an_oserror_of_memgen_inside_a_run_is_raised_not_called_storage(tmp_path, monkeypatch):
     import memgen.materialize
 

@@ -44,17 +44,29 @@ def memorize(shards: Path, memory: Path, *flags: str, hook: str = "", **popen) -
                             text=True, env=env, start_new_session=True, **popen)
 
 
+def wait_for(path: Path, failure: str) -> None:
+    """Until a hook creates `path` (2 minutes at most)."""
+    deadline = time.monotonic() + 120
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert path.exists(), failure
+
+
 def finish(process: subprocess.Popen) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=300)
     return process.returncode, out, err
 
 
-def test_workers_print_only_memgens_progress_lines(shards, tmp_path):
+@pytest.mark.parametrize("runner", ["FnApiRunner", "DirectRunner"])
+def test_workers_print_only_memgens_progress_lines(shards, tmp_path, runner):
+    """DirectRunner, which runs the pipeline on FnApiRunner here (after trying to download
+    Prism), bypassed memgen's workers."""
     pids = tmp_path / "pids"
     hook = f"import os\nwith open({str(pids)!r}, 'a') as f:\n    f.write(f'{{os.getpid()}}\\n')\n"
     code, out, err = finish(memorize(shards, tmp_path / "one", hook=""))
     assert code == 0
-    code, out_multi, err_multi = finish(memorize(shards, tmp_path / "multi", *MULTI_PROCESS, hook=hook))
+    code, out_multi, err_multi = finish(memorize(shards, tmp_path / "multi", *MULTI_PROCESS,
+                                                 f"--runner={runner}", hook=hook))
     assert code == 0
     assert len(set(pids.read_text().split())) >= 3  # the command and two worker processes
     assert sorted(err_multi.splitlines()) == sorted(err.splitlines())
@@ -81,13 +93,89 @@ def test_ctrl_c_of_a_multi_process_run_is_one_line(shards, tmp_path):
             "    time.sleep(120)\n"
             "memgen.materialize.read_shard = slow\n")
     process = memorize(shards, tmp_path / "m", *MULTI_PROCESS, hook=hook)
-    deadline = time.monotonic() + 120
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert started.exists(), "no worker reached the write stage"
+    wait_for(started, "no worker reached the write stage")
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     code, _, err = finish(process)
     assert code == 130
     lines = err.splitlines()
     assert lines[-1] == "memgen memorize: interrupted; the same command finishes the run"
     assert all(line.startswith("read shard ") for line in lines[:-1]), err
+
+
+WORKERS_ONLY = 'import os\nif "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:  # in worker processes only\n'
+
+
+def test_a_worker_killed_mid_run_is_one_line(shards, tmp_path):
+    """The system's out-of-memory killer, a crash: 300 lines of the runner's threads' tracebacks,
+    the exit status garbled among them, and "RuntimeError: Channel closed prematurely"."""
+    hook = WORKERS_ONLY + ("    import memgen.materialize\n"
+                           "    memgen.materialize.read_shard = lambda shard, c: os.kill(os.getpid(), 9)\n")
+    code, _, err = finish(memorize(shards, tmp_path / "m", *MULTI_PROCESS, hook=hook))
+    assert code == 1
+    lines = err.splitlines()
+    assert lines[-1] == ("memgen memorize: error: a worker process was killed by SIGKILL (as the system does "
+                         "when memory runs out); the same command finishes the run")
+    assert "Traceback" not in err and len(lines) <= 3 + 3, err  # the progress lines, the shell's "Killed"
+
+
+def test_a_warning_in_a_worker_is_shown_as_in_one_process(shards, tmp_path):
+    hook = ("import warnings, memgen.materialize\n"
+            "read = memgen.materialize.read_shard\n"
+            "def warns(shard, config):\n"
+            "    warnings.warn('a warning from the write stage')\n"
+            "    return read(shard, config)\n"
+            "memgen.materialize.read_shard = warns\n")
+    code, _, err = finish(memorize(shards, tmp_path / "m", *MULTI_PROCESS, hook=hook))
+    assert code == 0
+    said = [line for line in err.splitlines() if "UserWarning: a warning from the write stage" in line]
+    assert said and all(line.endswith("UserWarning: a warning from the write stage") for line in said)
+    assert "" not in err.splitlines()  # the captured warning's own newline made a blank line
+
+
+def test_the_workers_take_the_interpreters_warning_options():
+    """`python -W error` made warnings errors in one process, not in the workers."""
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c",
+                           "from memgen.pipelines.local_runner import WORKER_COMMAND; print(WORKER_COMMAND)"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.split()[1:] == ["-Werror::UserWarning", "-m", "memgen.pipelines.worker"]
+
+
+def test_a_worker_imports_nothing_before_it_can_take_ctrl_c():
+    """Beam imported at the top of the worker's module: Ctrl-C while it imported printed the
+    import's traceback."""
+    done = subprocess.run([sys.executable, "-c", "import sys, memgen.pipelines.worker; print(sorted("
+                           "m for m in sys.modules if m.split('.')[0] in ('apache_beam', 'numpy')))"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]"
+
+
+def test_ctrl_c_to_the_command_alone_while_workers_start_ends_it(shards, tmp_path):
+    """The runner waited for worker processes the signal had not reached: the command hung
+    (a second Ctrl-C printed the line and hung still, joining the runner's threads)."""
+    started = tmp_path / "started"
+    hook = WORKERS_ONLY + (f"    import pathlib, time\n    pathlib.Path({str(started)!r}).touch()\n"
+                           "    time.sleep(120)\n")
+    process = memorize(shards, tmp_path / "m", *MULTI_PROCESS, hook=hook)
+    wait_for(started, "no worker process started")
+    workers = _descendants(process.pid)
+    os.kill(process.pid, signal.SIGINT)
+    began = time.monotonic()
+    code, _, err = finish(process)
+    assert code == 130 and time.monotonic() - began < 60
+    assert err.splitlines() == ["memgen memorize: interrupted; the same command finishes the run"]
+    time.sleep(1)
+    assert workers and not [pid for pid in workers if _running(pid)]
+
+
+def _running(pid: int) -> bool:
+    """Alive, not a zombie (an orphan's exit status waits for a parent that reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _descendants(pid: int) -> list[int]:
+    from memgen.pipelines.cli import _descendants
+
+    return _descendants(pid)

@@ -1,0 +1,38 @@
+"""LocalRunner: Beam's FnApiRunner, whose worker processes (--direct_running_mode=
+multi_processing) start as memgen.pipelines.worker instead of Beam's own command.
+
+Beam's worker printed its INFO lines (~45 a run), every failed bundle's traceback (~380
+lines when storage fails, before the command's one-line error) and, on Ctrl-C, its
+traceback to the terminal it inherits; memgen's worker shows memgen's progress lines,
+as a run in one process does, and nothing of Beam's.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.transforms.environments import Environment, SubprocessSDKEnvironment
+
+# the interpreter's -W options too (`python -W error ...`): workers warn as the command does
+WORKER_COMMAND = " ".join(shlex.quote(word) for word in [
+    sys.executable, *(f"-W{option}" for option in sys.warnoptions), "-m", "memgen.pipelines.worker"])
+
+
+class LocalRunner(FnApiRunner):
+    """FnApiRunner whose worker processes run memgen.pipelines.worker."""
+
+    NAME = "FnApiRunner"  # what the command line calls it (--runner=FnApiRunner)
+
+    # FnApiRunner.run_pipeline sets the environment of Beam's worker command for
+    # multi_processing; a runner option cannot change that command, this setter does.
+    @property
+    def _default_environment(self) -> Environment:
+        return self._environment
+
+    @_default_environment.setter
+    def _default_environment(self, environment: Environment) -> None:
+        if isinstance(environment, SubprocessSDKEnvironment):
+            environment = SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND)
+        self._environment = environment
