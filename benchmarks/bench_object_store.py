@@ -16,6 +16,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,6 +36,17 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _wait_for(port: int) -> None:
+    """Until the server takes connections (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    sys.exit(f"the S3 server on port {port} did not start")
 
 
 def _requests(log: Path, start: int) -> tuple[int, dict[str, int]]:
@@ -65,7 +77,7 @@ def main() -> None:
     env = dict(os.environ, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
                AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
     try:
-        time.sleep(3)  # the server starts
+        _wait_for(port)
         subprocess.run([sys.executable, "-c", "import fsspec; fsspec.filesystem('s3').mkdir('bench')"],
                        env=env, check=True)
         cli = [sys.executable, "-m", "memgen.pipelines.cli"]
@@ -85,6 +97,8 @@ def main() -> None:
                   f"({sum(counts.values()) / args.parts:.2f} a part): {counts}")
     finally:
         server.terminate()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
     OUT.mkdir(exist_ok=True)
     (OUT / "object_store.json").write_text(json.dumps(
         {"parts": args.parts, "machine": machine(), "jobs": results}, indent=2))

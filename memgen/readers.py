@@ -8,6 +8,7 @@ Damage never raises: it becomes a Reject, and records before it are kept.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import lzma
 import math
@@ -35,7 +36,7 @@ from memgen.shards import (
     http_answer,
     storage_options,
 )
-from memgen.tarstream import TarDamage, read_up_to, tar_members
+from memgen.tarstream import TarDamage, read_up_to, skip, tar_members
 
 IMAGE_EXTS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
 OTHER_IMAGE_EXTS = frozenset(s.lstrip(".") for s in OTHER_IMAGE_SUFFIXES)
@@ -100,15 +101,20 @@ class _HttpBody:
                                                      **storage_options(shard.uri, config.http_timeout))
         self._first: tuple[str | None, str | None] | None = None  # (ETag, Last-Modified)
         self._ranges = True
+        self._size: int | None = None  # the first answer's Content-Length, when not compressed
 
     def __call__(self, offset: int) -> IO[bytes]:
+        if self._size is not None and offset >= self._size:
+            return io.BytesIO()  # cut after the last byte: asking for more would be a 416
         ranged = {"headers": {"Range": f"bytes={offset}-"}} if offset and self._ranges else {}
         try:
             body = _FailsAsOSError(self._fs.open(self._path, "rb", block_size=0, **ranged))
         except Exception as e:
-            if any(getattr(error, "status", None) == 416 for error in (e, e.__cause__, e.__context__)):
-                raise ShardChanged(f"the shard is now shorter than the {offset} bytes read of it "
-                                   "(416 Range Not Satisfiable)") from e
+            status = next((s for error in (e, e.__cause__, e.__context__)
+                           if (s := getattr(error, "status", None)) in (404, 410, 416)), None)
+            if offset and status:  # gone, or shorter than what was read: not worth asking again
+                raise ShardChanged(f"asked again from byte {offset}, the server answered {status}: "
+                                   "the shard is gone or shorter now") from e
             raise
         with contextlib.ExitStack() as failing:
             failing.callback(body.close)
@@ -117,13 +123,15 @@ class _HttpBody:
             if self._first is None:
                 self._first = version
                 self._ranges = answer.get("Content-Encoding", "identity").lower() == "identity"
+                length = answer.get("Content-Length", "")
+                self._size = int(length) if self._ranges and length.isdigit() else None
             elif version != self._first:
                 raise ShardChanged(f"the server sent another version of the shard when asked again from byte "
                                    f"{offset} (ETag, Last-Modified {self._first} then {version})")
             start = _range_start(answer.get("Content-Range")) if body.r.status == 206 else 0
             if start not in (0, offset):
                 raise TransferError(f"asked for bytes from {offset}, the server sent them from {start}")
-            if offset and start == 0 and len(read_up_to(body, offset)) < offset:
+            if offset and start == 0 and skip(body, offset) < offset:
                 raise TransferError(f"the server sent less than the {offset} bytes it sent before")
             failing.pop_all()
         return body

@@ -131,12 +131,12 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
             block = rest[pad:] if pad else rest
             offset = data_at + size + pad
         else:
-            skip = 0 if typeflag in _NO_DATA else _padded(size)
-            skipped = _skip(f, skip)
-            if skipped < skip:
+            to_skip = 0 if typeflag in _NO_DATA else _padded(size)
+            skipped = skip(f, to_skip)
+            if skipped < to_skip:
                 raise TarDamage("unexpected end of data", data_at + skipped)
             block = read_up_to(f, BLOCK)
-            offset = data_at + skip
+            offset = data_at + to_skip
         long_name = pax_size = None
         sparse = extended = False
 
@@ -241,7 +241,7 @@ def _read_data(f: BinaryIO, size: int, max_bytes: int, head: int, name: str, off
     keep = size if size <= max_bytes else min(head, size)
     try:
         data = read_up_to(f, keep)
-        got = len(data) if len(data) < keep else keep + _skip(f, size - keep)
+        got = len(data) if len(data) < keep else keep + skip(f, size - keep)
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # the stream failed (e.g. gzip): say where
         raise TarDamage(f"{type(e).__name__}: {e}; while reading member data", offset, name) from e
     if got < size:
@@ -266,7 +266,7 @@ def read_up_to(f: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _skip(f: BinaryIO, n: int) -> int:
+def skip(f: BinaryIO, n: int) -> int:
     """Read and drop n bytes, a chunk at a time (f may not be seekable); how many there were."""
     done = 0
     while done < n:

@@ -6,14 +6,9 @@ import builtins
 import contextlib
 import errno
 import logging
-import os
 import re
-import signal
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -30,6 +25,7 @@ from apache_beam.runners.runner import PipelineRunner, PipelineState, create_run
 from memgen.memory import MemoryDirError, join, memory_claim, prepare_output, read_manifest
 from memgen.outputs import STORAGE_CLIENTS, Claim, OutputDirError, from_storage_client
 from memgen.pipelines.errors import UsageError
+from memgen.pipelines.interrupts import Watch, end_workers, outlived_interrupt
 from memgen.pipelines.local_runner import LocalRunner
 from memgen.pipelines.logs import log_progress
 from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
@@ -78,7 +74,7 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
         except KeyboardInterrupt:
             if not claim.finished():
                 raise
-            # Ctrl-C as the runner shut its workers down, after the run wrote its result
+            outlived_interrupt()  # Ctrl-C as the runner shut its workers down, after the result
     else:
         try:
             result = pipeline.run()
@@ -129,12 +125,12 @@ def _held_back(log: logging.Logger) -> Iterator[list[logging.LogRecord]]:
     handler = logging.Handler()
     handler.emit = held.append
     log.addHandler(handler)
-    log.propagate = False
+    log.propagate, propagated = False, log.propagate
     try:
         yield held
     finally:
         log.removeHandler(handler)
-        log.propagate = True
+        log.propagate = propagated
 
 
 def runner_name(runner: PipelineRunner) -> str:
@@ -317,93 +313,6 @@ def _behind(e: BaseException) -> RunError:
     return RunError(e, True, by_client)
 
 
-_INTERRUPTED = threading.Event()
-QUIT_AFTER = 15.0  # seconds the runner has, after Ctrl-C, to stop before the process ends anyway
-
-
-def _quiet_threads_once_interrupted(command: str) -> None:
-    """After Ctrl-C, the local runner's threads fail as its worker processes end ("Exception
-    in thread run_worker: ... exited with return code -2", grpc.RpcError) and its logs say
-    so: their tracebacks, printed while the interrupt unwinds, would bury the one line main
-    prints. If the runner does not stop (it waits for worker processes that a signal to the
-    command alone did not reach), the process ends QUIT_AFTER seconds later. Set for the rest
-    of the process: it is ending."""
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers belong to the main thread
-
-    def interrupted(signum, frame):
-        if not _INTERRUPTED.is_set():
-            _INTERRUPTED.set()
-            logging.disable(logging.CRITICAL)
-            threading.Thread(target=_quit_later, args=(command,), daemon=True).start()
-        raise KeyboardInterrupt
-
-    def thread_failed(args: threading.ExceptHookArgs) -> None:
-        if _INTERRUPTED.is_set() or _WORKER_ENDED:
-            return
-        ended = _WORKER_EXIT.search(str(args.exc_value))
-        if isinstance(args.exc_value, RuntimeError) and ended:  # main says it once, in one line
-            _WORKER_ENDED.append(_how_it_ended(int(ended.group(1))))
-            logging.disable(logging.CRITICAL)  # the runner's threads and logs fail in turn
-            return
-        if not any(kind.__name__ == "RpcError" for kind in type(args.exc_value).__mro__):
-            _thread_failed(args)  # a worker's connection lost: what ended it is said by main
-
-    signal.signal(signal.SIGINT, interrupted)
-    threading.excepthook = thread_failed
-
-
-def _quit_later(command: str) -> None:
-    time.sleep(QUIT_AFTER)
-    _end_workers()
-    print(_interrupted_line(command), file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(130)
-
-
-def _end_workers() -> None:
-    """Ends the worker processes a Ctrl-C sent to the command alone did not reach."""
-    for pid in _descendants(os.getpid()):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-
-
-def _descendants(pid: int) -> list[int]:
-    """The processes started by `pid`, and by them (Linux's /proc; none elsewhere)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-
-    def tree(parent: int) -> list[int]:
-        return [d for child in children.get(parent, []) for d in (child, *tree(child))]
-
-    return tree(pid)
-
-
-def _interrupted_line(command: str) -> str:
-    return f"memgen {command}: interrupted; the same command finishes the run"
-
-
-_thread_failed = threading.excepthook
-# how a local worker process ended mid-run (killed by the system for memory, crashed):
-# LocalRunner's thread that waits for it raises this
-_WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")
-_WORKER_ENDED: list[str] = []
-
-
-def _how_it_ended(code: int) -> str:
-    """A worker's exit status in words (its shell says 128 + N for signal N)."""
-    number = -code if code < 0 else code - 128 if code > 128 else 0
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        return f"exited with status {code}"
-    why = " (as the system does when memory runs out)" if name == "SIGKILL" else ""
-    return f"was killed by {name}{why}"
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -414,7 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memgen: error: unknown command {command!r} (try memgen --help)", file=sys.stderr)
         return 2
     log_progress()
-    _quiet_threads_once_interrupted(command)
+    with Watch(command) as watch:
+        return _run(command, rest, watch)
+
+
+def _run(command: str, rest: list[str], watch: Watch) -> int:
     try:
         COMMANDS[command](rest)
     except (UsageError, NoInputError, MemoryDirError, OutputDirError) as e:
@@ -424,20 +337,18 @@ def main(argv: list[str] | None = None) -> int:
         failed = _behind(e)
         cause = failed.error
         if isinstance(cause, KeyboardInterrupt):
-            if _INTERRUPTED.is_set():
-                _end_workers()
-            print(_interrupted_line(command), file=sys.stderr)
+            if watch.interrupted:  # a signal: the worker processes may not have had it
+                end_workers()
+            print(watch.interrupted_line(), file=sys.stderr)
             return 130  # 128 + SIGINT, as a shell reports it
-        if _WORKER_ENDED:
-            print(f"memgen {command}: error: a worker process {_WORKER_ENDED[0]}; the same command "
-                  "finishes the run", file=sys.stderr)
+        if watch.worker_ended:
+            print(watch.worker_line(), file=sys.stderr)
             return 1
         if not _storage_error(failed):
             raise  # memgen's own bug: the traceback is what a report needs
         print(f"memgen {command}: error: {type(cause).__name__}: {cause}"[:1000], file=sys.stderr)
         return 2
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -48,8 +48,7 @@ def log_progress(stream: TextIO | None = None) -> None:
 
 
 def show_warnings(stream: TextIO) -> None:
-    """Python's warnings (Pillow's, say) on `stream`, one line each, as a process's own stderr
-    shows them."""
+    """Python's warnings (Pillow's, say) on `stream`, as a process's own stderr shows them."""
     logging.captureWarnings(True)
     handler = logging.StreamHandler(stream)
     handler.setFormatter(_OneLine("%(message)s"))

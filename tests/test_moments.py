@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import tracemalloc
 from fractions import Fraction
 
 import apache_beam as beam
@@ -182,3 +183,22 @@ def test_combine_per_key_in_a_pipeline():
     with TestPipeline(runner="FnApiRunner") as p:
         out = p | beam.Create(elements, reshuffle=False) | beam.CombinePerKey(MomentsFn())
         assert_that(out, check)
+
+
+def test_merging_many_accumulators_folds_as_it_goes():
+    """compact() ships up to BLOCK - 1 vectors an accumulator; the merge stacked every
+    accumulator's vectors at once (the memory's set: millions of vectors on one worker)."""
+    fn, rng = MomentsFn(), np.random.default_rng(3)
+    accs = []
+    for _ in range(60):
+        acc = fn.create_accumulator()
+        for v in rng.uniform(0, 6, (300, 256)).astype(np.float32):
+            acc = fn.add_input(acc, v)
+        accs.append(fn.compact(acc))
+    assert all(acc.pending for acc in accs)  # 300 float32 vectors are smaller than 256 x 256 sums
+    tracemalloc.start()
+    merged = fn.merge_accumulators(accs)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert merged.n + len(merged.pending) == 18_000
+    assert peak < 16 << 20, peak  # all stacked at once in float64: 37 MB

@@ -8,10 +8,12 @@ of the worker processes and of the runner's threads (memgen.pipelines.worker).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -176,6 +178,17 @@ def _running(pid: int) -> bool:
 
 
 def _descendants(pid: int) -> list[int]:
-    from memgen.pipelines.cli import _descendants
+    from memgen.pipelines.interrupts import _descendants
 
     return _descendants(pid)
+
+
+def test_the_command_gives_back_the_signal_handler_and_thread_hook(tmp_path):
+    """They stayed the command's: a program that called main() had every later Ctrl-C turn
+    its logging off and end it, and its own child processes, 15 s later."""
+    from memgen.pipelines.cli import main
+
+    before = signal.getsignal(signal.SIGINT), threading.excepthook
+    assert main(["sample", "--memory", str(tmp_path / "none"), "--n", "1", "--out", str(tmp_path / "s")]) == 2
+    assert (signal.getsignal(signal.SIGINT), threading.excepthook) == before
+    assert logging.root.manager.disable == logging.NOTSET

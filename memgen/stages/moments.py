@@ -18,7 +18,7 @@ import numpy as np
 
 from memgen.metrics import Moments
 
-FRACTION_BITS = 19  # the grid, 1.9e-6: finer than float32's own spacing at the embedding's top (4.8e-7 x 4)
+FRACTION_BITS = 19  # the grid, 1.9e-6: 4x float32's own spacing at the embedding's top (4.8e-7)
 BOUND = 8.0  # |value| < BOUND: integers below 2^22, products below 2^44
 BLOCK = 512  # vectors buffered before they are folded into the sums (one exact product)
 EXACT_ROWS = 512  # rows of one exact matrix product: 2^9 products below 2^44 sum below 2^53
@@ -43,18 +43,18 @@ class _Accumulator:
         self.pending: list[np.ndarray] = []
 
     def fold(self) -> _Accumulator:
-        if self.pending:
-            if len({v.shape for v in self.pending}) > 1:
-                raise ValueError(f"vectors of different lengths: {sorted({len(v) for v in self.pending})}")
-            x = np.stack(self.pending).astype(np.float64)
-            self.pending = []
+        """Folds the pending vectors into the sums, EXACT_ROWS at a time (a merge may bring many)."""
+        pending, self.pending = self.pending, []
+        if len({v.shape for v in pending}) > 1:
+            raise ValueError(f"vectors of different lengths: {sorted({len(v) for v in pending})}")
+        for start in range(0, len(pending), EXACT_ROWS):
+            x = np.stack(pending[start:start + EXACT_ROWS]).astype(np.float64)
             self._check_length(x.shape[1])
             if not (np.isfinite(x).all() and (np.abs(x) < BOUND).all()):
                 raise ValueError(f"feature values must be finite and below {BOUND:g} in magnitude "
                                  f"(max |value| {np.nanmax(np.abs(x)):g})")
-            for start in range(0, len(x), EXACT_ROWS):
-                q = np.rint(x[start:start + EXACT_ROWS] * _SCALE)
-                self._add(len(q), q.sum(axis=0).astype(np.int64), (q.T @ q).astype(np.int64), np.int64(0))
+            q = np.rint(x * _SCALE)
+            self._add(len(q), q.sum(axis=0).astype(np.int64), (q.T @ q).astype(np.int64), np.int64(0))
         return self
 
     def merge(self, other: _Accumulator) -> None:
@@ -155,9 +155,11 @@ class MomentsFn(beam.CombineFn):
 
     def merge_accumulators(self, accumulators) -> _Accumulator:
         merged = _Accumulator()
-        for acc in accumulators:
+        for acc in accumulators:  # folded as they come: a key's accumulators may be thousands
             merged.merge(acc)
-        return merged.fold() if len(merged.pending) >= BLOCK else merged
+            if len(merged.pending) >= BLOCK:
+                merged.fold()
+        return merged
 
     def compact(self, acc: _Accumulator) -> _Accumulator:
         # A bundle's few vectors stay as they are: their sums would be a d x d matrix
