@@ -1,6 +1,7 @@
 """memgen's jobs and command line (installed as the package memgen.pipelines)."""
 
 import logging
+import os
 import sys
 
 
@@ -30,4 +31,14 @@ def main() -> int:
     except KeyboardInterrupt:
         print("memgen: interrupted", file=sys.stderr)
         return 130
-    return cli.main()
+    return ended(cli.main())
+
+
+def ended(code: int) -> int:
+    """The exit code of a command process; an interrupted one ends at once: the runner's
+    threads are still ending, and nothing of theirs is to be waited for or shown."""
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -351,4 +351,6 @@ def _run(command: str, rest: list[str], watch: Watch) -> int:
     return 0
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from memgen.pipelines import ended
+
+    sys.exit(ended(main()))
