@@ -37,6 +37,7 @@ class Watch:
         self.worker_ended: str | None = None  # how, in words
         self._cancel = threading.Event()
         self._handler = self._hook = None
+        self._disabled = logging.root.manager.disable  # the level logging.disable() was at
 
     def __enter__(self) -> Watch:
         global _current
@@ -55,7 +56,7 @@ class Watch:
         if self._handler is not None:
             signal.signal(signal.SIGINT, self._handler)
         threading.excepthook = self._hook
-        logging.disable(logging.NOTSET)
+        logging.disable(self._disabled)
 
     def interrupted_line(self) -> str:
         return f"memgen {self.command}: interrupted; the same command finishes the run"
@@ -85,7 +86,7 @@ class Watch:
         end_workers()
         self._cancel.set()
         self._cancel, self.interrupted = threading.Event(), False
-        logging.disable(logging.NOTSET)
+        logging.disable(self._disabled)
 
     def _thread_failed(self, args: threading.ExceptHookArgs) -> None:
         if self.interrupted or self.worker_ended:
