@@ -444,15 +444,19 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _served_shards(shards: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for name in ("shard-000.tar", "shard-002.tar"):
+        (folder / name).write_bytes((shards / name).read_bytes())
+    return folder
+
+
 @pytest.mark.parametrize("ranges", [True, False])
-def test_a_body_cut_once_is_asked_for_again_from_where_it_stopped(shards, local_reference, tmp_path, ranges):
+def test_a_body_cut_once_is_asked_for_again_from_where_it_stopped(shards, tmp_path, ranges):
     """One reset in a shard's download made the whole shard an unreadable reject. A server
     without ranges sends the whole body again, and what was read is skipped; a gzipped shard
     is resumed beneath its decompression."""
-    served = tmp_path / "served"
-    served.mkdir()
-    for name in ("shard-000.tar", "shard-002.tar"):
-        (served / name).write_bytes((shards / name).read_bytes())
+    served = _served_shards(shards, tmp_path / "served")
     (served / "shard-001.tar.gz").write_bytes(gzip.compress((shards / "shard-001.tar").read_bytes()))
     memory, local, asked = str(tmp_path / "m"), str(tmp_path / "local"), {}
     with serving(_RangeHandler, root=served, asked=asked, ranges=ranges) as root:
@@ -464,13 +468,6 @@ def test_a_body_cut_once_is_asked_for_again_from_where_it_stopped(shards, local_
     for path, headers in asked.items():  # the read stopped halfway, and went on from there
         assert headers[:2] == [None, None], path
         assert int(headers[2].removeprefix("bytes=").rstrip("-")) > 0, (path, headers)
-
-
-def _served_shards(shards: Path, folder: Path) -> Path:
-    folder.mkdir()
-    for name in ("shard-000.tar", "shard-002.tar"):
-        (folder / name).write_bytes((shards / name).read_bytes())
-    return folder
 
 
 def test_a_body_compressed_by_the_server_is_resumed_by_skipping_not_by_a_range(shards, tmp_path):

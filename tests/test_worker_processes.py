@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from memgen.pipelines.interrupts import _descendants
 from shardkit import jpeg, sample, write_tar
 
 MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
@@ -175,12 +176,6 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def _descendants(pid: int) -> list[int]:
-    from memgen.pipelines.interrupts import _descendants
-
-    return _descendants(pid)
 
 
 def test_the_command_gives_back_the_signal_handler_and_thread_hook(tmp_path):
