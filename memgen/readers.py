@@ -108,7 +108,8 @@ class _HttpBody:
             return io.BytesIO()  # cut after the last byte: asking for more would be a 416
         ranged = {"headers": {"Range": f"bytes={offset}-"}} if offset and self._ranges else {}
         try:
-            body = _FailsAsOSError(self._fs.open(self._path, "rb", block_size=0, **ranged))
+            # block_size=0 streams; a size (any) skips fsspec's info(), a HEAD before each GET
+            body = _FailsAsOSError(self._fs.open(self._path, "rb", block_size=0, size=1, **ranged))
         except Exception as e:
             status = next((s for error in (e, e.__cause__, e.__context__)
                            if (s := getattr(error, "status", None)) in (404, 410, 416)), None)
@@ -299,8 +300,13 @@ def _open_message(e: Exception) -> str:
     """The error, and for a shard that could not be asked for, why (fsspec's says only its URL)."""
     cause = e.__cause__
     if cause is None or _open_error(e) == "missing":
-        return _message(e)
-    return f"{_message(e)}; {type(cause).__name__}: {http_answer(cause) or cause}"
+        return _said(e)
+    return f"{_said(e)}; {_said(cause)}"
+
+
+def _said(e: BaseException) -> str:
+    """An error, an HTTP client's by its status line (its own text repeats the URL)."""
+    return f"{type(e).__name__}: {http_answer(e) or e}"[:500]
 
 
 def _message(e: BaseException) -> str:

@@ -343,6 +343,21 @@ def test_single_image_files_over_http(http_root, shards, tmp_path):
     assert reject["error_type"] == "too_large" and reject["n_bytes"] > 1000
 
 
+class _CountingHandler(_QuietHandler):
+    def send_head(self):  # what GET and HEAD both answer with
+        self.server.requests.append(self.command)
+        return super().send_head()
+
+
+def test_a_shard_over_http_costs_one_get_a_read(shards, tmp_path):
+    """fsspec asks info() (a HEAD) before each GET it opens: twice the requests a shard."""
+    requests: list[str] = []
+    with serving(functools.partial(_CountingHandler, directory=str(shards)), requests=requests) as root:
+        assert main(["memorize", f"{root}/shard-{{000,002}}.tar", "--memory", str(tmp_path / "m")]) == 0
+    # discovery asks the first URL; each shard is read to fingerprint, then to write its images
+    assert requests == ["GET"] * 5
+
+
 class _CutShortHandler(http.server.BaseHTTPRequestHandler):
     """Announces the whole file in Content-Length, sends half of it and closes: a dropped
     connection, a CDN reset. With self.server.fails_from = N, only from the Nth request of a
@@ -362,11 +377,6 @@ class _CutShortHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data[: len(data) // 2] if failing else data)
         self.wfile.flush()
         self.close_connection = True
-
-    def do_HEAD(self):  # noqa: N802 - what fsspec asks first whether the URL answers: not counted
-        self.send_response(200)
-        self.send_header("Content-Length", str((self.server.root / self.path.lstrip("/")).stat().st_size))
-        self.end_headers()
 
     def log_message(self, format, *args):  # noqa: A002
         pass
@@ -434,11 +444,6 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         if end < len(data):
             time.sleep(0.3)  # the client reads what came before the reset (aiohttp drops what it has not)
         self.close_connection = True
-
-    def do_HEAD(self):  # noqa: N802
-        self.send_response(200)
-        self.send_header("Content-Length", str((self.server.root / self.path.lstrip("/")).stat().st_size))
-        self.end_headers()
 
     def log_message(self, format, *args):  # noqa: A002
         pass
@@ -549,11 +554,6 @@ class _DeadHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "100000")
         self.end_headers()
         self.close_connection = True
-
-    def do_HEAD(self):  # noqa: N802 - fsspec asks before each GET (without it, a second GET): not counted
-        self.send_response(200)
-        self.send_header("Content-Length", "100000")
-        self.end_headers()
 
     def log_message(self, format, *args):  # noqa: A002
         pass
