@@ -149,11 +149,18 @@ def write_rows(url: str, table: str, rows: Iterable[dict[str, Any]], keep_empty:
 def read_manifest(memory: str) -> dict[str, Any] | None:
     """The manifest of a finished run (memory, sample), or None; MemoryDirError for one that
     is not a JSON object."""
+    data = _manifest_bytes(memory)
+    return None if data is None else read_json_object(data, f"{memory} is damaged: its {MANIFEST}")
+
+
+def _manifest_bytes(memory: str) -> bytes | None:
+    """manifest.json's bytes, None when there is none (asking exists() first cost a request
+    more on object stores, and sample and evaluate read it a dozen times)."""
     fs, path = fsspec.core.url_to_fs(join(memory, MANIFEST))
-    if not fs.exists(path):
+    try:
+        return fs.cat_file(path)
+    except (FileNotFoundError, NotADirectoryError):  # the latter: MEMORY is a file
         return None
-    with fs.open(path, "rb") as f:
-        return read_json_object(f.read(), f"{memory} is damaged: its {MANIFEST}")
 
 
 def read_json_object(data: bytes, what: str) -> dict[str, Any]:
@@ -170,11 +177,8 @@ def read_json_object(data: bytes, what: str) -> dict[str, Any]:
 def manifest_digest(memory: str) -> str | None:
     """sha256 of a finished memory's manifest.json (which run made it, wherever it is now),
     or None when `memory` holds no finished memory."""
-    try:
-        with fsspec.open(join(memory, MANIFEST), "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except FileNotFoundError:
-        return None
+    data = _manifest_bytes(memory)
+    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
 def write_manifest(memory: str, manifest: dict[str, Any]) -> None:
