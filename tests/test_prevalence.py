@@ -173,6 +173,32 @@ def test_copy_weighted_interval_covers_when_one_class_is_rare(p, n):
     assert width_ratio < 2
 
 
+@pytest.mark.parametrize("size, n, p, copied", [(2000, 30, 0.05, "positives"), (2000, 200, 0.01, "positives"),
+                                                (50, 5, 0.3, "positives"), (2000, 30, 0.95, "negatives")])
+def test_copy_weighted_interval_covers_when_the_sample_misses_the_class_copied_more(size, n, p, copied):
+    """Cats copied 5 times, the rest once (or the reverse): a sample without a cat took them
+    copied once, and the interval covered 0.78-0.86 (0.20 of the samples without one); the
+    population's totals bound the records of the class the sample missed."""
+    rng = np.random.default_rng(size + n)
+    reps, covered = 1000, 0
+    for _ in range(reps):
+        y = rng.random(size) < p
+        c = np.where(y == (copied == "positives"), 5, 1)
+        idx = rng.choice(size, n, replace=False)
+        w = copy_weighted_fraction(tally(y[idx], c[idx]), size, int(c.sum()))
+        covered += w.ci_low <= (c * y).sum() / c.sum() <= w.ci_high
+    assert covered / reps >= 0.95
+
+
+def test_the_records_of_the_sample_bound_the_copy_weighted_interval():
+    """One cat of 5 copies in a sample: the population holds at least those 5 of its 240
+    records, so the interval cannot reach 0 (it did: 14.7% [0.0%, 47.8%])."""
+    t = tally(np.arange(30) == 0, np.where(np.arange(30) == 0, 5, 1))
+    w = copy_weighted_fraction(t, 200, 240)
+    assert w.ci_low >= 5 / 240 and w.ci_high <= 1 - 29 / 240
+    assert copy_weighted_fraction(t, 200).ci_low == 0  # without the totals: nothing to bound it
+
+
 def test_copies_that_depend_on_the_label_widen_nothing(monkeypatch):
     """Cats copied ten times as often as the rest is no spread of copies within either class:
     the dispersion floor, pooled about each class's own mean, leaves the interval as it was

@@ -174,7 +174,8 @@ def concept_section(spec: ClassifierSpec, t: Tally, failures: FailureTally, desi
     """The `concept` section of report.json."""
     population = t.n if design.kind == "census" else design.population_images
     unique = unique_fraction(t, population)
-    weighted = copy_weighted_fraction(t, population)
+    copies = t.copies if design.kind == "census" else design.population_copies
+    weighted = copy_weighted_fraction(t, population, copies)
     section = {
         "name": CONCEPT,
         "classifier": spec.row(),
@@ -196,7 +197,7 @@ def concept_section(spec: ClassifierSpec, t: Tally, failures: FailureTally, desi
             return section
         try:
             corrected = (corrected_unique(t, population, cal, design.seed),
-                         corrected_copy_weighted(t, population, cal, design.seed))
+                         corrected_copy_weighted(t, population, cal, design.seed, copies))
         except CalibrationError as e:  # reported beside the uncorrected fractions, not fatal
             section["calibration"]["error"] = str(e)
             return section
