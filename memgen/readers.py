@@ -37,6 +37,7 @@ from memgen.shards import (
     storage_options,
 )
 from memgen.tarstream import TarDamage, read_up_to, skip, tar_members
+from memgen.text import decode_text
 
 IMAGE_EXTS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
 OTHER_IMAGE_EXTS = frozenset(s.lstrip(".") for s in OTHER_IMAGE_SUFFIXES)
@@ -406,8 +407,8 @@ def _group_items(shard: Shard, group: list[tuple[str, str, bytes | None, int]], 
                      f"no image member among extensions {exts}", len(data),
                      data[: config.reject_data_cap])
         return
-    caption = _text(_sidecar(group, "txt", images[0][0]))
-    meta_text, url = _metadata(_text(_sidecar(group, "json", images[0][0])))
+    caption = decode_text(_sidecar(group, "txt", images[0][0]))
+    meta_text, url = _metadata(decode_text(_sidecar(group, "json", images[0][0])))
     for n, (ext, data, size) in enumerate(images):
         member_locator = locator if n == 0 else f"{locator}.{ext}"
         member_source = shard.source(member_locator)
@@ -446,24 +447,6 @@ def _sidecar(group: list[tuple[str, str, bytes | None, int]], name: str, image_e
     return next((data for ext, data in by_ext.items() if ext.endswith("." + name)), None)
 
 
-def _text(data: bytes | None) -> str | None:
-    """UTF-8; UTF-8 with a damaged character (a caption cut mid-character) where the rest is
-    UTF-8's multibyte text; else (crawls hold it) Windows-1252, latin-1 with curly quotes and
-    dashes, else latin-1 itself, which maps every byte: a latin-1 caption's characters are
-    not lost to U+FFFD."""
-    if data is None:
-        return None
-    try:
-        return data.decode("utf-8-sig").strip()
-    except UnicodeDecodeError:
-        pass
-    mended = data.decode("utf-8-sig", errors="replace")
-    if any(ord(ch) > 0x7F and ch != "\ufffd" for ch in mended):
-        return mended.strip()
-    try:
-        return data.decode("cp1252").strip()
-    except UnicodeDecodeError:
-        return data.decode("latin-1").strip()
 
 
 def _metadata(text: str | None) -> tuple[str | None, str | None]:
@@ -653,8 +636,8 @@ def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
                      f"{what} > max_bytes {config.max_bytes}", size or len(data),
                      data[: config.reject_data_cap])
         return
-    caption = _text(_read_sidecar(shard, ".txt"))
-    metadata, url = _metadata(_text(_read_sidecar(shard, ".json")))
+    caption = decode_text(_read_sidecar(shard, ".txt"))
+    metadata, url = _metadata(decode_text(_read_sidecar(shard, ".json")))
     yield Record(shard.index, 0, shard.source(), data, caption, url, metadata)
 
 

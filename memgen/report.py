@@ -80,7 +80,8 @@ def concept_summary(concept: dict[str, Any]) -> str:
         lines.append(f"  calibration: sensitivity {_percent(se['estimate'])} "
                      f"[{_percent(se['ci_low'])}, {_percent(se['ci_high'])}], specificity "
                      f"{_percent(sp['estimate'])} [{_percent(sp['ci_low'])}, {_percent(sp['ci_high'])}]"
-                     f" on {cal['positives']}+{cal['negatives']} labelled images")
+                     f" on {cal['positives']}+{cal['negatives']} labelled images"
+                     + (f" ({cal['failed']} more could not be labelled)" if cal["failed"] else ""))
         if cal["error"]:
             lines.append(f"  calibration not applied: {cal['error']}")
     failures = concept["failures"]

@@ -221,7 +221,7 @@ def _labelled(calibration: dict[str, Any]) -> str:
     """What Se and Sp were measured on: the labelled set and its confusion counts."""
     c = calibration.get("confusion") or {}
     failed = calibration.get("failed") or 0
-    unread = f" ({_number(failed)} could not be decoded)" if failed else ""
+    unread = f" ({_number(failed)} could not be labelled)" if failed else ""
     return (f"<p class=muted>On {_number(calibration.get('positives'))} positive + "
             f"{_number(calibration.get('negatives'))} negative labelled images from "
             f"{_e(calibration.get('file'))}{unread}: true positives {_number(c.get('true_positives'))},"

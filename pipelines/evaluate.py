@@ -112,6 +112,9 @@ class EvaluateConfig:
             spec = resolve(o.classifier, o.classes, o.label_threshold)
         except (ClassifierError, VisionMissing) as e:
             raise UsageError(str(e)) from None
+        if spec.kind == "caption" and labelled and all(item.caption is None for item in labelled):
+            raise UsageError(f"--calibration {o.calibration} has no caption column, and --classifier "
+                             "caption labels its files by their captions")
         return cls(o.memory, o.out, spec, o.sample, tuple(o.reference or ()), o.sample_size,
                    o.calibration, labelled, o.seed, o.embedding)
 

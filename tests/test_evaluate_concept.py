@@ -174,6 +174,8 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--calibration", "NOFILECSV"), "nofile.csv:2: no file named"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "EMPTYCSV"), "empty.csv: lists no labelled files"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "TYPOCSV"), "names files that do not exist"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "CATSCSV"), "cats.csv: lists 1 positive and 0 negative"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "UNCAPTIONEDCSV"), "has no caption column, and --classifier caption"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "FOLDERCSV"), "(or are folders): /"),
     (("--memory", "MEM", "--out", "OUT", "--label_threshold", "0"), "--label_threshold applies to model"),
     (("--memory", "MEM", "--out", "DONE"), "already holds a finished report"),
@@ -201,11 +203,15 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
     (tmp_path / "here.png").write_bytes(_png((1, 2, 3)))
     (tmp_path / "typo.csv").write_text("file,label\nhere.png,cat\nhere.pgn,notcat\n")
     (tmp_path / "afolder.csv").write_text("file,label\nhere.png,cat\nout,notcat\n")  # out/ is a folder
+    (tmp_path / "cats.csv").write_text("file,label\nhere.png,cat\n")  # no negative: no specificity
+    (tmp_path / "there.png").write_bytes(_png((3, 2, 1)))
+    (tmp_path / "uncaptioned.csv").write_text("file,label\nhere.png,cat\nthere.png,notcat\n")
     names = {"OUT": str(tmp_path / "out"), "MEM": memory, "MISSING": str(tmp_path / "nothing"),
              "BADCSV": str(tmp_path / "bad.csv"), "DONE": str(tmp_path / "done"),
              "TWICECSV": str(tmp_path / "twice.csv"), "NOFILECSV": str(tmp_path / "nofile.csv"),
              "EMPTYCSV": str(tmp_path / "empty.csv"), "TYPOCSV": str(tmp_path / "typo.csv"),
-             "FOLDERCSV": str(tmp_path / "afolder.csv"), "BROKEN": str(tmp_path / "broken")}
+             "FOLDERCSV": str(tmp_path / "afolder.csv"), "BROKEN": str(tmp_path / "broken"),
+             "CATSCSV": str(tmp_path / "cats.csv"), "UNCAPTIONEDCSV": str(tmp_path / "uncaptioned.csv")}
     split = (re.match(r"([^/]*)(.*)", flag).groups() for flag in flags)  # OUT/report: in OUT
     args = [names.get(head, head) + rest for head, rest in split]
     if "--classifier" not in flags:
@@ -399,3 +405,17 @@ def test_calibration_files_resolve_dot_segments_in_buckets_too():
         f.write("file,label\n./imgs/a.png,cat\n../other/b.png,notcat\ns3://x/./c.png,cat\n")
     found = [labelled.url for labelled in read_calibration_labels("memory://cal-dots/labels.csv")]
     assert found == ["memory://cal-dots/imgs/a.png", "memory://other/b.png", "s3://x/c.png"]
+
+
+def test_a_calibration_csv_saved_by_a_spreadsheet_is_read():
+    """Excel on Windows saves CSVs in Windows-1252, and people write headers as they like: the
+    error named neither file nor flag ('utf-8' codec can't decode byte 0xe9), or refused the header."""
+    import fsspec
+
+    from memgen.classify.concept import read_calibration_labels
+
+    with fsspec.open("memory://cal-excel/labels.csv", "wb") as f:
+        f.write("File , Label,Caption\r\nchat\u00e9.png, Cat ,un chat \u2014 gris\r\nb.png,0,\r\n".encode("cp1252"))
+    found = read_calibration_labels("memory://cal-excel/labels.csv")
+    assert [(item.url, item.positive, item.caption) for item in found] == [
+        ("memory://cal-excel/chat\u00e9.png", True, "un chat \u2014 gris"), ("memory://cal-excel/b.png", False, "")]

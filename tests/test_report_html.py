@@ -160,7 +160,7 @@ def test_html_says_a_calibration_was_not_applied_and_why():
             " ones.") in page
     assert page.index("Calibration not applied") < page.index("30.0%")  # read before the fractions
     assert "Census: all 10 unique images (25 input records) given to the classifier." in page
-    assert "could not be labelled" not in page
+    assert "of them could not be labelled" not in page  # the census: every image labelled
     assert "Calibration measured, not applied" in page and "Calibration applied" not in page
     assert "<td class=l>sensitivity</td><td>100.0%</td><td>[56.6%, 100.0%]</td><td>5</td>" in page
     assert "<td class=l>specificity</td><td>—</td><td>[0.0%, 100.0%]</td><td>0</td>" in page
@@ -184,7 +184,7 @@ def test_html_shows_an_applied_calibration_beside_the_apparent_fractions_and_the
     assert "<td class=l>sensitivity</td><td>80.0%</td><td>[49.0%, 94.3%]</td><td>10</td>" in page
     assert "<td class=l>specificity</td><td>90.0%</td><td>[59.6%, 98.2%]</td><td>10</td>" in page
     assert ("On 10 positive + 10 negative labelled images from /labels/&lt;script&gt;") in page
-    assert ("(1 could not be decoded): true positives 8, false negatives 2, true negatives 9,"
+    assert ("(1 could not be labelled): true positives 8, false negatives 2, true negatives 9,"
             " false positives 1.") in page
 
 

@@ -27,6 +27,7 @@ from memgen.prevalence import (
     corrected_unique,
     unique_fraction,
 )
+from memgen.text import decode_text
 
 CONCEPT = "cat"
 MAX_FAILURE_EXAMPLES = 10
@@ -93,11 +94,14 @@ class LabelledFile(NamedTuple):
 
 def read_calibration_labels(path: str) -> list[LabelledFile]:
     """labels.csv (file,label[,caption]) -> labelled files; paths relative to the CSV's folder.
-    Each file once: a file listed twice would count twice, or against itself."""
-    with fsspec.open(path, "r", encoding="utf-8-sig") as f:  # -sig: Excel's CSVs start with a BOM
-        reader = csv.DictReader(io.StringIO(f.read()))
+    Each file once: a file listed twice would count twice, or against itself. Both classes:
+    sensitivity and specificity need both. As spreadsheets save it: any encoding (a BOM, or
+    Windows-1252), the header in any case, cells padded with spaces."""
+    with fsspec.open(path, "rb") as f:
+        reader = csv.DictReader(io.StringIO(decode_text(f.read())))
         rows = list(reader)
-    if not {"file", "label"} <= set(reader.fieldnames or ()):
+    columns = {name.strip().lower(): name for name in reader.fieldnames or () if name}
+    if not {"file", "label"} <= set(columns):
         raise ValueError(f"{path}: needs a header with columns file,label")
     if not rows:
         raise ValueError(f"{path}: lists no labelled files under its header")
@@ -105,18 +109,23 @@ def read_calibration_labels(path: str) -> list[LabelledFile]:
     out = []
     lines: dict[str, int] = {}
     for i, row in enumerate(rows, start=2):
-        label = (row["label"] or "").strip().lower()
+        label = (row[columns["label"]] or "").strip().lower()
         if label not in _POSITIVE | _NEGATIVE:
-            raise ValueError(f"{path}:{i}: label {row['label']!r} is neither positive "
+            raise ValueError(f"{path}:{i}: label {row[columns['label']]!r} is neither positive "
                              f"({', '.join(sorted(_POSITIVE))}) nor negative")
-        file = (row["file"] or "").strip()
+        file = (row[columns["file"]] or "").strip()
         if not file:
             raise ValueError(f"{path}:{i}: no file named")
         url = _resolved(file if "://" in file else posixpath.join(base, file))
         if url in lines:
             raise ValueError(f"{path}:{i}: {file} is listed on line {lines[url]} too")
         lines[url] = i
-        out.append(LabelledFile(url, label in _POSITIVE, row.get("caption")))
+        caption = row.get(columns["caption"]) if "caption" in columns else None
+        out.append(LabelledFile(url, label in _POSITIVE, caption))
+    positives = sum(item.positive for item in out)
+    if positives in (0, len(out)):
+        raise ValueError(f"{path}: lists {positives} positive and {len(out) - positives} negative files; "
+                         "sensitivity and specificity need both")
     return out
 
 
