@@ -174,8 +174,8 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--calibration", "NOFILECSV"), "nofile.csv:2: no file named"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "EMPTYCSV"), "empty.csv: lists no labelled files"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "TYPOCSV"), "names files that do not exist"),
-    (("--memory", "MEM", "--out", "OUT", "--calibration", "CATSCSV"), "cats.csv: lists 1 positive and 0 negative"),
-    (("--memory", "MEM", "--out", "OUT", "--calibration", "UNCAPTIONEDCSV"), "has no caption column, and --classifier caption"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "CATSCSV"), "cats.csv: lists 1 positive and 0"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "NOCAPTIONSCSV"), "has no caption column, and --"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "FOLDERCSV"), "(or are folders): /"),
     (("--memory", "MEM", "--out", "OUT", "--label_threshold", "0"), "--label_threshold applies to model"),
     (("--memory", "MEM", "--out", "DONE"), "already holds a finished report"),
@@ -211,7 +211,7 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
              "TWICECSV": str(tmp_path / "twice.csv"), "NOFILECSV": str(tmp_path / "nofile.csv"),
              "EMPTYCSV": str(tmp_path / "empty.csv"), "TYPOCSV": str(tmp_path / "typo.csv"),
              "FOLDERCSV": str(tmp_path / "afolder.csv"), "BROKEN": str(tmp_path / "broken"),
-             "CATSCSV": str(tmp_path / "cats.csv"), "UNCAPTIONEDCSV": str(tmp_path / "uncaptioned.csv")}
+             "CATSCSV": str(tmp_path / "cats.csv"), "NOCAPTIONSCSV": str(tmp_path / "uncaptioned.csv")}
     split = (re.match(r"([^/]*)(.*)", flag).groups() for flag in flags)  # OUT/report: in OUT
     args = [names.get(head, head) + rest for head, rest in split]
     if "--classifier" not in flags:
@@ -415,7 +415,8 @@ def test_a_calibration_csv_saved_by_a_spreadsheet_is_read():
     from memgen.classify.concept import read_calibration_labels
 
     with fsspec.open("memory://cal-excel/labels.csv", "wb") as f:
-        f.write("File , Label,Caption\r\nchat\u00e9.png, Cat ,un chat \u2014 gris\r\nb.png,0,\r\n".encode("cp1252"))
+        text = "File , Label,Caption\r\nchat\u00e9.png, Cat ,un chat \u2014 gris\r\nb.png,0,\r\n"
+        f.write(text.encode("cp1252"))
     found = read_calibration_labels("memory://cal-excel/labels.csv")
     assert [(item.url, item.positive, item.caption) for item in found] == [
         ("memory://cal-excel/chat\u00e9.png", True, "un chat \u2014 gris"), ("memory://cal-excel/b.png", False, "")]
