@@ -419,4 +419,5 @@ def test_a_calibration_csv_saved_by_a_spreadsheet_is_read():
         f.write(text.encode("cp1252"))
     found = read_calibration_labels("memory://cal-excel/labels.csv")
     assert [(item.url, item.positive, item.caption) for item in found] == [
-        ("memory://cal-excel/chat\u00e9.png", True, "un chat \u2014 gris"), ("memory://cal-excel/b.png", False, "")]
+        ("memory://cal-excel/chat\u00e9.png", True, "un chat \u2014 gris"),
+        ("memory://cal-excel/b.png", False, "")]
