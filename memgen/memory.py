@@ -30,6 +30,7 @@ TABLES = ("images", "duplicates", "rejects")
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 ROW_GROUP_BYTES = 64 << 20  # image rows are buffered up to this before a row group is written
+PART_KEY = b"memgen.part"  # a part's footer names the part: a copy of another one is found out
 
 
 class MemoryDirError(ValueError):
@@ -105,7 +106,9 @@ class ParquetPart:
     def _open(self) -> None:
         make_folder(self.fs, posixpath.dirname(self.path))
         self._file = self.fs.open(self.tmp, "wb")
-        self._writer = pq.ParquetWriter(self._file, self.schema, compression="zstd")
+        named = self.schema.with_metadata({**(self.schema.metadata or {}),
+                                           PART_KEY: _part_of(self.path).encode()})
+        self._writer = pq.ParquetWriter(self._file, named, compression="zstd")
 
     def __exit__(self, exc_type, *_) -> None:
         try:
@@ -135,6 +138,11 @@ class ParquetPart:
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             remove(self.fs, self.tmp)
+
+
+def _part_of(path: str) -> str:
+    """TABLE/part-NNNNNN.parquet: what a part's footer calls it."""
+    return posixpath.join(posixpath.basename(posixpath.dirname(path)), posixpath.basename(path))
 
 
 def write_rows(url: str, table: str, rows: Iterable[dict[str, Any]], keep_empty: bool = False) -> int:
@@ -302,6 +310,10 @@ def _footer_rows(memory: str, table: str, fs: fsspec.AbstractFileSystem, files: 
         except (pa.ArrowException, OSError) as e:
             raise MemoryDirError(f"{memory} is damaged: {table}/{posixpath.basename(file)} "
                                  f"is not a readable Parquet file ({e})"[:500]) from None
+        named = (footer.metadata or {}).get(PART_KEY, b"").decode(errors="replace")
+        if named and named != _part_of(file):  # a part rewritten by other tools names none
+            raise MemoryDirError(f"{memory} is damaged: {_part_of(file)} is a copy of {named} "
+                                 "(its footer says so)")
         found = footer.schema.to_arrow_schema()
         missing = set(schema.names) - set(found.names)
         if missing:

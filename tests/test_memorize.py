@@ -162,10 +162,12 @@ def test_a_memory_missing_a_part_is_refused_not_read_short(memory, tmp_path, cap
 
 @pytest.mark.parametrize("damage, message", [
     ("garbage", "images/part-000000.parquet is not a readable Parquet file"),
-    ("another_table", "images/part-000000.parquet lacks the images columns"),
+    ("another_table", "images/part-000000.parquet is a copy of duplicates/part-"),
+    ("rewritten", "images/part-000000.parquet lacks the images columns"),  # by another tool
     ("fewer_rows", "images rows, its parts hold"),  # as many parts, one of them not the one written
     ("retyped", "images/part-000000.parquet holds phash as uint64, not int64"),  # was a traceback
     ("duplicates", "is not a readable Parquet file"),  # sample passed it by: it reads images/ only
+    ("another_part", "images/part-000000.parquet is a copy of images/part-0000"),  # its images read twice
 ])
 def test_a_memory_with_a_damaged_part_is_refused_before_it_is_read(memory, tmp_path, capsys, damage, message):
     damaged = tmp_path / "damaged"
@@ -182,6 +184,10 @@ def test_a_memory_with_a_damaged_part_is_refused_before_it_is_read(memory, tmp_p
         part.write_bytes(b"PAR1 not really")
     elif damage == "another_table":
         shutil.copy(sorted((damaged / "duplicates").glob("part-*.parquet"))[0], part)
+    elif damage == "rewritten":
+        pq.write_table(pq.read_table(part).drop_columns(["phash"]).replace_schema_metadata(None), part)
+    elif damage == "another_part":  # as many parts and, in the helper's case, as many rows
+        shutil.copy(sorted((damaged / "images").glob("part-*.parquet"))[1], part)
     else:
         pq.write_table(pq.read_table(part).slice(1), part)
     for command in commands:
