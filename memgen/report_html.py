@@ -245,7 +245,11 @@ def _distances(distances: dict[str, Any]) -> str:
     note = (f"<p class=muted>FD on all images; KID, precision/recall (k={pr_k}), density/coverage (k={dc_k})"
             f" and the 1-NN classifier two-sample test on seeded subsets of at most {cap} images per set."
             " Lower FD/KID and C2ST accuracy near 0.5 mean closer sets; C2ST accuracy well below 0.5 means"
-            " copies.</p>")
+            " copies.")
+    if any(r.get(key) is None for r in rows for key, _ in _DISTANCE_COLUMNS):
+        note += (" — : a set too small for the metric (FD and KID need 2 images in each, the two-sample"
+                 f" test 4, precision/recall more than {pr_k}, density/coverage more than {dc_k}).")
+    note += "</p>"
     return _section("Figure 1: distances", _table(
         ["feature space", "sets (real vs other)", "images", *(label for _, label in _DISTANCE_COLUMNS)],
         body, left=2) + note)

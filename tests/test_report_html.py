@@ -104,7 +104,9 @@ def test_html_escapes_data_and_shows_every_section():
     # rejects (2 memorize, 1 classifier, 1 reference features).
     assert page.count("<tr>") == (1 + 4) + (1 + 2) + (1 + 2) + (1 + 4)
     assert "evaluate: reference features</td><td class=l>not_an_image</td><td>4</td>" in page
-    assert "—" in page  # the missing FD
+    assert "—" in page and "— : a set too small for the metric" in page  # the missing FD, and why
+    full = {**_report()["distances"], "rows": _report()["distances"]["rows"][1:]}  # thumbnail: all there
+    assert "too small" not in report_html.render({"distances": full}, Figures())
     # a cluster is as large as its copies, not as the images shown of it (8 at most)
     assert "4 images (representative first)" in page and "13 images, 2 shown (representative first)" in page
 
