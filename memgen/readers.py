@@ -447,8 +447,6 @@ def _sidecar(group: list[tuple[str, str, bytes | None, int]], name: str, image_e
     return next((data for ext, data in by_ext.items() if ext.endswith("." + name)), None)
 
 
-
-
 def _metadata(text: str | None) -> tuple[str | None, str | None]:
     """(metadata JSON text, url) of a sample's .json member. Text that is not JSON is kept
     as a JSON string, so the column always parses (DuckDB's `metadata::JSON`) and nothing
@@ -462,19 +460,30 @@ def _metadata(text: str | None) -> tuple[str | None, str | None]:
     except (ValueError, RecursionError):
         return json.dumps(text, ensure_ascii=False), None
     if nonfinite:
-        text = json.dumps(parsed, ensure_ascii=False)
+        text = _whole_characters(json.dumps(parsed, ensure_ascii=False))
     url = parsed.get("url") if isinstance(parsed, dict) else None
     return text, _field_text(url)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _whole_characters(text: str) -> str:
+    """`text` with U+FFFD for each half of a UTF-16 pair JSON's \\uD83D escapes can leave alone
+    (a crawler cut an emoji in two): no UTF-8 writer takes it, and the run ended at the first."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def _field_text(value: object) -> str | None:
-    """A caption, url or key value as text: strings as they are, bytes decoded, anything
-    else (a number, a list, a dict) as JSON."""
-    if value is None or isinstance(value, str):
+    """A caption, url or key value as text: strings as they are (but whole characters), bytes
+    decoded, anything else (a number, a list, a dict) as JSON."""
+    if value is None:
         return value
+    if isinstance(value, str):
+        return _whole_characters(value)
     if isinstance(value, bytes):
         return value.decode("utf-8-sig", errors="replace")
-    return json.dumps(_finite(value), default=str, ensure_ascii=False, sort_keys=True)
+    return _whole_characters(json.dumps(_finite(value), default=str, ensure_ascii=False, sort_keys=True))
 
 
 def _finite(value: object) -> object:
@@ -510,7 +519,7 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
                 images = batch.column(columns.image)
                 if pa.types.is_struct(images.type):
                     images = images.field("bytes")
-                for data, fields in zip(images.to_pylist(), batch.select(columns.fields).to_pylist(),
+                for data, fields in zip(images.to_pylist(), _rows(batch.select(columns.fields)),
                                         strict=True):
                     key = _field_text(fields.get(config.key_column))
                     yield _parquet_item(shard, ordinal(), keys(key or f"{row:09d}"),
@@ -521,6 +530,33 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
             yield Reject(shard.index, ordinal(), shard.source(f"#row_group_{group}"), "read",
                          "corrupt_shard", f"{lost}: {_message(e)}"[:500])
         start += n_rows
+
+
+def _rows(batch: pa.RecordBatch) -> list[dict]:
+    """The batch's rows; strings that are not UTF-8, which lax writers store, read as text
+    files are (memgen.text), where they made their whole row group a corrupt_shard reject."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        columns = {name: _lax_strings(batch.column(i)) for i, name in enumerate(batch.schema.names)}
+        return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def _lax_strings(column: pa.Array) -> list:
+    """A column's values; a string column's read from its bytes (a dictionary-encoded one too)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    t = column.type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)):
+        return column.to_pylist()
+    return [None if v is None else _utf8_or_guessed(v) for v in column.cast(pa.large_binary()).to_pylist()]
+
+
+def _utf8_or_guessed(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return decode_text(data)
 
 
 class ColumnError(Exception):

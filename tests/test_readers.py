@@ -325,9 +325,40 @@ def test_captions_that_are_not_utf8_keep_their_characters(tmp_path):
         ("odd", {"jpg": jpeg(3), "txt": b"\x81\xe9"}),  # 0x81 is not cp1252: latin-1's
         ("utf8", {"jpg": jpeg(4), "txt": "café".encode()}),
         ("cut", {"jpg": jpeg(5), "txt": "東京タワー café".encode()[:-1]}),  # UTF-8 cut mid-character
+        ("notepad", {"jpg": jpeg(6), "txt": "a grey café 🐈".encode("utf-16")}),  # with its BOM
+        ("utf32", {"jpg": jpeg(7), "txt": "chat".encode("utf-32")}),
     ])
     assert [r.caption for r in read(str(path))] == [
-        "café chât", "“quoted” – dash", "\x81é", "café", "東京タワー caf\ufffd"]
+        "café chât", "“quoted” – dash", "\x81é", "café", "東京タワー caf\ufffd", "a grey café 🐈", "chat"]
+
+
+def test_parquet_strings_that_are_not_utf8_keep_their_rows(tmp_path):
+    """Lax writers store latin-1 in string columns: Arrow's strict decoding made the whole
+    row group one corrupt_shard reject (LAION row groups hold thousands of images)."""
+    raw = pa.array([b"ok", "caf\xe9".encode("latin-1"), None], pa.binary())
+    text = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())  # not validated, as they write it
+    path = tmp_path / "lax.parquet"
+    pq.write_table(pa.table({"jpg": [jpeg(i) for i in range(3)], "caption": text,
+                             "tag": text.dictionary_encode()}), path)
+    items = read(str(path))
+    assert all(isinstance(i, Record) for i in items)
+    assert [i.caption for i in items] == ["ok", "caf\xe9", None]
+    assert [json.loads(i.metadata)["tag"] for i in items] == ["ok", "caf\xe9", None]
+
+
+def test_json_escapes_of_half_an_emoji_become_whole_characters(tmp_path):
+    """A crawler cut an emoji in two: JSON's "\\ud83d" is a lone surrogate, which no UTF-8
+    writer takes; the run ended with a traceback writing the url (or re-written metadata)."""
+    path = write_tar(tmp_path / "a.tar", [
+        ("cut", {"jpg": jpeg(1), "json": b'{"url": "http://x/\\ud83d.jpg"}'}),
+        ("nan", {"jpg": jpeg(2), "json": b'{"url": "http://x/2", "title": "\\udc00", "score": NaN}'}),
+        ("whole", {"jpg": jpeg(3), "json": b'{"url": "http://x/\\ud83d\\ude00"}'}),
+    ])
+    cut, nan, whole = read(str(path))
+    assert cut.url == "http://x/\ufffd.jpg" and whole.url == "http://x/\U0001f600"
+    assert json.loads(nan.metadata) == {"url": "http://x/2", "title": "\ufffd", "score": None}
+    for record in (cut, nan, whole):
+        record.metadata.encode(), record.url.encode()  # what the Parquet writer does
 
 
 def test_tar_sidecars_of_dotted_keys_and_repeated_keys(tmp_path):
