@@ -6,7 +6,8 @@ them back after). After Ctrl-C the local runner's threads fail as its worker pro
 ("Exception in thread run_worker: ... exited with return code -2", grpc.RpcError) and its
 logs say so: their tracebacks, printed while the interrupt unwinds, would bury the one
 line the command prints. If the runner does not stop (it waits for worker processes that
-a signal to the command alone did not reach), the process ends QUIT_AFTER seconds later.
+a signal to the command alone did not reach, or for one that ended before it took a
+bundle), the process ends QUIT_AFTER seconds later.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 QUIT_AFTER = 15.0  # seconds the runner has, after Ctrl-C, to stop before the process ends anyway
@@ -69,16 +71,21 @@ class Watch:
         if not self.interrupted:
             self.interrupted = True
             logging.disable(logging.CRITICAL)
-            threading.Thread(target=self._quit_later, args=(self._cancel,), daemon=True).start()
+            self._end_later(self.interrupted_line, 130)
         raise KeyboardInterrupt
 
-    def _quit_later(self, cancel: threading.Event) -> None:
+    def _end_later(self, line: Callable[[], str], code: int) -> None:
+        """Unless the run ends first, end its workers and the process QUIT_AFTER seconds from
+        now, saying `line`, with exit status `code`."""
+        threading.Thread(target=self._quit_later, args=(self._cancel, line, code), daemon=True).start()
+
+    def _quit_later(self, cancel: threading.Event, line: Callable[[], str], code: int) -> None:
         if cancel.wait(QUIT_AFTER):
             return
         end_workers()
-        print(self.interrupted_line(), file=sys.stderr, flush=True)
+        print(line(), file=sys.stderr, flush=True)
         sys.stdout.flush()
-        os._exit(130)
+        os._exit(code)
 
     def outlived(self) -> None:
         """The run outlived a Ctrl-C (its result was written as the runner shut down): its
@@ -95,6 +102,9 @@ class Watch:
         if isinstance(args.exc_value, RuntimeError) and ended:  # the command says it once, in one line
             self.worker_ended = _how_it_ended(int(ended.group(1)))
             logging.disable(logging.CRITICAL)  # the runner's threads and logs fail in turn
+            # a worker that ended holding no bundle (killed as it started, say) fails none: the
+            # runner would wait for it forever
+            self._end_later(self.worker_line, 1)
             return
         if not any(kind.__name__ == "RpcError" for kind in type(args.exc_value).__mro__):
             self._hook(args)  # a worker's connection lost: what ended it is said by the command

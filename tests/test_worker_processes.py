@@ -121,6 +121,19 @@ def test_a_worker_killed_mid_run_is_one_line(shards, tmp_path):
     assert "Traceback" not in err and len(lines) <= 3 + 3, err  # the progress lines, the shell's "Killed"
 
 
+def test_a_worker_killed_before_its_first_bundle_ends_the_run_in_one_line(shards, tmp_path):
+    """A worker that ends holding no bundle fails none: the runner waited for it forever."""
+    flag = tmp_path / "first-worker"
+    hook = WORKERS_ONLY + (f"    try:\n        os.close(os.open({str(flag)!r}, os.O_CREAT | os.O_EXCL))\n"
+                           "    except FileExistsError:\n        pass\n"
+                           "    else:  # the first worker only, as it starts\n"
+                           "        os.kill(os.getpid(), 9)\n")
+    code, _, err = finish(memorize(shards, tmp_path / "m", *MULTI_PROCESS, hook=hook))
+    assert code == 1 and flag.exists()
+    assert err.splitlines()[-1] == ("memgen memorize: error: a worker process was killed by SIGKILL (as the "
+                                    "system does when memory runs out); the same command finishes the run")
+
+
 def test_a_warning_in_a_worker_is_shown_as_in_one_process(shards, tmp_path):
     hook = ("import warnings, memgen.materialize\n"
             "read = memgen.materialize.read_shard\n"
