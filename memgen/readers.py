@@ -571,22 +571,42 @@ def named_columns_missing(shards: list[Shard], config: ReaderConfig) -> tuple[li
     """The flags (--image_column, and the text ones where not their defaults) whose column the
     first Parquet shard lacks, as "--flag NAME", and that shard's columns; ([], "") when all
     are there, nothing is named, or the shard cannot be read here (its reader says why, as a
-    reject). Over http(s), reading the schema costs the whole file: not asked."""
+    reject)."""
     named = {flag: name for flag, name, default in (
         ("--image_column", config.image_column, None),
         ("--caption_column", config.caption_column, ReaderConfig.caption_column),
         ("--url_column", config.url_column, ReaderConfig.url_column),
         ("--key_column", config.key_column, ReaderConfig.key_column)) if name != default}
-    first = next((s for s in shards if s.kind == "parquet"), None)
-    if not named or first is None or first.uri.startswith(("http://", "https://")):
+    first = _first_parquet_schema(shards) if named else None
+    if first is None:
         return [], ""
+    uri, schema = first
+    missing = [f"{flag} {name}" for flag, name in named.items() if name not in schema.names]
+    return missing, f"{uri} (its columns: {', '.join(schema.names)})"[:400]
+
+
+def image_column_holds(shards: list[Shard], config: ReaderConfig) -> str | None:
+    """What --image_column holds in the first Parquet shard when it is not image bytes (text,
+    a URL column: every record would be a reject), else None."""
+    first = _first_parquet_schema(shards) if config.image_column else None
+    if first is None or config.image_column not in first[1].names:
+        return None
+    found = first[1].field(config.image_column).type
+    return None if _holds_bytes(found) else f"{found} in {first[0]}"
+
+
+def _first_parquet_schema(shards: list[Shard]) -> tuple[str, pa.Schema] | None:
+    """(URI, schema) of the first Parquet shard; None when there is none, or it cannot be read
+    here (its reader says why, as a reject). Over http(s), reading the schema costs the whole
+    file: not asked."""
+    first = next((s for s in shards if s.kind == "parquet"), None)
+    if first is None or first.uri.startswith(("http://", "https://")):
+        return None
     try:
         with fsspec.open(first.location, "rb") as f:
-            names = pq.read_schema(f).names
+            return first.uri, pq.read_schema(f)
     except Exception:  # noqa: BLE001 - unreadable here: its reader says why, as a reject
-        return [], ""
-    missing = [f"{flag} {name}" for flag, name in named.items() if name not in names]
-    return missing, f"{first.uri} (its columns: {', '.join(names)})"[:400]
+        return None
 
 
 class _ParquetColumns:

@@ -53,16 +53,15 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
     """Run the pipeline that `wire` builds; with --dry_run only build, validate and print it.
 
     `urls`: the job's (flag, URL) pairs, checked first (check_urls). `prepare(claim,
-    check_only)` claims the output folder once the pipeline is built, so a mistake found
-    while building it (no input, no memory) writes nothing; a dry run only checks that it
-    could. OutputDirError when another run took the folder over meanwhile. Returns whether
+    check_only)` checks the output folder first, and claims it once the pipeline is built,
+    so a mistake found while building it (no input, no memory) writes nothing; a dry run
+    only checks. OutputDirError when another run took the folder over meanwhile. Returns whether
     it ran.
     """
     check_urls(urls, options)
+    prepare(claim, True)  # an output refused before the inputs are listed (a bucket's listing takes long)
     if options.view_as(TestOptions).dry_run:
-        printed = dry_run(options, lambda pipeline: wire(pipeline, claim))
-        prepare(claim, True)
-        print(printed)
+        print(dry_run(options, lambda pipeline: wire(pipeline, claim)))
         return False
     runner = validated_runner(options)
     pipeline = beam.Pipeline(runner=runner, options=options)

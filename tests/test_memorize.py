@@ -596,12 +596,16 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     (["{shard}", "--memory", "/proc/memgen-test"], "cannot be written"),
     (["{parquet}", "--memory", "{tmp}/m", "--image_column", "JPG", "--caption_column", "TEXT"],
      "--image_column JPG, --caption_column TEXT: no such column in"),  # was an empty memory, exit 0
+    (["{parquet}", "--memory", "{tmp}/m", "--image_column", "caption"],
+     "--image_column caption holds string in "),  # text: every record a reject, exit 0
+    (["{tmp}/photos", "--memory", "{memory}"], "already holds a finished memory"),  # before the inputs are
 ])
 def test_unusable_arguments_give_one_line_and_exit_2(memory, tmp_path, args, message):
     fill = {"tmp": str(tmp_path), "shard": str(memory / "shards" / "00000.tar"),
             "memory": str(memory / "memory"), "parquet": str(memory / "shards" / "00002.parquet")}
     (tmp_path / "photos").mkdir()
     Image.new("RGB", (32, 32), "orange").save(tmp_path / "photos" / "cat.png")
+    (tmp_path / "photos" / "notes.md").write_text("listed, and skipped in a line of its own")
     (tmp_path / "link").symlink_to(tmp_path / "photos")
     result = cli("memorize", *(a.format(**fill) for a in args))
     assert result.returncode == 2
