@@ -173,7 +173,7 @@ def test_s3_memory_that_is_finished_is_refused(s3, capfd):
 def test_a_bucket_that_does_not_exist_is_not_created(s3, capsys):
     assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", "s3://no-such-bucket/m"]) == 2
     err = capsys.readouterr().err
-    assert "cannot be written: the bucket no-such-bucket does not exist (memgen does not create buckets)" in err
+    assert "cannot be written: the bucket no-such-bucket does not exist (memgen does not create" in err
     assert not s3.exists("no-such-bucket")
     assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", "s3://no-such-bucket/m",
                  "--dry_run"]) == 2  # a dry run says so too
