@@ -62,6 +62,7 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
     block = read_up_to(f, BLOCK)
     if not block:
         raise TarDamage("empty file", 0)
+    _refuse_compressed(block)
     pax_globals: dict[str, str] = {}  # records of "g" headers: they apply to every later member
     # Set by "L"/"x" headers for the member that follows them. The first one wins, as in
     # tarfile, where each of them wraps (and so overrides) what the headers after it set.
@@ -168,6 +169,25 @@ def _checksum_ok(block: bytes, offset: int) -> bool:
     others = block[:148] + block[156:]
     high = len(others) - len(others.translate(None, _HIGH_BYTES))  # bytes that count negative signed
     return stored == unsigned - 256 * high
+
+
+_COMPRESSED = ((b"\x1f\x8b", "gzip", ".tar.gz"), (b"BZh", "bzip2", ".tar.bz2"),
+               (b"\xfd7zXZ\x00", "xz", ".tar.xz"))  # what tarstream's callers decompress by suffix
+
+
+def _refuse_compressed(block: bytes) -> None:
+    """TarDamage that says so when the first block is no tar header but compressed data (a
+    .tar.gz saved as .tar): "invalid number field" said nothing of it. A header that parses
+    is a tar whatever its first bytes (a member named BZh...)."""
+    try:
+        if _checksum_ok(block, 0):
+            return
+    except TarDamage:
+        pass
+    for magic, kind, suffix in _COMPRESSED:
+        if block.startswith(magic):
+            raise TarDamage(f"{kind} data where a tar header should be (a {suffix} file named "
+                            "as a tar? the suffix says how a shard is read)", 0)
 
 
 def _number(field: bytes, offset: int) -> int:

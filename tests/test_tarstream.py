@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import random
 import signal
 import tarfile
@@ -239,6 +241,25 @@ def test_garbage_and_empty_file():
     assert names == [] and str(damage) == "bad header checksum at byte 0"
     names, damage = collect(b"")
     assert str(damage) == "empty file at byte 0"
+
+
+@pytest.mark.parametrize("compress, kind", [
+    (gzip.compress, "gzip .tar.gz"), (bz2.compress, "bzip2 .tar.bz2"), (lzma.compress, "xz .tar.xz")])
+def test_a_compressed_tar_named_as_a_tar_says_so(compress, kind):
+    """"invalid number field b'\\xcaH...' in header" gave no clue."""
+    names, damage = collect(compress(three_members()))
+    what, suffix = kind.split()
+    assert names == [] and str(damage) == (f"{what} data where a tar header should be (a {suffix} file named "
+                                           "as a tar? the suffix says how a shard is read) at byte 0")
+
+
+def test_a_member_named_like_compressed_data_is_a_member():
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("BZh91AY&SY.jpg")  # bzip2's magic
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    assert [m.name for m in tar_members(io.BytesIO(data.getvalue()), BIG, 0)] == ["BZh91AY&SY.jpg"]
 
 
 def test_unsupported_and_malformed_extended_headers():
