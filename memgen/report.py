@@ -69,6 +69,8 @@ def concept_summary(concept: dict[str, Any]) -> str:
     design = concept["design"]
     how = ("all images" if design["kind"] == "census"
            else f"a uniform sample of {design['sample_size']} of {design['population_images']} images")
+    if design.get("certain_images"):
+        how += f" (the {design['certain_images']} most copied taken whole)"
     lines = [f"{concept['name']} fraction by {concept['classifier']['name']} over {how}:"]
     for key, label in (("unique", "unique images"), ("copy_weighted", "input records (by copies)")):
         f = concept[key]

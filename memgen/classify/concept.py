@@ -20,6 +20,7 @@ from memgen.classify import ClassifierSpec
 from memgen.prevalence import (
     Calibration,
     CalibrationError,
+    Certain,
     Estimate,
     Tally,
     copy_weighted_fraction,
@@ -81,6 +82,8 @@ class Design(NamedTuple):
     population_copies: int  # input records they stand for
     sample_size: int | None  # requested --sample-size (None: none; census when >= the population)
     seed: int
+    certain_images: int = 0  # of a sample, the most copied images taken whole (prevalence.take_all)
+    certain_copies: int = 0  # the input records they stand for
 
     def row(self) -> dict:
         return self._asdict()
@@ -179,18 +182,23 @@ def _fraction(e: Estimate, **extra) -> dict:
 
 
 def concept_section(spec: ClassifierSpec, t: Tally, failures: FailureTally, design: Design,
-                    calibration: tuple[Calibration, int] | None, calibration_file: str | None) -> dict:
-    """The `concept` section of report.json."""
+                    calibration: tuple[Calibration, int] | None, calibration_file: str | None,
+                    certain: Tally | None = None) -> dict:
+    """The `concept` section of report.json; `t`: the tally of the images drawn (or of all),
+    `certain`: of the sample's take-all stratum."""
     population = t.n if design.kind == "census" else design.population_images
-    unique = unique_fraction(t, population)
     copies = t.copies if design.kind == "census" else design.population_copies
-    weighted = copy_weighted_fraction(t, population, copies)
+    certain = certain or Tally()
+    stratum = Certain(certain, design.certain_images, design.certain_copies)
+    unique = unique_fraction(t, population, stratum)
+    weighted = copy_weighted_fraction(t, population, copies, stratum)
+    whole = t.merge(certain)
     section = {
         "name": CONCEPT,
         "classifier": spec.row(),
         "design": design.row(),
-        "unique": _fraction(unique, positives=t.positives),
-        "copy_weighted": _fraction(weighted, copies=t.copies, positive_copies=t.positive_copies),
+        "unique": _fraction(unique, positives=whole.positives),
+        "copy_weighted": _fraction(weighted, copies=whole.copies, positive_copies=whole.positive_copies),
         "uncorrected": None,
         "calibration": None,
         "failures": failures.row(),
@@ -202,16 +210,16 @@ def concept_section(spec: ClassifierSpec, t: Tally, failures: FailureTally, desi
             "failed": failed, "sensitivity": _fraction(cal.sensitivity()),
             "specificity": _fraction(cal.specificity()), "confusion": cal._asdict(), "error": None,
         }
-        if not t.n:
+        if not whole.n:
             return section
         try:
-            corrected = (corrected_unique(t, population, cal, design.seed),
-                         corrected_copy_weighted(t, population, cal, design.seed, copies))
+            corrected = (corrected_unique(t, population, cal, design.seed, stratum),
+                         corrected_copy_weighted(t, population, cal, design.seed, copies, stratum))
         except CalibrationError as e:  # reported beside the uncorrected fractions, not fatal
             section["calibration"]["error"] = str(e)
             return section
         section["uncorrected"] = {"unique": section["unique"], "copy_weighted": section["copy_weighted"]}
-        section["unique"] = _fraction(corrected[0], positives=t.positives)
-        section["copy_weighted"] = _fraction(corrected[1], copies=t.copies,
-                                             positive_copies=t.positive_copies)
+        section["unique"] = _fraction(corrected[0], positives=whole.positives)
+        section["copy_weighted"] = _fraction(corrected[1], copies=whole.copies,
+                                             positive_copies=whole.positive_copies)
     return section

@@ -31,7 +31,7 @@ from memgen.classify.concept import (
 from memgen.classify.images import decode_ahead
 from memgen.classify.onnx_model import concept_probability, inference_session, to_model_input
 from memgen.fingerprint import ImageError
-from memgen.prevalence import Tally
+from memgen.prevalence import Tally, take_all
 
 READ_BATCH_ROWS = 64  # image rows held at once while a part is read
 MIN_BATCH, MAX_BATCH = 8, 64  # RunInference batches: 64 is past where onnxruntime stops gaining
@@ -99,8 +99,18 @@ def read_labelled(item: LabelledFile) -> ImageItem:
     return ImageItem(item.url, 1, data, item.caption, item.url)
 
 
+class CertainImages(NamedTuple):
+    """A sample's take-all stratum (memgen.prevalence.take_all): its ids and sums."""
+
+    ids: frozenset[str] = frozenset()
+    images: int = 0
+    copies: int = 0
+
+
 class SelectSample(beam.PTransform):
-    """parts -> one frozenset of the n image ids with the smallest keys, plus population sums."""
+    """parts -> three singletons: the frozenset of the n image ids to score, the population's
+    (images, copies) and its CertainImages. The most copied images are taken whole
+    (prevalence.take_all); the rest of the sample are the other images with the smallest keys."""
 
     def __init__(self, n: int, seed: int) -> None:
         super().__init__()
@@ -109,14 +119,29 @@ class SelectSample(beam.PTransform):
 
     def expand(self, parts):
         ids = parts | "ReadIds" >> beam.FlatMap(read_ids)
-        keyed = ids | "Key" >> beam.Map(lambda r, seed: (sample_key(seed, r[0]), r[0]), self.seed)
-        selected = (keyed
-                    | "Smallest" >> beam.combiners.Top.Smallest(self.n)
-                    | "AsSet" >> beam.Map(lambda top: frozenset(image_id for _, image_id in top)))
         population = (ids
                       | "Counts" >> beam.Map(lambda r: (1, r[1]))
                       | "Population" >> beam.CombineGlobally(_sum_pairs))
-        return selected, population
+        certain = (ids
+                   | "MostCopied" >> beam.combiners.Top.Of(self.n // 2, key=lambda r: (r[1], r[0]))
+                   | "TakeAll" >> beam.Map(_certain, beam.pvalue.AsSingleton(population), self.n))
+        keyed = ids | "Key" >> beam.Map(lambda r, seed: (sample_key(seed, r[0]), r[0]), self.seed)
+        selected = (keyed
+                    | "Smallest" >> beam.combiners.Top.Smallest(self.n)
+                    | "Drawn" >> beam.Map(_with_drawn, beam.pvalue.AsSingleton(certain), self.n))
+        return selected, population, certain
+
+
+def _certain(most_copied: list[tuple[str, int]], population: tuple[int, int], n: int) -> CertainImages:
+    taken = most_copied[: take_all([copies for _, copies in most_copied], n, population[1])]
+    return CertainImages(frozenset(i for i, _ in taken), len(taken), sum(c for _, c in taken))
+
+
+def _with_drawn(smallest: list[tuple[int, str]], certain: CertainImages, n: int) -> frozenset[str]:
+    """The certain images and, of the others, those with the smallest keys up to n in all:
+    the n smallest keys hold enough of them."""
+    drawn = [image_id for _, image_id in sorted(smallest) if image_id not in certain.ids]
+    return certain.ids | frozenset(drawn[: n - certain.images])
 
 
 def _sum_pairs(pairs) -> tuple[int, int]:
@@ -289,9 +314,11 @@ class EstimateConcept(beam.PTransform):
         parts = pbegin | "Parts" >> beam.Create(self.parts)
         selected = None
         if self.sample_size:
-            selected, population = parts | "SelectSample" >> SelectSample(self.sample_size, self.seed)
+            chosen = parts | "SelectSample" >> SelectSample(self.sample_size, self.seed)
+            selected, population, certain = chosen
         else:
             population = pbegin | "Census" >> beam.Create([None])
+            certain = pbegin | "NoneTakenWhole" >> beam.Create([CertainImages()])
         if self.labelled:
             calibration = pbegin | "Calibrate" >> Calibrate(self.spec, self.labelled)
         else:
@@ -303,19 +330,28 @@ class EstimateConcept(beam.PTransform):
         else:
             scored = self.scored | "InSample" >> beam.Filter(lambda s, ids: s.image_id in ids,
                                                             beam.pvalue.AsSingleton(selected))
+        certain_ids = beam.pvalue.AsSingleton(certain)
         return (scored
-                | "Tally" >> beam.CombineGlobally(TallyFn())
-                | "Section" >> beam.Map(_section, beam.pvalue.AsSingleton(population),
+                | "Stratum" >> beam.Map(lambda s, taken: (s.image_id in taken.ids, s), certain_ids)
+                | "Tally" >> beam.CombinePerKey(TallyFn())
+                | "ByStratum" >> beam.combiners.ToDict()
+                | "Section" >> beam.Map(_section, beam.pvalue.AsSingleton(population), certain_ids,
                                         beam.pvalue.AsSingleton(calibration), self.spec, self.sample_size,
                                         self.seed, self.calibration_file))
 
 
-def _section(tallies: tuple[Tally, FailureTally], population: tuple[int, int] | None, calibration,
-             spec: ClassifierSpec, sample_size: int | None, seed: int, calibration_file: str | None) -> dict:
-    tally, failures = tallies
+def _section(by_stratum: dict[bool, tuple[Tally, FailureTally]], population: tuple[int, int] | None,
+             certain: CertainImages, calibration, spec: ClassifierSpec, sample_size: int | None, seed: int,
+             calibration_file: str | None) -> dict:
+    """`by_stratum`: the tallies of the drawn images (False) and of those taken whole (True)."""
+    none = Tally(), FailureTally()
+    (tally, failures), (whole, whole_failures) = by_stratum.get(False, none), by_stratum.get(True, none)
+    failures = failures.merge(whole_failures)
     if population is None or sample_size >= population[0]:  # every image was scored or failed
+        tally, whole = tally.merge(whole), Tally()
         scored = tally.n + failures.images, tally.copies + failures.copies
         design = Design("census", *scored, sample_size, seed)
     else:
-        design = Design("sample", population[0], population[1], sample_size, seed)
-    return concept_section(spec, tally, failures, design, calibration, calibration_file)
+        design = Design("sample", population[0], population[1], sample_size, seed, certain.images,
+                        certain.copies)
+    return concept_section(spec, tally, failures, design, calibration, calibration_file, whole)
