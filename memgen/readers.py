@@ -517,19 +517,33 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         try:
             for batch in pf.iter_batches(batch_size=64, row_groups=[group], columns=columns.read):
                 images = batch.column(columns.image)
+                paths = [None] * len(images)
                 if pa.types.is_struct(images.type):
+                    if images.type.get_field_index("path") >= 0:
+                        paths = images.field("path").to_pylist()
                     images = images.field("bytes")
-                for data, fields in zip(images.to_pylist(), _rows(batch.select(columns.fields)),
-                                        strict=True):
-                    key = _field_text(fields.get(config.key_column))
-                    yield _parquet_item(shard, ordinal(), keys(key or f"{row:09d}"),
-                                        data or b"", fields, columns, config)
+                for data, path, fields in zip(images.to_pylist(), paths, _rows(batch.select(columns.fields)),
+                                              strict=True):
+                    key = keys(_field_text(fields.get(config.key_column)) or f"{row:09d}")
+                    if data is None:  # a null cell: no bytes to fingerprint
+                        yield Reject(shard.index, ordinal(), shard.source(f"#{key}"), "read", "empty",
+                                     _null_image(columns.image, path))
+                    else:
+                        yield _parquet_item(shard, ordinal(), key, data, fields, columns, config)
                     row += 1
         except _DAMAGE + (pa.ArrowException,) as e:
             lost = f"rows {row}-{start + n_rows - 1} of row group {group}"
             yield Reject(shard.index, ordinal(), shard.source(f"#row_group_{group}"), "read",
                          "corrupt_shard", f"{lost}: {_message(e)}"[:500])
         start += n_rows
+
+
+def _null_image(column: str, path: str | None) -> str:
+    """Why a row has no image: its cell is null; a Hugging Face image that names only a file
+    (datasets that keep their images beside the Parquet) says which."""
+    if path:
+        return f"{column}.bytes is null; the image is a file named {path!r}, which is not read"[:500]
+    return f"{column} is null"
 
 
 def _rows(batch: pa.RecordBatch) -> list[dict]:

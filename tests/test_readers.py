@@ -127,14 +127,16 @@ def test_parquet_reader_columns_struct_and_nulls(tmp_path):
     rows.append({"key": "k3", "image": None, "caption": None, "url": None})
     items = read(str(write_parquet(tmp_path / "a.parquet", rows)))
     assert [i.source.rsplit("#", 1)[1] for i in items] == ["k0", "k1", "k2", "k3"]
-    assert [i.locator for i in items] == ["#k0", "#k1", "#k2", "#k3"]
+    assert [i.locator for i in items[:3]] == ["#k0", "#k1", "#k2"]
     assert items[1].data == jpeg(1) and items[1].caption == "c1" and items[1].url == "u1"
-    assert items[3].data == b""  # the fingerprint stage rejects it as empty
+    assert (items[3].stage, items[3].error_type, items[3].message) == ("read", "empty", "jpg is null")
     # Hugging Face style: image is a struct {bytes, path}; no key column -> row numbers
-    table = pa.table({"image": pa.array([{"bytes": jpeg(5), "path": "a.jpg"}]), "text": ["t"]})
+    hf = [{"bytes": jpeg(5), "path": "a.jpg"}, {"bytes": None, "path": "b.jpg"}]  # b: a file beside it
+    table = pa.table({"image": pa.array(hf), "text": ["t", "u"]})
     pq.write_table(table, tmp_path / "hf.parquet")
-    (item,) = read(str(tmp_path / "hf.parquet"), ReaderConfig(caption_column="text"))
+    item, only_named = read(str(tmp_path / "hf.parquet"), ReaderConfig(caption_column="text"))
     assert item.data == jpeg(5) and item.caption == "t" and item.source.endswith("#000000000")
+    assert only_named.message == "image.bytes is null; the image is a file named 'b.jpg', which is not read"
 
 
 def test_parquet_without_image_column_is_a_reject(tmp_path):
