@@ -459,8 +459,10 @@ def _metadata(text: str | None) -> tuple[str | None, str | None]:
         parsed = json.loads(text, parse_constant=lambda name: nonfinite.append(name))  # -> None
     except (ValueError, RecursionError):
         return json.dumps(text, ensure_ascii=False), None
-    if nonfinite:
-        text = _whole_characters(json.dumps(parsed, ensure_ascii=False))
+    if nonfinite or "\\u" in text:  # NaN, or escapes that may leave half a character
+        dumped = json.dumps(parsed, ensure_ascii=False)
+        if nonfinite or _SURROGATE.search(dumped):  # kept, DuckDB's metadata::JSON failed on it
+            text = _whole_characters(dumped)
     url = parsed.get("url") if isinstance(parsed, dict) else None
     return text, _field_text(url)
 
@@ -552,18 +554,27 @@ def _rows(batch: pa.RecordBatch) -> list[dict]:
     try:
         return batch.to_pylist()
     except UnicodeDecodeError:
-        columns = {name: _lax_strings(batch.column(i)) for i, name in enumerate(batch.schema.names)}
+        columns = {name: _lax_values(batch.column(i)) for i, name in enumerate(batch.schema.names)}
         return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
-def _lax_strings(column: pa.Array) -> list:
-    """A column's values; a string column's read from its bytes (a dictionary-encoded one too)."""
+def _lax_values(column: pa.Array) -> list:
+    """A column's values as to_pylist gives them, strings read from their bytes, in lists and
+    structs too (a dictionary-encoded column decoded first)."""
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
     t = column.type
-    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)):
-        return column.to_pylist()
-    return [None if v is None else _utf8_or_guessed(v) for v in column.cast(pa.large_binary()).to_pylist()]
+    valid = column.is_valid().to_pylist()
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        raw = column.cast(pa.large_binary()).to_pylist()
+        return [None if v is None else _utf8_or_guessed(v) for v in raw]
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        values, offsets = _lax_values(column.values), column.offsets.to_pylist()
+        return [values[offsets[i]:offsets[i + 1]] if ok else None for i, ok in enumerate(valid)]
+    if pa.types.is_struct(t):
+        fields = [(t.field(i).name, _lax_values(child)) for i, child in enumerate(column.flatten())]
+        return [{name: values[i] for name, values in fields} if ok else None for i, ok in enumerate(valid)]
+    return column.to_pylist()
 
 
 def _utf8_or_guessed(data: bytes) -> str:
@@ -606,7 +617,9 @@ def image_column_holds(shards: list[Shard], config: ReaderConfig) -> str | None:
     if first is None or config.image_column not in first[1].names:
         return None
     found = first[1].field(config.image_column).type
-    return None if _holds_bytes(found) else f"{found} in {first[0]}"
+    if _holds_bytes(found) or pa.types.is_null(found):  # all null (pandas' all-None column): undecided
+        return None
+    return f"{found} in {first[0]}"
 
 
 def _first_parquet_schema(shards: list[Shard]) -> tuple[str, pa.Schema] | None:

@@ -179,11 +179,12 @@ def _refuse_compressed(block: bytes) -> None:
     """TarDamage that says so when the first block is no tar header but compressed data (a
     .tar.gz saved as .tar): "invalid number field" said nothing of it. A header that parses
     is a tar whatever its first bytes (a member named BZh...)."""
-    try:
-        if _checksum_ok(block, 0):
-            return
-    except TarDamage:
-        pass
+    if len(block) == BLOCK:
+        try:
+            if _checksum_ok(block, 0):
+                return
+        except TarDamage:
+            pass
     for magic, kind, suffix in _COMPRESSED:
         if block.startswith(magic):
             raise TarDamage(f"{kind} data where a tar header should be (a {suffix} file named "

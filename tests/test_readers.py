@@ -340,12 +340,27 @@ def test_parquet_strings_that_are_not_utf8_keep_their_rows(tmp_path):
     raw = pa.array([b"ok", "caf\xe9".encode("latin-1"), None], pa.binary())
     text = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())  # not validated, as they write it
     path = tmp_path / "lax.parquet"
+    tags = pa.ListArray.from_arrays([0, 1, 3, 3], text)  # [ok], [café, None], []
     pq.write_table(pa.table({"jpg": [jpeg(i) for i in range(3)], "caption": text,
-                             "tag": text.dictionary_encode()}), path)
+                             "tag": text.dictionary_encode(), "tags": tags,
+                             "about": pa.StructArray.from_arrays([text], ["title"])}), path)
     items = read(str(path))
     assert all(isinstance(i, Record) for i in items)
     assert [i.caption for i in items] == ["ok", "caf\xe9", None]
     assert [json.loads(i.metadata)["tag"] for i in items] == ["ok", "caf\xe9", None]
+    assert [json.loads(i.metadata)["tags"] for i in items] == [["ok"], ["caf\xe9", None], []]
+    assert [json.loads(i.metadata)["about"] for i in items] == [{"title": t} for t in ("ok", "caf\xe9", None)]
+
+
+def test_an_image_column_of_nulls_only_is_not_refused(tmp_path):
+    """pandas writes an all-None column as type null: another shard may hold the images."""
+    from memgen.readers import image_column_holds
+
+    pq.write_table(pa.table({"image": pa.nulls(2), "caption": ["a", "b"]}), tmp_path / "0.parquet")
+    pq.write_table(pa.table({"image": ["http://x/1.jpg"], "caption": ["c"]}), tmp_path / "1.parquet")
+    shards = discover([str(tmp_path)])
+    assert image_column_holds(shards[:1], ReaderConfig(image_column="image")) is None
+    assert image_column_holds(shards[1:], ReaderConfig(image_column="image")).startswith("string in ")
 
 
 def test_json_escapes_of_half_an_emoji_become_whole_characters(tmp_path):
@@ -355,11 +370,14 @@ def test_json_escapes_of_half_an_emoji_become_whole_characters(tmp_path):
         ("cut", {"jpg": jpeg(1), "json": b'{"url": "http://x/\\ud83d.jpg"}'}),
         ("nan", {"jpg": jpeg(2), "json": b'{"url": "http://x/2", "title": "\\udc00", "score": NaN}'}),
         ("whole", {"jpg": jpeg(3), "json": b'{"url": "http://x/\\ud83d\\ude00"}'}),
+        ("title", {"jpg": jpeg(4), "json": b'{"url": "http://x/4", "title": "half \\ud83d emoji"}'}),
     ])
-    cut, nan, whole = read(str(path))
+    cut, nan, whole, title = read(str(path))
     assert cut.url == "http://x/\ufffd.jpg" and whole.url == "http://x/\U0001f600"
     assert json.loads(nan.metadata) == {"url": "http://x/2", "title": "\ufffd", "score": None}
-    for record in (cut, nan, whole):
+    # kept as it came, the escape made DuckDB's metadata::JSON fail ("no low surrogate")
+    assert title.metadata == '{"url": "http://x/4", "title": "half \ufffd emoji"}'
+    for record in (cut, nan, whole, title):
         record.metadata.encode(), record.url.encode()  # what the Parquet writer does
 
 

@@ -253,6 +253,13 @@ def test_a_compressed_tar_named_as_a_tar_says_so(compress, kind):
                                            "as a tar? the suffix says how a shard is read) at byte 0")
 
 
+def test_a_file_shorter_than_a_header_is_damage_not_a_crash():
+    """What `curl -o` saves from a 404 ended the run with an IndexError."""
+    names, damage = collect(b"Not Found")
+    assert names == [] and str(damage) == "truncated header at byte 0"
+    assert str(collect(gzip.compress(b""))[1]).startswith("gzip data where a tar header should be")
+
+
 def test_a_member_named_like_compressed_data_is_a_member():
     data = io.BytesIO()
     with tarfile.open(fileobj=data, mode="w", format=tarfile.USTAR_FORMAT) as tar:
