@@ -34,7 +34,8 @@ Two designs:
   0.83-0.88 at n = 400-2,000): a few images hold much of the records and a uniform sample
   seldom holds them. So a sample takes those whole (`take_all`, a take-all stratum:
   `Certain`) and draws the rest: each fraction is then the stratum's, known, plus the
-  draw's estimate over the rest, weighted by their sizes; coverage 0.95.
+  draw's estimate over the rest, weighted by their sizes; coverage 0.94-0.99 at exponent 2.
+  Heavier tails still (1.5) with rare positives leave the rest too skewed: 0.85-0.90.
 Both were checked for coverage by simulation (tests/test_prevalence.py).
 
 Classifier error (Rogan & Gladen 1978): with sensitivity Se and specificity Sp from a
@@ -118,9 +119,9 @@ def take_all(copies: Sequence[int], n: int, population_copies: int) -> int:
     most n // 2, so the draw keeps half the sample.
 
     A uniform sample seldom holds the few images that hold much of a crawl's records (copies
-    with a Zipf tail of exponent <= 2), and no interval from it covers then (0.83-0.88 at
-    n = 400-2,000); with them taken whole, 0.95, and 7-17x narrower. Memories with few
-    duplicates take none."""
+    with a Zipf tail of exponent 2), and no interval from it covers then (0.83-0.88 at
+    n = 400-2,000); with them taken whole, 0.95, and 7-17x narrower (uncorrected). Memories
+    with few duplicates take none."""
     rest, taken = population_copies, 0
     for c in copies[: n // 2]:
         if c * (n - taken) < rest:
@@ -306,9 +307,10 @@ def _with_certain(drawn: Estimate, known: int, known_of: int, rest: int, certain
     if not rest:  # every image taken whole: a census
         f = known / known_of if known_of else math.nan
         return Estimate(f, f, f, certain.tally.n, "census")
+    of_draw = " in the uniform draw" if drawn.n == 0 else ""  # the estimate is then unknown, NaN
     return Estimate(whole(drawn.estimate), whole(drawn.ci_low), whole(drawn.ci_high),
                     drawn.n + certain.tally.n,
-                    f"{drawn.method}; the {certain.images} most copied images taken whole")
+                    f"{drawn.method}{of_draw}; the {certain.images} most copied images taken whole")
 
 
 def fieller(t: Tally, population: int | None, z: float = Z95) -> tuple[float, float]:

@@ -169,6 +169,23 @@ def test_a_sample_takes_the_most_copied_images_whole_end_to_end(tmp_path):
     assert concept["unique"]["estimate"] == pytest.approx((1 + 38 * sum(cat) / 6) / 40)
 
 
+def test_a_draw_that_labelled_no_image_beside_images_taken_whole_is_reported_not_a_crash():
+    """Only the image taken whole had a caption: the correction divided by zero, ending the run."""
+    from memgen.classify.concept import Design, concept_section
+    from memgen.prevalence import Calibration
+
+    design = Design("sample", 40, 415, 2, 9, certain_images=1, certain_copies=300)
+    whole = Tally(1, 1, 300, 300, 90000, 90000)
+    concept = concept_section(resolve("caption", None, None), Tally(), FailureTally(1, 1), design,
+                              (Calibration(8, 2, 9, 1), 0), "labels.csv", certain=whole)
+    assert concept["uncorrected"] is None
+    assert concept["calibration"]["error"] == ("no image of the uniform draw could be labelled, only 1 of "
+                                               "those taken whole")
+    weighted = concept["copy_weighted"]
+    assert weighted["estimate"] is None and weighted["ci_low"] == 300 / 415 and weighted["ci_high"] == 1
+    assert weighted["method"].startswith("no image labelled in the uniform draw; the 1 most copied images")
+
+
 def test_calibration_with_captions(tmp_path):
     memory = _memory(tmp_path / "m", _caption_rows(40))
     folder = tmp_path / "labelled"

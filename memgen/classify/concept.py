@@ -210,7 +210,10 @@ def concept_section(spec: ClassifierSpec, t: Tally, failures: FailureTally, desi
             "failed": failed, "sensitivity": _fraction(cal.sensitivity()),
             "specificity": _fraction(cal.specificity()), "confusion": cal._asdict(), "error": None,
         }
-        if not whole.n:
+        if not t.n:  # nothing to correct (a census, or the uniform draw, labelled no image)
+            if certain.n:
+                section["calibration"]["error"] = ("no image of the uniform draw could be labelled, only "
+                                                   f"{certain.n} of those taken whole")
             return section
         try:
             corrected = (corrected_unique(t, population, cal, design.seed, stratum),
