@@ -52,18 +52,20 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
             wire: Callable[[beam.Pipeline, Claim], None], prepare: Callable[[Claim, bool], None]) -> bool:
     """Run the pipeline that `wire` builds; with --dry_run only build, validate and print it.
 
-    `urls`: the job's (flag, URL) pairs, checked first (check_urls). `prepare(claim,
-    check_only)` checks the output folder first, and claims it once the pipeline is built,
-    so a mistake found while building it (no input, no memory) writes nothing; a dry run
-    only checks. OutputDirError when another run took the folder over meanwhile. Returns whether
+    `urls`: the job's (flag, URL) pairs, checked first (check_urls), then the runner's
+    options. `prepare(claim, check_only)` checks the output folder before the pipeline is
+    built (which lists the inputs), and claims it once it is, so a mistake found while
+    building it (no input, no memory) writes nothing; a dry run only checks. OutputDirError when another run took the folder over meanwhile. Returns whether
     it ran.
     """
     check_urls(urls, options)
-    prepare(claim, True)  # an output refused before the inputs are listed (a bucket's listing takes long)
     if options.view_as(TestOptions).dry_run:
-        print(dry_run(options, lambda pipeline: wire(pipeline, claim)))
+        printed = dry_run(options, lambda pipeline: wire(pipeline, claim))
+        prepare(claim, True)
+        print(printed)
         return False
     runner = validated_runner(options)
+    prepare(claim, True)  # an output refused before the inputs are listed (a bucket's listing takes long)
     pipeline = beam.Pipeline(runner=runner, options=options)
     wire(pipeline, claim)
     prepare(claim, False)
