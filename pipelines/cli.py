@@ -55,8 +55,8 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
     `urls`: the job's (flag, URL) pairs, checked first (check_urls), then the runner's
     options. `prepare(claim, check_only)` checks the output folder before the pipeline is
     built (which lists the inputs), and claims it once it is, so a mistake found while
-    building it (no input, no memory) writes nothing; a dry run only checks. OutputDirError when another run took the folder over meanwhile. Returns whether
-    it ran.
+    building it (no input, no memory) writes nothing; a dry run only checks. OutputDirError
+    when another run took the folder over meanwhile. Returns whether it ran.
     """
     check_urls(urls, options)
     if options.view_as(TestOptions).dry_run:
