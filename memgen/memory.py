@@ -7,9 +7,9 @@ a memory is finished only when its manifest exists.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
 import posixpath
@@ -23,7 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from memgen.near import MAX_THRESHOLD
-from memgen.outputs import Claim, claim_output, glob_in, make_folder, move, remove
+from memgen.outputs import AtomicFile, Claim, claim_output, glob_in
 from memgen.schema import table_schema
 
 TABLES = ("images", "duplicates", "rejects")
@@ -57,32 +57,37 @@ def temporary(path: str) -> str:
 
 
 def write_atomic(url: str, write: Callable[[IO[str]], None]) -> None:
-    """A text file written by `write` under its temporary name, then renamed: a reader, or a
-    rerun after a kill, never sees half of it."""
+    """A text file written by `write` (memgen.outputs.AtomicFile): a reader, or a rerun after
+    a kill, never sees half of it."""
     fs, path = fsspec.core.url_to_fs(url)
-    make_folder(fs, posixpath.dirname(path))
-    tmp = temporary(path)
-    with fs.open(tmp, "w", encoding="utf-8") as f:
-        write(f)
-    move(fs, tmp, path)
+    target = AtomicFile(fs, path, temporary(path))
+    try:
+        text = io.TextIOWrapper(target.open(), encoding="utf-8")
+        write(text)
+        text.flush()
+        text.detach()  # the file stays open for commit() to close
+        target.commit()
+    except BaseException:
+        target.discard()
+        raise
 
 
 class ParquetPart:
     """Rows added one at a time to a Parquet file (zstd, row groups of ~ROW_GROUP_BYTES).
 
-    Written under a hidden temporary name and renamed on a clean exit, so readers never
-    see half a file; a part that received no row leaves no file, unless `keep_empty`.
+    Put in place whole on a clean exit (memgen.outputs.AtomicFile), so readers never see
+    half a file; a part that received no row leaves no file, unless `keep_empty`.
     """
 
     def __init__(self, url: str, schema: pa.Schema, keep_empty: bool = False) -> None:
-        self.fs, self.path = fsspec.core.url_to_fs(url)
-        self.tmp = temporary(self.path)
+        fs, self.path = fsspec.core.url_to_fs(url)
+        self._target = AtomicFile(fs, self.path, temporary(self.path))
         self.schema = schema
         self.keep_empty = keep_empty
         self.count = 0
         self._batch: list[dict[str, Any]] = []
         self._size = 0
-        self._file = self._writer = None
+        self._writer = None
 
     def __enter__(self) -> ParquetPart:
         return self
@@ -104,11 +109,9 @@ class ParquetPart:
         self._batch, self._size = [], 0
 
     def _open(self) -> None:
-        make_folder(self.fs, posixpath.dirname(self.path))
-        self._file = self.fs.open(self.tmp, "wb")
         named = self.schema.with_metadata({**(self.schema.metadata or {}),
                                            PART_KEY: _part_of(self.path).encode()})
-        self._writer = pq.ParquetWriter(self._file, named, compression="zstd")
+        self._writer = pq.ParquetWriter(self._target.open(), named, compression="zstd")
 
     def __exit__(self, exc_type, *_) -> None:
         try:
@@ -118,9 +121,8 @@ class ParquetPart:
                     self._open()
             if self._writer is not None:
                 self._writer.close()
-                self._file.close()
                 if exc_type is None:
-                    move(self.fs, self.tmp, self.path)
+                    self._target.commit()
                     return
         except BaseException:
             self._discard()
@@ -128,16 +130,9 @@ class ParquetPart:
         self._discard()
 
     def _discard(self) -> None:
-        """Delete the temporary file of a failed write; closing it may fail again (a full disk
-        fails the close that flushes), which must not keep the file."""
-        if self._file is None:
-            return
         if self._writer is not None:
             self._writer.is_open = False  # else its __del__ closes again, writing to a closed file
-        with contextlib.suppress(Exception):
-            self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            remove(self.fs, self.tmp)
+        self._target.discard()
 
 
 def _part_of(path: str) -> str:
@@ -311,7 +306,7 @@ def _footer_rows(memory: str, table: str, fs: fsspec.AbstractFileSystem, files: 
             raise MemoryDirError(f"{memory} is damaged: {table}/{posixpath.basename(file)} "
                                  f"is not a readable Parquet file ({e})"[:500]) from None
         named = (footer.metadata or {}).get(PART_KEY, b"").decode(errors="replace")
-        if named and named != _part_of(file):  # a part rewritten by other tools names none
+        if named and named != _part_of(file):  # rewritten by other tools: none, or the part read
             raise MemoryDirError(f"{memory} is damaged: {_part_of(file)} is a copy of {named} "
                                  "(its footer says so)")
         found = footer.schema.to_arrow_schema()

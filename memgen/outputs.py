@@ -11,17 +11,21 @@ apart.
 
 Paths are taken literally: an output named `s3://bucket/run[1]` or `runs/a?b` is legal,
 and fsspec's mv, rm and glob would read '[', '?' and '*' in it as glob patterns (and
-could reach another folder), so moving, removing and listing go through the helpers
+could reach another folder), so renaming, removing and listing go through the helpers
 below.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import os
 import posixpath
+import tempfile
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import IO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -176,13 +180,52 @@ def glob_in(fs: fsspec.AbstractFileSystem, folder: str, pattern: str) -> list[st
     return [p for p in paths if fnmatch.fnmatchcase(posixpath.basename(p.rstrip("/")), pattern)]
 
 
-def move(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
-    """Rename one file (atomic on a local disk; a copy and a delete on object stores)."""
-    if isinstance(fs, LocalFileSystem):
-        fs.mv(source, target)  # os.rename: takes names as they are
-    else:
-        fs.cp_file(source, target)
-        fs.rm_file(source)
+class AtomicFile:
+    """A file at `path` that readers see whole or not at all. On a local disk it is written
+    under the hidden name `tmp` beside it and renamed; elsewhere (object stores) into a local
+    temporary file and uploaded in one put, which is atomic there (a rename there is a HEAD,
+    a server-side copy and a DELETE: 4 requests a file instead of 1, and its bytes copied
+    once more). Nothing is left behind when it is discarded, nor on an object store when the
+    process dies while writing."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, tmp: str) -> None:
+        self.fs, self.path = fs, path
+        self._local = isinstance(fs, LocalFileSystem)
+        self._tmp = tmp if self._local else None
+        self._file: IO[bytes] | None = None
+
+    def open(self) -> IO[bytes]:
+        make_folder(self.fs, posixpath.dirname(self.path))
+        if self._local:
+            self._file = self.fs.open(self._tmp, "wb")
+        else:
+            self._file = tempfile.NamedTemporaryFile(prefix="memgen-", delete=False)  # noqa: SIM115
+            self._tmp = self._file.name
+        return self._file
+
+    def commit(self) -> None:
+        """Close the file and put it in place."""
+        self._file.close()
+        if self._local:
+            self.fs.mv(self._tmp, self.path)  # os.rename: takes names as they are
+            return
+        try:
+            self.fs.put_file(self._tmp, self.path)
+        finally:
+            os.unlink(self._tmp)
+
+    def discard(self) -> None:
+        """Close and delete what was written; closing may fail again (a full disk fails the
+        close that flushes), which must not keep the file."""
+        if self._file is None:
+            return
+        with contextlib.suppress(Exception):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            if self._local:
+                remove(self.fs, self._tmp)
+            else:
+                os.unlink(self._tmp)
 
 
 def remove(fs: fsspec.AbstractFileSystem, path: str) -> None:

@@ -43,7 +43,7 @@ from memgen.memory import (
     refuse_finished,
     write_manifest,
 )
-from memgen.outputs import Claim, claim_output, make_folder, move, remove
+from memgen.outputs import AtomicFile, Claim, claim_output, make_folder
 from memgen.safe_names import extension, safe_join, sample_stem
 from memgen.sampling import Chosen
 from memgen.schema import load_json, table_schema
@@ -183,13 +183,12 @@ class _TarWriter:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.fs, self.path = fsspec.core.url_to_fs(url)
-        self.tmp = posixpath.join(posixpath.dirname(self.path), "." + posixpath.basename(self.path))
+        fs, path = fsspec.core.url_to_fs(url)
+        hidden = posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path))  # ".sample-*"
+        self.target = AtomicFile(fs, path, hidden)
 
     def __enter__(self) -> _TarWriter:
-        make_folder(self.fs, posixpath.dirname(self.path))
-        self.file = self.fs.open(self.tmp, "wb")
-        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.GNU_FORMAT)
+        self.tar = tarfile.open(fileobj=self.target.open(), mode="w", format=tarfile.GNU_FORMAT)
         self.count = 0
         return self
 
@@ -208,12 +207,15 @@ class _TarWriter:
         self.tar.addfile(info, io.BytesIO(data))
 
     def __exit__(self, exc_type, *_) -> None:
-        self.tar.close()
-        self.file.close()
-        if exc_type is None and self.count:
-            move(self.fs, self.tmp, self.path)
-        else:
-            remove(self.fs, self.tmp)
+        try:
+            self.tar.close()
+            if exc_type is None and self.count:
+                self.target.commit()
+                return
+        except BaseException:
+            self.target.discard()
+            raise
+        self.target.discard()
 
 
 class _ParquetWriter:

@@ -258,6 +258,39 @@ def test_output_names_with_glob_characters_are_taken_literally(where, s3, local_
     assert not [p for p in fs.find(root) if p.endswith(".tmp") or "/." in p.replace("/.memgen-run", "")]
 
 
+def test_a_part_is_put_whole_or_not_at_all(s3, tmp_path, monkeypatch):
+    """On an object store a part is written to a local file and put in one request (it was a PUT
+    under a temporary name, a HEAD, a server-side copy and a DELETE); a failed write leaves
+    nothing there, nor here."""
+    import tempfile
+
+    from memgen.memory import ParquetPart
+    from memgen.schema import table_schema
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    asked: list[str] = []
+    call = s3fs.S3FileSystem._call_s3
+
+    async def counted(self, method, *args, **kwargs):
+        asked.append(method)
+        return await call(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+    row = {name: None for name in table_schema("rejects").names} | {
+        "shard": 0, "ordinal": 0, "source": "s", "stage": "read", "error_type": "x", "message": "m",
+        "n_bytes": 0}
+    url = "s3://memories/atomic/rejects/part-000000.parquet"
+    with pytest.raises(RuntimeError), ParquetPart(url, table_schema("rejects")) as part:
+        part.add(row)
+        part._flush()  # the file is open and half written
+        raise RuntimeError("a worker fails mid-part")
+    assert asked == [] and not list(tmp_path.iterdir())
+    with ParquetPart(url, table_schema("rejects")) as part:
+        part.add(row)
+    assert asked == ["put_object"] and not list(tmp_path.iterdir())
+    assert s3.find("memories/atomic") == ["memories/atomic/rejects/part-000000.parquet"]
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         pass
