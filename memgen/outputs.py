@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import os
 import posixpath
 import tempfile
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 import fsspec
@@ -183,10 +185,12 @@ def glob_in(fs: fsspec.AbstractFileSystem, folder: str, pattern: str) -> list[st
 class AtomicFile:
     """A file at `path` that readers see whole or not at all. On a local disk it is written
     under the hidden name `tmp` beside it and renamed; elsewhere (object stores) into a local
-    temporary file and uploaded in one put, which is atomic there (a rename there is a HEAD,
-    a server-side copy and a DELETE: 4 requests a file instead of 1, and its bytes copied
-    once more). Nothing is left behind when it is discarded, nor on an object store when the
-    process dies while writing."""
+    temporary file (in TMPDIR) and uploaded in one put, which is atomic there (a rename there
+    is a HEAD, a server-side copy and a DELETE: 4 requests a file instead of 1, and its bytes
+    copied once more). Nothing is left behind when it is discarded, nor on an object store
+    when the process dies while writing; the local files of processes that died (killed,
+    or ended at once after Ctrl-C) are deleted by the next process that stages one
+    (`_sweep_staged`)."""
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, tmp: str) -> None:
         self.fs, self.path = fs, path
@@ -199,7 +203,11 @@ class AtomicFile:
         if self._local:
             self._file = self.fs.open(self._tmp, "wb")
         else:
-            self._file = tempfile.NamedTemporaryFile(prefix="memgen-", delete=False)  # noqa: SIM115
+            _sweep_staged()
+            # the target's suffix: s3fs takes the Content-Type from the local name (a report.html
+            # as binary/octet-stream downloads instead of showing)
+            self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by commit or discard
+                prefix=f"{STAGED}{os.getpid()}-", suffix=posixpath.splitext(self.path)[1], delete=False)
             self._tmp = self._file.name
         return self._file
 
@@ -226,6 +234,31 @@ class AtomicFile:
                 remove(self.fs, self._tmp)
             else:
                 os.unlink(self._tmp)
+
+
+STAGED = "memgen-staged-"  # local copies of files for object stores: memgen-staged-PID-*
+
+
+@functools.cache
+def _sweep_staged() -> None:
+    """Once a process: delete the staged files of processes that no longer run (a worker
+    killed mid-part, a command ended at once after Ctrl-C), each as large as a part."""
+    folder = Path(tempfile.gettempdir())
+    for staged in folder.glob(f"{STAGED}*"):
+        pid = staged.name.removeprefix(STAGED).split("-", 1)[0]
+        if pid.isdigit() and not _runs(int(pid)):
+            with contextlib.suppress(OSError):
+                staged.unlink()
+
+
+def _runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def remove(fs: fsspec.AbstractFileSystem, path: str) -> None:

@@ -8,6 +8,7 @@ import errno
 import logging
 import re
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
@@ -59,13 +60,11 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
     when another run took the folder over meanwhile. Returns whether it ran.
     """
     check_urls(urls, options)
-    if options.view_as(TestOptions).dry_run:
-        printed = dry_run(options, lambda pipeline: wire(pipeline, claim))
-        prepare(claim, True)
-        print(printed)
-        return False
     runner = validated_runner(options)
     prepare(claim, True)  # an output refused before the inputs are listed (a bucket's listing takes long)
+    if options.view_as(TestOptions).dry_run:
+        print(dry_run(runner, options, lambda pipeline: wire(pipeline, claim)))
+        return False
     pipeline = beam.Pipeline(runner=runner, options=options)
     wire(pipeline, claim)
     prepare(claim, False)
@@ -93,6 +92,15 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
             return False
     claim.check()
     return True
+
+
+def _where(error: BaseException) -> str:
+    """A full disk may be the local one where files for an object store are staged (TMPDIR):
+    the error names no path."""
+    if getattr(error, "errno", None) != errno.ENOSPC:
+        return ""
+    return (f" (the output's disk, or {tempfile.gettempdir()}, where files bound for an object store are "
+            "staged: TMPDIR moves them)")
 
 
 def _submits(runner: PipelineRunner) -> bool:
@@ -139,10 +147,9 @@ def runner_name(runner: PipelineRunner) -> str:
     return getattr(runner, "NAME", type(runner).__name__)
 
 
-def dry_run(options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> str:
-    """The pipeline's stages, after the checks the runner makes before it submits anything;
-    the runner is never asked to run."""
-    runner = validated_runner(options)
+def dry_run(runner: PipelineRunner, options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> str:
+    """The pipeline's stages, as `runner` (validated_runner's) would be given them; it is
+    never asked to run."""
     pipeline = beam.Pipeline(runner=runner, options=options)
     wire(pipeline)
     proto = pipeline.to_runner_api()  # serializes every DoFn and coder, as submission would
@@ -347,7 +354,8 @@ def _run(command: str, rest: list[str], watch: Watch) -> int:
             return 1
         if not _storage_error(failed):
             raise  # memgen's own bug: the traceback is what a report needs
-        print(f"memgen {command}: error: {type(cause).__name__}: {cause}"[:1000], file=sys.stderr)
+        print(f"memgen {command}: error: {type(cause).__name__}: {cause}{_where(cause)}"[:1000],
+              file=sys.stderr)
         return 2
     return 0
 

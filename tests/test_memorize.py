@@ -344,7 +344,7 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line():
 @pytest.mark.parametrize("failure, code, line", [
     (KeyboardInterrupt(), 130, "memgen memorize: interrupted; the same command finishes the run"),
     (OSError(28, "No space left on device"), 2,
-     "memgen memorize: error: OSError: [Errno 28] No space left on device"),
+     "memgen memorize: error: OSError: [Errno 28] No space left on device (the output's disk, or "),
 ])
 def test_a_run_interrupted_or_failing_storage_ends_in_one_line(tmp_path, monkeypatch, capsys,
                                                                failure, code, line):
@@ -360,7 +360,7 @@ def test_a_run_interrupted_or_failing_storage_ends_in_one_line(tmp_path, monkeyp
     capsys.readouterr()
     assert run(*inputs, "--memory", str(tmp_path / "m")) == code
     err = capsys.readouterr().err
-    assert err.endswith(line + "\n") and "Traceback" not in err
+    assert err.splitlines()[-1].startswith(line) and "Traceback" not in err
     assert not list((tmp_path / "m").rglob("*.tmp"))
 
 
@@ -430,9 +430,9 @@ def test_worker_processes_failing_storage_end_in_one_line_and_bugs_keep_their_tr
     assert result.returncode == code
     last = result.stderr.strip().splitlines()[-1]
     if code == 2:
-        assert last in ("memgen memorize: error: OSError: [Errno 28] No space left on device",
-                        'memgen memorize: error: EndpointConnectionError: Could not connect to the endpoint'
-                        ' URL: "http://s3.test"')
+        assert last.startswith(("memgen memorize: error: OSError: [Errno 28] No space left on device",
+                                'memgen memorize: error: EndpointConnectionError: Could not connect to the '
+                                'endpoint URL: "http://s3.test"'))
     else:
         assert "cannot identify image file" in last and "Traceback" in result.stderr
 
@@ -599,6 +599,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     (["{parquet}", "--memory", "{tmp}/m", "--image_column", "caption"],
      "--image_column caption holds string in "),  # text: every record a reject, exit 0
     (["{tmp}/photos", "--memory", "{memory}"], "already holds a finished memory"),  # before the inputs are
+    (["{tmp}/photos", "--memory", "{memory}", "--dry_run"], "already holds a finished memory"),  # listed
 ])
 def test_unusable_arguments_give_one_line_and_exit_2(memory, tmp_path, args, message):
     fill = {"tmp": str(tmp_path), "shard": str(memory / "shards" / "00000.tar"),

@@ -291,6 +291,36 @@ def test_a_part_is_put_whole_or_not_at_all(s3, tmp_path, monkeypatch):
     assert s3.find("memories/atomic") == ["memories/atomic/rejects/part-000000.parquet"]
 
 
+def test_a_report_on_an_object_store_keeps_its_content_type(s3):
+    """s3fs takes the Content-Type from the local file's name: a report.html staged without its
+    suffix was binary/octet-stream, which a browser downloads instead of showing."""
+    from memgen.memory import write_atomic
+
+    write_atomic("s3://memories/typed/report.html", lambda f: f.write("<!DOCTYPE html><p>chat \u00e9t\u00e9"))
+    assert s3.info("memories/typed/report.html")["ContentType"] == "text/html"
+    assert s3.cat_file("memories/typed/report.html").decode() == "<!DOCTYPE html><p>chat \u00e9t\u00e9"
+
+
+def test_files_staged_by_processes_that_died_are_deleted(tmp_path, monkeypatch):
+    """A worker killed mid-part (or a command ended at once after Ctrl-C) left a part-sized
+    file in TMPDIR, which no rerun removed."""
+    import tempfile
+
+    from memgen import outputs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{outputs.STAGED}{dead.pid}-abc.parquet"
+    mine = tmp_path / f"{outputs.STAGED}{os.getpid()}-def.parquet"
+    other = tmp_path / "memgen-not-staged"
+    for path in (stale, mine, other):
+        path.write_bytes(b"part")
+    outputs._sweep_staged.cache_clear()
+    outputs._sweep_staged()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name])
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         pass
