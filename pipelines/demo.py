@@ -31,7 +31,8 @@ def main(argv: list[str]) -> None:
     from memgen.pipelines.cli import evaluate, memorize, sample
 
     parser = OneLineParser(prog="memgen demo", description=__doc__)
-    parser.add_argument("--out", default="demo-out", help="folder for corpus and outputs")
+    parser.add_argument("--out", default="demo-out",
+                        help="folder for corpus and outputs (default %(default)s)")
     args = parser.parse_args(argv)
     if not args.out.strip():  # Path("") is the working directory
         raise UsageError("--out is an empty string")

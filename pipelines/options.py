@@ -62,8 +62,8 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
     for flag, url in urls:
         if not url.strip():
             raise UsageError(f"{flag} is an empty string")
-        scheme, _, rest = url.partition("://")
-        if scheme in OBJECT_STORES and not rest.strip("/"):
+        scheme, sep, rest = url.partition("://")
+        if sep and scheme in OBJECT_STORES and not rest.strip("/"):  # a folder named s3 is a folder
             raise UsageError(f"{flag} {url} names no bucket")
         if url.startswith("memory://") and separate:  # each process would have its own
             raise UsageError(f"{flag} {url}: memory:// lives in one process; workers in other "

@@ -614,6 +614,18 @@ def test_unusable_arguments_give_one_line_and_exit_2(memory, tmp_path, args, mes
     assert "Traceback" not in result.stderr
 
 
+def test_a_local_folder_named_like_an_object_store_is_a_folder():
+    """`--out s3` was refused: "--out s3 names no bucket"."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from memgen.pipelines.errors import UsageError
+    from memgen.pipelines.options import check_urls
+
+    check_urls([("--out", name) for name in ("s3", "gs", "gcs/", "s3a")], PipelineOptions([]))
+    with pytest.raises(UsageError, match="--out gs:// names no bucket"):
+        check_urls([("--out", "gs://")], PipelineOptions([]))
+
+
 def test_a_text_column_flag_the_first_parquet_shard_lacks_is_warned_about(memory, tmp_path):
     """A caption column is optional, and another shard may have it: a warning, not a refusal."""
     result = cli("memorize", str(memory / "shards" / "00002.parquet"), "--memory", str(tmp_path / "m"),

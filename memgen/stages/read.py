@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -23,20 +24,22 @@ class _ReadShardFn(beam.DoFn):
         self.shards_done = beam.metrics.Metrics.counter("memgen", "shards_read")
 
     def process(self, shard: Shard):
-        n_records = n_rejects = 0
+        n_records, rejected = 0, Counter()
         for item in read_shard(shard, self.config):
             if isinstance(item, Record):
                 n_records += 1
                 yield item
             else:
-                n_rejects += 1
+                rejected[item.error_type] += 1
                 # bytes are attached again when the tables are written: never shuffled
                 yield pvalue.TaggedOutput(REJECTS, item._replace(data=None))
         self.records.inc(n_records)
         self.shards_done.inc()
-        LOG.info("read shard %d/%d %s: %d records, %d unreadable", shard.index + 1,
-                 self.n_shards, shard.uri, n_records, n_rejects)
-        yield pvalue.TaggedOutput(COUNTS, n_records + n_rejects)
+        # by reason: "missing" is not "unreadable" (worth a retry), as every one was called
+        why = f" ({', '.join(f'{k} {v}' for k, v in sorted(rejected.items()))})" if rejected else ""
+        LOG.info("read shard %d/%d %s: %d records, %d rejected%s", shard.index + 1,
+                 self.n_shards, shard.uri, n_records, rejected.total(), why)
+        yield pvalue.TaggedOutput(COUNTS, n_records + rejected.total())
 
 
 class ReadShards(beam.PTransform):
