@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import functools
+import glob
 import os
 import posixpath
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterable
@@ -207,7 +209,8 @@ class AtomicFile:
             # the target's suffix: s3fs takes the Content-Type from the local name (a report.html
             # as binary/octet-stream downloads instead of showing)
             self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by commit or discard
-                prefix=f"{STAGED}{os.getpid()}-", suffix=posixpath.splitext(self.path)[1], delete=False)
+                prefix=_staged_prefix() + f"{os.getpid()}-", suffix=posixpath.splitext(self.path)[1],
+                delete=False)
             self._tmp = self._file.name
         return self._file
 
@@ -236,16 +239,22 @@ class AtomicFile:
                 os.unlink(self._tmp)
 
 
-STAGED = "memgen-staged-"  # local copies of files for object stores: memgen-staged-PID-*
+STAGED = "memgen-staged-"  # local copies of files for object stores: memgen-staged-HOST-PID-*
+
+
+def _staged_prefix() -> str:
+    """This machine's (container's) staged files: a process id means nothing in another one
+    that shares the folder."""
+    return f"{STAGED}{socket.gethostname().replace('/', '_')}-"
 
 
 @functools.cache
 def _sweep_staged() -> None:
     """Once a process: delete the staged files of processes that no longer run (a worker
     killed mid-part, a command ended at once after Ctrl-C), each as large as a part."""
-    folder = Path(tempfile.gettempdir())
-    for staged in folder.glob(f"{STAGED}*"):
-        pid = staged.name.removeprefix(STAGED).split("-", 1)[0]
+    prefix = _staged_prefix()
+    for staged in Path(tempfile.gettempdir()).glob(f"{glob.escape(prefix)}*"):
+        pid = staged.name.removeprefix(prefix).split("-", 1)[0]
         if pid.isdigit() and not _runs(int(pid)):
             with contextlib.suppress(OSError):
                 staged.unlink()

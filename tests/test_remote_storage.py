@@ -311,14 +311,15 @@ def test_files_staged_by_processes_that_died_are_deleted(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f"{outputs.STAGED}{dead.pid}-abc.parquet"
-    mine = tmp_path / f"{outputs.STAGED}{os.getpid()}-def.parquet"
+    stale = tmp_path / f"{outputs._staged_prefix()}{dead.pid}-abc.parquet"
+    mine = tmp_path / f"{outputs._staged_prefix()}{os.getpid()}-def.parquet"
+    elsewhere = tmp_path / f"{outputs.STAGED}another-host-{dead.pid}-ghi.parquet"  # a pid of another machine
     other = tmp_path / "memgen-not-staged"
-    for path in (stale, mine, other):
+    for path in (stale, mine, elsewhere, other):
         path.write_bytes(b"part")
     outputs._sweep_staged.cache_clear()
     outputs._sweep_staged()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, elsewhere.name, other.name])
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
