@@ -37,7 +37,7 @@ import numpy as np
 from memgen.classify import EFFICIENTNET_THRESHOLD, resolve
 from memgen.classify.concept import read_calibration_labels
 from memgen.classify.images import to_rgb_square
-from memgen.classify.onnx_model import concept_probability
+from memgen.classify.onnx_model import concept_probability, inference_session
 from memgen.memory import image_parts, write_manifest, write_rows
 from memgen.stages.classify import EstimateConcept
 
@@ -66,16 +66,12 @@ def write_memory(memory: str, rows: list[dict], parts: int) -> None:
 
 
 def throughput(photos, repeat: int, tmp: str, skip_torch: bool) -> list[tuple[str, float]]:
-    import onnxruntime as ort
-
     spec = resolve("efficientnet-lite0", None, None)
     data = [d for _, d, _ in photos]
     start = time.perf_counter()
     pixels = np.stack([to_rgb_square(d, 224) for d in data])
     decode = len(data) / (time.perf_counter() - start)
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as ConceptModelHandler
-    session = ort.InferenceSession(spec.model_path, options, providers=["CPUExecutionProvider"])
+    session = inference_session(spec.model_path)  # as ConceptModelHandler
     session.run(None, {"pixels": pixels[:BATCH]})  # warm-up
     start = time.perf_counter()
     probabilities = [session.run(None, {"pixels": pixels[i:i + BATCH]})[0]
@@ -153,9 +149,7 @@ def _torch_throughput(pixels: np.ndarray, onnx_probabilities: list[np.ndarray]) 
 
 def accuracy(photos) -> list[tuple[float, int, float, float, float]]:
     spec = resolve("efficientnet-lite0", None, None)
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(spec.model_path, providers=["CPUExecutionProvider"])
+    session = inference_session(spec.model_path)  # the model's name: read_model finds its cache
     pixels = np.stack([to_rgb_square(d, 224) for _, d, _ in photos])
     scores = np.concatenate([session.run(None, {"pixels": pixels[i:i + BATCH]})[0]
                              for i in range(0, len(pixels), BATCH)])
