@@ -8,8 +8,8 @@ separate two copies of one base: they may be up to 2k bits apart).
     .venv/bin/python -m benchmarks.bench_near_pipeline 100000
     .venv/bin/python -m benchmarks.bench_near_pipeline 1000000
 """
+import argparse
 import resource
-import sys
 import time
 
 import apache_beam as beam
@@ -80,4 +80,6 @@ def main(n):
           f"maxrss={ru.ru_maxrss / 1e6:.2f}GB", flush=True)
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", type=int, help="distinct synthetic hashes (e.g. 100000, 1000000)")
+    main(parser.parse_args().n)
