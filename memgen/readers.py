@@ -19,7 +19,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, NamedTuple
 
 import fsspec
 import fsspec.compression
@@ -459,12 +459,12 @@ def _metadata(text: str | None) -> tuple[str | None, str | None]:
         parsed = json.loads(text, parse_constant=lambda name: nonfinite.append(name))  # -> None
     except (ValueError, RecursionError):
         return json.dumps(text, ensure_ascii=False), None
+    url = _field_text(parsed.get("url")) if isinstance(parsed, dict) else None
     if nonfinite or "\\u" in text:  # NaN, or escapes that may leave half a character
         dumped = json.dumps(parsed, ensure_ascii=False)
         if nonfinite or _SURROGATE.search(dumped):  # kept, DuckDB's metadata::JSON failed on it
-            text = _whole_characters(dumped)
-    url = parsed.get("url") if isinstance(parsed, dict) else None
-    return text, _field_text(url)
+            text, url = _whole_characters(dumped), url and _whole_characters(url)
+    return text, url
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -472,20 +472,19 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _whole_characters(text: str) -> str:
     """`text` with U+FFFD for each half of a UTF-16 pair JSON's \\uD83D escapes can leave alone
-    (a crawler cut an emoji in two): no UTF-8 writer takes it, and the run ended at the first."""
+    (a crawler cut an emoji in two): no UTF-8 writer takes it, and the run ended at the first.
+    Only JSON makes them: Arrow's strings and decoded bytes are whole."""
     return _SURROGATE.sub("\ufffd", text)
 
 
 def _field_text(value: object) -> str | None:
-    """A caption, url or key value as text: strings as they are (but whole characters), bytes
-    decoded, anything else (a number, a list, a dict) as JSON."""
-    if value is None:
+    """A caption, url or key value as text: strings as they are, bytes decoded, anything
+    else (a number, a list, a dict) as JSON."""
+    if value is None or isinstance(value, str):
         return value
-    if isinstance(value, str):
-        return _whole_characters(value)
     if isinstance(value, bytes):
         return value.decode("utf-8-sig", errors="replace")
-    return _whole_characters(json.dumps(_finite(value), default=str, ensure_ascii=False, sort_keys=True))
+    return json.dumps(_finite(value), default=str, ensure_ascii=False, sort_keys=True)
 
 
 def _finite(value: object) -> object:
@@ -592,11 +591,20 @@ class ColumnError(Exception):
         self.error_type = error_type
 
 
-def named_columns_missing(shards: list[Shard], config: ReaderConfig) -> tuple[list[str], str]:
+class NamedColumns(NamedTuple):
+    """What the first Parquet shard says of the columns the flags name."""
+
+    missing: list[str]  # "--flag NAME" of each named column it lacks
+    image_holds: str | None  # what --image_column holds there when it is not image bytes
+    shard: str  # that shard and its columns, for messages
+
+
+def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
     """The flags (--image_column, and the text ones where not their defaults) whose column the
-    first Parquet shard lacks, as "--flag NAME", and that shard's columns; ([], "") when all
-    are there, nothing is named, or the shard cannot be read here (its reader says why, as a
-    reject)."""
+    first Parquet shard lacks, and what an --image_column it has holds when that is not bytes
+    (text, a URL column: every record would be a reject), from one read of its schema; nothing
+    when all are usable, nothing is named, or the shard cannot be read here (its reader says
+    why, as a reject)."""
     named = {flag: name for flag, name, default in (
         ("--image_column", config.image_column, None),
         ("--caption_column", config.caption_column, ReaderConfig.caption_column),
@@ -604,22 +612,15 @@ def named_columns_missing(shards: list[Shard], config: ReaderConfig) -> tuple[li
         ("--key_column", config.key_column, ReaderConfig.key_column)) if name != default}
     first = _first_parquet_schema(shards) if named else None
     if first is None:
-        return [], ""
+        return NamedColumns([], None, "")
     uri, schema = first
     missing = [f"{flag} {name}" for flag, name in named.items() if name not in schema.names]
-    return missing, f"{uri} (its columns: {', '.join(schema.names)})"[:400]
-
-
-def image_column_holds(shards: list[Shard], config: ReaderConfig) -> str | None:
-    """What --image_column holds in the first Parquet shard when it is not image bytes (text,
-    a URL column: every record would be a reject), else None."""
-    first = _first_parquet_schema(shards) if config.image_column else None
-    if first is None or config.image_column not in first[1].names:
-        return None
-    found = first[1].field(config.image_column).type
-    if _holds_bytes(found) or pa.types.is_null(found):  # all null (pandas' all-None column): undecided
-        return None
-    return f"{found} in {first[0]}"
+    holds = None
+    if config.image_column in schema.names:
+        found = schema.field(config.image_column).type
+        # all null (pandas' all-None column): undecided
+        holds = None if _holds_bytes(found) or pa.types.is_null(found) else f"{found} in {uri}"
+    return NamedColumns(missing, holds, f"{uri} (its columns: {', '.join(schema.names)})"[:400])
 
 
 def _first_parquet_schema(shards: list[Shard]) -> tuple[str, pa.Schema] | None:

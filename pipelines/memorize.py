@@ -17,7 +17,7 @@ from memgen.near import MAX_THRESHOLD
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import add_shared
-from memgen.readers import ReaderConfig, image_column_holds, named_columns_missing
+from memgen.readers import ReaderConfig, named_columns
 from memgen.shards import discover, input_folder_holding
 from memgen.stages.dedup import ExactDedup, NearDedup
 from memgen.stages.fingerprint import Fingerprint
@@ -102,15 +102,15 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
         raise UsageError(f"--memory {config.memory} is inside the input {holder}: a run over "
                          "it would read the memory as images; choose a --memory outside it")
     shards = discover(list(config.inputs), config.reader.http_timeout)
-    missing, first = named_columns_missing(shards, config.reader)
-    if any(flag.startswith("--image_column") for flag in missing):  # every record would be a reject
-        raise UsageError(f"{', '.join(missing)}: no such column in {first}")
-    holds = image_column_holds(shards, config.reader)
-    if holds:
-        raise UsageError(f"--image_column {config.reader.image_column} holds {holds}, not image bytes")
-    if missing:  # optional text: another shard may have it
+    columns = named_columns(shards, config.reader)
+    if any(flag.startswith("--image_column") for flag in columns.missing):  # every record a reject
+        raise UsageError(f"{', '.join(columns.missing)}: no such column in {columns.shard}")
+    if columns.image_holds:
+        raise UsageError(f"--image_column {config.reader.image_column} holds {columns.image_holds}, "
+                         "not image bytes")
+    if columns.missing:  # optional text: another shard may have it
         logging.getLogger("memgen").warning("%s: no such column in the first Parquet shard, %s",
-                                            ", ".join(missing), first)
+                                            ", ".join(columns.missing), columns.shard)
     manifest_base = {
         "job": "memorize",
         "inputs": list(config.inputs),

@@ -290,7 +290,11 @@ def test_parquet_binary_view_and_dictionary_image_columns(tmp_path, kind):
 
 
 def test_columns_named_by_flag_are_checked_against_the_first_parquet_shard(tmp_path):
-    from memgen.readers import named_columns_missing
+    from memgen.readers import named_columns
+
+    def named_columns_missing(shards, config):
+        found = named_columns(shards, config)
+        return found.missing, found.shard
 
     write_tar(tmp_path / "a.tar", [sample("a", jpeg(1))])
     pq.write_table(pa.table({"JPG": [jpeg(1)], "TEXT": ["c"]}), tmp_path / "b.parquet")
@@ -354,7 +358,10 @@ def test_parquet_strings_that_are_not_utf8_keep_their_rows(tmp_path):
 
 def test_an_image_column_of_nulls_only_is_not_refused(tmp_path):
     """pandas writes an all-None column as type null: another shard may hold the images."""
-    from memgen.readers import image_column_holds
+    from memgen.readers import named_columns
+
+    def image_column_holds(shards, config):
+        return named_columns(shards, config).image_holds
 
     pq.write_table(pa.table({"image": pa.nulls(2), "caption": ["a", "b"]}), tmp_path / "0.parquet")
     pq.write_table(pa.table({"image": ["http://x/1.jpg"], "caption": ["c"]}), tmp_path / "1.parquet")
