@@ -1,95 +1,133 @@
-"""Materialize one shard: re-read it and write its images, duplicates and rejects parts.
+"""Materialize one part: re-read its shards and write its images, duplicates and rejects parts.
 
 This is where image bytes meet the tables: the kept records' bytes (and rejected
-records' bytes, up to a cap) come from re-reading the shard inside one worker,
-never from a shuffle. Output names derive from the shard index, so a retried or
-re-run shard overwrites its own parts and the memory's content is the same whatever
-the runner or worker count.
+records' bytes, up to a cap) come from re-reading the shards inside one worker,
+never from a shuffle. A part is written from one tar or Parquet shard, or from up to
+FILES_PER_PART consecutive image files (`Parts`). Output names derive from the part's
+first shard index, so a retried or re-run part overwrites its own files and the memory's
+content is the same whatever the runner or worker count.
 
 Two steps, because a shard can change between its two reads: `write_images` writes the
 images and rejects parts and names the representatives it could not write (their records
-are rejects); `write_duplicates`, once every shard's images are written, writes the
+are rejects); `write_duplicates`, once every part's images are written, writes the
 duplicates part, and a record whose representative was lost becomes a reject instead of a
 row pointing at no image.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 
 from memgen.dedup import DuplicateRow, KeptImage
 from memgen.memory import join, part_name, write_rows
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
 
-# the rejects part of a shard's duplicates whose representative was lost (beside its own part)
+# the rejects part of a part's duplicates whose representative was lost (beside its own part)
 ORPHANS = "orphans"
+# Image files written into one part: a part each made a folder of a million photos a million
+# Parquet files a table (each a request to write, and its footer one to check before a read).
+FILES_PER_PART = 256
 
 
-def write_images(memory: str, shard: Shard, kept: list[KeptImage], rejects: list[Reject],
+class Parts:
+    """Which shards each part of the memory is written from: a tar or Parquet shard alone,
+    consecutive image files (`kind` file) up to FILES_PER_PART together; a part is known by
+    its first shard's index (its file name's number)."""
+
+    def __init__(self, shards: Sequence[Shard]) -> None:
+        self.shards = list(shards)  # in index order: shards[i].index == i
+        self.starts: list[int] = []
+        run = 0  # image files in the part begun last
+        for shard in self.shards:
+            if shard.kind != "file" or run in (0, FILES_PER_PART):
+                self.starts.append(shard.index)
+                run = 0
+            run = run + 1 if shard.kind == "file" else 0
+
+    def of(self, shard: int) -> int:
+        """The part (its first shard's index) that shard `shard` is written into."""
+        return self.starts[bisect.bisect_right(self.starts, shard) - 1]
+
+    def shards_of(self, part: int) -> list[Shard]:
+        """The shards part `part` is written from, in order."""
+        after = bisect.bisect_right(self.starts, part)
+        return self.shards[part: self.starts[after] if after < len(self.starts) else len(self.shards)]
+
+
+def write_images(memory: str, shards: Sequence[Shard], kept: list[KeptImage], rejects: list[Reject],
                  config: ReaderConfig) -> tuple[Counter, list[bytes]]:
-    """Write the shard's images and rejects parts; returns counts of what was written and the
-    image ids of representatives the re-read did not find (the shard changed)."""
+    """Write one part's images and rejects parts from its `shards`; returns counts of what was
+    written and the image ids of representatives the re-read did not find (a shard changed)."""
     counts: Counter = Counter()
-    kept_by_ordinal = {k.ordinal: k for k in kept}
-    rejects_by_ordinal = {r.ordinal: r for r in rejects}
-    found_instead: dict[int, bytes] = {}  # a kept record's place held other bytes on the re-read
-    unreadable: list[str] = []  # why the re-read failed before it found every kept record
+    kept_at = {(k.fp.shard, k.ordinal): k for k in kept}
+    rejects_at = {(r.shard, r.ordinal): r for r in rejects}
+    found_instead: dict[tuple[int, int], bytes] = {}  # a kept record's place held other bytes on the re-read
+    unreadable: dict[int, str] = {}  # shard -> why its re-read failed before it found every kept record
+
+    keeping = {k.fp.shard for k in kept}
+    attaching = {r.shard for r in rejects if not _whole_shard(r)}  # records whose bytes the re-read attaches
 
     def image_rows() -> Iterator[dict]:
         """Streams kept rows (bounded memory) and attaches rejected records' bytes."""
-        if not kept and all(_whole_shard(r) for r in rejects):
-            return  # nothing to write, and no record's bytes to attach: a dead server is not waited out twice
-        for item in read_shard(shard, config):
-            if isinstance(item, Reject) and item.error_type == "unreadable" and kept_by_ordinal:
-                unreadable.append(item.message)  # a server error, a cut or silent connection
-            kept_here = kept_by_ordinal.get(item.ordinal)
-            if kept_here and isinstance(item, Record) and _fingerprinted(item, kept_here):
-                row = _image_row(kept_by_ordinal.pop(item.ordinal), item, shard)
-                counts["image_bytes"] += row["n_bytes"]
-                yield row
-            elif kept_here and item.data:
-                found_instead[item.ordinal] = item.data[: config.reject_data_cap]
-            elif item.ordinal in rejects_by_ordinal:
-                reject = rejects_by_ordinal[item.ordinal]
-                rejects_by_ordinal[item.ordinal] = reject._replace(
-                    data=item.data[: config.reject_data_cap] if item.data else None)
+        for shard in shards:
+            if shard.index not in keeping | attaching:
+                continue  # nothing to write or attach: a dead server is not waited out twice
+            for item in read_shard(shard, config):
+                at = (shard.index, item.ordinal)
+                if isinstance(item, Reject) and item.error_type == "unreadable" and shard.index in keeping:
+                    unreadable.setdefault(shard.index, item.message)  # a server error, a cut or silence
+                kept_here = kept_at.get(at)
+                if kept_here and isinstance(item, Record) and _fingerprinted(item, kept_here):
+                    row = _image_row(kept_at.pop(at), item, shard)
+                    counts["image_bytes"] += row["n_bytes"]
+                    yield row
+                elif kept_here and item.data:
+                    found_instead[at] = item.data[: config.reject_data_cap]
+                elif at in rejects_at:
+                    rejects_at[at] = rejects_at[at]._replace(
+                        data=item.data[: config.reject_data_cap] if item.data else None)
 
-    name = part_name(shard.index)
+    name = part_name(shards[0].index)
     _written(counts, "images", write_rows(join(memory, "images", name), "images", image_rows()))
-    for lost in kept_by_ordinal.values():
-        found = found_instead.get(lost.ordinal)
-        if unreadable and not found:  # a server error, a cut or silent connection: worth a retry
-            kind, why = "unreadable", f"the shard could not be re-read to write it: {unreadable[0]}"
+    by_index = {shard.index: shard for shard in shards}
+    for (index, ordinal), lost in kept_at.items():
+        found = found_instead.get((index, ordinal))
+        if index in unreadable and not found:  # a server error, a cut or silent connection: worth a retry
+            kind, why = "unreadable", f"the shard could not be re-read to write it: {unreadable[index]}"
         else:  # the shard changed between the two reads
             kind, why = "changed_during_run", ("other bytes (kept here) when the shard was re-read" if found
                                                else "record not found when the shard was re-read")
-        rejects_by_ordinal[lost.ordinal] = Reject(shard.index, lost.ordinal, shard.source(lost.fp.locator),
-                                                  "materialize", kind, why[:500], lost.fp.n_bytes, found)
-    _write_rejects(counts, join(memory, "rejects", name),
-                   [rejects_by_ordinal[o] for o in sorted(rejects_by_ordinal)], config)
-    return counts, [k.fp.image_id for k in kept_by_ordinal.values()]
+        rejects_at[index, ordinal] = Reject(index, ordinal, by_index[index].source(lost.fp.locator),
+                                            "materialize", kind, why[:500], lost.fp.n_bytes, found)
+    _write_rejects(counts, join(memory, "rejects", name), [rejects_at[at] for at in sorted(rejects_at)],
+                   config)
+    return counts, [k.fp.image_id for k in kept_at.values()]
 
 
-def write_duplicates(memory: str, shard: Shard, duplicates: list[DuplicateRow], lost: Collection[bytes],
-                     config: ReaderConfig) -> Counter:
-    """Write the shard's duplicates part; the records whose representative is `lost` (not
-    written by its shard's write_images) go to a rejects part of their own."""
+def write_duplicates(memory: str, shards: Sequence[Shard], duplicates: list[tuple[int, DuplicateRow]],
+                     lost: Collection[bytes], config: ReaderConfig) -> Counter:
+    """Write one part's duplicates part from its `shards`' (shard index, row) pairs; the records
+    whose representative is `lost` (not written by its part's write_images) go to a rejects
+    part of their own."""
     counts: Counter = Counter()
-    rows = sorted(duplicates, key=lambda d: d.ordinal)
-    orphans = [Reject(shard.index, d.ordinal, shard.source(d.locator), "materialize",
+    by_index = {shard.index: shard for shard in shards}
+    rows = sorted(duplicates, key=lambda p: (p[0], p[1].ordinal))
+    orphans = [Reject(index, d.ordinal, by_index[index].source(d.locator), "materialize",
                       "representative_changed", f"its representative {d.representative.hex()} was not "
                       "written: its shard changed during the run or could not be re-read (see its "
                       "rejects); rerun to keep it", d.n_bytes)
-               for d in rows if d.representative in lost]
-    placed = [d for d in rows if d.representative not in lost]
-    _written(counts, "duplicates", write_rows(join(memory, "duplicates", part_name(shard.index)),
-                                              "duplicates", (d.row(shard) for d in placed)))
-    for d in placed:
+               for index, d in rows if d.representative in lost]
+    placed = [(index, d) for index, d in rows if d.representative not in lost]
+    name = part_name(shards[0].index)
+    _written(counts, "duplicates", write_rows(join(memory, "duplicates", name), "duplicates",
+                                              (d.row(by_index[index]) for index, d in placed)))
+    for _, d in placed:
         counts[f"duplicates_{d.kind}"] += 1
-    _write_rejects(counts, join(memory, "rejects", part_name(shard.index, ORPHANS)), orphans, config)
+    _write_rejects(counts, join(memory, "rejects", part_name(shards[0].index, ORPHANS)), orphans, config)
     return counts
 
 

@@ -330,6 +330,71 @@ def test_a_shard_rewritten_between_its_two_reads_loses_nothing_and_misplaces_not
     assert manifest["parts"]["rejects"] == len(list((mem / "rejects").glob("*.parquet"))) == 2
 
 
+def test_image_files_share_parts_and_one_changed_between_its_reads_loses_only_itself(tmp_path, monkeypatch):
+    """A part an image file made a folder of a million photos a million Parquet files a table:
+    consecutive files share one (FILES_PER_PART, 2 here), numbered after the first; a tar
+    between them has its own."""
+    import memgen.materialize
+
+    monkeypatch.setattr(memgen.materialize, "FILES_PER_PART", 2)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i in range(5):
+        (shards / f"{i}.jpg").write_bytes(jpeg(i))
+    (shards / "5.jpg").write_bytes(jpeg(0))  # an exact copy of 0.jpg
+    write_tar(shards / "3a.tar", [sample("t", jpeg(7))])  # sorted between 3.jpg and 4.jpg
+    reread = memgen.materialize.read_shard
+
+    def rewritten(shard, config):
+        if shard.uri.endswith("2.jpg"):
+            (shards / "2.jpg").write_bytes(jpeg(9))
+        return reread(shard, config)
+
+    monkeypatch.setattr(memgen.materialize, "read_shard", rewritten)
+    mem = tmp_path / "m"
+    assert run(str(shards), "--memory", str(mem)) == 0
+
+    def sources(table: str) -> dict[str, list[str]]:
+        return {part.name: sorted(r["source"].rsplit("/", 1)[1] for r in pq.read_table(part).to_pylist())
+                for part in sorted((mem / table).glob("*.parquet"))}
+
+    assert sources("images") == {"part-000000.parquet": ["0.jpg", "1.jpg"], "part-000002.parquet": ["3.jpg"],
+                                 "part-000004.parquet": ["3a.tar#t"], "part-000005.parquet": ["4.jpg"]}
+    assert sources("duplicates") == {"part-000005.parquet": ["5.jpg"]}
+    assert sources("rejects") == {"part-000002.parquet": ["2.jpg"]}
+    (reject,) = rows(mem, "rejects")
+    assert (reject["error_type"], reject["data"]) == ("changed_during_run", jpeg(9))
+    manifest = read_manifest(str(mem))
+    assert manifest["balanced"] and manifest["parts"] == {"images": 4, "duplicates": 1, "rejects": 1}
+
+
+def test_image_files_get_a_progress_line_a_hundred_or_when_rejected(tmp_path, capsys):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i in range(3):
+        (shards / f"{i}.jpg").write_bytes(jpeg(i))
+    (shards / "3.jpg").write_bytes(b"x" * 50_000)  # over --max_bytes: a read reject
+    write_tar(shards / "t.tar", [sample("t", jpeg(7))])
+    assert run(str(shards), "--memory", str(tmp_path / "m"), "--max_bytes", "20000") == 0
+    lines = [line.rsplit("/", 1)[1] for line in capsys.readouterr().err.splitlines()
+             if line.startswith("read shard")]
+    assert sorted(lines) == ["3.jpg: 0 records, 1 rejected (too_large 1)", "t.tar: 1 records, 0 rejected"]
+
+
+def test_parts_take_consecutive_image_files_up_to_their_size_and_any_other_shard_alone(monkeypatch):
+    import memgen.materialize
+    from memgen.materialize import Parts
+    from memgen.records import Shard
+
+    monkeypatch.setattr(memgen.materialize, "FILES_PER_PART", 3)
+    kinds = ["file"] * 7 + ["tar", "parquet", "file", "tar"]
+    parts = Parts([Shard.of(i, f"s{i}", kind) for i, kind in enumerate(kinds)])
+    assert parts.starts == [0, 3, 6, 7, 8, 9, 10]
+    assert [parts.of(i) for i in range(len(kinds))] == [0, 0, 0, 3, 3, 3, 6, 7, 8, 9, 10]
+    assert [s.index for s in parts.shards_of(3)] == [3, 4, 5]
+    assert [s.index for s in parts.shards_of(10)] == [10]
+
+
 def test_ctrl_c_while_the_command_line_starts_is_one_line():
     """The console script imported Beam before main() could catch anything: Ctrl-C in its
     first second printed an import's traceback and ended by the signal."""

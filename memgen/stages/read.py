@@ -14,6 +14,7 @@ from memgen.records import Record, Shard
 LOG = logging.getLogger("memgen")
 REJECTS = "rejects"
 COUNTS = "counts"
+FILE_PROGRESS = 100  # image files read between two progress lines (each file is a shard)
 
 
 class _ReadShardFn(beam.DoFn):
@@ -35,11 +36,13 @@ class _ReadShardFn(beam.DoFn):
                 yield pvalue.TaggedOutput(REJECTS, item._replace(data=None))
         self.records.inc(n_records)
         self.shards_done.inc()
-        # by reason: "missing" is not "unreadable" (worth a retry), as every one was called
-        why = f" ({', '.join(f'{k} {v}' for k, v in sorted(rejected.items()))})" if rejected else ""
-        LOG.info("read shard %d/%d %s: %d records, %d rejected%s", shard.index + 1,
-                 self.n_shards, shard.uri, n_records, rejected.total(), why)
         yield pvalue.TaggedOutput(COUNTS, n_records + rejected.total())
+        # a line an image file (each is a shard) drowned the rest in a folder of photos
+        if shard.kind != "file" or rejected or (shard.index + 1) % FILE_PROGRESS == 0:
+            # by reason: "missing" is not "unreadable" (worth a retry), as every one was called
+            why = f" ({', '.join(f'{k} {v}' for k, v in sorted(rejected.items()))})" if rejected else ""
+            LOG.info("read shard %d/%d %s: %d records, %d rejected%s", shard.index + 1,
+                     self.n_shards, shard.uri, n_records, rejected.total(), why)
 
 
 class ReadShards(beam.PTransform):

@@ -1,8 +1,9 @@
-"""WriteMemory: dedup results + rejects -> Parquet parts per shard, then manifest.json.
+"""WriteMemory: dedup results + rejects -> Parquet parts, then manifest.json.
 
-References (small) are grouped by shard; each shard is re-read once, inside one
-worker, to write its kept images with their bytes; its duplicates are written once every
-shard's images are (memgen.materialize says why). The manifest is computed from
+References (small) are grouped by part (a shard, or consecutive image files:
+memgen.materialize.Parts); each part's shards are re-read once, inside one worker, to
+write its kept images with their bytes; its duplicates are written once every part's
+images are (memgen.materialize says why). The manifest is computed from
 what the writers report and written last, so a memory is finished only when every
 part is in place.
 """
@@ -15,43 +16,44 @@ import apache_beam as beam
 
 from memgen.dedup import DuplicateRow, KeptImage, place
 from memgen.manifest import build_manifest
-from memgen.materialize import write_duplicates, write_images
+from memgen.materialize import Parts, write_duplicates, write_images
 from memgen.memory import TABLES, join, part_name, write_manifest, write_rows
 from memgen.outputs import Claim
 from memgen.readers import ReaderConfig
 from memgen.records import Shard
 
 
-class _ShardWriter(beam.DoFn):
-    def __init__(self, memory: str, shards: list[Shard], config: ReaderConfig) -> None:
+class _PartWriter(beam.DoFn):
+    def __init__(self, memory: str, parts: Parts, config: ReaderConfig) -> None:
         self.memory = memory
-        self.shards = shards
+        self.parts = parts
         self.config = config
 
 
-class _WriteImagesFn(_ShardWriter):
-    """(shard, placed and rejects) -> counts; the ids of representatives lost to a shard that
+class _WriteImagesFn(_PartWriter):
+    """(part, placed and rejects) -> counts; the ids of representatives lost to a shard that
     changed between its two reads go to the LOST output."""
 
     LOST = "lost"
 
     def process(self, element):
-        index, joined = element
-        kept = [p for p in joined["placed"] if isinstance(p, KeptImage)]
-        counts, lost = write_images(self.memory, self.shards[index], kept, list(joined["rejects"]),
+        part, joined = element
+        kept = [row for _, row in joined["placed"] if isinstance(row, KeptImage)]
+        counts, lost = write_images(self.memory, self.parts.shards_of(part), kept, list(joined["rejects"]),
                                     self.config)
         yield counts
         for image_id in lost:
             yield beam.pvalue.TaggedOutput(self.LOST, image_id)
 
 
-class _WriteDuplicatesFn(_ShardWriter):
-    """(shard, placed and rejects), every lost representative -> counts."""
+class _WriteDuplicatesFn(_PartWriter):
+    """(part, placed and rejects), every lost representative -> counts."""
 
     def process(self, element, lost):
-        index, joined = element
-        duplicates = [p for p in joined["placed"] if isinstance(p, DuplicateRow)]
-        yield write_duplicates(self.memory, self.shards[index], duplicates, frozenset(lost), self.config)
+        part, joined = element
+        duplicates = [(shard, row) for shard, row in joined["placed"] if isinstance(row, DuplicateRow)]
+        yield write_duplicates(self.memory, self.parts.shards_of(part), duplicates, frozenset(lost),
+                               self.config)
 
 
 def _sum_counters(counters) -> Counter:
@@ -89,15 +91,17 @@ class WriteMemory(beam.PTransform):
         self.manifest_base = manifest_base
 
     def expand(self, pcolls):
-        placed = pcolls["assigned"] | "Place" >> beam.FlatMapTuple(place)
-        rejects = pcolls["rejects"] | "KeyRejects" >> beam.Map(lambda r: (r.shard, r))
-        by_shard = {"placed": placed, "rejects": rejects} | "GroupByShard" >> beam.CoGroupByKey()
-        images = by_shard | "Materialize" >> beam.ParDo(
-            _WriteImagesFn(self.claim.url, self.shards, self.config)).with_outputs(
+        parts = Parts(self.shards)
+        placed = (pcolls["assigned"] | "Place" >> beam.FlatMapTuple(place)
+                  | "KeyPlaced" >> beam.Map(lambda placed: (parts.of(placed[0]), placed)))
+        rejects = pcolls["rejects"] | "KeyRejects" >> beam.Map(lambda r: (parts.of(r.shard), r))
+        by_part = {"placed": placed, "rejects": rejects} | "GroupByPart" >> beam.CoGroupByKey()
+        images = by_part | "Materialize" >> beam.ParDo(
+            _WriteImagesFn(self.claim.url, parts, self.config)).with_outputs(
             _WriteImagesFn.LOST, main="counts")
-        # the side input holds the duplicates back until every shard's images are written
-        duplicates = by_shard | "WriteDuplicates" >> beam.ParDo(
-            _WriteDuplicatesFn(self.claim.url, self.shards, self.config),
+        # the side input holds the duplicates back until every part's images are written
+        duplicates = by_part | "WriteDuplicates" >> beam.ParDo(
+            _WriteDuplicatesFn(self.claim.url, parts, self.config),
             beam.pvalue.AsList(images[_WriteImagesFn.LOST]))
         totals = ((images.counts, duplicates) | "AllCounts" >> beam.Flatten()
                   | "SumCounts" >> beam.CombineGlobally(_sum_counters))
