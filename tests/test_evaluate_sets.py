@@ -265,6 +265,29 @@ def test_a_sample_finds_its_memory_after_a_move(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "elsewhere" / "r" / "report.html").read_text().count("<img ") >= 3
 
 
+def test_a_sample_of_another_memory_is_compared_with_memory_and_says_so(tmp_path, monkeypatch, caplog):
+    """A model's samples against another crawl is legal, but was silent: the report named
+    --memory only, while the sample's images came from the memory it was drawn from."""
+    monkeypatch.chdir(tmp_path)
+    write_tar(tmp_path / "a.tar", [sample(f"a{i}", jpeg(i)) for i in range(4)])
+    write_tar(tmp_path / "b.tar", [sample(f"b{i}", jpeg(20 + i)) for i in range(4)])
+    for shard, memory in (("a.tar", "mem"), ("b.tar", "other")):
+        assert main(["memorize", shard, "--memory", memory]) == 0
+    assert main(["sample", "--memory", "mem", "--n", "2", "--out", "s"]) == 0
+    caplog.clear()
+    flags = ["--sample", "s", "--classifier", "caption", "--embedding", "false"]
+    assert main(["evaluate", "--memory", "other", *flags, "--out", "r"]) == 0
+    assert (f"--sample s was drawn from the memory at {tmp_path / 'mem'}, not from --memory other"
+            in caplog.text)
+    caplog.clear()
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["inputs"]["sample_memory"] == str(tmp_path / "mem")
+    assert report["copying"]["copy"]["rate"] == 0.0  # none of mem's images is in other
+    assert main(["evaluate", "--memory", "mem", *flags, "--out", "r2"]) == 0
+    assert "was drawn from" not in caplog.text
+    assert json.loads((tmp_path / "r2" / "report.json").read_text())["inputs"]["sample_memory"] == "mem"
+
+
 def test_an_empty_sample_gets_a_report_page(tmp_path):
     write_tar(tmp_path / "broken.tar", [sample("bad", b"not an image")])
     memory, drawn, out = (str(tmp_path / name) for name in ("mem", "s", "r"))
