@@ -118,7 +118,8 @@ def sample_rows_schema() -> pa.Schema:
     images = table_schema("images")
     index = table_schema("sample_index")
     extra = [index.field(f["name"]) for f in load_json("sample_index")["fields"] if f.get("sampling")]
-    return pa.schema([*images, *extra], metadata={"memgen_table": "sample", "version": "1"})
+    version = load_json("sample_index")["version"]  # the sampling columns' version
+    return pa.schema([*images, *extra], metadata={"memgen_table": "sample", "version": str(version)})
 
 
 def write_part(part: str, chosen: Iterable[Chosen], out: str, fmt: str,
@@ -150,15 +151,18 @@ def _chosen_rows(part: str, image_ids: list[str]) -> Iterator[dict[str, Any]]:
         yield from batch.to_pylist()
 
 
-def sampling_fields(c: Chosen) -> dict[str, Any]:
-    return {"rank": c.rank, "weight": c.weight, "u": c.u, "key": c.key,
-            "inclusion_probability": c.inclusion_probability}
+def sampling_fields(row: dict[str, Any], c: Chosen) -> dict[str, Any]:
+    """The index's `sampling` fields of a chosen memory row; `key` names it in every format
+    (webdataset's and img2dataset's key: the sampling key is `log_key`, as a float `key` made
+    memgen read its own Parquet samples under keys like -0.0123)."""
+    return {"key": sample_stem(c.rank, row["source"]), "rank": c.rank, "weight": c.weight, "u": c.u,
+            "log_key": c.key, "inclusion_probability": c.inclusion_probability}
 
 
 def index_row(row: dict[str, Any], c: Chosen, memory_part: str, file: str,
               member: str | None) -> dict[str, Any]:
     names = table_schema("sample_index").names
-    values = {**row, **sampling_fields(c), "memory_part": memory_part, "file": file, "member": member}
+    values = {**row, **sampling_fields(row, c), "memory_part": memory_part, "file": file, "member": member}
     return {k: values[k] for k in names}
 
 
@@ -170,7 +174,7 @@ def _metadata_json(row: dict[str, Any], c: Chosen) -> bytes:
     keep = ("image_id", "source", "url", "copies", "exact_copies", "width", "height", "format", "n_bytes")
     metadata = json.loads(row["metadata"] or "null", parse_float=_finite, parse_constant=lambda _: None)
     fields = {k: row[k] for k in keep} | {"metadata": metadata}
-    return json.dumps(fields | sampling_fields(c), sort_keys=True, allow_nan=False).encode()
+    return json.dumps(fields | sampling_fields(row, c), sort_keys=True, allow_nan=False).encode()
 
 
 def _finite(text: str) -> float | None:
@@ -179,7 +183,7 @@ def _finite(text: str) -> float | None:
 
 
 class _TarWriter:
-    """KEY.EXT (original bytes), KEY.txt (caption), KEY.json; KEY has no dot (webdataset)."""
+    """KEY.EXT (original bytes), KEY.txt (caption, if any), KEY.json; KEY has no dot (webdataset)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -196,7 +200,8 @@ class _TarWriter:
         key = sample_stem(c.rank, row["source"])
         image_member = f"{key}.{extension(row['format'])}"
         self._member(image_member, row["image"])
-        self._member(f"{key}.txt", (row["caption"] or "").encode())
+        if row["caption"] is not None:  # as img2dataset: no caption, no KEY.txt (an empty one read back as "")
+            self._member(f"{key}.txt", row["caption"].encode())
         self._member(f"{key}.json", _metadata_json(row, c))
         self.count += 1
         return image_member
@@ -229,7 +234,7 @@ class _ParquetWriter:
         return self
 
     def add(self, row: dict[str, Any], c: Chosen) -> str:
-        self.part.add({**row, **sampling_fields(c)})
+        self.part.add({**row, **sampling_fields(row, c)})
         return ""
 
     def __exit__(self, *exc) -> None:
@@ -237,7 +242,7 @@ class _ParquetWriter:
 
 
 class _FolderWriter:
-    """images/STEM.EXT, STEM.txt, STEM.json; STEM from safe_names, checked by safe_join."""
+    """images/STEM.EXT, STEM.txt (caption, if any), STEM.json; STEM from safe_names, checked by safe_join."""
 
     def __init__(self, url: str) -> None:
         self.fs, self.path = fsspec.core.url_to_fs(url)
@@ -249,8 +254,10 @@ class _FolderWriter:
     def add(self, row: dict[str, Any], c: Chosen) -> str:
         stem = sample_stem(c.rank, row["source"])
         name = f"{stem}.{extension(row['format'])}"
-        for file, data in ((name, row["image"]), (f"{stem}.txt", (row["caption"] or "").encode()),
-                           (f"{stem}.json", _metadata_json(row, c))):
+        files = [(name, row["image"]), (f"{stem}.json", _metadata_json(row, c))]
+        if row["caption"] is not None:
+            files.append((f"{stem}.txt", row["caption"].encode()))
+        for file, data in files:
             with self.fs.open(safe_join(self.path, file), "wb") as f:
                 f.write(data)
         return name

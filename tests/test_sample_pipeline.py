@@ -85,7 +85,7 @@ def test_sample_is_the_same_whatever_the_partitioning_and_order_of_parts(tmp_pat
     other = make_memory(tmp_path / "mem", [ROWS[25:], ROWS[3:11][::-1], ROWS[11:25], ROWS[:3]])
     sample(memory, str(tmp_path / "a"), 9, seed=5, weighted=weighted)
     sample(other, str(tmp_path / "b"), 9, seed=5, weighted=weighted)
-    columns = ("rank", "image_id", "key", "u", "weight", "inclusion_probability")
+    columns = ("rank", "image_id", "log_key", "u", "weight", "inclusion_probability")
     a, b = index(tmp_path / "a"), index(tmp_path / "b")
     assert [[r[c] for c in columns] for r in a] == [[r[c] for c in columns] for r in b]
     mode = "weighted" if weighted else "uniform"
@@ -130,10 +130,11 @@ def test_webdataset_shards_read_unmodified_by_the_webdataset_library(tmp_path, m
         row = rows[meta["image_id"]]
         ext = "jpg" if row["format"] == "JPEG" else "png"
         assert s[ext] == row["image"]  # original bytes, original format
-        assert s["txt"].decode() == (row["caption"] or "")
+        assert (s["txt"].decode() if "txt" in s else None) == row["caption"]  # None: no KEY.txt
         assert (meta["source"], meta["copies"], meta["weight"]) == (row["source"], row["copies"],
                                                                     row["copies"])
-        assert meta["key"] == sampling.sample_key(7, row["image_id"], row["copies"])
+        assert meta["log_key"] == sampling.sample_key(7, row["image_id"], row["copies"])
+        assert meta["key"] == s["__key__"]  # as img2dataset's json names its sample
         assert meta["metadata"] == json.loads(row["metadata"])  # an object, not JSON text in a string
         seen[s["__key__"]] = meta["rank"]
     assert sorted(seen.values()) == list(range(10))
@@ -179,7 +180,7 @@ def test_parquet_format_is_the_memory_schema_plus_sampling_columns(tmp_path, mem
     for r in rows:
         original = by_id()[r["image_id"]]
         assert {k: r[k] for k in original} == original
-        assert r["weight"] == 1 and r["key"] == sampling.sample_key(2, r["image_id"], 1)
+        assert r["weight"] == 1 and r["log_key"] == sampling.sample_key(2, r["image_id"], 1)
     assert set(table_schema("images").names) < set(sample_rows_schema().names)
 
 
@@ -226,6 +227,24 @@ def test_a_sample_of_rarer_formats_is_read_back_whole_by_memorize(tmp_path):
         counts = json.loads((Path(back) / "manifest.json").read_text())["counts"]
         read = len(RARER_FORMATS) + (len(OTHER_FORMATS) if fmt == "webdataset" else 0)
         assert (counts["images"], counts["rejects"]) == (read, 0), counts
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "parquet", "folder"])
+def test_memorize_reads_a_sample_back_under_the_keys_its_index_names(tmp_path, memory, fmt):
+    """The sampling key was a float column `key`, which memorize (--key_column key) took for
+    a Parquet sample's record keys: sources like sample-000000.parquet#-0.0123; and an image
+    without a caption got an empty KEY.txt, read back as the caption ''."""
+    out = tmp_path / "s"
+    assert run("--memory", memory, "--n", "5", "--out", str(out), "--format", fmt) == 0
+    back = tmp_path / "back"
+    assert main(["memorize", str(out / "images"), "--memory", str(back), "--threshold", "0"]) == 0
+    sources = duckdb.sql(f"select source from '{back}/images/*.parquet'").fetchall()
+    keys = [r["key"] for r in index(out)]
+    assert sorted(s.split("#")[-1].rsplit("/", 1)[-1].rsplit(".", 1)[0] for (s,) in sources) == sorted(keys)
+    assert all(k[:9].isdigit() and k[9] == "_" for k in keys)
+    captions = dict(duckdb.sql(f"select image_id, caption from '{back}/images/*.parquet'").fetchall())
+    assert captions == {r["image_id"]: by_id()[r["image_id"]]["caption"] for r in index(out)}  # null stays null
+    assert None in captions.values()
 
 
 def test_contact_sheet_shows_the_first_ranks(tmp_path, memory):
