@@ -200,7 +200,7 @@ class _TarWriter:
         key = sample_stem(c.rank, row["source"])
         image_member = f"{key}.{extension(row['format'])}"
         self._member(image_member, row["image"])
-        if row["caption"] is not None:  # as img2dataset: no caption, no KEY.txt (an empty one read back as "")
+        if row["caption"] is not None:  # as img2dataset: no caption, no KEY.txt (an empty one reads as "")
             self._member(f"{key}.txt", row["caption"].encode())
         self._member(f"{key}.json", _metadata_json(row, c))
         self.count += 1

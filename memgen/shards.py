@@ -18,6 +18,7 @@ from braceexpand import braceexpand
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import glob_translate
 
+from memgen.outputs import MARKER
 from memgen.records import Shard
 
 # compressed tars by the suffixes tar itself reads; the stream is decompressed by its suffix
@@ -38,6 +39,7 @@ IMAGE_SUFFIXES = (
 # member with an IMAGE_SUFFIXES suffix (a lidar sample's .png is its image, not its .pcd).
 OTHER_IMAGE_SUFFIXES = (".pcd", ".fit", ".fits", ".gbr", ".im", ".msp", ".pxr", ".dcx", ".fli", ".flc",
                         ".ftc", ".ftu", ".spider", ".imt", ".mcidas", ".xvthumb")
+IMAGES = "images"  # the folder of a memgen run's output (sample, memory) that holds its images
 SIDECARS = (".txt", ".json")  # an image file's caption and metadata (with its url)
 HTTP_TIMEOUT = 60.0  # seconds an http(s) server may send nothing before a read fails
 _GLOB_CHARS = set("*?[")
@@ -209,10 +211,17 @@ def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
 
 
 def _walk(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
-    """Files below `root`, skipping hidden files and folders (.git, .cache, .DS_Store, ...)
-    and the empty `folder/` objects an S3 console's "Create folder" makes."""
+    """Files below `root`, skipping hidden files and folders (.git, .cache, .DS_Store, ...),
+    the empty `folder/` objects an S3 console's "Create folder" makes, and in a memgen run's
+    output (a sample, a memory) all but its images/ (a sample's contact sheet is no image of
+    it, a memory's duplicates/ and rejects/ hold none)."""
     below = len(root.rstrip("/")) + 1  # find() gives paths that start with root
-    return sorted(p for p in fs.find(root) if not _hidden(p[below:]) and not p.endswith("/"))
+    files = [p for p in fs.find(root) if not p.endswith("/")]
+    runs = sorted({posixpath.dirname(p) + "/" for p in files if posixpath.basename(p) == MARKER})
+    for run in runs:
+        _log.warning("%s is the output of a memgen run: only its %s/ is read", run.rstrip("/"), IMAGES)
+    return sorted(p for p in files if not _hidden(p[below:])
+                  and not any(p.startswith(run) and not p.startswith(run + IMAGES + "/") for run in runs))
 
 
 def _hidden(relative: str) -> bool:

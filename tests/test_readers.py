@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset.tariterators as wds_tar
 
+from memgen.outputs import MARKER
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
 from memgen.shards import NoInputError, discover, shard_kind, split_source
@@ -200,6 +201,22 @@ def test_an_img2dataset_folder_is_its_tars_and_the_sidecars_are_said_to_be_skipp
     for name in ("ab12", "cd34"):
         (tmp_path / "hashed" / name).write_bytes(jpeg(2))
     assert len(discover([str(tmp_path / "hashed" / "*")])) == 2
+
+
+def test_a_memgen_output_in_a_folder_is_read_as_its_images_only(tmp_path, caplog):
+    """A sample's folder memorized took its contact sheet for one of its images (and its
+    index, a memory's duplicates and rejects, for shards without images)."""
+    out = tmp_path / "data" / "s"
+    (out / "images").mkdir(parents=True)
+    (out / MARKER).write_text("sample 0123")
+    write_tar(out / "images" / "sample-000000.tar", [sample("k", jpeg(1))])
+    (out / "contact_sheet.jpg").write_bytes(jpeg(2))
+    pq.write_table(pa.table({"image_id": ["x"]}), out / "index.parquet")
+    (tmp_path / "data" / "photo.jpg").write_bytes(jpeg(3))
+    with caplog.at_level(logging.WARNING, logger="memgen.shards"):
+        assert [s.uri.rsplit("/", 1)[1] for s in discover([str(tmp_path / "data")])] == [
+            "photo.jpg", "sample-000000.tar"]
+    assert caplog.messages == [f"{out} is the output of a memgen run: only its images/ is read"]
 
 
 def test_images_in_folders_take_their_caption_and_metadata_files(tmp_path, caplog):

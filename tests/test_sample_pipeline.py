@@ -243,7 +243,7 @@ def test_memorize_reads_a_sample_back_under_the_keys_its_index_names(tmp_path, m
     assert sorted(s.split("#")[-1].rsplit("/", 1)[-1].rsplit(".", 1)[0] for (s,) in sources) == sorted(keys)
     assert all(k[:9].isdigit() and k[9] == "_" for k in keys)
     captions = dict(duckdb.sql(f"select image_id, caption from '{back}/images/*.parquet'").fetchall())
-    assert captions == {r["image_id"]: by_id()[r["image_id"]]["caption"] for r in index(out)}  # null stays null
+    assert captions == {r["image_id"]: by_id()[r["image_id"]]["caption"] for r in index(out)}  # null: null
     assert None in captions.values()
 
 
