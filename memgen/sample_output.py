@@ -1,16 +1,16 @@
 """The sample directory on disk: the images in images/, index.parquet, contact sheet, and
 manifest.json written last.
 
-Pure I/O through fsspec, no Beam. One memory part -> at most one output file
-(images/sample-NNNNNN.tar / .parquet, named after the part) or a set of files in
-images/, so the bytes of a chosen image are read from its part and written by the same
-worker. The images have a folder of their own, as a memory's tables do: a glob over it
+Pure I/O through fsspec, no Beam. Consecutive memory parts share an output file
+(images/sample-NNNNNN.tar / .parquet, numbered from 0 without gaps: `file_numbers`) or
+write a set of files in images/; the bytes of a chosen image are read from its part and
+written by the same worker. The images have a folder of their own, as a memory's tables do: a glob over it
 (DuckDB's `images/*.parquet`, webdataset's shards, `--reference SAMPLE/images`) reads
 the images and nothing else (index.parquet and the contact sheet beside the Parquet
 parts were read as part of the sample).
 Names and content depend only on the memory and the seed: tar members carry fixed
 metadata (mtime 0, uid 0), JSON keys are sorted. Inside a file, images follow the
-part's row order; index.parquet lists the whole sample in rank order.
+parts' order and their row order; index.parquet lists the whole sample in rank order.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import math
 import posixpath
 import tarfile
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,7 @@ INDEX = "index.parquet"
 CONTACT_SHEET = "contact_sheet.jpg"
 IMAGES_DIR = "images"
 SHEET_IMAGES = 64  # thumbnails on the contact sheet: the first ranks of the sample
+IMAGES_PER_FILE = 1000  # a tar or Parquet file of the sample holds this many images or a little more
 _SUFFIX = {"webdataset": "tar", "parquet": "parquet"}
 
 
@@ -105,12 +107,28 @@ def read_columns(part: str, columns: list[str]) -> pa.Table:
     return pq.read_table(path, columns=columns, filesystem=fs)
 
 
-def output_name(part: str, fmt: str) -> str:
-    """images/sample-NNNNNN.tar|parquet after the memory part's number; images/ for folders."""
+def output_name(number: int, fmt: str) -> str:
+    """images/sample-NNNNNN.tar|parquet, the output file `number`; images/ for folders."""
     if fmt == "folder":
         return IMAGES_DIR
-    number = posixpath.basename(part).removeprefix("part-").removesuffix(".parquet")
-    return f"{IMAGES_DIR}/sample-{number}.{_SUFFIX[fmt]}"
+    return f"{IMAGES_DIR}/sample-{number:06d}.{_SUFFIX[fmt]}"
+
+
+def file_numbers(chosen_parts: Iterable[str]) -> dict[str, int]:
+    """The output file of each memory part that holds chosen images (`chosen_parts`: the part
+    of each): consecutive parts, sorted, share a file until it holds IMAGES_PER_FILE images,
+    and files are numbered 0, 1, 2, ... so a brace range names them all (one file a part, named
+    after it, made `sample-{000000..000039}.tar` miss files, and a sample of a memory of small
+    parts a tar an image)."""
+    counts = Counter(chosen_parts)
+    numbers: dict[str, int] = {}
+    number, held = 0, 0
+    for part in sorted(counts):
+        if held >= IMAGES_PER_FILE:
+            number, held = number + 1, 0
+        numbers[part] = number
+        held += counts[part]
+    return numbers
 
 
 def sample_rows_schema() -> pa.Schema:
@@ -122,23 +140,27 @@ def sample_rows_schema() -> pa.Schema:
     return pa.schema([*images, *extra], metadata={"memgen_table": "sample", "version": str(version)})
 
 
-def write_part(part: str, chosen: Iterable[Chosen], out: str, fmt: str,
+def write_file(number: int, chosen: Iterable[Chosen], out: str, fmt: str,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> PartResult:
-    """Read the chosen rows of one memory part once and write them; returns the index rows.
-    `max_pixels`: the memory's cap, which its images fit (their contact sheet thumbnails)."""
-    by_id = {c.image_id: c for c in map(Chosen._make, chosen)}
-    name = output_name(part, fmt)
+    """Write output file `number` (file_numbers): the chosen rows of its memory parts, each
+    part read once, in order; returns the index rows. `max_pixels`: the memory's cap, which
+    its images fit (their contact sheet thumbnails)."""
+    by_part: dict[str, dict[str, Chosen]] = defaultdict(dict)
+    for c in map(Chosen._make, chosen):
+        by_part[c.part][c.image_id] = c
+    name = output_name(number, fmt)
     result = PartResult()
     with _WRITERS[fmt](join(out, name)) as writer:
-        for row in _chosen_rows(part, list(by_id)):
-            c = by_id[row["image_id"]]
-            member = writer.add(row, c)
-            file = name if fmt != "folder" else f"{IMAGES_DIR}/{member}"
-            result.index_rows.append(index_row(row, c, posixpath.basename(part), file,
-                                               member if fmt == "webdataset" else None))
-            result.image_bytes += len(row["image"])
-            if c.rank < SHEET_IMAGES:
-                result.thumbs.append((c.rank, thumbnail(row["image"], max_pixels=max_pixels)))
+        for part, by_id in sorted(by_part.items()):
+            for row in _chosen_rows(part, list(by_id)):
+                c = by_id[row["image_id"]]
+                member = writer.add(row, c)
+                file = name if fmt != "folder" else f"{IMAGES_DIR}/{member}"
+                result.index_rows.append(index_row(row, c, posixpath.basename(part), file,
+                                                   member if fmt == "webdataset" else None))
+                result.image_bytes += len(row["image"])
+                if c.rank < SHEET_IMAGES:
+                    result.thumbs.append((c.rank, thumbnail(row["image"], max_pixels=max_pixels)))
     return result
 
 
@@ -273,7 +295,7 @@ def _write_empty(out: str, fmt: str) -> str:
     """The one file of a sample without images (an empty memory): an empty Parquet part or
     tar, or the images/ folder, so that a glob over images/ matches, as a memory's empty
     table does (`--reference OUT/images`, DuckDB, webdataset). Returns its name."""
-    name = output_name("part-000000.parquet", fmt)
+    name = output_name(0, fmt)
     fs, path = fsspec.core.url_to_fs(join(out, name))
     if fmt == "folder":
         make_folder(fs, path)

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import apache_beam as beam
@@ -21,7 +22,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from memgen import sampling
+from memgen import sample_output, sampling
 from memgen.memory import write_manifest, write_rows
 from memgen.outputs import MARKER
 from memgen.pipelines.cli import main
@@ -245,6 +246,31 @@ def test_memorize_reads_a_sample_back_under_the_keys_its_index_names(tmp_path, m
     captions = dict(duckdb.sql(f"select image_id, caption from '{back}/images/*.parquet'").fetchall())
     assert captions == {r["image_id"]: by_id()[r["image_id"]]["caption"] for r in index(out)}  # null: null
     assert None in captions.values()
+
+
+def test_files_are_numbered_without_gaps_and_consecutive_parts_share_one(tmp_path, memory, monkeypatch):
+    """A file a memory part, named after it: a brace range over the files missed some, and a
+    memory of small parts (a folder of photos) gave a tar an image."""
+    monkeypatch.setattr(sample_output, "IMAGES_PER_FILE", 10)
+    out = tmp_path / "s"
+    assert run("--memory", memory, "--n", "20", "--out", str(out)) == 0
+    names = sorted(p.name for p in (out / "images").iterdir())
+    assert names == [f"sample-{i:06d}.tar" for i in range(len(names))]
+    brace = str(out / "images" / f"sample-{{000000..{len(names) - 1:06d}}}.tar")
+    assert len(list(wds.WebDataset(brace, shardshuffle=False))) == 20
+    rows = index(out)
+    chosen = Counter(r["memory_part"] for r in rows)
+    assert chosen["part-000000.parquet"] >= 10 and chosen["part-000001.parquet"] < 10  # so:
+    assert {(r["memory_part"], r["file"]) for r in rows} == {
+        ("part-000000.parquet", "images/sample-000000.tar"),
+        ("part-000001.parquet", "images/sample-000001.tar"),
+        ("part-000002.parquet", "images/sample-000001.tar")}
+
+
+def test_file_numbers_fill_a_file_up_to_its_size_before_the_next(monkeypatch):
+    monkeypatch.setattr(sample_output, "IMAGES_PER_FILE", 3)
+    chosen = ["p3"] * 5 + ["p0"] + ["p1"] + ["p2"] * 2 + ["p5"]
+    assert sample_output.file_numbers(chosen) == {"p0": 0, "p1": 0, "p2": 0, "p3": 1, "p5": 2}
 
 
 def test_contact_sheet_shows_the_first_ranks(tmp_path, memory):

@@ -4,19 +4,22 @@ ChooseSample: memory part URLs -> one (chosen, tau) element. Each part contribut
 its n+1 largest keys (image_id and copies columns only, never bytes); TopCandidates,
 a CombineFn, merges these partial top lists, so the result does not depend on the
 runner, worker count or the order of parts.
-WriteSample: the chosen references, grouped by part; each part is read once and its
-chosen rows written by one worker; the small index rows and thumbnails then meet in
-one step that writes index.parquet, the contact sheet and manifest.json, last.
+WriteSample: the chosen references, grouped by output file (consecutive memory parts
+share one); each file is written by one worker, which reads each of its parts once; the
+small index rows and thumbnails then meet in one step that writes index.parquet, the
+contact sheet and manifest.json, last.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import apache_beam as beam
 
 from memgen import sampling
 from memgen.fingerprint import DEFAULT_MAX_PIXELS
 from memgen.outputs import Claim
-from memgen.sample_output import finish_sample, read_columns, write_part
+from memgen.sample_output import file_numbers, finish_sample, read_columns, write_file
 
 
 class TopCandidates(beam.CombineFn):
@@ -71,6 +74,14 @@ def choose(top: list[tuple], n: int, seed: int) -> tuple[list[tuple], float | No
     return [tuple(c) for c in chosen], tau
 
 
+def by_file(choice: tuple[list[tuple], float | None]) -> Iterator[tuple[int, tuple]]:
+    """(output file number, chosen) for every chosen image (sample_output.file_numbers)."""
+    chosen = choice[0]
+    numbers = file_numbers(sampling.Chosen._make(x).part for x in chosen)
+    for x in chosen:
+        yield numbers[sampling.Chosen._make(x).part], x
+
+
 class WriteSample(beam.PTransform):
     """(chosen, tau) -> files per part, index.parquet, contact sheet, manifest.json."""
 
@@ -84,10 +95,10 @@ class WriteSample(beam.PTransform):
         tau = choice | "Threshold" >> beam.Map(lambda c: c[1])  # the side input stays small
         return (
             choice
-            | "ByPart" >> beam.FlatMap(lambda c: ((sampling.Chosen._make(x).part, x) for x in c[0]))
-            | "GroupByPart" >> beam.GroupByKey()
-            | "WritePart" >> beam.MapTuple(lambda part, chosen: write_part(part, chosen, out, fmt,
-                                                                          max_pixels))
+            | "ByFile" >> beam.FlatMap(by_file)
+            | "GroupByFile" >> beam.GroupByKey()
+            | "WriteFile" >> beam.MapTuple(lambda number, chosen: write_file(number, chosen, out, fmt,
+                                                                            max_pixels))
             | "Collect" >> beam.combiners.ToList()
             | "Finish" >> beam.Map(finish_sample, self.claim, beam.pvalue.AsSingleton(tau),
                                    self.manifest_base)
