@@ -8,11 +8,13 @@ a memory is finished only when its manifest exists.
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import io
 import json
 import os
 import posixpath
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
@@ -52,8 +54,15 @@ def part_name(shard_index: int, suffix: str = "") -> str:
 
 
 def temporary(path: str) -> str:
-    """The hidden name a file is written under before it is renamed to `path`."""
-    return posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path) + ".tmp")
+    """A hidden name, this write's own, for a file written before it is renamed to `path`: a
+    run that took the folder over writes its own (with one name, each run renamed the other's
+    half-written file into place, or found its own gone)."""
+    return posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def temporaries(name: str) -> str:
+    """The glob pattern of the temporary names of the file `name` (what a killed run left)."""
+    return f".{glob.escape(name)}.*.tmp"
 
 
 def write_atomic(url: str, write: Callable[[IO[str]], None]) -> None:
@@ -200,7 +209,7 @@ def prepare_output(claim: Claim, check_only: bool = False) -> None:
     did not make (memgen.outputs), clear the tables of an unfinished one (`check_only`: refuse
     only)."""
     refuse_finished(claim)
-    claim_output(claim, TABLES, check_only)
+    claim_output(claim, (*TABLES, temporaries(MANIFEST)), check_only)
 
 
 def refuse_finished(claim: Claim) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import fsspec
 
 from memgen.manifest import now
-from memgen.memory import MemoryDirError, join, read_json_object, temporary, write_atomic
+from memgen.memory import MemoryDirError, join, read_json_object, temporaries, write_atomic
 from memgen.outputs import Claim, claim_output
 
 REPORT = "report.json"
@@ -46,7 +46,7 @@ def report_claim(out: str) -> Claim:
 def prepare_report_output(claim: Claim, check_only: bool = False) -> None:
     """Claim --out for a real run (memgen.outputs; `check_only`: refuse only, for a dry run)."""
     check_report_output(claim.url)
-    claim_output(claim, (temporary(REPORT),), check_only)
+    claim_output(claim, (temporaries(REPORT), temporaries(REPORT_HTML)), check_only)
 
 
 def write_report(out: str, report: dict[str, Any]) -> None:

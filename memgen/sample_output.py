@@ -42,6 +42,8 @@ from memgen.memory import (
     manifest_digest,
     read_manifest,
     refuse_finished,
+    temporaries,
+    temporary,
     write_manifest,
 )
 from memgen.outputs import AtomicFile, Claim, claim_output, make_folder
@@ -99,7 +101,8 @@ def prepare_sample_output(claim: Claim, check_only: bool = False) -> None:
     (`check_only`: refuse only)."""
     refuse_finished(claim)
     # sample-* at the top: where versions before images/ wrote the files
-    claim_output(claim, (IMAGES_DIR, INDEX, CONTACT_SHEET, "sample-*", ".sample-*"), check_only)
+    claim_output(claim, (IMAGES_DIR, INDEX, CONTACT_SHEET, "sample-*", ".sample-*", temporaries(MANIFEST)),
+                 check_only)
 
 
 def read_columns(part: str, columns: list[str]) -> pa.Table:
@@ -210,8 +213,7 @@ class _TarWriter:
     def __init__(self, url: str) -> None:
         self.url = url
         fs, path = fsspec.core.url_to_fs(url)
-        hidden = posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path))  # ".sample-*"
-        self.target = AtomicFile(fs, path, hidden)
+        self.target = AtomicFile(fs, path, temporary(path))
 
     def __enter__(self) -> _TarWriter:
         self.tar = tarfile.open(fileobj=self.target.open(), mode="w", format=tarfile.GNU_FORMAT)

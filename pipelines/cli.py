@@ -75,6 +75,9 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
             if not claim.finished():
                 raise
             outlived_interrupt()  # Ctrl-C as the runner shut its workers down, after the result
+        except Exception:
+            claim.check()  # a run whose folder another run took over fails on what that one cleared
+            raise
     else:
         try:
             result = pipeline.run()

@@ -618,6 +618,34 @@ def test_a_run_whose_folder_another_run_took_over_does_not_finish_it(memory, tmp
     assert not (out / finished).exists() and second.held()
 
 
+@pytest.mark.parametrize("job", ["memorize", "sample"])
+def test_a_run_taken_over_while_it_writes_a_file_ends_in_one_line(memory, tmp_path, monkeypatch, capsys, job):
+    """The second run cleared the first one's half-written file: the first ended with a
+    FileNotFoundError traceback (and, both writing under one temporary name, either could
+    rename the other's half-written file into place)."""
+    from memgen import outputs
+    from memgen.sample_output import prepare_sample_output, sample_claim
+
+    out = str(tmp_path / "out")
+    second, prepare = ((memory_claim(out), prepare_output) if job == "memorize"
+                       else (sample_claim(out), prepare_sample_output))
+    commit = outputs.AtomicFile.commit
+
+    def taken_over_first(self):
+        if "/images/" in self.path and not second.held():
+            prepare(second)  # the other run claims the folder: it clears the tables
+        commit(self)
+
+    monkeypatch.setattr(outputs.AtomicFile, "commit", taken_over_first)
+    argv = ([str(memory / "shards" / "00000.tar"), "--memory", out] if job == "memorize"
+            else ["--memory", str(memory / "memory"), "--n", "3", "--out", out])
+    capsys.readouterr()
+    assert main([job, *argv]) == 2
+    err = capsys.readouterr().err
+    assert "was taken over by another memgen" in err and "Traceback" not in err
+    assert second.held() and not (tmp_path / "out" / "manifest.json").exists()
+
+
 def test_no_command_or_an_unknown_one_is_a_usage_error_on_stderr(tmp_path, capsys):
     assert main([]) == 2
     printed = capsys.readouterr()
