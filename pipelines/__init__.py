@@ -37,7 +37,7 @@ def main() -> int:
 def ended(code: int) -> int:
     """The exit code of a command process; an interrupted one ends at once: the runner's
     threads are still ending, and nothing of theirs is to be waited for or shown."""
-    if code == 130:
+    if code in (130, 143):  # SIGINT, SIGTERM
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

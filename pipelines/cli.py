@@ -351,7 +351,7 @@ def _run(command: str, rest: list[str], watch: Watch) -> int:
             if watch.interrupted:  # a signal: the worker processes may not have had it
                 end_workers()
             print(watch.interrupted_line(), file=sys.stderr)
-            return 130  # 128 + SIGINT, as a shell reports it
+            return watch.exit_code
         if watch.worker_ended:
             print(watch.worker_line(), file=sys.stderr)
             return 1

@@ -1,8 +1,11 @@
-"""How a command run ends when it does not end by itself: Ctrl-C, or a local worker process
-that ends mid-run (killed by the system when memory runs out, crashed), each in one line.
+"""How a command run ends when it does not end by itself: Ctrl-C or SIGTERM (`timeout`,
+`kill`, a scheduler stopping a task), or a local worker process that ends mid-run (killed
+by the system when memory runs out, crashed), each in one line.
 
-While a run goes, `Watch` holds the process's SIGINT handler and thread hook (and gives
-them back after). After Ctrl-C the local runner's threads fail as its worker processes end
+While a run goes, `Watch` holds the process's SIGINT and SIGTERM handlers and thread hook
+(and gives them back after); SIGTERM ends a run as Ctrl-C does (its default action left the
+worker processes running, to print tracebacks minutes later). After Ctrl-C the local
+runner's threads fail as its worker processes end
 ("Exception in thread run_worker: ... exited with return code -2", grpc.RpcError) and its
 logs say so: their tracebacks, printed while the interrupt unwinds, would bury the one
 line the command prints. If the runner does not stop (it waits for worker processes that
@@ -36,17 +39,20 @@ class Watch:
     def __init__(self, command: str) -> None:
         self.command = command
         self.interrupted = False
+        self.signal = signal.SIGINT  # the signal that interrupted the run
         self.worker_ended: str | None = None  # how, in words
         self._cancel = threading.Event()
-        self._handler = self._hook = None
+        self._handlers: dict[int, object] = {}
+        self._hook = None
         self._disabled = logging.root.manager.disable  # the level logging.disable() was at
 
     def __enter__(self) -> Watch:
         global _current
-        # signal handlers belong to the main thread; a SIGINT ignored (a background job) stays so
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._handler = signal.signal(signal.SIGINT, self._interrupt)
+        # signal handlers belong to the main thread; a signal ignored (SIGINT of a background job) stays so
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._handlers[signum] = signal.signal(signum, self._interrupt)
         self._hook, threading.excepthook = threading.excepthook, self._thread_failed
         _current = self
         return self
@@ -55,13 +61,20 @@ class Watch:
         global _current
         _current = None
         self._cancel.set()
-        if self._handler is not None:
-            signal.signal(signal.SIGINT, self._handler)
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
         threading.excepthook = self._hook
         logging.disable(self._disabled)
 
     def interrupted_line(self) -> str:
-        return f"memgen {self.command}: interrupted; the same command finishes the run"
+        name = signal.Signals(self.signal).name
+        how = "interrupted" if self.signal == signal.SIGINT else f"ended by {name}"
+        return f"memgen {self.command}: {how}; the same command finishes the run"
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as a shell reports it."""
+        return 128 + self.signal
 
     def worker_line(self) -> str:
         return (f"memgen {self.command}: error: a worker process {self.worker_ended}; "
@@ -69,9 +82,9 @@ class Watch:
 
     def _interrupt(self, signum, frame) -> None:
         if not self.interrupted:
-            self.interrupted = True
+            self.interrupted, self.signal = True, signum
             logging.disable(logging.CRITICAL)
-            self._end_later(self.interrupted_line, 130)
+            self._end_later(self.interrupted_line, self.exit_code)
         raise KeyboardInterrupt
 
     def _end_later(self, line: Callable[[], str], code: int) -> None:

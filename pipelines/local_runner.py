@@ -9,15 +9,20 @@ as a run in one process does, and nothing of Beam's.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.transforms.environments import Environment, SubprocessSDKEnvironment
 
-# the interpreter's -W options too (`python -W error ...`): workers warn as the command does
+from memgen.pipelines.worker import COMMAND_PID
+
+# the interpreter's -W options too (`python -W error ...`): workers warn as the command does;
+# a worker ends with the command (memgen.pipelines.worker), whose process it is told
 WORKER_COMMAND = " ".join(shlex.quote(word) for word in [
-    sys.executable, *(f"-W{option}" for option in sys.warnoptions), "-m", "memgen.pipelines.worker"])
+    f"{COMMAND_PID}={os.getpid()}", sys.executable, *(f"-W{option}" for option in sys.warnoptions),
+    "-m", "memgen.pipelines.worker"])
 
 
 class LocalRunner(FnApiRunner):

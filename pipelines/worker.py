@@ -12,11 +12,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 import traceback
+
+COMMAND_PID = "MEMGEN_COMMAND_PID"  # the environment variable naming the command's process
 
 
 def main() -> int:
     terminal = sys.stderr
+    _end_with_command()
     try:
         # The harness prints a failed bundle's traceback to sys.stderr and sends it to the
         # runner, as it sends every log record (to the local_job_service logger, which
@@ -33,9 +38,39 @@ def main() -> int:
     except KeyboardInterrupt:  # the command says "interrupted" once
         return 130
     except BaseException:
-        traceback.print_exc(file=terminal)  # the harness itself failed: nothing else will say why
+        if _command_runs():  # else its connection to the command is what failed
+            traceback.print_exc(file=terminal)  # the harness itself failed: nothing else will say why
         return 1
     return 0
+
+
+def _end_with_command() -> None:
+    """End this worker, quietly, once the command that started it is gone (killed by SIGKILL,
+    which it cannot catch): left running, a worker printed tracebacks minutes after the
+    command ended, and could still write parts."""
+    def watch() -> None:
+        while _command_runs():
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _command_runs() -> bool:
+    """Whether the command still runs: its process exists and has not ended (a zombie, which
+    its parent has not reaped yet; Linux's /proc tells, elsewhere existing is running)."""
+    try:
+        pid = int(os.environ.get(COMMAND_PID) or 0) or os.getppid()
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError):  # another user's process, say: not ours to judge
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 if __name__ == "__main__":

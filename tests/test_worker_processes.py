@@ -153,7 +153,7 @@ def test_the_workers_take_the_interpreters_warning_options():
     done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c",
                            "from memgen.pipelines.local_runner import WORKER_COMMAND; print(WORKER_COMMAND)"],
                           capture_output=True, text=True, timeout=60)
-    assert done.stdout.split()[1:] == ["-Werror::UserWarning", "-m", "memgen.pipelines.worker"]
+    assert done.stdout.split()[2:] == ["-Werror::UserWarning", "-m", "memgen.pipelines.worker"]
 
 
 def test_a_worker_imports_nothing_before_it_can_take_ctrl_c():
@@ -180,6 +180,47 @@ def test_ctrl_c_to_the_command_alone_while_workers_start_ends_it(shards, tmp_pat
     assert code == 130 and time.monotonic() - began < 60
     assert err.splitlines() == ["memgen memorize: interrupted; the same command finishes the run"]
     time.sleep(1)
+    assert workers and not [pid for pid in workers if _running(pid)]
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does_workers_too(shards, tmp_path):
+    """SIGTERM (`timeout`, `kill`, a scheduler) took its default action: the command died
+    silently and left its worker processes running (printing tracebacks later)."""
+    started = tmp_path / "started"
+    hook = WORKERS_ONLY + ("    import pathlib, time, memgen.readers\n"
+                           "    def stuck(shard, config):\n"
+                           f"        pathlib.Path({str(started)!r}).touch()\n"
+                           "        time.sleep(120)\n"
+                           "        yield from ()\n"
+                           "    memgen.readers.read_shard = stuck\n")
+    process = memorize(shards, tmp_path / "m", *MULTI_PROCESS, hook=hook)
+    wait_for(started, "no worker process read a shard")
+    workers = _descendants(process.pid)
+    os.kill(process.pid, signal.SIGTERM)
+    code, _, err = finish(process)
+    assert (code, err.splitlines()) == (143, ["memgen memorize: ended by SIGTERM; the same command "
+                                              "finishes the run"])
+    _ended(workers)
+
+
+def test_workers_end_with_a_command_killed_while_they_start(shards, tmp_path):
+    """SIGKILL, which the command cannot catch, left workers that were starting waiting a
+    minute for it, then printing tracebacks long after it ended."""
+    started = tmp_path / "started"
+    hook = WORKERS_ONLY + (f"    import pathlib, time\n    pathlib.Path({str(started)!r}).touch()\n"
+                           "    time.sleep(3)\n")
+    process = memorize(shards, tmp_path / "m", *MULTI_PROCESS, hook=hook)
+    wait_for(started, "no worker process started")
+    workers = _descendants(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    _ended(workers, within=15)  # before the command is reaped: a parent may take its time
+    finish(process)
+
+
+def _ended(workers: list[int], within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while [pid for pid in workers if _running(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert workers and not [pid for pid in workers if _running(pid)]
 
 
