@@ -38,6 +38,14 @@ def page_missing(out: str, inputs: dict[str, Any]) -> bool:
     return all(written.get(key) == value for key, value in inputs.items())
 
 
+def finished_inputs(out: str) -> dict[str, Any] | None:
+    """The inputs of the finished report in `out` (report.json and report.html), or None."""
+    fs, path = fsspec.core.url_to_fs(out)
+    if not fs.exists(posixpath.join(path, REPORT)) or not fs.exists(posixpath.join(path, REPORT_HTML)):
+        return None
+    return read_report(out).get("inputs") or {}
+
+
 def report_claim(out: str) -> Claim:
     """A new evaluate run's claim on `out` (memgen.outputs)."""
     return Claim(out, "evaluate", "--out", REPORT)

@@ -62,7 +62,7 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
     check_urls(urls, options)
     runner = validated_runner(options)
     prepare(claim, True)  # an output refused before the inputs are listed (a bucket's listing takes long)
-    if options.view_as(TestOptions).dry_run:
+    if _dry(options):
         print(dry_run(runner, options, lambda pipeline: wire(pipeline, claim)))
         return False
     pipeline = beam.Pipeline(runner=runner, options=options)
@@ -180,13 +180,40 @@ def _finished(manifest: dict | None, flag: str, url: str) -> dict:
     return manifest
 
 
+def _done_before(command: str, flag: str, url: str, finished: Callable[[], dict | None],
+                 recorded: Callable[[], dict], options: PipelineOptions) -> bool:
+    """Whether `url` holds the finished output of this same command (`finished()`: what its
+    manifest or report records; `recorded()`: of this command): a run killed after it wrote
+    it, a scheduler's retry. That is said, and the command ends as it would have (a refusal
+    advised deleting it). What cannot be read here is said by the run's own checks."""
+    try:
+        found = finished()
+        done = found is not None and all(found.get(key) == value for key, value in recorded().items())
+    except Exception:  # noqa: BLE001 - an unusable URL, a damaged manifest: execute() says which
+        return False
+    if not done:
+        return False
+    dry = "dry run: " if _dry(options) else ""
+    print(f"{dry}memgen {command}: {flag} {url} already holds the finished output of this command: "
+          "nothing to run", file=sys.stderr)
+    return True
+
+
+def _dry(options: PipelineOptions) -> bool:
+    return options.view_as(TestOptions).dry_run
+
+
 def memorize(argv: list[str]) -> dict | None:
     """Run memorize; returns the manifest (None for a dry run)."""
     options = parse_job("memgen memorize", "Fingerprint, deduplicate and store web image shards.",
                         MemorizeOptions, argv, positional="INPUT", positional_flag="input")
     config = MemorizeConfig.from_options(options)
-    if not execute(options, config.urls(), memory_claim(config.memory),
-                   lambda pipeline, claim: build(pipeline, config, claim), prepare_output):
+    if _done_before("memorize", "--memory", config.memory, lambda: read_manifest(config.memory),
+                    config.recorded, options):
+        if _dry(options):
+            return None
+    elif not execute(options, config.urls(), memory_claim(config.memory),
+                     lambda pipeline, claim: build(pipeline, config, claim), prepare_output):
         return None
     manifest = _finished(read_manifest(config.memory), "--memory", config.memory)
     print(memorize_summary(manifest))
@@ -201,8 +228,12 @@ def sample(argv: list[str]) -> dict | None:
     options = parse_job("memgen sample", "Draw a seeded, reproducible sample of a memory's images.",
                         job.SampleOptions, argv)
     config = job.SampleConfig.from_options(options)
-    if not execute(options, config.urls(), sample_claim(config.out),
-                   lambda pipeline, claim: job.build(pipeline, config, claim), prepare_sample_output):
+    if _done_before("sample", "--out", config.out, lambda: read_manifest(config.out), config.recorded,
+                    options):
+        if _dry(options):
+            return None
+    elif not execute(options, config.urls(), sample_claim(config.out),
+                     lambda pipeline, claim: job.build(pipeline, config, claim), prepare_sample_output):
         return None
     manifest = _finished(read_manifest(config.out), "--out", config.out)
     print(sample_summary(manifest))
@@ -220,7 +251,9 @@ def evaluate(argv: list[str]) -> dict | None:
     from memgen.pipelines import evaluate as job
     from memgen.report import (
         REPORT,
+        REPORT_HTML,
         concept_summary,
+        finished_inputs,
         page_missing,
         prepare_report_output,
         read_report,
@@ -230,8 +263,13 @@ def evaluate(argv: list[str]) -> dict | None:
     options = parse_job("memgen evaluate", "Measure a memory: concept fraction with CIs, distances "
                         "between image sets, copying (report.json, report.html).", job.EvaluateOptions, argv)
     config = job.EvaluateConfig.from_options(options)
-    if page_missing(config.out, config.inputs()):  # killed after report.json: only the page is left
-        if options.view_as(TestOptions).dry_run:
+    done = _done_before("evaluate", "--out", config.out, lambda: finished_inputs(config.out), config.inputs,
+                        options)
+    if done:
+        if _dry(options):
+            return None
+    elif page_missing(config.out, config.inputs()):  # killed after report.json: only the page is left
+        if _dry(options):
             print(f"dry run: {config.out} holds this report but not its page; a run writes report.html only")
             return None
         logging.getLogger("memgen").info("%s holds this report but not its page: writing it", config.out)
@@ -241,7 +279,7 @@ def evaluate(argv: list[str]) -> dict | None:
     report = read_report(config.out)
     print(concept_summary(report["concept"]))
     print(f"report: {join(config.out, REPORT)}")
-    print(f"report.html: {job.write_report_html(config, report)}")
+    print(f"report.html: {join(config.out, REPORT_HTML) if done else job.write_report_html(config, report)}")
     return report
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import apache_beam as beam
 import pyarrow
@@ -89,6 +91,13 @@ class MemorizeConfig:
         return cls(tuple(o.input), o.memory, o.threshold, reader,
                    FingerprintConfig(o.hash_mode, o.max_pixels))
 
+    def recorded(self) -> dict[str, Any]:
+        """What a memory's manifest records of the command that made it (as JSON reads it back):
+        a finished memory that records the same is this command's."""
+        options = {"threshold": self.threshold, "reader": asdict(self.reader),
+                   "fingerprint": asdict(self.fingerprint)}
+        return json.loads(json.dumps({"job": "memorize", "inputs": list(self.inputs), "options": options}))
+
     def urls(self) -> list[tuple[str, str]]:
         """(flag, URL) of every location the job reads or writes."""
         return [*(("INPUT", url) for url in self.inputs), ("--memory", self.memory)]
@@ -112,11 +121,8 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
         logging.getLogger("memgen").warning("%s: no such column in the first Parquet shard, %s",
                                             ", ".join(columns.missing), columns.shard)
     manifest_base = {
-        "job": "memorize",
-        "inputs": list(config.inputs),
+        **config.recorded(),
         "shards": len(shards),
-        "options": {"threshold": config.threshold, "reader": asdict(config.reader),
-                    "fingerprint": asdict(config.fingerprint)},
         "versions": {"memgen": memgen.__version__, "apache_beam": beam.__version__,
                      "pyarrow": pyarrow.__version__},
         "started_at": now(),

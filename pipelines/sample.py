@@ -74,6 +74,12 @@ class SampleConfig:
             raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {o.seed}")
         return cls(o.memory, o.out, o.n, o.seed, "weighted" if o.weighted else "uniform", o.format)
 
+    def recorded(self) -> dict[str, Any]:
+        """What a sample's manifest records of the command that drew it: a finished sample
+        that records the same is this command's."""
+        return {"job": "sample", "memory_manifest_sha256": manifest_digest(self.memory), "format": self.fmt,
+                "mode": self.mode, "seed": self.seed, "n_requested": self.n}
+
     def urls(self) -> list[tuple[str, str]]:
         """(flag, URL) of every location the job reads or writes."""
         return [("--memory", self.memory), ("--out", self.out)]
@@ -91,14 +97,9 @@ def build(pipeline: beam.Pipeline, config: SampleConfig, claim: Claim) -> None:
         log.warning("--n %d is more than the memory's %d images: the sample is all of them",
                     config.n, population)
     manifest_base = {
-        "job": "sample",
+        **config.recorded(),  # memory_manifest_sha256 finds the memory if it moves
         "memory": absolute(config.memory),
-        "memory_manifest_sha256": manifest_digest(config.memory),  # finds the memory if it moves
         "out": config.out,
-        "format": config.fmt,
-        "mode": config.mode,
-        "seed": config.seed,
-        "n_requested": config.n,
         "population": population,
         "inclusion": INCLUSION_DOC[config.mode],
         "inclusion_probability": (uniform_inclusion_probability(config.n, population)

@@ -298,7 +298,12 @@ def test_a_run_killed_between_report_json_and_its_page_is_finished_by_a_rerun(tm
     assert not (out / "report.html").exists()
     assert cli_main(rerun) == 0
     assert (out / "report.html").exists() and (out / "report.json").read_bytes() == written
-    assert cli_main(["evaluate", "--memory", memory, "--out", str(out), "--classifier", "caption"]) == 2
+    page = (out / "report.html").read_bytes()
+    capsys.readouterr()
+    assert cli_main(rerun) == 0  # finished: said, not refused (nor made again)
+    assert "already holds the finished output of this command: nothing to run" in capsys.readouterr().err
+    assert (out / "report.html").read_bytes() == page
+    assert cli_main([*rerun, "--seed", "7"]) == 2
     assert "already holds a finished report" in capsys.readouterr().err
 
 

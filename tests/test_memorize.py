@@ -531,6 +531,24 @@ def test_rerun_completes_an_unfinished_memory(tmp_path):
     assert read_manifest(str(mem))["balanced"]
 
 
+def test_the_same_command_over_its_finished_memory_says_so_another_is_refused(tmp_path, capsys):
+    """A run killed after its manifest (a scheduler retries it) was refused, advising to delete
+    the finished memory."""
+    write_tar(tmp_path / "a.tar", [sample(f"k{i}", jpeg(i)) for i in range(3)])
+    command = [str(tmp_path / "a.tar"), "--memory", str(tmp_path / "m")]
+    assert run(*command) == 0
+    manifest = (tmp_path / "m" / "manifest.json").read_bytes()
+    capsys.readouterr()
+    assert run(*command) == 0
+    said = capsys.readouterr()
+    assert said.err == (f"memgen memorize: --memory {tmp_path / 'm'} already holds the finished output of "
+                        "this command: nothing to run\n")
+    assert "unique images                3" in said.out
+    assert (tmp_path / "m" / "manifest.json").read_bytes() == manifest
+    assert run(*command, "--threshold", "4") == 2
+    assert "holds a finished memory (manifest.json); choose another --memory" in capsys.readouterr().err
+
+
 def test_a_dry_run_refuses_what_the_run_would_and_writes_nothing(memory, tmp_path):
     shard = str(memory / "shards" / "00000.tar")
     finished = cli("memorize", shard, "--memory", str(memory / "memory"), "--dry_run")

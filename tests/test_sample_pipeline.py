@@ -343,9 +343,17 @@ def test_a_finished_sample_is_not_overwritten_and_an_unfinished_one_is_redone(tm
     out = tmp_path / "o"
     assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0
     first = (out / "index.parquet").read_bytes()
-    assert run("--memory", memory, "--n", "3", "--out", str(out)) == 2
+    capsys.readouterr()
+    assert run("--memory", memory, "--n", "4", "--out", str(out)) == 2  # another command
     assert "already holds a finished sample (manifest.json); choose another --out or delete it" in \
         one_line_error(capsys)
+    # the same command (a retry of a run killed after it wrote its manifest) says so, exit 0
+    assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0
+    said = capsys.readouterr()
+    assert said.err == (f"memgen sample: --out {out} already holds the finished output of this command: "
+                        "nothing to run\n")
+    assert "sampled        3 of 30 unique images" in said.out
+    assert (out / "index.parquet").read_bytes() == first
     (out / "manifest.json").unlink()  # as if killed before the end
     (out / "images" / "sample-999999.tar").write_bytes(b"junk")
     (out / "sample-000000.tar").write_bytes(b"junk")  # where a version before images/ wrote it
