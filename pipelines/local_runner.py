@@ -18,11 +18,12 @@ from apache_beam.transforms.environments import Environment, SubprocessSDKEnviro
 
 from memgen.pipelines.worker import COMMAND_PID
 
-# the interpreter's -W options too (`python -W error ...`): workers warn as the command does;
-# a worker ends with the command (memgen.pipelines.worker), whose process it is told
+# The interpreter's -W options too (`python -W error ...`): workers warn as the command does;
+# a worker ends with the command (memgen.pipelines.worker), whose process it is told. Beam
+# runs it through a shell: exec'd, no shell stays to print "Killed" when a worker is.
 WORKER_COMMAND = " ".join(shlex.quote(word) for word in [
-    f"{COMMAND_PID}={os.getpid()}", sys.executable, *(f"-W{option}" for option in sys.warnoptions),
-    "-m", "memgen.pipelines.worker"])
+    "exec", "env", f"{COMMAND_PID}={os.getpid()}", sys.executable,
+    *(f"-W{option}" for option in sys.warnoptions), "-m", "memgen.pipelines.worker"])
 
 
 class LocalRunner(FnApiRunner):
