@@ -47,7 +47,7 @@ _log = logging.getLogger(__name__)
 
 
 class NoInputError(ValueError):
-    """No input URL matched anything."""
+    """No input URL matched anything, or a folder of the inputs cannot be listed."""
 
 
 def storage_options(url: str, http_timeout: float = HTTP_TIMEOUT) -> dict:
@@ -167,6 +167,8 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
 
     if _GLOB_CHARS & set(path) and protocol not in ("http", "https") and not _exists(fs, path):
         matches = sorted(fs.glob(path))
+        if not matches:
+            _unlisted_glob(fs, path)
         files: list[str] = []
         for m in matches:
             files.extend(_walk(fs, m) if fs.isdir(m) else [m])
@@ -216,12 +218,34 @@ def _walk(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
     output (a sample, a memory) all but its images/ (a sample's contact sheet is no image of
     it, a memory's duplicates/ and rejects/ hold none)."""
     below = len(root.rstrip("/")) + 1  # find() gives paths that start with root
-    files = [p for p in fs.find(root) if not p.endswith("/")]
+    files = _local_files(root) if isinstance(fs, LocalFileSystem) else [
+        p for p in fs.find(root) if not p.endswith("/")]
     runs = sorted({posixpath.dirname(p) + "/" for p in files if posixpath.basename(p) == MARKER})
     for run in runs:
         _log.warning("%s is the output of a memgen run: only its %s/ is read", run.rstrip("/"), IMAGES)
     return sorted(p for p in files if not _hidden(p[below:])
                   and not any(p.startswith(run) and not p.startswith(run + IMAGES + "/") for run in runs))
+
+
+def _local_files(root: str) -> list[str]:
+    """The files below a local folder; NoInputError for a folder below it that cannot be
+    listed (fsspec's find skips those silently, and their records were lost)."""
+    def unlisted(e: OSError) -> None:
+        raise NoInputError(f"{e.filename or root} cannot be listed: {e.strerror or e}")
+
+    return [posixpath.join(folder, name)
+            for folder, _, names in os.walk(root, onerror=unlisted, followlinks=True) for name in names]
+
+
+def _unlisted_glob(fs: fsspec.AbstractFileSystem, pattern: str) -> None:
+    """NoInputError when the local folder a glob lists cannot be listed (the glob matched
+    nothing, and "no input matched" hid why)."""
+    folder = posixpath.dirname(pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]) or "."
+    if isinstance(fs, LocalFileSystem) and os.path.isdir(folder):
+        try:
+            os.listdir(folder)
+        except OSError as e:
+            raise NoInputError(f"{folder} cannot be listed: {e.strerror or e}") from None
 
 
 def _hidden(relative: str) -> bool:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
 
 import fsspec
 import pyarrow as pa
@@ -217,6 +221,40 @@ def test_a_memgen_output_in_a_folder_is_read_as_its_images_only(tmp_path, caplog
         assert [s.uri.rsplit("/", 1)[1] for s in discover([str(tmp_path / "data")])] == [
             "photo.jpg", "sample-000000.tar"]
     assert caplog.messages == [f"{out} is the output of a memgen run: only its images/ is read"]
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_not_skipped(tmp_path):
+    """fsspec's find skips a folder it cannot list: its records were lost, exit 0 (and a glob
+    in one said "no input matched")."""
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("running as root, and no setpriv (util-linux) to drop the right to read any folder")
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    write_tar(tmp_path / "in" / "a.tar", [sample("a", jpeg(1))])
+    write_tar(tmp_path / "in" / "sub" / "b.tar", [sample("b", jpeg(2))])
+    if os.geteuid() == 0:  # nobody's files, read without root's right to read any
+        for path in (tmp_path / "in", *(tmp_path / "in").rglob("*")):
+            os.chown(path, 65534, 65534)
+    as_user = (["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"] if os.geteuid() == 0
+               else [])
+
+    def discovered(given: str) -> str:
+        code = (f"from memgen.shards import discover, NoInputError\ntry:\n    print(discover([{given!r}]))\n"
+                "except NoInputError as e:\n    print('error:', e)")
+        return subprocess.run([*as_user, sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, check=True).stdout.strip()
+
+    (tmp_path / "in" / "sub").chmod(0)
+    try:
+        assert discovered(str(tmp_path / "in")) == f"error: {tmp_path / 'in' / 'sub'} cannot be listed: " \
+                                                   "Permission denied"
+        (tmp_path / "in" / "sub").chmod(0o755)
+        (tmp_path / "in").chmod(0)
+        assert discovered(str(tmp_path / "in" / "*.tar")) == f"error: {tmp_path / 'in'} cannot be listed: " \
+                                                             "Permission denied"
+    finally:
+        (tmp_path / "in").chmod(0o755)
+        (tmp_path / "in" / "sub").chmod(0o755)
+    assert "b.tar" in discovered(str(tmp_path / "in"))
 
 
 def test_images_in_folders_take_their_caption_and_metadata_files(tmp_path, caplog):
