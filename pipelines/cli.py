@@ -6,6 +6,7 @@ import builtins
 import contextlib
 import errno
 import logging
+import os
 import re
 import sys
 import tempfile
@@ -372,8 +373,56 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memgen: error: unknown command {command!r} (try memgen --help)", file=sys.stderr)
         return 2
     log_progress()
-    with Watch(command) as watch:
+    with Watch(command) as watch, _reader_may_leave():
         return _run(command, rest, watch)
+
+
+class _Stdout:
+    """sys.stdout while a command runs: a reader that went away (`memgen ... | head -1`) does
+    not end the run, whose outputs are what it is for (it ended with "error: BrokenPipeError",
+    exit 2, after a memory was written whole, and the demo halfway): what is left to print goes
+    to /dev/null."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        with self._left():
+            return self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._left():
+            self._stream.flush()
+
+    @contextlib.contextmanager
+    def _left(self):
+        try:
+            yield
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())  # Python's own advice
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _reader_may_leave():
+    stream = sys.stdout
+    if not hasattr(stream, "fileno") or isinstance(stream, _Stdout):
+        yield
+        return
+    try:
+        stream.fileno()
+    except (OSError, ValueError):  # not a file (pytest's capture): nothing to guard
+        yield
+        return
+    sys.stdout = _Stdout(stream)
+    try:
+        yield
+        sys.stdout.flush()
+    finally:
+        sys.stdout = stream
 
 
 def _run(command: str, rest: list[str], watch: Watch) -> int:

@@ -679,6 +679,23 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
+    """`memgen memorize ... | head -1`: "error: BrokenPipeError", exit 2, after the memory was
+    written whole (and the demo stopped halfway)."""
+    write_tar(tmp_path / "a.tar", [sample(f"k{i}", jpeg(i)) for i in range(3)])
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the summary is printed
+    command = [sys.executable, "-m", "memgen.pipelines.cli", "memorize", str(tmp_path / "a.tar"),
+               "--memory", str(tmp_path / "m")]
+    try:
+        done = subprocess.run(command, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    said = [line for line in done.stderr.splitlines() if not line.startswith("read ")]
+    assert (done.returncode, said) == (0, [])
+    assert read_manifest(str(tmp_path / "m"))["balanced"]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["{tmp}/nothing-*.tar", "--memory", "{tmp}/m"], "no input matched"),
     (["{shard}", "--memory", "{memory}"], "already holds a finished memory"),
