@@ -252,6 +252,17 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith(".") for part in relative.split("/"))
 
 
+def expand(raw: str) -> list[str]:
+    """The URLs an input's brace range stands for; a name with braces that exists as written
+    (`photos {a,b}`) is itself, as one with glob characters is. (http(s) names are not asked:
+    a brace range of them costs no request.)"""
+    if "{" in raw and not raw.startswith(("http://", "https://")):
+        fs, path = fsspec.core.url_to_fs(raw)
+        if _exists(fs, path):
+            return [raw]
+    return list(braceexpand(raw))
+
+
 def input_folder_holding(location: str, inputs: list[str]) -> str | None:
     """The input (a folder, or a glob matching a folder) that `location`, an output, lies
     inside, if any: a later run over it would read the output as input. Only inputs that
@@ -260,7 +271,7 @@ def input_folder_holding(location: str, inputs: list[str]) -> str | None:
     fs, path = fsspec.core.url_to_fs(location)
     where = fs.unstrip_protocol(_real(fs, path)).rstrip("/")
     for raw in inputs:
-        for url in braceexpand(raw):
+        for url in expand(raw):
             in_fs, in_path = fsspec.core.url_to_fs(url)
             folder = in_fs.unstrip_protocol(_real(in_fs, in_path)).rstrip("/")
             if where.startswith(folder + "/") and _exists(in_fs, in_path) and in_fs.isdir(in_path):
@@ -294,7 +305,7 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
     any_exists = False
     unchecked: list[str] = []
     for raw in inputs:
-        for url in braceexpand(raw):
+        for url in expand(raw):
             expanded, exists, skipped = _expand_one(url)
             if skipped:
                 kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items()))

@@ -161,6 +161,10 @@ def test_discover_braces_globs_folders_and_memory_fs(tmp_path):
         ("00000.tar", "tar"), ("00001.tar", "tar"), ("x.jpg", "file")]
     assert [s.index for s in shards] == [0, 1, 2]
     assert len(discover([str(tmp_path / "*.tar")])) == 3
+    (tmp_path / "pics {a,b}").mkdir()  # a name with braces that exists as written is itself
+    write_tar(tmp_path / "pics {a,b}" / "p.tar", [sample("p", jpeg(8))])
+    braced = tmp_path / "pics {a,b}"
+    assert [s.uri for s in discover([str(braced)])] == [str(braced / "p.tar")]
     with fsspec.open("memory://bucket/shards/0.tar", "wb") as f:
         f.write(write_tar(tmp_path / "m.tar", [sample("m", jpeg(3))]).read_bytes())
     (shard,) = discover(["memory://bucket/shards/*.tar"])
