@@ -36,6 +36,8 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if not args.out.strip():  # Path("") is the working directory
         raise UsageError("--out is an empty string")
+    if "://" in args.out:  # it made a local folder named "s3:"
+        raise UsageError(f"--out {args.out}: the demo writes a local folder, not a URL")
     out = Path(args.out).resolve()
     _fresh_folder(out)
     shards = write_corpus(out / "corpus")

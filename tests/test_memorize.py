@@ -664,7 +664,7 @@ def test_a_run_taken_over_while_it_writes_a_file_ends_in_one_line(memory, tmp_pa
     assert second.held() and not (tmp_path / "out" / "manifest.json").exists()
 
 
-def test_no_command_or_an_unknown_one_is_a_usage_error_on_stderr(tmp_path, capsys):
+def test_no_command_or_an_unknown_one_is_a_usage_error_on_stderr(tmp_path, capsys, monkeypatch):
     assert main([]) == 2
     printed = capsys.readouterr()
     assert printed.out == "" and "usage: memgen COMMAND" in printed.err
@@ -672,6 +672,11 @@ def test_no_command_or_an_unknown_one_is_a_usage_error_on_stderr(tmp_path, capsy
     assert main(["memorise"]) == 2 and "unknown command 'memorise'" in capsys.readouterr().err
     assert main(["demo", "--out", ""]) == 2  # Path("") would be the working directory
     assert capsys.readouterr().err.strip() == "memgen demo: error: --out is an empty string"
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--out", "s3://bucket/demo"]) == 2  # it made a local folder named "s3:"
+    assert capsys.readouterr().err.strip() == ("memgen demo: error: --out s3://bucket/demo: the demo writes "
+                                               "a local folder, not a URL")
+    assert not list(tmp_path.iterdir())
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
