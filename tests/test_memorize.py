@@ -727,6 +727,7 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     (["{tmp}/photos", "--memory", "{tmp}/link/m"], "is inside the input"),
     (["{shard}", "--memory", "s3://"], "--memory s3:// names no bucket"),
     (["{shard}", "--memory", "/proc/memgen-test"], "cannot be written"),
+    (["hdfs://namenode/shards", "--memory", "{tmp}/m"], "error: OSError: "),  # no Java here: 7 lines
     (["{parquet}", "--memory", "{tmp}/m", "--image_column", "JPG", "--caption_column", "TEXT"],
      "--image_column JPG, --caption_column TEXT: no such column in"),  # was an empty memory, exit 0
     (["{parquet}", "--memory", "{tmp}/m", "--image_column", "caption"],
