@@ -317,12 +317,17 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
             if exists is None:
                 unchecked.extend(expanded)
     refused = None  # why the first URL asked did not answer, unless it is not there (404)
-    for url in [] if any_exists else unchecked:
+    silent: set[str] = set()  # hosts that did not answer at all: each of a brace range of theirs
+    for url in [] if any_exists else unchecked:  # waited --http_timeout, a day for 1,000 shards
+        if urlsplit(url).netloc in silent:
+            continue
         why = _unanswered(url, http_timeout)
         any_exists = why is None
         if any_exists:
             break
         refused = refused or (None if why.startswith("404") else f" (asked {url}: {why})")
+        if not why[:3].isdigit():  # refused, unreachable, timed out: no status from the server
+            silent.add(urlsplit(url).netloc)
     if not any_exists or not urls:
         raise NoInputError(f"no input matched: {' '.join(inputs)}{refused or ''}")
     return [Shard.of(i, uri, shard_kind(uri), urls[uri]) for i, uri in enumerate(sorted(urls))]

@@ -789,6 +789,34 @@ def test_a_body_that_cannot_be_decoded_is_damage_not_a_transfer_failure(shards, 
     assert read_manifest(memory)["counts"]["rejects_by_reason"] == {"corrupt_shard": 1}
 
 
+class _SilentHandler(http.server.BaseHTTPRequestHandler):
+    """Counts each request, then answers nothing until self.server.release is set."""
+
+    def do_GET(self):  # noqa: N802 - the base class's name
+        self.server.requests.append(self.path)
+        self.server.release.wait(30)
+
+    def handle(self):
+        with contextlib.suppress(ConnectionError):  # the client gave up
+            super().handle()
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+def test_a_silent_server_is_asked_once_for_a_brace_range_of_its_urls(tmp_path, capsys):
+    """Each URL of the range waited --http_timeout: a day for 1,000 shards on a host down."""
+    requests: list[str] = []
+    release = threading.Event()
+    with serving(_SilentHandler, requests=requests, release=release) as root:
+        try:
+            assert main(["memorize", f"{root}/shard-{{0..3}}.tar", "--memory", str(tmp_path / "m"),
+                         "--http_timeout", "0.5"]) == 2
+        finally:
+            release.set()
+    assert requests == ["/shard-0.tar"] and "(asked " in capsys.readouterr().err
+
+
 def test_a_server_down_or_refusing_is_said_not_only_no_input(tmp_path, capsys):
     """A server that is down, or answers 403 or 500, said only "no input matched": the
     user's URLs were blamed."""
