@@ -314,6 +314,9 @@ def _footer_rows(memory: str, table: str, fs: fsspec.AbstractFileSystem, files: 
         except (pa.ArrowException, OSError) as e:
             raise MemoryDirError(f"{memory} is damaged: {table}/{posixpath.basename(file)} "
                                  f"is not a readable Parquet file ({e})"[:500]) from None
+        except ValueError as e:  # over http(s): a server without Range requests, which Parquet needs
+            raise MemoryDirError(f"{memory}: {table}/{posixpath.basename(file)} cannot be read "
+                                 f"({e})"[:500]) from None
         named = (footer.metadata or {}).get(PART_KEY, b"").decode(errors="replace")
         if named and named != _part_of(file):  # rewritten by other tools: none, or the part read
             raise MemoryDirError(f"{memory} is damaged: {_part_of(file)} is a copy of {named} "

@@ -81,6 +81,14 @@ class Claim:
             raise OutputDirError(f"{self.flag} {self.url} was taken over by another memgen {self.job} "
                                  "run while this one ran; this run left it unfinished")
 
+    def taken_over(self) -> bool:
+        """Whether another run's marker is in the folder now (False when storage cannot say)."""
+        try:
+            marker = self._marker()
+        except Exception:  # noqa: BLE001 - the run's own error says what storage did
+            return False
+        return marker is not None and marker != self.mark
+
     def finished(self) -> bool:
         """Whether this run wrote its result (a run's leftovers are cleared when it claims)."""
         fs, path = fsspec.core.url_to_fs(self.url)

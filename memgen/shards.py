@@ -42,6 +42,7 @@ OTHER_IMAGE_SUFFIXES = (".pcd", ".fit", ".fits", ".gbr", ".im", ".msp", ".pxr", 
 IMAGES = "images"  # the folder of a memgen run's output (sample, memory) that holds its images
 SIDECARS = (".txt", ".json")  # an image file's caption and metadata (with its url)
 HTTP_TIMEOUT = 60.0  # seconds an http(s) server may send nothing before a read fails
+SILENT_ASKS = 3  # URLs of one host asked whether they exist before its silence is taken as final
 _GLOB_CHARS = set("*?[")
 _log = logging.getLogger(__name__)
 
@@ -317,17 +318,19 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
             if exists is None:
                 unchecked.extend(expanded)
     refused = None  # why the first URL asked did not answer, unless it is not there (404)
-    silent: set[str] = set()  # hosts that did not answer at all: each of a brace range of theirs
-    for url in [] if any_exists else unchecked:  # waited --http_timeout, a day for 1,000 shards
-        if urlsplit(url).netloc in silent:
+    # hosts' URLs that got no status (refused, unreachable, timed out): a host is asked no more
+    # after SILENT_ASKS (each URL of a brace range waited --http_timeout, a day for 1,000 shards)
+    silent: Counter = Counter()
+    for url in [] if any_exists else unchecked:
+        host = urlsplit(url).netloc
+        if silent[host] >= SILENT_ASKS:
             continue
         why = _unanswered(url, http_timeout)
         any_exists = why is None
         if any_exists:
             break
         refused = refused or (None if why.startswith("404") else f" (asked {url}: {why})")
-        if not why[:3].isdigit():  # refused, unreachable, timed out: no status from the server
-            silent.add(urlsplit(url).netloc)
+        silent[host] += not why[:3].isdigit()
     if not any_exists or not urls:
         raise NoInputError(f"no input matched: {' '.join(inputs)}{refused or ''}")
     return [Shard.of(i, uri, shard_kind(uri), urls[uri]) for i, uri in enumerate(sorted(urls))]

@@ -61,6 +61,8 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
     when another run took the folder over meanwhile. Returns whether it ran.
     """
     check_urls(urls, options)
+    if claim.url.startswith(("http://", "https://")):  # a run wrote nothing, then ended in a traceback
+        raise UsageError(f"{claim.flag} {claim.url}: http(s) cannot be written (use a folder, s3:// or gs://)")
     runner = validated_runner(options)
     prepare(claim, True)  # an output refused before the inputs are listed (a bucket's listing takes long)
     if _dry(options):
@@ -77,7 +79,8 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
                 raise
             outlived_interrupt()  # Ctrl-C as the runner shut its workers down, after the result
         except Exception:
-            claim.check()  # a run whose folder another run took over fails on what that one cleared
+            if claim.taken_over():  # the run failed on what the other run cleared: say that
+                claim.check()
             raise
     else:
         try:
@@ -294,7 +297,9 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
                    errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENETUNREACH,
                    errno.EHOSTUNREACH}
 # a frame of a storage client's code in a traceback sent as text
-_CLIENT_FILE = re.compile(r"site-packages/(" + "|".join(sorted(STORAGE_CLIENTS)) + r")/")
+_HTTP_FILES = "fsspec.implementations.http"  # fsspec's own client of http(s) servers
+_CLIENT_FILE = re.compile(r"site-packages/(" + "|".join(sorted(STORAGE_CLIENTS))
+                          + r"|fsspec/implementations/http\.py)")
 
 
 class RunError(NamedTuple):
@@ -311,13 +316,16 @@ def _storage_error(failed: RunError) -> bool:
     e = failed.error
     if from_storage_client(e):  # no credentials, an endpoint that does not answer
         return True
+    if failed.by_client and isinstance(e, ValueError):  # fsspec's HTTP file: no Range requests there
+        return True
     return isinstance(e, OSError) and (not failed.in_run or failed.by_client or e.errno in _STORAGE_ERRNOS)
 
 
 def _by_client(e: BaseException) -> bool:
     tb = e.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_globals.get("__name__", "").split(".")[0] in STORAGE_CLIENTS:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module.split(".")[0] in STORAGE_CLIENTS or module == _HTTP_FILES:
             return True
         tb = tb.tb_next
     return False

@@ -162,12 +162,14 @@ def test_a_dataflow_dry_run_builds_validates_and_prints_reaching_only_the_bucket
     assert not s3.exists("memories/dry")
 
 
-def test_s3_memory_that_is_finished_is_refused(s3, capfd):
+def test_s3_memory_that_is_finished_is_refused_to_another_command(s3, capfd):
     memory = "s3://memories/run2"
     assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", memory]) == 0
     capfd.readouterr()
-    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", memory]) == 2
+    assert main(["memorize", "s3://inputs/shards/shard-00{1,2}.tar", "--memory", memory]) == 2
     assert "already holds a finished memory" in capfd.readouterr().err
+    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", memory]) == 0  # the same: said
+    assert "already holds the finished output of this command" in capfd.readouterr().err
 
 
 def test_a_bucket_that_does_not_exist_is_not_created(s3, capsys):
@@ -347,6 +349,24 @@ def serving(handler, **attributes) -> Iterator[str]:
 def http_root(shards):
     with serving(functools.partial(_QuietHandler, directory=str(shards))) as url:
         yield url
+
+
+def test_http_outputs_are_refused_and_a_memory_on_a_server_without_ranges_is_said(shards, tmp_path, capsys):
+    """An http(s) output ended each job in a NotImplementedError traceback (and passed a dry
+    run); a memory served without Range requests (Python's http.server), in a ValueError's."""
+    memory = tmp_path / "site" / "mem"
+    assert main(["memorize", str(shards / "shard-000.tar"), "--memory", str(memory)]) == 0
+    with serving(functools.partial(_QuietHandler, directory=str(tmp_path / "site"))) as root:
+        for argv in (["memorize", str(shards / "shard-000.tar"), "--memory", f"{root}/new"],
+                     ["memorize", str(shards / "shard-000.tar"), "--memory", f"{root}/new", "--dry_run"],
+                     ["sample", "--memory", str(memory), "--n", "1", "--out", f"{root}/s"],
+                     ["evaluate", "--memory", str(memory), "--out", f"{root}/r", "--classifier", "caption"]):
+            capsys.readouterr()
+            assert main(argv) == 2
+            assert "http(s) cannot be written (use a folder, s3:// or gs://)" in capsys.readouterr().err
+        assert main(["sample", "--memory", f"{root}/mem", "--n", "1", "--out", str(tmp_path / "s")]) == 2
+        err = capsys.readouterr().err
+        assert "The HTTP server doesn't appear to support range requests" in err and err.count("\n") == 1
 
 
 def test_memorize_http_shards_match_local(http_root, local_reference, tmp_path):
@@ -804,17 +824,17 @@ class _SilentHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_silent_server_is_asked_once_for_a_brace_range_of_its_urls(tmp_path, capsys):
+def test_a_silent_server_is_asked_three_times_for_a_brace_range_of_its_urls(tmp_path, capsys):
     """Each URL of the range waited --http_timeout: a day for 1,000 shards on a host down."""
     requests: list[str] = []
     release = threading.Event()
     with serving(_SilentHandler, requests=requests, release=release) as root:
         try:
-            assert main(["memorize", f"{root}/shard-{{0..3}}.tar", "--memory", str(tmp_path / "m"),
+            assert main(["memorize", f"{root}/shard-{{0..9}}.tar", "--memory", str(tmp_path / "m"),
                          "--http_timeout", "0.5"]) == 2
         finally:
             release.set()
-    assert requests == ["/shard-0.tar"] and "(asked " in capsys.readouterr().err
+    assert requests == [f"/shard-{i}.tar" for i in range(3)] and "(asked " in capsys.readouterr().err
 
 
 def test_a_server_down_or_refusing_is_said_not_only_no_input(tmp_path, capsys):
