@@ -20,6 +20,7 @@ from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import add_shared
 from memgen.readers import ReaderConfig, named_columns
+from memgen.records import printable
 from memgen.shards import discover, input_folder_holding
 from memgen.stages.dedup import ExactDedup, NearDedup
 from memgen.stages.fingerprint import Fingerprint
@@ -96,7 +97,8 @@ class MemorizeConfig:
         a finished memory that records the same is this command's."""
         options = {"threshold": self.threshold, "reader": asdict(self.reader),
                    "fingerprint": asdict(self.fingerprint)}
-        return json.loads(json.dumps({"job": "memorize", "inputs": list(self.inputs), "options": options}))
+        inputs = [printable(i) for i in self.inputs]  # a name given that is not UTF-8: \xNN escapes
+        return json.loads(json.dumps({"job": "memorize", "inputs": inputs, "options": options}))
 
     def urls(self) -> list[tuple[str, str]]:
         """(flag, URL) of every location the job reads or writes."""

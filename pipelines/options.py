@@ -23,6 +23,7 @@ from apache_beam.runners.runner import PipelineRunner, create_runner
 
 from memgen.outputs import OBJECT_STORES
 from memgen.pipelines.errors import UsageError
+from memgen.records import printable
 
 LOCAL_RUNNER = "FnApiRunner"  # in-process; Beam's DirectRunner would first try to download Prism
 BEAM_EPILOG = (
@@ -62,6 +63,9 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
     for flag, url in urls:
         if not url.strip():
             raise UsageError(f"{flag} is an empty string")
+        if printable(url) != url and flag != "INPUT":  # inputs' names are read as they are
+            raise UsageError(f"{flag} {printable(url)}: the name is not UTF-8, which Parquet and JSON "
+                             "cannot hold (rename it)")
         scheme, sep, rest = url.partition("://")
         if sep and scheme in OBJECT_STORES and not rest.strip("/"):  # a folder named s3 is a folder
             raise UsageError(f"{flag} {url} names no bucket")

@@ -684,6 +684,16 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def test_an_input_named_in_bytes_that_are_not_utf8_is_read(tmp_path):
+    """Given on the command line (not found in a folder), its name ended the run in a traceback
+    when the manifest recorded it."""
+    folder = os.fsdecode(bytes(tmp_path) + b"/caf\xe9")
+    os.mkdir(folder)
+    write_tar(Path(folder) / "a.tar", [sample("k", jpeg(1))])
+    assert run(folder, "--memory", str(tmp_path / "m")) == 0
+    assert read_manifest(str(tmp_path / "m"))["inputs"] == [f"{tmp_path}/caf\\xe9"]
+
+
 def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     """`memgen memorize ... | head -1`: "error: BrokenPipeError", exit 2, after the memory was
     written whole (and the demo stopped halfway)."""
@@ -728,6 +738,7 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     (["{shard}", "--memory", "s3://"], "--memory s3:// names no bucket"),
     (["{shard}", "--memory", "/proc/memgen-test"], "cannot be written"),
     (["hdfs://namenode/shards", "--memory", "{tmp}/m"], "error: OSError: "),  # no Java here: 7 lines
+    (["{shard}", "--memory", "{tmp}/caf\udce9"], "caf\\xe9: the name is not UTF-8"),  # unreadable by sample
     (["{parquet}", "--memory", "{tmp}/m", "--image_column", "JPG", "--caption_column", "TEXT"],
      "--image_column JPG, --caption_column TEXT: no such column in"),  # was an empty memory, exit 0
     (["{parquet}", "--memory", "{tmp}/m", "--image_column", "caption"],
