@@ -34,7 +34,7 @@ from memgen.report_figures import collect_figures, write_html
 from memgen.report_html import render
 from memgen.sample_output import sample_memory
 from memgen.sampling import MAX_SEED
-from memgen.shards import discover
+from memgen.shards import discover, input_folder_holding
 from memgen.stages.classify import EstimateConcept
 from memgen.stages.distances import EvaluateSets
 from memgen.stages.image_sets import ScoreMemory, sample_parts
@@ -143,6 +143,9 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
     check_memory(config.memory)  # all its tables: the report's galleries read duplicates/ after the run
     parts = image_parts(config.memory)
     check_report_output(config.out)
+    holder = input_folder_holding(config.out, list(config.references))
+    if holder:  # a later run would read the report's files as references
+        raise UsageError(f"--out {config.out} is inside the reference {holder}; choose an --out outside it")
     # the classifier decodes what memorize took in: up to the memory's --max_pixels
     classifier = replace(config.classifier, max_pixels=_memorized(config.memory)[1].max_pixels)
     config = replace(config, classifier=classifier)
