@@ -242,6 +242,8 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--label_threshold", "0"), "--label_threshold applies to model"),
     (("--memory", "MEM", "--out", "DONE"), "already holds a finished report"),
     (("--memory", "MEM", "--reference", "OUT", "--out", "OUT/report"), "is inside the reference"),
+    (("--memory", "MEM", "--out", "OUT", "--classifier", "onnx:", "--classes", "1"),
+     "onnx: names no model file"),
     (("--memory", "MEM", "--out", "OUT", "--classifier", ""), "--classifier is an empty string"),
     (("--memory", "MEM", "--out", "OUT", "--classes", ""), "--classes is an empty string"),
     (("--memory", "MEM", "--out", "BROKEN"), "broken is damaged: its report.json is not valid JSON"),

@@ -101,6 +101,8 @@ def resolve(name: str | None, classes: str | None, threshold: float | None) -> C
 
 def _user_onnx(name: str, classes: str | None, threshold: float) -> ClassifierSpec:
     path = name[len(ONNX_PREFIX):]
+    if not path.strip():  # with --classes it loaded the working directory as the model
+        raise ClassifierError(f"{name} names no model file: give onnx:PATH")
     if "://" not in path:  # never the built-in model's name (read_model), whatever the file is called
         path = os.path.abspath(os.path.expanduser(path))  # onnx:~/m.onnx: no shell expands it
     if not classes:
