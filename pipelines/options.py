@@ -67,7 +67,7 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
             raise UsageError(f"{flag} {printable(url)}: the name is not UTF-8, which Parquet and JSON "
                              "cannot hold (rename it)")
         scheme, sep, rest = url.partition("://")
-        if sep and scheme in OBJECT_STORES and not rest.strip("/"):  # a folder named s3 is a folder
+        if sep and scheme in OBJECT_STORES and not rest.split("/", 1)[0]:  # a folder named s3 is a folder
             raise UsageError(f"{flag} {url} names no bucket")
         if url.startswith("memory://") and separate:  # each process would have its own
             raise UsageError(f"{flag} {url}: memory:// lives in one process; workers in other "
