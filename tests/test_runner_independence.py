@@ -73,6 +73,7 @@ def run_chain(corpus: Path, root: Path, runner_flags: list[str]) -> tuple[Path, 
 def report_without_timing_and_locations(report: Path) -> dict:
     content = json.loads((report / "report.json").read_text())
     inputs = content["inputs"]
+    assert inputs.pop("sample_memory") == inputs["memory"]  # the sample was drawn from --memory
     for key in ("started_at", "finished_at", "memory", "sample"):
         inputs.pop(key)
     return content
