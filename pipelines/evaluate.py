@@ -150,7 +150,9 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
     classifier = replace(config.classifier, max_pixels=_memorized(config.memory)[1].max_pixels)
     config = replace(config, classifier=classifier)
     memory_scored = None
-    if config.classifier.name == EFFICIENTNET:  # its model also gives the embedding: run it once per image
+    # its model also gives the embedding: run it once an image, unless the embedding is left
+    # out (it ran on every image then too, whatever --sample_size chose)
+    if config.classifier.name == EFFICIENTNET and config.embedding:
         memory_scored = pipeline | "ScoreMemory" >> ScoreMemory(parts, config.classifier)
     scored = None if memory_scored is None else memory_scored | "ConceptRows" >> beam.Map(lambda m: m.scored)
     sections = {

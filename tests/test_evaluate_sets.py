@@ -219,6 +219,11 @@ def test_embedding_false_leaves_the_model_to_the_classifier(sets, tmp_path):
     assert model_images == n_memory
     rows = report["distances"]["rows"]
     assert [r["space"] for r in rows] == [*SPACES[:3]] * 3 and EMBEDDING not in SPACES[:3]
+    # and with --sample_size only on the images drawn (it ran on every image of the memory)
+    _, model_images, report = _evaluate_counting_model_images(
+        sets, tmp_path / "drawn", "--classifier", "efficientnet-lite0", "--embedding=false",
+        "--sample_size", "5")
+    assert model_images == report["concept"]["unique"]["n"] == 5 < n_memory
 
 
 def _evaluate_counting_model_images(sets, out: Path, *flags: str):
