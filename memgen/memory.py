@@ -15,7 +15,7 @@ import json
 import os
 import posixpath
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
@@ -350,6 +350,27 @@ def open_table(memory: str, table: str) -> ds.Dataset:
     """A finished memory's table as a pyarrow dataset (empty when the table has no parts)."""
     fs, files = _part_files(memory, table)
     return ds.dataset(files, schema=table_schema(table), format="parquet", filesystem=fs)
+
+
+def part_rows(url: str, columns: list[str] | None = None, selected: frozenset[str] | None = None,
+              batch_rows: int = 64) -> Iterator[dict[str, Any]]:
+    """The rows of an images part (a URL), `batch_rows` at a time (`columns`: all, if None;
+    image_id among them). With `selected`, only rows of those ids, and only the row groups
+    that hold one are read beyond their id column: ids are random, so a filter's statistics
+    skip nothing (a dataset scan read every image byte, and ahead: several times a part in
+    memory, to take a few rows)."""
+    with fsspec.open(url, "rb") as f:
+        part = pq.ParquetFile(f)
+        groups = list(range(part.num_row_groups))
+        if selected is not None:
+            groups = [g for g in groups if not selected.isdisjoint(
+                part.read_row_group(g, columns=["image_id"]).column(0).to_pylist())]
+        if not groups:
+            return
+        for batch in part.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns):
+            for row in batch.to_pylist():
+                if selected is None or row["image_id"] in selected:
+                    yield row
 
 
 def image_parts(memory: str) -> list[str]:

@@ -18,12 +18,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 import fsspec
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from memgen.fingerprint import DEFAULT_MAX_PIXELS
-from memgen.memory import join, open_table, write_atomic
+from memgen.memory import image_parts, join, open_table, part_rows, write_atomic
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard, unprintable
 from memgen.report import REPORT_HTML
@@ -55,21 +54,23 @@ def _thumbs(images: Iterable[tuple[bytes, str]], max_pixels: int) -> Iterator[Th
             log.warning("report figure: %s left out (%s: %s)", caption, type(e).__name__, e)
 
 
-def _memory_images(memory: str, image_ids: list[str]) -> dict[str, bytes]:
-    """Bytes of the given ids from the memory's images table."""
-    if not image_ids:
-        return {}  # isin([]) cannot tell the type of an empty list
-    table = open_table(memory, "images").to_table(columns=["image_id", "image"],
-                                                   filter=pc.field("image_id").isin(image_ids))
-    return dict(zip(table.column("image_id").to_pylist(), table.column("image").to_pylist(), strict=True))
+def _memory_images(ids_by_part: dict[str, set[str]]) -> dict[str, bytes]:
+    """Bytes of the given ids, from the memory parts (URLs) that hold them: only the row
+    groups holding one (a filter on the whole table read every image byte of the memory
+    into this process, to show a few)."""
+    return {row["image_id"]: row["image"] for part, ids in sorted(ids_by_part.items())
+            for row in part_rows(part, ["image_id", "image"], frozenset(ids))}
 
 
 def _sample_images(sample: str, memory: str, n: int) -> Iterator[tuple[bytes, str]]:
     _, drawn_from = sample_memory(sample, memory)
     with fsspec.open(join(sample, INDEX), "rb") as f:
-        table = pq.read_table(f, columns=["rank", "image_id", "caption"])
+        table = pq.read_table(f, columns=["rank", "image_id", "caption", "memory_part"])
     index = table.sort_by("rank").slice(0, n).to_pylist()
-    data = _memory_images(drawn_from, [row["image_id"] for row in index])
+    ids_by_part: dict[str, set[str]] = defaultdict(set)
+    for row in index:  # the index names the part of each
+        ids_by_part[join(drawn_from, "images", row["memory_part"])].add(row["image_id"])
+    data = _memory_images(ids_by_part)
     for row in index:
         if row["image_id"] in data:
             yield data[row["image_id"]], f"#{row['rank']} {row['caption'] or row['image_id'][:12]}"
@@ -96,24 +97,28 @@ def cluster_galleries(memory: str, reader: ReaderConfig, clusters: int = CLUSTER
     largest clusters, streamed; of the duplicates table (the crawl's size) only their rows
     are read.
     """
-    largest: list[tuple[int, str]] = []  # (copies, image_id), largest first
-    for batch in open_table(memory, "images").to_batches(columns=["image_id", "copies"],
-                                                          filter=pc.field("copies") > 1):
-        top = pa.Table.from_batches([batch]).sort_by([("copies", "descending"), ("image_id", "ascending")])
-        found = [(row["copies"], row["image_id"]) for row in top.slice(0, clusters).to_pylist()]
+    largest: list[tuple[int, str, str]] = []  # (copies, image_id, part), largest first
+    for part in image_parts(memory):
+        with fsspec.open(part, "rb") as f:
+            table = pq.read_table(f, columns=["image_id", "copies"], filters=pc.field("copies") > 1)
+        top = table.sort_by([("copies", "descending"), ("image_id", "ascending")]).slice(0, clusters)
+        found = [(row["copies"], row["image_id"], part) for row in top.to_pylist()]
         largest = sorted([*largest, *found], key=lambda c: (-c[0], c[1]))[:clusters]
     if not largest:
         return []
     rows = open_table(memory, "duplicates").to_table(
         columns=["source", "representative", "distance"],
-        filter=pc.field("representative").isin([rep for _, rep in largest]),
+        filter=pc.field("representative").isin([rep for _, rep, _ in largest]),
     ).sort_by([("distance", "ascending"), ("source", "ascending")])
     wanted = {rep: rows.filter(pc.equal(rows.column("representative"), rep)).slice(0, members - 1).to_pylist()
-              for _, rep in largest}
+              for _, rep, _ in largest}
     found = _records_by_source({row["source"] for rep_rows in wanted.values() for row in rep_rows}, reader)
-    representatives = _memory_images(memory, [rep for _, rep in largest])
+    ids_by_part: dict[str, set[str]] = defaultdict(set)
+    for _, rep, part in largest:
+        ids_by_part[part].add(rep)
+    representatives = _memory_images(ids_by_part)
     galleries = []
-    for copies, rep in largest:
+    for copies, rep, _ in largest:
         plural = "s" if copies > 2 else ""
         images = [(representatives[rep], f"representative ({copies - 1} duplicate{plural})")]
         images += [(found[row["source"]], f"d={row['distance']} {posixpath.basename(row['source'])}")
@@ -132,6 +137,9 @@ def _records_by_source(sources: set[str], reader: ReaderConfig) -> dict[str, byt
         for item in read_shard(_shard(index, uri), reader):
             if isinstance(item, Record) and item.source in wanted:
                 found[item.source] = item.data
+                wanted.discard(item.source)
+                if not wanted:
+                    break  # the rest of the shard (a GB on an object store) is not wanted
     missing = len(sources) - len(found)
     if missing:
         log.warning("report figures: %d duplicate images could not be re-read from their shards", missing)

@@ -21,14 +21,12 @@ import math
 import posixpath
 import tarfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from memgen.contact_sheet import contact_sheet, thumbnail
@@ -40,6 +38,7 @@ from memgen.memory import (
     ParquetPart,
     join,
     manifest_digest,
+    part_rows,
     read_manifest,
     refuse_finished,
     temporaries,
@@ -155,7 +154,7 @@ def write_file(number: int, chosen: Iterable[Chosen], out: str, fmt: str,
     result = PartResult()
     with _WRITERS[fmt](join(out, name)) as writer:
         for part, by_id in sorted(by_part.items()):
-            for row in _chosen_rows(part, list(by_id)):
+            for row in part_rows(part, None, frozenset(by_id), batch_rows=256):
                 c = by_id[row["image_id"]]
                 member = writer.add(row, c)
                 file = name if fmt != "folder" else f"{IMAGES_DIR}/{member}"
@@ -165,15 +164,6 @@ def write_file(number: int, chosen: Iterable[Chosen], out: str, fmt: str,
                 if c.rank < SHEET_IMAGES:
                     result.thumbs.append((c.rank, thumbnail(row["image"], max_pixels=max_pixels)))
     return result
-
-
-def _chosen_rows(part: str, image_ids: list[str]) -> Iterator[dict[str, Any]]:
-    """Rows of `part` whose image_id is chosen, streamed row group by row group."""
-    fs, path = fsspec.core.url_to_fs(part)
-    dataset = ds.dataset(path, format="parquet", filesystem=fs, schema=table_schema("images"))
-    wanted = pc.field("image_id").isin(pa.array(image_ids, pa.string()))
-    for batch in dataset.to_batches(filter=wanted, batch_size=256):
-        yield from batch.to_pylist()
 
 
 def sampling_fields(row: dict[str, Any], c: Chosen) -> dict[str, Any]:

@@ -134,6 +134,12 @@ def test_row_groups_are_bounded_by_every_field_not_only_the_image(tmp_path, monk
     assert write_rows(str(path), "images", rows) == 500
     meta = pq.read_metadata(path)
     assert meta.num_rows == 500 and meta.num_row_groups >= 4
+    # the rows of a few ids, in the part's order, from the row groups that hold them
+    chosen = frozenset(rows[i]["image_id"] for i in (499, 3, 250))
+    assert [r["source"] for r in memory_module.part_rows(str(path), ["image_id", "source"], chosen)] == [
+        "a.tar#3", "a.tar#250", "a.tar#499"]
+    assert len(list(memory_module.part_rows(str(path), ["image_id"]))) == 500
+    assert not list(memory_module.part_rows(str(path), ["image_id"], frozenset({"none"})))
 
 
 def test_a_table_without_rows_still_has_a_part_for_globs(tmp_path):

@@ -31,6 +31,7 @@ from memgen.classify.concept import (
 from memgen.classify.images import decode_ahead
 from memgen.classify.onnx_model import concept_probability, inference_session, to_model_input
 from memgen.fingerprint import ImageError
+from memgen.memory import part_rows
 from memgen.prevalence import Tally, take_all
 
 READ_BATCH_ROWS = 64  # image rows held at once while a part is read
@@ -69,23 +70,9 @@ def read_ids(url: str) -> Iterator[tuple[str, int]]:
 
 
 def read_images(url: str, selected: frozenset[str] | None) -> Iterator[ImageItem]:
-    """The part's images, a batch at a time; with `selected`, only those ids, and only the
-    row groups that hold one are read beyond their id column."""
-    with fsspec.open(url, "rb") as f:
-        part = pq.ParquetFile(f)
-        if selected is None:
-            batches = part.iter_batches(batch_size=READ_BATCH_ROWS, columns=IMAGE_COLUMNS)
-        else:
-            groups = [g for g in range(part.num_row_groups)
-                      if not selected.isdisjoint(part.read_row_group(g, columns=["image_id"])
-                                                 .column(0).to_pylist())]
-            batches = part.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=groups,
-                                        columns=IMAGE_COLUMNS) if groups else []
-        for batch in batches:
-            for row in batch.to_pylist():
-                if selected is None or row["image_id"] in selected:
-                    yield ImageItem(row["image_id"], row["copies"], row["image"], row["caption"],
-                                    row["source"])
+    """The part's images, a batch at a time; with `selected`, only those ids (memory.part_rows)."""
+    for row in part_rows(url, IMAGE_COLUMNS, selected, READ_BATCH_ROWS):
+        yield ImageItem(row["image_id"], row["copies"], row["image"], row["caption"], row["source"])
 
 
 def read_labelled(item: LabelledFile) -> ImageItem:

@@ -46,7 +46,7 @@ from memgen.classify.onnx_model import (
 from memgen.copying import query_phash
 from memgen.features import EMBEDDING, ImageView, extract
 from memgen.fingerprint import DEFAULT_MAX_PIXELS, FingerprintConfig, ImageError
-from memgen.memory import image_parts, join
+from memgen.memory import image_parts, join, part_rows
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
 from memgen.sample_output import INDEX, sample_memory
@@ -78,13 +78,9 @@ class ScoredImage(NamedTuple):
 
 def read_memory_part(url: str, selected: frozenset[str] | None = None) -> Iterator[SetImage]:
     """The part's images (only `selected` ids when given), a batch of rows at a time."""
-    with fsspec.open(url, "rb") as f:
-        for batch in pq.ParquetFile(f).iter_batches(
-                batch_size=READ_BATCH_ROWS, columns=["image_id", "phash", "image", "copies", "source"]):
-            for row in batch.to_pylist():
-                if selected is None or row["image_id"] in selected:
-                    yield SetImage(MEMORY, row["image_id"], row["phash"], row["image"], row["copies"],
-                                   row["source"])
+    columns = ["image_id", "phash", "image", "copies", "source"]
+    for row in part_rows(url, columns, selected, READ_BATCH_ROWS):
+        yield SetImage(MEMORY, row["image_id"], row["phash"], row["image"], row["copies"], row["source"])
 
 
 def sample_parts(sample: str, memory: str | None = None) -> list[tuple[str, frozenset[str]]]:
