@@ -25,8 +25,10 @@ from memgen.sample_output import file_numbers, finish_sample, read_columns, writ
 class TopCandidates(beam.CombineFn):
     """The `capacity` largest candidates; inputs are partial top lists (one per part).
 
-    Accumulators are lists, largest first, of plain (key, image_id, part, weight, copies)
-    tuples: Beam encodes those natively, where Candidate NamedTuples would be pickled."""
+    Accumulators are lists of plain (key, image_id, part, weight, copies) tuples: Beam
+    encodes those natively, where Candidate NamedTuples would be pickled. Inputs are added
+    as they come and cut to the `capacity` largest once twice as many are held (a merge per
+    input cost O(parts x n): 48 s for 20,000 parts and n = 90,000)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -35,13 +37,16 @@ class TopCandidates(beam.CombineFn):
         return []
 
     def add_input(self, accumulator, candidates):
-        return sampling.merge([accumulator, candidates], self.capacity)
+        accumulator.extend(candidates)
+        if len(accumulator) > 2 * self.capacity:
+            return sampling.merge([accumulator], self.capacity)
+        return accumulator
 
     def merge_accumulators(self, accumulators):
         return sampling.merge(accumulators, self.capacity)
 
     def extract_output(self, accumulator) -> list[tuple]:
-        return accumulator
+        return sampling.merge([accumulator], self.capacity)  # largest first
 
 
 def part_top(part: str, seed: int, mode: str, capacity: int) -> list[tuple]:
