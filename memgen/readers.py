@@ -401,11 +401,10 @@ def _group_items(shard: Shard, group: list[tuple[str, str, bytes | None, int]], 
     source = shard.source(locator)
     images = _image_members(group)
     if not images:
-        data = group[0][2] or b""
+        data, size = group[0][2] or b"", abs(group[0][3])  # negative: too large, its head read
         exts = ",".join(ext or "(none)" for _, ext, _, _ in group)
         yield Reject(shard.index, ordinal(), source, "read", "no_image",
-                     f"no image member among extensions {exts}", len(data),
-                     data[: config.reject_data_cap])
+                     f"no image member among extensions {exts}", size, data[: config.reject_data_cap])
         return
     caption = decode_text(_sidecar(group, "txt", images[0][0]))
     meta_text, url = _metadata(decode_text(_sidecar(group, "json", images[0][0])))

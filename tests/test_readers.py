@@ -83,6 +83,9 @@ def test_sample_without_image_is_rejected_with_its_bytes(tmp_path):
     assert isinstance(items[0], Reject) and items[0].error_type == "no_image"
     assert items[0].data == b"hello" and items[0].source.endswith("#only_text")
     assert isinstance(items[1], Record)
+    path = write_tar(tmp_path / "b.tar", [("video", {"mp4": b"v" * 5000})])  # over --max_bytes: its head read
+    (item,) = read(str(path), ReaderConfig(max_bytes=1000, reject_data_cap=10))
+    assert (item.error_type, item.n_bytes, item.data) == ("no_image", 5000, b"v" * 10)  # not the head's size
 
 
 @pytest.mark.parametrize("name", ["a.tar.bz2", "a.tbz2", "a.tar.xz", "a.txz"])
