@@ -229,13 +229,15 @@ def _walk(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
 
 
 def _local_files(root: str) -> list[str]:
-    """The files below a local folder; NoInputError for a folder below it that cannot be
-    listed (fsspec's find skips those silently, and their records were lost)."""
+    """The files below a local folder (links to files too; links to folders are not followed,
+    as fsspec's find did not: a link to `..` read the whole tree above, round and round);
+    NoInputError for a folder below it that cannot be listed (find skipped those silently,
+    and their records were lost)."""
     def unlisted(e: OSError) -> None:
         raise NoInputError(f"{e.filename or root} cannot be listed: {e.strerror or e}")
 
-    return [posixpath.join(folder, name)
-            for folder, _, names in os.walk(root, onerror=unlisted, followlinks=True) for name in names]
+    return [posixpath.join(folder, name) for folder, _, names in os.walk(root, onerror=unlisted)
+            for name in names]
 
 
 def _unlisted_glob(fs: fsspec.AbstractFileSystem, pattern: str) -> None:

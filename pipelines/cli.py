@@ -11,6 +11,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -61,8 +62,7 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
     when another run took the folder over meanwhile. Returns whether it ran.
     """
     check_urls(urls, options)
-    if claim.url.startswith(("http://", "https://")):  # a run wrote nothing, then ended in a traceback
-        raise UsageError(f"{claim.flag} {claim.url}: http(s) cannot be written (use a folder, s3:// or gs://)")
+    _writable(claim.flag, claim.url)
     runner = validated_runner(options)
     prepare(claim, True)  # an output refused before the inputs are listed (a bucket's listing takes long)
     if _dry(options):
@@ -184,23 +184,32 @@ def _finished(manifest: dict | None, flag: str, url: str) -> dict:
     return manifest
 
 
-def _done_before(command: str, flag: str, url: str, finished: Callable[[], dict | None],
-                 recorded: Callable[[], dict], options: PipelineOptions) -> bool:
+def _made_by_this_command(flag: str, url: str, finished: Callable[[], dict | None],
+                          recorded: Callable[[], dict]) -> bool:
     """Whether `url` holds the finished output of this same command (`finished()`: what its
     manifest or report records; `recorded()`: of this command): a run killed after it wrote
-    it, a scheduler's retry. That is said, and the command ends as it would have (a refusal
-    advised deleting it). What cannot be read here is said by the run's own checks."""
+    it, a scheduler's retry. What cannot be read here is said by the run's own checks."""
+    _writable(flag, url)  # before the output is read: a silent http server held this for minutes
     try:
         found = finished()
-        done = found is not None and all(found.get(key) == value for key, value in recorded().items())
+        return found is not None and all(found.get(key) == value for key, value in recorded().items())
     except Exception:  # noqa: BLE001 - an unusable URL, a damaged manifest: execute() says which
         return False
-    if not done:
-        return False
-    dry = "dry run: " if _dry(options) else ""
-    print(f"{dry}memgen {command}: {flag} {url} already holds the finished output of this command: "
-          "nothing to run", file=sys.stderr)
-    return True
+
+
+def _not_made_again(flag: str, url: str) -> UsageError:
+    """The refusal of this same command's finished output, which may be out of date (inputs
+    listed anew, a memory rebuilt at the same path): not another's (it advised deleting it)."""
+    return UsageError(f"{flag} {url} already holds the finished output of this same command; it is not made "
+                      f"again (its inputs may have changed since): choose another {flag}, or delete it to "
+                      "make it anew")
+
+
+def _writable(flag: str, url: str) -> None:
+    """UsageError for an output that cannot be written: http(s) (a run wrote nothing, then
+    ended in a traceback)."""
+    if url.startswith(("http://", "https://")):
+        raise UsageError(f"{flag} {url}: http(s) cannot be written (use a folder, s3:// or gs://)")
 
 
 def _dry(options: PipelineOptions) -> bool:
@@ -212,12 +221,11 @@ def memorize(argv: list[str]) -> dict | None:
     options = parse_job("memgen memorize", "Fingerprint, deduplicate and store web image shards.",
                         MemorizeOptions, argv, positional="INPUT", positional_flag="input")
     config = MemorizeConfig.from_options(options)
-    if _done_before("memorize", "--memory", config.memory, lambda: read_manifest(config.memory),
-                    config.recorded, options):
-        if _dry(options):
-            return None
-    elif not execute(options, config.urls(), memory_claim(config.memory),
-                     lambda pipeline, claim: build(pipeline, config, claim), prepare_output):
+    memory = config.memory
+    if _made_by_this_command("--memory", memory, partial(read_manifest, memory), config.recorded):
+        raise _not_made_again("--memory", config.memory)
+    if not execute(options, config.urls(), memory_claim(config.memory),
+                   lambda pipeline, claim: build(pipeline, config, claim), prepare_output):
         return None
     manifest = _finished(read_manifest(config.memory), "--memory", config.memory)
     print(memorize_summary(manifest))
@@ -232,8 +240,10 @@ def sample(argv: list[str]) -> dict | None:
     options = parse_job("memgen sample", "Draw a seeded, reproducible sample of a memory's images.",
                         job.SampleOptions, argv)
     config = job.SampleConfig.from_options(options)
-    if _done_before("sample", "--out", config.out, lambda: read_manifest(config.out), config.recorded,
-                    options):
+    # a sample is pinned by its memory's manifest digest: the same command draws the same sample
+    if _made_by_this_command("--out", config.out, partial(read_manifest, config.out), config.recorded):
+        print(f"{'dry run: ' if _dry(options) else ''}memgen sample: --out {config.out} already holds the "
+              "finished output of this command: nothing to run", file=sys.stderr)
         if _dry(options):
             return None
     elif not execute(options, config.urls(), sample_claim(config.out),
@@ -255,7 +265,6 @@ def evaluate(argv: list[str]) -> dict | None:
     from memgen.pipelines import evaluate as job
     from memgen.report import (
         REPORT,
-        REPORT_HTML,
         concept_summary,
         finished_inputs,
         page_missing,
@@ -267,12 +276,9 @@ def evaluate(argv: list[str]) -> dict | None:
     options = parse_job("memgen evaluate", "Measure a memory: concept fraction with CIs, distances "
                         "between image sets, copying (report.json, report.html).", job.EvaluateOptions, argv)
     config = job.EvaluateConfig.from_options(options)
-    done = _done_before("evaluate", "--out", config.out, lambda: finished_inputs(config.out), config.inputs,
-                        options)
-    if done:
-        if _dry(options):
-            return None
-    elif page_missing(config.out, config.inputs()):  # killed after report.json: only the page is left
+    if _made_by_this_command("--out", config.out, partial(finished_inputs, config.out), config.inputs):
+        raise _not_made_again("--out", config.out)
+    if page_missing(config.out, config.inputs()):  # killed after report.json: only the page is left
         if _dry(options):
             print(f"dry run: {config.out} holds this report but not its page; a run writes report.html only")
             return None
@@ -283,7 +289,7 @@ def evaluate(argv: list[str]) -> dict | None:
     report = read_report(config.out)
     print(concept_summary(report["concept"]))
     print(f"report: {join(config.out, REPORT)}")
-    print(f"report.html: {join(config.out, REPORT_HTML) if done else job.write_report_html(config, report)}")
+    print(f"report.html: {job.write_report_html(config, report)}")
     return report
 
 

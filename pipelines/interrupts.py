@@ -41,6 +41,7 @@ class Watch:
         self.interrupted = False
         self.signal = signal.SIGINT  # the signal that interrupted the run
         self.worker_ended: str | None = None  # how, in words
+        self._ending = False  # the run outlived an interrupt: its workers are being ended
         self._cancel = threading.Event()
         self._handlers: dict[int, object] = {}
         self._hook = None
@@ -102,14 +103,16 @@ class Watch:
 
     def outlived(self) -> None:
         """The run outlived a Ctrl-C (its result was written as the runner shut down): its
-        workers are ended, the watchdog called off, logging back."""
+        workers are ended, the watchdog called off, logging back; the runner's threads that
+        fail as the workers end stay quiet (they printed ~60 lines after the result)."""
+        self._ending = True
         end_workers()
         self._cancel.set()
         self._cancel, self.interrupted = threading.Event(), False
         logging.disable(self._disabled)
 
     def _thread_failed(self, args: threading.ExceptHookArgs) -> None:
-        if self.interrupted or self.worker_ended:
+        if self.interrupted or self.worker_ended or self._ending:
             return
         ended = _WORKER_EXIT.search(str(args.exc_value))
         if isinstance(args.exc_value, RuntimeError) and ended:  # the command says it once, in one line

@@ -336,7 +336,7 @@ def test_scheduler_launches_memorize_nightly_over_the_new_shards():
     assert re.fullmatch(PipelineOptionsValidator.JOB_PATTERN, launch["jobName"])
     assert set(launch["environment"]) <= RUNTIME_ENVIRONMENT
     params = launch["parameters"]
-    # each night needs its own shards and its own memory: a finished memory is never written again
+    # each night needs its own shards and its own memory: a finished memory is refused
     assert "${YESTERDAY}" in params["input"] and "${YESTERDAY}" in params["memory"]
     rendered = dict(zip(params, (a.split("=", 1)[1] for a in load_launch().render(
         [f"--{k}={v}" for k, v in params.items()], RUN_DATE)), strict=True))

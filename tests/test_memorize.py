@@ -537,19 +537,20 @@ def test_rerun_completes_an_unfinished_memory(tmp_path):
     assert read_manifest(str(mem))["balanced"]
 
 
-def test_the_same_command_over_its_finished_memory_says_so_another_is_refused(tmp_path, capsys):
-    """A run killed after its manifest (a scheduler retries it) was refused, advising to delete
-    the finished memory."""
+def test_the_same_command_over_its_finished_memory_is_refused_as_its_own(tmp_path, capsys):
+    """A run killed after its manifest (a scheduler retries it) was refused as if another
+    command's, advising to delete the finished memory; it is not made again either, since its
+    inputs may have changed (a folder listed anew)."""
     write_tar(tmp_path / "a.tar", [sample(f"k{i}", jpeg(i)) for i in range(3)])
     command = [str(tmp_path / "a.tar"), "--memory", str(tmp_path / "m")]
     assert run(*command) == 0
     manifest = (tmp_path / "m" / "manifest.json").read_bytes()
     capsys.readouterr()
-    assert run(*command) == 0
-    said = capsys.readouterr()
-    assert said.err == (f"memgen memorize: --memory {tmp_path / 'm'} already holds the finished output of "
-                        "this command: nothing to run\n")
-    assert "unique images                3" in said.out
+    assert run(*command) == 2
+    assert capsys.readouterr().err == (
+        f"memgen memorize: error: --memory {tmp_path / 'm'} already holds the finished output of this same "
+        "command; it is not made again (its inputs may have changed since): choose another --memory, or "
+        "delete it to make it anew\n")
     assert (tmp_path / "m" / "manifest.json").read_bytes() == manifest
     assert run(*command, "--threshold", "4") == 2
     assert "holds a finished memory (manifest.json); choose another --memory" in capsys.readouterr().err

@@ -230,6 +230,18 @@ def test_a_memgen_output_in_a_folder_is_read_as_its_images_only(tmp_path, caplog
     assert caplog.messages == [f"{out} is the output of a memgen run: only its images/ is read"]
 
 
+def test_links_to_folders_are_not_followed_links_to_files_are(tmp_path):
+    """Following them, a link to `..` read the whole tree above, round and round (29,161
+    shards from a folder of one image)."""
+    (tmp_path / "other").mkdir()
+    write_tar(tmp_path / "other" / "o.tar", [sample("o", jpeg(2))])
+    (tmp_path / "in").mkdir()
+    write_tar(tmp_path / "in" / "a.tar", [sample("a", jpeg(1))])
+    (tmp_path / "in" / "loop").symlink_to("..")
+    (tmp_path / "in" / "o.tar").symlink_to(tmp_path / "other" / "o.tar")
+    assert [s.uri.rsplit("/", 1)[1] for s in discover([str(tmp_path / "in")])] == ["a.tar", "o.tar"]
+
+
 def test_a_folder_that_cannot_be_listed_is_an_error_not_skipped(tmp_path):
     """fsspec's find skips a folder it cannot list: its records were lost, exit 0 (and a glob
     in one said "no input matched")."""

@@ -168,8 +168,8 @@ def test_s3_memory_that_is_finished_is_refused_to_another_command(s3, capfd):
     capfd.readouterr()
     assert main(["memorize", "s3://inputs/shards/shard-00{1,2}.tar", "--memory", memory]) == 2
     assert "already holds a finished memory" in capfd.readouterr().err
-    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", memory]) == 0  # the same: said
-    assert "already holds the finished output of this command" in capfd.readouterr().err
+    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", memory]) == 2  # the same one
+    assert "already holds the finished output of this same command" in capfd.readouterr().err
 
 
 def test_a_bucket_that_does_not_exist_is_not_created(s3, capsys):
@@ -367,6 +367,15 @@ def test_http_outputs_are_refused_and_a_memory_on_a_server_without_ranges_is_sai
         assert main(["sample", "--memory", f"{root}/mem", "--n", "1", "--out", str(tmp_path / "s")]) == 2
         err = capsys.readouterr().err
         assert "The HTTP server doesn't appear to support range requests" in err and err.count("\n") == 1
+    requests: list[str] = []  # refused before it is asked anything: a silent one held it for minutes
+    release = threading.Event()
+    with serving(_SilentHandler, requests=requests, release=release) as root:
+        try:
+            assert main(["memorize", str(shards / "shard-000.tar"), "--memory", f"{root}/m"]) == 2
+            assert main(["evaluate", "--memory", str(memory), "--out", f"{root}/r"]) == 2
+        finally:
+            release.set()
+    assert requests == []
 
 
 def test_memorize_http_shards_match_local(http_root, local_reference, tmp_path):
