@@ -169,12 +169,7 @@ def test_a_worker_imports_nothing_before_it_can_take_ctrl_c():
 def test_ctrl_c_to_the_command_alone_while_workers_start_ends_it(shards, tmp_path):
     """The runner waited for worker processes the signal had not reached: the command hung
     (a second Ctrl-C printed the line and hung still, joining the runner's threads)."""
-    started = tmp_path / "started"
-    hook = WORKERS_ONLY + (f"    import pathlib, time\n    pathlib.Path({str(started)!r}).touch()\n"
-                           "    time.sleep(120)\n")
-    process = memorize(shards, tmp_path / "m", *MULTI_PROCESS, hook=hook)
-    wait_for(started, "no worker process started")
-    workers = _descendants(process.pid)
+    process, workers = _workers_starting(shards, tmp_path, 120)
     os.kill(process.pid, signal.SIGINT)
     began = time.monotonic()
     code, _, err = finish(process)
@@ -207,15 +202,21 @@ def test_sigterm_ends_a_run_as_ctrl_c_does_workers_too(shards, tmp_path):
 def test_workers_end_with_a_command_killed_while_they_start(shards, tmp_path):
     """SIGKILL, which the command cannot catch, left workers that were starting waiting a
     minute for it, then printing tracebacks long after it ended."""
-    started = tmp_path / "started"
-    hook = WORKERS_ONLY + (f"    import pathlib, time\n    pathlib.Path({str(started)!r}).touch()\n"
-                           "    time.sleep(3)\n")
-    process = memorize(shards, tmp_path / "m", *MULTI_PROCESS, hook=hook)
-    wait_for(started, "no worker process started")
-    workers = _descendants(process.pid)
+    process, workers = _workers_starting(shards, tmp_path, 3)
     os.kill(process.pid, signal.SIGKILL)
     _ended(workers, within=15)  # before the command is reaped: a parent may take its time
     finish(process)
+
+
+def _workers_starting(shards: Path, tmp_path: Path, seconds: float) -> tuple[subprocess.Popen, list[int]]:
+    """A multi-process memorize whose worker processes wait `seconds` as they start, once one
+    does; and the processes it started."""
+    started = tmp_path / "started"
+    hook = WORKERS_ONLY + (f"    import pathlib, time\n    pathlib.Path({str(started)!r}).touch()\n"
+                           f"    time.sleep({seconds})\n")
+    process = memorize(shards, tmp_path / "m", *MULTI_PROCESS, hook=hook)
+    wait_for(started, "no worker process started")
+    return process, _descendants(process.pid)
 
 
 def _ended(workers: list[int], within: float = 10) -> None:
