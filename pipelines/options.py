@@ -132,6 +132,7 @@ def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], a
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
     _refuse_empty(options_cls, known)
+    _refuse_repeated(options_cls, argv)
     overrides = {}
     flags, positionals = _split_flags(parser, argv)
     positionals += after
@@ -155,6 +156,18 @@ def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], a
     test_options = options.view_as(TestOptions)
     test_options.dry_run = _boolean(DRY_RUN, test_options.dry_run)
     return options
+
+
+def _refuse_repeated(cls: type[PipelineOptions], argv: list[str]) -> None:
+    """UsageError for a job's flag of one value given more than once (the last one was taken
+    silently: `--memory a ... --memory b` wrote b); --input and --reference gather theirs."""
+    parser = argparse.ArgumentParser(add_help=False)
+    cls._add_argparse_args(parser)  # noqa: SLF001
+    for flag, action in parser._option_string_actions.items():  # noqa: SLF001
+        if isinstance(action, argparse._StoreAction):  # noqa: SLF001 - one value: not append or extend
+            given = sum(word == flag or word.startswith(flag + "=") for word in argv)
+            if given > 1:
+                raise UsageError(f"{flag} is given {given} times; give it once")
 
 
 def _flags_of(cls: type[PipelineOptions]) -> dict[str, str]:

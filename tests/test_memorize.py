@@ -744,6 +744,7 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     (["{tmp}/photos", "--memory", "{tmp}/link/m"], "is inside the input"),
     (["{shard}", "--memory", "s3://"], "--memory s3:// names no bucket"),
     (["{shard}", "--memory", "s3:///m"], "--memory s3:///m names no bucket"),  # was NoCredentialsError
+    (["{shard}", "--memory", "{tmp}/a", "--memory={tmp}/b"], "--memory is given 2 times"),  # b was written
     (["{shard}", "--memory", "/proc/memgen-test"], "cannot be written"),
     (["hdfs://namenode/shards", "--memory", "{tmp}/m"], "error: OSError: "),  # no Java here: 7 lines
     (["{shard}", "--memory", "{tmp}/caf\udce9"], "caf\\xe9: the name is not UTF-8"),  # unreadable by sample
