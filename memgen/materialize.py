@@ -72,18 +72,15 @@ def write_images(memory: str, shards: Sequence[Shard], kept: list[KeptImage], re
     found_instead: dict[tuple[int, int], bytes] = {}  # a kept record's place held other bytes on the re-read
     unreadable: dict[int, str] = {}  # shard -> why its re-read failed before it found every kept record
     keeping = {k.fp.shard for k in kept}
-    attaching = {r.shard for r in rejects if not _whole_shard(r)}  # records whose bytes the re-read attaches
+    # the shards to re-read: those with kept records, or rejected ones whose bytes it attaches
+    reread = keeping | {r.shard for r in rejects if not _whole_shard(r)}
     name = part_name(shards[0].index)
 
     with ParquetPart(join(memory, "rejects", name), table_schema("rejects")) as rejects_part:
-        def reject(r: Reject) -> None:
-            rejects_part.add(r.row(config.reject_data_cap))
-            counts[f"reject:{r.error_type}"] += 1
-
         def image_rows() -> Iterator[dict]:
             """Streams kept rows (bounded memory), and rejected records with their bytes."""
             for shard in shards:
-                if shard.index not in keeping | attaching:
+                if shard.index not in reread:
                     continue  # nothing to write or attach: a dead server is not waited out twice
                 for item in read_shard(shard, config):
                     at = (shard.index, item.ordinal)
@@ -99,7 +96,7 @@ def write_images(memory: str, shards: Sequence[Shard], kept: list[KeptImage], re
                         found_instead[at] = item.data[: config.reject_data_cap]
                     elif at in rejects_at:
                         data = item.data[: config.reject_data_cap] if item.data else None
-                        reject(rejects_at.pop(at)._replace(data=data))
+                        _add_reject(rejects_part, rejects_at.pop(at)._replace(data=data), counts, config)
 
         _written(counts, "images", write_rows(join(memory, "images", name), "images", image_rows()))
         by_index = {shard.index: shard for shard in shards}
@@ -114,7 +111,7 @@ def write_images(memory: str, shards: Sequence[Shard], kept: list[KeptImage], re
             rejects_at[index, ordinal] = Reject(index, ordinal, by_index[index].source(lost.fp.locator),
                                                 "materialize", kind, why[:500], lost.fp.n_bytes, found)
         for at in sorted(rejects_at):
-            reject(rejects_at[at])
+            _add_reject(rejects_part, rejects_at[at], counts, config)
     _written(counts, "rejects", rejects_part.count)
     return counts, [k.fp.image_id for k in kept_at.values()]
 
@@ -143,9 +140,16 @@ def write_duplicates(memory: str, shards: Sequence[Shard], duplicates: list[tupl
 
 
 def _write_rejects(counts: Counter, url: str, rejects: list[Reject], config: ReaderConfig) -> None:
-    _written(counts, "rejects", write_rows(url, "rejects", (r.row(config.reject_data_cap) for r in rejects)))
-    for r in rejects:
-        counts[f"reject:{r.error_type}"] += 1
+    with ParquetPart(url, table_schema("rejects")) as part:
+        for r in rejects:
+            _add_reject(part, r, counts, config)
+    _written(counts, "rejects", part.count)
+
+
+def _add_reject(part: ParquetPart, reject: Reject, counts: Counter, config: ReaderConfig) -> None:
+    """A reject row (its bytes up to the cap), counted by its reason."""
+    part.add(reject.row(config.reject_data_cap))
+    counts[f"reject:{reject.error_type}"] += 1
 
 
 def _written(counts: Counter, table: str, rows: int) -> None:

@@ -31,17 +31,20 @@ def check_report_output(out: str) -> None:
 def page_missing(out: str, inputs: dict[str, Any]) -> bool:
     """Whether `out` holds report.json of these inputs but no report.html: a run killed
     between the two, which a rerun finishes by writing the page only."""
-    fs, path = fsspec.core.url_to_fs(out)
-    if not fs.exists(posixpath.join(path, REPORT)) or fs.exists(posixpath.join(path, REPORT_HTML)):
-        return False
-    written = read_report(out).get("inputs") or {}
-    return all(written.get(key) == value for key, value in inputs.items())
+    written = _report_inputs(out, page=False)
+    return written is not None and all(written.get(key) == value for key, value in inputs.items())
 
 
 def finished_inputs(out: str) -> dict[str, Any] | None:
     """The inputs of the finished report in `out` (report.json and report.html), or None."""
+    return _report_inputs(out, page=True)
+
+
+def _report_inputs(out: str, page: bool) -> dict[str, Any] | None:
+    """The inputs report.json in `out` records, when there is one and report.html is there
+    as `page` says; else None."""
     fs, path = fsspec.core.url_to_fs(out)
-    if not fs.exists(posixpath.join(path, REPORT)) or not fs.exists(posixpath.join(path, REPORT_HTML)):
+    if not fs.exists(posixpath.join(path, REPORT)) or fs.exists(posixpath.join(path, REPORT_HTML)) != page:
         return None
     return read_report(out).get("inputs") or {}
 

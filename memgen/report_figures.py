@@ -54,10 +54,13 @@ def _thumbs(images: Iterable[tuple[bytes, str]], max_pixels: int) -> Iterator[Th
             log.warning("report figure: %s left out (%s: %s)", caption, type(e).__name__, e)
 
 
-def _memory_images(ids_by_part: dict[str, set[str]]) -> dict[str, bytes]:
-    """Bytes of the given ids, from the memory parts (URLs) that hold them: only the row
+def _memory_images(wanted: Iterable[tuple[str, str]]) -> dict[str, bytes]:
+    """Bytes of the (memory part URL, image id) pairs wanted, from those parts: only the row
     groups holding one (a filter on the whole table read every image byte of the memory
     into this process, to show a few)."""
+    ids_by_part: dict[str, set[str]] = defaultdict(set)
+    for part, image_id in wanted:
+        ids_by_part[part].add(image_id)
     return {row["image_id"]: row["image"] for part, ids in sorted(ids_by_part.items())
             for row in part_rows(part, ["image_id", "image"], frozenset(ids))}
 
@@ -67,10 +70,8 @@ def _sample_images(sample: str, memory: str, n: int) -> Iterator[tuple[bytes, st
     with fsspec.open(join(sample, INDEX), "rb") as f:
         table = pq.read_table(f, columns=["rank", "image_id", "caption", "memory_part"])
     index = table.sort_by("rank").slice(0, n).to_pylist()
-    ids_by_part: dict[str, set[str]] = defaultdict(set)
-    for row in index:  # the index names the part of each
-        ids_by_part[join(drawn_from, "images", row["memory_part"])].add(row["image_id"])
-    data = _memory_images(ids_by_part)
+    # the index names the part of each
+    data = _memory_images((join(drawn_from, "images", row["memory_part"]), row["image_id"]) for row in index)
     for row in index:
         if row["image_id"] in data:
             yield data[row["image_id"]], f"#{row['rank']} {row['caption'] or row['image_id'][:12]}"
@@ -113,10 +114,7 @@ def cluster_galleries(memory: str, reader: ReaderConfig, clusters: int = CLUSTER
     wanted = {rep: rows.filter(pc.equal(rows.column("representative"), rep)).slice(0, members - 1).to_pylist()
               for _, rep, _ in largest}
     found = _records_by_source({row["source"] for rep_rows in wanted.values() for row in rep_rows}, reader)
-    ids_by_part: dict[str, set[str]] = defaultdict(set)
-    for _, rep, part in largest:
-        ids_by_part[part].add(rep)
-    representatives = _memory_images(ids_by_part)
+    representatives = _memory_images((part, rep) for _, rep, part in largest)
     galleries = []
     for copies, rep, _ in largest:
         plural = "s" if copies > 2 else ""

@@ -136,10 +136,10 @@ def file_numbers(chosen_parts: Iterable[str]) -> dict[str, int]:
 def sample_rows_schema() -> pa.Schema:
     """--format parquet: the memory schema plus the sampling columns of the index."""
     images = table_schema("images")
-    index = table_schema("sample_index")
-    extra = [index.field(f["name"]) for f in load_json("sample_index")["fields"] if f.get("sampling")]
-    version = load_json("sample_index")["version"]  # the sampling columns' version
-    return pa.schema([*images, *extra], metadata={"memgen_table": "sample", "version": str(version)})
+    index, doc = table_schema("sample_index"), load_json("sample_index")
+    extra = [index.field(f["name"]) for f in doc["fields"] if f.get("sampling")]
+    # the version of the sampling columns
+    return pa.schema([*images, *extra], metadata={"memgen_table": "sample", "version": str(doc["version"])})
 
 
 def write_file(number: int, chosen: Iterable[Chosen], out: str, fmt: str,

@@ -223,11 +223,11 @@ def memorize(argv: list[str]) -> dict | None:
     config = MemorizeConfig.from_options(options)
     memory = config.memory
     if _made_by_this_command("--memory", memory, partial(read_manifest, memory), config.recorded):
-        raise _not_made_again("--memory", config.memory)
-    if not execute(options, config.urls(), memory_claim(config.memory),
+        raise _not_made_again("--memory", memory)
+    if not execute(options, config.urls(), memory_claim(memory),
                    lambda pipeline, claim: build(pipeline, config, claim), prepare_output):
         return None
-    manifest = _finished(read_manifest(config.memory), "--memory", config.memory)
+    manifest = _finished(read_manifest(memory), "--memory", memory)
     print(memorize_summary(manifest))
     return manifest
 

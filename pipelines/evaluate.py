@@ -187,7 +187,7 @@ def _drawn_from(config: EvaluateConfig) -> str | None:
     drawn_from = sample_memory(config.sample, config.memory)[1]
     if drawn_from != config.memory:
         log.warning("--sample %s was drawn from the memory at %s, not from --memory %s: it is "
-                        "compared with --memory", config.sample, drawn_from, config.memory)
+                    "compared with --memory", config.sample, drawn_from, config.memory)
     return drawn_from
 
 

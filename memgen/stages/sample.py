@@ -81,10 +81,10 @@ def choose(top: list[tuple], n: int, seed: int) -> tuple[list[tuple], float | No
 
 def by_file(choice: tuple[list[tuple], float | None]) -> Iterator[tuple[int, tuple]]:
     """(output file number, chosen) for every chosen image (sample_output.file_numbers)."""
-    chosen = choice[0]
-    numbers = file_numbers(sampling.Chosen._make(x).part for x in chosen)
-    for x in chosen:
-        yield numbers[sampling.Chosen._make(x).part], x
+    parts = [sampling.Chosen._make(x).part for x in choice[0]]
+    numbers = file_numbers(parts)
+    for part, x in zip(parts, choice[0], strict=True):
+        yield numbers[part], x
 
 
 class WriteSample(beam.PTransform):
