@@ -6,11 +6,13 @@ cloud extra) s3:// and gs:// behave the same. One shard is one unit of work.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import posixpath
 import re
 from collections import Counter
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import fsspec
@@ -274,14 +276,25 @@ def input_folder_holding(location: str, inputs: list[str]) -> str | None:
     fs, path = fsspec.core.url_to_fs(location)
     where = fs.unstrip_protocol(_real(fs, path)).rstrip("/")
     for raw in inputs:
-        for url in expand(raw):
-            in_fs, in_path = fsspec.core.url_to_fs(url)
-            folder = in_fs.unstrip_protocol(_real(in_fs, in_path)).rstrip("/")
-            if where.startswith(folder + "/") and _exists(in_fs, in_path) and in_fs.isdir(in_path):
-                return url
-            if _GLOB_CHARS & set(in_path) and type(in_fs) is type(fs) and _glob_reaches(in_path, path):
-                return url
+        with _listing(raw):
+            for url in expand(raw):
+                in_fs, in_path = fsspec.core.url_to_fs(url)
+                folder = in_fs.unstrip_protocol(_real(in_fs, in_path)).rstrip("/")
+                if where.startswith(folder + "/") and _exists(in_fs, in_path) and in_fs.isdir(in_path):
+                    return url
+                if _GLOB_CHARS & set(in_path) and type(in_fs) is type(fs) and _glob_reaches(in_path, path):
+                    return url
     return None
+
+
+@contextlib.contextmanager
+def _listing(raw: str) -> Iterator[None]:
+    """Names the input in what its storage raised (a refused ftp server, no credentials)."""
+    try:
+        yield
+    except Exception as e:
+        e.add_note(f"listing {raw}")
+        raise
 
 
 def _real(fs: fsspec.AbstractFileSystem, path: str) -> str:
@@ -308,17 +321,18 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
     any_exists = False
     unchecked: list[str] = []
     for raw in inputs:
-        for url in expand(raw):
-            expanded, exists, skipped = _expand_one(url)
-            if skipped:
-                kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items()))
-                _log.warning("%s: skipped %d files that are neither shards nor images (%s)",
-                             url, skipped.total(), kinds)
-            for uri, sidecars in expanded.items():  # named and walked too: whatever the order
-                urls[uri] = tuple(s for s in SIDECARS if s in sidecars or s in urls.get(uri, ()))
-            any_exists = any_exists or bool(exists)
-            if exists is None:
-                unchecked.extend(expanded)
+        with _listing(raw):
+            for url in expand(raw):
+                expanded, exists, skipped = _expand_one(url)
+                if skipped:
+                    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items()))
+                    _log.warning("%s: skipped %d files that are neither shards nor images (%s)",
+                                 url, skipped.total(), kinds)
+                for uri, sidecars in expanded.items():  # named and walked too: whatever the order
+                    urls[uri] = tuple(s for s in SIDECARS if s in sidecars or s in urls.get(uri, ()))
+                any_exists = any_exists or bool(exists)
+                if exists is None:
+                    unchecked.extend(expanded)
     refused = None  # why the first URL asked did not answer, unless it is not there (404)
     # hosts' URLs that got no status (refused, unreachable, timed out): a host is asked no more
     # after SILENT_ASKS (each URL of a brace range waited --http_timeout, a day for 1,000 shards)

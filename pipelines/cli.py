@@ -459,7 +459,8 @@ def _run(command: str, rest: list[str], watch: Watch) -> int:
         if not _storage_error(failed):
             raise  # memgen's own bug: the traceback is what a report needs
         said = next((line for line in str(cause).splitlines() if line.strip()), "")  # hdfs's is 7 lines
-        print(f"memgen {command}: error: {type(cause).__name__}: {said}{_where(cause)}"[:1000],
+        about = "".join(f" ({note})" for note in getattr(cause, "__notes__", ()))  # what it was doing
+        print(f"memgen {command}: error: {type(cause).__name__}: {said}{about}{_where(cause)}"[:1000],
               file=sys.stderr)
         return 2
     return 0

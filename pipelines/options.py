@@ -8,6 +8,7 @@ a flag that nobody knows is an error instead of being silently dropped.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable
 
@@ -33,6 +34,8 @@ BEAM_EPILOG = (
 )
 
 
+# --direct_num_workers above this many per core is a mistake, not a speed-up
+WORKERS_PER_CORE = 4
 DRY_RUN = "--dry_run"  # Beam's own flag (TestOptions): DataflowRunner builds the job, submits nothing
 DRY_RUN_HELP = ("build and validate the pipeline for the chosen runner, print its stages, run nothing "
                 "(also --dry_run=true|false)")
@@ -81,6 +84,9 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
             raise UsageError(f"{flag} {url}: {e} (pip install 'memgen[cloud]' for s3:// and gs://)") from None
         except ValueError as e:  # "Protocol not known: foo"
             raise UsageError(f"{flag} {url}: {e}") from None
+        except OSError as e:  # a file system that connects when made (ftp, sftp) and is refused
+            e.add_note(f"{flag} {url}")
+            raise
 
 
 def runs_as(runner: PipelineRunner, *kinds: str) -> bool:
@@ -153,6 +159,10 @@ def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], a
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers is not None and workers < 0:  # 0 means one per core; below it the runner fails mid-run
         raise UsageError(f"--direct_num_workers must be 0 (one per core) or more, got {workers}")
+    most = WORKERS_PER_CORE * (os.cpu_count() or 1)
+    if workers is not None and workers > most:  # a process each: a typo (400 for 4) swaps the machine
+        raise UsageError(f"--direct_num_workers must be at most {most} ({WORKERS_PER_CORE} per core here), "
+                         f"got {workers}")
     test_options = options.view_as(TestOptions)
     test_options.dry_run = _boolean(DRY_RUN, test_options.dry_run)
     return options

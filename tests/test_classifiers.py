@@ -211,6 +211,19 @@ def test_workers_read_the_built_in_model_from_their_own_cache(efficientnet, tmp_
 
 
 @needs_vision
+def test_a_model_cache_that_is_a_file_is_named_in_one_line(tmp_path, monkeypatch, capsys):
+    """MEMGEN_CACHE naming a file: "FileExistsError: ... File exists: 'PATH'", no word of why."""
+    from memgen.pipelines.cli import main
+
+    (tmp_path / "cache").write_text("a file, not a folder")
+    monkeypatch.setenv("MEMGEN_CACHE", str(tmp_path / "cache"))
+    assert main(["evaluate", "--memory", str(tmp_path / "m"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "FileExistsError" in err, err
+    assert f"(making the model cache {tmp_path / 'cache'}; MEMGEN_CACHE chooses it)" in err, err
+
+
+@needs_vision
 def test_export_is_cached_and_not_repeated(efficientnet):
     path = efficientnet_onnx_path()
     assert path.parent == Path(os.environ["MEMGEN_CACHE"]) and path.suffix == ".onnx"

@@ -731,6 +731,7 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     (["{shard}", "--memory", "{tmp}/m", "--http_timeout", "nan"], "--http_timeout must be a positive number"),
     (["{shard}", "--memory", "{tmp}/m", "--direct_num_workers=-1"], "--direct_num_workers must be 0"),
     (["{shard}", "--memory", "{tmp}/m", "--direct_num_workers=-1", "--dry_run"], "--direct_num_workers must"),
+    (["{shard}", "--memory", "{tmp}/m", "--direct_num_workers=4000"], "--direct_num_workers must be at most"),
     (["{shard}", "--memory", "memory://m", "--direct_num_workers=2",
       "--direct_running_mode=multi_processing"], "memory:// lives in one process"),  # ran into a worker
     (["", "--memory", "{tmp}/m"], "INPUT is an empty string"),
@@ -747,6 +748,7 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     (["{shard}", "--memory", "{tmp}/a", "--memory={tmp}/b"], "--memory is given 2 times"),  # b was written
     (["{shard}", "--memory", "/proc/memgen-test"], "cannot be written"),
     (["hdfs://namenode/shards", "--memory", "{tmp}/m"], "error: OSError: "),  # no Java here: 7 lines
+    (["ftp://127.0.0.1:9/x.tar", "--memory", "{tmp}/m"], "refused (INPUT ftp://127.0.0.1:9/x.tar)"),  # which?
     (["{shard}", "--memory", "{tmp}/caf\udce9"], "caf\\xe9: the name is not UTF-8"),  # unreadable by sample
     (["{parquet}", "--memory", "{tmp}/m", "--image_column", "JPG", "--caption_column", "TEXT"],
      "--image_column JPG, --caption_column TEXT: no such column in"),  # was an empty memory, exit 0

