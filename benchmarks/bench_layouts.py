@@ -22,8 +22,15 @@ import numpy as np
 
 from benchmarks.bench_near import planted
 from benchmarks.common import OUT, machine
-from memgen.near import HASH_BITS, VERIFY_COST, SearchPlan, ball_size, plan_search, planned_pairs
-from memgen.pipelines.memorize import DEFAULT_THRESHOLD
+from memgen.near import (
+    DEFAULT_THRESHOLD,
+    HASH_BITS,
+    VERIFY_COST,
+    SearchPlan,
+    ball_size,
+    plan_search,
+    planned_pairs,
+)
 
 
 def even_layout(m: int, k: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -1,4 +1,4 @@
-"""Contact sheet: a grid of thumbnails of sampled images (the seed's Figure 3).
+"""Contact sheet: a grid of thumbnails of sampled images (a sample's contact_sheet.jpg).
 
 Pure PIL. `thumbnail` turns original bytes into a small JPEG (what travels to the
 one worker that draws the sheet, never the full image); `contact_sheet` lays

@@ -32,6 +32,7 @@ PHOTOS = [
     ("sklearn", "datasets/images/flower.jpg", "a flower in close-up"),
     ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "portrait of Grace Hopper"),
 ]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # a PNG copy is stored as KEY.png, as img2dataset names its files
 # Held out of the memory: the reference ("test") set of the evaluation.
 HELD_OUT = [
     ("skimage", "data/ihc.png", "immunohistochemistry stain under the microscope"),
@@ -126,7 +127,8 @@ def write_shards(folder: Path, records: list[tuple[str, str, bytes, str, dict]])
         with tarfile.open(path, "w:gz" if path.suffix == ".gz" else "w") as tar:
             for key, data, caption, meta in items:
                 meta = {"key": key, "caption": caption, **meta}
-                for ext, payload in (("jpg", data), ("txt", caption.encode()),
+                image = "png" if data.startswith(PNG_SIGNATURE) else "jpg"  # broken ones: as saved
+                for ext, payload in ((image, data), ("txt", caption.encode()),
                                      ("json", json.dumps(meta).encode())):
                     info = tarfile.TarInfo(f"{key}.{ext}")
                     info.size = len(payload)

@@ -6,12 +6,21 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
+import apache_beam as beam
+import pyarrow
+
+import memgen
 from memgen.memory import SCHEMA_VERSION, TABLES
 
 
 def now() -> str:
     """UTC time in ISO 8601, to the millisecond (small jobs finish within a second)."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def versions() -> dict[str, str]:
+    """The versions every job records: memgen's and those of the libraries its outputs depend on."""
+    return {"memgen": memgen.__version__, "apache_beam": beam.__version__, "pyarrow": pyarrow.__version__}
 
 
 def finished(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -22,11 +31,9 @@ def finished(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_manifest(base: dict[str, Any], totals: Counter, records_in: int,
-                   near_dedup: dict[str, Any] | None = None) -> dict[str, Any]:
-    """base (inputs, options, versions, started_at) + the counts the writers reported.
-
-    near_dedup: NearDedup's report (search plan, pairs, components' convergence), if wired.
-    """
+                   near_dedup: dict[str, Any]) -> dict[str, Any]:
+    """base (inputs, options, versions, started_at) + the counts the writers reported +
+    near_dedup, NearDedup's report (search plan, pairs, components' convergence)."""
     reasons = {k.split(":", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("reject:")}
     images, duplicates, rejects = totals["images"], totals["duplicates"], totals["rejects"]
     return {
@@ -46,6 +53,6 @@ def build_manifest(base: dict[str, Any], totals: Counter, records_in: int,
         "parts": {t: totals[f"parts:{t}"] for t in TABLES},  # readers check that all are there
         "equation": "records_in = images + duplicates + rejects",
         "balanced": records_in == images + duplicates + rejects,
-        **({"near_dedup": near_dedup} if near_dedup is not None else {}),
+        "near_dedup": near_dedup,
         **finished(base),
     }

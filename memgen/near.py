@@ -36,6 +36,7 @@ import numpy as np
 
 HASH_BITS = 64
 MAX_THRESHOLD = 32  # beyond this, "near" means little for a 64-bit hash
+DEFAULT_THRESHOLD = 10  # calibrated on the shared photos (benchmarks/README.md, section 1)
 # Bands at most 22 bits wide (so m >= 3) keep a block's bucket table at <= 4M entries.
 MAX_BAND_BITS = 22
 MIN_BANDS, MAX_BANDS = 3, 16

@@ -50,7 +50,6 @@ from memgen.safe_names import extension, safe_join, sample_stem
 from memgen.sampling import Chosen
 from memgen.schema import load_json, table_schema
 
-FORMATS = ("webdataset", "parquet", "folder")
 INDEX = "index.parquet"
 CONTACT_SHEET = "contact_sheet.jpg"
 IMAGES_DIR = "images"
@@ -281,6 +280,7 @@ class _FolderWriter:
 
 
 _WRITERS = {"webdataset": _TarWriter, "parquet": _ParquetWriter, "folder": _FolderWriter}
+FORMATS = tuple(_WRITERS)
 
 
 def _write_empty(out: str, fmt: str) -> str:

@@ -36,7 +36,6 @@ from typing import NamedTuple
 import numpy as np
 
 MAX_SEED = 2**64 - 1
-MODES = ("uniform", "weighted")
 _U_BITS = 53  # a float64 holds 53-bit integers exactly, so u never rounds to 0 or 1
 
 

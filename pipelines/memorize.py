@@ -9,25 +9,22 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import apache_beam as beam
-import pyarrow
 from apache_beam.options.pipeline_options import PipelineOptions
 
-import memgen
 from memgen.fingerprint import MODES, FingerprintConfig
-from memgen.manifest import now
-from memgen.near import MAX_THRESHOLD
+from memgen.manifest import now, versions
+from memgen.near import DEFAULT_THRESHOLD, MAX_THRESHOLD
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
-from memgen.pipelines.options import add_shared
+from memgen.pipelines.options import add_shared, refuse_inside
 from memgen.readers import ReaderConfig, named_columns
 from memgen.records import printable
-from memgen.shards import discover, input_folder_holding
+from memgen.shards import discover
 from memgen.stages.dedup import ExactDedup, NearDedup
 from memgen.stages.fingerprint import Fingerprint
 from memgen.stages.read import ReadShards
 from memgen.stages.write import WriteMemory
 
-DEFAULT_THRESHOLD = 10
 MAX_RECORD_BYTES = 1 << 40  # --max_bytes above this overflowed the reads (OverflowError on a worker)
 
 
@@ -108,10 +105,7 @@ class MemorizeConfig:
 def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None:
     """Wire the memorize stages onto `pipeline` (discovers the shards; writes nothing);
     `claim`: the run's claim on config.memory (memory.memory_claim)."""
-    holder = input_folder_holding(config.memory, list(config.inputs))  # said before the inputs are listed
-    if holder:
-        raise UsageError(f"--memory {config.memory} is inside the input {holder}: a run over "
-                         "it would read the memory as images; choose a --memory outside it")
+    refuse_inside("--memory", config.memory, "input", config.inputs)  # said before the inputs are listed
     shards = discover(list(config.inputs), config.reader.http_timeout)
     columns = named_columns(shards, config.reader)
     if any(flag.startswith("--image_column") for flag in columns.missing):  # every record a reject
@@ -125,8 +119,7 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
     manifest_base = {
         **config.recorded(),
         "shards": len(shards),
-        "versions": {"memgen": memgen.__version__, "apache_beam": beam.__version__,
-                     "pyarrow": pyarrow.__version__},
+        "versions": versions(),
         "started_at": now(),
     }
     read = pipeline | "Shards" >> beam.Create(shards) | "ReadShards" >> ReadShards(config.reader, len(shards))

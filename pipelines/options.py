@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import NoReturn
 
 import fsspec
 from apache_beam.options.pipeline_options import (
@@ -25,6 +26,7 @@ from apache_beam.runners.runner import PipelineRunner, create_runner
 from memgen.outputs import OBJECT_STORES
 from memgen.pipelines.errors import UsageError
 from memgen.records import printable
+from memgen.shards import input_folder_holding
 
 LOCAL_RUNNER = "FnApiRunner"  # in-process; Beam's DirectRunner would first try to download Prism
 BEAM_EPILOG = (
@@ -89,6 +91,15 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
             raise
 
 
+def refuse_inside(flag: str, output: str, kind: str, inputs: Sequence[str]) -> None:
+    """UsageError when an output lies inside an input folder (or a glob's match): a later run
+    over that input would read the output's files as its own."""
+    holder = input_folder_holding(output, list(inputs))
+    if holder:
+        raise UsageError(f"{flag} {output} is inside the {kind} {holder}: a run over it would read "
+                         f"these files as its own; choose a {flag} outside it")
+
+
 def runs_as(runner: PipelineRunner, *kinds: str) -> bool:
     """Whether the runner is one of these Beam runner classes, or a subclass of one (Beam
     names runners several ways: DataflowRunner, dataflow, a module path)."""
@@ -110,7 +121,7 @@ def boolean(value: str) -> bool:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
         raise UsageError(message)
 
 
@@ -244,11 +255,10 @@ def _bare_dry_run(argv: list[str]) -> list[str]:
 
 
 def _boolean(flag: str, value: bool | str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value.lower() not in _BOOLEANS:
-        raise UsageError(f"{flag} takes true or false, got {value!r}")
-    return _BOOLEANS[value.lower()]
+    try:
+        return value if isinstance(value, bool) else boolean(value)
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"{flag} {e}") from None
 
 
 def _help_parser(prog: str, description: str, options_cls: type[PipelineOptions],

@@ -8,24 +8,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-import pyarrow
 from apache_beam.options.pipeline_options import PipelineOptions
 
-import memgen
 from memgen.fingerprint import FingerprintConfig
-from memgen.manifest import now
+from memgen.manifest import now, versions
 from memgen.memory import (
     absolute,
     check_memory,
     finished_manifest,
     image_parts,
     manifest_digest,
-    read_manifest,
 )
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
-from memgen.pipelines.options import LOCAL_RUNNER, add_shared, boolean
-from memgen.sample_output import FORMATS, prepare_sample_output, sample_claim
+from memgen.pipelines.options import add_shared, boolean
+from memgen.sample_output import FORMATS
 from memgen.sampling import MAX_SEED, uniform_inclusion_probability
 from memgen.stages.sample import ChooseSample, WriteSample
 
@@ -104,8 +101,7 @@ def build(pipeline: beam.Pipeline, config: SampleConfig, claim: Claim) -> None:
         "inclusion": INCLUSION_DOC[config.mode],
         "inclusion_probability": (uniform_inclusion_probability(config.n, population)
                                   if config.mode == "uniform" else None),
-        "versions": {"memgen": memgen.__version__, "apache_beam": beam.__version__,
-                     "pyarrow": pyarrow.__version__},
+        "versions": versions(),
         "started_at": now(),
     }
     _ = (
@@ -115,20 +111,3 @@ def build(pipeline: beam.Pipeline, config: SampleConfig, claim: Claim) -> None:
         | "WriteSample" >> WriteSample(claim, config.fmt, manifest_base, max_pixels)
     )
 
-
-def sample(memory: str, out: str, n: int, seed: int = 0, weighted: bool = False,
-           fmt: str = "webdataset", options: PipelineOptions | None = None) -> dict[str, Any]:
-    """Run a sample on the local runner (or `options`); returns its manifest.
-
-    The demo calls this; the contact sheet is at join(out, manifest["contact_sheet"]).
-    """
-    if n <= 0:
-        raise UsageError(f"n must be positive, got {n}")
-    config = SampleConfig(memory, out, n, seed, "weighted" if weighted else "uniform", fmt)
-    pipeline = beam.Pipeline(options=options or PipelineOptions(runner=LOCAL_RUNNER))
-    claim = sample_claim(out)
-    build(pipeline, config, claim)
-    prepare_sample_output(claim)
-    pipeline.run().wait_until_finish()
-    claim.check()
-    return read_manifest(out)

@@ -130,7 +130,6 @@ def test_the_report_becomes_the_manifest_near_dedup_section():
         base = {"started_at": now()}
         manifest = build_manifest(base, Counter(images=1), 1, near_dedup=report)
         assert manifest["near_dedup"] == report and manifest["balanced"]
-        assert "near_dedup" not in build_manifest(base, Counter(images=1), 1)
 
     near = NearDedup(K)
     with beam.Pipeline(runner="FnApiRunner") as p:

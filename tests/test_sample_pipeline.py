@@ -17,7 +17,6 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
@@ -25,8 +24,8 @@ from PIL import Image
 from memgen import sample_output, sampling
 from memgen.memory import write_manifest, write_rows
 from memgen.outputs import MARKER
+from memgen.pipelines import cli
 from memgen.pipelines.cli import main
-from memgen.pipelines.sample import sample
 from memgen.sample_output import sample_rows_schema
 from memgen.schema import table_schema
 from memgen.stages.sample import TopCandidates
@@ -34,6 +33,13 @@ from shardkit import encode, jpeg, make_image, write_tar
 from shardkit import sample as tar_sample
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realimages"
+
+
+def sample(memory: str, out: str, n: int, seed: int = 0, weighted: bool = False, fmt: str = "webdataset",
+           flags: tuple[str, ...] = ()) -> dict:
+    """`memgen sample` as a user runs it; the sample's manifest."""
+    return cli.sample(["--memory", memory, "--out", out, "--n", str(n), "--seed", str(seed),
+                       f"--weighted={weighted}".lower(), "--format", fmt, *flags])
 
 
 def image_row(i: int, source: str | None = None) -> dict:
@@ -97,9 +103,8 @@ def test_sample_is_the_same_whatever_the_partitioning_and_order_of_parts(tmp_pat
 
 def test_in_process_and_multi_process_runners_write_identical_samples(tmp_path, memory):
     sample(memory, str(tmp_path / "one"), 12, seed=3, weighted=True)
-    multi = PipelineOptions(runner="FnApiRunner", direct_num_workers=2,
-                            direct_running_mode="multi_processing")
-    sample(memory, str(tmp_path / "two"), 12, seed=3, weighted=True, options=multi)
+    sample(memory, str(tmp_path / "two"), 12, seed=3, weighted=True,
+           flags=("--direct_num_workers=2", "--direct_running_mode=multi_processing"))
     own = ("manifest.json", MARKER)  # timings, and the name of the run
 
     def files(root: Path) -> list[str]:

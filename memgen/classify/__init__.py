@@ -1,6 +1,6 @@
 """Concept classifiers, chosen by name: what labels an image as showing a cat.
 
-`resolve()` turns the --classifier / --classes / --threshold flags into a frozen
+`resolve()` turns the --classifier / --classes / --label_threshold flags into a frozen
 ClassifierSpec, doing the one-time work (the cached ONNX export) in the launching
 process, so workers only load a file (the built-in model's from their own cache).
 """

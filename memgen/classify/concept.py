@@ -1,7 +1,8 @@
 """Per-image classifier results -> the `concept` section of report.json.
 
 The Beam shell sums Scored rows into a Tally (memgen.prevalence) and a FailureTally,
-both mergeable; everything here is pure and works on those sums.
+both mergeable; the section is computed here from those sums (pure), and a --calibration
+labels file is read and checked here.
 """
 
 from __future__ import annotations

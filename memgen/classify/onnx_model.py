@@ -31,9 +31,13 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fsspec
 import numpy as np
+
+if TYPE_CHECKING:  # onnxruntime is optional (the vision extra)
+    import onnxruntime as ort
 
 EFFICIENTNET = "efficientnet-lite0"
 EFFICIENTNET_SIZE = 224
@@ -195,7 +199,7 @@ def concept_probability(scores: np.ndarray, classes: tuple[int, ...]) -> np.ndar
     return scores[:, list(classes)].sum(axis=1)
 
 
-def inference_session(model: str):
+def inference_session(model: str) -> ort.InferenceSession:
     """An onnxruntime CPU session for `model` (read_model) that does not spin idle threads
     (decoding threads share the same cores)."""
     import onnxruntime as ort
@@ -205,12 +209,12 @@ def inference_session(model: str):
     return ort.InferenceSession(read_model(model), options, providers=["CPUExecutionProvider"])
 
 
-def embeddings(session, pixels: np.ndarray) -> np.ndarray:
+def embeddings(session: ort.InferenceSession, pixels: np.ndarray) -> np.ndarray:
     """(n, 1280) float32 pooled EfficientNet-Lite0 features of (n, 224, 224, 3) uint8 pixels."""
     return session.run([EMBEDDING_OUTPUT], {session.get_inputs()[0].name: pixels})[0]
 
 
-def scores_and_embeddings(session, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def scores_and_embeddings(session: ort.InferenceSession, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both outputs of one EfficientNet-Lite0 run on (n, 224, 224, 3) uint8 pixels: the class
     probabilities and the (n, 1280) float32 pooled features."""
     probabilities = session.get_outputs()[0].name

@@ -2,8 +2,10 @@
 
 Image bytes are read from a Parquet part inside the worker that scores them; what
 leaves that fused stage are Scored rows (ids, copies, P(cat), label, error) and
-mergeable tallies. A uniform sample (--sample-size) is chosen by the smallest keyed
-hashes blake2b(seed, image_id) over the (small) id column, before any bytes are read.
+mergeable tallies. A sample (--sample-size) is chosen over the (small) id and copies
+columns before any bytes are read: the most copied images taken whole (a stratum of at
+most half the sample: memgen.prevalence.take_all), the rest uniformly, by the smallest
+keyed hashes blake2b(seed, image_id).
 """
 
 from __future__ import annotations

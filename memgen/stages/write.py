@@ -64,7 +64,7 @@ def _sum_counters(counters) -> Counter:
 
 
 def _write_manifest(totals: Counter, records_in: int, claim: Claim, base: dict,
-                    near_dedup: dict | None = None) -> dict | None:
+                    near_dedup: dict) -> dict | None:
     if not claim.held():
         return None  # another run took the memory over; the command line says so
     memory = claim.url
@@ -78,9 +78,8 @@ def _write_manifest(totals: Counter, records_in: int, claim: Claim, base: dict,
 
 
 class WriteMemory(beam.PTransform):
-    """Input: dict with assigned ((ImageGroup, Assignment), NearDedup's output), rejects and
-    read_counts PCollections, and optionally near_dedup (NearDedup's one-element report) for
-    the manifest."""
+    """Input: dict with assigned ((ImageGroup, Assignment), NearDedup's output), rejects,
+    read_counts and near_dedup (NearDedup's one-element report, for the manifest)."""
 
     def __init__(self, claim: Claim, shards: list[Shard], config: ReaderConfig,
                  manifest_base: dict) -> None:
@@ -106,8 +105,7 @@ class WriteMemory(beam.PTransform):
         totals = ((images.counts, duplicates) | "AllCounts" >> beam.Flatten()
                   | "SumCounts" >> beam.CombineGlobally(_sum_counters))
         records_in = pcolls["read_counts"] | "RecordsIn" >> beam.CombineGlobally(sum)
-        near = ({"near_dedup": beam.pvalue.AsSingleton(pcolls["near_dedup"])}
-                if "near_dedup" in pcolls else {})
         return totals | "WriteManifest" >> beam.Map(
-            _write_manifest, beam.pvalue.AsSingleton(records_in), self.claim, self.manifest_base, **near)
+            _write_manifest, beam.pvalue.AsSingleton(records_in), self.claim, self.manifest_base,
+            beam.pvalue.AsSingleton(pcolls["near_dedup"]))
 
