@@ -71,12 +71,17 @@ def _keyed(seed: int) -> hashlib.blake2b:
     return hashlib.blake2b(key=seed.to_bytes(8, "big"), digest_size=8)
 
 
+def keyed_u64(seed: int, message: str) -> int:
+    """The 64-bit keyed hash (blake2b, keyed by the seed) every seeded choice of memgen is
+    made by: uniform and independent per message, the same on every worker."""
+    hasher = _keyed(seed).copy()  # copying the keyed state is 2x faster than keying again
+    hasher.update(message.encode())
+    return int.from_bytes(hasher.digest(), "big")
+
+
 def unit(seed: int, image_id: str) -> float:
     """u in (0, 1) from a keyed hash of the image id: uniform and independent per id."""
-    hasher = _keyed(seed).copy()  # copying the keyed state is 2x faster than keying again
-    hasher.update(image_id.encode())
-    bits = int.from_bytes(hasher.digest(), "big") >> (64 - _U_BITS)
-    return (bits + 0.5) / 2**_U_BITS
+    return ((keyed_u64(seed, image_id) >> (64 - _U_BITS)) + 0.5) / 2**_U_BITS
 
 
 def weight_of(copies: int, mode: str) -> int:

@@ -10,7 +10,6 @@ keyed hashes blake2b(seed, image_id).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -35,6 +34,7 @@ from memgen.classify.onnx_model import concept_probability, inference_session, t
 from memgen.fingerprint import ImageError
 from memgen.memory import part_rows
 from memgen.prevalence import Tally, take_all
+from memgen.sampling import keyed_u64
 
 READ_BATCH_ROWS = 64  # image rows held at once while a part is read
 MIN_BATCH, MAX_BATCH = 8, 64  # RunInference batches: 64 is past where onnxruntime stops gaining
@@ -60,8 +60,7 @@ class ImageItem(NamedTuple):
 
 def sample_key(seed: int, image_id: str) -> int:
     """The image's sampling key: the n smallest keys are a uniform sample without replacement."""
-    digest = hashlib.blake2b(image_id.encode(), digest_size=8, key=str(seed).encode()).digest()
-    return int.from_bytes(digest, "big")
+    return keyed_u64(seed, image_id)
 
 
 def read_ids(url: str) -> Iterator[tuple[str, int]]:

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -31,6 +30,7 @@ from memgen.metrics import KID_SUBSETS, compare_sets, distances_section
 from memgen.near import distinct
 from memgen.readers import ReaderConfig
 from memgen.records import Shard
+from memgen.sampling import keyed_u64
 from memgen.stages import only
 from memgen.stages.image_sets import (
     FAILED,
@@ -56,9 +56,7 @@ def subset_rank(seed: int, set_name: str, image_id: str) -> int:
     """Keyed 64-bit rank of an image within its set: the `cap` smallest are the subset.
 
     Keyed by the set too, so two sets sharing images draw independent subsets."""
-    message = f"{set_name}\0{image_id}".encode()
-    digest = hashlib.blake2b(message, key=seed.to_bytes(8, "big"), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    return keyed_u64(seed, f"{set_name}\0{image_id}")
 
 
 class SeededSubset(beam.PTransform):
