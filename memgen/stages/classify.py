@@ -48,6 +48,23 @@ def count_model_images(n: int) -> None:
     beam.metrics.Metrics.counter("evaluate", MODEL_IMAGES).inc(n)
 
 
+def undecodable(image_id: str, copies: int, source: str, error: ImageError) -> Scored:
+    """The Scored row of an image that cannot be decoded (counted as a decode failure)."""
+    beam.metrics.Metrics.counter("evaluate", "decode_failures").inc()
+    return Scored(image_id, copies, None, None, error.error_type, str(error), source)
+
+
+class SessionFn(beam.DoFn):
+    """A DoFn that runs an ONNX model: one onnxruntime session a DoFn instance."""
+
+    def __init__(self, model_path: str) -> None:
+        self.model_path = model_path
+        self.session = None
+
+    def setup(self) -> None:
+        self.session = inference_session(self.model_path)
+
+
 class ImageItem(NamedTuple):
     """An image to score, with its bytes; lives only inside the worker that read it."""
 
@@ -159,9 +176,8 @@ class _DecodeFn(beam.DoFn):
         for item, pixels in decode_ahead(items_of(source, selected), _data, self.size,
                                          max_pixels=self.max_pixels):
             if isinstance(pixels, ImageError):
-                beam.metrics.Metrics.counter("evaluate", "decode_failures").inc()
-                yield beam.pvalue.TaggedOutput(FAILED, Scored(item.image_id, item.copies, None, None,
-                                                              pixels.error_type, str(pixels), item.source))
+                failed = undecodable(item.image_id, item.copies, item.source, pixels)
+                yield beam.pvalue.TaggedOutput(FAILED, failed)
             else:
                 yield (item.image_id, item.copies), pixels
 

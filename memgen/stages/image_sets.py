@@ -39,7 +39,6 @@ from memgen.classify.onnx_model import (
     concept_probability,
     efficientnet_onnx_path,
     embeddings,
-    inference_session,
     missing_vision_module,
     scores_and_embeddings,
 )
@@ -50,13 +49,18 @@ from memgen.memory import image_parts, join, part_rows
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
 from memgen.sample_output import INDEX, sample_memory
-from memgen.stages.classify import count_model_images
+from memgen.stages.classify import (
+    FAILED,
+    MAX_BATCH,
+    MIN_BATCH,
+    READ_BATCH_ROWS,
+    SessionFn,
+    count_model_images,
+    undecodable,
+)
 
 MEMORY, SAMPLE, REFERENCE = "memory", "sample", "reference"
 FEATURE_SIDE = 224  # the classifier's input square: thumbnails and histograms see what it sees
-READ_BATCH_ROWS = 64
-MIN_EMBED_BATCH, MAX_EMBED_BATCH = 8, 64  # as the concept classifier's RunInference batches
-FAILED = "failed"
 
 
 class SetImage(NamedTuple):
@@ -135,15 +139,8 @@ def decode_features(image: SetImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> It
     yield image.set_name, image.image_id, extract(ImageView(Image.fromarray(pixels), image.phash)), pixels
 
 
-class _EmbedFn(beam.DoFn):
+class _EmbedFn(SessionFn):
     """A batch of decode_features tuples -> (set, id, {space: vector} with the embedding added)."""
-
-    def __init__(self, model_path: str) -> None:
-        self.model_path = model_path
-        self.session = None
-
-    def setup(self) -> None:
-        self.session = inference_session(self.model_path)
 
     def process(self, batch):
         vectors = embeddings(self.session, np.stack([pixels for *_, pixels in batch]))
@@ -169,7 +166,7 @@ class ExtractFeatures(beam.PTransform):
             features = decoded.decoded | "DropPixels" >> beam.MapTuple(lambda s, i, feats, _: (s, i, feats))
         else:
             features = (decoded.decoded
-                        | "Batch" >> beam.BatchElements(MIN_EMBED_BATCH, MAX_EMBED_BATCH)
+                        | "Batch" >> beam.BatchElements(MIN_BATCH, MAX_BATCH)
                         | "Embed" >> beam.ParDo(_EmbedFn(self.model_path)))
         return {"features": features, FAILED: decoded[FAILED]}
 
@@ -179,9 +176,7 @@ def _decode_memory(url: str, max_pixels: int) -> Iterator:
     ahead of the model; an undecodable image is a failed ScoredImage, as the concept counts it."""
     for image, pixels in decode_ahead(read_memory_part(url), _data, FEATURE_SIDE, max_pixels=max_pixels):
         if isinstance(pixels, ImageError):
-            beam.metrics.Metrics.counter("evaluate", "decode_failures").inc()
-            failed = Scored(image.image_id, image.copies, None, None, pixels.error_type, str(pixels),
-                            image.source)
+            failed = undecodable(image.image_id, image.copies, image.source, pixels)
             yield beam.pvalue.TaggedOutput(FAILED, ScoredImage(failed, image.phash, None))
         else:
             yield (image._replace(data=b""), extract(ImageView(Image.fromarray(pixels), image.phash)),
@@ -192,15 +187,12 @@ def _data(image: SetImage) -> bytes:
     return image.data
 
 
-class _ScoreFn(beam.DoFn):
+class _ScoreFn(SessionFn):
     """A batch of _decode_memory tuples -> ScoredImages: P(concept) and the embedding of one run."""
 
     def __init__(self, spec: ClassifierSpec) -> None:
+        super().__init__(spec.model_path)
         self.spec = spec
-        self.session = None
-
-    def setup(self) -> None:
-        self.session = inference_session(self.spec.model_path)
 
     def process(self, batch):
         probabilities, vectors = scores_and_embeddings(self.session, np.stack([p for *_, p in batch]))
@@ -229,6 +221,6 @@ class ScoreMemory(beam.PTransform):
                    | "ReadAndDecode" >> beam.FlatMap(_decode_memory, self.spec.max_pixels)
                    .with_outputs(FAILED, main="decoded"))
         scored = (decoded.decoded
-                  | "Batch" >> beam.BatchElements(MIN_EMBED_BATCH, MAX_EMBED_BATCH)
+                  | "Batch" >> beam.BatchElements(MIN_BATCH, MAX_BATCH)
                   | "Score" >> beam.ParDo(_ScoreFn(self.spec)))
         return (scored, decoded[FAILED]) | "WithFailures" >> beam.Flatten()
