@@ -1,4 +1,5 @@
-"""Contact sheet: a grid of thumbnails of sampled images (a sample's contact_sheet.jpg).
+"""Contact sheet: a grid of thumbnails of sampled images (a sample's contact_sheet.jpg,
+report.html's Figure 3).
 
 Pure PIL. `thumbnail` turns original bytes into a small JPEG (what travels to the
 one worker that draws the sheet, never the full image); `contact_sheet` lays
@@ -21,18 +22,24 @@ PAD = 4
 BACKGROUND = (24, 24, 24)
 
 
+def jpeg_thumbnail(data: bytes, side: int, max_pixels: int = DEFAULT_MAX_PIXELS, quality: int = 85) -> bytes:
+    """A JPEG at most `side` px on its longer side, EXIF-oriented; raises ImageError on
+    undecodable bytes or an image over `max_pixels`."""
+    with image_errors():
+        img = rgb_image(data, side, max_pixels)
+    img.thumbnail((side, side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
 def thumbnail(data: bytes, size: int = TILE, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes | None:
-    """A JPEG thumbnail fitting size x size, or None when the bytes do not decode (or hold
-    more than `max_pixels`)."""
+    """A contact sheet's JPEG thumbnail fitting size x size, or None when the bytes do not
+    decode (or hold more than `max_pixels`): the sheet draws a crossed tile instead."""
     try:
-        with image_errors():
-            img = rgb_image(data, size, max_pixels)
+        return jpeg_thumbnail(data, size, max_pixels)
     except ImageError:
         return None
-    img.thumbnail((size, size))
-    out = io.BytesIO()
-    img.save(out, "JPEG", quality=85)
-    return out.getvalue()
 
 
 def contact_sheet(thumbs: Sequence[bytes | None], tile: int = TILE) -> Image.Image:

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image
-
-from memgen.fingerprint import DEFAULT_MAX_PIXELS, image_errors, rgb_image
+from memgen.contact_sheet import jpeg_thumbnail
+from memgen.fingerprint import DEFAULT_MAX_PIXELS
 
 THUMB_SIDE = 160
 THUMB_QUALITY = 80
@@ -64,14 +62,9 @@ class Figures:
 
 def make_thumb(data: bytes, caption: str, side: int = THUMB_SIDE,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> Thumb:
-    """A JPEG at most `side` px on its longer side, EXIF-oriented; raises ImageError on
-    undecodable bytes or an image over `max_pixels`."""
-    with image_errors():
-        small = rgb_image(data, side, max_pixels)
-    small.thumbnail((side, side), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    small.save(buf, "JPEG", quality=THUMB_QUALITY)
-    return Thumb(buf.getvalue(), caption)
+    """A report thumbnail (contact_sheet.jpeg_thumbnail); raises ImageError on undecodable
+    bytes or an image over `max_pixels`."""
+    return Thumb(jpeg_thumbnail(data, side, max_pixels, THUMB_QUALITY), caption)
 
 
 def render(report: dict[str, Any], figures: Figures) -> str:
