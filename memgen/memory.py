@@ -8,16 +8,13 @@ a memory is finished only when its manifest exists.
 from __future__ import annotations
 
 import functools
-import glob
 import hashlib
-import io
 import json
 import os
 import posixpath
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -25,7 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from memgen.near import MAX_THRESHOLD
-from memgen.outputs import AtomicFile, Claim, claim_output, glob_in
+from memgen.outputs import AtomicFile, Claim, claim_output, glob_in, temporaries, write_atomic
 from memgen.schema import table_schema
 
 TABLES = ("images", "duplicates", "rejects")
@@ -53,34 +50,6 @@ def part_name(shard_index: int, suffix: str = "") -> str:
     return f"part-{shard_index:06d}{'-' + suffix if suffix else ''}.parquet"
 
 
-def temporary(path: str) -> str:
-    """A hidden name, this write's own, for a file written before it is renamed to `path`: a
-    run that took the folder over writes its own (with one name, each run renamed the other's
-    half-written file into place, or found its own gone)."""
-    return posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-
-
-def temporaries(name: str) -> str:
-    """The glob pattern of the temporary names of the file `name` (what a killed run left)."""
-    return f".{glob.escape(name)}.*.tmp"
-
-
-def write_atomic(url: str, write: Callable[[IO[str]], None]) -> None:
-    """A text file written by `write` (memgen.outputs.AtomicFile): a reader, or a rerun after
-    a kill, never sees half of it."""
-    fs, path = fsspec.core.url_to_fs(url)
-    target = AtomicFile(fs, path, temporary(path))
-    try:
-        text = io.TextIOWrapper(target.open(), encoding="utf-8")
-        write(text)
-        text.flush()
-        text.detach()  # the file stays open for commit() to close
-        target.commit()
-    except BaseException:
-        target.discard()
-        raise
-
-
 class ParquetPart:
     """Rows added one at a time to a Parquet file (zstd, row groups of ~ROW_GROUP_BYTES).
 
@@ -90,7 +59,7 @@ class ParquetPart:
 
     def __init__(self, url: str, schema: pa.Schema, keep_empty: bool = False) -> None:
         fs, self.path = fsspec.core.url_to_fs(url)
-        self._target = AtomicFile(fs, self.path, temporary(self.path))
+        self._target = AtomicFile(fs, self.path)
         self.schema = schema
         self.keep_empty = keep_empty
         self.count = 0

@@ -21,12 +21,13 @@ import contextlib
 import fnmatch
 import functools
 import glob
+import io
 import os
 import posixpath
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -192,20 +193,48 @@ def glob_in(fs: fsspec.AbstractFileSystem, folder: str, pattern: str) -> list[st
     return [p for p in paths if fnmatch.fnmatchcase(posixpath.basename(p.rstrip("/")), pattern)]
 
 
+def temporary(path: str) -> str:
+    """A hidden name, this write's own, for a file written before it is renamed to `path`: a
+    run that took the folder over writes its own (with one name, each run renamed the other's
+    half-written file into place, or found its own gone)."""
+    return posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def temporaries(name: str) -> str:
+    """The glob pattern of the temporary names of the file `name` (what a killed run left)."""
+    return f".{glob.escape(name)}.*.tmp"
+
+
+def write_atomic(url: str, write: Callable[[IO[str]], None]) -> None:
+    """A text file written by `write` (AtomicFile): a reader, or a rerun after
+    a kill, never sees half of it."""
+    fs, path = fsspec.core.url_to_fs(url)
+    target = AtomicFile(fs, path)
+    try:
+        text = io.TextIOWrapper(target.open(), encoding="utf-8")
+        write(text)
+        text.flush()
+        text.detach()  # the file stays open for commit() to close
+        target.commit()
+    except BaseException:
+        target.discard()
+        raise
+
+
 class AtomicFile:
     """A file at `path` that readers see whole or not at all. On a local disk it is written
-    under the hidden name `tmp` beside it and renamed; elsewhere (object stores) into a local
-    temporary file (in TMPDIR) and uploaded in one put, which is atomic there (a rename there
-    is a HEAD, a server-side copy and a DELETE: 4 requests a file instead of 1, and its bytes
-    copied once more). Nothing is left behind when it is discarded, nor on an object store
-    when the process dies while writing; the local files of processes that died (killed,
-    or ended at once after Ctrl-C) are deleted by the next process that stages one
-    (`_sweep_staged`)."""
+    under a hidden name of its own beside it (`temporary`) and renamed; elsewhere (object
+    stores) into a local temporary file (in TMPDIR) and uploaded in one put, which is atomic
+    there (a rename there is a HEAD, a server-side copy and a DELETE: 4 requests a file
+    instead of 1, and its bytes copied once more). Nothing is left behind when it is
+    discarded, nor on an object store when the process dies while writing; the local files
+    of processes that died (killed, or ended at once after Ctrl-C) are deleted by the next
+    process that stages one (`_sweep_staged`)."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, tmp: str) -> None:
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
         self.fs, self.path = fs, path
         self._local = isinstance(fs, LocalFileSystem)
-        self._tmp = tmp if self._local else None
+        self._tmp = temporary(path) if self._local else None
         self._file: IO[bytes] | None = None
 
     def open(self) -> IO[bytes]:

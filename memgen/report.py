@@ -13,8 +13,8 @@ from typing import Any
 import fsspec
 
 from memgen.manifest import now
-from memgen.memory import MemoryDirError, join, read_json_object, temporaries, write_atomic
-from memgen.outputs import Claim, claim_output
+from memgen.memory import MemoryDirError, join, read_json_object
+from memgen.outputs import Claim, claim_output, temporaries, write_atomic
 
 REPORT = "report.json"
 REPORT_HTML = "report.html"  # written after report.json, by the command line

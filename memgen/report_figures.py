@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from memgen.fingerprint import DEFAULT_MAX_PIXELS
-from memgen.memory import image_parts, join, open_table, part_rows, write_atomic
+from memgen.memory import image_parts, join, open_table, part_rows
+from memgen.outputs import write_atomic
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard, unprintable
 from memgen.report import REPORT_HTML

@@ -41,11 +41,9 @@ from memgen.memory import (
     part_rows,
     read_manifest,
     refuse_finished,
-    temporaries,
-    temporary,
     write_manifest,
 )
-from memgen.outputs import AtomicFile, Claim, claim_output, make_folder
+from memgen.outputs import AtomicFile, Claim, claim_output, make_folder, temporaries
 from memgen.safe_names import extension, safe_join, sample_stem
 from memgen.sampling import Chosen
 from memgen.schema import load_json, table_schema
@@ -202,7 +200,7 @@ class _TarWriter:
     def __init__(self, url: str) -> None:
         self.url = url
         fs, path = fsspec.core.url_to_fs(url)
-        self.target = AtomicFile(fs, path, temporary(path))
+        self.target = AtomicFile(fs, path)
 
     def __enter__(self) -> _TarWriter:
         self.tar = tarfile.open(fileobj=self.target.open(), mode="w", format=tarfile.GNU_FORMAT)

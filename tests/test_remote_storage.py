@@ -297,7 +297,7 @@ def test_a_part_is_put_whole_or_not_at_all(s3, tmp_path, monkeypatch):
 def test_a_report_on_an_object_store_keeps_its_content_type(s3):
     """s3fs takes the Content-Type from the local file's name: a report.html staged without its
     suffix was binary/octet-stream, which a browser downloads instead of showing."""
-    from memgen.memory import write_atomic
+    from memgen.outputs import write_atomic
 
     write_atomic("s3://memories/typed/report.html", lambda f: f.write("<!DOCTYPE html><p>chat \u00e9t\u00e9"))
     assert s3.info("memories/typed/report.html")["ContentType"] == "text/html"
