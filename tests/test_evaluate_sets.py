@@ -3,6 +3,7 @@ copying sections, checked against what the sets are made of."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
 
 from memgen.classify.onnx_model import missing_vision_module
 from memgen.features import EMBEDDING, SPACES
@@ -291,6 +294,33 @@ def test_a_sample_of_another_memory_is_compared_with_memory_and_says_so(tmp_path
     assert main(["evaluate", "--memory", "mem", *flags, "--out", "r2"]) == 0
     assert "was drawn from" not in caplog.text
     assert json.loads((tmp_path / "r2" / "report.json").read_text())["inputs"]["sample_memory"] == "mem"
+
+
+def test_a_sample_of_another_memory_is_hashed_as_memory_hashes(tmp_path, monkeypatch):
+    """Two memories of the same photos, one in exact --hash_mode: the sample of one, compared
+    with the other, kept its own pHashes (2 bits off for two of these photos), so images with
+    the same bytes were not at distance 0, and the phash space's FD was not 0."""
+    from memgen.democorpus import PHOTOS, photo_bytes
+
+    monkeypatch.chdir(tmp_path)
+    photos = [encode(Image.open(io.BytesIO(photo_bytes(package, path))).convert("RGB"), "JPEG", quality=90)
+              for package, path, _ in PHOTOS]
+    write_tar(tmp_path / "a.tar", [sample(f"p{i}", data) for i, data in enumerate(photos)])
+    assert main(["memorize", "a.tar", "--memory", "fast"]) == 0
+    assert main(["memorize", "a.tar", "--memory", "exact", "--hash_mode", "exact"]) == 0
+    fast, exact = ({row["image_id"]: row["phash"] for row in
+                    pq.read_table(f"{m}/images", columns=["image_id", "phash"]).to_pylist()}
+                   for m in ("fast", "exact"))
+    assert fast.keys() == exact.keys() and fast != exact  # the same images, hashed apart
+    assert main(["sample", "--memory", "exact", "--n", str(len(photos)), "--out", "s"]) == 0
+    assert main(["evaluate", "--memory", "fast", "--sample", "s", "--classifier", "caption",
+                 "--embedding", "false", "--out", "r"]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    copy = report["copying"]["copy"]
+    assert copy["histogram"][0] == len(photos) and copy["rate"] == 1.0, copy
+    phash = next(row for row in report["distances"]["rows"]
+                 if row["space"] == "phash" and {row["a"], row["b"]} == {"memory", "sample"})
+    assert phash["fd"] == pytest.approx(0, abs=1e-9), phash
 
 
 def test_an_empty_sample_gets_a_report_page(tmp_path):

@@ -16,16 +16,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import apache_beam as beam
 import fsspec
 import numpy as np
 
-from memgen.copying import DEFAULT_RADIUS, copying_section, distance_histogram, nearest_distances
+from memgen.copying import DEFAULT_RADIUS, copying_section, distance_histogram, nearest_distances, query_phash
 from memgen.features import EMBEDDING, SPACES
-from memgen.fingerprint import FingerprintConfig
+from memgen.fingerprint import FingerprintConfig, ImageError
 from memgen.metrics import KID_SUBSETS, compare_sets, distances_section
 from memgen.near import distinct
 from memgen.readers import ReaderConfig
@@ -219,9 +219,15 @@ class EvaluateSets(beam.PTransform):
             _add_scored_features(sampled, SAMPLE, features, failures, self.model_path is not None)
             sample_hashes.append(sampled | "SampleHashes" >> beam.Map(lambda image: (SAMPLE, image.phash)))
         elif self.sample_parts is not None:
-            images.append(pbegin
-                          | "SampleParts" >> beam.Create(self.sample_parts)
-                          | "ReadSample" >> beam.FlatMapTuple(_read_sample))
+            # a sample drawn from another memory holds that memory's pHashes, maybe of another
+            # --hash_mode: hashed again as this memory's are, as references are
+            rehash = None if self._sample_of_memory() else self.fingerprint
+            drawn = (pbegin
+                     | "SampleParts" >> beam.Create(self.sample_parts)
+                     | "ReadSample" >> beam.FlatMapTuple(_read_sample, rehash)
+                     .with_outputs(FAILED, main="images"))
+            images.append(drawn.images)
+            failures.append(drawn[FAILED])
         if self.reference_shards:
             read = (pbegin
                     | "ReferenceShards" >> beam.Create(self.reference_shards)
@@ -300,5 +306,14 @@ def _path(url: str) -> str:
     return fsspec.core.url_to_fs(url)[1]
 
 
-def _read_sample(url: str, image_ids: frozenset[str]):
-    return (image._replace(set_name=SAMPLE) for image in read_memory_part(url, image_ids))
+def _read_sample(url: str, image_ids: frozenset[str], rehash: FingerprintConfig | None = None) -> Iterator:
+    """The sample's SetImages in one memory part, their pHashes made again with `rehash` when
+    given; an image that cannot be hashed so (over its --max_pixels, say) is a failure."""
+    for image in read_memory_part(url, image_ids):
+        if rehash is None:
+            yield image._replace(set_name=SAMPLE)
+            continue
+        try:
+            yield image._replace(set_name=SAMPLE, phash=query_phash(image.data, rehash))
+        except ImageError as e:
+            yield beam.pvalue.TaggedOutput(FAILED, (SAMPLE, e.error_type))
