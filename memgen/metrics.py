@@ -268,12 +268,16 @@ def compare(a_moments: Moments, b_moments: Moments, a_subset: np.ndarray, b_subs
     FD uses the moments of the whole sets; the rest use the capped subsets.
     """
     row: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
-    row.update(n_a=a_moments.n, n_b=b_moments.n, n_subset_a=len(a_subset), n_subset_b=len(b_subset))
+    row.update(n_a=a_moments.n, n_b=b_moments.n, n_subset_a=len(a_subset), n_subset_b=len(b_subset),
+               n_kid_subset=None)
     if min(a_moments.n, b_moments.n) >= 2:
         row["fd"] = fd_from_moments(a_moments, b_moments)
     n_sub = min(len(a_subset), len(b_subset))
     if n_sub >= 2:
         row["kid_mean"], row["kid_std"] = kid(a_subset, b_subset, subsets=kid_subsets, seed=seed)
+        row["n_kid_subset"] = min(KID_SUBSET_SIZE, n_sub)
+        if row["n_kid_subset"] == len(a_subset) == len(b_subset):  # each subset is both sets whole:
+            row["kid_std"] = None  # its spread, 0, would read as a certainty it does not measure
     if n_sub > PR_K:
         row["precision"], row["recall"] = precision_recall(a_subset, b_subset)
     if n_sub > DC_K:

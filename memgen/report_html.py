@@ -242,11 +242,12 @@ def _distances(distances: dict[str, Any]) -> str:
                        for key in ("precision_recall_k", "density_coverage_k", "subset_cap"))
     note = (f"<p class=muted>FD on all images; KID, precision/recall (k={pr_k}), density/coverage (k={dc_k})"
             f" and the 1-NN classifier two-sample test on seeded subsets of at most {cap} images per set."
-            " Lower FD/KID and C2ST accuracy near 0.5 mean closer sets; C2ST accuracy well below 0.5 means"
-            " copies.")
+            " Lower FD/KID and C2ST accuracy near 0.5 mean closer sets (KID is an unbiased estimate: close"
+            " sets can give small negative values); C2ST accuracy well below 0.5 means copies.")
     if any(r.get(key) is None for r in rows for key, _ in _DISTANCE_COLUMNS):
         note += (" — : a set too small for the metric (FD and KID need 2 images in each, the two-sample"
-                 f" test 4, precision/recall more than {pr_k}, density/coverage more than {dc_k}).")
+                 f" test 4, precision/recall more than {pr_k}, density/coverage more than {dc_k}); KID std"
+                 " also when each KID subset holds both sets whole, so that it cannot vary.")
     note += "</p>"
     return _section("Figure 1: distances", _table(
         ["feature space", "sets (real vs other)", "images", *(label for _, label in _DISTANCE_COLUMNS)],

@@ -228,6 +228,17 @@ def test_compare_fills_every_metric_and_leaves_small_sets_empty():
     assert tiny["precision"] is None and tiny["density"] is None and tiny["c2st_accuracy"] is None
 
 
+def test_kid_std_is_null_when_every_subset_is_both_sets_whole():
+    """Two sets of 50: each of KID's subsets is both sets whole, so the spread is 0 by
+    construction; it was reported as 0.0, an uncertainty it does not measure."""
+    a, b = _sets(60, 50, 6)
+    equal = metrics.compare(Moments.of(a[:50]), Moments.of(b), a[:50], b, kid_subsets=5)
+    assert equal["kid_std"] is None and equal["kid_mean"] is not None and equal["n_kid_subset"] == 50
+    assert metrics.kid(a[:50], b, subsets=5)[1] == 0.0  # what it was: torch-fidelity's number too
+    unequal = metrics.compare(Moments.of(a), Moments.of(b), a, b, kid_subsets=5)
+    assert unequal["kid_std"] > 0 and unequal["n_kid_subset"] == 50  # subsets of a vary
+
+
 def test_distances_section_orders_rows_by_pair_then_space():
     rows = [{"a": a, "b": b, "space": s} for a, b in (("memory", "sample"), ("reference", "sample"))
             for s in ("efficientnet", "colour", "phash")]
