@@ -256,6 +256,9 @@ def copy_weighted_fraction(t: Tally, population: int | None, population_copies: 
                              certain.tally.copies, rest_copies, certain)
     if t.n == 0 or t.copies == 0:
         return Estimate(math.nan, 0.0, 1.0, t.n, "no image labelled")
+    if population and population_copies == population:  # every image one record: the same fraction,
+        unique = unique_fraction(t, population)  # and its exact interval (the ratio's covered 0.93)
+        return unique._replace(method=f"{unique.method}; every image is one record")
     r = t.positive_copies / t.copies
     if is_census(t, population):
         return Estimate(r, r, r, t.n, "census")
