@@ -611,9 +611,9 @@ def test_a_run_whose_folder_another_run_took_over_does_not_finish_it(memory, tmp
     while the first attempt still runs): the first writes no manifest or report and ends
     with the one-line OutputDirError; the folder is the second run's."""
     from memgen.pipelines import evaluate, sample
-    from memgen.pipelines.cli import execute
     from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
     from memgen.pipelines.options import parse_job
+    from memgen.pipelines.run import execute
     from memgen.report import REPORT, prepare_report_output, report_claim
     from memgen.sample_output import prepare_sample_output, sample_claim
 

@@ -1,0 +1,153 @@
+"""Running a job's pipeline: the runner chosen and validated, a dry run's listing, the run
+itself on this machine or submitted to a service, and its output claimed around it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    StandardOptions,
+    TestOptions,
+)
+from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.runner import PipelineRunner, PipelineState, create_runner
+
+from memgen.outputs import Claim
+from memgen.pipelines.errors import UsageError, first_line
+from memgen.pipelines.interrupts import outlived_interrupt
+from memgen.pipelines.local_runner import LocalRunner
+from memgen.pipelines.options import check_urls, runs_as
+
+DRY_RUN_DEPTH = 2  # job stages and their named steps; deeper levels are Beam's own expansions
+
+
+def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Claim,
+            wire: Callable[[beam.Pipeline, Claim], None], prepare: Callable[[Claim, bool], None]) -> bool:
+    """Run the pipeline that `wire` builds; with --dry_run only build, validate and print it.
+
+    `urls`: the job's (flag, URL) pairs, checked first (check_urls), then the runner's
+    options. `prepare(claim, check_only)` checks the output folder before the pipeline is
+    built (which lists the inputs), and claims it once it is, so a mistake found while
+    building it (no input, no memory) writes nothing; a dry run only checks. OutputDirError
+    when another run took the folder over meanwhile. Returns whether it ran.
+    """
+    check_urls(urls, options)
+    writable(claim.flag, claim.url)
+    runner = validated_runner(options)
+    prepare(claim, True)  # an output refused before the inputs are listed (a bucket's listing takes long)
+    if is_dry(options):
+        print(dry_run(runner, options, lambda pipeline: wire(pipeline, claim)))
+        return False
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    wire(pipeline, claim)
+    prepare(claim, False)
+    if not _submits(runner):  # runs here: what it raises is the run's (main judges it)
+        try:
+            pipeline.run().wait_until_finish()
+        except KeyboardInterrupt:
+            if not claim.finished():
+                raise
+            outlived_interrupt()  # Ctrl-C as the runner shut its workers down, after the result
+        except Exception:
+            if claim.taken_over():  # the run failed on what the other run cleared: say that
+                claim.check()
+            raise
+    else:
+        try:
+            result = pipeline.run()
+        except Exception as e:  # noqa: BLE001 - nothing ran: no job server, no API, no package
+            raise UsageError(f"{type(runner).__name__} could not start the pipeline: "
+                             f"{type(e).__name__}: {first_line(e)}"[:500]) from None
+        result.wait_until_finish()
+        # A Flex Template's launcher passes --template_location: DataflowRunner writes the job
+        # there for the service to start, and returns (state DONE, no job)
+        template = options.view_as(GoogleCloudOptions).template_location
+        if template or result.state != PipelineState.DONE:
+            done = f"job written to {template}" if template else f"pipeline submitted, state {result.state}"
+            print(f"{type(runner).__name__}: {done}; {claim.flag} {claim.url} is finished when its job is")
+            return False
+    claim.check()
+    return True
+
+
+def _submits(runner: PipelineRunner) -> bool:
+    """Whether the runner hands the pipeline to a service (Dataflow, a Flink, Spark or Prism
+    job server) rather than running it in this process."""
+    return runs_as(runner, "DataflowRunner", "PortableRunner")
+
+
+def validated_runner(options: PipelineOptions) -> PipelineRunner:
+    """The chosen runner, after the checks it makes before it submits anything
+    (DataflowRunner: project, region, gs:// locations; without contacting Google Cloud, given
+    --temp_location: without one, Beam itself would look for a default bucket)."""
+    runner = create_runner(options.view_as(StandardOptions).runner)
+    # FnApiRunner's worker processes, if any, log as the command does; DirectRunner would try
+    # to download Prism first, then run the pipeline on FnApiRunner
+    if type(runner) is FnApiRunner or runs_as(runner, "SwitchingDirectRunner"):
+        runner = LocalRunner()
+    with _held_back(logging.getLogger("apache_beam.options.pipeline_options")) as warnings:
+        errors = PipelineOptionsValidator(options, runner).validate()
+    if errors:  # which Beam warned about first ("Invalid GCS path ..."): the one line says it
+        raise UsageError("; ".join(errors))
+    for warning in warnings:
+        logging.getLogger(warning.name).handle(warning)
+    return runner
+
+
+@contextlib.contextmanager
+def _held_back(log: logging.Logger) -> Iterator[list[logging.LogRecord]]:
+    """The records `log` gets in the block, held back from its handlers."""
+    held: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = held.append
+    log.addHandler(handler)
+    log.propagate, propagated = False, log.propagate
+    try:
+        yield held
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagated
+
+
+def runner_name(runner: PipelineRunner) -> str:
+    """The runner as the command line names it (LocalRunner is FnApiRunner there)."""
+    return getattr(runner, "NAME", type(runner).__name__)
+
+
+def dry_run(runner: PipelineRunner, options: PipelineOptions, wire: Callable[[beam.Pipeline], None]) -> str:
+    """The pipeline's stages, as `runner` (validated_runner's) would be given them; it is
+    never asked to run."""
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    wire(pipeline)
+    proto = pipeline.to_runner_api()  # serializes every DoFn and coder, as submission would
+    transforms = proto.components.transforms
+    lines = [f"dry run: {runner_name(runner)}, pipeline built and validated, not run"]
+
+    def walk(ids, depth: int) -> None:
+        for transform_id in ids:
+            transform = transforms[transform_id]
+            lines.append("  " * depth + transform.unique_name.rsplit("/", 1)[-1])
+            if depth < DRY_RUN_DEPTH:
+                walk(transform.subtransforms, depth + 1)
+
+    for root in proto.root_transform_ids:
+        walk(transforms[root].subtransforms, 1)
+    return "\n".join(lines)
+
+
+def writable(flag: str, url: str) -> None:
+    """UsageError for an output that cannot be written: http(s) (a run wrote nothing, then
+    ended in a traceback)."""
+    if url.startswith(("http://", "https://")):
+        raise UsageError(f"{flag} {url}: http(s) cannot be written (use a folder, s3:// or gs://)")
+
+
+def is_dry(options: PipelineOptions) -> bool:
+    """Whether --dry_run was given."""
+    return options.view_as(TestOptions).dry_run
