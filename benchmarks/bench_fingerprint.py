@@ -35,9 +35,9 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.common import OUT, machine, photos
+from memgen.decode import ImageError
 from memgen.fingerprint import (
     FingerprintConfig,
-    ImageError,
     decode,
     dhash,
     fingerprint,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from memgen.fingerprint import DEFAULT_MAX_PIXELS, ImageError, image_errors, rgb_image
+from memgen.decode import DEFAULT_MAX_PIXELS, ImageError, image_errors, rgb_image
 
 TILE = 128  # pixels per thumbnail side
 PAD = 4

@@ -7,32 +7,26 @@ reduced to 8-bit grey, the first frame of animations. Two modes:
   and float images are scaled to 8 bits (`eight_bit`);
 - exact: full decode, bit-for-bit `imagehash.phash` / `imagehash.dhash` of the
   oriented image, including imagehash's clipping of 16-bit images (to white).
-The same opening, orientation and 8-bit scaling serve every other reader of image
-bytes (classifier input, thumbnails): `rgb_image`.
+Opening an image safely, and its 8-bit scaling, are memgen.decode's, shared with every
+other reader of image bytes (classifier input, thumbnails).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import io
-import re
-import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from memgen.decode import DEFAULT_MAX_PIXELS, ImageError, draft, eight_bit, image_errors, open_image
 from memgen.records import Fingerprint, Record, Reject
 
 MODES = ("fast", "exact")
-DEFAULT_MAX_PIXELS = 100_000_000
-_WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 DRAFT_SIZE = 128  # smallest side JPEG draft may decode to; pHash looks at 32x32
 # Distinct images a Fingerprint DoFn remembers to skip exact copies: ~370 bytes each, 12 MB
 # (a Dataflow worker runs a DoFn instance per harness thread, dozens on 4 vCPUs).
@@ -69,14 +63,6 @@ class FingerprintConfig:
         return cls(**manifest.get("options", {}).get("fingerprint", {}))
 
 
-class ImageError(Exception):
-    """A record whose bytes are not a usable image; error_type says why."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-
-
 @dataclass(frozen=True)
 class Decoded:
     grey: Image.Image  # mode L, oriented; possibly reduced in fast mode
@@ -85,95 +71,13 @@ class Decoded:
     format: str
 
 
-@contextmanager
-def image_errors() -> Iterator[None]:
-    """Turns whatever Pillow raises while opening or decoding into an ImageError reason."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            # Pillow's warnings about damaged metadata (EXIF) in an image it still decodes: one
-            # line a record in a crawl's worker logs, and no reason to reject the image. (Filters
-            # are process-wide: with decode_ahead's threads one can outlive its block; both may.)
-            warnings.simplefilter("ignore", UserWarning)
-            yield
-    except ImageError:
-        raise
-    except Image.UnidentifiedImageError:  # Pillow's message holds an object address: not reproducible
-        raise ImageError("not_an_image", "Pillow cannot identify an image format in these bytes") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError("too_many_pixels", str(e)) from None
-    except Exception as e:  # noqa: BLE001 - any decoder failure is a property of the record
-        raise ImageError("decode_error", f"{type(e).__name__}: {e}"[:500]) from None
-
-
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """The image with only its header read, after the size checks; use inside image_errors()."""
-    if not data:
-        raise ImageError("empty", "zero bytes")
-    # Pillow's own cap (process-wide: a warning, an error here, above MAX_IMAGE_PIXELS) is
-    # raised to the caller's when that is higher, so --max_pixels means what it says
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        img = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        # Pillow's message quotes its own limit (twice max_pixels, where it errs): say the user's
-        counted = re.search(r"\((\d+) pixels\)", str(e))
-        size = f"{counted.group(1)} pixels" if counted else "the image"
-        raise ImageError("too_many_pixels", f"{size} > max_pixels {max_pixels}") from None
-    if img.width * img.height > max_pixels:
-        raise ImageError("too_many_pixels", f"{img.width}x{img.height} > max_pixels {max_pixels}")
-    return img
-
-
-def eight_bit(img: Image.Image, stretch: bool = False) -> Image.Image:
-    """An image of more than 8 bits a sample (16-bit, 32-bit integer, float) in mode L, where
-    Pillow's convert() would clip it to 255 (a 16-bit photo becomes a white frame). Scaled
-    from its nominal range (16 bits, or 0-1 floats; else its own maximum), or with `stretch`
-    from its own maximum always: a hash, blind to overall brightness, then keeps the grey
-    levels of 10- or 12-bit data in a 16-bit file. Other modes are returned as they are."""
-    if img.mode not in _WIDE_MODES:
-        return img
-    pixels = np.array(img, dtype=np.float32)  # a copy: scaled in place
-    finite = np.isfinite(pixels)  # a float image may hold NaN or inf, which would poison the scale
-    high = float(pixels.max(initial=0.0, where=finite))
-    if stretch:
-        top = high
-    elif img.mode.startswith("I;16") or (img.mode == "I" and 255 < high <= 65535):
-        top = 65535.0
-    elif img.mode == "F" and high <= 1:
-        top = 1.0
-    else:
-        top = max(high, 255.0)
-    np.nan_to_num(pixels, copy=False, nan=0.0, posinf=top, neginf=0.0)
-    pixels *= 255.0 / max(top, 1e-12)
-    np.clip(np.rint(pixels, out=pixels), 0, 255, out=pixels)
-    return Image.fromarray(pixels.astype(np.uint8), "L")
-
-
-def rgb_image(data: bytes, side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """The EXIF-oriented image in 8-bit RGB, a JPEG decoded at the smallest scale that still
-    covers `side`; use inside image_errors()."""
-    img = open_image(data, max_pixels)
-    _draft(img, "RGB", side)
-    return eight_bit(ImageOps.exif_transpose(img)).convert("RGB")
-
-
-def _draft(img: Image.Image, mode: str, side: int) -> None:
-    """Have a JPEG decode at the smallest scale that covers `side`, in `mode`; not a lossless
-    JPEG (the only kind without quantization tables): libjpeg-turbo fails to decode one
-    scaled, or corrupts its heap and aborts the process."""
-    if getattr(img, "quantization", None):
-        img.draft(mode, (side, side))
-
-
 def decode(data: bytes, config: FingerprintConfig) -> Decoded:
     """Safely decode bytes to an oriented grey image; raises ImageError."""
     with image_errors():
         img = open_image(data, config.max_pixels)
         header_size, image_format = img.size, img.format or "unknown"  # eight_bit's copy has no format
         if config.mode == "fast" and image_format == "JPEG":
-            _draft(img, "L", DRAFT_SIZE)
+            draft(img, "L", DRAFT_SIZE)
         img.load()
         # after load(): Pillow's TIFF loader applies (and drops) its orientation tag itself
         orientation = _orientation(img)

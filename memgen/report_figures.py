@@ -21,7 +21,7 @@ import fsspec
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from memgen.fingerprint import DEFAULT_MAX_PIXELS
+from memgen.decode import DEFAULT_MAX_PIXELS
 from memgen.memory import image_parts, join, open_table, part_rows
 from memgen.outputs import write_atomic
 from memgen.readers import ReaderConfig, read_shard

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memgen.contact_sheet import jpeg_thumbnail
-from memgen.fingerprint import DEFAULT_MAX_PIXELS
+from memgen.decode import DEFAULT_MAX_PIXELS
 
 THUMB_SIDE = 160
 THUMB_QUALITY = 80

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memgen.contact_sheet import contact_sheet, thumbnail
-from memgen.fingerprint import DEFAULT_MAX_PIXELS
+from memgen.decode import DEFAULT_MAX_PIXELS
 from memgen.manifest import finished
 from memgen.memory import (
     MANIFEST,

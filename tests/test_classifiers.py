@@ -24,7 +24,7 @@ from memgen.classify.onnx_model import (
     inference_session,
     to_model_input,
 )
-from memgen.fingerprint import ImageError
+from memgen.decode import ImageError
 from shardkit import make_image
 
 VISION_MISSING = [m for m in (*VISION_MODULES, "torch") if importlib.util.find_spec(m) is None]

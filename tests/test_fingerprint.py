@@ -14,17 +14,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from memgen import fingerprint as fingerprint_module
-from memgen.fingerprint import (
-    FingerprintConfig,
-    ImageError,
-    SeenBytes,
-    decode,
-    fingerprint,
-    hash_to_int64,
-    hashes,
-    image_errors,
-    open_image,
-)
+from memgen.decode import ImageError, image_errors, open_image
+from memgen.fingerprint import FingerprintConfig, SeenBytes, decode, fingerprint, hash_to_int64, hashes
 from memgen.records import Fingerprint, Record, Reject
 from shardkit import encode, jpeg, lossless_jpeg, make_image
 
@@ -125,7 +116,8 @@ def test_a_lossless_jpeg_is_decoded_whole_not_drafted(tmp_path):
     path.write_bytes(lossless_jpeg(grey))
     assert np.array_equal(np.asarray(Image.open(path)), grey)  # the encoder is right
     script = f"""
-from memgen.fingerprint import FingerprintConfig, fingerprint, rgb_image
+from memgen.fingerprint import FingerprintConfig, fingerprint
+from memgen.decode import rgb_image
 from memgen.records import Record
 data = open({str(path)!r}, "rb").read()
 for mode in ("fast", "exact"):

@@ -19,7 +19,7 @@ from memgen.classify.onnx_model import (
     inspect_input,
     missing_vision_module,
 )
-from memgen.fingerprint import DEFAULT_MAX_PIXELS
+from memgen.decode import DEFAULT_MAX_PIXELS
 
 CAPTION = "caption"
 ONNX_PREFIX = "onnx:"

@@ -17,7 +17,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from memgen.fingerprint import DEFAULT_MAX_PIXELS, ImageError, image_errors, rgb_image
+from memgen.decode import DEFAULT_MAX_PIXELS, ImageError, image_errors, rgb_image
 
 DECODE_THREADS = 2
 LOOKAHEAD = 128  # two inference batches: the next batch decodes while the model runs

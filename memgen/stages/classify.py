@@ -31,7 +31,7 @@ from memgen.classify.concept import (
 )
 from memgen.classify.images import decode_ahead
 from memgen.classify.onnx_model import concept_probability, inference_session, to_model_input
-from memgen.fingerprint import ImageError
+from memgen.decode import ImageError
 from memgen.memory import part_rows
 from memgen.prevalence import Tally, take_all
 from memgen.sampling import keyed_u64

@@ -24,8 +24,9 @@ import fsspec
 import numpy as np
 
 from memgen.copying import DEFAULT_RADIUS, copying_section, distance_histogram, nearest_distances, query_phash
+from memgen.decode import ImageError
 from memgen.features import EMBEDDING, SPACES
-from memgen.fingerprint import FingerprintConfig, ImageError
+from memgen.fingerprint import FingerprintConfig
 from memgen.metrics import KID_SUBSETS, compare_sets, distances_section
 from memgen.near import distinct
 from memgen.readers import ReaderConfig

@@ -43,8 +43,9 @@ from memgen.classify.onnx_model import (
     scores_and_embeddings,
 )
 from memgen.copying import query_phash
+from memgen.decode import DEFAULT_MAX_PIXELS, ImageError
 from memgen.features import EMBEDDING, ImageView, extract
-from memgen.fingerprint import DEFAULT_MAX_PIXELS, FingerprintConfig, ImageError
+from memgen.fingerprint import FingerprintConfig
 from memgen.memory import image_parts, join, part_rows
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard

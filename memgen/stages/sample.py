@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 
 from memgen import sampling
-from memgen.fingerprint import DEFAULT_MAX_PIXELS
+from memgen.decode import DEFAULT_MAX_PIXELS
 from memgen.outputs import Claim
 from memgen.sample_output import file_numbers, finish_sample, read_columns, write_file
 
