@@ -125,10 +125,9 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
     read = pipeline | "Shards" >> beam.Create(shards) | "ReadShards" >> ReadShards(config.reader, len(shards))
     fingerprinted = read.records | "Fingerprint" >> Fingerprint(config.fingerprint)
     groups = fingerprinted.fingerprints | "ExactDedup" >> ExactDedup()
-    near = NearDedup(config.threshold)
-    assigned = groups | "NearDedup" >> near
+    near = groups | "NearDedup" >> NearDedup(config.threshold)
     rejects = (read.rejects, fingerprinted.rejects) | "AllRejects" >> beam.Flatten()
     _ = {
-        "assigned": assigned, "rejects": rejects, "read_counts": read.counts,
-        "near_dedup": near.report,  # search plan and connected-components convergence
+        "assigned": near["assigned"], "rejects": rejects, "read_counts": read.counts,
+        "near_dedup": near["report"],  # search plan and connected-components convergence
     } | "WriteMemory" >> WriteMemory(claim, shards, config.reader, manifest_base)

@@ -56,19 +56,17 @@ def reference(groups: list[ImageGroup], k: int) -> list[tuple[ImageGroup, Assign
 
 def run(groups: list[ImageGroup], near: NearDedup, expected, args: tuple[str, ...] = ()) -> None:
     with beam.Pipeline(runner="FnApiRunner", options=PipelineOptions(list(args))) as p:
-        assignments = p | beam.Create(groups) | near
-        assert_that(assignments, equal_to(expected))
+        assert_that((p | beam.Create(groups) | near)["assigned"], equal_to(expected))
 
 
 def test_near_dedup_equals_the_one_machine_reference_with_many_blocks():
     groups = corpus()
     expected = reference(groups, K)
     assert sum(a.image_id != a.representative for _, a in expected) > 100  # plenty of near copies
-    near = NearDedup(K, block_target=60)  # forces several blocks per band and visiting hashes
     with beam.Pipeline(runner="FnApiRunner") as p:
-        assignments = p | beam.Create(groups) | near
-        assert_that(assignments, equal_to(expected))
-        assert_that(near.report | beam.Map(lambda r: (r["prefix_bits"] > 0, r["components"]["converged"],
+        near = p | beam.Create(groups) | NearDedup(K, block_target=60)  # several blocks per band,
+        assert_that(near["assigned"], equal_to(expected))  # and visiting hashes
+        assert_that(near["report"] | beam.Map(lambda r: (r["prefix_bits"] > 0, r["components"]["converged"],
                                                       len(r["key_radii"]) == len(r["band_radii"]))),
                     equal_to([(True, True, True)]), label="Report")
 
@@ -98,7 +96,7 @@ def test_every_member_is_within_k_of_its_representative_even_along_chains():
             assert d == a.distance <= 4
 
     with beam.Pipeline(runner="FnApiRunner") as p:
-        assert_that(p | beam.Create(groups) | NearDedup(4) | beam.Values(), check)
+        assert_that((p | beam.Create(groups) | NearDedup(4))["assigned"] | beam.Values(), check)
 
 
 def test_a_hash_shared_by_100k_records_is_one_node():
@@ -108,17 +106,17 @@ def test_a_hash_shared_by_100k_records_is_one_node():
         return [group(i, 0xF0F0, width=10 + i % 997) for i in range(start, start + 10_000)]
 
     best = min((group(i, 0xF0F0, width=10 + i % 997) for i in range(n)), key=lambda g: g.kept.preference())
-    near = NearDedup(10)
     started = time.perf_counter()
     with beam.Pipeline(runner="FnApiRunner") as p:
         groups = p | beam.Create(range(0, n, 10_000), reshuffle=False) | beam.FlatMap(records)
-        summary = (groups | near | beam.Values()
+        near = groups | NearDedup(10)
+        summary = (near["assigned"] | beam.Values()
                    | beam.Map(lambda a: (a.representative, a.distance, a.copies,
                                          a.image_id == a.representative))
                    | beam.combiners.Count.PerElement())  # lifted: one element per outcome
         rep = best.kept.image_id
         assert_that(summary, equal_to([((rep, 0, n, True), 1), ((rep, 0, 0, False), n - 1)]))
-        assert_that(near.report | beam.Map(lambda r: r["pairs"]), equal_to([0]), label="NoPairs")
+        assert_that(near["report"] | beam.Map(lambda r: r["pairs"]), equal_to([0]), label="NoPairs")
     assert time.perf_counter() - started < 60  # about 6 s on a quiet 2-core machine
 
 
@@ -131,17 +129,15 @@ def test_the_report_becomes_the_manifest_near_dedup_section():
         manifest = build_manifest(base, Counter(images=1), 1, near_dedup=report)
         assert manifest["near_dedup"] == report and manifest["balanced"]
 
-    near = NearDedup(K)
     with beam.Pipeline(runner="FnApiRunner") as p:
-        _ = p | beam.Create(corpus(seed=2)) | near
-        assert_that(near.report, check)
+        assert_that((p | beam.Create(corpus(seed=2)) | NearDedup(K))["report"], check)
 
 
 def test_empty_input_gives_nothing_and_a_converged_report():
-    near = NearDedup(K)
     with beam.Pipeline(runner="FnApiRunner") as p:
-        assert_that(p | beam.Create([]) | near, equal_to([]))
-        assert_that(near.report | beam.Map(lambda r: (r["pairs"], r["components"]["converged"])),
+        near = p | beam.Create([]) | NearDedup(K)
+        assert_that(near["assigned"], equal_to([]))
+        assert_that(near["report"] | beam.Map(lambda r: (r["pairs"], r["components"]["converged"])),
                     equal_to([(0, True)]), label="Report")
 
 

@@ -1,7 +1,8 @@
 """Dedup stages: ExactDedup (by sha256) and NearDedup (by pHash distance).
 
-NearDedup is one swappable transform: PCollection[ImageGroup] -> PCollection[(ImageGroup,
-Assignment)], each group beside where its image went, so writing needs no join of its own.
+NearDedup is one swappable transform: PCollection[ImageGroup] -> {"assigned":
+PCollection[(ImageGroup, Assignment)], "report": its one-element report}, each group beside
+where its image went, so writing needs no join of its own.
 Only fingerprints and hash values move through its shuffles, never image bytes, and
 nothing is gathered into one worker: identical hashes collapse into one node by a
 lifted combine, the multi-index-hashing blocks of `memgen.near` find the pairs
@@ -52,11 +53,9 @@ class ExactDedup(beam.PTransform):
 
 
 class NearDedup(beam.PTransform):
-    """PCollection[ImageGroup] -> PCollection[(ImageGroup, Assignment)] for pHash distance <= threshold.
-
-    After it is applied, `report` holds a one-element PCollection[dict] for the
-    manifest: the search plan, the pair count and the components' convergence.
-    """
+    """PCollection[ImageGroup] -> {"assigned": PCollection[(ImageGroup, Assignment)] for pHash
+    distance <= threshold, "report": a one-element PCollection[dict] for the manifest (the
+    search plan, the pair count and the components' convergence)}."""
 
     def __init__(self, threshold: int, *, block_target: int = BLOCK_TARGET,
                  max_rounds: int = MAX_ROUNDS) -> None:
@@ -65,7 +64,6 @@ class NearDedup(beam.PTransform):
         self.threshold = threshold
         self.block_target = block_target
         self.max_rounds = max_rounds
-        self.report: pvalue.PCollection | None = None
 
     def expand(self, groups):
         members = groups | "KeyByPhash" >> beam.Map(lambda g: (g.kept.phash, member(g)))
@@ -76,15 +74,16 @@ class NearDedup(beam.PTransform):
         components = pairs | "Components" >> ConnectedComponents(self.max_rounds)
         reps = ({"node": nodes, "label": components["labels"]}
                 | "Representatives" >> Representatives(self.threshold))
-        self.report = plan | "Report" >> beam.Map(
+        report = plan | "Report" >> beam.Map(
             _report, pvalue.AsSingleton(pairs | "CountPairs" >> beam.combiners.Count.Globally()),
             pvalue.AsSingleton(components["convergence"]))
-        return (
+        assigned = (
             {"groups": groups | "GroupsByPhash" >> beam.Map(lambda g: (g.kept.phash, g)), "rep": reps}
             | "JoinRepresentative" >> beam.CoGroupByKey()
             | "Assign" >> beam.FlatMapTuple(
                 lambda phash, joined: assign_groups(phash, joined["groups"], only(joined["rep"])))
         )
+        return {"assigned": assigned, "report": report}
 
 
 def _report(plan, pairs: int, components) -> dict:
