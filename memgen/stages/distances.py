@@ -210,14 +210,18 @@ class EvaluateSets(beam.PTransform):
             images.append(memory)
         else:  # decoded, featurized and embedded already
             memory = self.memory_scored
-            _add_scored_features(memory, MEMORY, features, failures, self.model_path is not None)
+            scored = memory | "MemoryFeatures" >> ScoredFeatures(MEMORY, self.model_path is not None)
+            features.append(scored["features"])
+            failures.append(scored[FAILED])
         memory_hashes = memory | "MemoryHashes" >> beam.Map(lambda image: image.phash)
         sample_hashes = []
         if self.sample_parts is not None and self.memory_scored is not None and self._sample_of_memory():
             # the sample's images are rows of this memory, already scored: reuse, never recompute
             chosen = frozenset().union(*(ids for _, ids in self.sample_parts))
             sampled = memory | "SampledRows" >> beam.Filter(lambda image: image.scored.image_id in chosen)
-            _add_scored_features(sampled, SAMPLE, features, failures, self.model_path is not None)
+            scored = sampled | "SampleFeatures" >> ScoredFeatures(SAMPLE, self.model_path is not None)
+            features.append(scored["features"])
+            failures.append(scored[FAILED])
             sample_hashes.append(sampled | "SampleHashes" >> beam.Map(lambda image: (SAMPLE, image.phash)))
         elif self.sample_parts is not None:
             # a sample drawn from another memory holds that memory's pHashes, maybe of another
@@ -284,14 +288,19 @@ class EvaluateSets(beam.PTransform):
         return copying_section(copy, contamination, self.threshold)
 
 
-def _add_scored_features(images, set_name: str, features: list, failures: list, embedding: bool) -> None:
-    """Appends the features of already scored images, and their failures, to the set's lists
-    (without the classifier's embedding unless `embedding`)."""
-    label = f"{set_name.capitalize()}Features"  # MemoryFeatures, SampleFeatures
-    split = images | label >> beam.FlatMap(_scored_features, set_name, embedding).with_outputs(
-        FAILED, main="features")
-    features.append(split.features)
-    failures.append(split[FAILED])
+class ScoredFeatures(beam.PTransform):
+    """PCollection[ScoredImage] -> {"features": (set, id, {space: vector}), FAILED: (set, error
+    type)}: the features of images already scored (without the classifier's embedding unless
+    `embedding`)."""
+
+    def __init__(self, set_name: str, embedding: bool) -> None:
+        super().__init__()
+        self.set_name, self.embedding = set_name, embedding
+
+    def expand(self, images):
+        split = (images | "Split" >> beam.FlatMap(_scored_features, self.set_name, self.embedding)
+                 .with_outputs(FAILED, main="features"))
+        return {"features": split.features, FAILED: split[FAILED]}
 
 
 def _scored_features(image: ScoredImage, set_name: str, embedding: bool):
