@@ -37,7 +37,7 @@ def chunk(c):
     out = []
     for i, h in enumerate(hashes):
         fp = Fingerprint(c, i, f"#{i}", f"{c:05d}{i:06d}".encode(), h, 0, w[i], 100, "JPEG", 1000 + i)
-        out.append(ImageGroup(fp, ()))
+        out.append(ImageGroup(fp, 1, (fp.shard,)))
     planted = [(f"{c:05d}{int(s):06d}".encode(), f"{c:05d}{len(base) + j:06d}".encode())
                for j, s in enumerate(src)]
     return out, planted

@@ -48,11 +48,13 @@ from PIL import Image, ImageOps
 
 from benchmarks.common import OUT, machine, photos
 from memgen.dedup import (
+    CopiesOf,
     DuplicateRow,
     KeptImage,
     assign_groups,
     cluster_nodes,
     exact_group,
+    exact_rows,
     hash_node,
     member,
     place,
@@ -180,7 +182,9 @@ def reference_placement(fps: list[Fingerprint], k: int) -> list[tuple[int, KeptI
     for g in groups:
         by_phash[g.kept.phash].append(g)
     reps = dict(cluster_nodes([hash_node(p, map(member, gs)) for p, gs in by_phash.items()], k))
-    return [row for p, gs in by_phash.items() for ga in assign_groups(p, gs, reps[p]) for row in place(*ga)]
+    placed = [row for p, gs in by_phash.items() for ga in assign_groups(p, gs, reps[p]) for row in place(*ga)]
+    copies = [row for _, row in placed if isinstance(row, CopiesOf)]
+    return [(s, row) for s, row in placed if not isinstance(row, CopiesOf)] + list(exact_rows(fps, copies))
 
 
 def run_memorize(folder: Path, memory: str) -> tuple[float, dict[str, float], dict]:

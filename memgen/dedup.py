@@ -1,11 +1,13 @@
 """Dedup core (pure): exact groups by sha256, hash-value nodes, representatives.
 
-Exact: records with the same bytes form an ImageGroup; the record read first
-(smallest shard, then ordinal) is kept. Near: images sharing a pHash value form a
-node (thousands of flat images cost one node); nodes are clustered by
-`memgen.near` (`cluster_nodes` on one machine; the Beam stage labels components
-first and calls `split_component` per component, with the same result), and every
-image of a node follows the node's representative.
+Exact: records with the same bytes form an ImageGroup, a sum (the record read first,
+smallest shard then ordinal, is kept; how many there are; which shards hold them), so
+that a million copies of one logo cost what one does; each copy's duplicate row is made
+where its shard's fingerprints are written (`CopiesOf`, `exact_rows`).
+Near: images sharing a pHash value form a node (thousands of flat images cost one node);
+nodes are clustered by `memgen.near` (`cluster_nodes` on one machine; the Beam stage
+labels components first and calls `split_component` per component, with the same
+result), and every image of a node follows the node's representative.
 Representative preference: most pixels, then most bytes, then smallest image_id (sha256
 bytes sort as their hex does, so the tables show the same order).
 """
@@ -23,14 +25,22 @@ from memgen.records import Fingerprint, Shard
 
 
 class ImageGroup(NamedTuple):
-    """All records with the same bytes: the one kept and the others."""
+    """All records with the same bytes: the one kept (read first), how many they are, and the
+    shards that hold them."""
 
     kept: Fingerprint
-    others: tuple[Fingerprint, ...]
+    exact_copies: int
+    shards: tuple[int, ...]  # sorted
 
-    @property
-    def exact_copies(self) -> int:
-        return 1 + len(self.others)
+
+class CopiesOf(NamedTuple):
+    """Where the records of one image in a shard go, but the one kept: exact duplicates of
+    `representative` (their rows need their own fingerprints: `exact_rows`)."""
+
+    image_id: bytes
+    representative: bytes
+    distance: int
+    kept: tuple[int, int]  # (shard, ordinal) of the record kept, placed on its own
 
 
 class Member(NamedTuple):
@@ -69,9 +79,14 @@ class Assignment(NamedTuple):
     copies: int  # records the representative stands for; 0 unless image_id == representative
 
 
+def read_order(fp: Fingerprint) -> tuple[int, int]:
+    return fp.shard, fp.ordinal
+
+
 def exact_group(fingerprints: Iterable[Fingerprint]) -> ImageGroup:
-    ordered = sorted(fingerprints, key=lambda fp: (fp.shard, fp.ordinal))
-    return ImageGroup(ordered[0], tuple(ordered[1:]))
+    """The ImageGroup of records with the same bytes (ExactDedup sums it by a combine)."""
+    fps = list(fingerprints)
+    return ImageGroup(min(fps, key=read_order), len(fps), tuple(sorted({fp.shard for fp in fps})))
 
 
 def member(group: ImageGroup) -> Member:
@@ -150,23 +165,38 @@ class DuplicateRow(NamedTuple):
                 "representative": self.representative.hex(), "distance": self.distance, "kind": self.kind}
 
 
-def place(group: ImageGroup, assignment: Assignment) -> list[tuple[int, KeptImage | DuplicateRow]]:
-    """(shard, row) for every record of an exact group, given where its image went.
+Placed = KeptImage | DuplicateRow | CopiesOf
 
-    Records after the first of a group are "exact" duplicates (same bytes as another
-    record); the first record is kept when its image is a representative, and is a
-    "near" duplicate otherwise. Distances are to the final representative.
+
+def place(group: ImageGroup, assignment: Assignment) -> list[tuple[int, Placed]]:
+    """(shard, row) for the record kept of an exact group, given where its image went, and
+    (shard, CopiesOf) for every shard holding its other records.
+
+    The record kept is the image's row when its image is a representative, and a "near"
+    duplicate otherwise; the other records of a group are "exact" duplicates (same bytes as
+    another record). Distances are to the final representative.
     """
-    placed: list[tuple[int, KeptImage | DuplicateRow]] = []
     fp = group.kept
     if assignment.representative == fp.image_id:
-        placed.append((fp.shard, KeptImage(fp, assignment.copies, group.exact_copies)))
+        kept: KeptImage | DuplicateRow = KeptImage(fp, assignment.copies, group.exact_copies)
     else:
-        placed.append((fp.shard, _duplicate(fp, assignment, "near")))
-    placed.extend((other.shard, _duplicate(other, assignment, "exact")) for other in group.others)
-    return placed
+        kept = _duplicate(fp, assignment.representative, assignment.distance, "near")
+    if group.exact_copies == 1:
+        return [(fp.shard, kept)]
+    copies = CopiesOf(fp.image_id, assignment.representative, assignment.distance, read_order(fp))
+    return [(fp.shard, kept), *((shard, copies) for shard in group.shards)]
 
 
-def _duplicate(fp: Fingerprint, assignment: Assignment, kind: str) -> DuplicateRow:
-    return DuplicateRow(fp.ordinal, fp.locator, fp.image_id, assignment.representative, assignment.distance,
-                        kind, fp.n_bytes)
+def exact_rows(fingerprints: Iterable[Fingerprint], copies: Iterable[CopiesOf]
+               ) -> Iterator[tuple[int, DuplicateRow]]:
+    """(shard, row) of the "exact" duplicates among a part's fingerprints: those of images
+    with copies, but the records kept."""
+    of = {c.image_id: c for c in copies}
+    for fp in fingerprints:
+        c = of.get(fp.image_id)
+        if c is not None and read_order(fp) != c.kept:
+            yield fp.shard, _duplicate(fp, c.representative, c.distance, "exact")
+
+
+def _duplicate(fp: Fingerprint, representative: bytes, distance: int, kind: str) -> DuplicateRow:
+    return DuplicateRow(fp.ordinal, fp.locator, fp.image_id, representative, distance, kind, fp.n_bytes)

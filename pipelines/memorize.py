@@ -128,6 +128,7 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
     near = groups | "NearDedup" >> NearDedup(config.threshold)
     rejects = (read.rejects, fingerprinted.rejects) | "AllRejects" >> beam.Flatten()
     _ = {
-        "assigned": near["assigned"], "rejects": rejects, "read_counts": read.counts,
+        "assigned": near["assigned"], "fingerprints": fingerprinted.fingerprints, "rejects": rejects,
+        "read_counts": read.counts,
         "near_dedup": near["report"],  # search plan and connected-components convergence
     } | "WriteMemory" >> WriteMemory(claim, shards, config.reader, manifest_base)

@@ -9,6 +9,7 @@ from apache_beam.coders import coders
 import memgen.stages  # noqa: F401  (registers the coder)
 from memgen.dedup import (
     Assignment,
+    CopiesOf,
     DuplicateRow,
     HashNode,
     KeptImage,
@@ -42,6 +43,7 @@ EXAMPLES = [
     Assignment(b"\xab" * 32, b"\xcd" * 32, 4, 0),
     KeptImage(GROUP.kept, 4, 3),
     DuplicateRow(3, "#000000003", b"\xab" * 32, b"\xcd" * 32, 4, "near", 54_321),
+    CopiesOf(b"\xab" * 32, b"\xcd" * 32, 4, (0, 3)),
 ]
 
 
@@ -65,8 +67,8 @@ def test_shuffled_types_round_trip_as_themselves_without_their_class_name(value)
 def test_nested_types_come_back_typed():
     decoded = ElementCoder().decode(ElementCoder().encode((GROUP.kept.phash, GROUP)))
     assert isinstance(decoded[1].kept, Fingerprint)
-    assert all(isinstance(o, Fingerprint) for o in decoded[1].others)
     assert decoded[1].kept.pixels == 640 * 480 and decoded[1].exact_copies == 3
+    assert decoded[1].shards == (0, 1, 2)
     node = ElementCoder().decode(ElementCoder().encode(HashNode(1, Member(GROUP.kept.preference(), 3), 3)))
     assert isinstance(node.best, Member) and node.best.image_id == b"\xab" * 32
 

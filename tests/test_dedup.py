@@ -6,12 +6,14 @@ import random
 
 from memgen.dedup import (
     Assignment,
+    CopiesOf,
     DuplicateRow,
     KeptImage,
     NodeRep,
     assign_groups,
     cluster_nodes,
     exact_group,
+    exact_rows,
     hash_node,
     member,
     place,
@@ -28,14 +30,13 @@ def test_exact_group_keeps_the_first_read_record():
     fps = [fpr("a", 1, shard=2, ordinal=0), fpr("a", 1, shard=0, ordinal=5), fpr("a", 1, shard=0, ordinal=7)]
     group = exact_group(reversed(fps))
     assert (group.kept.shard, group.kept.ordinal) == (0, 5)
-    assert group.exact_copies == 3
+    assert group.exact_copies == 3 and group.shards == (0, 2)
 
 
 def nodes_for(images: list[tuple[Fingerprint, int]]):
     by_hash: dict[int, list] = {}
     for fp, copies in images:
-        by_hash.setdefault(fp.phash, []).append(member(exact_group([fp])._replace(
-            others=tuple(fp for _ in range(copies - 1)))))
+        by_hash.setdefault(fp.phash, []).append(member(exact_group([fp])._replace(exact_copies=copies)))
     return {h: hash_node(h, ms) for h, ms in by_hash.items()}
 
 
@@ -80,11 +81,17 @@ def test_assign_groups_and_place_account_for_every_record():
     ((same, assignment),) = assign_groups(0b11, [group], rep=NodeRep(b"r", rep_phash, 0))
     assert same is group and assignment == Assignment(b"x", b"r", 2, 0)
     placed = place(group, assignment)
-    kinds = [(shard, row.kind) for shard, row in placed]
-    assert kinds == [(0, "near"), (1, "exact"), (1, "exact")]
-    assert all(row.representative == b"r" and row.distance == 2 for _, row in placed)
+    assert [(shard, type(row)) for shard, row in placed] == [(0, DuplicateRow), (0, CopiesOf), (1, CopiesOf)]
+    assert placed[0][1].kind == "near"
+    fingerprints = [fpr("x", 0b11, 0, 1), fpr("x", 0b11, 1, 2), fpr("x", 0b11, 1, 3), fpr("y", 0, 1, 4)]
+    copies = [row for _, row in placed if isinstance(row, CopiesOf)]
+    exact = list(exact_rows(fingerprints, copies))  # the record kept, and y's, are not copies
+    assert [(shard, row.ordinal, row.kind) for shard, row in exact] == [(1, 2, "exact"), (1, 3, "exact")]
+    assert all(row.representative == b"r" and row.distance == 2 for _, row in [placed[0], *exact])
     kept = place(group, Assignment(b"x", b"x", 0, 5))
     assert isinstance(kept[0][1], KeptImage) and kept[0][1].copies == 5
     assert kept[0][1].exact_copies == 3
-    assert all(isinstance(row, DuplicateRow) and row.kind == "exact" for _, row in kept[1:])
+    assert [row.representative for _, row in exact_rows(fingerprints, [r for _, r in kept[1:]])] == [b"x"] * 2
+    single = exact_group([fpr("z", 0, 2, 9)])
+    assert place(single, Assignment(b"z", b"z", 0, 1)) == [(2, KeptImage(single.kept, 1, 1))]
 

@@ -29,7 +29,7 @@ def signed(h: int) -> int:
 def group(i: int, phash: int, width: int, copies: int = 1) -> ImageGroup:
     fp = Fingerprint(i % 7, i, f"#{i}", f"{i:06d}".encode(), signed(phash), 0, width, 10, "JPEG",
                      100 + i % 13)
-    return ImageGroup(fp, tuple(fp._replace(ordinal=fp.ordinal + 10**6 * c) for c in range(1, copies)))
+    return ImageGroup(fp, copies, (fp.shard,))
 
 
 def corpus(seed: int = 0) -> list[ImageGroup]:

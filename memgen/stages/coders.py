@@ -18,6 +18,7 @@ from apache_beam.coders import coder_impl, coders
 
 from memgen.dedup import (
     Assignment,
+    CopiesOf,
     DuplicateRow,
     HashNode,
     ImageGroup,
@@ -29,7 +30,7 @@ from memgen.records import Fingerprint, Reject, Shard
 
 # Append only: a tag is a type's position here.
 SHUFFLED: tuple[type, ...] = (Shard, Fingerprint, Reject, ImageGroup, Member, HashNode, NodeRep,
-                              Assignment, KeptImage, DuplicateRow)
+                              Assignment, KeptImage, DuplicateRow, CopiesOf)
 _PICKLED = 255
 
 

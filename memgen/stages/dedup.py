@@ -8,9 +8,9 @@ nothing is gathered into one worker: identical hashes collapse into one node by 
 lifted combine, the multi-index-hashing blocks of `memgen.near` find the pairs
 within the threshold, large-star/small-star rounds of `memgen.components` label the
 connected components, and each component is split so that every member is within
-the threshold of its representative. ExactDedup does gather: the fingerprints of each
-sha256 are one element (each copy's row is written in its own shard's part), ~76 bytes a
-copy: a million copies of one logo make one element of ~76 MB.
+the threshold of its representative. ExactDedup gathers nothing either: a lifted combine
+sums the records of each sha256 into one ImageGroup (the one read first, how many, which
+shards), whatever their number; each copy's row is made in its own shard's part.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from memgen.components import (
     small_star,
     star_label,
 )
-from memgen.dedup import HashNode, NodeRep, assign_groups, exact_group, member, split_component
+from memgen.dedup import HashNode, ImageGroup, NodeRep, assign_groups, member, read_order, split_component
 from memgen.fingerprint import int64_to_uint64
 from memgen.near import BLOCK_TARGET, block_pairs, key_radii, plan_search, route
 from memgen.stages import only
@@ -40,6 +40,34 @@ SINGLE = "single"
 BATCH = (1 << 10, 1 << 16)
 
 
+class _ExactGroupFn(beam.CombineFn):
+    """An ImageGroup of the records of one sha256; lifted, so a hot image is cheap. The
+    accumulator is [kept, count, shards] (a set: a copy costs a lookup, not a new tuple)."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, accumulator, fp):
+        if accumulator is None:
+            return [fp, 1, {fp.shard}]
+        if read_order(fp) < read_order(accumulator[0]):
+            accumulator[0] = fp
+        accumulator[1] += 1
+        accumulator[2].add(fp.shard)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        present = [a for a in accumulators if a is not None]
+        if not present:
+            return None
+        return [min((a[0] for a in present), key=read_order), sum(a[1] for a in present),
+                set().union(*(a[2] for a in present))]
+
+    def extract_output(self, accumulator):
+        kept, count, shards = accumulator
+        return ImageGroup(kept, count, tuple(sorted(shards)))
+
+
 class ExactDedup(beam.PTransform):
     """PCollection[Fingerprint] -> PCollection[ImageGroup], one per distinct sha256."""
 
@@ -47,8 +75,8 @@ class ExactDedup(beam.PTransform):
         return (
             fingerprints
             | "KeyBySha256" >> beam.Map(lambda fp: (fp.image_id, fp))
-            | "GroupBySha256" >> beam.GroupByKey()
-            | "KeepFirstRead" >> beam.MapTuple(lambda _, fps: exact_group(fps))
+            | "SumBySha256" >> beam.CombinePerKey(_ExactGroupFn())
+            | "Groups" >> beam.Values()
         )
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 
 import apache_beam as beam
 
-from memgen.dedup import DuplicateRow, KeptImage, place
+from memgen.dedup import CopiesOf, DuplicateRow, KeptImage, exact_rows, place
 from memgen.manifest import build_manifest
 from memgen.materialize import Parts, write_duplicates, write_images
 from memgen.memory import TABLES, join, part_name, write_manifest, write_rows
@@ -47,11 +47,13 @@ class _WriteImagesFn(_PartWriter):
 
 
 class _WriteDuplicatesFn(_PartWriter):
-    """(part, placed and rejects), every lost representative -> counts."""
+    """(part, placed, fingerprints and rejects), every lost representative -> counts."""
 
     def process(self, element, lost):
         part, joined = element
         duplicates = [(shard, row) for shard, row in joined["placed"] if isinstance(row, DuplicateRow)]
+        copies = (row for _, row in joined["placed"] if isinstance(row, CopiesOf))
+        duplicates += exact_rows(joined["fingerprints"], copies)
         yield write_duplicates(self.memory, self.parts.shards_of(part), duplicates, frozenset(lost),
                                self.config)
 
@@ -78,8 +80,9 @@ def _write_manifest(totals: Counter, records_in: int, claim: Claim, base: dict,
 
 
 class WriteMemory(beam.PTransform):
-    """Input: dict with assigned ((ImageGroup, Assignment), NearDedup's output), rejects,
-    read_counts and near_dedup (NearDedup's one-element report, for the manifest)."""
+    """Input: dict with assigned ((ImageGroup, Assignment), NearDedup's output), fingerprints
+    (every record's: the exact copies' rows are made from them), rejects, read_counts and
+    near_dedup (NearDedup's one-element report, for the manifest)."""
 
     def __init__(self, claim: Claim, shards: list[Shard], config: ReaderConfig,
                  manifest_base: dict) -> None:
@@ -94,7 +97,10 @@ class WriteMemory(beam.PTransform):
         placed = (pcolls["assigned"] | "Place" >> beam.FlatMapTuple(place)
                   | "KeyPlaced" >> beam.Map(lambda placed: (parts.of(placed[0]), placed)))
         rejects = pcolls["rejects"] | "KeyRejects" >> beam.Map(lambda r: (parts.of(r.shard), r))
-        by_part = {"placed": placed, "rejects": rejects} | "GroupByPart" >> beam.CoGroupByKey()
+        fingerprints = (pcolls["fingerprints"]
+                        | "KeyFingerprints" >> beam.Map(lambda fp: (parts.of(fp.shard), fp)))
+        by_part = ({"placed": placed, "fingerprints": fingerprints, "rejects": rejects}
+                   | "GroupByPart" >> beam.CoGroupByKey())
         images = by_part | "Materialize" >> beam.ParDo(
             _WriteImagesFn(self.claim.url, parts, self.config)).with_outputs(
             _WriteImagesFn.LOST, main="counts")
