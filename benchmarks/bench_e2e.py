@@ -33,7 +33,7 @@ from pathlib import Path
 
 from benchmarks.common import BENCH_PYTHON, HERE, OUT, machine
 from benchmarks.corpus import make_corpus
-from memgen.pipelines.memorize import DEFAULT_THRESHOLD
+from memgen.near import DEFAULT_THRESHOLD
 
 MEMGEN = str(Path(sys.executable).with_name("memgen"))
 BIG_SCALE, BIG_QUALITY = (4.0, 5.0), (90, 96)  # 1.5-2 Mpixel JPEGs

@@ -26,8 +26,7 @@ import time
 import numpy as np
 
 from benchmarks.common import OUT, machine, peer
-from memgen.near import near_pairs
-from memgen.pipelines.memorize import DEFAULT_THRESHOLD
+from memgen.near import DEFAULT_THRESHOLD, near_pairs
 
 PEER_SIZES = (1000, 2000, 4000, 8000, 16000, 32000)
 

@@ -28,6 +28,7 @@ from apache_beam.coders.coders import FastPrimitivesCoder
 from benchmarks.common import OUT, machine
 from memgen.near import (
     BLOCK_TARGET,
+    DEFAULT_THRESHOLD,
     SearchPlan,
     block_pairs,
     flip_masks,
@@ -36,7 +37,6 @@ from memgen.near import (
     plan_search,
     route,
 )
-from memgen.pipelines.memorize import DEFAULT_THRESHOLD
 from memgen.stages.dedup import BATCH
 
 
