@@ -2,22 +2,19 @@
 
 The order matters: a shard is read twice (once to fingerprint, once to write the
 kept bytes), and records are matched across the two reads by their ordinal.
-Damage never raises: it becomes a Reject, and records before it are kept.
+Damage never raises: it becomes a Reject, and records before it are kept. Getting the
+bytes from where they live (http(s) resumed, network errors as OSErrors) is
+memgen.transfer's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import lzma
 import math
 import re
-import shutil
-import tempfile
-import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, NamedTuple
 
@@ -26,18 +23,24 @@ import fsspec.compression
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memgen.outputs import from_storage_client
 from memgen.records import Record, Reject, Shard, printable
 from memgen.shards import (
     HTTP_TIMEOUT,
     IMAGE_SUFFIXES,
     OTHER_IMAGE_SUFFIXES,
     compression,
-    http_answer,
-    storage_options,
 )
-from memgen.tarstream import TarDamage, read_up_to, skip, tar_members
+from memgen.tarstream import TarDamage, read_up_to, tar_members
 from memgen.text import decode_text
+from memgen.transfer import (
+    FailsAsOSError,
+    error_text,
+    open_error,
+    open_http,
+    open_message,
+    read_message,
+    transfer_failed,
+)
 
 IMAGE_EXTS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
 OTHER_IMAGE_EXTS = frozenset(s.lstrip(".") for s in OTHER_IMAGE_SUFFIXES)
@@ -66,276 +69,16 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
     reader = {"tar": _read_tar, "parquet": _read_parquet, "file": _read_file}[shard.kind]
     try:
         if shard.uri.startswith(("http://", "https://")):
-            opened = _open_http(shard, config)
+            opened = open_http(shard, config.http_timeout)
         else:
             opened = fsspec.open(shard.location, "rb", compression=compression(shard.uri)).open()
             if shard.kind != "parquet":  # read as a stream, where network clients raise their own errors
-                opened = _FailsAsOSError(opened)
+                opened = FailsAsOSError(opened)
     except Exception as e:  # noqa: BLE001 - any failure to open is a reject, with its reason
-        yield Reject(shard.index, 0, shard.source(), "open", _open_error(e), _open_message(e)[:500])
+        yield Reject(shard.index, 0, shard.source(), "open", open_error(e), open_message(e)[:500])
         return
     with opened as f:
         yield from reader(shard, f, config)
-
-
-def _open_http(shard: Shard, config: ReaderConfig) -> IO[bytes]:
-    """An http(s) shard's bytes, streamed front to back (servers without Range support fail
-    ranged reads, and each costs a request) and resumed where a cut left them (_Resumed);
-    a Parquet shard, which is read footer first, copied to local disk."""
-    body = _Resumed(_HttpBody(shard, config))
-    if shard.kind == "parquet":
-        return _local_copy(body)
-    decompress = compression(shard.uri)
-    return _Decompressed(body, fsspec.compression.compr[decompress](body, mode="rb")) if decompress else body
-
-
-class _HttpBody:
-    """Opens an http(s) shard's body from a byte on, for _Resumed: with a Range request, or
-    whole with the bytes before skipped when the server sends no ranges (or compresses the
-    body on the way: ranges would count its compressed bytes). A resumed body must be the
-    same file: an ETag or Last-Modified other than the first answer's is ShardChanged, and a
-    range that starts elsewhere than asked a TransferError (their bytes spliced in made wrong
-    images)."""
-
-    def __init__(self, shard: Shard, config: ReaderConfig) -> None:
-        self._fs, self._path = fsspec.core.url_to_fs(shard.location,
-                                                     **storage_options(shard.uri, config.http_timeout))
-        self._first: tuple[str | None, str | None] | None = None  # (ETag, Last-Modified)
-        self._ranges = True
-        self._size: int | None = None  # the first answer's Content-Length, when not compressed
-
-    def __call__(self, offset: int) -> IO[bytes]:
-        if self._size is not None and offset >= self._size:
-            return io.BytesIO()  # cut after the last byte: asking for more would be a 416
-        ranged = {"headers": {"Range": f"bytes={offset}-"}} if offset and self._ranges else {}
-        try:
-            # block_size=0 streams; a size (any) skips fsspec's info(), a HEAD before each GET
-            body = _FailsAsOSError(self._fs.open(self._path, "rb", block_size=0, size=1, **ranged))
-        except Exception as e:
-            status = next((s for error in (e, e.__cause__, e.__context__)
-                           if (s := getattr(error, "status", None)) in (404, 410, 416)), None)
-            if offset and status:  # gone, or shorter than what was read: not worth asking again
-                raise ShardChanged(f"asked again from byte {offset}, the server answered {status}: "
-                                   "the shard is gone or shorter now") from e
-            raise
-        with contextlib.ExitStack() as failing:
-            failing.callback(body.close)
-            answer = body.r.headers
-            version = (answer.get("ETag"), answer.get("Last-Modified"))
-            if self._first is None:
-                self._first = version
-                self._ranges = answer.get("Content-Encoding", "identity").lower() == "identity"
-                length = answer.get("Content-Length", "")
-                self._size = int(length) if self._ranges and length.isdigit() else None
-            elif version != self._first:
-                raise ShardChanged(f"the server sent another version of the shard when asked again from byte "
-                                   f"{offset} (ETag, Last-Modified {self._first} then {version})")
-            start = _range_start(answer.get("Content-Range")) if body.r.status == 206 else 0
-            if start not in (0, offset):
-                raise TransferError(f"asked for bytes from {offset}, the server sent them from {start}")
-            if offset and start == 0 and skip(body, offset) < offset:
-                raise TransferError(f"the server sent less than the {offset} bytes it sent before")
-            failing.pop_all()
-        return body
-
-
-def _range_start(content_range: str | None) -> int | None:
-    """The first byte of a 206 answer's `Content-Range: bytes START-END/SIZE`."""
-    match = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*", content_range or "")
-    return int(match.group(1)) if match else None
-
-
-RESUMES = 4  # times a cut or silent http(s) body is asked for again from where it stopped
-RESUME_WAIT = 1.0  # seconds before the first time, doubled each next time
-
-
-class _Resumed:
-    """A body that outlives its connection being cut or going silent: it is asked for again
-    from the first byte not yet read, RESUMES times at most without a byte more, RESUME_WAIT,
-    then twice as long, apart. A long download otherwise became one unreadable reject at its first reset, and
-    aiohttp drops the bytes of the read that fails: records before the cut went with it."""
-
-    def __init__(self, open_at: Callable[[int], IO[bytes]]) -> None:
-        self._open_at, self._offset, self._resumed = open_at, 0, 0
-        self._failed_at = -1  # where the last failure left the body: a failure further on starts afresh
-        self._stream: IO[bytes] | None = open_at(0)
-
-    def read(self, n: int = -1) -> bytes:
-        while True:
-            if self._stream is None:
-                try:
-                    self._stream = self._open_at(self._offset)
-                except ShardChanged:
-                    raise
-                except Exception as e:  # noqa: BLE001 - asked again in vain: one more failed attempt
-                    self._failed(TransferError(f"asked again from byte {self._offset}: {_open_message(e)}"))
-                    continue
-            try:
-                data = self._stream.read(n)
-            except (TransferError, TimeoutError) as e:  # any other error is damage to the body
-                self._failed(e)
-                continue
-            self._offset += len(data)
-            return data
-
-    def _failed(self, error: OSError) -> None:
-        """Drop the stream and wait to ask again; `error` once RESUMES times have failed too."""
-        if self._stream is not None:
-            with contextlib.suppress(Exception):
-                self._stream.close()
-            self._stream = None
-        if self._offset > self._failed_at:  # bytes came since: a flaky link, not a dead one
-            self._resumed, self._failed_at = 0, self._offset
-        if self._resumed == RESUMES:
-            raise error
-        time.sleep(RESUME_WAIT * 2**self._resumed)
-        self._resumed += 1
-
-    def __getattr__(self, name: str):  # size, for a single file too large to download
-        return getattr(self._stream, name)
-
-    def __enter__(self) -> _Resumed:
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-
-
-class _Decompressed:
-    """A decompressing reader over a body, closing both."""
-
-    def __init__(self, body: IO[bytes], reader: IO[bytes]) -> None:
-        self._body, self._reader = body, reader
-
-    def read(self, n: int = -1) -> bytes:
-        return self._reader.read(n)
-
-    def __enter__(self) -> _Decompressed:
-        return self
-
-    def __exit__(self, *_) -> None:
-        try:
-            self._reader.close()
-        finally:
-            self._body.close()
-
-
-class TransferError(OSError):
-    """A storage client failed to deliver a stream (a connection cut mid-body): the shard is
-    unreadable this time, not damaged."""
-
-
-class ShardChanged(TransferError):
-    """A shard asked for again was another file than the one being read: not asked again."""
-
-
-class _FailsAsOSError:
-    """A shard's stream whose failed reads are OSError, whichever client raised: aiohttp's
-    ClientPayloadError when a server closes before the end of the body it announced ended
-    the whole run. Other errors are memgen's, and stay as they are."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-
-    def read(self, n: int = -1) -> bytes:
-        try:
-            return self._stream.read(n)
-        except Exception as e:
-            if isinstance(e, OSError) or not from_storage_client(e):
-                raise
-            failed = TransferError if _cut(e) else OSError  # a body that cannot be decoded: damage
-            raise failed(f"{type(e).__name__}: {e}") from e
-
-    def __getattr__(self, name: str):
-        return getattr(self._stream, name)
-
-    def __enter__(self) -> _FailsAsOSError:
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._stream.close()
-
-
-# storage clients' errors for a connection lost or cut short (aiohttp's, inside its
-# ClientPayloadError, and botocore's), not for bytes that arrived and cannot be decoded
-_CUT = frozenset({"ContentLengthError", "TransferEncodingError", "ClientConnectionError",
-                  "IncompleteReadError", "ConnectionClosedError", "ReadTimeoutError",
-                  "ResponseStreamingError"})
-
-
-def _cut(e: BaseException) -> bool:
-    inner = [e, e.__cause__, e.__context__, *(a for a in e.args if isinstance(a, BaseException))]
-    return any(cls.__name__ in _CUT for error in inner if error is not None for cls in type(error).__mro__)
-
-
-def _local_copy(stream: IO[bytes]) -> IO[bytes]:
-    """A stream copied to a temporary file on local disk: what Parquet, which reads its
-    footer first, needs of a shard that can only be streamed."""
-    copy = tempfile.TemporaryFile()
-    try:
-        with stream:
-            shutil.copyfileobj(stream, copy, 1 << 20)
-    except BaseException:
-        copy.close()
-        raise
-    copy.seek(0)
-    return copy
-
-
-def _open_error(e: Exception) -> str:
-    """missing: the shard is not there; unreadable: it could not be asked for or refused
-    (fsspec's HTTP says FileNotFoundError for a 500 and a refused connection too: those are
-    worth a retry, a 404 is not)."""
-    cause = e.__cause__
-    status = getattr(cause, "status", None)
-    asked_in_vain = (status is not None and status != 404) or (
-        isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError))
-    return "missing" if isinstance(e, FileNotFoundError) and not asked_in_vain else "unreadable"
-
-
-def _open_message(e: Exception) -> str:
-    """The error, and for a shard that could not be asked for, why (fsspec's says only its URL)."""
-    cause = e.__cause__
-    if cause is None or _open_error(e) == "missing":
-        return _said(e)
-    return f"{_said(e)}; {_said(cause)}"
-
-
-def _said(e: BaseException) -> str:
-    """An error, an HTTP client's by its status line (its own text repeats the URL)."""
-    return f"{type(e).__name__}: {http_answer(e) or e}"[:500]
-
-
-def _message(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"[:500]
-
-
-def _transfer_failed(e: BaseException) -> bool:
-    """Whether a shard's stream failed in transfer, by a timeout or a cut connection (the tar
-    reader wraps it): worth a retry, not damage to the shard."""
-    return _raised_by(e, (TimeoutError, TransferError))
-
-
-def _raised_by(e: BaseException, kinds: tuple[type, ...]) -> bool:
-    """`e`, or the error it wraps, is one of `kinds`."""
-    return any(isinstance(failed, kinds) for failed in (e, e.__cause__))
-
-
-def _read_message(e: BaseException, shard: Shard, config: ReaderConfig) -> str:
-    """Why a shard's stream failed; over http(s) a timeout says after how long (fsspec's says
-    nothing), and a failed transfer that it was asked for again (_Resumed)."""
-    if not shard.uri.startswith(("http://", "https://")):
-        return _message(e)
-    if _raised_by(e, (TimeoutError,)):
-        said = f"TimeoutError: the server sent nothing for {config.http_timeout:g} s (--http_timeout)"
-    else:
-        said = _message(e)
-    resumed = _transfer_failed(e) and not _raised_by(e, (ShardChanged,))
-    return f"{said}; the same after asking {RESUMES} more times" if resumed else said
 
 
 class _Ordinals:
@@ -386,8 +129,9 @@ def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         group = []
         member_name = printable(e.member) if isinstance(e, TarDamage) else ""
         where = shard.source(f"#{member_name}" if member_name else "")
-        failure = "unreadable" if _transfer_failed(e) else "corrupt_shard"
-        yield Reject(shard.index, ordinal(), where, "read", failure, _read_message(e, shard, config))
+        failure = "unreadable" if transfer_failed(e) else "corrupt_shard"
+        said = read_message(e, shard, config.http_timeout)
+        yield Reject(shard.index, ordinal(), where, "read", failure, said)
     yield from _group_items(shard, group, ordinal, keys, config)
 
 
@@ -506,7 +250,7 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         columns = _ParquetColumns(pf.schema_arrow, config)
         row_groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
     except _DAMAGE + (pa.ArrowException,) as e:
-        yield Reject(shard.index, ordinal(), shard.source(), "read", "corrupt_shard", _message(e))
+        yield Reject(shard.index, ordinal(), shard.source(), "read", "corrupt_shard", error_text(e))
         return
     except ColumnError as e:
         yield Reject(shard.index, ordinal(), shard.source(), "read", e.error_type, str(e))
@@ -534,7 +278,7 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         except _DAMAGE + (pa.ArrowException,) as e:
             lost = f"rows {row}-{start + n_rows - 1} of row group {group}"
             yield Reject(shard.index, ordinal(), shard.source(f"#row_group_{group}"), "read",
-                         "corrupt_shard", f"{lost}: {_message(e)}"[:500])
+                         "corrupt_shard", f"{lost}: {error_text(e)}"[:500])
         start += n_rows
 
 
@@ -711,7 +455,8 @@ def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         data = read_up_to(f, config.max_bytes + 1)  # an HTTP stream gives what has arrived
         size = _size(f) if len(data) > config.max_bytes else len(data)
     except _DAMAGE as e:
-        yield Reject(shard.index, 0, shard.source(), "read", "unreadable", _read_message(e, shard, config))
+        said = read_message(e, shard, config.http_timeout)
+        yield Reject(shard.index, 0, shard.source(), "read", "unreadable", said)
         return
     if len(data) > config.max_bytes:
         what = f"{size} bytes" if size else "more bytes"

@@ -32,7 +32,7 @@ import s3fs
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from memgen import readers
+from memgen import transfer
 from memgen.memory import open_table, read_manifest
 from memgen.pipelines.cli import main
 from shardkit import encode, jpeg, sample, write_parquet, write_tar
@@ -73,7 +73,7 @@ def content(memory: str) -> dict[str, list]:
 @pytest.fixture(autouse=True)
 def resume_at_once(monkeypatch):
     """A cut http(s) body is asked for again at once, not 1, 2, 4, 8 s later."""
-    monkeypatch.setattr(readers, "RESUME_WAIT", 0.0)
+    monkeypatch.setattr(transfer, "RESUME_WAIT", 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -485,14 +485,14 @@ def test_a_body_cut_short_every_time_is_an_unreadable_shard_not_a_failed_run(sha
     with serving(_CutShortHandler, root=shards, requests=requests) as root:
         url = f"{root}/shard-000.tar"
         assert main(["memorize", url, str(shards / "shard-002.tar"), "--memory", memory]) == 0
-    assert requests["/shard-000.tar"] >= 1 + readers.RESUMES
+    assert requests["/shard-000.tar"] >= 1 + transfer.RESUMES
     manifest = read_manifest(memory)
     # Of the cut shard aiohttp gives what it read before the connection closed, which varies:
     # it raises on any read after, before the bytes that did arrive.
     assert manifest["balanced"] and set(manifest["counts"]["rejects_by_reason"]) == {"unreadable"}
     cut = [r for r in open_table(memory, "rejects").to_table().to_pylist() if r["stage"] == "read"]
     assert cut[0]["source"].startswith(url) and "ClientPayloadError" in cut[0]["message"]
-    assert cut[0]["message"].endswith(f"; the same after asking {readers.RESUMES} more times")
+    assert cut[0]["message"].endswith(f"; the same after asking {transfer.RESUMES} more times")
     images = open_table(memory, "images").to_table(columns=["source"]).to_pylist()
     assert sum(r["source"].startswith(str(shards)) for r in images) == 4  # the other shard, whole
 
@@ -600,7 +600,7 @@ def test_a_resumed_body_that_is_not_the_rest_of_the_same_file_is_never_spliced_i
         assert not failed["message"].endswith("more times")
     else:
         assert "the server sent them from" in failed["message"]
-        assert failed["message"].endswith(f"the same after asking {readers.RESUMES} more times")
+        assert failed["message"].endswith(f"the same after asking {transfer.RESUMES} more times")
     originals = {f"a{i}": jpeg(i) for i in range(6)}
     images = open_table(memory, "images").to_table(columns=["source", "image"]).to_pylist()
     assert all(r["image"] == originals[r["source"].rsplit("#", 1)[1]] for r in images)
@@ -619,7 +619,7 @@ def test_a_download_that_makes_progress_is_asked_for_again_as_long_as_it_does(sh
     with serving(_RangeHandler, root=served, asked=asked, ranges=True, every=4000) as root:
         assert main(["memorize", f"{root}/shard-000.tar", str(served / "shard-002.tar"),
                      "--memory", memory]) == 0
-    assert len(asked["/shard-000.tar"]) > 1 + readers.RESUMES and size > 4000 * (1 + readers.RESUMES)
+    assert len(asked["/shard-000.tar"]) > 1 + transfer.RESUMES and size > 4000 * (1 + transfer.RESUMES)
     manifest = read_manifest(memory)
     assert manifest["counts"]["images"] == 10 and manifest["counts"]["rejects"] == 0
 
@@ -660,7 +660,7 @@ def test_a_shard_of_which_nothing_could_be_read_is_not_read_again_to_write_it(sh
     with serving(_DeadHandler, requests=requests) as root:
         assert main(["memorize", f"{root}/shard-000.tar", str(shards / "shard-002.tar"),
                      "--memory", memory]) == 0
-    assert requests == ["/shard-000.tar"] * (1 + readers.RESUMES)
+    assert requests == ["/shard-000.tar"] * (1 + transfer.RESUMES)
     assert read_manifest(memory)["counts"]["rejects_by_reason"] == {"unreadable": 1}
 
 
@@ -732,7 +732,7 @@ def test_a_silent_server_is_an_unreadable_shard_after_http_timeout_and_a_slow_on
     assert rejects["silent"]["stage"] == "open" and "Timeout" in rejects["silent"]["message"]
     assert rejects["stalls"]["stage"] == "read"
     said = "the server sent nothing for 0.5 s (--http_timeout); the same after asking"
-    assert rejects["stalls"]["message"].endswith(f"{said} {readers.RESUMES} more times")
+    assert rejects["stalls"]["message"].endswith(f"{said} {transfer.RESUMES} more times")
     images = [r["source"] for r in open_table(memory, "images").to_table(columns=["source"]).to_pylist()]
     assert sorted(s.rsplit("/", 1)[1] for s in images if "/drips/" in s) == [
         f"shard-002.tar#c{i}" for i in range(4)]  # 2 s to read, 0.1 s at most without a byte
