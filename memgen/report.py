@@ -60,10 +60,12 @@ def prepare_report_output(claim: Claim, check_only: bool = False) -> None:
     claim_output(claim, (temporaries(REPORT), temporaries(REPORT_HTML)), check_only)
 
 
-def write_report(out: str, report: dict[str, Any]) -> None:
-    """report.json under a temporary name, then renamed: a reader never sees half of it."""
+def write_report(out: str, report: dict[str, Any]) -> dict[str, Any]:
+    """report.json under a temporary name, then renamed: a reader never sees half of it;
+    returns what it holds."""
     report = {**report, "inputs": {**report["inputs"], "finished_at": now()}}
     write_atomic(join(out, REPORT), lambda f: json.dump(report, f, indent=2, sort_keys=True, allow_nan=False))
+    return report
 
 
 def read_report(out: str) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""The images report.html shows, read after the pipeline has run (a few dozen files; no Beam).
+"""The images report.html shows, and the page: read and written by evaluate's last step,
+once report.json is written (a few dozen files), or by the command for a run killed
+between the two (`ReportPage`).
 
 - sample: the first ranks of a finished sample (index.parquet order), bytes from the memory;
 - reference: the first images of the reference shards in discovery order;
@@ -16,6 +18,8 @@ import logging
 import posixpath
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import fsspec
 import pyarrow.compute as pc
@@ -27,7 +31,7 @@ from memgen.outputs import write_atomic
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard, unprintable
 from memgen.report import REPORT_HTML
-from memgen.report_html import Cluster, Figures, Thumb, make_thumb
+from memgen.report_html import Cluster, Figures, Thumb, make_thumb, render
 from memgen.sample_output import INDEX, sample_memory
 from memgen.shards import discover, shard_kind, split_source
 
@@ -35,6 +39,24 @@ log = logging.getLogger("memgen.report")
 SIDE_BY_SIDE = 12  # images per side in Figure 2
 CONTACT_SHEET = 48  # images in Figure 3
 CLUSTERS, CLUSTER_MEMBERS = 5, 8
+
+
+@dataclass(frozen=True)
+class ReportPage:
+    """Where report.html's figures come from: the memory, the sample and the references
+    read with the memory's reader, images over `max_pixels` (the memory's cap) left out."""
+
+    memory: str
+    sample: str | None
+    references: tuple[str, ...]
+    reader: ReaderConfig
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def write(self, out: str, report: dict[str, Any]) -> str:
+        """report.html for `report` (report.json's content) in `out`; returns its URL."""
+        figures = collect_figures(self.memory, self.sample, list(self.references), self.reader,
+                                  self.max_pixels)
+        return write_html(out, render(report, figures))
 
 
 def collect_figures(memory: str, sample: str | None, references: list[str], reader: ReaderConfig,

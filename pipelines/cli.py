@@ -112,6 +112,7 @@ def evaluate(argv: list[str]) -> dict | None:
     from memgen.pipelines import evaluate as job
     from memgen.report import (
         REPORT,
+        REPORT_HTML,
         concept_summary,
         finished_inputs,
         page_missing,
@@ -130,13 +131,14 @@ def evaluate(argv: list[str]) -> dict | None:
             print(f"dry run: {config.out} holds this report but not its page; a run writes report.html only")
             return None
         logging.getLogger("memgen").info("%s holds this report but not its page: writing it", config.out)
+        job.report_page(config).write(config.out, read_report(config.out))
     elif not execute(options, config.urls(), report_claim(config.out),
                      lambda pipeline, claim: job.build(pipeline, config, claim), prepare_report_output):
         return None
     report = read_report(config.out)
     print(concept_summary(report["concept"]))
     print(f"report: {join(config.out, REPORT)}")
-    print(f"report.html: {job.write_report_html(config, report)}")
+    print(f"report.html: {join(config.out, REPORT_HTML)}")
     return report
 
 

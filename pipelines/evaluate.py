@@ -29,8 +29,7 @@ from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import add_shared, boolean, refuse_inside
 from memgen.readers import ReaderConfig
 from memgen.report import check_report_output
-from memgen.report_figures import collect_figures, write_html
-from memgen.report_html import render
+from memgen.report_figures import ReportPage
 from memgen.sample_output import sample_memory
 from memgen.sampling import MAX_SEED
 from memgen.shards import discover
@@ -159,7 +158,7 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
             config.calibration, scored),
         **distance_sections(pipeline, config, parts, memory_scored),
     }
-    _ = sections | "WriteReport" >> WriteReport(claim, _static_sections(config))
+    _ = sections | "WriteReport" >> WriteReport(claim, _static_sections(config), report_page(config))
 
 
 def _static_sections(config: EvaluateConfig) -> dict[str, Any]:
@@ -204,12 +203,10 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
     return {"distances": sets["distances"], "copying": sets["copying"]}
 
 
-def write_report_html(config: EvaluateConfig, report: dict[str, Any]) -> str:
-    """report.html beside report.json: the report with its figures inlined; returns its URL."""
+def report_page(config: EvaluateConfig) -> ReportPage:
+    """Where report.html's figures come from, read as the memory was."""
     reader, fingerprint, _ = _memorized(config.memory)
-    figures = collect_figures(config.memory, config.sample, list(config.references), reader,
-                              fingerprint.max_pixels)
-    return write_html(config.out, render(report, figures))
+    return ReportPage(config.memory, config.sample, tuple(config.references), reader, fingerprint.max_pixels)
 
 
 def _memorized(memory: str) -> tuple[ReaderConfig, FingerprintConfig, int]:

@@ -251,6 +251,18 @@ def _evaluate_counting_model_images(sets, out: Path, *flags: str):
     return config, sum(c.committed for c in counters), json.loads((out / "report.json").read_text())
 
 
+def test_the_job_writes_report_html_itself(sets, tmp_path):
+    """The job a service runs (a Flex Template's: the command only writes the job file) wrote
+    report.json only; the command wrote the page after a local run."""
+    from memgen.report import REPORT_HTML, finished_inputs
+
+    config, _, report = _evaluate_counting_model_images(sets, tmp_path / "job", "--classifier", "caption",
+                                                        "--embedding=false")
+    page = (tmp_path / "job" / REPORT_HTML).read_text()
+    assert page.startswith("<!DOCTYPE html>") and report["inputs"]["finished_at"] in page
+    assert finished_inputs(config.out) == report["inputs"]  # the same command now says: finished
+
+
 def test_a_sample_finds_its_memory_after_a_move(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write_tar(tmp_path / "train.tar", [sample(f"{i:03d}", jpeg(i)) for i in range(6)])
