@@ -17,7 +17,7 @@ from memgen.pipelines.interrupts import Watch, end_workers
 from memgen.pipelines.logs import log_progress
 from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
 from memgen.pipelines.options import parse_job
-from memgen.pipelines.run import execute, is_dry, writable
+from memgen.pipelines.run import execute, is_dry, nothing_to_run, writable
 from memgen.shards import NoInputError
 from memgen.summary import memorize_summary
 
@@ -93,6 +93,7 @@ def sample(argv: list[str]) -> dict | None:
               "finished output of this command: nothing to run", file=sys.stderr)
         if is_dry(options):
             return None
+        nothing_to_run(options)
     elif not execute(options, config.urls(), sample_claim(config.out),
                      lambda pipeline, claim: job.build(pipeline, config, claim), prepare_sample_output):
         return None
@@ -132,6 +133,7 @@ def evaluate(argv: list[str]) -> dict | None:
             return None
         logging.getLogger("memgen").info("%s holds this report but not its page: writing it", config.out)
         job.report_page(config).write(config.out, read_report(config.out))
+        nothing_to_run(options)
     elif not execute(options, config.urls(), report_claim(config.out),
                      lambda pipeline, claim: job.build(pipeline, config, claim), prepare_report_output):
         return None

@@ -141,6 +141,17 @@ def dry_run(runner: PipelineRunner, options: PipelineOptions, wire: Callable[[be
     return "\n".join(lines)
 
 
+def nothing_to_run(options: PipelineOptions) -> None:
+    """A command that finds nothing to run (its output finished already: a scheduler's retry)
+    still leaves a Flex Template's launcher the job file it reads (--template_location): an
+    empty pipeline's, whose job ends at once. Without one the launch fails ("Unable to open
+    template file")."""
+    if options.view_as(GoogleCloudOptions).template_location:
+        pipeline = beam.Pipeline(runner=validated_runner(options), options=options)
+        _ = pipeline | "NothingToRun" >> beam.Create([])
+        pipeline.run().wait_until_finish()
+
+
 def writable(flag: str, url: str) -> None:
     """UsageError for an output that cannot be written: http(s) (a run wrote nothing, then
     ended in a traceback)."""

@@ -17,6 +17,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
@@ -365,6 +366,31 @@ def test_a_finished_sample_is_not_overwritten_and_an_unfinished_one_is_redone(tm
     assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0
     assert (out / "index.parquet").read_bytes() == first
     assert not (out / "images" / "sample-999999.tar").exists() and not (out / "sample-000000.tar").exists()
+
+
+class RecordingRunner(FnApiRunner):
+    """Dataflow cannot run here: this runner only records the pipelines it is given."""
+
+    runs: list[list[str]] = []
+
+    def run_pipeline(self, pipeline, options):
+        RecordingRunner.runs.append([t.full_label for t in pipeline.transforms_stack[0].parts])
+        return super().run_pipeline(pipeline, options)
+
+
+def test_a_finished_sample_still_leaves_a_flex_launcher_a_job_file(tmp_path, memory, capsys):
+    """A Flex Template's launcher reads the job file --template_location names; a retry that
+    found its sample finished wrote none, and the launch failed ("Unable to open template
+    file"). It now runs an empty pipeline, which writes that file under DataflowRunner."""
+    out = str(tmp_path / "o")
+    assert run("--memory", memory, "--n", "3", "--out", out) == 0
+    flex = [f"--runner={__name__}.RecordingRunner", f"--template_location={tmp_path}/job"]
+    RecordingRunner.runs.clear()
+    assert run("--memory", memory, "--n", "3", "--out", out, *flex) == 0
+    assert "nothing to run" in capsys.readouterr().err
+    assert RecordingRunner.runs == [["NothingToRun"]]
+    assert run("--memory", memory, "--n", "3", "--out", out, f"--runner={__name__}.RecordingRunner") == 0
+    assert RecordingRunner.runs == [["NothingToRun"]]  # without a launcher to feed: nothing run
 
 
 def test_n_larger_than_the_memory_takes_everything_and_warns(tmp_path, memory, caplog):

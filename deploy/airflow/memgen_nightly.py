@@ -28,6 +28,11 @@ TAG = "{{ var.value.memgen_image_tag }}"
 MEMORY = BUCKET + "/memory/{{ ds }}"
 SAMPLE = BUCKET + "/samples/{{ ds }}"
 SAMPLE_SIZE = "10000"
+# evaluate labels a sample of the memory, not every image (deploy/README.md: a census of 10^9
+# images is ~3,250 vCPU-h), and leaves out the EfficientNet distances, which would run the
+# model on every memory image: "true" adds them at that cost
+CONCEPT_SAMPLE_SIZE = "100000"
+EMBEDDING = "false"
 
 
 def launch(job: str, parameters: dict[str, str]) -> DataflowStartFlexTemplateOperator:
@@ -65,5 +70,6 @@ with DAG(
     sample = launch("sample", {"memory": MEMORY, "n": SAMPLE_SIZE, "seed": "{{ ds_nodash }}",
                                "out": SAMPLE, "format": "webdataset"})
     evaluate = launch("evaluate", {"memory": MEMORY, "sample": SAMPLE, "classifier": "efficientnet-lite0",
-                                   "out": BUCKET + "/reports/{{ ds }}"})
+                                   "sample_size": CONCEPT_SAMPLE_SIZE, "seed": "{{ ds_nodash }}",
+                                   "embedding": EMBEDDING, "out": BUCKET + "/reports/{{ ds }}"})
     memorize >> sample >> evaluate
