@@ -122,7 +122,7 @@ def test_metadata_regexes_accept_defaults_and_choices_and_reject_junk(job):
     for name, p in parameters(job).items():
         action = flags[name]
         if is_boolean(action):
-            assert matches(p, "true") and matches(p, "false") and not matches(p, "yes"), name
+            assert matches(p, "true") and matches(p, "false") and not matches(p, "maybe"), name
             continue
         if action.default not in (None, []):
             assert matches(p, str(action.default)), f"{name}: default {action.default!r} rejected"
@@ -131,6 +131,32 @@ def test_metadata_regexes_accept_defaults_and_choices_and_reject_junk(job):
         if action.choices or action.type is int:
             assert not matches(p, "-1") and not matches(p, "junk"), name
         assert not matches(p, "a\nb"), name
+
+
+BOUNDS = {  # values at the edges of what a job accepts (leading zeros aside: the regexes refuse them)
+    "seed": ["0", "1", str(2**64 - 1), str(2**64), "99999999999999999999", "-1", "1.5"],
+    "max_bytes": ["1", str(2**40), str(2**40 + 1), "0", "-5"],
+    "http_timeout": ["0", "0.", "0.0", "00", "1", "0.5", ".5", "10", "1e3", "1.5e-2", "-1", "nan", "inf"],
+    "weighted": ["true", "True", "FALSE", "yes", "No", "1", "0", "maybe"],
+    "embedding": ["true", "True", "FALSE", "yes", "No", "1", "0", "maybe"],
+}
+
+
+@pytest.mark.parametrize(("job", "name"), [(job, name) for job in JOBS for name in BOUNDS
+                                          if name in parameters(job)])
+def test_regexes_accept_what_the_job_accepts_at_the_edges(job, name):
+    """The Flex launcher checks a parameter by its regex before the job sees it: a value it
+    passes that the job refuses fails the launch later (http_timeout 0, a seed of 2^64), and
+    one it refuses that the job takes is lost (weighted=True, http_timeout=1e3)."""
+    def accepted(value: str) -> bool:
+        try:
+            to_config(job, {**minimal_parameters(job), name: value})
+        except UsageError:
+            return False
+        return True
+
+    p = parameters(job)[name]
+    assert {v: matches(p, v) for v in BOUNDS[name]} == {v: accepted(v) for v in BOUNDS[name]}
 
 
 def test_memorize_threshold_regex_is_the_range_the_job_accepts():
