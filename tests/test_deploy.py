@@ -314,6 +314,25 @@ def test_dockerfile_is_a_launcher_and_an_sdk_container_with_this_beam():
             assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the repo"
 
 
+def test_cloud_build_builds_the_dockerfile_with_what_build_sh_substitutes():
+    """cloudbuild.yaml was read by nothing here: a substitution build.sh does not pass, or a
+    build argument the Dockerfile does not declare, shows only in Cloud Build."""
+    import yaml
+
+    config = yaml.safe_load((DATAFLOW / "cloudbuild.yaml").read_text())
+    (step,) = config["steps"]
+    args = step["args"]
+    assert step["name"] == "gcr.io/cloud-builders/docker" and args[0] == "build"
+    assert (ROOT / args[args.index("-f") + 1]).is_file() and args[-1] == "."  # built from the root
+    built = args[args.index("-t") + 1]
+    assert config["images"] == [built]  # the image built is the one pushed
+    used = set(re.findall(r"\$\{(_[A-Z]+)\}", (DATAFLOW / "cloudbuild.yaml").read_text()))
+    passed = set(re.findall(r"(_[A-Z]+)=", (DATAFLOW / "build.sh").read_text()))
+    assert used == passed == {"_JOB", "_EXTRAS", "_IMAGE"}
+    build_args = {args[i + 1].split("=", 1)[0] for i, a in enumerate(args) if a == "--build-arg"}
+    assert build_args <= set(re.findall(r"^ARG (\w+)", dockerfile(), re.M))
+
+
 def test_build_script_builds_one_template_per_job_with_its_metadata():
     text = (DATAFLOW / "build.sh").read_text()
     assert 'TEMPLATE="gs://$BUCKET/templates/memgen-$JOB.json"' in text
