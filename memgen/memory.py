@@ -321,6 +321,12 @@ def open_table(memory: str, table: str) -> ds.Dataset:
     return ds.dataset(files, schema=table_schema(table), format="parquet", filesystem=fs)
 
 
+def read_columns(part: str, columns: list[str]) -> pa.Table:
+    """Some columns of a table's part (small ones: ids, copies), whole."""
+    fs, path = fsspec.core.url_to_fs(part)
+    return pq.read_table(path, columns=columns, filesystem=fs)
+
+
 def part_rows(url: str, columns: list[str] | None = None, selected: frozenset[str] | None = None,
               batch_rows: int = 64) -> Iterator[dict[str, Any]]:
     """The rows of an images part (a URL), `batch_rows` at a time (`columns`: all, if None;

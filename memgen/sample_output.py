@@ -101,11 +101,6 @@ def prepare_sample_output(claim: Claim, check_only: bool = False) -> None:
                  check_only)
 
 
-def read_columns(part: str, columns: list[str]) -> pa.Table:
-    fs, path = fsspec.core.url_to_fs(part)
-    return pq.read_table(path, columns=columns, filesystem=fs)
-
-
 def output_name(number: int, fmt: str) -> str:
     """images/sample-NNNNNN.tar|parquet, the output file `number`; images/ for folders."""
     if fmt == "folder":

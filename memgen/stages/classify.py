@@ -16,7 +16,6 @@ from typing import NamedTuple
 import apache_beam as beam
 import fsspec
 import numpy as np
-import pyarrow.parquet as pq
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from memgen.classify import ClassifierSpec
@@ -32,7 +31,7 @@ from memgen.classify.concept import (
 from memgen.classify.images import decode_ahead
 from memgen.classify.onnx_model import concept_probability, inference_session, to_model_input
 from memgen.decode import ImageError
-from memgen.memory import part_rows
+from memgen.memory import part_rows, read_columns
 from memgen.prevalence import Tally, take_all
 from memgen.sampling import keyed_u64
 
@@ -82,8 +81,7 @@ def sample_key(seed: int, image_id: str) -> int:
 
 def read_ids(url: str) -> Iterator[tuple[str, int]]:
     """(image_id, copies) of every row of one part: two small columns, no bytes."""
-    with fsspec.open(url, "rb") as f:
-        table = pq.read_table(f, columns=["image_id", "copies"])
+    table = read_columns(url, ["image_id", "copies"])
     yield from zip(table.column("image_id").to_pylist(), table.column("copies").to_pylist(), strict=True)
 
 

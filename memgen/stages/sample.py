@@ -18,8 +18,9 @@ import apache_beam as beam
 
 from memgen import sampling
 from memgen.decode import DEFAULT_MAX_PIXELS
+from memgen.memory import read_columns
 from memgen.outputs import Claim
-from memgen.sample_output import file_numbers, finish_sample, read_columns, write_file
+from memgen.sample_output import file_numbers, finish_sample, write_file
 
 
 class TopCandidates(beam.CombineFn):
