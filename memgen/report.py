@@ -17,7 +17,7 @@ from memgen.memory import MemoryDirError, join, read_json_object
 from memgen.outputs import Claim, claim_output, temporaries, write_atomic
 
 REPORT = "report.json"
-REPORT_HTML = "report.html"  # written after report.json, by the command line
+REPORT_HTML = "report.html"  # written after report.json, by the pipeline's last step
 
 
 def check_report_output(out: str) -> None:

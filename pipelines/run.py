@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.runners.runner import PipelineRunner, PipelineState, create_runner
+from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState, create_runner
 
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError, first_line
@@ -59,11 +59,7 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
                 claim.check()
             raise
     else:
-        try:
-            result = pipeline.run()
-        except Exception as e:  # noqa: BLE001 - nothing ran: no job server, no API, no package
-            raise UsageError(f"{type(runner).__name__} could not start the pipeline: "
-                             f"{type(e).__name__}: {first_line(e)}"[:500]) from None
+        result = _submit(pipeline, runner)
         result.wait_until_finish()
         # A Flex Template's launcher passes --template_location: DataflowRunner writes the job
         # there for the service to start, and returns (state DONE, no job)
@@ -74,6 +70,16 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
             return False
     claim.check()
     return True
+
+
+def _submit(pipeline: beam.Pipeline, runner: PipelineRunner) -> PipelineResult:
+    """The pipeline handed to its service; UsageError when it cannot be (no job server, no
+    API, no package, no credentials): nothing ran."""
+    try:
+        return pipeline.run()
+    except Exception as e:  # noqa: BLE001 - whatever the runner raised before anything ran
+        raise UsageError(f"{type(runner).__name__} could not start the pipeline: "
+                         f"{type(e).__name__}: {first_line(e)}"[:500]) from None
 
 
 def _submits(runner: PipelineRunner) -> bool:
@@ -147,9 +153,10 @@ def nothing_to_run(options: PipelineOptions) -> None:
     empty pipeline's, whose job ends at once. Without one the launch fails ("Unable to open
     template file")."""
     if options.view_as(GoogleCloudOptions).template_location:
-        pipeline = beam.Pipeline(runner=validated_runner(options), options=options)
+        runner = validated_runner(options)
+        pipeline = beam.Pipeline(runner=runner, options=options)
         _ = pipeline | "NothingToRun" >> beam.Create([])
-        pipeline.run().wait_until_finish()
+        _submit(pipeline, runner).wait_until_finish()
 
 
 def writable(flag: str, url: str) -> None:

@@ -95,6 +95,17 @@ def test_select_sample_takes_the_smallest_keys(tmp_path):
         assert_that(certain, equal_to([CertainImages()]), label="NoneTakenWhole")  # copies 1-5 of 120
 
 
+
+def test_the_concept_sample_is_drawn_independently_of_memgen_samples_of_the_same_seed():
+    """Both keyed by blake2b(seed, image_id): sample takes the largest keys, evaluate the
+    smallest, so with one seed the draws were complements (a sample never labelled)."""
+    from memgen import sampling
+
+    ids = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(400)]
+    sampled = set(sorted(ids, key=lambda i: sampling.unit(3, i))[-100:])  # memgen sample's uniform draw
+    labelled = set(sorted(ids, key=lambda i: sample_key(3, i))[:100])
+    assert 10 <= len(sampled & labelled) <= 40  # independent draws: 25 expected
+
 def test_select_sample_takes_the_most_copied_images_whole(tmp_path):
     """Two images hold 400 of the 517 records: a uniform draw of 8 of 40 seldom holds them, and
     the copy-weighted fraction then missed by far (coverage 0.80-0.87 with Zipf-tailed copies)."""

@@ -378,6 +378,13 @@ class RecordingRunner(FnApiRunner):
         return super().run_pipeline(pipeline, options)
 
 
+class UnstartableRunner(FnApiRunner):
+    """A runner that cannot start a pipeline (Dataflow without its package or credentials)."""
+
+    def run_pipeline(self, pipeline, options):
+        raise ImportError("Google Cloud Dataflow runner not available, please install apache_beam[gcp]")
+
+
 def test_a_finished_sample_still_leaves_a_flex_launcher_a_job_file(tmp_path, memory, capsys):
     """A Flex Template's launcher reads the job file --template_location names; a retry that
     found its sample finished wrote none, and the launch failed ("Unable to open template
@@ -391,6 +398,13 @@ def test_a_finished_sample_still_leaves_a_flex_launcher_a_job_file(tmp_path, mem
     assert RecordingRunner.runs == [["NothingToRun"]]
     assert run("--memory", memory, "--n", "3", "--out", out, f"--runner={__name__}.RecordingRunner") == 0
     assert RecordingRunner.runs == [["NothingToRun"]]  # without a launcher to feed: nothing run
+    capsys.readouterr()
+    flex[0] = f"--runner={__name__}.UnstartableRunner"  # a traceback, exit 1
+    assert run("--memory", memory, "--n", "3", "--out", out, *flex) == 2
+    said = capsys.readouterr().err.splitlines()  # nothing to run, then why no job file is left
+    assert said[0].endswith("nothing to run") and said[1:] == [
+        "memgen sample: error: UnstartableRunner could not start the pipeline: ImportError: Google Cloud "
+        "Dataflow runner not available, please install apache_beam[gcp]"]
 
 
 def test_n_larger_than_the_memory_takes_everything_and_warns(tmp_path, memory, caplog):

@@ -75,8 +75,10 @@ class ImageItem(NamedTuple):
 
 
 def sample_key(seed: int, image_id: str) -> int:
-    """The image's sampling key: the n smallest keys are a uniform sample without replacement."""
-    return keyed_u64(seed, image_id)
+    """The image's sampling key: the n smallest keys are a uniform sample without replacement.
+    Keyed by the job too: `memgen sample`'s key of the same seed (the largest win there) would
+    make the two draws complements, so that evaluate never labelled a sampled image."""
+    return keyed_u64(seed, f"concept\0{image_id}")
 
 
 def read_ids(url: str) -> Iterator[tuple[str, int]]:
