@@ -83,10 +83,41 @@ def read_order(fp: Fingerprint) -> tuple[int, int]:
     return fp.shard, fp.ordinal
 
 
+# The running sum of an exact group: [record read first, records, shards] (a list and a set:
+# a copy costs a comparison and a set insert, not a new tuple). ExactDedup's combine and
+# exact_group() both sum with these.
+ExactSum = list
+
+
+def add_copy(acc: ExactSum | None, fp: Fingerprint) -> ExactSum:
+    if acc is None:
+        return [fp, 1, {fp.shard}]
+    if read_order(fp) < read_order(acc[0]):
+        acc[0] = fp
+    acc[1] += 1
+    acc[2].add(fp.shard)
+    return acc
+
+
+def merge_sums(sums: Iterable[ExactSum | None]) -> ExactSum | None:
+    present = [s for s in sums if s is not None]
+    if not present:
+        return None
+    return [min((s[0] for s in present), key=read_order), sum(s[1] for s in present),
+            set().union(*(s[2] for s in present))]
+
+
+def group_of(acc: ExactSum) -> ImageGroup:
+    kept, count, shards = acc
+    return ImageGroup(kept, count, tuple(sorted(shards)))
+
+
 def exact_group(fingerprints: Iterable[Fingerprint]) -> ImageGroup:
-    """The ImageGroup of records with the same bytes (ExactDedup sums it by a combine)."""
-    fps = list(fingerprints)
-    return ImageGroup(min(fps, key=read_order), len(fps), tuple(sorted({fp.shard for fp in fps})))
+    """The ImageGroup of records with the same bytes, on one machine (ExactDedup's sum)."""
+    acc = None
+    for fp in fingerprints:
+        acc = add_copy(acc, fp)
+    return group_of(acc)
 
 
 def member(group: ImageGroup) -> Member:

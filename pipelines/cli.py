@@ -16,7 +16,7 @@ from memgen.pipelines.failures import behind, storage_error, storage_line
 from memgen.pipelines.interrupts import Watch, end_workers
 from memgen.pipelines.logs import log_progress
 from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
-from memgen.pipelines.options import parse_job
+from memgen.pipelines.options import check_urls, parse_job
 from memgen.pipelines.run import execute, is_dry, nothing_to_run, writable
 from memgen.shards import NoInputError
 from memgen.summary import memorize_summary
@@ -125,6 +125,7 @@ def evaluate(argv: list[str]) -> dict | None:
     options = parse_job("memgen evaluate", "Measure a memory: concept fraction with CIs, distances "
                         "between image sets, copying (report.json, report.html).", job.EvaluateOptions, argv)
     config = job.EvaluateConfig.from_options(options)
+    check_urls(config.urls(), options)  # before --out is read: what it raises names its flag
     if _made_by_this_command("--out", config.out, partial(finished_inputs, config.out), config.inputs):
         raise _not_made_again("--out", config.out)
     if page_missing(config.out, config.inputs()):  # killed after report.json: only the page is left

@@ -136,7 +136,8 @@ def test_metadata_regexes_accept_defaults_and_choices_and_reject_junk(job):
 BOUNDS = {  # values at the edges of what a job accepts (leading zeros aside: the regexes refuse them)
     "seed": ["0", "1", str(2**64 - 1), str(2**64), "99999999999999999999", "-1", "1.5"],
     "max_bytes": ["1", str(2**40), str(2**40 + 1), "0", "-5"],
-    "http_timeout": ["0", "0.", "0.0", "00", "1", "0.5", ".5", "10", "1e3", "1.5e-2", "-1", "nan", "inf"],
+    "http_timeout": ["0", "0.", "0.0", "00", "1", "0.5", ".5", "10", "1e3", "1.5e-2", "-1", "nan", "inf",
+                     "1e99", "1e-99", "1e400", "1e-400", "9" * 400],  # the last three: inf and 0.0
     "weighted": ["true", "True", "FALSE", "yes", "No", "1", "0", "maybe"],
     "embedding": ["true", "True", "FALSE", "yes", "No", "1", "0", "maybe"],
 }

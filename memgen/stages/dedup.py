@@ -27,7 +27,16 @@ from memgen.components import (
     small_star,
     star_label,
 )
-from memgen.dedup import HashNode, ImageGroup, NodeRep, assign_groups, member, read_order, split_component
+from memgen.dedup import (
+    HashNode,
+    NodeRep,
+    add_copy,
+    assign_groups,
+    group_of,
+    member,
+    merge_sums,
+    split_component,
+)
 from memgen.fingerprint import int64_to_uint64
 from memgen.near import BLOCK_TARGET, block_pairs, key_radii, plan_search, route
 from memgen.stages import only
@@ -41,31 +50,20 @@ BATCH = (1 << 10, 1 << 16)
 
 
 class _ExactGroupFn(beam.CombineFn):
-    """An ImageGroup of the records of one sha256; lifted, so a hot image is cheap. The
-    accumulator is [kept, count, shards] (a set: a copy costs a lookup, not a new tuple)."""
+    """An ImageGroup of the records of one sha256 (memgen.dedup's exact sum); lifted, so a
+    hot image is cheap."""
 
     def create_accumulator(self):
         return None
 
     def add_input(self, accumulator, fp):
-        if accumulator is None:
-            return [fp, 1, {fp.shard}]
-        if read_order(fp) < read_order(accumulator[0]):
-            accumulator[0] = fp
-        accumulator[1] += 1
-        accumulator[2].add(fp.shard)
-        return accumulator
+        return add_copy(accumulator, fp)
 
     def merge_accumulators(self, accumulators):
-        present = [a for a in accumulators if a is not None]
-        if not present:
-            return None
-        return [min((a[0] for a in present), key=read_order), sum(a[1] for a in present),
-                set().union(*(a[2] for a in present))]
+        return merge_sums(accumulators)
 
     def extract_output(self, accumulator):
-        kept, count, shards = accumulator
-        return ImageGroup(kept, count, tuple(sorted(shards)))
+        return group_of(accumulator)
 
 
 class ExactDedup(beam.PTransform):
