@@ -169,7 +169,7 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
         return fs.unstrip_protocol(p) if protocol else p
 
     if _GLOB_CHARS & set(path) and protocol not in ("http", "https") and not _exists(fs, path):
-        matches = sorted(fs.glob(path))
+        matches = [m for m in sorted(fs.glob(path)) if not _hidden_match(path, m)]
         if not matches:
             _unlisted_glob(fs, path)
         files: list[str] = []
@@ -255,6 +255,19 @@ def _unlisted_glob(fs: fsspec.AbstractFileSystem, pattern: str) -> None:
 
 def _hidden(relative: str) -> bool:
     return any(part.startswith(".") for part in relative.split("/"))
+
+
+def _hidden_match(pattern: str, match: str) -> bool:
+    """Whether a glob's match is hidden below the pattern's fixed folders (`photos/*` matching
+    photos/.thumbs, ._x.jpg), as a shell's glob and a folder's walk leave them out; unless the
+    pattern itself names dot-files (`photos/.*`, `cache/.thumbs/*`)."""
+    fixed = []
+    for part in pattern.split("/"):
+        if _GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    rest = pattern.split("/")[len(fixed):]
+    return not any(part.startswith(".") for part in rest) and _hidden(match.split("/", len(fixed))[-1])
 
 
 def expand(raw: str) -> list[str]:

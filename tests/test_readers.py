@@ -488,6 +488,23 @@ def test_too_large_file_reports_its_size(tmp_path):
     assert item.error_type == "too_large" and item.n_bytes == path.stat().st_size and len(item.data) == 10
 
 
+def test_a_glob_leaves_hidden_files_out_as_a_folder_does_unless_it_names_them(tmp_path):
+    """`hid/*` read hid/.thumbs/*.jpg into the memory and made macOS ._x.jpg files rejects,
+    where `hid` (a folder) and a shell's glob leave them out."""
+    for name in ("pics/a.jpg", "pics/._a.jpg", ".thumbs/t.jpg", "b.jpg", ".c.jpg"):
+        (tmp_path / "hid" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "hid" / name).write_bytes(jpeg(len(name)))
+
+    def names(pattern: str) -> list[str]:
+        return [s.uri.split("/hid/", 1)[1] for s in discover([str(tmp_path / "hid" / pattern)])]
+
+    assert names("*") == names("**") == ["b.jpg", "pics/a.jpg"]
+    assert names("pics/*.jpg") == ["pics/a.jpg"]
+    assert names(".*") == [".c.jpg", ".thumbs/t.jpg"]  # asked for by name
+    assert names(".thumbs/*") == [".thumbs/t.jpg"]
+    assert [s.uri.split("/hid/", 1)[1] for s in discover([str(tmp_path / "hid")])] == ["b.jpg", "pics/a.jpg"]
+
+
 def test_discover_takes_names_as_they_are(tmp_path):
     (tmp_path / "pics [2020]").mkdir()
     (tmp_path / "pics [2020]" / "a.jpg").write_bytes(jpeg(1))
