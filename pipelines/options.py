@@ -184,11 +184,12 @@ def _refuse_repeated(cls: type[PipelineOptions], argv: list[str]) -> None:
     silently: `--memory a ... --memory b` wrote b); --input and --reference gather theirs."""
     parser = argparse.ArgumentParser(add_help=False)
     cls._add_argparse_args(parser)  # noqa: SLF001
-    for flag, action in parser._option_string_actions.items():  # noqa: SLF001
+    for action in parser._actions:  # noqa: SLF001
         if isinstance(action, argparse._StoreAction):  # noqa: SLF001 - one value: not append or extend
-            given = sum(word == flag or word.startswith(flag + "=") for word in argv)
+            names = action.option_strings  # --sample_size and its alias --sample-size count together
+            given = sum(word == name or word.startswith(name + "=") for word in argv for name in names)
             if given > 1:
-                raise UsageError(f"{flag} is given {given} times; give it once")
+                raise UsageError(f"{names[0]} is given {given} times; give it once")
 
 
 def _flags_of(cls: type[PipelineOptions]) -> dict[str, str]:

@@ -265,6 +265,8 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--seed", str(2**64)), "--seed must be between 0 and 1844674407"),
     (("--memory", "hf://datasets/x/memory", "--out", "OUT"), "Install huggingface_hub"),
     (("--memory", "MEM", "--out", "ftp://127.0.0.1:9/r"), "refused (--out ftp://127.0.0.1:9/r)"),  # which?
+    (("--memory", "MEM", "--out", "OUT", "--sample_size", "5", "--sample-size", "9"),
+     "--sample_size is given 2 times"),  # an alias: the last was taken
 ])
 def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message):
     memory = _memory(tmp_path / "m", _caption_rows(4))
