@@ -442,6 +442,9 @@ def corrected_unique(t: Tally, population: int | None, cal: Calibration, seed: i
 def corrected_copy_weighted(t: Tally, population: int | None, cal: Calibration, seed: int,
                             population_copies: int | None = None, certain: Certain | None = None
                             ) -> Estimate:
+    if population and population_copies == population:  # every image one record: the same fraction
+        unique = corrected_unique(t, population, cal, seed, certain)
+        return unique._replace(method=f"{unique.method}; every image is one record")
     apparent = copy_weighted_fraction(t, population, population_copies, certain)
     n_eff = effective_size(pooled_dispersion(t), None)  # as above: no finite-population correction
     if certain and certain.images:

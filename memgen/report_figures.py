@@ -33,7 +33,7 @@ from memgen.records import Record, Shard, unprintable
 from memgen.report import REPORT_HTML
 from memgen.report_html import Cluster, Figures, Thumb, make_thumb, render
 from memgen.sample_output import INDEX, sample_memory
-from memgen.shards import discover, shard_kind, split_source
+from memgen.shards import shard_kind, split_source
 
 log = logging.getLogger("memgen.report")
 SIDE_BY_SIDE = 12  # images per side in Figure 2
@@ -43,12 +43,13 @@ CLUSTERS, CLUSTER_MEMBERS = 5, 8
 
 @dataclass(frozen=True)
 class ReportPage:
-    """Where report.html's figures come from: the memory, the sample and the references
-    read with the memory's reader, images over `max_pixels` (the memory's cap) left out."""
+    """Where report.html's figures come from: the memory, the sample and the reference shards
+    (discovered once, for the distances too) read with the memory's reader, images over
+    `max_pixels` (the memory's cap) left out."""
 
     memory: str
     sample: str | None
-    references: tuple[str, ...]
+    references: tuple[Shard, ...]
     reader: ReaderConfig
     max_pixels: int = DEFAULT_MAX_PIXELS
 
@@ -59,7 +60,7 @@ class ReportPage:
         return write_html(out, render(report, figures))
 
 
-def collect_figures(memory: str, sample: str | None, references: list[str], reader: ReaderConfig,
+def collect_figures(memory: str, sample: str | None, references: list[Shard], reader: ReaderConfig,
                     max_pixels: int = DEFAULT_MAX_PIXELS) -> Figures:
     """The report's figures; `max_pixels`: larger images are left out (the memory's cap)."""
     sample_thumbs = list(_thumbs(_sample_images(sample, memory, CONTACT_SHEET), max_pixels)) if sample else []
@@ -100,9 +101,9 @@ def _sample_images(sample: str, memory: str, n: int) -> Iterator[tuple[bytes, st
             yield data[row["image_id"]], f"#{row['rank']} {row['caption'] or row['image_id'][:12]}"
 
 
-def _reference_images(references: list[str], n: int, reader: ReaderConfig) -> Iterator[tuple[bytes, str]]:
+def _reference_images(references: list[Shard], n: int, reader: ReaderConfig) -> Iterator[tuple[bytes, str]]:
     count = 0
-    for shard in discover(references, reader.http_timeout):
+    for shard in references:
         for item in read_shard(shard, reader):
             if isinstance(item, Record):
                 yield item.data, posixpath.basename(item.source)

@@ -28,6 +28,7 @@ from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import add_shared, boolean, refuse_inside
 from memgen.readers import ReaderConfig
+from memgen.records import Shard
 from memgen.report import check_report_output
 from memgen.report_figures import ReportPage
 from memgen.sample_output import sample_memory
@@ -146,6 +147,7 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
     # the classifier decodes what memorize took in: up to the memory's --max_pixels
     classifier = replace(config.classifier, max_pixels=_memorized(config.memory)[1].max_pixels)
     config = replace(config, classifier=classifier)
+    references = reference_shards(config)
     memory_scored = None
     # its model also gives the embedding: run it once an image, unless the embedding is left
     # out (it ran on every image then too, whatever --sample_size chose)
@@ -156,9 +158,10 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
         "concept": pipeline | "Concept" >> EstimateConcept(
             config.classifier, parts, config.sample_size, config.seed, list(config.labelled),
             config.calibration, scored),
-        **distance_sections(pipeline, config, parts, memory_scored),
+        **distance_sections(pipeline, config, parts, references, memory_scored),
     }
-    _ = sections | "WriteReport" >> WriteReport(claim, _static_sections(config), report_page(config))
+    page = report_page(config, references)
+    _ = sections | "WriteReport" >> WriteReport(claim, _static_sections(config), page)
 
 
 def _static_sections(config: EvaluateConfig) -> dict[str, Any]:
@@ -188,14 +191,14 @@ def _drawn_from(config: EvaluateConfig) -> str | None:
 
 
 def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: list[str],
-                      memory_scored: beam.PCollection | None = None) -> dict[str, Any]:
+                      references: list[Shard], memory_scored: beam.PCollection | None = None
+                      ) -> dict[str, Any]:
     """The `distances` and `copying` sections: one PCollection of one dict each; `memory_scored`:
     the memory's ScoredImages when ScoreMemory has already embedded them.
 
     References are read and hashed with the memory's own reader and fingerprint settings,
     and a copy is a pHash within the memory's own near-duplicate threshold."""
     reader, fingerprint, threshold = _memorized(config.memory)
-    references = discover(list(config.references), reader.http_timeout) if config.references else []
     sample = sample_parts(config.sample, config.memory) if config.sample else None
     sets = pipeline | "Distances" >> EvaluateSets(
         parts, sample, references, reader, fingerprint, threshold, config.seed,
@@ -203,10 +206,18 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
     return {"distances": sets["distances"], "copying": sets["copying"]}
 
 
-def report_page(config: EvaluateConfig) -> ReportPage:
-    """Where report.html's figures come from, read as the memory was."""
+def reference_shards(config: EvaluateConfig) -> list[Shard]:
+    """The --reference shards, listed once (each listing logs its skipped files)."""
+    reader = _memorized(config.memory)[0]
+    return discover(list(config.references), reader.http_timeout) if config.references else []
+
+
+def report_page(config: EvaluateConfig, references: list[Shard] | None = None) -> ReportPage:
+    """Where report.html's figures come from, read as the memory was (`references`: the
+    reference shards when listed already)."""
     reader, fingerprint, _ = _memorized(config.memory)
-    return ReportPage(config.memory, config.sample, tuple(config.references), reader, fingerprint.max_pixels)
+    shards = reference_shards(config) if references is None else references
+    return ReportPage(config.memory, config.sample, tuple(shards), reader, fingerprint.max_pixels)
 
 
 def _memorized(memory: str) -> tuple[ReaderConfig, FingerprintConfig, int]:

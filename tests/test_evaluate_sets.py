@@ -335,6 +335,23 @@ def test_a_sample_of_another_memory_is_hashed_as_memory_hashes(tmp_path, monkeyp
     assert phash["fd"] == pytest.approx(0, abs=1e-9), phash
 
 
+def test_the_references_are_listed_once(tmp_path, monkeypatch, capsys):
+    """The distances and report.html's figures listed the references each: every skipped-files
+    line came twice."""
+    monkeypatch.chdir(tmp_path)
+    write_tar(tmp_path / "a.tar", [sample(f"a{i}", jpeg(i)) for i in range(4)])
+    assert main(["memorize", "a.tar", "--memory", "mem"]) == 0
+    (tmp_path / "ref").mkdir()
+    for i in range(2):
+        (tmp_path / "ref" / f"r{i}.jpg").write_bytes(jpeg(50 + i))
+    (tmp_path / "ref" / "notes.md").write_text("not an image")
+    capsys.readouterr()
+    assert main(["evaluate", "--memory", "mem", "--reference", "ref", "--classifier", "caption",
+                 "--embedding", "false", "--out", "r"]) == 0
+    assert capsys.readouterr().err.count("skipped 1 files that are neither shards nor images (.md 1)") == 1
+    assert "r0.jpg" in (tmp_path / "r" / "report.html").read_text()  # the page shows the references
+
+
 def test_an_empty_sample_gets_a_report_page(tmp_path):
     write_tar(tmp_path / "broken.tar", [sample("bad", b"not an image")])
     memory, drawn, out = (str(tmp_path / name) for name in ("mem", "s", "r"))

@@ -207,6 +207,9 @@ def test_without_duplicates_the_copy_weighted_fraction_is_the_unique_one_with_it
     n = 10, counted over every number of cats K below)."""
     t = tally(np.arange(5) == 0, np.ones(5, dtype=int))
     assert copy_weighted_fraction(t, 20, 20)[:4] == unique_fraction(t, 20)[:4]
+    cal = Calibration(40, 10, 45, 5)  # and corrected alike (separate draws gave [39.4%, 61.9%] and
+    t = tally(np.arange(100) < 50, np.ones(100, dtype=int))  # [39.5%, 61.8%] for one number)
+    assert corrected_copy_weighted(t, 376, cal, 1, 376)[:4] == corrected_unique(t, 376, cal, 1)[:4]
     population, n = 50, 10
     for cats in range(population + 1):  # every sample's chance, exactly (hypergeometric)
         covered = sum(stats.hypergeom.pmf(k, population, cats, n)
