@@ -7,12 +7,13 @@ cloud extra) s3:// and gs:// behave the same. One shard is one unit of work.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import posixpath
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
 import fsspec
@@ -363,6 +364,13 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
     if not any_exists or not urls:
         raise NoInputError(f"no input matched: {' '.join(inputs)}{refused or ''}")
     return [Shard.of(i, uri, shard_kind(uri), urls[uri]) for i, uri in enumerate(sorted(urls))]
+
+
+def listing_digest(shards: Sequence[Shard]) -> str:
+    """sha256 of the shards' URIs, in order: what a run's inputs were listed as (a glob or a
+    folder lists anew each time; a retry over the same listing has nothing new to read)."""
+    listed = "\n".join(shard.uri for shard in shards)
+    return hashlib.sha256(listed.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _unanswered(url: str, http_timeout: float) -> str | None:

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from functools import partial
 
+from apache_beam.options.pipeline_options import PipelineOptions
+
 from memgen.memory import MemoryDirError, join, memory_claim, prepare_output, read_manifest
 from memgen.outputs import OutputDirError
 from memgen.pipelines.errors import UsageError
@@ -18,7 +20,7 @@ from memgen.pipelines.logs import log_progress
 from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
 from memgen.pipelines.options import check_urls, parse_job
 from memgen.pipelines.run import execute, is_dry, nothing_to_run, writable
-from memgen.shards import NoInputError
+from memgen.shards import NoInputError, discover, listing_digest
 from memgen.summary import memorize_summary
 
 USAGE = """usage: memgen COMMAND [options]
@@ -55,12 +57,23 @@ def _made_by_this_command(flag: str, url: str, finished: Callable[[], dict | Non
         return False
 
 
-def _not_made_again(flag: str, url: str) -> UsageError:
+def _not_made_again(flag: str, url: str, why: str = "its inputs may have changed since") -> UsageError:
     """The refusal of this same command's finished output, which may be out of date (inputs
     listed anew, a memory rebuilt at the same path): not another's (it advised deleting it)."""
     return UsageError(f"{flag} {url} already holds the finished output of this same command; it is not made "
-                      f"again (its inputs may have changed since): choose another {flag}, or delete it to "
-                      "make it anew")
+                      f"again ({why}): choose another {flag}, or delete it to make it anew")
+
+
+def _nothing_to_run(command: str, flag: str, url: str, options: PipelineOptions, over: str = "") -> bool:
+    """Says that `url` holds this command's finished output; whether the command goes on (not a
+    dry run: it prints the summary, after leaving a Flex launcher its empty job)."""
+    dry = "dry run: " if is_dry(options) else ""
+    print(f"{dry}memgen {command}: {flag} {url} already holds the finished output of this command{over}: "
+          "nothing to run", file=sys.stderr)
+    if is_dry(options):
+        return False
+    nothing_to_run(options)
+    return True
 
 
 def memorize(argv: list[str]) -> dict | None:
@@ -70,9 +83,18 @@ def memorize(argv: list[str]) -> dict | None:
     config = MemorizeConfig.from_options(options)
     memory = config.memory
     if _made_by_this_command("--memory", memory, partial(read_manifest, memory), config.recorded):
-        raise _not_made_again("--memory", memory)
-    if not execute(options, config.urls(), memory_claim(memory),
-                   lambda pipeline, claim: build(pipeline, config, claim), prepare_output):
+        # a glob or folder is listed anew: a retry over the same listing has nothing new to read
+        manifest = read_manifest(memory)
+        check_urls(config.urls(), options)
+        listed = discover(list(config.inputs), config.reader.http_timeout)
+        if manifest.get("listing_digest") != listing_digest(listed):
+            raise _not_made_again("--memory", memory, f"its inputs list {len(listed)} shards now, "
+                                  f"{manifest.get('shards')} then, or others")
+        same = f" over the same {len(listed)} shards"
+        if not _nothing_to_run("memorize", "--memory", memory, options, same):
+            return None
+    elif not execute(options, config.urls(), memory_claim(memory),
+                     lambda pipeline, claim: build(pipeline, config, claim), prepare_output):
         return None
     manifest = _finished(read_manifest(memory), "--memory", memory)
     print(memorize_summary(manifest))
@@ -89,11 +111,8 @@ def sample(argv: list[str]) -> dict | None:
     config = job.SampleConfig.from_options(options)
     # a sample is pinned by its memory's manifest digest: the same command draws the same sample
     if _made_by_this_command("--out", config.out, partial(read_manifest, config.out), config.recorded):
-        print(f"{'dry run: ' if is_dry(options) else ''}memgen sample: --out {config.out} already holds the "
-              "finished output of this command: nothing to run", file=sys.stderr)
-        if is_dry(options):
+        if not _nothing_to_run("sample", "--out", config.out, options):
             return None
-        nothing_to_run(options)
     elif not execute(options, config.urls(), sample_claim(config.out),
                      lambda pipeline, claim: job.build(pipeline, config, claim), prepare_sample_output):
         return None

@@ -19,7 +19,7 @@ from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import add_shared, refuse_inside
 from memgen.readers import ReaderConfig, named_columns
 from memgen.records import printable
-from memgen.shards import discover
+from memgen.shards import discover, listing_digest
 from memgen.stages.dedup import ExactDedup, NearDedup
 from memgen.stages.fingerprint import Fingerprint
 from memgen.stages.read import ReadShards
@@ -119,6 +119,7 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
     manifest_base = {
         **config.recorded(),
         "shards": len(shards),
+        "listing_digest": listing_digest(shards),  # a retry over the same listing has nothing to run
         "versions": versions(),
         "started_at": now(),
     }

@@ -537,20 +537,29 @@ def test_rerun_completes_an_unfinished_memory(tmp_path):
     assert read_manifest(str(mem))["balanced"]
 
 
-def test_the_same_command_over_its_finished_memory_is_refused_as_its_own(tmp_path, capsys):
+def test_the_same_command_over_its_finished_memory_has_nothing_to_run_unless_its_inputs_list_anew(
+        tmp_path, capsys):
     """A run killed after its manifest (a scheduler retries it) was refused as if another
-    command's, advising to delete the finished memory; it is not made again either, since its
-    inputs may have changed (a folder listed anew)."""
-    write_tar(tmp_path / "a.tar", [sample(f"k{i}", jpeg(i)) for i in range(3)])
-    command = [str(tmp_path / "a.tar"), "--memory", str(tmp_path / "m")]
+    command's (exit 2: the retry failed); over the same listing of its inputs it has nothing
+    to run (exit 0); a folder that lists other shards now is refused: not made again."""
+    (tmp_path / "in").mkdir()
+    write_tar(tmp_path / "in" / "a.tar", [sample(f"k{i}", jpeg(i)) for i in range(3)])
+    command = [str(tmp_path / "in"), "--memory", str(tmp_path / "m")]
     assert run(*command) == 0
     manifest = (tmp_path / "m" / "manifest.json").read_bytes()
     capsys.readouterr()
+    assert run(*command) == 0
+    said = capsys.readouterr()
+    assert said.err == (f"memgen memorize: --memory {tmp_path / 'm'} already holds the finished output of this "
+                        "command over the same 1 shards: nothing to run\n")
+    assert "records_in = images + duplicates + rejects: balanced" in said.out  # its summary
+    assert (tmp_path / "m" / "manifest.json").read_bytes() == manifest
+    write_tar(tmp_path / "in" / "b.tar", [sample("k9", jpeg(9))])  # a shard more, listed anew
     assert run(*command) == 2
     assert capsys.readouterr().err == (
         f"memgen memorize: error: --memory {tmp_path / 'm'} already holds the finished output of this same "
-        "command; it is not made again (its inputs may have changed since): choose another --memory, or "
-        "delete it to make it anew\n")
+        "command; it is not made again (its inputs list 2 shards now, 1 then, or others): choose another "
+        "--memory, or delete it to make it anew\n")
     assert (tmp_path / "m" / "manifest.json").read_bytes() == manifest
     assert run(*command, "--threshold", "4") == 2
     assert "holds a finished memory (manifest.json); choose another --memory" in capsys.readouterr().err

@@ -168,8 +168,9 @@ def test_s3_memory_that_is_finished_is_refused_to_another_command(s3, capfd):
     capfd.readouterr()
     assert main(["memorize", "s3://inputs/shards/shard-00{1,2}.tar", "--memory", memory]) == 2
     assert "already holds a finished memory" in capfd.readouterr().err
-    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", memory]) == 2  # the same one
-    assert "already holds the finished output of this same command" in capfd.readouterr().err
+    assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", memory]) == 0  # the same one
+    assert "already holds the finished output of this command over the same 1 shards: nothing to run" in \
+        capfd.readouterr().err
 
 
 def test_a_bucket_that_does_not_exist_is_not_created(s3, capsys):
