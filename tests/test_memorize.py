@@ -550,8 +550,8 @@ def test_the_same_command_over_its_finished_memory_has_nothing_to_run_unless_its
     capsys.readouterr()
     assert run(*command) == 0
     said = capsys.readouterr()
-    assert said.err == (f"memgen memorize: --memory {tmp_path / 'm'} already holds the finished output of this "
-                        "command over the same 1 shards: nothing to run\n")
+    assert said.err == (f"memgen memorize: --memory {tmp_path / 'm'} already holds the finished output of "
+                        "this command over the same 1 shards: nothing to run\n")
     assert "records_in = images + duplicates + rejects: balanced" in said.out  # its summary
     assert (tmp_path / "m" / "manifest.json").read_bytes() == manifest
     write_tar(tmp_path / "in" / "b.tar", [sample("k9", jpeg(9))])  # a shard more, listed anew
