@@ -367,9 +367,10 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
 
 
 def listing_digest(shards: Sequence[Shard]) -> str:
-    """sha256 of the shards' URIs, in order: what a run's inputs were listed as (a glob or a
-    folder lists anew each time; a retry over the same listing has nothing new to read)."""
-    listed = "\n".join(shard.uri for shard in shards)
+    """sha256 of the shards' URIs and their sidecars (captions, metadata), in order: what a
+    run's inputs were listed as (a glob or a folder lists anew each time; a retry over the
+    same listing has nothing new to read)."""
+    listed = "\n".join(f"{shard.uri}\t{','.join(shard.sidecars)}" for shard in shards)
     return hashlib.sha256(listed.encode("utf-8", "surrogateescape")).hexdigest()
 
 

@@ -64,16 +64,20 @@ def _not_made_again(flag: str, url: str, why: str = "its inputs may have changed
                       f"again ({why}): choose another {flag}, or delete it to make it anew")
 
 
+# reject reasons that a rerun may not give: a shard missing or not answering then, or changed
+# between its two reads
+RERUN_MAY_READ = ("missing", "unreadable", "changed_during_run", "representative_changed")
+
+
 def _nothing_to_run(command: str, flag: str, url: str, options: PipelineOptions, over: str = "") -> bool:
-    """Says that `url` holds this command's finished output; whether the command goes on (not a
-    dry run: it prints the summary, after leaving a Flex launcher its empty job)."""
+    """Says that `url` holds this command's finished output, once a Flex launcher has its empty
+    job; whether the command goes on (not a dry run: it prints the summary)."""
+    if not is_dry(options):
+        nothing_to_run(options)
     dry = "dry run: " if is_dry(options) else ""
     print(f"{dry}memgen {command}: {flag} {url} already holds the finished output of this command{over}: "
           "nothing to run", file=sys.stderr)
-    if is_dry(options):
-        return False
-    nothing_to_run(options)
-    return True
+    return not is_dry(options)
 
 
 def memorize(argv: list[str]) -> dict | None:
@@ -87,9 +91,15 @@ def memorize(argv: list[str]) -> dict | None:
         manifest = read_manifest(memory)
         check_urls(config.urls(), options)
         listed = discover(list(config.inputs), config.reader.http_timeout)
-        if manifest.get("listing_digest") != listing_digest(listed):
+        unread = sum(manifest["counts"]["rejects_by_reason"].get(why, 0) for why in RERUN_MAY_READ)
+        if "listing_digest" not in manifest:
+            raise _not_made_again("--memory", memory, "it was written before memorize recorded its listing")
+        if manifest["listing_digest"] != listing_digest(listed):
             raise _not_made_again("--memory", memory, f"its inputs list {len(listed)} shards now, "
-                                  f"{manifest.get('shards')} then, or others")
+                                  f"{manifest['shards']} then, or others, or other captions or metadata")
+        if unread:
+            raise _not_made_again("--memory", memory, f"{unread} of its rejects are "
+                                  f"{' or '.join(RERUN_MAY_READ)}: a run now may read them")
         same = f" over the same {len(listed)} shards"
         if not _nothing_to_run("memorize", "--memory", memory, options, same):
             return None
