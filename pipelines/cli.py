@@ -72,12 +72,29 @@ RERUN_MAY_READ = ("missing", "unreadable", "changed_during_run", "representative
 def _nothing_to_run(command: str, flag: str, url: str, options: PipelineOptions, over: str = "") -> bool:
     """Says that `url` holds this command's finished output, once a Flex launcher has its empty
     job; whether the command goes on (not a dry run: it prints the summary)."""
-    if not is_dry(options):
+    dry = is_dry(options)
+    if not dry:
         nothing_to_run(options)
-    dry = "dry run: " if is_dry(options) else ""
-    print(f"{dry}memgen {command}: {flag} {url} already holds the finished output of this command{over}: "
-          "nothing to run", file=sys.stderr)
-    return not is_dry(options)
+    print(f"{'dry run: ' if dry else ''}memgen {command}: {flag} {url} already holds the finished output of "
+          f"this command{over}: nothing to run", file=sys.stderr)
+    return not dry
+
+
+def _out_of_date(manifest: dict, config: MemorizeConfig, options: PipelineOptions) -> str | None:
+    """Why the same command's finished memory may not be what a run now would write (None: it
+    is): it predates listing digests, it holds rejects a run now may read, or its inputs list
+    otherwise now (a glob or folder is listed anew; asked last, as it costs a listing)."""
+    if "listing_digest" not in manifest:
+        return "it was written before memorize recorded its listing"
+    unread = sum(manifest["counts"]["rejects_by_reason"].get(why, 0) for why in RERUN_MAY_READ)
+    if unread:
+        return f"{unread} of its rejects are {' or '.join(RERUN_MAY_READ)}: a run now may read them"
+    check_urls(config.urls(), options)
+    listed = discover(list(config.inputs), config.reader.http_timeout)
+    if manifest["listing_digest"] != listing_digest(listed):
+        return (f"its inputs list {len(listed)} shards now, {manifest['shards']} then, or others, or other "
+                "captions or metadata")
+    return None
 
 
 def memorize(argv: list[str]) -> dict | None:
@@ -87,20 +104,11 @@ def memorize(argv: list[str]) -> dict | None:
     config = MemorizeConfig.from_options(options)
     memory = config.memory
     if _made_by_this_command("--memory", memory, partial(read_manifest, memory), config.recorded):
-        # a glob or folder is listed anew: a retry over the same listing has nothing new to read
         manifest = read_manifest(memory)
-        check_urls(config.urls(), options)
-        listed = discover(list(config.inputs), config.reader.http_timeout)
-        unread = sum(manifest["counts"]["rejects_by_reason"].get(why, 0) for why in RERUN_MAY_READ)
-        if "listing_digest" not in manifest:
-            raise _not_made_again("--memory", memory, "it was written before memorize recorded its listing")
-        if manifest["listing_digest"] != listing_digest(listed):
-            raise _not_made_again("--memory", memory, f"its inputs list {len(listed)} shards now, "
-                                  f"{manifest['shards']} then, or others, or other captions or metadata")
-        if unread:
-            raise _not_made_again("--memory", memory, f"{unread} of its rejects are "
-                                  f"{' or '.join(RERUN_MAY_READ)}: a run now may read them")
-        same = f" over the same {len(listed)} shards"
+        why = _out_of_date(manifest, config, options)
+        if why:
+            raise _not_made_again("--memory", memory, why)
+        same = f" over the same {manifest['shards']} shards"
         if not _nothing_to_run("memorize", "--memory", memory, options, same):
             return None
     elif not execute(options, config.urls(), memory_claim(memory),
