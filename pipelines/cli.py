@@ -195,6 +195,10 @@ def evaluate(argv: list[str]) -> dict | None:
         if not _nothing_to_run("evaluate", "--out", config.out, options):
             return None
     elif page_missing(config.out, config.inputs()):  # killed after report.json: only the page is left
+        why = _report_out_of_date(read_report(config.out), config.digests)
+        if why:  # the page would show what the inputs hold now beside another report.json
+            raise UsageError(f"--out {config.out} holds this command's report.json without its page, but "
+                             f"{why}; delete it to make it anew")
         if is_dry(options):
             print(f"dry run: {config.out} holds this report but not its page; a run writes report.html only")
             return None

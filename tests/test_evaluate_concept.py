@@ -314,6 +314,11 @@ def test_a_run_killed_between_report_json_and_its_page_is_finished_by_a_rerun(tm
         assert cli_main([*rerun, *other]) == 2  # another report's page is not this one's
         assert "already holds a finished report" in capsys.readouterr().err
     assert not (out / "report.html").exists()
+    write_manifest(memory, {"job": "memorize", "counts": {"images": 8}, "made": "anew"})
+    assert cli_main(rerun) == 2  # its page would show another memory than its report.json
+    assert "report.json without its page, but what it read differs now: --memory; delete it" in \
+        capsys.readouterr().err
+    write_manifest(memory, {"job": "memorize", "counts": {"images": 8}})
     assert cli_main(rerun) == 0
     assert (out / "report.html").exists() and (out / "report.json").read_bytes() == written
     page = (out / "report.html").read_bytes()
