@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
     PipelineOptions,
+    PortableOptions,
     StandardOptions,
     TestOptions,
 )
@@ -24,6 +26,7 @@ from memgen.pipelines.interrupts import outlived_interrupt
 from memgen.pipelines.local_runner import LocalRunner
 from memgen.pipelines.options import check_urls, runs_as
 
+JOB_SERVER_CONNECT_S = 10  # a job server on the network answers a connection within this
 DRY_RUN_DEPTH = 2  # job stages and their named steps; deeper levels are Beam's own expansions
 
 
@@ -44,6 +47,8 @@ def execute(options: PipelineOptions, urls: Iterable[tuple[str, str]], claim: Cl
     if is_dry(options):
         print(dry_run(runner, options, lambda pipeline: wire(pipeline, claim)))
         return False
+    if runs_as(runner, "PortableRunner"):  # before the output is claimed: nothing could run
+        job_server_answers(options.view_as(PortableOptions).job_endpoint)
     pipeline = beam.Pipeline(runner=runner, options=options)
     wire(pipeline, claim)
     prepare(claim, False)
@@ -80,6 +85,20 @@ def _submit(pipeline: beam.Pipeline, runner: PipelineRunner) -> PipelineResult:
     except Exception as e:  # noqa: BLE001 - whatever the runner raised before anything ran
         raise UsageError(f"{type(runner).__name__} could not start the pipeline: "
                          f"{type(e).__name__}: {first_line(e)}"[:500]) from None
+
+
+def job_server_answers(endpoint: str | None) -> None:
+    """UsageError when a --job_endpoint given as HOST:PORT takes no connection (a Flink or
+    Spark job server not started, a mistyped port): Beam would wait --job_server_timeout,
+    300 s by default, for it. Other forms (none, embed, a gRPC target) are Beam's to judge."""
+    host, _, port = (endpoint or "").rpartition(":")
+    if not host or not port.isdigit() or "/" in host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=JOB_SERVER_CONNECT_S).close()
+    except OSError as e:  # refused, unresolvable, unreachable, or no answer in time
+        raise UsageError(f"--job_endpoint {endpoint}: no job server takes connections there "
+                         f"({type(e).__name__}: {e}); start it, or correct the address") from None
 
 
 def _submits(runner: PipelineRunner) -> bool:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from memgen.outputs import MARKER
 from memgen.pipelines.cli import main
+from memgen.pipelines.run import job_server_answers
 from shardkit import jpeg, sample, write_tar
 
 MULTI_PROCESS = ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
@@ -164,6 +167,28 @@ def test_a_runner_that_cannot_start_is_one_line_and_exit_2(corpus, tmp_path, cap
                  "--runner=PortableRunner"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "PortableRunner could not start the pipeline: NotImplementedError" in err[0]
+
+
+def test_a_job_endpoint_that_takes_no_connection_is_one_line_at_once(corpus, tmp_path, capsys):
+    """A Flink or Spark job server not started: Beam waited --job_server_timeout (300 s) for
+    it, then wrote a traceback; the output folder is not claimed. One that listens passes."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # closed again: nothing listens there
+    memory = tmp_path / "m"
+    started = time.monotonic()
+    assert main(["memorize", str(corpus / "*.tar"), "--memory", str(memory), "--runner=PortableRunner",
+                 f"--job_endpoint=localhost:{port}"]) == 2
+    assert time.monotonic() - started < 60
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--job_endpoint localhost:{port}: no job server takes connections" in err[0]
+    assert not memory.exists()
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        job_server_answers(f"127.0.0.1:{listening.getsockname()[1]}")
+    for beams_to_judge in (None, "embed", "dns:///localhost:1"):
+        job_server_answers(beams_to_judge)
 
 
 class _NoJob(PipelineResult):
