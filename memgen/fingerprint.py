@@ -93,8 +93,11 @@ def decode(data: bytes, config: FingerprintConfig) -> Decoded:
 
 
 def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation as Pillow's exif_transpose (imagehash's, the classifier's, the
+    contact sheet's) reads it: a value it does not look up (ASCII "6") is upright."""
     try:
-        return int(img.getexif().get(_ORIENTATION_TAG, 1))
+        value = img.getexif().get(_ORIENTATION_TAG, 1)
+        return int(value) if value in _TRANSPOSE else 1
     except Exception:  # noqa: BLE001 - broken EXIF must not reject a decodable image
         return 1
 

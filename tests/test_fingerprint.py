@@ -159,6 +159,23 @@ def test_exif_orientation_is_applied():
     assert bits(result.phash, fp(encode(upright, "JPEG", quality=95)).phash) <= 4
 
 
+def test_an_orientation_pillow_does_not_look_up_leaves_the_image_upright():
+    """An Orientation tag stored as text ("6"): fingerprinting turned the image, Pillow's
+    exif_transpose (imagehash's, the classifier's, the contact sheet's) does not, so exact
+    mode was 34 bits from imagehash and the memory's size sideways."""
+    image = make_image(7, (200, 100))
+    # one IFD entry: tag 0x0112, type 2 (ASCII), count 2, the value "6\0" inline
+    ifd = (1).to_bytes(2, "big") + bytes.fromhex("0112 0002 00000002") + b"6\0\0\0" + bytes(4)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=95, exif=b"Exif\0\0MM\0*\0\0\0\x08" + ifd)
+    data = out.getvalue()
+    assert Image.open(io.BytesIO(data)).getexif()[0x0112] == "6"  # stored as text indeed
+    result = fp(data, EXACT)
+    assert (result.width, result.height) == (200, 100)
+    expected = imagehash.phash(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    assert result.phash == hash_to_int64(expected)
+
+
 def test_damaged_exif_keeps_the_image_and_warns_nothing(recwarn):
     exif = Image.Exif()
     exif[0x010F] = "Maker"
