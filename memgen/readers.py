@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import lzma
 import math
+import os
 import re
+import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import fsspec
 import fsspec.compression
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from memgen.records import Record, Reject, Shard, printable
 from memgen.shards import (
@@ -67,6 +70,11 @@ ShardItem = Record | Reject
 def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
     """Every record of the shard, or a Reject for what cannot be read."""
     reader = {"tar": _read_tar, "parquet": _read_parquet, "file": _read_file}[shard.kind]
+    special = _special_file(shard.location)
+    if special:  # opening a named pipe waits for a writer: the run never ended
+        yield Reject(shard.index, 0, shard.source(), "open", "not_a_file",
+                     f"{special}, not a regular file: it is not read")
+        return
     try:
         if shard.uri.startswith(("http://", "https://")):
             opened = open_http(shard, config.http_timeout)
@@ -79,6 +87,25 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
         return
     with opened as f:
         yield from reader(shard, f, config)
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+            (stat.S_ISBLK, "a device"))
+
+
+def _special_file(location: str) -> str | None:
+    """What a local path names when it is a pipe, socket or device, else None (a regular
+    file, a folder, a remote URL, nothing: opening it says so)."""
+    if "://" in location and not location.startswith("file://"):
+        return None
+    fs, path = fsspec.core.url_to_fs(location)
+    if not isinstance(fs, LocalFileSystem):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((what for test, what in _SPECIAL if test(mode)), None)
 
 
 class _Ordinals:
@@ -112,37 +139,45 @@ class _Keys:
 def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     ordinal, keys = _Ordinals(), _Keys()
     group: list[tuple[str, str, bytes | None, int]] = []  # (key, ext, data, size)
-    current = None
+    links: list[str] = []  # the group's link members, said
     try:
         for member in tar_members(f, config.max_bytes, config.reject_data_cap):
             name = printable(member.name)
             match = _KEY_EXT.match(name)
             key, ext = (match.group(1), match.group(2).lower()) if match else (name, "")
-            if key != current and group:
-                yield from _group_items(shard, group, ordinal, keys, config)
-                group = []
-            current = key
+            # a sample ends where the key changes or where one of its extensions comes again
+            # (k.jpg k.txt k.jpg k.txt: two samples, the second "k~2"; webdataset stops there)
+            if group and (key != group[0][0] or any(ext == seen for _, seen, _, _ in group)):
+                yield from _group_items(shard, group, ordinal, keys, config, links)
+                group, links = [], []
+            if member.link is not None:
+                links.append(f"{name} is a link to {printable(member.link)}")
             too_large = member.size > config.max_bytes  # then data is only its head
             group.append((key, ext, member.data, -member.size if too_large else member.size))
     except _DAMAGE as e:
-        yield from _group_items(shard, group, ordinal, keys, config)
-        group = []
+        yield from _group_items(shard, group, ordinal, keys, config, links)
+        group, links = [], []
         member_name = printable(e.member) if isinstance(e, TarDamage) else ""
         where = shard.source(f"#{member_name}" if member_name else "")
         failure = "unreadable" if transfer_failed(e) else "corrupt_shard"
         said = read_message(e, shard, config.http_timeout)
         yield Reject(shard.index, ordinal(), where, "read", failure, said)
-    yield from _group_items(shard, group, ordinal, keys, config)
+    yield from _group_items(shard, group, ordinal, keys, config, links)
 
 
 def _group_items(shard: Shard, group: list[tuple[str, str, bytes | None, int]], ordinal: _Ordinals,
-                 keys: _Keys, config: ReaderConfig) -> Iterator[ShardItem]:
-    """One webdataset sample (members sharing a key) -> a Record, or Rejects."""
+                 keys: _Keys, config: ReaderConfig, links: list[str]) -> Iterator[ShardItem]:
+    """One webdataset sample (members sharing a key) -> a Record, or Rejects; `links`: its
+    link members, said (a link's bytes are under another name: the sample is a reject)."""
     if not group:
         return
     key = keys(group[0][0])
     locator = f"#{key}"
     source = shard.source(locator)
+    if links:
+        yield Reject(shard.index, ordinal(), source, "read", "link_member",
+                     f"{'; '.join(links)} (a tar stores a link's bytes under the name linked to)")
+        return
     images = _image_members(group)
     if not images:
         data, size = group[0][2] or b"", abs(group[0][3])  # negative: too large, its head read
@@ -150,14 +185,20 @@ def _group_items(shard: Shard, group: list[tuple[str, str, bytes | None, int]], 
         yield Reject(shard.index, ordinal(), source, "read", "no_image",
                      f"no image member among extensions {exts}", size, data[: config.reject_data_cap])
         return
-    caption = decode_text(_sidecar(group, "txt", images[0][0]))
-    meta_text, url = _metadata(decode_text(_sidecar(group, "json", images[0][0])))
+    caption_member, meta_member = (_sidecar(group, name, images[0][0]) for name in ("txt", "json"))
+    cut = [f".{ext} member is {-size} bytes" for ext, _, size in (caption_member, meta_member) if size < 0]
+    caption = decode_text(caption_member.data)
+    meta_text, url = _metadata(decode_text(meta_member.data))
     for n, (ext, data, size) in enumerate(images):
         member_locator = locator if n == 0 else f"{locator}.{ext}"
         member_source = shard.source(member_locator)
         if size < 0:
             yield Reject(shard.index, ordinal(), member_source, "read", "too_large",
                          f"{-size} bytes > max_bytes {config.max_bytes}", -size, data)
+        elif n == 0 and cut:  # its caption or metadata would be kept cut short
+            yield Reject(shard.index, ordinal(), member_source, "read", "too_large",
+                         f"its {' and '.join(cut)} > max_bytes {config.max_bytes}", size,
+                         data[: config.reject_data_cap])
         elif n > 0:
             yield Reject(shard.index, ordinal(), member_source, "read", "extra_image_member",
                          f"sample {key!r} has more than one image member", size,
@@ -176,18 +217,27 @@ def _image_members(group: list[tuple[str, str, bytes | None, int]]) -> list[tupl
     return []
 
 
-def _sidecar(group: list[tuple[str, str, bytes | None, int]], name: str, image_ext: str) -> bytes | None:
+class _Sidecar(NamedTuple):
+    ext: str
+    data: bytes | None
+    size: int  # negative: larger than max_bytes, its head read
+
+
+_NO_SIDECAR = _Sidecar("", None, 0)
+
+
+def _sidecar(group: list[tuple[str, str, bytes | None, int]], name: str, image_ext: str) -> _Sidecar:
     """The sample's `name` member ("txt", "json"): a dotted key such as img.v2.jpg has the
     sidecars img.v2.txt and img.v2.json (webdataset: key "img", extensions "v2.jpg", "v2.txt",
     "v2.json"). Preferred: the one named like the image (v2.txt for v2.jpg), then plain
     "txt", then any "*.txt"."""
     middle = image_ext.rpartition(".")[0]
     wanted = ([f"{middle}.{name}"] if middle else []) + [name]
-    by_ext = {ext: data for _, ext, data, _ in group}
+    by_ext = {ext: _Sidecar(ext, data, size) for _, ext, data, size in group}
     for ext in wanted:
         if ext in by_ext:
             return by_ext[ext]
-    return next((data for ext, data in by_ext.items() if ext.endswith("." + name)), None)
+    return next((member for ext, member in by_ext.items() if ext.endswith("." + name)), _NO_SIDECAR)
 
 
 def _metadata(text: str | None) -> tuple[str | None, str | None]:
@@ -225,8 +275,8 @@ def _field_text(value: object) -> str | None:
     else (a number, a list, a dict) as JSON."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, bytes):
-        return value.decode("utf-8-sig", errors="replace")
+    if isinstance(value, bytes):  # a binary column: decoded as a tar's .txt is
+        return decode_text(value)
     return json.dumps(_finite(value), default=str, ensure_ascii=False, sort_keys=True)
 
 

@@ -32,6 +32,7 @@ _HIGH_BYTES = bytes(range(128, 256))
 # typeflags, as byte values
 _REGULAR = frozenset(b"0\x007")  # REGTYPE, AREGTYPE, CONTTYPE ("S" is refused below)
 _NO_DATA = frozenset(b"123456")  # links, devices, directories, fifos: tarfile skips no data for them
+_LINKS = frozenset(b"12")  # hard and symbolic links: members by name, whose bytes are elsewhere
 _EXTENDED = frozenset(b"LKxXg")  # they describe the member header that follows them
 _LONGNAME, _LONGLINK, _SPARSE, _GLOBAL = b"LKSg"
 _AREGTYPE = 0
@@ -50,10 +51,12 @@ class TarMember(NamedTuple):
     name: str
     size: int
     data: bytes  # all of it when size <= max_bytes, else only its first `head` bytes
+    link: str | None = None  # a hard or symbolic link's target (then no data)
 
 
 def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
-    """Every regular file member of the tar stream `f`, in archive order.
+    """Every regular file member of the tar stream `f`, and every link (by its target, with
+    no data: a tar stores a hard link's bytes under the first name only), in archive order.
 
     Members larger than `max_bytes` give only their first `head` bytes; the rest is read
     and dropped, so `f` may be a non-seekable stream. Raises TarDamage at the first damage.
@@ -67,6 +70,7 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
     # Set by "L"/"x" headers for the member that follows them. The first one wins, as in
     # tarfile, where each of them wraps (and so overrides) what the headers after it set.
     long_name: str | None = None
+    long_link: str | None = None
     pax_size: int | None = None
     sparse = False  # GNU sparse pax records for the next member
     global_sparse = False  # ... or for every later one
@@ -92,7 +96,10 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
             if typeflag == _LONGNAME:
                 if long_name is None:
                     long_name = _nts(meta)
-            elif typeflag != _LONGLINK:
+            elif typeflag == _LONGLINK:
+                if long_link is None:
+                    long_link = _nts(meta)
+            else:
                 records = _pax_records(meta[:size], data_at)
                 if typeflag == _GLOBAL:
                     if "size" in records:
@@ -104,6 +111,8 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
                     records = {**pax_globals, **records}
                     if long_name is None and "path" in records:
                         long_name = records["path"].rstrip("/")
+                    if long_link is None and "linkpath" in records:
+                        long_link = records["linkpath"]
                     if pax_size is None and "size" in records:
                         pax_size = _pax_size(records["size"], offset)
                     sparse = sparse or _is_sparse(records)
@@ -131,6 +140,11 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
                 raise TarDamage("unexpected end of data", data_at + size + len(rest))
             block = rest[pad:] if pad else rest
             offset = data_at + size + pad
+        elif typeflag in _LINKS:
+            target = long_link if long_link is not None else _nts(block[157:257])
+            yield TarMember(_member_name(block, long_name, pax_globals), 0, b"", target)
+            block = read_up_to(f, BLOCK)
+            offset = data_at
         else:
             to_skip = 0 if typeflag in _NO_DATA else _padded(size)
             skipped = skip(f, to_skip)
@@ -138,7 +152,7 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
                 raise TarDamage("unexpected end of data", data_at + skipped)
             block = read_up_to(f, BLOCK)
             offset = data_at + to_skip
-        long_name = pax_size = None
+        long_name = long_link = pax_size = None
         sparse = extended = False
 
 

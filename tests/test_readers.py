@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 
 import fsspec
 import pyarrow as pa
@@ -530,3 +531,81 @@ def test_file_name_that_is_not_utf8(tmp_path):
     assert shard.uri == str(tmp_path / "caf\\xe9.jpg") and shard.uri.encode()  # printable, valid UTF-8
     (item,) = read_shard(shard, CONFIG)
     assert isinstance(item, Record) and item.data == jpeg(1) and item.source == shard.uri
+
+
+def test_an_extension_that_comes_again_under_the_same_key_starts_another_sample(tmp_path):
+    """k.jpg k.txt k.jpg k.txt: the first image was kept with the second one's caption and
+    URL, and the first caption was in no table. Two samples, the second "k~2", as a key that
+    comes again further on (webdataset stops there: "duplicate file name")."""
+    path = write_tar(tmp_path / "a.tar", [sample("k", jpeg(1), "first", "http://x/1"),
+                                         sample("k", jpeg(2), "second", "http://x/2")])
+    first, second = read(str(path))
+    assert (first.data, first.caption, first.url, first.locator) == (jpeg(1), "first", "http://x/1", "#k")
+    assert (second.data, second.caption, second.url) == (jpeg(2), "second", "http://x/2")
+    assert second.locator == "#k~2"
+    # another image of the key between: an extra image of the first sample, never its caption's
+    path = write_tar(tmp_path / "b.tar", [sample("k", jpeg(1), "red"),
+                                         ("k", {"png": jpeg(2), "txt": b"blue"})])
+    kept, extra, captioned = read(str(path))
+    assert (kept.data, kept.caption) == (jpeg(1), "red") and extra.error_type == "extra_image_member"
+    assert (captioned.error_type, captioned.data, captioned.source) == ("no_image", b"blue", f"{path}#k~2")
+
+
+def test_a_linked_member_makes_its_sample_a_reject_that_says_so(tmp_path):
+    """GNU tar stores a second name of one file as a hard link: its record was in no table
+    and its caption a no_image reject."""
+    path = tmp_path / "links.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data, link in (("a.jpg", jpeg(1), None), ("b.jpg", b"", tarfile.LNKTYPE),
+                                 ("b.txt", b"caption of b", None), ("c.jpg", b"", tarfile.SYMTYPE)):
+            info = tarfile.TarInfo(name)
+            if link is None:
+                info.size = len(data)
+            else:
+                info.type, info.linkname = link, "a.jpg"
+            tar.addfile(info, io.BytesIO(data) if link is None else None)
+    a, b, c = read(str(path))
+    assert isinstance(a, Record) and a.data == jpeg(1)
+    assert (b.error_type, b.source, b.stage) == ("link_member", f"{path}#b", "read")
+    assert b.message.startswith("b.jpg is a link to a.jpg")
+    assert c.message.startswith("c.jpg is a link to a.jpg")
+
+
+def test_a_caption_or_metadata_larger_than_max_bytes_rejects_its_record(tmp_path):
+    """It was kept cut to its head (the URL of a cut .json lost, the rest of it a JSON string)."""
+    big = max(len(jpeg(i)) for i in range(1, 4)) + 100
+    big_json = json.dumps({"blob": "x" * big, "url": "http://x/m.jpg"}).encode()
+    path = write_tar(tmp_path / "a.tar", [("m", {"jpg": jpeg(1), "json": big_json}),
+                                         ("n", {"jpg": jpeg(2), "txt": b"c" * big}),
+                                         sample("ok", jpeg(3), "fits")])
+    config = ReaderConfig(max_bytes=big - 1, reject_data_cap=50)
+    m, n, ok = read(str(path), config)
+    assert (m.error_type, m.n_bytes, m.data) == ("too_large", len(jpeg(1)), jpeg(1)[:50])
+    assert m.message == f"its .json member is {len(big_json)} bytes > max_bytes {config.max_bytes}"
+    assert n.error_type == "too_large" and f".txt member is {big} bytes" in n.message
+    assert isinstance(ok, Record) and ok.caption == "fits"
+
+
+def test_a_binary_caption_column_is_decoded_as_a_tars_text(tmp_path):
+    path = tmp_path / "b.parquet"
+    caption = pa.array([b"caf\xe9 \x93cat\x94"], pa.binary())  # Windows-1252, as a tar's .txt may be
+    pq.write_table(pa.table({"jpg": [jpeg(1)], "caption": caption}), path)
+    (item,) = read(str(path))
+    assert item.caption == "café “cat”"
+
+
+def test_a_named_pipe_is_a_reject_not_a_read_that_never_ends(tmp_path):
+    import threading
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "photo.jpg").write_bytes(jpeg(1))
+    shards = discover([str(tmp_path)])
+    items: list = []
+    reading = threading.Thread(target=lambda: items.extend(
+        item for shard in shards for item in read_shard(shard, CONFIG)), daemon=True)
+    reading.start()
+    reading.join(60)
+    assert not reading.is_alive(), "the read of a named pipe waited for a writer"
+    photo, pipe = items
+    assert (pipe.stage, pipe.error_type) == ("open", "not_a_file") and "a named pipe" in pipe.message
+    assert isinstance(photo, Record)
