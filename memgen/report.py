@@ -77,6 +77,21 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
 
 
+def empty_sets(report: dict[str, Any]) -> list[str]:
+    """A line for each set given that gave no image to compare (every reference shard
+    unreadable, say): its distances and rate are then empty, which a summary would not show."""
+    lines = []
+    failures = report["distances"]["failures"]
+    given = (("sample", "--sample", "copy"), ("reference", "--reference", "contamination"))
+    for name, flag, section in given:  # set names as memgen.stages.image_sets names them
+        found = report["copying"].get(section)
+        if found is not None and found["n"] == 0:
+            why = ", ".join(f"{kind} {n}" for kind, n in sorted(failures.get(name, {}).items()))
+            lines.append(f"{flag} gave no image to compare ({why or 'it holds none'}): its distances and "
+                         f"{section} rate are empty")
+    return lines
+
+
 def concept_summary(concept: dict[str, Any]) -> str:
     """A few readable lines about the concept section."""
     design = concept["design"]

@@ -177,6 +177,7 @@ def evaluate(argv: list[str]) -> dict | None:
         REPORT,
         REPORT_HTML,
         concept_summary,
+        empty_sets,
         finished_inputs,
         page_missing,
         prepare_report_output,
@@ -209,6 +210,8 @@ def evaluate(argv: list[str]) -> dict | None:
                      lambda pipeline, claim: job.build(pipeline, config, claim), prepare_report_output):
         return None
     report = read_report(config.out)
+    for line in empty_sets(report):
+        logging.getLogger("memgen").warning("%s", line)
     print(concept_summary(report["concept"]))
     print(f"report: {join(config.out, REPORT)}")
     print(f"report.html: {join(config.out, REPORT_HTML)}")

@@ -348,8 +348,28 @@ def test_the_references_are_listed_once(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--memory", "mem", "--reference", "ref", "--classifier", "caption",
                  "--embedding", "false", "--out", "r"]) == 0
-    assert capsys.readouterr().err.count("skipped 1 files that are neither shards nor images (.md 1)") == 1
+    err = capsys.readouterr().err
+    assert err.count("skipped 1 files that are neither shards nor images (.md 1)") == 1
+    assert "gave no image" not in err
     assert "r0.jpg" in (tmp_path / "r" / "report.html").read_text()  # the page shows the references
+
+
+def test_a_reference_that_gives_no_image_is_said(tmp_path, monkeypatch, capsys):
+    """Every reference shard damaged: exit 0 with empty distances and a null contamination
+    rate, and nothing on the terminal said so."""
+    monkeypatch.chdir(tmp_path)
+    write_tar(tmp_path / "a.tar", [sample(f"a{i}", jpeg(i)) for i in range(3)])
+    assert main(["memorize", "a.tar", "--memory", "mem"]) == 0
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "garbage.tar").write_bytes(b"no tar at all" * 100)
+    write_tar(tmp_path / "ref" / "texts.tar", [("t", {"txt": b"a caption, no image"}),
+                                               ("u", {"jpg": b"<html>"})])
+    capsys.readouterr()
+    assert main(["evaluate", "--memory", "mem", "--reference", "ref", "--classifier", "caption",
+                 "--embedding", "false", "--out", "r"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "gave no image" in line]
+    assert said == ["--reference gave no image to compare (corrupt_shard 1, no_image 1, not_an_image 1): "
+                    "its distances and contamination rate are empty"]
 
 
 def test_an_empty_sample_gets_a_report_page(tmp_path):
