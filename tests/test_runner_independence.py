@@ -77,6 +77,9 @@ def report_without_timing_and_locations(report: Path) -> dict:
     content = json.loads((report / "report.json").read_text())
     inputs = content["inputs"]
     assert inputs.pop("sample_memory") == inputs["memory"]  # the sample was drawn from --memory
+    for key in ("memory", "sample"):  # the runs it read, each named by its own manifest
+        manifest = (report.parent / key / "manifest.json").read_bytes()
+        assert inputs["digests"].pop(key) == hashlib.sha256(manifest).hexdigest()
     for key in ("started_at", "finished_at", "memory", "sample"):
         inputs.pop(key)
     return content
