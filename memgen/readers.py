@@ -62,7 +62,6 @@ class ReaderConfig:
     http_timeout: float = HTTP_TIMEOUT  # seconds an http(s) server may send nothing
 
 
-SIDECAR_BYTES = 1 << 20  # of a caption or metadata file beside an image: text, not a shard
 DEFAULT_IMAGE_COLUMNS = ("jpg", "image", "img", "png", "webp", "image_bytes", "bytes")
 ShardItem = Record | Reject
 
@@ -514,21 +513,47 @@ def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
                      f"{what} > max_bytes {config.max_bytes}", size or len(data),
                      data[: config.reject_data_cap])
         return
-    caption = decode_text(_read_sidecar(shard, ".txt"))
-    metadata, url = _metadata(decode_text(_read_sidecar(shard, ".json")))
+    sidecars = {}
+    for suffix in (".txt", ".json"):
+        sidecar = _read_sidecar(shard, suffix, config.max_bytes)
+        if isinstance(sidecar, _Unusable):  # kept, its caption or metadata would be lost or cut short
+            yield Reject(shard.index, 0, shard.source(), sidecar.stage, sidecar.reason, sidecar.message,
+                         len(data), data[: config.reject_data_cap])
+            return
+        sidecars[suffix] = sidecar
+    caption = decode_text(sidecars[".txt"])
+    metadata, url = _metadata(decode_text(sidecars[".json"]))
     yield Record(shard.index, 0, shard.source(), data, caption, url, metadata)
 
 
-def _read_sidecar(shard: Shard, suffix: str) -> bytes | None:
+class _Unusable(NamedTuple):
+    """Why a sidecar makes its image's record a reject."""
+    stage: str
+    reason: str
+    message: str
+
+
+def _read_sidecar(shard: Shard, suffix: str, max_bytes: int) -> bytes | None | _Unusable:
     """The bytes of the file's sidecar, read as a webdataset sample's member; None when it has
-    none, or it is gone or unreadable now (the image is read without it)."""
+    none, or it is gone or unreadable now (the image is read without it); _Unusable when it is
+    a pipe or device (opening it waits for a writer: the run never ended) or larger than
+    max_bytes, as a tar's member is."""
     if suffix not in shard.sidecars:
         return None
+    location = shard.sidecar(suffix)
+    special = _special_file(location)
+    if special:
+        return _Unusable("open", "not_a_file", f"its {suffix} file is {special}, not a regular file")
     try:
-        with fsspec.open(shard.sidecar(suffix), "rb") as f:
-            return read_up_to(f, SIDECAR_BYTES)
+        with fsspec.open(location, "rb") as f:
+            data = read_up_to(f, max_bytes + 1)
+            size = _size(f) if len(data) > max_bytes else len(data)
     except Exception:  # noqa: BLE001 - a caption lost is not an image lost
         return None
+    if len(data) > max_bytes:
+        return _Unusable("read", "too_large",
+                         f"its {suffix} file is {size or 'more'} bytes > max_bytes {max_bytes}")
+    return data
 
 
 def _size(f: IO[bytes]) -> int | None:

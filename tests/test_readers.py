@@ -586,6 +586,21 @@ def test_a_caption_or_metadata_larger_than_max_bytes_rejects_its_record(tmp_path
     assert isinstance(ok, Record) and ok.caption == "fits"
 
 
+def test_a_folder_images_caption_or_metadata_larger_than_max_bytes_rejects_its_record(tmp_path):
+    """As a tar's member does: it was kept cut to 1 MiB, with no reject."""
+    big = len(jpeg(1)) + 100
+    (tmp_path / "m.jpg").write_bytes(jpeg(1))
+    (tmp_path / "m.json").write_text(json.dumps({"blob": "x" * big, "url": "http://x/m.jpg"}))
+    (tmp_path / "ok.jpg").write_bytes(jpeg(2))
+    (tmp_path / "ok.txt").write_text("fits")
+    config = ReaderConfig(max_bytes=big - 1, reject_data_cap=50)
+    m, ok = (item for shard in discover([str(tmp_path)]) for item in read_shard(shard, config))
+    assert (m.stage, m.error_type, m.n_bytes, m.data) == ("read", "too_large", len(jpeg(1)), jpeg(1)[:50])
+    size = (tmp_path / "m.json").stat().st_size
+    assert m.message == f"its .json file is {size} bytes > max_bytes {config.max_bytes}"
+    assert isinstance(ok, Record) and ok.caption == "fits"
+
+
 def test_a_binary_caption_column_is_decoded_as_a_tars_text(tmp_path):
     path = tmp_path / "b.parquet"
     caption = pa.array([b"caf\xe9 \x93cat\x94"], pa.binary())  # Windows-1252, as a tar's .txt may be
@@ -599,6 +614,8 @@ def test_a_named_pipe_is_a_reject_not_a_read_that_never_ends(tmp_path):
 
     os.mkfifo(tmp_path / "pipe.jpg")
     (tmp_path / "photo.jpg").write_bytes(jpeg(1))
+    (tmp_path / "piped.jpg").write_bytes(jpeg(2))
+    os.mkfifo(tmp_path / "piped.txt")  # a caption that is a pipe: its image's read never ended
     shards = discover([str(tmp_path)])
     items: list = []
     reading = threading.Thread(target=lambda: items.extend(
@@ -606,6 +623,8 @@ def test_a_named_pipe_is_a_reject_not_a_read_that_never_ends(tmp_path):
     reading.start()
     reading.join(60)
     assert not reading.is_alive(), "the read of a named pipe waited for a writer"
-    photo, pipe = items
+    photo, pipe, piped = items
     assert (pipe.stage, pipe.error_type) == ("open", "not_a_file") and "a named pipe" in pipe.message
+    assert (piped.stage, piped.error_type, piped.data) == ("open", "not_a_file", jpeg(2))
+    assert piped.message == "its .txt file is a named pipe, not a regular file"
     assert isinstance(photo, Record)
