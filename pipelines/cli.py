@@ -105,21 +105,26 @@ FLAGS_OF_DIGESTS = {"memory": "--memory", "sample": "--sample", "references": "-
 def _report_out_of_date(report: dict, digests: Callable[[], dict[str, str | None]]) -> str | None:
     """Why the same command's finished report may not be what a run now would write (None:
     it is): it predates input digests, some of its images could not be read then (a run now
-    may read them), or what its inputs hold differs now (a memory or sample made anew at the
-    same path, references listing otherwise, another calibration list or model file; asked
-    last, as `digests()` lists the references)."""
-    recorded = report["inputs"].get("digests")
-    if recorded is None:
+    may read them), or what its inputs hold differs now (asked last, as `digests()` lists
+    the references)."""
+    if report["inputs"].get("digests") is None:
         return "it was written before evaluate recorded its inputs' digests"
     failed = [report["concept"]["failures"]["by_type"], *report["distances"]["failures"].values()]
     unread = sum(by_type.get(why, 0) for by_type in failed for why in RERUN_MAY_READ)
     if unread:
         return f"{unread} of its images were {' or '.join(RERUN_MAY_READ)}: a run now may read them"
-    now = digests()
-    changed = [FLAGS_OF_DIGESTS[name] for name, digest in now.items() if recorded.get(name) != digest]
-    if changed:
-        return f"what it read differs now: {', '.join(changed)}"
-    return None
+    return _inputs_differ(report, digests)
+
+
+def _inputs_differ(report: dict, digests: Callable[[], dict[str, str | None]]) -> str | None:
+    """What the report read that holds otherwise now (a memory or sample made anew at the same
+    path, references listing otherwise, another calibration list or model file); None when
+    each is as then, or the report did not record them."""
+    recorded = report["inputs"].get("digests")
+    if recorded is None:
+        return None
+    changed = [FLAGS_OF_DIGESTS[name] for name, digest in digests().items() if recorded.get(name) != digest]
+    return f"what it read differs now: {', '.join(changed)}" if changed else None
 
 
 def memorize(argv: list[str]) -> dict | None:
@@ -196,7 +201,8 @@ def evaluate(argv: list[str]) -> dict | None:
         if not _nothing_to_run("evaluate", "--out", config.out, options):
             return None
     elif page_missing(config.out, config.inputs()):  # killed after report.json: only the page is left
-        why = _report_out_of_date(read_report(config.out), config.digests)
+        # its images unread then stay unread in it: the page shows report.json as it is
+        why = _inputs_differ(read_report(config.out), config.digests)
         if why:  # the page would show what the inputs hold now beside another report.json
             raise UsageError(f"--out {config.out} holds this command's report.json without its page, but "
                              f"{why}; delete it to make it anew")

@@ -328,6 +328,11 @@ def test_a_run_killed_between_report_json_and_its_page_is_finished_by_a_rerun(tm
     assert (out / "report.html").read_bytes() == page and (out / "report.json").read_bytes() == written
     assert cli_main([*rerun, "--seed", "7"]) == 2
     assert "already holds a finished report" in capsys.readouterr().err
+    report = json.loads(written)  # an image it could not read then does not keep its page unwritten
+    report["concept"]["failures"]["by_type"]["unreadable"] = 1
+    (out / "report.json").write_text(json.dumps(report))
+    (out / "report.html").unlink()
+    assert cli_main(rerun) == 0 and (out / "report.html").exists()
 
 
 def test_a_retry_over_a_finished_report_has_nothing_to_run_until_an_input_differs(tmp_path, capsys):
