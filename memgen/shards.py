@@ -367,11 +367,34 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
 
 
 def listing_digest(shards: Sequence[Shard]) -> str:
-    """sha256 of the shards' URIs and their sidecars (captions, metadata), in order: what a
-    run's inputs were listed as (a glob or a folder lists anew each time; a retry over the
-    same listing has nothing new to read)."""
-    listed = "\n".join(f"{shard.uri}\t{','.join(shard.sidecars)}" for shard in shards)
+    """sha256 of the shards' URIs, their sidecars (captions, metadata) and the version of each
+    of those files, in order: what a run's inputs were listed as (a glob or a folder lists
+    anew each time; a retry over the same listing has nothing new to read, and a file
+    rewritten under its name lists otherwise)."""
+    listed = "\n".join(
+        "\t".join([shard.uri, ",".join(shard.sidecars), file_version(shard.location),
+                   *(file_version(shard.sidecar(suffix)) for suffix in shard.sidecars)])
+        for shard in shards)
     return hashlib.sha256(listed.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+# what a filesystem's info says that changes when a file is rewritten: a local file's size
+# and mtime; an object's ETag (S3, Azure), etag and generation (GCS), as its listing says
+_VERSION_KEYS = ("size", "mtime", "ETag", "etag", "generation")
+
+
+def file_version(url: str) -> str:
+    """What tells this version of a file from another without reading it; "" for an http(s)
+    URL (a request each; a read checks its ETag as it goes) and for a file that is not there
+    (its reader rejects it). An object store answers from the listing a glob or folder made."""
+    if url.startswith(("http://", "https://")):
+        return ""
+    fs, path = fsspec.core.url_to_fs(url)
+    try:
+        info = fs.info(path)
+    except (OSError, ValueError):  # gone, or a name too long: its reader says so
+        return ""
+    return ",".join(f"{key}={info[key]}" for key in _VERSION_KEYS if info.get(key) is not None)
 
 
 def file_digest(url: str) -> str:

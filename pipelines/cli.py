@@ -83,7 +83,8 @@ def _nothing_to_run(command: str, flag: str, url: str, options: PipelineOptions,
 def _out_of_date(manifest: dict, config: MemorizeConfig, options: PipelineOptions) -> str | None:
     """Why the same command's finished memory may not be what a run now would write (None: it
     is): it predates listing digests, it holds rejects a run now may read, or its inputs list
-    otherwise now (a glob or folder is listed anew; asked last, as it costs a listing)."""
+    otherwise now (a glob or folder is listed anew, a file rewritten under its name; asked
+    last, as it costs a listing)."""
     if "listing_digest" not in manifest:
         return "it was written before memorize recorded its listing"
     unread = sum(manifest["counts"]["rejects_by_reason"].get(why, 0) for why in RERUN_MAY_READ)
@@ -93,7 +94,7 @@ def _out_of_date(manifest: dict, config: MemorizeConfig, options: PipelineOption
     listed = discover(list(config.inputs), config.reader.http_timeout)
     if manifest["listing_digest"] != listing_digest(listed):
         return (f"its inputs list {len(listed)} shards now, {manifest['shards']} then, or others, or other "
-                "captions or metadata")
+                "captions or metadata, or files written anew since")
     return None
 
 

@@ -8,6 +8,7 @@ section is a PCollection holding one dict, and WriteReport joins them into repor
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import logging
 from dataclasses import dataclass, replace
@@ -33,7 +34,7 @@ from memgen.report import check_report_output
 from memgen.report_figures import ReportPage
 from memgen.sample_output import sample_memory
 from memgen.sampling import MAX_SEED
-from memgen.shards import discover, file_digest, listing_digest
+from memgen.shards import discover, file_digest, file_version, listing_digest
 from memgen.stages.classify import EstimateConcept
 from memgen.stages.distances import EvaluateSets
 from memgen.stages.image_sets import ScoreMemory, sample_parts
@@ -139,8 +140,15 @@ class EvaluateConfig:
         return {"memory": manifest_digest(self.memory),
                 "sample": manifest_digest(self.sample) if self.sample else None,
                 "references": listing_digest(references) if self.references else None,
-                "calibration": file_digest(self.calibration) if self.calibration else None,
+                "calibration": self._calibration_digest() if self.calibration else None,
                 "model": file_digest(model) if model else None}
+
+    def _calibration_digest(self) -> str:
+        """sha256 of the calibration list's bytes and of each labelled file's version (an
+        image replaced under its name is measured otherwise)."""
+        listed = [file_digest(self.calibration),
+                  *(f"{item.url}\t{file_version(item.url)}" for item in self.labelled)]
+        return hashlib.sha256("\n".join(listed).encode("utf-8", "surrogateescape")).hexdigest()
 
     def urls(self) -> list[tuple[str, str]]:
         """(flag, URL) of every location the job reads or writes."""

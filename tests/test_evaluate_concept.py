@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -338,7 +339,8 @@ def test_a_run_killed_between_report_json_and_its_page_is_finished_by_a_rerun(tm
 def test_a_retry_over_a_finished_report_has_nothing_to_run_until_an_input_differs(tmp_path, capsys):
     """A scheduler's retry of a finished evaluate exits 0 and leaves the report as it was; what
     its inputs hold is pinned by digests: a memory or sample made anew at the same path, a
-    reference glob listing other shards, another calibration file refuse it (one line each),
+    reference glob listing other shards or a shard rewritten under its name, another
+    calibration file refuse it (one line each),
     and so does a report of a run that could not read some images, or one from before digests."""
     memory = _memory(tmp_path / "m", _caption_rows(12))
     references = tmp_path / "references"
@@ -349,6 +351,7 @@ def test_a_retry_over_a_finished_report_has_nothing_to_run_until_an_input_differ
     for i in range(3):
         (labelled / f"{i}.png").write_bytes(_png((i, 9, 9)))
     (labelled / "labels.csv").write_text("file,label,caption\n0.png,cat,a cat\n1.png,notcat,a dog\n")
+    then = (labelled / "1.png").stat()
     out = tmp_path / "out"
     command = ["evaluate", "--memory", memory, "--out", str(out), "--classifier", "caption",
                "--reference", f"{references}/*.tar", "--calibration", str(labelled / "labels.csv")]
@@ -379,11 +382,21 @@ def test_a_retry_over_a_finished_report_has_nothing_to_run_until_an_input_differ
     (labelled / "labels.csv").write_text("file,label,caption\n0.png,cat,a cat\n1.png,notcat,a dog\n")
     assert cli_main(command) == 0  # as it was: nothing to run again
     capsys.readouterr()
+    (labelled / "1.png").write_bytes(_png((7, 7, 7)))  # another labelled image under its name
+    refused("what it read differs now: --calibration")
+    (labelled / "1.png").write_bytes(_png((1, 9, 9)))
+    assert cli_main(command) == 2  # as it was, but written anew: its time tells it from the first
+    capsys.readouterr()
+    os.utime(labelled / "1.png", ns=(then.st_atime_ns, then.st_mtime_ns))
+    assert cli_main(command) == 0
+    capsys.readouterr()
     write_manifest(memory, {"job": "memorize", "counts": {"images": 12}, "made": "anew"})
     refused("what it read differs now: --memory")
     write_manifest(memory, {"job": "memorize", "counts": {"images": 12}})
     assert cli_main(command) == 0
     capsys.readouterr()
+    write_tar(references / "a.tar", [sample("r0", jpeg(1), "a cat"), sample("r1", jpeg(2), "a dog")])
+    refused("what it read differs now: --reference")  # a held-out set rebuilt under its name
 
     def rewritten(change) -> None:  # a report as another run or memgen would have written it
         edited = json.loads(written["report.json"])

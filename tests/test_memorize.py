@@ -559,25 +559,28 @@ def test_the_same_command_over_its_finished_memory_has_nothing_to_run_unless_its
     assert capsys.readouterr().err == (
         f"memgen memorize: error: --memory {tmp_path / 'm'} already holds the finished output of this same "
         "command; it is not made again (its inputs list 2 shards now, 1 then, or others, or other captions "
-        "or metadata): choose another --memory, or delete it to make it anew\n")
+        "or metadata, or files written anew since): choose another --memory, or delete it to make it anew\n")
     assert (tmp_path / "m" / "manifest.json").read_bytes() == manifest
     assert run(*command, "--threshold", "4") == 2
     assert "holds a finished memory (manifest.json); choose another --memory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("change", ["caption", "shard_found", "older_memgen"])
+@pytest.mark.parametrize("change", ["caption", "image_rewritten", "shard_found", "older_memgen"])
 def test_the_same_command_runs_again_where_its_listing_cannot_tell_nothing_changed(tmp_path, capsys, change):
-    """A caption added beside an image, or a named shard missing then and there now (its
-    records were rejects), said "nothing to run" over the same listing; a memory of a memgen
-    before listing digests cannot be compared."""
+    """A caption added beside an image, an image rewritten under its name, or a named shard
+    missing then and there now (its records were rejects), said "nothing to run" over the same
+    listing; a memory of a memgen before listing digests cannot be compared."""
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jpg").write_bytes(jpeg(1))
     inputs = [str(tmp_path / "in"), *([str(tmp_path / "b.tar")] if change == "shard_found" else [])]
     command = [*inputs, "--memory", str(tmp_path / "m")]
     assert run(*command) == 0
-    if change == "caption":
-        (tmp_path / "in" / "a.txt").write_text("a cat")
-        why = "its inputs list 1 shards now, 1 then, or others, or other captions or metadata"
+    if change in ("caption", "image_rewritten"):
+        if change == "caption":
+            (tmp_path / "in" / "a.txt").write_text("a cat")
+        else:  # another picture under the same name
+            (tmp_path / "in" / "a.jpg").write_bytes(jpeg(2))
+        why = "its inputs list 1 shards now, 1 then, or others, or other captions or metadata, or files"
     elif change == "shard_found":
         write_tar(tmp_path / "b.tar", [sample("k", jpeg(2))])
         why = "1 of its rejects are missing or unreadable or changed_during_run or representative_changed"

@@ -35,6 +35,7 @@ from PIL import Image
 from memgen import transfer
 from memgen.memory import open_table, read_manifest
 from memgen.pipelines.cli import main
+from memgen.shards import discover, listing_digest
 from shardkit import encode, jpeg, sample, write_parquet, write_tar
 
 SECRET = "sEcReT-aws-key-do-not-log-4242"
@@ -171,6 +172,19 @@ def test_s3_memory_that_is_finished_is_refused_to_another_command(s3, capfd):
     assert main(["memorize", "s3://inputs/shards/shard-002.tar", "--memory", memory]) == 0  # the same one
     assert "already holds the finished output of this command over the same 1 shards: nothing to run" in \
         capfd.readouterr().err
+
+
+def test_an_object_rewritten_under_its_name_lists_otherwise_named_or_globbed(s3):
+    """A retry's listing digest tells an object's versions apart by its ETag, the same from a
+    glob's listing as from a request for the object named."""
+    named, globbed = "s3://inputs/shards/shard-002.tar", "s3://inputs/shards/shard-00[2].tar"
+    s3fs.S3FileSystem.clear_instance_cache()  # no listing cached: the named object is asked for
+    then = listing_digest(discover([named]))
+    assert listing_digest(discover([globbed])) == then
+    s3.pipe("inputs/shards/shard-002.tar", s3.cat("inputs/shards/shard-001.tar"))
+    s3fs.S3FileSystem.clear_instance_cache()
+    assert listing_digest(discover([named])) != then
+    assert listing_digest(discover([globbed])) == listing_digest(discover([named]))
 
 
 def test_a_bucket_that_does_not_exist_is_not_created(s3, capsys):
