@@ -153,7 +153,7 @@ def accuracy(photos) -> list[tuple[float, int, float, float, float]]:
     pixels = np.stack([to_rgb_square(d, 224) for _, d, _ in photos])
     scores = np.concatenate([session.run(None, {"pixels": pixels[i:i + BATCH]})[0]
                              for i in range(0, len(pixels), BATCH)])
-    p = concept_probability(scores, spec.classes)
+    p = concept_probability(scores, spec.classes, spec.scores)
     y = np.array([label for _, _, label in photos])
     table = []
     for threshold in (EFFICIENTNET_THRESHOLD, 0.5):

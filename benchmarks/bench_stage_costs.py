@@ -272,14 +272,19 @@ def measure_classifier(batch: int = 32, batches: int = 6) -> dict:
     try:
         import onnxruntime as ort
 
-        from memgen.classify.onnx_model import efficientnet_onnx_path, inspect_input, to_model_input
+        from memgen.classify.onnx_model import (
+            EFFICIENTNET_CAT_CLASSES,
+            efficientnet_onnx_path,
+            inspect_model,
+            to_model_input,
+        )
         path = str(efficientnet_onnx_path())
     except ImportError:
         return {}
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1  # cost per vCPU
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    spec = inspect_input(path)
+    spec, _ = inspect_model(path, EFFICIENTNET_CAT_CLASSES)
     pixels = np.frombuffer(hashlib.shake_256(b"pixels").digest(batch * 224 * 224 * 3), dtype=np.uint8)
     x = to_model_input(pixels.reshape(batch, 224, 224, 3), spec)
     name = session.get_inputs()[0].name

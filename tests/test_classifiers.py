@@ -18,6 +18,10 @@ from memgen.classify import ClassifierError, parse_classes, resolve
 from memgen.classify.captions import caption_is_cat
 from memgen.classify.images import decode_ahead, to_rgb_square
 from memgen.classify.onnx_model import (
+    LOG_SOFTMAX,
+    SCORES,
+    SIGMOID,
+    SOFTMAX,
     VISION_MODULES,
     concept_probability,
     efficientnet_onnx_path,
@@ -141,13 +145,25 @@ def test_decode_ahead_keeps_order_and_returns_errors():
             assert isinstance(pixels, ImageError)
 
 
-def test_concept_probability_applies_softmax_only_to_scores():
+def test_concept_probability_reads_each_kind_of_output_row_by_row():
     logits = np.array([[0.0, 1.0, 2.0], [5.0, 0.0, 0.0]])
     soft = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    assert concept_probability(logits, (1, 2)) == pytest.approx(soft[:, 1] + soft[:, 2])
-    assert concept_probability(soft, (0,)) == pytest.approx(soft[:, 0])
+    assert concept_probability(logits, (1, 2), SCORES) == pytest.approx(soft[:, 1] + soft[:, 2])
+    assert concept_probability(soft, (0,), SOFTMAX) == pytest.approx(soft[:, 0])
+    assert concept_probability(np.log(soft), (1, 2), LOG_SOFTMAX) == pytest.approx(soft[:, 1] + soft[:, 2])
+    # multi-label: the likeliest of the concept's classes
+    assert concept_probability([[0.2, 0.7, 0.4]], (1, 2), SIGMOID) == pytest.approx([0.7])
+    # one column of scores is a logit; of probabilities, the probability
+    assert concept_probability([[-3.0], [0.3]], (0,), SCORES) == pytest.approx(1 / (1 + np.exp([3.0, -0.3])))
+    assert concept_probability([[0.047]], (0,), SIGMOID) == pytest.approx([0.047])
+    # a row of scores that already is a distribution is taken as one, whatever its batch holds
+    # (the batch's other rows decided it for all of them: P changed with Beam's batching)
+    alone = concept_probability([[0.95, 0.05]], (0,), SCORES)
+    together = concept_probability([[0.95, 0.05], [0.3, 0.2]], (0,), SCORES)
+    assert alone == pytest.approx([0.95]) and together[0] == pytest.approx(0.95)
+    assert together[1] == pytest.approx(np.exp(0.3) / (np.exp(0.3) + np.exp(0.2)))
     with pytest.raises(ValueError):
-        concept_probability(logits, (3,))
+        concept_probability(logits, (3,), SCORES)
 
 
 # --- EfficientNet-Lite0 (vision extra) ---------------------------------------------------------
@@ -185,7 +201,7 @@ def _p_cat(spec, photos: dict[str, bytes]) -> dict[str, float]:
     session = inference_session(spec.model_path)
     pixels = np.stack([to_rgb_square(d, spec.input.size) for d in photos.values()])
     out = session.run(None, {session.get_inputs()[0].name: to_model_input(pixels, spec.input)})[0]
-    return dict(zip(photos, concept_probability(out, spec.classes), strict=True))
+    return dict(zip(photos, concept_probability(out, spec.classes, spec.scores), strict=True))
 
 
 @needs_vision
@@ -319,6 +335,65 @@ def test_user_onnx_model_gets_its_layout_type_and_softmax(efficientnet, tmp_path
     same = resolve(f"onnx:{efficientnet_onnx_path()}", "281-285", None)
     photos = {"chelsea": _bundled_photos()["chelsea"]}
     assert _p_cat(same, photos) == pytest.approx(_p_cat(efficientnet, photos))
+
+
+def _save_model(path: Path, nodes: list, output_shape: list, input_shape: list | None = None) -> str:
+    """A float NCHW model of `nodes` from input x (n, 3, 8, 8) to output y; its path."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, path.stem, [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape or ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return str(path)
+
+
+@needs_vision
+def test_user_onnx_models_output_is_read_as_the_operator_computing_it_says(tmp_path):
+    """A one-column sigmoid model was 100% cats: softmax over one column is always 1."""
+    from onnx import helper, numpy_helper
+
+    def means(extra: list) -> list:  # y = the channel means' first column (n, 1), then `extra`
+        return [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+                helper.make_node("Constant", [], ["i"], value=numpy_helper.from_array(np.array([0], np.int64))),
+                helper.make_node("Gather", ["m", "i"], ["c"] if extra else ["y"], axis=1), *extra]
+
+    # as torch exports a sigmoid head: Sigmoid, then an Unsqueeze of its result
+    sigmoid = _save_model(tmp_path / "sigmoid.onnx", means([
+        helper.make_node("Flatten", ["c"], ["f"]), helper.make_node("Sigmoid", ["f"], ["s"]),
+        helper.make_node("Identity", ["s"], ["y"])]), ["n", 1])
+    logit = _save_model(tmp_path / "logit.onnx", means([]), ["n", 1])
+    red = {"red": _encode(Image.new("RGB", (50, 40), (255, 0, 0)))}
+    expected = 1 / (1 + np.exp(-(255 - 127) / 128))
+    for path, kind in ((sigmoid, SIGMOID), (logit, SCORES)):
+        spec = resolve(f"onnx:{path}", "0", None)
+        assert spec.scores == kind and spec.row()["scores"] == kind
+        assert _p_cat(spec, red)["red"] == pytest.approx(expected, abs=1e-6)
+    # a dark image through the sigmoid model: P = sigmoid(-0.99), not a cat at 0.5
+    dark = {"dark": _encode(Image.new("RGB", (50, 40), (0, 0, 0)))}
+    assert _p_cat(resolve(f"onnx:{sigmoid}", "0", None), dark)["dark"] == pytest.approx(
+        1 / (1 + np.exp(127 / 128)), abs=1e-6)
+
+
+@needs_vision
+def test_user_onnx_models_that_do_not_give_a_row_per_image_are_refused_at_launch(tmp_path):
+    from onnx import helper
+
+    flat = _save_model(tmp_path / "flat.onnx", [helper.make_node("ReduceMean", ["x"], ["y"], axes=[1, 2, 3],
+                                                                  keepdims=0)], ["n"])
+    with pytest.raises(ClassifierError, match=r"one row of class scores per image .* gave shape \[2\]"):
+        resolve(f"onnx:{flat}", "0", None)
+    # the width is dynamic in the file: the trial batch tells it
+    dynamic = _save_model(tmp_path / "dynamic.onnx", [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3],
+                                                                       keepdims=0)], ["n", "classes"])
+    with pytest.raises(ClassifierError, match=r"its output has 3 classes \(0-2\); --classes names 5"):
+        resolve(f"onnx:{dynamic}", "5", None)
+    fixed = _save_model(tmp_path / "fixed.onnx", [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3],
+                                                                   keepdims=0)], [1, 3], [1, 3, 8, 8])
+    with pytest.raises(ClassifierError, match="does not run on a batch of 2 images") as e:
+        resolve(f"onnx:{fixed}", "0", None)
+    assert "\n" not in str(e.value)
 
 
 def test_user_onnx_model_errors(tmp_path):

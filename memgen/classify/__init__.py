@@ -14,9 +14,10 @@ from memgen.classify.onnx_model import (
     EFFICIENTNET,
     EFFICIENTNET_CAT_CLASSES,
     EFFICIENTNET_SIZE,
+    SOFTMAX,
     InputSpec,
     efficientnet_onnx_path,
-    inspect_input,
+    inspect_model,
     missing_vision_module,
 )
 from memgen.decode import DEFAULT_MAX_PIXELS
@@ -44,12 +45,14 @@ class ClassifierSpec:
     model_path: str | None = None  # an ONNX file's path or URL, or EFFICIENTNET: the built-in export
     classes: tuple[int, ...] = ()
     input: InputSpec | None = None
+    scores: str = SOFTMAX  # how the model's first output reads (onnx_model.output_kind)
     max_pixels: int = DEFAULT_MAX_PIXELS  # images larger are failures: the memory's --max_pixels
 
     def row(self) -> dict:
         """The classifier as described in report.json."""
         return {"name": self.name, "kind": self.kind, "threshold": self.threshold,
-                "classes": list(self.classes), "model": self.model_path}
+                "classes": list(self.classes), "model": self.model_path,
+                "scores": self.scores if self.kind == "onnx" else None}
 
 
 class ClassifierError(ValueError):
@@ -108,13 +111,13 @@ def _user_onnx(name: str, classes: str | None, threshold: float) -> ClassifierSp
     if not classes:
         raise ClassifierError(f"{name} needs --classes: the output indices of the concept, e.g. 281-285")
     missing = missing_vision_module()
-    if missing == "onnxruntime":
-        raise ClassifierError("onnx:PATH classifiers need onnxruntime: pip install 'memgen[vision]'")
+    if missing in ("onnxruntime", "onnx"):
+        raise ClassifierError(f"onnx:PATH classifiers need {missing}: pip install 'memgen[vision]'")
     chosen = parse_classes(classes)
     try:
-        spec = inspect_input(path, chosen)
+        spec, scores = inspect_model(path, chosen)
     except ValueError as e:
         raise ClassifierError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for missing or bad files
         raise ClassifierError(f"cannot load ONNX model {path}: {type(e).__name__}: {str(e)[:200]}") from None
-    return ClassifierSpec(name, "onnx", threshold, path, chosen, spec)
+    return ClassifierSpec(name, "onnx", threshold, path, chosen, spec, scores)

@@ -16,8 +16,12 @@ s3:// works as `--classifier onnx:gs://.../efficientnet-lite0-....onnx --classes
 A user's model (`onnx:PATH`): the first input is fed RGB pixels at its declared height
 and width (224 when dynamic); uint8 inputs get raw pixels, float inputs (x - 127) / 128;
 layout NHWC when the last dimension is 3, else NCHW. The first output is one row of
-class scores per image: probabilities when they already are (non-negative, summing
-to 1), else softmax is applied.
+class scores per image, read as the operator that computes it says (`output_kind`,
+once per model: an image's P(concept) never depends on the other images of its batch):
+Softmax gives probabilities, LogSoftmax their logarithms, Sigmoid one probability per
+class (multi-label: P(concept) is the largest of its classes'); any other operator gives
+scores: the logistic function of a single column, softmax over several (a row that is
+already non-negative and sums to 1 is taken as it is).
 """
 
 from __future__ import annotations
@@ -156,17 +160,52 @@ class InputSpec:
     layout: str  # nhwc | nchw
 
 
-def inspect_input(path: str, classes: tuple[int, ...] = ()) -> InputSpec:
-    """Read the first input's element type and shape from an ONNX file; ValueError when the
-    model cannot take images, or its first output has no class among `classes`."""
+SOFTMAX, LOG_SOFTMAX, SIGMOID, SCORES = "softmax", "log_softmax", "sigmoid", "scores"
+_PROBABILITY_OPS = {"Softmax": SOFTMAX, "LogSoftmax": LOG_SOFTMAX, "Sigmoid": SIGMOID}
+_RESHAPING_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
+_TRIAL_BATCH = 2  # a model exported for batches of 1 fails here, not on a worker
+
+
+def output_kind(model: bytes) -> str:
+    """How the model's first output reads (SOFTMAX, LOG_SOFTMAX, SIGMOID or SCORES): from the
+    operator that computes it, looking through operators that only reshape (an exporter's
+    Unsqueeze after a Sigmoid)."""
+    import onnx
+
+    graph = onnx.load_model_from_string(model).graph
+    producer = {name: node for node in graph.node for name in node.output}
+    node = producer.get(graph.output[0].name)
+    while node is not None and node.op_type in _RESHAPING_OPS and node.input:
+        node = producer.get(node.input[0])
+    return _PROBABILITY_OPS.get(node.op_type, SCORES) if node is not None else SCORES
+
+
+def inspect_model(path: str, classes: tuple[int, ...]) -> tuple[InputSpec, str]:
+    """How an ONNX file wants its pixels and how its first output reads (output_kind);
+    ValueError when the model cannot take images, or a trial batch does not give one row of
+    class scores per image with every class of `classes`."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(read_model(path), providers=["CPUExecutionProvider"])
-    width = session.get_outputs()[0].shape[-1]
-    if classes and isinstance(width, int) and max(classes) >= width:
-        raise ValueError(f"{path}: its output has {width} classes (0-{width - 1}); "
+    model = read_model(path)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    spec = _input_spec(path, session.get_inputs()[0])
+    trial = np.zeros((_TRIAL_BATCH, spec.size, spec.size, 3), dtype=np.uint8)
+    try:
+        shape = session.run(None, {session.get_inputs()[0].name: to_model_input(trial, spec)})[0].shape
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own error types
+        raise ValueError(f"{path}: does not run on a batch of {_TRIAL_BATCH} images (a batch size fixed "
+                         f"at export, a second input?): {(str(e).splitlines() or [''])[0][:200]}") from None
+    if len(shape) != 2 or shape[0] != _TRIAL_BATCH:
+        raise ValueError(f"{path}: its first output must be one row of class scores per image "
+                         f"(batch, classes); {_TRIAL_BATCH} images gave shape {list(shape)}")
+    if max(classes) >= shape[1]:
+        raise ValueError(f"{path}: its output has {shape[1]} classes (0-{shape[1] - 1}); "
                          f"--classes names {max(classes)}")
-    first = session.get_inputs()[0]
+    return spec, output_kind(model)
+
+
+def _input_spec(path: str, first: ort.NodeArg) -> InputSpec:
+    """The InputSpec of a model's first input; ValueError when it cannot take images."""
     shape = list(first.shape)
     if len(shape) != 4:
         raise ValueError(f"{path}: the first input must be 4-d (batch, ...), got shape {shape}")
@@ -187,16 +226,24 @@ def to_model_input(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     return x if spec.layout == "nhwc" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def concept_probability(scores: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
-    """P(concept) per row: the summed probability of `classes` (softmax first when needed)."""
+def concept_probability(scores: np.ndarray, classes: tuple[int, ...], kind: str) -> np.ndarray:
+    """P(concept) per row of a model's first output, read as `kind` (output_kind) says, each
+    row on its own: the summed probability of `classes`, or for SIGMOID the largest."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or max(classes) >= scores.shape[1]:
         raise ValueError(f"model output of shape {scores.shape} has no class {max(classes)}")
-    is_probability = scores.min() >= 0 and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)
-    if not is_probability:
+    columns = list(classes)
+    if kind == SIGMOID:
+        return scores[:, columns].max(axis=1)
+    if kind == LOG_SOFTMAX:
+        return np.exp(scores[:, columns]).sum(axis=1)
+    if kind == SCORES and scores.shape[1] == 1:  # one logit
+        return 1.0 / (1.0 + np.exp(-scores[:, 0]))
+    if kind == SCORES:
         shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-        scores = shifted / shifted.sum(axis=1, keepdims=True)
-    return scores[:, list(classes)].sum(axis=1)
+        already = (scores.min(axis=1) >= 0) & np.isclose(scores.sum(axis=1), 1.0, atol=1e-3)
+        scores = np.where(already[:, None], scores, shifted / shifted.sum(axis=1, keepdims=True))
+    return scores[:, columns].sum(axis=1)
 
 
 def inference_session(model: str) -> ort.InferenceSession:

@@ -203,7 +203,8 @@ class ConceptModelHandler(ModelHandler):
         scores = model.run(None, {model.get_inputs()[0].name: x})[0]
         count_model_images(len(batch))
         # the pixels are not kept in the result: only P(concept) leaves this step
-        return [PredictionResult(None, float(p)) for p in concept_probability(scores, self.spec.classes)]
+        p_concept = concept_probability(scores, self.spec.classes, self.spec.scores)
+        return [PredictionResult(None, float(p)) for p in p_concept]
 
     def get_num_bytes(self, batch) -> int:
         return sum(x.nbytes for x in batch)

@@ -198,7 +198,7 @@ class _ScoreFn(SessionFn):
     def process(self, batch):
         probabilities, vectors = scores_and_embeddings(self.session, np.stack([p for *_, p in batch]))
         count_model_images(len(batch))
-        p_concept = concept_probability(probabilities, self.spec.classes)
+        p_concept = concept_probability(probabilities, self.spec.classes, self.spec.scores)
         for (image, feats, _), p, vector in zip(batch, p_concept, vectors, strict=True):
             p = float(p)
             scored = Scored(image.image_id, image.copies, p, p >= self.spec.threshold)
