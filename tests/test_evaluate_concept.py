@@ -196,7 +196,8 @@ def test_a_draw_that_labelled_no_image_beside_images_taken_whole_is_reported_not
                                                "those taken whole")
     weighted = concept["copy_weighted"]
     assert weighted["estimate"] is None and weighted["ci_low"] == 300 / 415 and weighted["ci_high"] == 1
-    assert weighted["method"].startswith("no image labelled in the uniform draw; the 1 most copied images")
+    assert weighted["method"] == ("the 1 most copied images taken whole; of the others: no image labelled "
+                                  "in the uniform draw")
 
 
 def test_calibration_with_captions(tmp_path):
@@ -251,6 +252,7 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--calibration", "TYPOCSV"), "names files that do not exist"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "CATSCSV"), "cats.csv: lists 1 positive and 0"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "NOCAPTIONSCSV"), "has no caption column, and --"),
+    (("--memory", "MEM", "--out", "OUT", "--calibration", "BLANKCAPTIONSCSV"), "has only empty captions, and"),
     (("--memory", "MEM", "--out", "OUT", "--calibration", "FOLDERCSV"), "(or are folders): /"),
     (("--memory", "MEM", "--out", "OUT", "--label_threshold", "0"), "--label_threshold applies to model"),
     (("--memory", "MEM", "--out", "DONE"), "already holds a finished report"),
@@ -287,12 +289,14 @@ def test_unusable_arguments_are_one_line_errors(tmp_path, capsys, flags, message
     (tmp_path / "cats.csv").write_text("file,label\nhere.png,cat\n")  # no negative: no specificity
     (tmp_path / "there.png").write_bytes(_png((3, 2, 1)))
     (tmp_path / "uncaptioned.csv").write_text("file,label\nhere.png,cat\nthere.png,notcat\n")
+    (tmp_path / "blank.csv").write_text("file,label,caption\nhere.png,cat, \nthere.png,notcat,\n")
     names = {"OUT": str(tmp_path / "out"), "MEM": memory, "MISSING": str(tmp_path / "nothing"),
              "BADCSV": str(tmp_path / "bad.csv"), "DONE": str(tmp_path / "done"),
              "TWICECSV": str(tmp_path / "twice.csv"), "NOFILECSV": str(tmp_path / "nofile.csv"),
              "EMPTYCSV": str(tmp_path / "empty.csv"), "TYPOCSV": str(tmp_path / "typo.csv"),
              "FOLDERCSV": str(tmp_path / "afolder.csv"), "BROKEN": str(tmp_path / "broken"),
-             "CATSCSV": str(tmp_path / "cats.csv"), "NOCAPTIONSCSV": str(tmp_path / "uncaptioned.csv")}
+             "CATSCSV": str(tmp_path / "cats.csv"), "NOCAPTIONSCSV": str(tmp_path / "uncaptioned.csv"),
+             "BLANKCAPTIONSCSV": str(tmp_path / "blank.csv")}
     split = (re.match(r"([^/]*)(.*)", flag).groups() for flag in flags)  # OUT/report: in OUT
     args = [names.get(head, head) + rest for head, rest in split]
     if "--classifier" not in flags:
@@ -576,6 +580,21 @@ def test_calibration_files_resolve_dot_segments_in_buckets_too():
         f.write("file,label\n./imgs/a.png,cat\n../other/b.png,notcat\ns3://x/./c.png,cat\n")
     found = [labelled.url for labelled in read_calibration_labels("memory://cal-dots/labels.csv")]
     assert found == ["memory://cal-dots/imgs/a.png", "memory://other/b.png", "s3://x/c.png"]
+
+
+def test_labelled_files_reached_by_a_symbolic_link_are_there(tmp_path):
+    """fsspec lists a local link as type "other": a calibration set of links to the photos was
+    refused as naming files that do not exist."""
+    from memgen.classify.concept import LabelledFile, missing_labelled
+
+    (tmp_path / "photo.png").write_bytes(_png((1, 2, 3)))
+    (tmp_path / "folder").mkdir()
+    links = tmp_path / "links"
+    links.mkdir()
+    for name, target in (("cat.png", "../photo.png"), ("gone.png", "../nowhere.png"), ("dir.png", "../folder")):
+        (links / name).symlink_to(target)
+    named = [LabelledFile(str(links / name), True, None) for name in ("cat.png", "gone.png", "dir.png")]
+    assert missing_labelled(named) == [str(links / "gone.png"), str(links / "dir.png")]
 
 
 def test_a_calibration_csv_saved_by_a_spreadsheet_is_read():

