@@ -138,7 +138,7 @@ class _Keys:
 def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     ordinal, keys = _Ordinals(), _Keys()
     group: list[tuple[str, str, bytes | None, int]] = []  # (key, ext, data, size)
-    links: list[str] = []  # the group's link members, said
+    unusable: list[tuple[str, str]] = []  # the group's link, device and pipe members: (error type, said)
     try:
         for member in tar_members(f, config.max_bytes, config.reject_data_cap):
             name = printable(member.name)
@@ -147,35 +147,39 @@ def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
             # a sample ends where the key changes or where one of its extensions comes again
             # (k.jpg k.txt k.jpg k.txt: two samples, the second "k~2"; webdataset stops there)
             if group and (key != group[0][0] or any(ext == seen for _, seen, _, _ in group)):
-                yield from _group_items(shard, group, ordinal, keys, config, links)
-                group, links = [], []
+                yield from _group_items(shard, group, ordinal, keys, config, unusable)
+                group, unusable = [], []
             if member.link is not None:
-                links.append(f"{name} is a link to {printable(member.link)}")
+                unusable.append(("link_member", f"{name} is a link to {printable(member.link)} (a tar "
+                                                "stores a link's bytes under the name linked to)"))
+            elif member.special is not None:
+                unusable.append(("not_a_file", f"{name} is {member.special}, not a regular file"))
             too_large = member.size > config.max_bytes  # then data is only its head
             group.append((key, ext, member.data, -member.size if too_large else member.size))
     except _DAMAGE as e:
-        yield from _group_items(shard, group, ordinal, keys, config, links)
-        group, links = [], []
+        yield from _group_items(shard, group, ordinal, keys, config, unusable)
+        group, unusable = [], []
         member_name = printable(e.member) if isinstance(e, TarDamage) else ""
         where = shard.source(f"#{member_name}" if member_name else "")
         failure = "unreadable" if transfer_failed(e) else "corrupt_shard"
         said = read_message(e, shard, config.http_timeout)
         yield Reject(shard.index, ordinal(), where, "read", failure, said)
-    yield from _group_items(shard, group, ordinal, keys, config, links)
+    yield from _group_items(shard, group, ordinal, keys, config, unusable)
 
 
 def _group_items(shard: Shard, group: list[tuple[str, str, bytes | None, int]], ordinal: _Ordinals,
-                 keys: _Keys, config: ReaderConfig, links: list[str]) -> Iterator[ShardItem]:
-    """One webdataset sample (members sharing a key) -> a Record, or Rejects; `links`: its
-    link members, said (a link's bytes are under another name: the sample is a reject)."""
+                 keys: _Keys, config: ReaderConfig, unusable: list[tuple[str, str]]) -> Iterator[ShardItem]:
+    """One webdataset sample (members sharing a key) -> a Record, or Rejects; `unusable`: its
+    members that hold no bytes of their own (links, devices, pipes), as (error type, said):
+    the sample is a reject of the first one's type."""
     if not group:
         return
     key = keys(group[0][0])
     locator = f"#{key}"
     source = shard.source(locator)
-    if links:
-        yield Reject(shard.index, ordinal(), source, "read", "link_member",
-                     f"{'; '.join(links)} (a tar stores a link's bytes under the name linked to)")
+    if unusable:
+        said = "; ".join(message for _, message in unusable)
+        yield Reject(shard.index, ordinal(), source, "read", unusable[0][0], said)
         return
     images = _image_members(group)
     if not images:

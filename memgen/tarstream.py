@@ -33,6 +33,7 @@ _HIGH_BYTES = bytes(range(128, 256))
 _REGULAR = frozenset(b"0\x007")  # REGTYPE, AREGTYPE, CONTTYPE ("S" is refused below)
 _NO_DATA = frozenset(b"123456")  # links, devices, directories, fifos: tarfile skips no data for them
 _LINKS = frozenset(b"12")  # hard and symbolic links: members by name, whose bytes are elsewhere
+_SPECIAL = {ord("3"): "a character device", ord("4"): "a block device", ord("6"): "a named pipe"}
 _EXTENDED = frozenset(b"LKxXg")  # they describe the member header that follows them
 _LONGNAME, _LONGLINK, _SPARSE, _GLOBAL = b"LKSg"
 _AREGTYPE = 0
@@ -52,11 +53,13 @@ class TarMember(NamedTuple):
     size: int
     data: bytes  # all of it when size <= max_bytes, else only its first `head` bytes
     link: str | None = None  # a hard or symbolic link's target (then no data)
+    special: str | None = None  # what a device or named pipe member is (then no data)
 
 
 def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
-    """Every regular file member of the tar stream `f`, and every link (by its target, with
-    no data: a tar stores a hard link's bytes under the first name only), in archive order.
+    """Every regular file member of the tar stream `f`, every link (by its target, with no
+    data: a tar stores a hard link's bytes under the first name only) and every device or
+    named pipe (by what it is, with no data), in archive order.
 
     Members larger than `max_bytes` give only their first `head` bytes; the rest is read
     and dropped, so `f` may be a non-seekable stream. Raises TarDamage at the first damage.
@@ -143,6 +146,10 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
         elif typeflag in _LINKS:
             target = long_link if long_link is not None else _nts(block[157:257])
             yield TarMember(_member_name(block, long_name, pax_globals), 0, b"", target)
+            block = read_up_to(f, BLOCK)
+            offset = data_at
+        elif typeflag in _SPECIAL:  # a member all the same, which a sample names (pipe.jpg)
+            yield TarMember(_member_name(block, long_name, pax_globals), 0, b"", special=_SPECIAL[typeflag])
             block = read_up_to(f, BLOCK)
             offset = data_at
         else:
