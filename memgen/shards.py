@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import posixpath
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
 import fsspec
-from braceexpand import braceexpand
+from braceexpand import UnbalancedBracesError, braceexpand
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import glob_translate
 
@@ -45,13 +46,16 @@ OTHER_IMAGE_SUFFIXES = (".pcd", ".fit", ".fits", ".gbr", ".im", ".msp", ".pxr", 
 IMAGES = "images"  # the folder of a memgen run's output (sample, memory) that holds its images
 SIDECARS = (".txt", ".json")  # an image file's caption and metadata (with its url)
 HTTP_TIMEOUT = 60.0  # seconds an http(s) server may send nothing before a read fails
+MAX_EXPANDED = 1_000_000  # URLs one brace range may stand for (LAION-5B is ~0.5M shards)
+_INT_RANGE = re.compile(r"\{(-?\d+)\.\.(-?\d+)(?:\.\.-?(\d+))?\}")
 SILENT_ASKS = 3  # URLs of one host asked whether they exist before its silence is taken as final
 _GLOB_CHARS = set("*?[")
 _log = logging.getLogger(__name__)
 
 
 class NoInputError(ValueError):
-    """No input URL matched anything, or a folder of the inputs cannot be listed."""
+    """No input URL matched anything, a folder of the inputs cannot be listed, or an input
+    cannot be read as a brace range."""
 
 
 def storage_options(url: str, http_timeout: float = HTTP_TIMEOUT) -> dict:
@@ -174,15 +178,22 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
         if not matches:
             _unlisted_glob(fs, path)
         files: list[str] = []
+        links = _FolderLinks(_glob_folder(path))
         for m in matches:
-            files.extend(_walk(fs, m) if fs.isdir(m) else [m])
+            if not fs.isdir(m):
+                files.append(m)
+            elif not isinstance(fs, LocalFileSystem) or links.admit(m):
+                files.extend(_walk(fs, m, links))
+        links.say(url)
         listed, skipped = _listed(files, _img2dataset_shards(fs, files), glob=True)
         return {unstrip(f): sidecars for f, sidecars in listed.items()}, bool(matches), skipped
     if protocol in ("http", "https"):
         return {url: ()}, None, Counter()  # a missing URL becomes a reject row when it is opened
     try:
         if fs.isdir(path):
-            listed, skipped = _listed(_walk(fs, path))
+            links = _FolderLinks(path)
+            listed, skipped = _listed(_walk(fs, path, links))
+            links.say(url)
             return {unstrip(f): sidecars for f, sidecars in listed.items()}, True, skipped
     except OSError:
         pass
@@ -216,13 +227,13 @@ def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
         return False
 
 
-def _walk(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
+def _walk(fs: fsspec.AbstractFileSystem, root: str, links: _FolderLinks) -> list[str]:
     """Files below `root`, skipping hidden files and folders (.git, .cache, .DS_Store, ...),
     the empty `folder/` objects an S3 console's "Create folder" makes, and in a memgen run's
     output (a sample, a memory) all but its images/ (a sample's contact sheet is no image of
     it, a memory's duplicates/ and rejects/ hold none)."""
     below = len(root.rstrip("/")) + 1  # find() gives paths that start with root
-    files = _local_files(root) if isinstance(fs, LocalFileSystem) else [
+    files = _local_files(root, links) if isinstance(fs, LocalFileSystem) else [
         p for p in fs.find(root) if not p.endswith("/")]
     runs = sorted({posixpath.dirname(p) + "/" for p in files if posixpath.basename(p) == MARKER})
     for run in runs:
@@ -231,22 +242,55 @@ def _walk(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
                   and not any(p.startswith(run) and not p.startswith(run + IMAGES + "/") for run in runs))
 
 
-def _local_files(root: str) -> list[str]:
-    """The files below a local folder (links to files too; links to folders are not followed,
-    as fsspec's find did not: a link to `..` read the whole tree above, round and round);
-    NoInputError for a folder below it that cannot be listed (find skipped those silently,
-    and their records were lost)."""
+class _FolderLinks:
+    """The local folders a walk or a glob has taken (by their real paths), so that links to
+    folders are followed each once and never round a loop: a day's folder linked into a crawl
+    is read (it was skipped without a word), a second link to it or one to a folder holding
+    the input (`loop -> ..`, `self -> .`) is skipped, and said."""
+
+    def __init__(self, base: str) -> None:
+        self.base = os.path.realpath(base)
+        self.taken: set[str] = set()
+        self.skipped: list[str] = []
+
+    def admit(self, folder: str) -> bool:
+        real = os.path.realpath(folder)
+        if real in self.taken or real == self.base or self.base.startswith(real.rstrip("/") + "/"):
+            self.skipped.append(folder)
+            return False
+        self.taken.add(real)
+        return True
+
+    def say(self, given: str) -> None:
+        if self.skipped:
+            shown = ", ".join(sorted(self.skipped)[:3]) + (" ..." if len(self.skipped) > 3 else "")
+            _log.warning("%s: skipped %d links to folders read already or holding it: %s", given,
+                         len(self.skipped), shown)
+
+
+def _local_files(root: str, links: _FolderLinks) -> list[str]:
+    """The files below a local folder, links to files and folders followed as `links` admits
+    them; NoInputError for a folder below it that cannot be listed (fsspec's find skipped
+    those silently, and their records were lost)."""
     def unlisted(e: OSError) -> None:
         raise NoInputError(f"{e.filename or root} cannot be listed: {e.strerror or e}")
 
-    return [posixpath.join(folder, name) for folder, _, names in os.walk(root, onerror=unlisted)
-            for name in names]
+    files = []
+    for folder, folders, names in os.walk(root, onerror=unlisted, followlinks=True):
+        files += [posixpath.join(folder, name) for name in names]
+        folders[:] = [name for name in sorted(folders) if links.admit(posixpath.join(folder, name))]
+    return files
+
+
+def _glob_folder(pattern: str) -> str:
+    """The folder a glob lists: its part before the first glob character."""
+    return posixpath.dirname(pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]) or "."
 
 
 def _unlisted_glob(fs: fsspec.AbstractFileSystem, pattern: str) -> None:
     """NoInputError when the local folder a glob lists cannot be listed (the glob matched
     nothing, and "no input matched" hid why)."""
-    folder = posixpath.dirname(pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]) or "."
+    folder = _glob_folder(pattern)
     if isinstance(fs, LocalFileSystem) and os.path.isdir(folder):
         try:
             os.listdir(folder)
@@ -273,13 +317,27 @@ def _hidden_match(pattern: str, match: str) -> bool:
 
 def expand(raw: str) -> list[str]:
     """The URLs an input's brace range stands for; a name with braces that exists as written
-    (`photos {a,b}`) is itself, as one with glob characters is. (http(s) names are not asked:
-    a brace range of them costs no request.)"""
-    if "{" in raw and not raw.startswith(("http://", "https://")):
-        fs, path = fsspec.core.url_to_fs(raw)
-        if _exists(fs, path):
-            return [raw]
-    return list(braceexpand(raw))
+    (`photos {a,b}`, `sh}ard.tar`) is itself, as one with glob characters is. (http(s) names
+    are not asked: a brace range of them costs no request.) NoInputError for braces that do
+    not pair up, or a range of more than MAX_EXPANDED URLs (a digit too many: the list alone
+    filled the memory)."""
+    if "{" in raw or "}" in raw:
+        if not raw.startswith(("http://", "https://")):
+            fs, path = fsspec.core.url_to_fs(raw)
+            if _exists(fs, path):
+                return [raw]
+    # braceexpand makes a tuple of each range before the first URL: measure them first
+    longest = max((abs(int(b) - int(a)) // max(1, int(step or 1)) + 1
+                   for a, b, step in _INT_RANGE.findall(raw)), default=0)
+    try:
+        urls = [] if longest > MAX_EXPANDED else list(itertools.islice(braceexpand(raw), MAX_EXPANDED + 1))
+    except UnbalancedBracesError:
+        raise NoInputError(f"{raw}: its braces do not pair up (a range is {{00000..00099}}), and "
+                           "nothing has that name") from None
+    if longest > MAX_EXPANDED or len(urls) > MAX_EXPANDED:
+        raise NoInputError(f"{raw} stands for more than {MAX_EXPANDED:,} URLs: give a smaller range, "
+                           "or their folder or a glob")
+    return urls
 
 
 def input_folder_holding(location: str, inputs: list[str]) -> str | None:

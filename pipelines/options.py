@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import fsspec
 from apache_beam.options.pipeline_options import (
@@ -41,6 +42,9 @@ WORKERS_PER_CORE = 4
 DRY_RUN = "--dry_run"  # Beam's own flag (TestOptions): DataflowRunner builds the job, submits nothing
 DRY_RUN_HELP = ("build and validate the pipeline for the chosen runner, print its stages, run nothing "
                 "(also --dry_run=true|false)")
+# fsspec protocols that hold no files of shards (data: is a URL's own bytes; a run's
+# inputs and outputs are files and folders)
+_NOT_STORAGE = frozenset({"data"})
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -80,8 +84,13 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
         if dataflow and ("://" not in url or url.startswith("file://")):
             raise UsageError(f"{flag} {url} is a local path: Dataflow's workers do not see this "
                              "machine's disk (use gs://...)")
+        if scheme in ("http", "https"):
+            try:
+                urlsplit(url).port  # noqa: B018 - parsing it is the check ([::1 unclosed, a port over 65535)
+            except ValueError as e:
+                raise UsageError(f"{flag} {url} is not a URL: {e}") from None
         try:
-            fsspec.core.url_to_fs(url)
+            fs = fsspec.core.url_to_fs(url)[0]
         except ImportError as e:  # fsspec's own advice: "Please install gcsfs to access Google Storage"
             raise UsageError(f"{flag} {url}: {e} (pip install 'memgen[cloud]' for s3:// and gs://)") from None
         except ValueError as e:  # "Protocol not known: foo"
@@ -89,6 +98,11 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
         except OSError as e:  # a file system that connects when made (ftp, sftp) and is refused
             e.add_note(f"{flag} {url}")
             raise
+        except Exception as e:  # noqa: BLE001 - one made of more than a URL (reference://, zip:// of no zip)
+            raise UsageError(f"{flag} {url}: {type(e).__name__}: {e}") from None
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        if protocols & _NOT_STORAGE:
+            raise UsageError(f"{flag} {url}: {', '.join(sorted(protocols))}: holds no files or folders")
 
 
 def refuse_inside(flag: str, output: str, kind: str, inputs: Sequence[str]) -> None:

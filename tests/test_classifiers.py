@@ -343,7 +343,8 @@ def _save_model(path: Path, nodes: list, output_shape: list, input_shape: list |
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        nodes, path.stem, [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape or ["n", 3, 8, 8])],
+        nodes, path.stem,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape or ["n", 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     return str(path)
@@ -354,9 +355,11 @@ def test_user_onnx_models_output_is_read_as_the_operator_computing_it_says(tmp_p
     """A one-column sigmoid model was 100% cats: softmax over one column is always 1."""
     from onnx import helper, numpy_helper
 
+    first = numpy_helper.from_array(np.array([0], np.int64))
+
     def means(extra: list) -> list:  # y = the channel means' first column (n, 1), then `extra`
         return [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
-                helper.make_node("Constant", [], ["i"], value=numpy_helper.from_array(np.array([0], np.int64))),
+                helper.make_node("Constant", [], ["i"], value=first),
                 helper.make_node("Gather", ["m", "i"], ["c"] if extra else ["y"], axis=1), *extra]
 
     # as torch exports a sigmoid head: Sigmoid, then an Unsqueeze of its result
@@ -385,8 +388,8 @@ def test_user_onnx_models_that_do_not_give_a_row_per_image_are_refused_at_launch
     with pytest.raises(ClassifierError, match=r"one row of class scores per image .* gave shape \[2\]"):
         resolve(f"onnx:{flat}", "0", None)
     # the width is dynamic in the file: the trial batch tells it
-    dynamic = _save_model(tmp_path / "dynamic.onnx", [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3],
-                                                                       keepdims=0)], ["n", "classes"])
+    channel_means = helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)
+    dynamic = _save_model(tmp_path / "dynamic.onnx", [channel_means], ["n", "classes"])
     with pytest.raises(ClassifierError, match=r"its output has 3 classes \(0-2\); --classes names 5"):
         resolve(f"onnx:{dynamic}", "5", None)
     fixed = _save_model(tmp_path / "fixed.onnx", [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3],

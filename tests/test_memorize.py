@@ -776,6 +776,13 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     (["", "--memory", "{tmp}/m"], "INPUT is an empty string"),
     (["{shard}", "--memory", "{tmp}/m", "--image_column", ""], "--image_column is an empty string"),
     (["foo://x/y.tar", "--memory", "{tmp}/m"], "Protocol not known: foo"),
+    # each of these was a traceback, exit 1 (and the range's list filled the memory first)
+    (["{tmp}/shards/{{00000..00009.tar", "--memory", "{tmp}/m"], "its braces do not pair up"),
+    (["{tmp}/{{1..999999999999}}.tar", "--memory", "{tmp}/m"], "stands for more than 1,000,000 URLs"),
+    (["http://[::1/x.tar", "--memory", "{tmp}/m"], "is not a URL: Invalid IPv6 URL"),
+    (["data:,hello", "--memory", "{tmp}/m"], "data: holds no files or folders"),
+    (["{shard}", "--memory", "reference://m"], "--memory reference://m: TypeError: "),
+    (["zip://x::{shard}", "--memory", "{tmp}/m"], "BadZipFile"),
     (["{shard}", "--memory", "{tmp}/m", "--runner", "NoSuchRunner"], "Unexpected pipeline runner"),
     (["{shard}", "--memory", "{shard}"], "is a file, not a folder"),
     (["{tmp}/photos", "--memory", "{tmp}/photos/m"], "is inside the input"),

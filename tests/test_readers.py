@@ -169,6 +169,8 @@ def test_discover_braces_globs_folders_and_memory_fs(tmp_path):
     write_tar(tmp_path / "pics {a,b}" / "p.tar", [sample("p", jpeg(8))])
     braced = tmp_path / "pics {a,b}"
     assert [s.uri for s in discover([str(braced)])] == [str(braced / "p.tar")]
+    half = write_tar(tmp_path / "sh}ard.tar", [sample("h", jpeg(9))])  # a brace that pairs with none
+    assert [s.uri for s in discover([str(half)])] == [str(half)]
     with fsspec.open("memory://bucket/shards/0.tar", "wb") as f:
         f.write(write_tar(tmp_path / "m.tar", [sample("m", jpeg(3))]).read_bytes())
     (shard,) = discover(["memory://bucket/shards/*.tar"])
@@ -231,16 +233,28 @@ def test_a_memgen_output_in_a_folder_is_read_as_its_images_only(tmp_path, caplog
     assert caplog.messages == [f"{out} is the output of a memgen run: only its images/ is read"]
 
 
-def test_links_to_folders_are_not_followed_links_to_files_are(tmp_path):
-    """Following them, a link to `..` read the whole tree above, round and round (29,161
+def test_links_to_folders_are_followed_once_and_never_round_a_loop(tmp_path, caplog):
+    """A day's folder linked into the crawl was skipped without a word (a glob followed it);
+    following every link, a link to `..` read the whole tree above, round and round (29,161
     shards from a folder of one image)."""
     (tmp_path / "other").mkdir()
     write_tar(tmp_path / "other" / "o.tar", [sample("o", jpeg(2))])
+    (tmp_path / "elsewhere" / "day2").mkdir(parents=True)
+    write_tar(tmp_path / "elsewhere" / "day2" / "b.tar", [sample("b", jpeg(3))])
     (tmp_path / "in").mkdir()
     write_tar(tmp_path / "in" / "a.tar", [sample("a", jpeg(1))])
     (tmp_path / "in" / "loop").symlink_to("..")
+    (tmp_path / "in" / "self").symlink_to(".")
+    (tmp_path / "in" / "day2").symlink_to(tmp_path / "elsewhere" / "day2")
+    (tmp_path / "in" / "day2-again").symlink_to(tmp_path / "elsewhere" / "day2")
     (tmp_path / "in" / "o.tar").symlink_to(tmp_path / "other" / "o.tar")
-    assert [s.uri.rsplit("/", 1)[1] for s in discover([str(tmp_path / "in")])] == ["a.tar", "o.tar"]
+    given = str(tmp_path / "in")
+    with caplog.at_level(logging.WARNING, logger="memgen.shards"):
+        found = [s.uri[len(given) + 1:] for s in discover([given])]
+    assert found == ["a.tar", "day2/b.tar", "o.tar"]
+    assert caplog.messages == [f"{given}: skipped 3 links to folders read already or holding it: "
+                               f"{given}/day2-again, {given}/loop, {given}/self"]
+    assert [s.uri[len(given) + 1:] for s in discover([f"{given}/*"])] == found  # a glob alike
 
 
 def test_a_folder_that_cannot_be_listed_is_an_error_not_skipped(tmp_path):
@@ -569,6 +583,29 @@ def test_a_linked_member_makes_its_sample_a_reject_that_says_so(tmp_path):
     assert (b.error_type, b.source, b.stage) == ("link_member", f"{path}#b", "read")
     assert b.message.startswith("b.jpg is a link to a.jpg")
     assert c.message.startswith("c.jpg is a link to a.jpg")
+
+
+def test_device_and_pipe_members_make_their_samples_not_a_file_rejects(tmp_path):
+    """They were skipped as directories are: a sample of one was in no table, and a pipe's
+    caption became a no_image reject."""
+    path = tmp_path / "special.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, kind in (("a.jpg", None), ("pipe.jpg", tarfile.FIFOTYPE), ("pipe.txt", None),
+                           ("dev.jpg", tarfile.CHRTYPE), ("blk.png", tarfile.BLKTYPE)):
+            info = tarfile.TarInfo(name)
+            data = jpeg(1) if name == "a.jpg" else b"caption"
+            if kind is None:
+                info.size = len(data)
+            else:
+                info.type = kind
+            tar.addfile(info, io.BytesIO(data) if kind is None else None)
+    a, pipe, dev, blk = read(str(path))
+    assert isinstance(a, Record) and a.data == jpeg(1)
+    assert [(r.stage, r.error_type, r.source) for r in (pipe, dev, blk)] == [
+        ("read", "not_a_file", f"{path}#{key}") for key in ("pipe", "dev", "blk")]
+    assert pipe.message == "pipe.jpg is a named pipe, not a regular file"
+    assert (dev.message, blk.message) == ("dev.jpg is a character device, not a regular file",
+                                          "blk.png is a block device, not a regular file")
 
 
 def test_a_caption_or_metadata_larger_than_max_bytes_rejects_its_record(tmp_path):
