@@ -21,8 +21,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from memgen.near import MAX_THRESHOLD
+from memgen.fingerprint import FingerprintConfig
+from memgen.near import DEFAULT_THRESHOLD, MAX_THRESHOLD
 from memgen.outputs import AtomicFile, Claim, claim_output, glob_in, temporaries, write_atomic
+from memgen.readers import ReaderConfig
 from memgen.schema import table_schema
 
 TABLES = ("images", "duplicates", "rejects")
@@ -195,6 +197,20 @@ def refuse_finished(claim: Claim) -> None:
                          f"choose another {claim.flag}{advice}")
 
 
+def memorized_settings(memory: str) -> tuple[ReaderConfig, FingerprintConfig, int]:
+    """A memory's memorize settings (defaults where its manifest names none): how it read, how
+    it fingerprinted, its near-duplicate threshold; MemoryDirError for options this memgen
+    does not know (a memory of a newer memgen)."""
+    manifest = read_manifest(memory) or {}
+    options = manifest.get("options", {})
+    try:
+        return (ReaderConfig(**options.get("reader", {})), FingerprintConfig.of_memory(manifest),
+                options.get("threshold", DEFAULT_THRESHOLD))
+    except TypeError as e:  # an option this memgen does not know
+        raise MemoryDirError(f"{memory} is damaged: its manifest.json's options are not this "
+                             f"memgen's ({e})") from None
+
+
 def finished_manifest(memory: str) -> dict[str, Any]:
     """The manifest of a finished memory; MemoryDirError for anything else."""
     manifest = read_manifest(memory)
@@ -269,6 +285,21 @@ def _checked_part_files(memory: str, table: str, digest: str | None
     return fs, tuple(files)
 
 
+def _nulls(footer: pq.FileMetaData, names: set[str]) -> dict[str, int]:
+    """Columns of `names` that hold nulls, and how many, by the footer's statistics (a part
+    rewritten by a tool that writes every column nullable, DuckDB's, passes when none is
+    null; a null `copies` failed sample's weighting mid-run)."""
+    nulls: dict[str, int] = {}
+    for group in range(footer.num_row_groups):
+        row_group = footer.row_group(group)
+        for column in range(row_group.num_columns):
+            chunk = row_group.column(column)
+            stats = chunk.statistics
+            if chunk.path_in_schema in names and stats is not None and stats.has_null_count:
+                nulls[chunk.path_in_schema] = nulls.get(chunk.path_in_schema, 0) + stats.null_count
+    return {name: count for name, count in nulls.items() if count}
+
+
 FOOTER_READS = 16  # footers read at once: on object stores each is a round trip or two
 
 
@@ -300,6 +331,11 @@ def _footer_rows(memory: str, table: str, fs: fsspec.AbstractFileSystem, files: 
             if not _same_kind(field.type, other):
                 raise MemoryDirError(f"{memory} is damaged: {table}/{posixpath.basename(file)} holds "
                                      f"{field.name} as {other}, not {field.type}")
+        nulls = _nulls(footer, {f.name for f in schema if not f.nullable})
+        if nulls:
+            name, count = min(nulls.items())
+            raise MemoryDirError(f"{memory} is damaged: {table}/{posixpath.basename(file)} holds {count} "
+                                 f"nulls in {name}, which memgen writes in every row")
         return footer.num_rows
 
     with ThreadPoolExecutor(FOOTER_READS) as pool:

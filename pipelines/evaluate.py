@@ -20,15 +20,18 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from memgen.classify import CLASSIFIERS, ONNX_PREFIX, ClassifierError, ClassifierSpec, resolve
 from memgen.classify.concept import LabelledFile, missing_labelled, read_calibration_labels
 from memgen.classify.onnx_model import EFFICIENTNET, VisionMissing
-from memgen.fingerprint import FingerprintConfig
 from memgen.manifest import now
 from memgen.manifest import versions as manifest_versions
-from memgen.memory import MemoryDirError, check_memory, image_parts, manifest_digest, read_manifest
-from memgen.near import DEFAULT_THRESHOLD
+from memgen.memory import (
+    check_memory,
+    image_parts,
+    manifest_digest,
+    memorized_settings,
+    read_manifest,
+)
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import add_shared, boolean, refuse_inside
-from memgen.readers import ReaderConfig
 from memgen.records import Shard
 from memgen.report import check_report_output
 from memgen.report_figures import ReportPage
@@ -166,7 +169,7 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
     check_report_output(config.out)
     refuse_inside("--out", config.out, "reference", config.references)
     # the classifier decodes what memorize took in: up to the memory's --max_pixels
-    classifier = replace(config.classifier, max_pixels=_memorized(config.memory)[1].max_pixels)
+    classifier = replace(config.classifier, max_pixels=memorized_settings(config.memory)[1].max_pixels)
     config = replace(config, classifier=classifier)
     references = reference_shards(config)
     memory_scored = None
@@ -221,7 +224,7 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
 
     References are read and hashed with the memory's own reader and fingerprint settings,
     and a copy is a pHash within the memory's own near-duplicate threshold."""
-    reader, fingerprint, threshold = _memorized(config.memory)
+    reader, fingerprint, threshold = memorized_settings(config.memory)
     sample = sample_parts(config.sample, config.memory) if config.sample else None
     sets = pipeline | "Distances" >> EvaluateSets(
         parts, sample, references, reader, fingerprint, threshold, config.seed,
@@ -231,25 +234,13 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
 
 def reference_shards(config: EvaluateConfig) -> list[Shard]:
     """The --reference shards, listed once (each listing logs its skipped files)."""
-    reader = _memorized(config.memory)[0]
+    reader = memorized_settings(config.memory)[0]
     return discover(list(config.references), reader.http_timeout) if config.references else []
 
 
 def report_page(config: EvaluateConfig, references: list[Shard] | None = None) -> ReportPage:
     """Where report.html's figures come from, read as the memory was (`references`: the
     reference shards when listed already)."""
-    reader, fingerprint, _ = _memorized(config.memory)
+    reader, fingerprint, _ = memorized_settings(config.memory)
     shards = reference_shards(config) if references is None else references
     return ReportPage(config.memory, config.sample, tuple(shards), reader, fingerprint.max_pixels)
-
-
-def _memorized(memory: str) -> tuple[ReaderConfig, FingerprintConfig, int]:
-    """The memory's memorize settings (defaults where its manifest names none)."""
-    manifest = read_manifest(memory) or {}
-    options = manifest.get("options", {})
-    try:
-        return (ReaderConfig(**options.get("reader", {})), FingerprintConfig.of_memory(manifest),
-                options.get("threshold", DEFAULT_THRESHOLD))
-    except TypeError as e:  # an option this memgen does not know
-        raise MemoryDirError(f"{memory} is damaged: its manifest.json's options are not this "
-                             f"memgen's ({e})") from None

@@ -194,16 +194,29 @@ def parse_job(prog: str, description: str, options_cls: type[PipelineOptions], a
 
 
 def _refuse_repeated(cls: type[PipelineOptions], argv: list[str]) -> None:
-    """UsageError for a job's flag of one value given more than once (the last one was taken
-    silently: `--memory a ... --memory b` wrote b); --input and --reference gather theirs."""
-    parser = argparse.ArgumentParser(add_help=False)
-    cls._add_argparse_args(parser)  # noqa: SLF001
-    for action in parser._actions:  # noqa: SLF001
-        if isinstance(action, argparse._StoreAction):  # noqa: SLF001 - one value: not append or extend
-            names = action.option_strings  # --sample_size and its alias --sample-size count together
-            given = sum(word == name or word.startswith(name + "=") for word in argv for name in names)
-            if given > 1:
-                raise UsageError(f"{names[0]} is given {given} times; give it once")
+    """UsageError for a flag of one value, the job's or Beam's, given more than once (the last
+    one was taken silently: `--memory a ... --memory b` wrote b, `--runner=DataflowRunner ...
+    --runner=FnApiRunner` ran here); --input, --reference and Beam's lists gather theirs."""
+    for options_cls in (cls, *_beam_options_classes()):
+        parser = argparse.ArgumentParser(add_help=False)
+        options_cls._add_argparse_args(parser)  # noqa: SLF001
+        for action in parser._actions:  # noqa: SLF001
+            if isinstance(action, argparse._StoreAction):  # noqa: SLF001 - one value: not append or extend
+                names = action.option_strings  # --sample_size and its alias --sample-size count together
+                given = sum(word == name or word.startswith(name + "=") for word in argv for name in names)
+                if given > 1:
+                    raise UsageError(f"{names[0]} is given {given} times; give it once")
+
+
+def _beam_options_classes() -> list[type[PipelineOptions]]:
+    """Beam's own options classes (StandardOptions, DirectOptions, GoogleCloudOptions, ...)."""
+    found, stack = [], [PipelineOptions]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            if sub not in found:
+                found.append(sub)
+                stack.append(sub)
+    return [c for c in found if c.__module__.startswith("apache_beam.")]
 
 
 def _flags_of(cls: type[PipelineOptions]) -> dict[str, str]:

@@ -174,6 +174,7 @@ def test_a_memory_missing_a_part_is_refused_not_read_short(memory, tmp_path, cap
     ("retyped", "images/part-000000.parquet holds phash as uint64, not int64"),  # was a traceback
     ("duplicates", "is not a readable Parquet file"),  # sample passed it by: it reads images/ only
     ("another_part", "images/part-000000.parquet is a copy of images/part-0000"),  # its images read twice
+    ("nulls", "images/part-000000.parquet holds 1 nulls in copies, which memgen writes"),  # DuckDB's
 ])
 def test_a_memory_with_a_damaged_part_is_refused_before_it_is_read(memory, tmp_path, capsys, damage, message):
     damaged = tmp_path / "damaged"
@@ -192,6 +193,12 @@ def test_a_memory_with_a_damaged_part_is_refused_before_it_is_read(memory, tmp_p
         shutil.copy(sorted((damaged / "duplicates").glob("part-*.parquet"))[0], part)
     elif damage == "rewritten":
         pq.write_table(pq.read_table(part).drop_columns(["phash"]).replace_schema_metadata(None), part)
+    elif damage == "nulls":  # a tool that writes every column nullable, and a null in one
+        table = pq.read_table(part)
+        column = table.schema.get_field_index("copies")
+        copies = pa.array([None, *table["copies"].to_pylist()[1:]], pa.int64())
+        pq.write_table(table.set_column(column, pa.field("copies", pa.int64()), copies), part)
+        commands.append(["sample", "--n", "3", "--weighted"])  # weighting by copies failed mid-run
     elif damage == "another_part":  # as many parts and, in the helper's case, as many rows
         shutil.copy(sorted((damaged / "images").glob("part-*.parquet"))[1], part)
     else:
@@ -215,6 +222,7 @@ def test_a_memory_with_a_damaged_part_is_refused_before_it_is_read(memory, tmp_p
     ({"schema_version": "1"}, "has no usable schema_version"),
     ({"schema_version": 99}, "was written by a newer memgen: its manifest.json has schema version 99"),
     ({"options": {"reader": {"bogus": 1}}}, "its manifest.json's options are not this memgen's"),
+    ({"options": {"fingerprint": {"bogus": 1}}}, "its manifest.json's options are not this memgen's"),
 ])
 def test_a_damaged_or_newer_manifest_is_refused_in_one_line(memory, tmp_path, capsys, damage, message):
     """A traceback (JSONDecodeError, KeyError, TypeError), or a newer schema read as this one."""
@@ -225,7 +233,7 @@ def test_a_damaged_or_newer_manifest_is_refused_in_one_line(memory, tmp_path, ca
         damage = json.dumps(json.loads(manifest.read_text()) | damage).encode()
     manifest.write_bytes(damage)
     commands = [["sample", "--n", "3"], ["evaluate", "--classifier", "caption", "--embedding=false"]]
-    for command in commands[b"bogus" in damage:]:  # sample reads no reader option
+    for command in commands[b'"reader": {"bogus"' in damage:]:  # sample reads no reader option
         out = tmp_path / f"out-{command[0]}"
         assert main([command[0], "--memory", str(damaged), "--out", str(out), *command[1:]]) == 2
         err = capsys.readouterr().err
@@ -792,6 +800,8 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     (["{shard}", "--memory", "s3://"], "--memory s3:// names no bucket"),
     (["{shard}", "--memory", "s3:///m"], "--memory s3:///m names no bucket"),  # was NoCredentialsError
     (["{shard}", "--memory", "{tmp}/a", "--memory={tmp}/b"], "--memory is given 2 times"),  # b was written
+    (["{shard}", "--memory", "{tmp}/m", "--runner=DataflowRunner", "--runner", "FnApiRunner"],
+     "--runner is given 2 times"),  # Beam's flags too: it ran here
     (["{shard}", "--memory", "/proc/memgen-test"], "cannot be written"),
     (["hdfs://namenode/shards", "--memory", "{tmp}/m"], "error: OSError: "),  # no Java here: 7 lines
     (["ftp://127.0.0.1:9/x.tar", "--memory", "{tmp}/m"], "refused (INPUT ftp://127.0.0.1:9/x.tar)"),  # which?
