@@ -7,6 +7,7 @@ cloud extra) s3:// and gs:// behave the same. One shard is one unit of work.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import logging
@@ -249,9 +250,13 @@ class _FolderLinks:
     the input (`loop -> ..`, `self -> .`) is skipped, and said."""
 
     def __init__(self, base: str) -> None:
-        self.base = os.path.realpath(base)
+        self.given = base  # resolved at the first folder asked about: only local walks ask
         self.taken: set[str] = set()
         self.skipped: list[str] = []
+
+    @functools.cached_property
+    def base(self) -> str:
+        return os.path.realpath(self.given)
 
     def admit(self, folder: str) -> bool:
         real = os.path.realpath(folder)
