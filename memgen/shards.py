@@ -168,8 +168,8 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
     not shards, images or sidecars, by suffix."""
     fs, path = fsspec.core.url_to_fs(url)
     protocol = url.split("://", 1)[0] if "://" in url else None
-    if isinstance(fs, LocalFileSystem):
-        path = posixpath.normpath(path)  # a/../a/x.tar is a/x.tar: read once
+    if isinstance(fs, LocalFileSystem):  # a/../a/x.tar and file:///…/a/x.tar are a/x.tar: read once
+        path, protocol = posixpath.normpath(path), None
 
     def unstrip(p: str) -> str:
         return fs.unstrip_protocol(p) if protocol else p

@@ -169,6 +169,8 @@ def test_discover_braces_globs_folders_and_memory_fs(tmp_path):
     write_tar(tmp_path / "pics {a,b}" / "p.tar", [sample("p", jpeg(8))])
     braced = tmp_path / "pics {a,b}"
     assert [s.uri for s in discover([str(braced)])] == [str(braced / "p.tar")]
+    spelt = [str(tmp_path / "00000.tar"), f"file://{tmp_path}/00000.tar", f"file://{tmp_path}/*0.tar"]
+    assert [s.uri for s in discover(spelt)] == [str(tmp_path / "00000.tar")]  # read once, not twice
     half = write_tar(tmp_path / "sh}ard.tar", [sample("h", jpeg(9))])  # a brace that pairs with none
     assert [s.uri for s in discover([str(half)])] == [str(half)]
     with fsspec.open("memory://bucket/shards/0.tar", "wb") as f:
