@@ -179,22 +179,24 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
         if not matches:
             _unlisted_glob(fs, path)
         files: list[str] = []
-        links = _FolderLinks(_glob_folder(path))
+        loops: list[str] = []
         for m in matches:
             if not fs.isdir(m):
                 files.append(m)
-            elif not isinstance(fs, LocalFileSystem) or links.admit(m):
-                files.extend(_walk(fs, m, links))
-        links.say(url)
+            elif isinstance(fs, LocalFileSystem) and _link_above(m, _glob_folder(path)):
+                loops.append(m)
+            else:
+                files.extend(_walk(fs, m, loops))
+        _say_loops(url, loops)
         listed, skipped = _listed(files, _img2dataset_shards(fs, files), glob=True)
         return {unstrip(f): sidecars for f, sidecars in listed.items()}, bool(matches), skipped
     if protocol in ("http", "https"):
         return {url: ()}, None, Counter()  # a missing URL becomes a reject row when it is opened
     try:
         if fs.isdir(path):
-            links = _FolderLinks(path)
-            listed, skipped = _listed(_walk(fs, path, links))
-            links.say(url)
+            loops: list[str] = []
+            listed, skipped = _listed(_walk(fs, path, loops))
+            _say_loops(url, loops)
             return {unstrip(f): sidecars for f, sidecars in listed.items()}, True, skipped
     except OSError:
         pass
@@ -228,13 +230,13 @@ def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
         return False
 
 
-def _walk(fs: fsspec.AbstractFileSystem, root: str, links: _FolderLinks) -> list[str]:
+def _walk(fs: fsspec.AbstractFileSystem, root: str, loops: list[str]) -> list[str]:
     """Files below `root`, skipping hidden files and folders (.git, .cache, .DS_Store, ...),
     the empty `folder/` objects an S3 console's "Create folder" makes, and in a memgen run's
     output (a sample, a memory) all but its images/ (a sample's contact sheet is no image of
     it, a memory's duplicates/ and rejects/ hold none)."""
     below = len(root.rstrip("/")) + 1  # find() gives paths that start with root
-    files = _local_files(root, links) if isinstance(fs, LocalFileSystem) else [
+    files = _local_files(root, loops) if isinstance(fs, LocalFileSystem) else [
         p for p in fs.find(root) if not p.endswith("/")]
     runs = sorted({posixpath.dirname(p) + "/" for p in files if posixpath.basename(p) == MARKER})
     for run in runs:
@@ -243,48 +245,52 @@ def _walk(fs: fsspec.AbstractFileSystem, root: str, links: _FolderLinks) -> list
                   and not any(p.startswith(run) and not p.startswith(run + IMAGES + "/") for run in runs))
 
 
-class _FolderLinks:
-    """The local folders a walk or a glob has taken (by their real paths), so that links to
-    folders are followed each once and never round a loop: a day's folder linked into a crawl
-    is read (it was skipped without a word), a second link to it or one to a folder holding
-    the input (`loop -> ..`, `self -> .`) is skipped, and said."""
-
-    def __init__(self, base: str) -> None:
-        self.given = base  # resolved at the first folder asked about: only local walks ask
-        self.taken: set[str] = set()
-        self.skipped: list[str] = []
-
-    @functools.cached_property
-    def base(self) -> str:
-        return os.path.realpath(self.given)
-
-    def admit(self, folder: str) -> bool:
-        real = os.path.realpath(folder)
-        if real in self.taken or real == self.base or self.base.startswith(real.rstrip("/") + "/"):
-            self.skipped.append(folder)
-            return False
-        self.taken.add(real)
-        return True
-
-    def say(self, given: str) -> None:
-        if self.skipped:
-            shown = ", ".join(sorted(self.skipped)[:3]) + (" ..." if len(self.skipped) > 3 else "")
-            _log.warning("%s: skipped %d links to folders read already or holding it: %s", given,
-                         len(self.skipped), shown)
-
-
-def _local_files(root: str, links: _FolderLinks) -> list[str]:
-    """The files below a local folder, links to files and folders followed as `links` admits
-    them; NoInputError for a folder below it that cannot be listed (fsspec's find skipped
-    those silently, and their records were lost)."""
+def _local_files(root: str, loops: list[str]) -> list[str]:
+    """The files below a local folder, following links to files and folders (a day's folder
+    linked into a crawl was skipped without a word, while a glob followed it), but not hidden
+    folders (their files are left out anyway); a link to a folder above it on its own path or
+    holding `root` (`loop -> ..`, `self -> .`) would go round and round: it is added to
+    `loops`. A folder reached by two paths lists its files under both (discover keeps one).
+    NoInputError for a folder below it that cannot be listed (fsspec's find skipped those
+    silently, and their records were lost)."""
     def unlisted(e: OSError) -> None:
         raise NoInputError(f"{e.filename or root} cannot be listed: {e.strerror or e}")
 
+    top = os.path.realpath(root)
+    above = {root: (top,)}  # each folder to walk: the real paths of it and the folders above it
     files = []
     for folder, folders, names in os.walk(root, onerror=unlisted, followlinks=True):
         files += [posixpath.join(folder, name) for name in names]
-        folders[:] = [name for name in sorted(folders) if links.admit(posixpath.join(folder, name))]
+        chain = above.pop(folder, (top,))
+        kept = []
+        for name in sorted(folders):
+            if name.startswith("."):
+                continue
+            path = posixpath.join(folder, name)
+            real = os.path.realpath(path)
+            if real in chain or top.startswith(real.rstrip("/") + "/"):
+                loops.append(path)
+            else:
+                kept.append(name)
+                above[path] = (*chain, real)
+        folders[:] = kept
     return files
+
+
+def _link_above(path: str, base: str) -> bool:
+    """Whether a glob's match is a link to its folder or to one holding it: walked, it would
+    read the glob's folder again, round and round."""
+    if not os.path.islink(path):
+        return False
+    real, held = os.path.realpath(path), os.path.realpath(base)
+    return real == held or held.startswith(real.rstrip("/") + "/")
+
+
+def _say_loops(given: str, loops: list[str]) -> None:
+    if loops:
+        shown = ", ".join(sorted(loops)[:3]) + (" ..." if len(loops) > 3 else "")
+        _log.warning("%s: skipped %d links to folders above them, which would be read round and round: %s",
+                     given, len(loops), shown)
 
 
 def _glob_folder(pattern: str) -> str:
@@ -426,7 +432,31 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
         silent[host] += not why[:3].isdigit()
     if not any_exists or not urls:
         raise NoInputError(f"no input matched: {' '.join(inputs)}{refused or ''}")
-    return [Shard.of(i, uri, shard_kind(uri), urls[uri]) for i, uri in enumerate(sorted(urls))]
+    named = _one_name_each(urls)
+    return [Shard.of(i, uri, shard_kind(uri), named[uri]) for i, uri in enumerate(sorted(named))]
+
+
+def _one_name_each(urls: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """The URLs, a local file reached by several names through linked folders (`current ->
+    day1` beside day1, a `**` glob, a folder and its link given both) under one: the name
+    without a linked folder when there is one, else the first in order (each name read was
+    every image again, as its own exact duplicate)."""
+    real_folder = functools.lru_cache(maxsize=None)(os.path.realpath)  # a call per folder, not per file
+
+    def unlinked(uri: str) -> bool:
+        folder = posixpath.dirname(uri)
+        return real_folder(folder) == folder
+
+    chosen: dict[str, str] = {}
+    for uri in sorted(urls):
+        if "://" in uri:
+            chosen[uri] = uri
+            continue
+        folder, name = posixpath.split(uri)
+        key = posixpath.join(real_folder(folder), name)
+        if key not in chosen or (unlinked(uri) and not unlinked(chosen[key])):
+            chosen[key] = uri
+    return {uri: urls[uri] for uri in chosen.values()}
 
 
 def listing_digest(shards: Sequence[Shard]) -> str:

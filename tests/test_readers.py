@@ -235,7 +235,7 @@ def test_a_memgen_output_in_a_folder_is_read_as_its_images_only(tmp_path, caplog
     assert caplog.messages == [f"{out} is the output of a memgen run: only its images/ is read"]
 
 
-def test_links_to_folders_are_followed_once_and_never_round_a_loop(tmp_path, caplog):
+def test_links_to_folders_are_followed_and_never_round_a_loop(tmp_path, caplog):
     """A day's folder linked into the crawl was skipped without a word (a glob followed it);
     following every link, a link to `..` read the whole tree above, round and round (29,161
     shards from a folder of one image)."""
@@ -248,15 +248,34 @@ def test_links_to_folders_are_followed_once_and_never_round_a_loop(tmp_path, cap
     (tmp_path / "in" / "loop").symlink_to("..")
     (tmp_path / "in" / "self").symlink_to(".")
     (tmp_path / "in" / "day2").symlink_to(tmp_path / "elsewhere" / "day2")
-    (tmp_path / "in" / "day2-again").symlink_to(tmp_path / "elsewhere" / "day2")
+    (tmp_path / "in" / "day2-again").symlink_to(tmp_path / "elsewhere" / "day2")  # once: the first name
     (tmp_path / "in" / "o.tar").symlink_to(tmp_path / "other" / "o.tar")
     given = str(tmp_path / "in")
+    for spelt in (given, f"{given}/*"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="memgen.shards"):
+            found = [s.uri[len(given) + 1:] for s in discover([spelt])]
+        assert found == ["a.tar", "day2-again/b.tar", "o.tar"]
+        assert caplog.messages == [f"{spelt}: skipped 2 links to folders above them, which would be read"
+                                   f" round and round: {given}/loop, {given}/self"]
+
+
+def test_a_folder_reached_by_a_link_too_is_read_once_under_its_own_name(tmp_path, caplog):
+    """Following links, the first name in order won: a hidden `.latest -> day` took the day's
+    real folder (and, hidden, its files were then left out), `current -> day1` named the
+    memory's sources after tonight's link, and a folder given beside its link was read twice."""
+    crawl = tmp_path / "crawl"
+    for day, i in (("2024-05-31", 1), ("2024-06-01", 2)):
+        (crawl / "data" / day).mkdir(parents=True)
+        (crawl / "data" / day / f"img{i}.jpg").write_bytes(jpeg(i))
+    (crawl / ".latest").symlink_to("data/2024-06-01")
+    (crawl / "current").symlink_to("data/2024-05-31")
+    days = (("2024-05-31", 1), ("2024-06-01", 2))
+    expected = [str(crawl / "data" / day / f"img{i}.jpg") for day, i in days]
     with caplog.at_level(logging.WARNING, logger="memgen.shards"):
-        found = [s.uri[len(given) + 1:] for s in discover([given])]
-    assert found == ["a.tar", "day2/b.tar", "o.tar"]
-    assert caplog.messages == [f"{given}: skipped 3 links to folders read already or holding it: "
-                               f"{given}/day2-again, {given}/loop, {given}/self"]
-    assert [s.uri[len(given) + 1:] for s in discover([f"{given}/*"])] == found  # a glob alike
+        for inputs in ([str(crawl)], [str(crawl / "data" / "2024-05-31"), str(crawl)], [f"{crawl}/**"]):
+            assert [s.uri for s in discover(inputs)] == expected, inputs
+    assert not [m for m in caplog.messages if "links" in m]
 
 
 def test_a_folder_that_cannot_be_listed_is_an_error_not_skipped(tmp_path):
