@@ -367,12 +367,21 @@ def test_user_onnx_models_output_is_read_as_the_operator_computing_it_says(tmp_p
         helper.make_node("Flatten", ["c"], ["f"]), helper.make_node("Sigmoid", ["f"], ["s"]),
         helper.make_node("Identity", ["s"], ["y"])]), ["n", 1])
     logit = _save_model(tmp_path / "logit.onnx", means([]), ["n", 1])
+    # as onnxruntime's quantize_static leaves it: the probability quantized, then dequantized
+    scale = numpy_helper.from_array(np.array(1 / 255, np.float32))
+    zero = numpy_helper.from_array(np.array(0, np.uint8))
+    quantized = _save_model(tmp_path / "quantized.onnx", means([
+        helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Constant", [], ["scale"], value=scale),
+        helper.make_node("Constant", [], ["zero"], value=zero),
+        helper.make_node("QuantizeLinear", ["s", "scale", "zero"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["y"])]), ["n", 1])
     red = {"red": _encode(Image.new("RGB", (50, 40), (255, 0, 0)))}
     expected = 1 / (1 + np.exp(-(255 - 127) / 128))
-    for path, kind in ((sigmoid, SIGMOID), (logit, SCORES)):
+    cases = ((sigmoid, SIGMOID, 1e-6), (logit, SCORES, 1e-6), (quantized, SIGMOID, 1 / 255))
+    for path, kind, within in cases:
         spec = resolve(f"onnx:{path}", "0", None)
         assert spec.scores == kind and spec.row()["scores"] == kind
-        assert _p_cat(spec, red)["red"] == pytest.approx(expected, abs=1e-6)
+        assert _p_cat(spec, red)["red"] == pytest.approx(expected, abs=within)
     # a dark image through the sigmoid model: P = sigmoid(-0.99), not a cat at 0.5
     dark = {"dark": _encode(Image.new("RGB", (50, 40), (0, 0, 0)))}
     assert _p_cat(resolve(f"onnx:{sigmoid}", "0", None), dark)["dark"] == pytest.approx(

@@ -162,20 +162,23 @@ class InputSpec:
 
 SOFTMAX, LOG_SOFTMAX, SIGMOID, SCORES = "softmax", "log_softmax", "sigmoid", "scores"
 _PROBABILITY_OPS = {"Softmax": SOFTMAX, "LogSoftmax": LOG_SOFTMAX, "Sigmoid": SIGMOID}
-_RESHAPING_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
+# operators after the one that makes the scores that leave their meaning as it is: reshaping,
+# a quantized model's QuantizeLinear/DequantizeLinear pair, inference's Dropout
+_PASS_THROUGH_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "QuantizeLinear",
+                     "DequantizeLinear", "Dropout"}
 _TRIAL_BATCH = 2  # a model exported for batches of 1 fails here, not on a worker
 
 
 def output_kind(model: bytes) -> str:
     """How the model's first output reads (SOFTMAX, LOG_SOFTMAX, SIGMOID or SCORES): from the
-    operator that computes it, looking through operators that only reshape (an exporter's
-    Unsqueeze after a Sigmoid)."""
+    operator that computes it, looking through operators that leave its meaning (an
+    exporter's Unsqueeze after a Sigmoid, a quantized model's Dequantize)."""
     import onnx
 
     graph = onnx.load_model_from_string(model).graph
     producer = {name: node for node in graph.node for name in node.output}
     node = producer.get(graph.output[0].name)
-    while node is not None and node.op_type in _RESHAPING_OPS and node.input:
+    while node is not None and node.op_type in _PASS_THROUGH_OPS and node.input:
         node = producer.get(node.input[0])
     return _PROBABILITY_OPS.get(node.op_type, SCORES) if node is not None else SCORES
 
