@@ -7,6 +7,7 @@ a memory is finished only when its manifest exists.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -201,11 +202,23 @@ def memorized_settings(memory: str) -> tuple[ReaderConfig, FingerprintConfig, in
     """A memory's memorize settings (defaults where its manifest names none): how it read, how
     it fingerprinted, its near-duplicate threshold; MemoryDirError for options this memgen
     does not know (a memory of a newer memgen)."""
-    manifest = read_manifest(memory) or {}
-    options = manifest.get("options", {})
+    options = (read_manifest(memory) or {}).get("options", {})
+    with _known_options(memory):
+        reader = ReaderConfig(**options.get("reader", {}))
+    return reader, memorized_fingerprint(memory), options.get("threshold", DEFAULT_THRESHOLD)
+
+
+def memorized_fingerprint(memory: str) -> FingerprintConfig:
+    """How a memory fingerprinted (memorized_settings' second), for a job that reads no shard:
+    a reader option it does not know is no matter to it."""
+    with _known_options(memory):
+        return FingerprintConfig.of_memory(read_manifest(memory) or {})
+
+
+@contextlib.contextmanager
+def _known_options(memory: str) -> Iterator[None]:
     try:
-        return (ReaderConfig(**options.get("reader", {})), FingerprintConfig.of_memory(manifest),
-                options.get("threshold", DEFAULT_THRESHOLD))
+        yield
     except TypeError as e:  # an option this memgen does not know
         raise MemoryDirError(f"{memory} is damaged: its manifest.json's options are not this "
                              f"memgen's ({e})") from None

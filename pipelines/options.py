@@ -203,9 +203,12 @@ def _refuse_repeated(cls: type[PipelineOptions], argv: list[str]) -> None:
         for action in parser._actions:  # noqa: SLF001
             if isinstance(action, argparse._StoreAction):  # noqa: SLF001 - one value: not append or extend
                 names = action.option_strings  # --sample_size and its alias --sample-size count together
-                given = sum(word == name or word.startswith(name + "=") for word in argv for name in names)
-                if given > 1:
-                    raise UsageError(f"{names[0]} is given {given} times; give it once")
+                values = [word.partition("=")[2] if "=" in word else next(iter(argv[i + 1:i + 2]), "")
+                          for i, word in enumerate(argv) for name in names
+                          if word == name or word.startswith(name + "=")]
+                # Beam's own flag twice with one value (a launcher adding what a parameter names) is harmless
+                if len(values) > 1 and (options_cls is cls or len(set(values)) > 1):
+                    raise UsageError(f"{names[0]} is given {len(values)} times; give it once")
 
 
 def _beam_options_classes() -> list[type[PipelineOptions]]:

@@ -17,7 +17,7 @@ from memgen.memory import (
     finished_manifest,
     image_parts,
     manifest_digest,
-    memorized_settings,
+    memorized_fingerprint,
 )
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
@@ -89,7 +89,7 @@ def build(pipeline: beam.Pipeline, config: SampleConfig, claim: Claim) -> None:
     check_memory(config.memory)  # all its tables, as evaluate: a damaged memory is refused whole
     population = memorized["counts"]["images"]  # the parts hold as many rows (checked)
     # the contact sheet's thumbnails decode what the memory took in: up to its --max_pixels
-    max_pixels = memorized_settings(config.memory)[1].max_pixels
+    max_pixels = memorized_fingerprint(config.memory).max_pixels  # it reads no shard: no reader option
     if config.n > population:
         log.warning("--n %d is more than the memory's %d images: the sample is all of them",
                     config.n, population)

@@ -233,7 +233,11 @@ def test_a_damaged_or_newer_manifest_is_refused_in_one_line(memory, tmp_path, ca
         damage = json.dumps(json.loads(manifest.read_text()) | damage).encode()
     manifest.write_bytes(damage)
     commands = [["sample", "--n", "3"], ["evaluate", "--classifier", "caption", "--embedding=false"]]
-    for command in commands[b'"reader": {"bogus"' in damage:]:  # sample reads no reader option
+    reader_only = b'"reader": {"bogus"' in damage
+    if reader_only:  # sample reads no shard: a reader option it does not know is no matter to it
+        assert main(["sample", "--memory", str(damaged), "--out", str(tmp_path / "s"), "--n", "3"]) == 0
+        capsys.readouterr()
+    for command in commands[reader_only:]:
         out = tmp_path / f"out-{command[0]}"
         assert main([command[0], "--memory", str(damaged), "--out", str(out), *command[1:]]) == 2
         err = capsys.readouterr().err
