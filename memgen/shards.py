@@ -180,10 +180,11 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
             _unlisted_glob(fs, path)
         files: list[str] = []
         loops: list[str] = []
+        folder = _glob_folder(path)
         for m in matches:
             if not fs.isdir(m):
                 files.append(m)
-            elif isinstance(fs, LocalFileSystem) and _link_above(m, _glob_folder(path)):
+            elif isinstance(fs, LocalFileSystem) and _link_above(m, folder):
                 loops.append(m)
             else:
                 files.extend(_walk(fs, m, loops))
@@ -268,7 +269,7 @@ def _local_files(root: str, loops: list[str]) -> list[str]:
                 continue
             path = posixpath.join(folder, name)
             real = os.path.realpath(path)
-            if real in chain or top.startswith(real.rstrip("/") + "/"):
+            if real in chain or _holds(real, top):
                 loops.append(path)
             else:
                 kept.append(name)
@@ -280,10 +281,12 @@ def _local_files(root: str, loops: list[str]) -> list[str]:
 def _link_above(path: str, base: str) -> bool:
     """Whether a glob's match is a link to its folder or to one holding it: walked, it would
     read the glob's folder again, round and round."""
-    if not os.path.islink(path):
-        return False
-    real, held = os.path.realpath(path), os.path.realpath(base)
-    return real == held or held.startswith(real.rstrip("/") + "/")
+    return os.path.islink(path) and _holds(os.path.realpath(path), os.path.realpath(base))
+
+
+def _holds(folder: str, path: str) -> bool:
+    """Whether `path` is `folder` or lies below it (both real paths)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _say_loops(given: str, loops: list[str]) -> None:
