@@ -153,6 +153,8 @@ def ares_inclusion_probabilities(weights: Sequence[float], n: int) -> np.ndarray
     w = np.asarray(weights, dtype=float)
     if n >= len(w):
         return np.ones(len(w))
+    if n <= 0:
+        return np.zeros(len(w))
 
     def at_most(others: np.ndarray, t: float) -> float:
         """P(fewer than n of `others` have E_j < t)."""
@@ -164,11 +166,17 @@ def ares_inclusion_probabilities(weights: Sequence[float], n: int) -> np.ndarray
             dist[0] *= 1 - pj
         return float(dist.sum())
 
+    # Integrate over x = log t: the density of E_i, w_i t exp(-w_i t) in x, then spans the
+    # scales 1/w_j of every weight evenly (in t or in s = exp(-w_i t), a light image among
+    # heavy ones has all its mass in a spike the quadrature misses: pi = 0). Below
+    # 1e-12/max(w) and above 60/w_i lie less than 1e-12 of it.
+    scales = sorted({-math.log(v) for v in w})
     result = np.empty(len(w))
     for i, wi in enumerate(w):
         others = np.delete(w, i)
-        # substitute s = exp(-wi t): integral_0^1 P(C_i(-log(s)/wi) <= n-1) ds, smooth on [0, 1]
-        value, _ = integrate.quad(lambda s, o=others, wi=wi: at_most(o, -math.log(s) / wi)
-                                  if s > 0 else 0.0, 0.0, 1.0, epsabs=1e-10, limit=200)
+        lo, hi = math.log(1e-12 / w.max()), math.log(60 / wi)
+        value, _ = integrate.quad(
+            lambda x, o=others, wi=wi: wi * math.exp(x - wi * math.exp(x)) * at_most(o, math.exp(x)),
+            lo, hi, points=[x for x in scales if lo < x < hi], limit=500, epsabs=1e-14, epsrel=1e-10)
         result[i] = value
     return result

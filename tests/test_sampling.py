@@ -157,6 +157,19 @@ def test_ares_theory_matches_an_independent_simulation():
     assert np.all(np.abs(freq - pi) < 5 * np.sqrt(pi * (1 - pi) / draws))
     assert sampling.ares_inclusion_probabilities([3] * 10, 3) == pytest.approx([0.3] * 10)
     assert sampling.ares_inclusion_probabilities([1, 2], 5).tolist() == [1.0, 1.0]
+    assert sampling.ares_inclusion_probabilities([1, 2], 0).tolist() == [0.0, 0.0]
+
+
+def test_ares_probabilities_of_light_images_among_very_heavy_ones():
+    """A crawl's logo with 100,000 copies beside single images: the light images keep their
+    share (a quadrature over the key's time missed it and gave them 0, so f/pi was infinite)."""
+    weights = [1] * 10 + [1000, 100_000]
+    pi = sampling.ares_inclusion_probabilities(weights, 1)
+    assert pi == pytest.approx(np.array(weights) / sum(weights), rel=1e-6)  # n = 1: w_i / W
+    assert sampling.ares_inclusion_probabilities([1, 1e6], 1) == pytest.approx([1 / (1e6 + 1), 1e6 / (1e6 + 1)])
+    pi = sampling.ares_inclusion_probabilities([1] * 20 + [20_000] * 5, 5)
+    assert pi.sum() == pytest.approx(5, abs=1e-8)
+    assert pi[:20] == pytest.approx([pi[0]] * 20) and pi[0] > 0
 
 
 def test_ares_is_not_proportional_to_weight():
