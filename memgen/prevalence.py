@@ -246,19 +246,20 @@ def pooled_dispersion(t: Tally) -> Tally:
 
 
 def copy_weighted_fraction(t: Tally, population: int | None, population_copies: int | None = None,
-                           certain: Certain | None = None) -> Estimate:
+                           certain: Certain | None = None, copies_each: int | None = None) -> Estimate:
     """Fraction of input records (images weighted by copies) labelled positive;
     `population_copies`: the input records the `population` images stand for (see
-    `within_totals`); `certain`: the sample's take-all stratum, `t` then the drawn images'."""
+    `within_totals`); `certain`: the sample's take-all stratum, `t` then the drawn images';
+    `copies_each`: the records each image stands for, when that is one number for all."""
     if certain and certain.images:
         rest, rest_copies = population - certain.images, population_copies - certain.copies
         return _with_certain(copy_weighted_fraction(t, rest, rest_copies), certain.tally.positive_copies,
                              certain.tally.copies, rest_copies, certain)
     if t.n == 0 or t.copies == 0:
         return Estimate(math.nan, 0.0, 1.0, t.n, "no image labelled")
-    if population and population_copies == population:  # every image one record: the same fraction,
-        unique = unique_fraction(t, population)  # and its exact interval (the ratio's covered 0.93)
-        return unique._replace(method=f"{unique.method}; every image is one record")
+    if equal_copies(population, population_copies, copies_each):  # the same fraction, and its
+        unique = unique_fraction(t, population)  # exact interval (the ratio's covered 0.93)
+        return unique._replace(method=f"{unique.method}; every image stands for as many records")
     r = t.positive_copies / t.copies
     if is_census(t, population):
         return Estimate(r, r, r, t.n, "census")
@@ -273,6 +274,12 @@ def copy_weighted_fraction(t: Tally, population: int | None, population_copies: 
         low, high = within_totals(t, population, population_copies, low, high)
         method += "; bounded by the population's totals"
     return Estimate(r, low, high, t.n, method)
+
+
+def equal_copies(population: int | None, population_copies: int | None, copies_each: int | None) -> bool:
+    """Every image of the population stands for as many records (one each, or `copies_each`):
+    the copy-weighted fraction is then the unique fraction."""
+    return bool(population) and (copies_each is not None or population_copies == population)
 
 
 def within_totals(t: Tally, population: int, population_copies: int, low: float, high: float
@@ -296,7 +303,8 @@ def within_totals(t: Tally, population: int, population_copies: int, low: float,
     elif t.positives == t.n:
         low = min(low, unique_fraction(t, population).ci_low * images_per_record)
     low = max(low, t.positive_copies / population_copies)
-    high = min(high, 1 - (t.copies - t.positive_copies) / population_copies)
+    # C - negatives' records over C: 1 - (their share) rounded below the sure bound itself
+    high = min(high, (population_copies - (t.copies - t.positive_copies)) / population_copies)
     return max(0.0, low), min(1.0, high)
 
 
@@ -412,9 +420,14 @@ def corrected(apparent: Estimate, k_eff: float, n_eff: float, cal: Calibration, 
     sp_draws = rng.beta(cal.true_negatives + 0.5, cal.false_positives + 0.5, MONTE_CARLO_DRAWS)
     p_draws = rng.beta(k_eff + 0.5, n_eff - k_eff + 0.5, MONTE_CARLO_DRAWS)
     youden = se_draws + sp_draws - 1
-    # a draw where the classifier is no better than chance says nothing about prevalence
     usable = youden > 0
-    pi = np.clip((p_draws[usable] + sp_draws[usable] - 1) / youden[usable], 0.0, 1.0)
+    pi = np.empty(MONTE_CARLO_DRAWS)
+    pi[usable] = np.clip((p_draws[usable] + sp_draws[usable] - 1) / youden[usable], 0.0, 1.0)
+    # A draw where the classifier is no better than chance leaves the prevalence anywhere in
+    # [0, 1]: put at both ends, half each, so the interval holds 95% of all draws among those
+    # that tell (dropped, a classifier barely better than chance got a point interval, its
+    # other draws clipped to one end); from 5% of such draws on, it is [0, 1].
+    pi[~usable] = np.arange((~usable).sum()) % 2
     low, high = np.quantile(pi, [0.025, 0.975])
     point = rogan_gladen(apparent.estimate, se, sp)
     # the correction adds the classifier's uncertainty to the sampling one and never takes
@@ -441,11 +454,11 @@ def corrected_unique(t: Tally, population: int | None, cal: Calibration, seed: i
 
 
 def corrected_copy_weighted(t: Tally, population: int | None, cal: Calibration, seed: int,
-                            population_copies: int | None = None, certain: Certain | None = None
-                            ) -> Estimate:
-    if population and population_copies == population:  # every image one record: the same fraction
+                            population_copies: int | None = None, certain: Certain | None = None,
+                            copies_each: int | None = None) -> Estimate:
+    if equal_copies(population, population_copies, copies_each):  # the same fraction
         unique = corrected_unique(t, population, cal, seed, certain)
-        return unique._replace(method=f"{unique.method}; every image is one record")
+        return unique._replace(method=f"{unique.method}; every image stands for as many records")
     apparent = copy_weighted_fraction(t, population, population_copies, certain)
     n_eff = effective_size(pooled_dispersion(t), None)  # as above: no finite-population correction
     if certain and certain.images:

@@ -93,7 +93,7 @@ def test_select_sample_takes_the_smallest_keys(tmp_path):
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
         selected, population, certain = p | beam.Create(image_parts(memory)) | SelectSample(7, seed=9)
         assert_that(selected, equal_to([expected]), label="Selected")
-        assert_that(population, equal_to([(40, sum(r["copies"] for r in rows))]), label="Population")
+        assert_that(population, equal_to([(40, sum(r["copies"] for r in rows), 1, 5)]), label="Population")
         assert_that(certain, equal_to([CertainImages()]), label="NoneTakenWhole")  # copies 1-5 of 120
 
 
@@ -151,7 +151,7 @@ def test_census_and_sample_with_captions(tmp_path):
     assert sample == again  # deterministic for a seed
     assert sample["design"] == {"kind": "sample", "population_images": 120, "sample_size": 50, "seed": 4,
                                 "population_copies": sum(r["copies"] for r in rows), "certain_images": 0,
-                                "certain_copies": 0}
+                                "certain_copies": 0, "copies_each": None}
     chosen = set(sorted((r["image_id"] for r in rows), key=lambda i: sample_key(4, i))[:50])
     expected = sum(1 for r in cats if r["image_id"] in chosen) / 50
     assert sample["unique"]["n"] == 50 and sample["unique"]["estimate"] == pytest.approx(expected)
@@ -160,6 +160,19 @@ def test_census_and_sample_with_captions(tmp_path):
     everything = everything["concept"]
     assert everything["design"]["kind"] == "census" and everything["design"]["sample_size"] == 500
     assert everything["unique"] == census["unique"]
+
+
+def test_a_sample_of_images_of_as_many_copies_each_gives_the_unique_fraction_twice(tmp_path):
+    rows = _caption_rows(60)
+    for r in rows:
+        r["copies"] = 3
+    concept = _evaluate(_memory(tmp_path / "m", rows), tmp_path / "r", "--classifier", "caption",
+                        "--sample_size", "20")["concept"]
+    assert concept["design"]["copies_each"] == 3 and concept["design"]["kind"] == "sample"
+    unique, weighted = concept["unique"], concept["copy_weighted"]
+    assert [weighted[k] for k in ("estimate", "ci_low", "ci_high")] == [
+        unique[k] for k in ("estimate", "ci_low", "ci_high")]
+    assert weighted["method"].endswith("every image stands for as many records")
 
 
 def test_a_sample_takes_the_most_copied_images_whole_end_to_end(tmp_path):
@@ -612,3 +625,7 @@ def test_a_calibration_csv_saved_by_a_spreadsheet_is_read():
     assert [(item.url, item.positive, item.caption) for item in found] == [
         ("memory://cal-excel/chat\u00e9.png", True, "un chat \u2014 gris"),
         ("memory://cal-excel/b.png", False, "")]
+    with fsspec.open("memory://cal-excel/twice.csv", "w") as f:  # which of the two would be the labels?
+        f.write("file,label,Label\na.png,cat,notcat\nb.png,notcat,cat\n")
+    with pytest.raises(ValueError, match="twice.csv: its header names the column label 2 times"):
+        read_calibration_labels("memory://cal-excel/twice.csv")

@@ -220,6 +220,31 @@ def test_without_duplicates_the_copy_weighted_fraction_is_the_unique_one_with_it
         assert covered >= 0.95 - 1e-9, (cats, covered)
 
 
+@pytest.mark.parametrize("population, n", [(20, 10), (100, 20)])
+def test_with_as_many_copies_each_the_copy_weighted_fraction_is_the_unique_one(population, n):
+    """Every image two records: the fractions are one number, but the ratio interval covered
+    0.928-0.944 (N = 100, n = 20, K = 60: 0.928), counted exactly over every number of cats."""
+    t = tally(np.arange(20) < 6, np.full(20, 2))
+    assert copy_weighted_fraction(t, 100, 200, copies_each=2)[:4] == unique_fraction(t, 100)[:4]
+    cal = Calibration(40, 10, 45, 5)
+    assert (corrected_copy_weighted(t, 100, cal, 1, 200, copies_each=2)[:4]
+            == corrected_unique(t, 100, cal, 1)[:4])
+    for cats in range(population + 1):
+        covered = sum(stats.hypergeom.pmf(k, population, cats, n)
+                      for k in range(n + 1)
+                      if (w := copy_weighted_fraction(tally(np.arange(n) < k, np.full(n, 2)),
+                                                      population, 2 * population, copies_each=2)).ci_low
+                      <= cats / population <= w.ci_high)
+        assert covered >= 0.95 - 1e-9, (cats, covered)
+
+
+def test_the_sure_bound_of_the_records_is_not_rounded_below_itself():
+    """5 negatives of 2 records each, of 12 records: the cats are at most 2 of 12, and
+    1 - 10/12 rounded to 0.16666666666666663, below the true 2/12 it must hold."""
+    t = tally(np.zeros(5, bool), np.full(5, 2))
+    assert copy_weighted_fraction(t, 6, 12).ci_high >= 2 / 12
+
+
 def _stratified(rng: np.random.Generator, y: np.ndarray, c: np.ndarray, n: int) -> tuple[Tally, Certain]:
     """A sample of n as evaluate draws it: the most copied taken whole, the rest uniformly."""
     order = np.lexsort((np.arange(len(c)), -c))
@@ -290,6 +315,15 @@ def test_correction_refuses_a_useless_or_one_sided_calibration():
         corrected_unique(t, 100, Calibration(5, 5, 5, 5), seed=0)
     with pytest.raises(CalibrationError, match="both positive and negative"):
         corrected_unique(t, 100, Calibration(5, 1, 0, 0), seed=0)
+
+
+def test_a_classifier_hardly_better_than_chance_corrects_to_anything():
+    """Se 6/10, Sp 41/100: Se + Sp - 1 = 0.01, but half its draws are at most 0, where the
+    prevalence could be anything; dropped, the rest clipped to one end: 100% [100%, 100%]."""
+    cal = Calibration(6, 4, 41, 59)
+    for cats in (20, 3):
+        e = corrected_unique(tally(np.arange(20) < cats, np.ones(20, int)), 20, cal, seed=0)
+        assert (e.ci_low, e.ci_high) == (0.0, 1.0)
 
 
 def test_correction_is_deterministic_and_wider_than_the_apparent_interval():

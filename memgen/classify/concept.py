@@ -85,6 +85,7 @@ class Design(NamedTuple):
     seed: int
     certain_images: int = 0  # of a sample, the most copied images taken whole (prevalence.take_all)
     certain_copies: int = 0  # the input records they stand for
+    copies_each: int | None = None  # of a sample: the records every image stands for, when one number
 
     def row(self) -> dict:
         return self._asdict()
@@ -105,6 +106,11 @@ def read_calibration_labels(path: str) -> list[LabelledFile]:
         reader = csv.DictReader(io.StringIO(decode_text(f.read())))
         rows = list(reader)
     columns = {name.strip().lower(): name for name in reader.fieldnames or () if name}
+    named = [name.strip().lower() for name in reader.fieldnames or () if name]
+    twice = [name for name in ("file", "label", "caption") if named.count(name) > 1]
+    if twice:  # `label` and `Label`: one would be taken silently, the other's labels lost
+        raise ValueError(f"{path}: its header names the column {twice[0]} {named.count(twice[0])} times"
+                         " (in any case)")
     if not {"file", "label"} <= set(columns):
         raise ValueError(f"{path}: needs a header with columns file,label")
     if not rows:
@@ -193,7 +199,7 @@ def concept_section(spec: ClassifierSpec, t: Tally, failures: FailureTally, desi
     certain = certain or Tally()
     stratum = Certain(certain, design.certain_images, design.certain_copies)
     unique = unique_fraction(t, population, stratum)
-    weighted = copy_weighted_fraction(t, population, copies, stratum)
+    weighted = copy_weighted_fraction(t, population, copies, stratum, design.copies_each)
     whole = t.merge(certain)
     section = {
         "name": CONCEPT,
@@ -219,7 +225,8 @@ def concept_section(spec: ClassifierSpec, t: Tally, failures: FailureTally, desi
             return section
         try:
             corrected = (corrected_unique(t, population, cal, design.seed, stratum),
-                         corrected_copy_weighted(t, population, cal, design.seed, copies, stratum))
+                         corrected_copy_weighted(t, population, cal, design.seed, copies, stratum,
+                                                 design.copies_each))
         except CalibrationError as e:  # reported beside the uncorrected fractions, not fatal
             section["calibration"]["error"] = str(e)
             return section

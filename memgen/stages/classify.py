@@ -10,7 +10,7 @@ keyed hashes blake2b(seed, image_id).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -125,8 +125,8 @@ class SelectSample(beam.PTransform):
     def expand(self, parts):
         ids = parts | "ReadIds" >> beam.FlatMap(read_ids)
         population = (ids
-                      | "Counts" >> beam.Map(lambda r: (1, r[1]))
-                      | "Population" >> beam.CombineGlobally(_sum_pairs))
+                      | "Counts" >> beam.Map(lambda r: Population(1, r[1], r[1], r[1]))
+                      | "Population" >> beam.CombineGlobally(_population_of))
         certain = (ids
                    | "MostCopied" >> beam.combiners.Top.Of(self.n // 2, key=lambda r: (r[1], r[0]))
                    | "TakeAll" >> beam.Map(_certain, beam.pvalue.AsSingleton(population), self.n))
@@ -137,8 +137,8 @@ class SelectSample(beam.PTransform):
         return selected, population, certain
 
 
-def _certain(most_copied: list[tuple[str, int]], population: tuple[int, int], n: int) -> CertainImages:
-    taken = most_copied[: take_all([copies for _, copies in most_copied], n, population[1])]
+def _certain(most_copied: list[tuple[str, int]], population: Population, n: int) -> CertainImages:
+    taken = most_copied[: take_all([copies for _, copies in most_copied], n, population.copies)]
     return CertainImages(frozenset(i for i, _ in taken), len(taken), sum(c for _, c in taken))
 
 
@@ -149,12 +149,22 @@ def _with_drawn(smallest: list[tuple[int, str]], certain: CertainImages, n: int)
     return certain.ids | frozenset(drawn[: n - certain.images])
 
 
-def _sum_pairs(pairs) -> tuple[int, int]:
-    """(images, copies) summed; a CombineGlobally callable, so it also sums its own outputs."""
-    images = copies = 0
-    for a, b in pairs:
-        images, copies = images + a, copies + b
-    return images, copies
+class Population(NamedTuple):
+    """A memory's images, the records they stand for, and the fewest and most one stands for."""
+
+    images: int
+    copies: int
+    fewest_copies: int
+    most_copies: int
+
+
+def _population_of(parts: Iterable[Population]) -> Population:
+    """Populations merged; a CombineGlobally callable, so it also merges its own outputs."""
+    parts = [p for p in parts if p.images]  # the empty one has no fewest or most
+    if not parts:
+        return Population(0, 0, 0, 0)
+    return Population(sum(p.images for p in parts), sum(p.copies for p in parts),
+                      min(p.fewest_copies for p in parts), max(p.most_copies for p in parts))
 
 
 def items_of(source: str | tuple[LabelledFile, ...], selected: frozenset[str] | None = None
@@ -345,18 +355,19 @@ class EstimateConcept(beam.PTransform):
                                         self.seed, self.calibration_file))
 
 
-def _section(by_stratum: dict[bool, tuple[Tally, FailureTally]], population: tuple[int, int] | None,
+def _section(by_stratum: dict[bool, tuple[Tally, FailureTally]], population: Population | None,
              certain: CertainImages, calibration, spec: ClassifierSpec, sample_size: int | None, seed: int,
              calibration_file: str | None) -> dict:
     """`by_stratum`: the tallies of the drawn images (False) and of those taken whole (True)."""
     none = Tally(), FailureTally()
     (tally, failures), (whole, whole_failures) = by_stratum.get(False, none), by_stratum.get(True, none)
     failures = failures.merge(whole_failures)
-    if population is None or sample_size >= population[0]:  # every image was scored or failed
+    if population is None or sample_size >= population.images:  # every image was scored or failed
         tally, whole = tally.merge(whole), Tally()
         scored = tally.n + failures.images, tally.copies + failures.copies
         design = Design("census", *scored, sample_size, seed)
     else:
-        design = Design("sample", population[0], population[1], sample_size, seed, certain.images,
-                        certain.copies)
+        same = population.most_copies if population.fewest_copies == population.most_copies else None
+        design = Design("sample", population.images, population.copies, sample_size, seed, certain.images,
+                        certain.copies, same)
     return concept_section(spec, tally, failures, design, calibration, calibration_file, whole)
