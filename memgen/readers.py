@@ -78,9 +78,9 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
         if shard.uri.startswith(("http://", "https://")):
             opened = open_http(shard, config.http_timeout)
         else:
+            # network clients raise their own errors: made OSErrors, a store's failure a TransferError
             opened = fsspec.open(shard.location, "rb", compression=compression(shard.uri)).open()
-            if shard.kind != "parquet":  # read as a stream, where network clients raise their own errors
-                opened = FailsAsOSError(opened)
+            opened = FailsAsOSError(opened)
     except Exception as e:  # noqa: BLE001 - any failure to open is a reject, with its reason
         yield Reject(shard.index, 0, shard.source(), "open", open_error(e), open_message(e)[:500])
         return
@@ -161,10 +161,15 @@ def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         group, unusable = [], []
         member_name = printable(e.member) if isinstance(e, TarDamage) else ""
         where = shard.source(f"#{member_name}" if member_name else "")
-        failure = "unreadable" if transfer_failed(e) else "corrupt_shard"
         said = read_message(e, shard, config.http_timeout)
-        yield Reject(shard.index, ordinal(), where, "read", failure, said)
+        yield Reject(shard.index, ordinal(), where, "read", _failure(e), said)
     yield from _group_items(shard, group, ordinal, keys, config, unusable)
+
+
+def _failure(e: BaseException) -> str:
+    """A shard's read that failed: unreadable when storage failed to deliver (worth a retry),
+    else corrupt_shard."""
+    return "unreadable" if transfer_failed(e) else "corrupt_shard"
 
 
 def _group_items(shard: Shard, group: list[tuple[str, str, bytes | None, int]], ordinal: _Ordinals,
@@ -303,7 +308,7 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         columns = _ParquetColumns(pf.schema_arrow, config)
         row_groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
     except _DAMAGE + (pa.ArrowException,) as e:
-        yield Reject(shard.index, ordinal(), shard.source(), "read", "corrupt_shard", error_text(e))
+        yield Reject(shard.index, ordinal(), shard.source(), "read", _failure(e), error_text(e))
         return
     except ColumnError as e:
         yield Reject(shard.index, ordinal(), shard.source(), "read", e.error_type, str(e))
@@ -331,7 +336,7 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         except _DAMAGE + (pa.ArrowException,) as e:
             lost = f"rows {row}-{start + n_rows - 1} of row group {group}"
             yield Reject(shard.index, ordinal(), shard.source(f"#row_group_{group}"), "read",
-                         "corrupt_shard", f"{lost}: {error_text(e)}"[:500])
+                         _failure(e), f"{lost}: {error_text(e)}"[:500])
         start += n_rows
 
 

@@ -368,7 +368,8 @@ def input_folder_holding(location: str, inputs: list[str]) -> str | None:
                 folder = in_fs.unstrip_protocol(_real(in_fs, in_path)).rstrip("/")
                 if where.startswith(folder + "/") and _exists(in_fs, in_path) and in_fs.isdir(in_path):
                     return url
-                if _GLOB_CHARS & set(in_path) and type(in_fs) is type(fs) and _glob_reaches(in_path, path):
+                if (_GLOB_CHARS & set(in_path) and type(in_fs) is type(fs) and _glob_reaches(in_path, path)
+                        and not _exists(in_fs, in_path)):  # `pics [2020]` that exists is read as named
                     return url
     return None
 

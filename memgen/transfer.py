@@ -180,9 +180,10 @@ class ShardChanged(TransferError):
 
 
 class FailsAsOSError:
-    """A shard's stream whose failed reads are OSError, whichever client raised: aiohttp's
+    """A shard's stream whose failed reads are OSError, whichever client raised (aiohttp's
     ClientPayloadError when a server closes before the end of the body it announced ended
-    the whole run. Other errors are memgen's, and stay as they are."""
+    the whole run), and a TransferError when storage failed to deliver (see `_stream_error`).
+    Other errors are memgen's, and stay as they are."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
@@ -191,10 +192,10 @@ class FailsAsOSError:
         try:
             return self._stream.read(n)
         except Exception as e:
-            if isinstance(e, OSError) or not from_storage_client(e):
+            failed = _stream_error(e)
+            if failed is None:
                 raise
-            failed = TransferError if _cut(e) else OSError  # a body that cannot be decoded: damage
-            raise failed(f"{type(e).__name__}: {e}") from e
+            raise failed from e
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -211,6 +212,24 @@ class FailsAsOSError:
 _CUT = frozenset({"ContentLengthError", "TransferEncodingError", "ClientConnectionError",
                   "IncompleteReadError", "ConnectionClosedError", "ReadTimeoutError",
                   "ResponseStreamingError"})
+
+
+def _stream_error(e: Exception) -> OSError | None:
+    """What a storage client's failed read is to the readers (None: not a client's, raised as
+    it is): ShardChanged for an object rewritten while read (s3fs's FileExpired); a
+    TransferError, worth a retry, for a connection cut or an error the store answered mid-read
+    (s3fs raises a 500 or a throttling answer as an OSError from botocore's error: it was a
+    corrupt_shard, and a retry then had nothing to read again); an OSError, damage, for a body
+    that arrived and cannot be decoded."""
+    raised = [error for error in (e, e.__cause__, e.__context__) if error is not None]
+    if isinstance(e, TimeoutError | TransferError) or not any(map(from_storage_client, raised)):
+        return None  # a silent server's timeout is said as such (read_message)
+    said = f"{type(e).__name__}: {e}"
+    if type(e).__name__ == "FileExpired":
+        return ShardChanged(f"the shard was rewritten while it was read ({said})")
+    if isinstance(e, OSError) or _cut(e):
+        return TransferError(said)
+    return OSError(said)
 
 
 def _cut(e: BaseException) -> bool:

@@ -78,6 +78,11 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
         scheme, sep, rest = url.partition("://")
         if sep and scheme in OBJECT_STORES and not rest.split("/", 1)[0]:  # a folder named s3 is a folder
             raise UsageError(f"{flag} {url} names no bucket")
+        key = rest.partition("/")[2].rstrip("/")
+        if sep and scheme in OBJECT_STORES and key and "" in key.split("/") and flag != "INPUT":
+            # s3fs writes s3://b//m under the key /m but lists m/: a memory it wrote was "damaged"
+            raise UsageError(f"{flag} {url} has an empty folder name (//), which {scheme}:// lists "
+                             "otherwise than it writes")
         if url.startswith("memory://") and separate:  # each process would have its own
             raise UsageError(f"{flag} {url}: memory:// lives in one process; workers in other "
                              "processes do not see it (use a folder, or the in-process runner)")

@@ -803,6 +803,8 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     (["{tmp}/photos", "--memory", "{tmp}/link/m"], "is inside the input"),
     (["{shard}", "--memory", "s3://"], "--memory s3:// names no bucket"),
     (["{shard}", "--memory", "s3:///m"], "--memory s3:///m names no bucket"),  # was NoCredentialsError
+    (["{shard}", "--memory", "s3://b//m"], "--memory s3://b//m has an empty folder name (//)"),
+    (["{shard}", "--memory", "gs://b/x//m/"], "--memory gs://b/x//m/ has an empty folder name (//)"),
     (["{shard}", "--memory", "{tmp}/a", "--memory={tmp}/b"], "--memory is given 2 times"),  # b was written
     (["{shard}", "--memory", "{tmp}/m", "--runner=DataflowRunner", "--runner", "FnApiRunner"],
      "--runner is given 2 times"),  # Beam's flags too: it ran here

@@ -20,7 +20,7 @@ import webdataset.tariterators as wds_tar
 from memgen.outputs import MARKER
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
-from memgen.shards import NoInputError, discover, shard_kind, split_source
+from memgen.shards import NoInputError, discover, input_folder_holding, shard_kind, split_source
 from shardkit import encode, jpeg, make_image, sample, write_parquet, write_tar
 
 CONFIG = ReaderConfig()
@@ -550,6 +550,10 @@ def test_discover_takes_names_as_they_are(tmp_path):
     assert shard.uri.endswith("pics [2020]/a.jpg")  # hidden folders are not walked
     assert len(discover([str(tmp_path / "pics [2020]" / "a.jpg"),
                          str(tmp_path / "pics [2020]" / ".." / "pics [2020]" / "a.jpg")])) == 1
+    # and an output beside it is not inside it: the glob `pics [2020]` matches `pics 2`
+    assert input_folder_holding(str(tmp_path / "pics 2" / "m"), [str(tmp_path / "pics [2020]")]) is None
+    inside = str(tmp_path / "pics [2020]" / "m")
+    assert input_folder_holding(inside, [str(tmp_path / "pics [2020]")]) == str(tmp_path / "pics [2020]")
 
 
 def test_split_source_finds_the_shard_in_names_with_hashes():

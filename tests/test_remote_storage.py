@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import http.client
 import http.server
+import io
 import logging
 import os
 import socket
@@ -922,3 +924,84 @@ def test_an_s3_console_folder_in_an_input_is_not_a_skipped_file(s3, caplog):
         shards = discover(["s3://inputs/console"])
     assert [s.uri for s in shards] == ["s3://inputs/console/sub/a.jpg"]
     assert not [r for r in caplog.records if r.name == "memgen.shards"]
+
+
+class _FailingS3Proxy(http.server.BaseHTTPRequestHandler):
+    """Forwards to the S3 server, but answers a GET of an object whose key ends with `failing`
+    500 InternalError, as S3 does when it cannot serve one (a listing is served)."""
+
+    protocol_version = "HTTP/1.1"
+    upstream = ""
+    failing = ""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.command == "GET" and self.path.split("?")[0].endswith(self.failing):
+            error = (b"<Error><Code>InternalError</Code>"
+                     b"<Message>We encountered an internal error.</Message></Error>")
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(error)))
+            self.end_headers()
+            self.wfile.write(error)
+            return
+        host, port = self.upstream.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port))
+        connection.request(self.command, self.path, body=body or None, headers=dict(self.headers.items()))
+        answer = connection.getresponse()
+        data = answer.read()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("transfer-encoding", "content-length", "connection"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", answer.getheader("Content-Length", "0") if self.command == "HEAD"
+                         else str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+
+@pytest.mark.parametrize("failing", ["shard-001.tar", "shard.parquet"])
+def test_a_shard_the_store_fails_to_serve_is_unreadable_not_damaged(s3, s3_server, shards, monkeypatch,
+                                                                   tmp_path, failing):
+    """s3fs raises S3's 500 as an OSError from botocore's error: the shard was a corrupt_shard,
+    and a retry of the command had nothing to read again (a Parquet shard's lost connection
+    ended the whole run)."""
+    write_parquet(tmp_path / "shard.parquet", [{"key": f"p{i}", "image": jpeg(200 + i)} for i in range(3)])
+    s3.put(str(tmp_path / "shard.parquet"), "inputs/failing/shard.parquet")
+    s3.put(str(shards / "shard-001.tar"), "inputs/failing/shard-001.tar")
+    handler = type("Handler", (_FailingS3Proxy,), {"upstream": s3_server, "failing": failing})
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{proxy.server_address[1]}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore asks again itself: once here
+    s3fs.S3FileSystem.clear_instance_cache()
+    memory = str(tmp_path / "memory")
+    try:
+        assert main(["memorize", "s3://inputs/failing", "--memory", memory]) == 0
+    finally:
+        proxy.shutdown()
+    failed = [r for r in open_table(memory, "rejects").to_table().to_pylist() if r["stage"] == "read"]
+    said = [(r["source"], r["error_type"]) for r in failed]
+    assert said == [(f"s3://inputs/failing/{failing}", "unreadable")]
+    assert failed[0]["message"].endswith("We encountered an internal error.")  # what S3 said
+    manifest = read_manifest(memory)
+    assert manifest["balanced"] and manifest["counts"]["images"] > 0  # the other shard was read
+
+
+def test_an_object_rewritten_while_read_is_a_changed_shard():
+    """s3fs raises FileExpired when the object's ETag changed between its answers (an OSError
+    of its own): a corrupt_shard before, now a retry's to read."""
+    from s3fs.utils import FileExpired
+
+    class Rewritten(io.BytesIO):
+        def read(self, n: int = -1) -> bytes:
+            raise FileExpired("inputs/shards/a.tar", '"etag"')
+
+    with pytest.raises(transfer.ShardChanged, match="rewritten while it was read") as raised:
+        transfer.FailsAsOSError(Rewritten()).read(10)
+    assert transfer.transfer_failed(raised.value)
