@@ -10,7 +10,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
 from memgen import near
-from memgen.components import connected_components, large_star, small_star
+from memgen.components import connected_components, large_star, small_star, spanning_stars
 from memgen.near import (
     BLOCK_TARGET,
     HOME_TARGET,
@@ -251,6 +251,28 @@ def test_star_contraction_equals_scipy_components(seed):
     labels, record = connected_components(edges)
     assert labels == scipy_labels(edges, n + 500)
     assert record.converged and record.changes[record.rounds] == 0 and record.rounds < record.max_rounds
+
+
+def test_spanning_stars_keep_the_components_in_one_edge_a_node():
+    """A block's pairs go to the component rounds as stars on each component's smallest node:
+    a clique of n hashes is n - 1 edges, not n(n-1)/2."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(-(2**63), 2**63 - 1, 400, dtype=np.int64)[rng.integers(0, 400, 3000)]
+    b = rng.integers(-(2**63), 2**63 - 1, 400, dtype=np.int64)[rng.integers(0, 400, 3000)]
+    keep = a != b
+    pairs = list(zip(a[keep].tolist(), b[keep].tolist(), strict=True))
+    centres, leaves = spanning_stars(a[keep], b[keep])
+    stars = list(zip(centres.tolist(), leaves.tolist(), strict=True))
+    labels = connected_components(pairs)[0]
+    assert connected_components(stars)[0] == labels
+    assert len(stars) == len(labels) - len(set(labels.values()))  # n - c
+    assert all(labels[leaf] == centre < leaf for centre, leaf in stars)  # centre: the smallest
+    clique = np.array([3, 1, 2, 5], np.int64)
+    i, j = np.triu_indices(4, 1)
+    assert sorted(zip(*(x.tolist() for x in spanning_stars(clique[i], clique[j])), strict=True)) == [
+        (1, 2), (1, 3), (1, 5)]
+    none = spanning_stars(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert [len(x) for x in none] == [0, 0]
 
 
 def test_unconverged_components_are_reported_and_still_partition():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from itertools import combinations
 
 import apache_beam as beam
 import numpy as np
@@ -131,6 +132,20 @@ def test_the_report_becomes_the_manifest_near_dedup_section():
 
     with beam.Pipeline(runner="FnApiRunner") as p:
         assert_that((p | beam.Create(corpus(seed=2)) | NearDedup(K))["report"], check)
+
+
+def test_hashes_all_within_k_of_each_other_count_every_pair_and_make_one_cluster():
+    """529 hashes within 4 bits of each other (0 and every hash of one or two of 32 bits set):
+    139,656 pairs, which the component rounds took one by one; now as stars, counted all."""
+    hashes = [0, *(1 << i for i in range(32)), *((1 << i) | (1 << j) for i, j in combinations(range(32), 2))]
+    groups = [group(i, h, 10) for i, h in enumerate(hashes)]
+    best = min(groups, key=lambda g: g.kept.preference()).kept.image_id
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        near = p | beam.Create(groups) | NearDedup(4)
+        assert_that(near["report"] | beam.Map(lambda r: (r["pairs"], r["components"]["converged"])),
+                    equal_to([(len(hashes) * (len(hashes) - 1) // 2, True)]), label="Report")
+        assert_that(near["assigned"] | beam.Map(lambda ga: ga[1].representative) | beam.Distinct(),
+                    equal_to([best]), label="OneCluster")
 
 
 def test_empty_input_gives_nothing_and_a_converged_report():

@@ -25,6 +25,7 @@ from memgen.components import (
     large_star,
     larger_end,
     small_star,
+    spanning_stars,
     star_label,
 )
 from memgen.dedup import (
@@ -44,6 +45,7 @@ from memgen.stages import only
 CHANGED = "changed"
 SETTLED = "settled"
 SINGLE = "single"
+PAIRS = "pairs"
 # Hashes routed to blocks together: big enough that a batch costs a few elements per
 # band and block, not one per hash.
 BATCH = (1 << 10, 1 << 16)
@@ -97,11 +99,11 @@ class NearDedup(beam.PTransform):
         plan = (nodes | "CountHashes" >> beam.combiners.Count.Globally()
                 | "PlanSearch" >> beam.Map(plan_search, self.threshold, self.block_target))
         pairs = nodes | "NearPairs" >> NearPairs(plan)
-        components = pairs | "Components" >> ConnectedComponents(self.max_rounds)
+        components = pairs["edges"] | "Components" >> ConnectedComponents(self.max_rounds)
         reps = ({"node": nodes, "label": components["labels"]}
                 | "Representatives" >> Representatives(self.threshold))
         report = plan | "Report" >> beam.Map(
-            _report, pvalue.AsSingleton(pairs | "CountPairs" >> beam.combiners.Count.Globally()),
+            _report, pvalue.AsSingleton(pairs["pairs"]),
             pvalue.AsSingleton(components["convergence"]))
         assigned = (
             {"groups": groups | "GroupsByPhash" >> beam.Map(lambda g: (g.kept.phash, g)), "rep": reps}
@@ -158,14 +160,21 @@ def _route_batch(phashes: list[int], plan):
 
 
 def _block_edges(block, plan):
+    """A block's pairs within k as spanning stars (the components only need those), and
+    their number to the PAIRS output."""
     (band, side, index), parts = block
     a, b, _ = block_pairs(plan, band, side, index, parts)
     _PAIRS.inc(len(a))
-    return zip(a.view("int64").tolist(), b.view("int64").tolist(), strict=True)
+    if len(a):
+        yield pvalue.TaggedOutput(PAIRS, len(a))
+    centres, leaves = spanning_stars(a.view("int64"), b.view("int64"))
+    yield from zip(centres.tolist(), leaves.tolist(), strict=True)
 
 
 class NearPairs(beam.PTransform):
-    """PCollection[(phash, node)] -> PCollection[(phash, phash)]: each pair within k once.
+    """PCollection[(phash, node)] -> {"edges": PCollection[(phash, phash)] whose connected
+    components are those of the pairs within k (each block's pairs as stars), "pairs": the
+    number of those pairs, one element}.
 
     Hashes travel in numpy batches, so the search costs a few shuffled elements per
     batch and block rather than hundreds per hash.
@@ -177,14 +186,15 @@ class NearPairs(beam.PTransform):
 
     def expand(self, nodes):
         plan = pvalue.AsSingleton(self.plan)
-        return (
+        found = (
             nodes
             | "Hashes" >> beam.Keys()
             | "Batch" >> beam.BatchElements(min_batch_size=BATCH[0], max_batch_size=BATCH[1])
             | "RouteToBlocks" >> beam.FlatMap(_route_batch, plan)
             | "GroupBlocks" >> beam.GroupByKey()
-            | "SearchBlock" >> beam.FlatMap(_block_edges, plan)
+            | "SearchBlock" >> beam.FlatMap(_block_edges, plan).with_outputs(PAIRS, main="edges")
         )
+        return {"edges": found.edges, "pairs": found[PAIRS] | "CountPairs" >> beam.CombineGlobally(sum)}
 
 
 class _StarFn(beam.DoFn):
