@@ -22,4 +22,9 @@ def memorize_summary(manifest: dict[str, Any]) -> str:
     lines = [f"{name:<{width}}  {value:>12}" for name, value in rows]
     check = "balanced" if manifest["balanced"] else "NOT BALANCED"
     lines.append(f"{manifest['equation']}: {check}")
+    components = (manifest.get("near_dedup") or {}).get("components") or {}
+    if components.get("converged") is False:  # else only the manifest would tell
+        lines.append(f"near duplicates: the connected components did not converge in "
+                     f"{components['max_rounds']} rounds; some near copies stay apart as images "
+                     "(manifest near_dedup.components)")
     return "\n".join(lines)

@@ -148,6 +148,21 @@ def test_hashes_all_within_k_of_each_other_count_every_pair_and_make_one_cluster
                     equal_to([best]), label="OneCluster")
 
 
+def test_components_that_did_not_converge_are_said_in_the_summary():
+    """Out of rounds, a component stays split in its label groups: near copies kept as images,
+    which only the manifest said."""
+    from memgen.summary import memorize_summary
+
+    base = {"started_at": now(), "shards": 1}
+    for converged in (True, False):
+        components = {"max_rounds": 2, "rounds": 2, "converged": converged,
+                      "changes_per_round": [3, int(not converged)]}
+        report = {"pairs": 3, "components": components}
+        manifest = build_manifest(base, Counter(images=1), 1, near_dedup=report)
+        said = "did not converge in 2 rounds; some near copies stay apart" in memorize_summary(manifest)
+        assert said == (not converged)
+
+
 def test_empty_input_gives_nothing_and_a_converged_report():
     with beam.Pipeline(runner="FnApiRunner") as p:
         near = p | beam.Create([]) | NearDedup(K)
