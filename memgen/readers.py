@@ -547,9 +547,10 @@ def _read_sidecar(shard: Shard, suffix: str, max_bytes: int) -> bytes | None | _
     none, or it is gone or unreadable now (the image is read without it); _Unusable when it is
     a pipe or device (opening it waits for a writer: the run never ended) or larger than
     max_bytes, as a tar's member is."""
-    if suffix not in shard.sidecars:
+    written = next((s for s in shard.sidecars if s.lower() == suffix), None)  # .txt, or .TXT
+    if written is None:
         return None
-    location = shard.sidecar(suffix)
+    location = shard.sidecar(written)
     special = _special_file(location)
     if special:
         return _Unusable("open", "not_a_file", f"its {suffix} file is {special}, not a regular file")

@@ -43,6 +43,7 @@ class Shard(NamedTuple):
     kind: str  # tar | parquet | file
     raw: bytes | None = None  # the uri's bytes when they are not UTF-8 (a local file name)
     sidecars: tuple[str, ...] = ()  # a file's caption and metadata files beside it: ".txt", ".json"
+    # (".TXT", ".JSON" where so written)
 
     @classmethod
     def of(cls, index: int, uri: str, kind: str, sidecars: tuple[str, ...] = ()) -> Shard:

@@ -146,7 +146,9 @@ def _listed(paths: list[str], beside: frozenset[str] = frozenset(),
             continue
         if path.lower().endswith(IMAGE_SUFFIXES):
             stem = posixpath.splitext(path)[0]
-            listed[path] = tuple(s for s in SIDECARS if stem + s in present)
+            # as written: a.txt, else A.TXT (as cameras and old Windows tools name files)
+            listed[path] = tuple(found for s in SIDECARS
+                                 if (found := next((x for x in (s, s.upper()) if stem + x in present), None)))
         elif _is_listed_file(path):
             listed[path] = ()
     if glob and not listed:
@@ -416,7 +418,8 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
                     _log.warning("%s: skipped %d files that are neither shards nor images (%s)",
                                  url, skipped.total(), kinds)
                 for uri, sidecars in expanded.items():  # named and walked too: whatever the order
-                    urls[uri] = tuple(s for s in SIDECARS if s in sidecars or s in urls.get(uri, ()))
+                    known = {s.lower(): s for s in (*urls.get(uri, ()), *sidecars)}
+                    urls[uri] = tuple(known[s] for s in SIDECARS if s in known)
                 any_exists = any_exists or bool(exists)
                 if exists is None:
                     unchecked.extend(expanded)

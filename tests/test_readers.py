@@ -338,6 +338,22 @@ def test_images_in_folders_take_their_caption_and_metadata_files(tmp_path, caplo
     assert discover([str(folder / "000000001.jpg"), str(folder)])[0].sidecars == (".txt", ".json")
 
 
+def test_caption_and_metadata_files_written_in_upper_case_are_taken(tmp_path, caplog):
+    """IMG_0001.JPG with IMG_0001.TXT (cameras, old Windows tools): the caption was skipped."""
+    (tmp_path / "IMG_0001.JPG").write_bytes(jpeg(1))
+    (tmp_path / "IMG_0001.TXT").write_bytes(b"a cat")
+    (tmp_path / "IMG_0001.JSON").write_text('{"url": "http://x/1.jpg"}')
+    (tmp_path / "b.jpg").write_bytes(jpeg(2))
+    (tmp_path / "b.txt").write_bytes(b"lower")
+    (tmp_path / "b.TXT").write_bytes(b"upper")  # both: the one in lower case
+    with caplog.at_level(logging.WARNING, logger="memgen.shards"):
+        upper, lower = discover([str(tmp_path), str(tmp_path / "IMG_0001.JPG")])
+    assert (upper.sidecars, lower.sidecars) == ((".TXT", ".JSON"), (".txt",))
+    (one,), (two,) = read_shard(upper, CONFIG), read_shard(lower, CONFIG)
+    assert (one.caption, one.url, two.caption) == ("a cat", "http://x/1.jpg", "lower")
+    assert caplog.messages == [f"{tmp_path}: skipped 1 files that are neither shards nor images (.txt 1)"]
+
+
 def test_discover_nothing_matched_is_an_error(tmp_path):
     with pytest.raises(NoInputError):
         discover([str(tmp_path / "nothing-*.tar"), str(tmp_path / "missing.tar")])
