@@ -205,20 +205,28 @@ def temporaries(name: str) -> str:
     return f".{glob.escape(name)}.*.tmp"
 
 
-def write_atomic(url: str, write: Callable[[IO[str]], None]) -> None:
-    """A text file written by `write` (AtomicFile): a reader, or a rerun after
-    a kill, never sees half of it."""
+def write_whole(url: str, write: Callable[[IO[bytes]], None]) -> None:
+    """A file written by `write` (AtomicFile): a reader, or a rerun after a kill, never sees
+    half of it, and an object store takes its content type from its suffix."""
     fs, path = fsspec.core.url_to_fs(url)
     target = AtomicFile(fs, path)
     try:
-        text = io.TextIOWrapper(target.open(), encoding="utf-8")
-        write(text)
-        text.flush()
-        text.detach()  # the file stays open for commit() to close
+        write(target.open())
         target.commit()
     except BaseException:
         target.discard()
         raise
+
+
+def write_atomic(url: str, write: Callable[[IO[str]], None]) -> None:
+    """A text file written by `write`, as write_whole writes one."""
+    def as_text(f: IO[bytes]) -> None:
+        text = io.TextIOWrapper(f, encoding="utf-8")
+        write(text)
+        text.flush()
+        text.detach()  # the file stays open for commit() to close
+
+    write_whole(url, as_text)
 
 
 class AtomicFile:

@@ -43,7 +43,7 @@ from memgen.memory import (
     refuse_finished,
     write_manifest,
 )
-from memgen.outputs import AtomicFile, Claim, claim_output, make_folder, temporaries
+from memgen.outputs import AtomicFile, Claim, claim_output, make_folder, temporaries, write_whole
 from memgen.safe_names import extension, safe_join, sample_stem
 from memgen.sampling import Chosen
 from memgen.schema import load_json, table_schema
@@ -97,8 +97,8 @@ def prepare_sample_output(claim: Claim, check_only: bool = False) -> None:
     (`check_only`: refuse only)."""
     refuse_finished(claim)
     # sample-* at the top: where versions before images/ wrote the files
-    claim_output(claim, (IMAGES_DIR, INDEX, CONTACT_SHEET, "sample-*", ".sample-*", temporaries(MANIFEST)),
-                 check_only)
+    claim_output(claim, (IMAGES_DIR, INDEX, CONTACT_SHEET, "sample-*", ".sample-*",
+                         *map(temporaries, (MANIFEST, INDEX, CONTACT_SHEET))), check_only)
 
 
 def output_name(number: int, fmt: str) -> str:
@@ -302,13 +302,11 @@ def finish_sample(results: Iterable[PartResult], claim: Claim, tau: float | None
     out = claim.url
     results = list(results)
     rows = sorted((r for res in results for r in res.index_rows), key=lambda r: r["rank"])
-    fs, path = fsspec.core.url_to_fs(out)
-    with fs.open(posixpath.join(path, INDEX), "wb") as f:
-        pq.write_table(pa.Table.from_pylist(rows, schema=table_schema("sample_index")), f,
-                       compression="zstd")
+    index = pa.Table.from_pylist(rows, schema=table_schema("sample_index"))
+    write_whole(join(out, INDEX), lambda f: pq.write_table(index, f, compression="zstd"))
     thumbs = [t for _, t in sorted(t for res in results for t in res.thumbs)]
-    with fs.open(posixpath.join(path, CONTACT_SHEET), "wb") as f:
-        contact_sheet(thumbs).save(f, "JPEG", quality=90)
+    # (as image/jpeg on an object store: written there by fs.open, it was binary/octet-stream)
+    write_whole(join(out, CONTACT_SHEET), lambda f: contact_sheet(thumbs).save(f, "JPEG", quality=90))
     # a folder sample's files are its images; a webdataset or Parquet sample has one file a part
     files = [IMAGES_DIR] if manifest["format"] == "folder" else sorted({r["file"] for r in rows})
     if not rows:

@@ -275,6 +275,8 @@ def test_output_names_with_glob_characters_are_taken_literally(where, s3, local_
     out = url(f"{root}/s?1")
     assert main(["sample", "--memory", memory, "--n", "4", "--out", out]) == 0
     assert read_manifest(out)["counts"]["images"] == 4
+    if where == "s3":  # what a browser shows, not downloads (it was binary/octet-stream)
+        assert s3.info(f"{root}/s?1/contact_sheet.jpg")["ContentType"] == "image/jpeg"
     assert not [p for p in fs.find(root) if p.endswith(".tmp") or "/." in p.replace("/.memgen-run", "")]
 
 
