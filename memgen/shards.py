@@ -243,7 +243,8 @@ def _walk(fs: fsspec.AbstractFileSystem, root: str, loops: list[str]) -> list[st
         p for p in fs.find(root) if not p.endswith("/")]
     runs = sorted({posixpath.dirname(p) + "/" for p in files if posixpath.basename(p) == MARKER})
     for run in runs:
-        _log.warning("%s is the output of a memgen run: only its %s/ is read", run.rstrip("/"), IMAGES)
+        said = run.rstrip("/") if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(run.rstrip("/"))
+        _log.warning("%s is the output of a memgen run: only its %s/ is read", said, IMAGES)  # s3://b/m
     return sorted(p for p in files if not _hidden(p[below:])
                   and not any(p.startswith(run) and not p.startswith(run + IMAGES + "/") for run in runs))
 

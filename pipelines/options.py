@@ -97,7 +97,8 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
         try:
             fs = fsspec.core.url_to_fs(url)[0]
         except ImportError as e:  # fsspec's own advice: "Please install gcsfs to access Google Storage"
-            raise UsageError(f"{flag} {url}: {e} (pip install 'memgen[cloud]' for s3:// and gs://)") from None
+            cloud = " (pip install 'memgen[cloud]' for s3:// and gs://)" if scheme in OBJECT_STORES else ""
+            raise UsageError(f"{flag} {url}: {e}{cloud}") from None
         except ValueError as e:  # "Protocol not known: foo"
             raise UsageError(f"{flag} {url}: {e}") from None
         except OSError as e:  # a file system that connects when made (ftp, sftp) and is refused

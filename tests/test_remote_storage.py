@@ -1007,3 +1007,14 @@ def test_an_object_rewritten_while_read_is_a_changed_shard():
     with pytest.raises(transfer.ShardChanged, match="rewritten while it was read") as raised:
         transfer.FailsAsOSError(Rewritten()).read(10)
     assert transfer.transfer_failed(raised.value)
+
+
+def test_a_run_inside_an_s3_input_is_named_by_its_url(s3, caplog):
+    s3.pipe({"inputs/runs/s/.memgen-run": b"sample 0123", "inputs/runs/s/contact_sheet.jpg": jpeg(2),
+             "inputs/runs/s/images/sample-000000.tar": b"a tar"})
+    s3.invalidate_cache()
+    with caplog.at_level(logging.WARNING, logger="memgen.shards"):
+        shards = discover(["s3://inputs/runs"])
+    assert [s.uri for s in shards] == ["s3://inputs/runs/s/images/sample-000000.tar"]
+    said = [r.getMessage() for r in caplog.records if r.name == "memgen.shards"]
+    assert said == ["s3://inputs/runs/s is the output of a memgen run: only its images/ is read"]
