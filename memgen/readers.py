@@ -301,17 +301,20 @@ def _finite(value: object) -> object:
 
 def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     """Row group by row group: damage in one is a reject for its rows, and reading goes on
-    with the next (row groups are independent; a tar, by contrast, ends at its damage)."""
-    ordinal, keys = _Ordinals(), _Keys()
+    with the next (row groups are independent; a tar, by contrast, ends at its damage). A
+    record's ordinal is its row, so that the re-read that writes the kept images finds each
+    by its own number even when a row group failed in one read and not in the other (counted,
+    the records after a failed group took the numbers of others: changed_during_run)."""
+    keys = _Keys()
     try:
         pf = pq.ParquetFile(f)
         columns = _ParquetColumns(pf.schema_arrow, config)
         row_groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
     except _DAMAGE + (pa.ArrowException,) as e:
-        yield Reject(shard.index, ordinal(), shard.source(), "read", _failure(e), error_text(e))
+        yield Reject(shard.index, 0, shard.source(), "read", _failure(e), error_text(e))
         return
     except ColumnError as e:
-        yield Reject(shard.index, ordinal(), shard.source(), "read", e.error_type, str(e))
+        yield Reject(shard.index, 0, shard.source(), "read", e.error_type, str(e))
         return
     start = 0
     for group, n_rows in enumerate(row_groups):
@@ -328,14 +331,14 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
                                               strict=True):
                     key = keys(_field_text(fields.get(config.key_column)) or f"{row:09d}")
                     if data is None:  # a null cell: no bytes to fingerprint
-                        yield Reject(shard.index, ordinal(), shard.source(f"#{key}"), "read", "empty",
+                        yield Reject(shard.index, row, shard.source(f"#{key}"), "read", "empty",
                                      _null_image(columns.image, path))
                     else:
-                        yield _parquet_item(shard, ordinal(), key, data, fields, columns, config)
+                        yield _parquet_item(shard, row, key, data, fields, columns, config)
                     row += 1
         except _DAMAGE + (pa.ArrowException,) as e:
             lost = f"rows {row}-{start + n_rows - 1} of row group {group}"
-            yield Reject(shard.index, ordinal(), shard.source(f"#row_group_{group}"), "read",
+            yield Reject(shard.index, row, shard.source(f"#row_group_{group}"), "read",  # its first lost row
                          _failure(e), f"{lost}: {error_text(e)}"[:500])
         start += n_rows
 
