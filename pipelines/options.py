@@ -58,6 +58,9 @@ SHARED_FLAGS: dict[str, dict] = {
 }
 
 
+_FOLDERS = ("--memory", "--sample", "--out")  # the flags that name a job's folder, listed and written
+
+
 def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> None:
     """UsageError for an empty URL, or one whose protocol fsspec does not know or cannot
     open here (gs:// without gcsfs), memory:// with worker processes, a local path with
@@ -79,8 +82,9 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
         if sep and scheme in OBJECT_STORES and not rest.split("/", 1)[0]:  # a folder named s3 is a folder
             raise UsageError(f"{flag} {url} names no bucket")
         key = rest.partition("/")[2].rstrip("/")
-        if sep and scheme in OBJECT_STORES and key and "" in key.split("/") and flag != "INPUT":
+        if sep and scheme in OBJECT_STORES and key and "" in key.split("/") and flag in _FOLDERS:
             # s3fs writes s3://b//m under the key /m but lists m/: a memory it wrote was "damaged"
+            # (a file named so, an input or a calibration CSV, is read as named)
             raise UsageError(f"{flag} {url} has an empty folder name (//), which {scheme}:// lists "
                              "otherwise than it writes")
         if url.startswith("memory://") and separate:  # each process would have its own

@@ -805,6 +805,7 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     (["{shard}", "--memory", "s3:///m"], "--memory s3:///m names no bucket"),  # was NoCredentialsError
     (["{shard}", "--memory", "s3://b//m"], "--memory s3://b//m has an empty folder name (//)"),
     (["{shard}", "--memory", "gs://b/x//m/"], "--memory gs://b/x//m/ has an empty folder name (//)"),
+    (["s3://b//x.tar", "--memory", "gs://b/x//m/"], "--memory gs://b/x//m/ has an empty folder name (//)"),
     (["{shard}", "--memory", "{tmp}/a", "--memory={tmp}/b"], "--memory is given 2 times"),  # b was written
     (["{shard}", "--memory", "{tmp}/m", "--runner=DataflowRunner", "--runner", "FnApiRunner"],
      "--runner is given 2 times"),  # Beam's flags too: it ran here
@@ -842,6 +843,8 @@ def test_a_local_folder_named_like_an_object_store_is_a_folder():
     check_urls([("--out", name) for name in ("s3", "gs", "gcs/", "s3a")], PipelineOptions([]))
     with pytest.raises(UsageError, match="--out gs:// names no bucket"):
         check_urls([("--out", "gs://")], PipelineOptions([]))
+    # a file under a key with an empty folder name is read as named: only folders are refused
+    check_urls([("INPUT", "s3://b//x.tar"), ("--calibration", "s3://b//labels.csv")], PipelineOptions([]))
 
 
 def test_a_text_column_flag_the_first_parquet_shard_lacks_is_warned_about(memory, tmp_path):
