@@ -170,13 +170,16 @@ def ares_inclusion_probabilities(weights: Sequence[float], n: int) -> np.ndarray
     # scales 1/w_j of every weight evenly (in t or in s = exp(-w_i t), a light image among
     # heavy ones has all its mass in a spike the quadrature misses: pi = 0). Below
     # 1e-12/max(w) and above 60/w_i lie less than 1e-12 of it.
-    scales = sorted({-math.log(v) for v in w})
+    scales: list[float] = []  # breakpoints at the weights' scales, one per factor e at most
+    for x in sorted({-math.log(v) for v in w}):
+        if not scales or x > scales[-1] + 1:
+            scales.append(x)
     result = np.empty(len(w))
     for i, wi in enumerate(w):
         others = np.delete(w, i)
         lo, hi = math.log(1e-12 / w.max()), math.log(60 / wi)
         value, _ = integrate.quad(
             lambda x, o=others, wi=wi: wi * math.exp(x - wi * math.exp(x)) * at_most(o, math.exp(x)),
-            lo, hi, points=[x for x in scales if lo < x < hi], limit=500, epsabs=1e-14, epsrel=1e-10)
+            lo, hi, points=[x for x in scales if lo < x < hi], limit=200, epsabs=0.0, epsrel=1e-8)
         result[i] = value
     return result
