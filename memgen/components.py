@@ -37,7 +37,7 @@ def spanning_stars(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if not len(a):
         return a, b
     nodes, index = np.unique(np.concatenate([a, b]), return_inverse=True)
-    graph = coo_matrix((np.ones(len(a), np.int8), (index[: len(a)], index[len(a):])),
+    graph = coo_matrix((np.ones(len(a), np.int32), (index[: len(a)], index[len(a):])),
                        shape=(len(nodes), len(nodes)))
     count, labels = _sparse_components(graph, directed=False)
     smallest = np.full(count, len(nodes))
