@@ -265,8 +265,9 @@ def copy_weighted_fraction(t: Tally, population: int | None, population_copies: 
         return Estimate(r, r, r, t.n, "census")
     pooled = pooled_dispersion(t)
     n_eff = effective_size(pooled, population)
-    low, high = wilson(r * n_eff, n_eff)
-    f_low, f_high = fieller(pooled, population)
+    z = float(stats.t.ppf(0.975, t.n - 1)) if t.n > 1 else Z95  # the variance is estimated from n images
+    low, high = wilson(r * n_eff, n_eff, z)
+    f_low, f_high = fieller(pooled, population, z)
     low, high = min(low, f_low), max(high, f_high)
     method = ("ratio estimator; hull of Wilson at Kish n_eff (delta method) and Fieller; "
               "class dispersion of copies at least the pooled")
