@@ -94,7 +94,8 @@ def write_images(memory: str, shards: Sequence[Shard], kept: list[KeptImage], re
                         yield row
                     elif kept_here and item.data:
                         found_instead[at] = item.data[: config.reject_data_cap]
-                    elif at in rejects_at:
+                    elif at in rejects_at and rejects_at[at].source == item.source:  # not another in its
+                        # place: a Parquet row group that failed in the first read only holds records now
                         data = item.data[: config.reject_data_cap] if item.data else None
                         _add_reject(rejects_part, rejects_at.pop(at)._replace(data=data), counts, config)
 

@@ -908,3 +908,5 @@ def test_a_row_group_that_fails_in_one_read_only_shifts_no_record(tmp_path, monk
     assert main(["memorize", str(path), "--memory", str(memory)]) == 0
     counts = read_manifest(str(memory))["counts"]
     assert (counts["images"], counts["rejects_by_reason"]) == (30, {"corrupt_shard": 1})
+    (reject,) = open_table(str(memory), "rejects").to_table().to_pylist()
+    assert reject["source"].endswith("#row_group_1") and reject["data"] is None  # not row 10's bytes
