@@ -69,7 +69,7 @@ class Record(NamedTuple):
     """One image record read from a shard, with its original bytes."""
 
     shard: int
-    ordinal: int  # position of the record in the shard's stream (stable on re-read)
+    ordinal: int  # position of the record in the shard's stream, a Parquet record's row (stable on re-read)
     source: str  # Shard.source(locator)
     data: bytes
     caption: str | None = None
@@ -82,7 +82,7 @@ class Reject(NamedTuple):
     """A record, or a whole shard, that could not be used and why."""
 
     shard: int
-    ordinal: int  # -1 when the reject is about the shard, not one record
+    ordinal: int  # its record's; of a reject of the shard or of a part of it: 0, or where reading stopped
     source: str
     stage: str  # open | read | fingerprint | materialize
     error_type: str
