@@ -33,7 +33,7 @@ def spanning_stars(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """Edges with the components of the pairs (a[i], b[i]): each component as a star of
     (smallest node, node). A group of n hashes all within k of each other has n(n-1)/2
     pairs but n - 1 such edges, which is all the component rounds need (2,081 hashes within
-    4 bits, 2.2M pairs, took 43-54 s through them)."""
+    4 bits, 2.2M pairs: 19.6 s through them, 2.4 s as stars; benchmarks/bench_near_dense)."""
     if not len(a):
         return a, b
     nodes, index = np.unique(np.concatenate([a, b]), return_inverse=True)

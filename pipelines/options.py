@@ -79,14 +79,15 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
             raise UsageError(f"{flag} {printable(url)}: the name is not UTF-8, which Parquet and JSON "
                              "cannot hold (rename it)")
         scheme, sep, rest = url.partition("://")
-        if sep and scheme in OBJECT_STORES and not rest.split("/", 1)[0]:  # a folder named s3 is a folder
-            raise UsageError(f"{flag} {url} names no bucket")
-        key = rest.partition("/")[2].rstrip("/")
-        if sep and scheme in OBJECT_STORES and key and "" in key.split("/") and flag in _FOLDERS:
+        if sep and scheme in OBJECT_STORES:  # (a local folder named s3 is a folder)
+            bucket, _, key = rest.partition("/")
+            if not bucket:
+                raise UsageError(f"{flag} {url} names no bucket")
             # s3fs writes s3://b//m under the key /m but lists m/: a memory it wrote was "damaged"
             # (a file named so, an input or a calibration CSV, is read as named)
-            raise UsageError(f"{flag} {url} has an empty folder name (//), which {scheme}:// lists "
-                             "otherwise than it writes")
+            if flag in _FOLDERS and "//" in f"/{key.rstrip('/')}":
+                raise UsageError(f"{flag} {url} has an empty folder name (//), which {scheme}:// lists "
+                                 "otherwise than it writes")
         if url.startswith("memory://") and separate:  # each process would have its own
             raise UsageError(f"{flag} {url}: memory:// lives in one process; workers in other "
                              "processes do not see it (use a folder, or the in-process runner)")
