@@ -107,6 +107,9 @@ def _special_file(location: str) -> str | None:
     return next((what for test, what in _SPECIAL if test(mode)), None)
 
 
+_Member = tuple[str, str, bytes | None, int]  # a tar member in a sample: (key, ext, data, size)
+
+
 class _Ordinals:
     """Numbers the items of one shard in the order they are produced."""
 
@@ -137,8 +140,8 @@ class _Keys:
 
 def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     ordinal, keys = _Ordinals(), _Keys()
-    group: list[tuple[str, str, bytes | None, int]] = []  # (key, ext, data, size)
-    unusable: list[tuple[str, str]] = []  # the group's link, device and pipe members: (error type, said)
+    group: list[_Member] = []
+    unusable: list[tuple[str, str, str]] = []  # its link, device and pipe members: (ext, error type, said)
     try:
         for member in tar_members(f, config.max_bytes, config.reject_data_cap):
             name = printable(member.name)
@@ -150,10 +153,10 @@ def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
                 yield from _group_items(shard, group, ordinal, keys, config, unusable)
                 group, unusable = [], []
             if member.link is not None:
-                unusable.append(("link_member", f"{name} is a link to {printable(member.link)} (a tar "
+                unusable.append((ext, "link_member", f"{name} is a link to {printable(member.link)} (a tar "
                                                 "stores a link's bytes under the name linked to)"))
             elif member.special is not None:
-                unusable.append(("not_a_file", f"{name} is {member.special}, not a regular file"))
+                unusable.append((ext, "not_a_file", f"{name} is {member.special}, not a regular file"))
             too_large = member.size > config.max_bytes  # then data is only its head
             group.append((key, ext, member.data, -member.size if too_large else member.size))
     except _DAMAGE as e:
@@ -172,20 +175,32 @@ def _failure(e: BaseException) -> str:
     return "unreadable" if transfer_failed(e) else "corrupt_shard"
 
 
-def _group_items(shard: Shard, group: list[tuple[str, str, bytes | None, int]], ordinal: _Ordinals,
-                 keys: _Keys, config: ReaderConfig, unusable: list[tuple[str, str]]) -> Iterator[ShardItem]:
+def _group_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, keys: _Keys, config: ReaderConfig,
+                 unusable: list[tuple[str, str, str]]) -> Iterator[ShardItem]:
     """One webdataset sample (members sharing a key) -> a Record, or Rejects; `unusable`: its
-    members that hold no bytes of their own (links, devices, pipes), as (error type, said):
-    the sample is a reject of the first one's type."""
+    members that hold no bytes of their own (links, devices, pipes), as (ext, error type, said).
+    When its image is one, the sample is a reject of the first one's type; else each is a
+    reject of its own beside the sample's record (a linked caption costs the image nothing)."""
     if not group:
         return
     key = keys(group[0][0])
+    unusable_exts = {ext for ext, _, _ in unusable}
+    if any(ext in unusable_exts for ext, _, _ in _image_members(group)):
+        said = "; ".join(message for _, _, message in unusable)
+        yield Reject(shard.index, ordinal(), shard.source(f"#{key}"), "read", unusable[0][1], said)
+        return
+    regular = [member for member in group if member[1] not in unusable_exts]
+    if regular:
+        yield from _sample_items(shard, regular, ordinal, key, config)
+    for ext, error_type, said in unusable:
+        yield Reject(shard.index, ordinal(), shard.source(f"#{key}.{ext}"), "read", error_type, said)
+
+
+def _sample_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, key: str, config: ReaderConfig
+                  ) -> Iterator[ShardItem]:
+    """A sample of regular members -> a Record, or Rejects."""
     locator = f"#{key}"
     source = shard.source(locator)
-    if unusable:
-        said = "; ".join(message for _, message in unusable)
-        yield Reject(shard.index, ordinal(), source, "read", unusable[0][0], said)
-        return
     images = _image_members(group)
     if not images:
         data, size = group[0][2] or b"", abs(group[0][3])  # negative: too large, its head read
@@ -215,7 +230,7 @@ def _group_items(shard: Shard, group: list[tuple[str, str, bytes | None, int]], 
             yield Record(shard.index, ordinal(), member_source, data, caption, url, meta_text, member_locator)
 
 
-def _image_members(group: list[tuple[str, str, bytes | None, int]]) -> list[tuple[str, bytes | None, int]]:
+def _image_members(group: list[_Member]) -> list[tuple[str, bytes | None, int]]:
     """A sample's image members (ext, data, size): those with a picture suffix, else those
     with a suffix that is one only sometimes (shards.OTHER_IMAGE_SUFFIXES)."""
     for exts in (IMAGE_EXTS, OTHER_IMAGE_EXTS):
@@ -234,7 +249,7 @@ class _Sidecar(NamedTuple):
 _NO_SIDECAR = _Sidecar("", None, 0)
 
 
-def _sidecar(group: list[tuple[str, str, bytes | None, int]], name: str, image_ext: str) -> _Sidecar:
+def _sidecar(group: list[_Member], name: str, image_ext: str) -> _Sidecar:
     """The sample's `name` member ("txt", "json"): a dotted key such as img.v2.jpg has the
     sidecars img.v2.txt and img.v2.json (webdataset: key "img", extensions "v2.jpg", "v2.txt",
     "v2.json"). Preferred: the one named like the image (v2.txt for v2.jpg), then plain

@@ -626,6 +626,28 @@ def test_a_linked_member_makes_its_sample_a_reject_that_says_so(tmp_path):
     assert c.message.startswith("c.jpg is a link to a.jpg")
 
 
+def test_a_linked_caption_is_a_reject_of_its_own_beside_its_image_record(tmp_path):
+    """A sample whose caption or metadata was a link lost its regular image: the whole sample
+    was one link_member reject."""
+    path = tmp_path / "captions.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data, link in (("a.jpg", jpeg(1), None), ("a.txt", b"shared caption", None),
+                                 ("b.jpg", jpeg(2), None), ("b.txt", b"", "a.txt"), ("b.json", b"", "a.txt"),
+                                 ("c.txt", b"", "a.txt")):
+            info = tarfile.TarInfo(name)
+            if link is None:
+                info.size = len(data)
+            else:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+            tar.addfile(info, io.BytesIO(data) if link is None else None)
+    a, b, b_txt, b_json, c_txt = read(str(path))
+    assert (a.data, a.caption) == (jpeg(1), "shared caption")
+    assert isinstance(b, Record) and (b.data, b.caption, b.source) == (jpeg(2), None, f"{path}#b")
+    assert [(r.error_type, r.source) for r in (b_txt, b_json, c_txt)] == [
+        ("link_member", f"{path}#b.txt"), ("link_member", f"{path}#b.json"), ("link_member", f"{path}#c.txt")]
+    assert b_json.message.startswith("b.json is a link to a.txt")
+
+
 def test_device_and_pipe_members_make_their_samples_not_a_file_rejects(tmp_path):
     """They were skipped as directories are: a sample of one was in no table, and a pipe's
     caption became a no_image reject."""
