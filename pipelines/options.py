@@ -63,8 +63,8 @@ _FOLDERS = ("--memory", "--sample", "--out")  # the flags that name a job's fold
 
 def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> None:
     """UsageError for an empty URL, or one whose protocol fsspec does not know or cannot
-    open here (gs:// without gcsfs), memory:// with worker processes, a local path with
-    Dataflow: found before the run, not as a worker's traceback. `urls`: (flag, URL) pairs;
+    open here (gs:// without gcsfs), memory:// for an output or with worker processes, a
+    local path with Dataflow: found before the run, not as a worker's traceback. `urls`: (flag, URL) pairs;
     the command line checks them, so parsing a job's options (a Flex Template launch, the
     deploy tests) needs no filesystem package."""
     runner = options.view_as(StandardOptions).runner
@@ -88,6 +88,9 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
             if flag in _FOLDERS and "//" in f"/{key.rstrip('/')}":
                 raise UsageError(f"{flag} {url} has an empty folder name (//), which {scheme}:// lists "
                                  "otherwise than it writes")
+        if url.startswith("memory://") and flag in _FOLDERS:
+            raise UsageError(f"{flag} {url}: memory:// is held by this process alone, so what memgen "
+                             "wrote there would be gone when it ends (use a folder or a bucket)")
         if url.startswith("memory://") and separate:  # each process would have its own
             raise UsageError(f"{flag} {url}: memory:// lives in one process; workers in other "
                              "processes do not see it (use a folder, or the in-process runner)")

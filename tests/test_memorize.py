@@ -783,8 +783,9 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     (["{shard}", "--memory", "{tmp}/m", "--direct_num_workers=-1"], "--direct_num_workers must be 0"),
     (["{shard}", "--memory", "{tmp}/m", "--direct_num_workers=-1", "--dry_run"], "--direct_num_workers must"),
     (["{shard}", "--memory", "{tmp}/m", "--direct_num_workers=4000"], "--direct_num_workers must be at most"),
-    (["{shard}", "--memory", "memory://m", "--direct_num_workers=2",
+    (["memory://in/{{a,b}}.tar", "--memory", "{tmp}/m", "--direct_num_workers=2",
       "--direct_running_mode=multi_processing"], "memory:// lives in one process"),  # ran into a worker
+    (["{shard}", "--memory", "memory://m"], "--memory memory://m: memory:// is held by this process alone"),
     (["", "--memory", "{tmp}/m"], "INPUT is an empty string"),
     (["{shard}", "--memory", "{tmp}/m", "--image_column", ""], "--image_column is an empty string"),
     (["foo://x/y.tar", "--memory", "{tmp}/m"], "Protocol not known: foo"),
