@@ -140,11 +140,15 @@ def read_manifest(memory: str) -> dict[str, Any] | None:
 def _manifest_bytes(memory: str) -> bytes | None:
     """manifest.json's bytes, None when there is none (asking exists() first cost a request
     more on object stores, and sample and evaluate read it a dozen times)."""
-    fs, path = fsspec.core.url_to_fs(join(memory, MANIFEST))
+    url = join(memory, MANIFEST)
+    fs, path = fsspec.core.url_to_fs(url)
     try:
         return fs.cat_file(path)
     except (FileNotFoundError, NotADirectoryError):  # the latter: MEMORY is a file
         return None
+    except Exception as e:  # storage that fails (no credentials, no network) names no file
+        e.add_note(f"reading {url}")
+        raise
 
 
 def read_json_object(data: bytes, what: str) -> dict[str, Any]:

@@ -112,6 +112,9 @@ class EvaluateConfig:
                 raise UsageError(f"--calibration {o.calibration}: {type(e).__name__}: {e}") from None
             except ValueError as e:
                 raise UsageError(str(e)) from None
+            except Exception as e:  # storage that fails otherwise (no credentials) names no flag
+                e.add_note(f"--calibration {o.calibration}")
+                raise
             if missing:
                 more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
                 raise UsageError(f"--calibration {o.calibration} names files that do not exist (or are"

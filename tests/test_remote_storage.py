@@ -224,6 +224,16 @@ def test_missing_credentials_are_one_line(s3, monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NoCredentialsError" in err, err
     assert err.endswith("(listing s3://inputs/shards/shard-002.tar)\n"), err  # which input it was
+    # a memory or a calibration file read from s3: the error named neither
+    memory, read_memory = "s3://memories/m", "(reading s3://memories/m/manifest.json)"
+    out = str(tmp_path / "out")
+    for command, named in ((["sample", "--memory", memory, "--out", out, "--n", "2"], read_memory),
+                           (["evaluate", "--memory", memory, "--out", out], read_memory),
+                           (["evaluate", "--memory", str(tmp_path / "m"), "--out", out,
+                             "--calibration", "s3://inputs/labels.csv"], "(--calibration s3://inputs/labels.csv)")):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "NoCredentialsError" in err and err.endswith(f"{named}\n"), err
 
 
 @pytest.fixture
