@@ -140,6 +140,13 @@ BOUNDS = {  # values at the edges of what a job accepts (leading zeros aside: th
                      "1e99", "1e-99", "1e400", "1e-400", "9" * 400],  # the last three: inf and 0.0
     "weighted": ["true", "True", "FALSE", "yes", "No", "1", "0", "maybe"],
     "embedding": ["true", "True", "FALSE", "yes", "No", "1", "0", "maybe"],
+    # as written by hand and as Python formats a probability (not signed:
+    # the regexes refuse signs; nor 12e-2 or 0.1e1, which they refuse though the job takes them)
+    "label_threshold": ["0", "1", "0.1", ".1", "0.", "1.", "1.0", "00.5", "1e-1", "1E-1", "5e-2", "1.5e-1",
+                        ".5e-1", "1.e-1", "1e0", "1e+0", "1E-01", "0e5", "1e-400", "1e400", "1.5", "2",
+                        "1.0000001", "1e1", "nan", "inf", ".", "e-1", "0x1", "1e", "-0.1",
+                        *(format(p, spec) for p in (0.0, 1e-9, 0.05, 0.1, 1 / 3, 0.5, 0.999, 1.0, 1.01, 7.0)
+                          for spec in ("", "e", "E", "g", ".2e", ".3f", ".0e", ".1g"))],
 }
 
 
@@ -148,7 +155,7 @@ BOUNDS = {  # values at the edges of what a job accepts (leading zeros aside: th
 def test_regexes_accept_what_the_job_accepts_at_the_edges(job, name):
     """The Flex launcher checks a parameter by its regex before the job sees it: a value it
     passes that the job refuses fails the launch later (http_timeout 0, a seed of 2^64), and
-    one it refuses that the job takes is lost (weighted=True, http_timeout=1e3)."""
+    one it refuses that the job takes is lost (weighted=True, http_timeout=1e3, label_threshold=1e-1)."""
     def accepted(value: str) -> bool:
         try:
             to_config(job, {**minimal_parameters(job), name: value})
