@@ -29,11 +29,12 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 
 from memgen.memory import read_manifest
 from memgen.pipelines.errors import UsageError
-from memgen.pipelines.options import boolean, parse_job
+from memgen.pipelines.options import boolean, check_urls, parse_job
 from shardkit import jpeg, sample, write_tar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +148,15 @@ BOUNDS = {  # values at the edges of what a job accepts (leading zeros aside: th
                         "1.0000001", "1e1", "nan", "inf", ".", "e-1", "0x1", "1e", "-0.1",
                         *(format(p, spec) for p in (0.0, 1e-9, 0.05, 0.1, 1 / 3, 0.5, 0.999, 1.0, 1.01, 7.0)
                           for spec in ("", "e", "E", "g", ".2e", ".3f", ".0e", ".1g"))],
+    # URLs as check_urls takes them (s3:// as gs://: gcsfs is not a test dependency)
+    "input": ["s3://b/shards/*.tar", "s3://b/shards/{000000..009999}.tar", "https://h/x.tar", "s3:///x",
+              "s3://", "s3://b", "file:///x", "/x", "s3://b//x"],
+    "memory": ["s3://b/memory/2026-02-28", "s3://b", "s3://b/", "s3://b/m/", "s3://b/m//", "s3:///m",
+               "s3://b//m", "s3://b/m//n", "s3://", "file:///m", "/m"],
 }
+URL_FLAGS = {"input", "memory", "out", "sample", "reference"}
+DATAFLOW_RUNNER = ["--runner=DataflowRunner"]
+BOUNDS |= {"out": BOUNDS["memory"], "sample": BOUNDS["memory"], "reference": BOUNDS["input"]}
 
 
 @pytest.mark.parametrize(("job", "name"), [(job, name) for job in JOBS for name in BOUNDS
@@ -158,7 +167,9 @@ def test_regexes_accept_what_the_job_accepts_at_the_edges(job, name):
     one it refuses that the job takes is lost (weighted=True, http_timeout=1e3, label_threshold=1e-1)."""
     def accepted(value: str) -> bool:
         try:
-            to_config(job, {**minimal_parameters(job), name: value})
+            config = to_config(job, {**minimal_parameters(job), name: value})
+            if name in URL_FLAGS:  # as the command line checks them (the DAG's gs:// need gcsfs)
+                check_urls([u for u in config.urls() if u[1] == value], PipelineOptions(DATAFLOW_RUNNER))
         except UsageError:
             return False
         return True
