@@ -263,6 +263,33 @@ def test_launcher_renders_yesterday_in_every_argument():
     assert render(["--x=${YESTERDAY}"], dt.date(2026, 1, 1)) == ["--x=2025-12-31"]
 
 
+def test_flex_launch_without_a_worker_image_gets_the_launchers_own():
+    """Without one, Dataflow's workers started Beam's stock image: "No module named memgen",
+    after the launcher had claimed the output folder."""
+    launch = load_launch()
+    flex = ["--input=gs://b/s/*.tar", "--memory=gs://b/m", "--template_location=gs://b/staging/job"]
+    image = "europe-west4-docker.pkg.dev/p/memgen/memgen-memorize:abc"
+    assert launch.with_image(flex, image) == [*flex, f"--sdk_container_image={image}"]
+    for named in (["--sdk_container_image=other:1"], ["--sdk_container_image", "other:1"],
+                  ["--worker_harness_container_image=other:1"]):
+        assert launch.with_image([*flex, *named], image) == [*flex, *named]
+    local = ["--input=/s/*.tar", "--memory=/m"]  # not a Flex launch: Beam's flags as given
+    assert launch.with_image(local, "") == local
+    with pytest.raises(UsageError, match="names no image for the workers"):
+        launch.with_image(flex, "")
+
+
+def test_launcher_refuses_a_flex_launch_with_no_worker_image_in_one_line(tmp_path):
+    argv = [f"--input={tmp_path}/shards/*.tar", f"--memory={tmp_path}/memory", "--runner=DataflowRunner",
+            "--template_location=gs://b/staging/job"]
+    env = {k: v for k, v in os.environ.items() if k != "MEMGEN_IMAGE"} | {"MEMGEN_JOB": "memorize"}
+    done = subprocess.run([sys.executable, str(DATAFLOW / "launch.py"), *argv], capture_output=True,
+                          text=True, env=env, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("memgen memorize: error: the launch names no image")
+    assert not (tmp_path / "memory").exists()
+
+
 def image_files(text: str) -> dict[str, str]:
     """What the Dockerfile's COPY instructions leave in the image (RUN rm -rf removes):
     {path in the image: path in the repository}."""
@@ -348,6 +375,9 @@ def test_cloud_build_builds_the_dockerfile_with_what_build_sh_substitutes():
     used = set(re.findall(r"\$\{(_[A-Z]+)\}", (DATAFLOW / "cloudbuild.yaml").read_text()))
     passed = set(re.findall(r"(_[A-Z]+)=", (DATAFLOW / "build.sh").read_text()))
     assert used == passed == {"_JOB", "_EXTRAS", "_IMAGE"}
+    # the image knows its own name: the workers' image of a launch that names none (launch.py)
+    assert args[args.index("IMAGE=${_IMAGE}") - 1] == "--build-arg"
+    assert "ENV MEMGEN_IMAGE=${IMAGE}" in dockerfile()
     build_args = {args[i + 1].split("=", 1)[0] for i, a in enumerate(args) if a == "--build-arg"}
     assert build_args <= set(re.findall(r"^ARG (\w+)", dockerfile(), re.M))
 

@@ -31,4 +31,4 @@ gcloud dataflow flex-template build "$TEMPLATE" --project "$PROJECT" \
   --metadata-file "$HERE/$JOB/metadata.json"
 
 echo "template $TEMPLATE"
-echo "image    $IMAGE   (launch with environment.sdkContainerImage=$IMAGE)"
+echo "image    $IMAGE   (the workers' image of launches that name none)"
