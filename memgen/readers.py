@@ -79,13 +79,22 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
             opened = open_http(shard, config.http_timeout)
         else:
             # network clients raise their own errors: made OSErrors, a store's failure a TransferError
-            opened = fsspec.open(shard.location, "rb", compression=compression(shard.uri)).open()
+            opened = _open_input(shard.location, compression(shard.uri)).open()
             opened = FailsAsOSError(opened)
     except Exception as e:  # noqa: BLE001 - any failure to open is a reject, with its reason
         yield Reject(shard.index, 0, shard.source(), "open", open_error(e), open_message(e)[:500])
         return
     with opened as f:
         yield from reader(shard, f, config)
+
+
+def _open_input(location: str, compressed: str | None = None) -> fsspec.core.OpenFile:
+    """An input file to open for reading: a local path (discover lists them without a
+    protocol) as it is written, where fsspec.open reads a "::" in it as a chain of
+    filesystems (crawl::2024/a.jpg was opened as crawl, a missing file)."""
+    if "://" not in location:
+        return fsspec.core.OpenFile(LocalFileSystem(), location, "rb", compression=compressed)
+    return fsspec.open(location, "rb", compression=compressed)
 
 
 _SPECIAL = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
@@ -97,9 +106,7 @@ def _special_file(location: str) -> str | None:
     file, a folder, a remote URL, nothing: opening it says so)."""
     if "://" in location and not location.startswith("file://"):
         return None
-    fs, path = fsspec.core.url_to_fs(location)
-    if not isinstance(fs, LocalFileSystem):
-        return None
+    path = location if "://" not in location else fsspec.core.url_to_fs(location)[1]
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -450,7 +457,7 @@ def _first_parquet_schema(shards: list[Shard]) -> tuple[str, pa.Schema] | None:
     if first is None or first.uri.startswith(("http://", "https://")):
         return None
     try:
-        with fsspec.open(first.location, "rb") as f:
+        with _open_input(first.location) as f:
             return first.uri, pq.read_schema(f)
     except Exception:  # noqa: BLE001 - unreadable here: its reader says why, as a reject
         return None
@@ -573,7 +580,7 @@ def _read_sidecar(shard: Shard, suffix: str, max_bytes: int) -> bytes | None | _
     if special:
         return _Unusable("open", "not_a_file", f"its {suffix} file is {special}, not a regular file")
     try:
-        with fsspec.open(location, "rb") as f:
+        with _open_input(location) as f:
             data = read_up_to(f, max_bytes + 1)
             size = _size(f) if len(data) > max_bytes else len(data)
     except Exception:  # noqa: BLE001 - a caption lost is not an image lost

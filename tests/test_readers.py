@@ -728,3 +728,19 @@ def test_a_named_pipe_is_a_reject_not_a_read_that_never_ends(tmp_path):
     assert (piped.stage, piped.error_type, piped.data) == ("open", "not_a_file", jpeg(2))
     assert piped.message == "its .txt file is a named pipe, not a regular file"
     assert isinstance(photo, Record)
+
+
+def test_local_names_with_a_double_colon_are_read_as_they_are(tmp_path):
+    """fsspec.open reads "::" as a chain of filesystems: every image, tar and Parquet file in a
+    folder named crawl::2024 was a `missing` reject, and its caption was lost."""
+    folder = tmp_path / "crawl::2024"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(jpeg(1))
+    (folder / "a.txt").write_bytes(b"a caption")
+    write_tar(folder / "t.tar", [sample("k", jpeg(2), "k caption")])
+    write_parquet(folder / "p.parquet", [{"key": "r", "image": jpeg(3), "caption": "r caption"}])
+    items = [item for shard in discover([str(tmp_path)]) for item in read_shard(shard, CONFIG)]
+    assert [(type(i).__name__, i.source, i.caption) for i in items] == [
+        ("Record", str(folder / "a.jpg"), "a caption"),
+        ("Record", str(folder / "p.parquet#r"), "r caption"),
+        ("Record", str(folder / "t.tar#k"), "k caption")]
