@@ -24,7 +24,6 @@ import fsspec
 import fsspec.compression
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 
 from memgen.records import Record, Reject, Shard, printable
 from memgen.shards import (
@@ -32,6 +31,7 @@ from memgen.shards import (
     IMAGE_SUFFIXES,
     OTHER_IMAGE_SUFFIXES,
     compression,
+    url_fs,
 )
 from memgen.tarstream import TarDamage, read_up_to, tar_members
 from memgen.text import decode_text
@@ -89,12 +89,8 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
 
 
 def _open_input(location: str, compressed: str | None = None) -> fsspec.core.OpenFile:
-    """An input file to open for reading: a local path (discover lists them without a
-    protocol) as it is written, where fsspec.open reads a "::" in it as a chain of
-    filesystems (crawl::2024/a.jpg was opened as crawl, a missing file)."""
-    if "://" not in location:
-        return fsspec.core.OpenFile(LocalFileSystem(), location, "rb", compression=compressed)
-    return fsspec.open(location, "rb", compression=compressed)
+    """An input file to open for reading; a local one as its name is written (url_fs)."""
+    return fsspec.core.OpenFile(*url_fs(location), "rb", compression=compressed)
 
 
 _SPECIAL = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
@@ -106,7 +102,7 @@ def _special_file(location: str) -> str | None:
     file, a folder, a remote URL, nothing: opening it says so)."""
     if "://" in location and not location.startswith("file://"):
         return None
-    path = location if "://" not in location else fsspec.core.url_to_fs(location)[1]
+    path = url_fs(location)[1]
     try:
         mode = os.stat(path).st_mode
     except OSError:

@@ -168,7 +168,7 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
     whether the input itself exists or matched (None: not checked, an http(s) URL; a brace
     range of them would cost a request each), and the files of its folders or glob that are
     not shards, images or sidecars, by suffix."""
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = url_fs(url)
     protocol = url.split("://", 1)[0] if "://" in url else None
     if isinstance(fs, LocalFileSystem):  # a/../a/x.tar and file:///…/a/x.tar are a/x.tar: read once
         path, protocol = posixpath.normpath(path), None
@@ -332,6 +332,15 @@ def _hidden_match(pattern: str, match: str) -> bool:
     return not any(part.startswith(".") for part in rest) and _hidden(match.split("/", len(fixed))[-1])
 
 
+def url_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """fsspec's file system and path of an input URL; a local path (no "://") as it is
+    written, where fsspec reads a "::" in it as a chain of file systems (a folder named
+    crawl::2024 was crawl, and matched nothing)."""
+    if "://" not in url:
+        return LocalFileSystem(), LocalFileSystem._strip_protocol(url)
+    return fsspec.core.url_to_fs(url)
+
+
 def expand(raw: str) -> list[str]:
     """The URLs an input's brace range stands for; a name with braces that exists as written
     (`photos {a,b}`, `sh}ard.tar`) is itself, as one with glob characters is. (http(s) names
@@ -340,7 +349,7 @@ def expand(raw: str) -> list[str]:
     filled the memory)."""
     if "{" in raw or "}" in raw:
         if not raw.startswith(("http://", "https://")):
-            fs, path = fsspec.core.url_to_fs(raw)
+            fs, path = url_fs(raw)
             if _exists(fs, path):
                 return [raw]
     # braceexpand makes a tuple of each range before the first URL: measure them first
@@ -362,12 +371,12 @@ def input_folder_holding(location: str, inputs: list[str]) -> str | None:
     inside, if any: a later run over it would read the output as input. Only inputs that
     name `location`'s parents are asked whether they are folders (a brace range may stand
     for thousands of shards)."""
-    fs, path = fsspec.core.url_to_fs(location)
+    fs, path = url_fs(location)
     where = fs.unstrip_protocol(_real(fs, path)).rstrip("/")
     for raw in inputs:
         with _listing(raw):
             for url in expand(raw):
-                in_fs, in_path = fsspec.core.url_to_fs(url)
+                in_fs, in_path = url_fs(url)
                 folder = in_fs.unstrip_protocol(_real(in_fs, in_path)).rstrip("/")
                 if where.startswith(folder + "/") and _exists(in_fs, in_path) and in_fs.isdir(in_path):
                     return url
@@ -494,7 +503,7 @@ def file_version(url: str) -> str:
         if "://" not in url or url.startswith("file://"):  # a stat alone: a folder of 1M images
             found = os.stat(url.removeprefix("file://"))
             return f"size={found.st_size},mtime={found.st_mtime_ns}"
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = url_fs(url)
         info = fs.info(path)
     except (OSError, ValueError):  # gone, or a name too long: its reader says so
         return ""
@@ -504,7 +513,7 @@ def file_version(url: str) -> str:
 def file_digest(url: str) -> str:
     """sha256 of one input file's bytes (a calibration list, a model), read in blocks."""
     digest = hashlib.sha256()
-    with fsspec.open(url, "rb") as f:
+    with fsspec.core.OpenFile(*url_fs(url), "rb") as f:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()

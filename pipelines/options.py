@@ -88,6 +88,9 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
             if flag in _FOLDERS and "//" in f"/{key.rstrip('/')}":
                 raise UsageError(f"{flag} {url} has an empty folder name (//), which {scheme}:// lists "
                                  "otherwise than it writes")
+        if flag in _FOLDERS and "::" in url and not sep:  # fsspec would write to a chain's first name
+            raise UsageError(f"{flag} {url}: fsspec reads '::' as a chain of file systems: choose a "
+                             "folder name without it")
         if url.startswith("memory://") and flag in _FOLDERS:
             raise UsageError(f"{flag} {url}: memory:// is held by this process alone, so what memgen "
                              "wrote there would be gone when it ends (use a folder or a bucket)")

@@ -786,6 +786,7 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     (["memory://in/{{a,b}}.tar", "--memory", "{tmp}/m", "--direct_num_workers=2",
       "--direct_running_mode=multi_processing"], "memory:// lives in one process"),  # ran into a worker
     (["{shard}", "--memory", "memory://m"], "--memory memory://m: memory:// is held by this process alone"),
+    (["{shard}", "--memory", "{tmp}/crawl::2024"], "fsspec reads '::' as a chain"),  # wrote into {tmp}/crawl
     (["", "--memory", "{tmp}/m"], "INPUT is an empty string"),
     (["{shard}", "--memory", "{tmp}/m", "--image_column", ""], "--image_column is an empty string"),
     (["foo://x/y.tar", "--memory", "{tmp}/m"], "Protocol not known: foo"),

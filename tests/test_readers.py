@@ -740,6 +740,8 @@ def test_local_names_with_a_double_colon_are_read_as_they_are(tmp_path):
     write_tar(folder / "t.tar", [sample("k", jpeg(2), "k caption")])
     write_parquet(folder / "p.parquet", [{"key": "r", "image": jpeg(3), "caption": "r caption"}])
     items = [item for shard in discover([str(tmp_path)]) for item in read_shard(shard, CONFIG)]
+    assert [shard.uri for shard in discover([str(folder), f"{folder}/t.tar"])] == [  # named: no match
+        str(folder / name) for name in ("a.jpg", "p.parquet", "t.tar")]
     assert [(type(i).__name__, i.source, i.caption) for i in items] == [
         ("Record", str(folder / "a.jpg"), "a caption"),
         ("Record", str(folder / "p.parquet#r"), "r caption"),
