@@ -220,6 +220,9 @@ def _sample_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, key: s
     cut = [f".{ext} member is {-size} bytes" for ext, _, size in (caption_member, meta_member) if size < 0]
     caption = decode_text(caption_member.data)
     meta_text, url = _metadata(decode_text(meta_member.data))
+    sidecars = {ext for ext, _, _ in images} | {caption_member.ext, meta_member.ext, ""}
+    meta_text = _with_text_members(meta_text, [(ext, data) for _, ext, data, size in group
+                                               if ext not in sidecars and size >= 0 and data])
     for n, (ext, data, size) in enumerate(images):
         member_locator = locator if n == 0 else f"{locator}.{ext}"
         member_source = shard.source(member_locator)
@@ -289,6 +292,29 @@ def _metadata(text: str | None) -> tuple[str | None, str | None]:
         if nonfinite or _SURROGATE.search(dumped):  # kept, DuckDB's metadata::JSON failed on it
             text, url = _whole_characters(dumped), url and _whole_characters(url)
     return text, url
+
+
+def _with_text_members(meta_text: str | None, members: list[tuple[str, bytes]]) -> str | None:
+    """The metadata JSON with the sample's other members that are UTF-8 text (webdataset's
+    `.cls` labels, `.id`) under their extension, as a Parquet shard's other columns are:
+    only image, caption and metadata were kept. A key the .json member has keeps its value;
+    a .json that is not an object is kept under "json". Binary members (features, masks)
+    are not kept."""
+    texts = {}
+    for ext, data in members:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            continue
+        if "\x00" not in text:
+            texts[ext] = text.strip()
+    if not texts:
+        return meta_text
+    parsed = {} if meta_text is None else json.loads(meta_text)
+    if not isinstance(parsed, dict):
+        parsed = {"json": parsed}
+    merged = parsed | {ext: text for ext, text in texts.items() if ext not in parsed}
+    return json.dumps(merged, ensure_ascii=False)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

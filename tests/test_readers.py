@@ -763,3 +763,21 @@ def test_a_key_repeated_many_times_is_numbered_without_searching_from_the_start(
     names = [keys("k") for _ in range(1000)]
     assert names[:4] == ["k", "k~2", "k~4", "k~5"] and names[-1] == "k~1001"
     assert Counted.lookups < 3 * len(names)  # searching from the start: ~500,000
+
+
+def test_a_samples_other_text_members_are_kept_in_its_metadata_by_extension(tmp_path):
+    """A webdataset sample's `.cls` label (ImageNet-style shards) was in no table: a Parquet
+    shard's other columns are kept in metadata, a tar's other members were dropped."""
+    npy = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'}\x00\x00\x80\x3f"
+    path = write_tar(tmp_path / "labels.tar", [
+        ("a", {"jpg": jpeg(1), "cls": b"281\n", "json": b'{"url": "http://x/a.jpg"}'}),
+        ("b", {"jpg": jpeg(2), "cls": b"7", "npy": npy}),  # binary: not kept
+        ("c", {"jpg": jpeg(3), "id": b"c-1", "json": b'[1, 2]'}),  # metadata that is not an object
+        ("d", {"jpg": jpeg(4), "cls": b"9", "json": b'{"cls": 3}'}),  # the .json's own value stays
+        ("e", {"jpg": jpeg(5), "txt": b"only a caption", "json": b'{"url": "http://x/e.jpg"}'})])
+    a, b, c, d, e = read(str(path))
+    assert (json.loads(a.metadata), a.url) == ({"url": "http://x/a.jpg", "cls": "281"}, "http://x/a.jpg")
+    assert json.loads(b.metadata) == {"cls": "7"}
+    assert json.loads(c.metadata) == {"json": [1, 2], "id": "c-1"}
+    assert json.loads(d.metadata) == {"cls": 3}
+    assert (e.metadata, e.caption) == ('{"url": "http://x/e.jpg"}', "only a caption")  # as written
