@@ -25,6 +25,9 @@ from memgen.decode import DEFAULT_MAX_PIXELS
 
 THUMB_SIDE = 160
 THUMB_QUALITY = 80
+# a thumbnail's caption shows in one line under it, and its tooltip: a crawl's caption can be
+# megabytes of spam, written three times per thumbnail it would make the page as large
+CAPTION_CHARS = 300
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -256,7 +259,8 @@ def _distances(distances: dict[str, Any]) -> str:
 
 def _img(thumb: Thumb) -> str:
     data = base64.b64encode(thumb.jpeg).decode("ascii")
-    caption = _e(thumb.caption)
+    text = thumb.caption
+    caption = _e(text if len(text) <= CAPTION_CHARS else text[:CAPTION_CHARS - 1] + "…")
     return (f"<figure><img src=\"data:image/jpeg;base64,{data}\" alt=\"{caption}\" title=\"{caption}\">"
             f"<figcaption>{caption}</figcaption></figure>")
 

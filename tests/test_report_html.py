@@ -87,6 +87,13 @@ def test_html_inlines_every_image_and_names_no_url():
     assert not re.search(r"https?:|//[a-z]|\bsrc=\"(?!data:)|\bhref=|@import|url\(", text)
 
 
+def test_a_long_caption_is_cut_short_in_the_page():
+    thumb = make_thumb(_photos()[0], "cat spam " * 100_000)
+    page = report_html.render({}, Figures(sample=[thumb], contact_sheet=[thumb]))
+    assert len(page) < 100_000  # not 900 kB written six times
+    assert ("cat spam " * 100)[:report_html.CAPTION_CHARS - 1] + "…</figcaption>" in page
+
+
 def test_empty_figures_say_whether_their_set_was_given():
     page = report_html.render({"inputs": {"memory": "m", "sample": None, "references": []}}, Figures())
     assert page.count("No --reference given.") == 1 and page.count("No --sample given.") == 2  # figures 2, 3
