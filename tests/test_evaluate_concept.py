@@ -134,6 +134,29 @@ def test_tally_fn_separates_failures_and_merges():
     assert failures == FailureTally(1, 3, (("decode_error", 1),), (("c", "s#c", "decode_error", "bad"),))
 
 
+def test_a_model_score_that_is_not_a_number_is_a_failure_not_a_non_cat(tmp_path):
+    """A model giving NaN (a broken or overflowing export) counted the image as no cat: the
+    report said 0% cats, its interval [0%, 0%], of images the model labelled nothing in."""
+    pytest.importorskip("onnxruntime", reason="onnx:PATH runs under onnxruntime (the vision extra)")
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+             helper.make_node("Constant", [], ["i"], value=numpy_helper.from_array(np.array([0], np.int64))),
+             helper.make_node("Gather", ["m", "i"], ["c"], axis=1),
+             helper.make_node("Sqrt", ["c"], ["y"])]  # a logit of the red mean: NaN for a dark image
+    graph = helper.make_graph(nodes, "nan",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1])])
+    model = tmp_path / "nan.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    rows = [_row(_png((255, 0, 0)), 2, "red"), _row(_png((0, 0, 0)), 3, "black")]
+    concept = _evaluate(_memory(tmp_path / "m", rows, parts=1), tmp_path / "out", "--classifier",
+                        f"onnx:{model}", "--classes", "0", "--embedding", "false")["concept"]
+    assert concept["unique"]["n"] == 1 and concept["unique"]["estimate"] == 1.0
+    assert concept["failures"]["images"] == 1 and concept["failures"]["by_type"] == {"bad_score": 1}
+
+
 def test_census_and_sample_with_captions(tmp_path):
     rows = _caption_rows(120)
     memory = _memory(tmp_path / "m", rows)

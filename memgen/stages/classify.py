@@ -27,6 +27,7 @@ from memgen.classify.concept import (
     Scored,
     calibration_from,
     concept_section,
+    from_probability,
 )
 from memgen.classify.images import decode_ahead
 from memgen.classify.onnx_model import concept_probability, inference_session, to_model_input
@@ -225,8 +226,7 @@ class ConceptModelHandler(ModelHandler):
 
 def _scored(keyed_result, threshold: float) -> Scored:
     (image_id, copies), result = keyed_result
-    p = float(result.inference)
-    return Scored(image_id, copies, p, p >= threshold)
+    return from_probability(image_id, copies, float(result.inference), threshold)
 
 
 def score_caption(item: ImageItem) -> Scored:

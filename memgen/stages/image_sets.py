@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from memgen.classify import ClassifierSpec
-from memgen.classify.concept import Scored
+from memgen.classify.concept import Scored, from_probability
 from memgen.classify.images import decode_ahead, to_rgb_square
 from memgen.classify.onnx_model import (
     EFFICIENTNET,
@@ -200,8 +200,7 @@ class _ScoreFn(SessionFn):
         count_model_images(len(batch))
         p_concept = concept_probability(probabilities, self.spec.classes, self.spec.scores)
         for (image, feats, _), p, vector in zip(batch, p_concept, vectors, strict=True):
-            p = float(p)
-            scored = Scored(image.image_id, image.copies, p, p >= self.spec.threshold)
+            scored = from_probability(image.image_id, image.copies, float(p), self.spec.threshold)
             yield ScoredImage(scored, image.phash, {**feats, EMBEDDING: vector})
 
 
