@@ -101,12 +101,19 @@ def _sample_images(sample: str, memory: str, n: int) -> Iterator[tuple[bytes, st
             yield data[row["image_id"]], f"#{row['rank']} {row['caption'] or row['image_id'][:12]}"
 
 
+def short_source(source: str) -> str:
+    """A record's source as a thumbnail names it: its file's name, and its key in a tar or
+    Parquet shard whole (a key may hold "/": `0001.tar#x/cat` was shown as `cat`)."""
+    shard, key = split_source(source)
+    return posixpath.basename(shard) + (f"#{key}" if key else "")
+
+
 def _reference_images(references: list[Shard], n: int, reader: ReaderConfig) -> Iterator[tuple[bytes, str]]:
     count = 0
     for shard in references:
         for item in read_shard(shard, reader):
             if isinstance(item, Record):
-                yield item.data, posixpath.basename(item.source)
+                yield item.data, short_source(item.source)
                 count += 1
                 if count == n:
                     return
@@ -143,7 +150,7 @@ def cluster_galleries(memory: str, reader: ReaderConfig, clusters: int = CLUSTER
     for copies, rep, _ in largest:
         plural = "s" if copies > 2 else ""
         images = [(representatives[rep], f"representative ({copies - 1} duplicate{plural})")]
-        images += [(found[row["source"]], f"d={row['distance']} {posixpath.basename(row['source'])}")
+        images += [(found[row["source"]], f"d={row['distance']} {short_source(row['source'])}")
                    for row in wanted[rep] if row["source"] in found]
         galleries.append(Cluster(copies, list(_thumbs(images, max_pixels))))
     return galleries

@@ -265,3 +265,12 @@ def test_report_loads_in_headless_chromium(tmp_path: Path):
     with Image.open(shot) as img:
         assert img.size == (1280, 3600)
         assert len(img.convert("RGB").getcolors(1 << 24)) > 1000  # photos rendered, not a blank page
+
+
+def test_a_thumbnail_names_its_shard_and_its_whole_key():
+    """A key holding "/" lost its shard and most of itself (`0001.tar#x/cat` was `cat`)."""
+    from memgen.report_figures import short_source
+
+    assert short_source("s3://b/crawl/0001.tar#x/cat") == "0001.tar#x/cat"
+    assert short_source("/data/p/0002.parquet#row/7") == "0002.parquet#row/7"
+    assert short_source("/photos/a#b.jpg") == "a#b.jpg"  # a folder image: its name, "#" and all
