@@ -243,7 +243,9 @@ def reference_shards(config: EvaluateConfig) -> list[Shard]:
 
 def report_page(config: EvaluateConfig, references: list[Shard] | None = None) -> ReportPage:
     """Where report.html's figures come from, read as the memory was (`references`: the
-    reference shards when listed already)."""
+    reference shards when listed already). The memory checked whole first, as a run does: a
+    page made again after a kill read a lost part as a FileNotFoundError."""
+    check_memory(config.memory)
     reader, fingerprint, _ = memorized_settings(config.memory)
     shards = reference_shards(config) if references is None else references
     return ReportPage(config.memory, config.sample, tuple(shards), reader, fingerprint.max_pixels)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from memgen.classify import resolve
 from memgen.classify.concept import FailureTally, LabelledFile, Scored
-from memgen.memory import image_parts, write_manifest, write_rows
+from memgen.memory import MemoryDirError, _checked_part_files, image_parts, write_manifest, write_rows
 from memgen.pipelines.cli import main as cli_main
 from memgen.prevalence import Tally
 from memgen.schema import load_json
@@ -374,6 +374,18 @@ def test_a_run_killed_between_report_json_and_its_page_is_finished_by_a_rerun(tm
     (out / "report.json").write_text(json.dumps(report))
     (out / "report.html").unlink()
     assert cli_main(rerun) == 0 and (out / "report.html").exists()
+    (out / "report.html").unlink()  # a memory that lost a part since: said as a run says it
+    next(Path(memory, "images").glob("*.parquet")).unlink()
+    _checked_part_files.cache_clear()  # checked once a process: a command is a process of its own
+    # (a page with a sample read its images by part: FileNotFoundError)
+    from memgen.pipelines.evaluate import EvaluateConfig, EvaluateOptions, report_page
+    from memgen.pipelines.options import parse_job
+
+    with pytest.raises(MemoryDirError, match="is damaged"):
+        report_page(EvaluateConfig.from_options(parse_job("memgen evaluate", "", EvaluateOptions, rerun[1:])))
+    assert cli_main(rerun) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "is damaged" in err and "FileNotFoundError" not in err, err
 
 
 def test_a_retry_over_a_finished_report_has_nothing_to_run_until_an_input_differs(tmp_path, capsys):
