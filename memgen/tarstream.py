@@ -80,9 +80,10 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
     extended = False  # an "L", "K", "x" or "g" header was read: a member header must follow
     while True:
         if len(block) < BLOCK:
-            if not block and not extended:
-                return  # EOF at a block boundary after at least one header: tarfile's end too
-            what = "missing header after an extended header" if not block else "truncated header"
+            # every writer ends a tar with zero blocks: one that stops at a member's end was
+            # cut there (a full disk, a copy cut short), its later members lost (tarfile says nothing)
+            what = ("no end-of-archive marker: cut short after a member" if not block and not extended
+                    else "missing header after an extended header" if not block else "truncated header")
             raise TarDamage(what, offset)
         if not _checksum_ok(block, offset):
             if block == _ZERO_BLOCK and not extended:

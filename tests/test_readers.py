@@ -781,3 +781,16 @@ def test_a_samples_other_text_members_are_kept_in_its_metadata_by_extension(tmp_
     assert json.loads(c.metadata) == {"json": [1, 2], "id": "c-1"}
     assert json.loads(d.metadata) == {"cls": 3}
     assert (e.metadata, e.caption) == ('{"url": "http://x/e.jpg"}', "only a caption")  # as written
+
+
+def test_a_tar_cut_after_a_member_keeps_what_it_holds_and_says_it_was_cut(tmp_path):
+    """Cut at a header (a full disk cuts at 4 KiB), its later samples were lost without a
+    word: 2 records, 0 rejects."""
+    whole = write_tar(tmp_path / "whole.tar", [sample(f"k{i}", jpeg(i), f"caption {i}") for i in range(3)])
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[:data.index(b"k1.txt") // 512 * 512])  # at k1.txt's header
+    k0, k1, reject = read(str(cut))
+    assert (k0.caption, k1.data, k1.caption) == ("caption 0", jpeg(1), None)
+    assert (reject.stage, reject.error_type, reject.source) == ("read", "corrupt_shard", str(cut))
+    assert reject.message.startswith("TarDamage: no end-of-archive marker: cut short after a member")
