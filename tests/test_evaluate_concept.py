@@ -664,3 +664,26 @@ def test_a_calibration_csv_saved_by_a_spreadsheet_is_read():
         f.write("file,label,Label\na.png,cat,notcat\nb.png,notcat,cat\n")
     with pytest.raises(ValueError, match="twice.csv: its header names the column label 2 times"):
         read_calibration_labels("memory://cal-excel/twice.csv")
+
+
+def test_a_calibration_csv_with_mac_line_endings_is_read(tmp_path):
+    """Excel for Mac's "CSV (Macintosh)" ends lines with CR alone: evaluate ended in the csv
+    module's traceback ("new-line character seen in unquoted field"); a file that is no CSV
+    at all is refused in one line."""
+    import fsspec
+
+    from memgen.classify.concept import read_calibration_labels
+
+    with fsspec.open("memory://cal-mac/labels.csv", "wb") as f:
+        f.write(b'file,label,caption\ra.png,cat,"a cat\r\non a mat"\rb.png,notcat,a dog\r')
+    found = read_calibration_labels("memory://cal-mac/labels.csv")
+    assert [(item.url, item.positive, item.caption) for item in found] == [
+        ("memory://cal-mac/a.png", True, "a cat\r\non a mat"), ("memory://cal-mac/b.png", False, "a dog")]
+    with fsspec.open("memory://cal-mac/photo.csv", "wb") as f:  # a photo named by mistake: one long "field"
+        f.write(b"\xff\xd8" + bytes(300_000))
+    with pytest.raises(ValueError, match="photo.csv: not a CSV file"):
+        read_calibration_labels("memory://cal-mac/photo.csv")
+    (tmp_path / "labels.csv").write_bytes(b"file,label\ra.png,cat\rb.png,notcat\r")
+    code = cli_main(["evaluate", "--memory", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
+                     "--calibration", str(tmp_path / "labels.csv")])
+    assert code == 2  # its files do not exist: refused in one line, not a traceback

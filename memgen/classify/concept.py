@@ -110,10 +110,15 @@ def read_calibration_labels(path: str) -> list[LabelledFile]:
     """labels.csv (file,label[,caption]) -> labelled files; paths relative to the CSV's folder.
     Each file once: a file listed twice would count twice, or against itself. Both classes:
     sensitivity and specificity need both. As spreadsheets save it: any encoding (a BOM, or
-    Windows-1252), the header in any case, cells padded with spaces."""
+    Windows-1252), lines ended by CR alone (Excel for Mac's "CSV (Macintosh)"), the header in
+    any case, cells padded with spaces."""
     with fsspec.open(path, "rb") as f:
-        reader = csv.DictReader(io.StringIO(decode_text(f.read())))
-        rows = list(reader)
+        # newline="": a line ends at \r, \n or \r\n; a quoted caption keeps its line breaks
+        reader = csv.DictReader(io.StringIO(decode_text(f.read()), newline=""))
+        try:
+            rows = list(reader)
+        except csv.Error as e:  # not a CSV (a tar named by mistake): refused as the rest is
+            raise ValueError(f"{path}: not a CSV file ({e})") from None
     columns = {name.strip().lower(): name for name in reader.fieldnames or () if name}
     named = [name.strip().lower() for name in reader.fieldnames or () if name]
     twice = [name for name in ("file", "label", "caption") if named.count(name) > 1]
