@@ -374,10 +374,27 @@ def open_table(memory: str, table: str) -> ds.Dataset:
     return ds.dataset(files, schema=table_schema(table), format="parquet", filesystem=fs)
 
 
+@contextlib.contextmanager
+def _damaged_data(url: str) -> Iterator[None]:
+    """MemoryDirError for a part whose footer is whole (check_memory read it) but whose data
+    Arrow cannot decode (a page overwritten, a disk's bad sector): found mid-run, it ended
+    sample and evaluate in Arrow's traceback. What storage raises (an errno, a client's own
+    OSError subclass) stays as it is: the command says it as storage's."""
+    try:
+        yield
+    except (pa.ArrowInvalid, OSError) as e:
+        if type(e) not in (pa.ArrowInvalid, OSError) or getattr(e, "errno", None) is not None:
+            raise
+        said = next((line for line in str(e).splitlines() if line.strip()), "")
+        memory = posixpath.dirname(posixpath.dirname(url))
+        raise MemoryDirError(f"{memory} is damaged: {_part_of(url)} cannot be read ({said})"[:500]) from None
+
+
 def read_columns(part: str, columns: list[str]) -> pa.Table:
     """Some columns of a table's part (small ones: ids, copies), whole."""
     fs, path = fsspec.core.url_to_fs(part)
-    return pq.read_table(path, columns=columns, filesystem=fs)
+    with _damaged_data(part):
+        return pq.read_table(path, columns=columns, filesystem=fs)
 
 
 def part_rows(url: str, columns: list[str] | None = None, selected: frozenset[str] | None = None,
@@ -387,7 +404,7 @@ def part_rows(url: str, columns: list[str] | None = None, selected: frozenset[st
     that hold one are read beyond their id column: ids are random, so a filter's statistics
     skip nothing (a dataset scan read every image byte, and ahead: several times a part in
     memory, to take a few rows)."""
-    with fsspec.open(url, "rb") as f:
+    with fsspec.open(url, "rb") as f, _damaged_data(url):
         part = pq.ParquetFile(f)
         groups = list(range(part.num_row_groups))
         if selected is not None:

@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from memgen.memory import MemoryDirError, join, memory_claim, prepare_output, read_manifest
 from memgen.outputs import OutputDirError
 from memgen.pipelines.errors import UsageError
-from memgen.pipelines.failures import behind, storage_error, storage_line
+from memgen.pipelines.failures import behind, storage_error, storage_line, without_stage
 from memgen.pipelines.interrupts import Watch, end_workers
 from memgen.pipelines.logs import log_progress
 from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
@@ -294,7 +294,8 @@ def _run(command: str, rest: list[str], watch: Watch) -> int:
     try:
         COMMANDS[command](rest)
     except (UsageError, NoInputError, MemoryDirError, OutputDirError) as e:
-        print(f"memgen {command}: error: {e}", file=sys.stderr)
+        # (a damaged memory part found mid-run: the runner named its stage)
+        print(f"memgen {command}: error: {without_stage(e)}", file=sys.stderr)
         return 2
     except (Exception, KeyboardInterrupt) as e:
         failed = behind(e)
@@ -307,6 +308,9 @@ def _run(command: str, rest: list[str], watch: Watch) -> int:
         if watch.worker_ended:
             print(watch.worker_line(), file=sys.stderr)
             return 1
+        if isinstance(cause, MemoryDirError):  # what a worker process found damaged (memory._damaged_data)
+            print(f"memgen {command}: error: {cause}", file=sys.stderr)
+            return 2
         if not storage_error(failed):
             raise  # memgen's own bug: the traceback is what a report needs
         print(f"memgen {command}: error: {storage_line(cause)}"[:1000], file=sys.stderr)

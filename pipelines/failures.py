@@ -10,6 +10,7 @@ import re
 import tempfile
 from typing import NamedTuple
 
+from memgen.memory import MemoryDirError
 from memgen.outputs import STORAGE_CLIENTS, from_storage_client
 from memgen.pipelines.errors import first_line
 
@@ -61,6 +62,12 @@ def _by_client(e: BaseException) -> bool:
 _WHILE_RUNNING = re.compile(r" \[while running '[^']*'\]$")
 _RERAISED = re.compile(r"(?:RuntimeError: )*([A-Za-z_][\w.]*)(?:: (.*))?$")
 _ERRNO = re.compile(r"\[Errno (\d+)\] ")
+_DAMAGED = f"{MemoryDirError.__module__}.{MemoryDirError.__name__}"
+
+
+def without_stage(error: BaseException) -> str:
+    """An error's text without the stage a runner named in it (" [while running 'Stage']")."""
+    return _WHILE_RUNNING.sub("", str(error))
 
 
 def behind(e: BaseException) -> RunError:
@@ -89,6 +96,8 @@ def behind(e: BaseException) -> RunError:
         return RunError(sent, True, by_client)
     if builtin is KeyboardInterrupt:
         return RunError(KeyboardInterrupt(), True, False)
+    if f"{module}.{name}" == _DAMAGED:  # a damaged memory part, found in a worker process
+        return RunError(MemoryDirError(message), True, False)
     if module.split(".")[0] in STORAGE_CLIENTS:  # its class is not importable here, its text is
         return RunError(type(name, (Exception,), {"__module__": module})(message), True, True)
     return RunError(e, True, by_client)

@@ -211,6 +211,28 @@ def test_a_memory_with_a_damaged_part_is_refused_before_it_is_read(memory, tmp_p
         assert not out.exists()
 
 
+@pytest.mark.parametrize("workers", [[], ["--direct_num_workers=2",
+                                          "--direct_running_mode=multi_processing"]])
+def test_a_memory_part_with_damaged_data_is_refused_in_one_line(memory, tmp_path, capsys, workers):
+    """A part whose footer is whole but whose pages are not (overwritten, a bad sector) passes
+    the checks before the run: sample and evaluate ended in Arrow's traceback ("Couldn't
+    deserialize thrift"), exit 1, from a worker process too."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(memory / "memory", damaged)
+    part = damaged / "images" / "part-000000.parquet"
+    data = bytearray(part.read_bytes())
+    data[4:1004] = bytes(b ^ 0x5A for b in data[4:1004])  # the first page's header, not the footer
+    part.write_bytes(bytes(data))
+    commands = [["sample", "--n", "3"], ["evaluate", "--classifier", "caption", "--embedding", "false"]]
+    for command in commands if not workers else commands[:1]:  # a worker process: the same line
+        out = tmp_path / command[0]
+        assert main([command[0], "--memory", str(damaged), "--out", str(out), *command[1:], *workers]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"{damaged} is damaged: images/part-000000.parquet cannot be read (" in err
+        assert not (out / "manifest.json").exists() and not (out / "report.json").exists()
+
+
 @pytest.mark.parametrize("damage, message", [
     (b"{not json", "its manifest.json is not valid JSON"),
     (b"", "its manifest.json is not valid JSON"),
