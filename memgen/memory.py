@@ -375,25 +375,29 @@ def open_table(memory: str, table: str) -> ds.Dataset:
 
 
 @contextlib.contextmanager
-def _damaged_data(url: str) -> Iterator[None]:
-    """MemoryDirError for a part whose footer is whole (check_memory read it) but whose data
-    Arrow cannot decode (a page overwritten, a disk's bad sector): found mid-run, it ended
-    sample and evaluate in Arrow's traceback. What storage raises (an errno, a client's own
-    OSError subclass) stays as it is: the command says it as storage's."""
+def damaged_data(folder: str, name: str) -> Iterator[None]:
+    """MemoryDirError for a Parquet file of a finished run (`name` in `folder`) that Arrow
+    cannot decode: a memory part whose footer is whole (check_memory read it) but whose
+    pages are not (overwritten, a disk's bad sector), a sample's index cut short. Found
+    mid-run, it ended sample and evaluate in Arrow's traceback. What storage raises (an
+    errno, a client's own OSError subclass) stays as it is: the command says it as storage's."""
     try:
         yield
     except (pa.ArrowInvalid, OSError) as e:
         if type(e) not in (pa.ArrowInvalid, OSError) or getattr(e, "errno", None) is not None:
             raise
         said = next((line for line in str(e).splitlines() if line.strip()), "")
-        memory = posixpath.dirname(posixpath.dirname(url))
-        raise MemoryDirError(f"{memory} is damaged: {_part_of(url)} cannot be read ({said})"[:500]) from None
+        raise MemoryDirError(f"{folder} is damaged: {name} cannot be read ({said})"[:500]) from None
+
+
+def _damaged_part(url: str) -> contextlib.AbstractContextManager[None]:
+    return damaged_data(posixpath.dirname(posixpath.dirname(url)), _part_of(url))
 
 
 def read_columns(part: str, columns: list[str]) -> pa.Table:
     """Some columns of a table's part (small ones: ids, copies), whole."""
     fs, path = fsspec.core.url_to_fs(part)
-    with _damaged_data(part):
+    with _damaged_part(part):
         return pq.read_table(path, columns=columns, filesystem=fs)
 
 
@@ -404,7 +408,7 @@ def part_rows(url: str, columns: list[str] | None = None, selected: frozenset[st
     that hold one are read beyond their id column: ids are random, so a filter's statistics
     skip nothing (a dataset scan read every image byte, and ahead: several times a part in
     memory, to take a few rows)."""
-    with fsspec.open(url, "rb") as f, _damaged_data(url):
+    with fsspec.open(url, "rb") as f, _damaged_part(url):
         part = pq.ParquetFile(f)
         groups = list(range(part.num_row_groups))
         if selected is not None:

@@ -308,7 +308,7 @@ def _run(command: str, rest: list[str], watch: Watch) -> int:
         if watch.worker_ended:
             print(watch.worker_line(), file=sys.stderr)
             return 1
-        if isinstance(cause, MemoryDirError):  # what a worker process found damaged (memory._damaged_data)
+        if isinstance(cause, MemoryDirError):  # what a worker process found damaged (memory.damaged_data)
             print(f"memgen {command}: error: {cause}", file=sys.stderr)
             return 2
         if not storage_error(failed):

@@ -409,3 +409,22 @@ def test_galleries_re_read_shards_whose_names_are_not_utf8(tmp_path):
     assert gallery.images == 2
     captions = [thumb.caption for thumb in gallery.thumbs]
     assert captions == ["representative (1 duplicate)", "d=0 caf\\xe9.tar#b"]
+
+
+@pytest.mark.parametrize("damage", ["cut_short", "without_memory_part"])
+def test_a_sample_with_a_damaged_index_is_refused_in_one_line(sets, tmp_path, capsys, damage):
+    """evaluate --sample reads the sample's index.parquet as it builds the pipeline: one cut
+    short, or rewritten by another tool without memory_part, ended it in Arrow's traceback."""
+    damaged = tmp_path / "s"
+    shutil.copytree(sets["sample"], damaged)
+    index = damaged / "index.parquet"
+    if damage == "cut_short":
+        index.write_bytes(index.read_bytes()[:100])
+    else:
+        pq.write_table(pq.read_table(index).drop_columns(["memory_part"]), index)
+    capsys.readouterr()
+    assert main(["evaluate", "--memory", sets["memory"], "--sample", str(damaged),
+                 "--out", str(tmp_path / "r"), "--classifier", "caption", "--embedding", "false"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{damaged} is damaged: index.parquet cannot be read (" in err, err
+    assert not (tmp_path / "r" / "report.json").exists()

@@ -46,7 +46,7 @@ from memgen.copying import query_phash
 from memgen.decode import DEFAULT_MAX_PIXELS, ImageError
 from memgen.features import EMBEDDING, ImageView, extract
 from memgen.fingerprint import FingerprintConfig
-from memgen.memory import image_parts, join, part_rows
+from memgen.memory import damaged_data, image_parts, join, part_rows
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
 from memgen.sample_output import INDEX, sample_memory
@@ -93,7 +93,8 @@ def sample_parts(sample: str, memory: str | None = None) -> list[tuple[str, froz
     (the memory: `sample_output.sample_memory`)."""
     _, drawn_from = sample_memory(sample, memory)
     image_parts(drawn_from)  # its parts checked before they are read (memory.MemoryDirError)
-    with fsspec.open(join(sample, INDEX), "rb") as f:
+    # cut short, or rewritten by another tool without memory_part: one line, not Arrow's traceback
+    with fsspec.open(join(sample, INDEX), "rb") as f, damaged_data(sample, INDEX):
         index = pq.read_table(f, columns=["image_id", "memory_part"]).to_pylist()
     ids: dict[str, set[str]] = defaultdict(set)
     for row in index:
