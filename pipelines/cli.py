@@ -242,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(command, rest, watch)
 
 
+class StdoutError(Exception):
+    """Standard output failed (not a reader that went away): the command's outputs are not it."""
+
+
 class _Stdout:
     """sys.stdout while a command runs: a reader that went away (`memgen ... | head -1`) does
     not end the run, whose outputs are what it is for (it ended with "error: BrokenPipeError",
@@ -266,6 +270,9 @@ class _Stdout:
             yield
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())  # Python's own advice
+        except OSError as e:  # `> file` on a full disk: said as the output's storage failing
+            raise StdoutError(f"standard output cannot be written: {e.strerror or e} (what the run "
+                              "wrote is whole)") from None
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -293,7 +300,8 @@ def _reader_may_leave():
 def _run(command: str, rest: list[str], watch: Watch) -> int:
     try:
         COMMANDS[command](rest)
-    except (UsageError, NoInputError, MemoryDirError, OutputDirError) as e:
+        sys.stdout.flush()  # what it printed fails here when stdout is a file on a full disk
+    except (UsageError, NoInputError, MemoryDirError, OutputDirError, StdoutError) as e:
         # (a damaged memory part found mid-run: the runner named its stage)
         print(f"memgen {command}: error: {without_stage(e)}", file=sys.stderr)
         return 2

@@ -791,6 +791,20 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tmp_path):
     assert read_manifest(str(tmp_path / "m"))["balanced"]
 
 
+def test_standard_output_on_a_full_disk_is_said_as_itself(tmp_path):
+    """`memgen memorize ... > file` on a full disk blamed the output's disk ("the output's
+    disk, or /tmp, ...") for a memory it had written whole."""
+    write_tar(tmp_path / "a.tar", [sample(f"k{i}", jpeg(i)) for i in range(3)])
+    command = [sys.executable, "-m", "memgen.pipelines.cli", "memorize", str(tmp_path / "a.tar"),
+               "--memory", str(tmp_path / "m")]
+    with open("/dev/full", "w") as full:  # every write: ENOSPC
+        done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    said = [line for line in done.stderr.splitlines() if not line.startswith("read ")]
+    assert (done.returncode, said) == (2, ["memgen memorize: error: standard output cannot be written: No "
+                                           "space left on device (what the run wrote is whole)"])
+    assert read_manifest(str(tmp_path / "m"))["balanced"]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["{tmp}/nothing-*.tar", "--memory", "{tmp}/m"], "no input matched"),
     (["{shard}", "--memory", "{memory}"], "already holds a finished memory"),
