@@ -687,3 +687,21 @@ def test_a_calibration_csv_with_mac_line_endings_is_read(tmp_path):
     code = cli_main(["evaluate", "--memory", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
                      "--calibration", str(tmp_path / "labels.csv")])
     assert code == 2  # its files do not exist: refused in one line, not a traceback
+
+
+def test_a_calibration_csv_separated_by_semicolons_is_read():
+    """Excel in a locale with a decimal comma (German, French) saves CSV with semicolons: it
+    was refused as lacking the columns file,label that its header names."""
+    import fsspec
+
+    from memgen.classify.concept import read_calibration_labels
+
+    for name, sep in (("semi", ";"), ("tab", "\t")):
+        with fsspec.open(f"memory://cal-{name}/labels.csv", "wb") as f:
+            f.write(f"File{sep}Label\r\na, b.png{sep}cat\r\nc.png{sep}notcat\r\n".encode("cp1252"))
+        found = read_calibration_labels(f"memory://cal-{name}/labels.csv")
+        assert [(item.url, item.positive) for item in found] == [
+            (f"memory://cal-{name}/a, b.png", True), (f"memory://cal-{name}/c.png", False)]
+    with fsspec.open("memory://cal-semi/mac.csv", "wb") as f:  # CR alone, as Excel for Mac saves it
+        f.write(b"file;label\ra.png;cat\rb.png;notcat\r")
+    assert [item.positive for item in read_calibration_labels("memory://cal-semi/mac.csv")] == [True, False]

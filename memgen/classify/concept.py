@@ -111,14 +111,17 @@ def read_calibration_labels(path: str) -> list[LabelledFile]:
     Each file once: a file listed twice would count twice, or against itself. Both classes:
     sensitivity and specificity need both. As spreadsheets save it: any encoding (a BOM, or
     Windows-1252), lines ended by CR alone (Excel for Mac's "CSV (Macintosh)"), the header in
-    any case, cells padded with spaces."""
+    any case, cells padded with spaces, separated by commas or, as spreadsheets in locales with
+    a decimal comma save CSV, by semicolons (or tabs)."""
     with fsspec.open(path, "rb") as f:
-        # newline="": a line ends at \r, \n or \r\n; a quoted caption keeps its line breaks
-        reader = csv.DictReader(io.StringIO(decode_text(f.read()), newline=""))
-        try:
-            rows = list(reader)
-        except csv.Error as e:  # not a CSV (a tar named by mistake): refused as the rest is
-            raise ValueError(f"{path}: not a CSV file ({e})") from None
+        text = decode_text(f.read())
+    header = next(iter(text.splitlines()), "")
+    # newline="": a line ends at \r, \n or \r\n; a quoted caption keeps its line breaks
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=_delimiter(header))
+    try:
+        rows = list(reader)
+    except csv.Error as e:  # not a CSV (a tar named by mistake): refused as the rest is
+        raise ValueError(f"{path}: not a CSV file ({e})") from None
     columns = {name.strip().lower(): name for name in reader.fieldnames or () if name}
     named = [name.strip().lower() for name in reader.fieldnames or () if name]
     twice = [name for name in ("file", "label", "caption") if named.count(name) > 1]
@@ -151,6 +154,11 @@ def read_calibration_labels(path: str) -> list[LabelledFile]:
         raise ValueError(f"{path}: lists {positives} positive and {len(out) - positives} negative files; "
                          "sensitivity and specificity need both")
     return out
+
+
+def _delimiter(header: str) -> str:
+    """The header's separator: a comma, else a semicolon or a tab (column names hold none)."""
+    return next((d for d in ",;\t" if d in header), ",")
 
 
 def missing_labelled(labelled: Sequence[LabelledFile]) -> list[str]:
