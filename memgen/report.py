@@ -62,10 +62,12 @@ def prepare_report_output(claim: Claim, check_only: bool = False) -> None:
 
 def write_report(out: str, report: dict[str, Any]) -> dict[str, Any]:
     """report.json under a temporary name, then renamed: a reader never sees half of it;
-    returns what it holds."""
+    returns what it holds, as read back (keys sorted: the page drawn from it is the one a
+    rerun draws after a run killed before the page, byte for byte)."""
     report = {**report, "inputs": {**report["inputs"], "finished_at": now()}}
-    write_atomic(join(out, REPORT), lambda f: json.dump(report, f, indent=2, sort_keys=True, allow_nan=False))
-    return report
+    text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False)
+    write_atomic(join(out, REPORT), lambda f: f.write(text))
+    return json.loads(text)
 
 
 def read_report(out: str) -> dict[str, Any]:

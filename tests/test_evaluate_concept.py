@@ -346,7 +346,7 @@ def test_a_run_killed_between_report_json_and_its_page_is_finished_by_a_rerun(tm
     memory = _memory(tmp_path / "m", _caption_rows(8))
     out = tmp_path / "out"
     _evaluate(memory, out, "--classifier", "caption")
-    written = (out / "report.json").read_bytes()
+    written, first_page = (out / "report.json").read_bytes(), (out / "report.html").read_bytes()
     (out / "report.html").unlink()  # as if killed before the command line wrote the page
     rerun = ["evaluate", "--memory", memory, "--out", str(out), "--classifier", "caption"]
     assert cli_main([*rerun, "--dry_run"]) == 0  # says what a run would do, writes nothing
@@ -363,6 +363,7 @@ def test_a_run_killed_between_report_json_and_its_page_is_finished_by_a_rerun(tm
     assert cli_main(rerun) == 0
     assert (out / "report.html").exists() and (out / "report.json").read_bytes() == written
     page = (out / "report.html").read_bytes()
+    assert page == first_page  # the page the run would have written (its inputs table in the same order)
     capsys.readouterr()
     assert cli_main(rerun) == 0  # finished, its inputs unchanged: nothing to run
     assert "nothing to run" in capsys.readouterr().err
