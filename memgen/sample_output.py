@@ -82,6 +82,10 @@ def sample_memory(sample: str, memory: str | None = None) -> tuple[dict[str, Any
         found = [m for m in (memory, recorded) if m and manifest_digest(m) == digest]
     if found:
         return manifest, found[0]
+    if read_manifest(recorded) is not None:  # "is not at X any more nor is it --memory X" said nothing
+        raise MemoryDirError(f"the memory sample {sample} was drawn from is not at {recorded} any more: "
+                             "a memory made anew there since holds other parts; draw the sample anew"
+                             f"{' or give the memory it was drawn from as --memory' if memory else ''}")
     raise MemoryDirError(f"the memory sample {sample} was drawn from is not at {manifest['memory']} "
                          f"any more{' nor is it --memory ' + memory if memory else ''}: "
                          "give its new place as --memory")

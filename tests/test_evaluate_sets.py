@@ -285,6 +285,13 @@ def test_a_sample_finds_its_memory_after_a_move(tmp_path, monkeypatch, capsys):
     report = json.loads((tmp_path / "elsewhere" / "r" / "report.json").read_text())
     assert report["copying"]["copy"]["rate"] == 1.0
     assert (tmp_path / "elsewhere" / "r" / "report.html").read_text().count("<img ") >= 3
+    # a memory made anew where the sample's was (a scheduled rebuild): said so, not "is not at
+    # MEM any more nor is it --memory MEM"
+    assert main(["memorize", "../train.tar", "--memory", str(tmp_path / "mem")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--memory", str(tmp_path / "mem"), "--sample", "../s", "--out", "r2",
+                 "--classifier", "caption"]) == 2
+    assert "a memory made anew there since holds other parts; draw the sample anew" in capsys.readouterr().err
 
 
 def test_a_sample_of_another_memory_is_compared_with_memory_and_says_so(tmp_path, monkeypatch, caplog):
