@@ -706,3 +706,23 @@ def test_a_calibration_csv_separated_by_semicolons_is_read():
     with fsspec.open("memory://cal-semi/mac.csv", "wb") as f:  # CR alone, as Excel for Mac saves it
         f.write(b"file;label\ra.png;cat\rb.png;notcat\r")
     assert [item.positive for item in read_calibration_labels("memory://cal-semi/mac.csv")] == [True, False]
+
+
+def test_calibration_and_model_files_in_a_folder_named_with_a_double_colon_are_read(tmp_path):
+    """fsspec.open reads "::" as a chain of file systems: a labels.csv (its images, a model)
+    in a folder named crawl::2024 was "--calibration ... does not exist", as its shards were."""
+    from memgen.classify.concept import missing_labelled, read_calibration_labels
+    from memgen.classify.onnx_model import read_model
+
+    folder = tmp_path / "crawl::2024"
+    folder.mkdir()
+    (folder / "labels.csv").write_text("file,label\na.png,cat\nb.png,notcat\n")
+    (folder / "a.png").write_bytes(_png((1, 0, 0)))
+    (folder / "b.png").write_bytes(_png((2, 0, 0)))
+    (folder / "model.onnx").write_bytes(b"onnx bytes")
+    labelled = read_calibration_labels(str(folder / "labels.csv"))
+    assert [(item.url, item.positive) for item in labelled] == [(str(folder / "a.png"), True),
+                                                               (str(folder / "b.png"), False)]
+    assert missing_labelled(labelled) == []
+    assert read_labelled(labelled[0]).data == _png((1, 0, 0))
+    assert read_model(str(folder / "model.onnx")) == b"onnx bytes"

@@ -29,6 +29,7 @@ from memgen.prevalence import (
     corrected_unique,
     unique_fraction,
 )
+from memgen.shards import url_fs
 from memgen.text import decode_text
 
 CONCEPT = "cat"
@@ -113,7 +114,7 @@ def read_calibration_labels(path: str) -> list[LabelledFile]:
     Windows-1252), lines ended by CR alone (Excel for Mac's "CSV (Macintosh)"), the header in
     any case, cells padded with spaces, separated by commas or, as spreadsheets in locales with
     a decimal comma save CSV, by semicolons (or tabs)."""
-    with fsspec.open(path, "rb") as f:
+    with fsspec.core.OpenFile(*url_fs(path), "rb") as f:  # a local crawl::2024/labels.csv as named
         text = decode_text(f.read())
     header = next(iter(text.splitlines()), "")
     # newline="": a line ends at \r, \n or \r\n; a quoted caption keeps its line breaks
@@ -168,7 +169,7 @@ def missing_labelled(labelled: Sequence[LabelledFile]) -> list[str]:
     by_folder: dict[tuple[fsspec.AbstractFileSystem, str], list[tuple[str, str]]] = defaultdict(list)
     for item in labelled:
         if not item.url.startswith(("http://", "https://")):
-            fs, path = fsspec.core.url_to_fs(item.url)
+            fs, path = url_fs(item.url)
             by_folder[fs, posixpath.dirname(path)].append((item.url, path))
     missing = []
     for (fs, folder), files in by_folder.items():

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING
 import fsspec
 import numpy as np
 
+from memgen.shards import url_fs
+
 if TYPE_CHECKING:  # onnxruntime is optional (the vision extra)
     import onnxruntime as ort
 
@@ -147,7 +149,8 @@ def read_model(model: str) -> bytes:
     """The ONNX file's bytes: the built-in EfficientNet-Lite0 (`model` is its name) from this
     machine's cache, exported here if missing (a worker's cache: the launcher's path may not
     exist on it), else the file at `model` through fsspec (gs://, s3:// for remote workers)."""
-    with fsspec.open(str(efficientnet_onnx_path()) if model == EFFICIENTNET else model, "rb") as f:
+    path = str(efficientnet_onnx_path()) if model == EFFICIENTNET else model
+    with fsspec.core.OpenFile(*url_fs(path), "rb") as f:
         return f.read()
 
 

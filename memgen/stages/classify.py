@@ -35,6 +35,7 @@ from memgen.decode import ImageError
 from memgen.memory import part_rows, read_columns
 from memgen.prevalence import Tally, take_all
 from memgen.sampling import keyed_u64
+from memgen.shards import url_fs
 
 READ_BATCH_ROWS = 64  # image rows held at once while a part is read
 MIN_BATCH, MAX_BATCH = 8, 64  # RunInference batches: 64 is past where onnxruntime stops gaining
@@ -98,7 +99,7 @@ def read_labelled(item: LabelledFile) -> ImageItem:
     """A calibration file as an ImageItem (image_id = its URL); a file that cannot be read
     (missing, a folder, no permission) has empty bytes, and is counted as failed."""
     try:
-        with fsspec.open(item.url, "rb") as f:
+        with fsspec.core.OpenFile(*url_fs(item.url), "rb") as f:
             data = f.read()
     except OSError:
         data = b""
