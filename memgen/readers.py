@@ -314,7 +314,8 @@ def _with_text_members(meta_text: str | None, members: list[tuple[str, bytes]]) 
     if not isinstance(parsed, dict):
         parsed = {"json": parsed}
     merged = parsed | {ext: text for ext, text in texts.items() if ext not in parsed}
-    return json.dumps(merged, ensure_ascii=False)
+    # _finite: a number too large for a float (1e400) was read as inf, which JSON has not
+    return json.dumps(_finite(merged), ensure_ascii=False)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -794,3 +794,11 @@ def test_a_tar_cut_after_a_member_keeps_what_it_holds_and_says_it_was_cut(tmp_pa
     assert (k0.caption, k1.data, k1.caption) == ("caption 0", jpeg(1), None)
     assert (reject.stage, reject.error_type, reject.source) == ("read", "corrupt_shard", str(cut))
     assert reject.message.startswith("TarDamage: no end-of-archive marker: cut short after a member")
+
+
+def test_metadata_merged_with_text_members_stays_json_for_numbers_too_large_for_a_float(tmp_path):
+    """A .json number too large for a float (1e400) is read as inf: merged with a `.cls` label
+    and written again, the metadata held `Infinity`, which JSON has not (JSON.parse, jq fail)."""
+    path = write_tar(tmp_path / "huge.tar", [("a", {"jpg": jpeg(1), "cls": b"3", "json": b'{"w": 1e400}'})])
+    (a,) = read(str(path))
+    assert json.loads(a.metadata, parse_constant=lambda name: pytest.fail(name)) == {"w": None, "cls": "3"}
