@@ -88,7 +88,9 @@ def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> Non
             if flag in _FOLDERS and "//" in f"/{key.rstrip('/')}":
                 raise UsageError(f"{flag} {url} has an empty folder name (//), which {scheme}:// lists "
                                  "otherwise than it writes")
-        if flag in _FOLDERS and "::" in url and not sep:  # fsspec would write to a chain's first name
+        # fsspec would write to a chain's first name (s3://b/crawl::2024 is s3://b/crawl); a
+        # chain named before "://" (simplecache::s3://b/m), or an http host [::1], is not a folder's name
+        if flag in _FOLDERS and "::" in (rest.partition("/")[2] if sep else url):
             raise UsageError(f"{flag} {url}: fsspec reads '::' as a chain of file systems: choose a "
                              "folder name without it")
         if url.startswith("memory://") and flag in _FOLDERS:

@@ -823,6 +823,8 @@ def test_standard_output_on_a_full_disk_is_said_as_itself(tmp_path):
       "--direct_running_mode=multi_processing"], "memory:// lives in one process"),  # ran into a worker
     (["{shard}", "--memory", "memory://m"], "--memory memory://m: memory:// is held by this process alone"),
     (["{shard}", "--memory", "{tmp}/crawl::2024"], "fsspec reads '::' as a chain"),  # wrote into {tmp}/crawl
+    (["{shard}", "--memory", "file://{tmp}/crawl::2024"], "fsspec reads '::' as a chain"),  # made {tmp}/crawl
+    (["{shard}", "--memory", "s3://b/crawl::2024"], "fsspec reads '::' as a chain"),  # s3://b/crawl
     (["", "--memory", "{tmp}/m"], "INPUT is an empty string"),
     (["{shard}", "--memory", "{tmp}/m", "--image_column", ""], "--image_column is an empty string"),
     (["foo://x/y.tar", "--memory", "{tmp}/m"], "Protocol not known: foo"),
