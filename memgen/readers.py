@@ -200,8 +200,9 @@ def _group_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, keys: _
     regular = [member for member in group if member[1] not in unusable_exts]
     if regular:
         yield from _sample_items(shard, regular, ordinal, key, config)
-    for ext, error_type, said in unusable:
-        yield Reject(shard.index, ordinal(), shard.source(f"#{key}.{ext}"), "read", error_type, said)
+    for ext, error_type, said in unusable:  # a member without a suffix (COPYING) is its key alone
+        locator = f"#{key}.{ext}" if ext else f"#{key}"
+        yield Reject(shard.index, ordinal(), shard.source(locator), "read", error_type, said)
 
 
 def _sample_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, key: str, config: ReaderConfig

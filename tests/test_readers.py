@@ -633,19 +633,20 @@ def test_a_linked_caption_is_a_reject_of_its_own_beside_its_image_record(tmp_pat
     with tarfile.open(path, "w") as tar:
         for name, data, link in (("a.jpg", jpeg(1), None), ("a.txt", b"shared caption", None),
                                  ("b.jpg", jpeg(2), None), ("b.txt", b"", "a.txt"), ("b.json", b"", "a.txt"),
-                                 ("c.txt", b"", "a.txt")):
+                                 ("c.txt", b"", "a.txt"), ("COPYING", b"", "a.txt")):
             info = tarfile.TarInfo(name)
             if link is None:
                 info.size = len(data)
             else:
                 info.type, info.linkname = tarfile.SYMTYPE, link
             tar.addfile(info, io.BytesIO(data) if link is None else None)
-    a, b, b_txt, b_json, c_txt = read(str(path))
+    a, b, b_txt, b_json, c_txt, copying = read(str(path))
     assert (a.data, a.caption) == (jpeg(1), "shared caption")
     assert isinstance(b, Record) and (b.data, b.caption, b.source) == (jpeg(2), None, f"{path}#b")
     assert [(r.error_type, r.source) for r in (b_txt, b_json, c_txt)] == [
         ("link_member", f"{path}#b.txt"), ("link_member", f"{path}#b.json"), ("link_member", f"{path}#c.txt")]
     assert b_json.message.startswith("b.json is a link to a.txt")
+    assert (copying.error_type, copying.source) == ("link_member", f"{path}#COPYING")  # no suffix: no "."
 
 
 def test_device_and_pipe_members_make_their_samples_not_a_file_rejects(tmp_path):
