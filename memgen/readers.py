@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, NamedTuple
 
-import fsspec
-import fsspec.compression
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -31,6 +29,7 @@ from memgen.shards import (
     IMAGE_SUFFIXES,
     OTHER_IMAGE_SUFFIXES,
     compression,
+    open_input,
     url_fs,
 )
 from memgen.tarstream import TarDamage, read_up_to, tar_members
@@ -79,18 +78,13 @@ def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
             opened = open_http(shard, config.http_timeout)
         else:
             # network clients raise their own errors: made OSErrors, a store's failure a TransferError
-            opened = _open_input(shard.location, compression(shard.uri)).open()
+            opened = open_input(shard.location, compression(shard.uri)).open()
             opened = FailsAsOSError(opened)
     except Exception as e:  # noqa: BLE001 - any failure to open is a reject, with its reason
         yield Reject(shard.index, 0, shard.source(), "open", open_error(e), open_message(e)[:500])
         return
     with opened as f:
         yield from reader(shard, f, config)
-
-
-def _open_input(location: str, compressed: str | None = None) -> fsspec.core.OpenFile:
-    """An input file to open for reading; a local one as its name is written (url_fs)."""
-    return fsspec.core.OpenFile(*url_fs(location), "rb", compression=compressed)
 
 
 _SPECIAL = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
@@ -486,7 +480,7 @@ def _first_parquet_schema(shards: list[Shard]) -> tuple[str, pa.Schema] | None:
     if first is None or first.uri.startswith(("http://", "https://")):
         return None
     try:
-        with _open_input(first.location) as f:
+        with open_input(first.location) as f:
             return first.uri, pq.read_schema(f)
     except Exception:  # noqa: BLE001 - unreadable here: its reader says why, as a reject
         return None
@@ -609,7 +603,7 @@ def _read_sidecar(shard: Shard, suffix: str, max_bytes: int) -> bytes | None | _
     if special:
         return _Unusable("open", "not_a_file", f"its {suffix} file is {special}, not a regular file")
     try:
-        with _open_input(location) as f:
+        with open_input(location) as f:
             data = read_up_to(f, max_bytes + 1)
             size = _size(f) if len(data) > max_bytes else len(data)
     except Exception:  # noqa: BLE001 - a caption lost is not an image lost

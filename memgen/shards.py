@@ -341,6 +341,12 @@ def url_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fsspec.core.url_to_fs(url)
 
 
+def open_input(url: str, compression: str | None = None) -> fsspec.core.OpenFile:
+    """An input file to read (a shard, a sidecar, a calibration list or image, a model), a
+    local one as its name is written (url_fs)."""
+    return fsspec.core.OpenFile(*url_fs(url), "rb", compression=compression)
+
+
 def expand(raw: str) -> list[str]:
     """The URLs an input's brace range stands for; a name with braces that exists as written
     (`photos {a,b}`, `sh}ard.tar`) is itself, as one with glob characters is. (http(s) names
@@ -513,7 +519,7 @@ def file_version(url: str) -> str:
 def file_digest(url: str) -> str:
     """sha256 of one input file's bytes (a calibration list, a model), read in blocks."""
     digest = hashlib.sha256()
-    with fsspec.core.OpenFile(*url_fs(url), "rb") as f:
+    with open_input(url) as f:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()

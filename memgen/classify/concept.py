@@ -29,7 +29,7 @@ from memgen.prevalence import (
     corrected_unique,
     unique_fraction,
 )
-from memgen.shards import url_fs
+from memgen.shards import open_input, url_fs
 from memgen.text import decode_text
 
 CONCEPT = "cat"
@@ -114,7 +114,7 @@ def read_calibration_labels(path: str) -> list[LabelledFile]:
     Windows-1252), lines ended by CR alone (Excel for Mac's "CSV (Macintosh)"), the header in
     any case, cells padded with spaces, separated by commas or, as spreadsheets in locales with
     a decimal comma save CSV, by semicolons (or tabs)."""
-    with fsspec.core.OpenFile(*url_fs(path), "rb") as f:  # a local crawl::2024/labels.csv as named
+    with open_input(path) as f:  # a local crawl::2024/labels.csv as named
         text = decode_text(f.read())
     header = next(iter(text.splitlines()), "")
     # newline="": a line ends at \r, \n or \r\n; a quoted caption keeps its line breaks

@@ -37,10 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import fsspec
 import numpy as np
 
-from memgen.shards import url_fs
+from memgen.shards import open_input
 
 if TYPE_CHECKING:  # onnxruntime is optional (the vision extra)
     import onnxruntime as ort
@@ -150,7 +149,7 @@ def read_model(model: str) -> bytes:
     machine's cache, exported here if missing (a worker's cache: the launcher's path may not
     exist on it), else the file at `model` through fsspec (gs://, s3:// for remote workers)."""
     path = str(efficientnet_onnx_path()) if model == EFFICIENTNET else model
-    with fsspec.core.OpenFile(*url_fs(path), "rb") as f:
+    with open_input(path) as f:
         return f.read()
 
 

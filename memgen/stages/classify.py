@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
-import fsspec
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
@@ -35,7 +34,7 @@ from memgen.decode import ImageError
 from memgen.memory import part_rows, read_columns
 from memgen.prevalence import Tally, take_all
 from memgen.sampling import keyed_u64
-from memgen.shards import url_fs
+from memgen.shards import open_input
 
 READ_BATCH_ROWS = 64  # image rows held at once while a part is read
 MIN_BATCH, MAX_BATCH = 8, 64  # RunInference batches: 64 is past where onnxruntime stops gaining
@@ -99,7 +98,7 @@ def read_labelled(item: LabelledFile) -> ImageItem:
     """A calibration file as an ImageItem (image_id = its URL); a file that cannot be read
     (missing, a folder, no permission) has empty bytes, and is counted as failed."""
     try:
-        with fsspec.core.OpenFile(*url_fs(item.url), "rb") as f:
+        with open_input(item.url) as f:
             data = f.read()
     except OSError:
         data = b""
