@@ -155,6 +155,8 @@ def test_a_model_score_that_is_not_a_number_is_a_failure_not_a_non_cat(tmp_path)
                         f"onnx:{model}", "--classes", "0", "--embedding", "false")["concept"]
     assert concept["unique"]["n"] == 1 and concept["unique"]["estimate"] == 1.0
     assert concept["failures"]["images"] == 1 and concept["failures"]["by_type"] == {"bad_score": 1}
+    (example,) = concept["failures"]["examples"]
+    assert example["source"] and example["error_type"] == "bad_score"  # which image: its source
 
 
 def test_census_and_sample_with_captions(tmp_path):

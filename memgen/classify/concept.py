@@ -50,12 +50,12 @@ class Scored(NamedTuple):
     source: str | None = None
 
 
-def from_probability(image_id: str, copies: int, p: float, threshold: float) -> Scored:
+def from_probability(image_id: str, copies: int, source: str, p: float, threshold: float) -> Scored:
     """An image's row from its model's P(concept). A NaN or infinite one (a broken or overflowing
     model) labels nothing: a failure, not a non-cat (`p >= threshold` is False for NaN)."""
     if not math.isfinite(p):
         return Scored(image_id, copies, None, None, "bad_score",
-                      f"the model's P(concept) is {p}, not a probability")
+                      f"the model's P(concept) is {p}, not a probability", source)
     return Scored(image_id, copies, p, p >= threshold)
 
 

@@ -190,7 +190,7 @@ class _DecodeFn(beam.DoFn):
                 failed = undecodable(item.image_id, item.copies, item.source, pixels)
                 yield beam.pvalue.TaggedOutput(FAILED, failed)
             else:
-                yield (item.image_id, item.copies), pixels
+                yield (item.image_id, item.copies, item.source), pixels
 
 
 def _data(item: ImageItem) -> bytes:
@@ -225,8 +225,8 @@ class ConceptModelHandler(ModelHandler):
 
 
 def _scored(keyed_result, threshold: float) -> Scored:
-    (image_id, copies), result = keyed_result
-    return from_probability(image_id, copies, float(result.inference), threshold)
+    (image_id, copies, source), result = keyed_result
+    return from_probability(image_id, copies, source, float(result.inference), threshold)
 
 
 def score_caption(item: ImageItem) -> Scored:

@@ -201,7 +201,8 @@ class _ScoreFn(SessionFn):
         count_model_images(len(batch))
         p_concept = concept_probability(probabilities, self.spec.classes, self.spec.scores)
         for (image, feats, _), p, vector in zip(batch, p_concept, vectors, strict=True):
-            scored = from_probability(image.image_id, image.copies, float(p), self.spec.threshold)
+            scored = from_probability(image.image_id, image.copies, image.source, float(p),
+                                      self.spec.threshold)
             yield ScoredImage(scored, image.phash, {**feats, EMBEDDING: vector})
 
 
