@@ -12,8 +12,9 @@ and bytes as `tarfile.open(fileobj=f, mode="r|")` with its default utf-8/surroga
 decoding. GNU sparse files are refused (TarDamage), not expanded.
 
 Stricter than tarfile: tarfile treats a bad header after the first one as the end of the
-archive and silently loses the rest; here any damage raises TarDamage, after every complete
-member before it has been yielded.
+archive and silently loses the rest, and so a tar cut after a member or tars joined by `cat`;
+here any damage raises TarDamage, after every complete member before it has been yielded,
+and joined tars are read whole.
 """
 
 from __future__ import annotations
@@ -78,20 +79,31 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
     sparse = False  # GNU sparse pax records for the next member
     global_sparse = False  # ... or for every later one
     extended = False  # an "L", "K", "x" or "g" header was read: a member header must follow
+    ended = False  # zero blocks were read: the end of an archive, or of one of several joined
     while True:
         if len(block) < BLOCK:
+            if ended and not block:
+                return
             # every writer ends a tar with zero blocks: one that stops at a member's end was
             # cut there (a full disk, a copy cut short), its later members lost (tarfile says nothing)
             what = ("no end-of-archive marker: cut short after a member" if not block and not extended
                     else "missing header after an extended header" if not block else "truncated header")
             raise TarDamage(what, offset)
+        if block == _ZERO_BLOCK and not extended:
+            # read on to the end, as GNU tar's --ignore-zeros: tars joined by `cat` go on
+            # after the first one's end-of-archive blocks (tarfile stops there, losing the rest)
+            ended = True
+            offset += BLOCK
+            block = read_up_to(f, BLOCK)
+            continue
+        if ended and not _is_header(block, offset):
+            raise TarDamage("data after the end-of-archive blocks", offset)
         if not _checksum_ok(block, offset):
-            if block == _ZERO_BLOCK and not extended:
-                return  # the end-of-archive marker (tarfile stops at the first one)
             # tarfile reports this only for the first header; after it, it ends the archive
             # there without a word, losing every member behind the damage. We report it.
             raise TarDamage("bad header checksum" if block != _ZERO_BLOCK else
                             "end-of-archive block after an extended header", offset)
+        ended = False
         typeflag = block[156]
         size = _number(block[124:136], offset)
         data_at = offset + BLOCK
@@ -173,6 +185,15 @@ def _member_name(block: bytes, long_name: str | None, pax_globals: dict[str, str
         return pax_globals["path"].rstrip("/")
     name = _nts(block[:100])
     return _nts(block[345:500]) + "/" + name if block[345] else name
+
+
+def _is_header(block: bytes, offset: int) -> bool:
+    """Whether a block after end-of-archive blocks is another archive's first header (tars
+    joined by `cat`), not junk behind the end."""
+    try:
+        return _checksum_ok(block, offset)
+    except TarDamage:  # its checksum field is not even a number
+        return False
 
 
 def _checksum_ok(block: bytes, offset: int) -> bool:

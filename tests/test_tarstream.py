@@ -215,6 +215,15 @@ def test_a_tar_without_end_of_archive_blocks_gives_its_members_then_says_it_was_
     assert str(damage) == f"no end-of-archive marker: cut short after a member at byte {end}"
 
 
+def test_tars_joined_by_cat_are_read_whole_and_junk_after_the_end_is_damage():
+    """`cat a.tar b.tar > ab.tar` (tarfile and GNU tar without --ignore-zeros stop at a's
+    end-of-archive blocks: b's members were lost without a word)."""
+    a, b = build([("a.txt", b"a" * 600, {})]), build([("b.txt", b"b", {})])
+    assert [m.name for m in tar_members(io.BytesIO(a + b), BIG, 0)] == ["a.txt", "b.txt"]
+    names, damage = collect(a + b"not a tar header".ljust(512, b"x"))
+    assert names == ["a.txt"] and str(damage) == f"data after the end-of-archive blocks at byte {len(a)}"
+
+
 def three_members() -> bytes:
     return build([(f"m{i}.bin", payload(700, i), {}) for i in range(4)], tarfile.USTAR_FORMAT)
 
