@@ -542,6 +542,22 @@ def test_worker_processes_failing_storage_end_in_one_line_and_bugs_keep_their_tr
         assert "cannot identify image file" in last and "Traceback" in result.stderr
 
 
+def test_a_part_being_written_has_a_name_that_folder_readers_skip(tmp_path):
+    """Spark (`spark.read.parquet("MEMORY/images")`), Hive and pyarrow.dataset read a folder
+    without the names that start with '.' or '_', DuckDB's and Polars' `*.parquet` globs without
+    other suffixes: a part being written (or left by a killed run) must be such a name, else
+    Spark fails on its half-written bytes (FAILED_READ_FILE) and DuckDB reads them."""
+    row = {"source": "s#1", "stage": "read", "error_type": "x", "message": "m", "n_bytes": 1, "data": None}
+    write_rows(str(tmp_path / "part-000000.parquet"), "rejects", [row])
+    with memory_module.ParquetPart(str(tmp_path / "part-000001.parquet"), table_schema("rejects")) as part:
+        part.add(row)
+        part._flush()
+        [writing] = [p.name for p in tmp_path.iterdir() if p.name != "part-000000.parquet"]
+        assert writing.startswith(".") and not writing.endswith(".parquet")
+        assert ds.dataset(tmp_path, format="parquet").count_rows() == 1  # it skips '.' and '_' names
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+
+
 def test_a_part_whose_last_write_fails_leaves_no_temporary_file(tmp_path):
     part = memory_module.ParquetPart(str(tmp_path / "part-000000.parquet"), table_schema("rejects"))
     with pytest.raises(OSError, match="No space"):
