@@ -220,6 +220,7 @@ def test_tars_joined_by_cat_are_read_whole_and_junk_after_the_end_is_damage():
     end-of-archive blocks: b's members were lost without a word)."""
     a, b = build([("a.txt", b"a" * 600, {})]), build([("b.txt", b"b", {})])
     assert [m.name for m in tar_members(io.BytesIO(a + b), BIG, 0)] == ["a.txt", "b.txt"]
+    assert [m.name for m in tar_members(io.BytesIO(a + bytes(100)), BIG, 0)] == ["a.txt"]  # short padding
     names, damage = collect(a + b"not a tar header".ljust(512, b"x"))
     assert names == ["a.txt"] and str(damage) == f"data after the end-of-archive blocks at byte {len(a)}"
 
