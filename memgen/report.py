@@ -116,6 +116,9 @@ def concept_summary(concept: dict[str, Any]) -> str:
                      + (f" ({cal['failed']} more could not be labelled)" if cal["failed"] else ""))
         if cal["error"]:
             lines.append(f"  calibration not applied: {cal['error']}")
+    if concept.get("uncorrected") is None:  # the intervals cover the classifier's labels, not the truth
+        lines.append("  (the classifier's labels, uncorrected: the intervals leave out its errors; "
+                     "--calibration labels.csv corrects for them)")
     failures = concept["failures"]
     if failures["images"]:
         kinds = ", ".join(f"{k} {v}" for k, v in failures["by_type"].items())

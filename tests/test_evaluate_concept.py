@@ -238,6 +238,27 @@ def test_a_draw_that_labelled_no_image_beside_images_taken_whole_is_reported_not
                                   "in the uniform draw")
 
 
+def test_the_printed_summary_says_when_the_fractions_are_the_classifiers_uncorrected_labels():
+    """A census without --calibration printed "95% CI [26.5%, 26.5%]" for 30% real cats (the
+    classifier missed 11% of them) as if it were the cat fraction: its intervals cover only the
+    classifier's labels, and the summary says so unless a calibration corrected them."""
+    from memgen.classify.concept import Design, concept_section
+    from memgen.prevalence import Calibration, tally
+    from memgen.report import concept_summary
+
+    labels = np.arange(200) < 53
+    t = tally(labels, np.ones(200, int))
+    design = Design("census", 200, 200, None, 0)
+    spec = resolve("caption", None, None)
+    note = "the classifier's labels, uncorrected"
+    assert note in concept_summary(concept_section(spec, t, FailureTally(), design, None, None))
+    useless = concept_section(spec, t, FailureTally(), design, (Calibration(5, 5, 5, 5), 0), "labels.csv")
+    assert "calibration not applied" in concept_summary(useless) and note in concept_summary(useless)
+    calibration = (Calibration(26, 4, 50, 0), 0)
+    calibrated = concept_section(spec, t, FailureTally(), design, calibration, "labels.csv")
+    assert calibrated["uncorrected"] is not None and note not in concept_summary(calibrated)
+
+
 def test_calibration_with_captions(tmp_path):
     memory = _memory(tmp_path / "m", _caption_rows(40))
     folder = tmp_path / "labelled"
