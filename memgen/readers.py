@@ -216,8 +216,9 @@ def _sample_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, key: s
     caption = decode_text(caption_member.data)
     meta_text, url = _metadata(decode_text(meta_member.data))
     sidecars = {ext for ext, _, _ in images} | {caption_member.ext, meta_member.ext, ""}
-    meta_text = _with_text_members(meta_text, [(ext, data) for _, ext, data, size in group
-                                               if ext not in sidecars and size >= 0 and data])
+    texts = _text_members([(ext, data) for _, ext, data, size in group if ext not in sidecars and size >= 0])
+    meta_text = _with_text_members(meta_text, texts)
+    url = url or texts.get("url")  # a `.url` member, when the .json names none
     for n, (ext, data, size) in enumerate(images):
         member_locator = locator if n == 0 else f"{locator}.{ext}"
         member_source = shard.source(member_locator)
@@ -289,20 +290,24 @@ def _metadata(text: str | None) -> tuple[str | None, str | None]:
     return text, url
 
 
-def _with_text_members(meta_text: str | None, members: list[tuple[str, bytes]]) -> str | None:
-    """The metadata JSON with the sample's other members that are UTF-8 text (webdataset's
-    `.cls` labels, `.id`) under their extension, as a Parquet shard's other columns are:
-    only image, caption and metadata were kept. A key the .json member has keeps its value;
-    a .json that is not an object is kept under "json". Binary members (features, masks)
-    are not kept."""
+def _text_members(members: list[tuple[str, bytes | None]]) -> dict[str, str]:
+    """{ext: text} of a sample's other members that are UTF-8 text (webdataset's `.cls`
+    labels, `.id`, `.url`); binary ones (features, masks) are left out."""
     texts = {}
     for ext, data in members:
         try:
-            text = data.decode("utf-8-sig")
+            text = (data or b"").decode("utf-8-sig")
         except UnicodeDecodeError:
             continue
-        if "\x00" not in text:
+        if text and "\x00" not in text:
             texts[ext] = text.strip()
+    return texts
+
+
+def _with_text_members(meta_text: str | None, texts: dict[str, str]) -> str | None:
+    """The metadata JSON with the sample's other text members under their extension, as a
+    Parquet shard's other columns are (only image, caption and metadata were kept). A key the
+    .json member has keeps its value; a .json that is not an object is kept under "json"."""
     if not texts:
         return meta_text
     parsed = {} if meta_text is None else json.loads(meta_text)

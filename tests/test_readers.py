@@ -775,8 +775,10 @@ def test_a_samples_other_text_members_are_kept_in_its_metadata_by_extension(tmp_
         ("b", {"jpg": jpeg(2), "cls": b"7", "npy": npy}),  # binary: not kept
         ("c", {"jpg": jpeg(3), "id": b"c-1", "json": b'[1, 2]'}),  # metadata that is not an object
         ("d", {"jpg": jpeg(4), "cls": b"9", "json": b'{"cls": 3}'}),  # the .json's own value stays
-        ("e", {"jpg": jpeg(5), "txt": b"only a caption", "json": b'{"url": "http://x/e.jpg"}'})])
-    a, b, c, d, e = read(str(path))
+        ("e", {"jpg": jpeg(5), "txt": b"only a caption", "json": b'{"url": "http://x/e.jpg"}'}),
+        ("f", {"jpg": jpeg(6), "url": b"http://x/f.jpg\n"})])  # its url as a member of its own
+    a, b, c, d, e, f = read(str(path))
+    assert (f.url, json.loads(f.metadata)) == ("http://x/f.jpg", {"url": "http://x/f.jpg"})
     assert (json.loads(a.metadata), a.url) == ({"url": "http://x/a.jpg", "cls": "281"}, "http://x/a.jpg")
     assert json.loads(b.metadata) == {"cls": "7"}
     assert json.loads(c.metadata) == {"json": [1, 2], "id": "c-1"}
