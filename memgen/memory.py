@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from memgen.fingerprint import FingerprintConfig
+from memgen.fingerprint import MODES, FingerprintConfig
 from memgen.near import DEFAULT_THRESHOLD, MAX_THRESHOLD
 from memgen.outputs import AtomicFile, Claim, claim_output, glob_in, temporaries, write_atomic
 from memgen.readers import ReaderConfig
@@ -258,6 +258,9 @@ def _readable(memory: str, manifest: dict[str, Any]) -> dict[str, Any]:
         bad += [] if "images" in counts else ["counts.images"]
         threshold = options.get("threshold", 0)
         bad += [] if _whole(threshold) and threshold <= MAX_THRESHOLD else ["options.threshold"]
+        # an edited -1 decoded nothing: every image a failure, and the run said nothing else
+        bad += [f"options.{group}.{key}" for group, key, usable in _OPTION_VALUES
+                if key in options.get(group, {}) and not usable(options[group][key])]
         bad += [] if _whole(version) else ["schema_version"]
     if bad:
         raise MemoryDirError(f"{memory} is damaged: its manifest.json has no usable {', '.join(bad)}")
@@ -266,6 +269,18 @@ def _readable(memory: str, manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+# the memorize options a job reuses, and the values memorize's own checks let through
+_OPTION_VALUES = (("fingerprint", "mode", lambda v: v in MODES),
+                  ("fingerprint", "max_pixels", lambda v: _whole(v) and v > 0),
+                  ("reader", "max_bytes", lambda v: _whole(v) and v > 0),
+                  ("reader", "reject_data_cap", _whole),
+                  ("reader", "http_timeout", _positive))
 
 
 def check_memory(memory: str) -> None:
