@@ -5,7 +5,8 @@ memory. Out: the Hamming distance from each query to its nearest memory hash, ex
 to a search radius (farther ones are reported as radius + 1), then a histogram of those
 distances and a rate:
 - copy rate: share of a sample whose nearest memory image is within the threshold k
-  (a sample drawn from the memory is all copies: MemGEN scores 100%);
+  (a sample drawn from the memory is all copies: MemGEN scores 100%); of a uniform sample,
+  with the exact interval for the share of the unique images it was drawn from;
 - contamination rate: share of a reference (held-out test) set with a near duplicate in
   the memory, i.e. train/test leakage.
 Queries are compared with every memory hash (vectorized popcount). At the histogram's
@@ -22,6 +23,7 @@ import numpy as np
 
 from memgen.fingerprint import FingerprintConfig, describe
 from memgen.near import MAX_THRESHOLD, distinct, popcount
+from memgen.prevalence import Tally, unique_fraction
 
 DEFAULT_RADIUS = 16  # the histogram's range
 _CHUNK_PAIRS = 1 << 22
@@ -64,27 +66,41 @@ class CopyStats:
     n_within: int
     rate: float | None  # None for an empty set
     histogram: tuple[int, ...]  # distance 0..radius, then "> radius"
+    # of a uniform sample: the unique images it was drawn from, and the 95% interval of their share
+    population: int | None = None
+    ci: tuple[float, float] | None = None
+    method: str | None = None
 
     def to_json(self) -> dict:
+        low, high = self.ci or (None, None)
         return {"threshold": self.threshold, "n": self.n, "n_within": self.n_within, "rate": self.rate,
-                "radius": len(self.histogram) - 2, "histogram": list(self.histogram)}
+                "radius": len(self.histogram) - 2, "histogram": list(self.histogram),
+                "population": self.population, "ci_low": low, "ci_high": high, "method": self.method}
 
 
-def copy_stats(histogram: np.ndarray, threshold: int) -> CopyStats:
-    """Share of the set within `threshold` of the memory, from its nearest-distance histogram."""
+def copy_stats(histogram: np.ndarray, threshold: int, population: int | None = None) -> CopyStats:
+    """Share of the set within `threshold` of the memory, from its nearest-distance histogram;
+    `population`: the set is a uniform sample of that many unique images (a `memgen sample`
+    not weighted), whose share it estimates: then with its exact interval (concept's own)."""
     radius = len(histogram) - 2
     if not 0 <= threshold <= radius:
         raise ValueError(f"threshold {threshold} is outside the histogram's radius {radius}")
     n = int(np.sum(histogram))
     within = int(np.sum(histogram[:threshold + 1]))
-    return CopyStats(threshold, n, within, within / n if n else None, tuple(int(c) for c in histogram))
+    counts = tuple(int(c) for c in histogram)
+    if population is None or not n:
+        return CopyStats(threshold, n, within, within / n if n else None, counts)
+    share = unique_fraction(Tally(n, within), population)
+    return CopyStats(threshold, n, within, share.estimate, counts, population, (share.ci_low, share.ci_high),
+                     share.method)
 
 
 def copying_section(copy_histogram: np.ndarray | None, contamination_histogram: np.ndarray | None,
-                    threshold: int) -> dict:
+                    threshold: int, sample_population: int | None = None) -> dict:
     """report.json's `copying`: the sample against the memory, the reference against the memory
-    (None for a set that was not given)."""
-    def stats(histogram: np.ndarray | None) -> dict | None:
-        return None if histogram is None else copy_stats(histogram, threshold).to_json()
-    return {"threshold": threshold, "copy": stats(copy_histogram),
+    (None for a set that was not given); `sample_population`: see copy_stats (the reference is
+    taken as it is: its share is not an estimate)."""
+    def stats(histogram: np.ndarray | None, population: int | None = None) -> dict | None:
+        return None if histogram is None else copy_stats(histogram, threshold, population).to_json()
+    return {"threshold": threshold, "copy": stats(copy_histogram, sample_population),
             "contamination": stats(contamination_histogram)}

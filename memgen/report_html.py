@@ -302,10 +302,14 @@ def _copying(copying: dict[str, Any] | None) -> str:
                        ("contamination", "contamination rate: reference vs memory")):
         stats = copying.get(key)
         if stats:
+            interval = ""
+            if stats.get("population"):  # a uniform sample: its share estimates its memory's
+                interval = (f"; among the {_number(stats['population'])} unique images the sample was drawn"
+                            f" from, the share of copies is in {_ci(stats)} (95% CI)")
             parts.append(
                 f"<h3>{_e(title)}: {_percent(stats['rate'])}</h3>"
                 f"<p>{_number(stats['n_within'])} of {_number(stats['n'])} images have a memory image within "
-                f"Hamming distance {stats['threshold']} (pHash; red bars).</p>"
+                f"Hamming distance {stats['threshold']} (pHash; red bars){interval}.</p>"
                 + _histogram_svg(stats["histogram"], stats["threshold"]))
     if not parts:
         return ""

@@ -91,6 +91,15 @@ def sample_memory(sample: str, memory: str | None = None) -> tuple[dict[str, Any
                          "give its new place as --memory")
 
 
+def uniform_population(sample: str) -> int | None:
+    """The unique images a uniform sample was drawn from; None for a weighted one, whose
+    share of copies leans to the most copied images and estimates no population's."""
+    manifest = read_manifest(sample) or {}
+    population = manifest.get("population")
+    uniform = manifest.get("mode") == "uniform" and isinstance(population, int) and population > 0
+    return population if uniform else None
+
+
 def sample_claim(out: str) -> Claim:
     """A new sample run's claim on `out` (memgen.outputs)."""
     return Claim(out, "sample", "--out", MANIFEST)

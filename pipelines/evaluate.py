@@ -35,7 +35,7 @@ from memgen.pipelines.options import add_shared, boolean, refuse_inside
 from memgen.records import Shard
 from memgen.report import check_report_output
 from memgen.report_figures import ReportPage
-from memgen.sample_output import sample_memory
+from memgen.sample_output import sample_memory, uniform_population
 from memgen.sampling import MAX_SEED
 from memgen.shards import discover, file_digest, file_version, listing_digest
 from memgen.stages.classify import EstimateConcept
@@ -231,7 +231,8 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
     sample = sample_parts(config.sample, config.memory) if config.sample else None
     sets = pipeline | "Distances" >> EvaluateSets(
         parts, sample, references, reader, fingerprint, threshold, config.seed,
-        with_embedding=config.embedding, memory_scored=memory_scored)
+        with_embedding=config.embedding, memory_scored=memory_scored,
+        sample_population=uniform_population(config.sample) if config.sample else None)
     return {"distances": sets["distances"], "copying": sets["copying"]}
 
 

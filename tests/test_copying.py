@@ -121,4 +121,22 @@ def test_copying_section_names_the_sets_given():
     section = copying.copying_section(hist, None, threshold=3)
     assert section["contamination"] is None and section["threshold"] == 3
     assert section["copy"] == {"threshold": 3, "n": 4, "n_within": 2, "rate": 0.5, "radius": 16,
-                               "histogram": hist.tolist()}
+                               "histogram": hist.tolist(), "population": None, "ci_low": None,
+                               "ci_high": None, "method": None}
+
+
+def test_the_copy_rate_of_a_uniform_sample_has_the_exact_interval_of_its_populations_share():
+    """It was a point value: 3 copies in a sample of 20 read as 15%, with nothing to say how
+    far the generator's share of copies may lie from it."""
+    from scipy.stats import hypergeom
+
+    hist = copying.distance_histogram(np.array([0, 2, 5] + [30] * 17), 16)
+    stats = copying.copy_stats(hist, 10, population=100)
+    # by enumeration: the population counts K of copies under which 3 of 20 is not in a 2.5% tail
+    kept = [k for k in range(3, 100 - 17 + 1)
+            if hypergeom.sf(2, 100, k, 20) >= 0.025 and hypergeom.cdf(3, 100, k, 20) >= 0.025]
+    assert (stats.rate, stats.ci) == (0.15, (min(kept) / 100, max(kept) / 100))
+    assert stats.method == "exact hypergeometric (finite population)" and stats.population == 100
+    whole = copying.copy_stats(hist, 10, population=20)  # the sample is every image: no sampling error
+    assert whole.ci == (0.15, 0.15) and whole.method == "census"
+    assert copying.copy_stats(hist, 10).ci is None  # weighted, or a reference: a share of itself

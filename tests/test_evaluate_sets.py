@@ -143,6 +143,10 @@ def test_evaluate_command_writes_a_valid_report_and_its_html(sets, tmp_path, cap
     schema = json.loads(resources.files("memgen.schemas").joinpath("report.schema.json").read_text())
     jsonschema.validate(report, schema)
     assert report["copying"]["copy"]["rate"] == 1.0 and report["copying"]["contamination"]["n_within"] == 2
+    # a uniform sample of 12 of the memory's 40 images, all copies: its share of copies is high
+    copy = report["copying"]["copy"]
+    assert (copy["population"], copy["ci_high"]) == (40, 1.0) and 0.5 < copy["ci_low"] < 1
+    assert report["copying"]["contamination"]["population"] is None  # the reference as it is
     rows = report["distances"]["rows"]
     spaces = SPACES if VISION_MISSING is None else SPACES[:3]
     assert [r["space"] for r in rows] == [*spaces] * 3
@@ -435,3 +439,13 @@ def test_a_sample_with_a_damaged_index_is_refused_in_one_line(sets, tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{damaged} is damaged: index.parquet cannot be read (" in err, err
     assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_only_a_uniform_samples_copy_rate_estimates_its_memorys_share(sets, tmp_path):
+    """A weighted sample leans to the most copied images: its share of copies is no
+    population's, so it gets no interval (copying.copy_stats)."""
+    from memgen.sample_output import uniform_population
+
+    weighted = tmp_path / "weighted"
+    assert main(["sample", "--memory", sets["memory"], "--n", "5", "--weighted", "--out", str(weighted)]) == 0
+    assert (uniform_population(sets["sample"]), uniform_population(str(weighted))) == (40, None)

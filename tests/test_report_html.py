@@ -274,3 +274,11 @@ def test_a_thumbnail_names_its_shard_and_its_whole_key():
     assert short_source("s3://b/crawl/0001.tar#x/cat") == "0001.tar#x/cat"
     assert short_source("/data/p/0002.parquet#row/7") == "0002.parquet#row/7"
     assert short_source("/photos/a#b.jpg") == "a#b.jpg"  # a folder image: its name, "#" and all
+
+
+def test_a_uniform_samples_copy_rate_shows_its_interval_and_a_references_does_not():
+    hist = copying.distance_histogram(np.array([0, 2, 5] + [30] * 17), 16)
+    page = report_html.render({"copying": copying.copying_section(hist, hist, 10, sample_population=100)},
+                              Figures())
+    assert "among the 100 unique images the sample was drawn from, the share of copies is in [5.0%, 35.0%]" \
+        in page and page.count("(95% CI)") == 1

@@ -184,14 +184,16 @@ class EvaluateSets(beam.PTransform):
     (its FD takes the eigenvalues of 1280 x 1280 matrices: about a second a pair).
     `memory_scored`: the memory's images as ScoredImages from ScoreMemory (whose model
     already gave their embedding), used instead of reading and decoding the memory again.
+    `sample_population`: the unique images a uniform sample was drawn from (copying.copy_stats).
     """
 
     def __init__(self, memory_parts: list[str], sample_parts: list[tuple[str, frozenset[str]]] | None,
                  reference_shards: list[Shard],
                  reader: ReaderConfig, fingerprint: FingerprintConfig, threshold: int, seed: int,
-                 cap: int = DEFAULT_SUBSET_CAP, kid_subsets: int = KID_SUBSETS,
-                 with_embedding: bool = True, memory_scored=None) -> None:
+                 cap: int = DEFAULT_SUBSET_CAP, kid_subsets: int = KID_SUBSETS, with_embedding: bool = True,
+                 memory_scored=None, sample_population: int | None = None) -> None:
         super().__init__()
+        self.sample_population = sample_population  # of a uniform sample: copying.copy_stats
         self.memory_scored = memory_scored
         # resolved here, on the launcher: workers of a remote runner need the export's path
         self.model_path = embedding_model() if with_embedding else None
@@ -285,7 +287,7 @@ class EvaluateSets(beam.PTransform):
         empty = np.zeros(self.radius + 2, dtype=np.int64)  # a set given but with no image
         copy = found.get(SAMPLE, empty) if self.sample_parts is not None else None
         contamination = found.get(REFERENCE, empty) if self.reference_shards else None
-        return copying_section(copy, contamination, self.threshold)
+        return copying_section(copy, contamination, self.threshold, self.sample_population)
 
 
 class ScoredFeatures(beam.PTransform):
