@@ -82,8 +82,10 @@ def tar_members(f: BinaryIO, max_bytes: int, head: int) -> Iterator[TarMember]:
     ended = False  # zero blocks were read: the end of an archive, or of one of several joined
     while True:
         if len(block) < BLOCK:
-            if ended and not block.strip(b"\0"):
-                return  # (zeros short of a block at the end: padding all the same)
+            if ended:  # zeros short of a block: padding all the same; else junk, no header cut short
+                if not block.strip(b"\0"):
+                    return
+                raise TarDamage("data after the end-of-archive blocks", offset)
             # every writer ends a tar with zero blocks: one that stops at a member's end was
             # cut there (a full disk, a copy cut short), its later members lost (tarfile says nothing)
             what = ("no end-of-archive marker: cut short after a member" if not block and not extended

@@ -223,6 +223,9 @@ def test_tars_joined_by_cat_are_read_whole_and_junk_after_the_end_is_damage():
     assert [m.name for m in tar_members(io.BytesIO(a + bytes(100)), BIG, 0)] == ["a.txt"]  # short padding
     names, damage = collect(a + b"not a tar header".ljust(512, b"x"))
     assert names == ["a.txt"] and str(damage) == f"data after the end-of-archive blocks at byte {len(a)}"
+    for short in (b"\n", bytes(100) + b"junk"):  # less than a block: no header cut short either
+        names, damage = collect(a + short)
+        assert names == ["a.txt"] and str(damage) == f"data after the end-of-archive blocks at byte {len(a)}"
 
 
 def three_members() -> bytes:
