@@ -11,6 +11,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import posixpath
 from collections.abc import Iterable, Iterator
@@ -272,10 +273,11 @@ def _whole(value: Any) -> bool:
 
 
 def _positive(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
 
 
-# the memorize options a job reuses, and the values memorize's own checks let through
+# the memorize options a job reuses, and values no memorize run writes (zero or negative
+# sizes, an unknown mode; memorize's own bounds, 1 TiB records, are not repeated here)
 _OPTION_VALUES = (("fingerprint", "mode", lambda v: v in MODES),
                   ("fingerprint", "max_pixels", lambda v: _whole(v) and v > 0),
                   ("reader", "max_bytes", lambda v: _whole(v) and v > 0),
