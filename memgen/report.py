@@ -94,6 +94,20 @@ def empty_sets(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def copying_summary(copying: dict[str, Any]) -> list[str]:
+    """A line for each rate measured: the terminal said nothing of copies or leakage."""
+    lines = []
+    for key, label in (("copy", "copy rate (sample vs memory)"),
+                       ("contamination", "contamination (reference vs memory)")):
+        stats = copying.get(key)
+        if stats:
+            interval = (f"; 95% CI [{_percent(stats['ci_low'])}, {_percent(stats['ci_high'])}] of the "
+                        f"{stats['population']} unique images drawn from" if stats.get("population") else "")
+            lines.append(f"{label}: {_percent(stats['rate'])} ({stats['n_within']} of {stats['n']} within "
+                         f"{stats['threshold']} bits of a memory image{interval})")
+    return lines
+
+
 def concept_summary(concept: dict[str, Any]) -> str:
     """A few readable lines about the concept section."""
     design = concept["design"]

@@ -183,6 +183,7 @@ def evaluate(argv: list[str]) -> dict | None:
         REPORT,
         REPORT_HTML,
         concept_summary,
+        copying_summary,
         empty_sets,
         finished_inputs,
         page_missing,
@@ -220,6 +221,8 @@ def evaluate(argv: list[str]) -> dict | None:
     for line in empty_sets(report):
         logging.getLogger("memgen").warning("%s", line)
     print(concept_summary(report["concept"]))
+    for line in copying_summary(report["copying"]):
+        print(line)
     print(f"report: {join(config.out, REPORT)}")
     print(f"report.html: {join(config.out, REPORT_HTML)}")
     return report

@@ -139,6 +139,9 @@ def test_evaluate_command_writes_a_valid_report_and_its_html(sets, tmp_path, cap
                  sets["reference"], "--out", str(out), "--classifier", "caption"]) == 0
     printed = capsys.readouterr().out
     assert f"report.html: {out / 'report.html'}" in printed
+    # the terminal said nothing of copies or leakage
+    assert "copy rate (sample vs memory): 100.0% (12 of 12 within 10 bits of a memory image; 95%" in printed
+    assert "contamination (reference vs memory): " in printed
     report = json.loads((out / "report.json").read_text())
     schema = json.loads(resources.files("memgen.schemas").joinpath("report.schema.json").read_text())
     jsonschema.validate(report, schema)
