@@ -272,6 +272,10 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _counting(value: Any) -> bool:
+    return _whole(value) and value > 0
+
+
 def _positive(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
 
@@ -279,8 +283,8 @@ def _positive(value: Any) -> bool:
 # the memorize options a job reuses, and values no memorize run writes (zero or negative
 # sizes, an unknown mode; memorize's own bounds, 1 TiB records, are not repeated here)
 _OPTION_VALUES = (("fingerprint", "mode", lambda v: v in MODES),
-                  ("fingerprint", "max_pixels", lambda v: _whole(v) and v > 0),
-                  ("reader", "max_bytes", lambda v: _whole(v) and v > 0),
+                  ("fingerprint", "max_pixels", _counting),
+                  ("reader", "max_bytes", _counting),
                   ("reader", "reject_data_cap", _whole),
                   ("reader", "http_timeout", _positive))
 

@@ -64,9 +64,9 @@ _FOLDERS = ("--memory", "--sample", "--out")  # the flags that name a job's fold
 def check_urls(urls: Iterable[tuple[str, str]], options: PipelineOptions) -> None:
     """UsageError for an empty URL, or one whose protocol fsspec does not know or cannot
     open here (gs:// without gcsfs), memory:// for an output or with worker processes, a
-    local path with Dataflow: found before the run, not as a worker's traceback. `urls`: (flag, URL) pairs;
-    the command line checks them, so parsing a job's options (a Flex Template launch, the
-    deploy tests) needs no filesystem package."""
+    local path with Dataflow: found before the run, not as a worker's traceback. `urls`:
+    (flag, URL) pairs; the command line checks them, so parsing a job's options (a Flex
+    Template launch, the deploy tests) needs no filesystem package."""
     runner = options.view_as(StandardOptions).runner
     separate = (options.view_as(DirectOptions).direct_running_mode == "multi_processing"
                 or runner not in (None, LOCAL_RUNNER))
