@@ -57,8 +57,8 @@ def _report() -> dict:
         "inputs": {"memory": "/data/" + HOSTILE, "sample": None, "sample_memory": None,
                    "references": ["/data/test-{0..3}.tar"], "calibration": None,
                    "started_at": "2026-01-01T00:00:00Z",
-                   "settings": {"classifier": {"name": "caption"}, "sample_size": None, "seed": 0,
-                                "embedding": True},
+                   "settings": {"classifier": ClassifierSpec("caption", "caption").row(), "sample_size": None,
+                                "seed": 0, "embedding": True},
                    "digests": {"memory": "ab" * 32, "sample": None, "references": "cd" * 32,
                                "calibration": None, "model": None},
                    "finished_at": "2026-01-01T00:01:00Z",
@@ -128,6 +128,24 @@ def test_the_sections_rendered_are_valid_report_sections():
     for section in ("distances", "copying", "inputs", "versions"):
         jsonschema.validate(report[section], {"$ref": f"#/$defs/{section}", "$defs": schema["$defs"]})
     json.dumps(report, allow_nan=False)  # as evaluate writes it
+
+
+def test_the_report_schema_types_the_inputs_section():
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (the dev extra) validates report.json")
+    schema = json.loads(resources.files("memgen.schemas").joinpath("report.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/inputs", "$defs": schema["$defs"]})
+    inputs = _report()["inputs"]
+    inputs["memory_counts"] = {"records_in": 10, "images": 7, "duplicates": 2, "duplicates_exact": 1,
+                               "duplicates_near": 1, "rejects": 1, "rejects_by_reason": {"empty": 1},
+                               "image_bytes": 1234}
+    validator.validate(inputs)
+    # what a reader of report.json relies on: a count is a number, the classifier is described as
+    # concept.classifier is, and a misspelt key is not silently another field
+    broken = [("memory_counts", "images", "7"), ("memory_counts", "rejects_by_reason", {"empty": "1"}),
+              ("settings", "classifier", {"name": "caption"}), ("settings", "embedding_model", True)]
+    for section, key, value in broken:
+        assert not validator.is_valid({**inputs, section: {**inputs[section], key: value}}), (section, key)
+    assert not validator.is_valid({**inputs, "sample_memroy": None})
 
 
 def test_html_with_nothing_but_a_concept():
