@@ -307,7 +307,8 @@ def distances_section(rows: Sequence[dict[str, Any]], pairs: Sequence[tuple[str,
                       subset_cap: int, seed: int, kid_subsets: int = KID_SUBSETS,
                       failures: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
     """report.json's `distances`: the settings, the rows ordered by pair, then feature space, and
-    per set the images left out because they could not be read or decoded, by error type."""
+    per set the images left out because they could not be read or decoded (or gave unusable
+    features: memgen.stages.distances), by error type."""
     pair_order = {pair: i for i, pair in enumerate(pairs)}
     space_order = {space: i for i, space in enumerate(spaces)}
     ordered = sorted(rows, key=lambda r: (pair_order[(r["a"], r["b"])],

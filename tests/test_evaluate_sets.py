@@ -452,3 +452,31 @@ def test_only_a_uniform_samples_copy_rate_estimates_its_memorys_share(sets, tmp_
     weighted = tmp_path / "weighted"
     assert main(["sample", "--memory", sets["memory"], "--n", "5", "--weighted", "--out", str(weighted)]) == 0
     assert (uniform_population(sets["sample"]), uniform_population(str(weighted))) == (40, None)
+
+
+def test_an_image_whose_embedding_is_not_finite_is_a_failure_not_a_crash(sets, tmp_path, monkeypatch):
+    """A broken embedding model (NaN or out-of-range outputs) ended the whole evaluate in
+    MomentsFn's traceback; the image is now left out of the distances and counted, as the
+    concept counts a NaN score (bad_score)."""
+    if VISION_MISSING:
+        pytest.skip(f"vision extra not installed: {VISION_MISSING} is missing")
+    import memgen.stages.image_sets as image_sets
+    from memgen.classify.images import to_rgb_square
+
+    broken = to_rgb_square(jpeg(1000), image_sets.FEATURE_SIDE)  # reference image t000
+    model = image_sets.embeddings
+
+    def embeddings(session, pixels):
+        vectors = model(session, pixels).copy()
+        vectors[[np.array_equal(p, broken) for p in pixels]] = np.nan
+        return vectors
+
+    monkeypatch.setattr(image_sets, "embeddings", embeddings)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--memory", sets["memory"], "--reference", sets["reference"], "--out", str(out),
+                 "--classifier", "caption"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["distances"]["failures"] == {"reference": {"bad_features": 1, "not_an_image": 1}}
+    rows = report["distances"]["rows"]
+    assert [(r["space"], r["n_a"], r["n_b"]) for r in rows] == [(space, 21, 40) for space in SPACES]
+    assert all(math.isfinite(r["fd"]) for r in rows)

@@ -44,13 +44,14 @@ from memgen.stages.image_sets import (
     read_memory_part,
     reference_images,
 )
-from memgen.stages.moments import MomentsFn
+from memgen.stages.moments import BOUND, MomentsFn
 
 # The "real" side first: the held-out reference when there is one, else the memory.
 PAIRS = ((REFERENCE, SAMPLE), (REFERENCE, MEMORY), (MEMORY, SAMPLE))
 DEFAULT_SUBSET_CAP = 2000  # k-NN metrics cost cap^2 distances per pair; KID uses <= 1000 of these
 # Memory hashes compared with all the queries at a time (BatchElements sizes batches up to it).
 MEMORY_BATCH = 1 << 16
+BAD_FEATURES = "bad_features"  # the error type of an image with a feature MomentsFn cannot sum
 
 
 def subset_rank(seed: int, set_name: str, image_id: str) -> int:
@@ -256,12 +257,15 @@ class EvaluateSets(beam.PTransform):
         return all(_path(part) in mine for part, _ in self.sample_parts)
 
     def _distances(self, features, failures):
-        features = features | "AllFeatures" >> beam.Flatten()
-        failed = (failures
+        checked = (features
+                   | "AllFeatures" >> beam.Flatten()
+                   | "UsableFeatures" >> beam.FlatMapTuple(_usable_features)
+                   .with_outputs(FAILED, main="features"))
+        failed = ([*failures, checked[FAILED]]
                   | "AllFailures" >> beam.Flatten()
                   | "CountFailures" >> beam.combiners.Count.PerElement()
                   | "FailureList" >> beam.combiners.ToList())
-        return (features
+        return (checked.features
                 | "SetDistances" >> SetDistances(PAIRS, self.cap, self.seed, self.kid_subsets)
                 | "AllRows" >> beam.combiners.ToList()
                 | "DistancesSection" >> beam.Map(self._distances_section, beam.pvalue.AsSingleton(failed)))
@@ -312,6 +316,15 @@ def _scored_features(image: ScoredImage, set_name: str, embedding: bool):
     else:
         features = image.features.items()
         yield set_name, image.scored.image_id, {k: v for k, v in features if embedding or k != EMBEDDING}
+
+
+def _usable_features(set_name: str, image_id: str, features: dict[str, np.ndarray]) -> Iterator:
+    """The image's features, or a (set, BAD_FEATURES) failure when a value is NaN, infinite or
+    beyond MomentsFn's BOUND (a broken embedding model): one such vector ended the whole run."""
+    if all(np.all(np.abs(vector) < BOUND) for vector in features.values()):  # NaN compares False
+        yield set_name, image_id, features
+    else:
+        yield beam.pvalue.TaggedOutput(FAILED, (set_name, BAD_FEATURES))
 
 
 def _path(url: str) -> str:
