@@ -375,7 +375,7 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
                 paths = [None] * len(images)
                 if pa.types.is_struct(images.type):
                     if images.type.get_field_index("path") >= 0:
-                        paths = images.field("path").to_pylist()
+                        paths = _lax_values(images.field("path"))
                     images = images.field("bytes")
                 for data, path, fields in zip(images.to_pylist(), paths, _rows(batch.select(columns.fields)),
                                               strict=True):
@@ -412,22 +412,45 @@ def _rows(batch: pa.RecordBatch) -> list[dict]:
 
 
 def _lax_values(column: pa.Array) -> list:
-    """A column's values as to_pylist gives them, strings read from their bytes, in lists and
-    structs too (a dictionary-encoded column decoded first)."""
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
-    t = column.type
-    valid = column.is_valid().to_pylist()
+    """A column's values as to_pylist gives them, strings read from their bytes however they
+    are nested (lists, structs, maps; dictionary-encoded too): a map of EXIF tags or a Hugging
+    Face image's path in latin-1 made the whole row group a corrupt_shard reject."""
+    lax = _strings_as_binary(column.type)
+    if lax == column.type:  # no strings: bytes are binary (a caption column's, decoded as a .txt)
+        return column.to_pylist()
+    return _texts_decoded(column.cast(lax).to_pylist())
+
+
+def _strings_as_binary(t: pa.DataType) -> pa.DataType:
+    """`t` with its strings (dictionary-encoded ones too) as binary, which Arrow does not
+    validate as UTF-8."""
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        raw = column.cast(pa.large_binary()).to_pylist()
-        return [None if v is None else _utf8_or_guessed(v) for v in raw]
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        values, offsets = _lax_values(column.values), column.offsets.to_pylist()
-        return [values[offsets[i]:offsets[i + 1]] if ok else None for i, ok in enumerate(valid)]
+        return pa.large_binary()
+    if pa.types.is_dictionary(t):
+        return _strings_as_binary(t.value_type)
+    if pa.types.is_map(t):
+        return pa.map_(_strings_as_binary(t.key_type), _strings_as_binary(t.item_type))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        item = t.value_field.with_type(_strings_as_binary(t.value_type))
+        if pa.types.is_fixed_size_list(t):
+            return pa.list_(item, t.list_size)
+        return pa.large_list(item) if pa.types.is_large_list(t) else pa.list_(item)
     if pa.types.is_struct(t):
-        fields = [(t.field(i).name, _lax_values(child)) for i, child in enumerate(column.flatten())]
-        return [{name: values[i] for name, values in fields} if ok else None for i, ok in enumerate(valid)]
-    return column.to_pylist()
+        return pa.struct([f.with_type(_strings_as_binary(f.type)) for f in t])
+    return t
+
+
+def _texts_decoded(value: object) -> object:
+    """`value` with its bytes (strings, read as binary) as text."""
+    if isinstance(value, bytes):
+        return _utf8_or_guessed(value)
+    if isinstance(value, list):
+        return [_texts_decoded(v) for v in value]
+    if isinstance(value, tuple):  # a map's (key, item) pairs
+        return tuple(_texts_decoded(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _texts_decoded(v) for k, v in value.items()}
+    return value
 
 
 def _utf8_or_guessed(data: bytes) -> str:

@@ -482,6 +482,27 @@ def test_parquet_strings_that_are_not_utf8_keep_their_rows(tmp_path):
     assert [json.loads(i.metadata)["about"] for i in items] == [{"title": t} for t in ("ok", "caf\xe9", None)]
 
 
+def test_parquet_strings_that_are_not_utf8_in_maps_and_image_paths_keep_their_rows(tmp_path):
+    """A map of EXIF tags, a fixed-size list or a Hugging Face image's path in latin-1 made the
+    whole row group one corrupt_shard reject, its images with it."""
+    raw = pa.array([b"ok", "caf\xe9".encode("latin-1")], pa.binary())
+    text = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())  # not validated, as they write it
+    exif = pa.MapArray.from_arrays([0, 1, 2], pa.array(["Make", "Model"]), text)
+    pairs = pa.FixedSizeListArray.from_arrays(pa.concat_arrays([text, text]).take([0, 2, 1, 3]), 2)
+    pq.write_table(pa.table({"jpg": [jpeg(1), jpeg(2)], "exif": exif, "pair": pairs}),
+                   tmp_path / "map.parquet")
+    items = read(str(tmp_path / "map.parquet"))
+    assert all(isinstance(i, Record) for i in items)
+    assert [json.loads(i.metadata) for i in items] == [
+        {"exif": [["Make", "ok"]], "pair": ["ok", "ok"]},
+        {"exif": [["Model", "caf\xe9"]], "pair": ["caf\xe9", "caf\xe9"]}]
+    image = pa.StructArray.from_arrays([pa.array([jpeg(1), None]), text], ["bytes", "path"])
+    pq.write_table(pa.table({"image": image}), tmp_path / "hf.parquet")
+    kept, only_named = read(str(tmp_path / "hf.parquet"))
+    assert isinstance(kept, Record) and kept.data == jpeg(1)
+    assert only_named.error_type == "empty" and "'caf\xe9'" in only_named.message
+
+
 def test_an_image_column_of_nulls_only_is_not_refused(tmp_path):
     """pandas writes an all-None column as type null: another shard may hold the images."""
     from memgen.readers import named_columns
