@@ -533,16 +533,32 @@ class _ParquetColumns:
 
 
 def _image_column(schema: pa.Schema, config: ReaderConfig) -> str:
-    """--image_column, or the first default name whose column holds bytes."""
-    candidates = [config.image_column] if config.image_column else DEFAULT_IMAGE_COLUMNS
+    """--image_column, or the first default name whose column holds bytes, else the first
+    column the file's Hugging Face metadata declares an Image (`datasets` keeps that feature
+    under any name: `photo`, `picture`)."""
+    candidates = ([config.image_column] if config.image_column
+                  else [*DEFAULT_IMAGE_COLUMNS, *_hf_images(schema)])
     wrong = [f"{n!r} holds {schema.field(n).type}" for n in candidates
              if n in schema.names and not _holds_bytes(schema.field(n).type)]
     for name in candidates:
         if name in schema.names and _holds_bytes(schema.field(name).type):
             return name
     found = f" ({'; '.join(wrong)}, not image bytes)" if wrong else ""
-    raise ColumnError("no_image_column", f"no image column among {list(candidates)}{found}; "
+    # the flag that reads them, with the columns that could be it: `image_data`, `JPG`
+    holding = [n for n in schema.names if _holds_bytes(schema.field(n).type)]
+    hint = f"; {holding} hold bytes: name the image one with --image_column" if holding else ""
+    raise ColumnError("no_image_column", f"no image column among {list(candidates)}{found}{hint}; "
                                          f"columns are {schema.names}"[:500])
+
+
+def _hf_images(schema: pa.Schema) -> list[str]:
+    """The columns that the Hugging Face `datasets` metadata of a file declares Image features."""
+    try:
+        features = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))["info"]["features"]
+        return [name for name, feature in features.items()
+                if isinstance(feature, dict) and feature.get("_type") == "Image"]
+    except (ValueError, KeyError, TypeError, AttributeError):  # none, or not as `datasets` writes it
+        return []
 
 
 def _holds_bytes(t: pa.DataType) -> bool:

@@ -386,6 +386,32 @@ def test_parquet_image_column_must_hold_bytes(tmp_path):
     assert item.error_type == "duplicate_columns" and "['x']" in item.message
 
 
+def test_parquet_image_column_under_another_name(tmp_path):
+    """`datasets` keeps an Image feature under any name; other names are the user's to give,
+    and the reject says which columns hold bytes and which flag names one."""
+    hf_image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    image = pa.array([{"bytes": jpeg(1), "path": None}], hf_image)
+    features = {"photo": {"_type": "Image"}, "label": {"dtype": "int64", "_type": "Value"}}
+    table = pa.table({"photo": image, "label": [3]}).replace_schema_metadata(
+        {"huggingface": json.dumps({"info": {"features": features}})})
+    pq.write_table(table, tmp_path / "hf.parquet")
+    (item,) = read(str(tmp_path / "hf.parquet"))
+    assert isinstance(item, Record) and item.data == jpeg(1) and json.loads(item.metadata) == {"label": 3}
+    pq.write_table(table.replace_schema_metadata({"huggingface": "{not json"}), tmp_path / "bad.parquet")
+    (item,) = read(str(tmp_path / "bad.parquet"))
+    assert item.error_type == "no_image_column"
+    assert "['photo'] hold bytes: name the image one with --image_column" in item.message
+    pq.write_table(pa.table({"image_data": [jpeg(1)], "JPG": [jpeg(2)], "image": ["a.jpg"]}),
+                   tmp_path / "a.parquet")
+    (item,) = read(str(tmp_path / "a.parquet"))
+    assert item.message.startswith(
+        "no image column among ['jpg', 'image', 'img', 'png', 'webp', 'image_bytes', 'bytes'] ('image' holds "
+        "string, not image bytes); ['image_data', 'JPG'] hold bytes: name the image one with --image_column; "
+        "columns are ")
+    (item,) = read(str(tmp_path / "a.parquet"), ReaderConfig(image_column="JPG"))
+    assert item.data == jpeg(2)
+
+
 def test_parquet_metadata_is_strict_json_and_keys_are_unique(tmp_path):
     table = pa.table({
         "jpg": [jpeg(1), jpeg(2), jpeg(3)],
