@@ -382,7 +382,7 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
                     key = keys(_field_text(fields.get(config.key_column)) or f"{row:09d}")
                     if data is None:  # a null cell: no bytes to fingerprint
                         yield Reject(shard.index, row, shard.source(f"#{key}"), "read", "empty",
-                                     _null_image(columns.image, path))
+                                     _null_image(columns.image, path, fields, config))
                     else:
                         yield _parquet_item(shard, row, key, data, fields, columns, config)
                     row += 1
@@ -393,12 +393,17 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         start += n_rows
 
 
-def _null_image(column: str, path: str | None) -> str:
+def _null_image(column: str, path: str | None, fields: dict, config: ReaderConfig) -> str:
     """Why a row has no image: its cell is null; a Hugging Face image that names only a file
-    (datasets that keep their images beside the Parquet) says which."""
+    (datasets that keep their images beside the Parquet) says which. With the row's url and,
+    from img2dataset's Parquet output, why the crawl failed (`status`, `error_message`): the
+    reject is all that is left of the record, and a retry of the download needs them."""
     if path:
         return f"{column}.bytes is null; the image is a file named {path!r}, which is not read"[:500]
-    return f"{column} is null"
+    said = [f"{name} {text!r}" for name, field in (("status", "status"), ("error_message", "error_message"),
+                                                  ("url", config.url_column))
+            if (text := _field_text(fields.get(field)))]
+    return (f"{column} is null" + (f" ({', '.join(said)})" if said else ""))[:500]
 
 
 def _rows(batch: pa.RecordBatch) -> list[dict]:

@@ -148,6 +148,24 @@ def test_parquet_reader_columns_struct_and_nulls(tmp_path):
     assert only_named.message == "image.bytes is null; the image is a file named 'b.jpg', which is not read"
 
 
+def test_parquet_rows_without_image_say_why_the_crawl_failed(tmp_path):
+    """img2dataset's Parquet output keeps the rows it could not download, their jpg null: the
+    reject is all that is left of the record, so it keeps the url and the crawler's error."""
+    pq.write_table(pa.table({
+        "jpg": [jpeg(1), None, None], "key": ["000000000", "000000001", "000000002"],
+        "url": ["http://x/0.jpg", "http://x/1.jpg", None],
+        "status": ["success", "failed_to_download", "failed_to_resize"],
+        "error_message": [None, "HTTP Error 404: Not Found", "image file is truncated"]}),
+        tmp_path / "00000.parquet")
+    kept, failed, unresized = read(str(tmp_path / "00000.parquet"))
+    assert isinstance(kept, Record) and kept.url == "http://x/0.jpg"
+    assert (failed.error_type, failed.message) == (
+        "empty", "jpg is null (status 'failed_to_download', error_message 'HTTP Error 404: Not Found', "
+                 "url 'http://x/1.jpg')")
+    assert unresized.message == (
+        "jpg is null (status 'failed_to_resize', error_message 'image file is truncated')")
+
+
 def test_parquet_without_image_column_is_a_reject(tmp_path):
     pq.write_table(pa.table({"url": ["a"]}), tmp_path / "meta.parquet")
     (item,) = read(str(tmp_path / "meta.parquet"))
