@@ -613,6 +613,13 @@ def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         said = read_message(e, shard, config.http_timeout)
         yield Reject(shard.index, 0, shard.source(), "read", "unreadable", said)
         return
+    kind = _shard_format(data)
+    if kind:  # a Hive table's 000000_0: else "Pillow cannot identify" (or too_large)
+        yield Reject(shard.index, 0, shard.source(), "read", "not_an_image",
+                     f"{kind} data in a file whose name does not end in {_SHARD_NAMES[kind]}, "
+                     "which is read as one image: rename it to read its records", size or len(data),
+                     data[: config.reject_data_cap])
+        return
     if len(data) > config.max_bytes:
         what = f"{size} bytes" if size else "more bytes"
         yield Reject(shard.index, 0, shard.source(), "read", "too_large",
@@ -630,6 +637,18 @@ def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     caption = decode_text(sidecars[".txt"])
     metadata, url = _metadata(decode_text(sidecars[".json"]))
     yield Record(shard.index, 0, shard.source(), data, caption, url, metadata)
+
+
+_SHARD_NAMES = {"Parquet": ".parquet", "tar": ".tar"}
+
+
+def _shard_format(data: bytes) -> str | None:
+    """"Parquet" or "tar" when a file's bytes are a shard's (by their magic numbers), else None."""
+    if data[:4] == b"PAR1":  # the footer holds the other "PAR1": a file cut at max_bytes lacks it
+        return "Parquet"
+    if data[257:262] == b"ustar":
+        return "tar"
+    return None
 
 
 class _Unusable(NamedTuple):

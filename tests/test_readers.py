@@ -166,6 +166,20 @@ def test_parquet_rows_without_image_say_why_the_crawl_failed(tmp_path):
         "jpg is null (status 'failed_to_resize', error_message 'image file is truncated')")
 
 
+def test_a_shard_without_its_suffix_is_said_to_be_one(tmp_path):
+    """Hive writes its table's files as 000000_0: read as an image, "Pillow cannot identify an
+    image format" (or too_large) said nothing of what they are."""
+    pq.write_table(pa.table({"jpg": [jpeg(1), jpeg(2)]}), tmp_path / "000000_0")
+    write_tar(tmp_path / "shard-000000", [sample("a", jpeg(1))])
+    for name, said in (("000000_0", "Parquet data in a file whose name does not end in .parquet"),
+                       ("shard-000000", "tar data in a file whose name does not end in .tar")):
+        for config in (CONFIG, ReaderConfig(max_bytes=1000)):
+            (item,) = read(str(tmp_path / name), config)
+            assert (item.stage, item.error_type) == ("read", "not_an_image")
+            assert item.message == f"{said}, which is read as one image: rename it to read its records"
+            assert item.n_bytes == (tmp_path / name).stat().st_size
+
+
 def test_parquet_without_image_column_is_a_reject(tmp_path):
     pq.write_table(pa.table({"url": ["a"]}), tmp_path / "meta.parquet")
     (item,) = read(str(tmp_path / "meta.parquet"))
