@@ -180,6 +180,18 @@ def test_a_shard_without_its_suffix_is_said_to_be_one(tmp_path):
             assert item.n_bytes == (tmp_path / name).stat().st_size
 
 
+def test_parquet_suffixes(tmp_path):
+    """fastparquet and dask name their files .parq: a folder walk skipped them ("neither
+    shards nor images") and, named, each was a not_an_image reject."""
+    for name in ("a.parquet", "b.PQ", "c.parq"):
+        pq.write_table(pa.table({"jpg": [jpeg(len(name))]}), tmp_path / name)
+    shards = discover([str(tmp_path)])
+    assert [(s.uri.rsplit("/", 1)[1], s.kind) for s in shards] == [
+        ("a.parquet", "parquet"), ("b.PQ", "parquet"), ("c.parq", "parquet")]
+    assert isinstance(read(str(tmp_path / "c.parq"))[0], Record)
+    assert split_source(f"{tmp_path}/c.parq#k") == (f"{tmp_path}/c.parq", "k")
+
+
 def test_parquet_without_image_column_is_a_reject(tmp_path):
     pq.write_table(pa.table({"url": ["a"]}), tmp_path / "meta.parquet")
     (item,) = read(str(tmp_path / "meta.parquet"))
