@@ -479,23 +479,33 @@ class NamedColumns(NamedTuple):
     missing: list[str]  # "--flag NAME" of each named column it lacks
     image_holds: str | None  # what --image_column holds there when it is not image bytes
     shard: str  # that shard and its columns, for messages
+    unnamed_images: str | None = None  # without --image_column: why it has none, when columns hold bytes
 
 
 def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
     """The flags (--image_column, and the text ones where not their defaults) whose column the
     first Parquet shard lacks, and what an --image_column it has holds when that is not bytes
-    (text, a URL column: every record would be a reject), from one read of its schema; nothing
-    when all are usable, nothing is named, or the shard cannot be read here (its reader says
-    why, as a reject)."""
+    (text, a URL column: every record would be a reject), or without --image_column why it has
+    no image column by the default names although columns hold bytes (every shard a reject, an
+    empty memory), from one read of its schema; nothing when all are usable, or the shard
+    cannot be read here (its reader says why, as a reject)."""
     named = {flag: name for flag, name, default in (
         ("--image_column", config.image_column, None),
         ("--caption_column", config.caption_column, ReaderConfig.caption_column),
         ("--url_column", config.url_column, ReaderConfig.url_column),
         ("--key_column", config.key_column, ReaderConfig.key_column)) if name != default}
-    first = _first_parquet_schema(shards) if named else None
+    first = _first_parquet_schema(shards)
     if first is None:
         return NamedColumns([], None, "")
     uri, schema = first
+    if config.image_column is None:
+        try:
+            _image_column(schema, config)
+        except ColumnError as e:  # images under a name memgen does not guess (`image_data`, `JPG`)
+            if any(_holds_bytes(t) for t in schema.types):  # else a metadata Parquet beside tars, say
+                return NamedColumns([], None, "", f"{uri}: {e}")
+    if not named:
+        return NamedColumns([], None, "")
     missing = [f"{flag} {name}" for flag, name in named.items() if name not in schema.names]
     holds = None
     if config.image_column in schema.names:

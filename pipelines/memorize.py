@@ -108,6 +108,8 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
     refuse_inside("--memory", config.memory, "input", config.inputs)  # said before the inputs are listed
     shards = discover(list(config.inputs), config.reader.http_timeout)
     columns = named_columns(shards, config.reader)
+    if columns.unnamed_images:
+        raise UsageError(columns.unnamed_images)
     if any(flag.startswith("--image_column") for flag in columns.missing):  # every record a reject
         raise UsageError(f"{', '.join(columns.missing)}: no such column in {columns.shard}")
     if columns.image_holds:

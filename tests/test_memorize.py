@@ -891,6 +891,29 @@ def test_unusable_arguments_give_one_line_and_exit_2(memory, tmp_path, args, mes
     assert "Traceback" not in result.stderr
 
 
+def test_parquet_images_under_a_name_not_guessed_are_refused_in_one_line(tmp_path):
+    """Images in `image_data` (DuckDB's COPY of a table, say): every shard was a no_image_column
+    reject, an empty memory and exit 0. A Parquet without bytes (metadata beside tars) is no
+    reason to refuse, and --image_column reads them."""
+    pq.write_table(pa.table({"image_data": [jpeg(1)], "caption": ["c"]}), tmp_path / "a.parquet")
+    result = cli("memorize", str(tmp_path / "a.parquet"), "--memory", str(tmp_path / "m"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and (
+        f"{tmp_path}/a.parquet: no image column among ['jpg', 'image', 'img', 'png', 'webp', 'image_bytes', "
+        "'bytes']; ['image_data'] hold bytes: name the image one with --image_column; columns are "
+        "['image_data', 'caption']") in result.stderr, result.stderr
+    assert not (tmp_path / "m").exists()
+    result = cli("memorize", str(tmp_path / "a.parquet"), "--memory", str(tmp_path / "m"), "--image_column",
+                 "image_data")
+    assert result.returncode == 0, result.stderr
+    assert read_manifest(str(tmp_path / "m"))["counts"]["images"] == 1
+    (tmp_path / "t").mkdir()
+    write_tar(tmp_path / "t" / "00000.tar", [sample("a", jpeg(2))])
+    pq.write_table(pa.table({"url": ["http://x/a.jpg"]}), tmp_path / "t" / "meta.parquet")
+    result = cli("memorize", str(tmp_path / "t"), "--memory", str(tmp_path / "m2"))
+    assert result.returncode == 0, result.stderr
+
+
 def test_a_local_folder_named_like_an_object_store_is_a_folder():
     """`--out s3` was refused: "--out s3 names no bucket"."""
     from apache_beam.options.pipeline_options import PipelineOptions
