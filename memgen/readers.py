@@ -558,6 +558,9 @@ def _image_column(schema: pa.Schema, config: ReaderConfig) -> str:
     for name in candidates:
         if name in schema.names and _holds_bytes(schema.field(name).type):
             return name
+    for name in candidates:  # pandas' all-None column: each row a reject of its own, not the shard one
+        if name in schema.names and pa.types.is_null(schema.field(name).type):
+            return name
     found = f" ({'; '.join(wrong)}, not image bytes)" if wrong else ""
     # the flag that reads them, with the columns that could be it: `image_data`, `JPG`
     holding = [n for n in schema.names if _holds_bytes(schema.field(n).type)]

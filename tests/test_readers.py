@@ -585,6 +585,13 @@ def test_an_image_column_of_nulls_only_is_not_refused(tmp_path):
     shards = discover([str(tmp_path)])
     assert image_column_holds(shards[:1], ReaderConfig(image_column="image")) is None
     assert image_column_holds(shards[1:], ReaderConfig(image_column="image")).startswith("string in ")
+    # and its rows are records without an image, as null cells are: not one reject for the shard
+    # (the shard's records counted as one), nor a run refused for its other columns of bytes
+    pq.write_table(pa.table({"image": pa.nulls(2), "thumb": [b"\xff\xd8", None], "url": ["u0", "u1"]}),
+                   tmp_path / "2.parquet")
+    assert named_columns(discover([str(tmp_path / "2.parquet")]), ReaderConfig()).unnamed_images is None
+    assert [(i.error_type, i.message) for i in read(str(tmp_path / "2.parquet"))] == [
+        ("empty", "image is null (url 'u0')"), ("empty", "image is null (url 'u1')")]
 
 
 def test_json_escapes_of_half_an_emoji_become_whole_characters(tmp_path):
