@@ -407,41 +407,47 @@ def _null_image(column: str, path: str | None, fields: dict, config: ReaderConfi
 
 
 def _rows(batch: pa.RecordBatch) -> list[dict]:
-    """The batch's rows; strings that are not UTF-8, which lax writers store, read as text
-    files are (memgen.text), where they made their whole row group a corrupt_shard reject."""
+    """The batch's rows; where Arrow cannot give a value to Python, read as text: strings that
+    are not UTF-8, which lax writers store, as text files are (memgen.text), and nanosecond
+    times, which Python's hold to the microsecond ("2023-11-14 22:13:20.123456789": pyarrow
+    gives them only as pandas' Timestamps). Either made their whole row group a corrupt_shard
+    reject, its images with it."""
     try:
         return batch.to_pylist()
-    except UnicodeDecodeError:
+    except ValueError:  # UnicodeDecodeError, or "Nanosecond resolution ... not safely convertible"
         columns = {name: _lax_values(batch.column(i)) for i, name in enumerate(batch.schema.names)}
         return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
 def _lax_values(column: pa.Array) -> list:
-    """A column's values as to_pylist gives them, strings read from their bytes however they
-    are nested (lists, structs, maps; dictionary-encoded too): a map of EXIF tags or a Hugging
-    Face image's path in latin-1 made the whole row group a corrupt_shard reject."""
-    lax = _strings_as_binary(column.type)
+    """A column's values as to_pylist gives them, strings read from their bytes and nanosecond
+    times as text, however they are nested (lists, structs, maps; dictionary-encoded too): a
+    map of EXIF tags or a Hugging Face image's path in latin-1 made the whole row group a
+    corrupt_shard reject."""
+    lax = _lax_type(column.type)
     if lax == column.type:  # no strings: bytes are binary (a caption column's, decoded as a .txt)
         return column.to_pylist()
     return _texts_decoded(column.cast(lax).to_pylist())
 
 
-def _strings_as_binary(t: pa.DataType) -> pa.DataType:
+def _lax_type(t: pa.DataType) -> pa.DataType:
     """`t` with its strings (dictionary-encoded ones too) as binary, which Arrow does not
-    validate as UTF-8."""
+    validate as UTF-8, and its nanosecond times as text."""
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return pa.large_binary()
+    if (pa.types.is_timestamp(t) or pa.types.is_time64(t) or pa.types.is_duration(t)) and t.unit == "ns":
+        return pa.string()
     if pa.types.is_dictionary(t):
-        return _strings_as_binary(t.value_type)
+        return _lax_type(t.value_type)
     if pa.types.is_map(t):
-        return pa.map_(_strings_as_binary(t.key_type), _strings_as_binary(t.item_type))
+        return pa.map_(_lax_type(t.key_type), _lax_type(t.item_type))
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        item = t.value_field.with_type(_strings_as_binary(t.value_type))
+        item = t.value_field.with_type(_lax_type(t.value_type))
         if pa.types.is_fixed_size_list(t):
             return pa.list_(item, t.list_size)
         return pa.large_list(item) if pa.types.is_large_list(t) else pa.list_(item)
     if pa.types.is_struct(t):
-        return pa.struct([f.with_type(_strings_as_binary(f.type)) for f in t])
+        return pa.struct([f.with_type(_lax_type(f.type)) for f in t])
     return t
 
 

@@ -573,6 +573,28 @@ def test_parquet_strings_that_are_not_utf8_in_maps_and_image_paths_keep_their_ro
     assert only_named.error_type == "empty" and "'caf\xe9'" in only_named.message
 
 
+def test_parquet_nanosecond_times_keep_their_rows(tmp_path):
+    """Python's datetimes hold microseconds: pyarrow raised on a nanosecond value (without
+    pandas installed), and the row group was a corrupt_shard reject, its images with it.
+    Spark's INT96 timestamps and pandas' are read as nanoseconds."""
+    stamp = 1_700_000_000_123_456_789
+    pq.write_table(pa.table({
+        "jpg": [jpeg(1), jpeg(2)], "fetched": pa.array([stamp, None], pa.timestamp("ns")),
+        "utc": pa.array([stamp, stamp], pa.timestamp("ns", tz="UTC")),
+        "took": pa.array([[5], []], pa.list_(pa.duration("ns"))), "caption": ["a", "b"]}),
+        tmp_path / "a.parquet")
+    items = read(str(tmp_path / "a.parquet"))
+    assert all(isinstance(i, Record) for i in items) and [i.caption for i in items] == ["a", "b"]
+    assert [json.loads(i.metadata) for i in items] == [
+        {"fetched": "2023-11-14 22:13:20.123456789", "utc": "2023-11-14 22:13:20.123456789Z", "took": ["5"],
+         "caption": "a"},
+        {"fetched": None, "utc": "2023-11-14 22:13:20.123456789Z", "took": [], "caption": "b"}]
+    pq.write_table(pa.table({"jpg": [jpeg(1)], "fetched": pa.array([stamp], pa.timestamp("ns"))}),
+                   tmp_path / "spark.parquet", use_deprecated_int96_timestamps=True)
+    (item,) = read(str(tmp_path / "spark.parquet"))
+    assert json.loads(item.metadata) == {"fetched": "2023-11-14 22:13:20.123456789"}
+
+
 def test_an_image_column_of_nulls_only_is_not_refused(tmp_path):
     """pandas writes an all-None column as type null: another shard may hold the images."""
     from memgen.readers import named_columns
