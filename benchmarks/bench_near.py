@@ -87,7 +87,8 @@ def main() -> None:
         peer_runs.append(run)
         memgen_small.append(bench_memgen(n, k))
         print("imagededup", run, "memgen", memgen_small[-1], flush=True)
-        if run["search_s"] > args.peer_budget / 4:  # the next size takes ~4x as long
+        # the next size takes ~4x as long; two sizes at least, for the fitted exponent
+        if len(peer_runs) >= 2 and run["search_s"] > args.peer_budget / 4:
             break
     (n1, t1), (n2, t2) = ((r["n"], r["search_s"]) for r in peer_runs[-2:])
     exponent = float(np.log(t2 / t1) / np.log(n2 / n1))
