@@ -79,7 +79,14 @@ def main(n):
           f"cpu_per_item={cpu / n * 1e6:.1f}us "
           f"maxrss={ru.ru_maxrss / 1e6:.2f}GB", flush=True)
 
-if __name__ == "__main__":
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("n", type=int, help="distinct synthetic hashes (e.g. 100000, 1000000)")
-    main(parser.parse_args().n)
+    parser.add_argument("n", type=int, help=f"distinct synthetic hashes, a multiple of {CHUNK:,} "
+                                            "(e.g. 100000, 1000000)")
+    args = parser.parse_args(argv)
+    if args.n < CHUNK or args.n % CHUNK:  # made in chunks: another n would time fewer hashes than n
+        parser.error(f"n must be a positive multiple of {CHUNK:,}")
+    return args
+
+if __name__ == "__main__":
+    main(arguments().n)

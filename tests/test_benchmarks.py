@@ -2,6 +2,7 @@
 parsed by its script, and the cheap scripts at tiny sizes (no peer venv, no shared photos)."""
 
 import json
+import runpy
 import sys
 from pathlib import Path
 
@@ -9,6 +10,20 @@ import numpy as np
 import pytest
 
 import benchmarks.bench_near as bench_near
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(name: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *argv])
+    runpy.run_path(str(ROOT / "benchmarks" / f"{name}.py"), run_name="__main__")
+
+
+def test_near_pipeline_refuses_a_size_it_would_not_run(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as done:
+        run_script("bench_near_pipeline", ["5000"], monkeypatch)  # hashes come in chunks of 10,000
+    assert done.value.code == 2
+    assert "multiple of 10,000" in capsys.readouterr().err
 
 
 def test_bench_near_with_a_budget_its_first_peer_run_exceeds(monkeypatch, tmp_path):
