@@ -4,6 +4,7 @@ set (2,081 hashes, 2,164,240 pairs at k = 4), on the in-process FnApiRunner.
 
     .venv/bin/python -m benchmarks.bench_near_dense
 """
+import argparse
 import itertools
 import time
 
@@ -28,6 +29,7 @@ def groups() -> list[ImageGroup]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # no options: --help only
     started = time.perf_counter()
     with beam.Pipeline(runner="FnApiRunner") as p:
         near = p | beam.Create(groups()) | NearDedup(K)

@@ -19,6 +19,7 @@ photos (no ground truth, almost all different pictures) fall within t.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 from dataclasses import dataclass
@@ -170,6 +171,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # no options: --help only
     result = calibrate()
     OUT.mkdir(exist_ok=True)
     (OUT / "calibration.json").write_text(json.dumps(result, indent=1))

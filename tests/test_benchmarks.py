@@ -1,22 +1,67 @@
 """The benchmark scripts still run: every entry point's --help, every command the READMEs quote
 parsed by its script, and the cheap scripts at tiny sizes (no peer venv, no shared photos)."""
 
+import argparse
 import json
+import re
 import runpy
+import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import benchmarks.bench_layouts as bench_layouts
 import benchmarks.bench_near as bench_near
+import benchmarks.bench_near_blocks as bench_near_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py")
+                 if 'if __name__ == "__main__"' in p.read_text()
+                 and p.name != "peer_imagededup.py")  # runs in the benchmark venv, beside imagededup
+COMMAND = re.compile(r"python (?:-m benchmarks\.(\w+)|benchmarks/(\w+)\.py)([^`\n]*)")
+
+
+def quoted_commands() -> list[tuple[str, list[str]]]:
+    """(script, argv) of every benchmark command in the READMEs, continuation lines joined."""
+    found = []
+    for readme in ("README.md", "benchmarks/README.md", "deploy/README.md"):
+        text = (ROOT / readme).read_text().replace("\\\n", " ")
+        for module, path, rest in COMMAND.findall(text):
+            found.append((module or path, shlex.split(rest, comments=True)))
+    return found
+
+
+class Parsed(Exception):
+    """Raised in place of running a script once its arguments are parsed."""
 
 
 def run_script(name: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", [f"{name}.py", *argv])
     runpy.run_path(str(ROOT / "benchmarks" / f"{name}.py"), run_name="__main__")
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_every_entry_point_answers_help_without_running(script, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as done:
+        run_script(script.stem, ["--help"], monkeypatch)
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("usage:")
+
+
+def test_every_quoted_command_parses(monkeypatch):
+    commands = quoted_commands()
+    assert {name for name, _ in commands} >= {"calibrate", "bench_near", "bench_e2e", "bench_sample"}
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        raise Parsed(original(self, args, namespace))  # an unknown flag exits 2 before this
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    for name, argv in commands:
+        with pytest.raises(Parsed):
+            run_script(name, argv, monkeypatch)
 
 
 def test_near_pipeline_refuses_a_size_it_would_not_run(monkeypatch, capsys):
@@ -40,6 +85,28 @@ def test_bench_near_with_a_budget_its_first_peer_run_exceeds(monkeypatch, tmp_pa
     assert result["imagededup_fit_exponent"] == pytest.approx(2.0)
     assert all(r["planted_found"] == r["planted"] > 0 for r in result["memgen"])
     assert result["memgen"][1]["imagededup_s_extrapolated"] == pytest.approx(16.0)
+
+
+def test_layouts_at_a_tiny_size(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench_layouts, "OUT", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["bench_layouts", "--sizes", "3000", "--k", "6", "--rounds", "1"])
+    bench_layouts.main()
+    rows = json.loads((tmp_path / "layouts.json").read_text())["rows"]
+    assert sum(r["picked"] for r in rows) == 1
+    for r in rows:  # every layout keeps the pigeonhole units of an exact search at k
+        assert sum(r["widths"]) <= 64 and sum(radius + 1 for radius in r["radii"]) == 6 + 1
+
+
+def test_near_blocks_at_a_tiny_size(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench_near_blocks, "OUT", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["bench_near_blocks", "--sizes", "20000", "--check", "20000",
+                                      "--block-target", "4096", "--thresholds", "4", "--blocks", "1"])
+    bench_near_blocks.main()
+    result = json.loads((tmp_path / "near_blocks.json").read_text())
+    (estimate,), (check,) = result["estimates"], result["checks"]
+    assert estimate["cpu_us_per_hash"] > 0 and check["cpu_us_per_hash"] > 0
+    # every hash is routed to its home block in each band at least
+    assert estimate["copies_per_hash"] >= len(estimate["plan"]["widths"])
 
 
 def test_planted_pairs_are_within_k():
