@@ -3,6 +3,7 @@ parsed by its script, and the cheap scripts at tiny sizes (no peer venv, no shar
 
 import argparse
 import json
+import math
 import re
 import runpy
 import shlex
@@ -15,6 +16,7 @@ import pytest
 import benchmarks.bench_layouts as bench_layouts
 import benchmarks.bench_near as bench_near
 import benchmarks.bench_near_blocks as bench_near_blocks
+import benchmarks.mih_bound as mih_bound
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py")
@@ -107,6 +109,21 @@ def test_near_blocks_at_a_tiny_size(monkeypatch, tmp_path):
     assert estimate["cpu_us_per_hash"] > 0 and check["cpu_us_per_hash"] > 0
     # every hash is routed to its home block in each band at least
     assert estimate["copies_per_hash"] >= len(estimate["plan"]["widths"])
+
+
+def test_mih_bound_against_the_one_band_layout(monkeypatch, tmp_path):
+    # k = 0: one band at radius 0; the widest, all 64 bits, costs a key to index a hash, a key
+    # to probe it, and c x n / 2^64 candidates
+    for n, c in ((10**18, 1.0), (10**15, 10.0)):
+        assert mih_bound.least_work(n, 0, c) == (pytest.approx(2 + c * n / 2**64), ((64, 0, 0),))
+    monkeypatch.setattr(mih_bound, "OUT", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["mih_bound", "--sizes", "1000", "100000", "--k", "2",
+                                      "--plan-sizes", "100000", "--plan-thresholds", "2"])
+    mih_bound.main()
+    result = json.loads((tmp_path / "mih_bound.json").read_text())
+    assert all(small <= large for small, large in (row["work"] for row in result["rows"]))
+    (plan,) = result["memgen_plans"]
+    assert plan["least_work"] <= plan["work"] and math.isfinite(plan["work"])
 
 
 def test_planted_pairs_are_within_k():
