@@ -130,3 +130,10 @@ def test_planted_pairs_are_within_k():
     hashes, i, j = bench_near.planted(1000, 10)
     d = np.bitwise_count(hashes[i] ^ hashes[j])
     assert len(i) == 10 and ((d >= 1) & (d <= 10)).all()
+
+
+def test_mih_bound_sweeps_every_verify_cost_the_readme_table_shows():
+    text = (ROOT / "benchmarks/README.md").read_text()
+    table = text.split("| relative verify cost c |", 1)[1].split("\n\n", 1)[0]
+    costs = {float(line.split("|")[1]) for line in table.splitlines()[2:]}
+    assert costs and costs <= set(mih_bound.RELATIVE_VERIFY_COSTS)
