@@ -41,7 +41,9 @@ from memgen.classify.onnx_model import concept_probability, inference_session
 from memgen.memory import image_parts, write_manifest, write_rows
 from memgen.stages.classify import EstimateConcept
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "realimages"
+# as benchmarks.common.REALIMAGES (not imported: run as a script, benchmarks/ is no package)
+REAL = Path(os.environ.get("MEMGEN_REALIMAGES",
+                           Path(__file__).resolve().parents[2] / "shared" / "data" / "realimages"))
 BATCH = 64
 
 

@@ -137,3 +137,9 @@ def test_mih_bound_sweeps_every_verify_cost_the_readme_table_shows():
     table = text.split("| relative verify cost c |", 1)[1].split("\n\n", 1)[0]
     costs = {float(line.split("|")[1]) for line in table.splitlines()[2:]}
     assert costs and costs <= set(mih_bound.RELATIVE_VERIFY_COSTS)
+
+
+def test_classifier_bench_reads_the_photos_where_memgen_realimages_says(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEMGEN_REALIMAGES", str(tmp_path / "elsewhere"))
+    with pytest.raises(SystemExit, match="elsewhere"):
+        run_script("bench_classifier", [], monkeypatch)
