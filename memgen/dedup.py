@@ -8,8 +8,9 @@ Near: images sharing a pHash value form a node (thousands of flat images cost on
 nodes are clustered by `memgen.near` (`cluster_nodes` on one machine; the Beam stage
 labels components first and calls `split_component` per component, with the same
 result), and every image of a node follows the node's representative.
-Representative preference: most pixels, then most bytes, then smallest image_id (sha256
-bytes sort as their hex does, so the tables show the same order).
+Representative preference: an image of a --known memory (memgen.known), then most pixels,
+then most bytes, then smallest image_id (sha256 bytes sort as their hex does, so the tables
+show the same order).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class CopiesOf(NamedTuple):
     representative: bytes
     distance: int
     kept: tuple[int, int]  # (shard, ordinal) of the record kept, placed on its own
+    known: bool = False  # the representative is an image of a --known memory
 
 
 class Member(NamedTuple):
@@ -51,7 +53,11 @@ class Member(NamedTuple):
 
     @property
     def image_id(self) -> bytes:
-        return self.preference[2]  # not a field of its own: it would be shuffled twice
+        return self.preference[3]  # not a field of its own: it would be shuffled twice
+
+    @property
+    def known(self) -> bool:
+        return not self.preference[0]
 
 
 class HashNode(NamedTuple):
@@ -68,6 +74,7 @@ class NodeRep(NamedTuple):
     image_id: bytes
     phash: int
     copies: int
+    known: bool = False  # an image of a --known memory
 
 
 class Assignment(NamedTuple):
@@ -77,6 +84,7 @@ class Assignment(NamedTuple):
     representative: bytes
     distance: int
     copies: int  # records the representative stands for; 0 unless image_id == representative
+    known: bool = False  # the representative is an image of a --known memory
 
 
 def read_order(fp: Fingerprint) -> tuple[int, int]:
@@ -134,20 +142,26 @@ def cluster_nodes(nodes: Iterable[HashNode], k: int) -> list[tuple[int, NodeRep]
     nodes = sorted(nodes, key=lambda n: n.best.preference)
     if not nodes:
         return []
-    return _node_reps(nodes, split_clusters(int64_to_uint64([n.phash for n in nodes]), k))
+    return _node_reps(nodes, split_clusters(int64_to_uint64([n.phash for n in nodes]), k, _known(nodes)))
 
 
 def split_component(nodes: Iterable[HashNode], k: int) -> list[tuple[int, NodeRep]]:
     """(phash, NodeRep) for the nodes of one connected component of near pairs."""
     nodes = sorted(nodes, key=lambda n: n.best.preference)
-    return _node_reps(nodes, split_chain(int64_to_uint64([n.phash for n in nodes]), k))
+    return _node_reps(nodes, split_chain(int64_to_uint64([n.phash for n in nodes]), k, _known(nodes)))
+
+
+def _known(nodes: list[HashNode]) -> int:
+    """How many of the nodes (sorted by preference) are images of --known memories: the first ones."""
+    return sum(n.best.known for n in nodes)
 
 
 def _node_reps(nodes: list[HashNode], rep: np.ndarray) -> list[tuple[int, NodeRep]]:
     copies = np.zeros(len(nodes), dtype=np.int64)
     np.add.at(copies, rep, [n.copies for n in nodes])
     return [
-        (node.phash, NodeRep(nodes[r].best.image_id, nodes[r].phash, int(copies[i]) if r == i else 0))
+        (node.phash, NodeRep(nodes[r].best.image_id, nodes[r].phash, int(copies[i]) if r == i else 0,
+                             nodes[r].best.known))
         for i, (node, r) in enumerate(zip(nodes, rep.tolist(), strict=True))
     ]
 
@@ -158,7 +172,8 @@ def assign_groups(phash: int, groups: Iterable[ImageGroup],
     distance = int(popcount(int64_to_uint64(phash) ^ int64_to_uint64(rep.phash)))
     for group in groups:
         is_rep = group.kept.image_id == rep.image_id
-        yield group, Assignment(group.kept.image_id, rep.image_id, distance, rep.copies if is_rep else 0)
+        yield group, Assignment(group.kept.image_id, rep.image_id, distance, rep.copies if is_rep else 0,
+                                rep.known)
 
 
 class KeptImage(NamedTuple):
@@ -189,6 +204,7 @@ class DuplicateRow(NamedTuple):
     distance: int
     kind: str  # exact | near
     n_bytes: int  # the record's (its reject row's, should its representative be lost)
+    known: bool = False  # the representative is an image of a --known memory
 
     def row(self, shard: Shard) -> dict:
         """Its duplicates-table columns."""
@@ -206,15 +222,21 @@ def place(group: ImageGroup, assignment: Assignment) -> list[tuple[int, Placed]]
     The record kept is the image's row when its image is a representative, and a "near"
     duplicate otherwise; the other records of a group are "exact" duplicates (same bytes as
     another record). Distances are to the final representative.
+    An image of a --known memory stays there: this run's records of its bytes are its "exact"
+    duplicates (not of its representative: it is one, whatever memgen chose there).
     """
     fp = group.kept
+    if fp.known:
+        copies = CopiesOf(fp.image_id, fp.image_id, 0, read_order(fp), True)
+        return [(shard, copies) for shard in group.shards if shard >= 0]
     if assignment.representative == fp.image_id:
         kept: KeptImage | DuplicateRow = KeptImage(fp, assignment.copies, group.exact_copies)
     else:
-        kept = _duplicate(fp, assignment.representative, assignment.distance, "near")
+        kept = _duplicate(fp, assignment.representative, assignment.distance, "near", assignment.known)
     if group.exact_copies == 1:
         return [(fp.shard, kept)]
-    copies = CopiesOf(fp.image_id, assignment.representative, assignment.distance, read_order(fp))
+    copies = CopiesOf(fp.image_id, assignment.representative, assignment.distance, read_order(fp),
+                      assignment.known)
     return [(fp.shard, kept), *((shard, copies) for shard in group.shards)]
 
 
@@ -226,8 +248,9 @@ def exact_rows(fingerprints: Iterable[Fingerprint], copies: Iterable[CopiesOf]
     for fp in fingerprints:
         c = of.get(fp.image_id)
         if c is not None and read_order(fp) != c.kept:
-            yield fp.shard, _duplicate(fp, c.representative, c.distance, "exact")
+            yield fp.shard, _duplicate(fp, c.representative, c.distance, "exact", c.known)
 
 
-def _duplicate(fp: Fingerprint, representative: bytes, distance: int, kind: str) -> DuplicateRow:
-    return DuplicateRow(fp.ordinal, fp.locator, fp.image_id, representative, distance, kind, fp.n_bytes)
+def _duplicate(fp: Fingerprint, representative: bytes, distance: int, kind: str, known: bool) -> DuplicateRow:
+    return DuplicateRow(fp.ordinal, fp.locator, fp.image_id, representative, distance, kind, fp.n_bytes,
+                        known)

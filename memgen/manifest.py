@@ -46,6 +46,7 @@ def build_manifest(base: dict[str, Any], totals: Counter, records_in: int,
             "duplicates": duplicates,
             "duplicates_exact": totals["duplicates_exact"],
             "duplicates_near": totals["duplicates_near"],
+            "duplicates_known": totals["duplicates_known"],  # of images of --known memories
             "rejects": rejects,
             "rejects_by_reason": reasons,
             "image_bytes": totals["image_bytes"],

@@ -136,6 +136,7 @@ def write_duplicates(memory: str, shards: Sequence[Shard], duplicates: list[tupl
                                               (d.row(by_index[index]) for index, d in placed)))
     for _, d in placed:
         counts[f"duplicates_{d.kind}"] += 1
+        counts["duplicates_known"] += d.known
     _write_rejects(counts, join(memory, "rejects", part_name(shards[0].index, ORPHANS)), orphans, config)
     return counts
 

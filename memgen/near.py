@@ -433,8 +433,9 @@ def planned_pairs(hashes: np.ndarray, plan: SearchPlan) -> tuple[np.ndarray, np.
     return i, j, popcount(hashes[i] ^ hashes[j]).astype(np.int64)
 
 
-def split_clusters(hashes: np.ndarray, k: int) -> np.ndarray:
-    """Representative index for each node; nodes are given most-preferred first.
+def split_clusters(hashes: np.ndarray, k: int, fixed: int = 0) -> np.ndarray:
+    """Representative index for each node; nodes are given most-preferred first, the
+    first `fixed` representatives whatever their distances (see split_chain).
 
     Every node ends within k of its representative; a representative is its own.
     """
@@ -455,16 +456,19 @@ def split_clusters(hashes: np.ndarray, k: int) -> np.ndarray:
     boundaries = np.flatnonzero(np.diff(labels[order])) + 1
     for members in np.split(order, boundaries):
         if len(members) > 1:
-            rep[members] = members[split_chain(hashes[members], k)]
+            rep[members] = members[split_chain(hashes[members], k, int(np.count_nonzero(members < fixed)))]
     return rep
 
 
-def split_chain(hashes: np.ndarray, k: int) -> np.ndarray:
+def split_chain(hashes: np.ndarray, k: int, fixed: int = 0) -> np.ndarray:
     """Local representative of each of a component's nodes (distinct hashes, given most
     preferred first).
 
-    The most preferred unassigned node becomes a representative and takes every
-    unassigned node within k of it, so nobody is further than k from its representative.
+    The first `fixed` nodes are representatives whatever their distances to one another
+    (images of --known memories: kept there already); in order, each takes every
+    unassigned node within k of it. Then the most preferred unassigned node becomes a
+    representative and takes every unassigned node within k of it, so nobody is further
+    than k from its representative.
     A representative compares itself with every node, vectorized, in components of up to
     SPLIT_SCAN_MAX nodes (nearly all of them); larger ones, whose cost that way grows with
     nodes x representatives, take each one's neighbours from the component's near pairs
@@ -472,10 +476,12 @@ def split_chain(hashes: np.ndarray, k: int) -> np.ndarray:
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
     rep = np.full(len(hashes), -1)
+    rep[:fixed] = np.arange(fixed)
     if len(hashes) <= SPLIT_SCAN_MAX:
         for center in range(len(hashes)):
-            if rep[center] < 0:
+            if rep[center] < 0 or center < fixed:
                 rep[(rep < 0) & (popcount(hashes ^ hashes[center]) <= k)] = center
+                rep[center] = center
         return rep
     i, j, _ = near_pairs(hashes, k)
     ends, others = np.concatenate([i, j]), np.concatenate([j, i])
@@ -483,7 +489,7 @@ def split_chain(hashes: np.ndarray, k: int) -> np.ndarray:
     neighbours = others[order]
     starts = np.searchsorted(ends[order], np.arange(len(hashes) + 1))
     for center in range(len(hashes)):
-        if rep[center] < 0:
+        if rep[center] < 0 or center < fixed:
             close = neighbours[starts[center]:starts[center + 1]]
             rep[close[rep[close] < 0]] = center
             rep[center] = center

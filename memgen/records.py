@@ -104,7 +104,7 @@ class Reject(NamedTuple):
 class Fingerprint(NamedTuple):
     """What dedup needs of a record: ids and hashes, no image bytes."""
 
-    shard: int
+    shard: int  # negative: an image of a --known memory (memgen.known), never written
     ordinal: int
     locator: str  # the record's source is its shard's uri + this: shuffled without the uri
     image_id: bytes  # sha256 of the bytes, 32 bytes (the tables hold its hex: half the size to shuffle)
@@ -119,6 +119,12 @@ class Fingerprint(NamedTuple):
     def pixels(self) -> int:
         return self.width * self.height
 
+    @property
+    def known(self) -> bool:
+        """An image of a --known memory: kept there already, so a representative first."""
+        return self.shard < 0
+
     def preference(self) -> tuple:
-        """Sort key of the representative choice: most pixels, most bytes, smallest id."""
-        return (-self.pixels, -self.n_bytes, self.image_id, self.shard, self.ordinal)
+        """Sort key of the representative choice: an image of a --known memory, then most
+        pixels, most bytes, smallest id."""
+        return (not self.known, -self.pixels, -self.n_bytes, self.image_id, self.shard, self.ordinal)

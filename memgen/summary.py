@@ -7,12 +7,15 @@ from typing import Any
 
 def memorize_summary(manifest: dict[str, Any]) -> str:
     c = manifest["counts"]
+    known = manifest.get("options", {}).get("known")
+    of_known = [("duplicates of --known", c.get("duplicates_known", 0))] if known else []
     rows = [
         ("shards", manifest["shards"]),
         ("records in", c["records_in"]),
         ("unique images", c["images"]),
         ("exact duplicates", c["duplicates_exact"]),
         ("near duplicates", c["duplicates_near"]),
+        *of_known,
         ("rejects", c["rejects"]),
         *((f"  {reason}", n) for reason, n in c["rejects_by_reason"].items()),
         ("image bytes kept", c["image_bytes"]),

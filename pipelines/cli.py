@@ -90,6 +90,8 @@ def _out_of_date(manifest: dict, config: MemorizeConfig, options: PipelineOption
     unread = sum(manifest["counts"]["rejects_by_reason"].get(why, 0) for why in RERUN_MAY_READ)
     if unread:
         return f"{unread} of its rejects are {' or '.join(RERUN_MAY_READ)}: a run now may read them"
+    if manifest.get("known_digests", []) != config.known_digests():
+        return "a --known memory was made anew since"
     check_urls(config.urls(), options)
     listed = discover(list(config.inputs), config.reader.http_timeout)
     if manifest["listing_digest"] != listing_digest(listed):

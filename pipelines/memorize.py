@@ -12,7 +12,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from memgen.fingerprint import MODES, FingerprintConfig
+from memgen.known import known_parts
 from memgen.manifest import now, versions
+from memgen.memory import MemoryDirError, check_memory, manifest_digest, memorized_fingerprint
 from memgen.near import DEFAULT_THRESHOLD, MAX_THRESHOLD
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
@@ -22,7 +24,7 @@ from memgen.records import printable
 from memgen.shards import discover, listing_digest
 from memgen.stages.dedup import ExactDedup, NearDedup
 from memgen.stages.fingerprint import Fingerprint
-from memgen.stages.read import ReadShards
+from memgen.stages.read import ReadKnown, ReadShards
 from memgen.stages.write import WriteMemory
 
 MAX_RECORD_BYTES = 1 << 40  # --max_bytes above this overflowed the reads (OverflowError on a worker)
@@ -34,6 +36,10 @@ class MemorizeOptions(PipelineOptions):
         parser.add_argument("--input", action="append", default=[],
                             help="shard URL, glob, brace range or folder (repeatable)")
         add_shared(parser, "--memory")
+        parser.add_argument("--known", action="extend", nargs="+", default=[],
+                            help="finished memories of earlier runs (several after one --known, or the "
+                                 "flag repeated): records that are exact or near copies of their images "
+                                 "become duplicates of those, and only new images are kept")
         parser.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD,
                             help=f"near-duplicate pHash Hamming distance, 0..{MAX_THRESHOLD} "
                                  f"(default {DEFAULT_THRESHOLD}; 0 = identical hashes only)")
@@ -65,6 +71,7 @@ class MemorizeConfig:
     threshold: int
     reader: ReaderConfig
     fingerprint: FingerprintConfig
+    known: tuple[str, ...] = ()
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> MemorizeConfig:
@@ -87,25 +94,34 @@ class MemorizeConfig:
         reader = ReaderConfig(o.max_bytes, o.reject_data_cap, o.image_column, o.caption_column,
                               o.url_column, o.key_column, o.http_timeout)
         return cls(tuple(o.input), o.memory, o.threshold, reader,
-                   FingerprintConfig(o.hash_mode, o.max_pixels))
+                   FingerprintConfig(o.hash_mode, o.max_pixels), tuple(o.known))
 
     def recorded(self) -> dict[str, Any]:
         """What a memory's manifest records of the command that made it (as JSON reads it back):
         a finished memory that records the same is this command's."""
         options = {"threshold": self.threshold, "reader": asdict(self.reader),
                    "fingerprint": asdict(self.fingerprint)}
+        if self.known:  # only then: a memory made before --known is this command's without it
+            options["known"] = list(self.known)
         inputs = [printable(i) for i in self.inputs]  # a name given that is not UTF-8: \xNN escapes
         return json.loads(json.dumps({"job": "memorize", "inputs": inputs, "options": options}))
 
     def urls(self) -> list[tuple[str, str]]:
         """(flag, URL) of every location the job reads or writes."""
-        return [*(("INPUT", url) for url in self.inputs), ("--memory", self.memory)]
+        return [*(("INPUT", url) for url in self.inputs), *(("--known", url) for url in self.known),
+                ("--memory", self.memory)]
+
+    def known_digests(self) -> list[str | None]:
+        """The --known memories' manifest digests: a retry over a memory made against them
+        has nothing to run only while they are as then."""
+        return [manifest_digest(memory) for memory in self.known]
 
 
 def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None:
     """Wire the memorize stages onto `pipeline` (discovers the shards; writes nothing);
     `claim`: the run's claim on config.memory (memory.memory_claim)."""
     refuse_inside("--memory", config.memory, "input", config.inputs)  # said before the inputs are listed
+    known = known_parts_of(config)
     shards = discover(list(config.inputs), config.reader.http_timeout)
     columns = named_columns(shards, config.reader)
     if columns.unnamed_images:
@@ -122,12 +138,16 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
         **config.recorded(),
         "shards": len(shards),
         "listing_digest": listing_digest(shards),  # a retry over the same listing has nothing to run
+        **({"known_digests": config.known_digests()} if config.known else {}),
         "versions": versions(),
         "started_at": now(),
     }
     read = pipeline | "Shards" >> beam.Create(shards) | "ReadShards" >> ReadShards(config.reader, len(shards))
     fingerprinted = read.records | "Fingerprint" >> Fingerprint(config.fingerprint)
-    groups = fingerprinted.fingerprints | "ExactDedup" >> ExactDedup()
+    seen = fingerprinted.fingerprints
+    if known:
+        seen = (seen, pipeline | "ReadKnown" >> ReadKnown(known)) | "WithKnown" >> beam.Flatten()
+    groups = seen | "ExactDedup" >> ExactDedup()
     near = groups | "NearDedup" >> NearDedup(config.threshold)
     rejects = (read.rejects, fingerprinted.rejects) | "AllRejects" >> beam.Flatten()
     _ = {
@@ -135,3 +155,21 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
         "read_counts": read.counts,
         "near_dedup": near["report"],  # search plan and connected-components convergence
     } | "WriteMemory" >> WriteMemory(claim, shards, config.reader, manifest_base)
+
+
+def known_parts_of(config: MemorizeConfig) -> list[tuple[int, str]]:
+    """The --known memories' image parts (memgen.known); UsageError for one that is not a
+    finished memory, is --memory itself, or hashed otherwise (fast and exact pHashes of an
+    image differ by up to 2 bits: a copy would be found or missed by chance)."""
+    for memory in config.known:
+        if memory.rstrip("/") == config.memory.rstrip("/"):
+            raise UsageError(f"--known {memory} is --memory itself")
+        try:
+            check_memory(memory)
+            mode = memorized_fingerprint(memory).mode
+        except MemoryDirError as e:
+            raise UsageError(f"--known {e}") from None
+        if mode != config.fingerprint.mode:
+            raise UsageError(f"--known {memory} was memorized with --hash_mode {mode}, this run uses "
+                             f"{config.fingerprint.mode}: give the same --hash_mode")
+    return known_parts(list(config.known))

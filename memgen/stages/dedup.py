@@ -301,7 +301,8 @@ class _SendNodeFn(beam.DoFn):
         if labels:
             yield labels[0], node
         else:
-            yield pvalue.TaggedOutput(SINGLE, (phash, NodeRep(node.best.image_id, phash, node.copies)))
+            yield pvalue.TaggedOutput(SINGLE, (phash, NodeRep(node.best.image_id, phash, node.copies,
+                                                              node.best.known)))
 
 
 class Representatives(beam.PTransform):

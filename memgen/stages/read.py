@@ -8,6 +8,7 @@ from collections import Counter
 import apache_beam as beam
 from apache_beam import pvalue
 
+from memgen.known import known_fingerprints
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Shard
 
@@ -56,3 +57,17 @@ class ReadShards(beam.PTransform):
     def expand(self, shards):
         return shards | "ReadShard" >> beam.ParDo(
             _ReadShardFn(self.config, self.n_shards)).with_outputs(REJECTS, COUNTS, main="records")
+
+
+class ReadKnown(beam.PTransform):
+    """PBegin -> PCollection[Fingerprint] of the images of --known memories' parts, given as
+    memgen.known.known_parts lists them."""
+
+    def __init__(self, parts: list[tuple[int, str]]) -> None:
+        super().__init__()
+        self.parts = parts
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "KnownParts" >> beam.Create(self.parts)
+                | "KnownFingerprints" >> beam.FlatMapTuple(known_fingerprints))
