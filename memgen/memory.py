@@ -138,18 +138,41 @@ def read_manifest(memory: str) -> dict[str, Any] | None:
     return None if data is None else read_json_object(data, f"{memory} is damaged: its {MANIFEST}")
 
 
+# manifest.json bytes already read, by URL, while a command holds them (`manifests_held`)
+_held_manifests: dict[str, bytes] | None = None
+
+
+@contextlib.contextmanager
+def manifests_held() -> Iterator[None]:
+    """Within it, a manifest read once is not read again (but once this process writes it):
+    a finished run's manifest does not change, and a command reads each a dozen times or
+    more (evaluate 21: on an object store a HEAD and a GET each). memgen's command line holds
+    them for one command; one absent is asked again (a run may finish it meanwhile)."""
+    global _held_manifests
+    outer, _held_manifests = _held_manifests, {}
+    try:
+        yield
+    finally:
+        _held_manifests = outer
+
+
 def _manifest_bytes(memory: str) -> bytes | None:
     """manifest.json's bytes, None when there is none (asking exists() first cost a request
-    more on object stores, and sample and evaluate read it a dozen times)."""
+    more on object stores)."""
     url = join(memory, MANIFEST)
+    if _held_manifests is not None and url in _held_manifests:
+        return _held_manifests[url]
     fs, path = fsspec.core.url_to_fs(url)
     try:
-        return fs.cat_file(path)
+        data = fs.cat_file(path)
     except (FileNotFoundError, NotADirectoryError):  # the latter: MEMORY is a file
         return None
     except Exception as e:  # storage that fails (no credentials, no network) names no file
         e.add_note(f"reading {url}")
         raise
+    if _held_manifests is not None:
+        _held_manifests[url] = data
+    return data
 
 
 def read_json_object(data: bytes, what: str) -> dict[str, Any]:
@@ -174,6 +197,8 @@ def write_manifest(memory: str, manifest: dict[str, Any]) -> None:
     """manifest.json, atomically: a run killed while writing it leaves no manifest (an
     unfinished run, which a rerun completes), never half of one."""
     write_atomic(join(memory, MANIFEST), lambda f: json.dump(manifest, f, indent=2, sort_keys=True))
+    if _held_manifests is not None:
+        _held_manifests.pop(join(memory, MANIFEST), None)
 
 
 def memory_claim(memory: str) -> Claim:

@@ -11,7 +11,7 @@ from functools import partial
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from memgen.memory import MemoryDirError, join, memory_claim, prepare_output, read_manifest
+from memgen.memory import MemoryDirError, join, manifests_held, memory_claim, prepare_output, read_manifest
 from memgen.outputs import OutputDirError
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.failures import behind, storage_error, storage_line, without_stage
@@ -304,7 +304,8 @@ def _reader_may_leave():
 
 def _run(command: str, rest: list[str], watch: Watch) -> int:
     try:
-        COMMANDS[command](rest)
+        with manifests_held():
+            COMMANDS[command](rest)
         sys.stdout.flush()  # what it printed fails here when stdout is a file on a full disk
     except (UsageError, NoInputError, MemoryDirError, OutputDirError, StdoutError) as e:
         # (a damaged memory part found mid-run: the runner named its stage)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import fsspec.implementations.local
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -20,7 +21,15 @@ import pytest
 from PIL import Image
 
 from memgen import memory as memory_module
-from memgen.memory import memory_claim, open_table, prepare_output, read_manifest, write_manifest, write_rows
+from memgen.memory import (
+    manifests_held,
+    memory_claim,
+    open_table,
+    prepare_output,
+    read_manifest,
+    write_manifest,
+    write_rows,
+)
 from memgen.outputs import MARKER, OutputDirError
 from memgen.pipelines.cli import main
 from memgen.schema import table_schema
@@ -670,6 +679,22 @@ def test_a_manifest_is_never_half_written(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_manifest(str(tmp_path / "m"), {"counts": {}})
     assert read_manifest(str(tmp_path / "m")) is None  # unfinished, so a rerun completes it
+
+
+def test_a_command_reads_a_finished_manifest_once_and_anew_after_writing_it(tmp_path, monkeypatch):
+    reads = []
+    cat_file = fsspec.implementations.local.LocalFileSystem.cat_file
+    monkeypatch.setattr(fsspec.implementations.local.LocalFileSystem, "cat_file",
+                        lambda self, path, *a, **k: reads.append(path) or cat_file(self, path, *a, **k))
+    m = str(tmp_path / "m")
+    with manifests_held():
+        assert read_manifest(m) is None and read_manifest(m) is None  # absent: asked each time
+        write_manifest(m, {"counts": {"images": 1}})
+        assert [read_manifest(m) for _ in range(3)] == [{"counts": {"images": 1}}] * 3
+        assert len(reads) == 3  # one read of the finished manifest
+        write_manifest(m, {"counts": {"images": 2}})  # this process wrote it: read anew
+        assert read_manifest(m) == {"counts": {"images": 2}} and len(reads) == 4
+    assert read_manifest(m) == {"counts": {"images": 2}} and len(reads) == 5  # outside: every time
 
 
 def test_a_folder_holding_only_a_marker_is_claimed_even_an_empty_one(tmp_path):
