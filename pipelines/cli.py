@@ -57,6 +57,23 @@ def _made_by_this_command(flag: str, url: str, finished: Callable[[], dict | Non
         return False
 
 
+def _run_unless_made(flag: str, url: str, finished: Callable[[], dict | None], recorded: Callable[[], dict],
+                     run: Callable[[], bool]) -> bool | None:
+    """None when `url` holds this same command's finished output (_made_by_this_command), asked
+    again when `run()` is refused a finished output: a first try of this command (a
+    scheduler's) may have finished it while this one listed its inputs. Else whether `run()`
+    ran."""
+    made = partial(_made_by_this_command, flag, url, finished, recorded)
+    if made():
+        return None
+    try:
+        return run()
+    except MemoryDirError:
+        if made():
+            return None
+        raise
+
+
 def _not_made_again(flag: str, url: str, why: str) -> UsageError:
     """The refusal of this same command's finished output, which may be out of date (inputs
     listed anew, a memory rebuilt at the same path): not another's (it advised deleting it)."""
@@ -136,7 +153,11 @@ def memorize(argv: list[str]) -> dict | None:
                         MemorizeOptions, argv, positional="INPUT", positional_flag="input")
     config = MemorizeConfig.from_options(options)
     memory = config.memory
-    if _made_by_this_command("--memory", memory, partial(read_manifest, memory), config.recorded):
+    ran = _run_unless_made(
+        "--memory", memory, partial(read_manifest, memory), config.recorded,
+        lambda: execute(options, config.urls(), memory_claim(memory),
+                        lambda pipeline, claim: build(pipeline, config, claim), prepare_output))
+    if ran is None:
         manifest = read_manifest(memory)
         why = _out_of_date(manifest, config, options)
         if why:
@@ -144,8 +165,7 @@ def memorize(argv: list[str]) -> dict | None:
         same = f" over the same {manifest['shards']} shards"
         if not _nothing_to_run("memorize", "--memory", memory, options, same):
             return None
-    elif not execute(options, config.urls(), memory_claim(memory),
-                     lambda pipeline, claim: build(pipeline, config, claim), prepare_output):
+    elif not ran:
         return None
     manifest = _finished(read_manifest(memory), "--memory", memory)
     print(memorize_summary(manifest))
@@ -161,11 +181,14 @@ def sample(argv: list[str]) -> dict | None:
                         job.SampleOptions, argv)
     config = job.SampleConfig.from_options(options)
     # a sample is pinned by its memory's manifest digest: the same command draws the same sample
-    if _made_by_this_command("--out", config.out, partial(read_manifest, config.out), config.recorded):
+    ran = _run_unless_made(
+        "--out", config.out, partial(read_manifest, config.out), config.recorded,
+        lambda: execute(options, config.urls(), sample_claim(config.out),
+                        lambda pipeline, claim: job.build(pipeline, config, claim), prepare_sample_output))
+    if ran is None:
         if not _nothing_to_run("sample", "--out", config.out, options):
             return None
-    elif not execute(options, config.urls(), sample_claim(config.out),
-                     lambda pipeline, claim: job.build(pipeline, config, claim), prepare_sample_output):
+    elif not ran:
         return None
     manifest = _finished(read_manifest(config.out), "--out", config.out)
     print(sample_summary(manifest))
@@ -198,26 +221,33 @@ def evaluate(argv: list[str]) -> dict | None:
                         "between image sets, copying (report.json, report.html).", job.EvaluateOptions, argv)
     config = job.EvaluateConfig.from_options(options)
     check_urls(config.urls(), options)  # before --out is read: what it raises names its flag
-    if _made_by_this_command("--out", config.out, partial(finished_inputs, config.out), config.inputs):
-        why = _report_out_of_date(read_report(config.out), config.digests)
-        if why:
-            raise _not_made_again("--out", config.out, why)
-        if not _nothing_to_run("evaluate", "--out", config.out, options):
-            return None
-    elif page_missing(config.out, config.inputs()):  # killed after report.json: only the page is left
-        # its images unread then stay unread in it: the page shows report.json as it is
+    def page_or_run() -> bool:
+        if not page_missing(config.out, config.inputs()):
+            return execute(options, config.urls(), report_claim(config.out),
+                           lambda pipeline, claim: job.build(pipeline, config, claim), prepare_report_output)
+        # killed after report.json: only the page is left; its images unread then stay unread
+        # in it: the page shows report.json as it is
         why = _inputs_differ(read_report(config.out), config.digests)
         if why:  # the page would show what the inputs hold now beside another report.json
             raise UsageError(f"--out {config.out} holds this command's report.json without its page, but "
                              f"{why}; delete it to make it anew")
         if is_dry(options):
             print(f"dry run: {config.out} holds this report but not its page; a run writes report.html only")
-            return None
+            return False
         logging.getLogger("memgen").info("%s holds this report but not its page: writing it", config.out)
         job.report_page(config).write(config.out, read_report(config.out))
         nothing_to_run(options)
-    elif not execute(options, config.urls(), report_claim(config.out),
-                     lambda pipeline, claim: job.build(pipeline, config, claim), prepare_report_output):
+        return True
+
+    ran = _run_unless_made("--out", config.out, partial(finished_inputs, config.out), config.inputs,
+                           page_or_run)
+    if ran is None:
+        why = _report_out_of_date(read_report(config.out), config.digests)
+        if why:
+            raise _not_made_again("--out", config.out, why)
+        if not _nothing_to_run("evaluate", "--out", config.out, options):
+            return None
+    elif not ran:
         return None
     report = read_report(config.out)
     for line in empty_sets(report):

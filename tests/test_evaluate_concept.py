@@ -412,6 +412,31 @@ def test_a_run_killed_between_report_json_and_its_page_is_finished_by_a_rerun(tm
     assert "is damaged" in err and "FileNotFoundError" not in err, err
 
 
+def test_a_retry_whose_first_try_finishes_while_it_reads_has_nothing_to_run(tmp_path, capsys, monkeypatch):
+    """The report's first try finished between its retry's look at --out and its claim: the
+    retry was refused ("delete it", exit 2); it has nothing to run."""
+    from memgen.pipelines import cli
+
+    memory = _memory(tmp_path / "m", _caption_rows(8))
+    out = tmp_path / "out"
+    _evaluate(memory, out, "--classifier", "caption")
+    finished = {name: (out / name).read_bytes() for name in ("report.json", "report.html")}
+    for name in finished:
+        (out / name).unlink()
+    execute = cli.execute
+
+    def first_try_finishes(*args, **kwargs):
+        for name, data in finished.items():
+            (out / name).write_bytes(data)
+        return execute(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "execute", first_try_finishes)
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--memory", memory, "--out", str(out), "--classifier", "caption"]) == 0
+    assert "already holds the finished output of this command: nothing to run" in capsys.readouterr().err
+    assert {name: (out / name).read_bytes() for name in finished} == finished
+
+
 def test_a_retry_over_a_finished_report_has_nothing_to_run_until_an_input_differs(tmp_path, capsys):
     """A scheduler's retry of a finished evaluate exits 0 and leaves the report as it was; what
     its inputs hold is pinned by digests: a memory or sample made anew at the same path, a

@@ -626,6 +626,36 @@ def test_the_same_command_over_its_finished_memory_has_nothing_to_run_unless_its
     assert "holds a finished memory (manifest.json); choose another --memory" in capsys.readouterr().err
 
 
+def test_a_retry_whose_first_try_finishes_while_it_lists_has_nothing_to_run(tmp_path, capsys, monkeypatch):
+    """A scheduler's retry found no manifest, then, as it listed its inputs, its first try
+    finished the memory: it was refused as another command's finished memory ("delete it",
+    exit 2); it is this command's, with nothing to run."""
+    from memgen.pipelines import cli
+
+    (tmp_path / "in").mkdir()
+    write_tar(tmp_path / "in" / "a.tar", [sample(f"k{i}", jpeg(i)) for i in range(3)])
+    command = [str(tmp_path / "in"), "--memory", str(tmp_path / "m")]
+    assert run(*command) == 0
+    manifest = tmp_path / "m" / "manifest.json"
+    finished = manifest.read_bytes()
+    manifest.unlink()  # the first try, not finished yet when the retry looks
+    execute = cli.execute
+
+    def first_try_finishes(*args, **kwargs):
+        manifest.write_bytes(finished)
+        return execute(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "execute", first_try_finishes)
+    capsys.readouterr()
+    assert run(*command) == 0
+    assert "already holds the finished output of this command over the same 1 shards: nothing to run" in \
+        capsys.readouterr().err
+    assert manifest.read_bytes() == finished
+    assert run(*command, "--threshold", "4") == 2  # another command's memory is still refused
+    assert "holds a finished memory (manifest.json); choose another --memory or delete it" in \
+        capsys.readouterr().err
+
+
 @pytest.mark.parametrize("change", ["caption", "image_rewritten", "shard_found", "older_memgen"])
 def test_the_same_command_runs_again_where_its_listing_cannot_tell_nothing_changed(tmp_path, capsys, change):
     """A caption added beside an image, an image rewritten under its name, or a named shard

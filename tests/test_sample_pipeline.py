@@ -345,6 +345,29 @@ def test_a_rerun_never_clears_another_runs_folder_inside_its_own(tmp_path, memor
     assert (first / "sample-b" / "manifest.json").exists()
 
 
+def test_a_retry_whose_first_try_finishes_while_it_reads_has_nothing_to_run(tmp_path, memory, capsys,
+                                                                            monkeypatch):
+    """The sample's first try finished between its retry's look at --out and its claim: the
+    retry was refused ("delete it", exit 2); it has nothing to run."""
+    from memgen.pipelines import cli
+
+    out = tmp_path / "o"
+    assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0
+    finished = (out / "manifest.json").read_bytes()
+    (out / "manifest.json").unlink()
+    execute = cli.execute
+
+    def first_try_finishes(*args, **kwargs):
+        (out / "manifest.json").write_bytes(finished)
+        return execute(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "execute", first_try_finishes)
+    capsys.readouterr()
+    assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0
+    assert capsys.readouterr().err == (f"memgen sample: --out {out} already holds the finished output of "
+                                       "this command: nothing to run\n")
+
+
 def test_a_finished_sample_is_not_overwritten_and_an_unfinished_one_is_redone(tmp_path, memory, capsys):
     out = tmp_path / "o"
     assert run("--memory", memory, "--n", "3", "--out", str(out)) == 0
