@@ -76,8 +76,9 @@ class MemorizeConfig:
     @classmethod
     def from_options(cls, options: PipelineOptions) -> MemorizeConfig:
         o = options.view_as(MemorizeOptions)
-        if not o.input:
-            raise UsageError("no INPUT given")
+        if not o.input:  # `--known OLD in/*.tar`: argparse gives --known every name after it
+            took = " (--known took every name after it: give the INPUTs before --known)" if o.known else ""
+            raise UsageError(f"no INPUT given{took}")
         if not o.memory:
             raise UsageError("--memory is required")
         if not 0 <= o.threshold <= MAX_THRESHOLD:

@@ -129,6 +129,18 @@ def test_an_unusable_known_memory_is_refused_in_a_line(nights, capsys, known, sa
     assert code == 2 and said.format(root=root) in err and "Traceback" not in err
 
 
+def test_inputs_given_after_known_are_told_to_come_before_it(nights, capsys):
+    """--known takes one or more names, so the INPUTs after it became known memories: the
+    error says so, not only "no INPUT given"."""
+    root, _, _ = nights
+    assert main(["memorize", "--memory", str(root / "late"), "--known", str(root / "m1"),
+                 str(root / "night2.tar")]) == 2
+    assert capsys.readouterr().err == ("memgen memorize: error: no INPUT given (--known took every name "
+                                       "after it: give the INPUTs before --known)\n")
+    assert main(["memorize", "--memory", str(root / "late")]) == 2
+    assert capsys.readouterr().err == "memgen memorize: error: no INPUT given\n"
+
+
 @pytest.mark.parametrize("scan", [True, False])
 def test_fixed_representatives_stay_and_take_their_neighbours_first(monkeypatch, scan):
     if not scan:

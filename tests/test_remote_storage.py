@@ -227,7 +227,10 @@ def test_missing_credentials_are_one_line(s3, monkeypatch, tmp_path, capsys):
     # a memory or a calibration file read from s3: the error named neither
     memory, read_memory = "s3://memories/m", "(reading s3://memories/m/manifest.json)"
     out = str(tmp_path / "out")
+    write_tar(tmp_path / "in.tar", [sample("k0", jpeg(0))])
     for command, named in ((["sample", "--memory", memory, "--out", out, "--n", "2"], read_memory),
+                           (["memorize", str(tmp_path / "in.tar"), "--memory", out, "--known", memory],
+                            read_memory),
                            (["evaluate", "--memory", memory, "--out", out], read_memory),
                            (["evaluate", "--memory", str(tmp_path / "m"), "--out", out,
                              "--calibration", "s3://inputs/labels.csv"], "(--calibration s3://inputs/labels.csv)")):
