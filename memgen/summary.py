@@ -28,6 +28,6 @@ def memorize_summary(manifest: dict[str, Any]) -> str:
     components = (manifest.get("near_dedup") or {}).get("components") or {}
     if components.get("converged") is False:  # else only the manifest would tell
         lines.append(f"near duplicates: the connected components did not converge in "
-                     f"{components['max_rounds']} rounds; some near copies stay apart as images "
+                     f"{components['max_rounds']} rounds; one worker joined the rest of them "
                      "(manifest near_dedup.components)")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from itertools import combinations
 
 import apache_beam as beam
 import numpy as np
+import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
@@ -149,8 +150,7 @@ def test_hashes_all_within_k_of_each_other_count_every_pair_and_make_one_cluster
 
 
 def test_components_that_did_not_converge_are_said_in_the_summary():
-    """Out of rounds, a component stays split in its label groups: near copies kept as images,
-    which only the manifest said."""
+    """Out of rounds, one worker finishes the components: only the manifest would say it."""
     from memgen.summary import memorize_summary
 
     base = {"started_at": now(), "shards": 1}
@@ -159,8 +159,43 @@ def test_components_that_did_not_converge_are_said_in_the_summary():
                       "changes_per_round": [3, int(not converged)]}
         report = {"pairs": 3, "components": components}
         manifest = build_manifest(base, Counter(images=1), 1, near_dedup=report)
-        said = "did not converge in 2 rounds; some near copies stay apart" in memorize_summary(manifest)
+        said = "did not converge in 2 rounds; one worker joined the rest" in memorize_summary(manifest)
         assert said == (not converged)
+
+
+def window_chain(n: int) -> list[int]:
+    """A path at k = 4: windows of 4 bits, 2 apart (neighbours 4 bits apart, the next but one 8)."""
+    return [0b1111 << (2 * i) for i in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rounds_cut_short_still_give_the_reference_clusters(seed):
+    """Out of rounds (one), a component's label groups are joined before it is split: no two
+    images within k both kept, and none within k of a --known image kept beside it."""
+    rng = random.Random(seed)
+    hashes = window_chain(30)
+    known = rng.randrange(30)
+    groups = [group(i, h, rng.randint(5, 50)) for i, h in enumerate(hashes)]
+    fp = groups[known].kept._replace(shard=-1)
+    groups[known] = ImageGroup(fp, 1, (-1,))
+    expected = reference(groups, 4)
+    kept = [g.kept.phash for g, a in expected if a.representative == g.kept.image_id]
+    assert all(bin(a ^ b).count("1") > 4 for a, b in combinations(kept, 2))  # hashes < 2**63
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        near = p | beam.Create(groups) | NearDedup(4, max_rounds=1)
+        assert_that(near["assigned"], equal_to(expected))
+        assert_that(near["report"] | beam.Map(lambda r: r["components"]["converged"]), equal_to([False]),
+                    label="NotConverged")
+
+
+def test_components_cut_short_equal_the_finished_reference():
+    edges = [(a, a + 1) for a in range(300)]  # a sorted path: about log2(300) rounds
+    labels, record = connected_components(edges, max_rounds=2)
+    assert not record.converged and set(labels.values()) == {0}
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(edges) | ConnectedComponents(max_rounds=2)
+        assert_that(out["labels"], equal_to(sorted(labels.items())), label="Labels")
+        assert_that(out["convergence"], equal_to([record]), label="Convergence")
 
 
 def test_empty_input_gives_nothing_and_a_converged_report():

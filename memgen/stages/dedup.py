@@ -22,8 +22,11 @@ from memgen.components import (
     MAX_ROUNDS,
     both_ways,
     convergence,
+    finish_labels,
+    label_links,
     large_star,
     larger_end,
+    neighbour_labels,
     small_star,
     spanning_stars,
     star_label,
@@ -43,6 +46,7 @@ from memgen.near import BLOCK_TARGET, block_pairs, key_radii, plan_search, route
 from memgen.stages import only
 
 CHANGED = "changed"
+LINKS = "links"
 SETTLED = "settled"
 SINGLE = "single"
 PAIRS = "pairs"
@@ -238,6 +242,20 @@ class _UnlessSettledFn(beam.DoFn):
             yield pvalue.TaggedOutput(SETTLED, keyed_edge)
 
 
+class _LabelFn(beam.DoFn):
+    """A node's label; when the rounds ran out first, also the label it sends to itself and
+    its neighbours (LINKS), which the finishing pass joins."""
+
+    def process(self, element, record):
+        node, others = element
+        others = list(others)
+        label = star_label(node, others)
+        yield node, label
+        if not record.converged:
+            for sent in neighbour_labels(node, others, label):
+                yield pvalue.TaggedOutput(LINKS, sent)
+
+
 class ConnectedComponents(beam.PTransform):
     """PCollection[(u, v)] -> {"labels": (node, smallest node of its component),
     "convergence": one Convergence}, by up to `max_rounds` unrolled large/small-star rounds.
@@ -250,6 +268,10 @@ class ConnectedComponents(beam.PTransform):
     because the markers are complete by then: it fuses with large-star, and a round is
     two fused stages, not four (a separate stage for the check and one to flatten its
     side inputs cost a local run ~10-40 ms each).
+    Out of rounds before convergence, a component may still carry several labels: each node
+    sends its label to its neighbours, the labels a node gets are linked, and one worker
+    joins the links (`finish_labels`; only unconverged components have any) into the
+    smallest node of each component, as at convergence. Converged, those steps carry nothing.
     """
 
     def __init__(self, max_rounds: int) -> None:
@@ -269,16 +291,28 @@ class ConnectedComponents(beam.PTransform):
                 settled.append(routed[SETTLED] | f"SettledBothWays{r}" >> beam.FlatMap(both_ways))
             keyed, small_changed = _star_step(keyed, "SmallStar", r, small_star, both_ways)
             changes += [large_changed, small_changed]
-        labels = ((keyed, *settled)
-                  | "FinalEdges" >> beam.Flatten()
-                  | "LabelGroup" >> beam.GroupByKey()
-                  | "Label" >> beam.MapTuple(lambda node, others: (node, star_label(node, others))))
         record = (tuple(changes)
                   | "AllChanges" >> beam.Flatten()
                   | "ChangesPerRound" >> beam.combiners.Count.PerElement()
                   | "ToDict" >> beam.combiners.ToDict()
                   | "Convergence" >> beam.Map(convergence, self.max_rounds))
+        labelled = ((keyed, *settled)
+                    | "FinalEdges" >> beam.Flatten()
+                    | "LabelGroup" >> beam.GroupByKey()
+                    | "Label" >> beam.ParDo(_LabelFn(), pvalue.AsSingleton(record)).with_outputs(
+                        LINKS, main="labels"))
+        final = (labelled[LINKS]
+                 | "LabelsSent" >> beam.GroupByKey()
+                 | "LinkLabels" >> beam.FlatMapTuple(lambda _, labels: label_links(labels))
+                 | "AllLinks" >> beam.combiners.ToList()
+                 | "FinishLabels" >> beam.Map(finish_labels))
+        labels = labelled.labels | "FinalLabel" >> beam.Map(_final_label, pvalue.AsSingleton(final))
         return {"labels": labels, "convergence": record}
+
+
+def _final_label(labelled: tuple[int, int], final: dict[int, int]) -> tuple[int, int]:
+    node, label = labelled
+    return node, final.get(label, label)
 
 
 def _star_step(keyed, name: str, round_: int, step, key):
