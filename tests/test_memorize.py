@@ -451,7 +451,11 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line():
     first second printed an import's traceback and ended by the signal."""
     script = Path(sys.executable).parent / "memgen"
     process = subprocess.Popen([str(script), "memorize", "--help"], stderr=subprocess.PIPE, text=True)
-    time.sleep(0.2)  # inside the imports (1.4 s here)
+    # inside the command line's imports (1.4 s here) once a library's shared object is loaded:
+    # a fixed wait could end before the process ran its first line (a signal before exec is lost)
+    maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
+    while "site-packages" not in maps.read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     err = process.communicate(timeout=60)[1]
     assert process.returncode == 130 and err.count("\n") == 1 and "interrupted" in err, err
