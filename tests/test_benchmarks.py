@@ -16,6 +16,7 @@ import pytest
 import benchmarks.bench_layouts as bench_layouts
 import benchmarks.bench_near as bench_near
 import benchmarks.bench_near_blocks as bench_near_blocks
+import benchmarks.bench_object_store as bench_object_store
 import benchmarks.mih_bound as mih_bound
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,3 +144,13 @@ def test_classifier_bench_reads_the_photos_where_memgen_realimages_says(monkeypa
     monkeypatch.setenv("MEMGEN_REALIMAGES", str(tmp_path / "elsewhere"))
     with pytest.raises(SystemExit, match="elsewhere"):
         run_script("bench_classifier", [], monkeypatch)
+
+
+def test_object_store_counts_requests_on_the_bucket_as_the_bucket(tmp_path):
+    requests = ("HEAD /bench", "PUT /bench", "GET /bench?list-type=2&prefix=memory%2F",
+                "PUT /bench/memory/images/part-00001.parquet", "HEAD /bench/memory")
+    log = tmp_path / "server.log"  # as moto's server writes it
+    log.write_text("".join(f'127.0.0.1 - - [03/Dec/2026 06:00:00] "{r} HTTP/1.1" 200 -\n' for r in requests))
+    expected = {"HEAD (bucket)": 1, "PUT (bucket)": 1, "GET (bucket)": 1, "PUT images/part-N.parquet": 1,
+                "HEAD memory": 1}
+    assert bench_object_store._requests(log, 0) == (5, expected)
