@@ -19,6 +19,7 @@ subprocess (BENCH_PYTHON, default /work/bench-venv/bin/python) and read JSON fro
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -40,31 +41,51 @@ def _pairs(duplicates: dict) -> int:
     return sum(len(v) for v in duplicates.values()) // 2
 
 
-def main(argv: list[str]) -> dict:
+def _at_least(low: int):
+    """An argparse type: an integer >= low."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
+    return parse
+
+
+def arguments(argv: list[str]) -> argparse.Namespace:
+    """Parsed before imagededup is imported, so a wrong command line is a usage error."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("hash", help="{file: 16-hex pHash}").add_argument("files", nargs="+")
+    for name, source, says in (("search", "hashes", "time find_duplicates of HASHES.json {file: hex}"),
+                               ("e2e", "folder", "time encode_images(FOLDER) + find_duplicates")):
+        command = commands.add_parser(name, help=says)
+        command.add_argument(source)
+        command.add_argument("k", type=_at_least(0), help="max_distance_threshold")
+        command.add_argument("workers", type=_at_least(1))
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> dict:
     phasher = _import_phash()
-    command, args = argv[0], argv[1:]
-    if command == "hash":
-        return {f: phasher.encode_image(image_file=f) for f in args}
-    if command == "search":
-        with open(args[0]) as f:
+    if args.command == "hash":
+        return {f: phasher.encode_image(image_file=f) for f in args.files}
+    if args.command == "search":
+        with open(args.hashes) as f:
             encodings = json.load(f)
-        k, workers = int(args[1]), int(args[2])
         t0 = time.perf_counter()
-        dups = phasher.find_duplicates(encoding_map=encodings, max_distance_threshold=k,
-                                       num_dist_workers=workers)
+        dups = phasher.find_duplicates(encoding_map=encodings, max_distance_threshold=args.k,
+                                       num_dist_workers=args.workers)
         return {"n": len(encodings), "search_s": time.perf_counter() - t0, "pairs": _pairs(dups)}
-    if command == "e2e":
-        folder, k, workers = args[0], int(args[1]), int(args[2])
-        t0 = time.perf_counter()
-        encodings = phasher.encode_images(image_dir=folder, num_enc_workers=workers)
-        t1 = time.perf_counter()
-        dups = phasher.find_duplicates(encoding_map=encodings, max_distance_threshold=k,
-                                       num_dist_workers=workers)
-        t2 = time.perf_counter()
-        return {"n": len(encodings), "encode_s": t1 - t0, "search_s": t2 - t1,
-                "total_s": t2 - t0, "pairs": _pairs(dups)}
-    raise SystemExit(f"unknown command {command!r}")
+    t0 = time.perf_counter()
+    encodings = phasher.encode_images(image_dir=args.folder, num_enc_workers=args.workers)
+    t1 = time.perf_counter()
+    dups = phasher.find_duplicates(encoding_map=encodings, max_distance_threshold=args.k,
+                                   num_dist_workers=args.workers)
+    t2 = time.perf_counter()
+    return {"n": len(encodings), "encode_s": t1 - t0, "search_s": t2 - t1,
+            "total_s": t2 - t0, "pairs": _pairs(dups)}
 
 
 if __name__ == "__main__":
-    json.dump(main(sys.argv[1:]), sys.stdout)
+    json.dump(main(arguments(sys.argv[1:])), sys.stdout)

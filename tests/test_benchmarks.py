@@ -20,9 +20,9 @@ import benchmarks.bench_object_store as bench_object_store
 import benchmarks.mih_bound as mih_bound
 
 ROOT = Path(__file__).resolve().parent.parent
+# peer_imagededup.py runs in the benchmark venv, but parses its arguments before importing imagededup
 SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py")
-                 if 'if __name__ == "__main__"' in p.read_text()
-                 and p.name != "peer_imagededup.py")  # runs in the benchmark venv, beside imagededup
+                 if 'if __name__ == "__main__"' in p.read_text())
 COMMAND = re.compile(r"python (?:-m benchmarks\.(\w+)|benchmarks/(\w+)\.py)([^`\n]*)")
 
 
@@ -154,3 +154,11 @@ def test_object_store_counts_requests_on_the_bucket_as_the_bucket(tmp_path):
     expected = {"HEAD (bucket)": 1, "PUT (bucket)": 1, "GET (bucket)": 1, "PUT images/part-N.parquet": 1,
                 "HEAD memory": 1}
     assert bench_object_store._requests(log, 0) == (5, expected)
+
+
+@pytest.mark.parametrize("argv", [[], ["search", "hashes.json", "10"], ["e2e", "folder", "10", "0"]])
+def test_peer_imagededup_answers_a_wrong_command_line_with_its_usage(argv, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as done:  # before it imports imagededup, absent from this venv
+        run_script("peer_imagededup", argv, monkeypatch)
+    assert done.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("peer_imagededup.py")
