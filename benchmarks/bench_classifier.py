@@ -41,7 +41,10 @@ from memgen.classify.onnx_model import concept_probability, inference_session
 from memgen.memory import image_parts, write_manifest, write_rows
 from memgen.stages.classify import EstimateConcept
 
-# as benchmarks.common.REALIMAGES (not imported: run as a script, benchmarks/ is no package)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a path too, as its README line does
+from benchmarks.common import at_least  # noqa: E402
+
+# as benchmarks.common.REALIMAGES, but read when this script runs, not when common is first imported
 REAL = Path(os.environ.get("MEMGEN_REALIMAGES",
                            Path(__file__).resolve().parents[2] / "shared" / "data" / "realimages"))
 BATCH = 64
@@ -214,11 +217,11 @@ def _covers(f: dict, truth: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--repeat", type=at_least(1), default=3,
                         help="copies of the photo set in the throughput memory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-torch", action="store_true")
-    parser.add_argument("--coverage-seeds", type=int, default=0,
+    parser.add_argument("--coverage-seeds", type=at_least(0), default=0,
                         help="also repeat the mixtures over this many seeds and count covering CIs")
     args = parser.parse_args()
     if not REAL.is_dir():

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import BENCH_PYTHON, HERE, OUT, machine
+from benchmarks.common import BENCH_PYTHON, HERE, OUT, at_least, machine, positive_float
 from benchmarks.corpus import make_corpus
 from memgen.near import DEFAULT_THRESHOLD
 
@@ -118,10 +118,11 @@ def rss(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("speed", "rss"))
-    parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="speed: runs of each contender, alternating")
-    parser.add_argument("--rss-gb", type=float, nargs="+", default=[1, 4])
+    parser.add_argument("--images", type=at_least(1), default=10_000)
+    parser.add_argument("--workers", type=at_least(1), default=2)
+    parser.add_argument("--repeats", type=at_least(1), default=3,
+                        help="speed: runs of each contender, alternating")
+    parser.add_argument("--rss-gb", type=positive_float, nargs="+", default=[1, 4])
     parser.add_argument("--keep", action="store_true", help="keep generated corpora and memories")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)

@@ -34,7 +34,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import OUT, machine, photos
+from benchmarks.common import OUT, at_least, machine, photos
 from memgen.decode import ImageError
 from memgen.fingerprint import (
     FingerprintConfig,
@@ -132,8 +132,8 @@ def hashing_only(paths: list[str], rounds: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--processes", type=at_least(1), default=2)
+    parser.add_argument("--rounds", type=at_least(1), default=5)
     parser.add_argument("--dir", type=Path, help="image files to time instead of the real photos")
     args = parser.parse_args()
     paths = sorted(str(p) for p in args.dir.iterdir()) if args.dir else [str(p) for p in photos()]

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import OUT, machine, stub_torchvision
+from benchmarks.common import OUT, at_least, machine, stub_torchvision
 from memgen import metrics
 from memgen.metrics import Moments
 
@@ -109,8 +109,8 @@ def run(dims: list[int], rounds: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--dims", type=int, nargs="+", default=[64, 192, 1280])
+    parser.add_argument("--rounds", type=at_least(1), default=3)
+    parser.add_argument("--dims", type=at_least(1), nargs="+", default=[64, 192, 1280])
     args = parser.parse_args()
     stub_torchvision()
     print(machine())

@@ -25,7 +25,7 @@ import time
 import numpy as np
 from apache_beam.coders.coders import FastPrimitivesCoder
 
-from benchmarks.common import OUT, machine
+from benchmarks.common import OUT, at_least, machine
 from memgen.near import (
     BLOCK_TARGET,
     DEFAULT_THRESHOLD,
@@ -98,12 +98,12 @@ def whole(n: int, k: int, block_target: int, seed: int = 0) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000_000, 896_000_000])
-    parser.add_argument("--thresholds", type=int, nargs="+", default=[DEFAULT_THRESHOLD])
-    parser.add_argument("--blocks", type=int, default=3, help="blocks timed per band")
-    parser.add_argument("--check", type=int, nargs="*", default=[],
+    parser.add_argument("--sizes", type=at_least(1), nargs="+", default=[10_000_000, 896_000_000])
+    parser.add_argument("--thresholds", type=at_least(0), nargs="+", default=[DEFAULT_THRESHOLD])
+    parser.add_argument("--blocks", type=at_least(1), default=3, help="blocks timed per band")
+    parser.add_argument("--check", type=at_least(1), nargs="*", default=[],
                         help="sizes at which to also time the whole near_pairs search")
-    parser.add_argument("--block-target", type=int, default=BLOCK_TARGET,
+    parser.add_argument("--block-target", type=at_least(1), default=BLOCK_TARGET,
                         help="hashes a block should hold (memgen.near.BLOCK_TARGET)")
     args = parser.parse_args()
     result: dict = {"machine_before": machine(), "estimates": [], "checks": []}

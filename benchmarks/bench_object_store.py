@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import OUT, machine
+from benchmarks.common import OUT, at_least, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from shardkit import jpeg, sample, write_tar  # noqa: E402 - the tests' shard writer
@@ -64,7 +64,7 @@ def _requests(log: Path, start: int) -> tuple[int, dict[str, int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", type=int, default=120)
+    parser.add_argument("--parts", type=at_least(1), default=120)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-object-store-"))
     shards = work / "shards"

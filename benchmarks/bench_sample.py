@@ -30,6 +30,9 @@ import pyarrow.parquet as pq
 from memgen.memory import read_manifest, write_manifest
 from memgen.schema import table_schema
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a path too, as its README line does
+from benchmarks.common import at_least  # noqa: E402
+
 
 def build_memory(memory: Path, rows: int, parts: int) -> None:
     """Fingerprint-only rows: real ids and heavy-tailed copies, empty image bytes."""
@@ -73,9 +76,9 @@ def _children_cpu() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--parts", type=int, default=20)
-    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--rows", type=at_least(1), default=1_000_000)
+    parser.add_argument("--parts", type=at_least(1), default=20)
+    parser.add_argument("--n", type=at_least(1), default=100_000)
     parser.add_argument("--formats", default="webdataset", help="comma-separated")
     parser.add_argument("--weighted", action="store_true")
     parser.add_argument("--beam", default="", help="extra Beam flags, one string")

@@ -46,7 +46,7 @@ from apache_beam.portability.api import beam_runner_api_pb2, metrics_pb2
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from PIL import Image, ImageOps
 
-from benchmarks.common import OUT, machine, photos
+from benchmarks.common import OUT, at_least, machine, photos
 from memgen.dedup import (
     CopiesOf,
     DuplicateRow,
@@ -295,8 +295,9 @@ def measure_classifier(batch: int = 32, batches: int = 6) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=3000)
-    parser.add_argument("--shards", type=int, default=6)
+    parser.add_argument("--records", type=at_least(10), default=3000,
+                        help="at least 10: a tenth of them is timed apart")
+    parser.add_argument("--shards", type=at_least(1), default=6)
     args = parser.parse_args()
     result = measure(corpus(args.records, args.shards))
     # A tenth of the corpus through the same pipeline: the difference is the cost per record

@@ -6,12 +6,14 @@ one-time set-up); BENCH_PYTHON points at that venv's python.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import subprocess
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,29 @@ def peer(*args: str) -> dict:
     done = subprocess.run([BENCH_PYTHON, str(HERE / "peer_imagededup.py"), *args],
                           check=True, capture_output=True, text=True)
     return json.loads(done.stdout)
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= low. A count of 0 would time nothing (then divide by it)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+positive_float.__name__ = "float"
 
 
 def hex_to_uint64(hexes: list[str | None]) -> tuple[np.ndarray, np.ndarray]:

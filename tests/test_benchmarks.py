@@ -162,3 +162,26 @@ def test_peer_imagededup_answers_a_wrong_command_line_with_its_usage(argv, monke
         run_script("peer_imagededup", argv, monkeypatch)
     assert done.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith("peer_imagededup.py")
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("bench_e2e", ["speed", "--repeats", "0"]), ("bench_e2e", ["speed", "--images", "0"]),
+    ("bench_e2e", ["rss", "--rss-gb", "0"]), ("bench_fingerprint", ["--rounds", "0"]),
+    ("bench_fingerprint", ["--processes", "-1"]), ("bench_object_store", ["--parts", "0"]),
+    ("bench_layouts", ["--rounds", "0"]), ("bench_metrics", ["--rounds", "0"]),
+    ("bench_near", ["--workers", "0"]), ("bench_near", ["--threshold", "-1"]),
+    ("bench_near_blocks", ["--blocks", "0"]), ("bench_sample", ["--n", "0"]),
+    ("bench_classifier", ["--repeat", "0"]), ("bench_stage_costs", ["--records", "9"]),
+    ("mih_bound", ["--sizes", "0", "1000"]),
+], ids=lambda x: x if isinstance(x, str) else " ".join(x))
+def test_a_count_too_small_to_measure_anything_is_a_usage_error(script, argv, monkeypatch, capsys):
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        raise Parsed(original(self, args, namespace))  # accepted: the script would run, then fail
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    with pytest.raises(SystemExit) as done:
+        run_script(script, argv, monkeypatch)
+    assert done.value.code == 2
+    assert "must be " in capsys.readouterr().err.splitlines()[-1]
