@@ -185,3 +185,10 @@ def test_a_count_too_small_to_measure_anything_is_a_usage_error(script, argv, mo
         run_script(script, argv, monkeypatch)
     assert done.value.code == 2
     assert "must be " in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_the_readme_names_the_benchmarks_that_print_their_result_instead_of_writing_json():
+    intro = (ROOT / "benchmarks/README.md").read_text().split("\n\n")[1]
+    printing = set(re.findall(r"`(\w+\.py)`", intro.split("print theirs instead", 1)[-1]))
+    writing = {p.name for p in SCRIPTS if "write_text(json.dumps(" in p.read_text()}
+    assert printing == {p.name for p in SCRIPTS} - writing - {"peer_imagededup.py"}  # a peer, not a benchmark
