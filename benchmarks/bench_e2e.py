@@ -52,9 +52,10 @@ def timed_command(argv: list[str]) -> dict:
     return {"wall_s": wall, "max_rss_mb": rss_kb / 1024, "stdout": done.stdout}
 
 
-def memorize(shards: Path, memory: Path, workers: int) -> dict:
+def memorize(shards: Path, memory: Path, workers: int, extra: tuple[str, ...] = ()) -> dict:
+    """`memgen memorize shards --memory memory [extra flags]` timed, a fresh memory."""
     shutil.rmtree(memory, ignore_errors=True)
-    argv = [MEMGEN, "memorize", str(shards), "--memory", str(memory)]
+    argv = [MEMGEN, "memorize", str(shards), "--memory", str(memory), *extra]
     if workers > 1:
         argv += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     run = timed_command(argv)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import benchmarks.bench_known as bench_known
 import benchmarks.bench_layouts as bench_layouts
 import benchmarks.bench_near as bench_near
 import benchmarks.bench_near_blocks as bench_near_blocks
@@ -55,7 +56,8 @@ def test_every_entry_point_answers_help_without_running(script, monkeypatch, cap
 
 def test_every_quoted_command_parses(monkeypatch):
     commands = quoted_commands()
-    assert {name for name, _ in commands} >= {"calibrate", "bench_near", "bench_e2e", "bench_sample"}
+    assert {name for name, _ in commands} >= {"calibrate", "bench_near", "bench_e2e", "bench_sample",
+                                              "bench_known"}
     original = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(self, args=None, namespace=None):
@@ -72,6 +74,30 @@ def test_near_pipeline_refuses_a_size_it_would_not_run(monkeypatch, capsys):
         run_script("bench_near_pipeline", ["5000"], monkeypatch)  # hashes come in chunks of 10,000
     assert done.value.code == 2
     assert "multiple of 10,000" in capsys.readouterr().err
+
+
+def test_known_refuses_a_size_that_is_not_whole_shards(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as done:
+        run_script("bench_known", ["--known-images", "20000", "--new-images", "700"], monkeypatch)
+    assert done.value.code == 2
+    assert f"multiples of {bench_known.SHARD}" in capsys.readouterr().err
+
+
+def test_known_splits_the_corpus_into_the_first_records_and_the_last(monkeypatch, tmp_path):
+    def make_corpus(out, n_images, shard_size):  # empty shards stand in for the photos' renditions
+        (out / "shards").mkdir(parents=True)
+        for i in range(n_images // shard_size):
+            (out / "shards" / f"{i:05d}.tar").write_bytes(str(i).encode())
+        return {"images": n_images}
+
+    monkeypatch.setattr(bench_known, "make_corpus", make_corpus)
+    shard = bench_known.SHARD
+    bench_known.split_corpus(tmp_path, [2 * shard, 4 * shard], shard)
+    folders = (f"known-{2 * shard}", f"known-{4 * shard}", "new")
+    names = {d: sorted(p.name for p in (tmp_path / d).iterdir()) for d in folders}
+    assert names == {f"known-{2 * shard}": ["00000.tar", "00001.tar"],
+                     f"known-{4 * shard}": ["00000.tar", "00001.tar", "00002.tar", "00003.tar"],
+                     "new": ["00004.tar"]}
 
 
 def test_bench_near_with_a_budget_its_first_peer_run_exceeds(monkeypatch, tmp_path):
