@@ -13,15 +13,19 @@ import json
 import lzma
 import math
 import os
+import posixpath
 import re
 import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, NamedTuple
+from urllib.parse import quote, urljoin
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from memgen.records import Record, Reject, Shard, printable
 from memgen.shards import (
@@ -30,6 +34,7 @@ from memgen.shards import (
     OTHER_IMAGE_SUFFIXES,
     compression,
     open_input,
+    storage_options,
     url_fs,
 )
 from memgen.tarstream import TarDamage, read_up_to, tar_members
@@ -380,9 +385,13 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
                 for data, path, fields in zip(images.to_pylist(), paths, _rows(batch.select(columns.fields)),
                                               strict=True):
                     key = keys(_field_text(fields.get(config.key_column)) or f"{row:09d}")
-                    if data is None:  # a null cell: no bytes to fingerprint
+                    if data is None and path:  # a Hugging Face image kept as a file beside the Parquet
+                        data = _image_file(shard, row, key, f"{columns.image}.path", path, fields, config)
+                    if isinstance(data, Reject):
+                        yield data
+                    elif data is None:  # a null cell: no bytes to fingerprint
                         yield Reject(shard.index, row, shard.source(f"#{key}"), "read", "empty",
-                                     _null_image(columns.image, path, fields, config))
+                                     _null_image(columns.image, fields, config))
                     else:
                         yield _parquet_item(shard, row, key, data, fields, columns, config)
                     row += 1
@@ -393,17 +402,95 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         start += n_rows
 
 
-def _null_image(column: str, path: str | None, fields: dict, config: ReaderConfig) -> str:
-    """Why a row has no image: its cell is null; a Hugging Face image that names only a file
-    (datasets that keep their images beside the Parquet) says which. With the row's url and,
-    from img2dataset's Parquet output, why the crawl failed (`status`, `error_message`): the
-    reject is all that is left of the record, and a retry of the download needs them."""
-    if path:
-        return f"{column}.bytes is null; the image is a file named {path!r}, which is not read"[:500]
+def _null_image(column: str, fields: dict, config: ReaderConfig) -> str:
+    """Why a row has no image: its cell is null. With the row's url and, from img2dataset's
+    Parquet output, why the crawl failed (`status`, `error_message`): the reject is all that
+    is left of the record, and a retry of the download needs them."""
+    return (f"{column} is null" + _row_said(fields, config))[:500]
+
+
+def _row_said(fields: dict, config: ReaderConfig) -> str:
+    """" (status ..., error_message ..., url ...)" of a row that is a reject, or ""."""
     said = [f"{name} {text!r}" for name, field in (("status", "status"), ("error_message", "error_message"),
                                                   ("url", config.url_column))
             if (text := _field_text(fields.get(field)))]
-    return (f"{column} is null" + (f" ({', '.join(said)})" if said else ""))[:500]
+    return f" ({', '.join(said)})" if said else ""
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _image_file(shard: Shard, row: int, key: str, column: str, path: str, fields: dict,
+                config: ReaderConfig) -> bytes | Reject:
+    """The bytes of a Hugging Face image that names only its file (`datasets` saved without
+    embedding them: bytes null, path set), read as the Parquet's own bytes are: through fsspec,
+    --max_bytes and --http_timeout as for a shard. A missing or unreadable file, or one that
+    is not followed (_beside), is the row's reject, with its url."""
+    source = shard.source(f"#{key}")
+    where = _beside(shard, path, config.http_timeout)
+    if isinstance(where, str):
+        return Reject(shard.index, row, source, "read", "empty",
+                      f"{column} {path!r} is not read: {where}{_row_said(fields, config)}"[:500])
+    fs, location = where
+    special = _special_file(location) if _is_local(fs) else None
+    if special:  # opening a named pipe waits for a writer: the run never ended
+        return Reject(shard.index, row, source, "read", "not_a_file",
+                      f"{column} {path!r} is {special}, not a regular file{_row_said(fields, config)}"[:500])
+    try:
+        opened = fs.open(location, "rb", **({} if _is_local(fs) else {"block_size": 0}))
+    except Exception as e:  # noqa: BLE001 - any failure to open one image's file is that row's reject
+        return Reject(shard.index, row, source, "read", open_error(e),
+                      f"{column} {path!r}: {_file_said(e, shard, config)}{_row_said(fields, config)}"[:500])
+    try:
+        with FailsAsOSError(opened) as f:
+            data = read_up_to(f, config.max_bytes + 1)
+            size = _size(f) if len(data) > config.max_bytes else len(data)
+    except Exception as e:  # noqa: BLE001 - a failed read (a cut, a silent server) too, worth a retry
+        return Reject(shard.index, row, source, "read", "unreadable",
+                      f"{column} {path!r}: {_file_said(e, shard, config)}{_row_said(fields, config)}"[:500])
+    if len(data) > config.max_bytes:  # not read whole: the head is kept, as a tar member's
+        what = f"{size} bytes" if size else "more bytes"
+        return Reject(shard.index, row, source, "read", "too_large",
+                      f"{column} {path!r} is {what} > max_bytes {config.max_bytes}", size or len(data),
+                      data[: config.reject_data_cap])
+    return data
+
+
+def _beside(shard: Shard, path: str, http_timeout: float) -> tuple[fsspec.AbstractFileSystem, str] | str:
+    """(file system, path) of a Hugging Face image's file: a relative path from the Parquet
+    shard's folder, on its file system (an s3:// or https:// shard's images are in the same
+    bucket or on the same server, and never above the bucket); an absolute one only beside a
+    local shard. Else why it is not read: an absolute path of a remote shard would read the
+    worker's own disk, and a URL would make memgen a crawler (img2dataset downloads them)."""
+    if _URL.match(path):
+        return "a URL is not downloaded (img2dataset downloads them)"
+    location = shard.location
+    if location.startswith(("http://", "https://")):
+        if path.startswith("/"):
+            return "an absolute path is read only beside a local Parquet, not one on a server"
+        url = urljoin(location, quote(path))
+        return fsspec.core.url_to_fs(url, **storage_options(url, http_timeout))[0], url
+    fs, shard_path = url_fs(location)
+    if _is_local(fs):
+        return fs, os.path.join(os.path.dirname(shard_path), path)
+    if path.startswith("/"):
+        return "an absolute path is read only beside a local Parquet, not one in a bucket"
+    root = shard_path.lstrip("/").split("/", 1)[0]
+    found = posixpath.normpath(posixpath.join(posixpath.dirname(shard_path), path))
+    if found.lstrip("/").split("/", 1)[0] != root or found.lstrip("/") == root:
+        return f"it leads out of the shard's bucket {root!r}"
+    return fs, found
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def _file_said(e: Exception, shard: Shard, config: ReaderConfig) -> str:
+    """Why an image's file could not be read; a silent server's timeout says after how long."""
+    if shard.uri.startswith(("http://", "https://")) and TimeoutError in (type(e), type(e.__cause__)):
+        return f"TimeoutError: the server sent nothing for {config.http_timeout:g} s (--http_timeout)"
+    return open_message(e)
 
 
 def _rows(batch: pa.RecordBatch) -> list[dict]:

@@ -1050,3 +1050,33 @@ def test_a_row_group_that_fails_in_one_read_only_shifts_no_record(tmp_path, monk
     assert (counts["images"], counts["rejects_by_reason"]) == (30, {"corrupt_shard": 1})
     (reject,) = open_table(str(memory), "rejects").to_table().to_pylist()
     assert reject["source"].endswith("#row_group_1") and reject["data"] is None  # not row 10's bytes
+
+
+def test_hugging_face_images_kept_as_files_make_the_memory_their_embedded_bytes_make(tmp_path):
+    """A Parquet that `datasets` saved without embedding its images (bytes null, path beside
+    it) is memorized as the same Parquet with the bytes in it: same images, keys and captions,
+    read again to be written; a file that is gone is a `missing` reject of its row."""
+    hf_image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    (tmp_path / "files" / "img").mkdir(parents=True)
+    for i in range(3):
+        (tmp_path / "files" / "img" / f"{i}.jpg").write_bytes(jpeg(i))
+    captions = ["zero", "one", "two", "gone"]
+    named = ["img/0.jpg", "img/1.jpg", "img/2.jpg", "img/gone.jpg"]
+    pq.write_table(pa.table({"image": pa.array([{"bytes": None, "path": p} for p in named], hf_image),
+                             "caption": captions}), tmp_path / "files" / "train.parquet")
+    embedded_images = [{"bytes": jpeg(i), "path": None} for i in (0, 1, 2)]
+    pq.write_table(pa.table({"image": pa.array(embedded_images, hf_image),
+                             "caption": captions[:3]}), tmp_path / "embedded.parquet")
+    files, embedded = tmp_path / "m-files", tmp_path / "m-embedded"
+    assert run(str(tmp_path / "files" / "train.parquet"), "--memory", str(files)) == 0
+    assert run(str(tmp_path / "embedded.parquet"), "--memory", str(embedded)) == 0
+
+    def kept(memory: Path) -> list[tuple]:
+        return sorted((r["image_id"], r["image"], r["caption"], r["source"].rsplit("#", 1)[1])
+                      for r in rows(memory, "images"))
+
+    assert kept(files) == kept(embedded) and len(kept(files)) == 3
+    counts = read_manifest(str(files))["counts"]
+    assert counts["rejects_by_reason"] == {"missing": 1} and counts["images"] == 3
+    (gone,) = rows(files, "rejects")
+    assert gone["source"] == f"{tmp_path}/files/train.parquet#000000003"

@@ -145,7 +145,8 @@ def test_parquet_reader_columns_struct_and_nulls(tmp_path):
     pq.write_table(table, tmp_path / "hf.parquet")
     item, only_named = read(str(tmp_path / "hf.parquet"), ReaderConfig(caption_column="text"))
     assert item.data == jpeg(5) and item.caption == "t" and item.source.endswith("#000000000")
-    assert only_named.message == "image.bytes is null; the image is a file named 'b.jpg', which is not read"
+    assert (only_named.stage, only_named.error_type) == ("read", "missing")  # no b.jpg beside it
+    assert only_named.message.startswith("image.path 'b.jpg': FileNotFoundError")
 
 
 def test_parquet_rows_without_image_say_why_the_crawl_failed(tmp_path):
@@ -570,7 +571,7 @@ def test_parquet_strings_that_are_not_utf8_in_maps_and_image_paths_keep_their_ro
     pq.write_table(pa.table({"image": image}), tmp_path / "hf.parquet")
     kept, only_named = read(str(tmp_path / "hf.parquet"))
     assert isinstance(kept, Record) and kept.data == jpeg(1)
-    assert only_named.error_type == "empty" and "'caf\xe9'" in only_named.message
+    assert only_named.error_type == "missing" and "'caf\xe9'" in only_named.message
 
 
 def test_parquet_nanosecond_times_keep_their_rows(tmp_path):
@@ -925,3 +926,91 @@ def test_metadata_merged_with_text_members_stays_json_for_numbers_too_large_for_
     path = write_tar(tmp_path / "huge.tar", [("a", {"jpg": jpeg(1), "cls": b"3", "json": b'{"w": 1e400}'})])
     (a,) = read(str(path))
     assert json.loads(a.metadata, parse_constant=lambda name: pytest.fail(name)) == {"w": None, "cls": "3"}
+
+
+def hf_parquet(path, images: list[dict], **columns) -> str:
+    """A Parquet as `datasets` writes an Image column of files it did not embed: {bytes: null, path}."""
+    hf_image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    features = {"image": {"_type": "Image"}} | {n: {"dtype": "string", "_type": "Value"} for n in columns}
+    table = pa.table({"image": pa.array(images, hf_image), **columns}).replace_schema_metadata(
+        {"huggingface": json.dumps({"info": {"features": features}})})
+    with fsspec.open(str(path), "wb") as f:
+        pq.write_table(table, f)
+    return str(path)
+
+
+def test_a_hugging_face_image_that_names_its_file_is_read_from_beside_the_parquet(tmp_path):
+    """`datasets` saved without embedding keeps bytes null and the file's path, relative to the
+    dataset's folder or absolute: it was an empty reject ("which is not read"), every image lost."""
+    (tmp_path / "data" / "img").mkdir(parents=True)
+    (tmp_path / "data" / "img" / "a b.jpg").write_bytes(jpeg(1))
+    (tmp_path / "elsewhere.jpg").write_bytes(jpeg(2))
+    (tmp_path / "up.jpg").write_bytes(jpeg(3))
+    path = hf_parquet(tmp_path / "data" / "train.parquet", [
+        {"bytes": None, "path": "img/a b.jpg"}, {"bytes": None, "path": str(tmp_path / "elsewhere.jpg")},
+        {"bytes": None, "path": "../up.jpg"}, {"bytes": jpeg(4), "path": "img/embedded.jpg"},
+        {"bytes": None, "path": "img/gone.jpg"}, {"bytes": None, "path": "img"}],
+        url=["u0", "u1", "u2", "u3", "u4", "u5"], caption=["c0", "c1", "c2", "c3", "c4", "c5"])
+    *records, gone, folder = read(path)
+    assert [(r.data, r.caption, r.url) for r in records] == [
+        (jpeg(1), "c0", "u0"), (jpeg(2), "c1", "u1"), (jpeg(3), "c2", "u2"), (jpeg(4), "c3", "u3")]
+    # the key and source are the row's, as an embedded image's: a file's name changes nothing
+    assert [(r.ordinal, r.source) for r in records] == [(i, f"{path}#{i:09d}") for i in range(4)]
+    assert (gone.ordinal, gone.source) == (4, f"{path}#000000004")
+    assert (gone.stage, gone.error_type) == ("read", "missing")
+    assert gone.message.startswith("image.path 'img/gone.jpg': FileNotFoundError")
+    assert gone.message.endswith("(url 'u4')")  # the reject is all that is left of the record
+    assert (folder.error_type, folder.source) == ("unreadable", f"{path}#000000005")
+    assert folder.message.startswith("image.path 'img': IsADirectoryError") and folder.message.endswith(
+        "(url 'u5')")
+
+
+def test_a_hugging_face_image_file_over_max_bytes_or_a_pipe_is_a_reject_unread(tmp_path):
+    import threading
+
+    big = jpeg(1, quality=100)
+    (tmp_path / "big.jpg").write_bytes(big)
+    (tmp_path / "small.jpg").write_bytes(b"x" * 10)
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it waits for a writer: the run never ended
+    path = hf_parquet(tmp_path / "a.parquet", [{"bytes": None, "path": name}
+                                               for name in ("big.jpg", "small.jpg", "pipe.jpg")])
+    items: list = []
+    config = ReaderConfig(max_bytes=len(big) - 1, reject_data_cap=16)
+    reading = threading.Thread(target=lambda: items.extend(read(path, config)), daemon=True)
+    reading.start()
+    reading.join(60)
+    assert not reading.is_alive(), "the read of a named pipe waited for a writer"
+    too_large, small, pipe = items
+    assert (too_large.error_type, too_large.n_bytes, too_large.data) == ("too_large", len(big), big[:16])
+    assert too_large.message == f"image.path 'big.jpg' is {len(big)} bytes > max_bytes {len(big) - 1}"
+    assert isinstance(small, Record) and small.data == b"x" * 10
+    assert (pipe.stage, pipe.error_type) == ("read", "not_a_file")
+    assert pipe.message == "image.path 'pipe.jpg' is a named pipe, not a regular file"
+
+
+def test_a_remote_parquets_image_files_are_read_from_its_folder_never_from_the_workers_disk(tmp_path):
+    """A relative path is read on the shard's own file system (its bucket); an absolute one,
+    or one that leads out of the bucket, would read another place than the dataset's: rejects
+    that say why. A URL is not downloaded (memgen is no crawler)."""
+    local = tmp_path / "local.jpg"
+    local.write_bytes(jpeg(9))
+    with fsspec.open("memory://hfpath/data/img/0.jpg", "wb") as f:
+        f.write(jpeg(1))
+    with fsspec.open("memory://hfpath-other/x.jpg", "wb") as f:
+        f.write(jpeg(2))
+    path = hf_parquet("memory://hfpath/data/train.parquet", [
+        {"bytes": None, "path": name} for name in ("img/0.jpg", str(local), "../../hfpath-other/x.jpg",
+                                                   "https://example.com/x.jpg", "img/gone.jpg")],
+        url=["u0", "u1", "u2", "u3", "u4"])
+    kept, absolute, outside, url, gone = read(path)
+    assert isinstance(kept, Record) and kept.data == jpeg(1) and kept.source == f"{path}#000000000"
+    assert (absolute.error_type, absolute.message) == (
+        "empty", f"image.path {str(local)!r} is not read: an absolute path is read only beside a local "
+                 "Parquet, not one in a bucket (url 'u1')")
+    assert (outside.error_type, outside.message) == (
+        "empty", "image.path '../../hfpath-other/x.jpg' is not read: it leads out of the shard's bucket "
+                 "'hfpath' (url 'u2')")
+    assert (url.error_type, url.message) == (
+        "empty", "image.path 'https://example.com/x.jpg' is not read: a URL is not downloaded "
+                 "(img2dataset downloads them) (url 'u3')")
+    assert (gone.error_type, gone.source) == ("missing", f"{path}#000000004")

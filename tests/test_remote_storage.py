@@ -29,6 +29,8 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import s3fs
 from moto.server import ThreadedMotoServer
@@ -1031,3 +1033,23 @@ def test_a_run_inside_an_s3_input_is_named_by_its_url(s3, caplog):
     assert [s.uri for s in shards] == ["s3://inputs/runs/s/images/sample-000000.tar"]
     said = [r.getMessage() for r in caplog.records if r.name == "memgen.shards"]
     assert said == ["s3://inputs/runs/s is the output of a memgen run: only its images/ is read"]
+
+
+def test_a_hugging_face_image_file_beside_a_parquet_on_a_server_is_read_from_there(tmp_path):
+    """bytes null, path relative: read from the Parquet's folder on the same server (a signed
+    URL's query is not the image's), a missing one a `missing` reject of its row."""
+    from memgen.readers import ReaderConfig, read_shard
+    from memgen.records import Record, Shard
+
+    (tmp_path / "data" / "img").mkdir(parents=True)
+    (tmp_path / "data" / "img" / "a b#1.jpg").write_bytes(jpeg(1))
+    images = pa.array([{"bytes": None, "path": "img/a b#1.jpg"}, {"bytes": None, "path": "img/gone.jpg"}],
+                      pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(pa.table({"image": images, "url": ["u0", "u1"]}), tmp_path / "data" / "train.parquet")
+    with serving(functools.partial(_QuietHandler, directory=str(tmp_path))) as root:
+        url = f"{root}/data/train.parquet?sig=1"
+        kept, gone = read_shard(Shard.of(0, url, "parquet"), ReaderConfig())
+    assert isinstance(kept, Record) and kept.data == jpeg(1) and kept.source == f"{url}#000000000"
+    assert (gone.stage, gone.error_type, gone.source) == ("read", "missing", f"{url}#000000001")
+    assert gone.message.startswith("image.path 'img/gone.jpg': FileNotFoundError")
+    assert gone.message.endswith("(url 'u1')")
