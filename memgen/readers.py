@@ -488,7 +488,8 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
 
 def _file_said(e: Exception, shard: Shard, config: ReaderConfig) -> str:
     """Why an image's file could not be read; a silent server's timeout says after how long."""
-    if shard.uri.startswith(("http://", "https://")) and TimeoutError in (type(e), type(e.__cause__)):
+    timed_out = any(isinstance(error, TimeoutError) for error in (e, e.__cause__))
+    if timed_out and shard.uri.startswith(("http://", "https://")):
         return f"TimeoutError: the server sent nothing for {config.http_timeout:g} s (--http_timeout)"
     return open_message(e)
 

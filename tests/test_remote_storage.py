@@ -1053,3 +1053,28 @@ def test_a_hugging_face_image_file_beside_a_parquet_on_a_server_is_read_from_the
     assert (gone.stage, gone.error_type, gone.source) == ("read", "missing", f"{url}#000000001")
     assert gone.message.startswith("image.path 'img/gone.jpg': FileNotFoundError")
     assert gone.message.endswith("(url 'u1')")
+
+
+def test_a_hugging_face_image_file_on_a_silent_server_is_unreadable_after_http_timeout(tmp_path):
+    """Its file is asked for as a shard is: a server that sends nothing, or stops mid-body, for
+    --http_timeout fails that row's read (worth a retry), not the run; the others are read."""
+    from memgen.readers import ReaderConfig, read_shard
+    from memgen.records import Record, Shard
+
+    for i in range(3):
+        (tmp_path / f"{i}.jpg").write_bytes(jpeg(i))
+    images = pa.array([{"bytes": None, "path": f"../{how}/{i}.jpg"}
+                       for i, how in enumerate(("silent", "stalls", "drips"))],
+                      pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(pa.table({"image": images}), tmp_path / "train.parquet")
+    release = threading.Event()
+    with serving(_SlowHandler, root=tmp_path, release=release) as root:
+        try:
+            silent, stalls, drips = read_shard(Shard.of(0, f"{root}/drips/train.parquet", "parquet"),
+                                               ReaderConfig(http_timeout=0.5))
+        finally:
+            release.set()
+    said = "TimeoutError: the server sent nothing for 0.5 s (--http_timeout)"
+    assert (silent.error_type, silent.message) == ("unreadable", f"image.path '../silent/0.jpg': {said}")
+    assert (stalls.error_type, stalls.message) == ("unreadable", f"image.path '../stalls/1.jpg': {said}")
+    assert isinstance(drips, Record) and drips.data == jpeg(2)
