@@ -30,11 +30,16 @@ def finished(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"finished_at": at, "seconds": round((dt.datetime.fromisoformat(at) - started).total_seconds(), 3)}
 
 
+def _by(totals: Counter, prefix: str) -> dict[str, int]:
+    """The counts under `prefix` ("reject:" -> per reason), keyed without it, in key order."""
+    return {k.removeprefix(prefix): v for k, v in sorted(totals.items()) if k.startswith(prefix)}
+
+
 def build_manifest(base: dict[str, Any], totals: Counter, records_in: int,
                    near_dedup: dict[str, Any]) -> dict[str, Any]:
     """base (inputs, options, versions, started_at) + the counts the writers reported +
     near_dedup, NearDedup's report (search plan, pairs, components' convergence)."""
-    reasons = {k.split(":", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("reject:")}
+    reasons, stages = (_by(totals, prefix) for prefix in ("reject:", "reject_stage:"))
     images, duplicates, rejects = totals["images"], totals["duplicates"], totals["rejects"]
     return {
         **base,
@@ -49,6 +54,7 @@ def build_manifest(base: dict[str, Any], totals: Counter, records_in: int,
             "duplicates_known": totals["duplicates_known"],  # of images of --known memories
             "rejects": rejects,
             "rejects_by_reason": reasons,
+            "rejects_by_stage": stages,  # open | read | fingerprint | materialize; older manifests lack it
             "image_bytes": totals["image_bytes"],
         },
         "parts": {t: totals[f"parts:{t}"] for t in TABLES},  # readers check that all are there

@@ -149,9 +149,10 @@ def _write_rejects(counts: Counter, url: str, rejects: list[Reject], config: Rea
 
 
 def _add_reject(part: ParquetPart, reject: Reject, counts: Counter, config: ReaderConfig) -> None:
-    """A reject row (its bytes up to the cap), counted by its reason."""
+    """A reject row (its bytes up to the cap), counted by its reason and by its stage."""
     part.add(reject.row(config.reject_data_cap))
     counts[f"reject:{reject.error_type}"] += 1
+    counts[f"reject_stage:{reject.stage}"] += 1
 
 
 def _written(counts: Counter, table: str, rows: int) -> None:
