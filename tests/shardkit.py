@@ -7,10 +7,20 @@ import json
 import tarfile
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+
+from memgen.schema import load_json
+
+
+def valid_manifest(manifest: dict, schema: str = "manifest.schema") -> dict:
+    """`manifest` once it validates against schemas/SCHEMA.json (memorize's by default, or
+    "sample_manifest.schema"); jsonschema.ValidationError else."""
+    jsonschema.validate(manifest, load_json(schema), cls=jsonschema.Draft202012Validator)
+    return manifest
 
 
 def make_image(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:

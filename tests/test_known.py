@@ -17,7 +17,7 @@ from memgen.near import popcount, split_chain
 from memgen.pipelines.cli import main
 from memgen.schema import load_json
 from memgen.summary import memorize_summary
-from shardkit import encode, jpeg, make_image, sample, write_tar
+from shardkit import encode, jpeg, make_image, sample, valid_manifest, write_tar
 
 
 def sha(data: bytes) -> str:
@@ -61,7 +61,9 @@ def test_only_new_images_are_kept_and_copies_of_known_ones_are_their_duplicates(
     assert rep["copy6"] == (sha(one[6]), "exact") and rep["resized7"] == (sha(one[7]), "near")
     known_ids = {r["image_id"] for r in rows(root / "m1", "images")}
     assert all(r["distance"] <= 10 for r in by_key.values())
-    manifest = read_manifest(str(root / "m2"))
+    manifest = valid_manifest(read_manifest(str(root / "m2")))
+    valid_manifest(read_manifest(str(root / "m1")))  # without --known: no known_digests
+    assert manifest["known_digests"] == [sha((root / "m1" / "manifest.json").read_bytes())]
     counts = manifest["counts"]
     assert counts["duplicates_known"] == sum(r["representative"] in known_ids for r in by_key.values()) == 4
     assert manifest["balanced"] and counts["records_in"] == 8

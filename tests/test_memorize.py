@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -33,7 +34,7 @@ from memgen.memory import (
 from memgen.outputs import MARKER, OutputDirError
 from memgen.pipelines.cli import main
 from memgen.schema import table_schema
-from shardkit import encode, jpeg, make_image, sample, write_parquet, write_tar
+from shardkit import encode, jpeg, make_image, sample, valid_manifest, write_parquet, write_tar
 
 
 def corpus(root: Path) -> tuple[list[str], dict[str, bytes]]:
@@ -84,7 +85,7 @@ def rows(memory: Path, table: str) -> list[dict]:
 
 def test_counts_add_up_and_every_record_lands_once(memory):
     mem = memory / "memory"
-    manifest = read_manifest(str(mem))
+    manifest = valid_manifest(read_manifest(str(mem)))
     c = manifest["counts"]
     assert manifest["balanced"] and c["records_in"] == c["images"] + c["duplicates"] + c["rejects"]
     near = manifest["near_dedup"]
@@ -100,6 +101,8 @@ def test_counts_add_up_and_every_record_lands_once(memory):
     reasons = c["rejects_by_reason"]
     for reason in ("no_image", "decode_error", "not_an_image", "empty", "corrupt_shard", "missing"):
         assert reasons.get(reason, 0) >= 1, reason
+    assert c["rejects_by_stage"] == dict(sorted(Counter(r["stage"] for r in rejects).items()))
+    assert set(c["rejects_by_stage"]) == {"open", "read", "fingerprint"}  # missing.tar, damage, html
 
 
 def test_images_hold_the_original_bytes_and_metadata(memory):

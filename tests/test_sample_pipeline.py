@@ -23,14 +23,14 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from memgen import sample_output, sampling
-from memgen.memory import write_manifest, write_rows
+from memgen.memory import read_manifest, write_manifest, write_rows
 from memgen.outputs import MARKER
 from memgen.pipelines import cli
 from memgen.pipelines.cli import main
 from memgen.sample_output import sample_rows_schema
 from memgen.schema import table_schema
 from memgen.stages.sample import TopCandidates
-from shardkit import encode, jpeg, make_image, write_tar
+from shardkit import encode, jpeg, make_image, valid_manifest, write_tar
 from shardkit import sample as tar_sample
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realimages"
@@ -38,9 +38,10 @@ REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realima
 
 def sample(memory: str, out: str, n: int, seed: int = 0, weighted: bool = False, fmt: str = "webdataset",
            flags: tuple[str, ...] = ()) -> dict:
-    """`memgen sample` as a user runs it; the sample's manifest."""
-    return cli.sample(["--memory", memory, "--out", out, "--n", str(n), "--seed", str(seed),
-                       f"--weighted={weighted}".lower(), "--format", fmt, *flags])
+    """`memgen sample` as a user runs it; the sample's manifest (checked against its schema)."""
+    manifest = cli.sample(["--memory", memory, "--out", out, "--n", str(n), "--seed", str(seed),
+                           f"--weighted={weighted}".lower(), "--format", fmt, *flags])
+    return valid_manifest(manifest, "sample_manifest.schema")
 
 
 def image_row(i: int, source: str | None = None) -> dict:
@@ -467,6 +468,8 @@ def test_memorize_then_sample(tmp_path, capsys):
     memory, out = str(tmp_path / "memory"), str(tmp_path / "sample")
     assert main(["memorize", str(tmp_path / "00000.tar"), "--memory", memory]) == 0
     assert main(["sample", "--memory", memory, "--n", "4", "--seed", "3", "--weighted", "--out", out]) == 0
+    valid_manifest(read_manifest(memory))
+    assert valid_manifest(read_manifest(out), "sample_manifest.schema")["threshold"] is not None  # tau
     printed = capsys.readouterr().out
     assert "4 of 6 unique images" in printed and f"{out}/contact_sheet.jpg" in printed
     rows = index(Path(out))
