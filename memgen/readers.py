@@ -376,14 +376,9 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         row = start
         try:
             for batch in pf.iter_batches(batch_size=64, row_groups=[group], columns=columns.read):
-                images = batch.column(columns.image)
-                paths = [None] * len(images)
-                if pa.types.is_struct(images.type):
-                    if images.type.get_field_index("path") >= 0:
-                        paths = _lax_values(images.field("path"))
-                    images = images.field("bytes")
-                for data, path, fields in zip(images.to_pylist(), paths, _rows(batch.select(columns.fields)),
-                                              strict=True):
+                images, paths = _image_values(batch.column(columns.image))
+                rows = _rows(batch.select(columns.fields))
+                for data, path, fields in zip(images, paths, rows, strict=True):
                     key = keys(_field_text(fields.get(config.key_column)) or f"{row:09d}")
                     if data is None and path:  # a Hugging Face image kept as a file beside the Parquet
                         data = _image_file(shard, row, key, f"{columns.image}.path", path, fields, config)
@@ -400,6 +395,19 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
             yield Reject(shard.index, row, shard.source(f"#row_group_{group}"), "read",  # its first lost row
                          _failure(e), f"{lost}: {error_text(e)}"[:500])
         start += n_rows
+
+
+def _image_values(images: pa.Array) -> tuple[list, list]:
+    """(bytes, path) of each row of an image column; path None but for a Hugging Face image
+    struct {bytes, path}. A null struct is a null image: its children are taken through
+    flatten(), which nulls them where the struct is null (field() keeps what lies under it, and
+    a struct of non-nullable children read back from Parquet holds b"" and "" there: a record
+    of zero bytes, rejected at fingerprint without the row's url)."""
+    if not pa.types.is_struct(images.type):
+        return images.to_pylist(), [None] * len(images)
+    children = dict(zip([field.name for field in images.type], images.flatten(), strict=True))
+    paths = _lax_values(children["path"]) if "path" in children else [None] * len(images)
+    return children["bytes"].to_pylist(), paths
 
 
 def _null_image(column: str, fields: dict, config: ReaderConfig) -> str:

@@ -149,6 +149,30 @@ def test_parquet_reader_columns_struct_and_nulls(tmp_path):
     assert only_named.message.startswith("image.path 'b.jpg': FileNotFoundError")
 
 
+def test_a_null_hugging_face_image_struct_is_a_null_image_whatever_its_children_hold(tmp_path):
+    """A null struct {bytes, path} is a null image: the row's "empty" reject with its url. Parquet
+    keeps no child value under a null struct (its levels cannot), but children declared not
+    null are read back as b"" and "" there: read through field(), a record of zero bytes,
+    rejected at fingerprint without the row's url."""
+    typ = pa.struct([pa.field("bytes", pa.binary(), nullable=False),
+                     pa.field("path", pa.string(), nullable=False)])
+    for children in (typ, pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])):
+        values = [pa.array([jpeg(1), jpeg(2), jpeg(3)]), pa.array(["a", "b", "c"])]
+        null_row = pa.array([False, True, False])
+        images = pa.StructArray.from_arrays(values, fields=list(children), mask=null_row)
+        assert images.field("bytes")[1].as_py() == jpeg(2)  # in memory, the null row's child holds bytes
+        path = tmp_path / "hf.parquet"
+        pq.write_table(pa.table({"image": images, "url": ["u0", "u1", "u2"]}), path)
+        back = pq.read_table(path).column("image").chunk(0)
+        assert back.null_count == 1 and back[1].as_py() is None  # the struct's nullness survives
+        # ... its children's values do not: nothing, or b"" when they are declared not null
+        assert back.field("bytes")[1].as_py() == (b"" if children == typ else None)
+        first, null, last = read(str(path))
+        assert (first.data, last.data) == (jpeg(1), jpeg(3))
+        assert (null.ordinal, null.stage, null.error_type, null.message) == (1, "read", "empty",
+                                                                            "image is null (url 'u1')")
+
+
 def test_parquet_rows_without_image_say_why_the_crawl_failed(tmp_path):
     """img2dataset's Parquet output keeps the rows it could not download, their jpg null: the
     reject is all that is left of the record, so it keeps the url and the crawler's error."""
