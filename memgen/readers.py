@@ -363,7 +363,7 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     keys = _Keys()
     try:
         pf = pq.ParquetFile(f)
-        columns = _ParquetColumns(pf.schema_arrow, config)
+        columns = _ParquetColumns(pf.schema_arrow, config, dict(shard.partitions))
         row_groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
     except _DAMAGE + (pa.ArrowException,) as e:
         yield Reject(shard.index, 0, shard.source(), "read", _failure(e), error_text(e))
@@ -634,9 +634,11 @@ def _first_parquet_schema(shards: list[Shard]) -> tuple[str, pa.Schema] | None:
 class _ParquetColumns:
     """Which columns of a Parquet shard are read, and what each is for: the image bytes,
     text fields (caption, url, key) and metadata (every other column but binary ones,
-    which are not text)."""
+    which are not text), with the shard's Hive partitions (Shard.partitions)."""
 
-    def __init__(self, schema: pa.Schema, config: ReaderConfig) -> None:
+    def __init__(self, schema: pa.Schema, config: ReaderConfig,
+                 partitions: dict[str, str | None] | None = None) -> None:
+        self.partitions = partitions or {}
         names = schema.names
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -714,7 +716,8 @@ def _parquet_item(shard: Shard, ordinal: int, key: str, data: bytes, fields: dic
         return Reject(shard.index, ordinal, source, "read", "too_large",
                       f"{len(data)} bytes > max_bytes {config.max_bytes}", len(data),
                       data[: config.reject_data_cap])
-    metadata = json.dumps(_finite({n: fields[n] for n in columns.metadata}), default=str,
+    # a partition's value wins over a column of its name, as pyarrow.dataset and DuckDB read them
+    metadata = json.dumps(_finite({n: fields[n] for n in columns.metadata} | columns.partitions), default=str,
                           ensure_ascii=False, sort_keys=True)
     return Record(shard.index, ordinal, source, data, _field_text(fields.get(config.caption_column)),
                   _field_text(fields.get(config.url_column)), metadata, locator)

@@ -44,12 +44,16 @@ class Shard(NamedTuple):
     raw: bytes | None = None  # the uri's bytes when they are not UTF-8 (a local file name)
     sidecars: tuple[str, ...] = ()  # a file's caption and metadata files beside it: ".txt", ".json"
     # (".TXT", ".JSON" where so written)
+    # its Hive partitions, (key, value) of the key=value folders it lies in (shards.hive_partitions):
+    # found once, where it is listed, so every worker reads the same metadata
+    partitions: tuple[tuple[str, str | None], ...] = ()
 
     @classmethod
-    def of(cls, index: int, uri: str, kind: str, sidecars: tuple[str, ...] = ()) -> Shard:
+    def of(cls, index: int, uri: str, kind: str, sidecars: tuple[str, ...] = (),
+           partitions: tuple[tuple[str, str | None], ...] = ()) -> Shard:
         shown = printable(uri)
         raw = None if shown == uri else uri.encode("utf-8", "surrogateescape")
-        return cls(index, shown, kind, raw, sidecars)
+        return cls(index, shown, kind, raw, sidecars, partitions)
 
     def sidecar(self, suffix: str) -> str:
         """Where a file's sidecar is: its name with `suffix` for the image's own (a.jpg: a.txt)."""

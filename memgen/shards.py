@@ -16,7 +16,7 @@ import posixpath
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import fsspec
 from braceexpand import UnbalancedBracesError, braceexpand
@@ -163,11 +163,12 @@ def _listed(paths: list[str], beside: frozenset[str] = frozenset(),
     return listed, skipped
 
 
-def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Counter]:
+def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Counter, str | None]:
     """URLs one input stands for (with the sidecars of images in its folders or glob),
     whether the input itself exists or matched (None: not checked, an http(s) URL; a brace
-    range of them would cost a request each), and the files of its folders or glob that are
-    not shards, images or sidecars, by suffix."""
+    range of them would cost a request each), the files of its folders or glob that are
+    not shards, images or sidecars, by suffix, and the folder they were listed from (the
+    folder, the glob's fixed folder; None for a file named: hive_partitions)."""
     fs, path = url_fs(url)
     protocol = url.split("://", 1)[0] if "://" in url else None
     if isinstance(fs, LocalFileSystem):  # a/../a/x.tar and file:///…/a/x.tar are a/x.tar: read once
@@ -192,18 +193,19 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
                 files.extend(_walk(fs, m, loops))
         _say_loops(url, loops)
         listed, skipped = _listed(files, _img2dataset_shards(fs, files), glob=True)
-        return {unstrip(f): sidecars for f, sidecars in listed.items()}, bool(matches), skipped
+        return ({unstrip(f): sidecars for f, sidecars in listed.items()}, bool(matches), skipped,
+                unstrip(folder).rstrip("/"))
     if protocol in ("http", "https"):
-        return {url: ()}, None, Counter()  # a missing URL becomes a reject row when it is opened
+        return {url: ()}, None, Counter(), None  # a missing URL becomes a reject row when it is opened
     try:
         if fs.isdir(path):
             loops: list[str] = []
             listed, skipped = _listed(_walk(fs, path, loops))
             _say_loops(url, loops)
-            return {unstrip(f): sidecars for f, sidecars in listed.items()}, True, skipped
+            return {unstrip(f): sidecars for f, sidecars in listed.items()}, True, skipped, unstrip(path)
     except OSError:
         pass
-    return {unstrip(path): ()}, _exists(fs, path), Counter()  # a file named is read as it is
+    return {unstrip(path): ()}, _exists(fs, path), Counter(), None  # a file named is read as it is
 
 
 def _img2dataset_shards(fs: fsspec.AbstractFileSystem, files: list[str]) -> frozenset[str]:
@@ -423,12 +425,13 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
     asked for only when nothing else exists, until one answers.
     """
     urls: dict[str, tuple[str, ...]] = {}  # with their sidecars
+    roots: dict[str, str | None] = {}  # the folder each was listed from (hive_partitions)
     any_exists = False
     unchecked: list[str] = []
     for raw in inputs:
         with _listing(raw):
             for url in expand(raw):
-                expanded, exists, skipped = _expand_one(url)
+                expanded, exists, skipped, root = _expand_one(url)
                 if skipped:
                     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items()))
                     _log.warning("%s: skipped %d files that are neither shards nor images (%s)",
@@ -436,6 +439,7 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
                 for uri, sidecars in expanded.items():  # named and walked too: whatever the order
                     known = {s.lower(): s for s in (*urls.get(uri, ()), *sidecars)}
                     urls[uri] = tuple(known[s] for s in SIDECARS if s in known)
+                    roots[uri] = _higher_root(roots[uri], root) if uri in roots else root
                 any_exists = any_exists or bool(exists)
                 if exists is None:
                     unchecked.extend(expanded)
@@ -456,7 +460,46 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
     if not any_exists or not urls:
         raise NoInputError(f"no input matched: {' '.join(inputs)}{refused or ''}")
     named = _one_name_each(urls)
-    return [Shard.of(i, uri, shard_kind(uri), named[uri]) for i, uri in enumerate(sorted(named))]
+    return [Shard.of(i, uri, shard_kind(uri), named[uri], tuple(hive_partitions(uri, roots[uri]).items()))
+            for i, uri in enumerate(sorted(named))]
+
+
+def _higher_root(a: str | None, b: str | None) -> str | None:
+    """Of two inputs that list one file, the root that leaves it more Hive partitions: a file
+    named (None: its whole path), else the folder higher up; whatever the inputs' order."""
+    if a is None or b is None:
+        return None
+    return min(a, b, key=lambda root: (len(root), root))
+
+
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def hive_partitions(location: str, root: str | None) -> dict[str, str | None]:
+    """The Hive partitions of a file, {key: value} of the `key=value` folders between `root` (the
+    input folder that listed it) and the file, as pyarrow.dataset reads a folder;
+    without a root (a file named, a brace range), of every folder of its path after the scheme
+    and bucket or host, as pyarrow reads a list of files. Keys and values are URL-decoded, as
+    Hive escapes them (%20, %2F, %3D), a value of __HIVE_DEFAULT_PARTITION__ is null, and values
+    are text (pyarrow guesses numbers: which a later file may contradict). A key that comes
+    twice: the lower folder's value."""
+    if root is not None and location.startswith(root.rstrip("/") + "/"):
+        below = location[len(root.rstrip("/")) + 1:]
+    elif root is not None:
+        return {}
+    elif "://" in location:
+        scheme, rest = location.split("://", 1)
+        below = rest.split("/", 1)[1] if "/" in rest else ""
+        if scheme in ("http", "https"):
+            below = below.split("?", 1)[0]
+    else:
+        below = location
+    partitions: dict[str, str | None] = {}
+    for folder in below.split("/")[:-1]:
+        key, equals, value = folder.partition("=")
+        if equals and key:
+            partitions[unquote(key)] = None if value == _HIVE_NULL else unquote(value)
+    return partitions
 
 
 def _one_name_each(urls: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:

@@ -115,6 +115,23 @@ def test_images_hold_the_original_bytes_and_metadata(memory):
     assert kept_2["copies"] == 2  # the original stands for its resized copy
 
 
+def test_hive_partitions_are_kept_in_the_metadata(tmp_path):
+    """A LAION-style table laid out as lang=xx/year=yyyy/ folders: each record's metadata holds
+    its folders' values, as text, read back with DuckDB's JSON."""
+    shards = tmp_path / "laion"
+    for n, folder in enumerate(["lang=en/year=2023", "lang=de%20DE/year=__HIVE_DEFAULT_PARTITION__"]):
+        (shards / folder).mkdir(parents=True)
+        # a column named as a partition: the folder's value wins, as pyarrow.dataset and DuckDB read them
+        pq.write_table(pa.table({"key": [f"k{n}"], "jpg": [jpeg(n)], "lang": ["file"]}),
+                       shards / folder / "part-0.parquet")
+    assert run(str(shards), "--memory", str(tmp_path / "memory")) == 0
+    found = duckdb.sql(
+        "SELECT regexp_extract(source, '#(.*)', 1), metadata::JSON->>'lang', metadata::JSON->>'year', "
+        f"json_type(metadata::JSON, 'year') FROM read_parquet('{tmp_path / 'memory' / 'images'}/*.parquet') "
+        "ORDER BY 1").fetchall()
+    assert found == [("k0", "en", "2023", "VARCHAR"), ("k1", "de DE", None, "NULL")]
+
+
 def test_rejects_keep_the_bytes_for_inspection(memory):
     rejects = {r["source"].rsplit("#", 1)[-1]: r for r in rows(memory / "memory", "rejects")}
     assert rejects["truncated"]["data"] == jpeg(4)[:400]

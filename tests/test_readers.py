@@ -13,6 +13,7 @@ import tarfile
 
 import fsspec
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import webdataset.tariterators as wds_tar
@@ -1038,3 +1039,65 @@ def test_a_remote_parquets_image_files_are_read_from_its_folder_never_from_the_w
         "empty", "image.path 'https://example.com/x.jpg' is not read: a URL is not downloaded "
                  "(img2dataset downloads them) (url 'u3')")
     assert (gone.error_type, gone.source) == ("missing", f"{path}#000000004")
+
+
+def hive_table(tmp_path) -> dict[str, str]:
+    """A Hive-partitioned table, its files named by pyarrow's (lang, year, x y); returns
+    {file's first url: its path}."""
+    files = {"u0": "data/lang=en/year=2023/part-0.parquet",
+             "u1": "data/lang=__HIVE_DEFAULT_PARTITION__/year=2024/part-0.parquet",
+             "u2": "data/lang=de/year=2023/x%20y=a%2Fb%3Dc/part-0.parquet"}
+    for n, (url, name) in enumerate(files.items()):
+        (tmp_path / name).parent.mkdir(parents=True)
+        # a column named as a partition: the partition's value wins, as pyarrow.dataset reads it
+        pq.write_table(pa.table({"jpg": [jpeg(n)], "url": [url], "lang": ["from the file"], "n": [n]}),
+                       tmp_path / name)
+    return {url: str(tmp_path / name) for url, name in files.items()}
+
+
+def partitions_read(shards: list[Shard]) -> dict[str, dict]:
+    """{url: its record's metadata} of each shard's one record."""
+    records = [item for shard in shards for item in read_shard(shard, CONFIG)]
+    assert all(isinstance(r, Record) for r in records)
+    return {r.url: json.loads(r.metadata) for r in records}
+
+
+def test_hive_partitions_below_the_input_folder_are_metadata_as_pyarrow_reads_them(tmp_path):
+    """LAION-style tables are laid out as lang=en/year=2023/part-0.parquet: the folders' values
+    were lost. They are the record's metadata, text, as pyarrow.dataset reads the folder."""
+    hive_table(tmp_path)
+    reference = ds.dataset(str(tmp_path / "data"), partitioning=ds.HivePartitioning.discover(
+        infer_dictionary=False)).to_table().to_pylist()
+    # pyarrow's numbers as text; a partition of other files only (`x y`) is null in its unified table
+    expected = {row["url"]: {k: (v if v is None or k in ("url", "n") else str(v)) for k, v in row.items()
+                             if k != "jpg" and (k != "x y" or v is not None)} for row in reference}
+    assert expected["u2"]["x y"] == "a/b=c" and expected["u1"]["lang"] is None  # what pyarrow says
+    for given in (str(tmp_path / "data"), str(tmp_path / "data" / "lang=*" / "**" / "*.parquet")):
+        assert partitions_read(discover([given])) == expected
+    # partitions above the folder given are not its table's (pyarrow.dataset leaves them too)
+    below = partitions_read(discover([str(tmp_path / "data" / "lang=en")]))
+    assert below == {"u0": {"url": "u0", "lang": "from the file", "n": 0, "year": "2023"}}
+
+
+def test_hive_partitions_of_a_file_named_are_its_whole_paths_and_one_root_whatever_the_order(tmp_path):
+    """A file named has no input folder: its path's key=value folders (as pyarrow reads a list
+    of files). Listed by two inputs, a file takes the root leaving it more partitions, in
+    either order (each runner reads the same metadata)."""
+    files = hive_table(tmp_path)
+    (named,) = discover([files["u0"]])
+    assert named.partitions == (("lang", "en"), ("year", "2023"))
+    assert partitions_read([named])["u0"] == {"url": "u0", "lang": "en", "n": 0, "year": "2023"}
+    folder, sub = str(tmp_path / "data"), str(tmp_path / "data" / "lang=en")
+    for inputs in ([sub, folder], [folder, sub], [folder, files["u0"]], [files["u0"], sub]):
+        assert discover(inputs)[-1].partitions == named.partitions, inputs  # u0, lang=en: the last
+
+
+def test_hive_partitions_of_remote_paths():
+    from memgen.shards import hive_partitions
+    # without a root: the folders after the scheme and bucket (or host), not a query's
+    assert hive_partitions("s3://k=bucket/laion/lang=en/part=0%201/x.parquet", None) == {
+        "lang": "en", "part": "0 1"}
+    assert hive_partitions("https://h/d/lang=en/x.parquet?sig=a=b/c=d", None) == {"lang": "en"}
+    assert hive_partitions("s3://b/t/a=1/a=2/x.parquet", "s3://b/t") == {"a": "2"}  # the lower folder's
+    assert hive_partitions("s3://b/t/a=1/x.parquet", "s3://b/t/a=1") == {}
+    assert hive_partitions("s3://b/t/=1/b=/x=y.parquet", "s3://b") == {"b": ""}  # no key: no partition
