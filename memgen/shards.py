@@ -10,6 +10,7 @@ import contextlib
 import functools
 import hashlib
 import itertools
+import json
 import logging
 import os
 import posixpath
@@ -529,10 +530,13 @@ def listing_digest(shards: Sequence[Shard]) -> str:
     """sha256 of the shards' URIs, their sidecars (captions, metadata) and the version of each
     of those files, in order: what a run's inputs were listed as (a glob or a folder lists
     anew each time; a retry over the same listing has nothing new to read, and a file
-    rewritten under its name lists otherwise)."""
+    rewritten under its name lists otherwise). A shard's Hive partitions, its records'
+    metadata, are added where it has any (the same file listed from another folder has
+    others), so listings without any digest as they did before partitions were read."""
     listed = "\n".join(
         "\t".join([shard.uri, ",".join(shard.sidecars), file_version(shard.location),
-                   *(file_version(shard.sidecar(suffix)) for suffix in shard.sidecars)])
+                   *(file_version(shard.sidecar(suffix)) for suffix in shard.sidecars),
+                   *([json.dumps(shard.partitions)] if shard.partitions else [])])
         for shard in shards)
     return hashlib.sha256(listed.encode("utf-8", "surrogateescape")).hexdigest()
 

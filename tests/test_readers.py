@@ -1092,6 +1092,19 @@ def test_hive_partitions_of_a_file_named_are_its_whole_paths_and_one_root_whatev
         assert discover(inputs)[-1].partitions == named.partitions, inputs  # u0, lang=en: the last
 
 
+def test_a_file_listed_with_other_hive_partitions_lists_otherwise(tmp_path):
+    """A rerun over the same files whose partitions differ (listed from a folder above or
+    below one) would write other metadata: its listing is not the same one."""
+    from memgen.shards import listing_digest
+
+    hive_table(tmp_path)
+    below = str(tmp_path / "data" / "lang=en" / "year=2023")
+    above = discover([str(tmp_path / "data" / "lang=en")])
+    assert [s.uri for s in discover([below])] == [s.uri for s in above] and above[0].partitions
+    assert listing_digest(discover([below])) != listing_digest(above)
+    assert listing_digest(discover([below])) == listing_digest(discover([below]))
+
+
 def test_hive_partitions_of_remote_paths():
     from memgen.shards import hive_partitions
     # without a root: the folders after the scheme and bucket (or host), not a query's
