@@ -222,7 +222,7 @@ def _sample_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, key: s
     meta_text, url = _metadata(decode_text(meta_member.data))
     sidecars = {ext for ext, _, _ in images} | {caption_member.ext, meta_member.ext, ""}
     texts = _text_members([(ext, data) for _, ext, data, size in group if ext not in sidecars and size >= 0])
-    meta_text = _with_text_members(meta_text, texts)
+    meta_text = _with_partitions(_with_text_members(meta_text, texts), shard.partitions)
     url = url or texts.get("url")  # a `.url` member, when the .json names none
     for n, (ext, data, size) in enumerate(images):
         member_locator = locator if n == 0 else f"{locator}.{ext}"
@@ -315,12 +315,27 @@ def _with_text_members(meta_text: str | None, texts: dict[str, str]) -> str | No
     .json member has keeps its value; a .json that is not an object is kept under "json"."""
     if not texts:
         return meta_text
-    parsed = {} if meta_text is None else json.loads(meta_text)
-    if not isinstance(parsed, dict):
-        parsed = {"json": parsed}
+    parsed = _metadata_object(meta_text)
     merged = parsed | {ext: text for ext, text in texts.items() if ext not in parsed}
     # _finite: a number too large for a float (1e400) was read as inf, which JSON has not
     return json.dumps(_finite(merged), ensure_ascii=False)
+
+
+def _with_partitions(meta_text: str | None, partitions: tuple[tuple[str, str | None], ...]) -> str | None:
+    """The metadata JSON of a tar sample or an image file with its shard's Hive partitions
+    (Shard.partitions), as a Parquet shard's rows have them: a partition wins over a key of
+    its name in the .json (as over a Parquet column: pyarrow.dataset, DuckDB); a .json that is
+    not an object is kept under "json". Without partitions, the metadata as it was read."""
+    if not partitions:
+        return meta_text
+    return json.dumps(_finite(_metadata_object(meta_text) | dict(partitions)), ensure_ascii=False)
+
+
+def _metadata_object(meta_text: str | None) -> dict:
+    """The metadata JSON (_metadata's, strict) as an object to add keys to: {} for none, a
+    value that is not an object (a list, text that was not JSON) under "json"."""
+    parsed = {} if meta_text is None else json.loads(meta_text)
+    return parsed if isinstance(parsed, dict) else {"json": parsed}
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -754,6 +769,7 @@ def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         sidecars[suffix] = sidecar
     caption = decode_text(sidecars[".txt"])
     metadata, url = _metadata(decode_text(sidecars[".json"]))
+    metadata = _with_partitions(metadata, shard.partitions)
     yield Record(shard.index, 0, shard.source(), data, caption, url, metadata)
 
 

@@ -132,6 +132,33 @@ def test_hive_partitions_are_kept_in_the_metadata(tmp_path):
     assert found == [("k0", "en", "2023", "VARCHAR"), ("k1", "de DE", None, "NULL")]
 
 
+def test_hive_partitions_of_tars_and_image_folders_are_kept_in_the_metadata(tmp_path):
+    """WebDataset tars and folders of images laid out in key=value folders: each record's
+    metadata holds its folders' values as a Parquet row's does (over a .json key of the same
+    name), read back with DuckDB's JSON; a record outside them keeps its .json as written."""
+    shards = tmp_path / "crawl"
+    for n, folder in enumerate(["lang=en/year=2023", "lang=de%20DE/year=__HIVE_DEFAULT_PARTITION__"]):
+        (shards / folder).mkdir(parents=True)
+        write_tar(shards / folder / "00000.tar",
+                  [("t", {"jpg": jpeg(n), "json": b'{"lang": "file", "w": 1}'})])
+        (shards / folder / "f.jpg").write_bytes(jpeg(10 + n))
+        (shards / folder / "f.json").write_text('{"year": "file"}')
+    write_tar(shards / "plain.tar", [("plain", {"jpg": jpeg(20), "json": b'{"lang": "file",  "w": 1}'})])
+    assert run(str(shards), "--memory", str(tmp_path / "memory")) == 0
+    found = duckdb.sql(
+        "SELECT regexp_extract(source, 'crawl/(.*)', 1), metadata::JSON->>'lang', metadata::JSON->>'year', "
+        "json_type(metadata::JSON, 'year'), metadata::JSON->>'w' "
+        f"FROM read_parquet('{tmp_path / 'memory' / 'images'}/*.parquet') ORDER BY 1").fetchall()
+    assert found == [("lang=de%20DE/year=__HIVE_DEFAULT_PARTITION__/00000.tar#t", "de DE", None, "NULL", "1"),
+                     ("lang=de%20DE/year=__HIVE_DEFAULT_PARTITION__/f.jpg", "de DE", None, "NULL", None),
+                     ("lang=en/year=2023/00000.tar#t", "en", "2023", "VARCHAR", "1"),
+                     ("lang=en/year=2023/f.jpg", "en", "2023", "VARCHAR", None),
+                     ("plain.tar#plain", "file", None, None, "1")]
+    plain = duckdb.sql(f"SELECT metadata FROM read_parquet('{tmp_path / 'memory' / 'images'}/*.parquet') "
+                       "WHERE source LIKE '%plain'").fetchall()
+    assert plain == [('{"lang": "file",  "w": 1}',)]  # without partitions: as written, byte for byte
+
+
 def test_rejects_keep_the_bytes_for_inspection(memory):
     rejects = {r["source"].rsplit("#", 1)[-1]: r for r in rows(memory / "memory", "rejects")}
     assert rejects["truncated"]["data"] == jpeg(4)[:400]

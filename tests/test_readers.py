@@ -1114,3 +1114,60 @@ def test_hive_partitions_of_remote_paths():
     assert hive_partitions("s3://b/t/a=1/a=2/x.parquet", "s3://b/t") == {"a": "2"}  # the lower folder's
     assert hive_partitions("s3://b/t/a=1/x.parquet", "s3://b/t/a=1") == {}
     assert hive_partitions("s3://b/t/=1/b=/x=y.parquet", "s3://b") == {"b": ""}  # no key: no partition
+
+
+def test_hive_partitions_of_tar_samples_are_metadata_as_a_parquets_rows_have_them(tmp_path):
+    """WebDataset tars laid out as lang=en/year=2023/00000.tar lost their folders' values
+    (only Parquet rows had them). A sample has them as a Parquet row beside it does: a
+    partition wins over a .json key or text member of its name; the sample's url stays its own."""
+    folder = tmp_path / "data" / "lang=en" / "year=2023"
+    folder.mkdir(parents=True)
+    write_tar(folder / "00000.tar", [
+        ("a", {"jpg": jpeg(1), "json": b'{"url": "http://x/a.jpg", "lang": "from the json", "w": 1e400}'}),
+        ("b", {"jpg": jpeg(2), "cls": b"281", "year": b"1999"}),  # text members: the partition wins
+        ("c", {"jpg": jpeg(3), "json": b"[1, 2]"}),  # not an object: under "json", as with text members
+        ("d", {"jpg": jpeg(4), "json": b"{not json"}),
+        ("e", {"jpg": jpeg(5)})])  # nothing else: the partitions alone
+    pq.write_table(pa.table({"jpg": [jpeg(6)], "url": ["p"], "lang": ["file"]}), folder / "p.parquet")
+    shards = discover([str(tmp_path / "data")])
+    (tar,) = [s for s in shards if s.kind == "tar"]
+    a, b, c, d, e = read_shard(tar, CONFIG)
+    hive = {"lang": "en", "year": "2023"}
+    assert (json.loads(a.metadata), a.url) == ({"url": "http://x/a.jpg", "w": None} | hive, "http://x/a.jpg")
+    assert json.loads(b.metadata) == {"cls": "281"} | hive
+    assert json.loads(c.metadata) == {"json": [1, 2]} | hive
+    assert json.loads(d.metadata) == {"json": "{not json"} | hive
+    assert json.loads(e.metadata) == hive
+    (row,) = read_shard(next(s for s in shards if s.kind == "parquet"), CONFIG)
+    assert {k: v for k, v in json.loads(row.metadata).items() if k in hive} == hive  # the same rule
+    # listed from the partition folder itself: no partitions, the .json as written, byte for byte
+    (below,) = [s for s in discover([str(folder)]) if s.kind == "tar"]
+    assert [r.metadata for r in read_shard(below, CONFIG)] == [
+        '{"url": "http://x/a.jpg", "lang": "from the json", "w": 1e400}', '{"cls": "281", "year": "1999"}',
+        "[1, 2]", '"{not json"', None]
+
+
+def test_hive_partitions_of_image_files_are_metadata_over_their_json_file(tmp_path):
+    """Folders of images (img2dataset's files output, training folders) under key=value
+    folders: each image's metadata holds them, over its .json sidecar's keys of their name."""
+    folder = tmp_path / "photos" / "source=flickr" / "day=2024-01-02"
+    folder.mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(jpeg(1))
+    (folder / "a.txt").write_bytes(b"a cat")
+    (folder / "a.json").write_text('{"url": "http://x/a.jpg", "source": "camera", "width": 160}')
+    (folder / "b.jpg").write_bytes(jpeg(2))  # no sidecars
+    (folder / "c.jpg").write_bytes(jpeg(3))
+    (folder / "c.json").write_text('["not", "an object"]')
+    hive = {"source": "flickr", "day": "2024-01-02"}
+    a, b, c = (item for shard in discover([str(tmp_path / "photos")]) for item in read_shard(shard, CONFIG))
+    assert (a.caption, a.url, json.loads(a.metadata)) == (
+        "a cat", "http://x/a.jpg", {"url": "http://x/a.jpg", "width": 160} | hive)
+    assert json.loads(b.metadata) == hive
+    assert json.loads(c.metadata) == {"json": ["not", "an object"]} | hive
+    # a file named: every key=value folder of its path, as for a Parquet named
+    (named,) = read_shard(discover([str(folder / "b.jpg")])[0], CONFIG)
+    assert json.loads(named.metadata) == hive
+    # listed from below the partitions: the sidecar as written, none for none
+    a, b, c = (item for shard in discover([str(folder)]) for item in read_shard(shard, CONFIG))
+    assert (a.metadata, b.metadata, c.metadata) == (
+        '{"url": "http://x/a.jpg", "source": "camera", "width": 160}', None, '["not", "an object"]')
