@@ -25,7 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import glob_translate
 
 from memgen.outputs import MARKER
-from memgen.records import Shard
+from memgen.records import Shard, printable
 
 # compressed tars by the suffixes tar itself reads; the stream is decompressed by its suffix
 TAR_COMPRESSION = {".tar": None, ".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": "bz2", ".tbz2": "bz2",
@@ -483,7 +483,8 @@ def hive_partitions(location: str, root: str | None) -> dict[str, str | None]:
     and bucket or host, as pyarrow reads a list of files. Keys and values are URL-decoded, as
     Hive escapes them (%20, %2F, %3D), a value of __HIVE_DEFAULT_PARTITION__ is null, and values
     are text (pyarrow guesses numbers: which a later file may contradict). A key that comes
-    twice: the lower folder's value."""
+    twice: the lower folder's value. A local folder name that is not UTF-8 (`lang=\\xff`) is
+    text as printable() shows its uri: its metadata is written as Parquet strings, UTF-8 only."""
     if root is not None and location.startswith(root.rstrip("/") + "/"):
         below = location[len(root.rstrip("/")) + 1:]
     elif root is not None:
@@ -499,7 +500,7 @@ def hive_partitions(location: str, root: str | None) -> dict[str, str | None]:
     for folder in below.split("/")[:-1]:
         key, equals, value = folder.partition("=")
         if equals and key:
-            partitions[unquote(key)] = None if value == _HIVE_NULL else unquote(value)
+            partitions[printable(unquote(key))] = None if value == _HIVE_NULL else printable(unquote(value))
     return partitions
 
 

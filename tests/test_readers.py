@@ -1171,3 +1171,20 @@ def test_hive_partitions_of_image_files_are_metadata_over_their_json_file(tmp_pa
     a, b, c = (item for shard in discover([str(folder)]) for item in read_shard(shard, CONFIG))
     assert (a.metadata, b.metadata, c.metadata) == (
         '{"url": "http://x/a.jpg", "source": "camera", "width": 160}', None, '["not", "an object"]')
+
+
+def test_hive_partitions_of_a_folder_name_that_is_not_utf8_are_text_a_parquet_string_takes(tmp_path):
+    """A local folder `lang=\\xff` (latin-1 names copied from an old disk) gave the metadata a
+    lone surrogate (Python's name for the byte): Arrow refused the string and the run failed."""
+    folder = os.fsdecode(os.fsencode(tmp_path) + b"/t/lang=\xff")
+    os.makedirs(folder)
+    parquet = io.BytesIO()  # pyarrow takes no such name: written by Python
+    pq.write_table(pa.table({"jpg": [jpeg(2)], "url": ["u"]}), parquet)
+    for name, data in (("a.jpg", jpeg(1)), ("p.parquet", parquet.getvalue())):
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+    shards = discover([str(tmp_path / "t")])
+    records = [r for shard in shards for r in read_shard(shard, CONFIG)]
+    assert [json.loads(r.metadata)["lang"] for r in records] == ["\\xff", "\\xff"]  # as the uri shows it
+    assert all("lang=\\xff/" in s.uri for s in shards)
+    pa.array([r.metadata for r in records])  # UTF-8: what the memory's metadata column is written as
