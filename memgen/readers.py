@@ -104,7 +104,7 @@ def _special_file(location: str) -> str | None:
     path = url_fs(location)[1]
     try:
         mode = os.stat(path).st_mode
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name (a Parquet's image path); opening says so
         return None
     return next((what for test, what in _SPECIAL if test(mode)), None)
 

@@ -1013,6 +1013,18 @@ def test_a_hugging_face_image_file_over_max_bytes_or_a_pipe_is_a_reject_unread(t
     assert pipe.message == "image.path 'pipe.jpg' is a named pipe, not a regular file"
 
 
+def test_a_hugging_face_image_path_holding_a_nul_is_its_rows_reject_not_its_row_groups(tmp_path):
+    """A path with a NUL byte (a damaged or hostile Parquet) cannot name a file: os.stat raised
+    ValueError, which made the rest of the row group, its good images too, a corrupt_shard reject."""
+    (tmp_path / "ok.jpg").write_bytes(jpeg(1))
+    names = ("a\x00b.jpg", "ok.jpg")
+    path = hf_parquet(tmp_path / "a.parquet", [{"bytes": None, "path": n} for n in names], url=["u0", "u1"])
+    nul, ok = read(path)
+    assert (nul.ordinal, nul.stage, nul.source) == (0, "read", f"{path}#000000000")
+    assert nul.message.startswith("image.path 'a\\x00b.jpg': ") and nul.message.endswith("(url 'u0')")
+    assert isinstance(ok, Record) and (ok.data, ok.url) == (jpeg(1), "u1")
+
+
 def test_a_remote_parquets_image_files_are_read_from_its_folder_never_from_the_workers_disk(tmp_path):
     """A relative path is read on the shard's own file system (its bucket); an absolute one,
     or one that leads out of the bucket, would read another place than the dataset's: rejects
