@@ -333,9 +333,33 @@ def _with_partitions(meta_text: str | None, partitions: tuple[tuple[str, str | N
 
 def _metadata_object(meta_text: str | None) -> dict:
     """The metadata JSON (_metadata's, strict) as an object to add keys to: {} for none, a
-    value that is not an object (a list, text that was not JSON) under "json"."""
-    parsed = {} if meta_text is None else json.loads(meta_text)
+    value that is not an object (a list, text that was not JSON) under "json", and one nested
+    deeper than MERGE_DEPTH as its text there."""
+    try:
+        parsed = {} if meta_text is None else json.loads(meta_text)
+    except RecursionError:  # _metadata parsed it higher up the stack: too deep all the same
+        return {"json": meta_text}
+    if _deeper_than(parsed, MERGE_DEPTH):
+        return {"json": meta_text}
     return parsed if isinstance(parsed, dict) else {"json": parsed}
+
+
+# _finite and json.dumps recurse a level a frame (a comprehension two): json.loads parses
+# about twice as deep, and a .json of 500-1000 levels raised RecursionError out of the
+# reader (the run failed); a fixed limit, not the stack's, so every worker writes the same
+MERGE_DEPTH = 200
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether lists and objects nest in `value` more than `limit` levels (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -1159,6 +1159,24 @@ def test_hive_partitions_of_tar_samples_are_metadata_as_a_parquets_rows_have_the
         "[1, 2]", '"{not json"', None]
 
 
+def test_a_deeply_nested_json_member_merged_with_partitions_or_text_members_is_kept(tmp_path):
+    """A .json nested deeper than the merge recursed (json.loads parses twice as deep) raised
+    RecursionError out of the reader, failing the run, where partitions or text members are
+    added; it is kept as text under "json", as a .json too deep to parse is. Every depth up to
+    where the first parse fails: the second, a few frames deeper, failed just before it."""
+    deeps = ["[" * depth + "]" * depth for depth in range(500, 1001)]
+    folder = tmp_path / "data" / "lang=en"
+    folder.mkdir(parents=True)
+    write_tar(folder / "00000.tar", [(f"a{i}", {"jpg": jpeg(1), "json": d.encode()})
+                                     for i, d in enumerate(deeps)])
+    write_tar(tmp_path / "plain.tar", [("b", {"jpg": jpeg(2), "json": deeps[0].encode(), "cls": b"7"})])
+    (tar,) = discover([str(tmp_path / "data")])
+    expected = [{"json": d, "lang": "en"} for d in deeps]
+    assert [json.loads(r.metadata) for r in read_shard(tar, CONFIG)] == expected
+    (b,) = read(str(tmp_path / "plain.tar"))
+    assert json.loads(b.metadata) == {"json": deeps[0], "cls": "7"}
+
+
 def test_hive_partitions_of_image_files_are_metadata_over_their_json_file(tmp_path):
     """Folders of images (img2dataset's files output, training folders) under key=value
     folders: each image's metadata holds them, over its .json sidecar's keys of their name."""
