@@ -549,7 +549,7 @@ def _rows(batch: pa.RecordBatch) -> list[dict]:
     reject, its images with it."""
     try:
         return batch.to_pylist()
-    except ValueError:  # UnicodeDecodeError, or "Nanosecond resolution ... not safely convertible"
+    except (ValueError, OverflowError):  # UnicodeDecodeError, "Nanosecond resolution ...", a year > 9999
         columns = {name: _lax_values(batch.column(i)) for i, name in enumerate(batch.schema.names)}
         return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
@@ -558,31 +558,38 @@ def _lax_values(column: pa.Array) -> list:
     """A column's values as to_pylist gives them, strings read from their bytes and nanosecond
     times as text, however they are nested (lists, structs, maps; dictionary-encoded too): a
     map of EXIF tags or a Hugging Face image's path in latin-1 made the whole row group a
-    corrupt_shard reject."""
+    corrupt_shard reject. A column with a date or time beyond Python's (year 10000 on: epoch
+    milliseconds written with a unit of seconds) has every date and time as text: pyarrow
+    raised OverflowError, which failed the run."""
     lax = _lax_type(column.type)
-    if lax == column.type:  # no strings: bytes are binary (a caption column's, decoded as a .txt)
-        return column.to_pylist()
-    return _texts_decoded(column.cast(lax).to_pylist())
+    try:
+        if lax == column.type:  # no strings: bytes are binary (a caption column's, decoded as a .txt)
+            return column.to_pylist()
+        return _texts_decoded(column.cast(lax).to_pylist())
+    except OverflowError:
+        return _texts_decoded(column.cast(_lax_type(column.type, times=True)).to_pylist())
 
 
-def _lax_type(t: pa.DataType) -> pa.DataType:
+def _lax_type(t: pa.DataType, times: bool = False) -> pa.DataType:
     """`t` with its strings (dictionary-encoded ones too) as binary, which Arrow does not
-    validate as UTF-8, and its nanosecond times as text."""
+    validate as UTF-8, and its nanosecond times (`times`: all its dates and times) as text."""
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return pa.large_binary()
     if (pa.types.is_timestamp(t) or pa.types.is_time64(t) or pa.types.is_duration(t)) and t.unit == "ns":
         return pa.string()
+    if times and pa.types.is_temporal(t):
+        return pa.string()
     if pa.types.is_dictionary(t):
-        return _lax_type(t.value_type)
+        return _lax_type(t.value_type, times)
     if pa.types.is_map(t):
-        return pa.map_(_lax_type(t.key_type), _lax_type(t.item_type))
+        return pa.map_(_lax_type(t.key_type, times), _lax_type(t.item_type, times))
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        item = t.value_field.with_type(_lax_type(t.value_type))
+        item = t.value_field.with_type(_lax_type(t.value_type, times))
         if pa.types.is_fixed_size_list(t):
             return pa.list_(item, t.list_size)
         return pa.large_list(item) if pa.types.is_large_list(t) else pa.list_(item)
     if pa.types.is_struct(t):
-        return pa.struct([f.with_type(_lax_type(f.type)) for f in t])
+        return pa.struct([f.with_type(_lax_type(f.type, times)) for f in t])
     return t
 
 

@@ -621,6 +621,23 @@ def test_parquet_nanosecond_times_keep_their_rows(tmp_path):
     assert json.loads(item.metadata) == {"fetched": "2023-11-14 22:13:20.123456789"}
 
 
+def test_parquet_times_beyond_pythons_keep_their_rows(tmp_path):
+    """Epoch milliseconds written with a unit of seconds (year 55,000), a date32 of 10**9 days:
+    pyarrow raised OverflowError, which no reader caught and the run failed. The column's
+    dates and times are text; the other columns, and other batches, as they are."""
+    millis = 1_700_000_000_123
+    pq.write_table(pa.table({
+        "jpg": [jpeg(1), jpeg(2)], "seen": pa.array([millis, 0], pa.timestamp("s")),
+        "day": pa.array([[10**9], None], pa.list_(pa.date32())), "n": [1, 2]}), tmp_path / "a.parquet")
+    items = read(str(tmp_path / "a.parquet"))
+    assert [i.data for i in items] == [jpeg(1), jpeg(2)] and all(isinstance(i, Record) for i in items)
+    first, second = (json.loads(i.metadata) for i in items)
+    assert isinstance(first["seen"], str) and isinstance(first["day"][0], str) and first["n"] == 1
+    seen = pq.read_schema(tmp_path / "a.parquet").field("seen").type  # Parquet has no seconds: ms
+    epoch = pa.array([0], seen).cast(pa.string())[0].as_py()  # Arrow's text of a time
+    assert second == {"seen": epoch, "day": None, "n": 2} and epoch.startswith("1970-01-01 00:00:00")
+
+
 def test_an_image_column_of_nulls_only_is_not_refused(tmp_path):
     """pandas writes an all-None column as type null: another shard may hold the images."""
     from memgen.readers import named_columns
