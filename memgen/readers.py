@@ -547,11 +547,39 @@ def _rows(batch: pa.RecordBatch) -> list[dict]:
     times, which Python's hold to the microsecond ("2023-11-14 22:13:20.123456789": pyarrow
     gives them only as pandas' Timestamps). Either made their whole row group a corrupt_shard
     reject, its images with it."""
-    try:
-        return batch.to_pylist()
-    except (ValueError, OverflowError):  # UnicodeDecodeError, "Nanosecond resolution ...", a year > 9999
-        columns = {name: _lax_values(batch.column(i)) for i, name in enumerate(batch.schema.names)}
-        return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    # a nanosecond time is text in every batch: pyarrow gives one without nanoseconds as a
+    # datetime ("... 22:13:20+00:00"), and its column's text followed its batch's other rows
+    if not any(map(_holds_nanoseconds, batch.schema.types)):
+        try:
+            return batch.to_pylist()
+        except (ValueError, OverflowError):  # UnicodeDecodeError, a year > 9999
+            pass
+    columns = {name: _column_values(batch.column(i)) for i, name in enumerate(batch.schema.names)}
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def _column_values(column: pa.Array) -> list:
+    """A column's values as _rows gives them: only a column that needs it read laxly (decoding
+    strings in Python costs a call a value)."""
+    if not _holds_nanoseconds(column.type):
+        try:
+            return column.to_pylist()
+        except (ValueError, OverflowError):
+            pass
+    return _lax_values(column)
+
+
+def _holds_nanoseconds(t: pa.DataType) -> bool:
+    """Whether `t` is or holds (in lists, maps, structs, dictionaries) a nanosecond time."""
+    if pa.types.is_timestamp(t) or pa.types.is_time64(t) or pa.types.is_duration(t):
+        return t.unit == "ns"
+    if pa.types.is_dictionary(t):
+        return _holds_nanoseconds(t.value_type)
+    if pa.types.is_map(t):
+        return _holds_nanoseconds(t.key_type) or _holds_nanoseconds(t.item_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _holds_nanoseconds(t.value_type)
+    return pa.types.is_struct(t) and any(_holds_nanoseconds(f.type) for f in t)
 
 
 def _lax_values(column: pa.Array) -> list:

@@ -621,6 +621,17 @@ def test_parquet_nanosecond_times_keep_their_rows(tmp_path):
     assert json.loads(item.metadata) == {"fetched": "2023-11-14 22:13:20.123456789"}
 
 
+def test_parquet_nanosecond_times_are_text_of_one_form_whatever_their_batch(tmp_path):
+    """pyarrow gives a nanosecond time without nanoseconds as a datetime: a column's times were
+    "2023-11-14 22:13:20+00:00" in a batch of such rows and "...20.000000001Z" in the next."""
+    stamps = [1_700_000_000_000_000_000] * 64 + [1_700_000_000_000_000_001] * 64
+    pq.write_table(pa.table({"jpg": [b"%d" % i for i in range(128)], "caption": ["c"] * 128,
+                             "t": pa.array(stamps, pa.timestamp("ns", tz="UTC"))}), tmp_path / "a.parquet")
+    texts = pa.array(stamps, pa.timestamp("ns", tz="UTC")).cast(pa.string()).to_pylist()
+    items = read(str(tmp_path / "a.parquet"))
+    assert [json.loads(i.metadata)["t"] for i in items] == texts and {i.caption for i in items} == {"c"}
+
+
 def test_parquet_times_beyond_pythons_keep_their_rows(tmp_path):
     """Epoch milliseconds written with a unit of seconds (year 55,000), a date32 of 10**9 days:
     pyarrow raised OverflowError, which no reader caught and the run failed. The column's
