@@ -49,6 +49,20 @@ def image_errors() -> Iterator[None]:
         raise ImageError("decode_error", f"{type(e).__name__}: {e}"[:500]) from None
 
 
+def identified(data: bytes) -> bool:
+    """Whether Pillow knows the format of these bytes (their header only is read); a known
+    format's damage is for the decode to say."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Image.open(io.BytesIO(data)).close()
+    except Image.UnidentifiedImageError:
+        return False
+    except Exception:  # noqa: BLE001 - a format Pillow knows, damaged or too large: decoded later
+        return True
+    return True
+
+
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """The image with only its header read, after the size checks; use inside image_errors()."""
     if not data:

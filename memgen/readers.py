@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from memgen.decode import identified
 from memgen.records import Record, Reject, Shard, printable
 from memgen.shards import (
     HTTP_TIMEOUT,
@@ -495,11 +496,17 @@ def _image_file(shard: Shard, row: int, key: str, column: str, path: str, fields
     except Exception as e:  # noqa: BLE001 - a failed read (a cut, a silent server) too, worth a retry
         return Reject(shard.index, row, source, "read", "unreadable",
                       f"{column} {path!r}: {_file_said(e, shard, config)}{_row_said(fields, config)}"[:500])
-    if len(data) > config.max_bytes:  # not read whole: the head is kept, as a tar member's
+    # A path may name any file this machine reads (a Parquet from elsewhere naming ~/.ssh/id_rsa):
+    # only an image's bytes go on, and a reject keeps none, so no other file lands in a memory
+    if len(data) > config.max_bytes:
         what = f"{size} bytes" if size else "more bytes"
         return Reject(shard.index, row, source, "read", "too_large",
-                      f"{column} {path!r} is {what} > max_bytes {config.max_bytes}", size or len(data),
-                      data[: config.reject_data_cap])
+                      f"{column} {path!r} is {what} > max_bytes {config.max_bytes} (its bytes are not kept: "
+                      "a path may name any file)", size or len(data))
+    if not identified(data):
+        return Reject(shard.index, row, source, "read", "not_an_image",
+                      f"{column} {path!r}: Pillow cannot identify an image format in this file (its bytes "
+                      f"are not kept: a path may name any file){_row_said(fields, config)}"[:500], len(data))
     return data
 
 

@@ -1107,8 +1107,10 @@ def test_hugging_face_images_kept_as_files_make_the_memory_their_embedded_bytes_
     (tmp_path / "files" / "img").mkdir(parents=True)
     for i in range(3):
         (tmp_path / "files" / "img" / f"{i}.jpg").write_bytes(jpeg(i))
-    captions = ["zero", "one", "two", "gone"]
-    named = ["img/0.jpg", "img/1.jpg", "img/2.jpg", "img/gone.jpg"]
+    secret = b"SECRET-KEY-MATERIAL " * 10  # a file that is no image, which a path may name
+    (tmp_path / "id_rsa").write_bytes(secret)
+    captions = ["zero", "one", "two", "gone", "secret"]
+    named = ["img/0.jpg", "img/1.jpg", "img/2.jpg", "img/gone.jpg", "../id_rsa"]
     pq.write_table(pa.table({"image": pa.array([{"bytes": None, "path": p} for p in named], hf_image),
                              "caption": captions}), tmp_path / "files" / "train.parquet")
     embedded_images = [{"bytes": jpeg(i), "path": None} for i in (0, 1, 2)]
@@ -1124,6 +1126,9 @@ def test_hugging_face_images_kept_as_files_make_the_memory_their_embedded_bytes_
 
     assert kept(files) == kept(embedded) and len(kept(files)) == 3
     counts = read_manifest(str(files))["counts"]
-    assert counts["rejects_by_reason"] == {"missing": 1} and counts["images"] == 3
-    (gone,) = rows(files, "rejects")
+    assert counts["rejects_by_reason"] == {"missing": 1, "not_an_image": 1} and counts["images"] == 3
+    assert not any(b"SECRET-KEY" in f.read_bytes() for f in files.rglob("*") if f.is_file())
+    gone, other_file = sorted(rows(files, "rejects"), key=lambda r: r["source"])
+    assert (other_file["error_type"], other_file["n_bytes"], other_file["data"]) == (
+        "not_an_image", len(secret), None)
     assert gone["source"] == f"{tmp_path}/files/train.parquet#000000003"

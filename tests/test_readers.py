@@ -1023,7 +1023,7 @@ def test_a_hugging_face_image_file_over_max_bytes_or_a_pipe_is_a_reject_unread(t
 
     big = jpeg(1, quality=100)
     (tmp_path / "big.jpg").write_bytes(big)
-    (tmp_path / "small.jpg").write_bytes(b"x" * 10)
+    (tmp_path / "small.jpg").write_bytes(jpeg(2)[:40])  # a JPEG cut short: the decode says so
     os.mkfifo(tmp_path / "pipe.jpg")  # opening it waits for a writer: the run never ended
     path = hf_parquet(tmp_path / "a.parquet", [{"bytes": None, "path": name}
                                                for name in ("big.jpg", "small.jpg", "pipe.jpg")])
@@ -1034,11 +1034,29 @@ def test_a_hugging_face_image_file_over_max_bytes_or_a_pipe_is_a_reject_unread(t
     reading.join(60)
     assert not reading.is_alive(), "the read of a named pipe waited for a writer"
     too_large, small, pipe = items
-    assert (too_large.error_type, too_large.n_bytes, too_large.data) == ("too_large", len(big), big[:16])
-    assert too_large.message == f"image.path 'big.jpg' is {len(big)} bytes > max_bytes {len(big) - 1}"
-    assert isinstance(small, Record) and small.data == b"x" * 10
+    assert (too_large.error_type, too_large.n_bytes, too_large.data) == ("too_large", len(big), None)
+    assert too_large.message == (f"image.path 'big.jpg' is {len(big)} bytes > max_bytes {len(big) - 1} "
+                                 "(its bytes are not kept: a path may name any file)")
+    assert isinstance(small, Record) and small.data == jpeg(2)[:40]
     assert (pipe.stage, pipe.error_type) == ("read", "not_a_file")
     assert pipe.message == "image.path 'pipe.jpg' is a named pipe, not a regular file"
+
+
+def test_a_hugging_face_path_to_a_file_that_is_no_image_copies_none_of_it(tmp_path):
+    """A Parquet from elsewhere may name any file this machine reads (~/.ssh/id_rsa, ../.env):
+    its bytes went on as a record and into the rejects table as a not_an_image reject's."""
+    secret = b"-----BEGIN OPENSSH PRIVATE KEY----- not an image"
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "id_rsa").write_bytes(secret)
+    (tmp_path / "data").mkdir()
+    path = hf_parquet(tmp_path / "data" / "a.parquet", [
+        {"bytes": None, "path": str(tmp_path / "home" / "id_rsa")},
+        {"bytes": None, "path": "../home/id_rsa"}], url=["u0", "u1"])
+    for reject in read(path):
+        assert (reject.stage, reject.error_type, reject.n_bytes, reject.data) == (
+            "read", "not_an_image", len(secret), None)
+        assert "its bytes are not kept: a path may name any file" in reject.message
+        assert reject.message.endswith("')") and "BEGIN" not in reject.message
 
 
 def test_a_hugging_face_image_path_holding_a_nul_is_its_rows_reject_not_its_row_groups(tmp_path):
