@@ -486,6 +486,9 @@ def _image_file(shard: Shard, row: int, key: str, column: str, path: str, fields
                       f"{column} {path!r} is {special}, not a regular file{_row_said(fields, config)}"[:500])
     try:
         opened = fs.open(location, "rb", **({} if _is_local(fs) else {"block_size": 0}))
+    except IsADirectoryError:  # not worth a retry, as unreadable is (a rerun would be refused)
+        return Reject(shard.index, row, source, "read", "not_a_file",
+                      f"{column} {path!r} is a folder, not a regular file{_row_said(fields, config)}"[:500])
     except Exception as e:  # noqa: BLE001 - any failure to open one image's file is that row's reject
         return Reject(shard.index, row, source, "read", open_error(e),
                       f"{column} {path!r}: {_file_said(e, shard, config)}{_row_said(fields, config)}"[:500])
@@ -518,6 +521,8 @@ def _beside(shard: Shard, path: str, http_timeout: float) -> tuple[fsspec.Abstra
     worker's own disk, and a URL would make memgen a crawler (img2dataset downloads them)."""
     if _URL.match(path):
         return "a URL is not downloaded (img2dataset downloads them)"
+    if "\x00" in path:  # a damaged or hostile Parquet: no file is named so, now or on a rerun
+        return "a file name cannot hold a NUL byte"
     location = shard.location
     if location.startswith(("http://", "https://")):
         if path.startswith("/"):
