@@ -283,10 +283,12 @@ def _metadata(text: str | None) -> tuple[str | None, str | None]:
     null."""
     if text is None:
         return None, None
+    if _json_deeper_than(text, MERGE_DEPTH):  # parsed or not as deep as the stack allows: not the same
+        return json.dumps(text, ensure_ascii=False), None  # on every worker
     nonfinite: list[str] = []
     try:
         parsed = json.loads(text, parse_constant=lambda name: nonfinite.append(name))  # -> None
-    except (ValueError, RecursionError):
+    except ValueError:
         return json.dumps(text, ensure_ascii=False), None
     url = _field_text(parsed.get("url")) if isinstance(parsed, dict) else None
     if nonfinite or "\\u" in text:  # NaN, or escapes that may leave half a character
@@ -333,33 +335,36 @@ def _with_partitions(meta_text: str | None, partitions: tuple[tuple[str, str | N
 
 
 def _metadata_object(meta_text: str | None) -> dict:
-    """The metadata JSON (_metadata's, strict) as an object to add keys to: {} for none, a
-    value that is not an object (a list, text that was not JSON) under "json", and one nested
-    deeper than MERGE_DEPTH as its text there."""
-    try:
-        parsed = {} if meta_text is None else json.loads(meta_text)
-    except RecursionError:  # _metadata parsed it higher up the stack: too deep all the same
-        return {"json": meta_text}
-    if _deeper_than(parsed, MERGE_DEPTH):
-        return {"json": meta_text}
+    """The metadata JSON (_metadata's, strict, at most MERGE_DEPTH deep) as an object to add
+    keys to: {} for none, a value that is not an object (a list, text that was not JSON)
+    under "json"."""
+    parsed = {} if meta_text is None else json.loads(meta_text)
     return parsed if isinstance(parsed, dict) else {"json": parsed}
 
 
-# _finite and json.dumps recurse a level a frame (a comprehension two): json.loads parses
-# about twice as deep, and a .json of 500-1000 levels raised RecursionError out of the
-# reader (the run failed); a fixed limit, not the stack's, so every worker writes the same
+# json.loads, _finite and json.dumps recurse a level a frame (or two): a .json of 500-1000
+# levels raised RecursionError out of the reader (the run failed), or parsed or not as deep
+# as the caller's stack allowed; a fixed limit, so every worker writes the same
 MERGE_DEPTH = 200
 
 
-def _deeper_than(value: object, limit: int) -> bool:
-    """Whether lists and objects nest in `value` more than `limit` levels (without recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
+def _json_deeper_than(text: str, limit: int) -> bool:
+    """Whether JSON text nests lists and objects more than `limit` levels (brackets inside
+    strings aside), without parsing it; counted only where it has that many brackets."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
             if depth > limit:
                 return True
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+        elif char in "]}":
+            depth -= 1
     return False
 
 

@@ -1224,6 +1224,25 @@ def test_a_deeply_nested_json_member_merged_with_partitions_or_text_members_is_k
     assert json.loads(b.metadata) == {"json": deeps[0], "cls": "7"}
 
 
+def test_a_json_member_deeper_than_the_limit_is_its_text_however_deep_the_callers_stack():
+    """json.loads of a .json about 950 levels deep parsed or raised RecursionError as deep as
+    its caller's stack was: kept as JSON or as text on one worker and the other. Brackets in
+    strings are no nesting."""
+    from memgen.readers import MERGE_DEPTH, _metadata
+
+    deep = "[" * 950 + "]" * 950
+    in_strings = json.dumps({"a": "[" * 300, "b": "{" * 300, "c": '\\"[[' * 100})
+
+    def called(depth: int, text: str):
+        return _metadata(text) if depth == 0 else called(depth - 1, text)
+
+    assert _metadata(deep) == called(sys.getrecursionlimit() - 100, deep) == (json.dumps(deep), None)
+    limit = "[" * MERGE_DEPTH + "]" * MERGE_DEPTH
+    assert _metadata(limit) == (limit, None)
+    assert _metadata(f"[{limit}]") == (json.dumps(f"[{limit}]"), None)
+    assert json.loads(_metadata(in_strings)[0]) == json.loads(in_strings)
+
+
 def test_hive_partitions_of_image_files_are_metadata_over_their_json_file(tmp_path):
     """Folders of images (img2dataset's files output, training folders) under key=value
     folders: each image's metadata holds them, over its .json sidecar's keys of their name."""
