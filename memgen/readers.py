@@ -490,19 +490,12 @@ def _image_file(shard: Shard, row: int, key: str, column: str, path: str, fields
         return Reject(shard.index, row, source, "read", "not_a_file",
                       f"{column} {path!r} is {special}, not a regular file{_row_said(fields, config)}"[:500])
     try:
-        opened = fs.open(location, "rb", **({} if _is_local(fs) else {"block_size": 0}))
+        data, size = _fetched(fs, location, config.max_bytes)
     except IsADirectoryError:  # not worth a retry, as unreadable is (a rerun would be refused)
         return Reject(shard.index, row, source, "read", "not_a_file",
                       f"{column} {path!r} is a folder, not a regular file{_row_said(fields, config)}"[:500])
-    except Exception as e:  # noqa: BLE001 - any failure to open one image's file is that row's reject
+    except Exception as e:  # noqa: BLE001 - any failure (a cut, a silent server: worth a retry) is the row's
         return Reject(shard.index, row, source, "read", open_error(e),
-                      f"{column} {path!r}: {_file_said(e, shard, config)}{_row_said(fields, config)}"[:500])
-    try:
-        with FailsAsOSError(opened) as f:
-            data = read_up_to(f, config.max_bytes + 1)
-            size = _size(f) if len(data) > config.max_bytes else len(data)
-    except Exception as e:  # noqa: BLE001 - a failed read (a cut, a silent server) too, worth a retry
-        return Reject(shard.index, row, source, "read", "unreadable",
                       f"{column} {path!r}: {_file_said(e, shard, config)}{_row_said(fields, config)}"[:500])
     # A path may name any file this machine reads (a Parquet from elsewhere naming ~/.ssh/id_rsa):
     # only an image's bytes go on, and a reject keeps none, so no other file lands in a memory
@@ -516,6 +509,45 @@ def _image_file(shard: Shard, row: int, key: str, column: str, path: str, fields
                       f"{column} {path!r}: Pillow cannot identify an image format in this file (its bytes "
                       f"are not kept: a path may name any file){_row_said(fields, config)}"[:500], len(data))
     return data
+
+
+def _fetched(fs: fsspec.AbstractFileSystem, location: str, max_bytes: int) -> tuple[bytes, int | None]:
+    """(its first max_bytes + 1 bytes, its size when known) of an image's file. In a bucket one
+    ranged GET (_ranged); over http(s) streamed (a server that ignores ranges sends no more than
+    is read) with a size (any), which skips fsspec's info(): a HEAD before each GET."""
+    if not _is_local(fs) and not location.startswith(("http://", "https://")):
+        return _ranged(fs, location, max_bytes)
+    streamed = {} if _is_local(fs) else {"block_size": 0, "size": 1}
+    with FailsAsOSError(fs.open(location, "rb", **streamed)) as f:
+        data = read_up_to(f, max_bytes + 1)
+        return data, _size(f) if len(data) > max_bytes else len(data)
+
+
+def _ranged(fs: fsspec.AbstractFileSystem, location: str, max_bytes: int) -> tuple[bytes, int | None]:
+    """(its first max_bytes + 1 bytes, its size or None when more came) of an image's file in a
+    bucket, in one ranged GET: open() asked for the object's size first (a HEAD each image, the
+    round trip that costs most on S3 or GCS). A range past the end gives what there is; a
+    zero-byte object refuses any range (416)."""
+    try:
+        data = fs.cat_file(location, start=0, end=max_bytes + 1)
+    except Exception as e:
+        if _unsatisfiable(e):
+            return b"", 0
+        raise
+    return data, (None if len(data) > max_bytes else len(data))
+
+
+def _unsatisfiable(e: BaseException) -> bool:
+    """Whether a ranged GET from byte 0 was answered 416: s3fs raises OSError from botocore's
+    ClientError (InvalidRange), gcsfs HttpError (code 416), aiohttp a status 416."""
+    for error in (e, e.__cause__, e.__context__):
+        response = getattr(error, "response", None)
+        said = response if isinstance(response, dict) else {}
+        if 416 in (getattr(error, "status", None), getattr(error, "code", None),
+                   said.get("ResponseMetadata", {}).get("HTTPStatusCode")) or (
+                said.get("Error", {}).get("Code") == "InvalidRange"):
+            return True
+    return False
 
 
 def _beside(shard: Shard, path: str, http_timeout: float) -> tuple[fsspec.AbstractFileSystem, str] | str:

@@ -11,6 +11,7 @@ The memory's content must equal that of the same shards read from local disk.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import gzip
@@ -19,6 +20,7 @@ import http.server
 import io
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -1078,3 +1080,53 @@ def test_a_hugging_face_image_file_on_a_silent_server_is_unreadable_after_http_t
     assert (silent.error_type, silent.message) == ("unreadable", f"image.path '../silent/0.jpg': {said}")
     assert (stalls.error_type, stalls.message) == ("unreadable", f"image.path '../stalls/1.jpg': {said}")
     assert isinstance(drips, Record) and drips.data == jpeg(2)
+
+
+def _requests(records: list[logging.LogRecord]) -> collections.Counter[str]:
+    """'METHOD /bucket/key' of each request moto's server logged (werkzeug's log, coloured)."""
+    lines = (re.sub(r"\x1b\[[0-9;]*m", "", r.getMessage()) for r in records if r.name == "werkzeug")
+    return collections.Counter(m.group(1) for line in lines if (m := re.search(r'"([A-Z]+ /[^? ]*)', line)))
+
+
+def test_a_hugging_face_image_file_in_a_bucket_costs_one_request(s3, caplog):
+    """fs.open asked for the object's size (a HEAD) before its GET: two round trips an image on
+    S3 or GCS. One ranged GET reads up to max_bytes + 1 bytes: a range past the end gives what
+    there is, a zero-byte object (which refuses any range: 416) is empty, a missing one missing."""
+    small, big = jpeg(1), jpeg(2, quality=100)
+    s3.pipe({"inputs/hf/img/0.jpg": small, "inputs/hf/img/big.jpg": big, "inputs/hf/img/empty.jpg": b""})
+    images = pa.array([{"bytes": None, "path": f"img/{name}.jpg"} for name in ("0", "big", "empty", "gone")],
+                      pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    with s3.open("inputs/hf/train.parquet", "wb") as f:
+        pq.write_table(pa.table({"image": images}), f)
+    from memgen.readers import ReaderConfig, read_shard
+    from memgen.records import Record, Shard
+
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    caplog.clear()  # the requests that wrote the bucket
+    kept, too_large, empty, gone = read_shard(Shard.of(0, "s3://inputs/hf/train.parquet", "parquet"),
+                                              ReaderConfig(max_bytes=len(big) - 1))
+    asked = {line: n for line, n in _requests(caplog.records).items() if "/img/" in line}
+    assert asked == {f"GET /inputs/hf/img/{name}.jpg": 1 for name in ("0", "big", "empty", "gone")}
+    assert isinstance(kept, Record) and kept.data == small
+    assert (too_large.error_type, too_large.data) == ("too_large", None)
+    assert too_large.message.startswith(f"image.path 'img/big.jpg' is more bytes > max_bytes {len(big) - 1}")
+    assert (empty.error_type, empty.n_bytes) == ("not_an_image", 0)
+    assert gone.error_type == "missing"
+    assert gone.message.startswith("image.path 'img/gone.jpg': FileNotFoundError")
+
+
+def test_a_hugging_face_image_file_on_a_server_costs_one_get(tmp_path):
+    """Over http(s) too, open() asked info() (a HEAD) before the GET of each image's file."""
+    from memgen.readers import ReaderConfig, read_shard
+    from memgen.records import Record, Shard
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "0.jpg").write_bytes(jpeg(1))
+    images = pa.array([{"bytes": None, "path": "img/0.jpg"}, {"bytes": None, "path": "img/gone.jpg"}],
+                      pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(pa.table({"image": images}), tmp_path / "train.parquet")
+    requests: list[str] = []
+    with serving(functools.partial(_CountingHandler, directory=str(tmp_path)), requests=requests) as root:
+        kept, gone = read_shard(Shard.of(0, f"{root}/train.parquet", "parquet"), ReaderConfig())
+    assert isinstance(kept, Record) and kept.data == jpeg(1) and gone.error_type == "missing"
+    assert requests == ["GET"] * 3  # the Parquet, then each image's file
