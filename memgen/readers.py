@@ -451,8 +451,19 @@ def _image_values(images: pa.Array) -> tuple[list, list]:
     if not pa.types.is_struct(images.type):
         return images.to_pylist(), [None] * len(images)
     children = dict(zip([field.name for field in images.type], images.flatten(), strict=True))
-    paths = _lax_values(children["path"]) if "path" in children else [None] * len(images)
+    paths = _path_bytes(children["path"]) if "path" in children else [None] * len(images)
     return children["bytes"].to_pylist(), paths
+
+
+def _path_bytes(paths: pa.Array) -> list[bytes | None]:
+    """Each path's bytes as stored, text or binary: a file's name on Linux is bytes, and one that
+    is not UTF-8 (latin-1, from a lax writer) is found only by them (decoded by a guess, it named
+    no file: a missing reject). A path of another type (a number) names no file: None."""
+    t = paths.type.value_type if pa.types.is_dictionary(paths.type) else paths.type
+    if not (_is_binary(t) or any(test(t) for test in (pa.types.is_string, pa.types.is_large_string,
+                                                       pa.types.is_string_view))):
+        return [None] * len(paths)
+    return paths.cast(pa.large_binary()).to_pylist()
 
 
 def _null_image(column: str, fields: dict, config: ReaderConfig) -> str:
@@ -473,14 +484,15 @@ def _row_said(fields: dict, config: ReaderConfig) -> str:
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def _image_file(shard: Shard, row: int, key: str, column: str, path: str, fields: dict,
+def _image_file(shard: Shard, row: int, key: str, column: str, name: bytes, fields: dict,
                 config: ReaderConfig) -> bytes | Reject:
     """The bytes of a Hugging Face image that names only its file (`datasets` saved without
     embedding them: bytes null, path set), read as the Parquet's own bytes are: through fsspec,
     --max_bytes and --http_timeout as for a shard. A missing or unreadable file, or one that
-    is not followed (_beside), is the row's reject, with its url."""
-    source = shard.source(f"#{key}")
-    where = _beside(shard, path, config.http_timeout)
+    is not followed (_beside), is the row's reject, with its url. `name`: the path's bytes; its
+    messages say it as text."""
+    source, path = shard.source(f"#{key}"), _utf8_or_guessed(name)
+    where = _beside(shard, name, config.http_timeout)
     if isinstance(where, str):
         return Reject(shard.index, row, source, "read", "empty",
                       f"{column} {path!r} is not read: {where}{_row_said(fields, config)}"[:500])
@@ -550,25 +562,27 @@ def _unsatisfiable(e: BaseException) -> bool:
     return False
 
 
-def _beside(shard: Shard, path: str, http_timeout: float) -> tuple[fsspec.AbstractFileSystem, str] | str:
+def _beside(shard: Shard, name: bytes, http_timeout: float) -> tuple[fsspec.AbstractFileSystem, str] | str:
     """(file system, path) of a Hugging Face image's file: a relative path from the Parquet
     shard's folder, on its file system (an s3:// or https:// shard's images are in the same
     bucket or on the same server, and never above the bucket); an absolute one only beside a
     local shard. Else why it is not read: an absolute path of a remote shard would read the
-    worker's own disk, and a URL would make memgen a crawler (img2dataset downloads them)."""
+    worker's own disk, and a URL would make memgen a crawler (img2dataset downloads them). `name`:
+    the path's bytes, a local file's name as they are, a server's percent-encoded."""
+    path = _utf8_or_guessed(name)
     if _URL.match(path):
         return "a URL is not downloaded (img2dataset downloads them)"
-    if "\x00" in path:  # a damaged or hostile Parquet: no file is named so, now or on a rerun
+    if b"\x00" in name:  # a damaged or hostile Parquet: no file is named so, now or on a rerun
         return "a file name cannot hold a NUL byte"
     location = shard.location
     if location.startswith(("http://", "https://")):
         if path.startswith("/"):
             return "an absolute path is read only beside a local Parquet, not one on a server"
-        url = urljoin(location, quote(path))
+        url = urljoin(location, quote(name))
         return fsspec.core.url_to_fs(url, **storage_options(url, http_timeout))[0], url
     fs, shard_path = url_fs(location)
     if _is_local(fs):
-        return fs, os.path.join(os.path.dirname(shard_path), path)
+        return fs, os.path.join(os.path.dirname(shard_path), os.fsdecode(name))  # not UTF-8: surrogates
     if path.startswith("/"):
         return "an absolute path is read only beside a local Parquet, not one in a bucket"
     root = shard_path.lstrip("/").split("/", 1)[0]
@@ -587,7 +601,7 @@ def _file_said(e: Exception, shard: Shard, config: ReaderConfig) -> str:
     timed_out = any(isinstance(error, TimeoutError) for error in (e, e.__cause__))
     if timed_out and shard.uri.startswith(("http://", "https://")):
         return f"TimeoutError: the server sent nothing for {config.http_timeout:g} s (--http_timeout)"
-    return open_message(e)
+    return printable(open_message(e))  # a local name that is not UTF-8 holds surrogates: not Parquet text
 
 
 def _rows(batch: pa.RecordBatch) -> list[dict]:

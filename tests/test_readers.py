@@ -1284,3 +1284,24 @@ def test_hive_partitions_of_a_folder_name_that_is_not_utf8_are_text_a_parquet_st
     assert [json.loads(r.metadata)["lang"] for r in records] == ["\\xff", "\\xff"]  # as the uri shows it
     assert all("lang=\\xff/" in s.uri for s in shards)
     pa.array([r.metadata for r in records])  # UTF-8: what the memory's metadata column is written as
+
+
+def test_a_hugging_face_path_that_is_not_utf8_names_the_file_of_its_bytes(tmp_path):
+    """A file's name on Linux is bytes: a path stored as binary made read_shard raise TypeError
+    (the run failed), and a latin-1 one in a string column, decoded by a guess, named no file (a
+    missing reject). The file of the path's bytes is read; a message says the path as text."""
+    name = "caf\xe9.jpg".encode("latin-1")
+    with open(os.path.join(os.fsencode(tmp_path), name), "wb") as f:
+        f.write(jpeg(1))
+    names = pa.array([name, b"img.jpg", "gone-\xe9.jpg".encode("latin-1")], pa.binary())
+    (tmp_path / "img.jpg").write_bytes(jpeg(2))
+    latin1 = pa.Array.from_buffers(pa.string(), len(names), names.buffers())  # unvalidated, as lax writers do
+    for paths in (names, names.cast(pa.large_binary()), latin1, latin1.dictionary_encode()):
+        images = pa.StructArray.from_arrays([pa.nulls(len(names), pa.binary()), paths], ["bytes", "path"])
+        pq.write_table(pa.table({"image": images}), tmp_path / "a.parquet")
+        cafe, img, gone = read(str(tmp_path / "a.parquet"))
+        assert isinstance(cafe, Record) and cafe.data == jpeg(1), paths.type
+        assert isinstance(img, Record) and img.data == jpeg(2)
+        assert (gone.error_type, gone.source) == ("missing", f"{tmp_path / 'a.parquet'}#000000002")
+        assert gone.message.startswith("image.path 'gone-\xe9.jpg': FileNotFoundError")
+        gone.message.encode()  # Parquet text: no surrogate of the file's name
