@@ -1122,11 +1122,16 @@ def test_a_hugging_face_image_file_on_a_server_costs_one_get(tmp_path):
 
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "0.jpg").write_bytes(jpeg(1))
-    images = pa.array([{"bytes": None, "path": "img/0.jpg"}, {"bytes": None, "path": "img/gone.jpg"}],
+    (tmp_path / "img" / "big.jpg").write_bytes(jpeg(2) * 40)
+    names = ("img/0.jpg", "img/gone.jpg", "img/big.jpg")
+    images = pa.array([{"bytes": None, "path": name} for name in names],
                       pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
     pq.write_table(pa.table({"image": images}), tmp_path / "train.parquet")
     requests: list[str] = []
+    config = ReaderConfig(max_bytes=len(jpeg(1)) * 4)
     with serving(functools.partial(_CountingHandler, directory=str(tmp_path)), requests=requests) as root:
-        kept, gone = read_shard(Shard.of(0, f"{root}/train.parquet", "parquet"), ReaderConfig())
+        kept, gone, big = read_shard(Shard.of(0, f"{root}/train.parquet", "parquet"), config)
     assert isinstance(kept, Record) and kept.data == jpeg(1) and gone.error_type == "missing"
-    assert requests == ["GET"] * 3  # the Parquet, then each image's file
+    # its size is not known without a HEAD: not the one open() was given to skip it
+    assert big.error_type == "too_large" and f"is more bytes > max_bytes {config.max_bytes}" in big.message
+    assert requests == ["GET"] * 4  # the Parquet, then each image's file
