@@ -646,16 +646,31 @@ def _lax_values(column: pa.Array) -> list:
     """A column's values as to_pylist gives them, strings read from their bytes and nanosecond
     times as text, however they are nested (lists, structs, maps; dictionary-encoded too): a
     map of EXIF tags or a Hugging Face image's path in latin-1 made the whole row group a
-    corrupt_shard reject. A column with a date or time beyond Python's (year 10000 on: epoch
+    corrupt_shard reject. A cell with a date or time beyond Python's (year 10000 on: epoch
     milliseconds written with a unit of seconds) has every date and time as text: pyarrow
-    raised OverflowError, which failed the run."""
+    raised OverflowError, which failed the run. Only that cell: its batch's other rows are as
+    in any other batch (the same time was '... 20.123000+00:00' in one, '... 20.123Z' here)."""
     lax = _lax_type(column.type)
     try:
-        if lax == column.type:  # no strings: bytes are binary (a caption column's, decoded as a .txt)
-            return column.to_pylist()
-        return _texts_decoded(column.cast(lax).to_pylist())
+        return _values_as(column, lax)
     except OverflowError:
-        return _texts_decoded(column.cast(_lax_type(column.type, times=True)).to_pylist())
+        timed = _texts_decoded(column.cast(_lax_type(column.type, times=True)).to_pylist())
+        return [_cell_value(column.slice(i, 1), lax, text) for i, text in enumerate(timed)]
+
+
+def _values_as(column: pa.Array, lax: pa.DataType) -> list:
+    if lax == column.type:  # no strings: bytes are binary (a caption column's, decoded as a .txt)
+        return column.to_pylist()
+    return _texts_decoded(column.cast(lax).to_pylist())
+
+
+def _cell_value(cell: pa.Array, lax: pa.DataType, timed: object) -> object:
+    """One cell's value as _lax_values gives it, or `timed` (its dates and times as text)
+    where one is beyond Python's."""
+    try:
+        return _values_as(cell, lax)[0]
+    except OverflowError:
+        return timed
 
 
 def _lax_type(t: pa.DataType, times: bool = False) -> pa.DataType:

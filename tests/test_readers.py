@@ -635,7 +635,7 @@ def test_parquet_nanosecond_times_are_text_of_one_form_whatever_their_batch(tmp_
 def test_parquet_times_beyond_pythons_keep_their_rows(tmp_path):
     """Epoch milliseconds written with a unit of seconds (year 55,000), a date32 of 10**9 days:
     pyarrow raised OverflowError, which no reader caught and the run failed. The column's
-    dates and times are text; the other columns, and other batches, as they are."""
+    dates and times in that row are text; the other rows and columns as they are anywhere."""
     millis = 1_700_000_000_123
     pq.write_table(pa.table({
         "jpg": [jpeg(1), jpeg(2)], "seen": pa.array([millis, 0], pa.timestamp("s")),
@@ -644,9 +644,26 @@ def test_parquet_times_beyond_pythons_keep_their_rows(tmp_path):
     assert [i.data for i in items] == [jpeg(1), jpeg(2)] and all(isinstance(i, Record) for i in items)
     first, second = (json.loads(i.metadata) for i in items)
     assert isinstance(first["seen"], str) and isinstance(first["day"][0], str) and first["n"] == 1
-    seen = pq.read_schema(tmp_path / "a.parquet").field("seen").type  # Parquet has no seconds: ms
-    epoch = pa.array([0], seen).cast(pa.string())[0].as_py()  # Arrow's text of a time
-    assert second == {"seen": epoch, "day": None, "n": 2} and epoch.startswith("1970-01-01 00:00:00")
+    # the other row reads as it does in a batch without the year 55,000 (one form a time)
+    pq.write_table(pa.table({"jpg": [jpeg(2)], "seen": pa.array([0], pa.timestamp("s")),
+                             "day": pa.array([None], pa.list_(pa.date32())), "n": [2]}),
+                   tmp_path / "b.parquet")
+    (alone,) = read(str(tmp_path / "b.parquet"))
+    assert second == json.loads(alone.metadata) == {"seen": "1970-01-01 00:00:00", "day": None, "n": 2}
+
+
+def test_a_time_beyond_pythons_makes_text_of_its_own_cell_only(tmp_path):
+    """A time of year 55,000 in one row made its whole batch's times Arrow's text: the same
+    time was '2023-11-14 22:13:20.123000+00:00' in one batch and '2023-11-14 22:13:20.123Z' in
+    the next, as a row beside it had one or not."""
+    millis = 1_700_000_000_123
+    stamps = pa.array([millis, millis, millis * 1000], pa.timestamp("ms", tz="UTC"))
+    pq.write_table(pa.table({"jpg": [jpeg(i) for i in range(3)], "t": stamps}), tmp_path / "a.parquet",
+                   row_group_size=1)  # the first row alone in its batch
+    pq.write_table(pa.table({"jpg": [jpeg(i) for i in range(3)], "t": stamps}), tmp_path / "b.parquet")
+    alone, *_ = (json.loads(i.metadata)["t"] for i in read(str(tmp_path / "a.parquet")))
+    beside, same, far = (json.loads(i.metadata)["t"] for i in read(str(tmp_path / "b.parquet")))
+    assert alone == beside == same and far == stamps[2:].cast(pa.string())[0].as_py()
 
 
 def test_an_image_column_of_nulls_only_is_not_refused(tmp_path):
