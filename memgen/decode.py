@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 DEFAULT_MAX_PIXELS = 100_000_000
 _WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
@@ -50,17 +50,23 @@ def image_errors() -> Iterator[None]:
 
 
 def identified(data: bytes) -> bool:
-    """Whether Pillow knows the format of these bytes (their header only is read); a known
-    format's damage is for the decode to say."""
+    """Whether Pillow knows the format of these bytes (their header only is read) as pixels it
+    can decode; a known format's damage is for the decode to say. Not a document or data file
+    it only names (PostScript, which it decodes through Ghostscript; HDF5, GRIB, BUFR and WMF
+    stubs): a file a Hugging Face path names may be any file, and each went on, failed at
+    decode, and the re-read kept its bytes as the reject's."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            Image.open(io.BytesIO(data)).close()
+            with Image.open(io.BytesIO(data)) as img:
+                return img.format not in _NOT_PIXELS and not isinstance(img, ImageFile.StubImageFile)
     except Image.UnidentifiedImageError:
         return False
     except Exception:  # noqa: BLE001 - a format Pillow knows, damaged or too large: decoded later
         return True
-    return True
+
+
+_NOT_PIXELS = frozenset({"EPS"})  # PostScript: a program, often a whole document
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:

@@ -1132,3 +1132,27 @@ def test_hugging_face_images_kept_as_files_make_the_memory_their_embedded_bytes_
     assert (other_file["error_type"], other_file["n_bytes"], other_file["data"]) == (
         "not_an_image", len(secret), None)
     assert gone["source"] == f"{tmp_path}/files/train.parquet#000000003"
+
+
+def test_a_postscript_document_a_hugging_face_path_names_keeps_none_of_its_bytes(tmp_path):
+    """Pillow "identifies" a PostScript document with a bounding box (dvips and print-to-file
+    write one) as EPS, which it cannot decode without Ghostscript, and an HDF5 file as a stub
+    it cannot decode at all: the row went on as an image, failed at decode, and the re-read
+    that writes rejects copied the file's bytes into the memory. Neither is an image a path
+    may name."""
+    hf_image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "0.jpg").write_bytes(jpeg(0))
+    document = b"%!PS-Adobe-3.0\n%%BoundingBox: 0 0 595 842\n%%Title: payroll\n(SECRET-SALARY) show\n" * 4
+    (tmp_path / "payroll.ps").write_bytes(document)
+    table = b"\x89HDF\r\n\x1a\n" + b"SECRET-SALARY " * 20
+    (tmp_path / "payroll.h5").write_bytes(table)
+    named = ["0.jpg", "../payroll.ps", "../payroll.h5"]
+    pq.write_table(pa.table({"image": pa.array([{"bytes": None, "path": p} for p in named], hf_image)}),
+                   tmp_path / "files" / "train.parquet")
+    memory = tmp_path / "memory"
+    assert run(str(tmp_path / "files" / "train.parquet"), "--memory", str(memory)) == 0
+    assert not any(b"SECRET-SALARY" in f.read_bytes() for f in memory.rglob("*") if f.is_file())
+    assert sorted((r["error_type"], r["n_bytes"], r["data"]) for r in rows(memory, "rejects")) == sorted(
+        [("not_an_image", len(document), None), ("not_an_image", len(table), None)])
+    assert len(rows(memory, "images")) == 1
