@@ -515,8 +515,8 @@ def _image_file(shard: Shard, row: int, key: str, column: str, name: bytes, fiel
                       "a path may name any file)", size or len(data))
     if not identified(data):
         return Reject(shard.index, row, source, "read", "not_an_image",
-                      f"{column} {path!r}: Pillow cannot identify an image format in this file (its bytes "
-                      f"are not kept: a path may name any file){_row_said(fields, config)}"[:500], len(data))
+                      f"{column} {path!r} is not an image of a format its first bytes tell (its bytes are "
+                      f"not kept: a path may name any file){_row_said(fields, config)}"[:500], len(data))
     return data
 
 

@@ -17,6 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import webdataset.tariterators as wds_tar
+from PIL import Image
 
 from memgen.outputs import MARKER
 from memgen.readers import ReaderConfig, _Keys, read_shard
@@ -1040,21 +1041,24 @@ def test_a_hugging_face_image_file_over_max_bytes_or_a_pipe_is_a_reject_unread(t
 
     big = jpeg(1, quality=100)
     (tmp_path / "big.jpg").write_bytes(big)
-    (tmp_path / "small.jpg").write_bytes(jpeg(2)[:40])  # a JPEG cut short: the decode says so
+    half = jpeg(2)[:len(jpeg(2)) // 2]
+    (tmp_path / "half.jpg").write_bytes(half)  # a JPEG cut short after its header: the decode says so
+    (tmp_path / "stub.jpg").write_bytes(jpeg(2)[:40])  # cut in its header: no image Pillow can tell
     os.mkfifo(tmp_path / "pipe.jpg")  # opening it waits for a writer: the run never ended
     path = hf_parquet(tmp_path / "a.parquet", [{"bytes": None, "path": name}
-                                               for name in ("big.jpg", "small.jpg", "pipe.jpg")])
+                                               for name in ("big.jpg", "half.jpg", "stub.jpg", "pipe.jpg")])
     items: list = []
     config = ReaderConfig(max_bytes=len(big) - 1, reject_data_cap=16)
     reading = threading.Thread(target=lambda: items.extend(read(path, config)), daemon=True)
     reading.start()
     reading.join(60)
     assert not reading.is_alive(), "the read of a named pipe waited for a writer"
-    too_large, small, pipe = items
+    too_large, half_read, stub, pipe = items
     assert (too_large.error_type, too_large.n_bytes, too_large.data) == ("too_large", len(big), None)
     assert too_large.message == (f"image.path 'big.jpg' is {len(big)} bytes > max_bytes {len(big) - 1} "
                                  "(its bytes are not kept: a path may name any file)")
-    assert isinstance(small, Record) and small.data == jpeg(2)[:40]
+    assert isinstance(half_read, Record) and half_read.data == half
+    assert (stub.error_type, stub.n_bytes, stub.data) == ("not_an_image", 40, None)
     assert (pipe.stage, pipe.error_type) == ("read", "not_a_file")
     assert pipe.message == "image.path 'pipe.jpg' is a named pipe, not a regular file"
 
@@ -1074,6 +1078,21 @@ def test_a_hugging_face_path_to_a_file_that_is_no_image_copies_none_of_it(tmp_pa
             "read", "not_an_image", len(secret), None)
         assert "its bytes are not kept: a path may name any file" in reject.message
         assert reject.message.endswith("')") and "BEGIN" not in reject.message
+
+
+def test_a_file_a_hugging_face_path_names_is_an_image_only_by_its_formats_signature():
+    """Pillow opens formats without a signature (TGA: one random binary in 20,000 passed) and
+    reads FITS headers from text: such a file went on as an image or, failing at the decode,
+    kept its bytes as its reject's. The web's formats, told by their first bytes, pass."""
+    from memgen.decode import identified
+
+    assert identified(jpeg(1)) and identified(encode(make_image(1), "PNG")) and identified(
+        encode(make_image(1), "WEBP"))
+    tga = bytes([0, 0, 2]) + bytes(9) + b"\x10\x00\x10\x00\x18\x00" + bytes(16 * 16 * 3)
+    assert Image.open(io.BytesIO(tga)).format == "TGA"  # what Pillow makes of it
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 1 1\n"
+    for data in (tga, b"SIMPLE  =" + b" " * 71, eps, b"x" * 10):
+        assert not identified(data), data[:20]
 
 
 def test_a_hugging_face_image_path_holding_a_nul_is_its_rows_reject_not_its_row_groups(tmp_path):
