@@ -83,6 +83,9 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         counted = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{counted.group(1)} pixels" if counted else "the image"
         raise ImageError("too_many_pixels", f"{size} > max_pixels {max_pixels}") from None
+    if img.format == "EPS":  # Pillow hands PostScript to Ghostscript: a program run, where installed
+        raise ImageError("not_an_image", "PostScript (EPS) is not decoded: Ghostscript would run it, and "
+                         "only where it is installed (runners would disagree)")
     if img.width * img.height > max_pixels:
         raise ImageError("too_many_pixels", f"{img.width}x{img.height} > max_pixels {max_pixels}")
     return img

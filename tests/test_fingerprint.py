@@ -312,3 +312,14 @@ def test_flat_images_share_one_fast_hash_whatever_their_size_and_level():
     flat = {hashes(Image.new("L", size, level), "fast") for size in ((7, 5), (64, 48), (500, 333))
             for level in (1, 128, 255)}
     assert len(flat) == 1
+
+
+def test_postscript_is_not_decoded_as_an_image():
+    """Pillow decodes EPS by running Ghostscript, only where it is installed: the same record
+    was an image on one runner and a decode_error on another, and crawled PostScript ran."""
+    out = io.BytesIO()
+    make_image(1).convert("RGB").save(out, "EPS")  # Pillow writes it without Ghostscript
+    assert Image.open(io.BytesIO(out.getvalue())).format == "EPS"
+    reject = fp(out.getvalue())
+    assert isinstance(reject, Reject) and reject.error_type == "not_an_image"
+    assert "Ghostscript would run it" in reject.message
