@@ -48,6 +48,7 @@ from memgen.transfer import (
     open_http,
     open_message,
     read_message,
+    silent_server,
     transfer_failed,
 )
 
@@ -595,10 +596,8 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
 
 def _file_said(e: Exception, shard: Shard, config: ReaderConfig) -> str:
     """Why an image's file could not be read; a silent server's timeout says after how long."""
-    timed_out = any(isinstance(error, TimeoutError) for error in (e, e.__cause__))
-    if timed_out and shard.uri.startswith(("http://", "https://")):
-        return f"TimeoutError: the server sent nothing for {config.http_timeout:g} s (--http_timeout)"
-    return printable(open_message(e))  # a local name that is not UTF-8 holds surrogates: not Parquet text
+    # a local name that is not UTF-8 holds surrogates: not Parquet text
+    return silent_server(e, shard, config.http_timeout) or printable(open_message(e))
 
 
 def _rows(batch: pa.RecordBatch) -> list[dict]:
@@ -785,9 +784,8 @@ class _ParquetColumns:
     text fields (caption, url, key) and metadata (every other column but binary ones,
     which are not text), with the shard's Hive partitions (Shard.partitions)."""
 
-    def __init__(self, schema: pa.Schema, config: ReaderConfig,
-                 partitions: dict[str, str | None] | None = None) -> None:
-        self.partitions = partitions or {}
+    def __init__(self, schema: pa.Schema, config: ReaderConfig, partitions: dict[str, str | None]) -> None:
+        self.partitions = partitions
         names = schema.names
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:

@@ -290,14 +290,19 @@ def _raised_by(e: BaseException, kinds: tuple[type, ...]) -> bool:
     return any(isinstance(failed, kinds) for failed in (e, e.__cause__))
 
 
+def silent_server(e: BaseException, shard: Shard, http_timeout: float) -> str | None:
+    """A timeout of a shard read over http(s), said with how long the server was silent
+    (fsspec's says nothing); None for any other failure."""
+    if shard.uri.startswith(("http://", "https://")) and _raised_by(e, (TimeoutError,)):
+        return f"TimeoutError: the server sent nothing for {http_timeout:g} s (--http_timeout)"
+    return None
+
+
 def read_message(e: BaseException, shard: Shard, http_timeout: float) -> str:
-    """Why a shard's stream failed; over http(s) a timeout says after how long (fsspec's says
-    nothing), and a failed transfer that it was asked for again (_Resumed)."""
+    """Why a shard's stream failed; over http(s) a timeout says after how long (silent_server),
+    and a failed transfer that it was asked for again (_Resumed)."""
     if not shard.uri.startswith(("http://", "https://")):
         return error_text(e)
-    if _raised_by(e, (TimeoutError,)):
-        said = f"TimeoutError: the server sent nothing for {http_timeout:g} s (--http_timeout)"
-    else:
-        said = error_text(e)
+    said = silent_server(e, shard, http_timeout) or error_text(e)
     resumed = transfer_failed(e) and not _raised_by(e, (ShardChanged,))
     return f"{said}; the same after asking {RESUMES} more times" if resumed else said
