@@ -162,10 +162,15 @@ def _output_holding(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
 def _refuse_missing_bucket(fs: fsspec.AbstractFileSystem, path: str, flag: str, url: str) -> None:
     """On an object store, refuse a bucket that does not exist. Asking needs the bucket-listing
     right the folder's listing above already used, so it refuses nothing a run would take."""
-    bucket = path.split("/", 1)[0]
-    if _object_store(fs) and not fs.exists(bucket):
+    if bucket := missing_bucket(fs, path):
         raise OutputDirError(f"{flag} {url} cannot be written: the bucket {bucket} does not exist "
                              "(memgen does not create buckets)")
+
+
+def missing_bucket(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+    """The bucket `path` lies in when `fs` is an object store and it does not exist, else None."""
+    bucket = path.split("/", 1)[0]
+    return bucket if _object_store(fs) and not fs.exists(bucket) else None
 
 
 def make_folder(fs: fsspec.AbstractFileSystem, path: str) -> None:

@@ -24,7 +24,7 @@ from braceexpand import UnbalancedBracesError, braceexpand
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import glob_translate
 
-from memgen.outputs import MARKER
+from memgen.outputs import MARKER, missing_bucket
 from memgen.records import Shard, printable
 
 # compressed tars by the suffixes tar itself reads; the stream is decompressed by its suffix
@@ -459,10 +459,27 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
         refused = refused or (None if why.startswith("404") else f" (asked {url}: {why})")
         silent[host] += not why[:3].isdigit()
     if not any_exists or not urls:
-        raise NoInputError(f"no input matched: {' '.join(inputs)}{refused or ''}")
+        raise NoInputError(f"no input matched: {' '.join(inputs)}{refused or _missing_buckets(inputs)}")
     named = _one_name_each(urls)
     return [Shard.of(i, uri, shard_kind(uri), named[uri], tuple(hive_partitions(uri, roots[uri]).items()))
             for i, uri in enumerate(sorted(named))]
+
+
+def _missing_buckets(inputs: list[str]) -> str:
+    """" (the bucket b does not exist)" for inputs in a bucket that does not exist, else "": a
+    typo in a bucket's name matched nothing, as a wrong file name does, and said no more."""
+    missing = []
+    for raw in inputs:
+        bucket = raw.split("://", 1)[-1].split("/", 1)[0]
+        if "://" not in raw or re.search(r"[*?\[{]", bucket):  # a pattern: no one bucket to ask of
+            continue
+        with contextlib.suppress(Exception):  # unknown, as when its store is refused: said no more
+            fs, path = url_fs(raw)
+            if (gone := missing_bucket(fs, path)) and gone not in missing:
+                missing.append(gone)
+    if len(missing) > 1:
+        return f" (the buckets {', '.join(missing)} do not exist)"
+    return f" (the bucket {missing[0]} does not exist)" if missing else ""
 
 
 def _higher_root(a: str | None, b: str | None) -> str | None:

@@ -202,6 +202,21 @@ def test_a_bucket_that_does_not_exist_is_not_created(s3, capsys):
                  "--dry_run"]) == 2  # a dry run says so too
     assert "the bucket no-such-bucket does not exist" in capsys.readouterr().err
 
+def test_inputs_in_a_bucket_that_does_not_exist_say_so(s3, tmp_path, capsys):
+    """A typo in an input's bucket said only "no input matched", as a wrong file name does;
+    a bucket that exists but holds no match says no more than that."""
+    for inputs, said in ((["s3://no-such-bucket/shards/shard-001.tar"],
+                          " (the bucket no-such-bucket does not exist)"),
+                         (["s3://inputs/none/*.tar", "s3://gone-a/x.tar", "s3://gone-b/shards/*.tar"],
+                          " (the buckets gone-a, gone-b do not exist)"),
+                         (["s3://inputs/nothing-here/*.tar"], "")):
+        assert main(["memorize", *inputs, "--memory", str(tmp_path / "m")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert err.strip().endswith(f"no input matched: {' '.join(inputs)}{said}"), err
+    assert not s3.exists("no-such-bucket") and not s3.exists("gone-a")
+
+
 
 def test_an_empty_folder_made_in_an_s3_console_is_an_empty_output(s3):
     s3.call_s3("put_object", Bucket="memories", Key="from-console/", Body=b"")  # "Create folder"
