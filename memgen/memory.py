@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from memgen.fingerprint import MODES, FingerprintConfig
 from memgen.near import DEFAULT_THRESHOLD, MAX_THRESHOLD
-from memgen.outputs import AtomicFile, Claim, claim_output, glob_in, temporaries, write_atomic
+from memgen.outputs import AtomicFile, Claim, claim_output, glob_in, missing_bucket, temporaries, write_atomic
 from memgen.readers import ReaderConfig
 from memgen.schema import table_schema
 
@@ -258,11 +258,23 @@ def finished_manifest(memory: str) -> dict[str, Any]:
     """The manifest of a finished memory; MemoryDirError for anything else."""
     manifest = read_manifest(memory)
     if manifest is None:
-        raise MemoryDirError(f"{memory} is not a finished memory (no manifest.json)")
+        raise MemoryDirError(f"{memory} is not a finished memory ({_why_no_manifest(memory)})")
     if manifest.get("job") != "memorize":  # a sample's folder has a manifest.json too
         raise MemoryDirError(f"{memory} is not a memory: its manifest.json is from "
                              f"memgen {manifest.get('job', '?')}, not memgen memorize")
     return _readable(memory, manifest)
+
+
+def _why_no_manifest(memory: str) -> str:
+    """Why `memory` has no manifest: its bucket or itself missing (a typo), else a folder
+    without one (a run unfinished, or not a memory)."""
+    with contextlib.suppress(Exception):  # a store that fails to say: no more than before
+        fs, path = fsspec.core.url_to_fs(memory)
+        if bucket := missing_bucket(fs, path):
+            return f"the bucket {bucket} does not exist"
+        if not fs.exists(path):
+            return "nothing is there"
+    return "no manifest.json"
 
 
 def _readable(memory: str, manifest: dict[str, Any]) -> dict[str, Any]:

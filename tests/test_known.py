@@ -115,7 +115,7 @@ def test_a_rerun_has_nothing_to_run_until_a_known_memory_is_made_anew(nights, ca
 
 
 @pytest.mark.parametrize("known, said", [
-    ("missing", "--known {root}/missing is not a finished memory (no manifest.json)"),
+    ("missing", "--known {root}/missing is not a finished memory (nothing is there)"),
     ("fresh", "--known {root}/fresh is --memory itself"),
     ("exact", "--known {root}/exact was memorized with --hash_mode exact, this run uses fast"),
 ])

@@ -202,7 +202,7 @@ def test_a_bucket_that_does_not_exist_is_not_created(s3, capsys):
                  "--dry_run"]) == 2  # a dry run says so too
     assert "the bucket no-such-bucket does not exist" in capsys.readouterr().err
 
-def test_inputs_in_a_bucket_that_does_not_exist_say_so(s3, tmp_path, capsys):
+def test_inputs_and_memories_in_a_bucket_that_does_not_exist_say_so(s3, tmp_path, capsys):
     """A typo in an input's bucket said only "no input matched", as a wrong file name does;
     a bucket that exists but holds no match says no more than that."""
     for inputs, said in ((["s3://no-such-bucket/shards/shard-001.tar"],
@@ -215,6 +215,11 @@ def test_inputs_in_a_bucket_that_does_not_exist_say_so(s3, tmp_path, capsys):
         assert err.count("\n") == 1, err
         assert err.strip().endswith(f"no input matched: {' '.join(inputs)}{said}"), err
     assert not s3.exists("no-such-bucket") and not s3.exists("gone-a")
+    assert main(["sample", "--memory", "s3://no-such-bucket/m", "--n", "2", "--out", str(tmp_path / "s")]) == 2
+    assert "s3://no-such-bucket/m is not a finished memory (the bucket no-such-bucket does not exist)" in (
+        capsys.readouterr().err)
+    assert main(["sample", "--memory", "s3://inputs/m", "--n", "2", "--out", str(tmp_path / "s")]) == 2
+    assert "s3://inputs/m is not a finished memory (nothing is there)" in capsys.readouterr().err
 
 
 

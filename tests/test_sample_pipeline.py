@@ -312,7 +312,7 @@ def test_usage_errors_are_one_line(tmp_path, memory, capsys):
     assert run("--memory", memory, "--n", "2", "--out", out, "--seed", "-1") == 2
     assert "--seed must be between" in one_line_error(capsys)
     assert run("--memory", str(tmp_path / "nothing"), "--n", "2", "--out", out) == 2
-    assert "no manifest.json" in one_line_error(capsys)
+    assert "/nothing is not a finished memory (nothing is there)" in one_line_error(capsys)
     unfinished = tmp_path / "unfinished"
     write_rows(str(unfinished / "images" / "part-000000.parquet"), "images", ROWS[:2])
     assert run("--memory", str(unfinished), "--n", "2", "--out", out) == 2
