@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import lzma
 import math
 import os
 import posixpath
 import re
 import stat
+import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +37,10 @@ from memgen.shards import (
     IMAGE_SUFFIXES,
     OTHER_IMAGE_SUFFIXES,
     compression,
+    folder_entries,
+    hidden,
     open_input,
+    shard_kind,
     storage_options,
     url_fs,
 )
@@ -51,10 +56,12 @@ from memgen.transfer import (
     silent_server,
     transfer_failed,
 )
+from memgen.ziparchive import NoBytes, files, member_bytes
 
 IMAGE_EXTS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
 OTHER_IMAGE_EXTS = frozenset(s.lstrip(".") for s in OTHER_IMAGE_SUFFIXES)
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext
+_log = logging.getLogger(__name__)
 _DAMAGE = (TarDamage, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
 
 
@@ -75,7 +82,7 @@ ShardItem = Record | Reject
 
 def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
     """Every record of the shard, or a Reject for what cannot be read."""
-    reader = {"tar": _read_tar, "parquet": _read_parquet, "file": _read_file}[shard.kind]
+    reader = {"tar": _read_tar, "parquet": _read_parquet, "zip": _read_zip, "file": _read_file}[shard.kind]
     special = _special_file(shard.location)
     if special:  # opening a named pipe waits for a writer: the run never ended
         yield Reject(shard.index, 0, shard.source(), "open", "not_a_file",
@@ -905,15 +912,79 @@ def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     yield Record(shard.index, 0, shard.source(), data, caption, url, metadata)
 
 
-_SHARD_NAMES = {"Parquet": ".parquet", "tar": ".tar"}
+def _read_zip(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
+    """A zip's images, each with its caption and metadata members (a.txt, a.json beside
+    a.jpg), as a folder's walk takes them (folder_entries: hidden members, such as macOS's
+    __MACOSX/._a.jpg, and other files are left out, and counted in a warning). A record's
+    ordinal is its member's place in the archive; a tar or Parquet packed in it is a reject.
+    A failed transfer ends the shard with an `unreadable` reject, as a tar's stream does."""
+    try:
+        archive = zipfile.ZipFile(f)
+        members = files(archive)
+    except (zipfile.BadZipFile, *_DAMAGE) as e:
+        yield Reject(shard.index, 0, shard.source(), "read", _failure(e),
+                     read_message(e, shard, config.http_timeout))
+        return
+    ordinals = {name: n for n, name in enumerate(members)}
+    visible = [name for name in members if not hidden(name)]
+    entries, skipped = folder_entries(visible)
+    skipped["hidden"] += len(members) - len(visible)
+    if skipped.total():
+        _log.warning("%s: skipped %d members that are neither shards nor images (%s)", shard.uri,
+                     skipped.total(), ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items()) if n))
+    keys = _Keys()
+    for name, sidecars in entries.items():
+        key = keys(printable(name))
+        try:
+            yield _zip_item(shard, archive, members, name, sidecars, ordinals[name], key, config)
+        except _DAMAGE as e:  # a failed transfer: the rest is not read
+            yield Reject(shard.index, ordinals[name], shard.source(f"#{key}"), "read", _failure(e),
+                         read_message(e, shard, config.http_timeout))
+            return
+
+
+def _zip_item(shard: Shard, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], name: str,
+              sidecars: tuple[str, ...], ordinal: int, key: str, config: ReaderConfig) -> ShardItem:
+    """One image member of a zip, with its sidecar members -> a Record, or a Reject."""
+    info, locator = members[name], f"#{key}"
+    source = shard.source(locator)
+    kind = shard_kind(name)
+    if kind != "file":
+        return Reject(shard.index, ordinal, source, "read", "nested_shard",
+                      f"a {kind} shard inside a zip is not read: unpack it and give it as an input",
+                      info.file_size)
+    read = member_bytes(archive, info, config.max_bytes, config.reject_data_cap)
+    if isinstance(read, NoBytes):
+        return Reject(shard.index, ordinal, source, "read", read.error_type, read.message, info.file_size)
+    data, size = read
+    if size < 0:
+        return Reject(shard.index, ordinal, source, "read", "too_large",
+                      f"{-size} bytes > max_bytes {config.max_bytes}", -size, data)
+    texts: dict[str, bytes | None] = {}
+    stem = posixpath.splitext(name)[0]
+    for suffix in sidecars:  # as found: .txt or .TXT
+        sidecar = member_bytes(archive, members[stem + suffix], config.max_bytes, 0)
+        if not isinstance(sidecar, NoBytes) and sidecar[1] < 0:  # kept, its caption would be cut short
+            return Reject(shard.index, ordinal, source, "read", "too_large",
+                          f"its {suffix} member is {-sidecar[1]} bytes > max_bytes {config.max_bytes}",
+                          size, data[: config.reject_data_cap])
+        texts[suffix.lower()] = None if isinstance(sidecar, NoBytes) else sidecar[0]  # a caption lost
+    metadata, url = _metadata(decode_text(texts.get(".json")))
+    return Record(shard.index, ordinal, source, data, decode_text(texts.get(".txt")), url,
+                  _with_partitions(metadata, shard.partitions), locator)
+
+
+_SHARD_NAMES = {"Parquet": ".parquet", "tar": ".tar", "zip": ".zip"}
 
 
 def _shard_format(data: bytes) -> str | None:
-    """"Parquet" or "tar" when a file's bytes are a shard's (by their magic numbers), else None."""
+    """"Parquet", "tar" or "zip" when a file's bytes are a shard's (by their magic numbers), else None."""
     if data[:4] == b"PAR1":  # the footer holds the other "PAR1": a file cut at max_bytes lacks it
         return "Parquet"
     if data[257:262] == b"ustar":
         return "tar"
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip's first member, or an empty zip
+        return "zip"
     return None
 
 

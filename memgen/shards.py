@@ -32,6 +32,8 @@ TAR_COMPRESSION = {".tar": None, ".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": 
                    ".tbz": "bz2", ".tar.xz": "xz", ".txz": "xz"}
 TAR_SUFFIXES = tuple(TAR_COMPRESSION)
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")  # .parq: fastparquet's and dask's examples
+ZIP_SUFFIXES = (".zip",)
+SHARD_SUFFIXES = TAR_SUFFIXES + PARQUET_SUFFIXES + ZIP_SUFFIXES
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
     ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".ico", ".cur", ".jp2", ".j2k", ".jpc", ".jpf", ".jpx", ".j2c",
@@ -80,7 +82,7 @@ def _name(uri: str) -> str:
     lower = uri.lower()
     if lower.startswith(("http://", "https://")):
         path = urlsplit(lower).path
-        return path if path.endswith(TAR_SUFFIXES + PARQUET_SUFFIXES) else lower
+        return path if path.endswith(SHARD_SUFFIXES) else lower
     return lower
 
 
@@ -96,16 +98,18 @@ def shard_kind(uri: str) -> str:
         return "tar"
     if lower.endswith(PARQUET_SUFFIXES):
         return "parquet"
+    if lower.endswith(ZIP_SUFFIXES):
+        return "zip"
     return "file"
 
 
 def split_source(source: str) -> tuple[str, str]:
     """(shard uri, member key) of a record's source (Shard.source): the key follows the first
-    '#' after a tar or Parquet name; a single-file shard has no key, and '#' is a legal
+    '#' after a tar, Parquet or zip name; a single-file shard has no key, and '#' is a legal
     character of file names ("a#b.jpg", "t#1.tar#key")."""
     at = source.find("#")
     while at >= 0:
-        if _name(source[:at]).endswith(TAR_SUFFIXES + PARQUET_SUFFIXES):
+        if _name(source[:at]).endswith(SHARD_SUFFIXES):
             return source[:at], source[at + 1:]
         at = source.find("#", at + 1)
     return source, ""
@@ -113,17 +117,17 @@ def split_source(source: str) -> tuple[str, str]:
 
 def _is_listed_file(path: str) -> bool:
     """Files that a directory walk picks up: shards and images, not sidecars."""
-    return path.lower().endswith(TAR_SUFFIXES + PARQUET_SUFFIXES + IMAGE_SUFFIXES)
+    return path.lower().endswith(SHARD_SUFFIXES + IMAGE_SUFFIXES)
 
 
 def _stem(path: str) -> str:
     lower = path.lower()
-    suffix = next((s for s in TAR_SUFFIXES + PARQUET_SUFFIXES if lower.endswith(s)), "")
+    suffix = next((s for s in SHARD_SUFFIXES if lower.endswith(s)), "")
     return path[: len(path) - len(suffix)]
 
 
-def _listed(paths: list[str], beside: frozenset[str] = frozenset(),
-            glob: bool = False) -> tuple[dict[str, tuple[str, ...]], Counter]:
+def folder_entries(paths: list[str], beside: frozenset[str] = frozenset(),
+                   glob: bool = False) -> tuple[dict[str, tuple[str, ...]], Counter]:
     """The shards and images among the files of a folder walk or a glob, each with its
     sidecars (SIDECARS beside an image: a.txt, a.json for a.jpg, as img2dataset's "files"
     output and training folders have them), and the other files by suffix. img2dataset
@@ -193,7 +197,7 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
             else:
                 files.extend(_walk(fs, m, loops))
         _say_loops(url, loops)
-        listed, skipped = _listed(files, _img2dataset_shards(fs, files), glob=True)
+        listed, skipped = folder_entries(files, _img2dataset_shards(fs, files), glob=True)
         return ({unstrip(f): sidecars for f, sidecars in listed.items()}, bool(matches), skipped,
                 unstrip(folder).rstrip("/"))
     if protocol in ("http", "https"):
@@ -201,7 +205,7 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
     try:
         if fs.isdir(path):
             loops: list[str] = []
-            listed, skipped = _listed(_walk(fs, path, loops))
+            listed, skipped = folder_entries(_walk(fs, path, loops))
             _say_loops(url, loops)
             return {unstrip(f): sidecars for f, sidecars in listed.items()}, True, skipped, unstrip(path)
     except OSError:
@@ -248,7 +252,7 @@ def _walk(fs: fsspec.AbstractFileSystem, root: str, loops: list[str]) -> list[st
     for run in runs:
         said = run.rstrip("/") if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(run.rstrip("/"))
         _log.warning("%s is the output of a memgen run: only its %s/ is read", said, IMAGES)  # s3://b/m
-    return sorted(p for p in files if not _hidden(p[below:])
+    return sorted(p for p in files if not hidden(p[below:])
                   and not any(p.startswith(run) and not p.startswith(run + IMAGES + "/") for run in runs))
 
 
@@ -318,7 +322,7 @@ def _unlisted_glob(fs: fsspec.AbstractFileSystem, pattern: str) -> None:
             raise NoInputError(f"{folder} cannot be listed: {e.strerror or e}") from None
 
 
-def _hidden(relative: str) -> bool:
+def hidden(relative: str) -> bool:
     return any(part.startswith(".") for part in relative.split("/"))
 
 
@@ -332,7 +336,7 @@ def _hidden_match(pattern: str, match: str) -> bool:
             break
         fixed.append(part)
     rest = pattern.split("/")[len(fixed):]
-    return not any(part.startswith(".") for part in rest) and _hidden(match.split("/", len(fixed))[-1])
+    return not any(part.startswith(".") for part in rest) and hidden(match.split("/", len(fixed))[-1])
 
 
 def url_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:

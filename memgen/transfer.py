@@ -27,9 +27,9 @@ from memgen.tarstream import skip
 def open_http(shard: Shard, http_timeout: float) -> IO[bytes]:
     """An http(s) shard's bytes, streamed front to back (servers without Range support fail
     ranged reads, and each costs a request) and resumed where a cut left them (_Resumed);
-    a Parquet shard, which is read footer first, copied to local disk."""
+    a Parquet or zip shard, which is read from its end first, copied to local disk."""
     body = _Resumed(_HttpBody(shard, http_timeout))
-    if shard.kind == "parquet":
+    if shard.kind in ("parquet", "zip"):
         return _local_copy(body)
     decompress = compression(shard.uri)
     return _Decompressed(body, fsspec.compression.compr[decompress](body, mode="rb")) if decompress else body

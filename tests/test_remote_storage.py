@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,10 +216,11 @@ def test_inputs_and_memories_in_a_bucket_that_does_not_exist_say_so(s3, tmp_path
         assert err.count("\n") == 1, err
         assert err.strip().endswith(f"no input matched: {' '.join(inputs)}{said}"), err
     assert not s3.exists("no-such-bucket") and not s3.exists("gone-a")
-    assert main(["sample", "--memory", "s3://no-such-bucket/m", "--n", "2", "--out", str(tmp_path / "s")]) == 2
+    out = str(tmp_path / "s")
+    assert main(["sample", "--memory", "s3://no-such-bucket/m", "--n", "2", "--out", out]) == 2
     assert "s3://no-such-bucket/m is not a finished memory (the bucket no-such-bucket does not exist)" in (
         capsys.readouterr().err)
-    assert main(["sample", "--memory", "s3://inputs/m", "--n", "2", "--out", str(tmp_path / "s")]) == 2
+    assert main(["sample", "--memory", "s3://inputs/m", "--n", "2", "--out", out]) == 2
     assert "s3://inputs/m is not a finished memory (nothing is there)" in capsys.readouterr().err
 
 
@@ -448,6 +450,27 @@ def test_memorize_http_shards_match_local(http_root, local_reference, tmp_path):
     assert [r["stage"] for r in missing] == ["open"]
     got["rejects"] = [r for r in got["rejects"] if r["key"] != "shard-404.tar"]
     assert got == local_reference["content"]
+
+
+def test_a_zip_over_http_and_in_a_bucket_matches_the_local_one(s3, tmp_path):
+    """A zip is read from its end (its central directory) and then member by member: over
+    http it is copied to local disk first, as a Parquet is; in a bucket read in ranges."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "photos.zip", "w") as archive:
+        for i in range(6):
+            archive.writestr(f"p/{i}.jpg", jpeg(i))
+            archive.writestr(f"p/{i}.txt", f"caption {i}")
+        archive.writestr("p/again.jpg", jpeg(2))
+    s3.put(str(folder / "photos.zip"), "inputs/zips/photos.zip")
+    assert main(["memorize", str(folder / "photos.zip"), "--memory", str(tmp_path / "local")]) == 0
+    reference = content(str(tmp_path / "local"))
+    assert len(reference["images"]) == 6 and len(reference["duplicates"]) == 1
+    with serving(functools.partial(_QuietHandler, directory=str(folder))) as url:
+        assert main(["memorize", f"{url}/photos.zip", "--memory", str(tmp_path / "http")]) == 0
+    assert main(["memorize", "s3://inputs/zips/photos.zip", "--memory", "s3://memories/zipped"]) == 0
+    assert content(str(tmp_path / "http")) == reference
+    assert content("s3://memories/zipped") == reference
 
 
 def test_a_signed_url_is_read_by_the_suffix_of_its_path(http_root, tmp_path):
