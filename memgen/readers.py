@@ -20,6 +20,7 @@ import re
 import stat
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, NamedTuple
@@ -29,6 +30,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+from warcio.recordloader import ArchiveLoadFailed
 
 from memgen.decode import identified
 from memgen.records import Record, Reject, Shard, printable
@@ -56,6 +58,7 @@ from memgen.transfer import (
     silent_server,
     transfer_failed,
 )
+from memgen.warcfile import warc_images
 from memgen.ziparchive import NoBytes, files, member_bytes
 
 IMAGE_EXTS = frozenset(s.lstrip(".") for s in IMAGE_SUFFIXES)
@@ -82,7 +85,8 @@ ShardItem = Record | Reject
 
 def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
     """Every record of the shard, or a Reject for what cannot be read."""
-    reader = {"tar": _read_tar, "parquet": _read_parquet, "zip": _read_zip, "file": _read_file}[shard.kind]
+    reader = {"tar": _read_tar, "parquet": _read_parquet, "zip": _read_zip, "warc": _read_warc,
+              "file": _read_file}[shard.kind]
     special = _special_file(shard.location)
     if special:  # opening a named pipe waits for a writer: the run never ended
         yield Reject(shard.index, 0, shard.source(), "open", "not_a_file",
@@ -972,6 +976,38 @@ def _zip_item(shard: Shard, archive: zipfile.ZipFile, members: dict[str, zipfile
     metadata, url = _metadata(decode_text(texts.get(".json")))
     return Record(shard.index, ordinal, source, data, decode_text(texts.get(".txt")), url,
                   _with_partitions(metadata, shard.partitions), locator)
+
+
+def _read_warc(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
+    """A WARC's image records (warcfile.warc_images), keyed by their URL; its other records
+    (pages, requests, revisits) are counted in a warning. An image the crawl did not get
+    whole (cut short, an HTTP error) is a reject with its url; damage ends the shard with a
+    reject after the records before it, as in a tar."""
+    keys, skipped = _Keys(), Counter()
+    ordinal = 0
+    try:
+        for image in warc_images(f, config.max_bytes, config.reject_data_cap, skipped):
+            ordinal = image.ordinal + 1
+            key = keys(printable(image.url) or f"{image.ordinal:09d}")
+            locator = f"#{key}"
+            source = shard.source(locator)
+            metadata = json.dumps(image.metadata | dict(shard.partitions), ensure_ascii=False, sort_keys=True)
+            if image.unusable:
+                yield Reject(shard.index, image.ordinal, source, "read", *image.unusable,
+                             image.size or len(image.data), image.data[: config.reject_data_cap])
+            elif image.size is None:
+                yield Reject(shard.index, image.ordinal, source, "read", "too_large",
+                             f"more than max_bytes {config.max_bytes} bytes", config.max_bytes + 1,
+                             image.data)
+            else:
+                yield Record(shard.index, image.ordinal, source, image.data, None, image.url or None,
+                             metadata, locator)
+    except (*_DAMAGE, ArchiveLoadFailed) as e:
+        yield Reject(shard.index, ordinal, shard.source(), "read", _failure(e),
+                     read_message(e, shard, config.http_timeout))
+    if skipped.total():
+        _log.warning("%s: skipped %d records that are not images (%s)", shard.uri, skipped.total(),
+                     ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items())))
 
 
 _SHARD_NAMES = {"Parquet": ".parquet", "tar": ".tar", "zip": ".zip"}

@@ -40,7 +40,7 @@ class Shard(NamedTuple):
 
     index: int  # position in the sorted list of discovered shards (stable id)
     uri: str  # printable(): what tables and logs show
-    kind: str  # tar | parquet | zip | file
+    kind: str  # tar | parquet | zip | warc | file
     raw: bytes | None = None  # the uri's bytes when they are not UTF-8 (a local file name)
     sidecars: tuple[str, ...] = ()  # a file's caption and metadata files beside it: ".txt", ".json"
     # (".TXT", ".JSON" where so written)

@@ -33,7 +33,8 @@ TAR_COMPRESSION = {".tar": None, ".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": 
 TAR_SUFFIXES = tuple(TAR_COMPRESSION)
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")  # .parq: fastparquet's and dask's examples
 ZIP_SUFFIXES = (".zip",)
-SHARD_SUFFIXES = TAR_SUFFIXES + PARQUET_SUFFIXES + ZIP_SUFFIXES
+WARC_SUFFIXES = (".warc", ".warc.gz")  # gzip per record, which warcio reads itself
+SHARD_SUFFIXES = TAR_SUFFIXES + PARQUET_SUFFIXES + ZIP_SUFFIXES + WARC_SUFFIXES
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
     ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".ico", ".cur", ".jp2", ".j2k", ".jpc", ".jpf", ".jpx", ".j2c",
@@ -100,12 +101,14 @@ def shard_kind(uri: str) -> str:
         return "parquet"
     if lower.endswith(ZIP_SUFFIXES):
         return "zip"
+    if lower.endswith(WARC_SUFFIXES):
+        return "warc"
     return "file"
 
 
 def split_source(source: str) -> tuple[str, str]:
     """(shard uri, member key) of a record's source (Shard.source): the key follows the first
-    '#' after a tar, Parquet or zip name; a single-file shard has no key, and '#' is a legal
+    '#' after a shard's name (tar, Parquet, zip, WARC); a single-file shard has no key, and '#' is a legal
     character of file names ("a#b.jpg", "t#1.tar#key")."""
     at = source.find("#")
     while at >= 0:

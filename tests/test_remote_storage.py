@@ -38,6 +38,8 @@ import pytest
 import s3fs
 from moto.server import ThreadedMotoServer
 from PIL import Image
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
 
 from memgen import transfer
 from memgen.memory import open_table, read_manifest
@@ -452,25 +454,34 @@ def test_memorize_http_shards_match_local(http_root, local_reference, tmp_path):
     assert got == local_reference["content"]
 
 
-def test_a_zip_over_http_and_in_a_bucket_matches_the_local_one(s3, tmp_path):
+@pytest.mark.parametrize("name", ["photos.zip", "crawl.warc.gz"])
+def test_a_zip_or_warc_over_http_and_in_a_bucket_matches_the_local_one(s3, tmp_path, name):
     """A zip is read from its end (its central directory) and then member by member: over
-    http it is copied to local disk first, as a Parquet is; in a bucket read in ranges."""
+    http it is copied to local disk first, as a Parquet is; in a bucket read in ranges. A
+    WARC is streamed, as a tar."""
     folder = tmp_path / "served"
     folder.mkdir()
-    with zipfile.ZipFile(folder / "photos.zip", "w") as archive:
-        for i in range(6):
-            archive.writestr(f"p/{i}.jpg", jpeg(i))
-            archive.writestr(f"p/{i}.txt", f"caption {i}")
-        archive.writestr("p/again.jpg", jpeg(2))
-    s3.put(str(folder / "photos.zip"), "inputs/zips/photos.zip")
-    assert main(["memorize", str(folder / "photos.zip"), "--memory", str(tmp_path / "local")]) == 0
+    images = [(f"p/{i}.jpg", jpeg(i)) for i in range(6)] + [("p/again.jpg", jpeg(2))]
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(folder / name, "w") as archive:
+            for member, data in images:
+                archive.writestr(member, data)
+    else:
+        with open(folder / name, "wb") as out:
+            writer = WARCWriter(out, gzip=True)
+            http = StatusAndHeaders("200 OK", [("Content-Type", "image/jpeg")], protocol="HTTP/1.1")
+            for member, data in images:
+                writer.write_record(writer.create_warc_record(f"http://site/{member}", "response",
+                                                              payload=io.BytesIO(data), http_headers=http))
+    s3.put(str(folder / name), f"inputs/archives/{name}")
+    assert main(["memorize", str(folder / name), "--memory", str(tmp_path / "local")]) == 0
     reference = content(str(tmp_path / "local"))
     assert len(reference["images"]) == 6 and len(reference["duplicates"]) == 1
     with serving(functools.partial(_QuietHandler, directory=str(folder))) as url:
-        assert main(["memorize", f"{url}/photos.zip", "--memory", str(tmp_path / "http")]) == 0
-    assert main(["memorize", "s3://inputs/zips/photos.zip", "--memory", "s3://memories/zipped"]) == 0
+        assert main(["memorize", f"{url}/{name}", "--memory", str(tmp_path / "http")]) == 0
+    assert main(["memorize", f"s3://inputs/archives/{name}", "--memory", f"s3://memories/{name}"]) == 0
     assert content(str(tmp_path / "http")) == reference
-    assert content("s3://memories/zipped") == reference
+    assert content(f"s3://memories/{name}") == reference
 
 
 def test_a_signed_url_is_read_by_the_suffix_of_its_path(http_root, tmp_path):
