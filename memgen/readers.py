@@ -9,6 +9,7 @@ memgen.transfer's.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -83,10 +84,13 @@ DEFAULT_IMAGE_COLUMNS = ("jpg", "image", "img", "png", "webp", "image_bytes", "b
 ShardItem = Record | Reject
 
 
-def read_shard(shard: Shard, config: ReaderConfig) -> Iterator[ShardItem]:
-    """Every record of the shard, or a Reject for what cannot be read."""
-    reader = {"tar": _read_tar, "parquet": _read_parquet, "zip": _read_zip, "warc": _read_warc,
-              "file": _read_file}[shard.kind]
+def read_shard(shard: Shard, config: ReaderConfig, say_skipped: bool = False) -> Iterator[ShardItem]:
+    """Every record of the shard, or a Reject for what cannot be read. `say_skipped`: a zip's
+    or WARC's members that are not images are counted in a warning (on the first read only:
+    the re-reads that write images and reports would say it again)."""
+    reader = {"tar": _read_tar, "parquet": _read_parquet, "file": _read_file,
+              "zip": functools.partial(_read_zip, say_skipped=say_skipped),
+              "warc": functools.partial(_read_warc, say_skipped=say_skipped)}[shard.kind]
     special = _special_file(shard.location)
     if special:  # opening a named pipe waits for a writer: the run never ended
         yield Reject(shard.index, 0, shard.source(), "open", "not_a_file",
@@ -916,7 +920,7 @@ def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     yield Record(shard.index, 0, shard.source(), data, caption, url, metadata)
 
 
-def _read_zip(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
+def _read_zip(shard: Shard, f, config: ReaderConfig, say_skipped: bool) -> Iterator[ShardItem]:
     """A zip's images, each with its caption and metadata members (a.txt, a.json beside
     a.jpg), as a folder's walk takes them (folder_entries: hidden members, such as macOS's
     __MACOSX/._a.jpg, and other files are left out, and counted in a warning). A record's
@@ -933,7 +937,7 @@ def _read_zip(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     visible = [name for name in members if not hidden(name)]
     entries, skipped = folder_entries(visible)
     skipped["hidden"] += len(members) - len(visible)
-    if skipped.total():
+    if say_skipped and skipped.total():
         _log.warning("%s: skipped %d members that are neither shards nor images (%s)", shard.uri,
                      skipped.total(), ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items()) if n))
     keys = _Keys()
@@ -978,7 +982,7 @@ def _zip_item(shard: Shard, archive: zipfile.ZipFile, members: dict[str, zipfile
                   _with_partitions(metadata, shard.partitions), locator)
 
 
-def _read_warc(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
+def _read_warc(shard: Shard, f, config: ReaderConfig, say_skipped: bool) -> Iterator[ShardItem]:
     """A WARC's image records (warcfile.warc_images), keyed by their URL; its other records
     (pages, requests, revisits) are counted in a warning. An image the crawl did not get
     whole (cut short, an HTTP error) is a reject with its url; damage ends the shard with a
@@ -1005,7 +1009,7 @@ def _read_warc(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     except (*_DAMAGE, ArchiveLoadFailed) as e:
         yield Reject(shard.index, ordinal, shard.source(), "read", _failure(e),
                      read_message(e, shard, config.http_timeout))
-    if skipped.total():
+    if say_skipped and skipped.total():
         _log.warning("%s: skipped %d records that are not images (%s)", shard.uri, skipped.total(),
                      ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items())))
 

@@ -64,7 +64,7 @@ CRAWL = [
 
 
 def read(path: Path, config: ReaderConfig = CONFIG) -> list:
-    return list(read_shard(Shard(0, str(path), shard_kind(str(path))), config))
+    return list(read_shard(Shard(0, str(path), shard_kind(str(path))), config, say_skipped=True))
 
 
 @pytest.mark.parametrize("name", ["crawl.warc.gz", "crawl.warc"])
@@ -132,12 +132,13 @@ def test_a_truncated_record_and_a_cut_file(tmp_path):
     assert junk.error_type == "corrupt_shard"
 
 
-def test_memorize_a_crawl_beside_images(tmp_path):
+def test_memorize_a_crawl_beside_images(tmp_path, capsys):
     inputs = tmp_path / "in"
     inputs.mkdir()
     write_warc(inputs / "crawl.warc.gz", CRAWL)
     (inputs / "saved.jpg").write_bytes(jpeg(3))
     assert main(["memorize", str(inputs), "--memory", str(tmp_path / "m")]) == 0
+    assert capsys.readouterr().err.count("skipped 4 records that are not images") == 1  # not again re-read
     memory = tmp_path / "m"
     images = duckdb.sql(f"select url from '{memory}/images/*.parquet' order by url").fetchall()
     [(duplicates,)] = duckdb.sql(f"select count(*) from '{memory}/duplicates/*.parquet'").fetchall()
