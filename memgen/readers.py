@@ -29,6 +29,7 @@ from urllib.parse import quote, urljoin
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 from warcio.recordloader import ArchiveLoadFailed
@@ -80,6 +81,8 @@ class ReaderConfig:
     http_timeout: float = HTTP_TIMEOUT  # seconds an http(s) server may send nothing
 
 
+_Cell = list[tuple[bytes | None, bytes | None]]  # a row's images: (bytes, path) each
+PER_ROW = 1 << 16  # images read from one row's list column (its records' ordinals: row * PER_ROW + n)
 DEFAULT_IMAGE_COLUMNS = ("jpg", "image", "img", "png", "webp", "image_bytes", "bytes")
 ShardItem = Record | Reject
 
@@ -429,30 +432,66 @@ def _read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
     except ColumnError as e:
         yield Reject(shard.index, 0, shard.source(), "read", e.error_type, str(e))
         return
+    per_row = PER_ROW if columns.listed else 1  # a row's records' ordinals: row * per_row + i
     start = 0
     for group, n_rows in enumerate(row_groups):
         row = start
         try:
             for batch in pf.iter_batches(batch_size=64, row_groups=[group], columns=columns.read):
-                images, paths = _image_values(batch.column(columns.image))
+                cells = _image_cells(batch.column(columns.image), columns.listed)
                 rows = _rows(batch.select(columns.fields))
-                for data, path, fields in zip(images, paths, rows, strict=True):
+                for cell, fields in zip(cells, rows, strict=True):
                     key = keys(_field_text(fields.get(config.key_column)) or f"{row:09d}")
-                    if data is None and path:  # a Hugging Face image kept as a file beside the Parquet
-                        data = _image_file(shard, row, key, f"{columns.image}.path", path, fields, config)
-                    if isinstance(data, Reject):
-                        yield data
-                    elif data is None:  # a null cell: no bytes to fingerprint
-                        yield Reject(shard.index, row, shard.source(f"#{key}"), "read", "empty",
-                                     _null_image(columns.image, fields, config))
+                    if not columns.listed:
+                        yield _cell_item(shard, row, key, columns.image, *cell[0], fields, columns, config)
+                    elif not cell:  # a null or empty list: no bytes to fingerprint
+                        yield Reject(shard.index, row * per_row, shard.source(f"#{key}"), "read", "empty",
+                                     _null_image(columns.image, fields, config, "null" if cell is None
+                                                 else "an empty list"))
                     else:
-                        yield _parquet_item(shard, row, key, data, fields, columns, config)
+                        yield from _listed_items(shard, row, key, cell, fields, columns, config)
                     row += 1
         except _DAMAGE + (pa.ArrowException,) as e:
             lost = f"rows {row}-{start + n_rows - 1} of row group {group}"
-            yield Reject(shard.index, row, shard.source(f"#row_group_{group}"), "read",  # its first lost row
-                         _failure(e), f"{lost}: {error_text(e)}"[:500])
+            yield Reject(shard.index, row * per_row, shard.source(f"#row_group_{group}"), "read",  # its first
+                         _failure(e), f"{lost}: {error_text(e)}"[:500])  # lost row's
         start += n_rows
+
+
+def _cell_item(shard: Shard, ordinal: int, key: str, column: str, data: bytes | None, path: bytes | None,
+               fields: dict, columns: _ParquetColumns, config: ReaderConfig) -> ShardItem:
+    """One image cell (bytes, or a Hugging Face {bytes, path}) -> a Record, or a Reject."""
+    if data is None and path:  # a Hugging Face image kept as a file beside the Parquet
+        data = _image_file(shard, ordinal, key, f"{column}.path", path, fields, config)
+    if isinstance(data, Reject):
+        return data
+    if data is None:  # a null cell: no bytes to fingerprint
+        return Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", "empty",
+                      _null_image(column, fields, config))
+    return _parquet_item(shard, ordinal, key, data, fields, columns, config)
+
+
+def _listed_items(shard: Shard, row: int, key: str, cell: _Cell, fields: dict, columns: _ParquetColumns,
+                  config: ReaderConfig) -> Iterator[ShardItem]:
+    """The images of a row's list (`datasets`' Sequence(Image()): a conversation's pictures),
+    each a record keyed KEY/N, with the row's text and metadata; past PER_ROW one reject."""
+    for n, (data, path) in enumerate(cell[:PER_ROW]):
+        yield _cell_item(shard, row * PER_ROW + n, f"{key}/{n}", f"{columns.image}[{n}]", data, path, fields,
+                         columns, config)
+    if len(cell) > PER_ROW:
+        yield Reject(shard.index, row * PER_ROW + PER_ROW - 1, shard.source(f"#{key}/{PER_ROW}"), "read",
+                     "too_many_images", f"{len(cell)} images in the row's {columns.image}: those past "
+                     f"{PER_ROW} are not read", 0)
+
+
+def _image_cells(column: pa.Array, listed: bool) -> list[_Cell | None]:
+    """Each row's images as (bytes, path) pairs: one, or a list column's (None for a null list)."""
+    if not listed:
+        return [[pair] for pair in zip(*_image_values(column), strict=True)]
+    lengths = pc.list_value_length(column).to_pylist()  # None: a null list
+    pairs = list(zip(*_image_values(pc.list_flatten(column)), strict=True))
+    ends = list(itertools.accumulate(n or 0 for n in lengths))
+    return [None if n is None else pairs[end - n: end] for n, end in zip(lengths, ends, strict=True)]
 
 
 def _image_values(images: pa.Array) -> tuple[list, list]:
@@ -479,11 +518,11 @@ def _path_bytes(paths: pa.Array) -> list[bytes | None]:
     return paths.cast(pa.large_binary()).to_pylist()
 
 
-def _null_image(column: str, fields: dict, config: ReaderConfig) -> str:
-    """Why a row has no image: its cell is null. With the row's url and, from img2dataset's
-    Parquet output, why the crawl failed (`status`, `error_message`): the reject is all that
-    is left of the record, and a retry of the download needs them."""
-    return (f"{column} is null" + _row_said(fields, config))[:500]
+def _null_image(column: str, fields: dict, config: ReaderConfig, what: str = "null") -> str:
+    """Why a row has no image: its cell is null (or an empty list). With the row's url and, from
+    img2dataset's Parquet output, why the crawl failed (`status`, `error_message`): the reject
+    is all that is left of the record, and a retry of the download needs them."""
+    return (f"{column} is {what}" + _row_said(fields, config))[:500]
 
 
 def _row_said(fields: dict, config: ReaderConfig) -> str:
@@ -806,6 +845,7 @@ class _ParquetColumns:
         if repeated:
             raise ColumnError("duplicate_columns", f"column names appear more than once: {repeated}")
         self.image = _image_column(schema, config)
+        self.listed = _is_list(schema.field(self.image).type)  # several images a row
         self.metadata = [n for n in names if n != self.image and not _has_binary(schema.field(n).type)]
         text = [n for n in (config.caption_column, config.url_column, config.key_column)
                 if n in names and n != self.image and n not in self.metadata]
@@ -836,17 +876,35 @@ def _image_column(schema: pa.Schema, config: ReaderConfig) -> str:
 
 
 def _hf_images(schema: pa.Schema) -> list[str]:
-    """The columns that the Hugging Face `datasets` metadata of a file declares Image features."""
+    """The columns that the Hugging Face `datasets` metadata of a file declares Image features,
+    or lists of them (Sequence(Image()), List(Image()), [Image()])."""
     try:
         features = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))["info"]["features"]
-        return [name for name, feature in features.items()
-                if isinstance(feature, dict) and feature.get("_type") == "Image"]
+        return [name for name, feature in features.items() if _hf_image(feature)]
     except (ValueError, KeyError, TypeError, AttributeError):  # none, or not as `datasets` writes it
         return []
 
 
+def _hf_image(feature: object) -> bool:
+    if isinstance(feature, list):  # [Image()]: an older `datasets`' list
+        return len(feature) == 1 and _hf_image(feature[0]) and not isinstance(feature[0], list)
+    if not isinstance(feature, dict):
+        return False
+    if feature.get("_type") in ("Sequence", "List"):
+        return isinstance(feature.get("feature"), dict) and feature["feature"].get("_type") == "Image"
+    return feature.get("_type") == "Image"
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t))
+
+
 def _holds_bytes(t: pa.DataType) -> bool:
-    """Binary (dictionary-encoded too), or a Hugging Face image struct {bytes, path}."""
+    """Binary (dictionary-encoded too), a Hugging Face image struct {bytes, path}, or a list of
+    either (a row's several images)."""
+    if _is_list(t):
+        return _holds_bytes(t.value_type) and not _is_list(t.value_type)
     if pa.types.is_struct(t):
         index = t.get_field_index("bytes")
         return index >= 0 and _holds_bytes(t.field(index).type)

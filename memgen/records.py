@@ -73,7 +73,9 @@ class Record(NamedTuple):
     """One image record read from a shard, with its original bytes."""
 
     shard: int
-    ordinal: int  # position of the record in the shard's stream, a Parquet record's row (stable on re-read)
+    # position of the record in the shard's stream (stable on re-read): a Parquet record's row,
+    # or row * PER_ROW + n for the n-th image of a row's list (readers.PER_ROW)
+    ordinal: int
     source: str  # Shard.source(locator)
     data: bytes
     caption: str | None = None
