@@ -14,6 +14,7 @@ small-star unchanged means no node has two smaller neighbours.
 Out of rounds short of that, a component's nodes may carry different labels (each the
 smallest of its closed neighbourhood); `finish_labels` then joins the labels that edges
 connect, on one machine: only those of unconverged components, few after the rounds.
+The convergence record says how many links and labels that one machine joined.
 """
 
 from __future__ import annotations
@@ -104,9 +105,16 @@ def finish_labels(links: Iterable[Edge]) -> dict[int, int]:
     return dict(zip(leaves.tolist(), centres.tolist(), strict=True))
 
 
+class Finishing(NamedTuple):
+    """What `finish_labels` joined on one machine: nothing when the rounds converged."""
+    links: int = 0  # gathered: each node's labels beside its smallest (nodes may repeat a link)
+    labels: int = 0  # distinct labels the links join
+
+
 class Convergence(NamedTuple):
     max_rounds: int
     changes: tuple[int, ...]  # nodes changed in each round (both steps)
+    finishing: Finishing = Finishing()
 
     @property
     def converged(self) -> bool:
@@ -119,12 +127,19 @@ class Convergence(NamedTuple):
 
     def record(self) -> dict:
         return {"max_rounds": self.max_rounds, "rounds": self.rounds, "converged": self.converged,
-                "changes_per_round": list(self.changes)}
+                "changes_per_round": list(self.changes), "finishing": self.finishing._asdict()}
 
 
 def convergence(changed_rounds: Mapping[int, int], max_rounds: int) -> Convergence:
     """From {round: nodes changed} (rounds without changes may be absent)."""
     return Convergence(max_rounds, tuple(changed_rounds.get(r, 0) for r in range(max_rounds)))
+
+
+def finished(links: list[Edge], record: Convergence) -> tuple[dict[int, int], Convergence]:
+    """(`finish_labels` of the links, the record saying how many links and labels it joined)."""
+    final = finish_labels(links)
+    joined = len(final.keys() | set(final.values()))  # relabelled labels and the ones they join
+    return final, record._replace(finishing=Finishing(len(links), joined))
 
 
 def _step(edges: Iterable[Edge], key, step) -> tuple[set[Edge], int]:
@@ -164,6 +179,6 @@ def connected_components(edges: Iterable[Edge],
         for node, others in neighbours.items():
             for v, label in neighbour_labels(node, others, labels[node]):
                 sent[v].append(label)
-        final = finish_labels(link for got in sent.values() for link in label_links(got))
+        final, record = finished([link for got in sent.values() for link in label_links(got)], record)
         labels = {node: final.get(label, label) for node, label in labels.items()}
     return labels, record

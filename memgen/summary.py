@@ -27,7 +27,9 @@ def memorize_summary(manifest: dict[str, Any]) -> str:
     lines.append(f"{manifest['equation']}: {check}")
     components = (manifest.get("near_dedup") or {}).get("components") or {}
     if components.get("converged") is False:  # else only the manifest would tell
+        finishing = components.get("finishing")  # absent from older manifests
+        joined = f" ({finishing['links']} links of {finishing['labels']} labels)" if finishing else ""
         lines.append(f"near duplicates: the connected components did not converge in "
-                     f"{components['max_rounds']} rounds; one worker joined the rest of them "
+                     f"{components['max_rounds']} rounds; one worker joined the rest of them{joined} "
                      "(manifest near_dedup.components)")
     return "\n".join(lines)

@@ -20,7 +20,8 @@ from shardkit import valid_manifest
 
 NEAR = {"threshold": 10, "band_widths": [32, 32], "band_radii": [5, 4], "prefix_bits": 0,
         "key_radii": [[5], [4]], "pairs": 0,
-        "components": {"max_rounds": 12, "rounds": 0, "converged": True, "changes_per_round": [0]}}
+        "components": {"max_rounds": 12, "rounds": 0, "converged": True, "changes_per_round": [0],
+                       "finishing": {"links": 0, "labels": 0}}}
 
 
 def manifest() -> dict:
@@ -58,6 +59,8 @@ def _without_stage(m: dict) -> None:
     lambda m: m.__setitem__("extra", 1),
     lambda m: m["options"]["reader"].pop("max_bytes"),
     lambda m: m["near_dedup"]["components"].__setitem__("converged", "yes"),
+    lambda m: m["near_dedup"]["components"].pop("finishing"),
+    lambda m: m["near_dedup"]["components"]["finishing"].__setitem__("links", -1),
     lambda m: m.__setitem__("listing_digest", "not a digest"),
     lambda m: m.__setitem__("known_digests", []),
 ])

@@ -90,6 +90,7 @@ def test_counts_add_up_and_every_record_lands_once(memory):
     assert manifest["balanced"] and c["records_in"] == c["images"] + c["duplicates"] + c["rejects"]
     near = manifest["near_dedup"]
     assert near["threshold"] == 10 and near["components"]["converged"]
+    assert near["components"]["finishing"] == {"links": 0, "labels": 0}  # converged: one worker joined none
     images, dups, rejects = rows(mem, "images"), rows(mem, "duplicates"), rows(mem, "rejects")
     assert (len(images), len(dups), len(rejects)) == (c["images"], c["duplicates"], c["rejects"])
     sources = [r["source"] for r in images + dups + rejects]

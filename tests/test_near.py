@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -10,7 +11,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
 from memgen import near
-from memgen.components import connected_components, large_star, small_star, spanning_stars
+from memgen.components import (
+    MAX_ROUNDS,
+    Finishing,
+    connected_components,
+    large_star,
+    small_star,
+    spanning_stars,
+)
 from memgen.near import (
     BLOCK_TARGET,
     HOME_TARGET,
@@ -285,9 +293,56 @@ def test_unconverged_components_are_reported_and_finished(seed):
     edges = list(zip(path, path[1:], strict=False)) + [(300 + a, 301 + a) for a in range(0, 40, 2)]
     labels, record = connected_components(edges, max_rounds=2)
     assert not record.converged and record.rounds == 2
+    assert record.finishing == finishing_by_hand(edges, 2) and record.finishing.links > 0
     assert record.record() == {"max_rounds": 2, "rounds": 2, "converged": False,
-                               "changes_per_round": list(record.changes)}
+                               "changes_per_round": list(record.changes),
+                               "finishing": {"links": record.finishing.links,
+                                             "labels": record.finishing.labels}}
     assert labels == scipy_labels(edges, 400) == connected_components(edges, max_rounds=40)[0]
+
+
+def _neighbours(edges) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = defaultdict(set)
+    for u, v in edges:
+        out[u].add(v)
+        out[v].add(u)
+    return out
+
+
+def finishing_by_hand(edges, rounds: int) -> Finishing:
+    """The links and labels of the finishing step, recounted without memgen.components: the
+    rounds on plain sets, then the labels each node is sent (its own and its neighbours',
+    each the smallest of a closed neighbourhood), one link per label beside their smallest."""
+    edges = set(edges)
+    for _ in range(rounds):
+        nb = _neighbours(edges)  # large-star: larger neighbours to the smallest of the neighbourhood
+        edges = {(v, min(nb[u] | {u})) for u in nb for v in nb[u] if v > u}
+        smaller: dict[int, set[int]] = defaultdict(set)  # small-star: at each edge's larger end
+        for u, v in edges:
+            smaller[max(u, v)].add(min(u, v))
+        edges = {(v, min(s)) for u, s in smaller.items() for v in s | {u} if v != min(s)}
+    nb = _neighbours(edges)
+    label = {u: min(nb[u] | {u}) for u in nb}
+    sent = [{label[u], *(label[v] for v in nb[u])} for u in nb]
+    linked = [s for s in sent if len(s) > 1]
+    return Finishing(sum(len(s) - 1 for s in linked), len(set().union(*linked)))
+
+
+def test_the_finishing_step_is_counted_and_empty_when_converged():
+    """The record says how much the one-worker finishing step joined: a sorted path of 8,192
+    is out of rounds with links left; one of 4,000, out of rounds too, with none (its labels
+    agree, only non-star edges are left); a converged one none."""
+    for n, links_left in ((8192, True), (4000, False)):
+        edges = [(a, a + 1) for a in range(n)]
+        labels, record = connected_components(edges)
+        assert not record.converged and set(labels.values()) == {0}
+        assert record.finishing == finishing_by_hand(edges, MAX_ROUNDS)
+        assert (record.finishing.links > 0) == links_left
+    path = list(range(4000))
+    random.Random(1).shuffle(path)
+    labels, record = connected_components(list(zip(path, path[1:], strict=False)))
+    assert record.converged and record.finishing == Finishing(0, 0)
+    assert record.record()["finishing"] == {"links": 0, "labels": 0}
 
 
 def test_star_steps():

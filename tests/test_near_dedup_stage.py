@@ -126,6 +126,7 @@ def test_the_report_becomes_the_manifest_near_dedup_section():
     def check(reports):
         (report,) = reports
         assert report["pairs"] > 100 and report["components"]["converged"]
+        assert report["components"]["finishing"] == {"links": 0, "labels": 0}  # nothing left to join
         assert 1 <= report["components"]["rounds"] < report["components"]["max_rounds"]
         base = {"started_at": now()}
         manifest = build_manifest(base, Counter(images=1), 1, near_dedup=report)
@@ -155,12 +156,15 @@ def test_components_that_did_not_converge_are_said_in_the_summary():
 
     base = {"started_at": now(), "shards": 1}
     for converged in (True, False):
+        finishing = {"links": 0 if converged else 7, "labels": 0 if converged else 5}
         components = {"max_rounds": 2, "rounds": 2, "converged": converged,
-                      "changes_per_round": [3, int(not converged)]}
-        report = {"pairs": 3, "components": components}
-        manifest = build_manifest(base, Counter(images=1), 1, near_dedup=report)
-        said = "did not converge in 2 rounds; one worker joined the rest" in memorize_summary(manifest)
-        assert said == (not converged)
+                      "changes_per_round": [3, int(not converged)], "finishing": finishing}
+        for said in ("did not converge in 2 rounds; one worker joined the rest of them (7 links of 5 labels)",
+                     "did not converge in 2 rounds; one worker joined the rest of them (manifest"):
+            report = {"pairs": 3, "components": dict(components)}
+            manifest = build_manifest(base, Counter(images=1), 1, near_dedup=report)
+            assert (said in memorize_summary(manifest)) == (not converged)
+            components.pop("finishing", None)  # then an older manifest: said without the counts
 
 
 def window_chain(n: int) -> list[int]:
@@ -186,12 +190,17 @@ def test_rounds_cut_short_still_give_the_reference_clusters(seed):
         assert_that(near["assigned"], equal_to(expected))
         assert_that(near["report"] | beam.Map(lambda r: r["components"]["converged"]), equal_to([False]),
                     label="NotConverged")
+        assert_that(near["report"] | beam.Map(lambda r: r["components"]["finishing"]["links"] > 0),
+                    equal_to([True]), label="LinksFinished")
 
 
 def test_components_cut_short_equal_the_finished_reference():
+    """... and say what the finishing step joined, as the one-machine reference counts it
+    (tests/test_near.py recounts that by hand)."""
     edges = [(a, a + 1) for a in range(300)]  # a sorted path: about log2(300) rounds
     labels, record = connected_components(edges, max_rounds=2)
     assert not record.converged and set(labels.values()) == {0}
+    assert record.finishing.links > 0 and record.finishing.labels > 0
     with beam.Pipeline(runner="FnApiRunner") as p:
         out = p | beam.Create(edges) | ConnectedComponents(max_rounds=2)
         assert_that(out["labels"], equal_to(sorted(labels.items())), label="Labels")
@@ -214,7 +223,7 @@ def test_components_stage_equals_the_reference_and_skips_the_rounds_after_conver
     rng.shuffle(path)
     edges += list(zip(path, path[1:], strict=False))  # a long chain: several rounds
     labels, record = connected_components(edges, max_rounds=12)
-    assert record.converged and 3 <= record.rounds < 11
+    assert record.converged and 3 <= record.rounds < 11 and record.finishing == (0, 0)
     p = beam.Pipeline(runner="FnApiRunner")
     out = p | beam.Create(edges) | ConnectedComponents(max_rounds=12)
     assert_that(out["labels"], equal_to(sorted(labels.items())), label="Labels")

@@ -22,7 +22,7 @@ from memgen.components import (
     MAX_ROUNDS,
     both_ways,
     convergence,
-    finish_labels,
+    finished,
     label_links,
     large_star,
     larger_end,
@@ -272,6 +272,8 @@ class ConnectedComponents(beam.PTransform):
     sends its label to its neighbours, the labels a node gets are linked, and one worker
     joins the links (`finish_labels`; only unconverged components have any) into the
     smallest node of each component, as at convergence. Converged, those steps carry nothing.
+    The convergence record says how many links and labels that worker joined (its
+    `finishing`, 0 and 0 when converged), so the manifest shows when it carried a lot.
     """
 
     def __init__(self, max_rounds: int) -> None:
@@ -301,18 +303,19 @@ class ConnectedComponents(beam.PTransform):
                     | "LabelGroup" >> beam.GroupByKey()
                     | "Label" >> beam.ParDo(_LabelFn(), pvalue.AsSingleton(record)).with_outputs(
                         LINKS, main="labels"))
+        # (final labels, the record with what the one worker joined); the record's Map fuses with it
         final = (labelled[LINKS]
                  | "LabelsSent" >> beam.GroupByKey()
                  | "LinkLabels" >> beam.FlatMapTuple(lambda _, labels: label_links(labels))
                  | "AllLinks" >> beam.combiners.ToList()
-                 | "FinishLabels" >> beam.Map(finish_labels))
+                 | "FinishLabels" >> beam.Map(finished, pvalue.AsSingleton(record)))
         labels = labelled.labels | "FinalLabel" >> beam.Map(_final_label, pvalue.AsSingleton(final))
-        return {"labels": labels, "convergence": record}
+        return {"labels": labels, "convergence": final | "Finished" >> beam.Map(lambda f: f[1])}
 
 
-def _final_label(labelled: tuple[int, int], final: dict[int, int]) -> tuple[int, int]:
+def _final_label(labelled: tuple[int, int], final: tuple[dict[int, int], object]) -> tuple[int, int]:
     node, label = labelled
-    return node, final.get(label, label)
+    return node, final[0].get(label, label)
 
 
 def _star_step(keyed, name: str, round_: int, step, key):
