@@ -21,10 +21,11 @@ import time
 import numpy as np
 
 from benchmarks.bench_near import planted
-from benchmarks.common import OUT, at_least, machine
+from benchmarks.common import OUT, at_least, between, machine
 from memgen.near import (
     DEFAULT_THRESHOLD,
     HASH_BITS,
+    MAX_THRESHOLD,
     VERIFY_COST,
     SearchPlan,
     ball_size,
@@ -78,7 +79,7 @@ def fit(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=at_least(1), nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--k", type=at_least(0), default=DEFAULT_THRESHOLD)
+    parser.add_argument("--k", type=between(0, MAX_THRESHOLD), default=DEFAULT_THRESHOLD)
     parser.add_argument("--rounds", type=at_least(1), default=2, help="best of this many runs per layout")
     args = parser.parse_args()
     rows = [row for n in args.sizes for row in time_layouts(n, args.k, args.rounds)]

@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from benchmarks.common import OUT, at_least, machine, peer
-from memgen.near import DEFAULT_THRESHOLD, near_pairs
+from benchmarks.common import OUT, at_least, between, machine, peer
+from memgen.near import DEFAULT_THRESHOLD, MAX_THRESHOLD, near_pairs
 
 PEER_SIZES = (1000, 2000, 4000, 8000, 16000, 32000)
 
@@ -73,7 +73,7 @@ def bench_imagededup(n: int, k: int, workers: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=at_least(1), nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--threshold", type=at_least(0), default=DEFAULT_THRESHOLD)
+    parser.add_argument("--threshold", type=between(0, MAX_THRESHOLD), default=DEFAULT_THRESHOLD)
     parser.add_argument("--workers", type=at_least(1), default=2)
     parser.add_argument("--peer-budget", type=float, default=120.0,
                         help="stop growing imagededup's n once one run takes this long")

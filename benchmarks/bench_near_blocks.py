@@ -25,10 +25,11 @@ import time
 import numpy as np
 from apache_beam.coders.coders import FastPrimitivesCoder
 
-from benchmarks.common import OUT, at_least, machine
+from benchmarks.common import OUT, at_least, between, machine
 from memgen.near import (
     BLOCK_TARGET,
     DEFAULT_THRESHOLD,
+    MAX_THRESHOLD,
     SearchPlan,
     block_pairs,
     flip_masks,
@@ -99,7 +100,8 @@ def whole(n: int, k: int, block_target: int, seed: int = 0) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=at_least(1), nargs="+", default=[10_000_000, 896_000_000])
-    parser.add_argument("--thresholds", type=at_least(0), nargs="+", default=[DEFAULT_THRESHOLD])
+    parser.add_argument("--thresholds", type=between(0, MAX_THRESHOLD), nargs="+",
+                        default=[DEFAULT_THRESHOLD])
     parser.add_argument("--blocks", type=at_least(1), default=3, help="blocks timed per band")
     parser.add_argument("--check", type=at_least(1), nargs="*", default=[],
                         help="sizes at which to also time the whole near_pairs search")

@@ -53,6 +53,21 @@ def at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from low to high, e.g. a threshold, which memgen's search
+    plans take up to memgen.near.MAX_THRESHOLD (a 64-bit hash differs in at most 64 bits)."""
+    at_least_low = at_least(low)
+
+    def parse(text: str) -> int:
+        value = at_least_low(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, not {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a number > 0."""
     value = float(text)

@@ -28,8 +28,16 @@ import argparse
 import json
 from functools import cache
 
-from benchmarks.common import OUT, at_least
-from memgen.near import HASH_BITS, VERIFY_COST, ball_size, plan_search, routed_copies, search_cost
+from benchmarks.common import OUT, at_least, between
+from memgen.near import (
+    HASH_BITS,
+    MAX_THRESHOLD,
+    VERIFY_COST,
+    ball_size,
+    plan_search,
+    routed_copies,
+    search_cost,
+)
 
 # 0.4: the search's measured c before its padded-row tables, which benchmarks/README.md's table cites
 RELATIVE_VERIFY_COSTS = tuple(sorted({0.03, 0.1, 0.3, 0.4, VERIFY_COST, 1.0, 3.0, 10.0}))
@@ -107,10 +115,11 @@ def plans(sizes: list[int], thresholds: list[int]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=at_least(1), nargs="+", default=[100_000, 1_000_000, 10_000_000])
-    parser.add_argument("--k", type=at_least(0), default=10)
+    parser.add_argument("--k", type=between(0, HASH_BITS - 1), default=10,
+                        help="its k + 1 pigeonhole bands take a bit or more each")
     parser.add_argument("--plan-sizes", type=at_least(1), nargs="*", default=[10**7, 10**8, 10**9],
                         help="sizes at which to show memgen's own plan")
-    parser.add_argument("--plan-thresholds", type=at_least(0), nargs="*", default=[4, 6, 8, 10])
+    parser.add_argument("--plan-thresholds", type=between(0, MAX_THRESHOLD), nargs="*", default=[4, 6, 8, 10])
     args = parser.parse_args()
     if len(args.sizes) < 2:
         parser.error("--sizes needs at least two sizes to compare")

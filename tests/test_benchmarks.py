@@ -19,6 +19,7 @@ import benchmarks.bench_near as bench_near
 import benchmarks.bench_near_blocks as bench_near_blocks
 import benchmarks.bench_object_store as bench_object_store
 import benchmarks.mih_bound as mih_bound
+from memgen.near import HASH_BITS, MAX_THRESHOLD
 
 ROOT = Path(__file__).resolve().parent.parent
 # peer_imagededup.py runs in the benchmark venv, but parses its arguments before importing imagededup
@@ -211,6 +212,39 @@ def test_a_count_too_small_to_measure_anything_is_a_usage_error(script, argv, mo
         run_script(script, argv, monkeypatch)
     assert done.value.code == 2
     assert "must be " in capsys.readouterr().err.splitlines()[-1]
+
+
+def _parsed_or_usage_error(script: str, argv: list[str], monkeypatch) -> argparse.Namespace | None:
+    """The script's parsed arguments, or None where argparse refused them (exit 2)."""
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        raise Parsed(original(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    try:
+        run_script(script, argv, monkeypatch)
+    except Parsed as parsed:
+        return parsed.args[0]
+    except SystemExit as done:
+        assert done.code == 2
+        return None
+    raise AssertionError(f"{script} neither parsed {argv} nor refused it")
+
+
+@pytest.mark.parametrize("script, flag, most", [
+    ("bench_near", "--threshold", MAX_THRESHOLD), ("bench_layouts", "--k", MAX_THRESHOLD),
+    ("bench_near_blocks", "--thresholds", MAX_THRESHOLD), ("mih_bound", "--plan-thresholds", MAX_THRESHOLD),
+    ("mih_bound", "--k", HASH_BITS - 1),  # k + 1 bands of a bit or more
+], ids=lambda x: x if isinstance(x, str) else str(x))
+def test_a_threshold_beyond_what_a_hash_takes_is_a_usage_error(script, flag, most, monkeypatch, capsys):
+    """Beyond memgen's MAX_THRESHOLD, plan_search raises (a traceback after the set-up); beyond
+    64 bits no two hashes differ: said at once, as a usage error."""
+    accepted = _parsed_or_usage_error(script, [flag, str(most)], monkeypatch)
+    assert accepted is not None and getattr(accepted, flag[2:].replace("-", "_")) in (most, [most])
+    for value in (most + 1, 65):
+        assert _parsed_or_usage_error(script, [flag, str(value)], monkeypatch) is None
+        assert capsys.readouterr().err.splitlines()[-1].endswith(f"must be at most {most}, not {value}")
 
 
 def test_the_readme_names_the_benchmarks_that_print_their_result_instead_of_writing_json():
