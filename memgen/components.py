@@ -30,8 +30,9 @@ from scipy.sparse.csgraph import connected_components as _sparse_components
 Edge = tuple[int, int]
 
 # Stars of near-duplicate pairs are shallow; 12 rounds cover paths of thousands of
-# nodes (a sorted path of 4,000 needs 13, a shuffled one of 64,000 too): past them
-# `finish_labels` completes the components and the manifest says so.
+# nodes (a sorted path of 4,000 needs 13, a shuffled one of 64,000 too, though both leave
+# `finish_labels` no link; sorted 64,000 leaves 119,806: benchmarks/bench_components): past
+# them `finish_labels` completes the components and the manifest says how much it joined.
 MAX_ROUNDS = 12
 
 

@@ -154,6 +154,13 @@ def test_mih_bound_against_the_one_band_layout(monkeypatch, tmp_path):
     assert plan["least_work"] <= plan["work"] and math.isfinite(plan["work"])
 
 
+def test_components_at_a_tiny_size(monkeypatch, capsys):
+    """The stage's record against the reference's, one table row a path (sorted 40 converges)."""
+    run_script("bench_components", ["--nodes", "40"], monkeypatch)
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row.startswith("| sorted 40 | ") and "True | 0 | 0 |" in row
+
+
 def test_planted_pairs_are_within_k():
     hashes, i, j = bench_near.planted(1000, 10)
     d = np.bitwise_count(hashes[i] ^ hashes[j])
