@@ -31,7 +31,7 @@ Edge = tuple[int, int]
 
 # Stars of near-duplicate pairs are shallow; 12 rounds cover paths of thousands of
 # nodes (a sorted path of 4,000 needs 13, a shuffled one of 64,000 too, though both leave
-# `finish_labels` no link; sorted 64,000 leaves 119,806: benchmarks/bench_components): past
+# `finish_labels` no link; sorted 64,000 leaves 115,710: benchmarks/bench_components): past
 # them `finish_labels` completes the components and the manifest says how much it joined.
 MAX_ROUNDS = 12
 
@@ -108,7 +108,7 @@ def finish_labels(links: Iterable[Edge]) -> dict[int, int]:
 
 class Finishing(NamedTuple):
     """What `finish_labels` joined on one machine: nothing when the rounds converged."""
-    links: int = 0  # gathered: each node's labels beside its smallest (nodes may repeat a link)
+    links: int = 0  # distinct links: each node links the labels it is sent to their smallest
     labels: int = 0  # distinct labels the links join
 
 
@@ -136,8 +136,9 @@ def convergence(changed_rounds: Mapping[int, int], max_rounds: int) -> Convergen
     return Convergence(max_rounds, tuple(changed_rounds.get(r, 0) for r in range(max_rounds)))
 
 
-def finished(links: list[Edge], record: Convergence) -> tuple[dict[int, int], Convergence]:
+def finished(links: Iterable[Edge], record: Convergence) -> tuple[dict[int, int], Convergence]:
     """(`finish_labels` of the links, the record saying how many links and labels it joined)."""
+    links = set(links)  # many nodes send the same link
     final = finish_labels(links)
     joined = len(final.keys() | set(final.values()))  # relabelled labels and the ones they join
     return final, record._replace(finishing=Finishing(len(links), joined))

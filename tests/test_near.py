@@ -312,7 +312,7 @@ def _neighbours(edges) -> dict[int, set[int]]:
 def finishing_by_hand(edges, rounds: int) -> Finishing:
     """The links and labels of the finishing step, recounted without memgen.components: the
     rounds on plain sets, then the labels each node is sent (its own and its neighbours',
-    each the smallest of a closed neighbourhood), one link per label beside their smallest."""
+    each the smallest of a closed neighbourhood), linked to their smallest; distinct links."""
     edges = set(edges)
     for _ in range(rounds):
         nb = _neighbours(edges)  # large-star: larger neighbours to the smallest of the neighbourhood
@@ -324,8 +324,8 @@ def finishing_by_hand(edges, rounds: int) -> Finishing:
     nb = _neighbours(edges)
     label = {u: min(nb[u] | {u}) for u in nb}
     sent = [{label[u], *(label[v] for v in nb[u])} for u in nb]
-    linked = [s for s in sent if len(s) > 1]
-    return Finishing(sum(len(s) - 1 for s in linked), len(set().union(*linked)))
+    links = {(min(s), x) for s in sent for x in s if x != min(s)}
+    return Finishing(len(links), len({x for link in links for x in link}))
 
 
 def test_the_finishing_step_is_counted_and_empty_when_converged():

@@ -4,7 +4,8 @@ NearDedup is one swappable transform: PCollection[ImageGroup] -> {"assigned":
 PCollection[(ImageGroup, Assignment)], "report": its one-element report}, each group beside
 where its image went, so writing needs no join of its own.
 Only fingerprints and hash values move through its shuffles, never image bytes, and
-nothing is gathered into one worker: identical hashes collapse into one node by a
+nothing is gathered into one worker (but the distinct label links that component rounds
+cut short leave, which the manifest counts): identical hashes collapse into one node by a
 lifted combine, the multi-index-hashing blocks of `memgen.near` find the pairs
 within the threshold, large-star/small-star rounds of `memgen.components` label the
 connected components, and each component is split so that every member is within
@@ -242,6 +243,24 @@ class _UnlessSettledFn(beam.DoFn):
             yield pvalue.TaggedOutput(SETTLED, keyed_edge)
 
 
+class _DistinctLinksFn(beam.CombineFn):
+    """The distinct links, for the one worker that joins them: lifted, so each bundle sends
+    its own once (many nodes send the same link: 122,291 of a shuffled path are 9)."""
+
+    def create_accumulator(self) -> set:
+        return set()
+
+    def add_input(self, accumulator: set, link) -> set:
+        accumulator.add(link)
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> set:
+        return set().union(*accumulators)
+
+    def extract_output(self, accumulator: set) -> list:
+        return sorted(accumulator)
+
+
 class _LabelFn(beam.DoFn):
     """A node's label; when the rounds ran out first, also the label it sends to itself and
     its neighbours (LINKS), which the finishing pass joins."""
@@ -307,10 +326,16 @@ class ConnectedComponents(beam.PTransform):
         final = (labelled[LINKS]
                  | "LabelsSent" >> beam.GroupByKey()
                  | "LinkLabels" >> beam.FlatMapTuple(lambda _, labels: label_links(labels))
-                 | "AllLinks" >> beam.combiners.ToList()
-                 | "FinishLabels" >> beam.Map(finished, pvalue.AsSingleton(record)))
+                 | "AllLinks" >> beam.CombineGlobally(_DistinctLinksFn())
+                 | "FinishLabels" >> beam.Map(_finish, pvalue.AsSingleton(record)))
         labels = labelled.labels | "FinalLabel" >> beam.Map(_final_label, pvalue.AsSingleton(final))
         return {"labels": labels, "convergence": final | "Finished" >> beam.Map(lambda f: f[1])}
+
+
+def _finish(links: list, record):
+    """`finished`, counting the links the one worker got (Beam counter): the distinct ones."""
+    beam.metrics.Metrics.counter("memgen", "components_finishing_links_received").inc(len(links))
+    return finished(links, record)
 
 
 def _final_label(labelled: tuple[int, int], final: tuple[dict[int, int], object]) -> tuple[int, int]:
