@@ -26,8 +26,9 @@ def memorize_summary(manifest: dict[str, Any]) -> str:
     check = "balanced" if manifest["balanced"] else "NOT BALANCED"
     lines.append(f"{manifest['equation']}: {check}")
     components = (manifest.get("near_dedup") or {}).get("components") or {}
-    if components.get("converged") is False:  # else only the manifest would tell
-        finishing = components.get("finishing")  # absent from older manifests
+    finishing = components.get("finishing")  # absent from older manifests
+    # else only the manifest tells: the rounds ran out with every component's labels agreeing
+    if components.get("converged") is False and (finishing is None or finishing["links"]):
         joined = f" ({finishing['links']} links of {finishing['labels']} labels)" if finishing else ""
         lines.append(f"near duplicates: the connected components did not converge in "
                      f"{components['max_rounds']} rounds; one worker joined the rest of them{joined} "

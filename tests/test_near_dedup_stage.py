@@ -165,6 +165,11 @@ def test_components_that_did_not_converge_are_said_in_the_summary():
             manifest = build_manifest(base, Counter(images=1), 1, near_dedup=report)
             assert (said in memorize_summary(manifest)) == (not converged)
             components.pop("finishing", None)  # then an older manifest: said without the counts
+    # out of rounds with every component's labels agreeing already: nothing was joined, nothing said
+    components = {"max_rounds": 2, "rounds": 2, "converged": False, "changes_per_round": [3, 1],
+                  "finishing": {"links": 0, "labels": 0}}
+    manifest = build_manifest(base, Counter(images=1), 1, near_dedup={"pairs": 3, "components": components})
+    assert "converge" not in memorize_summary(manifest)
 
 
 def window_chain(n: int) -> list[int]:
