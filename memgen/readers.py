@@ -35,6 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 from warcio.recordloader import ArchiveLoadFailed
 
 from memgen.decode import identified
+from memgen.imagefolder import folder_row, named_rows, row_in
 from memgen.records import Record, Reject, Shard, printable
 from memgen.shards import (
     HTTP_TIMEOUT,
@@ -243,7 +244,7 @@ def _sample_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, key: s
     meta_text, url = _metadata(decode_text(meta_member.data))
     sidecars = {ext for ext, _, _ in images} | {caption_member.ext, meta_member.ext, ""}
     texts = _text_members([(ext, data) for _, ext, data, size in group if ext not in sidecars and size >= 0])
-    meta_text = _with_partitions(_with_text_members(meta_text, texts), shard.partitions)
+    meta_text = _with_partitions(_with_fields(meta_text, texts), shard.partitions)
     url = url or texts.get("url")  # a `.url` member, when the .json names none
     for n, (ext, data, size) in enumerate(images):
         member_locator = locator if n == 0 else f"{locator}.{ext}"
@@ -332,14 +333,15 @@ def _text_members(members: list[tuple[str, bytes | None]]) -> dict[str, str]:
     return texts
 
 
-def _with_text_members(meta_text: str | None, texts: dict[str, str]) -> str | None:
-    """The metadata JSON with the sample's other text members under their extension, as a
-    Parquet shard's other columns are (only image, caption and metadata were kept). A key the
-    .json member has keeps its value; a .json that is not an object is kept under "json"."""
-    if not texts:
+def _with_fields(meta_text: str | None, fields: dict[str, object]) -> str | None:
+    """The metadata JSON with more fields: a sample's other text members under their
+    extension, as a Parquet shard's other columns are (only image, caption and metadata were
+    kept), an image's row of its folder's metadata file. A key the .json has keeps its value;
+    a .json that is not an object is kept under "json"."""
+    if not fields:
         return meta_text
     parsed = _metadata_object(meta_text)
-    merged = parsed | {ext: text for ext, text in texts.items() if ext not in parsed}
+    merged = parsed | {name: value for name, value in fields.items() if name not in parsed}
     # _finite: a number too large for a float (1e400) was read as inf, which JSON has not
     return json.dumps(_finite(merged), ensure_ascii=False)
 
@@ -972,10 +974,25 @@ def _read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
                          len(data), data[: config.reject_data_cap])
             return
         sidecars[suffix] = sidecar
-    caption = decode_text(sidecars[".txt"])
-    metadata, url = _metadata(decode_text(sidecars[".json"]))
+    row = folder_row(shard.folder_metadata, shard.location) if shard.folder_metadata else None
+    caption, url, metadata = _image_texts(sidecars[".txt"], sidecars[".json"], row, config)
     metadata = _with_partitions(metadata, shard.partitions)
     yield Record(shard.index, 0, shard.source(), data, caption, url, metadata)
+
+
+def _image_texts(txt: bytes | None, json_data: bytes | None, row: dict | None,
+                 config: ReaderConfig) -> tuple[str | None, str | None, str | None]:
+    """(caption, url, metadata JSON) of an image from its NAME.txt and NAME.json and its row of
+    an ImageFolder metadata file (caption under --caption_column, else `text`): its own files,
+    where it has them, say more than the folder's."""
+    caption = decode_text(txt)
+    metadata, url = _metadata(decode_text(json_data))
+    if row:
+        if caption is None:
+            caption = _field_text(row.get(config.caption_column, row.get("text")))
+        url = url or _field_text(row.get(config.url_column))
+        metadata = _with_fields(metadata, row)
+    return caption, url, metadata
 
 
 def _read_zip(shard: Shard, f, config: ReaderConfig, say_skipped: bool) -> Iterator[ShardItem]:
@@ -993,7 +1010,17 @@ def _read_zip(shard: Shard, f, config: ReaderConfig, say_skipped: bool) -> Itera
         return
     ordinals = {name: n for n, name in enumerate(members)}
     visible = [name for name in members if not hidden(name)]
-    entries, skipped = folder_entries(visible)
+    entries, skipped, described = folder_entries(visible)
+    tables: dict[str, dict[str, dict]] = {}  # an ImageFolder metadata member's rows, read once
+
+    def row_of(name: str) -> dict | None:
+        found = described.get(name)
+        if found is None:
+            return None
+        if found not in tables:
+            tables[found] = _zipped_rows(archive, members[found], found, config.max_bytes)
+        return row_in(tables[found], found, name)
+
     skipped["hidden"] += len(members) - len(visible)
     if say_skipped and skipped.total():
         _log.warning("%s: skipped %d members that are neither shards nor images (%s)", shard.uri,
@@ -1002,16 +1029,32 @@ def _read_zip(shard: Shard, f, config: ReaderConfig, say_skipped: bool) -> Itera
     for name, sidecars in entries.items():
         key = keys(printable(name))
         try:
-            yield _zip_item(shard, archive, members, name, sidecars, ordinals[name], key, config)
+            row = row_of(name)
+            yield _zip_item(shard, archive, members, name, sidecars, ordinals[name], key, row, config)
         except _DAMAGE as e:  # a failed transfer: the rest is not read
             yield Reject(shard.index, ordinals[name], shard.source(f"#{key}"), "read", _failure(e),
                          read_message(e, shard, config.http_timeout))
             return
 
 
+def _zipped_rows(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
+                 max_bytes: int) -> dict[str, dict]:
+    """The rows of an ImageFolder metadata member (imagefolder.named_rows); none when it cannot
+    be read (its images are read without it)."""
+    read = member_bytes(archive, info, max_bytes, 0)
+    if isinstance(read, NoBytes) or read[1] < 0:
+        return {}
+    try:
+        return named_rows(name, read[0])
+    except Exception:  # noqa: BLE001 - not CSV, not Parquet: its images are read without it
+        return {}
+
+
 def _zip_item(shard: Shard, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], name: str,
-              sidecars: tuple[str, ...], ordinal: int, key: str, config: ReaderConfig) -> ShardItem:
-    """One image member of a zip, with its sidecar members -> a Record, or a Reject."""
+              sidecars: tuple[str, ...], ordinal: int, key: str, row: dict | None,
+              config: ReaderConfig) -> ShardItem:
+    """One image member of a zip, with its sidecar members and its ImageFolder row -> a
+    Record, or a Reject."""
     info, locator = members[name], f"#{key}"
     source = shard.source(locator)
     kind = shard_kind(name)
@@ -1035,9 +1078,9 @@ def _zip_item(shard: Shard, archive: zipfile.ZipFile, members: dict[str, zipfile
                           f"its {suffix} member is {-sidecar[1]} bytes > max_bytes {config.max_bytes}",
                           size, data[: config.reject_data_cap])
         texts[suffix.lower()] = None if isinstance(sidecar, NoBytes) else sidecar[0]  # a caption lost
-    metadata, url = _metadata(decode_text(texts.get(".json")))
-    return Record(shard.index, ordinal, source, data, decode_text(texts.get(".txt")), url,
-                  _with_partitions(metadata, shard.partitions), locator)
+    caption, url, metadata = _image_texts(texts.get(".txt"), texts.get(".json"), row, config)
+    metadata = _with_partitions(metadata, shard.partitions)
+    return Record(shard.index, ordinal, source, data, caption, url, metadata, locator)
 
 
 def _read_warc(shard: Shard, f, config: ReaderConfig, say_skipped: bool) -> Iterator[ShardItem]:

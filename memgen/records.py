@@ -47,13 +47,14 @@ class Shard(NamedTuple):
     # its Hive partitions, (key, value) of the key=value folders it lies in (shards.hive_partitions):
     # found once, where it is listed, so every worker reads the same metadata
     partitions: tuple[tuple[str, str | None], ...] = ()
+    folder_metadata: str | None = None  # an image file's ImageFolder metadata.jsonl/.csv/.parquet
 
     @classmethod
     def of(cls, index: int, uri: str, kind: str, sidecars: tuple[str, ...] = (),
-           partitions: tuple[tuple[str, str | None], ...] = ()) -> Shard:
+           partitions: tuple[tuple[str, str | None], ...] = (), folder_metadata: str | None = None) -> Shard:
         shown = printable(uri)
         raw = None if shown == uri else uri.encode("utf-8", "surrogateescape")
-        return cls(index, shown, kind, raw, sidecars, partitions)
+        return cls(index, shown, kind, raw, sidecars, partitions, folder_metadata)
 
     def sidecar(self, suffix: str) -> str:
         """Where a file's sidecar is: its name with `suffix` for the image's own (a.jpg: a.txt)."""

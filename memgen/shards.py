@@ -17,6 +17,7 @@ import posixpath
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import fsspec
@@ -50,6 +51,8 @@ OTHER_IMAGE_SUFFIXES = (".pcd", ".fit", ".fits", ".gbr", ".im", ".msp", ".pxr", 
                         ".ftc", ".ftu", ".spider", ".imt", ".mcidas", ".xvthumb")
 IMAGES = "images"  # the folder of a memgen run's output (sample, memory) that holds its images
 SIDECARS = (".txt", ".json")  # an image file's caption and metadata (with its url)
+# Hugging Face ImageFolder's metadata files (memgen.imagefolder), preferred in this order
+FOLDER_METADATA = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
 HTTP_TIMEOUT = 60.0  # seconds an http(s) server may send nothing before a read fails
 MAX_EXPANDED = 1_000_000  # URLs one brace range may stand for (LAION-5B is ~0.5M shards)
 _INT_RANGE = re.compile(r"\{(-?\d+)\.\.(-?\d+)(?:\.\.-?(\d+))?\}")
@@ -129,15 +132,27 @@ def _stem(path: str) -> str:
     return path[: len(path) - len(suffix)]
 
 
+class FolderEntries(NamedTuple):
+    listed: dict[str, tuple[str, ...]]  # shards and images, each with its sidecars
+    skipped: Counter  # the other files, by suffix
+    described: dict[str, str]  # image -> the ImageFolder metadata file that describes it
+
+
 def folder_entries(paths: list[str], beside: frozenset[str] = frozenset(),
-                   glob: bool = False) -> tuple[dict[str, tuple[str, ...]], Counter]:
+                   glob: bool = False) -> FolderEntries:
     """The shards and images among the files of a folder walk or a glob, each with its
     sidecars (SIDECARS beside an image: a.txt, a.json for a.jpg, as img2dataset's "files"
     output and training folders have them), and the other files by suffix. img2dataset
     writes NNNNN.parquet beside NNNNN.tar or the folder NNNNN/: their metadata, without
     images; it and NNNNN_stats.json are not shards. `beside`: more such tars and folders
     (without their suffix), that a glob did not match. A `glob` that matches no shard or
-    image means the other files it matches (`blobs/*` of files named by hash)."""
+    image means the other files it matches (`blobs/*` of files named by hash). An image below
+    an ImageFolder metadata file (FOLDER_METADATA) is described by the nearest one; such a
+    file is not a shard."""
+    images = [p for p in paths if p.lower().endswith(IMAGE_SUFFIXES)]
+    described = _described(paths, images)
+    metadata_files = set(described.values())
+    paths = [p for p in paths if p not in metadata_files]
     present = set(paths)
     # img2dataset's shards: NNNNN.tar (webdataset output), or the folder NNNNN/ (files output)
     shards = ({_stem(p) for p in paths if p.lower().endswith(TAR_SUFFIXES)}
@@ -168,15 +183,43 @@ def folder_entries(paths: list[str], beside: frozenset[str] = frozenset(),
             skipped["parquet beside its tar or folder"] += 1
         elif path not in listed and path not in used:
             skipped[posixpath.splitext(posixpath.basename(path))[1].lower() or "no suffix"] += 1
-    return listed, skipped
+    return FolderEntries(listed, skipped, {image: described[image] for image in listed if image in described})
 
 
-def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Counter, str | None]:
-    """URLs one input stands for (with the sidecars of images in its folders or glob),
-    whether the input itself exists or matched (None: not checked, an http(s) URL; a brace
-    range of them would cost a request each), the files of its folders or glob that are
-    not shards, images or sidecars, by suffix, and the folder they were listed from (the
-    folder, the glob's fixed folder; None for a file named: hive_partitions)."""
+def _described(paths: list[str], images: list[str]) -> dict[str, str]:
+    """{image: the ImageFolder metadata file nearest up its folders}, of the listed `paths`;
+    one of several in a folder by FOLDER_METADATA's order."""
+    files: dict[str, str] = {}
+    for path in paths:
+        name = posixpath.basename(path)
+        if name in FOLDER_METADATA:
+            folder = posixpath.dirname(path)
+            if folder not in files or FOLDER_METADATA.index(name) < FOLDER_METADATA.index(
+                    posixpath.basename(files[folder])):
+                files[folder] = path
+    if not files:
+        return {}
+
+    @functools.cache
+    def nearest(folder: str) -> str | None:
+        above = posixpath.dirname(folder)
+        return files.get(folder) or (None if above == folder else nearest(above))
+
+    return {image: found for image in images if (found := nearest(posixpath.dirname(image)))}
+
+
+class _Expanded(NamedTuple):
+    """What one input stands for."""
+    urls: dict[str, tuple[str, ...]]  # with the sidecars of images in its folders or glob
+    exists: bool | None  # whether it exists or matched (None: not checked, an http(s) URL; a
+    # brace range of them would cost a request each)
+    skipped: Counter  # the files of its folders or glob that are not shards, images or sidecars
+    root: str | None  # the folder, the glob's fixed folder; None for a file named: hive_partitions
+    described: dict[str, str]  # image URL -> its ImageFolder metadata file's
+
+
+def _expand_one(url: str) -> _Expanded:
+    """What one input URL stands for (_Expanded)."""
     fs, path = url_fs(url)
     protocol = url.split("://", 1)[0] if "://" in url else None
     if isinstance(fs, LocalFileSystem):  # a/../a/x.tar and file:///…/a/x.tar are a/x.tar: read once
@@ -200,20 +243,23 @@ def _expand_one(url: str) -> tuple[dict[str, tuple[str, ...]], bool | None, Coun
             else:
                 files.extend(_walk(fs, m, loops))
         _say_loops(url, loops)
-        listed, skipped = folder_entries(files, _img2dataset_shards(fs, files), glob=True)
-        return ({unstrip(f): sidecars for f, sidecars in listed.items()}, bool(matches), skipped,
-                unstrip(folder).rstrip("/"))
-    if protocol in ("http", "https"):
-        return {url: ()}, None, Counter(), None  # a missing URL becomes a reject row when it is opened
+        entries = folder_entries(files, _img2dataset_shards(fs, files), glob=True)
+        return _Expanded({unstrip(f): sidecars for f, sidecars in entries.listed.items()}, bool(matches),
+                         entries.skipped, unstrip(folder).rstrip("/"),
+                         {unstrip(f): unstrip(m) for f, m in entries.described.items()})
+    if protocol in ("http", "https"):  # a missing URL becomes a reject row when it is opened
+        return _Expanded({url: ()}, None, Counter(), None, {})
     try:
         if fs.isdir(path):
             loops: list[str] = []
-            listed, skipped = folder_entries(_walk(fs, path, loops))
+            entries = folder_entries(_walk(fs, path, loops))
             _say_loops(url, loops)
-            return {unstrip(f): sidecars for f, sidecars in listed.items()}, True, skipped, unstrip(path)
+            return _Expanded({unstrip(f): sidecars for f, sidecars in entries.listed.items()}, True,
+                             entries.skipped, unstrip(path),
+                             {unstrip(f): unstrip(m) for f, m in entries.described.items()})
     except OSError:
         pass
-    return {unstrip(path): ()}, _exists(fs, path), Counter(), None  # a file named is read as it is
+    return _Expanded({unstrip(path): ()}, _exists(fs, path), Counter(), None, {})  # a file named: as it is
 
 
 def _img2dataset_shards(fs: fsspec.AbstractFileSystem, files: list[str]) -> frozenset[str]:
@@ -434,12 +480,14 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
     """
     urls: dict[str, tuple[str, ...]] = {}  # with their sidecars
     roots: dict[str, str | None] = {}  # the folder each was listed from (hive_partitions)
+    described: dict[str, str] = {}  # image -> its ImageFolder metadata file
     any_exists = False
     unchecked: list[str] = []
     for raw in inputs:
         with _listing(raw):
             for url in expand(raw):
-                expanded, exists, skipped, root = _expand_one(url)
+                expanded, exists, skipped, root, metadata = _expand_one(url)
+                described.update(metadata)
                 if skipped:
                     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items()))
                     _log.warning("%s: skipped %d files that are neither shards nor images (%s)",
@@ -468,8 +516,8 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
     if not any_exists or not urls:
         raise NoInputError(f"no input matched: {' '.join(inputs)}{refused or _missing_buckets(inputs)}")
     named = _one_name_each(urls)
-    return [Shard.of(i, uri, shard_kind(uri), named[uri], tuple(hive_partitions(uri, roots[uri]).items()))
-            for i, uri in enumerate(sorted(named))]
+    return [Shard.of(i, uri, shard_kind(uri), named[uri], tuple(hive_partitions(uri, roots[uri]).items()),
+                     described.get(uri)) for i, uri in enumerate(sorted(named))]
 
 
 def _missing_buckets(inputs: list[str]) -> str:
@@ -557,11 +605,14 @@ def listing_digest(shards: Sequence[Shard]) -> str:
     anew each time; a retry over the same listing has nothing new to read, and a file
     rewritten under its name lists otherwise). A shard's Hive partitions, its records'
     metadata, are added where it has any (the same file listed from another folder has
-    others), so listings without any digest as they did before partitions were read."""
+    others), and its ImageFolder metadata file with its version, so listings without either
+    digest as they did before."""
     listed = "\n".join(
         "\t".join([shard.uri, ",".join(shard.sidecars), file_version(shard.location),
                    *(file_version(shard.sidecar(suffix)) for suffix in shard.sidecars),
-                   *([json.dumps(shard.partitions)] if shard.partitions else [])])
+                   *([json.dumps(shard.partitions)] if shard.partitions else []),
+                   *([shard.folder_metadata, file_version(shard.folder_metadata)]
+                     if shard.folder_metadata else [])])
         for shard in shards)
     return hashlib.sha256(listed.encode("utf-8", "surrogateescape")).hexdigest()
 

@@ -1,0 +1,110 @@
+"""Hugging Face ImageFolder: metadata.jsonl / .csv / .parquet beside a folder of images."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import datasets
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from memgen.pipelines.cli import main
+from memgen.readers import ReaderConfig, read_shard
+from memgen.shards import discover, listing_digest
+from shardkit import jpeg
+
+ROWS = [{"file_name": "a.jpg", "text": "a tabby on a mat", "score": 0.9},
+        {"file_name": "sub/b.jpg", "text": "a cat, asleep", "score": 0.5},
+        {"file_name": "./sub/deep/c.png", "text": "c", "score": 0.25}]
+
+
+def imagefolder(root, kind: str, rows: list[dict] = ROWS) -> None:
+    """train/ with its images and one metadata file of `kind`, as `datasets` documents it."""
+    train = root / "train"
+    for n, row in enumerate(rows):
+        (train / row["file_name"]).parent.mkdir(parents=True, exist_ok=True)
+        (train / row["file_name"]).write_bytes(jpeg(n))
+    if kind == "jsonl":
+        (train / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif kind == "csv":
+        (train / "metadata.csv").write_text("file_name,text,score\n" + "".join(
+            f'{r["file_name"]},"{r["text"]}",{r["score"]}\n' for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), train / "metadata.parquet")
+
+
+def records(root) -> dict[str, tuple]:
+    """{path below train/: (caption, metadata)} of what memgen reads from the folder."""
+    shards = discover([str(root)])
+    items = [item for shard in shards for item in read_shard(shard, ReaderConfig())]
+    return {item.source.split("/train/", 1)[1]: (item.caption, json.loads(item.metadata or "null"))
+            for item in items}
+
+
+def reference(root) -> dict[str, tuple]:
+    """The same as `datasets` loads the folder (its `imagefolder` builder)."""
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(root), split="train",
+                                   cache_dir=str(root.parent / "hf-cache"))
+    loaded = loaded.cast_column("image", datasets.Image(decode=False))
+    return {row["image"]["path"].split("/train/", 1)[1]: (row["text"], {k: row[k] for k in ("text", "score")})
+            for row in loaded}
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet"])
+def test_each_image_gets_its_row_as_datasets_gives_it(tmp_path, kind):
+    imagefolder(tmp_path / "data", kind)
+    got = records(tmp_path / "data")
+    assert got == reference(tmp_path / "data")
+    assert set(got) == {"a.jpg", "sub/b.jpg", "sub/deep/c.png"}  # the metadata file is no shard
+
+
+def test_an_images_own_caption_and_json_say_more_and_rows_it_lacks_are_no_loss(tmp_path, caplog):
+    imagefolder(tmp_path / "data", "jsonl")
+    train = tmp_path / "data" / "train"
+    (train / "a.txt").write_text("its own caption")
+    (train / "a.json").write_text('{"score": 1.0, "url": "http://x/a.jpg"}')
+    (train / "unlisted.jpg").write_bytes(jpeg(9))  # a row of none
+    with open(train / "metadata.jsonl", "a") as f:
+        f.write("not json\n" + json.dumps({"text": "no file_name"}) + "\n")
+    got = records(tmp_path / "data")
+    own = {"score": 1.0, "url": "http://x/a.jpg", "text": "a tabby on a mat"}  # its .json's score wins
+    assert got["a.jpg"] == ("its own caption", own)
+    assert got["unlisted.jpg"] == (None, None)
+    assert any("2 of its 5 rows name no image" in m for m in caplog.messages)
+
+
+def test_the_nearest_metadata_file_up_an_images_folders_describes_it(tmp_path):
+    imagefolder(tmp_path / "data", "jsonl")
+    sub = tmp_path / "data" / "train" / "sub"
+    (sub / "metadata.csv").write_text('file_name,text\nb.jpg,"nearer"\n')
+    got = records(tmp_path / "data")
+    assert got["sub/b.jpg"][0] == "nearer" and got["sub/deep/c.png"][0] is None  # sub's file names no c.png
+    assert got["a.jpg"][0] == "a tabby on a mat"
+
+
+def test_a_changed_metadata_file_changes_the_listing(tmp_path):
+    imagefolder(tmp_path / "data", "jsonl")
+    before = listing_digest(discover([str(tmp_path / "data")]))
+    (tmp_path / "data" / "train" / "metadata.jsonl").write_text(json.dumps(ROWS[0] | {"text": "new"}) + "\n")
+    assert listing_digest(discover([str(tmp_path / "data")])) != before
+
+
+def test_a_zipped_imagefolder(tmp_path):
+    imagefolder(tmp_path / "data", "jsonl")
+    with zipfile.ZipFile(tmp_path / "data.zip", "w") as archive:
+        for path in sorted((tmp_path / "data").rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(tmp_path / "data"))
+    shards = discover([str(tmp_path / "data.zip")])
+    got = {item.source.split("#train/", 1)[1]: item.caption for item in read_shard(shards[0], ReaderConfig())}
+    assert got == {"a.jpg": "a tabby on a mat", "sub/b.jpg": "a cat, asleep", "sub/deep/c.png": "c"}
+
+
+def test_memorize_an_imagefolder(tmp_path):
+    imagefolder(tmp_path / "data", "csv")
+    assert main(["memorize", str(tmp_path / "data"), "--memory", str(tmp_path / "m")]) == 0
+    captions = duckdb.sql(f"select caption from '{tmp_path}/m/images/*.parquet' order by caption").fetchall()
+    assert captions == [("a cat, asleep",), ("a tabby on a mat",), ("c",)]
