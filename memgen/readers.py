@@ -36,6 +36,7 @@ from warcio.recordloader import ArchiveLoadFailed
 
 from memgen.decode import identified
 from memgen.imagefolder import folder_row, named_rows, row_in
+from memgen.inline import NotBase64, decoded
 from memgen.records import Record, Reject, Shard, printable
 from memgen.shards import (
     HTTP_TIMEOUT,
@@ -467,6 +468,10 @@ def _cell_item(shard: Shard, ordinal: int, key: str, column: str, data: bytes | 
         data = _image_file(shard, ordinal, key, f"{column}.path", path, fields, config)
     if isinstance(data, Reject):
         return data
+    if isinstance(data, NotBase64):
+        return Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", "not_base64",
+                      f"{column} holds text that is not base64: {data.head!r}"
+                      f"{_row_said(fields, config)}"[:500])
     if data is None:  # a null cell: no bytes to fingerprint
         return Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", "empty",
                       _null_image(column, fields, config))
@@ -498,10 +503,13 @@ def _image_cells(column: pa.Array, listed: bool) -> list[_Cell | None]:
 
 def _image_values(images: pa.Array) -> tuple[list, list]:
     """(bytes, path) of each row of an image column; path None but for a Hugging Face image
-    struct {bytes, path}. A null struct is a null image: its children are taken through
-    flatten(), which nulls them where the struct is null (field() keeps what lies under it, and
-    a struct of non-nullable children read back from Parquet holds b"" and "" there: a record
-    of zero bytes, rejected at fingerprint without the row's url)."""
+    struct {bytes, path}; text is base64 (memgen.inline: bytes, or NotBase64). A null struct is
+    a null image: its children are taken through flatten(), which nulls them where the struct
+    is null (field() keeps what lies under it, and a struct of non-nullable children read back
+    from Parquet holds b"" and "" there: a record of zero bytes, rejected at fingerprint without
+    the row's url)."""
+    if _is_text(images.type):
+        return [None if text is None else decoded(text) for text in images.to_pylist()], [None] * len(images)
     if not pa.types.is_struct(images.type):
         return images.to_pylist(), [None] * len(images)
     children = dict(zip([field.name for field in images.type], images.flatten(), strict=True))
@@ -514,8 +522,7 @@ def _path_bytes(paths: pa.Array) -> list[bytes | None]:
     is not UTF-8 (latin-1, from a lax writer) is found only by them (decoded by a guess, it named
     no file: a missing reject). A path of another type (a number) names no file: None."""
     t = paths.type.value_type if pa.types.is_dictionary(paths.type) else paths.type
-    if not (_is_binary(t) or any(test(t) for test in (pa.types.is_string, pa.types.is_large_string,
-                                                       pa.types.is_string_view))):
+    if not (_is_text(t) or _is_binary(t)):
         return [None] * len(paths)
     return paths.cast(pa.large_binary()).to_pylist()
 
@@ -783,7 +790,7 @@ class NamedColumns(NamedTuple):
     """What the first Parquet shard says of the columns the flags name."""
 
     missing: list[str]  # "--flag NAME" of each named column it lacks
-    image_holds: str | None  # what --image_column holds there when it is not image bytes
+    image_holds: str | None  # what --image_column holds there when it holds no images
     shard: str  # that shard and its columns, for messages
     unnamed_images: str | None = None  # without --image_column: why it has none, when columns hold bytes
 
@@ -803,7 +810,8 @@ def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
     first = _first_parquet_schema(shards)
     if first is None:
         return NamedColumns([], None, "")
-    uri, schema = first
+    first_shard, schema = first
+    uri = first_shard.uri
     if config.image_column is None:
         try:
             _image_column(schema, config)
@@ -816,13 +824,33 @@ def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
     holds = None
     if config.image_column in schema.names:
         found = schema.field(config.image_column).type
-        # all null (pandas' all-None column): undecided
-        holds = None if _holds_bytes(found) or pa.types.is_null(found) else f"{found} in {uri}"
+        if _is_text(found):
+            holds = _not_base64_images(first_shard, config.image_column)
+        elif not (_holds_bytes(found) or pa.types.is_null(found)):  # all null (pandas' None): undecided
+            holds = f"{found} in {uri}, not image bytes"
     return NamedColumns(missing, holds, f"{uri} (its columns: {', '.join(schema.names)})"[:400])
 
 
-def _first_parquet_schema(shards: list[Shard]) -> tuple[str, pa.Schema] | None:
-    """(URI, schema) of the first Parquet shard; None when there is none, or it cannot be read
+def _not_base64_images(shard: Shard, column: str) -> str | None:
+    """What a text --image_column holds when its first value is not a base64 image (URLs,
+    paths, captions: every record would be a reject), else None."""
+    try:
+        with open_input(shard.location) as f:
+            pf = pq.ParquetFile(f)
+            for batch in pf.iter_batches(batch_size=64, columns=[column]):
+                first = next((text for text in batch.column(0).to_pylist() if text), None)
+                if first is not None:
+                    data = decoded(first)
+                    if isinstance(data, bytes) and identified(data):
+                        return None
+                    return f"text in {shard.uri}, not base64 images (its first: {first[:60]!r})"
+    except Exception:  # noqa: BLE001 - unreadable here: its reader says why, as a reject
+        return None
+    return None
+
+
+def _first_parquet_schema(shards: list[Shard]) -> tuple[Shard, pa.Schema] | None:
+    """(shard, schema) of the first Parquet shard; None when there is none, or it cannot be read
     here (its reader says why, as a reject). Over http(s), reading the schema costs the whole
     file: not asked."""
     first = next((s for s in shards if s.kind == "parquet"), None)
@@ -830,7 +858,7 @@ def _first_parquet_schema(shards: list[Shard]) -> tuple[str, pa.Schema] | None:
         return None
     try:
         with open_input(first.location) as f:
-            return first.uri, pq.read_schema(f)
+            return first, pq.read_schema(f)
     except Exception:  # noqa: BLE001 - unreadable here: its reader says why, as a reject
         return None
 
@@ -866,6 +894,8 @@ def _image_column(schema: pa.Schema, config: ReaderConfig) -> str:
     for name in candidates:
         if name in schema.names and _holds_bytes(schema.field(name).type):
             return name
+    if config.image_column in schema.names and _is_text(schema.field(config.image_column).type):
+        return config.image_column  # base64, as named (URLs or paths are refused before the run)
     for name in candidates:  # pandas' all-None column: each row a reject of its own, not the shard one
         if name in schema.names and pa.types.is_null(schema.field(name).type):
             return name
@@ -913,6 +943,12 @@ def _holds_bytes(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         return _holds_bytes(t.value_type)
     return _is_binary(t)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    """A string type (dictionary-encoded too)."""
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
 def _is_binary(t: pa.DataType) -> bool:

@@ -130,8 +130,7 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
     if any(flag.startswith("--image_column") for flag in columns.missing):  # every record a reject
         raise UsageError(f"{', '.join(columns.missing)}: no such column in {columns.shard}")
     if columns.image_holds:
-        raise UsageError(f"--image_column {config.reader.image_column} holds {columns.image_holds}, "
-                         "not image bytes")
+        raise UsageError(f"--image_column {config.reader.image_column} holds {columns.image_holds}")
     if columns.missing:  # optional text: another shard may have it
         logging.getLogger("memgen").warning("%s: no such column in the first Parquet shard, %s",
                                             ", ".join(columns.missing), columns.shard)

@@ -981,7 +981,7 @@ def test_standard_output_on_a_full_disk_is_said_as_itself(tmp_path):
     (["{parquet}", "--memory", "{tmp}/m", "--image_column", "JPG", "--caption_column", "TEXT"],
      "--image_column JPG, --caption_column TEXT: no such column in"),  # was an empty memory, exit 0
     (["{parquet}", "--memory", "{tmp}/m", "--image_column", "caption"],
-     "--image_column caption holds string in "),  # text: every record a reject, exit 0
+     "--image_column caption holds text in "),  # not base64: every record a reject, exit 0
     (["{tmp}/photos", "--memory", "{memory}"], "already holds a finished memory"),  # before the inputs are
     (["{tmp}/photos", "--memory", "{memory}", "--dry_run"], "already holds a finished memory"),  # listed
 ])

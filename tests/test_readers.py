@@ -449,8 +449,9 @@ def test_parquet_image_column_must_hold_bytes(tmp_path):
     pq.write_table(pa.table({"bytes": [12345], "url": ["u"]}), tmp_path / "sizes.parquet")
     (item,) = read(str(tmp_path / "sizes.parquet"))
     assert item.error_type == "no_image_column" and "'bytes' holds int64, not image bytes" in item.message
-    (item,) = read(str(tmp_path / "a.parquet"), ReaderConfig(image_column="image"))
-    assert item.error_type == "no_image_column" and "'image' holds string" in item.message
+    (item,) = read(str(tmp_path / "a.parquet"), ReaderConfig(image_column="image"))  # named: base64
+    assert (item.error_type, item.message) == ("not_base64",
+                                               "image holds text that is not base64: '/x/y.jpg'")
     table = pa.Table.from_arrays([pa.array([jpeg(1)]), pa.array(["a"]), pa.array(["b"])], ["jpg", "x", "x"])
     pq.write_table(table, tmp_path / "twice.parquet")
     (item,) = read(str(tmp_path / "twice.parquet"))
@@ -678,7 +679,7 @@ def test_an_image_column_of_nulls_only_is_not_refused(tmp_path):
     pq.write_table(pa.table({"image": ["http://x/1.jpg"], "caption": ["c"]}), tmp_path / "1.parquet")
     shards = discover([str(tmp_path)])
     assert image_column_holds(shards[:1], ReaderConfig(image_column="image")) is None
-    assert image_column_holds(shards[1:], ReaderConfig(image_column="image")).startswith("string in ")
+    assert image_column_holds(shards[1:], ReaderConfig(image_column="image")).startswith("text in ")
     # and its rows are records without an image, as null cells are: not one reject for the shard
     # (the shard's records counted as one), nor a run refused for its other columns of bytes
     pq.write_table(pa.table({"image": pa.nulls(2), "thumb": [b"\xff\xd8", None], "url": ["u0", "u1"]}),
