@@ -799,8 +799,9 @@ def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
     """The flags (--image_column, and the text ones where not their defaults) whose column the
     first Parquet shard lacks, and what an --image_column it has holds when that is not bytes
     (text, a URL column: every record would be a reject), or without --image_column why it has
-    no image column by the default names although columns hold bytes (every shard a reject, an
-    empty memory), from one read of its schema; nothing when all are usable, or the shard
+    no image column by the default names although columns hold bytes, or when all shards are
+    Parquet and none of its columns does (every shard a reject, an empty memory), from one read
+    of its schema; nothing when all are usable, or the shard
     cannot be read here (its reader says why, as a reject)."""
     named = {flag: name for flag, name, default in (
         ("--image_column", config.image_column, None),
@@ -816,8 +817,12 @@ def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
         try:
             _image_column(schema, config)
         except ColumnError as e:  # images under a name memgen does not guess (`image_data`, `JPG`)
-            if any(_holds_bytes(t) for t in schema.types):  # else a metadata Parquet beside tars, say
+            if any(_holds_bytes(t) for t in schema.types):
                 return NamedColumns([], None, "", f"{uri}: {e}")
+            # no bytes at all: metadata beside tars or image files, else a list of URLs (LAION's)
+            if all(shard.kind == "parquet" for shard in shards):
+                return NamedColumns([], None, "", f"{uri}: {e}; memgen reads image bytes and downloads"
+                                                  " none: fetch the images first (img2dataset)")
     if not named:
         return NamedColumns([], None, "")
     missing = [f"{flag} {name}" for flag, name in named.items() if name not in schema.names]

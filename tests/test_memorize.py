@@ -1021,6 +1021,19 @@ def test_parquet_images_under_a_name_not_guessed_are_refused_in_one_line(tmp_pat
     assert result.returncode == 0, result.stderr
 
 
+def test_a_parquet_of_urls_alone_is_refused_in_one_line(tmp_path):
+    """LAION's metadata Parquet (URL, TEXT, no image bytes) named alone: a finished, empty memory
+    and exit 0 said nothing of it. Refused as the first Parquet shard without an image column is
+    when columns hold bytes; beside tars it is metadata, read as before (the test above)."""
+    pq.write_table(pa.table({"URL": ["http://x/a.jpg"], "TEXT": ["a cat"]}), tmp_path / "part-0.parquet")
+    result = cli("memorize", str(tmp_path / "part-0.parquet"), "--memory", str(tmp_path / "m"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"{tmp_path}/part-0.parquet: no image column among" in result.stderr, result.stderr
+    assert "columns are ['URL', 'TEXT']" in result.stderr and "img2dataset" in result.stderr, result.stderr
+    assert not (tmp_path / "m").exists()
+
+
 def test_a_local_folder_named_like_an_object_store_is_a_folder():
     """`--out s3` was refused: "--out s3 names no bucket"."""
     from apache_beam.options.pipeline_options import PipelineOptions
