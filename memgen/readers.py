@@ -23,7 +23,7 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, NamedTuple
 from urllib.parse import quote, urljoin
 
@@ -87,6 +87,21 @@ _Cell = list[tuple[bytes | None, bytes | None]]  # a row's images: (bytes, path)
 PER_ROW = 1 << 16  # images read from one row's list column (its records' ordinals: row * PER_ROW + n)
 DEFAULT_IMAGE_COLUMNS = ("jpg", "image", "img", "png", "webp", "image_bytes", "bytes")
 ShardItem = Record | Reject
+
+
+def read_other_set(shard: Shard, config: ReaderConfig, say_skipped: bool = False) -> Iterator[ShardItem]:
+    """A shard of another image set than the memory (evaluate's --reference), read as the
+    memory was, but for a Parquet shard that lacks the memory's --image_column: by the default
+    names then (a held-out split of the same data names its column alike; a Hugging Face test
+    set beside a memory of `image_data` has `image`, and evaluate has no flag to name it)."""
+    items = read_shard(shard, config, say_skipped)
+    first = next(items, None)
+    if config.image_column and isinstance(first, Reject) and first.error_type == "no_image_column":
+        yield from read_shard(shard, replace(config, image_column=None))
+        return
+    if first is not None:
+        yield first
+    yield from items
 
 
 def read_shard(shard: Shard, config: ReaderConfig, say_skipped: bool = False) -> Iterator[ShardItem]:

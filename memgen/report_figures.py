@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from memgen.decode import DEFAULT_MAX_PIXELS
 from memgen.memory import image_parts, join, open_table, part_rows
 from memgen.outputs import write_atomic
-from memgen.readers import ReaderConfig, read_shard
+from memgen.readers import ReaderConfig, read_other_set, read_shard
 from memgen.records import Record, Shard, unprintable
 from memgen.report import REPORT_HTML
 from memgen.report_html import Cluster, Figures, Thumb, make_thumb, render
@@ -111,7 +111,7 @@ def short_source(source: str) -> str:
 def _reference_images(references: list[Shard], n: int, reader: ReaderConfig) -> Iterator[tuple[bytes, str]]:
     count = 0
     for shard in references:
-        for item in read_shard(shard, reader):
+        for item in read_other_set(shard, reader):
             if isinstance(item, Record):
                 yield item.data, short_source(item.source)
                 count += 1

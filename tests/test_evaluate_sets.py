@@ -480,3 +480,22 @@ def test_an_image_whose_embedding_is_not_finite_is_a_failure_not_a_crash(sets, t
     rows = report["distances"]["rows"]
     assert [(r["space"], r["n_a"], r["n_b"]) for r in rows] == [(space, 21, 40) for space in SPACES]
     assert all(math.isfinite(r["fd"]) for r in rows)
+
+
+def test_a_reference_parquet_lacking_the_memorys_image_column_is_read_by_the_default_names(tmp_path):
+    """A memory made with --image_column image_data read a Hugging Face test set (`image`) as a
+    no_image_column reject: no reference image, and evaluate has no flag to name the column. A
+    held-out split named as the memory's data is still read by the memory's column."""
+    import pyarrow as pa
+
+    from memgen.report_figures import _reference_images
+    from memgen.stages.image_sets import reference_images
+
+    pq.write_table(pa.table({"image": [{"bytes": jpeg(1), "path": "a.jpg"}]}), tmp_path / "hf.parquet")
+    pq.write_table(pa.table({"image_data": [jpeg(2)], "jpg": [jpeg(3)]}), tmp_path / "split.parquet")
+    hf, split = discover([str(tmp_path / "hf.parquet"), str(tmp_path / "split.parquet")])
+    reader = ReaderConfig(image_column="image_data")
+    for shard, data in ((hf, jpeg(1)), (split, jpeg(2))):
+        images = list(reference_images(shard, reader, FingerprintConfig()))
+        assert [getattr(image, "data", image) for image in images] == [data]
+        assert [image for image, _ in _reference_images([shard], 5, reader)] == [data]

@@ -47,7 +47,7 @@ from memgen.decode import DEFAULT_MAX_PIXELS, ImageError
 from memgen.features import EMBEDDING, ImageView, extract
 from memgen.fingerprint import FingerprintConfig
 from memgen.memory import damaged_data, image_parts, join, part_rows
-from memgen.readers import ReaderConfig, read_shard
+from memgen.readers import ReaderConfig, read_other_set
 from memgen.records import Record, Shard
 from memgen.sample_output import INDEX, sample_memory
 from memgen.stages.classify import (
@@ -106,7 +106,7 @@ def sample_parts(sample: str, memory: str | None = None) -> list[tuple[str, froz
 
 def reference_images(shard: Shard, reader: ReaderConfig, fingerprint: FingerprintConfig) -> Iterator:
     """SetImages of one reference shard; what cannot be read or hashed is a (set, error type) failure."""
-    for item in read_shard(shard, reader, say_skipped=True):
+    for item in read_other_set(shard, reader, say_skipped=True):
         if not isinstance(item, Record):
             yield beam.pvalue.TaggedOutput(FAILED, (REFERENCE, item.error_type))
             continue
