@@ -258,7 +258,8 @@ def finished_manifest(memory: str) -> dict[str, Any]:
     """The manifest of a finished memory; MemoryDirError for anything else."""
     manifest = read_manifest(memory)
     if manifest is None:
-        raise MemoryDirError(f"{memory} is not a finished memory ({_why_no_manifest(memory)})")
+        raise MemoryDirError(f"{memory} is not a finished memory ({_why_no_manifest(memory)})"
+                             f"{run_above(memory)}")
     if manifest.get("job") != "memorize":  # a sample's folder has a manifest.json too
         raise MemoryDirError(f"{memory} is not a memory: its manifest.json is from "
                              f"memgen {manifest.get('job', '?')}, not memgen memorize")
@@ -275,6 +276,22 @@ def _why_no_manifest(memory: str) -> str:
         if not fs.exists(path):
             return "nothing is there"
     return "no manifest.json"
+
+
+_RUNS = {"memorize": "memory", "sample": "sample"}
+
+
+def run_above(folder: str) -> str:
+    """"; the folder above it, M, is a memory" when `folder` is one of a finished run's own
+    (`M/images`, a sample's `S/images`: the run is the folder above), else ""."""
+    parent = posixpath.dirname(folder.rstrip("/"))
+    if not parent or parent.rstrip("/").endswith(":"):  # "images", "s3://bucket": nothing above it
+        return ""
+    try:
+        job = (read_manifest(parent) or {}).get("job")
+    except Exception:  # noqa: BLE001 - only a hint: a folder above that cannot be read has none
+        return ""
+    return f"; the folder above it, {parent}, is a {_RUNS[job]}" if job in _RUNS else ""
 
 
 def _readable(memory: str, manifest: dict[str, Any]) -> dict[str, Any]:

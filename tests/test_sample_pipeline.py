@@ -319,6 +319,24 @@ def test_usage_errors_are_one_line(tmp_path, memory, capsys):
     assert "no manifest.json" in one_line_error(capsys)
 
 
+def test_a_folder_inside_a_memory_or_sample_names_the_run_above_it(tmp_path, memory, capsys):
+    """`--memory M/images` or `--sample S/images` (README's `--reference S/images` reads that
+    folder) said only "no manifest.json": the run they belong to is the folder above."""
+    out = tmp_path / "s"
+    sample(memory, str(out), 3)
+    assert run("--memory", f"{memory}/images", "--n", "2", "--out", str(tmp_path / "o")) == 2
+    assert one_line_error(capsys).endswith(f"{memory}/images is not a finished memory (no manifest.json);"
+                                           f" the folder above it, {memory}, is a memory")
+    assert main(["evaluate", "--memory", memory, "--sample", f"{out}/images", "--out", str(tmp_path / "r"),
+                 "--classifier", "caption"]) == 2
+    assert one_line_error(capsys).endswith(f"{out}/images is not a finished sample (no manifest.json);"
+                                           f" the folder above it, {out}, is a sample")
+    assert main(["evaluate", "--memory", str(out / "images"), "--out", str(tmp_path / "r"),
+                 "--classifier", "caption"]) == 2
+    assert one_line_error(capsys).endswith(f"the folder above it, {out}, is a sample")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
+
 def test_a_folder_of_the_users_or_of_another_job_is_refused_and_left_alone(tmp_path, memory, capsys):
     users = tmp_path / "users"
     (users / "images").mkdir(parents=True)
