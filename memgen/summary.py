@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from memgen.memory import join, open_table
+
 
 def memorize_summary(manifest: dict[str, Any]) -> str:
     c = manifest["counts"]
@@ -34,3 +36,18 @@ def memorize_summary(manifest: dict[str, Any]) -> str:
                      f"{components['max_rounds']} rounds; one worker joined the rest of them{joined} "
                      "(manifest near_dedup.components)")
     return "\n".join(lines)
+
+
+def no_image_kept(memory: str, manifest: dict[str, Any]) -> str | None:
+    """For a memory that keeps no image but rejects: its first reject's reason and message, and
+    where the others are (an error page saved as cat.jpg given as the input: exit 0, and the summary's
+    counts said nothing of why); None for any other memory."""
+    counts = manifest["counts"]
+    if counts["images"] or not counts["rejects"]:
+        return None
+    first = open_table(memory, "rejects").head(1, columns=["source", "error_type", "message"]).to_pylist()
+    if not first:
+        return None
+    said = first[0]
+    return (f"no image kept; the first reject, {said['source']}: {said['error_type']}: {said['message']}"
+            f" (all in {join(memory, 'rejects')})")

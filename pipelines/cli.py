@@ -21,7 +21,7 @@ from memgen.pipelines.memorize import MemorizeConfig, MemorizeOptions, build
 from memgen.pipelines.options import check_urls, parse_job
 from memgen.pipelines.run import execute, is_dry, nothing_to_run, writable
 from memgen.shards import NoInputError, discover, listing_digest
-from memgen.summary import memorize_summary
+from memgen.summary import memorize_summary, no_image_kept
 
 USAGE = """usage: memgen COMMAND [options]
 
@@ -169,6 +169,9 @@ def memorize(argv: list[str]) -> dict | None:
         return None
     manifest = _finished(read_manifest(memory), "--memory", memory)
     print(memorize_summary(manifest))
+    why = no_image_kept(memory, manifest)
+    if why:
+        print(why)
     return manifest
 
 

@@ -1170,3 +1170,19 @@ def test_a_postscript_document_a_hugging_face_path_names_keeps_none_of_its_bytes
     assert sorted((r["error_type"], r["n_bytes"], r["data"]) for r in rows(memory, "rejects")) == sorted(
         [("not_an_image", len(document), None), ("not_an_image", len(table), None)])
     assert len(rows(memory, "images")) == 1
+
+
+def test_a_memory_that_keeps_no_image_says_why_its_first_reject_was_one(tmp_path, capsys):
+    """A file named as the input that is no image (a download that saved an HTML error page as
+    cat.jpg): exit 0 and a summary of "rejects 1, not_an_image 1", the reason only in rejects/.
+    A memory of no image says its first reject's message (a memory of rejects and images does
+    not: its summary is the usual one)."""
+    (tmp_path / "cat.jpg").write_bytes(b"<html>403 Forbidden</html>")
+    assert run(str(tmp_path / "cat.jpg"), "--memory", str(tmp_path / "m")) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == (
+        f"no image kept; the first reject, {tmp_path}/cat.jpg: not_an_image: Pillow cannot identify an image"
+        f" format in these bytes (all in {tmp_path}/m/rejects)")
+    (tmp_path / "dog.jpg").write_bytes(jpeg(1))
+    assert run(str(tmp_path / "cat.jpg"), str(tmp_path / "dog.jpg"), "--memory", str(tmp_path / "m2")) == 0
+    assert "no image kept" not in capsys.readouterr().out
