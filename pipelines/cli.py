@@ -74,11 +74,19 @@ def _run_unless_made(flag: str, url: str, finished: Callable[[], dict | None], r
         raise
 
 
-def _not_made_again(flag: str, url: str, why: str) -> UsageError:
+def _not_made_again(flag: str, url: str, why: str, hint: str = "") -> UsageError:
     """The refusal of this same command's finished output, which may be out of date (inputs
     listed anew, a memory rebuilt at the same path): not another's (it advised deleting it)."""
     return UsageError(f"{flag} {url} already holds the finished output of this same command; it is not made "
-                      f"again ({why}): choose another {flag}, or delete it to make it anew")
+                      f"again ({why}): choose another {flag}, or delete it to make it anew{hint}")
+
+
+def _new_shards_hint(why: str, memory: str) -> str:
+    """For a memory whose inputs list otherwise now (a night's new shards beside the old):
+    --known keeps the new images without reading the old shards again."""
+    if not why.startswith("its inputs list"):
+        return ""
+    return f"; to keep only what it does not hold, memorize into another --memory with --known {memory}"
 
 
 # reject reasons that a rerun may not give: a shard missing or not answering then, or changed
@@ -161,7 +169,7 @@ def memorize(argv: list[str]) -> dict | None:
         manifest = read_manifest(memory)
         why = _out_of_date(manifest, config, options)
         if why:
-            raise _not_made_again("--memory", memory, why)
+            raise _not_made_again("--memory", memory, why, _new_shards_hint(why, memory))
         same = f" over the same {manifest['shards']} shards"
         if not _nothing_to_run("memorize", "--memory", memory, options, same):
             return None

@@ -672,7 +672,9 @@ def test_the_same_command_over_its_finished_memory_has_nothing_to_run_unless_its
     assert capsys.readouterr().err == (
         f"memgen memorize: error: --memory {tmp_path / 'm'} already holds the finished output of this same "
         "command; it is not made again (its inputs list 2 shards now, 1 then, or others, or other captions "
-        "or metadata, or files written anew since): choose another --memory, or delete it to make it anew\n")
+        "or metadata, or files written anew since): choose another --memory, or delete it to make it anew;"
+        " to keep only what it does not hold, memorize into another --memory with --known"
+        f" {tmp_path / 'm'}\n")
     assert (tmp_path / "m" / "manifest.json").read_bytes() == manifest
     assert run(*command, "--threshold", "4") == 2
     assert "holds a finished memory (manifest.json); choose another --memory" in capsys.readouterr().err
