@@ -152,7 +152,8 @@ def cluster_galleries(memory: str, reader: ReaderConfig, clusters: int = CLUSTER
         images = [(representatives[rep], f"representative ({copies - 1} duplicate{plural})")]
         images += [(found[row["source"]], f"d={row['distance']} {short_source(row['source'])}")
                    for row in wanted[rep] if row["source"] in found]
-        galleries.append(Cluster(copies, list(_thumbs(images, max_pixels))))
+        unread = sum(row["source"] not in found for row in wanted[rep])
+        galleries.append(Cluster(copies, list(_thumbs(images, max_pixels)), unread))
     return galleries
 
 

@@ -53,6 +53,7 @@ class Thumb:
 class Cluster:
     images: int  # the representative's copies: what the cluster holds, shown or not
     thumbs: Sequence[Thumb]  # representative first
+    unread: int = 0  # duplicates to show whose input shards could not be re-read (deleted since)
 
 
 @dataclass(frozen=True)
@@ -283,13 +284,23 @@ def _side_by_side(figures: Figures, inputs: dict[str, Any]) -> str:
         f"</div><div><h3>sample</h3>{_grid(figures.sample, _not_given(inputs, 'sample'))}</div></div>"))
 
 
+def _unread(n: int) -> str:
+    """Why duplicates are missing from a gallery: they are read from their input shards, not
+    kept in the memory, and those may be gone."""
+    if not n:
+        return ""
+    return (f"; {n} duplicate not shown: its input shard cannot be read now" if n == 1 else
+            f"; {n} duplicates not shown: their input shards cannot be read now")
+
+
 def _clusters(clusters: Sequence[Cluster]) -> str:
     if not clusters:
         return _section("Largest duplicate clusters", "<p class=muted>No duplicate clusters.</p>")
     parts = []
     for c in clusters:
         shown = "" if len(c.thumbs) == c.images else f", {len(c.thumbs)} shown"
-        parts.append(f"<div class=cluster><p>{_number(c.images)} images{shown} (representative first)</p>"
+        parts.append(f"<div class=cluster><p>{_number(c.images)} images{shown} (representative first"
+                     f"{_unread(c.unread)})</p>"
                      f"{_grid(c.thumbs)}</div>")
     return _section("Largest duplicate clusters", "".join(parts))
 

@@ -499,3 +499,20 @@ def test_a_reference_parquet_lacking_the_memorys_image_column_is_read_by_the_def
         images = list(reference_images(shard, reader, FingerprintConfig()))
         assert [getattr(image, "data", image) for image in images] == [data]
         assert [image for image, _ in _reference_images([shard], 5, reader)] == [data]
+
+
+def test_a_gallery_says_its_duplicates_whose_shards_are_gone(tmp_path):
+    """Input shards deleted once memorized (the memory keeps the images): a cluster showed its
+    representative alone, "2 images, 1 shown", and the page said nothing of why."""
+    from memgen.report_figures import cluster_galleries
+    from memgen.report_html import _clusters
+
+    (tmp_path / "in").mkdir()
+    write_tar(tmp_path / "in" / "a.tar", [sample("a", jpeg(1)), sample("b", jpeg(1))])
+    memory = str(tmp_path / "m")
+    assert main(["memorize", str(tmp_path / "in"), "--memory", memory]) == 0
+    shutil.rmtree(tmp_path / "in")
+    (gallery,) = cluster_galleries(memory, ReaderConfig())
+    assert (gallery.images, len(gallery.thumbs), gallery.unread) == (2, 1, 1)
+    assert ("2 images, 1 shown (representative first; 1 duplicate not shown: its input shard cannot be"
+            " read now)") in _clusters([gallery])
