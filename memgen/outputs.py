@@ -38,8 +38,9 @@ from fsspec.implementations.local import LocalFileSystem
 MARKER = ".memgen-run"
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs"}  # protocols whose folders are key prefixes in a bucket
 # The packages of the clients fsspec reaches object stores and HTTP through: their own errors
-# (not OSErrors) say that storage failed, not memgen.
-STORAGE_CLIENTS = frozenset({"aiohttp", "s3fs", "gcsfs", "botocore", "google", "urllib3", "requests"})
+# (not OSErrors) say that storage failed, not memgen (hf:// is huggingface_hub's, over httpx).
+STORAGE_CLIENTS = frozenset({"aiohttp", "s3fs", "gcsfs", "botocore", "google", "urllib3", "requests",
+                             "huggingface_hub", "httpx", "httpx2", "httpcore", "httpcore2"})
 
 
 def from_storage_client(e: BaseException) -> bool:

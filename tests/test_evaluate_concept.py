@@ -9,6 +9,8 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import apache_beam as beam
@@ -298,6 +300,20 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_memory_on_the_hub_that_does_not_answer_is_one_line(tmp_path):
+    """hf:// is huggingface_hub's: without it, a hint to install it; with it (datasets brings
+    it) and the Hub out of reach, its client's error (httpx's) was a traceback, exit 1."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:1"  # refuses at once, as the Hub from a machine without network
+    result = subprocess.run([sys.executable, "-m", "memgen.pipelines.cli", "evaluate", "--memory",
+                             "hf://datasets/x/memory", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    installed = importlib.util.find_spec("huggingface_hub") is not None
+    said = "hf://datasets/x/memory" if installed else "Install huggingface_hub"
+    assert said in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("flags,message", [
     (("--out", "OUT"), "--memory is required"),
     (("--memory", "MISSING", "--out", "OUT"), "not a finished memory"),
@@ -326,7 +342,6 @@ def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
     (("--memory", "MEM", "--out", "OUT", "--calibration", "OUT"), "--calibration"),
     (("--memory", "MEM", "--out", "OUT", "--label_threshold", "2"), "--label_threshold must be between"),
     (("--memory", "MEM", "--out", "OUT", "--seed", str(2**64)), "--seed must be between 0 and 1844674407"),
-    (("--memory", "hf://datasets/x/memory", "--out", "OUT"), "Install huggingface_hub"),
     (("--memory", "MEM", "--out", "ftp://127.0.0.1:9/r"), "refused (--out ftp://127.0.0.1:9/r)"),  # which?
     (("--memory", "MEM", "--out", "OUT", "--sample_size", "5", "--sample-size", "9"),
      "--sample_size is given 2 times"),  # an alias: the last was taken
