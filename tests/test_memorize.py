@@ -477,7 +477,8 @@ def test_image_files_get_a_progress_line_a_hundred_or_when_rejected(tmp_path, ca
     assert run(str(shards), "--memory", str(tmp_path / "m"), "--max_bytes", "20000") == 0
     lines = [line.rsplit("/", 1)[1] for line in capsys.readouterr().err.splitlines()
              if line.startswith("read shard")]
-    assert sorted(lines) == ["3.jpg: 0 records, 1 rejected (too_large 1)", "t.tar: 1 records, 0 rejected"]
+    # as the summary's "records in": the rejected among the records
+    assert sorted(lines) == ["3.jpg: 1 records, 1 rejected (too_large 1)", "t.tar: 1 records, 0 rejected"]
 
 
 def test_parts_take_consecutive_image_files_up_to_their_size_and_any_other_shard_alone(monkeypatch):

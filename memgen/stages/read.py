@@ -42,8 +42,9 @@ class _ReadShardFn(beam.DoFn):
         if shard.kind != "file" or rejected or (shard.index + 1) % FILE_PROGRESS == 0:
             # by reason: "missing" is not "unreadable" (worth a retry), as every one was called
             why = f" ({', '.join(f'{k} {v}' for k, v in sorted(rejected.items()))})" if rejected else ""
+            # records as the summary's "records in" counts them: rejects among them
             LOG.info("read shard %d/%d %s: %d records, %d rejected%s", shard.index + 1,
-                     self.n_shards, shard.uri, n_records, rejected.total(), why)
+                     self.n_shards, shard.uri, n_records + rejected.total(), rejected.total(), why)
 
 
 class ReadShards(beam.PTransform):
