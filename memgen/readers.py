@@ -89,12 +89,12 @@ DEFAULT_IMAGE_COLUMNS = ("jpg", "image", "img", "png", "webp", "image_bytes", "b
 ShardItem = Record | Reject
 
 
-def read_other_set(shard: Shard, config: ReaderConfig, say_skipped: bool = False) -> Iterator[ShardItem]:
+def read_other_set(shard: Shard, config: ReaderConfig, first_read: bool = False) -> Iterator[ShardItem]:
     """A shard of another image set than the memory (evaluate's --reference), read as the
     memory was, but for a Parquet shard that lacks the memory's --image_column: by the default
     names then (a held-out split of the same data names its column alike; a Hugging Face test
     set beside a memory of `image_data` has `image`, and evaluate has no flag to name it)."""
-    items = read_shard(shard, config, say_skipped)
+    items = read_shard(shard, config, first_read)
     first = next(items, None)
     if config.image_column and isinstance(first, Reject) and first.error_type == "no_image_column":
         yield from read_shard(shard, replace(config, image_column=None))
@@ -104,13 +104,15 @@ def read_other_set(shard: Shard, config: ReaderConfig, say_skipped: bool = False
     yield from items
 
 
-def read_shard(shard: Shard, config: ReaderConfig, say_skipped: bool = False) -> Iterator[ShardItem]:
-    """Every record of the shard, or a Reject for what cannot be read. `say_skipped`: a zip's
-    or WARC's members that are not images are counted in a warning (on the first read only:
-    the re-reads that write images and reports would say it again)."""
-    reader = {"tar": _read_tar, "parquet": _read_parquet, "file": _read_file,
-              "zip": functools.partial(_read_zip, say_skipped=say_skipped),
-              "warc": functools.partial(_read_warc, say_skipped=say_skipped)}[shard.kind]
+def read_shard(shard: Shard, config: ReaderConfig, first_read: bool = False) -> Iterator[ShardItem]:
+    """Every record of the shard, or a Reject for what cannot be read. `first_read`: what a
+    shard holds that is worth a warning (a zip's or WARC's members that are not images, a tar's
+    members apart from their key's) is said (on the first read only: the re-reads that write
+    images and reports would say it again)."""
+    reader = {"parquet": _read_parquet, "file": _read_file,
+              "tar": functools.partial(_read_tar, first_read=first_read),
+              "zip": functools.partial(_read_zip, first_read=first_read),
+              "warc": functools.partial(_read_warc, first_read=first_read)}[shard.kind]
     special = _special_file(shard.location)
     if special:  # opening a named pipe waits for a writer: the run never ended
         yield Reject(shard.index, 0, shard.source(), "open", "not_a_file",
@@ -183,10 +185,12 @@ class _Keys:
         return unique
 
 
-def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
+def _read_tar(shard: Shard, f, config: ReaderConfig, first_read: bool) -> Iterator[ShardItem]:
     ordinal, keys = _Ordinals(), _Keys()
     group: list[_Member] = []
     unusable: list[tuple[str, str, str]] = []  # its link, device and pipe members: (ext, error type, said)
+    keys_seen: set[str] = set()
+    apart = 0  # samples whose key an earlier sample, not the one before, had
     try:
         for member in tar_members(f, config.max_bytes, config.reject_data_cap):
             name = printable(member.name)
@@ -196,6 +200,8 @@ def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
             # (k.jpg k.txt k.jpg k.txt: two samples, the second "k~2"; webdataset stops there)
             if group and (key != group[0][0] or any(ext == seen for _, seen, _, _ in group)):
                 yield from _group_items(shard, group, ordinal, keys, config, unusable)
+                keys_seen.add(group[0][0])
+                apart += key in keys_seen and key != group[0][0]
                 group, unusable = [], []
             if member.link is not None:
                 unusable.append((ext, "link_member", f"{name} is a link to {printable(member.link)} (a tar "
@@ -212,6 +218,10 @@ def _read_tar(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
         said = read_message(e, shard, config.http_timeout)
         yield Reject(shard.index, ordinal(), where, "read", _failure(e), said)
     yield from _group_items(shard, group, ordinal, keys, config, unusable)
+    if first_read and apart:  # a folder tarred as it lies on disk: its captions became no_image rejects
+        _log.warning("%s: %d samples' members lie apart from the others of their key (KEY.txt not next to "
+                     "KEY.jpg), each read as a sample of its own, as webdataset reads them: pack the tar "
+                     "with `tar --sort=name`", shard.uri, apart)
 
 
 def _failure(e: BaseException) -> str:
@@ -1051,7 +1061,7 @@ def _image_texts(txt: bytes | None, json_data: bytes | None, row: dict | None,
     return caption, url, metadata
 
 
-def _read_zip(shard: Shard, f, config: ReaderConfig, say_skipped: bool) -> Iterator[ShardItem]:
+def _read_zip(shard: Shard, f, config: ReaderConfig, first_read: bool) -> Iterator[ShardItem]:
     """A zip's images, each with its caption and metadata members (a.txt, a.json beside
     a.jpg), as a folder's walk takes them (folder_entries: hidden members, such as macOS's
     __MACOSX/._a.jpg, and other files are left out, and counted in a warning). A record's
@@ -1078,7 +1088,7 @@ def _read_zip(shard: Shard, f, config: ReaderConfig, say_skipped: bool) -> Itera
         return row_in(tables[found], found, name)
 
     skipped["hidden"] += len(members) - len(visible)
-    if say_skipped and skipped.total():
+    if first_read and skipped.total():
         _log.warning("%s: skipped %d members that are neither shards nor images (%s)", shard.uri,
                      skipped.total(), ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items()) if n))
     keys = _Keys()
@@ -1139,7 +1149,7 @@ def _zip_item(shard: Shard, archive: zipfile.ZipFile, members: dict[str, zipfile
     return Record(shard.index, ordinal, source, data, caption, url, metadata, locator)
 
 
-def _read_warc(shard: Shard, f, config: ReaderConfig, say_skipped: bool) -> Iterator[ShardItem]:
+def _read_warc(shard: Shard, f, config: ReaderConfig, first_read: bool) -> Iterator[ShardItem]:
     """A WARC's image records (warcfile.warc_images), keyed by their URL; its other records
     (pages, requests, revisits) are counted in a warning. An image the crawl did not get
     whole (cut short, an HTTP error) is a reject with its url; damage ends the shard with a
@@ -1166,7 +1176,7 @@ def _read_warc(shard: Shard, f, config: ReaderConfig, say_skipped: bool) -> Iter
     except (*_DAMAGE, ArchiveLoadFailed) as e:
         yield Reject(shard.index, ordinal, shard.source(), "read", _failure(e),
                      read_message(e, shard, config.http_timeout))
-    if say_skipped and skipped.total():
+    if first_read and skipped.total():
         _log.warning("%s: skipped %d records that are not images (%s)", shard.uri, skipped.total(),
                      ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items())))
 

@@ -50,6 +50,28 @@ def test_tar_groups_members_by_key_like_webdataset(tmp_path):
     assert '"key": "s002"' in items[2].metadata
 
 
+def test_a_tar_whose_members_lie_apart_from_their_keys_says_so_once(tmp_path, caplog):
+    """A folder tarred as it lies on disk (`tar czf f.tgz folder`, directory order) puts a.txt
+    far from a.jpg: each becomes a sample of its own (webdataset's grouping), the captions
+    `no_image` rejects; the first read says how to pack it, the re-read says nothing."""
+    path = tmp_path / "apart.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in (("a.jpg", jpeg(1)), ("b.jpg", jpeg(2)), ("a.txt", b"cap a"), ("b.txt", b"cap b"),
+                           ("c.jpg", jpeg(3)), ("c.txt", b"cap c")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    shard = Shard(0, str(path), "tar")
+    with caplog.at_level(logging.WARNING, logger="memgen.readers"):
+        items = list(read_shard(shard, CONFIG, first_read=True))
+        assert list(read_shard(shard, CONFIG)) == items
+    assert [i.error_type for i in items if isinstance(i, Reject)] == ["no_image", "no_image"]
+    assert items[-1].caption == "cap c"  # next to its image: whole
+    assert caplog.messages == [f"{path}: 2 samples' members lie apart from the others of their key (KEY.txt "
+                               "not next to KEY.jpg), each read as a sample of its own, as webdataset reads "
+                               "them: pack the tar with `tar --sort=name`"]
+
+
 def test_metadata_that_is_not_json_is_kept_as_a_json_string(tmp_path):
     path = write_tar(tmp_path / "a.tar", [("bad", {"jpg": jpeg(1), "json": b"{not json"}),
                                          ("list", {"jpg": jpeg(2), "json": b"[1, 2]"})])

@@ -64,7 +64,7 @@ CRAWL = [
 
 
 def read(path: Path, config: ReaderConfig = CONFIG) -> list:
-    return list(read_shard(Shard(0, str(path), shard_kind(str(path))), config, say_skipped=True))
+    return list(read_shard(Shard(0, str(path), shard_kind(str(path))), config, first_read=True))
 
 
 @pytest.mark.parametrize("name", ["crawl.warc.gz", "crawl.warc"])

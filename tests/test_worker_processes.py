@@ -184,7 +184,7 @@ def test_sigterm_ends_a_run_as_ctrl_c_does_workers_too(shards, tmp_path):
     silently and left its worker processes running (printing tracebacks later)."""
     started = tmp_path / "started"
     hook = WORKERS_ONLY + ("    import pathlib, time, memgen.readers\n"
-                           "    def stuck(shard, config, say_skipped=False):\n"
+                           "    def stuck(shard, config, first_read=False):\n"
                            f"        pathlib.Path({str(started)!r}).touch()\n"
                            "        time.sleep(120)\n"
                            "        yield from ()\n"

@@ -43,7 +43,7 @@ def write_zip(path: Path, members: dict[str, bytes], compression: int = zipfile.
 
 
 def read(path: Path, config: ReaderConfig = CONFIG) -> list:
-    return list(read_shard(Shard(0, str(path), shard_kind(str(path))), config, say_skipped=True))
+    return list(read_shard(Shard(0, str(path), shard_kind(str(path))), config, first_read=True))
 
 
 def by_key(items: list, root: str) -> dict[str, tuple]:

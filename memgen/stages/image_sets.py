@@ -106,7 +106,7 @@ def sample_parts(sample: str, memory: str | None = None) -> list[tuple[str, froz
 
 def reference_images(shard: Shard, reader: ReaderConfig, fingerprint: FingerprintConfig) -> Iterator:
     """SetImages of one reference shard; what cannot be read or hashed is a (set, error type) failure."""
-    for item in read_other_set(shard, reader, say_skipped=True):
+    for item in read_other_set(shard, reader, first_read=True):
         if not isinstance(item, Record):
             yield beam.pvalue.TaggedOutput(FAILED, (REFERENCE, item.error_type))
             continue

@@ -27,7 +27,7 @@ class _ReadShardFn(beam.DoFn):
 
     def process(self, shard: Shard):
         n_records, rejected = 0, Counter()
-        for item in read_shard(shard, self.config, say_skipped=True):
+        for item in read_shard(shard, self.config, first_read=True):
             if isinstance(item, Record):
                 n_records += 1
                 yield item
