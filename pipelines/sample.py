@@ -90,7 +90,9 @@ def build(pipeline: beam.Pipeline, config: SampleConfig, claim: Claim) -> None:
     population = memorized["counts"]["images"]  # the parts hold as many rows (checked)
     # the contact sheet's thumbnails decode what the memory took in: up to its --max_pixels
     max_pixels = memorized_fingerprint(config.memory).max_pixels  # it reads no shard: no reader option
-    if config.n > population:
+    if not population:  # every record a duplicate or a reject: its summary said why
+        log.warning("%s holds no image: the sample is empty", config.memory)
+    elif config.n > population:
         log.warning("--n %d is more than the memory's %d images: the sample is all of them",
                     config.n, population)
     manifest_base = {

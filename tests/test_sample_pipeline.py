@@ -461,15 +461,23 @@ def test_n_larger_than_the_memory_takes_everything_and_warns(tmp_path, memory, c
     assert all(r["inclusion_probability"] == 1.0 for r in index(tmp_path / "all"))
 
 
-def test_a_memory_without_images_gives_an_empty_sample_that_readers_glob(tmp_path):
-    """images/ was not even made: DuckDB's glob and --reference OUT/images failed."""
+def test_a_memory_without_images_gives_an_empty_sample_that_readers_glob(tmp_path, caplog):
+    """images/ was not even made: DuckDB's glob and --reference OUT/images failed. It says the
+    memory holds no image ("--n 4 is more than the memory's 0 images" said it as a warning
+    of too large an --n)."""
     mem = make_memory(tmp_path / "mem", [])
-    for fmt in ("webdataset", "parquet", "folder"):
-        out = tmp_path / fmt
-        manifest = sample(mem, str(out), 4, fmt=fmt)
-        assert manifest["counts"]["images"] == 0 and index(out) == []
-        assert (out / "contact_sheet.jpg").exists()
-        assert (out / "images").is_dir() and all((out / f).exists() for f in manifest["files"])
+    logger = logging.getLogger("memgen.sample")
+    logger.addHandler(caplog.handler)
+    try:
+        for fmt in ("webdataset", "parquet", "folder"):
+            out = tmp_path / fmt
+            manifest = sample(mem, str(out), 4, fmt=fmt)
+            assert manifest["counts"]["images"] == 0 and index(out) == []
+            assert (out / "contact_sheet.jpg").exists()
+            assert (out / "images").is_dir() and all((out / f).exists() for f in manifest["files"])
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert set(caplog.messages) == {f"{mem} holds no image: the sample is empty"}
     assert duckdb.sql(f"select count(*) from '{tmp_path}/parquet/images/*.parquet'").fetchall() == [(0,)]
     tar = str(tmp_path / "webdataset" / "images" / "sample-000000.tar")
     assert list(wds.WebDataset(tar, empty_check=False, shardshuffle=False)) == []
