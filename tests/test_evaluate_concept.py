@@ -167,6 +167,7 @@ def test_census_and_sample_with_captions(tmp_path):
     cats = [r for i, r in enumerate(rows) if i % 4 == 0]
     census = _evaluate(memory, tmp_path / "census", "--classifier", "caption")["concept"]
     assert census["design"]["kind"] == "census"
+    assert census["classifier"]["threshold"] is None  # captions are matched: no threshold was used
     assert census["unique"]["estimate"] == pytest.approx(len(cats) / len(rows))
     assert census["unique"]["ci_low"] == census["unique"]["ci_high"] == census["unique"]["estimate"]
     weighted = sum(r["copies"] for r in cats) / sum(r["copies"] for r in rows)

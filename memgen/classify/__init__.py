@@ -50,7 +50,8 @@ class ClassifierSpec:
 
     def row(self) -> dict:
         """The classifier as described in report.json."""
-        return {"name": self.name, "kind": self.kind, "threshold": self.threshold,
+        return {"name": self.name, "kind": self.kind,  # captions are matched, not scored
+                "threshold": self.threshold if self.kind == "onnx" else None,
                 "classes": list(self.classes), "model": self.model_path,
                 "scores": self.scores if self.kind == "onnx" else None}
 
