@@ -9,8 +9,7 @@ import binascii
 import re
 from typing import NamedTuple
 
-_DATA_URI = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
-_LINE_BREAKS = re.compile(r"[\r\n]+")  # MIME wraps lines at 76; other space is no base64
+_DATA_URI = re.compile(r"data:[^,]*;base64,", re.IGNORECASE)  # matched at the start only
 
 
 class NotBase64(NamedTuple):
@@ -20,7 +19,12 @@ class NotBase64(NamedTuple):
 
 def decoded(text: str) -> bytes | NotBase64:
     """The bytes a cell's text stands for."""
-    body = _LINE_BREAKS.sub("", _DATA_URI.sub("", text.strip(), count=1))
+    body = text.strip()
+    # the header alone: a regex over the whole text (its line breaks too) cost 4x the decoding
+    if uri := _DATA_URI.match(body[:256]):
+        body = body[uri.end():]
+    if "\n" in body or "\r" in body:  # MIME wraps lines at 76; other space is no base64
+        body = body.replace("\r", "").replace("\n", "")
     body += "=" * (-len(body) % 4)
     if "-" in body or "_" in body:  # the URL-safe alphabet
         body = body.replace("-", "+").replace("_", "/")

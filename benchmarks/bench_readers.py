@@ -1,0 +1,106 @@
+"""What each input format costs to read: the same real photos as a folder, a WebDataset tar,
+a zip (stored and deflated), a WARC (gzip per record), and Parquet (bytes, a list per row,
+base64 text), read by memgen's reader alone (read_shard: bytes, captions, metadata; no
+decode). Records per second, the best of --rounds, and each format's time over the tar's.
+
+    .venv/bin/python -m benchmarks.bench_readers [--copies 8] [--rounds 3]
+Inputs go to benchmarks/out/readers/ (gitignored): --copies times the photos under other
+names, so that a read is long enough to time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import shutil
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from benchmarks.common import IMAGE_SUFFIXES, OUT, at_least, machine, require_realimages
+from memgen.readers import ReaderConfig, read_shard
+from memgen.shards import discover
+
+
+def photos(copies: int) -> list[tuple[str, bytes]]:
+    root = require_realimages()
+    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    # a.gif beside a.png: each its own stem, so each has its own caption file and tar sample
+    return [(f"c{c}/{p.parent.relative_to(root)}/{p.stem}_{p.suffix[1:]}{p.suffix}", p.read_bytes())
+            for c in range(copies) for p in found]
+
+
+def write_inputs(root: Path, images: list[tuple[str, bytes]]) -> dict[str, Path]:
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    folder = root / "folder"
+    for name, data in images:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+        (folder / name).with_suffix(".txt").write_text(f"caption of {name}")
+    with tarfile.open(root / "photos.tar", "w") as tar:
+        for name, data in images:
+            caption = (str(Path(name).with_suffix(".txt")), f"caption of {name}".encode())
+            for member, body in ((name, data), caption):
+                info = tarfile.TarInfo(member)
+                info.size = len(body)
+                tar.addfile(info, io.BytesIO(body))
+    for label, method in (("stored", zipfile.ZIP_STORED), ("deflated", zipfile.ZIP_DEFLATED)):
+        with zipfile.ZipFile(root / f"photos-{label}.zip", "w", method) as archive:
+            for name, data in images:
+                archive.writestr(name, data)
+                archive.writestr(str(Path(name).with_suffix(".txt")), f"caption of {name}")
+    with open(root / "crawl.warc.gz", "wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        for name, data in images:
+            http = StatusAndHeaders("200 OK", [("Content-Type", "image/jpeg")], protocol="HTTP/1.1")
+            writer.write_record(writer.create_warc_record(f"http://site/{name}", "response",
+                                                          payload=io.BytesIO(data), http_headers=http))
+    datas = [data for _, data in images]
+    pq.write_table(pa.table({"jpg": datas, "caption": [f"caption of {n}" for n, _ in images]}),
+                   root / "bytes.parquet")
+    pq.write_table(pa.table({"images": pa.array([datas[i: i + 4] for i in range(0, len(datas), 4)],
+                                                pa.list_(pa.binary()))}), root / "lists.parquet")
+    pq.write_table(pa.table({"b64": [base64.b64encode(d).decode() for d in datas]}), root / "base64.parquet")
+    return {"folder": folder, "tar": root / "photos.tar", "zip (stored)": root / "photos-stored.zip",
+            "zip (deflated)": root / "photos-deflated.zip", "WARC (.warc.gz)": root / "crawl.warc.gz",
+            "Parquet (bytes)": root / "bytes.parquet", "Parquet (a list a row)": root / "lists.parquet",
+            "Parquet (base64)": root / "base64.parquet"}
+
+
+def read_seconds(path: Path, config: ReaderConfig) -> tuple[float, int]:
+    shards = discover([str(path)])
+    t0 = time.perf_counter()
+    n = sum(1 for shard in shards for _ in read_shard(shard, config))
+    return time.perf_counter() - t0, n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=at_least(1), default=8)
+    parser.add_argument("--rounds", type=at_least(1), default=3)
+    args = parser.parse_args()
+    images = photos(args.copies)
+    inputs = write_inputs(OUT / "readers", images)
+    configs = {"Parquet (base64)": ReaderConfig(image_column="b64"),
+               "Parquet (a list a row)": ReaderConfig(image_column="images")}
+    best = {}
+    for label, path in inputs.items():
+        runs = [read_seconds(path, configs.get(label, ReaderConfig())) for _ in range(args.rounds)]
+        best[label] = min(runs)
+    tar = best["tar"][0]
+    print(f"{len(images)} photos, {sum(len(d) for _, d in images) / 1e6:.0f} MB; {machine()}")
+    print(f"{'format':24s} {'records':>8s} {'records/s':>10s} {'x tar':>6s}")
+    for label, (seconds, n) in best.items():
+        print(f"{label:24s} {n:8d} {n / seconds:10.0f} {seconds / tar:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
