@@ -846,8 +846,12 @@ def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
                 return NamedColumns([], None, "", f"{uri}: {e}")
             # no bytes at all: metadata beside tars or image files, else a list of URLs (LAION's)
             if all(shard.kind == "parquet" for shard in shards):
-                return NamedColumns([], None, "", f"{uri}: {e}; memgen reads image bytes and downloads"
-                                                  " none: fetch the images first (img2dataset)")
+                # text under an image's name may be base64, which the error says how to read
+                base64_said = any(_is_text(schema.field(n).type) for n in DEFAULT_IMAGE_COLUMNS
+                                  if n in schema.names)
+                fetch = "" if base64_said else ("; memgen reads image bytes and downloads none: fetch the "
+                                                "images first (img2dataset)")
+                return NamedColumns([], None, "", f"{uri}: {e}{fetch}")
     if not named:
         return NamedColumns([], None, "")
     missing = [f"{flag} {name}" for flag, name in named.items() if name not in schema.names]
@@ -933,6 +937,9 @@ def _image_column(schema: pa.Schema, config: ReaderConfig) -> str:
     # the flag that reads them, with the columns that could be it: `image_data`, `JPG`
     holding = [n for n in schema.names if _holds_bytes(schema.field(n).type)]
     hint = f"; {holding} hold bytes: name the image one with --image_column" if holding else ""
+    texts = [n for n in candidates if n in schema.names and _is_text(schema.field(n).type)]
+    if texts and not holding and not config.image_column:  # a default name of text: base64 when named
+        hint += f"; text is read as base64 images when named: --image_column {texts[0]}"
     raise ColumnError("no_image_column", f"no image column among {list(candidates)}{found}{hint}; "
                                          f"columns are {schema.names}"[:500])
 

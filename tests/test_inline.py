@@ -61,3 +61,18 @@ def test_memorize_a_base64_column_and_refuse_one_of_urls(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--image_column url holds text in " in err
     assert err.strip().endswith("not base64 images (its first: 'http://x/a.jpg')")
+
+
+def test_a_default_named_text_column_says_how_to_read_it_as_base64(tmp_path):
+    pq.write_table(pa.table({"image": [B64], "url": ["u0"]}), tmp_path / "a.parquet")
+    [reject] = read_shard(Shard(0, str(tmp_path / "a.parquet"), "parquet"), ReaderConfig())
+    assert reject.error_type == "no_image_column"
+    assert "; text is read as base64 images when named: --image_column image;" in reject.message
+
+
+def test_memorize_of_a_default_named_base64_column_says_to_name_it(tmp_path, capsys):
+    pq.write_table(pa.table({"image": [B64]}), tmp_path / "a.parquet")
+    assert main(["memorize", str(tmp_path / "a.parquet"), "--memory", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "text is read as base64 images when named: --image_column image" in err
+    assert "fetch the images first" not in err  # they are there
