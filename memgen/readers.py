@@ -368,8 +368,9 @@ def _with_fields(meta_text: str | None, fields: dict[str, object]) -> str | None
         return meta_text
     parsed = _metadata_object(meta_text)
     merged = parsed | {name: value for name, value in fields.items() if name not in parsed}
-    # _finite: a number too large for a float (1e400) was read as inf, which JSON has not
-    return json.dumps(_finite(merged), ensure_ascii=False)
+    # _finite: a number too large for a float (1e400) was read as inf, which JSON has not;
+    # str: a metadata file's dates and decimals, as a Parquet shard's columns (_parquet_item)
+    return json.dumps(_finite(merged), ensure_ascii=False, default=str)
 
 
 def _with_partitions(meta_text: str | None, partitions: tuple[tuple[str, str | None], ...]) -> str | None:

@@ -96,6 +96,6 @@ def _unusable(record: ArcWarcRecord, status: str | None) -> tuple[str, str] | No
     cut = record.rec_headers.get_header("WARC-Truncated")
     if cut:
         return "truncated", f"the crawler cut it short (WARC-Truncated: {cut})"
-    if status and status != "200" and not (status.startswith("2") and status != "206"):
+    if status and (not status.startswith("2") or status == "206"):
         return "http_error", f"the crawl got HTTP {status} for it"
     return None

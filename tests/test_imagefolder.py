@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 import zipfile
 
@@ -83,6 +85,24 @@ def test_the_nearest_metadata_file_up_an_images_folders_describes_it(tmp_path):
     got = records(tmp_path / "data")
     assert got["sub/b.jpg"][0] == "nearer" and got["sub/deep/c.png"][0] is None  # sub's file names no c.png
     assert got["a.jpg"][0] == "a tabby on a mat"
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_dates_and_decimals_of_a_metadata_file_are_text(tmp_path, kind):
+    """A CSV's 2024-01-02 is read as a date (typed as datasets reads it), a Parquet's decimal
+    as a Decimal: neither is JSON, and the reader failed (TypeError), the shard lost."""
+    train = tmp_path / "data" / "train"
+    train.mkdir(parents=True)
+    (train / "a.jpg").write_bytes(jpeg(1))
+    if kind == "csv":
+        (train / "metadata.csv").write_text("file_name,taken,price\na.jpg,2024-01-02,1.50\n")
+        expected = {"taken": "2024-01-02", "price": 1.5}
+    else:
+        pq.write_table(pa.table({"file_name": ["a.jpg"], "taken": pa.array([datetime.date(2024, 1, 2)]),
+                                 "price": pa.array([decimal.Decimal("1.50")], pa.decimal128(5, 2))}),
+                       train / "metadata.parquet")
+        expected = {"taken": "2024-01-02", "price": "1.50"}
+    assert records(tmp_path / "data") == {"a.jpg": (None, expected)}
 
 
 def test_a_changed_metadata_file_changes_the_listing(tmp_path):
