@@ -43,6 +43,7 @@ from memgen.shards import (
     IMAGE_SUFFIXES,
     OTHER_IMAGE_SUFFIXES,
     compression,
+    counted,
     folder_entries,
     hidden,
     open_input,
@@ -1098,7 +1099,7 @@ def _read_zip(shard: Shard, f, config: ReaderConfig, first_read: bool) -> Iterat
     skipped["hidden"] += len(members) - len(visible)
     if first_read and skipped.total():
         _log.warning("%s: skipped %d members that are neither shards nor images (%s)", shard.uri,
-                     skipped.total(), ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items()) if n))
+                     skipped.total(), counted(skipped))
     keys = _Keys()
     for name, sidecars in entries.items():
         key = keys(printable(name))
@@ -1186,7 +1187,7 @@ def _read_warc(shard: Shard, f, config: ReaderConfig, first_read: bool) -> Itera
                      read_message(e, shard, config.http_timeout))
     if first_read and skipped.total():
         _log.warning("%s: skipped %d records that are not images (%s)", shard.uri, skipped.total(),
-                     ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items())))
+                     counted(skipped))
 
 
 _SHARD_NAMES = {"Parquet": ".parquet", "tar": ".tar", "zip": ".zip"}

@@ -489,7 +489,7 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
                 expanded, exists, skipped, root, metadata = _expand_one(url)
                 described.update(metadata)
                 if skipped:
-                    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(skipped.items()))
+                    kinds = counted(skipped)
                     _log.warning("%s: skipped %d files that are neither shards nor images (%s)",
                                  url, skipped.total(), kinds)
                 for uri, sidecars in expanded.items():  # named and walked too: whatever the order
@@ -518,6 +518,11 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
     named = _one_name_each(urls)
     return [Shard.of(i, uri, shard_kind(uri), named[uri], tuple(hive_partitions(uri, roots[uri]).items()),
                      described.get(uri)) for i, uri in enumerate(sorted(named))]
+
+
+def counted(kinds: Counter) -> str:
+    """"kind n, ..." of the files or members a listing or reader left out, by kind."""
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()) if n)
 
 
 def _missing_buckets(inputs: list[str]) -> str:
