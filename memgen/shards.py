@@ -489,9 +489,8 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
                 expanded, exists, skipped, root, metadata = _expand_one(url)
                 described.update(metadata)
                 if skipped:
-                    kinds = counted(skipped)
-                    _log.warning("%s: skipped %d files that are neither shards nor images (%s)",
-                                 url, skipped.total(), kinds)
+                    _log.warning("%s: skipped %d files that are neither shards nor images (%s)%s",
+                                 url, skipped.total(), counted(skipped), _hashed_hint(url, skipped))
                 for uri, sidecars in expanded.items():  # named and walked too: whatever the order
                     known = {s.lower(): s for s in (*urls.get(uri, ()), *sidecars)}
                     urls[uri] = tuple(known[s] for s in SIDECARS if s in known)
@@ -523,6 +522,14 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
 def counted(kinds: Counter) -> str:
     """"kind n, ..." of the files or members a listing or reader left out, by kind."""
     return ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()) if n)
+
+
+def _hashed_hint(url: str, skipped: Counter) -> str:
+    """How to read the files without a suffix a folder's walk skipped: images named by hash, as
+    some crawlers save them, were "no input matched" and nothing said how to read them."""
+    if not skipped["no suffix"] or _GLOB_CHARS & set(url):
+        return ""
+    return f"; a glob that matches only files without a suffix reads them as images: '{url.rstrip('/')}/*'"
 
 
 def _missing_buckets(inputs: list[str]) -> str:

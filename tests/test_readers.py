@@ -312,6 +312,27 @@ def test_an_img2dataset_folder_is_its_tars_and_the_sidecars_are_said_to_be_skipp
     assert len(discover([str(tmp_path / "hashed" / "*")])) == 2
 
 
+def test_a_folder_of_files_without_a_suffix_says_how_to_read_them(tmp_path, caplog):
+    """Images named by hash, as some crawlers save them: the folder's walk skips them, and
+    "no input matched" said nothing of the glob that reads them."""
+    hashed = tmp_path / "hashed"
+    hashed.mkdir()
+    for name in ("ab12", "cd34"):
+        (hashed / name).write_bytes(jpeg(2))
+    with caplog.at_level(logging.WARNING, logger="memgen.shards"), pytest.raises(NoInputError):
+        discover([str(hashed)])
+    glob = f"{hashed}/*"
+    assert caplog.messages == [f"{hashed}: skipped 2 files that are neither shards nor images (no suffix 2);"
+                               " a glob that matches only files without a suffix reads them as images:"
+                               f" '{glob}'"]
+    assert len(discover([glob])) == 2
+    (hashed / "a.jpg").write_bytes(jpeg(3))  # a glob that matches an image too: no way to say
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="memgen.shards"):
+        assert len(discover([glob])) == 1
+    assert caplog.messages == [f"{glob}: skipped 2 files that are neither shards nor images (no suffix 2)"]
+
+
 def test_a_memgen_output_in_a_folder_is_read_as_its_images_only(tmp_path, caplog):
     """A sample's folder memorized took its contact sheet for one of its images (and its
     index, a memory's duplicates and rejects, for shards without images)."""
