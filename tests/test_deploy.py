@@ -94,7 +94,7 @@ def matches(param: dict, value: str) -> bool:
 
 def to_config(job: str, params: dict[str, str]):
     """Parse --name=value flags exactly as the Flex launcher passes them, into the job's config."""
-    argv = [f"--{k}={v}" for k, v in params.items()]
+    argv = load_launch().listed([f"--{k}={v}" for k, v in params.items()])
     options = parse_job(f"memgen {job}", job, options_class(job), argv)
     return config_class(job).from_options(options)
 
@@ -154,9 +154,14 @@ BOUNDS = {  # values at the edges of what a job accepts (leading zeros aside: th
     "memory": ["s3://b/memory/2026-02-28", "s3://b", "s3://b/", "s3://b/m/", "s3://b/m//", "s3:///m",
                "s3://b//m", "s3://b/m//n", "s3://", "file:///m", "/m"],
 }
-URL_FLAGS = {"input", "memory", "out", "sample", "reference"}
+URL_FLAGS = {"input", "memory", "out", "sample", "reference", "known"}
 DATAFLOW_RUNNER = ["--runner=DataflowRunner"]
-BOUNDS |= {"out": BOUNDS["memory"], "sample": BOUNDS["memory"], "reference": BOUNDS["input"]}
+BOUNDS |= {"out": BOUNDS["memory"], "sample": BOUNDS["memory"], "reference": BOUNDS["input"],
+           # one parameter, several memories (the launcher splits them); not s3://b//m, which
+           # the job reads but no memory is at (--memory refuses it) and the template refuses
+           "known": [*(u for u in BOUNDS["memory"] if "//" not in u.split("://", 1)[-1]),
+                     "s3://a/m,s3://b/m/", "s3://a/m,s3://b", "s3://a/m,", ",s3://a/m", "s3://a/m,,s3://b/m",
+                     "s3://a/m,/m", "s3://a/m,file:///m"]}
 
 
 @pytest.mark.parametrize(("job", "name"), [(job, name) for job in JOBS for name in BOUNDS
@@ -169,7 +174,8 @@ def test_regexes_accept_what_the_job_accepts_at_the_edges(job, name):
         try:
             config = to_config(job, {**minimal_parameters(job), name: value})
             if name in URL_FLAGS:  # as the command line checks them (the DAG's gs:// need gcsfs)
-                check_urls([u for u in config.urls() if u[1] == value], PipelineOptions(DATAFLOW_RUNNER))
+                named = value.split(",") if f"--{name}" in load_launch().LIST_FLAGS else [value]
+                check_urls([u for u in config.urls() if u[1] in named], PipelineOptions(DATAFLOW_RUNNER))
         except UsageError:
             return False
         return True
@@ -261,6 +267,19 @@ def test_launcher_renders_yesterday_in_every_argument():
     assert render(argv, RUN_DATE) == [f"--input=gs://b/shards/{DS}/*.tar", f"--memory=gs://b/memory/{DS}",
                                       "--n=5"]
     assert render(["--x=${YESTERDAY}"], dt.date(2026, 1, 1)) == ["--x=2025-12-31"]
+
+
+def test_launcher_passes_several_known_memories_as_the_flag_repeated():
+    """A template parameter holds one value: the template took one known memory a launch."""
+    listed = load_launch().listed
+    argv = ["--input=gs://b/s/*.tar", "--known=gs://b/m/2026-02-27,gs://b/m/all", "--memory=gs://b/m/x"]
+    assert listed(argv) == ["--input=gs://b/s/*.tar", "--known=gs://b/m/2026-02-27", "--known=gs://b/m/all",
+                            "--memory=gs://b/m/x"]
+    config = to_config("memorize", {"input": "gs://b/s/*.tar", "memory": "gs://b/m/x",
+                                    "known": "gs://b/m/2026-02-27,gs://b/m/all"})
+    assert config.known == ("gs://b/m/2026-02-27", "gs://b/m/all")
+    assert listed(["--input=gs://b/s/{a,b}.tar", "--known=gs://b/m"]) == ["--input=gs://b/s/{a,b}.tar",
+                                                                          "--known=gs://b/m"]
 
 
 def test_flex_launch_without_a_worker_image_gets_the_launchers_own():

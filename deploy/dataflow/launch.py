@@ -4,7 +4,8 @@ The image is built for one job (MEMGEN_JOB, set by build.sh); the template param
 and the launcher's Beam flags (--runner, --project, --region, --temp_location, ...)
 are passed to `memgen JOB` unchanged, except that ${YESTERDAY} in a value becomes the
 UTC date of the day before the launch (YYYY-MM-DD): that is how a static Cloud
-Scheduler body points each night's run at that day's shard folder and a new memory.
+Scheduler body points each night's run at that day's shard folder and a new memory; and
+`known`, one parameter, may name several memories separated by commas.
 A launch that names no image for the workers gets this image's own (MEMGEN_IMAGE, set
 by build.sh): Beam's stock image, which they would start otherwise, has no memgen.
 """
@@ -20,6 +21,8 @@ from memgen.pipelines.errors import UsageError
 
 YESTERDAY = "${YESTERDAY}"
 # Beam's flags that name the workers' container; a Flex launch passes --template_location
+# a template parameter holds one value: several known memories are separated by commas
+LIST_FLAGS = ("--known",)
 IMAGE_FLAGS = ("--sdk_container_image", "--worker_harness_container_image")
 TEMPLATE_FLAG = "--template_location"
 
@@ -27,6 +30,15 @@ TEMPLATE_FLAG = "--template_location"
 def render(argv: list[str], today: dt.date) -> list[str]:
     day = (today - dt.timedelta(days=1)).isoformat()
     return [arg.replace(YESTERDAY, day) for arg in argv]
+
+
+def listed(argv: list[str]) -> list[str]:
+    """argv with each --known=a,b as --known=a --known=b, as the command line takes several."""
+    split = []
+    for arg in argv:
+        flag, _, value = arg.partition("=")
+        split.extend([f"{flag}={v}" for v in value.split(",")] if flag in LIST_FLAGS else [arg])
+    return split
 
 
 def given(argv: list[str], flags: tuple[str, ...]) -> bool:
@@ -49,7 +61,7 @@ def with_image(argv: list[str], image: str) -> list[str]:
 if __name__ == "__main__":
     job, today = os.environ["MEMGEN_JOB"], dt.datetime.now(dt.UTC).date()
     try:
-        argv = with_image(render(sys.argv[1:], today), os.environ.get("MEMGEN_IMAGE", ""))
+        argv = with_image(listed(render(sys.argv[1:], today)), os.environ.get("MEMGEN_IMAGE", ""))
     except UsageError as e:
         print(f"memgen {job}: error: {e}", file=sys.stderr)
         sys.exit(2)
