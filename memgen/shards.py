@@ -34,7 +34,7 @@ TAR_COMPRESSION = {".tar": None, ".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": 
 TAR_SUFFIXES = tuple(TAR_COMPRESSION)
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")  # .parq: fastparquet's and dask's examples
 ZIP_SUFFIXES = (".zip",)
-WARC_SUFFIXES = (".warc", ".warc.gz")  # gzip per record, which warcio reads itself
+WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")  # gzip per record, which warcio reads itself
 SHARD_SUFFIXES = TAR_SUFFIXES + PARQUET_SUFFIXES + ZIP_SUFFIXES + WARC_SUFFIXES
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",

@@ -1,5 +1,7 @@
 """Images in WARC files (ISO 28500), the web archive crawlers write (Heritrix, wget
---warc-file, Browsertrix, Common Crawl), read with warcio, streamed front to back.
+--warc-file, Browsertrix, Common Crawl), read with warcio, streamed front to back; and in
+the ARC files (version 1) that came before them (the Internet Archive's crawls, Common
+Crawl's of 2008-2012), whose records warcio reads alike.
 
 An image is a `response` or `resource` record whose Content-Type (the HTTP answer's, else
 the record's) is image/*, or, when it says nothing or only "octet-stream", whose URL ends
@@ -38,6 +40,9 @@ def warc_images(f: IO[bytes], max_bytes: int, head: int, skipped: Counter) -> It
     by their type (an HTTP response by its Content-Type). Damage raises (warcio's
     ArchiveLoadFailed, a gzip error): the stream cannot be read past it."""
     for ordinal, record in enumerate(ArchiveIterator(f)):
+        if record.format == "arc" and " " in _url(record):  # warcio splits 5 fields, from the right
+            raise ValueError(f"record {ordinal} of the ARC file has a header of more than 5 fields "
+                             "(ARC version 2, which is not read: only ARC version 1 and WARC)")
         kind = _image_type(record)
         if kind is None:
             skipped[_what(record)] += 1
@@ -46,7 +51,7 @@ def warc_images(f: IO[bytes], max_bytes: int, head: int, skipped: Counter) -> It
         size = len(data) if len(data) <= max_bytes else None
         _check_whole(record, ordinal)
         status = record.http_headers.get_statuscode() if record.http_headers else None
-        metadata = {"warc_date": record.rec_headers.get_header("WARC-Date"),
+        metadata = {"warc_date": _date(record),
                     "warc_record_id": record.rec_headers.get_header("WARC-Record-ID"),
                     "content_type": kind, "http_status": int(status) if status and status.isdigit() else None}
         yield WarcImage(ordinal, _url(record), data if size is not None else data[:head], size, metadata,
@@ -79,7 +84,18 @@ def _image_type(record: ArcWarcRecord) -> str | None:
 
 
 def _url(record: ArcWarcRecord) -> str:
-    return record.rec_headers.get_header("WARC-Target-URI") or ""
+    return record.rec_headers.get_header("uri" if record.format == "arc" else "WARC-Target-URI") or ""
+
+
+def _date(record: ArcWarcRecord) -> str | None:
+    """When the record was archived, as WARC-Date writes it (an ARC's 20050614070159 is
+    2005-06-14T07:01:59Z); an ARC date of another form as it is."""
+    if record.format != "arc":
+        return record.rec_headers.get_header("WARC-Date")
+    said = record.rec_headers.get_header("archive-date")
+    if said and len(said) == 14 and said.isdigit():
+        return f"{said[:4]}-{said[4:6]}-{said[6:8]}T{said[8:10]}:{said[10:12]}:{said[12:]}Z"
+    return said
 
 
 def _what(record: ArcWarcRecord) -> str:

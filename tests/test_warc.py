@@ -147,6 +147,81 @@ def test_memorize_a_crawl_beside_images(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, kind", [("a.warc.gz", "warc"), ("A.WARC", "warc"), ("a.warc.tar", "tar"),
-                                        ("https://h/a.warc.gz?sig=1", "warc")])
+                                        ("https://h/a.warc.gz?sig=1", "warc"), ("a.arc.gz", "warc"),
+                                        ("IA-001.ARC", "warc")])
 def test_warc_kind(name, kind):
     assert shard_kind(name) == kind
+
+
+ARC_SPEC = b"URL IP-address Archive-date Content-type Archive-length"
+
+
+def write_arc(path: Path, records: list[tuple[str, bytes]], version: bytes = b"1 0 InternetArchive",
+              spec: bytes = ARC_SPEC, fields: bytes = b"") -> Path:
+    """An ARC file (version 1, as the Internet Archive's format page lays it out, written by
+    hand: warcio only reads ARC): a filedesc record, then each (url, HTTP answer) archived
+    on 2005-06-14 07:01:59, each record gzipped alone in an .arc.gz as crawlers wrote them."""
+    body = version + b"\n" + spec + b"\n"
+    parts = [b"filedesc://%s 0.0.0.0 20050614070159 text/plain %s%d\n%s\n" % (path.name.encode(), fields,
+                                                                              len(body), body)]
+    for url, answer in records:
+        kind = answer.split(b"Content-Type: ", 1)[1].split(b"\r\n", 1)[0]
+        parts.append(b"%s 192.0.2.1 20050614070159 %s %s%d\n%s\n" % (url.encode(), kind, fields, len(answer),
+                                                                        answer))
+    gzipped = path.name.endswith(".gz")
+    path.write_bytes(b"".join(gzip.compress(p) if gzipped else p for p in parts))
+    return path
+
+
+def answer(status: bytes, content_type: bytes, body: bytes) -> bytes:
+    return b"HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        status, content_type, len(body), body)
+
+
+@pytest.mark.parametrize("name", ["IA-2005.arc.gz", "IA-2005.arc"])
+def test_an_arc_files_images_are_records_as_a_warcs(tmp_path, caplog, name):
+    """ARC, the format before WARC (the Internet Archive's crawls, Common Crawl's to 2012)."""
+    path = write_arc(tmp_path / name, [
+        ("http://site/index.html", answer(b"200 OK", b"text/html", b"<html><img src=a.jpg></html>")),
+        ("http://site/a.jpg", answer(b"200 OK", b"image/jpeg", jpeg(1))),
+        ("http://site/gone.jpg", answer(b"404 Not Found", b"image/jpeg", b"<h1>404</h1>")),
+        ("http://site/b.jpg", answer(b"200 OK", b"image/jpeg", jpeg(2)))])
+    with caplog.at_level(logging.WARNING, logger="memgen.readers"):
+        a, gone, b = read(path)
+    assert [(i.url, i.data, i.ordinal) for i in (a, b)] == [("http://site/a.jpg", jpeg(1), 2),
+                                                           ("http://site/b.jpg", jpeg(2), 4)]
+    assert a.source == f"{path}#http://site/a.jpg"
+    assert json.loads(a.metadata) == {"warc_date": "2005-06-14T07:01:59Z", "warc_record_id": None,
+                                      "content_type": "image/jpeg", "http_status": 200}
+    assert (gone.error_type, gone.source) == ("http_error", f"{path}#http://site/gone.jpg")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: skipped 2 records that are not images (arc_header 1, response text/html 1)"]
+    assert read(path) == [a, gone, b]
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) - 300])  # the last record cut short
+    *_, cut = read(path)
+    assert (cut.error_type, cut.ordinal) == ("corrupt_shard", 4)
+
+
+def test_an_arc_file_of_version_2_is_refused_not_misread(tmp_path):
+    """warcio splits 5 fields: version 2's 10 gave a URL with spaces and the file's name as a
+    Content-Type."""
+    spec = b"URL IP-address Archive-date Content-type Result-code Checksum Location Offset Filename " \
+           b"Archive-length"
+    image = ("http://site/a.jpg", answer(b"200 OK", b"image/jpeg", jpeg(1)))
+    path = write_arc(tmp_path / "alexa.arc", [image], b"2 0 Alexa Internet", spec,
+                     fields=b"200 - - 0 alexa.arc ")
+    [refused] = read(path)
+    assert refused.error_type == "corrupt_shard"
+    assert "ARC version 2, which is not read" in refused.message
+
+
+def test_memorize_reads_arc_files_in_a_folder(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_arc(inputs / "IA-2005.arc.gz", [("http://site/a.jpg", answer(b"200 OK", b"image/jpeg", jpeg(1)))])
+    write_warc(inputs / "crawl.warc.gz", CRAWL)
+    assert main(["memorize", str(inputs), "--memory", str(tmp_path / "m")]) == 0
+    [(urls,)] = duckdb.sql(f"select count(*) from '{tmp_path}/m/images/*.parquet'").fetchall()
+    [(copies,)] = duckdb.sql(f"select count(*) from '{tmp_path}/m/duplicates/*.parquet'").fetchall()
+    assert (urls, copies) == (4, 2)  # a.jpg archived in 2005 and crawled again since
