@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from memgen.pipelines.cli import main
-from memgen.readers import PER_ROW, ReaderConfig, _hf_images, read_shard
+from memgen.readers import PER_ROW, ReaderConfig, read_shard
+from memgen.readers.columns import _hf_images
 from memgen.records import Record, Reject, Shard
 from shardkit import jpeg
 

@@ -20,7 +20,8 @@ import webdataset.tariterators as wds_tar
 from PIL import Image
 
 from memgen.outputs import MARKER
-from memgen.readers import ReaderConfig, _Keys, read_shard
+from memgen.readers import ReaderConfig, read_shard
+from memgen.readers.keys import Keys
 from memgen.records import Record, Reject, Shard
 from memgen.shards import NoInputError, discover, input_folder_holding, shard_kind, split_source
 from shardkit import encode, jpeg, make_image, sample, write_parquet, write_tar
@@ -995,7 +996,7 @@ def test_a_key_repeated_many_times_is_numbered_without_searching_from_the_start(
             Counted.lookups += 1
             return super().__contains__(name)
 
-    keys = _Keys()
+    keys = Keys()
     keys.seen = Counted({"k~3"})  # a literal k~3 key came first: its repeat goes on to k~4
     names = [keys("k") for _ in range(1000)]
     assert names[:4] == ["k", "k~2", "k~4", "k~5"] and names[-1] == "k~1001"
@@ -1308,19 +1309,19 @@ def test_a_json_member_deeper_than_the_limit_is_its_text_however_deep_the_caller
     """json.loads of a .json about 950 levels deep parsed or raised RecursionError as deep as
     its caller's stack was: kept as JSON or as text on one worker and the other. Brackets in
     strings are no nesting."""
-    from memgen.readers import MERGE_DEPTH, _metadata
+    from memgen.readers.fields import MERGE_DEPTH, metadata_and_url
 
     deep = "[" * 950 + "]" * 950
     in_strings = json.dumps({"a": "[" * 300, "b": "{" * 300, "c": '\\"[[' * 100})
 
     def called(depth: int, text: str):
-        return _metadata(text) if depth == 0 else called(depth - 1, text)
+        return metadata_and_url(text) if depth == 0 else called(depth - 1, text)
 
-    assert _metadata(deep) == called(sys.getrecursionlimit() - 100, deep) == (json.dumps(deep), None)
+    assert metadata_and_url(deep) == called(sys.getrecursionlimit() - 100, deep) == (json.dumps(deep), None)
     limit = "[" * MERGE_DEPTH + "]" * MERGE_DEPTH
-    assert _metadata(limit) == (limit, None)
-    assert _metadata(f"[{limit}]") == (json.dumps(f"[{limit}]"), None)
-    assert json.loads(_metadata(in_strings)[0]) == json.loads(in_strings)
+    assert metadata_and_url(limit) == (limit, None)
+    assert metadata_and_url(f"[{limit}]") == (json.dumps(f"[{limit}]"), None)
+    assert json.loads(metadata_and_url(in_strings)[0]) == json.loads(in_strings)
 
 
 def test_hive_partitions_of_image_files_are_metadata_over_their_json_file(tmp_path):
@@ -1408,7 +1409,7 @@ def test_json_depth_is_counted_without_a_python_step_a_character():
     says what a parser would, unclosed strings and stray backslashes too."""
     import random
 
-    from memgen.readers import _json_deeper_than
+    from memgen.readers.fields import _json_deeper_than
 
     masks = [{"bbox": [1.5, 2.5], "point_coords": [[10.0, 20.0]], "segmentation": {"counts": "ab[" * 300}}
              for _ in range(100)]

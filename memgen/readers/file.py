@@ -1,0 +1,95 @@
+"""The single-file reader: one image, with its NAME.txt and NAME.json and its folder's metadata row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from memgen.imagefolder import folder_row
+from memgen.readers.config import DAMAGE, ReaderConfig, ShardItem
+from memgen.readers.fields import image_texts, with_partitions
+from memgen.readers.probe import known_size, special_file
+from memgen.records import Record, Reject, Shard
+from memgen.shards import open_input
+from memgen.tarstream import read_up_to
+from memgen.transfer import read_message
+
+
+def read_file(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
+    try:
+        data = read_up_to(f, config.max_bytes + 1)  # an HTTP stream gives what has arrived
+        size = known_size(f) if len(data) > config.max_bytes else len(data)
+    except DAMAGE as e:
+        said = read_message(e, shard, config.http_timeout)
+        yield Reject(shard.index, 0, shard.source(), "read", "unreadable", said)
+        return
+    kind = _shard_format(data)
+    if kind:  # a Hive table's 000000_0: else "Pillow cannot identify" (or too_large)
+        yield Reject(shard.index, 0, shard.source(), "read", "not_an_image",
+                     f"{kind} data in a file whose name does not end in {_SHARD_NAMES[kind]}, "
+                     "which is read as one image: rename it to read its records", size or len(data),
+                     data[: config.reject_data_cap])
+        return
+    if len(data) > config.max_bytes:
+        what = f"{size} bytes" if size else "more bytes"
+        yield Reject(shard.index, 0, shard.source(), "read", "too_large",
+                     f"{what} > max_bytes {config.max_bytes}", size or len(data),
+                     data[: config.reject_data_cap])
+        return
+    sidecars = {}
+    for suffix in (".txt", ".json"):
+        sidecar = _read_sidecar(shard, suffix, config.max_bytes)
+        if isinstance(sidecar, _Unusable):  # kept, its caption or metadata would be lost or cut short
+            yield Reject(shard.index, 0, shard.source(), sidecar.stage, sidecar.reason, sidecar.message,
+                         len(data), data[: config.reject_data_cap])
+            return
+        sidecars[suffix] = sidecar
+    row = folder_row(shard.folder_metadata, shard.location) if shard.folder_metadata else None
+    caption, url, metadata = image_texts(sidecars[".txt"], sidecars[".json"], row, config)
+    metadata = with_partitions(metadata, shard.partitions)
+    yield Record(shard.index, 0, shard.source(), data, caption, url, metadata)
+
+
+_SHARD_NAMES = {"Parquet": ".parquet", "tar": ".tar", "zip": ".zip"}
+
+
+def _shard_format(data: bytes) -> str | None:
+    """"Parquet", "tar" or "zip" when a file's bytes are a shard's (by their magic numbers), else None."""
+    if data[:4] == b"PAR1":  # the footer holds the other "PAR1": a file cut at max_bytes lacks it
+        return "Parquet"
+    if data[257:262] == b"ustar":
+        return "tar"
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip's first member, or an empty zip
+        return "zip"
+    return None
+
+
+class _Unusable(NamedTuple):
+    """Why a sidecar makes its image's record a reject."""
+    stage: str
+    reason: str
+    message: str
+
+
+def _read_sidecar(shard: Shard, suffix: str, max_bytes: int) -> bytes | None | _Unusable:
+    """The bytes of the file's sidecar, read as a webdataset sample's member; None when it has
+    none, or it is gone or unreadable now (the image is read without it); _Unusable when it is
+    a pipe or device (opening it waits for a writer: the run never ended) or larger than
+    max_bytes, as a tar's member is."""
+    written = next((s for s in shard.sidecars if s.lower() == suffix), None)  # .txt, or .TXT
+    if written is None:
+        return None
+    location = shard.sidecar(written)
+    special = special_file(location)
+    if special:
+        return _Unusable("open", "not_a_file", f"its {suffix} file is {special}, not a regular file")
+    try:
+        with open_input(location) as f:
+            data = read_up_to(f, max_bytes + 1)
+            size = known_size(f) if len(data) > max_bytes else len(data)
+    except Exception:  # noqa: BLE001 - a caption lost is not an image lost
+        return None
+    if len(data) > max_bytes:
+        return _Unusable("read", "too_large",
+                         f"its {suffix} file is {size or 'more'} bytes > max_bytes {max_bytes}")
+    return data
