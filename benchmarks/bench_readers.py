@@ -1,7 +1,8 @@
 """What each input format costs to read: the same real photos as a folder, a WebDataset tar,
-a zip (stored and deflated), a WARC (gzip per record), and Parquet (bytes, a list per row,
-base64 text), read by memgen's reader alone (read_shard: bytes, captions, metadata; no
-decode). Records per second, the best of --rounds, and each format's time over the tar's.
+a zip (stored and deflated), a WARC (gzip per record), a TFRecord (img2dataset's layout), and
+Parquet (bytes, a list per row, base64 text), read by memgen's reader alone (read_shard: bytes,
+captions, metadata; no decode). Records per second, the best of --rounds, and each format's
+time over the tar's.
 
     .venv/bin/python -m benchmarks.bench_readers [--copies 8] [--rounds 3]
 Inputs go to benchmarks/out/readers/ (gitignored): --copies times the photos under other
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import tfrecord
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
@@ -63,6 +65,11 @@ def write_inputs(root: Path, images: list[tuple[str, bytes]]) -> dict[str, Path]
             http = StatusAndHeaders("200 OK", [("Content-Type", "image/jpeg")], protocol="HTTP/1.1")
             writer.write_record(writer.create_warc_record(f"http://site/{name}", "response",
                                                           payload=io.BytesIO(data), http_headers=http))
+    examples = tfrecord.TFRecordWriter(str(root / "photos.tfrecord"))
+    for name, data in images:  # as img2dataset writes a sample
+        examples.write({"key": (name.encode(), "byte"), "jpg": (data, "byte"),
+                        "txt": (f"caption of {name}".encode(), "byte")})
+    examples.close()
     datas = [data for _, data in images]
     pq.write_table(pa.table({"jpg": datas, "caption": [f"caption of {n}" for n, _ in images]}),
                    root / "bytes.parquet")
@@ -71,6 +78,7 @@ def write_inputs(root: Path, images: list[tuple[str, bytes]]) -> dict[str, Path]
     pq.write_table(pa.table({"b64": [base64.b64encode(d).decode() for d in datas]}), root / "base64.parquet")
     return {"folder": folder, "tar": root / "photos.tar", "zip (stored)": root / "photos-stored.zip",
             "zip (deflated)": root / "photos-deflated.zip", "WARC (.warc.gz)": root / "crawl.warc.gz",
+            "TFRecord": root / "photos.tfrecord",
             "Parquet (bytes)": root / "bytes.parquet", "Parquet (a list a row)": root / "lists.parquet",
             "Parquet (base64)": root / "base64.parquet"}
 

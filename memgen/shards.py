@@ -35,7 +35,12 @@ TAR_SUFFIXES = tuple(TAR_COMPRESSION)
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")  # .parq: fastparquet's and dask's examples
 ZIP_SUFFIXES = (".zip",)
 WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")  # gzip per record, which warcio reads itself
-SHARD_SUFFIXES = TAR_SUFFIXES + PARQUET_SUFFIXES + ZIP_SUFFIXES + WARC_SUFFIXES
+TFRECORD_COMPRESSION = {".tfrecord": None, ".tfrecords": None,
+                        ".tfrecord.gz": "gzip", ".tfrecords.gz": "gzip"}  # TensorFlow's GZIP option
+TFRECORD_SUFFIXES = tuple(TFRECORD_COMPRESSION)
+SHARD_SUFFIXES = TAR_SUFFIXES + PARQUET_SUFFIXES + ZIP_SUFFIXES + WARC_SUFFIXES + TFRECORD_SUFFIXES
+# TensorFlow Datasets names its shards after their place: mnist-train.tfrecord-00000-of-00004
+_TFDS_SHARD = re.compile(r"\.tfrecords?-\d+-of-\d+$")
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
     ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".ico", ".cur", ".jp2", ".j2k", ".jpc", ".jpf", ".jpx", ".j2c",
@@ -86,18 +91,27 @@ def _name(uri: str) -> str:
     lower = uri.lower()
     if lower.startswith(("http://", "https://")):
         path = urlsplit(lower).path
-        return path if path.endswith(SHARD_SUFFIXES) else lower
+        return path if shard_suffix(path) else lower
     return lower
+
+
+def shard_suffix(lower: str) -> str:
+    """The shard suffix a lower-cased name ends with, "" for none."""
+    tfds = _TFDS_SHARD.search(lower)
+    return tfds.group() if tfds else next((s for s in SHARD_SUFFIXES if lower.endswith(s)), "")
 
 
 def compression(uri: str) -> str | None:
     """How a shard's bytes are compressed (fsspec's name), by its suffix."""
     lower = _name(uri)
-    return next((c for suffix, c in TAR_COMPRESSION.items() if lower.endswith(suffix)), None)
+    compressed = TAR_COMPRESSION | TFRECORD_COMPRESSION
+    return next((c for suffix, c in compressed.items() if lower.endswith(suffix)), None)
 
 
 def shard_kind(uri: str) -> str:
     lower = _name(uri)
+    if lower.endswith(TFRECORD_SUFFIXES) or _TFDS_SHARD.search(lower):
+        return "tfrecord"
     if lower.endswith(TAR_SUFFIXES):
         return "tar"
     if lower.endswith(PARQUET_SUFFIXES):
@@ -115,7 +129,7 @@ def split_source(source: str) -> tuple[str, str]:
     character of file names ("a#b.jpg", "t#1.tar#key")."""
     at = source.find("#")
     while at >= 0:
-        if _name(source[:at]).endswith(SHARD_SUFFIXES):
+        if shard_suffix(_name(source[:at])):
             return source[:at], source[at + 1:]
         at = source.find("#", at + 1)
     return source, ""
@@ -123,13 +137,11 @@ def split_source(source: str) -> tuple[str, str]:
 
 def _is_listed_file(path: str) -> bool:
     """Files that a directory walk picks up: shards and images, not sidecars."""
-    return path.lower().endswith(SHARD_SUFFIXES + IMAGE_SUFFIXES)
+    return bool(shard_suffix(path.lower())) or path.lower().endswith(IMAGE_SUFFIXES)
 
 
 def _stem(path: str) -> str:
-    lower = path.lower()
-    suffix = next((s for s in SHARD_SUFFIXES if lower.endswith(s)), "")
-    return path[: len(path) - len(suffix)]
+    return path[: len(path) - len(shard_suffix(path.lower()))]
 
 
 class FolderEntries(NamedTuple):
@@ -154,8 +166,8 @@ def folder_entries(paths: list[str], beside: frozenset[str] = frozenset(),
     metadata_files = set(described.values())
     paths = [p for p in paths if p not in metadata_files]
     present = set(paths)
-    # img2dataset's shards: NNNNN.tar (webdataset output), or the folder NNNNN/ (files output)
-    shards = ({_stem(p) for p in paths if p.lower().endswith(TAR_SUFFIXES)}
+    # img2dataset's shards: NNNNN.tar (webdataset output), NNNNN.tfrecord, the folder NNNNN/ (files output)
+    shards = ({_stem(p) for p in paths if p.lower().endswith(TAR_SUFFIXES + TFRECORD_SUFFIXES)}
               | {posixpath.dirname(p) for p in paths} | beside)
 
     def metadata_of_a_shard(path: str) -> bool:  # img2dataset names shards by number only
@@ -263,8 +275,8 @@ def _expand_one(url: str) -> _Expanded:
 
 
 def _img2dataset_shards(fs: fsspec.AbstractFileSystem, files: list[str]) -> frozenset[str]:
-    """Of the numbered Parquet files a glob matched, those beside a tar or folder of their
-    number that the glob did not match (`out/0000?.*` matches 00002.parquet, not 00002/):
+    """Of the numbered Parquet files a glob matched, those beside a tar, TFRecord or folder of
+    their number that the glob did not match (`out/0000?.*` matches 00002.parquet, not 00002/):
     one listing of each of their folders."""
     numbered = [_stem(f) for f in files
                 if f.lower().endswith(PARQUET_SUFFIXES) and posixpath.basename(_stem(f)).isdigit()]
@@ -275,7 +287,7 @@ def _img2dataset_shards(fs: fsspec.AbstractFileSystem, files: list[str]) -> froz
         except OSError:
             continue
         found |= {stem for stem in numbered if posixpath.dirname(stem) == folder
-                  and (stem in entries or stem + ".tar" in entries)}
+                  and (stem in entries or stem + ".tar" in entries or stem + ".tfrecord" in entries)}
     return frozenset(found)
 
 

@@ -21,6 +21,7 @@ from memgen.readers.file import read_file
 from memgen.readers.parquet import read_parquet
 from memgen.readers.probe import special_file
 from memgen.readers.tar import IMAGE_EXTS, OTHER_IMAGE_EXTS, read_tar
+from memgen.readers.tfrecord import read_tfrecord
 from memgen.records import Reject, Shard
 from memgen.shards import compression, open_input
 from memgen.transfer import FailsAsOSError, open_error, open_http, open_message
@@ -52,7 +53,8 @@ def read_shard(shard: Shard, config: ReaderConfig, first_read: bool = False) -> 
     reader = {"parquet": read_parquet, "file": read_file,
               "tar": functools.partial(read_tar, first_read=first_read),
               "zip": functools.partial(read_zip, first_read=first_read),
-              "warc": functools.partial(read_warc, first_read=first_read)}[shard.kind]
+              "warc": functools.partial(read_warc, first_read=first_read),
+              "tfrecord": read_tfrecord}[shard.kind]
     special = special_file(shard.location)
     if special:  # opening a named pipe waits for a writer: the run never ended
         yield Reject(shard.index, 0, shard.source(), "open", "not_a_file",

@@ -1,0 +1,97 @@
+"""The TFRecord reader: a file's tf.train.Examples (memgen.tfrecordfile) -> Records and Rejects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from memgen.readers.config import DAMAGE, DEFAULT_IMAGE_COLUMNS, PER_ROW, ReaderConfig, ShardItem, failure
+from memgen.readers.fields import field_text, finite
+from memgen.readers.keys import Keys
+from memgen.records import Record, Reject, Shard
+from memgen.tfrecordfile import examples
+from memgen.transfer import read_message
+
+# img2dataset writes the image under its encode format (jpg, png, webp); TensorFlow's image
+# datasets (ImageNet, the object detection API's) under image/encoded
+IMAGE_FEATURES = (*DEFAULT_IMAGE_COLUMNS, "image/encoded")
+TXT = "txt"  # img2dataset's caption feature
+
+
+def read_tfrecord(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:  # noqa: ANN001 - a stream
+    """Each Example's image (the feature --image_column names, else the first of
+    IMAGE_FEATURES it has) as a record, several in one feature as KEY/0, KEY/1; its caption
+    the --caption_column feature, else img2dataset's `txt`; key and url by their columns; its
+    other features its metadata. A record's ordinal is its Example's place * PER_ROW + the
+    image's. Damage ends the shard with a reject after the records before it, as in a tar."""
+    keys = Keys()
+    ordinal = 0
+    try:
+        for example in examples(f, config.max_bytes):
+            ordinal = example.ordinal * PER_ROW
+            if example.features is None:
+                key = keys(f"{example.ordinal:09d}")
+                yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", "too_large",
+                             f"an Example of {example.size} bytes > max_bytes {config.max_bytes}",
+                             example.size)
+            else:
+                yield from _example_items(shard, ordinal, example.features, keys, config)
+            ordinal = (example.ordinal + 1) * PER_ROW
+    except DAMAGE as e:
+        yield Reject(shard.index, ordinal, shard.source(), "read", failure(e),
+                     read_message(e, shard, config.http_timeout))
+
+
+def _example_items(shard: Shard, ordinal: int, features: dict[str, list], keys: Keys,
+                   config: ReaderConfig) -> Iterator[ShardItem]:
+    image = config.image_column or next((n for n in IMAGE_FEATURES if n in features), None)
+    fields = {name: values for name, values in features.items() if name != image}
+    key = keys(_text(fields.get(config.key_column)) or f"{ordinal // PER_ROW:09d}")
+    caption = _text(fields.get(config.caption_column, fields.get(TXT)))
+    metadata = {name: value for name, values in fields.items() if (value := _value(values)) is not _BINARY}
+    metadata = json.dumps(finite(metadata | dict(shard.partitions)), ensure_ascii=False, sort_keys=True)
+    values = features.get(image) if image else None
+    unusable = _unusable(image, values, features, config)
+    if unusable:
+        yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *unusable)
+        return
+    for n, data in enumerate(values[:PER_ROW]):
+        locator = f"#{key}" if len(values) == 1 else f"#{key}/{n}"
+        yield Record(shard.index, ordinal + n, shard.source(locator), data, caption,
+                     _text(fields.get(config.url_column)), metadata, locator)
+    if len(values) > PER_ROW:
+        yield Reject(shard.index, ordinal + PER_ROW - 1, shard.source(f"#{key}/{PER_ROW}"), "read",
+                     "too_many_images", f"{len(values)} images in its {image} feature: those past "
+                     f"{PER_ROW} are not read", 0)
+
+
+def _unusable(image: str | None, values: list | None, features: dict[str, list],
+              config: ReaderConfig) -> tuple[str, str] | None:
+    """(error type, why) of an Example whose image feature holds no image bytes, else None."""
+    if values is None:
+        named = (f"no feature {image}" if config.image_column
+                 else f"no image feature ({', '.join(IMAGE_FEATURES)})")
+        return "no_image", f"{named}; its features: {', '.join(sorted(features))}"[:500]
+    if not values:
+        return "empty", f"its {image} feature is empty"
+    if not isinstance(values[0], bytes):
+        kind = "integers" if isinstance(values[0], int) else "numbers"
+        return "no_image", f"its {image} feature holds {len(values)} {kind}, not image bytes"
+    return None
+
+
+def _text(values: list | None) -> str | None:
+    """A caption, url or key feature as text (its first value)."""
+    return field_text(values[0]) if values else None
+
+
+_BINARY = object()  # a feature of bytes that are not UTF-8 text (a mask, a thumbnail): not metadata
+
+
+def _value(values: list) -> object:
+    """A feature's values as metadata: one as itself, several as a list, bytes as text."""
+    try:
+        values = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]
+    except UnicodeDecodeError:
+        return _BINARY
+    return values[0] if len(values) == 1 else values

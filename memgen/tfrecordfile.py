@@ -1,0 +1,118 @@
+"""TFRecord files of tf.train.Example records (img2dataset's `tfrecord` output, TensorFlow
+datasets' shards), read without TensorFlow: each record's framing checked by its CRC-32C
+sums, as TensorFlow's reader checks it, and its Example decoded by protobuf from the layout
+TensorFlow's example.proto and feature.proto declare (the field numbers are the wire
+format; the message names here are memgen's own).
+
+A record's ordinal is its place in the file, so a re-read finds it again. Damage raises:
+nothing after a record whose length or sums do not check can be framed again.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import IO, NamedTuple
+
+import google_crc32c
+import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+
+from memgen.tarstream import read_up_to, skip
+
+_HEAD = 12  # uint64 length, then the masked CRC-32C of those 8 bytes
+_TAIL = 4  # the masked CRC-32C of the data
+
+
+class Example(NamedTuple):
+    ordinal: int
+    features: dict[str, list] | None  # name -> its values; None: larger than max_bytes, not read
+    size: int  # bytes of the serialized Example
+
+
+def examples(f: IO[bytes], max_bytes: int) -> Iterator[Example]:
+    """Each Example of the TFRecord stream `f`, its features as lists of bytes, floats or
+    ints. EOFError where the file ends inside a record, ValueError where a sum does not
+    match or a record is no Example."""
+    ordinal = 0
+    while head := read_up_to(f, _HEAD):
+        if len(head) < _HEAD:
+            raise EOFError(f"the file ends inside the header of record {ordinal}: it was cut short")
+        (length,), (said,) = struct.unpack("<Q", head[:8]), struct.unpack("<I", head[8:])
+        if _masked_crc(head[:8]) != said:
+            raise ValueError(f"record {ordinal}: the checksum of its length does not match "
+                             "(not a TFRecord file, or damaged)")
+        if length > max_bytes:  # not held whole; its sum is not checked
+            if skip(f, length + _TAIL) < length + _TAIL:
+                raise EOFError(f"the file ends inside record {ordinal}: it was cut short")
+            yield Example(ordinal, None, length)
+        else:
+            data = read_up_to(f, length + _TAIL)
+            if len(data) < length + _TAIL:
+                raise EOFError(f"the file ends inside record {ordinal}: it was cut short")
+            if _masked_crc(data[:length]) != struct.unpack("<I", data[length:])[0]:
+                raise ValueError(f"record {ordinal}: the checksum of its data does not match (damaged)")
+            yield Example(ordinal, _features(data[:length], ordinal), length)
+        ordinal += 1
+
+
+def _masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC-32C (tensorflow/core/lib/hash/crc32c.h)."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _features(data: bytes, ordinal: int) -> dict[str, list]:
+    example = _EXAMPLE()
+    try:
+        example.ParseFromString(data)
+    except DecodeError as e:
+        raise ValueError(f"record {ordinal} is no tf.train.Example ({e})") from e
+    return {name: _values(feature) for name, feature in sorted(example.features.feature.items())}
+
+
+def _values(feature) -> list:  # noqa: ANN001 - a message class made at import
+    kind = feature.WhichOneof("kind")
+    if kind is None:
+        return []
+    values = getattr(feature, kind).value
+    if kind == "float_list":  # float32: 0.1, not 0.10000000149011612
+        return [float(str(np.float32(v))) for v in values]
+    return list(values)
+
+
+def _example_class() -> type:
+    """tf.train.Example's message class, from a descriptor built here (TensorFlow's
+    example.proto and feature.proto: Example{Features features = 1}, Features{map<string,
+    Feature> feature = 1}, Feature{oneof kind {BytesList = 1, FloatList = 2, Int64List = 3}},
+    each list's `repeated value = 1`)."""
+    fdp = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(name="memgen/tf_example.proto", package="memgen.tf",
+                                               syntax="proto3")
+    for name, kind in (("BytesList", fdp.TYPE_BYTES), ("FloatList", fdp.TYPE_FLOAT),
+                       ("Int64List", fdp.TYPE_INT64)):
+        listed = proto.message_type.add(name=name)
+        listed.field.add(name="value", number=1, label=fdp.LABEL_REPEATED, type=kind)
+    feature = proto.message_type.add(name="Feature")
+    feature.oneof_decl.add(name="kind")
+    for number, (name, message) in enumerate((("bytes_list", "BytesList"), ("float_list", "FloatList"),
+                                              ("int64_list", "Int64List")), start=1):
+        feature.field.add(name=name, number=number, label=fdp.LABEL_OPTIONAL, type=fdp.TYPE_MESSAGE,
+                          type_name=f".memgen.tf.{message}", oneof_index=0)
+    features = proto.message_type.add(name="Features")
+    entry = features.nested_type.add(name="FeatureEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, label=fdp.LABEL_OPTIONAL, type=fdp.TYPE_STRING)
+    entry.field.add(name="value", number=2, label=fdp.LABEL_OPTIONAL, type=fdp.TYPE_MESSAGE,
+                    type_name=".memgen.tf.Feature")
+    features.field.add(name="feature", number=1, label=fdp.LABEL_REPEATED, type=fdp.TYPE_MESSAGE,
+                       type_name=".memgen.tf.Features.FeatureEntry")
+    proto.message_type.add(name="Example").field.add(name="features", number=1, label=fdp.LABEL_OPTIONAL,
+                                                     type=fdp.TYPE_MESSAGE, type_name=".memgen.tf.Features")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("memgen.tf.Example"))
+
+
+_EXAMPLE = _example_class()

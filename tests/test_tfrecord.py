@@ -1,0 +1,143 @@
+"""TFRecord files of tf.train.Example records: img2dataset's `tfrecord` output and TensorFlow
+datasets' shards. Written by the `tfrecord` package (its own example_pb2 and CRC-32C), an
+independent writer: TensorFlow itself is too large to install for tests."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tfrecord
+
+from memgen.pipelines.cli import main
+from memgen.readers import PER_ROW, ReaderConfig, read_shard
+from memgen.records import Record, Reject, Shard
+from memgen.shards import compression, discover, shard_kind
+from shardkit import jpeg
+
+CONFIG = ReaderConfig()
+
+
+def write_examples(path: Path, examples: list[dict]) -> Path:
+    """examples: {name: (value, "byte" | "int" | "float")}, as the tfrecord package takes them."""
+    writer = tfrecord.TFRecordWriter(str(path))
+    for example in examples:
+        writer.write(example)
+    writer.close()
+    return path
+
+
+def img2dataset_example(i: int, caption: str) -> dict:
+    """A sample as img2dataset's TFRecordSampleWriter writes it: key, the image under its
+    encode format, txt, then each metadata field by its Python type."""
+    return {"key": (f"{i:09d}".encode(), "byte"), "jpg": (jpeg(i), "byte"), "txt": (caption.encode(), "byte"),
+            "url": (f"http://site/{i}.jpg".encode(), "byte"), "caption": (caption.encode(), "byte"),
+            "width": (160, "int"), "height": (120, "int"), "status": (b"success", "byte"),
+            "sha256": (b"ab" * 32, "byte")}
+
+
+def read(path: Path, config: ReaderConfig = CONFIG) -> list:
+    return list(read_shard(Shard(0, str(path), shard_kind(str(path))), config))
+
+
+def test_img2dataset_tfrecord_output_is_read_as_its_tar_output(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    write_examples(out / "00000.tfrecord", [img2dataset_example(i, f"cat {i}") for i in range(3)])
+    pq.write_table(pa.table({"url": ["http://site/0.jpg"]}), out / "00000.parquet")  # its metadata beside
+    (out / "00000_stats.json").write_text("{}")
+    [shard] = discover([str(out)])
+    assert (shard.uri, shard.kind) == (str(out / "00000.tfrecord"), "tfrecord")
+    items = read(out / "00000.tfrecord")
+    assert [(i.data, i.caption, i.url, i.ordinal) for i in items] == [
+        (jpeg(i), f"cat {i}", f"http://site/{i}.jpg", i * PER_ROW) for i in range(3)]
+    assert items[1].source == f"{out / '00000.tfrecord'}#000000001"
+    assert json.loads(items[1].metadata) == {
+        "key": "000000001", "txt": "cat 1", "url": "http://site/1.jpg", "caption": "cat 1", "width": 160,
+        "height": 120, "status": "success", "sha256": "ab" * 32}
+    assert read(out / "00000.tfrecord") == items  # the re-read that writes the images finds them again
+
+
+@pytest.mark.parametrize("name", ["flowers-train.tfrecord-00000-of-00002", "shard.tfrecord.gz"])
+def test_tensorflow_datasets_shards_and_gzip_files(tmp_path, name):
+    """TFDS names shards after their place; TensorFlow's GZIP option compresses the whole file."""
+    examples = [{"image/encoded": (jpeg(i), "byte"), "image/class/label": (i % 2, "int"),
+                 "image/filename": (f"{i}.jpg".encode(), "byte"), "score": ([0.1, 0.25], "float")}
+                for i in range(2)]
+    path = write_examples(tmp_path / "plain.tfrecord", examples)
+    if name.endswith(".gz"):
+        (tmp_path / name).write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+        assert compression(str(tmp_path / name)) == "gzip"
+    else:
+        path.rename(tmp_path / name)
+    path = tmp_path / name
+    assert shard_kind(str(path)) == "tfrecord" and [s.uri for s in discover([str(tmp_path)])] == [str(path)]
+    first, second = read(path)
+    assert (first.data, second.data, first.caption, first.url) == (jpeg(0), jpeg(1), None, None)
+    assert second.source == f"{path}#000000001"  # no key: its place
+    assert json.loads(second.metadata) == {"image/class/label": 1, "image/filename": "1.jpg",
+                                           "score": [0.1, 0.25]}
+
+
+def test_examples_without_a_usable_image_are_rejects_and_several_are_records(tmp_path):
+    big = jpeg(9, quality=100)
+    path = write_examples(tmp_path / "mixed.tfrecord", [
+        {"key": (b"none", "byte"), "label": (3, "int")},
+        {"key": (b"empty", "byte"), "jpg": ([], "byte")},
+        {"key": (b"pixels", "byte"), "image": ([1, 2, 3], "int")},
+        {"key": (b"two", "byte"), "jpg": ([jpeg(1), jpeg(2)], "byte")},
+        {"key": (b"big", "byte"), "jpg": (big, "byte")},
+        {"key": (b"fine", "byte"), "jpg": (jpeg(3), "byte")},
+    ])
+    items = read(path, ReaderConfig(max_bytes=len(big) - 1))
+    said = {i.source.rsplit("#", 1)[1]: i for i in items}
+    # an Example too large to read is named by its place: its key is inside it
+    assert list(said) == ["none", "empty", "pixels", "two/0", "two/1", "000000004", "fine"]
+    assert said["none"].error_type == "no_image" and "label" in said["none"].message
+    assert said["empty"].error_type == "empty"
+    assert said["pixels"].error_type == "no_image" and "integers" in said["pixels"].message
+    assert [said[k].data for k in ("two/0", "two/1", "fine")] == [jpeg(1), jpeg(2), jpeg(3)]
+    assert [said[k].ordinal for k in ("two/0", "two/1")] == [3 * PER_ROW, 3 * PER_ROW + 1]
+    assert said["000000004"].error_type == "too_large" and said["000000004"].ordinal == 4 * PER_ROW
+    config = ReaderConfig(image_column="image")  # named: an Example without it says so
+    assert [i.error_type for i in read(path, config)][:3] == ["no_image", "no_image", "no_image"]
+
+
+def test_damage_ends_the_shard_after_the_records_before_it(tmp_path):
+    path = write_examples(tmp_path / "d.tfrecord", [img2dataset_example(i, "c") for i in range(3)])
+    whole = path.read_bytes()
+    second = whole.index(jpeg(1)) + 100
+    path.write_bytes(whole[:second] + bytes([whole[second] ^ 0xFF]) + whole[second + 1:])
+    first, damaged = read(path)
+    assert isinstance(first, Record) and first.data == jpeg(0)
+    assert (damaged.error_type, damaged.ordinal) == ("corrupt_shard", PER_ROW)
+    assert "record 1: the checksum of its data does not match" in damaged.message
+    path.write_bytes(whole[:-50])  # cut short
+    *kept, cut = read(path)
+    assert len(kept) == 2 and (cut.error_type, cut.ordinal) == ("corrupt_shard", 2 * PER_ROW)
+    assert "the file ends inside record 2" in cut.message
+    (tmp_path / "junk.tfrecord").write_bytes(b"not a TFRecord file at all" * 4)
+    [junk] = read(tmp_path / "junk.tfrecord")
+    assert isinstance(junk, Reject) and junk.error_type == "corrupt_shard"
+    assert "not a TFRecord file" in junk.message
+
+
+def test_memorize_img2dataset_tfrecord_shards(tmp_path, caplog):
+    out = tmp_path / "out"
+    out.mkdir()
+    for shard in range(2):  # the same three images in both shards: exact duplicates
+        write_examples(out / f"{shard:05d}.tfrecord", [img2dataset_example(i, f"cat {i}") for i in range(3)])
+        pq.write_table(pa.table({"url": ["x"]}), out / f"{shard:05d}.parquet")
+    with caplog.at_level(logging.WARNING):
+        assert main(["memorize", str(out), "--memory", str(tmp_path / "m")]) == 0
+    images = duckdb.sql(f"select caption, url from '{tmp_path}/m/images/*.parquet' order by url").fetchall()
+    assert images == [(f"cat {i}", f"http://site/{i}.jpg") for i in range(3)]
+    [(copies,)] = duckdb.sql(f"select count(*) from '{tmp_path}/m/duplicates/*.parquet'").fetchall()
+    assert copies == 3
