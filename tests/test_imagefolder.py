@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import gc
 import json
+import pickle
+import tracemalloc
 import zipfile
 
 import datasets
@@ -13,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import memgen.imagefolder as meta
 from memgen.pipelines.cli import main
 from memgen.readers import ReaderConfig, read_shard
 from memgen.shards import discover, listing_digest
@@ -128,3 +132,74 @@ def test_memorize_an_imagefolder(tmp_path):
     assert main(["memorize", str(tmp_path / "data"), "--memory", str(tmp_path / "m")]) == 0
     captions = duckdb.sql(f"select caption from '{tmp_path}/m/images/*.parquet' order by caption").fetchall()
     assert captions == [("a cat, asleep",), ("a tabby on a mat",), ("c",)]
+
+
+def metadata_lines(n: int) -> bytes:
+    """A diffusers-style metadata.jsonl of n rows: a file_name, a caption, two numbers."""
+    return "\n".join(json.dumps({"file_name": f"train/{i:08d}.jpg", "text": f"a photo of a cat number {i} "
+                                 "sitting on a mat in the sun", "width": 512, "aesthetic": 5.5})
+                     for i in range(n)).encode()
+
+
+def test_a_metadata_files_rows_are_held_in_little_more_than_its_bytes():
+    """100,000 rows (13.8 MB) held as a dict took 61 MB; held as the file's bytes and an index
+    of the names, 15 MB (benchmarks/README.md, section 11)."""
+    meta.named_rows("warm/metadata.jsonl", metadata_lines(10))  # imports, pyarrow's first calls
+    gc.collect()
+    tracemalloc.start()
+    try:
+        data, arrow = metadata_lines(100_000), pa.total_allocated_bytes()
+        rows = meta.named_rows("m/metadata.jsonl", data)
+        size = len(data)
+        del data
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] + pa.total_allocated_bytes() - arrow
+    finally:
+        tracemalloc.stop()
+    assert len(rows) == 100_000
+    assert meta.row_in(rows, "m/metadata.jsonl", "m/train/00099999.jpg")["width"] == 512
+    assert held <= size + 4_000_000, f"{held} bytes held for a file of {size}"  # 1.6 MB of index
+
+
+AWKWARD = b"\n".join([
+    b'{"file_name": "a.jpg", "text": "first"}',
+    b'{"file_name": "./a.jpg", "text": "again"}',  # a name again: the first row is its row
+    b'{"file_name": "sub//b.jpg", "text": "b", "n": [1, {"x": null}]}',
+    b"   ",  # blank
+    b'{"file_name": "c.jpg", "text": "c"}'])
+
+
+@pytest.mark.parametrize("data", [AWKWARD, AWKWARD + b"\nnot json", AWKWARD.replace(b"\n", b"\r\n")],
+                         ids=["pyarrow", "not-json", "crlf"])
+@pytest.mark.parametrize("hashed", ["own", "all-collide"])
+def test_each_name_finds_its_first_row_whatever_the_names_hashes(data, hashed, monkeypatch):
+    """Read by pyarrow or (a line it refuses) by Python; a hash that names share (all of them
+    here) gives each name its own row all the same, and none to a name that has none."""
+    if hashed == "all-collide":
+        monkeypatch.setattr(meta, "_name_hash", lambda name: 7)
+    rows = meta.named_rows("m/metadata.jsonl", data)
+    assert len(rows) == 3
+    assert meta.row_in(rows, "m/metadata.jsonl", "m/a.jpg") == {"text": "first"}
+    assert meta.row_in(rows, "m/metadata.jsonl", "m/sub/b.jpg") == {"text": "b", "n": [1, {"x": None}]}
+    assert meta.row_in(rows, "m/metadata.jsonl", "m/c.jpg") == {"text": "c"}
+    assert meta.row_in(rows, "m/metadata.jsonl", "m/d.jpg") is None
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet"])
+def test_rows_sent_to_another_process_find_their_names_by_its_hashes(kind, monkeypatch):
+    """str's hash is salted a process: rows pickled (to another worker) index their names anew."""
+    if kind == "jsonl":
+        data = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
+    elif kind == "csv":
+        data = ("file_name,text,score\n" + "".join(f'{r["file_name"]},"{r["text"]}",{r["score"]}\n'
+                                                   for r in ROWS)).encode()
+    else:
+        table, out = pa.Table.from_pylist([r | {"thumb": b"\xff\xd8"} for r in ROWS]), pa.BufferOutputStream()
+        pq.write_table(table, out)
+        data = out.getvalue().to_pybytes()
+    sent = pickle.dumps(meta.named_rows(f"m/metadata.{kind}", data))
+    monkeypatch.setattr(meta, "_name_hash", lambda name: hash(name) ^ 0x5DEECE66D)  # another salt
+    rows = pickle.loads(sent)
+    name = f"m/metadata.{kind}"
+    assert meta.row_in(rows, name, "m/sub/deep/c.png") == {"text": "c", "score": 0.25}
+    assert meta.row_in(rows, name, "m/a.jpg") == {"text": "a tabby on a mat", "score": 0.9}
