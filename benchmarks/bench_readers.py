@@ -7,16 +7,24 @@ time over the tar's.
     .venv/bin/python -m benchmarks.bench_readers [--copies 8] [--rounds 3]
 Inputs go to benchmarks/out/readers/ (gitignored): --copies times the photos under other
 names, so that a read is long enough to time.
+
+    .venv/bin/python -m benchmarks.bench_readers --metadata-rows 1000000
+instead reads an ImageFolder metadata.jsonl of that many rows (imagefolder.named_rows): the
+seconds to read it, the memory its rows hold once read (tracemalloc and pyarrow's), and the
+microseconds an image's row takes to find.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import io
+import json
 import shutil
 import tarfile
 import time
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -27,6 +35,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from benchmarks.common import IMAGE_SUFFIXES, OUT, at_least, machine, require_realimages
+from memgen.imagefolder import named_rows, row_in
 from memgen.readers import ReaderConfig, read_shard
 from memgen.shards import discover
 
@@ -90,11 +99,62 @@ def read_seconds(path: Path, config: ReaderConfig) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
+def metadata_jsonl(n: int) -> bytes:
+    """A diffusers-style metadata.jsonl: a file_name, a caption and two numbers a row."""
+    return "\n".join(json.dumps({"file_name": f"train/{i:08d}.jpg", "text": f"a photo of a cat number {i} "
+                                 "sitting on a mat in the sun", "width": 512, "aesthetic": 5.5})
+                     for i in range(n)).encode()
+
+
+def held_bytes(n: int) -> tuple[int, int]:
+    """(bytes that the rows of an n-row metadata.jsonl hold once read, the file's bytes
+    included; the most that reading them took beside the file), by tracemalloc (Python objects,
+    numpy) and pyarrow's pool. Traced alone: tracemalloc slows a read ~3x."""
+    gc.collect()
+    tracemalloc.start()
+    data, arrow = metadata_jsonl(n), pa.total_allocated_bytes()
+    tracemalloc.reset_peak()
+    rows = named_rows("m/metadata.jsonl", data)
+    peak = tracemalloc.get_traced_memory()[1] - len(data)
+    del data
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] + pa.total_allocated_bytes() - arrow
+    tracemalloc.stop()
+    assert len(rows) == n
+    return held, peak
+
+
+def metadata_rows(n: int, rounds: int) -> None:
+    named_rows("warm/metadata.jsonl", metadata_jsonl(100))  # imports and first calls not timed
+    data = metadata_jsonl(n)
+    seconds = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        rows = named_rows("m/metadata.jsonl", data)
+        seconds.append(time.perf_counter() - t0)
+    images = [f"m/train/{i:08d}.jpg" for i in range(0, n, max(1, n // 10_000))]
+    t0 = time.perf_counter()
+    found = sum(row_in(rows, "m/metadata.jsonl", image) is not None for image in images)
+    lookup = (time.perf_counter() - t0) / len(images)
+    assert found == len(images)
+    del rows
+    held, peak = held_bytes(n)
+    print(f"metadata.jsonl of {n} rows, {len(data) / 1e6:.0f} MB; {machine()}")
+    print(f"read {min(seconds):.2f} s (best of {rounds}); rows held {held / 1e6:.0f} MB "
+          f"({held / n:.0f} B a row), {peak / 1e6:.0f} MB more at most while read; "
+          f"{lookup * 1e6:.1f} us an image's row")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=at_least(1), default=8)
     parser.add_argument("--rounds", type=at_least(1), default=3)
+    parser.add_argument("--metadata-rows", type=at_least(1), default=None,
+                        help="read an ImageFolder metadata.jsonl of this many rows instead of the photos")
     args = parser.parse_args()
+    if args.metadata_rows:
+        metadata_rows(args.metadata_rows, args.rounds)
+        return
     images = photos(args.copies)
     inputs = write_inputs(OUT / "readers", images)
     configs = {"Parquet (base64)": ReaderConfig(image_column="b64"),

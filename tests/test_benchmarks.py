@@ -154,6 +154,13 @@ def test_mih_bound_against_the_one_band_layout(monkeypatch, tmp_path):
     assert plan["least_work"] <= plan["work"] and math.isfinite(plan["work"])
 
 
+def test_readers_metadata_rows_at_a_tiny_size(monkeypatch, capsys):
+    """The metadata.jsonl mode: no photos needed, every row found, the bytes held said."""
+    run_script("bench_readers", ["--metadata-rows", "2000", "--rounds", "1"], monkeypatch)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("metadata.jsonl of 2000 rows") and "B a row" in out[1]
+
+
 def test_components_at_a_tiny_size(monkeypatch, capsys):
     """The stage's record against the reference's, one table row a path (sorted 40 converges)."""
     run_script("bench_components", ["--nodes", "40"], monkeypatch)
