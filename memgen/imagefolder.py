@@ -42,27 +42,35 @@ def row_in(rows: NamedRows | dict[str, dict], metadata_file: str, image: str) ->
 
 
 @functools.lru_cache(maxsize=4)  # a worker reads each of its metadata files once (a row per image)
-def _rows(metadata_file: str) -> NamedRows | dict[str, dict]:
+def _rows(metadata_file: str) -> NamedRows:
     try:
         with open_input(metadata_file) as f:
-            return named_rows(metadata_file, f.read())
-    except Exception as e:  # noqa: BLE001 - gone, unreadable, not CSV: the images are read without it
-        _log.warning("%s: not read (%s: %s); the images it names are read without its fields",
-                     metadata_file, type(e).__name__, str(e)[:200])
-        return {}
+            data = f.read()
+    except Exception as e:  # noqa: BLE001 - gone, unreadable: the images are read without it
+        return not_read(metadata_file, f"{type(e).__name__}: {str(e)[:200]}")
+    return named_rows(metadata_file, data)
+
+
+def not_read(metadata_file: str, why: str) -> NamedRows:
+    """No rows, for a metadata file that could not be read (said in a warning)."""
+    _log.warning("%s: not read (%s); the images it names are read without its fields", metadata_file, why)
+    return NamedRows(b"", [], np.zeros(0, np.int64), 0)
 
 
 def named_rows(metadata_file: str, data: bytes) -> NamedRows:
     """The rows of a metadata file's bytes by file_name (NamedRows): JSON lines, CSV or a
     Parquet table (but for binary values, which are not text). A row without a file_name, or a
     line that is no JSON object, is left out, and said in a warning; a file_name that comes
-    again keeps its first row."""
-    if metadata_file.endswith(".parquet"):
-        rows = _table_rows(pq.read_table(io.BytesIO(data)), parquet=True)
-    elif metadata_file.endswith(".csv"):  # types inferred, as `datasets` reads it (0.9 a number)
-        rows = _table_rows(pa_csv.read_csv(io.BytesIO(data)), parquet=False)
-    else:
-        rows = _fast_lines(data) or _python_lines(data)
+    again keeps its first row. A file that is not CSV or Parquet has none (not_read)."""
+    try:
+        if metadata_file.endswith(".parquet"):
+            rows = _table_rows(pq.read_table(io.BytesIO(data)), parquet=True)
+        elif metadata_file.endswith(".csv"):  # types inferred, as `datasets` reads it (0.9 a number)
+            rows = _table_rows(pa_csv.read_csv(io.BytesIO(data)), parquet=False)
+        else:
+            rows = _fast_lines(data) or _python_lines(data)
+    except Exception as e:  # noqa: BLE001 - not CSV, not Parquet: the images are read without it
+        return not_read(metadata_file, f"{type(e).__name__}: {str(e)[:200]}")
     if len(rows) < rows.read:
         _log.warning("%s: %d of its %d rows name no image (no file_name, a line that is no JSON object, "
                      "a name again): left out", metadata_file, rows.read - len(rows), rows.read)

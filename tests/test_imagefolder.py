@@ -203,3 +203,24 @@ def test_rows_sent_to_another_process_find_their_names_by_its_hashes(kind, monke
     name = f"m/metadata.{kind}"
     assert meta.row_in(rows, name, "m/sub/deep/c.png") == {"text": "c", "score": 0.25}
     assert meta.row_in(rows, name, "m/a.jpg") == {"text": "a tabby on a mat", "score": 0.9}
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["folder", "zip"])
+def test_a_metadata_file_that_cannot_be_read_is_said_alike_loose_or_zipped(tmp_path, zipped, caplog):
+    """Its images are read without its rows, and a warning says why (a zip's member was left
+    out silently)."""
+    imagefolder(tmp_path / "data", "jsonl")
+    train = tmp_path / "data" / "train"
+    (train / "metadata.jsonl").unlink()
+    (train / "metadata.parquet").write_bytes(b"PAR1 not a table")
+    root = tmp_path / "data"
+    if zipped:
+        with zipfile.ZipFile(tmp_path / "data.zip", "w") as archive:
+            for path in sorted(root.rglob("*")):
+                if path.is_file():
+                    archive.write(path, path.relative_to(root))
+        root = tmp_path / "data.zip"
+    items = [item for shard in discover([str(root)]) for item in read_shard(shard, ReaderConfig())]
+    assert len(items) == 3 and all(item.caption is None for item in items)
+    said = [m for m in caplog.messages if "metadata.parquet: not read (" in m]
+    assert len(said) == 1 and "read without its fields" in said[0]
