@@ -45,23 +45,27 @@ def row_in(rows: NamedRows | dict[str, dict], metadata_file: str, image: str) ->
 def _rows(metadata_file: str) -> NamedRows:
     try:
         with open_input(metadata_file) as f:
-            data = f.read()
+            rows = named_rows(metadata_file, f.read())
     except Exception as e:  # noqa: BLE001 - gone, unreadable: the images are read without it
-        return not_read(metadata_file, f"{type(e).__name__}: {str(e)[:200]}")
-    return named_rows(metadata_file, data)
+        rows = not_read(metadata_file, f"{type(e).__name__}: {str(e)[:200]}")
+    if rows.said:
+        _log.warning("%s", rows.said)
+    return rows
 
 
 def not_read(metadata_file: str, why: str) -> NamedRows:
-    """No rows, for a metadata file that could not be read (said in a warning)."""
-    _log.warning("%s: not read (%s); the images it names are read without its fields", metadata_file, why)
-    return NamedRows(b"", [], np.zeros(0, np.int64), 0)
+    """No rows, for a metadata file that could not be read (`said`: why)."""
+    rows = NamedRows(b"", [], np.zeros(0, np.int64), 0)
+    rows.said = f"{metadata_file}: not read ({why}); the images it names are read without its fields"
+    return rows
 
 
 def named_rows(metadata_file: str, data: bytes) -> NamedRows:
     """The rows of a metadata file's bytes by file_name (NamedRows): JSON lines, CSV or a
     Parquet table (but for binary values, which are not text). A row without a file_name, or a
-    line that is no JSON object, is left out, and said in a warning; a file_name that comes
-    again keeps its first row. A file that is not CSV or Parquet has none (not_read)."""
+    line that is no JSON object, is left out, and counted in `said`; a file_name that comes
+    again keeps its first row. A file that is not CSV or Parquet has none (not_read). What is
+    said is the caller's to log: a zip's re-reads would say it again."""
     try:
         if metadata_file.endswith(".parquet"):
             rows = _table_rows(pq.read_table(io.BytesIO(data)), parquet=True)
@@ -72,8 +76,8 @@ def named_rows(metadata_file: str, data: bytes) -> NamedRows:
     except Exception as e:  # noqa: BLE001 - not CSV, not Parquet: the images are read without it
         return not_read(metadata_file, f"{type(e).__name__}: {str(e)[:200]}")
     if len(rows) < rows.read:
-        _log.warning("%s: %d of its %d rows name no image (no file_name, a line that is no JSON object, "
-                     "a name again): left out", metadata_file, rows.read - len(rows), rows.read)
+        rows.said = (f"{metadata_file}: {rows.read - len(rows)} of its {rows.read} rows name no image (no "
+                     "file_name, a line that is no JSON object, a name again): left out")
     return rows
 
 
@@ -94,6 +98,7 @@ class NamedRows:
         self._source = source  # JSON lines, each from an offset in `where` to its \n; or a table's rows
         self._binary = binary  # a Parquet table's binary columns (held as whether each value is); None: CSV's
         self.read = read  # the rows the file had, named or not
+        self.said: str | None = None  # a warning about the file, for the reader to log
         self._index(names, where)
 
     def _index(self, names: list[str], where: np.ndarray) -> None:

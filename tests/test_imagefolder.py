@@ -220,7 +220,23 @@ def test_a_metadata_file_that_cannot_be_read_is_said_alike_loose_or_zipped(tmp_p
                 if path.is_file():
                     archive.write(path, path.relative_to(root))
         root = tmp_path / "data.zip"
-    items = [item for shard in discover([str(root)]) for item in read_shard(shard, ReaderConfig())]
+    shards = discover([str(root)])
+    items = [item for shard in shards for item in read_shard(shard, ReaderConfig(), first_read=True)]
     assert len(items) == 3 and all(item.caption is None for item in items)
+    assert [item for shard in shards for item in read_shard(shard, ReaderConfig())] == items  # a re-read
     said = [m for m in caplog.messages if "metadata.parquet: not read (" in m]
-    assert len(said) == 1 and "read without its fields" in said[0]
+    assert len(said) == 1 and "read without its fields" in said[0]  # once, not again by the re-read
+
+
+def test_a_zipped_metadata_file_over_max_bytes_is_said_once(tmp_path, capsys):
+    """It was left out without a word (a loose one is read whole)."""
+    with zipfile.ZipFile(tmp_path / "d.zip", "w") as archive:
+        archive.writestr("train/a.jpg", jpeg(1))
+        archive.writestr("train/b.jpg", jpeg(2))
+        row = json.dumps({"file_name": "a.jpg", "text": "x" * 5000}) + "\n"
+        archive.writestr("train/metadata.jsonl", row)
+    assert main(["memorize", str(tmp_path / "d.zip"), "--memory", str(tmp_path / "m"),
+                 "--max_bytes", "4000"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "not read (" in line]
+    assert said == [f"{tmp_path / 'd.zip'}#train/metadata.jsonl: not read ({len(row)} bytes > max_bytes "
+                    "4000); the images it names are read without its fields"]

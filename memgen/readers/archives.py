@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from warcio.recordloader import ArchiveLoadFailed
 
-from memgen.imagefolder import named_rows, row_in
+from memgen.imagefolder import NamedRows, named_rows, not_read, row_in
 from memgen.readers.config import DAMAGE, ReaderConfig, ShardItem, failure
 from memgen.readers.fields import image_texts, with_partitions
 from memgen.readers.keys import Keys
@@ -41,14 +41,16 @@ def read_zip(shard: Shard, f, config: ReaderConfig, first_read: bool) -> Iterato
     ordinals = {name: n for n, name in enumerate(members)}
     visible = [name for name in members if not hidden(name)]
     entries, skipped, described = folder_entries(visible)
-    tables: dict[str, dict[str, dict]] = {}  # an ImageFolder metadata member's rows, read once
+    tables: dict[str, NamedRows] = {}  # an ImageFolder metadata member's rows, read once
 
     def row_of(name: str) -> dict | None:
         found = described.get(name)
         if found is None:
             return None
         if found not in tables:
-            tables[found] = _zipped_rows(archive, members[found], found, config.max_bytes)
+            tables[found] = _zipped_rows(archive, members[found], shard.source(f"#{found}"), config.max_bytes)
+            if first_read and tables[found].said:
+                _log.warning("%s", tables[found].said)
         return row_in(tables[found], found, name)
 
     skipped["hidden"] += len(members) - len(visible)
@@ -67,17 +69,16 @@ def read_zip(shard: Shard, f, config: ReaderConfig, first_read: bool) -> Iterato
             return
 
 
-def _zipped_rows(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
-                 max_bytes: int) -> dict[str, dict]:
-    """The rows of an ImageFolder metadata member (imagefolder.named_rows); none when it cannot
-    be read (its images are read without it)."""
+def _zipped_rows(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str, max_bytes: int) -> NamedRows:
+    """The rows of an ImageFolder metadata member (imagefolder.named_rows; `source`: the zip's
+    with the member's name); none when it cannot be read, and `said` why, as for a loose one
+    (its images are read without it)."""
     read = member_bytes(archive, info, max_bytes, 0)
-    if isinstance(read, NoBytes) or read[1] < 0:
-        return {}
-    try:
-        return named_rows(name, read[0])
-    except Exception:  # noqa: BLE001 - not CSV, not Parquet: its images are read without it
-        return {}
+    if isinstance(read, NoBytes):
+        return not_read(source, f"{read.error_type}: {read.message}")
+    if read[1] < 0:
+        return not_read(source, f"{-read[1]} bytes > max_bytes {max_bytes}")
+    return named_rows(source, read[0])  # not CSV, not Parquet: no rows, said in a warning
 
 
 def _zip_item(shard: Shard, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], name: str,
