@@ -8,6 +8,7 @@ import posixpath
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
+from typing import IO
 
 from warcio.recordloader import ArchiveLoadFailed
 
@@ -25,7 +26,7 @@ from memgen.ziparchive import NoBytes, files, member_bytes
 _log = logging.getLogger("memgen.readers")
 
 
-def read_zip(shard: Shard, f, config: ReaderConfig, first_read: bool) -> Iterator[ShardItem]:
+def read_zip(shard: Shard, f: IO[bytes], config: ReaderConfig, first_read: bool) -> Iterator[ShardItem]:
     """A zip's images, each with its caption and metadata members (a.txt, a.json beside
     a.jpg), as a folder's walk takes them (folder_entries: hidden members, such as macOS's
     __MACOSX/._a.jpg, and other files are left out, and counted in a warning). A record's
@@ -114,7 +115,7 @@ def _zip_item(shard: Shard, archive: zipfile.ZipFile, members: dict[str, zipfile
     return Record(shard.index, ordinal, source, data, caption, url, metadata, locator)
 
 
-def read_warc(shard: Shard, f, config: ReaderConfig, first_read: bool) -> Iterator[ShardItem]:
+def read_warc(shard: Shard, f: IO[bytes], config: ReaderConfig, first_read: bool) -> Iterator[ShardItem]:
     """A WARC's image records (warcfile.warc_images), keyed by their URL; its other records
     (pages, requests, revisits) are counted in a warning. An image the crawl did not get
     whole (cut short, an HTTP error) is a reject with its url; damage ends the shard with a

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,7 +24,7 @@ from memgen.transfer import error_text
 _Cell = list[tuple[bytes | None, bytes | None]]  # a row's images: (bytes, path) each
 
 
-def read_parquet(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:
+def read_parquet(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[ShardItem]:
     """Row group by row group: damage in one is a reject for its rows, and reading goes on
     with the next (row groups are independent; a tar, by contrast, ends at its damage). A
     record's ordinal is its row, so that the re-read that writes the kept images finds each

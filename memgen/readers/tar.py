@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 from memgen.readers.config import DAMAGE, ReaderConfig, ShardItem, failure
 from memgen.readers.fields import metadata_and_url, text_members, with_fields, with_partitions
@@ -37,7 +37,7 @@ class _Ordinals:
         return self.next - 1
 
 
-def read_tar(shard: Shard, f, config: ReaderConfig, first_read: bool) -> Iterator[ShardItem]:
+def read_tar(shard: Shard, f: IO[bytes], config: ReaderConfig, first_read: bool) -> Iterator[ShardItem]:
     ordinal, keys = _Ordinals(), Keys()
     group: list[_Member] = []
     unusable: list[tuple[str, str, str]] = []  # its link, device and pipe members: (ext, error type, said)

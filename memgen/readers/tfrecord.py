@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import IO
 
 from memgen.readers.config import DAMAGE, DEFAULT_IMAGE_COLUMNS, PER_ROW, ReaderConfig, ShardItem, failure
 from memgen.readers.fields import field_text, finite
@@ -18,7 +19,7 @@ IMAGE_FEATURES = (*DEFAULT_IMAGE_COLUMNS, "image/encoded")
 TXT = "txt"  # img2dataset's caption feature
 
 
-def read_tfrecord(shard: Shard, f, config: ReaderConfig) -> Iterator[ShardItem]:  # noqa: ANN001 - a stream
+def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[ShardItem]:
     """Each Example's image (the feature --image_column names, else the first of
     IMAGE_FEATURES it has) as a record, several in one feature as KEY/0, KEY/1; its caption
     the --caption_column feature, else img2dataset's `txt`; key and url by their columns; its
