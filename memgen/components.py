@@ -24,8 +24,6 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components as _sparse_components
 
 Edge = tuple[int, int]
 
@@ -43,6 +41,11 @@ def spanning_stars(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
     4 bits, 2.2M pairs: 19.6 s through them, 2.4 s as stars; benchmarks/bench_near_dense)."""
     if not len(a):
         return a, b
+    # here, not at the top: scipy.sparse is a quarter of a second of every `memgen` command's
+    # start-up (--help included, through memorize's imports)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as _sparse_components
+
     nodes, index = np.unique(np.concatenate([a, b]), return_inverse=True)
     graph = coo_matrix((np.ones(len(a), np.int32), (index[: len(a)], index[len(a):])),
                        shape=(len(nodes), len(nodes)))

@@ -1086,6 +1086,21 @@ def test_help_lists_the_options():
         assert flag in result.stdout
 
 
+@pytest.mark.parametrize("argv", [
+    ["memorize", "--help"], ["sample", "--help"], ["demo", "--help"],
+])
+def test_help_and_usage_errors_import_neither_torch_nor_scipy(argv, tmp_path):
+    """Each paid a quarter of a second for scipy.sparse (memgen.components, through memorize's
+    imports), though it is not needed to parse or check arguments."""
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
+    probe = ("import sys\nfrom memgen.pipelines.cli import main\n"
+             f"try:\n    code = main({argv!r})\nexcept SystemExit as e:\n    code = e.code\n"
+             "print(code, sorted({'torch', 'scipy'} & set(sys.modules)))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    expected = 0 if "--help" in argv else 2
+    assert result.stdout.splitlines()[-1] == f"{expected} []", result.stdout + result.stderr
+
+
 def test_a_row_group_that_fails_in_one_read_only_shifts_no_record(tmp_path, monkeypatch):
     """Row group 1 could not be read the first time (a store's brief error, here damage then
     mended) but could when the shard was read again to write the kept images: the records
