@@ -54,7 +54,9 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
+
+# scipy.stats is imported in the three functions that use it: it is ~0.6 s of start-up that
+# `memgen evaluate --help` and its usage errors paid (memgen.classify.concept imports this module)
 
 Z95 = 1.959963984540054
 # Above it drawing without replacement is drawing with replacement (the hypergeometric
@@ -149,6 +151,8 @@ def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
 
 def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Exact (conservative) binomial interval."""
+    from scipy import stats
+
     if n <= 0:
         return 0.0, 1.0
     low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
@@ -161,6 +165,8 @@ def hypergeometric(k: int, n: int, population: int, alpha: float = 0.05) -> tupl
     positives in a uniform sample of n without replacement: the K whose probability of
     k or more (k or fewer) positives is at least alpha / 2, found by bisection (the tails
     are monotone in K)."""
+    from scipy import stats
+
     big_n = population
 
     def smallest(ok, lo: int, hi: int) -> int:  # the least K in [lo, hi] with ok(K), ok(hi) true
@@ -251,6 +257,8 @@ def copy_weighted_fraction(t: Tally, population: int | None, population_copies: 
     `population_copies`: the input records the `population` images stand for (see
     `within_totals`); `certain`: the sample's take-all stratum, `t` then the drawn images';
     `copies_each`: the records each image stands for, when that is one number for all."""
+    from scipy import stats
+
     if certain and certain.images:
         rest, rest_copies = population - certain.images, population_copies - certain.copies
         return _with_certain(copy_weighted_fraction(t, rest, rest_copies), certain.tally.positive_copies,

@@ -38,9 +38,6 @@ from memgen.report_figures import ReportPage
 from memgen.sample_output import sample_memory, uniform_population
 from memgen.sampling import MAX_SEED
 from memgen.shards import discover, file_digest, file_version, listing_digest
-from memgen.stages.classify import EstimateConcept
-from memgen.stages.distances import EvaluateSets
-from memgen.stages.image_sets import ScoreMemory, embedding_model, sample_parts
 from memgen.stages.report import WriteReport
 
 log = logging.getLogger("memgen.evaluate")
@@ -171,6 +168,11 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
     parts = image_parts(config.memory)
     check_report_output(config.out)
     refuse_inside("--out", config.out, "reference", config.references)
+    # the stages here, not at the top: they import torch (Beam's RunInference) and scipy, seconds
+    # that `memgen evaluate --help` and every usage error paid
+    from memgen.stages.classify import EstimateConcept
+    from memgen.stages.image_sets import ScoreMemory
+
     # the classifier decodes what memorize took in: up to the memory's --max_pixels
     classifier = replace(config.classifier, max_pixels=memorized_settings(config.memory)[1].max_pixels)
     config = replace(config, classifier=classifier)
@@ -192,6 +194,8 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
 
 
 def _static_sections(config: EvaluateConfig, references: list[Shard]) -> dict[str, Any]:
+    from memgen.stages.image_sets import embedding_model  # not at the top: see build()
+
     manifest = read_manifest(config.memory) or {}
     versions = manifest_versions()
     embedded = config.embedding and embedding_model() is not None  # the efficientnet distance rows
@@ -227,6 +231,9 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
 
     References are read and hashed with the memory's own reader and fingerprint settings,
     and a copy is a pHash within the memory's own near-duplicate threshold."""
+    from memgen.stages.distances import EvaluateSets  # not at the top: see build()
+    from memgen.stages.image_sets import sample_parts
+
     reader, fingerprint, threshold = memorized_settings(config.memory)
     sample = sample_parts(config.sample, config.memory) if config.sample else None
     sets = pipeline | "Distances" >> EvaluateSets(

@@ -1087,11 +1087,14 @@ def test_help_lists_the_options():
 
 
 @pytest.mark.parametrize("argv", [
-    ["memorize", "--help"], ["sample", "--help"], ["demo", "--help"],
+    ["memorize", "--help"], ["sample", "--help"], ["evaluate", "--help"], ["demo", "--help"],
+    ["evaluate", "--seed", "x"], ["evaluate", "--memory", "{tmp}/m"],
+    ["evaluate", "--memory", "{tmp}/m", "--out", "{tmp}/o"],
 ])
 def test_help_and_usage_errors_import_neither_torch_nor_scipy(argv, tmp_path):
-    """Each paid a quarter of a second for scipy.sparse (memgen.components, through memorize's
-    imports), though it is not needed to parse or check arguments."""
+    """They took 5-7 s instead of 2: evaluate's stages import Beam's RunInference (torch), and
+    memgen.prevalence and memgen.components scipy, though none is needed to parse or check
+    arguments (the last argv: a memory that is not there, found before the stages load)."""
     argv = [arg.format(tmp=tmp_path) for arg in argv]
     probe = ("import sys\nfrom memgen.pipelines.cli import main\n"
              f"try:\n    code = main({argv!r})\nexcept SystemExit as e:\n    code = e.code\n"
