@@ -44,28 +44,31 @@ CLUSTERS, CLUSTER_MEMBERS = 5, 8
 @dataclass(frozen=True)
 class ReportPage:
     """Where report.html's figures come from: the memory, the sample and the reference shards
-    (discovered once, for the distances too) read with the memory's reader, images over
-    `max_pixels` (the memory's cap) left out."""
+    (discovered once, for the distances too) read with the memory's reader (the references
+    with `reference_reader` when given), images over `max_pixels` (the memory's cap) left out."""
 
     memory: str
     sample: str | None
     references: tuple[Shard, ...]
     reader: ReaderConfig
     max_pixels: int = DEFAULT_MAX_PIXELS
+    reference_reader: ReaderConfig | None = None
 
     def write(self, out: str, report: dict[str, Any]) -> str:
         """report.html for `report` (report.json's content) in `out`; returns its URL."""
         figures = collect_figures(self.memory, self.sample, list(self.references), self.reader,
-                                  self.max_pixels)
+                                  self.max_pixels, self.reference_reader)
         return write_html(out, render(report, figures))
 
 
 def collect_figures(memory: str, sample: str | None, references: list[Shard], reader: ReaderConfig,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Figures:
-    """The report's figures; `max_pixels`: larger images are left out (the memory's cap)."""
+                    max_pixels: int = DEFAULT_MAX_PIXELS,
+                    reference_reader: ReaderConfig | None = None) -> Figures:
+    """The report's figures; `max_pixels`: larger images are left out (the memory's cap);
+    `reference_reader`: how the references are read, when not as the memory's inputs."""
     sample_thumbs = list(_thumbs(_sample_images(sample, memory, CONTACT_SHEET), max_pixels)) if sample else []
-    reference = (list(_thumbs(_reference_images(references, SIDE_BY_SIDE, reader), max_pixels))
-                 if references else [])
+    reference = (list(_thumbs(_reference_images(references, SIDE_BY_SIDE, reference_reader or reader),
+                              max_pixels)) if references else [])
     return Figures(reference=reference, sample=sample_thumbs[:SIDE_BY_SIDE], contact_sheet=sample_thumbs,
                    clusters=cluster_galleries(memory, reader, max_pixels=max_pixels))
 

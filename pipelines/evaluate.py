@@ -32,6 +32,7 @@ from memgen.memory import (
 from memgen.outputs import Claim
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.options import add_shared, boolean, refuse_inside
+from memgen.readers import ReaderConfig, named_columns
 from memgen.records import Shard
 from memgen.report import check_report_output
 from memgen.report_figures import ReportPage
@@ -51,6 +52,10 @@ class EvaluateOptions(PipelineOptions):
         parser.add_argument("--reference", action="extend", nargs="+", default=[],
                             help="reference image set (shards, folders; several after one --reference, "
                                  "or the flag repeated), e.g. a held-out test set")
+        parser.add_argument("--reference_image_column", default=None,
+                            help="the Parquet column (or TFRecord feature) of the --reference images, when "
+                                 "not the memory's --image_column (default: the memory's, else the "
+                                 "default names: jpg, image, ...)")
         add_shared(parser, "--out")
         parser.add_argument("--classifier", default=None,
                             help="; ".join(f"{k}: {v}" for k, v in CLASSIFIERS.items())
@@ -87,6 +92,7 @@ class EvaluateConfig:
     labelled: tuple[LabelledFile, ...]
     seed: int
     embedding: bool = True
+    reference_image_column: str | None = None
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> EvaluateConfig:
@@ -124,8 +130,10 @@ class EvaluateConfig:
             lacks = "no caption column" if labelled[0].caption is None else "only empty captions"
             raise UsageError(f"--calibration {o.calibration} has {lacks}, and --classifier "
                              "caption labels its files by their captions")
+        if o.reference_image_column and not o.reference:
+            raise UsageError("--reference_image_column names a column of the --reference shards: give them")
         return cls(o.memory, o.out, spec, o.sample, tuple(o.reference or ()), o.sample_size,
-                   o.calibration, labelled, o.seed, o.embedding)
+                   o.calibration, labelled, o.seed, o.embedding, o.reference_image_column)
 
     def inputs(self) -> dict[str, Any]:
         """What the report is of, as report.json's `inputs` records it: a rerun finishes a
@@ -133,7 +141,10 @@ class EvaluateConfig:
         return {"memory": self.memory, "sample": self.sample, "references": list(self.references),
                 "calibration": self.calibration,
                 "settings": {"classifier": self.classifier.row(), "sample_size": self.sample_size,
-                             "seed": self.seed, "embedding": self.embedding}}
+                             "seed": self.seed, "embedding": self.embedding,
+                             # only then: a report made before the flag is this command's without it
+                             **({"reference_image_column": self.reference_image_column}
+                                if self.reference_image_column else {})}}
 
     def digests(self, references: list[Shard] | None = None) -> dict[str, str | None]:
         """What the inputs hold, as report.json's `inputs.digests` records it (None where not
@@ -229,24 +240,43 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
     """The `distances` and `copying` sections: one PCollection of one dict each; `memory_scored`:
     the memory's ScoredImages when ScoreMemory has already embedded them.
 
-    References are read and hashed with the memory's own reader and fingerprint settings,
-    and a copy is a pHash within the memory's own near-duplicate threshold."""
+    References are read and hashed with the memory's own reader and fingerprint settings
+    (reference_reader), and a copy is a pHash within the memory's own near-duplicate threshold."""
     from memgen.stages.distances import EvaluateSets  # not at the top: see build()
     from memgen.stages.image_sets import sample_parts
 
-    reader, fingerprint, threshold = memorized_settings(config.memory)
+    _, fingerprint, threshold = memorized_settings(config.memory)
     sample = sample_parts(config.sample, config.memory) if config.sample else None
     sets = pipeline | "Distances" >> EvaluateSets(
-        parts, sample, references, reader, fingerprint, threshold, config.seed,
+        parts, sample, references, reference_reader(config), fingerprint, threshold, config.seed,
         with_embedding=config.embedding, memory_scored=memory_scored,
         sample_population=uniform_population(config.sample) if config.sample else None)
     return {"distances": sets["distances"], "copying": sets["copying"]}
 
 
 def reference_shards(config: EvaluateConfig) -> list[Shard]:
-    """The --reference shards, listed once (each listing logs its skipped files)."""
+    """The --reference shards, listed once (each listing logs its skipped files); UsageError
+    when the first Parquet one lacks --reference_image_column, or it holds no images (every
+    reference record would be a reject)."""
+    reader = reference_reader(config)
+    shards = discover(list(config.references), reader.http_timeout) if config.references else []
+    if config.reference_image_column:
+        columns = named_columns(shards, ReaderConfig(image_column=config.reference_image_column))
+        if columns.missing:
+            raise UsageError(f"--reference_image_column {config.reference_image_column}: no such column in "
+                             f"{columns.shard}")
+        if columns.image_holds:
+            raise UsageError(f"--reference_image_column {config.reference_image_column} holds "
+                             f"{columns.image_holds}")
+    return shards
+
+
+def reference_reader(config: EvaluateConfig) -> ReaderConfig:
+    """How the --reference shards are read: as the memory's inputs were (its --max_bytes, ...),
+    with --reference_image_column when given."""
     reader = memorized_settings(config.memory)[0]
-    return discover(list(config.references), reader.http_timeout) if config.references else []
+    column = config.reference_image_column
+    return replace(reader, image_column=column) if column else reader
 
 
 def report_page(config: EvaluateConfig, references: list[Shard] | None = None) -> ReportPage:
@@ -256,4 +286,5 @@ def report_page(config: EvaluateConfig, references: list[Shard] | None = None) -
     check_memory(config.memory)
     reader, fingerprint, _ = memorized_settings(config.memory)
     shards = reference_shards(config) if references is None else references
-    return ReportPage(config.memory, config.sample, tuple(shards), reader, fingerprint.max_pixels)
+    return ReportPage(config.memory, config.sample, tuple(shards), reader, fingerprint.max_pixels,
+                      reference_reader(config))

@@ -484,7 +484,7 @@ def test_an_image_whose_embedding_is_not_finite_is_a_failure_not_a_crash(sets, t
 
 def test_a_reference_parquet_lacking_the_memorys_image_column_is_read_by_the_default_names(tmp_path):
     """A memory made with --image_column image_data read a Hugging Face test set (`image`) as a
-    no_image_column reject: no reference image, and evaluate has no flag to name the column. A
+    no_image_column reject: no reference image, and evaluate had no flag to name the column. A
     held-out split named as the memory's data is still read by the memory's column."""
     import pyarrow as pa
 
@@ -516,3 +516,43 @@ def test_a_gallery_says_its_duplicates_whose_shards_are_gone(tmp_path):
     assert (gallery.images, len(gallery.thumbs), gallery.unread) == (2, 1, 1)
     assert ("2 images, 1 shown (representative first; 1 duplicate not shown: its input shard cannot be"
             " read now)") in _clusters([gallery])
+
+
+def test_a_references_own_image_column_is_named_with_reference_image_column(tmp_path, capsys):
+    """A reference set keeping its images under a name memgen does not guess (`picture`) gave
+    only no_image_column rejects: evaluate had no flag to name it."""
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"image_data": [jpeg(i) for i in range(4)], "caption": ["a cat"] * 4}),
+                   tmp_path / "train.parquet")
+    pq.write_table(pa.table({"picture": [jpeg(2), jpeg(50)], "label": ["x", "y"]}), tmp_path / "test.parquet")
+    memory = str(tmp_path / "m")
+    assert main(["memorize", str(tmp_path / "train.parquet"), "--memory", memory,
+                 "--image_column", "image_data"]) == 0
+    common = ["evaluate", "--memory", memory, "--reference", str(tmp_path / "test.parquet"),
+              "--classifier", "caption", "--embedding", "false"]
+    assert main([*common, "--out", str(tmp_path / "guessed")]) == 0
+    guessed = json.loads((tmp_path / "guessed" / "report.json").read_text())
+    assert guessed["copying"]["contamination"]["n"] == 0  # no image read
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "named"), "--reference_image_column", "picture"]) == 0
+    named = json.loads((tmp_path / "named" / "report.json").read_text())
+    assert (named["copying"]["contamination"]["n"], named["copying"]["contamination"]["n_within"]) == (2, 1)
+    assert named["inputs"]["settings"]["reference_image_column"] == "picture"
+    assert "reference_image_column" not in guessed["inputs"]["settings"]
+    for out, shown in (("guessed", 0), ("named", 2)):  # report.html's reference figure reads them alike
+        page = (tmp_path / out / "report.html").read_text()
+        figure = page[page.index("<h3>reference</h3>"):page.index("<h3>sample</h3>")]
+        assert figure.count("<figure>") == shown
+    for more, said in ((["--reference_image_column", "photo"],
+                        f"--reference_image_column photo: no such column in {tmp_path / 'test.parquet'}"),
+                       (["--reference_image_column", "label"], "--reference_image_column label holds "),
+                       (["--reference_image_column", ""], "--reference_image_column is an empty string")):
+        assert main([*common, "--out", str(tmp_path / "refused"), *more]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err, err
+    assert main(["evaluate", "--memory", memory, "--out", str(tmp_path / "refused"),
+                 "--reference_image_column", "picture"]) == 2
+    said = capsys.readouterr().err
+    assert "--reference_image_column names a column of the --reference shards: give them" in said
+    assert not (tmp_path / "refused").exists()

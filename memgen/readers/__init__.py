@@ -34,7 +34,8 @@ def read_other_set(shard: Shard, config: ReaderConfig, first_read: bool = False)
     """A shard of another image set than the memory (evaluate's --reference), read as the
     memory was, but for a Parquet shard that lacks the memory's --image_column: by the default
     names then (a held-out split of the same data names its column alike; a Hugging Face test
-    set beside a memory of `image_data` has `image`, and evaluate has no flag to name it)."""
+    set beside a memory of `image_data` has `image`; evaluate's --reference_image_column names
+    any other)."""
     items = read_shard(shard, config, first_read)
     first = next(items, None)
     if config.image_column and isinstance(first, Reject) and first.error_type == "no_image_column":
