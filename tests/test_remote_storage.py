@@ -1163,7 +1163,8 @@ def test_a_hugging_face_image_file_in_a_bucket_costs_one_request(s3, caplog):
     assert asked == {f"GET /inputs/hf/img/{name}.jpg": 1 for name in ("0", "big", "empty", "gone")}
     assert isinstance(kept, Record) and kept.data == small
     assert (too_large.error_type, too_large.data) == ("too_large", None)
-    assert too_large.message.startswith(f"image.path 'img/big.jpg' is more bytes > max_bytes {len(big) - 1}")
+    said = f"image.path 'img/big.jpg' is more than max_bytes {len(big) - 1} bytes"
+    assert too_large.message.startswith(said)
     assert (empty.error_type, empty.n_bytes) == ("not_an_image", 0)
     assert gone.error_type == "missing"
     assert gone.message.startswith("image.path 'img/gone.jpg': FileNotFoundError")
@@ -1187,5 +1188,5 @@ def test_a_hugging_face_image_file_on_a_server_costs_one_get(tmp_path):
         kept, gone, big = read_shard(Shard.of(0, f"{root}/train.parquet", "parquet"), config)
     assert isinstance(kept, Record) and kept.data == jpeg(1) and gone.error_type == "missing"
     # its size is not known without a HEAD: not the one open() was given to skip it
-    assert big.error_type == "too_large" and f"is more bytes > max_bytes {config.max_bytes}" in big.message
+    assert big.error_type == "too_large" and f"is more than max_bytes {config.max_bytes} bytes" in big.message
     assert requests == ["GET"] * 4  # the Parquet, then each image's file

@@ -13,7 +13,7 @@ from typing import IO
 from warcio.recordloader import ArchiveLoadFailed
 
 from memgen.imagefolder import NamedRows, named_rows, not_read, row_in
-from memgen.readers.config import DAMAGE, ReaderConfig, ShardItem, failure
+from memgen.readers.config import DAMAGE, ReaderConfig, ShardItem, failure, over_max_bytes
 from memgen.readers.fields import image_texts, with_partitions
 from memgen.readers.keys import Keys
 from memgen.records import Record, Reject, Shard, printable
@@ -134,7 +134,7 @@ def read_warc(shard: Shard, f: IO[bytes], config: ReaderConfig, first_read: bool
                              image.size or len(image.data), image.data[: config.reject_data_cap])
             elif image.size is None:
                 yield Reject(shard.index, image.ordinal, source, "read", "too_large",
-                             f"more than max_bytes {config.max_bytes} bytes", config.max_bytes + 1,
+                             over_max_bytes(None, config.max_bytes), config.max_bytes + 1,
                              image.data)
             else:
                 yield Record(shard.index, image.ordinal, source, image.data, None, image.url or None,

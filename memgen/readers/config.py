@@ -30,6 +30,11 @@ DEFAULT_IMAGE_COLUMNS = ("jpg", "image", "img", "png", "webp", "image_bytes", "b
 ShardItem = Record | Reject
 
 
+def over_max_bytes(size: int | None, max_bytes: int) -> str:
+    """What a reject too large to read says of its size: known, or only that it is larger."""
+    return f"{size} bytes > max_bytes {max_bytes}" if size else f"more than max_bytes {max_bytes} bytes"
+
+
 def failure(e: BaseException) -> str:
     """A shard's read that failed: unreadable when storage failed to deliver (worth a retry),
     else corrupt_shard."""

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import IO, NamedTuple
 
 from memgen.imagefolder import folder_row
-from memgen.readers.config import DAMAGE, ReaderConfig, ShardItem
+from memgen.readers.config import DAMAGE, ReaderConfig, ShardItem, over_max_bytes
 from memgen.readers.fields import image_texts, with_partitions
 from memgen.readers.probe import known_size, special_file
 from memgen.records import Record, Reject, Shard
@@ -34,9 +34,8 @@ def read_file(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[Shar
                      data[: config.reject_data_cap])
         return
     if len(data) > config.max_bytes:
-        what = f"{size} bytes" if size else "more bytes"
         yield Reject(shard.index, 0, shard.source(), "read", "too_large",
-                     f"{what} > max_bytes {config.max_bytes}", size or len(data),
+                     over_max_bytes(size, config.max_bytes), size or len(data),
                      data[: config.reject_data_cap])
         return
     sidecars = {}
@@ -94,5 +93,5 @@ def _read_sidecar(shard: Shard, suffix: str, max_bytes: int) -> bytes | None | _
         return None
     if len(data) > max_bytes:
         return _Unusable("read", "too_large",
-                         f"its {suffix} file is {size or 'more'} bytes > max_bytes {max_bytes}")
+                         f"its {suffix} file is {over_max_bytes(size, max_bytes)}")
     return data

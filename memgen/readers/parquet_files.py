@@ -11,7 +11,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from memgen.decode import identified
-from memgen.readers.config import ReaderConfig
+from memgen.readers.config import ReaderConfig, over_max_bytes
 from memgen.readers.fields import row_said, utf8_or_guessed
 from memgen.readers.probe import known_size, special_file
 from memgen.records import Reject, Shard, printable
@@ -50,10 +50,9 @@ def image_file(shard: Shard, row: int, key: str, column: str, name: bytes, field
     # A path may name any file this machine reads (a Parquet from elsewhere naming ~/.ssh/id_rsa):
     # only an image's bytes go on, and a reject keeps none, so no other file lands in a memory
     if len(data) > config.max_bytes:
-        what = f"{size} bytes" if size else "more bytes"
         return Reject(shard.index, row, source, "read", "too_large",
-                      f"{column} {path!r} is {what} > max_bytes {config.max_bytes} (its bytes are not kept: "
-                      "a path may name any file)", size or len(data))
+                      f"{column} {path!r} is {over_max_bytes(size, config.max_bytes)} (its bytes are not "
+                      "kept: a path may name any file)", size or len(data))
     if not identified(data):
         return Reject(shard.index, row, source, "read", "not_an_image",
                       f"{column} {path!r} is not an image of a format its first bytes tell (its bytes are "
