@@ -40,7 +40,9 @@ def warc_images(f: IO[bytes], max_bytes: int, head: int, skipped: Counter) -> It
     by their type (an HTTP response by its Content-Type). Damage raises (warcio's
     ArchiveLoadFailed, a gzip error): the stream cannot be read past it."""
     for ordinal, record in enumerate(ArchiveIterator(f)):
-        if record.format == "arc" and " " in _url(record):  # warcio splits 5 fields, from the right
+        # warcio splits 5 fields from the right: version 2's filedesc header gives a URL of spaces.
+        # Only that header tells: a version 1 record's URL may hold a space ("a b.jpg").
+        if record.rec_type == "arc_header" and " " in _url(record):
             raise ValueError(f"record {ordinal} of the ARC file has a header of more than 5 fields "
                              "(ARC version 2, which is not read: only ARC version 1 and WARC)")
         kind = _image_type(record)

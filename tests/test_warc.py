@@ -225,3 +225,14 @@ def test_memorize_reads_arc_files_in_a_folder(tmp_path, capsys):
     [(urls,)] = duckdb.sql(f"select count(*) from '{tmp_path}/m/images/*.parquet'").fetchall()
     [(copies,)] = duckdb.sql(f"select count(*) from '{tmp_path}/m/duplicates/*.parquet'").fetchall()
     assert (urls, copies) == (4, 2)  # a.jpg archived in 2005 and crawled again since
+
+
+def test_an_arc_version_1_url_with_a_space_is_read_not_taken_for_version_2(tmp_path):
+    """Only the filedesc header says the version: a record whose URL holds a space ended the
+    shard as 'ARC version 2', losing the records after it."""
+    path = write_arc(tmp_path / "IA-2005.arc.gz", [
+        ("http://site/a b.jpg", answer(b"200 OK", b"image/jpeg", jpeg(1))),
+        ("http://site/c.jpg", answer(b"200 OK", b"image/jpeg", jpeg(2)))])
+    spaced, after = read(path)
+    assert (spaced.url, spaced.data) == ("http://site/a b.jpg", jpeg(1))
+    assert (after.url, after.data) == ("http://site/c.jpg", jpeg(2))
