@@ -106,8 +106,23 @@ def test_examples_without_a_usable_image_are_rejects_and_several_are_records(tmp
     assert [said[k].data for k in ("two/0", "two/1", "fine")] == [jpeg(1), jpeg(2), jpeg(3)]
     assert [said[k].ordinal for k in ("two/0", "two/1")] == [3 * PER_ROW, 3 * PER_ROW + 1]
     assert said["000000004"].error_type == "too_large" and said["000000004"].ordinal == 4 * PER_ROW
+    assert "label" in said["none"].message and "--image_column" not in said["none"].message  # no bytes
     config = ReaderConfig(image_column="image")  # named: an Example without it says so
     assert [i.error_type for i in read(path, config)][:3] == ["no_image", "no_image", "no_image"]
+
+
+def test_an_image_under_a_name_not_guessed_is_read_when_named_and_said_when_not(tmp_path):
+    """TensorFlow's TFRecord tutorial names the image `image_raw`: unnamed, each Example is a
+    reject that names the flag and the features holding bytes."""
+    path = write_examples(tmp_path / "tutorial.tfrecord", [
+        {"image_raw": (jpeg(i), "byte"), "mask": (b"\xff\x00", "byte"), "label": (i, "int"),
+         "name": (b"cat", "byte")} for i in range(2)])
+    first, _ = read(path)
+    assert first.error_type == "no_image"
+    assert "binary features image_raw, mask: name the image one with --image_column" in first.message
+    named = read(path, ReaderConfig(image_column="image_raw"))
+    assert [(r.data, json.loads(r.metadata)) for r in named] == [
+        (jpeg(i), {"label": i, "name": "cat"}) for i in range(2)]  # a binary mask is not metadata
 
 
 def test_damage_ends_the_shard_after_the_records_before_it(tmp_path):

@@ -52,7 +52,7 @@ def _example_items(shard: Shard, ordinal: int, features: dict[str, list], keys: 
     metadata = {name: value for name, values in fields.items() if (value := _value(values)) is not _BINARY}
     metadata = json.dumps(finite(metadata | dict(shard.partitions)), ensure_ascii=False, sort_keys=True)
     values = features.get(image) if image else None
-    unusable = _unusable(image, values, features, config)
+    unusable = _unusable(image, values, features)
     if unusable:
         yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *unusable)
         return
@@ -66,19 +66,28 @@ def _example_items(shard: Shard, ordinal: int, features: dict[str, list], keys: 
                      f"{PER_ROW} are not read", 0)
 
 
-def _unusable(image: str | None, values: list | None, features: dict[str, list],
-              config: ReaderConfig) -> tuple[str, str] | None:
+def _unusable(image: str | None, values: list | None, features: dict[str, list]) -> tuple[str, str] | None:
     """(error type, why) of an Example whose image feature holds no image bytes, else None."""
     if values is None:
-        named = (f"no feature {image}" if config.image_column
-                 else f"no image feature ({', '.join(IMAGE_FEATURES)})")
-        return "no_image", f"{named}; its features: {', '.join(sorted(features))}"[:500]
+        return "no_image", _no_image_said(image, features)[:500]
     if not values:
         return "empty", f"its {image} feature is empty"
     if not isinstance(values[0], bytes):
         kind = "integers" if isinstance(values[0], int) else "numbers"
         return "no_image", f"its {image} feature holds {len(values)} {kind}, not image bytes"
     return None
+
+
+def _no_image_said(named: str | None, features: dict[str, list]) -> str:
+    """Why an Example has no image: the feature --image_column names is missing, or none is
+    under a name guessed; then the flag, with the features that could be it (TensorFlow's
+    tutorial says image_raw): binary ones, as a key or caption is UTF-8 text and an image not."""
+    listed = f"its features: {', '.join(sorted(features))}"
+    if named:
+        return f"no feature {named}; {listed}"
+    binary = [name for name, values in sorted(features.items()) if _value(values) is _BINARY]
+    hint = f"; binary features {', '.join(binary)}: name the image one with --image_column" if binary else ""
+    return f"no image feature ({', '.join(IMAGE_FEATURES)}){hint}; {listed}"
 
 
 def _text(values: list | None) -> str | None:
