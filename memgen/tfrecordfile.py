@@ -5,7 +5,8 @@ TensorFlow's example.proto and feature.proto declare (the field numbers are the 
 format; the message names here are memgen's own).
 
 A record's ordinal is its place in the file, so a re-read finds it again. Damage raises:
-nothing after a record whose length or sums do not check can be framed again.
+nothing after a record whose length or sums do not check can be framed again. A record framed
+whole that is no Example (raw image bytes, a serialized tensor) is said, and the next one read.
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ _TAIL = 4  # the masked CRC-32C of the data
 
 class Example(NamedTuple):
     ordinal: int
-    features: dict[str, list] | None  # name -> its values; None: larger than max_bytes, not read
+    features: dict[str, list] | None  # name -> its values; None: not read, `unread` says why
     size: int  # bytes of the serialized Example
+    unread: tuple[str, str] | None = None  # (error type, why): too_large or not_an_example
 
 
 def examples(f: IO[bytes], max_bytes: int) -> Iterator[Example]:
     """Each Example of the TFRecord stream `f`, its features as lists of bytes, floats or
     ints. EOFError where the file ends inside a record, ValueError where a sum does not
-    match or a record is no Example."""
+    match."""
     ordinal = 0
     while head := read_up_to(f, _HEAD):
         if len(head) < _HEAD:
@@ -46,14 +48,15 @@ def examples(f: IO[bytes], max_bytes: int) -> Iterator[Example]:
         if length > max_bytes:  # not held whole; its sum is not checked
             if skip(f, length + _TAIL) < length + _TAIL:
                 raise EOFError(f"the file ends inside record {ordinal}: it was cut short")
-            yield Example(ordinal, None, length)
+            yield Example(ordinal, None, length,
+                          ("too_large", f"an Example of {length} bytes > max_bytes {max_bytes}"))
         else:
             data = read_up_to(f, length + _TAIL)
             if len(data) < length + _TAIL:
                 raise EOFError(f"the file ends inside record {ordinal}: it was cut short")
             if _masked_crc(data[:length]) != struct.unpack("<I", data[length:])[0]:
                 raise ValueError(f"record {ordinal}: the checksum of its data does not match (damaged)")
-            yield Example(ordinal, _features(data[:length], ordinal), length)
+            yield _example(ordinal, data[:length])
         ordinal += 1
 
 
@@ -63,13 +66,15 @@ def _masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def _features(data: bytes, ordinal: int) -> dict[str, list]:
+def _example(ordinal: int, data: bytes) -> Example:
     example = _EXAMPLE()
     try:
         example.ParseFromString(data)
-    except DecodeError as e:
-        raise ValueError(f"record {ordinal} is no tf.train.Example ({e})") from e
-    return {name: _values(feature) for name, feature in sorted(example.features.feature.items())}
+    except DecodeError as e:  # its framing checked: the records after it are read
+        return Example(ordinal, None, len(data),
+                       ("not_an_example", f"record {ordinal} is no tf.train.Example ({e})"))
+    features = {name: _values(feature) for name, feature in sorted(example.features.feature.items())}
+    return Example(ordinal, features, len(data))
 
 
 def _values(feature) -> list:  # noqa: ANN001 - a message class made at import

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import struct
 from pathlib import Path
 
 import duckdb
@@ -30,6 +31,16 @@ def write_examples(path: Path, examples: list[dict]) -> Path:
     for example in examples:
         writer.write(example)
     writer.close()
+    return path
+
+
+def write_records(path: Path, records: list[bytes]) -> Path:
+    """Records framed as TFRecord frames them (the tfrecord package's CRC), whatever they hold."""
+    with open(path, "wb") as f:
+        for record in records:
+            length = struct.pack("<Q", len(record))
+            f.write(length + tfrecord.TFRecordWriter.masked_crc(length) + record
+                    + tfrecord.TFRecordWriter.masked_crc(record))
     return path
 
 
@@ -123,6 +134,17 @@ def test_an_image_under_a_name_not_guessed_is_read_when_named_and_said_when_not(
     named = read(path, ReaderConfig(image_column="image_raw"))
     assert [(r.data, json.loads(r.metadata)) for r in named] == [
         (jpeg(i), {"label": i, "name": "cat"}) for i in range(2)]  # a binary mask is not metadata
+
+
+def test_a_record_that_is_no_example_is_a_reject_and_the_records_after_it_are_read(tmp_path):
+    """Its framing checks, so the file goes on: it ended the shard, the records after it uncounted."""
+    example = tfrecord.TFRecordWriter.serialize_tf_example
+    path = write_records(tmp_path / "raw.tfrecord", [example({"jpg": (jpeg(0), "byte")}), jpeg(1),
+                                                     example({"jpg": (jpeg(2), "byte")})])
+    first, raw, last = read(path)
+    assert (first.data, last.data, last.ordinal) == (jpeg(0), jpeg(2), 2 * PER_ROW)
+    assert (raw.error_type, raw.ordinal, raw.n_bytes) == ("not_an_example", PER_ROW, len(jpeg(1)))
+    assert raw.source == f"{path}#000000001" and "record 1 is no tf.train.Example" in raw.message
 
 
 def test_damage_ends_the_shard_after_the_records_before_it(tmp_path):

@@ -24,16 +24,16 @@ def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[
     IMAGE_FEATURES it has) as a record, several in one feature as KEY/0, KEY/1; its caption
     the --caption_column feature, else img2dataset's `txt`; key and url by their columns; its
     other features its metadata. A record's ordinal is its Example's place * PER_ROW + the
-    image's. Damage ends the shard with a reject after the records before it, as in a tar."""
+    image's. A record that is no Example is a reject of its own; damage ends the shard with a
+    reject after the records before it, as in a tar."""
     keys = Keys()
     ordinal = 0
     try:
         for example in examples(f, config.max_bytes):
             ordinal = example.ordinal * PER_ROW
-            if example.features is None:
+            if example.features is None:  # its key is inside it: named by its place
                 key = keys(f"{example.ordinal:09d}")
-                yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", "too_large",
-                             f"an Example of {example.size} bytes > max_bytes {config.max_bytes}",
+                yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *example.unread,
                              example.size)
             else:
                 yield from _example_items(shard, ordinal, example.features, keys, config)
