@@ -31,6 +31,7 @@ class Example(NamedTuple):
     features: dict[str, list] | None  # name -> its values; None: not read, `unread` says why
     size: int  # bytes of the serialized Example
     unread: tuple[str, str] | None = None  # (error type, why): too_large or not_an_example
+    sequences: tuple[str, ...] = ()  # a SequenceExample's feature lists (frames), not read: its context is
 
 
 def examples(f: IO[bytes], max_bytes: int) -> Iterator[Example]:
@@ -74,7 +75,7 @@ def _example(ordinal: int, data: bytes) -> Example:
         return Example(ordinal, None, len(data),
                        ("not_an_example", f"record {ordinal} is no tf.train.Example ({e})"))
     features = {name: _values(feature) for name, feature in sorted(example.features.feature.items())}
-    return Example(ordinal, features, len(data))
+    return Example(ordinal, features, len(data), sequences=tuple(sorted(example.feature_lists.feature_list)))
 
 
 def _values(feature) -> list:  # noqa: ANN001 - a message class made at import
@@ -91,7 +92,9 @@ def _example_class() -> type:
     """tf.train.Example's message class, from a descriptor built here (TensorFlow's
     example.proto and feature.proto: Example{Features features = 1}, Features{map<string,
     Feature> feature = 1}, Feature{oneof kind {BytesList = 1, FloatList = 2, Int64List = 3}},
-    each list's `repeated value = 1`)."""
+    each list's `repeated value = 1`). A SequenceExample is an Example's context (field 1)
+    and FeatureLists feature_lists = 2, FeatureLists{map<string, FeatureList> feature_list =
+    1}, FeatureList{repeated Feature feature = 1}: one class reads both, and says which."""
     fdp = descriptor_pb2.FieldDescriptorProto
     proto = descriptor_pb2.FileDescriptorProto(name="memgen/tf_example.proto", package="memgen.tf",
                                                syntax="proto3")
@@ -105,19 +108,31 @@ def _example_class() -> type:
                                               ("int64_list", "Int64List")), start=1):
         feature.field.add(name=name, number=number, label=fdp.LABEL_OPTIONAL, type=fdp.TYPE_MESSAGE,
                           type_name=f".memgen.tf.{message}", oneof_index=0)
-    features = proto.message_type.add(name="Features")
-    entry = features.nested_type.add(name="FeatureEntry")
-    entry.options.map_entry = True
-    entry.field.add(name="key", number=1, label=fdp.LABEL_OPTIONAL, type=fdp.TYPE_STRING)
-    entry.field.add(name="value", number=2, label=fdp.LABEL_OPTIONAL, type=fdp.TYPE_MESSAGE,
-                    type_name=".memgen.tf.Feature")
-    features.field.add(name="feature", number=1, label=fdp.LABEL_REPEATED, type=fdp.TYPE_MESSAGE,
-                       type_name=".memgen.tf.Features.FeatureEntry")
-    proto.message_type.add(name="Example").field.add(name="features", number=1, label=fdp.LABEL_OPTIONAL,
-                                                     type=fdp.TYPE_MESSAGE, type_name=".memgen.tf.Features")
+    _add_map(proto.message_type.add(name="Features"), "feature", "Feature")
+    proto.message_type.add(name="FeatureList").field.add(name="feature", number=1, label=fdp.LABEL_REPEATED,
+                                                         type=fdp.TYPE_MESSAGE,
+                                                         type_name=".memgen.tf.Feature")
+    _add_map(proto.message_type.add(name="FeatureLists"), "feature_list", "FeatureList")
+    example = proto.message_type.add(name="Example")
+    for number, (name, message) in enumerate((("features", "Features"), ("feature_lists", "FeatureLists")),
+                                             start=1):
+        example.field.add(name=name, number=number, label=fdp.LABEL_OPTIONAL, type=fdp.TYPE_MESSAGE,
+                          type_name=f".memgen.tf.{message}")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("memgen.tf.Example"))
+
+
+def _add_map(message: descriptor_pb2.DescriptorProto, field: str, value: str) -> None:
+    """`map<string, VALUE> FIELD = 1` on `message`, as protoc writes a map: a repeated FieldEntry."""
+    fdp = descriptor_pb2.FieldDescriptorProto
+    entry = message.nested_type.add(name="".join(part.title() for part in field.split("_")) + "Entry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, label=fdp.LABEL_OPTIONAL, type=fdp.TYPE_STRING)
+    entry.field.add(name="value", number=2, label=fdp.LABEL_OPTIONAL, type=fdp.TYPE_MESSAGE,
+                    type_name=f".memgen.tf.{value}")
+    message.field.add(name=field, number=1, label=fdp.LABEL_REPEATED, type=fdp.TYPE_MESSAGE,
+                      type_name=f".memgen.tf.{message.name}.{entry.name}")
 
 
 _EXAMPLE = _example_class()

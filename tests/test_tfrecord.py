@@ -147,6 +147,21 @@ def test_a_record_that_is_no_example_is_a_reject_and_the_records_after_it_are_re
     assert raw.source == f"{path}#000000001" and "record 1 is no tf.train.Example" in raw.message
 
 
+def test_a_sequence_example_is_read_by_its_context_and_its_frames_are_said_unread(tmp_path):
+    """A SequenceExample parses as an Example of its context: frames in its feature lists were
+    dropped without a word."""
+    path = tmp_path / "video.tfrecord"
+    writer = tfrecord.TFRecordWriter(str(path))
+    writer.write({"key": (b"clip", "byte")}, {"frames": ([jpeg(1), jpeg(2)], "byte"), "t": ([0, 1], "int")})
+    writer.write({"key": (b"poster", "byte"), "jpg": (jpeg(3), "byte")}, {"frames": ([jpeg(4)], "byte")})
+    writer.close()
+    clip, poster = read(path)
+    assert clip.error_type == "no_image" and clip.source.endswith("#clip")
+    assert "a tf.train.SequenceExample, whose feature lists (frames, t) are not read" in clip.message
+    assert "its context's features: key" in clip.message
+    assert (poster.data, poster.source) == (jpeg(3), f"{path}#poster")
+
+
 def test_damage_ends_the_shard_after_the_records_before_it(tmp_path):
     path = write_examples(tmp_path / "d.tfrecord", [img2dataset_example(i, "c") for i in range(3)])
     whole = path.read_bytes()

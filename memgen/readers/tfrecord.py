@@ -10,7 +10,7 @@ from memgen.readers.config import DAMAGE, DEFAULT_IMAGE_COLUMNS, PER_ROW, Reader
 from memgen.readers.fields import field_text, finite
 from memgen.readers.keys import Keys
 from memgen.records import Record, Reject, Shard
-from memgen.tfrecordfile import examples
+from memgen.tfrecordfile import Example, examples
 from memgen.transfer import read_message
 
 # img2dataset writes the image under its encode format (jpg, png, webp); TensorFlow's image
@@ -36,15 +36,16 @@ def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[
                 yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *example.unread,
                              example.size)
             else:
-                yield from _example_items(shard, ordinal, example.features, keys, config)
+                yield from _example_items(shard, ordinal, example, keys, config)
             ordinal = (example.ordinal + 1) * PER_ROW
     except DAMAGE as e:
         yield Reject(shard.index, ordinal, shard.source(), "read", failure(e),
                      read_message(e, shard, config.http_timeout))
 
 
-def _example_items(shard: Shard, ordinal: int, features: dict[str, list], keys: Keys,
+def _example_items(shard: Shard, ordinal: int, example: Example, keys: Keys,
                    config: ReaderConfig) -> Iterator[ShardItem]:
+    features = example.features
     image = config.image_column or next((n for n in IMAGE_FEATURES if n in features), None)
     fields = {name: values for name, values in features.items() if name != image}
     key = keys(_text(fields.get(config.key_column)) or f"{ordinal // PER_ROW:09d}")
@@ -52,7 +53,7 @@ def _example_items(shard: Shard, ordinal: int, features: dict[str, list], keys: 
     metadata = {name: value for name, values in fields.items() if (value := _value(values)) is not _BINARY}
     metadata = json.dumps(finite(metadata | dict(shard.partitions)), ensure_ascii=False, sort_keys=True)
     values = features.get(image) if image else None
-    unusable = _unusable(image, values, features)
+    unusable = _unusable(image, values, example)
     if unusable:
         yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *unusable)
         return
@@ -66,10 +67,10 @@ def _example_items(shard: Shard, ordinal: int, features: dict[str, list], keys: 
                      f"{PER_ROW} are not read", 0)
 
 
-def _unusable(image: str | None, values: list | None, features: dict[str, list]) -> tuple[str, str] | None:
+def _unusable(image: str | None, values: list | None, example: Example) -> tuple[str, str] | None:
     """(error type, why) of an Example whose image feature holds no image bytes, else None."""
     if values is None:
-        return "no_image", _no_image_said(image, features)[:500]
+        return "no_image", _no_image_said(image, example)[:500]
     if not values:
         return "empty", f"its {image} feature is empty"
     if not isinstance(values[0], bytes):
@@ -78,11 +79,16 @@ def _unusable(image: str | None, values: list | None, features: dict[str, list])
     return None
 
 
-def _no_image_said(named: str | None, features: dict[str, list]) -> str:
+def _no_image_said(named: str | None, example: Example) -> str:
     """Why an Example has no image: the feature --image_column names is missing, or none is
     under a name guessed; then the flag, with the features that could be it (TensorFlow's
-    tutorial says image_raw): binary ones, as a key or caption is UTF-8 text and an image not."""
+    tutorial says image_raw): binary ones, as a key or caption is UTF-8 text and an image not.
+    A SequenceExample's feature lists (video frames) are named: only its context is read."""
+    features = example.features
     listed = f"its features: {', '.join(sorted(features))}"
+    if example.sequences:
+        listed = (f"a tf.train.SequenceExample, whose feature lists ({', '.join(example.sequences)}) "
+                  f"are not read; its context's features: {', '.join(sorted(features))}")
     if named:
         return f"no feature {named}; {listed}"
     binary = [name for name, values in sorted(features.items()) if _value(values) is _BINARY]
