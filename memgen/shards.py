@@ -192,7 +192,7 @@ def folder_entries(paths: list[str], beside: frozenset[str] = frozenset(),
     skipped: Counter = Counter()
     for path in paths:
         if metadata_of_a_shard(path):
-            skipped["parquet beside its tar or folder"] += 1
+            skipped["parquet beside its tar, TFRecord or folder"] += 1
         elif path not in listed and path not in used:
             skipped[posixpath.splitext(posixpath.basename(path))[1].lower() or "no suffix"] += 1
     return FolderEntries(listed, skipped, {image: described[image] for image in listed if image in described})

@@ -292,7 +292,7 @@ def test_an_img2dataset_folder_is_its_tars_and_the_sidecars_are_said_to_be_skipp
         with caplog.at_level(logging.WARNING, logger="memgen.shards"):
             assert [(s.uri.rsplit("/", 1)[1], s.kind) for s in discover([given])] == expected
         assert caplog.messages == [f"{given}: skipped 4 files that are neither shards nor images"
-                                   " (.json 2, parquet beside its tar or folder 2)"]
+                                   " (.json 2, parquet beside its tar, TFRecord or folder 2)"]
     files = tmp_path / "files"  # img2dataset's "files" output: 00000/ of images beside 00000.parquet
     (files / "00000").mkdir(parents=True)
     (files / "00000" / "000000001.jpg").write_bytes(jpeg(1))

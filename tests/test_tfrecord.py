@@ -57,14 +57,17 @@ def read(path: Path, config: ReaderConfig = CONFIG) -> list:
     return list(read_shard(Shard(0, str(path), shard_kind(str(path))), config))
 
 
-def test_img2dataset_tfrecord_output_is_read_as_its_tar_output(tmp_path):
+def test_img2dataset_tfrecord_output_is_read_as_its_tar_output(tmp_path, caplog):
     out = tmp_path / "out"
     out.mkdir()
     write_examples(out / "00000.tfrecord", [img2dataset_example(i, f"cat {i}") for i in range(3)])
     pq.write_table(pa.table({"url": ["http://site/0.jpg"]}), out / "00000.parquet")  # its metadata beside
     (out / "00000_stats.json").write_text("{}")
-    [shard] = discover([str(out)])
+    with caplog.at_level(logging.WARNING, logger="memgen.shards"):
+        [shard] = discover([str(out)])
     assert (shard.uri, shard.kind) == (str(out / "00000.tfrecord"), "tfrecord")
+    assert caplog.messages == [f"{out}: skipped 2 files that are neither shards nor images"
+                               " (.json 1, parquet beside its tar, TFRecord or folder 1)"]  # not "its tar"
     items = read(out / "00000.tfrecord")
     assert [(i.data, i.caption, i.url, i.ordinal) for i in items] == [
         (jpeg(i), f"cat {i}", f"http://site/{i}.jpg", i * PER_ROW) for i in range(3)]
