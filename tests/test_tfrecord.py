@@ -139,6 +139,16 @@ def test_an_image_under_a_name_not_guessed_is_read_when_named_and_said_when_not(
         (jpeg(i), {"label": i, "name": "cat"}) for i in range(2)]  # a binary mask is not metadata
 
 
+def test_the_image_guessed_is_the_first_default_name_holding_bytes(tmp_path):
+    """`image` of integers (a shape, pixels) beside `image/encoded`: every Example was a reject."""
+    path = write_examples(tmp_path / "both.tfrecord", [
+        {"image": ([120, 160, 3], "int"), "image/encoded": (jpeg(0), "byte")},
+        {"image": ([1, 2], "int")}])
+    record, pixels = read(path)
+    assert record.data == jpeg(0) and json.loads(record.metadata) == {"image": [120, 160, 3]}
+    assert pixels.error_type == "no_image" and "its image feature holds 2 integers" in pixels.message
+
+
 def test_a_record_that_is_no_example_is_a_reject_and_the_records_after_it_are_read(tmp_path):
     """Its framing checks, so the file goes on: it ended the shard, the records after it uncounted."""
     example = tfrecord.TFRecordWriter.serialize_tf_example

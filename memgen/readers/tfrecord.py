@@ -21,9 +21,9 @@ TXT = "txt"  # img2dataset's caption feature
 
 def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[ShardItem]:
     """Each Example's image (the feature --image_column names, else the first of
-    IMAGE_FEATURES it has) as a record, several in one feature as KEY/0, KEY/1; its caption
-    the --caption_column feature, else img2dataset's `txt`; key and url by their columns; its
-    other features its metadata. A record's ordinal is its Example's place * PER_ROW + the
+    IMAGE_FEATURES it has that holds bytes) as a record, several in one feature as KEY/0,
+    KEY/1; its caption the --caption_column feature, else img2dataset's `txt`; key and url by
+    their columns; its other features its metadata. A record's ordinal is its Example's place * PER_ROW + the
     image's. A record that is no Example is a reject of its own; damage ends the shard with a
     reject after the records before it, as in a tar."""
     keys = Keys()
@@ -46,7 +46,7 @@ def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[
 def _example_items(shard: Shard, ordinal: int, example: Example, keys: Keys,
                    config: ReaderConfig) -> Iterator[ShardItem]:
     features = example.features
-    image = config.image_column or next((n for n in IMAGE_FEATURES if n in features), None)
+    image = config.image_column or _guessed_image(features)
     fields = {name: values for name, values in features.items() if name != image}
     key = keys(_text(fields.get(config.key_column)) or f"{ordinal // PER_ROW:09d}")
     caption = _text(fields.get(config.caption_column, fields.get(TXT)))
@@ -65,6 +65,15 @@ def _example_items(shard: Shard, ordinal: int, example: Example, keys: Keys,
         yield Reject(shard.index, ordinal + PER_ROW - 1, shard.source(f"#{key}/{PER_ROW}"), "read",
                      "too_many_images", f"{len(values)} images in its {image} feature: those past "
                      f"{PER_ROW} are not read", 0)
+
+
+def _guessed_image(features: dict[str, list]) -> str | None:
+    """The first of IMAGE_FEATURES that holds bytes (`image` may be a shape's integers beside
+    `image/encoded`, as a Parquet's image column is the first default name holding bytes), else
+    the first it has (its reject says what it holds)."""
+    present = [name for name in IMAGE_FEATURES if name in features]
+    return next((n for n in present if features[n] and isinstance(features[n][0], bytes)),
+                present[0] if present else None)
 
 
 def _unusable(image: str | None, values: list | None, example: Example) -> tuple[str, str] | None:
