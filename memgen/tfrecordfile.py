@@ -31,6 +31,7 @@ class Example(NamedTuple):
     features: dict[str, list] | None  # name -> its values; None: not read, `unread` says why
     size: int  # bytes of the serialized Example
     unread: tuple[str, str] | None = None  # (error type, why): too_large or not_an_example
+    raw: bytes | None = None  # a record that is no Example: its bytes, for a look at what it is
     sequences: tuple[str, ...] = ()  # a SequenceExample's feature lists (frames), not read: its context is
 
 
@@ -73,7 +74,7 @@ def _example(ordinal: int, data: bytes) -> Example:
         example.ParseFromString(data)
     except DecodeError as e:  # its framing checked: the records after it are read
         return Example(ordinal, None, len(data),
-                       ("not_an_example", f"record {ordinal} is no tf.train.Example ({e})"))
+                       ("not_an_example", f"record {ordinal} is no tf.train.Example ({e})"), raw=data)
     features = {name: _values(feature) for name, feature in sorted(example.features.feature.items())}
     return Example(ordinal, features, len(data), sequences=tuple(sorted(example.feature_lists.feature_list)))
 

@@ -156,7 +156,8 @@ def test_a_record_that_is_no_example_is_a_reject_and_the_records_after_it_are_re
                                                      example({"jpg": (jpeg(2), "byte")})])
     first, raw, last = read(path)
     assert (first.data, last.data, last.ordinal) == (jpeg(0), jpeg(2), 2 * PER_ROW)
-    assert (raw.error_type, raw.ordinal, raw.n_bytes) == ("not_an_example", PER_ROW, len(jpeg(1)))
+    assert (raw.error_type, raw.ordinal, raw.n_bytes, raw.data) == ("not_an_example", PER_ROW, len(jpeg(1)),
+                                                                    jpeg(1))  # its bytes, to see what it is
     assert raw.source == f"{path}#000000001" and "record 1 is no tf.train.Example" in raw.message
 
 

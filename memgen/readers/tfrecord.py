@@ -33,8 +33,9 @@ def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[
             ordinal = example.ordinal * PER_ROW
             if example.features is None:  # its key is inside it: named by its place
                 key = keys(f"{example.ordinal:09d}")
+                data = example.raw[: config.reject_data_cap] if example.raw else None
                 yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *example.unread,
-                             example.size)
+                             example.size, data)
             else:
                 yield from _example_items(shard, ordinal, example, keys, config)
             ordinal = (example.ordinal + 1) * PER_ROW
