@@ -62,6 +62,12 @@ def examples(f: IO[bytes], max_bytes: int) -> Iterator[Example]:
         ordinal += 1
 
 
+def begins_a_tfrecord(data: bytes) -> bool:
+    """Whether `data` begins as a TFRecord file does: a length, then its masked CRC-32C (a
+    chance of 1 in 2**32 for other bytes)."""
+    return len(data) >= _HEAD and _masked_crc(data[:8]) == struct.unpack("<I", data[8:_HEAD])[0]
+
+
 def _masked_crc(data: bytes) -> int:
     """TFRecord's masked CRC-32C (tensorflow/core/lib/hash/crc32c.h)."""
     crc = google_crc32c.value(data)

@@ -176,6 +176,18 @@ def test_a_sequence_example_is_read_by_its_context_and_its_frames_are_said_unrea
     assert (poster.data, poster.source) == (jpeg(3), f"{path}#poster")
 
 
+def test_a_tfrecord_named_without_its_suffix_is_said_to_be_one(tmp_path):
+    """TensorFlow's ImageNet shards are train-00000-of-01024: read as one image, "Pillow cannot
+    identify" said nothing of what they are."""
+    path = write_examples(tmp_path / "train-00000-of-01024", [img2dataset_example(0, "c")])
+    for config in (CONFIG, ReaderConfig(max_bytes=100)):
+        (item,) = read(path, config)
+        assert (item.error_type, item.n_bytes) == ("not_an_image", path.stat().st_size)
+        assert item.message == ("TFRecord data in a file whose name does not end in .tfrecord, which is read "
+                                "as one image: rename it to read its records")
+    assert read(path.rename(tmp_path / "train-00000-of-01024.tfrecord"))[0].data == jpeg(0)
+
+
 def test_damage_ends_the_shard_after_the_records_before_it(tmp_path):
     path = write_examples(tmp_path / "d.tfrecord", [img2dataset_example(i, "c") for i in range(3)])
     whole = path.read_bytes()

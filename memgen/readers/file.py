@@ -12,6 +12,7 @@ from memgen.readers.probe import known_size, special_file
 from memgen.records import Record, Reject, Shard
 from memgen.shards import open_input
 from memgen.tarstream import read_up_to
+from memgen.tfrecordfile import begins_a_tfrecord
 from memgen.transfer import read_message
 
 
@@ -52,17 +53,20 @@ def read_file(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[Shar
     yield Record(shard.index, 0, shard.source(), data, caption, url, metadata)
 
 
-_SHARD_NAMES = {"Parquet": ".parquet", "tar": ".tar", "zip": ".zip"}
+_SHARD_NAMES = {"Parquet": ".parquet", "tar": ".tar", "zip": ".zip", "TFRecord": ".tfrecord"}
 
 
 def _shard_format(data: bytes) -> str | None:
-    """"Parquet", "tar" or "zip" when a file's bytes are a shard's (by their magic numbers), else None."""
+    """"Parquet", "tar", "zip" or "TFRecord" when a file's bytes are a shard's (by their magic
+    numbers, a TFRecord's by its first length's sum), else None."""
     if data[:4] == b"PAR1":  # the footer holds the other "PAR1": a file cut at max_bytes lacks it
         return "Parquet"
     if data[257:262] == b"ustar":
         return "tar"
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip's first member, or an empty zip
         return "zip"
+    if begins_a_tfrecord(data):  # TensorFlow's ImageNet shards are named train-00000-of-01024
+        return "TFRecord"
     return None
 
 
