@@ -275,6 +275,8 @@ def _python_lines(data: bytes) -> NamedRows:
             where.append(size)
             size += len(encoded) + 1
     return NamedRows(b"\n".join(lines), names, np.array(where, dtype=np.int64), read)
+
+
 def _json_object(line: str) -> dict | None:
     try:
         row = json.loads(line)
