@@ -149,6 +149,24 @@ def test_the_image_guessed_is_the_first_default_name_holding_bytes(tmp_path):
     assert pixels.error_type == "no_image" and "its image feature holds 2 integers" in pixels.message
 
 
+def test_a_reference_tfrecord_lacking_the_memorys_image_feature_is_read_by_the_default_names(tmp_path):
+    """A memory made with --image_column image_raw read img2dataset's TFRecords (`jpg`) as
+    evaluate's --reference: every Example a no_image reject, none compared. A
+    split named as the memory's data is still read by the memory's feature."""
+    from memgen.fingerprint import FingerprintConfig
+    from memgen.report_figures import _reference_images
+    from memgen.stages.image_sets import reference_images
+
+    write_examples(tmp_path / "img2dataset.tfrecord", [img2dataset_example(1, "c")])
+    write_examples(tmp_path / "split.tfrecord", [{"image_raw": (jpeg(2), "byte"), "jpg": (jpeg(3), "byte")}])
+    other, split = discover([str(tmp_path / "img2dataset.tfrecord"), str(tmp_path / "split.tfrecord")])
+    reader = ReaderConfig(image_column="image_raw")
+    for shard, data in ((other, jpeg(1)), (split, jpeg(2))):
+        images = list(reference_images(shard, reader, FingerprintConfig()))
+        assert [getattr(image, "data", image) for image in images] == [data]
+        assert [image for image, _ in _reference_images([shard], 5, reader)] == [data]
+
+
 def test_a_record_that_is_no_example_is_a_reject_and_the_records_after_it_are_read(tmp_path):
     """Its framing checks, so the file goes on: it ended the shard, the records after it uncounted."""
     example = tfrecord.TFRecordWriter.serialize_tf_example

@@ -21,7 +21,7 @@ from memgen.readers.file import read_file
 from memgen.readers.parquet import read_parquet
 from memgen.readers.probe import special_file
 from memgen.readers.tar import IMAGE_EXTS, OTHER_IMAGE_EXTS, read_tar
-from memgen.readers.tfrecord import read_tfrecord
+from memgen.readers.tfrecord import lacks_named_image, read_tfrecord
 from memgen.records import Reject, Shard
 from memgen.shards import compression, open_input
 from memgen.transfer import FailsAsOSError, open_error, open_http, open_message
@@ -32,13 +32,15 @@ __all__ = ["DEFAULT_IMAGE_COLUMNS", "IMAGE_EXTS", "MERGE_DEPTH", "OTHER_IMAGE_EX
 
 def read_other_set(shard: Shard, config: ReaderConfig, first_read: bool = False) -> Iterator[ShardItem]:
     """A shard of another image set than the memory (evaluate's --reference), read as the
-    memory was, but for a Parquet shard that lacks the memory's --image_column: by the default
-    names then (a held-out split of the same data names its column alike; a Hugging Face test
-    set beside a memory of `image_data` has `image`; evaluate's --reference_image_column names
-    any other)."""
+    memory was, but for a Parquet shard that lacks the memory's --image_column, or a TFRecord
+    whose first Example lacks that feature: by the default names then (a held-out split of the
+    same data names its column alike; a Hugging Face test set beside a memory of `image_data`
+    has `image`, img2dataset's TFRecords `jpg`; evaluate's --reference_image_column names any
+    other)."""
     items = read_shard(shard, config, first_read)
     first = next(items, None)
-    if config.image_column and isinstance(first, Reject) and first.error_type == "no_image_column":
+    if config.image_column and isinstance(first, Reject) and (
+            first.error_type == "no_image_column" or lacks_named_image(first, config.image_column)):
         yield from read_shard(shard, replace(config, image_column=None))
         return
     if first is not None:

@@ -100,10 +100,19 @@ def _no_image_said(named: str | None, example: Example) -> str:
         listed = (f"a tf.train.SequenceExample, whose feature lists ({', '.join(example.sequences)}) "
                   f"are not read; its context's features: {', '.join(sorted(features))}")
     if named:
-        return f"no feature {named}; {listed}"
+        return _NO_FEATURE.format(named) + listed
     binary = [name for name, values in sorted(features.items()) if _value(values) is _BINARY]
     hint = f"; binary features {', '.join(binary)}: name the image one with --image_column" if binary else ""
     return f"no image feature ({', '.join(IMAGE_FEATURES)}){hint}; {listed}"
+
+
+_NO_FEATURE = "no feature {}; "  # an Example without the feature --image_column names
+
+
+def lacks_named_image(reject: Reject, image_column: str) -> bool:
+    """Whether `reject` is of an Example without the feature --image_column names (evaluate
+    reads a reference set so by the default names, as a Parquet lacking the column)."""
+    return reject.error_type == "no_image" and reject.message.startswith(_NO_FEATURE.format(image_column))
 
 
 def _text(values: list | None) -> str | None:
