@@ -27,6 +27,8 @@ _TAIL = 4  # the masked CRC-32C of the data
 
 
 class Example(NamedTuple):
+    """One record of a TFRecord file, as read."""
+
     ordinal: int
     features: dict[str, list] | None  # name -> its values; None: not read, `unread` says why
     size: int  # bytes of the serialized Example
@@ -75,6 +77,8 @@ def _masked_crc(data: bytes) -> int:
 
 
 def _example(ordinal: int, data: bytes) -> Example:
+    """The Example in a record's bytes (a SequenceExample's context, its feature lists named);
+    bytes that are no Example are kept, with why."""
     example = _EXAMPLE()
     try:
         example.ParseFromString(data)
