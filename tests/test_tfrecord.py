@@ -121,8 +121,9 @@ def test_examples_without_a_usable_image_are_rejects_and_several_are_records(tmp
     assert [said[k].ordinal for k in ("two/0", "two/1")] == [3 * PER_ROW, 3 * PER_ROW + 1]
     assert said["000000004"].error_type == "too_large" and said["000000004"].ordinal == 4 * PER_ROW
     assert "label" in said["none"].message and "--image_column" not in said["none"].message  # no bytes
-    config = ReaderConfig(image_column="image")  # named: an Example without it says so
-    assert [i.error_type for i in read(path, config)][:3] == ["no_image", "no_image", "no_image"]
+    config = ReaderConfig(image_column="image")  # named: an Example without it says so, as a Parquet does
+    named = [i.error_type for i in read(path, config)][:3]
+    assert named == ["no_image_column", "no_image_column", "no_image"]
 
 
 def test_an_image_under_a_name_not_guessed_is_read_when_named_and_said_when_not(tmp_path):
@@ -151,7 +152,7 @@ def test_the_image_guessed_is_the_first_default_name_holding_bytes(tmp_path):
 
 def test_a_reference_tfrecord_lacking_the_memorys_image_feature_is_read_by_the_default_names(tmp_path):
     """A memory made with --image_column image_raw read img2dataset's TFRecords (`jpg`) as
-    evaluate's --reference: every Example a no_image reject, none compared. A
+    evaluate's --reference: every Example a reject, none compared. A
     split named as the memory's data is still read by the memory's feature."""
     from memgen.fingerprint import FingerprintConfig
     from memgen.report_figures import _reference_images

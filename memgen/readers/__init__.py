@@ -21,7 +21,7 @@ from memgen.readers.file import read_file
 from memgen.readers.parquet import read_parquet
 from memgen.readers.probe import special_file
 from memgen.readers.tar import IMAGE_EXTS, OTHER_IMAGE_EXTS, read_tar
-from memgen.readers.tfrecord import lacks_named_image, read_tfrecord
+from memgen.readers.tfrecord import read_tfrecord
 from memgen.records import Reject, Shard
 from memgen.shards import compression, open_input
 from memgen.transfer import FailsAsOSError, open_error, open_http, open_message
@@ -39,8 +39,7 @@ def read_other_set(shard: Shard, config: ReaderConfig, first_read: bool = False)
     other)."""
     items = read_shard(shard, config, first_read)
     first = next(items, None)
-    if config.image_column and isinstance(first, Reject) and (
-            first.error_type == "no_image_column" or lacks_named_image(first, config.image_column)):
+    if config.image_column and isinstance(first, Reject) and first.error_type == "no_image_column":
         yield from read_shard(shard, replace(config, image_column=None))
         return
     if first is not None:

@@ -78,9 +78,11 @@ def _guessed_image(features: dict[str, list]) -> str | None:
 
 
 def _unusable(image: str | None, values: list | None, example: Example) -> tuple[str, str] | None:
-    """(error type, why) of an Example whose image feature holds no image bytes, else None."""
+    """(error type, why) of an Example whose image feature holds no image bytes, else None:
+    no_image_column when it lacks the feature --image_column names, as a Parquet lacking the
+    column (evaluate reads a reference set so by the default names)."""
     if values is None:
-        return "no_image", _no_image_said(image, example)[:500]
+        return "no_image_column" if image else "no_image", _no_image_said(image, example)[:500]
     if not values:
         return "empty", f"its {image} feature is empty"
     if not isinstance(values[0], bytes):
@@ -100,19 +102,10 @@ def _no_image_said(named: str | None, example: Example) -> str:
         listed = (f"a tf.train.SequenceExample, whose feature lists ({', '.join(example.sequences)}) "
                   f"are not read; its context's features: {', '.join(sorted(features))}")
     if named:
-        return _NO_FEATURE.format(named) + listed
+        return f"no feature {named}; {listed}"
     binary = [name for name, values in sorted(features.items()) if _value(values) is _BINARY]
     hint = f"; binary features {', '.join(binary)}: name the image one with --image_column" if binary else ""
     return f"no image feature ({', '.join(IMAGE_FEATURES)}){hint}; {listed}"
-
-
-_NO_FEATURE = "no feature {}; "  # an Example without the feature --image_column names
-
-
-def lacks_named_image(reject: Reject, image_column: str) -> bool:
-    """Whether `reject` is of an Example without the feature --image_column names (evaluate
-    reads a reference set so by the default names, as a Parquet lacking the column)."""
-    return reject.error_type == "no_image" and reject.message.startswith(_NO_FEATURE.format(image_column))
 
 
 def _text(values: list | None) -> str | None:
