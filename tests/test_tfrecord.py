@@ -238,3 +238,23 @@ def test_memorize_img2dataset_tfrecord_shards(tmp_path, caplog):
     assert images == [(f"cat {i}", f"http://site/{i}.jpg") for i in range(3)]
     [(copies,)] = duckdb.sql(f"select count(*) from '{tmp_path}/m/duplicates/*.parquet'").fetchall()
     assert copies == 3
+
+
+def test_an_image_feature_memorize_cannot_read_is_refused_before_the_run(tmp_path, capsys):
+    """As a Parquet's image column is: the run ended with every record a reject, an empty memory."""
+    path = write_examples(tmp_path / "tutorial.tfrecord", [
+        {"image_raw": (jpeg(i), "byte"), "mask": (b"\xff\x00", "byte"), "label": (i, "int")}
+        for i in range(2)])
+    memory = str(tmp_path / "m")
+    for flags, said in (
+            ([], f"{path}: no image feature (jpg, image, img, png, webp, image_bytes, bytes, image/encoded); "
+                 "binary features image_raw, mask: name the image one with --image_column; its features: "
+                 "image_raw, label, mask"),
+            (["--image_column", "photo"],
+             f"--image_column photo: no such column in {path} (its features: image_raw, label, mask)"),
+            (["--image_column", "label"], f"--image_column label holds numbers in {path}, not image bytes")):
+        assert main(["memorize", str(path), "--memory", memory, *flags]) == 2
+        err = capsys.readouterr().err
+        assert err == f"memgen memorize: error: {said}\n", err
+    assert not (tmp_path / "m").exists()
+    assert main(["memorize", str(path), "--memory", memory, "--image_column", "image_raw"]) == 0

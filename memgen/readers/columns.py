@@ -1,5 +1,5 @@
 """A Parquet shard's columns: which holds the images and which are text, and the checks of the columns
-the flags name, before a run."""
+the flags name, before a run (of a TFRecord's features too, when no shard is Parquet)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 from memgen.decode import identified
 from memgen.inline import decoded
 from memgen.readers.config import DEFAULT_IMAGE_COLUMNS, ReaderConfig
+from memgen.readers.tfrecord import unnamed_image
 from memgen.records import Shard
-from memgen.shards import open_input
+from memgen.shards import compression, open_input
+from memgen.tfrecordfile import Example, examples
 
 
 class ColumnError(Exception):
@@ -48,7 +50,7 @@ def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
         ("--key_column", config.key_column, ReaderConfig.key_column)) if name != default}
     first = _first_parquet_schema(shards)
     if first is None:
-        return NamedColumns([], None, "")
+        return _named_features(shards, config)
     first_shard, schema = first
     uri = first_shard.uri
     if config.image_column is None:
@@ -76,6 +78,41 @@ def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
         elif not (_holds_bytes(found) or pa.types.is_null(found)):  # all null (pandas' None): undecided
             holds = f"{found} in {uri}, not image bytes"
     return NamedColumns(missing, holds, f"{uri} (its columns: {', '.join(schema.names)})"[:400])
+
+
+def _named_features(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
+    """named_columns of the first TFRecord shard, by its first Example: a missing
+    --image_column feature, one holding numbers, or without the flag binary features under
+    names not guessed (every record would be a reject); its text features are not checked."""
+    found = _first_example(shards)
+    if found is None:
+        return NamedColumns([], None, "")
+    shard, example = found
+    features = example.features
+    described = f"{shard.uri} (its features: {', '.join(sorted(features))})"[:400]
+    if config.image_column is None:
+        said = unnamed_image(example)
+        return NamedColumns([], None, "", f"{shard.uri}: {said}" if said else None)
+    values = features.get(config.image_column)
+    if values is None:
+        return NamedColumns([f"--image_column {config.image_column}"], None, described)
+    numbers = values and not isinstance(values[0], bytes)
+    return NamedColumns([], f"numbers in {shard.uri}, not image bytes" if numbers else None, described)
+
+
+def _first_example(shards: list[Shard]) -> tuple[Shard, Example] | None:
+    """(shard, its first Example) of the first TFRecord shard; None when there is none, it
+    cannot be read here, or its first record is no Example (its reader says why, as a
+    reject); not asked over http(s), where nothing is read before the run."""
+    first = next((s for s in shards if s.kind == "tfrecord"), None)
+    if first is None or first.uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with open_input(first.location, compression(first.uri)) as f:
+            example = next(examples(f, ReaderConfig.max_bytes), None)
+    except Exception:  # noqa: BLE001 - unreadable here: its reader says why, as a reject
+        return None
+    return None if example is None or example.features is None else (first, example)
 
 
 def _not_base64_images(shard: Shard, column: str) -> str | None:

@@ -77,6 +77,16 @@ def _guessed_image(features: dict[str, list]) -> str | None:
                 present[0] if present else None)
 
 
+def unnamed_image(example: Example) -> str | None:
+    """Why an Example has no image by the default names though features of it hold binary
+    bytes (its no_image reject's words, which name them and the flag), else None: said
+    before a run, as a Parquet's image column under a name not guessed is."""
+    image = _guessed_image(example.features)
+    values = example.features.get(image) if image else None
+    binary = any(_value(v) is _BINARY for v in example.features.values())
+    return _no_image_said(None, example) if binary and not (values and isinstance(values[0], bytes)) else None
+
+
 def _unusable(image: str | None, values: list | None, example: Example) -> tuple[str, str] | None:
     """(error type, why) of an Example whose image feature holds no image bytes, else None:
     no_image_column when it lacks the feature --image_column names, as a Parquet lacking the
