@@ -283,6 +283,15 @@ def test_launcher_passes_several_known_memories_as_the_flag_repeated():
                                                                           "--known=gs://b/m"]
 
 
+def test_launcher_splits_a_bare_known_flags_value_and_keeps_the_flag():
+    """`--known a,b` (the flag, then its value) became `--known=` (no memory) and `a,b` (an input)."""
+    argv = load_launch().listed(["--input=gs://b/s/*.tar", "--known", "gs://b/m/1,gs://b/m/2",
+                                 "--memory=gs://b/m/x"])
+    assert argv == ["--input=gs://b/s/*.tar", "--known", "gs://b/m/1", "gs://b/m/2", "--memory=gs://b/m/x"]
+    options = parse_job("memgen memorize", "memorize", options_class("memorize"), argv)
+    assert config_class("memorize").from_options(options).known == ("gs://b/m/1", "gs://b/m/2")
+
+
 def test_flex_launch_without_a_worker_image_gets_the_launchers_own():
     """Without one, Dataflow's workers started Beam's stock image: "No module named memgen",
     after the launcher had claimed the output folder."""

@@ -20,9 +20,9 @@ from memgen.pipelines.cli import main
 from memgen.pipelines.errors import UsageError
 
 YESTERDAY = "${YESTERDAY}"
-# Beam's flags that name the workers' container; a Flex launch passes --template_location
 # a template parameter holds one value: several known memories are separated by commas
 LIST_FLAGS = ("--known",)
+# Beam's flags that name the workers' container; a Flex launch passes --template_location
 IMAGE_FLAGS = ("--sdk_container_image", "--worker_harness_container_image")
 TEMPLATE_FLAG = "--template_location"
 
@@ -33,11 +33,17 @@ def render(argv: list[str], today: dt.date) -> list[str]:
 
 
 def listed(argv: list[str]) -> list[str]:
-    """argv with each --known=a,b as --known=a --known=b, as the command line takes several."""
+    """argv with each --known=a,b as --known=a --known=b, and --known a,b as --known a b, as the
+    command line takes several."""
     split = []
-    for arg in argv:
-        flag, _, value = arg.partition("=")
-        split.extend([f"{flag}={v}" for v in value.split(",")] if flag in LIST_FLAGS else [arg])
+    for n, arg in enumerate(argv):
+        flag, equals, value = arg.partition("=")
+        if flag in LIST_FLAGS and equals:
+            split.extend(f"{flag}={v}" for v in value.split(","))
+        elif n and argv[n - 1] in LIST_FLAGS:  # the bare flag's value (it was --known= then a,b)
+            split.extend(arg.split(","))
+        else:
+            split.append(arg)
     return split
 
 
