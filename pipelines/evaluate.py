@@ -256,8 +256,8 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
 
 def reference_shards(config: EvaluateConfig) -> list[Shard]:
     """The --reference shards, listed once (each listing logs its skipped files); UsageError
-    when the first Parquet one lacks --reference_image_column, or it holds no images (every
-    reference record would be a reject)."""
+    when the first Parquet one (else the first TFRecord's first Example) lacks
+    --reference_image_column, or it holds no images (every reference record would be a reject)."""
     reader = reference_reader(config)
     shards = discover(list(config.references), reader.http_timeout) if config.references else []
     if config.reference_image_column:
