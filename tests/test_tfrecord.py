@@ -243,16 +243,19 @@ def test_memorize_img2dataset_tfrecord_shards(tmp_path, caplog):
 def test_an_image_feature_memorize_cannot_read_is_refused_before_the_run(tmp_path, capsys):
     """As a Parquet's image column is: the run ended with every record a reject, an empty memory."""
     path = write_examples(tmp_path / "tutorial.tfrecord", [
-        {"image_raw": (jpeg(i), "byte"), "mask": (b"\xff\x00", "byte"), "label": (i, "int")}
-        for i in range(2)])
+        {"image_raw": (jpeg(i), "byte"), "mask": (b"\xff\x00", "byte"), "label": (i, "int"),
+         "url": (f"http://site/{i}.jpg".encode(), "byte")} for i in range(2)])
     memory = str(tmp_path / "m")
     for flags, said in (
             ([], f"{path}: no image feature (jpg, image, img, png, webp, image_bytes, bytes, image/encoded); "
                  "binary features image_raw, mask: name the image one with --image_column; its features: "
-                 "image_raw, label, mask"),
+                 "image_raw, label, mask, url"),
             (["--image_column", "photo"],
-             f"--image_column photo: no such column in {path} (its features: image_raw, label, mask)"),
-            (["--image_column", "label"], f"--image_column label holds numbers in {path}, not image bytes")):
+             f"--image_column photo: no such column in {path} (its features: image_raw, label, mask, url)"),
+            (["--image_column", "label"], f"--image_column label holds numbers in {path}, not image bytes"),
+            # text (its records all not_an_image rejects) was not refused, as a Parquet's text column is
+            (["--image_column", "url"],
+             f"--image_column url holds text in {path}, not image bytes (its first: 'http://site/0.jpg')")):
         assert main(["memorize", str(path), "--memory", memory, *flags]) == 2
         err = capsys.readouterr().err
         assert err == f"memgen memorize: error: {said}\n", err

@@ -82,8 +82,9 @@ def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
 
 def _named_features(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
     """named_columns of the first TFRecord shard, by its first Example: a missing
-    --image_column feature, one holding numbers, or without the flag binary features under
-    names not guessed (every record would be a reject); its text features are not checked."""
+    --image_column feature, one holding numbers or text (a url, a label: as a Parquet's text
+    column that is no base64, every record would be a reject), or without the flag binary
+    features under names not guessed; its caption, url and key features are not checked."""
     found = _first_example(shards)
     if found is None:
         return NamedColumns([], None, "")
@@ -96,8 +97,21 @@ def _named_features(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
     values = features.get(config.image_column)
     if values is None:
         return NamedColumns([f"--image_column {config.image_column}"], None, described)
-    numbers = values and not isinstance(values[0], bytes)
-    return NamedColumns([], f"numbers in {shard.uri}, not image bytes" if numbers else None, described)
+    first = values[0] if values else None
+    if first is not None and not isinstance(first, bytes):
+        return NamedColumns([], f"numbers in {shard.uri}, not image bytes", described)
+    text = _text_not_image(first) if first else None
+    holds = f"text in {shard.uri}, not image bytes (its first: {text[:60]!r})" if text is not None else None
+    return NamedColumns([], holds, described)
+
+
+def _text_not_image(data: bytes) -> str | None:
+    """`data` as text when it is UTF-8 and no image (image bytes are not UTF-8), else None."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if identified(data) else text
 
 
 def _first_example(shards: list[Shard]) -> tuple[Shard, Example] | None:
