@@ -31,7 +31,8 @@ ShardItem = Record | Reject
 
 
 def over_max_bytes(size: int | None, max_bytes: int) -> str:
-    """What a reject too large to read says of its size: known, or only that it is larger."""
+    """What a reject too large to read says of its size: known, or only that it is larger
+    (`size` None or 0, as known_size gives a stream's it cannot tell: no too-large file is empty)."""
     return f"{size} bytes > max_bytes {max_bytes}" if size else f"more than max_bytes {max_bytes} bytes"
 
 
