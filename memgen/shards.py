@@ -27,6 +27,7 @@ from fsspec.utils import glob_translate
 
 from memgen.outputs import MARKER, missing_bucket
 from memgen.records import Shard, printable
+from memgen.sniff import HEAD, KINDS, shard_format
 
 # compressed tars by the suffixes tar itself reads; the stream is decompressed by its suffix
 TAR_COMPRESSION = {".tar": None, ".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": "bz2", ".tbz2": "bz2",
@@ -41,6 +42,9 @@ TFRECORD_SUFFIXES = tuple(TFRECORD_COMPRESSION)
 SHARD_SUFFIXES = TAR_SUFFIXES + PARQUET_SUFFIXES + ZIP_SUFFIXES + WARC_SUFFIXES + TFRECORD_SUFFIXES
 # TensorFlow Datasets names its shards after their place: mnist-train.tfrecord-00000-of-00004
 _TFDS_SHARD = re.compile(r"\.tfrecords?-\d+-of-\d+$")
+# Shards named without a suffix: TensorFlow's sharded files (ImageNet's train-00000-of-01024) and
+# Hive's (000000_0, 000000_0_copy_1): what they hold is read from their first bytes (sniff)
+_UNSUFFIXED_SHARD = re.compile(r"(?:^|/)(?:[^/.]*-\d+-of-\d+|\d+_\d+(?:_copy_\d+)?)$")
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
     ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".ico", ".cur", ".jp2", ".j2k", ".jpc", ".jpf", ".jpx", ".j2c",
@@ -101,6 +105,12 @@ def shard_suffix(lower: str) -> str:
     return tfds.group() if tfds else next((s for s in SHARD_SUFFIXES if lower.endswith(s)), "")
 
 
+def is_shard_name(lower: str) -> bool:
+    """Whether a lower-cased name is a shard's: by its suffix, or one named without
+    (_UNSUFFIXED_SHARD), whose records' sources hold a key after '#' too."""
+    return bool(shard_suffix(lower) or _UNSUFFIXED_SHARD.search(lower))
+
+
 def compression(uri: str) -> str | None:
     """How a shard's bytes are compressed (fsspec's name), by its suffix."""
     lower = _name(uri)
@@ -123,13 +133,28 @@ def shard_kind(uri: str) -> str:
     return "file"
 
 
+def discovered_kind(uri: str) -> str:
+    """shard_kind, but for a shard named without a suffix (_UNSUFFIXED_SHARD): the kind its
+    first bytes say (one ranged read), else "file"; over http(s) "file", which its reader
+    refuses in a line if it holds a shard (a stream is not read twice)."""
+    kind = shard_kind(uri)
+    if kind != "file" or not _UNSUFFIXED_SHARD.search(uri.lower()) or uri.startswith(("http://", "https://")):
+        return kind
+    try:
+        fs, path = url_fs(uri)
+        head = fs.cat_file(path, start=0, end=HEAD)
+    except Exception:  # noqa: BLE001 - gone, unreadable, empty (a range refused): its reader says why
+        return kind
+    return KINDS.get(shard_format(head) or "", kind)
+
+
 def split_source(source: str) -> tuple[str, str]:
     """(shard uri, member key) of a record's source (Shard.source): the key follows the first
     '#' after a shard's name (tar, Parquet, zip, WARC); a single-file shard has no key, and '#' is a legal
     character of file names ("a#b.jpg", "t#1.tar#key")."""
     at = source.find("#")
     while at >= 0:
-        if shard_suffix(_name(source[:at])):
+        if is_shard_name(_name(source[:at])):
             return source[:at], source[at + 1:]
         at = source.find("#", at + 1)
     return source, ""
@@ -137,7 +162,7 @@ def split_source(source: str) -> tuple[str, str]:
 
 def _is_listed_file(path: str) -> bool:
     """Files that a directory walk picks up: shards and images, not sidecars."""
-    return bool(shard_suffix(path.lower())) or path.lower().endswith(IMAGE_SUFFIXES)
+    return is_shard_name(path.lower()) or path.lower().endswith(IMAGE_SUFFIXES)
 
 
 def _stem(path: str) -> str:
@@ -527,8 +552,9 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
     if not any_exists or not urls:
         raise NoInputError(f"no input matched: {' '.join(inputs)}{refused or _missing_buckets(inputs)}")
     named = _one_name_each(urls)
-    return [Shard.of(i, uri, shard_kind(uri), named[uri], tuple(hive_partitions(uri, roots[uri]).items()),
-                     described.get(uri)) for i, uri in enumerate(sorted(named))]
+    return [Shard.of(i, uri, discovered_kind(uri), named[uri],
+                     tuple(hive_partitions(uri, roots[uri]).items()), described.get(uri))
+            for i, uri in enumerate(sorted(named))]
 
 
 def counted(kinds: Counter) -> str:

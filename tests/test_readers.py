@@ -217,8 +217,9 @@ def test_parquet_rows_without_image_say_why_the_crawl_failed(tmp_path):
 
 
 def test_a_shard_without_its_suffix_is_said_to_be_one(tmp_path):
-    """Hive writes its table's files as 000000_0: read as an image, "Pillow cannot identify an
-    image format" (or too_large) said nothing of what they are."""
+    """A shard whose kind its name does not say, read as a file (shard-000000; a Hive table's
+    000000_0 over http(s), where its first bytes are not asked before the run): "Pillow cannot
+    identify an image format" (or too_large) said nothing of what they are."""
     pq.write_table(pa.table({"jpg": [jpeg(1), jpeg(2)]}), tmp_path / "000000_0")
     write_tar(tmp_path / "shard-000000", [sample("a", jpeg(1))])
     for name, said in (("000000_0", "Parquet data in a file whose name does not end in .parquet"),
@@ -228,6 +229,24 @@ def test_a_shard_without_its_suffix_is_said_to_be_one(tmp_path):
             assert (item.stage, item.error_type) == ("read", "not_an_image")
             assert item.message == f"{said}, which is read as one image: rename it to read its records"
             assert item.n_bytes == (tmp_path / name).stat().st_size
+
+
+def test_a_hive_tables_files_named_without_a_suffix_are_read_as_their_first_bytes_say(tmp_path):
+    """Hive writes a table's files as 000000_0 (000000_0_copy_1 on an insert again): a folder
+    walk skipped them, and named, each was a reject that said to rename it."""
+    table = tmp_path / "table" / "dt=2024-01-01"
+    table.mkdir(parents=True)
+    pq.write_table(pa.table({"jpg": [jpeg(1), jpeg(2)], "caption": ["a", "b"]}), table / "000000_0")
+    pq.write_table(pa.table({"jpg": [jpeg(3)], "caption": ["c"]}), table / "000000_0_copy_1")
+    (table / "000001_0").write_bytes(b"")  # an empty file Hive left: read as one, not a failed listing
+    shards = discover([str(tmp_path / "table")])
+    assert [(s.uri.rsplit("/", 1)[1], s.kind) for s in shards] == [
+        ("000000_0", "parquet"), ("000000_0_copy_1", "parquet"), ("000001_0", "file")]
+    records = [item for shard in shards[:2] for item in read_shard(shard, CONFIG)]
+    assert [(r.data, r.caption, json.loads(r.metadata)["dt"]) for r in records] == [
+        (jpeg(1), "a", "2024-01-01"), (jpeg(2), "b", "2024-01-01"), (jpeg(3), "c", "2024-01-01")]
+    (empty,) = read_shard(shards[2], CONFIG)
+    assert empty.data == b""  # the fingerprint's `empty` reject
 
 
 def test_parquet_suffixes(tmp_path):

@@ -1190,3 +1190,28 @@ def test_a_hugging_face_image_file_on_a_server_costs_one_get(tmp_path):
     # its size is not known without a HEAD: not the one open() was given to skip it
     assert big.error_type == "too_large" and f"is more than max_bytes {config.max_bytes} bytes" in big.message
     assert requests == ["GET"] * 4  # the Parquet, then each image's file
+
+
+def test_shards_named_without_a_suffix_in_a_bucket_are_read_as_their_first_bytes_say(s3, tmp_path, caplog):
+    """TensorFlow's ImageNet TFRecords (train-00000-of-01024) and Hive's 000000_0 in a bucket:
+    one ranged GET of their first bytes each tells their kind before the run."""
+    import tfrecord
+
+    from memgen.readers import ReaderConfig, read_shard
+    from memgen.shards import discover
+
+    writer = tfrecord.TFRecordWriter(str(tmp_path / "train"))
+    for data in (jpeg(1), jpeg(2)):
+        writer.write({"jpg": (data, "byte")})
+    writer.close()
+    s3.put(str(tmp_path / "train"), "inputs/tf/train-00000-of-00001")
+    with s3.open("inputs/tf/000000_0", "wb") as f:
+        pq.write_table(pa.table({"jpg": [jpeg(3)]}), f)
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    caplog.clear()
+    shards = discover(["s3://inputs/tf"])
+    assert [(s.uri, s.kind) for s in shards] == [("s3://inputs/tf/000000_0", "parquet"),
+                                                 ("s3://inputs/tf/train-00000-of-00001", "tfrecord")]
+    asked = {line: n for line, n in _requests(caplog.records).items() if line.startswith("GET /inputs/tf/")}
+    assert asked == {"GET /inputs/tf/000000_0": 1, "GET /inputs/tf/train-00000-of-00001": 1}
+    assert [r.data for s in shards for r in read_shard(s, ReaderConfig())] == [jpeg(3), jpeg(1), jpeg(2)]

@@ -19,7 +19,7 @@ import tfrecord
 from memgen.pipelines.cli import main
 from memgen.readers import PER_ROW, ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
-from memgen.shards import compression, discover, shard_kind
+from memgen.shards import compression, discover, shard_kind, split_source
 from shardkit import jpeg
 
 CONFIG = ReaderConfig()
@@ -195,9 +195,10 @@ def test_a_sequence_example_is_read_by_its_context_and_its_frames_are_said_unrea
     assert (poster.data, poster.source) == (jpeg(3), f"{path}#poster")
 
 
-def test_a_tfrecord_named_without_its_suffix_is_said_to_be_one(tmp_path):
-    """TensorFlow's ImageNet shards are train-00000-of-01024: read as one image, "Pillow cannot
-    identify" said nothing of what they are."""
+def test_a_tfrecord_read_as_a_file_is_said_to_be_one(tmp_path):
+    """A TFRecord whose kind its name does not say, read as a file (over http(s), where its
+    first bytes are not asked before the run): "Pillow cannot identify" said nothing of what
+    it is."""
     path = write_examples(tmp_path / "train-00000-of-01024", [img2dataset_example(0, "c")])
     for config in (CONFIG, ReaderConfig(max_bytes=100)):
         (item,) = read(path, config)
@@ -205,6 +206,27 @@ def test_a_tfrecord_named_without_its_suffix_is_said_to_be_one(tmp_path):
         assert item.message == ("TFRecord data in a file whose name does not end in .tfrecord, which is read "
                                 "as one image: rename it to read its records")
     assert read(path.rename(tmp_path / "train-00000-of-01024.tfrecord"))[0].data == jpeg(0)
+
+
+def test_tensorflows_imagenet_shards_named_without_a_suffix_are_read(tmp_path, capsys):
+    """TensorFlow's ImageNet TFRecords are train-00000-of-01024 (its TPU tutorials' too): each
+    was one image that Pillow could not identify, then a reject that said to rename it; in
+    a folder they were skipped. Their first bytes say what they are."""
+    data = tmp_path / "imagenet"
+    data.mkdir()
+    for n in range(2):
+        write_examples(data / f"train-0000{n}-of-00002", [
+            {"image/encoded": (jpeg(10 * n + i), "byte"), "image/class/label": (i, "int")} for i in range(3)])
+    (data / "photo-1-of-2").write_bytes(jpeg(7))  # a name alike, an image: read as one
+    shards = discover([str(data)])
+    assert [(s.uri.rsplit("/", 1)[1], s.kind) for s in shards] == [
+        ("photo-1-of-2", "file"), ("train-00000-of-00002", "tfrecord"), ("train-00001-of-00002", "tfrecord")]
+    second = list(read_shard(shards[2], CONFIG))[1]
+    assert second.data == jpeg(11) and split_source(second.source) == (shards[2].uri, "000000001")
+    memory = tmp_path / "m"
+    assert main(["memorize", str(data), "--memory", str(memory)]) == 0
+    [(images,)] = duckdb.sql(f"select count(*) from '{memory}/images/*.parquet'").fetchall()
+    assert images == 7
 
 
 def test_damage_ends_the_shard_after_the_records_before_it(tmp_path):

@@ -11,8 +11,8 @@ from memgen.readers.fields import image_texts, with_partitions
 from memgen.readers.probe import known_size, special_file
 from memgen.records import Record, Reject, Shard
 from memgen.shards import open_input
+from memgen.sniff import shard_format
 from memgen.tarstream import read_up_to
-from memgen.tfrecordfile import begins_a_tfrecord
 from memgen.transfer import read_message
 
 
@@ -27,7 +27,7 @@ def read_file(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[Shar
         said = read_message(e, shard, config.http_timeout)
         yield Reject(shard.index, 0, shard.source(), "read", "unreadable", said)
         return
-    kind = _shard_format(data)
+    kind = shard_format(data)
     if kind:  # a Hive table's 000000_0: else "Pillow cannot identify" (or too_large)
         yield Reject(shard.index, 0, shard.source(), "read", "not_an_image",
                      f"{kind} data in a file whose name does not end in {_SHARD_NAMES[kind]}, "
@@ -54,20 +54,6 @@ def read_file(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[Shar
 
 
 _SHARD_NAMES = {"Parquet": ".parquet", "tar": ".tar", "zip": ".zip", "TFRecord": ".tfrecord"}
-
-
-def _shard_format(data: bytes) -> str | None:
-    """"Parquet", "tar", "zip" or "TFRecord" when a file's bytes are a shard's (by their magic
-    numbers, a TFRecord's by its first length's sum), else None."""
-    if data[:4] == b"PAR1":  # the footer holds the other "PAR1": a file cut at max_bytes lacks it
-        return "Parquet"
-    if data[257:262] == b"ustar":
-        return "tar"
-    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip's first member, or an empty zip
-        return "zip"
-    if begins_a_tfrecord(data):  # TensorFlow's ImageNet shards are named train-00000-of-01024
-        return "TFRecord"
-    return None
 
 
 class _Unusable(NamedTuple):
