@@ -33,7 +33,7 @@ from memgen.records import Record, Shard, unprintable
 from memgen.report import REPORT_HTML
 from memgen.report_html import Cluster, Figures, Thumb, make_thumb, render
 from memgen.sample_output import INDEX, sample_memory
-from memgen.shards import discovered_kind, split_source
+from memgen.shards import discovered_kinds, split_source
 
 log = logging.getLogger("memgen.report")
 SIDE_BY_SIDE = 12  # images per side in Figure 2
@@ -184,8 +184,8 @@ def _shard(index: int, uri: str) -> Shard:
     is not UTF-8 (`records.printable`)."""
     raw = unprintable(uri)
     if raw != uri and not _exists(uri):
-        return Shard.of(index, raw, discovered_kind(raw))
-    return Shard(index, uri, discovered_kind(uri))
+        return Shard.of(index, raw, discovered_kinds([raw])[raw])
+    return Shard(index, uri, discovered_kinds([uri])[uri])
 
 
 def _exists(uri: str) -> bool:
