@@ -20,6 +20,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
+from memgen.decode import identified
 from memgen.tarstream import read_up_to, skip
 
 _HEAD = 12  # uint64 length, then the masked CRC-32C of those 8 bytes
@@ -33,7 +34,7 @@ class Example(NamedTuple):
     features: dict[str, list] | None  # name -> its values; None: not read, `unread` says why
     size: int  # bytes of the serialized Example
     unread: tuple[str, str] | None = None  # (error type, why): too_large or not_an_example
-    raw: bytes | None = None  # a record that is no Example: its bytes, for a look at what it is
+    raw: bytes | None = None  # a record that is no Example: its bytes (an image's, without `unread`)
     sequences: tuple[str, ...] = ()  # a SequenceExample's feature lists (frames), not read: its context is
 
 
@@ -78,11 +79,14 @@ def _masked_crc(data: bytes) -> int:
 
 def _example(ordinal: int, data: bytes) -> Example:
     """The Example in a record's bytes (a SequenceExample's context, its feature lists named);
-    bytes that are no Example are kept, with why."""
+    an image's bytes as they are (tf.io.TFRecordWriter.write(jpeg) writes a record of them);
+    bytes that are neither are kept, with why."""
     example = _EXAMPLE()
     try:
         example.ParseFromString(data)
     except DecodeError as e:  # its framing checked: the records after it are read
+        if identified(data):  # JPEG, PNG, WebP, GIF, BMP, TIFF, ICO: none parsed as an Example, tried
+            return Example(ordinal, None, len(data), raw=data)
         return Example(ordinal, None, len(data),
                        ("not_an_example", f"record {ordinal} is no tf.train.Example ({e})"), raw=data)
     features = {name: _values(feature) for name, feature in sorted(example.features.feature.items())}

@@ -20,7 +20,7 @@ from memgen.pipelines.cli import main
 from memgen.readers import PER_ROW, ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
 from memgen.shards import compression, discover, shard_kind, split_source
-from shardkit import jpeg
+from shardkit import encode, jpeg, make_image
 
 CONFIG = ReaderConfig()
 
@@ -171,13 +171,25 @@ def test_a_reference_tfrecord_lacking_the_memorys_image_feature_is_read_by_the_d
 def test_a_record_that_is_no_example_is_a_reject_and_the_records_after_it_are_read(tmp_path):
     """Its framing checks, so the file goes on: it ended the shard, the records after it uncounted."""
     example = tfrecord.TFRecordWriter.serialize_tf_example
-    path = write_records(tmp_path / "raw.tfrecord", [example({"jpg": (jpeg(0), "byte")}), jpeg(1),
+    junk = b"\xff\xfe not an Example, not an image"
+    path = write_records(tmp_path / "raw.tfrecord", [example({"jpg": (jpeg(0), "byte")}), junk,
                                                      example({"jpg": (jpeg(2), "byte")})])
     first, raw, last = read(path)
     assert (first.data, last.data, last.ordinal) == (jpeg(0), jpeg(2), 2 * PER_ROW)
-    assert (raw.error_type, raw.ordinal, raw.n_bytes, raw.data) == ("not_an_example", PER_ROW, len(jpeg(1)),
-                                                                    jpeg(1))  # its bytes, to see what it is
+    assert (raw.error_type, raw.ordinal, raw.n_bytes, raw.data) == ("not_an_example", PER_ROW, len(junk),
+                                                                    junk)  # its bytes, to see what it is
     assert raw.source == f"{path}#000000001" and "record 1 is no tf.train.Example" in raw.message
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF"])
+def test_a_record_of_an_images_bytes_is_that_image(tmp_path, fmt):
+    """tf.io.TFRecordWriter(path).write(open("a.jpg", "rb").read()) writes a record of the image
+    alone, no Example: each was a not_an_example reject."""
+    image = encode(make_image(5), fmt)
+    path = write_records(tmp_path / "images.tfrecord", [image, jpeg(1)])
+    first, second = read(path)
+    assert (first.data, first.ordinal, first.source, first.caption) == (image, 0, f"{path}#000000000", None)
+    assert (second.data, second.ordinal) == (jpeg(1), PER_ROW)
 
 
 def test_a_sequence_example_is_read_by_its_context_and_its_frames_are_said_unread(tmp_path):

@@ -31,11 +31,16 @@ def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[
     try:
         for example in examples(f, config.max_bytes):
             ordinal = example.ordinal * PER_ROW
-            if example.features is None:  # its key is inside it: named by its place
+            if example.features is None:  # no key inside it to read: named by its place
                 key = keys(f"{example.ordinal:09d}")
-                data = example.raw[: config.reject_data_cap] if example.raw else None
-                yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *example.unread,
-                             example.size, data)
+                if example.unread is None:  # an image's bytes
+                    metadata = json.dumps(dict(shard.partitions), ensure_ascii=False, sort_keys=True)
+                    yield Record(shard.index, ordinal, shard.source(f"#{key}"), example.raw, None, None,
+                                 metadata, f"#{key}")
+                else:
+                    data = example.raw[: config.reject_data_cap] if example.raw else None
+                    yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *example.unread,
+                                 example.size, data)
             else:
                 yield from _example_items(shard, ordinal, example, keys, config)
             ordinal = (example.ordinal + 1) * PER_ROW
