@@ -65,10 +65,11 @@ def collect_figures(memory: str, sample: str | None, references: list[Shard], re
                     max_pixels: int = DEFAULT_MAX_PIXELS,
                     reference_reader: ReaderConfig | None = None) -> Figures:
     """The report's figures; `max_pixels`: larger images are left out (the memory's cap);
-    `reference_reader`: how the references are read, when not as the memory's inputs."""
+    `reference_reader`: how the references are read when their image column is named (else
+    as the memory's inputs, or by the default names: readers.read_other_set)."""
     sample_thumbs = list(_thumbs(_sample_images(sample, memory, CONTACT_SHEET), max_pixels)) if sample else []
-    reference = (list(_thumbs(_reference_images(references, SIDE_BY_SIDE, reference_reader or reader),
-                              max_pixels)) if references else [])
+    read = _reference_images(references, SIDE_BY_SIDE, reference_reader or reader, reference_reader is None)
+    reference = list(_thumbs(read, max_pixels)) if references else []
     return Figures(reference=reference, sample=sample_thumbs[:SIDE_BY_SIDE], contact_sheet=sample_thumbs,
                    clusters=cluster_galleries(memory, reader, max_pixels=max_pixels))
 
@@ -111,10 +112,11 @@ def short_source(source: str) -> str:
     return posixpath.basename(shard) + (f"#{key}" if key else "")
 
 
-def _reference_images(references: list[Shard], n: int, reader: ReaderConfig) -> Iterator[tuple[bytes, str]]:
+def _reference_images(references: list[Shard], n: int, reader: ReaderConfig,
+                      by_default_names: bool = True) -> Iterator[tuple[bytes, str]]:
     count = 0
     for shard in references:
-        for item in read_other_set(shard, reader):
+        for item in read_other_set(shard, reader, by_default_names=by_default_names):
             if isinstance(item, Record):
                 yield item.data, short_source(item.source)
                 count += 1

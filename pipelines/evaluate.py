@@ -250,7 +250,8 @@ def distance_sections(pipeline: beam.Pipeline, config: EvaluateConfig, parts: li
     sets = pipeline | "Distances" >> EvaluateSets(
         parts, sample, references, reference_reader(config), fingerprint, threshold, config.seed,
         with_embedding=config.embedding, memory_scored=memory_scored,
-        sample_population=uniform_population(config.sample) if config.sample else None)
+        sample_population=uniform_population(config.sample) if config.sample else None,
+        reference_by_default_names=not config.reference_image_column)
     return {"distances": sets["distances"], "copying": sets["copying"]}
 
 
@@ -286,5 +287,5 @@ def report_page(config: EvaluateConfig, references: list[Shard] | None = None) -
     check_memory(config.memory)
     reader, fingerprint, _ = memorized_settings(config.memory)
     shards = reference_shards(config) if references is None else references
-    return ReportPage(config.memory, config.sample, tuple(shards), reader, fingerprint.max_pixels,
-                      reference_reader(config))
+    named = reference_reader(config) if config.reference_image_column else None
+    return ReportPage(config.memory, config.sample, tuple(shards), reader, fingerprint.max_pixels, named)

@@ -526,21 +526,23 @@ def test_a_references_own_image_column_is_named_with_reference_image_column(tmp_
     pq.write_table(pa.table({"image_data": [jpeg(i) for i in range(4)], "caption": ["a cat"] * 4}),
                    tmp_path / "train.parquet")
     pq.write_table(pa.table({"picture": [jpeg(2), jpeg(50)], "label": ["x", "y"]}), tmp_path / "test.parquet")
+    # a later shard without the column named: its `jpg` is read by the default names only unnamed
+    pq.write_table(pa.table({"jpg": [jpeg(3)]}), tmp_path / "zz_other.parquet")
     memory = str(tmp_path / "m")
     assert main(["memorize", str(tmp_path / "train.parquet"), "--memory", memory,
                  "--image_column", "image_data"]) == 0
     common = ["evaluate", "--memory", memory, "--reference", str(tmp_path / "test.parquet"),
-              "--classifier", "caption", "--embedding", "false"]
+              str(tmp_path / "zz_other.parquet"), "--classifier", "caption", "--embedding", "false"]
     assert main([*common, "--out", str(tmp_path / "guessed")]) == 0
     guessed = json.loads((tmp_path / "guessed" / "report.json").read_text())
-    assert guessed["copying"]["contamination"]["n"] == 0  # no image read
+    assert guessed["copying"]["contamination"]["n"] == 1  # zz_other's jpg alone
     capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "named"), "--reference_image_column", "picture"]) == 0
     named = json.loads((tmp_path / "named" / "report.json").read_text())
     assert (named["copying"]["contamination"]["n"], named["copying"]["contamination"]["n_within"]) == (2, 1)
     assert named["inputs"]["settings"]["reference_image_column"] == "picture"
     assert "reference_image_column" not in guessed["inputs"]["settings"]
-    for out, shown in (("guessed", 0), ("named", 2)):  # report.html's reference figure reads them alike
+    for out, shown in (("guessed", 1), ("named", 2)):  # report.html's reference figure reads them alike
         page = (tmp_path / out / "report.html").read_text()
         figure = page[page.index("<h3>reference</h3>"):page.index("<h3>sample</h3>")]
         assert figure.count("<figure>") == shown

@@ -30,16 +30,18 @@ __all__ = ["DEFAULT_IMAGE_COLUMNS", "IMAGE_EXTS", "MERGE_DEPTH", "OTHER_IMAGE_EX
            "NamedColumns", "ReaderConfig", "ShardItem", "named_columns", "read_other_set", "read_shard"]
 
 
-def read_other_set(shard: Shard, config: ReaderConfig, first_read: bool = False) -> Iterator[ShardItem]:
+def read_other_set(shard: Shard, config: ReaderConfig, first_read: bool = False,
+                   by_default_names: bool = True) -> Iterator[ShardItem]:
     """A shard of another image set than the memory (evaluate's --reference), read as the
     memory was, but for a Parquet shard that lacks the memory's --image_column, or a TFRecord
     whose first Example lacks that feature: by the default names then (a held-out split of the
     same data names its column alike; a Hugging Face test set beside a memory of `image_data`
-    has `image`, img2dataset's TFRecords `jpg`; evaluate's --reference_image_column names any
-    other)."""
+    has `image`, img2dataset's TFRecords `jpg`); not `by_default_names` when the column is the
+    set's own, named (evaluate's --reference_image_column): a shard without it is then rejects."""
     items = read_shard(shard, config, first_read)
     first = next(items, None)
-    if config.image_column and isinstance(first, Reject) and first.error_type == "no_image_column":
+    if (by_default_names and config.image_column and isinstance(first, Reject)
+            and first.error_type == "no_image_column"):
         yield from read_shard(shard, replace(config, image_column=None))
         return
     if first is not None:

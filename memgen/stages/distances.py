@@ -186,14 +186,18 @@ class EvaluateSets(beam.PTransform):
     `memory_scored`: the memory's images as ScoredImages from ScoreMemory (whose model
     already gave their embedding), used instead of reading and decoding the memory again.
     `sample_population`: the unique images a uniform sample was drawn from (copying.copy_stats).
+    `reference_by_default_names`: readers.read_other_set's (False: the references' column named).
     """
 
     def __init__(self, memory_parts: list[str], sample_parts: list[tuple[str, frozenset[str]]] | None,
                  reference_shards: list[Shard],
                  reader: ReaderConfig, fingerprint: FingerprintConfig, threshold: int, seed: int,
                  cap: int = DEFAULT_SUBSET_CAP, kid_subsets: int = KID_SUBSETS, with_embedding: bool = True,
-                 memory_scored=None, sample_population: int | None = None) -> None:
+                 memory_scored=None, sample_population: int | None = None,
+                 reference_by_default_names: bool = True) -> None:
         super().__init__()
+        # False when the references' image column is named: readers.read_other_set
+        self.reference_by_default_names = reference_by_default_names
         self.sample_population = sample_population  # of a uniform sample: copying.copy_stats
         self.memory_scored = memory_scored
         # resolved here, on the launcher: workers of a remote runner need the export's path
@@ -239,7 +243,8 @@ class EvaluateSets(beam.PTransform):
         if self.reference_shards:
             read = (pbegin
                     | "ReferenceShards" >> beam.Create(self.reference_shards)
-                    | "ReadReference" >> beam.FlatMap(reference_images, self.reader, self.fingerprint)
+                    | "ReadReference" >> beam.FlatMap(reference_images, self.reader, self.fingerprint,
+                                                     self.reference_by_default_names)
                     .with_outputs(FAILED, main="images"))
             images.append(read.images)
             failures.append(read[FAILED])

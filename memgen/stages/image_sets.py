@@ -104,9 +104,11 @@ def sample_parts(sample: str, memory: str | None = None) -> list[tuple[str, froz
             for part, chosen in sorted(ids.items())]
 
 
-def reference_images(shard: Shard, reader: ReaderConfig, fingerprint: FingerprintConfig) -> Iterator:
-    """SetImages of one reference shard; what cannot be read or hashed is a (set, error type) failure."""
-    for item in read_other_set(shard, reader, first_read=True):
+def reference_images(shard: Shard, reader: ReaderConfig, fingerprint: FingerprintConfig,
+                     by_default_names: bool = True) -> Iterator:
+    """SetImages of one reference shard (readers.read_other_set); what cannot be read or hashed
+    is a (set, error type) failure."""
+    for item in read_other_set(shard, reader, first_read=True, by_default_names=by_default_names):
         if not isinstance(item, Record):
             yield beam.pvalue.TaggedOutput(FAILED, (REFERENCE, item.error_type))
             continue
