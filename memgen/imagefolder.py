@@ -34,7 +34,7 @@ def folder_row(metadata_file: str, image: str) -> dict | None:
     return row_in(_rows(metadata_file), metadata_file, image)
 
 
-def row_in(rows: NamedRows | dict[str, dict], metadata_file: str, image: str) -> dict | None:
+def row_in(rows: NamedRows, metadata_file: str, image: str) -> dict | None:
     """`image`'s row among `rows` (named_rows' of `metadata_file`), a copy; None if it has none."""
     relative = posixpath.normpath(image[len(posixpath.dirname(metadata_file)):].lstrip("/"))
     row = rows.get(relative)

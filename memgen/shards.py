@@ -141,7 +141,8 @@ def discovered_kinds(uris: list[str]) -> dict[str, str]:
     kinds = {uri: shard_kind(uri) for uri in uris}
     stores: dict[int, tuple[fsspec.AbstractFileSystem, list[tuple[str, str]]]] = {}
     for uri, kind in kinds.items():
-        if kind == "file" and _UNSUFFIXED_SHARD.search(uri.lower()) and not uri.startswith(("http://", "https://")):
+        streamed = uri.startswith(("http://", "https://"))
+        if kind == "file" and not streamed and _UNSUFFIXED_SHARD.search(uri.lower()):
             fs, path = url_fs(uri)
             stores.setdefault(id(fs), (fs, []))[1].append((uri, path))
     for fs, asked in stores.values():

@@ -107,3 +107,15 @@ def lossless_jpeg(grey: np.ndarray) -> bytes:
         segment(0xDA, bytes([1, 1, 0x00, 1, 0, 0])),  # predictor 1, no point transform
         data, b"\xff\xd9",
     ])
+
+
+def read_as_reference(shard, reader) -> tuple[list[bytes], list[bytes]]:  # noqa: ANN001 - Shard, ReaderConfig
+    """The image bytes evaluate takes from a --reference shard: for the distances
+    (image_sets.reference_images) and for report.html's figure (report_figures), which read alike."""
+    from memgen.fingerprint import FingerprintConfig
+    from memgen.report_figures import _reference_images
+    from memgen.stages.image_sets import reference_images  # imported here: Beam, for two tests only
+
+    hashed = [getattr(image, "data", image) for image in reference_images(shard, reader, FingerprintConfig())]
+    shown = [image for image, _ in _reference_images([shard], 5, reader)]
+    return hashed, shown

@@ -28,7 +28,7 @@ from memgen.readers import ReaderConfig
 from memgen.shards import discover
 from memgen.stages.distances import EvaluateSets
 from memgen.stages.image_sets import sample_parts
-from shardkit import encode, jpeg, make_image, sample, write_tar
+from shardkit import encode, jpeg, make_image, read_as_reference, sample, write_tar
 
 VISION_MISSING = missing_vision_module()
 
@@ -488,17 +488,12 @@ def test_a_reference_parquet_lacking_the_memorys_image_column_is_read_by_the_def
     held-out split named as the memory's data is still read by the memory's column."""
     import pyarrow as pa
 
-    from memgen.report_figures import _reference_images
-    from memgen.stages.image_sets import reference_images
-
     pq.write_table(pa.table({"image": [{"bytes": jpeg(1), "path": "a.jpg"}]}), tmp_path / "hf.parquet")
     pq.write_table(pa.table({"image_data": [jpeg(2)], "jpg": [jpeg(3)]}), tmp_path / "split.parquet")
     hf, split = discover([str(tmp_path / "hf.parquet"), str(tmp_path / "split.parquet")])
     reader = ReaderConfig(image_column="image_data")
     for shard, data in ((hf, jpeg(1)), (split, jpeg(2))):
-        images = list(reference_images(shard, reader, FingerprintConfig()))
-        assert [getattr(image, "data", image) for image in images] == [data]
-        assert [image for image, _ in _reference_images([shard], 5, reader)] == [data]
+        assert read_as_reference(shard, reader) == ([data], [data])
 
 
 def test_a_gallery_says_its_duplicates_whose_shards_are_gone(tmp_path):

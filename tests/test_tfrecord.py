@@ -20,7 +20,7 @@ from memgen.pipelines.cli import main
 from memgen.readers import PER_ROW, ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
 from memgen.shards import compression, discover, shard_kind, split_source
-from shardkit import encode, jpeg, make_image
+from shardkit import encode, jpeg, make_image, read_as_reference
 
 CONFIG = ReaderConfig()
 
@@ -154,18 +154,12 @@ def test_a_reference_tfrecord_lacking_the_memorys_image_feature_is_read_by_the_d
     """A memory made with --image_column image_raw read img2dataset's TFRecords (`jpg`) as
     evaluate's --reference: every Example a reject, none compared. A
     split named as the memory's data is still read by the memory's feature."""
-    from memgen.fingerprint import FingerprintConfig
-    from memgen.report_figures import _reference_images
-    from memgen.stages.image_sets import reference_images
-
     write_examples(tmp_path / "img2dataset.tfrecord", [img2dataset_example(1, "c")])
     write_examples(tmp_path / "split.tfrecord", [{"image_raw": (jpeg(2), "byte"), "jpg": (jpeg(3), "byte")}])
     other, split = discover([str(tmp_path / "img2dataset.tfrecord"), str(tmp_path / "split.tfrecord")])
     reader = ReaderConfig(image_column="image_raw")
     for shard, data in ((other, jpeg(1)), (split, jpeg(2))):
-        images = list(reference_images(shard, reader, FingerprintConfig()))
-        assert [getattr(image, "data", image) for image in images] == [data]
-        assert [image for image, _ in _reference_images([shard], 5, reader)] == [data]
+        assert read_as_reference(shard, reader) == ([data], [data])
 
 
 def test_a_record_that_is_no_example_is_a_reject_and_the_records_after_it_are_read(tmp_path):

@@ -63,10 +63,10 @@ def _example_items(shard: Shard, ordinal: int, example: Example, keys: Keys,
     if unusable:
         yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *unusable)
         return
+    url = _text(fields.get(config.url_column))
     for n, data in enumerate(values[:PER_ROW]):
         locator = f"#{key}" if len(values) == 1 else f"#{key}/{n}"
-        yield Record(shard.index, ordinal + n, shard.source(locator), data, caption,
-                     _text(fields.get(config.url_column)), metadata, locator)
+        yield Record(shard.index, ordinal + n, shard.source(locator), data, caption, url, metadata, locator)
     if len(values) > PER_ROW:
         yield Reject(shard.index, ordinal + PER_ROW - 1, shard.source(f"#{key}/{PER_ROW}"), "read",
                      "too_many_images", f"{len(values)} images in its {image} feature: those past "
