@@ -17,7 +17,7 @@ import pytest
 import tfrecord
 
 from memgen.pipelines.cli import main
-from memgen.readers import PER_ROW, ReaderConfig, read_shard
+from memgen.readers import PER_ROW, ReaderConfig, read_other_set, read_shard
 from memgen.records import Record, Reject, Shard
 from memgen.shards import compression, discover, shard_kind, split_source
 from shardkit import encode, jpeg, make_image, read_as_reference
@@ -160,6 +160,19 @@ def test_a_reference_tfrecord_lacking_the_memorys_image_feature_is_read_by_the_d
     reader = ReaderConfig(image_column="image_raw")
     for shard, data in ((other, jpeg(1)), (split, jpeg(2))):
         assert read_as_reference(shard, reader) == ([data], [data])
+
+
+def test_a_reference_whose_first_records_are_no_examples_is_read_by_the_default_names(tmp_path):
+    """Only a first no_image_column reject turned the fallback on: the Examples after a first
+    record that is no Example were rejects too, none compared."""
+    junk = b"\xff\xfe not an Example, not an image"
+    path = write_records(tmp_path / "junk_first.tfrecord",
+                         [junk, tfrecord.TFRecordWriter.serialize_tf_example({"jpg": (jpeg(1), "byte")})])
+    shard, = discover([str(path)])
+    reader = ReaderConfig(image_column="image_raw")
+    junk_first, image = read_other_set(shard, reader)
+    assert (junk_first.error_type, image.data) == ("not_an_example", jpeg(1))  # the reject said still, once
+    assert read_as_reference(shard, reader)[1] == [jpeg(1)]  # report.html's figure alike
 
 
 def test_a_record_that_is_no_example_is_a_reject_and_the_records_after_it_are_read(tmp_path):

@@ -39,14 +39,24 @@ def read_other_set(shard: Shard, config: ReaderConfig, first_read: bool = False,
     has `image`, img2dataset's TFRecords `jpg`); not `by_default_names` when the column is the
     set's own, named (evaluate's --reference_image_column): a shard without it is then rejects."""
     items = read_shard(shard, config, first_read)
-    first = next(items, None)
+    # a TFRecord's records that are no Example say nothing of its features: the first one that is decides
+    # (looked for among the first few: a file of other records is rejects, not held in memory)
+    before, first = [], next(items, None)
+    while _not_an_example(first) and len(before) < 64:
+        before.append(first)
+        first = next(items, None)
     if (by_default_names and config.image_column and isinstance(first, Reject)
             and first.error_type == "no_image_column"):
         yield from read_shard(shard, replace(config, image_column=None))
         return
+    yield from before
     if first is not None:
         yield first
     yield from items
+
+
+def _not_an_example(item: ShardItem) -> bool:
+    return isinstance(item, Reject) and item.error_type == "not_an_example"
 
 
 def read_shard(shard: Shard, config: ReaderConfig, first_read: bool = False) -> Iterator[ShardItem]:
