@@ -197,6 +197,18 @@ def test_a_record_of_an_images_bytes_is_that_image(tmp_path, fmt):
     first, second = read(path)
     assert (first.data, first.ordinal, first.source, first.caption) == (image, 0, f"{path}#000000000", None)
     assert (second.data, second.ordinal) == (jpeg(1), PER_ROW)
+    assert first.metadata is None  # none, as an image file's without NAME.json (was "{}")
+
+
+def test_a_hive_partition_is_in_the_metadata_of_examples_and_image_records(tmp_path):
+    """A table's `lang=en/` folder: as a tar's samples and a Parquet's rows have it."""
+    (tmp_path / "table" / "lang=en").mkdir(parents=True)
+    write_records(tmp_path / "table" / "lang=en" / "part.tfrecord", [
+        tfrecord.TFRecordWriter.serialize_tf_example({"jpg": (jpeg(0), "byte"), "lang": (b"fr", "byte")}),
+        jpeg(1)])
+    shard, = discover([str(tmp_path / "table")])
+    example, image = read_shard(shard, CONFIG)
+    assert [json.loads(r.metadata) for r in (example, image)] == [{"lang": "en"}] * 2  # the partition wins
 
 
 def test_a_sequence_example_is_read_by_its_context_and_its_frames_are_said_unread(tmp_path):

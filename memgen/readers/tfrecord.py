@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from memgen.readers.config import DAMAGE, DEFAULT_IMAGE_COLUMNS, PER_ROW, ReaderConfig, ShardItem, failure
-from memgen.readers.fields import field_text, finite
+from memgen.readers.fields import field_text, finite, with_partitions
 from memgen.readers.keys import Keys
 from memgen.records import Record, Reject, Shard
 from memgen.tfrecordfile import Example, examples
@@ -34,9 +34,8 @@ def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[
             if example.features is None:  # no key inside it to read: named by its place
                 key = keys(f"{example.ordinal:09d}")
                 if example.unread is None:  # an image's bytes
-                    metadata = json.dumps(dict(shard.partitions), ensure_ascii=False, sort_keys=True)
                     yield Record(shard.index, ordinal, shard.source(f"#{key}"), example.raw, None, None,
-                                 metadata, f"#{key}")
+                                 with_partitions(None, shard.partitions), f"#{key}")
                 else:
                     data = example.raw[: config.reject_data_cap] if example.raw else None
                     yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *example.unread,
