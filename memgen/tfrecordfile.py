@@ -34,13 +34,14 @@ class Example(NamedTuple):
     features: dict[str, list] | None  # name -> its values; None: not read, `unread` says why
     size: int  # bytes of the serialized Example
     unread: tuple[str, str] | None = None  # (error type, why): too_large or not_an_example
-    raw: bytes | None = None  # a record that is no Example: its bytes (an image's, without `unread`)
+    raw: bytes | None = None  # a record that is no Example: its bytes (an image's, without `unread`; a head)
     sequences: tuple[str, ...] = ()  # a SequenceExample's feature lists (frames), not read: its context is
 
 
-def examples(f: IO[bytes], max_bytes: int) -> Iterator[Example]:
+def examples(f: IO[bytes], max_bytes: int, head_bytes: int = 0) -> Iterator[Example]:
     """Each Example of the TFRecord stream `f`, its features as lists of bytes, floats or
-    ints. EOFError where the file ends inside a record, ValueError where a sum does not
+    ints; one over `max_bytes` unread but for its first `head_bytes` (its `raw`, to see what
+    it is). EOFError where the file ends inside a record, ValueError where a sum does not
     match."""
     ordinal = 0
     while head := read_up_to(f, _HEAD):
@@ -51,10 +52,11 @@ def examples(f: IO[bytes], max_bytes: int) -> Iterator[Example]:
             raise ValueError(f"record {ordinal}: the checksum of its length does not match "
                              "(not a TFRecord file, or damaged)")
         if length > max_bytes:  # not held whole; its sum is not checked
-            if skip(f, length + _TAIL) < length + _TAIL:
+            head = read_up_to(f, min(head_bytes, length))
+            if len(head) + skip(f, length + _TAIL - len(head)) < length + _TAIL:
                 raise EOFError(f"the file ends inside record {ordinal}: it was cut short")
-            yield Example(ordinal, None, length,
-                          ("too_large", f"an Example of {length} bytes > max_bytes {max_bytes}"))
+            why = f"an Example of {length} bytes > max_bytes {max_bytes}"
+            yield Example(ordinal, None, length, ("too_large", why), head or None)
         else:
             data = read_up_to(f, length + _TAIL)
             if len(data) < length + _TAIL:

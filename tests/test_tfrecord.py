@@ -200,6 +200,15 @@ def test_a_record_of_an_images_bytes_is_that_image(tmp_path, fmt):
     assert first.metadata is None  # none, as an image file's without NAME.json (was "{}")
 
 
+def test_an_example_over_max_bytes_keeps_its_head_as_a_tars_member_does(tmp_path):
+    """Its reject kept no bytes to see what it was."""
+    big = tfrecord.TFRecordWriter.serialize_tf_example({"jpg": (jpeg(0) * 20, "byte")})
+    path = write_records(tmp_path / "big.tfrecord", [big, jpeg(1)])
+    reject, after = read(path, ReaderConfig(max_bytes=len(big) - 1, reject_data_cap=100))
+    assert (reject.error_type, reject.n_bytes, reject.data) == ("too_large", len(big), big[:100])
+    assert after.data == jpeg(1)  # the rest of the big one skipped, its sum with it
+
+
 def test_a_hive_partition_is_in_the_metadata_of_examples_and_image_records(tmp_path):
     """A table's `lang=en/` folder: as a tar's samples and a Parquet's rows have it."""
     (tmp_path / "table" / "lang=en").mkdir(parents=True)

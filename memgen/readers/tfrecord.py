@@ -29,7 +29,7 @@ def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[
     keys = Keys()
     ordinal = 0
     try:
-        for example in examples(f, config.max_bytes):
+        for example in examples(f, config.max_bytes, config.reject_data_cap):
             ordinal = example.ordinal * PER_ROW
             if example.features is None:  # no key inside it to read: named by its place
                 key = keys(f"{example.ordinal:09d}")
