@@ -93,3 +93,16 @@ def test_memorize_a_dataset_of_image_lists(tmp_path):
     assert (duplicate.split("#")[1], of.split("#")[1]) == ("000000003/2", "000000000/0")  # jpeg(1) again
     [(rejects,)] = duckdb.sql(f"select count(*) from '{memory}/rejects/*.parquet'").fetchall()
     assert rejects == 3
+
+
+def test_a_key_that_is_another_rows_image_locator_gets_a_source_of_its_own(tmp_path):
+    """A row `a` of two images is a/0 and a/1: a row keyed "a/1" before it, or "b/0" after a row
+    `b`, had the same source as one of them (empty lists are rejects keyed by the row's key)."""
+    path = tmp_path / "keys.parquet"
+    pq.write_table(pa.table({"key": ["a/1", "a", "b", "b/0"],
+                             "images": pa.array([[], [jpeg(1), jpeg(2)], [jpeg(3), jpeg(4)], []],
+                                                pa.list_(pa.binary()))}), path)
+    items = read(str(path), ReaderConfig(image_column="images"))
+    assert [i.source.split("#")[1] for i in items] == ["a/1", "a~2/0", "a~2/1", "b/0", "b/1", "b/0~2"]
+    assert [type(i).__name__ for i in items] == ["Reject", "Record", "Record", "Record", "Record", "Reject"]
+    assert read(str(path), ReaderConfig(image_column="images")) == items  # the same sources on a re-read

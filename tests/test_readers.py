@@ -1455,3 +1455,28 @@ def test_json_depth_is_counted_without_a_python_step_a_character():
         s = "".join(rng.choice('[]{}"\\ a\n') for _ in range(rng.randrange(30)))
         for limit in range(4):
             assert _json_deeper_than(s, limit) == _deeper_by_hand(s, limit), (s, limit)
+
+
+def test_a_rows_image_locators_are_kept_apart_from_other_keys():
+    """Keys(key, n) takes KEY/0 .. KEY/n-1 too: a key given before or after that equals one is renamed."""
+    keys = Keys()
+    assert [keys("a/1"), keys("a", 2), keys("b", 3), keys("b/2"), keys("b/3"), keys("b", 1)] == [
+        "a/1", "a~2", "b", "b/2~2", "b/3", "b~2"]
+    assert [keys("c/01"), keys("c", 2), keys("d/5"), keys("d", 5), keys("d", 6)] == [  # c/01 is no c/N
+        "c/01", "c", "d/5", "d", "d~2"]
+
+
+def test_rows_of_images_under_a_repeated_key_are_numbered_without_searching_from_the_start():
+    """As a repeated key: a row's KEY/N names are not tried one by one (a row holds up to 65,536)."""
+    class Counted(set):
+        lookups = 0
+
+        def __contains__(self, name: object) -> bool:
+            Counted.lookups += 1
+            return super().__contains__(name)
+
+    keys = Keys()
+    keys.seen = Counted()
+    names = [keys("k", 1000) for _ in range(1000)]
+    assert names[:3] == ["k", "k~2", "k~3"] and len(set(names)) == 1000
+    assert Counted.lookups < 3 * len(names)

@@ -323,3 +323,16 @@ def test_an_image_feature_memorize_cannot_read_is_refused_before_the_run(tmp_pat
         assert err == f"memgen memorize: error: {said}\n", err
     assert not (tmp_path / "m").exists()
     assert main(["memorize", str(path), "--memory", memory, "--image_column", "image_raw"]) == 0
+
+
+def test_a_key_that_is_another_examples_image_locator_gets_a_source_of_its_own(tmp_path):
+    """An Example `a` of two images is a/0 and a/1: one keyed "a/1" before it, or "b/0" after an
+    Example `b`, had the same source as one of them."""
+    path = write_examples(tmp_path / "keys.tfrecord", [
+        {"key": (b"a/1", "byte"), "jpg": (jpeg(0), "byte")},
+        {"key": (b"a", "byte"), "jpg": ([jpeg(1), jpeg(2)], "byte")},
+        {"key": (b"b", "byte"), "jpg": ([jpeg(3), jpeg(4)], "byte")},
+        {"key": (b"b/0", "byte"), "jpg": (jpeg(5), "byte")}])
+    items = read(path)
+    assert [i.source.rsplit("#", 1)[1] for i in items] == ["a/1", "a~2/0", "a~2/1", "b/0", "b/1", "b/0~2"]
+    assert [i.data for i in items] == [jpeg(n) for n in range(6)] and read(path) == items

@@ -50,7 +50,8 @@ def read_parquet(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[S
                 cells = _image_cells(batch.column(columns.image), columns.listed)
                 rows = batch_rows(batch.select(columns.fields))
                 for cell, fields in zip(cells, rows, strict=True):
-                    key = keys(field_text(fields.get(config.key_column)) or f"{row:09d}")
+                    images = min(len(cell), PER_ROW) if columns.listed and cell else 0  # its KEY/N
+                    key = keys(field_text(fields.get(config.key_column)) or f"{row:09d}", images)
                     if not columns.listed:
                         yield _cell_item(shard, row, key, columns.image, *cell[0], fields, columns, config)
                     elif not cell:  # a null or empty list: no bytes to fingerprint

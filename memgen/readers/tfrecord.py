@@ -53,12 +53,13 @@ def _example_items(shard: Shard, ordinal: int, example: Example, keys: Keys,
     features = example.features
     image = config.image_column or _guessed_image(features)
     fields = {name: values for name, values in features.items() if name != image}
-    key = keys(_text(fields.get(config.key_column)) or f"{ordinal // PER_ROW:09d}")
+    values = features.get(image) if image else None
+    unusable = _unusable(image, values, example)
+    images = 0 if unusable or len(values) == 1 else min(len(values), PER_ROW)  # the KEY/N it takes
+    key = keys(_text(fields.get(config.key_column)) or f"{ordinal // PER_ROW:09d}", images)
     caption = _text(fields.get(config.caption_column, fields.get(TXT)))
     metadata = {name: value for name, values in fields.items() if (value := _value(values)) is not _BINARY}
     metadata = json.dumps(finite(metadata | dict(shard.partitions)), ensure_ascii=False, sort_keys=True)
-    values = features.get(image) if image else None
-    unusable = _unusable(image, values, example)
     if unusable:
         yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *unusable)
         return
