@@ -106,3 +106,21 @@ def test_a_key_that_is_another_rows_image_locator_gets_a_source_of_its_own(tmp_p
     assert [i.source.split("#")[1] for i in items] == ["a/1", "a~2/0", "a~2/1", "b/0", "b/1", "b/0~2"]
     assert [type(i).__name__ for i in items] == ["Reject", "Record", "Record", "Record", "Record", "Reject"]
     assert read(str(path), ReaderConfig(image_column="images")) == items  # the same sources on a re-read
+
+
+def test_a_row_past_per_row_images_has_its_reject_in_an_ordinal_of_its_own(tmp_path):
+    """The too_many_images reject took the ordinal of the row's last image read: materialize,
+    which finds rejects by (shard, ordinal), kept one of the two. A row of PER_ROW fits whole."""
+    path = tmp_path / "many.parquet"
+    images = [[bytes([n % 251]) for n in range(size)] for size in (PER_ROW + 1, PER_ROW)]
+    pq.write_table(pa.table({"key": ["big", "full"], "images": pa.array(images, pa.list_(pa.binary()))}),
+                   path)
+    items = read(str(path), ReaderConfig(image_column="images"))
+    assert len({i.ordinal for i in items}) == len(items) == 2 * PER_ROW
+    [reject] = [i for i in items if isinstance(i, Reject)]
+    assert (reject.error_type, reject.ordinal, reject.source) == ("too_many_images", PER_ROW - 1,
+                                                                  f"{path}#big/{PER_ROW - 1}")
+    assert f"{PER_ROW + 1} images in the row's images" in reject.message
+    records = [i for i in items if isinstance(i, Record)]
+    assert [r.data for r in records] == images[0][: PER_ROW - 1] + images[1]
+    assert len({i.source for i in items}) == len(items)

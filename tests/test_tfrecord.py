@@ -336,3 +336,19 @@ def test_a_key_that_is_another_examples_image_locator_gets_a_source_of_its_own(t
     items = read(path)
     assert [i.source.rsplit("#", 1)[1] for i in items] == ["a/1", "a~2/0", "a~2/1", "b/0", "b/1", "b/0~2"]
     assert [i.data for i in items] == [jpeg(n) for n in range(6)] and read(path) == items
+
+
+def test_an_example_past_per_row_images_has_its_reject_in_an_ordinal_of_its_own(tmp_path):
+    """The too_many_images reject took the ordinal of the Example's last image read (as in a
+    Parquet list row: the same reject, written once for both)."""
+    values = [bytes([n % 251]) for n in range(PER_ROW + 1)]
+    path = write_examples(tmp_path / "many.tfrecord", [{"key": (b"big", "byte"), "jpg": (values, "byte")},
+                                                        {"key": (b"next", "byte"), "jpg": (jpeg(1), "byte")}])
+    items = read(path)
+    assert len({i.ordinal for i in items}) == len(items) == PER_ROW + 1
+    reject, after = items[-2:]
+    assert (reject.error_type, reject.ordinal, reject.source) == ("too_many_images", PER_ROW - 1,
+                                                                  f"{path}#big/{PER_ROW - 1}")
+    assert f"{PER_ROW + 1} images in its jpg feature" in reject.message
+    assert [i.data for i in items[:-2]] == values[: PER_ROW - 1]
+    assert (after.data, after.ordinal) == (jpeg(1), PER_ROW)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import lzma
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from memgen.records import Record, Reject
+from memgen.records import Record, Reject, Shard
 from memgen.shards import HTTP_TIMEOUT
 from memgen.tarstream import TarDamage
 from memgen.transfer import transfer_failed
@@ -25,9 +27,26 @@ class ReaderConfig:
     http_timeout: float = HTTP_TIMEOUT  # seconds an http(s) server may send nothing
 
 
-PER_ROW = 1 << 16  # images read from one row's list column (its records' ordinals: row * PER_ROW + n)
+PER_ROW = 1 << 16  # ordinals of one row's images (row * PER_ROW + n): row_images, too_many_images
 DEFAULT_IMAGE_COLUMNS = ("jpg", "image", "img", "png", "webp", "image_bytes", "bytes")
 ShardItem = Record | Reject
+_Image = TypeVar("_Image")
+
+
+def row_images(images: Sequence[_Image]) -> Sequence[_Image]:
+    """The images of a row (a list column's, an Example's feature) that are read: all, up to
+    PER_ROW; of more, PER_ROW - 1, the row's last ordinal left to its too_many_images reject
+    (given the last image's, two items had one ordinal: materialize finds rejects by it)."""
+    return images if len(images) <= PER_ROW else images[: PER_ROW - 1]
+
+
+def too_many_images(shard: Shard, first: int, key: str, count: int, where: str) -> Iterator[Reject]:
+    """The reject of a row of `count` images past PER_ROW (`first`: its first image's ordinal,
+    `where`: the column or feature holding them), in the place row_images left it."""
+    if count > PER_ROW:
+        last = PER_ROW - 1
+        yield Reject(shard.index, first + last, shard.source(f"#{key}/{last}"), "read", "too_many_images",
+                     f"{count} images in {where}: the first {last} are read", 0)
 
 
 def over_max_bytes(size: int | None, max_bytes: int) -> str:

@@ -13,7 +13,15 @@ import pyarrow.parquet as pq
 
 from memgen.inline import NotBase64, decoded
 from memgen.readers.columns import ColumnError, ParquetColumns, is_binary, is_text
-from memgen.readers.config import DAMAGE, PER_ROW, ReaderConfig, ShardItem, failure
+from memgen.readers.config import (
+    DAMAGE,
+    PER_ROW,
+    ReaderConfig,
+    ShardItem,
+    failure,
+    row_images,
+    too_many_images,
+)
 from memgen.readers.fields import field_text, finite, row_said
 from memgen.readers.keys import Keys
 from memgen.readers.parquet_files import image_file
@@ -89,13 +97,10 @@ def _listed_items(shard: Shard, row: int, key: str, cell: _Cell, fields: dict, c
                   config: ReaderConfig) -> Iterator[ShardItem]:
     """The images of a row's list (`datasets`' Sequence(Image()): a conversation's pictures),
     each a record keyed KEY/N, with the row's text and metadata; past PER_ROW one reject."""
-    for n, (data, path) in enumerate(cell[:PER_ROW]):
+    for n, (data, path) in enumerate(row_images(cell)):
         yield _cell_item(shard, row * PER_ROW + n, f"{key}/{n}", f"{columns.image}[{n}]", data, path, fields,
                          columns, config)
-    if len(cell) > PER_ROW:
-        yield Reject(shard.index, row * PER_ROW + PER_ROW - 1, shard.source(f"#{key}/{PER_ROW}"), "read",
-                     "too_many_images", f"{len(cell)} images in the row's {columns.image}: those past "
-                     f"{PER_ROW} are not read", 0)
+    yield from too_many_images(shard, row * PER_ROW, key, len(cell), f"the row's {columns.image}")
 
 
 def _image_cells(column: pa.Array, listed: bool) -> list[_Cell | None]:

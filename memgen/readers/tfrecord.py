@@ -6,7 +6,16 @@ import json
 from collections.abc import Iterator
 from typing import IO
 
-from memgen.readers.config import DAMAGE, DEFAULT_IMAGE_COLUMNS, PER_ROW, ReaderConfig, ShardItem, failure
+from memgen.readers.config import (
+    DAMAGE,
+    DEFAULT_IMAGE_COLUMNS,
+    PER_ROW,
+    ReaderConfig,
+    ShardItem,
+    failure,
+    row_images,
+    too_many_images,
+)
 from memgen.readers.fields import field_text, finite, with_partitions
 from memgen.readers.keys import Keys
 from memgen.records import Record, Reject, Shard
@@ -64,13 +73,10 @@ def _example_items(shard: Shard, ordinal: int, example: Example, keys: Keys,
         yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *unusable)
         return
     url = _text(fields.get(config.url_column))
-    for n, data in enumerate(values[:PER_ROW]):
+    for n, data in enumerate(row_images(values)):
         locator = f"#{key}" if len(values) == 1 else f"#{key}/{n}"
         yield Record(shard.index, ordinal + n, shard.source(locator), data, caption, url, metadata, locator)
-    if len(values) > PER_ROW:
-        yield Reject(shard.index, ordinal + PER_ROW - 1, shard.source(f"#{key}/{PER_ROW}"), "read",
-                     "too_many_images", f"{len(values)} images in its {image} feature: those past "
-                     f"{PER_ROW} are not read", 0)
+    yield from too_many_images(shard, ordinal, key, len(values), f"its {image} feature")
 
 
 def _guessed_image(features: dict[str, list]) -> str | None:
