@@ -1005,21 +1005,24 @@ def test_local_names_with_a_double_colon_are_read_as_they_are(tmp_path):
         ("Record", str(folder / "t.tar#k"), "k caption")]
 
 
+class CountedSet(set):
+    """A set that counts its membership tests: how many names Keys tried."""
+
+    lookups = 0
+
+    def __contains__(self, name: object) -> bool:
+        self.lookups += 1
+        return super().__contains__(name)
+
+
 def test_a_key_repeated_many_times_is_numbered_without_searching_from_the_start():
     """Each repeat of a key searched k~2, k~3, ... from the start: a Parquet shard whose key
     column repeats one value 16,000 times took 25 s a read (and each shard is read twice)."""
-    class Counted(set):
-        lookups = 0
-
-        def __contains__(self, name: object) -> bool:
-            Counted.lookups += 1
-            return super().__contains__(name)
-
     keys = Keys()
-    keys.seen = Counted({"k~3"})  # a literal k~3 key came first: its repeat goes on to k~4
+    keys.seen = seen = CountedSet({"k~3"})  # a literal k~3 key came first: its repeat goes on to k~4
     names = [keys("k") for _ in range(1000)]
     assert names[:4] == ["k", "k~2", "k~4", "k~5"] and names[-1] == "k~1001"
-    assert Counted.lookups < 3 * len(names)  # searching from the start: ~500,000
+    assert seen.lookups < 3 * len(names)  # searching from the start: ~500,000
 
 
 def test_a_samples_other_text_members_are_kept_in_its_metadata_by_extension(tmp_path):
@@ -1468,15 +1471,8 @@ def test_a_rows_image_locators_are_kept_apart_from_other_keys():
 
 def test_rows_of_images_under_a_repeated_key_are_numbered_without_searching_from_the_start():
     """As a repeated key: a row's KEY/N names are not tried one by one (a row holds up to 65,536)."""
-    class Counted(set):
-        lookups = 0
-
-        def __contains__(self, name: object) -> bool:
-            Counted.lookups += 1
-            return super().__contains__(name)
-
     keys = Keys()
-    keys.seen = Counted()
+    keys.seen = seen = CountedSet()
     names = [keys("k", 1000) for _ in range(1000)]
     assert names[:3] == ["k", "k~2", "k~3"] and len(set(names)) == 1000
-    assert Counted.lookups < 3 * len(names)
+    assert seen.lookups < 3 * len(names)
