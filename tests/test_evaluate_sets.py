@@ -87,6 +87,12 @@ def _validate(section: dict, name: str) -> None:
     jsonschema.validate(section, {"$ref": f"#/$defs/{name}", "$defs": schema["$defs"]})
 
 
+def _validate_report(report: dict) -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (the dev extra) validates report.json")
+    schema = json.loads(resources.files("memgen.schemas").joinpath("report.schema.json").read_text())
+    jsonschema.validate(report, schema)
+
+
 def test_all_three_sets(sets):
     def check_copying(copying):
         assert copying["copy"]["rate"] == 1.0 and copying["copy"]["n"] == 12
@@ -536,6 +542,7 @@ def test_a_references_own_image_column_is_named_with_reference_image_column(tmp_
     named = json.loads((tmp_path / "named" / "report.json").read_text())
     assert (named["copying"]["contamination"]["n"], named["copying"]["contamination"]["n_within"]) == (2, 1)
     assert named["inputs"]["settings"]["reference_image_column"] == "picture"
+    _validate_report(named)  # report.json's schema refused the setting it records
     assert "reference_image_column" not in guessed["inputs"]["settings"]
     for out, shown in (("guessed", 1), ("named", 2)):  # report.html's reference figure reads them alike
         page = (tmp_path / out / "report.html").read_text()
