@@ -226,6 +226,7 @@ def evaluate(argv: list[str]) -> dict | None:
         prepare_report_output,
         read_report,
         report_claim,
+        sets_left_out,
     )
 
     options = parse_job("memgen evaluate", "Measure a memory: concept fraction with CIs, distances "
@@ -261,7 +262,7 @@ def evaluate(argv: list[str]) -> dict | None:
     elif not ran:
         return None
     report = read_report(config.out)
-    for line in empty_sets(report):
+    for line in [*empty_sets(report), *sets_left_out(report)]:
         logging.getLogger("memgen").warning("%s", line)
     print(concept_summary(report["concept"]))
     for line in copying_summary(report["copying"]):

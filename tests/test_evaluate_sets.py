@@ -394,6 +394,25 @@ def test_a_reference_that_gives_no_image_is_said(tmp_path, monkeypatch, capsys):
                     "its distances and contamination rate are empty"]
 
 
+def test_reference_records_left_out_are_said_beside_the_rate(tmp_path, monkeypatch, capsys):
+    """A reference tar with a broken member: the terminal's "2 of 2" said nothing of the record
+    left out (only report.html's rejects table did)."""
+    monkeypatch.chdir(tmp_path)
+    write_tar(tmp_path / "a.tar", [sample(f"a{i}", jpeg(i)) for i in range(3)])
+    assert main(["memorize", "a.tar", "--memory", "mem"]) == 0
+    write_tar(tmp_path / "ref.tar", [sample("r0", jpeg(0)), sample("r1", jpeg(60)), sample("bad", b"<html>")])
+    capsys.readouterr()
+    assert main(["evaluate", "--memory", "mem", "--reference", "ref.tar", "--classifier", "caption",
+                 "--embedding", "false", "--out", "r"]) == 0
+    captured = capsys.readouterr()
+    assert "contamination (reference vs memory): 50.0% (1 of 2 within" in captured.out
+    failures = json.loads((tmp_path / "r" / "report.json").read_text())["distances"]["failures"]
+    assert failures == {"reference": {"not_an_image": 1}}
+    said = [line for line in captured.err.splitlines() if line.startswith("--reference")]
+    assert said == ["--reference: 1 of its records could not be compared (not_an_image 1; report.json's "
+                    "distances.failures)"]
+
+
 def test_an_empty_sample_gets_a_report_page(tmp_path):
     write_tar(tmp_path / "broken.tar", [sample("bad", b"not an image")])
     memory, drawn, out = (str(tmp_path / name) for name in ("mem", "s", "r"))
@@ -539,6 +558,9 @@ def test_a_references_own_image_column_is_named_with_reference_image_column(tmp_
     assert guessed["copying"]["contamination"]["n"] == 1  # zz_other's jpg alone
     capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "named"), "--reference_image_column", "picture"]) == 0
+    # zz_other's jpg is not read by the default names then: said beside the rate
+    assert ("--reference: 1 of its records could not be compared (no_image_column 1"
+            in capsys.readouterr().err)
     named = json.loads((tmp_path / "named" / "report.json").read_text())
     assert (named["copying"]["contamination"]["n"], named["copying"]["contamination"]["n_within"]) == (2, 1)
     assert named["inputs"]["settings"]["reference_image_column"] == "picture"
