@@ -258,7 +258,7 @@ def finished_manifest(memory: str) -> dict[str, Any]:
     """The manifest of a finished memory; MemoryDirError for anything else."""
     manifest = read_manifest(memory)
     if manifest is None:
-        raise MemoryDirError(f"{memory} is not a finished memory ({_why_no_manifest(memory)})"
+        raise MemoryDirError(f"{memory} is not a finished memory ({why_no_manifest(memory)})"
                              f"{run_above(memory)}")
     if manifest.get("job") != "memorize":  # a sample's folder has a manifest.json too
         raise MemoryDirError(f"{memory} is not a memory: its manifest.json is from "
@@ -266,7 +266,7 @@ def finished_manifest(memory: str) -> dict[str, Any]:
     return _readable(memory, manifest)
 
 
-def _why_no_manifest(memory: str) -> str:
+def why_no_manifest(memory: str) -> str:
     """Why `memory` has no manifest: its bucket or itself missing (a typo), else a folder
     without one (a run unfinished, or not a memory)."""
     with contextlib.suppress(Exception):  # a store that fails to say: no more than before
@@ -275,6 +275,8 @@ def _why_no_manifest(memory: str) -> str:
             return f"the bucket {bucket} does not exist"
         if not fs.exists(path):
             return "nothing is there"
+        if fs.exists(posixpath.join(path, "report.json")):  # evaluate's --out given for --memory/--sample
+            return "no manifest.json: it holds memgen evaluate's report.json"
     return "no manifest.json"
 
 

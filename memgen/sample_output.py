@@ -42,6 +42,7 @@ from memgen.memory import (
     read_manifest,
     refuse_finished,
     run_above,
+    why_no_manifest,
     write_manifest,
 )
 from memgen.outputs import AtomicFile, Claim, claim_output, make_folder, temporaries, write_whole
@@ -73,7 +74,8 @@ def sample_memory(sample: str, memory: str | None = None) -> tuple[dict[str, Any
     sample whose manifest has no sha256 of its memory's: the memory it names, else `memory`.)"""
     manifest = read_manifest(sample)
     if manifest is None:
-        raise MemoryDirError(f"{sample} is not a finished sample (no manifest.json){run_above(sample)}")
+        raise MemoryDirError(f"{sample} is not a finished sample ({why_no_manifest(sample)})"
+                             f"{run_above(sample)}")
     if manifest.get("job") != "sample":
         raise MemoryDirError(f"{sample} is not a sample (its manifest.json is not from memgen sample)")
     recorded, digest = manifest["memory"], manifest.get("memory_manifest_sha256")

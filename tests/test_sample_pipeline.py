@@ -337,6 +337,22 @@ def test_a_folder_inside_a_memory_or_sample_names_the_run_above_it(tmp_path, mem
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
 
 
+def test_an_evaluate_report_given_as_memory_or_sample_is_named(tmp_path, memory, capsys):
+    """`--memory R` or `--sample R` of evaluate's --out said only "no manifest.json", as for an
+    unfinished run: the folder holds a report."""
+    report = str(tmp_path / "r")
+    assert main(["evaluate", "--memory", memory, "--out", report, "--classifier", "caption",
+                 "--embedding", "false"]) == 0
+    capsys.readouterr()
+    said = f"{report} is not a finished memory (no manifest.json: it holds memgen evaluate's report.json)"
+    assert run("--memory", report, "--n", "2", "--out", str(tmp_path / "o")) == 2
+    assert one_line_error(capsys).endswith(said)
+    assert main(["evaluate", "--memory", memory, "--sample", report, "--out", str(tmp_path / "r2"),
+                 "--classifier", "caption"]) == 2
+    assert one_line_error(capsys).endswith(said.replace("finished memory", "finished sample"))
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r2").exists()
+
+
 def test_a_folder_of_the_users_or_of_another_job_is_refused_and_left_alone(tmp_path, memory, capsys):
     users = tmp_path / "users"
     (users / "images").mkdir(parents=True)
