@@ -202,6 +202,10 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
     }
     page = report_page(config, references)
     _ = sections | "WriteReport" >> WriteReport(claim, _static_sections(config, references), page)
+    # as sample says it; here, after every check that refuses the run in one line
+    if not (read_manifest(config.memory) or {})["counts"]["images"]:
+        log.warning("%s holds no image: its fraction is n/a, and no image of --sample or --reference can be "
+                    "a copy of one", config.memory)
 
 
 def _static_sections(config: EvaluateConfig, references: list[Shard]) -> dict[str, Any]:

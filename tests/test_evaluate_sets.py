@@ -423,6 +423,20 @@ def test_an_empty_sample_gets_a_report_page(tmp_path):
     assert "<html" in (tmp_path / "r" / "report.html").read_text()
 
 
+def test_a_memory_without_images_is_said(tmp_path, capsys):
+    """Every record a reject: sample said the memory holds no image, evaluate printed n/a alone."""
+    write_tar(tmp_path / "broken.tar", [sample("bad", b"not an image")])
+    memory = str(tmp_path / "mem")
+    assert main(["memorize", str(tmp_path / "broken.tar"), "--memory", memory]) == 0
+    write_tar(tmp_path / "ref.tar", [sample("r0", jpeg(1))])
+    capsys.readouterr()
+    assert main(["evaluate", "--memory", memory, "--reference", str(tmp_path / "ref.tar"), "--out",
+                 str(tmp_path / "r"), "--classifier", "caption", "--embedding", "false"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "holds no image" in line]
+    assert said == [f"{memory} holds no image: its fraction is n/a, and no image of --sample or --reference "
+                    "can be a copy of one"]
+
+
 def test_a_sample_without_its_memorys_digest_follows_memory_on_trust(sets, tmp_path):
     """Samples written before the digest name their memory only: that, else --memory."""
     sample_copy, memory_copy = tmp_path / "s", tmp_path / "moved"
