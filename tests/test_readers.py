@@ -789,6 +789,19 @@ def test_tar_sidecars_of_dotted_keys_and_repeated_keys(tmp_path):
     assert kept.data == jpeg(1) and kept.caption == "left" and extra.error_type == "extra_image_member"
 
 
+def test_photos_with_dotted_names_in_a_tar_say_why_all_but_one_are_rejects(tmp_path):
+    """A tar of Kaggle's cat.1.jpg, cat.2.jpg: webdataset makes them one sample `cat`; the
+    rejects said only "more than one image member", not the names' dots nor what reads them."""
+    path = write_tar(tmp_path / "cats.tar", [("cat", {"1.jpg": jpeg(1), "2.jpg": jpeg(2)})])
+    kept, extra = read(str(path))
+    assert kept.data == jpeg(1) and extra.error_type == "extra_image_member"
+    assert extra.message == ("sample 'cat' has more than one image member: cat.2.jpg beside cat.1.jpg "
+                             "(webdataset's key ends at a name's first dot; photos named so are read one "
+                             "each from a folder or a .zip)")
+    path = write_tar(tmp_path / "pair.tar", [("k", {"jpg": jpeg(1), "png": encode(make_image(2), "PNG")})])
+    assert read(str(path))[1].message == "sample 'k' has more than one image member"
+
+
 def test_too_large_file_reports_its_size(tmp_path):
     path = tmp_path / "big.jpg"
     path.write_bytes(jpeg(1, quality=100))

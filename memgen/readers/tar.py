@@ -130,10 +130,19 @@ def _sample_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, key: s
                          data[: config.reject_data_cap])
         elif n > 0:
             yield Reject(shard.index, ordinal(), member_source, "read", "extra_image_member",
-                         f"sample {key!r} has more than one image member", size,
-                         data[: config.reject_data_cap])
+                         _extra_image_message(key, images[0][0], ext), size, data[: config.reject_data_cap])
         else:
             yield Record(shard.index, ordinal(), member_source, data, caption, url, meta_text, member_locator)
+
+
+def _extra_image_message(key: str, first_ext: str, ext: str) -> str:
+    """Why a sample's second image is a reject; for dotted names (a tar of `cat.1.jpg`,
+    `cat.2.jpg`: one sample `cat` to webdataset) also how to read each photo."""
+    said = f"sample {key!r} has more than one image member"
+    if "." not in ext:
+        return said
+    return (f"{said}: {key}.{ext} beside {key}.{first_ext} (webdataset's key ends at a name's first dot; "
+            "photos named so are read one each from a folder or a .zip)")
 
 
 def _image_members(group: list[_Member]) -> list[tuple[str, bytes | None, int]]:
