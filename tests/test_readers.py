@@ -782,24 +782,27 @@ def test_tar_sidecars_of_dotted_keys_and_repeated_keys(tmp_path):
     assert json.loads(first.metadata, parse_constant=pytest.fail) == {"url": "http://x/1", "score": None}
     assert second.url == '{"host": "x"}'
     assert (first.locator, third.locator) == ("#img", "#img~2")
-    # two dotted images: the sidecars named like the kept image, wherever they are
+    # two dotted images (a stereo pair): each with the sidecars named like it, wherever they are
     path = write_tar(tmp_path / "b.tar", [("0001", {"left.jpg": jpeg(1), "right.txt": b"right",
-                                                     "left.txt": b"left", "right.jpg": jpeg(2)})])
-    kept, extra = read(str(path))
-    assert kept.data == jpeg(1) and kept.caption == "left" and extra.error_type == "extra_image_member"
+                                                     "left.txt": b"left", "right.jpg": jpeg(2),
+                                                     "json": b'{"url": "http://x/pair"}', "cls": b"7"})])
+    left, right = read(str(path))
+    assert [(r.data, r.caption, r.locator) for r in (left, right)] == [
+        (jpeg(1), "left", "#0001"), (jpeg(2), "right", "#0001.right.jpg")]  # the second was a reject
+    assert [(r.url, json.loads(r.metadata)) for r in (left, right)] == [
+        ("http://x/pair", {"url": "http://x/pair", "cls": "7"})] * 2  # the sample's, but no other's caption
 
 
-def test_photos_with_dotted_names_in_a_tar_say_why_all_but_one_are_rejects(tmp_path):
-    """A tar of Kaggle's cat.1.jpg, cat.2.jpg: webdataset makes them one sample `cat`; the
-    rejects said only "more than one image member", not the names' dots nor what reads them."""
-    path = write_tar(tmp_path / "cats.tar", [("cat", {"1.jpg": jpeg(1), "2.jpg": jpeg(2)})])
-    kept, extra = read(str(path))
-    assert kept.data == jpeg(1) and extra.error_type == "extra_image_member"
-    assert extra.message == ("sample 'cat' has more than one image member: cat.2.jpg beside cat.1.jpg "
-                             "(webdataset's key ends at a name's first dot; photos named so are read one "
-                             "each from a folder or a .zip)")
-    path = write_tar(tmp_path / "pair.tar", [("k", {"jpg": jpeg(1), "png": encode(make_image(2), "PNG")})])
-    assert read(str(path))[1].message == "sample 'k' has more than one image member"
+def test_photos_with_dotted_names_in_a_tar_are_an_image_each(tmp_path):
+    """A tar of Kaggle's cat.1.jpg, cat.2.jpg: webdataset makes them one sample `cat`, and all
+    but its first image were extra_image_member rejects (12,499 of Kaggle's 12,500 cats)."""
+    path = write_tar(tmp_path / "cats.tar", [("cat", {"1.jpg": jpeg(1), "1.txt": b"one", "2.jpg": jpeg(2),
+                                                      "3.jpg": jpeg(3), "3.txt": b"three"})])
+    items = read(str(path))
+    assert [(r.data, r.caption, r.source, r.ordinal) for r in items] == [
+        (jpeg(1), "one", f"{path}#cat", 0), (jpeg(2), None, f"{path}#cat.2.jpg", 1),  # not cat.1's caption
+        (jpeg(3), "three", f"{path}#cat.3.jpg", 2)]
+    assert all(r.metadata is None for r in items)  # a caption of another image is not metadata either
 
 
 def test_too_large_file_reports_its_size(tmp_path):
@@ -871,7 +874,8 @@ def test_an_extension_that_comes_again_under_the_same_key_starts_another_sample(
     path = write_tar(tmp_path / "b.tar", [sample("k", jpeg(1), "red"),
                                          ("k", {"png": jpeg(2), "txt": b"blue"})])
     kept, extra, captioned = read(str(path))
-    assert (kept.data, kept.caption) == (jpeg(1), "red") and extra.error_type == "extra_image_member"
+    assert [(r.data, r.caption, r.locator) for r in (kept, extra)] == [
+        (jpeg(1), "red", "#k"), (jpeg(2), "red", "#k.png")]  # the sample's image too, never blue's
     assert (captioned.error_type, captioned.data, captioned.source) == ("no_image", b"blue", f"{path}#k~2")
 
 
@@ -893,6 +897,21 @@ def test_a_linked_member_makes_its_sample_a_reject_that_says_so(tmp_path):
     assert (b.error_type, b.source, b.stage) == ("link_member", f"{path}#b", "read")
     assert b.message.startswith("b.jpg is a link to a.jpg")
     assert c.message.startswith("c.jpg is a link to a.jpg")
+
+
+def test_a_linked_image_of_a_pair_is_a_reject_of_its_own_beside_the_other(tmp_path):
+    """left.jpg and a right.jpg that is a hard link: the whole sample was one link_member reject."""
+    path = tmp_path / "pairs.tar"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("p.left.jpg")
+        info.size = len(jpeg(1))
+        tar.addfile(info, io.BytesIO(jpeg(1)))
+        info = tarfile.TarInfo("p.right.jpg")
+        info.type, info.linkname = tarfile.LNKTYPE, "p.left.jpg"
+        tar.addfile(info)
+    left, right = read(str(path))
+    assert (left.data, left.locator) == (jpeg(1), "#p")
+    assert (right.error_type, right.source) == ("link_member", f"{path}#p.right.jpg")
 
 
 def test_a_linked_caption_is_a_reject_of_its_own_beside_its_image_record(tmp_path):

@@ -80,13 +80,15 @@ def _group_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, keys: K
                  unusable: list[tuple[str, str, str]]) -> Iterator[ShardItem]:
     """One webdataset sample (members sharing a key) -> a Record, or Rejects; `unusable`: its
     members that hold no bytes of their own (links, devices, pipes), as (ext, error type, said).
-    When its image is one, the sample is a reject of the first one's type; else each is a
-    reject of its own beside the sample's record (a linked caption costs the image nothing)."""
+    When its images are all such, the sample is a reject of the first one's type; else each is
+    a reject of its own beside the sample's records (a linked caption costs the image nothing,
+    a linked right.jpg the left.jpg of its pair)."""
     if not group:
         return
     key = keys(group[0][0])
     unusable_exts = {ext for ext, _, _ in unusable}
-    if any(ext in unusable_exts for ext, _, _ in _image_members(group)):
+    images = _image_members(group)
+    if images and all(ext in unusable_exts for ext, _, _ in images):
         said = "; ".join(message for _, _, message in unusable)
         yield Reject(shard.index, ordinal(), shard.source(f"#{key}"), "read", unusable[0][1], said)
         return
@@ -100,49 +102,38 @@ def _group_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, keys: K
 
 def _sample_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, key: str, config: ReaderConfig
                   ) -> Iterator[ShardItem]:
-    """A sample of regular members -> a Record, or Rejects."""
-    locator = f"#{key}"
-    source = shard.source(locator)
+    """A sample of regular members -> a Record per image member, or Rejects. Several images (a
+    stereo pair's left.jpg and right.jpg, an interleaved document's pictures, photos named
+    cat.1.jpg, cat.2.jpg, which webdataset's key, ending at a name's first dot, makes one
+    sample `cat`) are a record each, as a Parquet row's list is: the first `#KEY`, the others
+    `#KEY.EXT`, each with its own sidecars (cat.2.txt) or else the sample's (KEY.txt)."""
     images = _image_members(group)
     if not images:
         data, size = group[0][2] or b"", abs(group[0][3])  # negative: too large, its head read
         exts = ",".join(ext or "(none)" for _, ext, _, _ in group)
-        yield Reject(shard.index, ordinal(), source, "read", "no_image",
+        yield Reject(shard.index, ordinal(), shard.source(f"#{key}"), "read", "no_image",
                      f"no image member among extensions {exts}", size, data[: config.reject_data_cap])
         return
-    caption_member, meta_member = (_sidecar(group, name, images[0][0]) for name in ("txt", "json"))
-    cut = [f".{ext} member is {-size} bytes" for ext, _, size in (caption_member, meta_member) if size < 0]
-    caption = decode_text(caption_member.data)
-    meta_text, url = metadata_and_url(decode_text(meta_member.data))
-    sidecars = {ext for ext, _, _ in images} | {caption_member.ext, meta_member.ext, ""}
-    texts = text_members([(ext, data) for _, ext, data, size in group if ext not in sidecars and size >= 0])
-    meta_text = with_partitions(with_fields(meta_text, texts), shard.partitions)
-    url = url or texts.get("url")  # a `.url` member, when the .json names none
-    for n, (ext, data, size) in enumerate(images):
-        member_locator = locator if n == 0 else f"{locator}.{ext}"
-        member_source = shard.source(member_locator)
+    by_ext = {ext: _Sidecar(ext, data, size) for _, ext, data, size in group}
+    sidecars = [tuple(_sidecar(by_ext, name, ext, len(images) == 1) for name in ("txt", "json"))
+                for ext, _, _ in images]
+    taken = {ext for ext, _, _ in images} | {member.ext for pair in sidecars for member in pair} | {""}
+    texts = text_members([(ext, data) for _, ext, data, size in group if ext not in taken and size >= 0])
+    for n, ((ext, data, size), (caption, meta)) in enumerate(zip(images, sidecars, strict=True)):
+        locator = f"#{key}" if n == 0 else f"#{key}.{ext}"
+        cut = [f".{m.ext} member is {-m.size} bytes" for m in (caption, meta) if m.size < 0]
         if size < 0:
-            yield Reject(shard.index, ordinal(), member_source, "read", "too_large",
+            yield Reject(shard.index, ordinal(), shard.source(locator), "read", "too_large",
                          f"{-size} bytes > max_bytes {config.max_bytes}", -size, data)
-        elif n == 0 and cut:  # its caption or metadata would be kept cut short
-            yield Reject(shard.index, ordinal(), member_source, "read", "too_large",
+        elif cut:  # its caption or metadata would be kept cut short
+            yield Reject(shard.index, ordinal(), shard.source(locator), "read", "too_large",
                          f"its {' and '.join(cut)} > max_bytes {config.max_bytes}", size,
                          data[: config.reject_data_cap])
-        elif n > 0:
-            yield Reject(shard.index, ordinal(), member_source, "read", "extra_image_member",
-                         _extra_image_message(key, images[0][0], ext), size, data[: config.reject_data_cap])
         else:
-            yield Record(shard.index, ordinal(), member_source, data, caption, url, meta_text, member_locator)
-
-
-def _extra_image_message(key: str, first_ext: str, ext: str) -> str:
-    """Why a sample's second image is a reject; for dotted names (a tar of `cat.1.jpg`,
-    `cat.2.jpg`: one sample `cat` to webdataset) also how to read each photo."""
-    said = f"sample {key!r} has more than one image member"
-    if "." not in ext:
-        return said
-    return (f"{said}: {key}.{ext} beside {key}.{first_ext} (webdataset's key ends at a name's first dot; "
-            "photos named so are read one each from a folder or a .zip)")
+            meta_text, url = metadata_and_url(decode_text(meta.data))
+            meta_text = with_partitions(with_fields(meta_text, texts), shard.partitions)
+            yield Record(shard.index, ordinal(), shard.source(locator), data, decode_text(caption.data),
+                         url or texts.get("url"), meta_text, locator)  # a `.url` member: when no .json url
 
 
 def _image_members(group: list[_Member]) -> list[tuple[str, bytes | None, int]]:
@@ -164,15 +155,15 @@ class _Sidecar(NamedTuple):
 _NO_SIDECAR = _Sidecar("", None, 0)
 
 
-def _sidecar(group: list[_Member], name: str, image_ext: str) -> _Sidecar:
-    """The sample's `name` member ("txt", "json"): a dotted key such as img.v2.jpg has the
-    sidecars img.v2.txt and img.v2.json (webdataset: key "img", extensions "v2.jpg", "v2.txt",
-    "v2.json"). Preferred: the one named like the image (v2.txt for v2.jpg), then plain
-    "txt", then any "*.txt"."""
+def _sidecar(by_ext: dict[str, _Sidecar], name: str, image_ext: str, alone: bool) -> _Sidecar:
+    """An image's `name` member ("txt", "json") among its sample's: a dotted key such as
+    img.v2.jpg has the sidecars img.v2.txt and img.v2.json (webdataset: key "img", extensions
+    "v2.jpg", "v2.txt", "v2.json"). Preferred: the one named like the image (v2.txt for
+    v2.jpg), then plain "txt", then, for the sample's only image, any "*.txt"."""
     middle = image_ext.rpartition(".")[0]
-    wanted = ([f"{middle}.{name}"] if middle else []) + [name]
-    by_ext = {ext: _Sidecar(ext, data, size) for _, ext, data, size in group}
-    for ext in wanted:
+    for ext in ([f"{middle}.{name}"] if middle else []) + [name]:
         if ext in by_ext:
             return by_ext[ext]
+    if not alone:  # cat.1.jpg and cat.2.jpg: cat.1.txt is none of cat.2.jpg's
+        return _NO_SIDECAR
     return next((member for ext, member in by_ext.items() if ext.endswith("." + name)), _NO_SIDECAR)
