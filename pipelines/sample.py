@@ -93,8 +93,8 @@ def build(pipeline: beam.Pipeline, config: SampleConfig, claim: Claim) -> None:
     if not population:  # every record a duplicate or a reject: its summary said why
         log.warning("%s holds no image: the sample is empty", config.memory)
     elif config.n > population:
-        log.warning("--n %d is more than the memory's %d images: the sample is all of them",
-                    config.n, population)
+        log.warning("--n %d is more than the memory's %d image%s: the sample is all of %s", config.n,
+                    population, "s" if population > 1 else "", "them" if population > 1 else "it")
     manifest_base = {
         **config.recorded(),  # memory_manifest_sha256 finds the memory if it moves
         "memory": absolute(config.memory),

@@ -477,6 +477,18 @@ def test_n_larger_than_the_memory_takes_everything_and_warns(tmp_path, memory, c
     assert all(r["inclusion_probability"] == 1.0 for r in index(tmp_path / "all"))
 
 
+def test_n_larger_than_a_memory_of_one_image_says_it_in_the_singular(tmp_path, caplog):
+    """It said "the memory's 1 images: the sample is all of them"."""
+    mem = make_memory(tmp_path / "mem", [[image_row(0)]])
+    logger = logging.getLogger("memgen.sample")
+    logger.addHandler(caplog.handler)
+    try:
+        sample(mem, str(tmp_path / "one"), 5)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert set(caplog.messages) == {"--n 5 is more than the memory's 1 image: the sample is all of it"}
+
+
 def test_a_memory_without_images_gives_an_empty_sample_that_readers_glob(tmp_path, caplog):
     """images/ was not even made: DuckDB's glob and --reference OUT/images failed. It says the
     memory holds no image ("--n 4 is more than the memory's 0 images" said it as a warning
