@@ -788,7 +788,7 @@ def test_tar_sidecars_of_dotted_keys_and_repeated_keys(tmp_path):
                                                      "json": b'{"url": "http://x/pair"}', "cls": b"7"})])
     left, right = read(str(path))
     assert [(r.data, r.caption, r.locator) for r in (left, right)] == [
-        (jpeg(1), "left", "#0001"), (jpeg(2), "right", "#0001.right.jpg")]  # the second was a reject
+        (jpeg(1), "left", "#0001.left.jpg"), (jpeg(2), "right", "#0001.right.jpg")]  # the second was a reject
     assert [(r.url, json.loads(r.metadata)) for r in (left, right)] == [
         ("http://x/pair", {"url": "http://x/pair", "cls": "7"})] * 2  # the sample's, but no other's caption
 
@@ -800,7 +800,7 @@ def test_photos_with_dotted_names_in_a_tar_are_an_image_each(tmp_path):
                                                       "3.jpg": jpeg(3), "3.txt": b"three"})])
     items = read(str(path))
     assert [(r.data, r.caption, r.source, r.ordinal) for r in items] == [
-        (jpeg(1), "one", f"{path}#cat", 0), (jpeg(2), None, f"{path}#cat.2.jpg", 1),  # not cat.1's caption
+        (jpeg(1), "one", f"{path}#cat.1.jpg", 0), (jpeg(2), None, f"{path}#cat.2.jpg", 1),  # not cat.1's
         (jpeg(3), "three", f"{path}#cat.3.jpg", 2)]
     assert all(r.metadata is None for r in items)  # a caption of another image is not metadata either
 
@@ -875,7 +875,7 @@ def test_an_extension_that_comes_again_under_the_same_key_starts_another_sample(
                                          ("k", {"png": jpeg(2), "txt": b"blue"})])
     kept, extra, captioned = read(str(path))
     assert [(r.data, r.caption, r.locator) for r in (kept, extra)] == [
-        (jpeg(1), "red", "#k"), (jpeg(2), "red", "#k.png")]  # the sample's image too, never blue's
+        (jpeg(1), "red", "#k.jpg"), (jpeg(2), "red", "#k.png")]  # the sample's image too, never blue's
     assert (captioned.error_type, captioned.data, captioned.source) == ("no_image", b"blue", f"{path}#k~2")
 
 
@@ -910,7 +910,7 @@ def test_a_linked_image_of_a_pair_is_a_reject_of_its_own_beside_the_other(tmp_pa
         info.type, info.linkname = tarfile.LNKTYPE, "p.left.jpg"
         tar.addfile(info)
     left, right = read(str(path))
-    assert (left.data, left.locator) == (jpeg(1), "#p")
+    assert (left.data, left.locator) == (jpeg(1), "#p.left.jpg")
     assert (right.error_type, right.source) == ("link_member", f"{path}#p.right.jpg")
 
 

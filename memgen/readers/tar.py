@@ -93,20 +93,20 @@ def _group_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, keys: K
         yield Reject(shard.index, ordinal(), shard.source(f"#{key}"), "read", unusable[0][1], said)
         return
     regular = [member for member in group if member[1] not in unusable_exts]
-    if regular:
-        yield from _sample_items(shard, regular, ordinal, key, config)
+    if regular:  # a pair whose right.jpg is a link: its left.jpg is named as one of two still
+        yield from _sample_items(shard, regular, ordinal, key, config, several=len(images) > 1)
     for ext, error_type, said in unusable:  # a member without a suffix (COPYING) is its key alone
         locator = f"#{key}.{ext}" if ext else f"#{key}"
         yield Reject(shard.index, ordinal(), shard.source(locator), "read", error_type, said)
 
 
-def _sample_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, key: str, config: ReaderConfig
-                  ) -> Iterator[ShardItem]:
+def _sample_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, key: str, config: ReaderConfig,
+                  several: bool) -> Iterator[ShardItem]:
     """A sample of regular members -> a Record per image member, or Rejects. Several images (a
     stereo pair's left.jpg and right.jpg, an interleaved document's pictures, photos named
     cat.1.jpg, cat.2.jpg, which webdataset's key, ending at a name's first dot, makes one
-    sample `cat`) are a record each, as a Parquet row's list is: the first `#KEY`, the others
-    `#KEY.EXT`, each with its own sidecars (cat.2.txt) or else the sample's (KEY.txt)."""
+    sample `cat`) are a record each, as a Parquet row's list is: `#KEY.EXT` (`#KEY` when the
+    sample had no `several`), each with its own sidecars (cat.2.txt) or else the sample's (KEY.txt)."""
     images = _image_members(group)
     if not images:
         data, size = group[0][2] or b"", abs(group[0][3])  # negative: too large, its head read
@@ -115,12 +115,12 @@ def _sample_items(shard: Shard, group: list[_Member], ordinal: _Ordinals, key: s
                      f"no image member among extensions {exts}", size, data[: config.reject_data_cap])
         return
     by_ext = {ext: _Sidecar(ext, data, size) for _, ext, data, size in group}
-    sidecars = [tuple(_sidecar(by_ext, name, ext, len(images) == 1) for name in ("txt", "json"))
+    sidecars = [tuple(_sidecar(by_ext, name, ext, not several) for name in ("txt", "json"))
                 for ext, _, _ in images]
     taken = {ext for ext, _, _ in images} | {member.ext for pair in sidecars for member in pair} | {""}
     texts = text_members([(ext, data) for _, ext, data, size in group if ext not in taken and size >= 0])
-    for n, ((ext, data, size), (caption, meta)) in enumerate(zip(images, sidecars, strict=True)):
-        locator = f"#{key}" if n == 0 else f"#{key}.{ext}"
+    for (ext, data, size), (caption, meta) in zip(images, sidecars, strict=True):
+        locator = f"#{key}.{ext}" if several else f"#{key}"
         cut = [f".{m.ext} member is {-m.size} bytes" for m in (caption, meta) if m.size < 0]
         if size < 0:
             yield Reject(shard.index, ordinal(), shard.source(locator), "read", "too_large",
