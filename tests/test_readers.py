@@ -472,6 +472,30 @@ def test_images_in_folders_take_their_caption_and_metadata_files(tmp_path, caplo
     assert discover([str(folder / "000000001.jpg"), str(folder)])[0].sidecars == (".txt", ".json")
 
 
+def test_files_named_one_by_one_take_their_captions_and_metadata_as_their_folder_gives_them(tmp_path):
+    """`memgen memorize photos/*` (the shell expands the glob): a.txt, a.json and metadata.jsonl
+    named beside a.jpg and b.jpg were each read as an image (a not_an_image reject), and the
+    images lost their captions, so a folder and the list of its files made other memories."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(jpeg(1))
+    (folder / "a.txt").write_bytes(b"a cat")
+    (folder / "a.json").write_text('{"url": "http://x/a.jpg"}')
+    (folder / "sub" / "b.jpg").write_bytes(jpeg(2))
+    (folder / "sub" / "metadata.jsonl").write_text('{"file_name": "b.jpg", "text": "a dog"}\n')
+    (folder / "notes.txt").write_text("beside no image")  # named, it is read as it is
+    named = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+
+    def listed(shards: list[Shard]) -> dict[str, tuple]:
+        return {s.uri: (s.kind, s.sidecars, s.folder_metadata) for s in shards}
+
+    by_name = listed(discover(named[::-1]))
+    assert by_name.pop(str(folder / "notes.txt")) == ("file", (), None)
+    assert by_name == listed(discover([str(folder)]))
+    (a,), (b,) = (list(read_shard(s, CONFIG)) for s in discover(named) if s.uri.endswith("jpg"))
+    assert (a.caption, a.url, b.caption) == ("a cat", "http://x/a.jpg", "a dog")
+
+
 def test_caption_and_metadata_files_written_in_upper_case_are_taken(tmp_path, caplog):
     """IMG_0001.JPG with IMG_0001.TXT (cameras, old Windows tools): the caption was skipped."""
     (tmp_path / "IMG_0001.JPG").write_bytes(jpeg(1))

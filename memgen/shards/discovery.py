@@ -19,7 +19,7 @@ from fsspec.utils import glob_translate
 from memgen.outputs import missing_bucket
 from memgen.records import Shard
 from memgen.shards.braces import NoInputError, expand
-from memgen.shards.entries import counted
+from memgen.shards.entries import counted, folder_entries
 from memgen.shards.hive import hive_partitions
 from memgen.shards.names import SIDECARS, discovered_kinds
 from memgen.shards.probe import unanswered
@@ -85,6 +85,7 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
     described: dict[str, str] = {}  # image -> its ImageFolder metadata file
     any_exists = False
     unchecked: list[str] = []
+    named: list[str] = []  # files named as they are (a shell's expanded glob)
     for raw in inputs:
         with _listing(raw):
             for url in expand(raw):
@@ -98,6 +99,8 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
                     urls[uri] = tuple(known[s] for s in SIDECARS if s in known)
                     roots[uri] = _higher_root(roots[uri], root) if uri in roots else root
                 any_exists = any_exists or bool(exists)
+                if exists and root is None:
+                    named.extend(expanded)
                 if exists is None:
                     unchecked.extend(expanded)
     refused = None  # why the first URL asked did not answer, unless it is not there (404)
@@ -116,11 +119,30 @@ def discover(inputs: list[str], http_timeout: float = HTTP_TIMEOUT) -> list[Shar
         silent[host] += not why[:3].isdigit()
     if not any_exists or not urls:
         raise NoInputError(f"no input matched: {' '.join(inputs)}{refused or _missing_buckets(inputs)}")
-    named = _one_name_each(urls)
-    kinds = discovered_kinds(sorted(named))
-    return [Shard.of(i, uri, kinds[uri], named[uri],
+    _take_named_sidecars(named, urls, described)
+    chosen = _one_name_each(urls)
+    kinds = discovered_kinds(sorted(chosen))
+    return [Shard.of(i, uri, kinds[uri], chosen[uri],
                      tuple(hive_partitions(uri, roots[uri]).items()), described.get(uri))
-            for i, uri in enumerate(sorted(named))]
+            for i, uri in enumerate(sorted(chosen))]
+
+
+def _take_named_sidecars(named: list[str], urls: dict[str, tuple[str, ...]],
+                         described: dict[str, str]) -> None:
+    """Files named one by one (`memgen memorize photos/*`, the shell's glob) as their folder
+    gives them: an image's NAME.txt and NAME.json, and an ImageFolder metadata file of images
+    named, are theirs, not images of their own (each was a not_an_image reject, and its image
+    lost its caption). A file named that is neither stays read as it is."""
+    entries = folder_entries(sorted(set(named)))
+    taken = set(entries.described.values())
+    for image, sidecars in entries.listed.items():
+        known = {s.lower(): s for s in (*urls[image], *sidecars)}
+        urls[image] = tuple(known[s] for s in SIDECARS if s in known)
+        taken |= {posixpath.splitext(image)[0] + s for s in sidecars}
+    for image, metadata in entries.described.items():
+        described.setdefault(image, metadata)
+    for uri in taken & set(named):
+        del urls[uri]
 
 
 def _hashed_hint(url: str, skipped: Counter) -> str:
