@@ -446,6 +446,25 @@ def test_a_folder_that_cannot_be_listed_is_an_error_not_skipped(tmp_path):
     assert "b.tar" in discovered(str(tmp_path / "in"))
 
 
+def test_an_img2dataset_folder_named_file_by_file_is_its_tars(tmp_path, caplog):
+    """`memgen memorize out/*` expanded by the shell: NNNNN.parquet and NNNNN_stats.json named
+    beside NNNNN.tar were read (a no_image_column and a not_an_image reject each), where the
+    folder and the quoted glob skip them."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for i in range(2):
+        write_tar(out / f"{i:05d}.tar", [sample(f"{i:05d}0001", jpeg(i))])
+        pq.write_table(pa.table({"url": ["http://x"], "status": ["success"]}), out / f"{i:05d}.parquet")
+        (out / f"{i:05d}_stats.json").write_text("{}")
+    (out / "00007.parquet").write_bytes(b"")  # no tar of its number: read as it is
+    named = sorted(str(p) for p in out.iterdir())
+    with caplog.at_level(logging.WARNING, logger="memgen.shards"):
+        shards = discover(named)
+    assert [s.uri.rsplit("/", 1)[1] for s in shards] == ["00000.tar", "00001.tar", "00007.parquet"]
+    assert caplog.messages == ["files named: skipped 4 of img2dataset's metadata beside its shards"
+                               " (00000.parquet, 00000_stats.json, ...)"]
+
+
 def test_images_in_folders_take_their_caption_and_metadata_files(tmp_path, caplog):
     """img2dataset's "files" output and training folders: a.jpg with a.txt (caption) and
     a.json (metadata, url). They were skipped: every image came without caption or url."""

@@ -19,7 +19,7 @@ from fsspec.utils import glob_translate
 from memgen.outputs import missing_bucket
 from memgen.records import Shard
 from memgen.shards.braces import NoInputError, expand
-from memgen.shards.entries import counted, folder_entries
+from memgen.shards.entries import counted, folder_entries, img2dataset_metadata
 from memgen.shards.hive import hive_partitions
 from memgen.shards.names import SIDECARS, discovered_kinds
 from memgen.shards.probe import unanswered
@@ -132,7 +132,8 @@ def _take_named_sidecars(named: list[str], urls: dict[str, tuple[str, ...]],
     """Files named one by one (`memgen memorize photos/*`, the shell's glob) as their folder
     gives them: an image's NAME.txt and NAME.json, and an ImageFolder metadata file of images
     named, are theirs, not images of their own (each was a not_an_image reject, and its image
-    lost its caption). A file named that is neither stays read as it is."""
+    lost its caption); img2dataset's metadata beside its shards is skipped. A file named that is
+    none of these stays read as it is."""
     entries = folder_entries(sorted(set(named)))
     taken = set(entries.described.values())
     for image, sidecars in entries.listed.items():
@@ -141,7 +142,14 @@ def _take_named_sidecars(named: list[str], urls: dict[str, tuple[str, ...]],
         taken |= {posixpath.splitext(image)[0] + s for s in sidecars}
     for image, metadata in entries.described.items():
         described.setdefault(image, metadata)
-    for uri in taken & set(named):
+    taken &= set(named)
+    # img2dataset's NNNNN.parquet and NNNNN_stats.json beside its shards, as a folder skips them
+    metadata = img2dataset_metadata(sorted(set(named) | set(urls))) & set(named) - taken
+    if metadata:
+        first = ", ".join(posixpath.basename(m) for m in sorted(metadata)[:2])
+        _log.warning("files named: skipped %d of img2dataset's metadata beside its shards (%s%s)",
+                     len(metadata), first, ", ..." if len(metadata) > 2 else "")
+    for uri in taken | metadata:
         del urls[uri]
 
 

@@ -30,6 +30,9 @@ def _stem(path: str) -> str:
     return path[: len(path) - len(shard_suffix(path.lower()))]
 
 
+STATS = "_stats.json"  # img2dataset's NNNNN_stats.json beside its shard NNNNN
+
+
 class FolderEntries(NamedTuple):
     listed: dict[str, tuple[str, ...]]  # shards and images, each with its sidecars
     skipped: Counter  # the other files, by suffix
@@ -52,14 +55,10 @@ def folder_entries(paths: list[str], beside: frozenset[str] = frozenset(),
     metadata_files = set(described.values())
     paths = [p for p in paths if p not in metadata_files]
     present = set(paths)
-    # img2dataset's shards: NNNNN.tar (webdataset output), NNNNN.tfrecord, the folder NNNNN/ (files output)
-    shards = ({_stem(p) for p in paths if p.lower().endswith(TAR_SUFFIXES + TFRECORD_SUFFIXES)}
-              | {posixpath.dirname(p) for p in paths} | beside)
+    shard_metadata = {p for p in img2dataset_metadata(paths, beside) if p.lower().endswith(PARQUET_SUFFIXES)}
 
-    def metadata_of_a_shard(path: str) -> bool:  # img2dataset names shards by number only
-        stem = _stem(path)
-        return (path.lower().endswith(PARQUET_SUFFIXES) and posixpath.basename(stem).isdigit()
-                and stem in shards)
+    def metadata_of_a_shard(path: str) -> bool:
+        return path in shard_metadata
 
     listed: dict[str, tuple[str, ...]] = {}
     for path in paths:
@@ -82,6 +81,22 @@ def folder_entries(paths: list[str], beside: frozenset[str] = frozenset(),
         elif path not in listed and path not in used:
             skipped[posixpath.splitext(posixpath.basename(path))[1].lower() or "no suffix"] += 1
     return FolderEntries(listed, skipped, {image: described[image] for image in listed if image in described})
+
+
+def img2dataset_metadata(paths: list[str], beside: frozenset[str] = frozenset()) -> frozenset[str]:
+    """Of `paths`, img2dataset's files about its shards, no images: NNNNN.parquet and
+    NNNNN_stats.json beside NNNNN.tar (webdataset output), NNNNN.tfrecord or the folder NNNNN/
+    (files output) among `paths` or in `beside` (more such, without their suffix)."""
+    shards = ({_stem(p) for p in paths if p.lower().endswith(TAR_SUFFIXES + TFRECORD_SUFFIXES)}
+              | {posixpath.dirname(p) for p in paths} | beside)
+
+    def number(path: str) -> str | None:  # img2dataset names shards by number only
+        lower = path.lower()
+        stem = path[: -len(STATS)] if lower.endswith(STATS) else (
+            _stem(path) if lower.endswith(PARQUET_SUFFIXES) else None)
+        return stem if stem is not None and posixpath.basename(stem).isdigit() else None
+
+    return frozenset(p for p in paths if (stem := number(p)) is not None and stem in shards)
 
 
 def _described(paths: list[str], images: list[str]) -> dict[str, str]:
