@@ -513,6 +513,8 @@ def test_files_named_one_by_one_take_their_captions_and_metadata_as_their_folder
     assert by_name == listed(discover([str(folder)]))
     (a,), (b,) = (list(read_shard(s, CONFIG)) for s in discover(named) if s.uri.endswith("jpg"))
     assert (a.caption, a.url, b.caption) == ("a cat", "http://x/a.jpg", "a dog")
+    # named beside the folder that holds it: a caption, not also an image of its own
+    assert listed(discover([str(folder / "a.txt"), str(folder)])) == listed(discover([str(folder)]))
 
 
 def test_caption_and_metadata_files_written_in_upper_case_are_taken(tmp_path, caplog):

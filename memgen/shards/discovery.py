@@ -134,17 +134,24 @@ def _take_named_sidecars(named: list[str], urls: dict[str, tuple[str, ...]],
     named, are theirs, not images of their own (each was a not_an_image reject, and its image
     lost its caption); img2dataset's metadata beside its shards is skipped. A file named that is
     none of these stays read as it is."""
-    entries = folder_entries(sorted(set(named)))
-    taken = set(entries.described.values())
+    if not named:
+        return
+    # the images walked or matched too: a caption named beside its folder is that image's
+    files = set(named)
+    entries = folder_entries(sorted(files | set(urls)))
+    taken: set[str] = set()
     for image, sidecars in entries.listed.items():
-        known = {s.lower(): s for s in (*urls[image], *sidecars)}
+        # only files named: one a glob matched alone (`captions/*`) stays read as it is
+        found = [s for s in sidecars if posixpath.splitext(image)[0] + s in files]
+        known = {s.lower(): s for s in (*urls[image], *found)}
         urls[image] = tuple(known[s] for s in SIDECARS if s in known)
-        taken |= {posixpath.splitext(image)[0] + s for s in sidecars}
+        taken |= {posixpath.splitext(image)[0] + s for s in found}
     for image, metadata in entries.described.items():
-        described.setdefault(image, metadata)
-    taken &= set(named)
+        if metadata in files:
+            described.setdefault(image, metadata)
+            taken.add(metadata)
     # img2dataset's NNNNN.parquet and NNNNN_stats.json beside its shards, as a folder skips them
-    metadata = img2dataset_metadata(sorted(set(named) | set(urls))) & set(named) - taken
+    metadata = img2dataset_metadata(sorted(files | set(urls))) & files - taken
     if metadata:
         first = ", ".join(posixpath.basename(m) for m in sorted(metadata)[:2])
         _log.warning("files named: skipped %d of img2dataset's metadata beside its shards (%s%s)",
