@@ -1154,6 +1154,27 @@ def hf_parquet(path, images: list[dict], **columns) -> str:
     return str(path)
 
 
+def test_hugging_face_images_all_kept_as_files_are_read_whatever_type_their_null_bytes_got(tmp_path):
+    """pyarrow types a `bytes` field no row holds as null (`Table.from_pylist` of images kept as
+    files): the shard was one no_image_column reject, its images and rows lost in it."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.jpg").write_bytes(jpeg(1))
+    (tmp_path / "img" / "b.jpg").write_bytes(jpeg(2))
+    features = {"image": {"_type": "Image"}, "images": {"feature": {"_type": "Image"}, "_type": "Sequence"}}
+    metadata = {"huggingface": json.dumps({"info": {"features": features}})}
+    single = pa.Table.from_pylist([{"image": {"bytes": None, "path": "img/a.jpg"}},
+                                   {"image": {"bytes": None, "path": "img/gone.jpg"}}])
+    listed = pa.Table.from_pylist([{"images": [{"bytes": None, "path": "img/a.jpg"},
+                                               {"bytes": None, "path": "img/b.jpg"}]}])
+    for name, table in (("single", single), ("listed", listed)):
+        assert pa.types.is_null(table.schema.field(0).type.field("bytes").type if name == "single"
+                                else table.schema.field(0).type.value_type.field("bytes").type)
+        pq.write_table(table.replace_schema_metadata(metadata), tmp_path / f"{name}.parquet")
+    a, gone = read(str(tmp_path / "single.parquet"))
+    assert (a.data, gone.error_type) == (jpeg(1), "missing")
+    assert [r.data for r in read(str(tmp_path / "listed.parquet"))] == [jpeg(1), jpeg(2)]
+
+
 def test_a_hugging_face_image_that_names_its_file_is_read_from_beside_the_parquet(tmp_path):
     """`datasets` saved without embedding keeps bytes null and the file's path, relative to the
     dataset's folder or absolute: it was an empty reject ("which is not read"), every image lost."""

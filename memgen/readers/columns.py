@@ -195,7 +195,8 @@ def _image_column(schema: pa.Schema, config: ReaderConfig) -> str:
     if config.image_column in schema.names and is_text(schema.field(config.image_column).type):
         return config.image_column  # base64, as named (URLs or paths are refused before the run)
     for name in candidates:  # pandas' all-None column: each row a reject of its own, not the shard one
-        if name in schema.names and pa.types.is_null(schema.field(name).type):
+        if name in schema.names and (pa.types.is_null(schema.field(name).type)
+                                     or _paths_alone(schema.field(name).type)):
             return name
     found = f" ({'; '.join(wrong)}, not image bytes)" if wrong else ""
     # the flag that reads them, with the columns that could be it: `image_data`, `JPG`
@@ -244,6 +245,15 @@ def _holds_bytes(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         return _holds_bytes(t.value_type)
     return is_binary(t)
+
+
+def _paths_alone(t: pa.DataType) -> bool:
+    """A Hugging Face image struct {bytes, path} (or a list of them) whose `bytes` no row holds,
+    so pyarrow typed it null (`Table.from_pylist` of images kept as files): each row is read
+    from its path, as when the bytes are typed binary."""
+    t = t.value_type if _is_list(t) else t
+    return (pa.types.is_struct(t) and t.get_field_index("bytes") >= 0 and t.get_field_index("path") >= 0
+            and pa.types.is_null(t.field("bytes").type))
 
 
 def is_text(t: pa.DataType) -> bool:
