@@ -588,6 +588,13 @@ def test_parquet_image_column_under_another_name(tmp_path):
         "no image column among ['jpg', 'image', 'img', 'png', 'webp', 'image_bytes', 'bytes'] ('image' holds "
         "string, not image bytes); ['image_data', 'JPG'] hold bytes: name the image one with --image_column; "
         "columns are ")
+    # declared an Image under a default name: named once in the reject, not twice
+    declared = {"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}})}
+    pq.write_table(pa.table({"image": [7]}).replace_schema_metadata(declared), tmp_path / "int.parquet")
+    (item,) = read(str(tmp_path / "int.parquet"))
+    assert item.message.startswith("no image column among ['jpg', 'image', 'img', 'png', 'webp', "
+                                   "'image_bytes', 'bytes'] ('image' holds int64, not image bytes); "
+                                   "columns are ")
     (item,) = read(str(tmp_path / "a.parquet"), ReaderConfig(image_column="JPG"))
     assert item.data == jpeg(2)
 

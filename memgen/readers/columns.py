@@ -185,8 +185,8 @@ def _image_column(schema: pa.Schema, config: ReaderConfig) -> str:
     """--image_column, or the first default name whose column holds bytes, else the first
     column the file's Hugging Face metadata declares an Image (`datasets` keeps that feature
     under any name: `photo`, `picture`)."""
-    candidates = ([config.image_column] if config.image_column
-                  else [*DEFAULT_IMAGE_COLUMNS, *_hf_images(schema)])
+    candidates = ([config.image_column] if config.image_column  # each once: a reject names them
+                  else list(dict.fromkeys([*DEFAULT_IMAGE_COLUMNS, *_hf_images(schema)])))
     wrong = [f"{n!r} holds {schema.field(n).type}" for n in candidates
              if n in schema.names and not _holds_bytes(schema.field(n).type)]
     for name in candidates:
