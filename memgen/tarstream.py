@@ -24,6 +24,8 @@ import zlib
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
+import zstandard
+
 BLOCK = 512
 _CHUNK = 1 << 20  # skipped data is read and dropped in pieces of at most this
 _MAX_META = 16 << 20  # a long name or pax header larger than this is damage, not read into memory
@@ -216,8 +218,9 @@ def _checksum_ok(block: bytes, offset: int) -> bool:
     return stored == unsigned - 256 * high
 
 
+# what tarstream's callers decompress by suffix
 _COMPRESSED = ((b"\x1f\x8b", "gzip", ".tar.gz"), (b"BZh", "bzip2", ".tar.bz2"),
-               (b"\xfd7zXZ\x00", "xz", ".tar.xz"))  # what tarstream's callers decompress by suffix
+               (b"\xfd7zXZ\x00", "xz", ".tar.xz"), (b"\x28\xb5\x2f\xfd", "zstd", ".tar.zst"))
 
 
 def _refuse_compressed(block: bytes) -> None:
@@ -308,7 +311,8 @@ def _read_data(f: BinaryIO, size: int, max_bytes: int, head: int, name: str, off
     try:
         data = read_up_to(f, keep)
         got = len(data) if len(data) < keep else keep + skip(f, size - keep)
-    except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # the stream failed (e.g. gzip): say where
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as e:
+        # the stream failed (e.g. gzip's): say where
         raise TarDamage(f"{type(e).__name__}: {e}; while reading member data", offset, name) from e
     if got < size:
         raise TarDamage(f"unexpected end of data in member {name!r}", offset + got, name)

@@ -11,6 +11,7 @@ import jsonschema
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import zstandard
 from PIL import Image
 
 from memgen.schema import load_json
@@ -45,16 +46,21 @@ def jpeg(seed: int, **kwargs) -> bytes:
 
 
 def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> Path:
-    """samples: (key, {ext: bytes}); compressed as the name says (.gz/.tgz, .bz2/.tbz2, .xz/.txz)."""
+    """samples: (key, {ext: bytes}); compressed as the name says (.gz/.tgz, .bz2/.tbz2, .xz/.txz,
+    .zst/.zstd/.tzst: with a checksum, as the zstd CLI and `tar --zstd` write it)."""
     name = str(path)
     mode = next((m for suffixes, m in (((".gz", ".tgz"), "w:gz"), ((".bz2", ".tbz2", ".tbz"), "w:bz2"),
                                        ((".xz", ".txz"), "w:xz")) if name.endswith(suffixes)), "w")
-    with tarfile.open(path, mode) as tar:
+    zstd = name.endswith((".zst", ".zstd", ".tzst"))  # tarfile writes no zstd before Python 3.14
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") if zstd else tarfile.open(path, mode) as tar:
         for key, members in samples:
             for ext, data in members.items():
                 info = tarfile.TarInfo(f"{key}.{ext}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
+    if zstd:
+        path.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(plain.getvalue()))
     return path
 
 

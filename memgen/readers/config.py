@@ -8,12 +8,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import zstandard
+
 from memgen.records import Record, Reject, Shard
 from memgen.shards import HTTP_TIMEOUT
 from memgen.tarstream import TarDamage
 from memgen.transfer import transfer_failed
 
-DAMAGE = (TarDamage, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
+DAMAGE = (TarDamage, EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError, ValueError)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,100 @@
+"""zstd-compressed tars (.tar.zst, .tar.zstd, .tzst): found, read as their plain twins, and
+their damage (a cut, corrupt bytes, no tar inside) a corrupt_shard reject after the records
+before it."""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from memgen.readers import ReaderConfig, read_shard
+from memgen.records import Record, Reject, Shard
+from memgen.shards import compression, discover, shard_kind
+from shardkit import jpeg, sample, write_tar
+
+SUFFIXES = [".tar.zst", ".tar.zstd", ".tzst"]
+
+
+def read(uri: str) -> list:
+    return list(read_shard(Shard(0, uri, shard_kind(uri)), ReaderConfig()))
+
+
+def records_of(items: list) -> list[tuple]:
+    return [(r.data, r.caption, r.source.rsplit("#", 1)[1]) for r in items if isinstance(r, Record)]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_zstd_tar_in_a_folder_is_read_as_its_plain_twin(tmp_path, suffix):
+    """A folder walk skipped them as other files; given by name, each was a not_an_image reject."""
+    samples = [sample(f"s{i}", jpeg(i), f"caption {i}") for i in range(4)]
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    plain.mkdir(), packed.mkdir()
+    write_tar(plain / "a.tar", samples)
+    write_tar(packed / f"a{suffix}", samples)
+    assert discover([str(packed)]) == [Shard.of(0, str(packed / f"a{suffix}"), "tar")]
+    twin = records_of(read(str(plain / "a.tar")))
+    assert len(twin) == 4 and records_of(read(str(packed / f"a{suffix}"))) == twin
+
+
+def test_img2dataset_metadata_beside_a_zstd_tar_is_skipped_as_beside_a_tar(tmp_path, caplog):
+    write_tar(tmp_path / "00000.tar.zst", [sample("000000001", jpeg(1))])
+    pq.write_table(pa.table({"url": ["http://x"], "status": ["success"]}), tmp_path / "00000.parquet")
+    with caplog.at_level(logging.WARNING, logger="memgen.shards"):
+        assert [s.uri for s in discover([str(tmp_path)])] == [str(tmp_path / "00000.tar.zst")]
+    assert caplog.messages == [f"{tmp_path}: skipped 1 files that are neither shards nor images"
+                               " (parquet beside its tar, TFRecord or folder 1)"]
+
+
+def test_a_signed_urls_zstd_tar_is_decompressed_by_its_paths_suffix():
+    assert shard_kind("https://h/s.tar.zst?sig=1") == "tar"
+    assert compression("https://h/s.tar.zst?sig=1") == compression("s3://b/s.tzst") is not None
+
+
+def third_block(frame: bytes) -> int:
+    """Where a zstd frame's third block starts (RFC 8878: a 3-byte header, last bit, type, size)."""
+    at = zstandard.frame_header_size(frame)
+    for _ in range(2):
+        header = int.from_bytes(frame[at:at + 3], "little")
+        at += 3 + (1 if (header >> 1) & 3 == 1 else header >> 3)
+    return at
+
+
+@pytest.mark.parametrize("damage", ["cut", "bad block", "bad checksum", "junk after"])
+def test_a_damaged_zstd_tar_keeps_the_records_before_the_damage(tmp_path, damage):
+    """Corrupt zstd data was a traceback (ZstdError is no DAMAGE)."""
+    # 60 samples: zstd decodes whole blocks of up to 128 kB, 20 of these samples
+    path = write_tar(tmp_path / "a.tar.zst", [sample(f"s{i}", jpeg(i, quality=95)) for i in range(60)])
+    data = path.read_bytes()
+    at = third_block(data)
+    damaged = {"cut": data[:len(data) * 2 // 3],
+               "bad block": data[:at] + b"\xff\xff\xff" + data[at + 3:],  # type 3: reserved
+               "bad checksum": data[:-4] + bytes(4),  # what the zstd CLI checks last
+               "junk after": data + b"not zstd at all"}[damage]
+    path.write_bytes(damaged)
+    items = read(str(path))
+    records = [i for i in items if isinstance(i, Record)]
+    assert [r.data for r in records] == [jpeg(i, quality=95) for i in range(len(records))]
+    assert (1 <= len(records) < 60) if damage in ("cut", "bad block") else len(records) == 60
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert items[-1] is reject and (reject.stage, reject.error_type) == ("read", "corrupt_shard")
+    said = {"cut": "TarDamage", "bad block": "ZstdError", "bad checksum": "checksum",
+            "junk after": "ZstdError"}
+    assert said[damage] in reject.message
+
+
+def test_a_zstd_frame_that_holds_no_tar_is_a_corrupt_shard(tmp_path):
+    path = tmp_path / "a.tar.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"these are no tar headers " * 100))
+    (reject,) = read(str(path))
+    assert (reject.stage, reject.error_type) == ("read", "corrupt_shard") and "TarDamage" in reject.message
+
+
+def test_a_zstd_tar_named_as_a_plain_tar_says_so(tmp_path):
+    path = tmp_path / "a.tar"
+    write_tar(tmp_path / "a.tar.zst", [sample("s", jpeg(1))]).rename(path)
+    (reject,) = read(str(path))
+    assert reject.error_type == "corrupt_shard" and "zstd data where a tar header should be" in reject.message
