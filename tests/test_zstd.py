@@ -4,6 +4,7 @@ before it."""
 
 from __future__ import annotations
 
+import io
 import logging
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ import zstandard
 from memgen.readers import ReaderConfig, read_shard
 from memgen.records import Record, Reject, Shard
 from memgen.shards import compression, discover, shard_kind
+from memgen.zstdstream import ZstdReader
 from shardkit import jpeg, sample, write_tar
 
 SUFFIXES = [".tar.zst", ".tar.zstd", ".tzst"]
@@ -25,6 +27,13 @@ def read(uri: str) -> list:
 
 def records_of(items: list) -> list[tuple]:
     return [(r.data, r.caption, r.source.rsplit("#", 1)[1]) for r in items if isinstance(r, Record)]
+
+
+def read_all(data: bytes, n: int = 1000) -> bytes:
+    reader, out = ZstdReader(io.BytesIO(data)), []
+    while chunk := reader.read(n):
+        out.append(chunk)
+    return b"".join(out)
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
@@ -54,6 +63,27 @@ def test_a_signed_urls_zstd_tar_is_decompressed_by_its_paths_suffix():
     assert compression("https://h/s.tar.zst?sig=1") == compression("s3://b/s.tzst") is not None
 
 
+def test_a_zstd_stream_is_read_across_frames_and_ends_only_between_them():
+    """zstandard's stream_reader ends a stream cut inside a frame as if it were whole. Frames
+    here: one with a checksum (as the zstd CLI writes them), a skippable one (seekable zstd's
+    table), one with no content size: every cut between two of them reads, every other is an
+    EOFError."""
+    data = bytes(range(256)) * 8 + jpeg(3)  # compressible, then not: compressed and raw blocks
+    frames = [zstandard.ZstdCompressor(write_checksum=True).compress(data),
+              (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"12345",
+              zstandard.ZstdCompressor(write_content_size=False).compress(data[:300])]
+    stream = b"".join(frames)
+    assert read_all(stream) == data + data[:300]
+    ends = {sum(len(f) for f in frames[:i]) for i in range(len(frames) + 1)}
+    for cut in range(len(stream) + 1):
+        try:
+            read_all(stream[:cut])
+        except EOFError:
+            assert cut not in ends, cut
+        else:
+            assert cut in ends, cut
+
+
 def third_block(frame: bytes) -> int:
     """Where a zstd frame's third block starts (RFC 8878: a 3-byte header, last bit, type, size)."""
     at = zstandard.frame_header_size(frame)
@@ -63,14 +93,16 @@ def third_block(frame: bytes) -> int:
     return at
 
 
-@pytest.mark.parametrize("damage", ["cut", "bad block", "bad checksum", "junk after"])
+@pytest.mark.parametrize("damage", ["cut", "cut in its checksum", "bad block", "bad checksum", "junk after"])
 def test_a_damaged_zstd_tar_keeps_the_records_before_the_damage(tmp_path, damage):
-    """Corrupt zstd data was a traceback (ZstdError is no DAMAGE)."""
+    """A .tar.zst cut short was said as a tar's damage (a member cut, no end marker), or not at
+    all when the tar inside was whole (cut in the frame's checksum); corrupt zstd data was a
+    traceback (ZstdError is no DAMAGE)."""
     # 60 samples: zstd decodes whole blocks of up to 128 kB, 20 of these samples
     path = write_tar(tmp_path / "a.tar.zst", [sample(f"s{i}", jpeg(i, quality=95)) for i in range(60)])
     data = path.read_bytes()
     at = third_block(data)
-    damaged = {"cut": data[:len(data) * 2 // 3],
+    damaged = {"cut": data[:len(data) * 2 // 3], "cut in its checksum": data[:-2],
                "bad block": data[:at] + b"\xff\xff\xff" + data[at + 3:],  # type 3: reserved
                "bad checksum": data[:-4] + bytes(4),  # what the zstd CLI checks last
                "junk after": data + b"not zstd at all"}[damage]
@@ -81,7 +113,8 @@ def test_a_damaged_zstd_tar_keeps_the_records_before_the_damage(tmp_path, damage
     assert (1 <= len(records) < 60) if damage in ("cut", "bad block") else len(records) == 60
     (reject,) = [i for i in items if isinstance(i, Reject)]
     assert items[-1] is reject and (reject.stage, reject.error_type) == ("read", "corrupt_shard")
-    said = {"cut": "TarDamage", "bad block": "ZstdError", "bad checksum": "checksum",
+    cut = "zstd stream ended inside a frame"
+    said = {"cut": cut, "cut in its checksum": cut, "bad block": "ZstdError", "bad checksum": "checksum",
             "junk after": "ZstdError"}
     assert said[damage] in reject.message
 

@@ -9,12 +9,13 @@ import fsspec
 
 from memgen.shards.store import url_fs
 from memgen.sniff import HEAD, KINDS, shard_format
+from memgen.zstdstream import ZSTD
 
 # compressed tars by the suffixes tar itself reads; the stream is decompressed by its suffix
 # (zstd's: `tar --zstd`'s .tar.zst, Hugging Face webdatasets', the .tar.zstd and .tzst some write)
 TAR_COMPRESSION = {".tar": None, ".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": "bz2", ".tbz2": "bz2",
-                   ".tbz": "bz2", ".tar.xz": "xz", ".txz": "xz", ".tar.zst": "zstd", ".tar.zstd": "zstd",
-                   ".tzst": "zstd"}
+                   ".tbz": "bz2", ".tar.xz": "xz", ".txz": "xz", ".tar.zst": ZSTD, ".tar.zstd": ZSTD,
+                   ".tzst": ZSTD}
 TAR_SUFFIXES = tuple(TAR_COMPRESSION)
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")  # .parq: fastparquet's and dask's examples
 ZIP_SUFFIXES = (".zip",)
