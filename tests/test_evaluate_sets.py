@@ -413,6 +413,26 @@ def test_reference_records_left_out_are_said_beside_the_rate(tmp_path, monkeypat
                     "distances.failures)"]
 
 
+def test_reference_files_named_one_by_one_take_their_captions(tmp_path, monkeypatch, capsys):
+    """`--reference ref/*` as a shell expands it names each image's NAME.txt beside it: each
+    caption was a not_an_image reference record, said as records that could not be compared."""
+    monkeypatch.chdir(tmp_path)
+    write_tar(tmp_path / "a.tar", [sample(f"a{i}", jpeg(i)) for i in range(3)])
+    assert main(["memorize", "a.tar", "--memory", "mem"]) == 0
+    (tmp_path / "ref").mkdir()
+    for i in (0, 60):
+        (tmp_path / "ref" / f"r{i}.jpg").write_bytes(jpeg(i))
+        (tmp_path / "ref" / f"r{i}.txt").write_text(f"photo {i}")
+    named = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "ref").iterdir())
+    capsys.readouterr()
+    assert main(["evaluate", "--memory", "mem", "--reference", *named, "--classifier", "caption",
+                 "--embedding", "false", "--out", "r"]) == 0
+    captured = capsys.readouterr()
+    assert "contamination (reference vs memory): 50.0% (1 of 2 within" in captured.out
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["distances"]["failures"] == {}
+    assert not [line for line in captured.err.splitlines() if line.startswith("--reference")]
+
+
 def test_an_empty_sample_gets_a_report_page(tmp_path):
     write_tar(tmp_path / "broken.tar", [sample("bad", b"not an image")])
     memory, drawn, out = (str(tmp_path / name) for name in ("mem", "s", "r"))
