@@ -1,8 +1,8 @@
-"""What each input format costs to read: the same real photos as a folder, a WebDataset tar,
-a zip (stored and deflated), a WARC (gzip per record), a TFRecord (img2dataset's layout), and
-Parquet (bytes, a list per row, base64 text), read by memgen's reader alone (read_shard: bytes,
-captions, metadata; no decode). Records per second, the best of --rounds, and each format's
-time over the tar's.
+"""What each input format costs to read: the same real photos as a folder, a WebDataset tar
+(plain, gzip and zstd at their tools' default levels), a zip (stored and deflated), a WARC
+(gzip per record), a TFRecord (img2dataset's layout), and Parquet (bytes, a list per row,
+base64 text), read by memgen's reader alone (read_shard: bytes, captions, metadata; no
+decode). Records per second, the best of --rounds, and each format's time over the tar's.
 
     .venv/bin/python -m benchmarks.bench_readers [--copies 8] [--rounds 3]
 Inputs go to benchmarks/out/readers/ (gitignored): --copies times the photos under other
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import base64
 import gc
+import gzip
 import io
 import json
 import shutil
@@ -31,6 +32,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tfrecord
+import zstandard
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
@@ -63,6 +65,9 @@ def write_inputs(root: Path, images: list[tuple[str, bytes]]) -> dict[str, Path]
                 info = tarfile.TarInfo(member)
                 info.size = len(body)
                 tar.addfile(info, io.BytesIO(body))
+    plain = (root / "photos.tar").read_bytes()
+    (root / "photos.tar.gz").write_bytes(gzip.compress(plain, compresslevel=6))  # gzip's and tar -z's level
+    (root / "photos.tar.zst").write_bytes(zstandard.ZstdCompressor(level=3).compress(plain))  # zstd's
     for label, method in (("stored", zipfile.ZIP_STORED), ("deflated", zipfile.ZIP_DEFLATED)):
         with zipfile.ZipFile(root / f"photos-{label}.zip", "w", method) as archive:
             for name, data in images:
@@ -85,7 +90,8 @@ def write_inputs(root: Path, images: list[tuple[str, bytes]]) -> dict[str, Path]
     pq.write_table(pa.table({"images": pa.array([datas[i: i + 4] for i in range(0, len(datas), 4)],
                                                 pa.list_(pa.binary()))}), root / "lists.parquet")
     pq.write_table(pa.table({"b64": [base64.b64encode(d).decode() for d in datas]}), root / "base64.parquet")
-    return {"folder": folder, "tar": root / "photos.tar", "zip (stored)": root / "photos-stored.zip",
+    return {"folder": folder, "tar": root / "photos.tar", "tar.gz": root / "photos.tar.gz",
+            "tar.zst": root / "photos.tar.zst", "zip (stored)": root / "photos-stored.zip",
             "zip (deflated)": root / "photos-deflated.zip", "WARC (.warc.gz)": root / "crawl.warc.gz",
             "TFRecord": root / "photos.tfrecord",
             "Parquet (bytes)": root / "bytes.parquet", "Parquet (a list a row)": root / "lists.parquet",
