@@ -23,6 +23,9 @@ _SKIPPABLE = range(0x184D2A50, 0x184D2A60)  # a skippable frame: magic, 4-byte s
 _DICT_ID = (0, 1, 2, 4)  # bytes of the frame header's dictionary id, by its flag
 _CONTENT_SIZE = (0, 2, 4, 8)  # bytes of its content size by its flag (flag 0: 1 in a single segment)
 _RLE = 1  # a block of one byte repeated: 1 byte stored whatever its size
+# the largest window decoded, as the zstd CLI's without --long: a frame written with
+# `zstd --long=30` asks for 1 GiB of memory a stream, which a worker reading several would lack
+WINDOW_LIMIT = 1 << 27
 
 
 class _Frames:
@@ -35,6 +38,8 @@ class _Frames:
         self._pending = b""  # that header's bytes so far
         self._skip = 0  # bytes before it: a block's content, a skippable frame's
         self._checksum = False  # the frame's blocks end with a 4-byte checksum
+        self._frame_header = b""  # the current frame's header so far: its window size when whole
+        self.widest = 0  # the largest window a frame read so far asks for
         self.offset = 0  # compressed bytes read
 
     def read(self, n: int = -1) -> bytes:
@@ -64,6 +69,8 @@ class _Frames:
     def _header(self, header: bytes) -> None:
         """Take a complete header; set what comes after it."""
         state = self._state
+        if state in ("magic", "descriptor", "header"):
+            self._frame_header = (b"" if state == "magic" else self._frame_header) + header
         if state == "magic":
             magic = int.from_bytes(header, "little")
             # not zstd: zstandard says what it is; nothing here ends between frames any more
@@ -80,7 +87,8 @@ class _Frames:
             rest = ((not single_segment) + _DICT_ID[flags & 3]
                     + (_CONTENT_SIZE[size_flag] or int(single_segment)))
             self._expect(*(("header", rest) if rest else ("block", 3)))
-        elif state == "header":
+        elif state == "header":  # whole: the window it asks for is known
+            self.widest = max(self.widest, zstandard.get_frame_parameters(self._frame_header).window_size)
             self._expect("block", 3)
         elif state == "block":
             value = int.from_bytes(header, "little")
@@ -101,11 +109,19 @@ class ZstdReader:
     def __init__(self, f: IO[bytes]) -> None:
         self._frames = _Frames(f)
         # the source is not closed here: fsspec and transfer close it after the reader
-        self._reader = zstandard.ZstdDecompressor().stream_reader(self._frames, read_across_frames=True,
-                                                                   closefd=False)
+        self._reader = zstandard.ZstdDecompressor(max_window_size=WINDOW_LIMIT).stream_reader(
+            self._frames, read_across_frames=True, closefd=False)
 
     def read(self, n: int = -1) -> bytes:
-        data = self._reader.read(n)
+        try:
+            data = self._reader.read(n)
+        except zstandard.ZstdError as e:
+            if self._frames.widest <= WINDOW_LIMIT or "memory" not in str(e):  # not its window
+                raise
+            raise zstandard.ZstdError(
+                f"{e}: a frame's window is {self._frames.widest >> 20} MiB (written by zstd --long); "
+                f"windows up to {WINDOW_LIMIT >> 20} MiB are read, as by zstd without --long: "
+                "compress without --long") from e
         if not data and n and not self._frames.between_frames():
             raise EOFError(f"zstd stream ended inside a frame at compressed byte {self._frames.offset} "
                            "(cut short)")

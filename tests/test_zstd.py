@@ -126,6 +126,29 @@ def test_a_zstd_frame_that_holds_no_tar_is_a_corrupt_shard(tmp_path):
     assert (reject.stage, reject.error_type) == ("read", "corrupt_shard") and "TarDamage" in reject.message
 
 
+@pytest.mark.parametrize("window_log", [27, 30])
+def test_a_zstd_window_over_128_mib_is_a_reject_that_says_why(tmp_path, window_log):
+    """`zstd --long=30` (streamed: no content size) writes frames that ask for a 1 GiB window;
+    zstandard refused them with "Frame requires too much memory" alone. 128 MiB (--long's
+    default, 27) is read, as the zstd CLI reads it without --long."""
+    tar = tmp_path / "a.tar"
+    write_tar(tar, [sample(f"s{i}", jpeg(i)) for i in range(3)])
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=window_log, enable_ldm=True)
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor(compression_params=params).stream_writer(out, closefd=False) as writer:
+        writer.write(tar.read_bytes())
+    assert zstandard.get_frame_parameters(out.getvalue()).window_size == 1 << window_log
+    (tmp_path / "a.tar.zst").write_bytes(out.getvalue())
+    items = read(str(tmp_path / "a.tar.zst"))
+    if window_log == 27:
+        assert len(records_of(items)) == 3
+        return
+    (reject,) = items
+    assert reject.error_type == "corrupt_shard"
+    said = "a frame's window is 1024 MiB (written by zstd --long); windows up to 128 MiB are read"
+    assert said in reject.message
+
+
 def test_a_zstd_tar_named_as_a_plain_tar_says_so(tmp_path):
     path = tmp_path / "a.tar"
     write_tar(tmp_path / "a.tar.zst", [sample("s", jpeg(1))]).rename(path)
