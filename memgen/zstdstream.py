@@ -28,6 +28,10 @@ _RLE = 1  # a block of one byte repeated: 1 byte stored whatever its size
 WINDOW_LIMIT = 1 << 27
 
 
+class WindowTooLarge(zstandard.ZstdError):
+    """A frame asks for a window over WINDOW_LIMIT: no damage, a compression setting refused."""
+
+
 class _Frames:
     """A compressed stream's reader that follows its frame structure: which header it expects
     next, and how many bytes of a block or skippable frame lie before it."""
@@ -118,7 +122,7 @@ class ZstdReader:
         except zstandard.ZstdError as e:
             if self._frames.widest <= WINDOW_LIMIT or "memory" not in str(e):  # not its window
                 raise
-            raise zstandard.ZstdError(
+            raise WindowTooLarge(
                 f"{e}: a frame's window is {self._frames.widest >> 20} MiB (written by zstd --long); "
                 f"windows up to {WINDOW_LIMIT >> 20} MiB are read, as by zstd without --long: "
                 "compress without --long") from e

@@ -14,6 +14,7 @@ from memgen.records import Record, Reject, Shard
 from memgen.shards import HTTP_TIMEOUT
 from memgen.tarstream import TarDamage
 from memgen.transfer import transfer_failed
+from memgen.zstdstream import WindowTooLarge
 
 DAMAGE = (TarDamage, EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError, ValueError)
 
@@ -59,5 +60,9 @@ def over_max_bytes(size: int | None, max_bytes: int) -> str:
 
 def failure(e: BaseException) -> str:
     """A shard's read that failed: unreadable when storage failed to deliver (worth a retry),
+    unsupported_compression for a zstd window too large to read (or the error wrapping it),
     else corrupt_shard."""
-    return "unreadable" if transfer_failed(e) else "corrupt_shard"
+    if transfer_failed(e):
+        return "unreadable"
+    refused = any(isinstance(raised, WindowTooLarge) for raised in (e, e.__cause__))
+    return "unsupported_compression" if refused else "corrupt_shard"
