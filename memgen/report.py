@@ -83,31 +83,21 @@ def _percent(value: float | None) -> str:
 COMPARED_SETS = (("sample", "--sample", "copy"), ("reference", "--reference", "contamination"))
 
 
-def empty_sets(report: dict[str, Any]) -> list[str]:
+def sets_not_compared(report: dict[str, Any]) -> list[str]:
     """A line for each set given that gave no image to compare (every reference shard
-    unreadable, say): its distances and rate are then empty, which a summary would not show."""
-    lines = []
-    failures = report["distances"]["failures"]
-    for name, flag, section in COMPARED_SETS:
-        found = report["copying"].get(section)
-        if found is not None and found["n"] == 0:
-            why = ", ".join(f"{kind} {n}" for kind, n in sorted(failures.get(name, {}).items()))
-            lines.append(f"{flag} gave no image to compare ({why or 'it holds none'}): its distances and "
-                         f"{section} rate are empty")
-    return lines
-
-
-def sets_left_out(report: dict[str, Any]) -> list[str]:
-    """A line for each set given that gave images but also records it could not compare (a tar
-    whose dotted names `cat.1.jpg` webdataset groups into one sample): the terminal's
-    "1 of 2" rate said nothing of the 5 records left out, only report.html did."""
+    unreadable, say: its distances and rate are then empty, which a summary would not show),
+    or gave images but also records it could not compare (a tar member that is no image: the
+    terminal's "1 of 2" rate said nothing of the records left out, only report.html did)."""
     lines = []
     failures = report["distances"]["failures"]
     for name, flag, section in COMPARED_SETS:
         found = report["copying"].get(section)
         failed = failures.get(name, {})
-        if found is not None and found["n"] > 0 and failed:  # none at all: empty_sets says it
-            why = ", ".join(f"{kind} {n}" for kind, n in sorted(failed.items()))
+        why = ", ".join(f"{kind} {n}" for kind, n in sorted(failed.items()))
+        if found is not None and found["n"] == 0:
+            lines.append(f"{flag} gave no image to compare ({why or 'it holds none'}): its distances and "
+                         f"{section} rate are empty")
+        elif found is not None and failed:
             lines.append(f"{flag}: {sum(failed.values())} of its records could not be compared ({why}; "
                          "report.json's distances.failures)")
     return lines

@@ -220,13 +220,12 @@ def evaluate(argv: list[str]) -> dict | None:
         REPORT_HTML,
         concept_summary,
         copying_summary,
-        empty_sets,
         finished_inputs,
         page_missing,
         prepare_report_output,
         read_report,
         report_claim,
-        sets_left_out,
+        sets_not_compared,
     )
 
     options = parse_job("memgen evaluate", "Measure a memory: concept fraction with CIs, distances "
@@ -262,7 +261,7 @@ def evaluate(argv: list[str]) -> dict | None:
     elif not ran:
         return None
     report = read_report(config.out)
-    for line in [*empty_sets(report), *sets_left_out(report)]:
+    for line in sets_not_compared(report):
         logging.getLogger("memgen").warning("%s", line)
     print(concept_summary(report["concept"]))
     for line in copying_summary(report["copying"]):

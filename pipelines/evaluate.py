@@ -201,9 +201,10 @@ def build(pipeline: beam.Pipeline, config: EvaluateConfig, claim: Claim) -> None
         **distance_sections(pipeline, config, parts, references, memory_scored),
     }
     page = report_page(config, references)
-    _ = sections | "WriteReport" >> WriteReport(claim, _static_sections(config, references), page)
+    static = _static_sections(config, references)
+    _ = sections | "WriteReport" >> WriteReport(claim, static, page)
     # as sample says it; here, after every check that refuses the run in one line
-    if not (read_manifest(config.memory) or {})["counts"]["images"]:
+    if not static["inputs"]["memory_counts"].get("images"):
         log.warning("%s holds no image: its fraction is n/a, and no image of --sample or --reference can be "
                     "a copy of one", config.memory)
 

@@ -138,7 +138,8 @@ def _take_named_sidecars(named: list[str], urls: dict[str, tuple[str, ...]],
         return
     # the images walked or matched too: a caption named beside its folder is that image's
     files = set(named)
-    entries = folder_entries(sorted(files | set(urls)))
+    listing = sorted(files | set(urls))
+    entries = folder_entries(listing)
     taken: set[str] = set()
     for image, sidecars in entries.listed.items():
         # only files named: one a glob matched alone (`captions/*`) stays read as it is
@@ -151,7 +152,7 @@ def _take_named_sidecars(named: list[str], urls: dict[str, tuple[str, ...]],
             described.setdefault(image, metadata)
             taken.add(metadata)
     # img2dataset's NNNNN.parquet and NNNNN_stats.json beside its shards, as a folder skips them
-    metadata = img2dataset_metadata(sorted(files | set(urls))) & files - taken
+    metadata = img2dataset_metadata(listing) & files - taken
     if metadata:
         first = ", ".join(posixpath.basename(m) for m in sorted(metadata)[:2])
         _log.warning("files named: skipped %d of img2dataset's metadata beside its shards (%s%s)",

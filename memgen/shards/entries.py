@@ -56,13 +56,9 @@ def folder_entries(paths: list[str], beside: frozenset[str] = frozenset(),
     paths = [p for p in paths if p not in metadata_files]
     present = set(paths)
     shard_metadata = {p for p in img2dataset_metadata(paths, beside) if p.lower().endswith(PARQUET_SUFFIXES)}
-
-    def metadata_of_a_shard(path: str) -> bool:
-        return path in shard_metadata
-
     listed: dict[str, tuple[str, ...]] = {}
     for path in paths:
-        if metadata_of_a_shard(path):
+        if path in shard_metadata:
             continue
         if path.lower().endswith(IMAGE_SUFFIXES):
             stem = posixpath.splitext(path)[0]
@@ -72,11 +68,11 @@ def folder_entries(paths: list[str], beside: frozenset[str] = frozenset(),
         elif _is_listed_file(path):
             listed[path] = ()
     if glob and not listed:
-        listed = {path: () for path in paths if not metadata_of_a_shard(path)}
+        listed = {path: () for path in paths if path not in shard_metadata}
     used = {posixpath.splitext(p)[0] + s for p, sidecars in listed.items() for s in sidecars}
     skipped: Counter = Counter()
     for path in paths:
-        if metadata_of_a_shard(path):
+        if path in shard_metadata:
             skipped["parquet beside its tar, TFRecord or folder"] += 1
         elif path not in listed and path not in used:
             skipped[posixpath.splitext(posixpath.basename(path))[1].lower() or "no suffix"] += 1
