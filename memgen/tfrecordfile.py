@@ -12,7 +12,8 @@ whole that is no Example (raw image bytes, a serialized tensor) is said, and the
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import IO, NamedTuple
 
 import google_crc32c
@@ -35,7 +36,8 @@ class Example(NamedTuple):
     size: int  # bytes of the serialized Example
     unread: tuple[str, str] | None = None  # (error type, why): too_large or not_an_example
     raw: bytes | None = None  # a record that is no Example: its bytes (an image's, without `unread`; a head)
-    sequences: tuple[str, ...] = ()  # a SequenceExample's feature lists (frames), not read: its context is
+    # a SequenceExample's feature lists (a video's frames, their timestamps): name -> each step's values
+    sequences: Mapping[str, list[list]] = MappingProxyType({})
 
 
 def examples(f: IO[bytes], max_bytes: int, head_bytes: int = 0) -> Iterator[Example]:
@@ -80,7 +82,7 @@ def _masked_crc(data: bytes) -> int:
 
 
 def _example(ordinal: int, data: bytes) -> Example:
-    """The Example in a record's bytes (a SequenceExample's context, its feature lists named);
+    """The Example in a record's bytes (a SequenceExample's context, with its feature lists);
     an image's bytes as they are (tf.io.TFRecordWriter.write(jpeg) writes a record of them);
     bytes that are neither are kept, with why."""
     example = _EXAMPLE()
@@ -92,7 +94,9 @@ def _example(ordinal: int, data: bytes) -> Example:
         return Example(ordinal, None, len(data),
                        ("not_an_example", f"record {ordinal} is no tf.train.Example ({e})"), raw=data)
     features = {name: _values(feature) for name, feature in sorted(example.features.feature.items())}
-    return Example(ordinal, features, len(data), sequences=tuple(sorted(example.feature_lists.feature_list)))
+    sequences = {name: [_values(step) for step in steps.feature]
+                 for name, steps in sorted(example.feature_lists.feature_list.items())}
+    return Example(ordinal, features, len(data), sequences=sequences)
 
 
 def _values(feature) -> list:  # noqa: ANN001 - a message class made at import

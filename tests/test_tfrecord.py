@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tfrecord
+from PIL import Image
 
 from memgen.pipelines.cli import main
 from memgen.readers import PER_ROW, ReaderConfig, read_other_set, read_shard
@@ -220,19 +221,88 @@ def test_a_hive_partition_is_in_the_metadata_of_examples_and_image_records(tmp_p
     assert [json.loads(r.metadata) for r in (example, image)] == [{"lang": "en"}] * 2  # the partition wins
 
 
-def test_a_sequence_example_is_read_by_its_context_and_its_frames_are_said_unread(tmp_path):
-    """A SequenceExample parses as an Example of its context: frames in its feature lists were
-    dropped without a word."""
-    path = tmp_path / "video.tfrecord"
+def write_clips(path: Path, clips: list[tuple[dict, dict]]) -> Path:
+    """SequenceExamples (context, feature lists), as the tfrecord package writes them."""
     writer = tfrecord.TFRecordWriter(str(path))
-    writer.write({"key": (b"clip", "byte")}, {"frames": ([jpeg(1), jpeg(2)], "byte"), "t": ([0, 1], "int")})
-    writer.write({"key": (b"poster", "byte"), "jpg": (jpeg(3), "byte")}, {"frames": ([jpeg(4)], "byte")})
+    for context, lists in clips:
+        writer.write(context, lists)
     writer.close()
+    return path
+
+
+def media_sequence(media_id: str, frames: list[bytes], label: str = "cat") -> tuple[dict, dict]:
+    """A video clip as MediaPipe's MediaSequence stores it: the clip's fields in the context,
+    a frame a step of `image/encoded`, its time in `image/timestamp` (microseconds), and an
+    audio stream's steps, as many or not as the frames."""
+    return ({"clip/media_id": (media_id.encode(), "byte"), "clip/label/string": (label.encode(), "byte")},
+            {"image/encoded": (frames, "byte"),
+             "image/timestamp": ([n * 40_000 for n in range(len(frames))], "int"),
+             "audio/feature/floats": ([[0.5, 0.25]] * (len(frames) + 3), "float")})
+
+
+def test_a_video_clips_frames_are_records_each_with_its_steps_fields(tmp_path):
+    """A SequenceExample's frames (MediaPipe MediaSequence, DeepMind's video datasets) were
+    one no_image reject a clip: its context alone was read."""
+    path = write_clips(tmp_path / "clips.tfrecord", [media_sequence("v1", [jpeg(1), jpeg(2), jpeg(3)], "dog"),
+                                                     media_sequence("v2", [jpeg(4)])])
+    items = read(path)
+    assert [(i.data, i.source, i.ordinal) for i in items] == [
+        (jpeg(1), f"{path}#000000000/0", 0), (jpeg(2), f"{path}#000000000/1", 1),
+        (jpeg(3), f"{path}#000000000/2", 2), (jpeg(4), f"{path}#000000001", PER_ROW)]
+    assert [json.loads(i.metadata) for i in items] == [  # audio's steps are another stream's: left out
+        {"clip/media_id": "v1", "clip/label/string": "dog", "image/timestamp": 0},
+        {"clip/media_id": "v1", "clip/label/string": "dog", "image/timestamp": 40_000},
+        {"clip/media_id": "v1", "clip/label/string": "dog", "image/timestamp": 80_000},
+        {"clip/media_id": "v2", "clip/label/string": "cat", "image/timestamp": 0}]
+    assert read(path, ReaderConfig(key_column="clip/media_id"))[2].source == f"{path}#v1/2"
+
+
+def test_frames_under_a_name_not_guessed_are_read_when_named_and_said_when_not(tmp_path):
+    path = write_clips(tmp_path / "video.tfrecord", [
+        ({"key": (b"clip", "byte")}, {"frames": ([jpeg(1), jpeg(2)], "byte"), "t": ([0, 1], "int")}),
+        ({"key": (b"poster", "byte"), "jpg": (jpeg(3), "byte")}, {"frames": ([jpeg(4)], "byte")})])
     clip, poster = read(path)
     assert clip.error_type == "no_image" and clip.source.endswith("#clip")
-    assert "a tf.train.SequenceExample, whose feature lists (frames, t) are not read" in clip.message
-    assert "its context's features: key" in clip.message
-    assert (poster.data, poster.source) == (jpeg(3), f"{path}#poster")
+    assert clip.message == (
+        "no image feature (jpg, image, img, png, webp, image_bytes, bytes, image/encoded); binary features "
+        "frames: name the image one with --image_column; a tf.train.SequenceExample; its context's features: "
+        "key; its feature lists: frames, t")
+    assert (poster.data, poster.source) == (jpeg(3), f"{path}#poster")  # its context's image
+    named = read(path, ReaderConfig(image_column="frames"))
+    assert [(i.data, i.source, json.loads(i.metadata)) for i in named] == [
+        (jpeg(1), f"{path}#clip/0", {"key": "clip", "t": 0}),
+        (jpeg(2), f"{path}#clip/1", {"key": "clip", "t": 1}),
+        (jpeg(4), f"{path}#poster", {"key": "poster"})]  # its context's jpg is no text: left out
+
+
+def test_a_frame_step_without_a_value_keeps_its_place_as_an_empty_image(tmp_path):
+    path = write_clips(tmp_path / "gap.tfrecord", [
+        ({}, {"image/encoded": ([[jpeg(1)], [], [jpeg(2), jpeg(3)]], "byte"), "n": ([0, 1, 2], "int")})])
+    items = read(path)
+    assert [(i.data, i.source.rsplit("#")[1], json.loads(i.metadata)) for i in items] == [
+        (jpeg(1), "000000000/0", {"n": 0}), (b"", "000000000/1", {"n": 1}),
+        (jpeg(2), "000000000/2", {"n": 2}), (jpeg(3), "000000000/3", {"n": 2})]
+
+
+def test_memorize_dedups_a_clips_frames_and_refuses_frames_it_cannot_name(tmp_path, capsys):
+    """Consecutive frames of a clip differ by a little: near duplicates of the first."""
+    still = make_image(7, (320, 240))
+    frames = [encode(Image.eval(still, lambda v, d=d: min(255, v + d)), quality=90 - d) for d in range(4)]
+    path = write_clips(tmp_path / "clips.tfrecord",
+                       [media_sequence("v1", frames), media_sequence("v2", [jpeg(9)])])
+    assert main(["memorize", str(path), "--memory", str(tmp_path / "m")]) == 0
+    kept = duckdb.sql(f"select source from '{tmp_path}/m/images/*.parquet' order by source").fetchall()
+    assert kept == [(f"{path}#000000000/0",), (f"{path}#000000001",)]
+    near = duckdb.sql(f"select source, kind from '{tmp_path}/m/duplicates/*.parquet' order by 1").fetchall()
+    assert near == [(f"{path}#000000000/{n}", "near") for n in (1, 2, 3)]
+    clip = ({"key": (b"c", "byte")}, {"frames": ([jpeg(1)], "byte")})
+    unnamed = write_clips(tmp_path / "video.tfrecord", [clip])
+    assert main(["memorize", str(unnamed), "--memory", str(tmp_path / "m2")]) == 2
+    assert "binary features frames: name the image one with --image_column" in capsys.readouterr().err
+    assert main(["memorize", str(unnamed), "--memory", str(tmp_path / "m2"), "--image_column", "frame"]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"--image_column frame: no such column in {unnamed} (its features: key; its feature lists: frames)\n")
+    assert main(["memorize", str(unnamed), "--memory", str(tmp_path / "m2"), "--image_column", "frames"]) == 0
 
 
 def test_a_tfrecord_read_as_a_file_is_said_to_be_one(tmp_path):

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from memgen.decode import identified
 from memgen.inline import decoded
 from memgen.readers.config import DEFAULT_IMAGE_COLUMNS, ReaderConfig
-from memgen.readers.tfrecord import unnamed_image
+from memgen.readers.tfrecord import image_values, unnamed_image
 from memgen.records import Shard
 from memgen.shards import compression, open_input
 from memgen.tfrecordfile import Example, examples
@@ -82,19 +82,20 @@ def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
 
 def _named_features(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
     """named_columns of the first TFRecord shard, by its first Example: a missing
-    --image_column feature, one holding numbers or text (a url, a label: as a Parquet's text
-    column that is no base64, every record would be a reject), or without the flag binary
-    features under names not guessed; its caption, url and key features are not checked."""
+    --image_column feature (in its context or, of a SequenceExample, its feature lists), one
+    holding numbers or text (a url, a label: as a Parquet's text column that is no base64,
+    every record would be a reject), or without the flag binary features under names not
+    guessed; its caption, url and key features are not checked."""
     found = _first_example(shards)
     if found is None:
         return NamedColumns([], None, "")
     shard, example = found
-    features = example.features
-    described = f"{shard.uri} (its features: {', '.join(sorted(features))})"[:400]
+    lists = f"; its feature lists: {', '.join(example.sequences)}" if example.sequences else ""
+    described = f"{shard.uri} (its features: {', '.join(sorted(example.features))}{lists})"[:400]
     if config.image_column is None:
         said = unnamed_image(example)
         return NamedColumns([], None, "", f"{shard.uri}: {said}" if said else None)
-    values = features.get(config.image_column)
+    values = image_values(example, config.image_column)
     if values is None:
         return NamedColumns([f"--image_column {config.image_column}"], None, described)
     first = values[0] if values else None
