@@ -23,9 +23,13 @@ if not logging.getLogger().handlers:
 
 
 def main() -> int:
-    """The `memgen` console script. Ctrl-C while the command line's modules import (Beam's
-    take a second or more) ends as it does later, in one line with exit code 130, not with
-    the traceback of an import."""
+    """The `memgen` console script. Its usage is said before the command line's modules
+    import (Beam's take a second or more); Ctrl-C while they import ends as it does later,
+    in one line with exit code 130, not with the traceback of an import."""
+    from memgen.pipelines import usage
+
+    if (code := usage.answered(sys.argv[1:])) is not None:
+        return code
     try:
         from memgen.pipelines import cli
     except KeyboardInterrupt:

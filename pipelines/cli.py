@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from memgen.memory import MemoryDirError, join, manifests_held, memory_claim, prepare_output, read_manifest
 from memgen.outputs import OutputDirError
+from memgen.pipelines import usage
 from memgen.pipelines.errors import UsageError
 from memgen.pipelines.failures import behind, storage_error, storage_line, without_stage
 from memgen.pipelines.interrupts import Watch, end_workers
@@ -22,17 +23,6 @@ from memgen.pipelines.options import check_urls, parse_job
 from memgen.pipelines.run import execute, is_dry, nothing_to_run, writable
 from memgen.shards import NoInputError, discover, listing_digest
 from memgen.summary import memorize_summary, no_image_kept
-
-USAGE = """usage: memgen COMMAND [options]
-
-commands:
-  memorize   web image shards -> deduplicated Parquet memory
-  sample     memory -> reproducible sample (webdataset, parquet or folder) + contact sheet
-  evaluate   memory (+ sample, reference) -> report.json and report.html: cat fraction
-             with 95% confidence intervals, distances between image sets, copying
-  demo       build a small web-like corpus from bundled photos and run the jobs on it
-
-`memgen COMMAND --help` describes each command."""
 
 
 def _finished(manifest: dict | None, flag: str, url: str) -> dict:
@@ -272,17 +262,14 @@ def evaluate(argv: list[str]) -> dict | None:
 
 
 COMMANDS = {"memorize": memorize, "sample": sample, "evaluate": evaluate, "demo": demo}
+assert tuple(COMMANDS) == usage.COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE, file=sys.stdout if argv else sys.stderr)  # no command is a mistake: stderr, exit 2
-        return 0 if argv else 2
+    if (code := usage.answered(argv)) is not None:
+        return code
     command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        print(f"memgen: error: unknown command {command!r} (try memgen --help)", file=sys.stderr)
-        return 2
     log_progress()
     with Watch(command) as watch, _reader_may_leave():
         return _run(command, rest, watch)

@@ -495,6 +495,17 @@ def test_parts_take_consecutive_image_files_up_to_their_size_and_any_other_shard
     assert [s.index for s in parts.shards_of(10)] == [10]
 
 
+def test_the_usage_is_said_without_importing_beam():
+    """`memgen`, `memgen --help` and a misspelt command took 1.4 s, Beam's import, to print a
+    usage or one line."""
+    probe = ("import sys; from memgen.pipelines import main; sys.argv[1:] = {argv!r}; code = main(); "
+             "print(code, 'apache_beam' in sys.modules, file=sys.stderr)")
+    for argv, code, out in (([], 2, ""), (["--help"], 0, "usage: memgen COMMAND"), (["memorise"], 2, "")):
+        done = subprocess.run([sys.executable, "-c", probe.format(argv=argv)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.stderr.endswith(f"{code} False\n") and out in done.stdout, (argv, done.stderr)
+
+
 def test_ctrl_c_while_the_command_line_starts_is_one_line():
     """The console script imported Beam before main() could catch anything: Ctrl-C in its
     first second printed an import's traceback and ended by the signal."""
