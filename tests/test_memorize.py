@@ -478,7 +478,7 @@ def test_image_files_get_a_progress_line_a_hundred_or_when_rejected(tmp_path, ca
     lines = [line.rsplit("/", 1)[1] for line in capsys.readouterr().err.splitlines()
              if line.startswith("read shard")]
     # as the summary's "records in": the rejected among the records
-    assert sorted(lines) == ["3.jpg: 1 records, 1 rejected (too_large 1)", "t.tar: 1 records, 0 rejected"]
+    assert sorted(lines) == ["3.jpg: 1 record, 1 rejected (too_large 1)", "t.tar: 1 record, 0 rejected"]
 
 
 def test_parts_take_consecutive_image_files_up_to_their_size_and_any_other_shard_alone(monkeypatch):

@@ -1,8 +1,11 @@
 """Runner independence: the same content whatever the runner and worker count.
 
-memorize -> sample -> evaluate runs twice on the same shards: in-process (FnApiRunner) and
+memorize -> sample -> evaluate runs three times on the same shards: in-process (FnApiRunner),
 under the local multi-process runner (FnApiRunner over the Fn API with --direct_num_workers=2
---direct_running_mode=multi_processing, so stages run in separate worker processes).
+--direct_running_mode=multi_processing, so stages run in separate worker processes), and as
+Flink and Spark get a pipeline: PortableRunner hands it, as Beam's runner API protos, to a
+job service (Beam's own, in this process: --job_endpoint=embed), whose SDK harness runs it
+over the Fn API (--environment_type=LOOPBACK).
 Every file of the memory and of the sample must be byte-identical, and so must the
 manifests and report.json once their timestamps and own locations are removed. Runners
 that submit the pipeline elsewhere fail in one line when they cannot, and end without a
@@ -29,6 +32,7 @@ from memgen.pipelines.run import job_server_answers
 from shardkit import jpeg, sample, write_tar
 
 MULTI_PROCESS = ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+PORTABLE = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]  # no JVM
 TIMING = ("started_at", "finished_at", "seconds")
 DATAFLOW = ["--runner=DataflowRunner", "--project=memgen-test", "--region=europe-west4",
             "--temp_location=gs://memgen-test-bucket/tmp"]
@@ -107,23 +111,26 @@ def assert_same_content(a: Path, b: Path, parquet: set[str]) -> dict:
     return ma
 
 
-def test_memorize_sample_and_evaluate_give_the_same_in_process_and_multi_process(corpus, tmp_path, capfd):
+def test_memorize_sample_and_evaluate_give_the_same_in_process_multi_process_and_portable(corpus, tmp_path,
+                                                                                       capfd):
     single = run_chain(corpus, tmp_path / "single", [])
     printed = capfd.readouterr().err
     multi = run_chain(corpus, tmp_path / "multi", MULTI_PROCESS)
     # the worker processes print memgen's progress lines, as one process does (and nothing else)
     assert sorted(capfd.readouterr().err.splitlines()) == sorted(printed.splitlines())
+    portable = run_chain(corpus, tmp_path / "portable", PORTABLE)
 
-    memory = assert_same_content(single[0], multi[0], {"images", "duplicates", "rejects"})
+    for other in (multi, portable):
+        memory = assert_same_content(single[0], other[0], {"images", "duplicates", "rejects"})
+        sample = assert_same_content(single[1], other[1], {"index.parquet"})
+        # every number, the Fréchet distances too (their moments are exact sums: memgen.stages.moments)
+        report = report_without_timing_and_locations(single[2])
+        assert report == report_without_timing_and_locations(other[2])
     assert len(list((single[0] / "images").glob("part-*.parquet"))) == 5
     counts = memory["counts"]
     assert (counts["images"], counts["duplicates_exact"], counts["duplicates_near"], counts["rejects"]) \
         == (30, 5, 5, 1)
-    sample = assert_same_content(single[1], multi[1], {"index.parquet"})
     assert any(single[1].glob("images/*.tar")) and sample["mode"] == "weighted"
-    # every number, the Fréchet distances too (their moments are exact sums: memgen.stages.moments)
-    report = report_without_timing_and_locations(single[2])
-    assert report == report_without_timing_and_locations(multi[2])
     spaces = {row["space"] for row in report["distances"]["rows"] if row["fd"] is not None}
     assert {"phash", "thumbnail", "colour"} <= spaces
 

@@ -43,8 +43,9 @@ class _ReadShardFn(beam.DoFn):
             # by reason: "missing" is not "unreadable" (worth a retry), as every one was called
             why = f" ({', '.join(f'{k} {v}' for k, v in sorted(rejected.items()))})" if rejected else ""
             # records as the summary's "records in" counts them: rejects among them
-            LOG.info("read shard %d/%d %s: %d records, %d rejected%s", shard.index + 1,
-                     self.n_shards, shard.uri, n_records + rejected.total(), rejected.total(), why)
+            records = n_records + rejected.total()
+            LOG.info("read shard %d/%d %s: %d record%s, %d rejected%s", shard.index + 1, self.n_shards,
+                     shard.uri, records, "" if records == 1 else "s", rejected.total(), why)
 
 
 class ReadShards(beam.PTransform):
