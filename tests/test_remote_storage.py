@@ -455,16 +455,21 @@ def test_memorize_http_shards_match_local(http_root, local_reference, tmp_path):
     assert got == local_reference["content"]
 
 
-@pytest.mark.parametrize("name", ["photos.zip", "crawl.warc.gz", "photos.tar.zst"])
+@pytest.mark.parametrize("name", ["photos.zip", "crawl.warc.gz", "photos.tar.zst", "photos.arrow"])
 def test_a_zip_or_warc_over_http_and_in_a_bucket_matches_the_local_one(s3, tmp_path, name):
     """A zip is read from its end (its central directory) and then member by member: over
     http it is copied to local disk first, as a Parquet is; in a bucket read in ranges. A
-    WARC is streamed, as a tar; a .tar.zst decompressed as it streams."""
+    WARC is streamed, as a tar; a .tar.zst decompressed as it streams; an Arrow IPC stream
+    read a batch at a time as it arrives."""
     folder = tmp_path / "served"
     folder.mkdir()
     images = [(f"p/{i}.jpg", jpeg(i)) for i in range(6)] + [("p/again.jpg", jpeg(2))]
     if name.endswith(".tar.zst"):
         write_tar(folder / name, [(member.removesuffix(".jpg"), {"jpg": data}) for member, data in images])
+    elif name.endswith(".arrow"):
+        table = pa.table({"key": [member for member, _ in images], "jpg": [data for _, data in images]})
+        with pa.ipc.new_stream(folder / name, table.schema) as writer:
+            writer.write_table(table, max_chunksize=2)
     elif name.endswith(".zip"):
         with zipfile.ZipFile(folder / name, "w") as archive:
             for member, data in images:
@@ -647,14 +652,17 @@ def _served_shards(shards: Path, folder: Path) -> Path:
 def test_a_body_cut_once_is_asked_for_again_from_where_it_stopped(shards, tmp_path, ranges):
     """One reset in a shard's download made the whole shard an unreadable reject. A server
     without ranges sends the whole body again, and what was read is skipped; a gzipped or
-    zstd shard is resumed beneath its decompression."""
+    zstd shard is resumed beneath its decompression, an Arrow stream beneath pyarrow's reads."""
     served = _served_shards(shards, tmp_path / "served")
     (served / "shard-001.tar.gz").write_bytes(gzip.compress((shards / "shard-001.tar").read_bytes()))
     (served / "shard-003.tar.zst").write_bytes(zstandard.compress((shards / "shard-001.tar").read_bytes()))
+    table = pa.table({"jpg": [jpeg(100 + i) for i in range(6)]})
+    with pa.ipc.new_stream(served / "shard-004.arrow", table.schema) as writer:
+        writer.write_table(table, max_chunksize=2)
     memory, local, asked = str(tmp_path / "m"), str(tmp_path / "local"), {}
     with serving(_RangeHandler, root=served, asked=asked, ranges=ranges) as root:
         assert main(["memorize", f"{root}/shard-{{000,002}}.tar", f"{root}/shard-001.tar.gz",
-                     f"{root}/shard-003.tar.zst", "--memory", memory]) == 0
+                     f"{root}/shard-003.tar.zst", f"{root}/shard-004.arrow", "--memory", memory]) == 0
     assert main(["memorize", str(served / "*"), "--memory", local]) == 0
     assert content(memory) == content(local)
     assert read_manifest(memory)["counts"] == read_manifest(local)["counts"]

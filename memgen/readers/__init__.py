@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from memgen.readers.archives import read_warc, read_zip
+from memgen.readers.arrow import read_arrow
 from memgen.readers.columns import ColumnError, NamedColumns, named_columns
 from memgen.readers.config import DEFAULT_IMAGE_COLUMNS, PER_ROW, ReaderConfig, ShardItem
 from memgen.readers.fields import MERGE_DEPTH
@@ -64,7 +65,7 @@ def read_shard(shard: Shard, config: ReaderConfig, first_read: bool = False) -> 
     shard holds that is worth a warning (a zip's or WARC's members that are not images, a tar's
     members apart from their key's) is said (on the first read only: the re-reads that write
     images and reports would say it again)."""
-    reader = {"parquet": read_parquet, "file": read_file,
+    reader = {"parquet": read_parquet, "arrow": read_arrow, "file": read_file,
               "tar": functools.partial(read_tar, first_read=first_read),
               "zip": functools.partial(read_zip, first_read=first_read),
               "warc": functools.partial(read_warc, first_read=first_read),

@@ -1,5 +1,6 @@
-"""A Parquet shard's columns: which holds the images and which are text, and the checks of the columns
-the flags name, before a run (of a TFRecord's features too, when no shard is Parquet)."""
+"""A Parquet (or Arrow IPC) shard's columns: which holds the images and which are text, and the
+checks of the columns the flags name, before a run (of a TFRecord's features too, when no shard
+is a table)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from memgen.arrowfile import read_schema, record_batches
 from memgen.decode import identified
 from memgen.inline import decoded
 from memgen.readers.config import DEFAULT_IMAGE_COLUMNS, ReaderConfig
@@ -16,6 +18,8 @@ from memgen.readers.tfrecord import image_values, unnamed_image
 from memgen.records import Shard
 from memgen.shards import compression, open_input
 from memgen.tfrecordfile import Example, examples
+
+TABLES = ("parquet", "arrow")  # shards of columns: a row an image (or a list of them)
 
 
 class ColumnError(Exception):
@@ -37,10 +41,10 @@ class NamedColumns(NamedTuple):
 
 def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
     """The flags (--image_column, and the text ones where not their defaults) whose column the
-    first Parquet shard lacks, and what an --image_column it has holds when that is not bytes
-    (text, a URL column: every record would be a reject), or without --image_column why it has
-    no image column by the default names although columns hold bytes, or when all shards are
-    Parquet and none of its columns does (every shard a reject, an empty memory), from one read
+    first Parquet or Arrow IPC shard lacks, and what an --image_column it has holds when that is
+    not bytes (text, a URL column: every record would be a reject), or without --image_column why
+    it has no image column by the default names although columns hold bytes, or when all shards
+    are tables and none of its columns does (every shard a reject, an empty memory), from one read
     of its schema; nothing when all are usable, or the shard
     cannot be read here (its reader says why, as a reject)."""
     named = {flag: name for flag, name, default in (
@@ -48,7 +52,7 @@ def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
         ("--caption_column", config.caption_column, ReaderConfig.caption_column),
         ("--url_column", config.url_column, ReaderConfig.url_column),
         ("--key_column", config.key_column, ReaderConfig.key_column)) if name != default}
-    first = _first_parquet_schema(shards)
+    first = _first_table_schema(shards)
     if first is None:
         return _named_features(shards, config)
     first_shard, schema = first
@@ -60,7 +64,7 @@ def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
             if any(_holds_bytes(t) for t in schema.types):
                 return NamedColumns([], None, "", f"{uri}: {e}")
             # no bytes at all: metadata beside tars or image files, else a list of URLs (LAION's)
-            if all(shard.kind == "parquet" for shard in shards):
+            if all(shard.kind in TABLES for shard in shards):
                 # text under an image's name may be base64, which the error says how to read
                 base64_said = any(is_text(schema.field(n).type) for n in DEFAULT_IMAGE_COLUMNS
                                   if n in schema.names)
@@ -135,9 +139,12 @@ def _not_base64_images(shard: Shard, column: str) -> str | None:
     paths, captions: every record would be a reject), else None."""
     try:
         with open_input(shard.location) as f:
-            pf = pq.ParquetFile(f)
-            for batch in pf.iter_batches(batch_size=64, columns=[column]):
-                first = next((text for text in batch.column(0).to_pylist() if text), None)
+            if shard.kind == "arrow":
+                batches = record_batches(f)[1]
+            else:
+                batches = pq.ParquetFile(f).iter_batches(batch_size=64, columns=[column])
+            for batch in batches:
+                first = next((text for text in batch.column(column).to_pylist() if text), None)
                 if first is not None:
                     data = decoded(first)
                     if isinstance(data, bytes) and identified(data):
@@ -148,16 +155,16 @@ def _not_base64_images(shard: Shard, column: str) -> str | None:
     return None
 
 
-def _first_parquet_schema(shards: list[Shard]) -> tuple[Shard, pa.Schema] | None:
-    """(shard, schema) of the first Parquet shard; None when there is none, or it cannot be read
-    here (its reader says why, as a reject). Over http(s), reading the schema costs the whole
-    file: not asked."""
-    first = next((s for s in shards if s.kind == "parquet"), None)
+def _first_table_schema(shards: list[Shard]) -> tuple[Shard, pa.Schema] | None:
+    """(shard, schema) of the first Parquet or Arrow IPC shard; None when there is none, or it
+    cannot be read here (its reader says why, as a reject). Over http(s), reading a Parquet's
+    schema costs the whole file: not asked."""
+    first = next((s for s in shards if s.kind in TABLES), None)
     if first is None or first.uri.startswith(("http://", "https://")):
         return None
     try:
         with open_input(first.location) as f:
-            return first, pq.read_schema(f)
+            return first, read_schema(f) if first.kind == "arrow" else pq.read_schema(f)
     except Exception:  # noqa: BLE001 - unreadable here: its reader says why, as a reject
         return None
 

@@ -19,7 +19,7 @@ from memgen.transfer import read_message
 def read_file(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[ShardItem]:
     """A single image file as one record, with the caption and metadata of its NAME.txt and
     NAME.json and of its ImageFolder metadata row; a file that holds a shard's data (Parquet,
-    tar, zip, TFRecord) under another name is a reject that says to rename it."""
+    an Arrow IPC file, tar, zip, TFRecord) under another name is a reject that says to rename it."""
     try:
         data = read_up_to(f, config.max_bytes + 1)  # an HTTP stream gives what has arrived
         size = known_size(f) if len(data) > config.max_bytes else len(data)
@@ -53,7 +53,8 @@ def read_file(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[Shar
     yield Record(shard.index, 0, shard.source(), data, caption, url, metadata)
 
 
-_SHARD_NAMES = {"Parquet": ".parquet", "tar": ".tar", "zip": ".zip", "TFRecord": ".tfrecord"}
+_SHARD_NAMES = {"Parquet": ".parquet", "Arrow": ".arrow", "tar": ".tar", "zip": ".zip",
+                "TFRecord": ".tfrecord"}
 
 
 class _Unusable(NamedTuple):

@@ -57,25 +57,34 @@ def read_parquet(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[S
         row = start
         try:
             for batch in pf.iter_batches(batch_size=64, row_groups=[group], columns=columns.read):
-                cells = _image_cells(batch.column(columns.image), columns.listed)
-                rows = batch_rows(batch.select(columns.fields))
-                for cell, fields in zip(cells, rows, strict=True):
-                    images = min(len(cell), PER_ROW) if columns.listed and cell else 0  # its KEY/N
-                    key = keys(field_text(fields.get(config.key_column)) or f"{row:09d}", images)
-                    if not columns.listed:
-                        yield _cell_item(shard, row, key, columns.image, *cell[0], fields, columns, config)
-                    elif not cell:  # a null or empty list: no bytes to fingerprint
-                        yield Reject(shard.index, row * per_row, shard.source(f"#{key}"), "read", "empty",
-                                     _null_image(columns.image, fields, config, "null" if cell is None
-                                                 else "an empty list"))
-                    else:
-                        yield from _listed_items(shard, row, key, cell, fields, columns, config)
-                    row += 1
+                yield from batch_items(shard, batch, row, keys, columns, config)
+                row += batch.num_rows
         except DAMAGE + (pa.ArrowException,) as e:
             lost = f"rows {row}-{start + n_rows - 1} of row group {group}"
             yield Reject(shard.index, row * per_row, shard.source(f"#{groups[group]}"), "read",  # its first
                          failure(e), f"{lost}: {error_text(e)}"[:500])  # lost row's
         start += n_rows
+
+
+def batch_items(shard: Shard, batch: pa.RecordBatch, first_row: int, keys: Keys, columns: ParquetColumns,
+                config: ReaderConfig) -> Iterator[ShardItem]:
+    """The records and rejects of a batch of a table's rows (a Parquet's, an Arrow IPC
+    file's), the first of them row `first_row`: a row's image, or each of its list's. The
+    batch's columns are converted before the first is yielded, so a failure there loses
+    the batch's rows only (the caller's reject names them from `first_row`)."""
+    cells = _image_cells(batch.column(columns.image), columns.listed)
+    rows = batch_rows(batch.select(columns.fields))
+    for row, (cell, fields) in enumerate(zip(cells, rows, strict=True), start=first_row):
+        images = min(len(cell), PER_ROW) if columns.listed and cell else 0  # its KEY/N
+        key = keys(field_text(fields.get(config.key_column)) or f"{row:09d}", images)
+        if not columns.listed:
+            yield _cell_item(shard, row, key, columns.image, *cell[0], fields, columns, config)
+        elif not cell:  # a null or empty list: no bytes to fingerprint
+            yield Reject(shard.index, row * PER_ROW, shard.source(f"#{key}"), "read", "empty",
+                         _null_image(columns.image, fields, config,
+                                     "null" if cell is None else "an empty list"))
+        else:
+            yield from _listed_items(shard, row, key, cell, fields, columns, config)
 
 
 def _cell_item(shard: Shard, ordinal: int, key: str, column: str, data: bytes | None, path: bytes | None,

@@ -19,11 +19,15 @@ TAR_COMPRESSION = {".tar": None, ".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": 
 TAR_SUFFIXES = tuple(TAR_COMPRESSION)
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")  # .parq: fastparquet's and dask's examples
 ZIP_SUFFIXES = (".zip",)
+# Arrow IPC: Hugging Face datasets' cache and save_to_disk (.arrow), Feather v2, Polars' .ipc;
+# .arrows is the stream format's registered suffix
+ARROW_SUFFIXES = (".arrow", ".arrows", ".feather", ".ipc")
 WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")  # gzip per record, which warcio reads itself
 TFRECORD_COMPRESSION = {".tfrecord": None, ".tfrecords": None,
                         ".tfrecord.gz": "gzip", ".tfrecords.gz": "gzip"}  # TensorFlow's GZIP option
 TFRECORD_SUFFIXES = tuple(TFRECORD_COMPRESSION)
-SHARD_SUFFIXES = TAR_SUFFIXES + PARQUET_SUFFIXES + ZIP_SUFFIXES + WARC_SUFFIXES + TFRECORD_SUFFIXES
+SHARD_SUFFIXES = (TAR_SUFFIXES + PARQUET_SUFFIXES + ARROW_SUFFIXES + ZIP_SUFFIXES + WARC_SUFFIXES
+                  + TFRECORD_SUFFIXES)
 # TensorFlow Datasets names its shards after their place: mnist-train.tfrecord-00000-of-00004
 _TFDS_SHARD = re.compile(r"\.tfrecords?-\d+-of-\d+$")
 # Shards named without a suffix: TensorFlow's sharded files (ImageNet's train-00000-of-01024) and
@@ -85,6 +89,8 @@ def shard_kind(uri: str) -> str:
         return "tar"
     if lower.endswith(PARQUET_SUFFIXES):
         return "parquet"
+    if lower.endswith(ARROW_SUFFIXES):
+        return "arrow"
     if lower.endswith(ZIP_SUFFIXES):
         return "zip"
     if lower.endswith(WARC_SUFFIXES):
