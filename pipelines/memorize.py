@@ -132,7 +132,7 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
     if columns.image_holds:
         raise UsageError(f"--image_column {config.reader.image_column} holds {columns.image_holds}")
     if columns.missing:  # optional text: another shard may have it
-        logging.getLogger("memgen").warning("%s: no such column in the first Parquet shard, %s",
+        logging.getLogger("memgen").warning("%s: no such column in the first Parquet or Arrow shard, %s",
                                             ", ".join(columns.missing), columns.shard)
     manifest_base = {
         **config.recorded(),

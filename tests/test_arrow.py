@@ -55,6 +55,7 @@ def test_a_datasets_save_to_disk_folder_is_read_as_its_parquet_would_be(tmp_path
         (i.data, i.ordinal, i.metadata) for i in as_parquet]
     assert len(items) == 4 and all(isinstance(i, Record) for i in items)
     assert json.loads(items[1].metadata) == {"label": 1, "text": "a photo 1"}
+    assert items[1].caption == "a photo 1"  # `text`, as datasets names a caption
     assert items[1].source == f"{shard.uri}#000000001"
 
 

@@ -174,6 +174,18 @@ def test_parquet_reader_columns_struct_and_nulls(tmp_path):
     assert only_named.message.startswith("image.path 'b.jpg': FileNotFoundError")
 
 
+def test_a_tables_caption_is_its_caption_column_else_its_text_column(tmp_path):
+    """Hugging Face datasets name a caption `text` (diffusers' training scripts read it): their
+    images had no caption unless --caption_column text was given."""
+    pq.write_table(pa.table({"jpg": [jpeg(0)], "text": ["a cat"]}), tmp_path / "hf.parquet")
+    both = pa.table({"jpg": [jpeg(0)], "text": ["ocr"], "caption": ["a cat"]})
+    pq.write_table(both, tmp_path / "both.parquet")
+    assert [i.caption for i in read(str(tmp_path / "hf.parquet"))] == ["a cat"]
+    assert [i.caption for i in read(str(tmp_path / "both.parquet"))] == ["a cat"]
+    named = ReaderConfig(caption_column="text")
+    assert [i.caption for i in read(str(tmp_path / "both.parquet"), named)] == ["ocr"]
+
+
 def test_a_null_hugging_face_image_struct_is_a_null_image_whatever_its_children_hold(tmp_path):
     """A null struct {bytes, path} is a null image: the row's "empty" reject with its url. Parquet
     keeps no child value under a null struct (its levels cannot), but children declared not

@@ -172,7 +172,9 @@ def _first_table_schema(shards: list[Shard]) -> tuple[Shard, pa.Schema] | None:
 class ParquetColumns:
     """Which columns of a Parquet shard are read, and what each is for: the image bytes,
     text fields (caption, url, key) and metadata (every other column but binary ones,
-    which are not text), with the shard's Hive partitions (Shard.partitions)."""
+    which are not text), with the shard's Hive partitions (Shard.partitions). The caption is
+    --caption_column's, else `text`'s, as Hugging Face datasets name it (diffusers' training
+    scripts read `text`; an ImageFolder's metadata is read so too)."""
 
     def __init__(self, schema: pa.Schema, config: ReaderConfig, partitions: dict[str, str | None]) -> None:
         self.partitions = partitions
@@ -181,9 +183,10 @@ class ParquetColumns:
         if repeated:
             raise ColumnError("duplicate_columns", f"column names appear more than once: {repeated}")
         self.image = _image_column(schema, config)
+        self.caption = config.caption_column if config.caption_column in names else "text"
         self.listed = _is_list(schema.field(self.image).type)  # several images a row
         self.metadata = [n for n in names if n != self.image and not _has_binary(schema.field(n).type)]
-        text = [n for n in (config.caption_column, config.url_column, config.key_column)
+        text = [n for n in (self.caption, config.url_column, config.key_column)
                 if n in names and n != self.image and n not in self.metadata]
         self.fields = self.metadata + text
         self.read = [self.image, *self.fields]

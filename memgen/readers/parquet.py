@@ -168,5 +168,5 @@ def _parquet_item(shard: Shard, ordinal: int, key: str, data: bytes, fields: dic
     # a partition's value wins over a column of its name, as pyarrow.dataset and DuckDB read them
     metadata = json.dumps(finite({n: fields[n] for n in columns.metadata} | columns.partitions), default=str,
                           ensure_ascii=False, sort_keys=True)
-    return Record(shard.index, ordinal, source, data, field_text(fields.get(config.caption_column)),
+    return Record(shard.index, ordinal, source, data, field_text(fields.get(columns.caption)),
                   field_text(fields.get(config.url_column)), metadata, locator)
