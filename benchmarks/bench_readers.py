@@ -1,8 +1,9 @@
 """What each input format costs to read: the same real photos as a folder, a WebDataset tar
 (plain, gzip and zstd at their tools' default levels), a zip (stored and deflated), a WARC
-(gzip per record), a TFRecord (img2dataset's layout), and Parquet (bytes, a list per row,
-base64 text), read by memgen's reader alone (read_shard: bytes, captions, metadata; no
-decode). Records per second, the best of --rounds, and each format's time over the tar's.
+(gzip per record), a TFRecord (img2dataset's layout), Parquet (bytes, a list per row,
+base64 text) and an Arrow IPC stream (as Hugging Face datasets writes one), read by
+memgen's reader alone (read_shard: bytes, captions, metadata; no decode). Records per
+second, the best of --rounds, and each format's time over the tar's.
 
     .venv/bin/python -m benchmarks.bench_readers [--copies 8] [--rounds 3]
 Inputs go to benchmarks/out/readers/ (gitignored): --copies times the photos under other
@@ -85,8 +86,10 @@ def write_inputs(root: Path, images: list[tuple[str, bytes]]) -> dict[str, Path]
                         "txt": (f"caption of {name}".encode(), "byte")})
     examples.close()
     datas = [data for _, data in images]
-    pq.write_table(pa.table({"jpg": datas, "caption": [f"caption of {n}" for n, _ in images]}),
-                   root / "bytes.parquet")
+    table = pa.table({"jpg": datas, "caption": [f"caption of {n}" for n, _ in images]})
+    pq.write_table(table, root / "bytes.parquet")
+    with pa.ipc.new_stream(root / "bytes.arrow", table.schema) as stream:
+        stream.write_table(table, max_chunksize=100)  # datasets' batch of an image dataset
     pq.write_table(pa.table({"images": pa.array([datas[i: i + 4] for i in range(0, len(datas), 4)],
                                                 pa.list_(pa.binary()))}), root / "lists.parquet")
     pq.write_table(pa.table({"b64": [base64.b64encode(d).decode() for d in datas]}), root / "base64.parquet")
@@ -95,7 +98,7 @@ def write_inputs(root: Path, images: list[tuple[str, bytes]]) -> dict[str, Path]
             "zip (deflated)": root / "photos-deflated.zip", "WARC (.warc.gz)": root / "crawl.warc.gz",
             "TFRecord": root / "photos.tfrecord",
             "Parquet (bytes)": root / "bytes.parquet", "Parquet (a list a row)": root / "lists.parquet",
-            "Parquet (base64)": root / "base64.parquet"}
+            "Parquet (base64)": root / "base64.parquet", "Arrow IPC stream": root / "bytes.arrow"}
 
 
 def read_seconds(path: Path, config: ReaderConfig) -> tuple[float, int]:
