@@ -52,13 +52,15 @@ class MemorizeOptions(PipelineOptions):
         parser.add_argument("--reject_data_cap", type=int, default=ReaderConfig.reject_data_cap,
                             help="bytes of a rejected record kept in rejects/ (default %(default)s)")
         parser.add_argument("--image_column", default=None,
-                            help="Parquet image-bytes column (default: jpg, image, img, ...)")
+                            help="image-bytes column of Parquet and Arrow shards, feature of TFRecords "
+                                 "(default: jpg, image, img, ...)")
         parser.add_argument("--caption_column", default=ReaderConfig.caption_column,
-                            help="Parquet caption column (default %(default)s)")
+                            help="caption column or feature (default %(default)s; a table without it: "
+                                 "text, a TFRecord: txt)")
         parser.add_argument("--url_column", default=ReaderConfig.url_column,
-                            help="Parquet source-URL column (default %(default)s)")
+                            help="source-URL column or feature (default %(default)s)")
         parser.add_argument("--key_column", default=ReaderConfig.key_column,
-                            help="Parquet record-key column (default %(default)s)")
+                            help="record-key column or feature (default %(default)s)")
         parser.add_argument("--http_timeout", type=float, default=ReaderConfig.http_timeout,
                             help="seconds an http(s) server may send nothing before its shard "
                                  "becomes a reject (default %(default)s; a slow download is never cut)")
