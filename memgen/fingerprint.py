@@ -56,6 +56,7 @@ _TRANSPOSE = {
 class FingerprintConfig:
     mode: str = "fast"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    min_side: int = 0  # an image narrower or lower than this (icons, tracking pixels) is a too_small reject
 
     @classmethod
     def of_memory(cls, manifest: dict) -> FingerprintConfig:
@@ -76,6 +77,9 @@ def decode(data: bytes, config: FingerprintConfig) -> Decoded:
     with image_errors():
         img = open_image(data, config.max_pixels)
         header_size, image_format = img.size, img.format or "unknown"  # eight_bit's copy has no format
+        if min(header_size) < config.min_side:  # a side, whatever the orientation: read from the header
+            raise ImageError("too_small", f"{img.width}x{img.height}: a side under --min_side "
+                                          f"{config.min_side}")
         if config.mode == "fast" and image_format == "JPEG":
             draft(img, "L", DRAFT_SIZE)
         img.load()

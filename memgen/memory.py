@@ -340,6 +340,7 @@ def _positive(value: Any) -> bool:
 # sizes, an unknown mode; memorize's own bounds, 1 TiB records, are not repeated here)
 _OPTION_VALUES = (("fingerprint", "mode", lambda v: v in MODES),
                   ("fingerprint", "max_pixels", _counting),
+                  ("fingerprint", "min_side", _whole),
                   ("reader", "max_bytes", _counting),
                   ("reader", "reject_data_cap", _whole),
                   ("reader", "http_timeout", _positive))

@@ -49,6 +49,10 @@ class MemorizeOptions(PipelineOptions):
                             help="records larger than this are rejected unread (default %(default)s)")
         parser.add_argument("--max_pixels", type=int, default=FingerprintConfig.max_pixels,
                             help="images with more pixels are rejected undecoded (default %(default)s)")
+        parser.add_argument("--min_side", type=int, default=FingerprintConfig.min_side,
+                            help="images narrower or lower than this many pixels (icons, tracking "
+                                 "pixels) become too_small rejects (default 0: none; img2dataset's "
+                                 "--min_image_size)")
         parser.add_argument("--reject_data_cap", type=int, default=ReaderConfig.reject_data_cap,
                             help="bytes of a rejected record kept in rejects/ (default %(default)s)")
         parser.add_argument("--image_column", default=None,
@@ -92,18 +96,21 @@ class MemorizeConfig:
             raise UsageError(f"--max_bytes must be at most {MAX_RECORD_BYTES} (1 TiB), got {o.max_bytes}")
         if not 0 < o.http_timeout < float("inf"):
             raise UsageError(f"--http_timeout must be a positive number of seconds, got {o.http_timeout}")
-        if o.reject_data_cap < 0:
-            raise UsageError(f"--reject_data_cap must be 0 or more, got {o.reject_data_cap}")
+        for name in ("reject_data_cap", "min_side"):
+            if getattr(o, name) < 0:
+                raise UsageError(f"--{name} must be 0 or more, got {getattr(o, name)}")
         reader = ReaderConfig(o.max_bytes, o.reject_data_cap, o.image_column, o.caption_column,
                               o.url_column, o.key_column, o.http_timeout)
         return cls(tuple(o.input), o.memory, o.threshold, reader,
-                   FingerprintConfig(o.hash_mode, o.max_pixels), tuple(o.known))
+                   FingerprintConfig(o.hash_mode, o.max_pixels, o.min_side), tuple(o.known))
 
     def recorded(self) -> dict[str, Any]:
         """What a memory's manifest records of the command that made it (as JSON reads it back):
         a finished memory that records the same is this command's."""
-        options = {"threshold": self.threshold, "reader": asdict(self.reader),
-                   "fingerprint": asdict(self.fingerprint)}
+        fingerprint = asdict(self.fingerprint)
+        if not self.fingerprint.min_side:  # a memory made before --min_side is this command's without it
+            del fingerprint["min_side"]
+        options = {"threshold": self.threshold, "reader": asdict(self.reader), "fingerprint": fingerprint}
         if self.known:  # only then: a memory made before --known is this command's without it
             options["known"] = list(self.known)
         inputs = [printable(i) for i in self.inputs]  # a name given that is not UTF-8: \xNN escapes

@@ -234,6 +234,21 @@ def test_pixel_cap_rejects_before_decoding():
     assert isinstance(fp(data, FingerprintConfig(max_pixels=400 * 300)), Fingerprint)
 
 
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_a_side_under_min_side_is_too_small_before_decoding(mode):
+    """Whatever the orientation: a 200x100 photo stored sideways (EXIF 6) has a 100 px side."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    make_image(7, (200, 100)).save(out, "JPEG", exif=exif)
+    for min_side, kept in ((100, True), (101, False)):
+        result = fp(out.getvalue(), FingerprintConfig(mode=mode, min_side=min_side))
+        assert isinstance(result, Fingerprint) is kept
+        if not kept:
+            said = "200x100: a side under --min_side 101"
+            assert (result.error_type, result.message) == ("too_small", said)
+
+
 def test_decompression_bomb_header_is_rejected():
     # a PNG whose header claims 60000 x 60000 pixels with almost no data: a 1 x 1 PNG's IHDR
     # rewritten (encoding a real one takes 15 s)

@@ -106,6 +106,33 @@ def test_counts_add_up_and_every_record_lands_once(memory):
     assert set(c["rejects_by_stage"]) == {"open", "read", "fingerprint"}  # missing.tar, damage, html
 
 
+def test_images_with_a_side_under_min_side_are_too_small_rejects(tmp_path):
+    """A crawl's icons and 1x1 tracking pixels: rejects that say their size, told from the header,
+    bytes kept as any fingerprint reject's; the setting is recorded, and the same command again
+    finds its memory finished."""
+    pixel, icon = encode(make_image(1, (1, 1)), "GIF"), encode(make_image(2, (32, 16)), "PNG")
+    tall = encode(make_image(3, (20, 200)))  # 20 px wide: under 32 whatever its height
+    shard = write_tar(tmp_path / "crawl.tar", [
+        sample("pixel", pixel, ext="gif"), sample("icon", icon, ext="png"), sample("tall", tall),
+        sample("photo", jpeg(4)), sample("edge", encode(make_image(5, (32, 32))))])
+    memory = tmp_path / "m"
+    assert run(str(shard), "--memory", str(memory), "--min_side", "32") == 0
+    manifest = valid_manifest(read_manifest(str(memory)))
+    assert manifest["options"]["fingerprint"]["min_side"] == 32
+    assert manifest["counts"]["rejects_by_reason"] == {"too_small": 3}
+    rejects = {r["source"].split("#")[1]: r for r in rows(memory, "rejects")}
+    assert {k: (r["stage"], r["message"]) for k, r in rejects.items()} == {
+        "pixel": ("fingerprint", "1x1: a side under --min_side 32"),
+        "icon": ("fingerprint", "32x16: a side under --min_side 32"),
+        "tall": ("fingerprint", "20x200: a side under --min_side 32")}
+    assert rejects["icon"]["data"] == icon
+    assert sorted(r["source"].split("#")[1] for r in rows(memory, "images")) == ["edge", "photo"]
+    assert run(str(shard), "--memory", str(memory), "--min_side", "32") == 0  # finished: nothing to run
+    assert run(str(shard), "--memory", str(tmp_path / "all")) == 0
+    all_kept = valid_manifest(read_manifest(str(tmp_path / "all")))
+    assert "min_side" not in all_kept["options"]["fingerprint"] and all_kept["counts"]["images"] == 5
+
+
 def test_images_hold_the_original_bytes_and_metadata(memory):
     _, originals = corpus(memory / "again")
     images = {r["source"].rsplit("#", 1)[-1]: r for r in rows(memory / "memory", "images")}
@@ -952,6 +979,7 @@ def test_standard_output_on_a_full_disk_is_said_as_itself(tmp_path):
     (["{shard}", "--memory", "{tmp}/m", "--treshold", "3"], "unrecognized arguments"),
     (["{shard}"], "--memory is required"),
     (["{shard}", "--memory", "{tmp}/m", "--reject_data_cap", "-5"], "--reject_data_cap must be 0 or more"),
+    (["{shard}", "--memory", "{tmp}/m", "--min_side", "-1"], "--min_side must be 0 or more, got -1"),
     (["{shard}", "--memory", "{tmp}/m", "--max_bytes", str(2**63 - 1)], "--max_bytes must be at most"),
     (["{shard}", "--memory", "{tmp}/m", "--http_timeout", "0"], "--http_timeout must be a positive number"),
     (["{shard}", "--memory", "{tmp}/m", "--http_timeout", "nan"], "--http_timeout must be a positive number"),
