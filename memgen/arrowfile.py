@@ -1,6 +1,6 @@
 """Arrow IPC files and streams, read front to back: Hugging Face `datasets`' cache and
 `save_to_disk` files (`data-00000-of-00001.arrow`, the stream format) and Feather v2 /
-Arrow IPC files (`.feather`, `.arrow` as pyarrow, Polars and DuckDB write them: the file
+Arrow IPC files (`.feather`, `.arrow` as pyarrow and Polars write them: the file
 format, whose first 8 bytes, "ARROW1" and padding, precede the same stream).
 
 Nothing is sought: a stream over https or from a bucket is read as it arrives, a record
@@ -19,6 +19,7 @@ import pyarrow as pa
 from memgen.tarstream import read_up_to
 
 MAGIC = b"ARROW1"  # the file format's first (and last) bytes
+_FEATHER_V1 = b"FEA1"  # Feather's first format (pyarrow before 0.17, 2020): no IPC stream inside
 _FILE_HEAD = 8  # MAGIC and 2 bytes of padding, before the stream
 _END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # a continuation marker and a length of 0
 
@@ -49,6 +50,9 @@ def record_batches(f: IO[bytes]) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     the batches end with EOFError where the stream was cut short. pyarrow's errors (ArrowInvalid,
     a ValueError; OSError) are raised where the bytes are no Arrow IPC or damaged."""
     head = read_up_to(f, _FILE_HEAD)
+    if head.startswith(_FEATHER_V1):
+        raise ValueError("a Feather v1 file (written by pyarrow before 0.17), which holds no Arrow IPC "
+                         "stream: write it again as Feather v2 (pyarrow.feather.write_feather)")
     watched = _Watched(f, b"" if head.startswith(MAGIC) else head)
     reader = pa.ipc.open_stream(pa.PythonFile(watched, mode="r"))
     return reader.schema, _checked(reader, watched)

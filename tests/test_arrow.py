@@ -116,6 +116,11 @@ def test_a_file_cut_after_its_stream_loses_nothing_and_other_bytes_are_a_reject(
     [reject] = read(tmp_path / "no.arrow")
     assert (reject.error_type, reject.ordinal) == ("corrupt_shard", 0)
     assert reject.message.startswith("no Arrow IPC stream, or a damaged one: ArrowInvalid: ")
+    feather.write_feather(TABLE.drop_columns("jpg"), tmp_path / "v1.feather", version=1)
+    [reject] = read(tmp_path / "v1.feather")
+    assert (reject.error_type, reject.message) == ("corrupt_shard", (
+        "ValueError: a Feather v1 file (written by pyarrow before 0.17), which holds no Arrow IPC stream: "
+        "write it again as Feather v2 (pyarrow.feather.write_feather)"))
 
 
 def test_an_arrow_file_named_without_a_suffix_is_read_by_its_magic_and_one_named_as_an_image_is_said(

@@ -28,7 +28,7 @@ def read_arrow(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[Sha
     except DAMAGE + (pa.ArrowException,) as e:
         failed = failure(e)
         said = error_text(e)
-        if failed != "unreadable":  # pyarrow's words say nothing of what the file is not
+        if isinstance(e, pa.ArrowException):  # pyarrow's words say nothing of what the file is not
             said = f"no Arrow IPC stream, or a damaged one: {said}"
         yield Reject(shard.index, 0, shard.source(), "read", failed, said[:500])
         return
