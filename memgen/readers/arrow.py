@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from memgen.arrowfile import record_batches
 from memgen.readers.columns import ColumnError, ParquetColumns
-from memgen.readers.config import DAMAGE, PER_ROW, ReaderConfig, ShardItem, failure
+from memgen.readers.config import DAMAGE, ReaderConfig, ShardItem, failure
 from memgen.readers.keys import Keys
 from memgen.readers.parquet import batch_items
 from memgen.records import Reject, Shard
@@ -41,6 +41,5 @@ def read_arrow(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[Sha
             yield from batch_items(shard, batch, row, keys, columns, config)
             row += batch.num_rows
     except DAMAGE + (pa.ArrowException,) as e:
-        per_row = PER_ROW if columns.listed else 1
-        yield Reject(shard.index, row * per_row, shard.source(), "read", failure(e),
+        yield Reject(shard.index, row * columns.per_row, shard.source(), "read", failure(e),
                      f"rows from {row} on: {error_text(e)}"[:500])

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from memgen.arrowfile import read_schema, record_batches
 from memgen.decode import identified
 from memgen.inline import decoded
-from memgen.readers.config import DEFAULT_IMAGE_COLUMNS, ReaderConfig
+from memgen.readers.config import DEFAULT_IMAGE_COLUMNS, PER_ROW, ReaderConfig
 from memgen.readers.tfrecord import image_values, unnamed_image
 from memgen.records import Shard
 from memgen.shards import compression, open_input
@@ -190,6 +190,7 @@ class ParquetColumns:
                 if n in names and n != self.image and n not in self.metadata]
         self.fields = self.metadata + text
         self.read = [self.image, *self.fields]
+        self.per_row = PER_ROW if self.listed else 1  # a row's records' ordinals: row * per_row + i
 
 
 def _image_column(schema: pa.Schema, config: ReaderConfig) -> str:

@@ -49,7 +49,6 @@ def read_parquet(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[S
     except ColumnError as e:
         yield Reject(shard.index, 0, shard.source(), "read", e.error_type, str(e))
         return
-    per_row = PER_ROW if columns.listed else 1  # a row's records' ordinals: row * per_row + i
     # a damaged group's reject is #row_group_N: a key so named gets ~2, in every read (damaged or not)
     groups = [keys(f"row_group_{group}") for group in range(len(row_groups))]
     start = 0
@@ -61,8 +60,9 @@ def read_parquet(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[S
                 row += batch.num_rows
         except DAMAGE + (pa.ArrowException,) as e:
             lost = f"rows {row}-{start + n_rows - 1} of row group {group}"
-            yield Reject(shard.index, row * per_row, shard.source(f"#{groups[group]}"), "read",  # its first
-                         failure(e), f"{lost}: {error_text(e)}"[:500])  # lost row's
+            yield Reject(shard.index, row * columns.per_row,  # its first lost row's
+                         shard.source(f"#{groups[group]}"), "read", failure(e),
+                         f"{lost}: {error_text(e)}"[:500])
         start += n_rows
 
 
