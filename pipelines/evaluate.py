@@ -53,7 +53,7 @@ class EvaluateOptions(PipelineOptions):
                             help="reference image set (shards, folders; several after one --reference, "
                                  "or the flag repeated), e.g. a held-out test set")
         parser.add_argument("--reference_image_column", default=None,
-                            help="the Parquet or Arrow column (or TFRecord feature) of the --reference "
+                            help="the Parquet, Arrow or MDS column (or TFRecord feature) of the --reference "
                                  "images, when not the memory's --image_column (default: the memory's, "
                                  "else the default names: jpg, image, ...)")
         add_shared(parser, "--out")

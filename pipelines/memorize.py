@@ -56,7 +56,7 @@ class MemorizeOptions(PipelineOptions):
         parser.add_argument("--reject_data_cap", type=int, default=ReaderConfig.reject_data_cap,
                             help="bytes of a rejected record kept in rejects/ (default %(default)s)")
         parser.add_argument("--image_column", default=None,
-                            help="image-bytes column of Parquet and Arrow shards, feature of TFRecords "
+                            help="image-bytes column of Parquet, Arrow and MDS shards, feature of TFRecords "
                                  "(default: jpg, image, img, ...)")
         parser.add_argument("--caption_column", default=ReaderConfig.caption_column,
                             help="caption column or feature (default %(default)s; a table without it: "
@@ -141,7 +141,7 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
     if columns.image_holds:
         raise UsageError(f"--image_column {config.reader.image_column} holds {columns.image_holds}")
     if columns.missing:  # optional text: another shard may have it
-        logging.getLogger("memgen").warning("%s: no such column in the first Parquet or Arrow shard, %s",
+        logging.getLogger("memgen").warning("%s: no such column in the first Parquet, Arrow or MDS shard, %s",
                                             ", ".join(columns.missing), columns.shard)
     manifest_base = {
         **config.recorded(),

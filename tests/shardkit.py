@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import json
+import sys
 import tarfile
+import types
 from pathlib import Path
 
 import jsonschema
@@ -125,3 +129,28 @@ def read_as_reference(shard, reader) -> tuple[list[bytes], list[bytes]]:  # noqa
     hashed = [getattr(image, "data", image) for image in reference_images(shard, reader, FingerprintConfig())]
     shown = [image for image, _ in _reference_images([shard], 5, reader)]
     return hashed, shown
+
+
+def write_mds(out: Path, columns: dict[str, str], rows: list[dict], **kwargs) -> Path:
+    """An MDS dataset (its index.json and shards) in the folder `out`, written by MosaicML
+    Streaming's own MDSWriter; `kwargs` are its (compression, size_limit)."""
+    with _mds_writer()(out=str(out), columns=columns, **kwargs) as writer:
+        for row in rows:
+            writer.write(row)
+    return out
+
+
+@functools.cache
+def _mds_writer() -> type:
+    """streaming's MDSWriter. The `streaming` package's __init__ imports its torch DataLoader
+    and transformers (hundreds of MB, not test dependencies), none of which the writer uses:
+    its modules are loaded from the installed package with `streaming` and `streaming.base`
+    as bare packages (their __init__ not run). The writer's own code runs as it is."""
+    root = Path(importlib.util.find_spec("streaming").submodule_search_locations[0])
+    for name in ("streaming", "streaming.base"):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(root.parent / name.replace(".", "/"))]
+            sys.modules[name] = package
+    from streaming.base.format.mds.writer import MDSWriter
+    return MDSWriter

@@ -1095,7 +1095,7 @@ def test_a_text_column_flag_the_first_parquet_shard_lacks_is_warned_about(memory
     result = cli("memorize", str(memory / "shards" / "00002.parquet"), "--memory", str(tmp_path / "m"),
                  "--caption_column", "TEXT")
     assert result.returncode == 0
-    assert "--caption_column TEXT: no such column in the first Parquet or Arrow shard" in result.stderr
+    assert "--caption_column TEXT: no such column in the first Parquet, Arrow or MDS shard" in result.stderr
 
 
 def test_inputs_after_a_bare_dry_run_or_after_a_double_dash():

@@ -46,7 +46,7 @@ from memgen import transfer
 from memgen.memory import open_table, read_manifest
 from memgen.pipelines.cli import main
 from memgen.shards import discover, listing_digest
-from shardkit import encode, jpeg, sample, write_parquet, write_tar
+from shardkit import encode, jpeg, sample, write_mds, write_parquet, write_tar
 
 SECRET = "sEcReT-aws-key-do-not-log-4242"
 # what a memory holds independently of where its shards were read from
@@ -455,12 +455,13 @@ def test_memorize_http_shards_match_local(http_root, local_reference, tmp_path):
     assert got == local_reference["content"]
 
 
-@pytest.mark.parametrize("name", ["photos.zip", "crawl.warc.gz", "photos.tar.zst", "photos.arrow"])
+@pytest.mark.parametrize("name", ["photos.zip", "crawl.warc.gz", "photos.tar.zst", "photos.arrow",
+                                  "shard.00000.mds.zstd"])
 def test_a_zip_or_warc_over_http_and_in_a_bucket_matches_the_local_one(s3, tmp_path, name):
     """A zip is read from its end (its central directory) and then member by member: over
     http it is copied to local disk first, as a Parquet is; in a bucket read in ranges. A
     WARC is streamed, as a tar; a .tar.zst decompressed as it streams; an Arrow IPC stream
-    read a batch at a time as it arrives."""
+    read a batch at a time as it arrives, an MDS shard a sample at a time."""
     folder = tmp_path / "served"
     folder.mkdir()
     images = [(f"p/{i}.jpg", jpeg(i)) for i in range(6)] + [("p/again.jpg", jpeg(2))]
@@ -470,6 +471,10 @@ def test_a_zip_or_warc_over_http_and_in_a_bucket_matches_the_local_one(s3, tmp_p
         table = pa.table({"key": [member for member, _ in images], "jpg": [data for _, data in images]})
         with pa.ipc.new_stream(folder / name, table.schema) as writer:
             writer.write_table(table, max_chunksize=2)
+    elif name.endswith(".mds.zstd"):
+        rows = [{"key": member, "jpg": data} for member, data in images]
+        write_mds(tmp_path / "mds", {"key": "str", "jpg": "bytes"}, rows, compression="zstd")
+        (tmp_path / "mds" / name).rename(folder / name)
     elif name.endswith(".zip"):
         with zipfile.ZipFile(folder / name, "w") as archive:
             for member, data in images:

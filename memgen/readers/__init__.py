@@ -19,6 +19,7 @@ from memgen.readers.columns import ColumnError, NamedColumns, named_columns
 from memgen.readers.config import DEFAULT_IMAGE_COLUMNS, PER_ROW, ReaderConfig, ShardItem
 from memgen.readers.fields import MERGE_DEPTH
 from memgen.readers.file import read_file
+from memgen.readers.mds import read_mds
 from memgen.readers.parquet import read_parquet
 from memgen.readers.probe import special_file
 from memgen.readers.tar import IMAGE_EXTS, OTHER_IMAGE_EXTS, read_tar
@@ -69,7 +70,7 @@ def read_shard(shard: Shard, config: ReaderConfig, first_read: bool = False) -> 
               "tar": functools.partial(read_tar, first_read=first_read),
               "zip": functools.partial(read_zip, first_read=first_read),
               "warc": functools.partial(read_warc, first_read=first_read),
-              "tfrecord": read_tfrecord}[shard.kind]
+              "tfrecord": read_tfrecord, "mds": read_mds}[shard.kind]
     special = special_file(shard.location)
     if special:  # opening a named pipe waits for a writer: the run never ended
         yield Reject(shard.index, 0, shard.source(), "open", "not_a_file",

@@ -9,7 +9,7 @@ from typing import IO
 import pyarrow as pa
 
 from memgen.arrowfile import record_batches
-from memgen.readers.columns import ColumnError, ParquetColumns
+from memgen.readers.columns import shard_columns
 from memgen.readers.config import DAMAGE, ReaderConfig, ShardItem, failure
 from memgen.readers.keys import Keys
 from memgen.readers.parquet import batch_items
@@ -24,7 +24,6 @@ def read_arrow(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[Sha
     keys = Keys()
     try:
         schema, batches = record_batches(f)
-        columns = ParquetColumns(schema, config, dict(shard.partitions))
     except DAMAGE + (pa.ArrowException,) as e:
         failed = failure(e)
         said = error_text(e)
@@ -32,8 +31,9 @@ def read_arrow(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[Sha
             said = f"no Arrow IPC stream, or a damaged one: {said}"
         yield Reject(shard.index, 0, shard.source(), "read", failed, said[:500])
         return
-    except ColumnError as e:
-        yield Reject(shard.index, 0, shard.source(), "read", e.error_type, str(e))
+    columns = shard_columns(schema, config, shard)
+    if isinstance(columns, Reject):
+        yield columns
         return
     row = 0
     try:

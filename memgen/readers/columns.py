@@ -1,11 +1,12 @@
-"""A Parquet (or Arrow IPC) shard's columns: which holds the images and which are text, and the
+"""A Parquet (or Arrow IPC, or MDS) shard's columns: which holds the images and which are text, and the
 checks of the columns the flags name, before a run (of a TFRecord's features too, when no shard
 is a table)."""
 
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from collections.abc import Iterator
+from typing import IO, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,13 +14,14 @@ import pyarrow.parquet as pq
 from memgen.arrowfile import read_schema, record_batches
 from memgen.decode import identified
 from memgen.inline import decoded
+from memgen.mdsfile import mds_schema, mds_shard
 from memgen.readers.config import DEFAULT_IMAGE_COLUMNS, PER_ROW, ReaderConfig
 from memgen.readers.tfrecord import image_values, unnamed_image
-from memgen.records import Shard
+from memgen.records import Reject, Shard
 from memgen.shards import compression, open_input
 from memgen.tfrecordfile import Example, examples
 
-TABLES = ("parquet", "arrow")  # shards of columns: a row an image (or a list of them)
+TABLES = ("parquet", "arrow", "mds")  # shards of columns: a row (an MDS sample) an image, or a list of them
 
 
 class ColumnError(Exception):
@@ -41,7 +43,7 @@ class NamedColumns(NamedTuple):
 
 def named_columns(shards: list[Shard], config: ReaderConfig) -> NamedColumns:
     """The flags (--image_column, and the text ones where not their defaults) whose column the
-    first Parquet or Arrow IPC shard lacks, and what an --image_column it has holds when that is
+    first Parquet, Arrow IPC or MDS shard lacks, and what an --image_column it has holds when that is
     not bytes (text, a URL column: every record would be a reject), or without --image_column why
     it has no image column by the default names although columns hold bytes, or when all shards
     are tables and none of its columns does (every shard a reject, an empty memory), from one read
@@ -138,13 +140,9 @@ def _not_base64_images(shard: Shard, column: str) -> str | None:
     """What a text --image_column holds when its first value is not a base64 image (URLs,
     paths, captions: every record would be a reject), else None."""
     try:
-        with open_input(shard.location) as f:
-            if shard.kind == "arrow":
-                batches = record_batches(f)[1]
-            else:
-                batches = pq.ParquetFile(f).iter_batches(batch_size=64, columns=[column])
-            for batch in batches:
-                first = next((text for text in batch.column(column).to_pylist() if text), None)
+        with open_input(shard.location, compression(shard.uri)) as f:
+            for texts in _column_values(shard, f, column):
+                first = next((text for text in texts if text), None)
                 if first is not None:
                     data = decoded(first)
                     if isinstance(data, bytes) and identified(data):
@@ -155,16 +153,34 @@ def _not_base64_images(shard: Shard, column: str) -> str | None:
     return None
 
 
+def _column_values(shard: Shard, f: IO[bytes], column: str) -> Iterator[list]:
+    """A table shard's values of `column`, a batch (an MDS sample) at a time."""
+    if shard.kind == "mds":
+        for sample in mds_shard(f, ReaderConfig.max_bytes)[1]:
+            yield [sample.values[column]] if sample.values else []
+        return
+    batches = record_batches(f)[1] if shard.kind == "arrow" else pq.ParquetFile(f).iter_batches(
+        batch_size=64, columns=[column])
+    for batch in batches:
+        yield batch.column(column).to_pylist()
+
+
+def _table_schema(shard: Shard, f: IO[bytes]) -> pa.Schema:
+    if shard.kind == "mds":
+        return mds_schema(mds_shard(f, ReaderConfig.max_bytes)[0])
+    return read_schema(f) if shard.kind == "arrow" else pq.read_schema(f)
+
+
 def _first_table_schema(shards: list[Shard]) -> tuple[Shard, pa.Schema] | None:
-    """(shard, schema) of the first Parquet or Arrow IPC shard; None when there is none, or it
+    """(shard, schema) of the first Parquet, Arrow IPC or MDS shard; None when there is none, or it
     cannot be read here (its reader says why, as a reject). Over http(s), reading a Parquet's
     schema costs the whole file: not asked."""
     first = next((s for s in shards if s.kind in TABLES), None)
     if first is None or first.uri.startswith(("http://", "https://")):
         return None
     try:
-        with open_input(first.location) as f:
-            return first, read_schema(f) if first.kind == "arrow" else pq.read_schema(f)
+        with open_input(first.location, compression(first.uri)) as f:
+            return first, _table_schema(first, f)
     except Exception:  # noqa: BLE001 - unreadable here: its reader says why, as a reject
         return None
 
@@ -191,6 +207,15 @@ class ParquetColumns:
         self.fields = self.metadata + text
         self.read = [self.image, *self.fields]
         self.per_row = PER_ROW if self.listed else 1  # a row's records' ordinals: row * per_row + i
+
+
+def shard_columns(schema: pa.Schema, config: ReaderConfig, shard: Shard) -> ParquetColumns | Reject:
+    """The columns of a table shard of `schema`, or the reject of one whose columns give no
+    records (no image column, names repeated)."""
+    try:
+        return ParquetColumns(schema, config, dict(shard.partitions))
+    except ColumnError as e:
+        return Reject(shard.index, 0, shard.source(), "read", e.error_type, str(e))
 
 
 def _image_column(schema: pa.Schema, config: ReaderConfig) -> str:

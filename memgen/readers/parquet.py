@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from memgen.inline import NotBase64, decoded
-from memgen.readers.columns import ColumnError, ParquetColumns, is_binary, is_text
+from memgen.readers.columns import ParquetColumns, is_binary, is_text, shard_columns
 from memgen.readers.config import (
     DAMAGE,
     PER_ROW,
@@ -29,7 +29,7 @@ from memgen.readers.rows import batch_rows
 from memgen.records import Record, Reject, Shard
 from memgen.transfer import error_text
 
-_Cell = list[tuple[bytes | None, bytes | None]]  # a row's images: (bytes, path) each
+Cell = list[tuple[bytes | None, bytes | None]]  # a row's images: (bytes, path) each
 
 
 def read_parquet(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[ShardItem]:
@@ -41,13 +41,14 @@ def read_parquet(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[S
     keys = Keys()
     try:
         pf = pq.ParquetFile(f)
-        columns = ParquetColumns(pf.schema_arrow, config, dict(shard.partitions))
+        schema = pf.schema_arrow
         row_groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
     except DAMAGE + (pa.ArrowException,) as e:
         yield Reject(shard.index, 0, shard.source(), "read", failure(e), error_text(e))
         return
-    except ColumnError as e:
-        yield Reject(shard.index, 0, shard.source(), "read", e.error_type, str(e))
+    columns = shard_columns(schema, config, shard)
+    if isinstance(columns, Reject):
+        yield columns
         return
     # a damaged group's reject is #row_group_N: a key so named gets ~2, in every read (damaged or not)
     groups = [keys(f"row_group_{group}") for group in range(len(row_groups))]
@@ -75,16 +76,23 @@ def batch_items(shard: Shard, batch: pa.RecordBatch, first_row: int, keys: Keys,
     cells = _image_cells(batch.column(columns.image), columns.listed)
     rows = batch_rows(batch.select(columns.fields))
     for row, (cell, fields) in enumerate(zip(cells, rows, strict=True), start=first_row):
-        images = min(len(cell), PER_ROW) if columns.listed and cell else 0  # its KEY/N
-        key = keys(field_text(fields.get(config.key_column)) or f"{row:09d}", images)
-        if not columns.listed:
-            yield _cell_item(shard, row, key, columns.image, *cell[0], fields, columns, config)
-        elif not cell:  # a null or empty list: no bytes to fingerprint
-            yield Reject(shard.index, row * PER_ROW, shard.source(f"#{key}"), "read", "empty",
-                         _null_image(columns.image, fields, config,
-                                     "null" if cell is None else "an empty list"))
-        else:
-            yield from _listed_items(shard, row, key, cell, fields, columns, config)
+        yield from row_items(shard, row, cell, fields, keys, columns, config)
+
+
+def row_items(shard: Shard, row: int, cell: Cell | None, fields: dict, keys: Keys, columns: ParquetColumns,
+              config: ReaderConfig) -> Iterator[ShardItem]:
+    """The records and rejects of a table's row `row`: its image, or each of its list's
+    (`cell`: its images, None for a null list), with the text and metadata of `fields`
+    (columns.fields' values)."""
+    images = min(len(cell), PER_ROW) if columns.listed and cell else 0  # its KEY/N
+    key = keys(field_text(fields.get(config.key_column)) or f"{row:09d}", images)
+    if not columns.listed:
+        yield _cell_item(shard, row, key, columns.image, *cell[0], fields, columns, config)
+    elif not cell:  # a null or empty list: no bytes to fingerprint
+        yield Reject(shard.index, row * PER_ROW, shard.source(f"#{key}"), "read", "empty",
+                     _null_image(columns.image, fields, config, "null" if cell is None else "an empty list"))
+    else:
+        yield from _listed_items(shard, row, key, cell, fields, columns, config)
 
 
 def _cell_item(shard: Shard, ordinal: int, key: str, column: str, data: bytes | None, path: bytes | None,
@@ -104,7 +112,7 @@ def _cell_item(shard: Shard, ordinal: int, key: str, column: str, data: bytes | 
     return _parquet_item(shard, ordinal, key, data, fields, columns, config)
 
 
-def _listed_items(shard: Shard, row: int, key: str, cell: _Cell, fields: dict, columns: ParquetColumns,
+def _listed_items(shard: Shard, row: int, key: str, cell: Cell, fields: dict, columns: ParquetColumns,
                   config: ReaderConfig) -> Iterator[ShardItem]:
     """The images of a row's list (`datasets`' Sequence(Image()): a conversation's pictures),
     each a record keyed KEY/N, with the row's text and metadata; past PER_ROW one reject."""
@@ -114,7 +122,7 @@ def _listed_items(shard: Shard, row: int, key: str, cell: _Cell, fields: dict, c
     yield from too_many_images(shard, row * PER_ROW, key, len(cell), f"the row's {columns.image}")
 
 
-def _image_cells(column: pa.Array, listed: bool) -> list[_Cell | None]:
+def _image_cells(column: pa.Array, listed: bool) -> list[Cell | None]:
     """Each row's images as (bytes, path) pairs: one, or a list column's (None for a null list)."""
     if not listed:
         return [[pair] for pair in zip(*_image_values(column), strict=True)]

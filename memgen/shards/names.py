@@ -26,8 +26,12 @@ WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")  # gzip per record, whi
 TFRECORD_COMPRESSION = {".tfrecord": None, ".tfrecords": None,
                         ".tfrecord.gz": "gzip", ".tfrecords.gz": "gzip"}  # TensorFlow's GZIP option
 TFRECORD_SUFFIXES = tuple(TFRECORD_COMPRESSION)
+# MosaicML Streaming's MDS shards: shard.00000.mds, compressed whole by MDSWriter(compression=...)
+MDS_COMPRESSION = {".mds": None, ".mds.zstd": ZSTD, ".mds.gz": "gzip", ".mds.bz2": "bz2"}
+MDS_UNREAD = {".mds.br": "Brotli", ".mds.snappy": "Snappy"}  # its other compressions: refused in a reject
+MDS_SUFFIXES = (*MDS_COMPRESSION, *MDS_UNREAD)
 SHARD_SUFFIXES = (TAR_SUFFIXES + PARQUET_SUFFIXES + ARROW_SUFFIXES + ZIP_SUFFIXES + WARC_SUFFIXES
-                  + TFRECORD_SUFFIXES)
+                  + TFRECORD_SUFFIXES + MDS_SUFFIXES)
 # TensorFlow Datasets names its shards after their place: mnist-train.tfrecord-00000-of-00004
 _TFDS_SHARD = re.compile(r"\.tfrecords?-\d+-of-\d+$")
 # Shards named without a suffix: TensorFlow's sharded files (ImageNet's train-00000-of-01024) and
@@ -77,7 +81,7 @@ def is_shard_name(lower: str) -> bool:
 def compression(uri: str) -> str | None:
     """How a shard's bytes are compressed (fsspec's name), by its suffix."""
     lower = _name(uri)
-    compressed = TAR_COMPRESSION | TFRECORD_COMPRESSION
+    compressed = TAR_COMPRESSION | TFRECORD_COMPRESSION | MDS_COMPRESSION
     return next((c for suffix, c in compressed.items() if lower.endswith(suffix)), None)
 
 
@@ -95,6 +99,8 @@ def shard_kind(uri: str) -> str:
         return "zip"
     if lower.endswith(WARC_SUFFIXES):
         return "warc"
+    if lower.endswith(MDS_SUFFIXES):
+        return "mds"
     return "file"
 
 
