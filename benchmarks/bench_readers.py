@@ -1,7 +1,8 @@
 """What each input format costs to read: the same real photos as a folder, a WebDataset tar
 (plain, gzip and zstd at their tools' default levels), a zip (stored and deflated), a WARC
 (gzip per record), a TFRecord (img2dataset's layout), Parquet (bytes, a list per row,
-base64 text) and an Arrow IPC stream (as Hugging Face datasets writes one), read by
+base64 text), an Arrow IPC stream (as Hugging Face datasets writes one) and MDS shards
+(MosaicML Streaming's MDSWriter's, plain and zstd), read by
 memgen's reader alone (read_shard: bytes, captions, metadata; no decode). Records per
 second, the best of --rounds, and each format's time over the tar's.
 
@@ -24,6 +25,7 @@ import gzip
 import io
 import json
 import shutil
+import sys
 import tarfile
 import time
 import tracemalloc
@@ -41,6 +43,9 @@ from benchmarks.common import IMAGE_SUFFIXES, OUT, at_least, machine, require_re
 from memgen.imagefolder import named_rows, row_in
 from memgen.readers import ReaderConfig, read_shard
 from memgen.shards import discover
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from shardkit import write_mds  # noqa: E402 - the tests' MDS writer (streaming's own, loaded without torch)
 
 
 def photos(copies: int) -> list[tuple[str, bytes]]:
@@ -93,12 +98,17 @@ def write_inputs(root: Path, images: list[tuple[str, bytes]]) -> dict[str, Path]
     pq.write_table(pa.table({"images": pa.array([datas[i: i + 4] for i in range(0, len(datas), 4)],
                                                 pa.list_(pa.binary()))}), root / "lists.parquet")
     pq.write_table(pa.table({"b64": [base64.b64encode(d).decode() for d in datas]}), root / "base64.parquet")
+    rows = [{"jpg": data, "caption": f"caption of {name}"} for name, data in images]
+    for compression in (None, "zstd"):  # MDSWriter's default shard size, 64 MiB before compression
+        write_mds(root / f"mds-{compression or 'plain'}", {"jpg": "bytes", "caption": "str"}, rows,
+                  compression=compression)
     return {"folder": folder, "tar": root / "photos.tar", "tar.gz": root / "photos.tar.gz",
             "tar.zst": root / "photos.tar.zst", "zip (stored)": root / "photos-stored.zip",
             "zip (deflated)": root / "photos-deflated.zip", "WARC (.warc.gz)": root / "crawl.warc.gz",
             "TFRecord": root / "photos.tfrecord",
             "Parquet (bytes)": root / "bytes.parquet", "Parquet (a list a row)": root / "lists.parquet",
-            "Parquet (base64)": root / "base64.parquet", "Arrow IPC stream": root / "bytes.arrow"}
+            "Parquet (base64)": root / "base64.parquet", "Arrow IPC stream": root / "bytes.arrow",
+            "MDS (.mds)": root / "mds-plain", "MDS (.mds.zstd)": root / "mds-zstd"}
 
 
 def read_seconds(path: Path, config: ReaderConfig) -> tuple[float, int]:
