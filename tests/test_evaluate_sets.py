@@ -413,6 +413,23 @@ def test_reference_records_left_out_are_said_beside_the_rate(tmp_path, monkeypat
                     "distances.failures)"]
 
 
+def test_reference_images_are_read_with_the_memorys_min_side(tmp_path, monkeypatch, capsys):
+    """A reference image under the memory's --min_side is a too_small record not compared, as
+    memorize rejected such images; a memory made without the flag compares it."""
+    monkeypatch.chdir(tmp_path)
+    write_tar(tmp_path / "a.tar", [sample(f"a{i}", jpeg(i)) for i in range(3)])
+    icon = encode(make_image(7, (16, 16)), "PNG")
+    write_tar(tmp_path / "ref.tar", [sample("r0", jpeg(0)), sample("r1", jpeg(60)), sample("icon", icon)])
+    for memory, flags, compared in (("small", ["--min_side", "32"], 2), ("all", [], 3)):
+        assert main(["memorize", "a.tar", "--memory", memory, *flags]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", "--memory", memory, "--reference", "ref.tar", "--classifier", "caption",
+                     "--embedding", "false", "--out", f"r-{memory}"]) == 0
+        assert f"(1 of {compared} within" in capsys.readouterr().out
+        failures = json.loads((tmp_path / f"r-{memory}" / "report.json").read_text())["distances"]["failures"]
+        assert failures == ({"reference": {"too_small": 1}} if flags else {})
+
+
 def test_reference_files_named_one_by_one_take_their_captions(tmp_path, monkeypatch, capsys):
     """`--reference ref/*` as a shell expands it names each image's NAME.txt beside it: each
     caption was a not_an_image reference record, said as records that could not be compared."""
