@@ -27,6 +27,7 @@ from memgen.decode import DEFAULT_MAX_PIXELS, ImageError, draft, eight_bit, imag
 from memgen.records import Fingerprint, Record, Reject
 
 MODES = ("fast", "exact")
+ORIENTATIONS = ("upright", "any")  # any: a mirrored or quarter-turned copy hashes as its original
 DRAFT_SIZE = 128  # smallest side JPEG draft may decode to; pHash looks at 32x32
 # Distinct images a Fingerprint DoFn remembers to skip exact copies: ~370 bytes each, 12 MB
 # (a Dataflow worker runs a DoFn instance per harness thread, dozens on 4 vCPUs).
@@ -57,6 +58,7 @@ class FingerprintConfig:
     mode: str = "fast"
     max_pixels: int = DEFAULT_MAX_PIXELS
     min_side: int = 0  # an image narrower or lower than this (icons, tracking pixels) is a too_small reject
+    orientations: str = "upright"  # ORIENTATIONS: "any" hashes each image in its canonical orientation
 
     @classmethod
     def of_memory(cls, manifest: dict) -> FingerprintConfig:
@@ -117,20 +119,22 @@ def _bits_to_int64(bits: np.ndarray) -> int:
     return int.from_bytes(np.packbits(bits).tobytes(), "big", signed=True)
 
 
-def hashes(grey: Image.Image, mode: str = "exact") -> tuple[int, int]:
-    """(pHash, dHash) of a mode-L image as int64s: imagehash's, bit for bit, in exact mode."""
+def hashes(grey: Image.Image, mode: str = "exact", orientations: str = "upright") -> tuple[int, int]:
+    """(pHash, dHash) of a mode-L image as int64s: imagehash's, bit for bit, in exact mode;
+    with `orientations` "any", the pHash of its canonical orientation (canonical_block)."""
     if mode == "fast":
-        return _fast_hashes(grey)
-    return phash(grey), dhash(grey)
+        return _fast_hashes(grey, orientations == "any")
+    return phash(grey, orientations == "any"), dhash(grey)
 
 
-def phash(grey: Image.Image) -> int:
-    """imagehash.phash of a mode-L image as int64, bit for bit (exact mode).
+def phash(grey: Image.Image, canonical: bool = False) -> int:
+    """imagehash.phash of a mode-L image as int64, bit for bit (exact mode); `canonical`: of
+    its canonical orientation.
 
     Computed here because imagehash's ImageHash -> hex string -> int round trip cost a
     third of the hashing time (benchmarks/bench_fingerprint.py).
     """
-    return _phash_bits(np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS)))
+    return _phash_bits(np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS)), canonical)
 
 
 def dhash(grey: Image.Image) -> int:
@@ -138,11 +142,32 @@ def dhash(grey: Image.Image) -> int:
     return _dhash_bits(np.asarray(grey.resize((9, 8), Image.Resampling.LANCZOS)))
 
 
-def _phash_bits(pixels: np.ndarray) -> int:
+def _phash_bits(pixels: np.ndarray, canonical: bool = False) -> int:
     """imagehash.phash's bits from its 32x32 resized pixels."""
     import scipy.fftpack  # exact mode only: a quarter of a second to import
 
-    return _above_median(scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8])
+    low = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
+    return _above_median(canonical_block(low) if canonical else low)
+
+
+def canonical_block(low: np.ndarray) -> np.ndarray:
+    """The 8x8 lowest DCT coefficients (rows: vertical frequencies) of the image's canonical
+    orientation among its 8 (mirrored or not, turned by quarter turns), computed from its own:
+    a left-right mirror negates the odd columns, a top-bottom one the odd rows, a transpose
+    swaps them. Canonical: the first horizontal frequency is the stronger of the two first
+    ones, and both are non-negative. A mirrored or turned copy gets the same block (up to
+    its resampling): the same pHash. Where the two first frequencies are nearly equal or
+    one is near 0 (symmetric pictures), a copy's noise can choose another orientation."""
+    if abs(low[1, 0]) > abs(low[0, 1]):
+        low = low.T
+    if low[0, 1] < 0:
+        low = low * _ODD_NEGATED[None, :]
+    if low[1, 0] < 0:
+        low = low * _ODD_NEGATED[:, None]
+    return low
+
+
+_ODD_NEGATED = np.where(np.arange(8) % 2 == 1, -1.0, 1.0)
 
 
 def _above_median(low: np.ndarray) -> int:
@@ -155,7 +180,7 @@ def _dhash_bits(pixels: np.ndarray) -> int:
     return _bits_to_int64(pixels[:, 1:] > pixels[:, :-1])
 
 
-def _fast_hashes(grey: Image.Image) -> tuple[int, int]:
+def _fast_hashes(grey: Image.Image, canonical: bool = False) -> tuple[int, int]:
     """Both hashes from one reduce() and one matrix product a resize pass, rounded to 8 bits
     after each pass as Pillow does; pHash's 32x32 pixels are Pillow's own up to its 22-bit
     fixed-point weights (the same pHash on every shared real photo)."""
@@ -167,7 +192,7 @@ def _fast_hashes(grey: Image.Image) -> tuple[int, int]:
     # Integers below 2**53 throughout: exact, so the same bits on every machine and BLAS
     # (flat images, whose coefficients tie, included).
     low = _DCT_LOW @ pixels[:32, :32] @ _DCT_LOW.T
-    return _above_median(low), _dhash_bits(pixels[32:, 32:])
+    return _above_median(canonical_block(low) if canonical else low), _dhash_bits(pixels[32:, 32:])
 
 
 def _to_8_bits(values: np.ndarray) -> np.ndarray:
@@ -217,7 +242,8 @@ class Described(NamedTuple):
 def describe(data: bytes, config: FingerprintConfig) -> Described:
     """The bytes' hashes, oriented size and format; raises ImageError."""
     decoded = decode(data, config)
-    return Described(*hashes(decoded.grey, config.mode), decoded.width, decoded.height, decoded.format)
+    return Described(*hashes(decoded.grey, config.mode, config.orientations), decoded.width, decoded.height,
+                     decoded.format)
 
 
 class SeenBytes:

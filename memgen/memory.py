@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from memgen.fingerprint import MODES, FingerprintConfig
+from memgen.fingerprint import MODES, ORIENTATIONS, FingerprintConfig
 from memgen.near import DEFAULT_THRESHOLD, MAX_THRESHOLD
 from memgen.outputs import AtomicFile, Claim, claim_output, glob_in, missing_bucket, temporaries, write_atomic
 from memgen.readers import ReaderConfig
@@ -341,6 +341,7 @@ def _positive(value: Any) -> bool:
 _OPTION_VALUES = (("fingerprint", "mode", lambda v: v in MODES),
                   ("fingerprint", "max_pixels", _counting),
                   ("fingerprint", "min_side", _whole),
+                  ("fingerprint", "orientations", lambda v: v in ORIENTATIONS),
                   ("reader", "max_bytes", _counting),
                   ("reader", "reject_data_cap", _whole),
                   ("reader", "http_timeout", _positive))

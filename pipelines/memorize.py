@@ -11,7 +11,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from memgen.fingerprint import MODES, FingerprintConfig
+from memgen.fingerprint import MODES, ORIENTATIONS, FingerprintConfig
 from memgen.known import known_parts
 from memgen.manifest import now, versions
 from memgen.memory import MemoryDirError, check_memory, manifest_digest, memorized_fingerprint
@@ -45,6 +45,10 @@ class MemorizeOptions(PipelineOptions):
                                  f"(default {DEFAULT_THRESHOLD}; 0 = identical hashes only)")
         parser.add_argument("--hash_mode", choices=MODES, default="fast",
                             help="fast: JPEG draft decode; exact: bit-for-bit imagehash.phash")
+        parser.add_argument("--orientations", choices=ORIENTATIONS, default=FingerprintConfig.orientations,
+                            help="any: a mirrored copy, or one turned by 90, 180 or 270 degrees, is a near "
+                                 "duplicate too (each image's pHash is of its canonical orientation); "
+                                 "upright (default): as imagehash, orientation counts")
         parser.add_argument("--max_bytes", type=int, default=ReaderConfig.max_bytes,
                             help="records larger than this are rejected unread (default %(default)s)")
         parser.add_argument("--max_pixels", type=int, default=FingerprintConfig.max_pixels,
@@ -68,6 +72,10 @@ class MemorizeOptions(PipelineOptions):
         parser.add_argument("--http_timeout", type=float, default=ReaderConfig.http_timeout,
                             help="seconds an http(s) server may send nothing before its shard "
                                  "becomes a reject (default %(default)s; a slow download is never cut)")
+
+
+# fingerprint options added after memories were made: recorded only when not their default
+_ADDED_LATER = {"min_side": FingerprintConfig.min_side, "orientations": FingerprintConfig.orientations}
 
 
 @dataclass(frozen=True)
@@ -102,14 +110,14 @@ class MemorizeConfig:
         reader = ReaderConfig(o.max_bytes, o.reject_data_cap, o.image_column, o.caption_column,
                               o.url_column, o.key_column, o.http_timeout)
         return cls(tuple(o.input), o.memory, o.threshold, reader,
-                   FingerprintConfig(o.hash_mode, o.max_pixels, o.min_side), tuple(o.known))
+                   FingerprintConfig(o.hash_mode, o.max_pixels, o.min_side, o.orientations), tuple(o.known))
 
     def recorded(self) -> dict[str, Any]:
         """What a memory's manifest records of the command that made it (as JSON reads it back):
         a finished memory that records the same is this command's."""
-        fingerprint = asdict(self.fingerprint)
-        if not self.fingerprint.min_side:  # a memory made before --min_side is this command's without it
-            del fingerprint["min_side"]
+        # a memory made before --min_side or --orientations is this command's without them
+        fingerprint = {name: value for name, value in asdict(self.fingerprint).items()
+                       if name not in _ADDED_LATER or value != _ADDED_LATER[name]}
         options = {"threshold": self.threshold, "reader": asdict(self.reader), "fingerprint": fingerprint}
         if self.known:  # only then: a memory made before --known is this command's without it
             options["known"] = list(self.known)
@@ -169,16 +177,19 @@ def build(pipeline: beam.Pipeline, config: MemorizeConfig, claim: Claim) -> None
 def known_parts_of(config: MemorizeConfig) -> list[tuple[int, str]]:
     """The --known memories' image parts (memgen.known); UsageError for one that is not a
     finished memory, is --memory itself, or hashed otherwise (fast and exact pHashes of an
-    image differ by up to 2 bits: a copy would be found or missed by chance)."""
+    image differ by up to 2 bits: a copy would be found or missed by chance; one of another
+    --orientations is of another orientation)."""
     for memory in config.known:
         if memory.rstrip("/") == config.memory.rstrip("/"):
             raise UsageError(f"--known {memory} is --memory itself")
         try:
             check_memory(memory)
-            mode = memorized_fingerprint(memory).mode
+            fingerprint = memorized_fingerprint(memory)
         except MemoryDirError as e:
             raise UsageError(f"--known {e}") from None
-        if mode != config.fingerprint.mode:
-            raise UsageError(f"--known {memory} was memorized with --hash_mode {mode}, this run uses "
-                             f"{config.fingerprint.mode}: give the same --hash_mode")
+        for flag, name in (("--hash_mode", "mode"), ("--orientations", "orientations")):
+            theirs, ours = getattr(fingerprint, name), getattr(config.fingerprint, name)
+            if theirs != ours:
+                raise UsageError(f"--known {memory} was memorized with {flag} {theirs}, this run uses "
+                                 f"{ours}: give the same {flag}")
     return known_parts(list(config.known))

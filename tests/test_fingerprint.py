@@ -249,6 +249,25 @@ def test_a_side_under_min_side_is_too_small_before_decoding(mode):
             assert (result.error_type, result.message) == ("too_small", said)
 
 
+@pytest.mark.parametrize("size", [(160, 120), (301, 217)])
+def test_with_any_orientation_a_mirrored_or_turned_copy_hashes_as_its_original(size):
+    """The canonical orientation's DCT block is computed from the image's own (signs and a
+    transpose): a lossless copy in exact mode hashes the same, bit for bit; fast mode's box
+    reduce and a JPEG's re-encoding leave at most 2 bits. Upright, every copy is far."""
+    image = make_image(5, size)
+    for mode, fmt, most in (("exact", "PNG", 0), ("fast", "JPEG", 2)):
+        turned = _turned_distances(image, fmt, FingerprintConfig(mode=mode, orientations="any"))
+        assert max(turned) <= most, (mode, turned)
+        upright = _turned_distances(image, fmt, FingerprintConfig(mode=mode))
+        assert min(upright) > 16, (mode, upright)
+
+
+def _turned_distances(image: Image.Image, fmt: str, config: FingerprintConfig) -> list[int]:
+    """pHash distances from the image to each of its 7 other orientations (Image.Transpose)."""
+    original = fp(encode(image, fmt), config).phash
+    return [bits(original, fp(encode(image.transpose(t), fmt), config).phash) for t in Image.Transpose]
+
+
 def test_decompression_bomb_header_is_rejected():
     # a PNG whose header claims 60000 x 60000 pixels with almost no data: a 1 x 1 PNG's IHDR
     # rewritten (encoding a real one takes 15 s)

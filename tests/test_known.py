@@ -118,12 +118,13 @@ def test_a_rerun_has_nothing_to_run_until_a_known_memory_is_made_anew(nights, ca
     ("missing", "--known {root}/missing is not a finished memory (nothing is there)"),
     ("fresh", "--known {root}/fresh is --memory itself"),
     ("exact", "--known {root}/exact was memorized with --hash_mode exact, this run uses fast"),
+    ("turned", "--known {root}/turned was memorized with --orientations any, this run uses upright"),
 ])
 def test_an_unusable_known_memory_is_refused_in_a_line(nights, capsys, known, said):
     root, _, _ = nights
-    if known == "exact":
-        assert main(["memorize", str(root / "night1.tar"), "--memory", str(root / "exact"),
-                     "--hash_mode", "exact"]) == 0
+    flags = {"exact": ["--hash_mode", "exact"], "turned": ["--orientations", "any"]}
+    if known in flags:
+        assert main(["memorize", str(root / "night1.tar"), "--memory", str(root / known), *flags[known]]) == 0
         capsys.readouterr()
     code = main(["memorize", str(root / "night2.tar"), "--memory", str(root / "fresh"),
                  "--known", str(root / known)])

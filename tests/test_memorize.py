@@ -133,6 +133,34 @@ def test_images_with_a_side_under_min_side_are_too_small_rejects(tmp_path):
     assert "min_side" not in all_kept["options"]["fingerprint"] and all_kept["counts"]["images"] == 5
 
 
+def test_with_any_orientation_mirrored_and_turned_copies_are_near_duplicates(tmp_path, capsys):
+    """A crawl's mirrored and rotated copies (re-encoded): near duplicates of the original with
+    --orientations any, images of their own without; the setting is recorded only when not
+    upright, and evaluate hashes a --reference as its memory did (a mirrored copy is contamination)."""
+    photo = make_image(8, (320, 240))
+    turned = {"mirror": photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+              "quarter": photo.transpose(Image.Transpose.ROTATE_90),
+              "upside": photo.transpose(Image.Transpose.ROTATE_180)}
+    copies = [sample(key, encode(image, quality=80)) for key, image in turned.items()]
+    shard = write_tar(tmp_path / "crawl.tar", [sample("photo", encode(photo)), sample("other", jpeg(9)),
+                                               *copies])
+    assert run(str(shard), "--memory", str(tmp_path / "any"), "--orientations", "any") == 0
+    manifest = valid_manifest(read_manifest(str(tmp_path / "any")))
+    assert manifest["options"]["fingerprint"]["orientations"] == "any"
+    assert sorted(r["source"].split("#")[1] for r in rows(tmp_path / "any", "images")) == ["other", "photo"]
+    near = {r["source"].split("#")[1]: r["distance"] for r in rows(tmp_path / "any", "duplicates")}
+    assert sorted(near) == sorted(turned) and max(near.values()) <= 4
+    assert run(str(shard), "--memory", str(tmp_path / "upright")) == 0
+    upright = valid_manifest(read_manifest(str(tmp_path / "upright")))
+    assert "orientations" not in upright["options"]["fingerprint"] and upright["counts"]["images"] == 5
+    mirrored = encode(photo.transpose(Image.Transpose.FLIP_TOP_BOTTOM))
+    write_tar(tmp_path / "ref.tar", [sample("mirrored", mirrored)])
+    capsys.readouterr()
+    assert main(["evaluate", "--memory", str(tmp_path / "any"), "--reference", str(tmp_path / "ref.tar"),
+                 "--classifier", "caption", "--embedding", "false", "--out", str(tmp_path / "r")]) == 0
+    assert "contamination (reference vs memory): 100.0% (1 of 1 within" in capsys.readouterr().out
+
+
 def test_images_hold_the_original_bytes_and_metadata(memory):
     _, originals = corpus(memory / "again")
     images = {r["source"].rsplit("#", 1)[-1]: r for r in rows(memory / "memory", "images")}
