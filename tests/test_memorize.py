@@ -355,6 +355,7 @@ def test_a_memory_part_with_damaged_data_is_refused_in_one_line(memory, tmp_path
     ({"options": {"threshold": "ten"}}, "has no usable options.threshold"),
     ({"options": {"fingerprint": {"max_pixels": -1}}}, "has no usable options.fingerprint.max_pixels"),
     ({"options": {"fingerprint": {"mode": "best"}}}, "has no usable options.fingerprint.mode"),
+    ({"options": {"fingerprint": {"orientations": 8}}}, "has no usable options.fingerprint.orientations"),
     ({"schema_version": "1"}, "has no usable schema_version"),
     ({"schema_version": 99}, "was written by a newer memgen: its manifest.json has schema version 99"),
     ({"options": {"reader": {"bogus": 1}}}, "its manifest.json's options are not this memgen's"),
