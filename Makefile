@@ -18,9 +18,10 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[demo]'
 	touch $@
 
-# Test references for FD/KID (torch-fidelity, clean-fid) and MDS shards (mosaicml-streaming's
-# writer): --no-deps, because their declared dependencies pull torchvision and another torch
-# (and streaming's transformers, cloud clients and numpy<2.2); only their pure functions are used.
+# Test references for FD/KID (torch-fidelity, clean-fid) and MDS (mosaicml-streaming's MDSWriter
+# and StreamingDataset): --no-deps, because their declared dependencies pull torchvision and
+# another torch (and streaming's transformers, cloud clients and numpy<2.2); only the parts the
+# tests call are used.
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --retries 1 --no-deps --index-url $(TORCH_INDEX) torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,vision]'

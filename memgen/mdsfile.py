@@ -1,6 +1,7 @@
 """MosaicML Streaming's MDS shards (`shard.00000.mds`, compressed `shard.00000.mds.zstd`:
 what `streaming.MDSWriter` writes, MosaicML's and Databricks' training data format), read
-front to back without `streaming` (whose import pulls torch and transformers).
+front to back, and written as MDSWriter writes them (with their index.json), without
+`streaming` (whose import pulls torch and transformers).
 
 A shard describes itself: a uint32 sample count n, n + 1 uint32 offsets from the file's
 start (each sample's start, then the last one's end), the writer's configuration as JSON
@@ -20,7 +21,7 @@ import io
 import itertools
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, NamedTuple
 
 import numpy as np
@@ -31,6 +32,8 @@ from memgen.tarstream import read_up_to, skip
 
 _U32 = 4
 _CONFIG_LIMIT = 1 << 20  # a writer's configuration is a few hundred bytes: more says this is no MDS shard
+SIZE_LIMIT = 1 << 26  # MDSWriter's default shard size: a shard is downloaded whole before it is read
+INDEX = "index.json"  # the dataset's list of shards, beside them
 
 
 class Column(NamedTuple):
@@ -254,3 +257,55 @@ def _png(raw: bytes) -> bytes:
     out = io.BytesIO()
     Image.frombytes(mode, (width, height), raw[12 + mode_size:]).save(out, "PNG")
     return out.getvalue()
+
+
+class ShardWriter:
+    """Samples -> MDS shards of at most `size_limit` bytes (a larger sample alone), cut as
+    MDSWriter cuts them, the shard n named `name(n)`; `shards`: their index.json entries.
+    Columns are in MDSWriter's order (sorted by name), a sample's values their encoded bytes."""
+
+    def __init__(self, columns: list[Column], name: Callable[[int], str],
+                 size_limit: int = SIZE_LIMIT) -> None:
+        self.columns, self.name, self.size_limit = columns, name, size_limit
+        self.config = {"column_encodings": [c.encoding for c in columns],
+                       "column_names": [c.name for c in columns], "column_sizes": [c.size for c in columns],
+                       "compression": None, "format": "mds", "hashes": [], "size_limit": size_limit,
+                       "version": 2}
+        self._config = json.dumps(self.config, sort_keys=True).encode()  # each shard's, after its offsets
+        self._samples: list[bytes] = []
+        self._size = 2 * _U32 + len(self._config)  # the shard's bytes so far
+        self.shards: list[dict] = []
+
+    @property
+    def current(self) -> str:
+        """The name of the shard the last sample added went into."""
+        return self.name(len(self.shards))
+
+    def add(self, values: dict[str, bytes]) -> tuple[str, bytes] | None:
+        """Add a sample; (name, bytes) of the shard it did not fit in, finished, else None."""
+        sizes = [len(values[c.name]) for c in self.columns if c.size is None]
+        sample = struct.pack(f"<{len(sizes)}I", *sizes) + b"".join(values[c.name] for c in self.columns)
+        done = self.finish() if self._samples and self._size + len(sample) + _U32 > self.size_limit else None
+        self._samples.append(sample)
+        self._size += len(sample) + _U32
+        return done
+
+    def finish(self) -> tuple[str, bytes] | None:
+        """(name, bytes) of the shard of the samples added since the last one, None for none."""
+        if not self._samples:
+            return None
+        count, name = len(self._samples), self.current
+        start = _U32 * (count + 2) + len(self._config)
+        offsets = list(itertools.accumulate(map(len, self._samples), initial=start))
+        if offsets[-1] >= 1 << 32:  # a uint32 offset each
+            raise ValueError(f"an MDS shard holds at most 4 GiB: {offsets[-1]} bytes of samples")
+        data = struct.pack(f"<{count + 2}I", count, *offsets) + self._config + b"".join(self._samples)
+        raw_data = {"basename": name.rpartition("/")[2], "bytes": len(data), "hashes": {}}
+        self.shards.append({**self.config, "raw_data": raw_data, "samples": count, "zip_data": None})
+        self._samples, self._size = [], 2 * _U32 + len(self._config)
+        return name, data
+
+
+def index_json(shards: list[dict]) -> bytes:
+    """The index.json of a dataset of these shards (ShardWriter.shards), as MDSWriter writes it."""
+    return json.dumps({"shards": shards, "version": 2}, sort_keys=True).encode()

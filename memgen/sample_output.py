@@ -2,12 +2,13 @@
 manifest.json written last.
 
 Pure I/O through fsspec, no Beam. Consecutive memory parts share an output file
-(images/sample-NNNNNN.tar / .parquet, numbered from 0 without gaps: `file_numbers`) or
-write a set of files in images/; the bytes of a chosen image are read from its part and
-written by the same worker. The images have a folder of their own, as a memory's tables do: a glob over it
-(DuckDB's `images/*.parquet`, webdataset's shards, `--reference SAMPLE/images`) reads
-the images and nothing else (index.parquet and the contact sheet beside the Parquet
-parts were read as part of the sample).
+(images/sample-NNNNNN.tar / .parquet, or the MDS shards images/sample-NNNNNN.SSSSS.mds,
+numbered from 0 without gaps: `file_numbers`) or write a set of files in images/; the
+bytes of a chosen image are read from its part and written by the same worker. The
+images have a folder of their own, as a memory's tables do: a glob over it (DuckDB's
+`images/*.parquet`, webdataset's shards, `--reference SAMPLE/images`, an MDS dataset's
+folder) reads the images and nothing else (index.parquet and the contact sheet beside
+the Parquet parts were read as part of the sample).
 Names and content depend only on the memory and the seed: tar members carry fixed
 metadata (mtime 0, uid 0), JSON keys are sorted. Inside a file, images follow the
 parts' order and their row order; index.parquet lists the whole sample in rank order.
@@ -32,6 +33,8 @@ import pyarrow.parquet as pq
 from memgen.contact_sheet import contact_sheet, thumbnail
 from memgen.decode import DEFAULT_MAX_PIXELS
 from memgen.manifest import finished
+from memgen.mdsfile import INDEX as MDS_INDEX
+from memgen.mdsfile import SIZE_LIMIT, Column, ShardWriter, index_json
 from memgen.memory import (
     MANIFEST,
     MemoryDirError,
@@ -65,6 +68,7 @@ class PartResult:
     index_rows: list[dict[str, Any]] = field(default_factory=list)
     thumbs: list[tuple[int, bytes | None]] = field(default_factory=list)
     image_bytes: int = 0
+    mds_shards: list[dict[str, Any]] = field(default_factory=list)  # --format mds: their index.json entries
 
 
 def sample_memory(sample: str, memory: str | None = None) -> tuple[dict[str, Any], str]:
@@ -118,10 +122,12 @@ def prepare_sample_output(claim: Claim, check_only: bool = False) -> None:
 
 
 def output_name(number: int, fmt: str) -> str:
-    """images/sample-NNNNNN.tar|parquet, the output file `number`; images/ for folders."""
+    """images/sample-NNNNNN.tar|parquet, the output file `number`; images/ for folders; the
+    stem of its shards images/sample-NNNNNN.SSSSS.mds for MDS."""
     if fmt == "folder":
         return IMAGES_DIR
-    return f"{IMAGES_DIR}/sample-{number:06d}.{_SUFFIX[fmt]}"
+    stem = f"{IMAGES_DIR}/sample-{number:06d}"
+    return stem if fmt == "mds" else f"{stem}.{_SUFFIX[fmt]}"
 
 
 def file_numbers(chosen_parts: Iterable[str]) -> dict[str, int]:
@@ -158,19 +164,17 @@ def write_file(number: int, chosen: Iterable[Chosen], out: str, fmt: str,
     by_part: dict[str, dict[str, Chosen]] = defaultdict(dict)
     for c in map(Chosen._make, chosen):
         by_part[c.part][c.image_id] = c
-    name = output_name(number, fmt)
     result = PartResult()
-    with _WRITERS[fmt](join(out, name)) as writer:
+    with _WRITERS[fmt](out, output_name(number, fmt)) as writer:
         for part, by_id in sorted(by_part.items()):
             for row in part_rows(part, None, frozenset(by_id), batch_rows=256):
                 c = by_id[row["image_id"]]
-                member = writer.add(row, c)
-                file = name if fmt != "folder" else f"{IMAGES_DIR}/{member}"
-                result.index_rows.append(index_row(row, c, posixpath.basename(part), file,
-                                                   member if fmt == "webdataset" else None))
+                file, member = writer.add(row, c)
+                result.index_rows.append(index_row(row, c, posixpath.basename(part), file, member))
                 result.image_bytes += len(row["image"])
                 if c.rank < SHEET_IMAGES:
                     result.thumbs.append((c.rank, thumbnail(row["image"], max_pixels=max_pixels)))
+    result.mds_shards = writer.shards.shards if fmt == "mds" else []
     return result
 
 
@@ -208,9 +212,9 @@ def _finite(text: str) -> float | None:
 class _TarWriter:
     """KEY.EXT (original bytes), KEY.txt (caption, if any), KEY.json; KEY has no dot (webdataset)."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        fs, path = fsspec.core.url_to_fs(url)
+    def __init__(self, out: str, name: str) -> None:
+        self.name = name
+        fs, path = fsspec.core.url_to_fs(join(out, name))
         self.target = AtomicFile(fs, path)
 
     def __enter__(self) -> _TarWriter:
@@ -218,7 +222,8 @@ class _TarWriter:
         self.count = 0
         return self
 
-    def add(self, row: dict[str, Any], c: Chosen) -> str:
+    def add(self, row: dict[str, Any], c: Chosen) -> tuple[str, str | None]:
+        """(the file, the member) that hold the row's image, as the index names them."""
         key = sample_stem(c.rank, row["source"])
         image_member = f"{key}.{extension(row['format'])}"
         self._member(image_member, row["image"])
@@ -226,7 +231,7 @@ class _TarWriter:
             self._member(f"{key}.txt", row["caption"].encode())
         self._member(f"{key}.json", _metadata_json(row, c))
         self.count += 1
-        return image_member
+        return self.name, image_member
 
     def _member(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -248,16 +253,17 @@ class _TarWriter:
 class _ParquetWriter:
     """The chosen memory rows with the sampling columns."""
 
-    def __init__(self, url: str) -> None:
-        self.part = ParquetPart(url, sample_rows_schema())
+    def __init__(self, out: str, name: str) -> None:
+        self.name = name
+        self.part = ParquetPart(join(out, name), sample_rows_schema())
 
     def __enter__(self) -> _ParquetWriter:
         self.part.__enter__()
         return self
 
-    def add(self, row: dict[str, Any], c: Chosen) -> str:
+    def add(self, row: dict[str, Any], c: Chosen) -> tuple[str, str | None]:
         self.part.add({**row, **sampling_fields(row, c)})
-        return ""
+        return self.name, None
 
     def __exit__(self, *exc) -> None:
         self.part.__exit__(*exc)
@@ -266,8 +272,9 @@ class _ParquetWriter:
 class _FolderWriter:
     """images/STEM.EXT, STEM.txt (caption, if any), STEM.json; STEM from safe_names, checked by safe_join."""
 
-    def __init__(self, url: str) -> None:
-        self.fs, self.path = fsspec.core.url_to_fs(url)
+    def __init__(self, out: str, name: str) -> None:
+        self.name = name
+        self.fs, self.path = fsspec.core.url_to_fs(join(out, name))
 
     def __enter__(self) -> _FolderWriter:
         make_folder(self.fs, self.path)
@@ -282,13 +289,46 @@ class _FolderWriter:
         for file, data in files:
             with self.fs.open(safe_join(self.path, file), "wb") as f:
                 f.write(data)
-        return name
+        return f"{self.name}/{name}", None
 
     def __exit__(self, *_) -> None:
         pass
 
 
-_WRITERS = {"webdataset": _TarWriter, "parquet": _ParquetWriter, "folder": _FolderWriter}
+class _MdsWriter:
+    """MDS shards, as MosaicML Streaming's MDSWriter writes them (at most its 64 MiB each): a
+    sample an image, its columns `image` (the original bytes), `caption` (a string, or null
+    without one), `key` and `json` (KEY.json's object). The dataset's images/index.json lists
+    the shards of every file (finish_sample)."""
+
+    def __init__(self, out: str, name: str) -> None:
+        self.out = out
+        self.shards = ShardWriter(MDS_COLUMNS, lambda n: f"{name}.{n:05d}.mds", MDS_SHARD_BYTES)
+
+    def __enter__(self) -> _MdsWriter:
+        return self
+
+    def add(self, row: dict[str, Any], c: Chosen) -> tuple[str, str | None]:
+        values = {"image": row["image"], "caption": json.dumps(row["caption"]).encode(),
+                  "key": sample_stem(c.rank, row["source"]).encode(), "json": _metadata_json(row, c)}
+        self._write(self.shards.add(values))
+        return self.shards.current, None
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self._write(self.shards.finish())
+
+    def _write(self, shard: tuple[str, bytes] | None) -> None:
+        if shard is not None:
+            name, data = shard
+            write_whole(join(self.out, name), lambda f: f.write(data))
+
+
+MDS_SHARD_BYTES = SIZE_LIMIT  # MDSWriter's default
+# caption: JSON, a string or null (a str column holds no null: "" would read back as a caption)
+MDS_COLUMNS = [Column("caption", "json", None), Column("image", "bytes", None), Column("json", "json", None),
+               Column("key", "str", None)]  # sorted by name, as MDSWriter orders them
+_WRITERS = {"webdataset": _TarWriter, "parquet": _ParquetWriter, "folder": _FolderWriter, "mds": _MdsWriter}
 FORMATS = tuple(_WRITERS)
 
 
@@ -310,6 +350,15 @@ def _write_empty(out: str, fmt: str) -> str:
     return name
 
 
+def _write_mds_index(out: str, results: list[PartResult]) -> str:
+    """images/index.json, which lists every file's MDS shards, in their names' order, as
+    MDSWriter lists a dataset's (an empty sample's lists none). Returns its name."""
+    shards = sorted((s for res in results for s in res.mds_shards), key=lambda s: s["raw_data"]["basename"])
+    name = f"{IMAGES_DIR}/{MDS_INDEX}"
+    write_whole(join(out, name), lambda f: f.write(index_json(shards)))
+    return name
+
+
 def finish_sample(results: Iterable[PartResult], claim: Claim, tau: float | None,
                   manifest: dict[str, Any]) -> dict[str, Any] | None:
     """index.parquet (rank order), contact sheet, then manifest.json: the sample is finished."""
@@ -323,10 +372,14 @@ def finish_sample(results: Iterable[PartResult], claim: Claim, tau: float | None
     thumbs = [t for _, t in sorted(t for res in results for t in res.thumbs)]
     # (as image/jpeg on an object store: written there by fs.open, it was binary/octet-stream)
     write_whole(join(out, CONTACT_SHEET), lambda f: contact_sheet(thumbs).save(f, "JPEG", quality=90))
-    # a folder sample's files are its images; a webdataset or Parquet sample has one file a part
-    files = [IMAGES_DIR] if manifest["format"] == "folder" else sorted({r["file"] for r in rows})
-    if not rows:
-        files = [_write_empty(out, manifest["format"])]
+    # a folder sample's files are its images; a webdataset or Parquet sample has one file a part,
+    # an MDS one its shards and their index.json
+    fmt = manifest["format"]
+    files = [IMAGES_DIR] if fmt == "folder" else sorted({r["file"] for r in rows})
+    if fmt == "mds":
+        files = sorted([*files, _write_mds_index(out, results)])
+    elif not rows:
+        files = [_write_empty(out, fmt)]
     manifest = {
         **manifest,
         "threshold": tau,

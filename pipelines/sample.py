@@ -47,7 +47,8 @@ class SampleOptions(PipelineOptions):
                                  "instead of uniformly over unique images (also --weighted=true|false)")
         add_shared(parser, "--out")
         parser.add_argument("--format", choices=FORMATS, default="webdataset",
-                            help="webdataset tar shards (default), parquet, or a folder of files")
+                            help="webdataset tar shards (default), parquet, a folder of files, or mds "
+                                 "(MosaicML Streaming shards with their index.json)")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ USAGE = """usage: memgen COMMAND [options]
 
 commands:
   memorize   web image shards -> deduplicated Parquet memory
-  sample     memory -> reproducible sample (webdataset, parquet or folder) + contact sheet
+  sample     memory -> reproducible sample (webdataset, parquet, folder or MDS) + contact sheet
   evaluate   memory (+ sample, reference) -> report.json and report.html: cat fraction
              with 95% confidence intervals, distances between image sets, copying
   demo       build a small web-like corpus from bundled photos and run the jobs on it

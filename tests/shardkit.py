@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import io
 import json
@@ -134,23 +135,32 @@ def read_as_reference(shard, reader) -> tuple[list[bytes], list[bytes]]:  # noqa
 def write_mds(out: Path, columns: dict[str, str], rows: list[dict], **kwargs) -> Path:
     """An MDS dataset (its index.json and shards) in the folder `out`, written by MosaicML
     Streaming's own MDSWriter; `kwargs` are its (compression, size_limit)."""
-    with _mds_writer()(out=str(out), columns=columns, **kwargs) as writer:
+    with _streaming("streaming.base.format.mds.writer").MDSWriter(out=str(out), columns=columns,
+                                                                 **kwargs) as writer:
         for row in rows:
             writer.write(row)
     return out
 
 
+def read_mds(local: Path) -> list[dict]:
+    """Every sample of the MDS dataset in the folder `local`, in order, as MosaicML Streaming's
+    own StreamingDataset (what a training job reads it with) gives them."""
+    dataset = _streaming("streaming.base.dataset").StreamingDataset(local=str(local), shuffle=False,
+                                                                    batch_size=1)
+    return [dataset[i] for i in range(len(dataset))]
+
+
 @functools.cache
-def _mds_writer() -> type:
-    """streaming's MDSWriter. The `streaming` package's __init__ imports its torch DataLoader
-    and transformers (hundreds of MB, not test dependencies), none of which the writer uses:
-    its modules are loaded from the installed package with `streaming` and `streaming.base`
-    as bare packages (their __init__ not run). The writer's own code runs as it is."""
-    root = Path(importlib.util.find_spec("streaming").submodule_search_locations[0])
-    for name in ("streaming", "streaming.base"):
-        if name not in sys.modules:
+def _streaming(module: str) -> types.ModuleType:
+    """A module of MosaicML Streaming. The `streaming` package's __init__ imports its torch
+    DataLoader and transformers (hundreds of MB, not test dependencies), none of which the
+    writer and the dataset use: its modules are loaded from the installed package with
+    `streaming` and `streaming.base` as bare packages (their __init__ not run). Their own
+    code runs as it is."""
+    if "streaming" not in sys.modules:
+        root = Path(importlib.util.find_spec("streaming").submodule_search_locations[0])
+        for name in ("streaming", "streaming.base"):
             package = types.ModuleType(name)
             package.__path__ = [str(root.parent / name.replace(".", "/"))]
             sys.modules[name] = package
-    from streaming.base.format.mds.writer import MDSWriter
-    return MDSWriter
+    return importlib.import_module(module)

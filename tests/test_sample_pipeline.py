@@ -27,10 +27,12 @@ from memgen.memory import read_manifest, write_manifest, write_rows
 from memgen.outputs import MARKER
 from memgen.pipelines import cli
 from memgen.pipelines.cli import main
+from memgen.readers import ReaderConfig, read_shard
 from memgen.sample_output import sample_rows_schema
 from memgen.schema import table_schema
+from memgen.shards import discover
 from memgen.stages.sample import TopCandidates
-from shardkit import encode, jpeg, make_image, valid_manifest, write_tar
+from shardkit import encode, jpeg, make_image, read_mds, valid_manifest, write_tar
 from shardkit import sample as tar_sample
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realimages"
@@ -103,9 +105,10 @@ def test_sample_is_the_same_whatever_the_partitioning_and_order_of_parts(tmp_pat
     assert [r["image_id"] for r in a] == [c.image_id for c in expected]
 
 
-def test_in_process_and_multi_process_runners_write_identical_samples(tmp_path, memory):
-    sample(memory, str(tmp_path / "one"), 12, seed=3, weighted=True)
-    sample(memory, str(tmp_path / "two"), 12, seed=3, weighted=True,
+@pytest.mark.parametrize("fmt", ["webdataset", "mds"])
+def test_in_process_and_multi_process_runners_write_identical_samples(tmp_path, memory, fmt):
+    sample(memory, str(tmp_path / "one"), 12, seed=3, weighted=True, fmt=fmt)
+    sample(memory, str(tmp_path / "two"), 12, seed=3, weighted=True, fmt=fmt,
            flags=("--direct_num_workers=2", "--direct_running_mode=multi_processing"))
     own = ("manifest.json", MARKER)  # timings, and the name of the run
 
@@ -113,7 +116,7 @@ def test_in_process_and_multi_process_runners_write_identical_samples(tmp_path, 
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in own)
 
     assert files(tmp_path / "one") == files(tmp_path / "two")
-    assert any(f.endswith(".tar") for f in files(tmp_path / "one"))
+    assert any(f.endswith((".tar", ".mds")) for f in files(tmp_path / "one"))
     for name in files(tmp_path / "one"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
@@ -153,6 +156,32 @@ def test_webdataset_shards_read_unmodified_by_the_webdataset_library(tmp_path, m
     assert {f"{r['file']}/{r['member']}".rsplit(".", 1)[0].split("/")[-1] for r in idx} == set(seen)
     assert all(0 < r["inclusion_probability"] <= 1 for r in idx)
     assert pq.read_schema(out / "index.parquet").names == table_schema("sample_index").names
+
+
+def test_mds_shards_read_unmodified_by_mosaicml_streaming(tmp_path, memory, monkeypatch):
+    """StreamingDataset, as a training job reads the sample, over shards cut at their size
+    limit (small here: several shards a file); memgen reads them back as its own input."""
+    monkeypatch.setattr(sample_output, "MDS_SHARD_BYTES", 20_000)
+    out = tmp_path / "mds"
+    manifest = sample(memory, str(out), 12, seed=7, weighted=True, fmt="mds")
+    shards = sorted(p.name for p in (out / "images").glob("*.mds"))
+    assert len(shards) > 2 and shards[0] == "sample-000000.00000.mds"
+    assert manifest["files"] == ["images/index.json", *(f"images/{name}" for name in shards)]
+    rows, idx = by_id(), index(out)
+    samples = read_mds(out / "images")
+    assert len(samples) == 12
+    for s in samples:
+        meta = s["json"]
+        row = rows[meta["image_id"]]
+        assert s["image"] == row["image"]  # original bytes
+        assert s["caption"] == row["caption"] and s["key"] == meta["key"]  # None: no caption
+        assert meta["metadata"] == json.loads(row["metadata"]) and meta["weight"] == row["copies"]
+    by_key = {r["key"]: r for r in idx}
+    assert sorted(s["key"] for s in samples) == sorted(by_key)
+    assert all(by_key[s["json"]["key"]]["file"].endswith(".mds") for s in samples)
+    shards = discover([str(out / "images")])
+    read_back = [item for shard in shards for item in read_shard(shard, ReaderConfig())]
+    assert sorted(r.data for r in read_back) == sorted(s["image"] for s in samples)
 
 
 def test_sample_json_is_strict_json_whatever_the_crawl_metadata(tmp_path):
@@ -237,7 +266,7 @@ def test_a_sample_of_rarer_formats_is_read_back_whole_by_memorize(tmp_path):
         assert (counts["images"], counts["rejects"]) == (read, 0), counts
 
 
-@pytest.mark.parametrize("fmt", ["webdataset", "parquet", "folder"])
+@pytest.mark.parametrize("fmt", ["webdataset", "parquet", "folder", "mds"])
 def test_memorize_reads_a_sample_back_under_the_keys_its_index_names(tmp_path, memory, fmt):
     """The sampling key was a float column `key`, which memorize (--key_column key) took for
     a Parquet sample's record keys: sources like sample-000000.parquet#-0.0123; and an image
