@@ -526,7 +526,7 @@ def test_a_memory_without_images_gives_an_empty_sample_that_readers_glob(tmp_pat
     logger = logging.getLogger("memgen.sample")
     logger.addHandler(caplog.handler)
     try:
-        for fmt in ("webdataset", "parquet", "folder"):
+        for fmt in ("webdataset", "parquet", "folder", "mds"):
             out = tmp_path / fmt
             manifest = sample(mem, str(out), 4, fmt=fmt)
             assert manifest["counts"]["images"] == 0 and index(out) == []
@@ -539,6 +539,8 @@ def test_a_memory_without_images_gives_an_empty_sample_that_readers_glob(tmp_pat
     tar = str(tmp_path / "webdataset" / "images" / "sample-000000.tar")
     assert list(wds.WebDataset(tar, empty_check=False, shardshuffle=False)) == []
     assert main(["memorize", str(tmp_path / "webdataset" / "images"), "--memory", str(tmp_path / "m")]) == 0
+    listed = json.loads((tmp_path / "mds" / "images" / "index.json").read_text())
+    assert listed == {"shards": [], "version": 2}  # an MDS dataset of no shard
 
 
 # --- end to end ---------------------------------------------------------------------------
