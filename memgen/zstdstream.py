@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import IO
 
-import fsspec.compression
 import zstandard
+
+from memgen.readonly import ReadOnlyStream, register_reader
 
 ZSTD = "memgen-zstd"  # the fsspec compression name of ZstdReader (fsspec's own "zstd" misses cuts)
 MAGIC = b"\x28\xb5\x2f\xfd"
@@ -106,7 +107,7 @@ class _Frames:
         self._state, self._want = state, length
 
 
-class ZstdReader:
+class ZstdReader(ReadOnlyStream):
     """A zstd stream's decompressed bytes, across frames (pzstd and `cat` write several); an
     EOFError where the stream ends inside a frame, after every byte before the cut."""
 
@@ -131,24 +132,8 @@ class ZstdReader:
                            "(cut short)")
         return data
 
-    def readable(self) -> bool:
-        return True
-
     def close(self) -> None:
         self._reader.close()
 
-    def __enter__(self) -> ZstdReader:
-        return self
 
-    def __exit__(self, *_) -> None:
-        self.close()
-
-
-def open_zstd(infile: IO[bytes], mode: str = "rb", **_) -> ZstdReader:
-    """fsspec's compression callback: reading only (memgen writes no zstd streams)."""
-    if "r" not in mode:
-        raise ValueError(f"{ZSTD} only reads (mode {mode!r})")
-    return ZstdReader(infile)
-
-
-fsspec.compression.register_compression(ZSTD, open_zstd, [], force=True)  # force: a module reloaded
+register_reader(ZSTD, ZstdReader)

@@ -39,7 +39,7 @@ LAION = {"jpg": "bytes", "caption": "str", "url": "str", "key": "str", "width": 
          "similarity": "float64"}
 
 
-@pytest.mark.parametrize("compression", [None, "zstd", "gz", "bz2"])
+@pytest.mark.parametrize("compression", [None, "zstd", "gz", "bz2", "br"])
 def test_a_folder_of_mds_shards_is_read_sample_by_sample(tmp_path, compression):
     """Shards cut by size_limit, compressed whole or not; index.json is no shard."""
     out = write_mds(tmp_path / "mds", LAION, laion_rows(5), compression=compression, size_limit=12_000)
@@ -141,12 +141,26 @@ def test_a_sample_that_does_not_decode_or_is_too_large_is_a_reject_of_its_own(tm
     assert items[2].data and items[1].data == jpeg(1)
 
 
-def test_other_compressions_are_refused_in_a_reject(tmp_path):
-    out = write_mds(tmp_path / "mds", LAION, laion_rows(2), compression="br")
+def test_a_compressed_shard_cut_short_ends_with_a_reject_after_its_samples(tmp_path):
+    """A Brotli or zstd stream that ends before its end says so (each read as it arrives)."""
+    for compression in ("br", "zstd"):
+        out = write_mds(tmp_path / compression, LAION, laion_rows(4), compression=compression)
+        path = out / f"shard.00000.mds.{compression}"
+        cut = tmp_path / f"cut.mds.{compression}"
+        cut.write_bytes(path.read_bytes()[:-200])
+        *records, damage = read(cut)
+        assert [r.data for r in records] == [jpeg(i) for i in range(len(records))] and len(records) < 4
+        assert (damage.error_type, damage.ordinal) == ("corrupt_shard", len(records))
+        assert "cut short" in damage.message or "ended inside a frame" in damage.message, damage.message
+
+
+def test_snappy_is_refused_in_a_reject(tmp_path):
+    """MDSWriter's Snappy is one block of the whole file, not a stream: not read."""
+    out = write_mds(tmp_path / "mds", LAION, laion_rows(2), compression="snappy")
     [shard] = discover([str(out)])
     [reject] = read_shard(shard, CONFIG)
     assert (shard.kind, reject.error_type) == ("mds", "unsupported_compression")
-    assert "compressed with Brotli" in reject.message
+    assert "compressed with Snappy" in reject.message
 
 
 def test_memorize_mds_shards_and_refuse_an_image_column_they_lack(tmp_path, capsys):

@@ -8,6 +8,7 @@ import json
 import logging
 from pathlib import Path
 
+import brotli
 import duckdb
 import pytest
 from warcio.statusandheaders import StatusAndHeaders
@@ -86,6 +87,16 @@ def test_a_crawls_image_records_are_its_records(tmp_path, caplog, name):
     assert said == [f"{path}: skipped 4 records that are not images (request 1, response "
                     "application/octet-stream 1, response text/html 1, warcinfo 1)"], said
     assert read(path) == items
+
+
+def test_an_answer_the_server_sent_brotli_encoded_is_its_image(tmp_path):
+    """Content-Encoding: br (what browsers ask for first). warcio undoes it only where the
+    brotli module imports: without it, the record was its compressed bytes, a decode_error."""
+    headers = ok("image/jpeg", ("Content-Encoding", "br"))
+    encoded = brotli.compress(jpeg(5))
+    path = write_warc(tmp_path / "br.warc.gz", [("response", "http://site/e.jpg", encoded, headers)])
+    [item] = read(path)
+    assert (item.url, item.data) == ("http://site/e.jpg", jpeg(5))
 
 
 def test_images_the_crawl_did_not_get_whole_are_rejects_with_their_url(tmp_path):

@@ -28,7 +28,7 @@ def read_mds(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[Shard
     if unread:
         yield Reject(shard.index, 0, shard.source(), "read", "unsupported_compression",
                      f"an MDS shard compressed with {unread}, which memgen does not read: write the "
-                     "dataset with MDSWriter(compression='zstd') (or gz, bz2, or none)")
+                     "dataset with MDSWriter(compression='zstd') (or br, gz, bz2, or none)")
         return
     keys = Keys()
     try:

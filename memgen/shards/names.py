@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import fsspec
 
+from memgen.brotlistream import BROTLI
 from memgen.shards.store import url_fs
 from memgen.sniff import HEAD, KINDS, shard_format
 from memgen.zstdstream import ZSTD
@@ -27,8 +28,8 @@ TFRECORD_COMPRESSION = {".tfrecord": None, ".tfrecords": None,
                         ".tfrecord.gz": "gzip", ".tfrecords.gz": "gzip"}  # TensorFlow's GZIP option
 TFRECORD_SUFFIXES = tuple(TFRECORD_COMPRESSION)
 # MosaicML Streaming's MDS shards: shard.00000.mds, compressed whole by MDSWriter(compression=...)
-MDS_COMPRESSION = {".mds": None, ".mds.zstd": ZSTD, ".mds.gz": "gzip", ".mds.bz2": "bz2"}
-MDS_UNREAD = {".mds.br": "Brotli", ".mds.snappy": "Snappy"}  # its other compressions: refused in a reject
+MDS_COMPRESSION = {".mds": None, ".mds.zstd": ZSTD, ".mds.gz": "gzip", ".mds.bz2": "bz2", ".mds.br": BROTLI}
+MDS_UNREAD = {".mds.snappy": "Snappy"}  # its other compression, a whole-file block: refused in a reject
 MDS_SUFFIXES = (*MDS_COMPRESSION, *MDS_UNREAD)
 SHARD_SUFFIXES = (TAR_SUFFIXES + PARQUET_SUFFIXES + ARROW_SUFFIXES + ZIP_SUFFIXES + WARC_SUFFIXES
                   + TFRECORD_SUFFIXES + MDS_SUFFIXES)
