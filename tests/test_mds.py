@@ -6,14 +6,17 @@ from __future__ import annotations
 import base64
 import io
 import json
+import tracemalloc
 from decimal import Decimal
 from pathlib import Path
 
+import brotli
 import duckdb
 import numpy as np
 import pytest
 from PIL import Image
 
+from memgen.brotlistream import BrotliReader
 from memgen.mdsfile import mds_shard
 from memgen.pipelines.cli import main
 from memgen.readers import PER_ROW, ReaderConfig, read_shard
@@ -152,6 +155,21 @@ def test_a_compressed_shard_cut_short_ends_with_a_reject_after_its_samples(tmp_p
         assert [r.data for r in records] == [jpeg(i) for i in range(len(records))] and len(records) < 4
         assert (damage.error_type, damage.ordinal) == ("corrupt_shard", len(records))
         assert "cut short" in damage.message or "ended inside a frame" in damage.message, damage.message
+
+
+def test_a_brotli_stream_is_inflated_in_bounded_pieces():
+    """256 MB of zeros compress to a few hundred bytes: read 1 MB of them, not the whole."""
+    compressed = brotli.compress(bytes(256 << 20), quality=1)
+    tracemalloc.start()
+    try:
+        reader = BrotliReader(io.BytesIO(compressed))
+        assert reader.read(1 << 20) == bytes(1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    with pytest.raises(EOFError, match="cut short"):
+        BrotliReader(io.BytesIO(compressed[:-4])).read()
 
 
 def test_snappy_is_refused_in_a_reject(tmp_path):
