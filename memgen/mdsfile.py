@@ -109,17 +109,17 @@ def _samples(f: IO[bytes], offsets: tuple[int, ...], columns: list[Column], max_
         if len(data) < size:
             raise EOFError(f"the file ends inside sample {ordinal}: it was cut short")
         try:
-            yield Sample(ordinal, sample_values(data, columns, ordinal), size)
+            yield Sample(ordinal, _sample_values(data, columns, ordinal), size)
         except MdsError as e:
             yield Sample(ordinal, None, size, ("corrupt_sample", str(e)[:500]), data[:head_bytes])
 
 
 def mds_schema(columns: list[Column]) -> pa.Schema:
-    """The columns as a table's schema, typed as `decoded` gives their values."""
-    return pa.schema([(column.name, arrow_type(column.encoding)) for column in columns])
+    """The columns as a table's schema, typed as `_decoded` gives their values."""
+    return pa.schema([(column.name, _arrow_type(column.encoding)) for column in columns])
 
 
-def sample_values(data: bytes, columns: list[Column], ordinal: int = 0) -> dict[str, object]:
+def _sample_values(data: bytes, columns: list[Column], ordinal: int = 0) -> dict[str, object]:
     """A sample's bytes as {column: value} (MdsError where they do not decode as declared)."""
     variable = sum(column.size is None for column in columns)
     if len(data) < _U32 * variable:
@@ -131,7 +131,7 @@ def sample_values(data: bytes, columns: list[Column], ordinal: int = 0) -> dict[
         if at + size > len(data):
             raise MdsError(f"sample {ordinal}: its {column.name} column runs past the sample's end")
         try:
-            values[column.name] = decoded(column.encoding, data[at: at + size])
+            values[column.name] = _decoded(column.encoding, data[at: at + size])
         except (ValueError, KeyError, IndexError, struct.error, OSError) as e:
             said = f"sample {ordinal}: its {column.name} column is no {column.encoding} ({e})"
             raise MdsError(said) from None
@@ -139,7 +139,7 @@ def sample_values(data: bytes, columns: list[Column], ordinal: int = 0) -> dict[
     return values
 
 
-def decoded(encoding: str, raw: bytes) -> object:
+def _decoded(encoding: str, raw: bytes) -> object:
     """A value of an MDS encoding as memgen reads it: image bytes as stored (`pil`, raw
     pixels, as a PNG of them: lossless), lists of images as lists of bytes, numbers and text
     as Python's, `json` parsed, an ndarray as (nested) lists; `pkl` and encodings not known
@@ -168,8 +168,8 @@ def decoded(encoding: str, raw: bytes) -> object:
     return raw  # bytes, jpeg, png; pkl (never unpickled); a custom encoding
 
 
-def arrow_type(encoding: str) -> pa.DataType:
-    """The Arrow type of what `decoded` gives for `encoding`: what a table's column checks
+def _arrow_type(encoding: str) -> pa.DataType:
+    """The Arrow type of what `_decoded` gives for `encoding`: what a table's column checks
     need to tell image columns (binary, lists of it) from text and metadata."""
     name = encoding.partition(":")[0]
     if name in _IMAGE_LISTS:
