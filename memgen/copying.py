@@ -96,11 +96,13 @@ def copy_stats(histogram: np.ndarray, threshold: int, population: int | None = N
 
 
 def copying_section(copy_histogram: np.ndarray | None, contamination_histogram: np.ndarray | None,
-                    threshold: int, sample_population: int | None = None) -> dict:
+                    threshold: int, sample_population: int | None = None,
+                    orientations: str = "upright") -> dict:
     """report.json's `copying`: the sample against the memory, the reference against the memory
     (None for a set that was not given); `sample_population`: see copy_stats (the reference is
-    taken as it is: its share is not an estimate)."""
+    taken as it is: its share is not an estimate); `orientations`: the memory's (with "any", a
+    mirrored or turned copy is within the threshold too)."""
     def stats(histogram: np.ndarray | None, population: int | None = None) -> dict | None:
         return None if histogram is None else copy_stats(histogram, threshold, population).to_json()
-    return {"threshold": threshold, "copy": stats(copy_histogram, sample_population),
-            "contamination": stats(contamination_histogram)}
+    return {"threshold": threshold, "orientations": orientations,
+            "copy": stats(copy_histogram, sample_population), "contamination": stats(contamination_histogram)}

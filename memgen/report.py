@@ -112,8 +112,9 @@ def copying_summary(copying: dict[str, Any]) -> list[str]:
         if stats:
             interval = (f"; 95% CI [{_percent(stats['ci_low'])}, {_percent(stats['ci_high'])}] of the "
                         f"{stats['population']} unique images drawn from" if stats.get("population") else "")
+            turned = " in any orientation" if copying.get("orientations") == "any" else ""
             lines.append(f"{label}: {_percent(stats['rate'])} ({stats['n_within']} of {stats['n']} within "
-                         f"{stats['threshold']} bits of a memory image{interval})")
+                         f"{stats['threshold']} bits of a memory image{turned}{interval})")
     return lines
 
 

@@ -309,6 +309,8 @@ def _copying(copying: dict[str, Any] | None) -> str:
     if not copying:
         return ""
     parts = []
+    hashed = ("pHash of each image in its canonical orientation: mirrored and turned copies count"
+              if copying.get("orientations") == "any" else "pHash")
     for key, title in (("copy", "copy rate: sample vs memory"),
                        ("contamination", "contamination rate: reference vs memory")):
         stats = copying.get(key)
@@ -320,7 +322,7 @@ def _copying(copying: dict[str, Any] | None) -> str:
             parts.append(
                 f"<h3>{_e(title)}: {_percent(stats['rate'])}</h3>"
                 f"<p>{_number(stats['n_within'])} of {_number(stats['n'])} images have a memory image within "
-                f"Hamming distance {stats['threshold']} (pHash; red bars){interval}.</p>"
+                f"Hamming distance {stats['threshold']} ({hashed}; red bars){interval}.</p>"
                 + _histogram_svg(stats["histogram"], stats["threshold"]))
     if not parts:
         return ""

@@ -123,7 +123,7 @@ def test_memory_alone_has_no_pairs_and_no_copying(sets):
         assert distances["rows"] == [] and distances["failures"] == {}
 
     def check_copying(copying):
-        assert copying == {"threshold": 10, "copy": None, "contamination": None}
+        assert copying == {"threshold": 10, "orientations": "upright", "copy": None, "contamination": None}
 
     _run(sets, None, [], check_distances, check_copying)
 

@@ -158,7 +158,11 @@ def test_with_any_orientation_mirrored_and_turned_copies_are_near_duplicates(tmp
     capsys.readouterr()
     assert main(["evaluate", "--memory", str(tmp_path / "any"), "--reference", str(tmp_path / "ref.tar"),
                  "--classifier", "caption", "--embedding", "false", "--out", str(tmp_path / "r")]) == 0
-    assert "contamination (reference vs memory): 100.0% (1 of 1 within" in capsys.readouterr().out
+    assert ("contamination (reference vs memory): 100.0% (1 of 1 within 10 bits of a memory image in any "
+            "orientation)") in capsys.readouterr().out
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["copying"]["orientations"] == "any"
+    assert "mirrored and turned copies count" in (tmp_path / "r" / "report.html").read_text()
 
 
 def test_images_hold_the_original_bytes_and_metadata(memory):

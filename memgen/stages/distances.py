@@ -296,7 +296,8 @@ class EvaluateSets(beam.PTransform):
         empty = np.zeros(self.radius + 2, dtype=np.int64)  # a set given but with no image
         copy = found.get(SAMPLE, empty) if self.sample_parts is not None else None
         contamination = found.get(REFERENCE, empty) if self.reference_shards else None
-        return copying_section(copy, contamination, self.threshold, self.sample_population)
+        return copying_section(copy, contamination, self.threshold, self.sample_population,
+                               self.fingerprint.orientations)
 
 
 class ScoredFeatures(beam.PTransform):
