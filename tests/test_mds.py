@@ -42,7 +42,7 @@ LAION = {"jpg": "bytes", "caption": "str", "url": "str", "key": "str", "width": 
          "similarity": "float64"}
 
 
-@pytest.mark.parametrize("compression", [None, "zstd", "gz", "bz2", "br"])
+@pytest.mark.parametrize("compression", [None, "zstd", "gz", "bz2", "br", "snappy"])
 def test_a_folder_of_mds_shards_is_read_sample_by_sample(tmp_path, compression):
     """Shards cut by size_limit, compressed whole or not; index.json is no shard."""
     out = write_mds(tmp_path / "mds", LAION, laion_rows(5), compression=compression, size_limit=12_000)
@@ -172,13 +172,15 @@ def test_a_brotli_stream_is_inflated_in_bounded_pieces():
         BrotliReader(io.BytesIO(compressed[:-4])).read()
 
 
-def test_snappy_is_refused_in_a_reject(tmp_path):
-    """MDSWriter's Snappy is one block of the whole file, not a stream: not read."""
+def test_a_snappy_shard_cut_short_is_one_reject(tmp_path):
+    """MDSWriter's Snappy is one block of the whole file, not a stream: decompressed whole, so
+    a cut one loses every sample (said in one reject)."""
     out = write_mds(tmp_path / "mds", LAION, laion_rows(2), compression="snappy")
-    [shard] = discover([str(out)])
-    [reject] = read_shard(shard, CONFIG)
-    assert (shard.kind, reject.error_type) == ("mds", "unsupported_compression")
-    assert "compressed with Snappy" in reject.message
+    cut = tmp_path / "cut.mds.snappy"
+    cut.write_bytes((out / "shard.00000.mds.snappy").read_bytes()[:-50])
+    [reject] = read(cut)
+    assert (reject.error_type, reject.ordinal) == ("corrupt_shard", 0)
+    assert "not a Snappy block, or a damaged or cut one" in reject.message
 
 
 def test_memorize_mds_shards_and_refuse_an_image_column_they_lack(tmp_path, capsys):

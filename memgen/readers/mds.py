@@ -14,7 +14,6 @@ from memgen.readers.config import DAMAGE, ReaderConfig, ShardItem, failure
 from memgen.readers.keys import Keys
 from memgen.readers.parquet import Cell, row_items
 from memgen.records import Reject, Shard
-from memgen.shards import MDS_UNREAD
 from memgen.transfer import read_message
 
 
@@ -24,12 +23,6 @@ def read_mds(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[Shard
     a sample that does not decode, or over --max_bytes, is a reject of its own (the offsets
     frame the next); a file cut short ends the shard with a reject after the samples before
     it. A record's ordinal is its sample's place (* PER_ROW for a list of images)."""
-    unread = next((name for suffix, name in MDS_UNREAD.items() if shard.uri.lower().endswith(suffix)), None)
-    if unread:
-        yield Reject(shard.index, 0, shard.source(), "read", "unsupported_compression",
-                     f"an MDS shard compressed with {unread}, which memgen does not read: write the "
-                     "dataset with MDSWriter(compression='zstd') (or br, gz, bz2, or none)")
-        return
     keys = Keys()
     try:
         declared, samples = mds_shard(f, config.max_bytes, config.reject_data_cap)

@@ -13,7 +13,6 @@ from memgen.shards.hive import hive_partitions
 from memgen.shards.names import (
     FOLDER_METADATA,
     IMAGE_SUFFIXES,
-    MDS_UNREAD,
     OTHER_IMAGE_SUFFIXES,
     PARQUET_SUFFIXES,
     SHARD_SUFFIXES,
@@ -36,7 +35,7 @@ from memgen.shards.store import HTTP_TIMEOUT, open_input, storage_options, url_f
 from memgen.shards.versions import file_digest, file_version, listing_digest
 from memgen.shards.walk import IMAGES, hidden
 
-__all__ = ["FOLDER_METADATA", "HTTP_TIMEOUT", "IMAGES", "IMAGE_SUFFIXES", "MAX_EXPANDED", "MDS_UNREAD",
+__all__ = ["FOLDER_METADATA", "HTTP_TIMEOUT", "IMAGES", "IMAGE_SUFFIXES", "MAX_EXPANDED",
            "OTHER_IMAGE_SUFFIXES", "PARQUET_SUFFIXES", "SHARD_SUFFIXES", "SIDECARS", "SILENT_ASKS",
            "TAR_COMPRESSION", "TAR_SUFFIXES", "TFRECORD_COMPRESSION", "TFRECORD_SUFFIXES", "WARC_SUFFIXES",
            "ZIP_SUFFIXES", "FolderEntries", "NoInputError", "compression", "counted", "discover",

@@ -9,6 +9,7 @@ import fsspec
 
 from memgen.brotlistream import BROTLI
 from memgen.shards.store import url_fs
+from memgen.snappyblock import SNAPPY_BLOCK
 from memgen.sniff import HEAD, KINDS, shard_format
 from memgen.zstdstream import ZSTD
 
@@ -28,9 +29,9 @@ TFRECORD_COMPRESSION = {".tfrecord": None, ".tfrecords": None,
                         ".tfrecord.gz": "gzip", ".tfrecords.gz": "gzip"}  # TensorFlow's GZIP option
 TFRECORD_SUFFIXES = tuple(TFRECORD_COMPRESSION)
 # MosaicML Streaming's MDS shards: shard.00000.mds, compressed whole by MDSWriter(compression=...)
-MDS_COMPRESSION = {".mds": None, ".mds.zstd": ZSTD, ".mds.gz": "gzip", ".mds.bz2": "bz2", ".mds.br": BROTLI}
-MDS_UNREAD = {".mds.snappy": "Snappy"}  # its other compression, a whole-file block: refused in a reject
-MDS_SUFFIXES = (*MDS_COMPRESSION, *MDS_UNREAD)
+MDS_COMPRESSION = {".mds": None, ".mds.zstd": ZSTD, ".mds.gz": "gzip", ".mds.bz2": "bz2", ".mds.br": BROTLI,
+                   ".mds.snappy": SNAPPY_BLOCK}
+MDS_SUFFIXES = tuple(MDS_COMPRESSION)
 SHARD_SUFFIXES = (TAR_SUFFIXES + PARQUET_SUFFIXES + ARROW_SUFFIXES + ZIP_SUFFIXES + WARC_SUFFIXES
                   + TFRECORD_SUFFIXES + MDS_SUFFIXES)
 # TensorFlow Datasets names its shards after their place: mnist-train.tfrecord-00000-of-00004
