@@ -246,15 +246,15 @@ def test_a_video_clips_frames_are_records_each_with_its_steps_fields(tmp_path):
     path = write_clips(tmp_path / "clips.tfrecord", [media_sequence("v1", [jpeg(1), jpeg(2), jpeg(3)], "dog"),
                                                      media_sequence("v2", [jpeg(4)])])
     items = read(path)
-    assert [(i.data, i.source, i.ordinal) for i in items] == [
-        (jpeg(1), f"{path}#000000000/0", 0), (jpeg(2), f"{path}#000000000/1", 1),
-        (jpeg(3), f"{path}#000000000/2", 2), (jpeg(4), f"{path}#000000001", PER_ROW)]
+    assert [(i.data, i.source, i.ordinal) for i in items] == [  # keyed by MediaSequence's clip/media_id
+        (jpeg(1), f"{path}#v1/0", 0), (jpeg(2), f"{path}#v1/1", 1),
+        (jpeg(3), f"{path}#v1/2", 2), (jpeg(4), f"{path}#v2", PER_ROW)]
     assert [json.loads(i.metadata) for i in items] == [  # audio's steps are another stream's: left out
         {"clip/media_id": "v1", "clip/label/string": "dog", "image/timestamp": 0},
         {"clip/media_id": "v1", "clip/label/string": "dog", "image/timestamp": 40_000},
         {"clip/media_id": "v1", "clip/label/string": "dog", "image/timestamp": 80_000},
         {"clip/media_id": "v2", "clip/label/string": "cat", "image/timestamp": 0}]
-    assert read(path, ReaderConfig(key_column="clip/media_id"))[2].source == f"{path}#v1/2"
+    assert read(path, ReaderConfig(key_column="clip/label/string"))[2].source == f"{path}#dog/2"
 
 
 def test_frames_under_a_name_not_guessed_are_read_when_named_and_said_when_not(tmp_path):
@@ -292,9 +292,9 @@ def test_memorize_dedups_a_clips_frames_and_refuses_frames_it_cannot_name(tmp_pa
                        [media_sequence("v1", frames), media_sequence("v2", [jpeg(9)])])
     assert main(["memorize", str(path), "--memory", str(tmp_path / "m")]) == 0
     kept = duckdb.sql(f"select source from '{tmp_path}/m/images/*.parquet' order by source").fetchall()
-    assert kept == [(f"{path}#000000000/0",), (f"{path}#000000001",)]
+    assert kept == [(f"{path}#v1/0",), (f"{path}#v2",)]
     near = duckdb.sql(f"select source, kind from '{tmp_path}/m/duplicates/*.parquet' order by 1").fetchall()
-    assert near == [(f"{path}#000000000/{n}", "near") for n in (1, 2, 3)]
+    assert near == [(f"{path}#v1/{n}", "near") for n in (1, 2, 3)]
     clip = ({"key": (b"c", "byte")}, {"frames": ([jpeg(1)], "byte")})
     unnamed = write_clips(tmp_path / "video.tfrecord", [clip])
     assert main(["memorize", str(unnamed), "--memory", str(tmp_path / "m2")]) == 2

@@ -26,6 +26,7 @@ from memgen.transfer import read_message
 # datasets (ImageNet, the object detection API's) under image/encoded
 IMAGE_FEATURES = (*DEFAULT_IMAGE_COLUMNS, "image/encoded")
 TXT = "txt"  # img2dataset's caption feature
+MEDIA_ID = "clip/media_id"  # MediaPipe MediaSequence's id of a clip (a video's, a YouTube id)
 
 
 def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[ShardItem]:
@@ -33,7 +34,8 @@ def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[
     IMAGE_FEATURES it has that holds bytes) as a record, several in one feature as KEY/0,
     KEY/1; a SequenceExample's frames (that feature in its feature lists, when its context
     has none) alike, a record a frame; its caption the --caption_column feature, else
-    img2dataset's `txt`; key and url by their columns; its other features its metadata. A
+    img2dataset's `txt`; key and url by their columns (a clip's key, without one, its
+    MediaSequence clip/media_id); its other features its metadata. A
     record's ordinal is its Example's place * PER_ROW + the image's. A record that is no
     Example is a reject of its own; damage ends the shard with a reject after the records
     before it, as in a tar."""
@@ -67,7 +69,10 @@ def _example_items(shard: Shard, ordinal: int, example: Example, keys: Keys,
     values = image_values(example, image)
     unusable = _unusable(image, values, example)
     images = 0 if unusable or len(values) == 1 else min(len(values), PER_ROW)  # the KEY/N it takes
-    key = keys(_text(fields.get(config.key_column)) or f"{ordinal // PER_ROW:09d}", images)
+    named = _text(fields.get(config.key_column))
+    if named is None and image not in features:  # a clip's frames: MediaSequence names the clip
+        named = _text(fields.get(MEDIA_ID))
+    key = keys(named or f"{ordinal // PER_ROW:09d}", images)
     caption = _text(fields.get(config.caption_column, fields.get(TXT)))
     if unusable:
         yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *unusable)
