@@ -96,7 +96,7 @@ def test_tensorflow_datasets_shards_and_gzip_files(tmp_path, name):
     assert shard_kind(str(path)) == "tfrecord" and [s.uri for s in discover([str(tmp_path)])] == [str(path)]
     first, second = read(path)
     assert (first.data, second.data, first.caption, first.url) == (jpeg(0), jpeg(1), None, None)
-    assert second.source == f"{path}#000000001"  # no key: its place
+    assert second.source == f"{path}#1.jpg"  # no key feature: its image/filename
     assert json.loads(second.metadata) == {"image/class/label": 1, "image/filename": "1.jpg",
                                            "score": [0.1, 0.25]}
 

@@ -26,7 +26,9 @@ from memgen.transfer import read_message
 # datasets (ImageNet, the object detection API's) under image/encoded
 IMAGE_FEATURES = (*DEFAULT_IMAGE_COLUMNS, "image/encoded")
 TXT = "txt"  # img2dataset's caption feature
-MEDIA_ID = "clip/media_id"  # MediaPipe MediaSequence's id of a clip (a video's, a YouTube id)
+# an Example's key when it has no --key_column feature: its image file's name (TensorFlow's
+# ImageNet and object-detection records), or a clip's MediaPipe MediaSequence id (a video's)
+IMAGE_NAME, MEDIA_ID = "image/filename", "clip/media_id"
 
 
 def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[ShardItem]:
@@ -34,8 +36,8 @@ def read_tfrecord(shard: Shard, f: IO[bytes], config: ReaderConfig) -> Iterator[
     IMAGE_FEATURES it has that holds bytes) as a record, several in one feature as KEY/0,
     KEY/1; a SequenceExample's frames (that feature in its feature lists, when its context
     has none) alike, a record a frame; its caption the --caption_column feature, else
-    img2dataset's `txt`; key and url by their columns (a clip's key, without one, its
-    MediaSequence clip/media_id); its other features its metadata. A
+    img2dataset's `txt`; key and url by their columns (without a key feature, its
+    image/filename, or a clip's MediaSequence clip/media_id); its other features its metadata. A
     record's ordinal is its Example's place * PER_ROW + the image's. A record that is no
     Example is a reject of its own; damage ends the shard with a reject after the records
     before it, as in a tar."""
@@ -69,10 +71,9 @@ def _example_items(shard: Shard, ordinal: int, example: Example, keys: Keys,
     values = image_values(example, image)
     unusable = _unusable(image, values, example)
     images = 0 if unusable or len(values) == 1 else min(len(values), PER_ROW)  # the KEY/N it takes
-    named = _text(fields.get(config.key_column))
-    if named is None and image not in features:  # a clip's frames: MediaSequence names the clip
-        named = _text(fields.get(MEDIA_ID))
-    key = keys(named or f"{ordinal // PER_ROW:09d}", images)
+    name = IMAGE_NAME if image in features else MEDIA_ID  # a clip's frames: its id
+    key = keys(_text(fields.get(config.key_column)) or _text(fields.get(name)) or f"{ordinal // PER_ROW:09d}",
+               images)
     caption = _text(fields.get(config.caption_column, fields.get(TXT)))
     if unusable:
         yield Reject(shard.index, ordinal, shard.source(f"#{key}"), "read", *unusable)
